@@ -1,0 +1,389 @@
+"""A deployable process definition: the parsed SpiffWorkflow spec plus what Tether reads from the XML.
+
+``load_definition`` turns uploaded bytes into a ``Definition`` or raises ``DefinitionInvalid`` with the
+element id and line. ``Definition.to_document`` / ``Definition.from_document`` store the spec once per
+version so that instance states never carry it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from . import spiff_patches
+from .bpmn_xml import NS, ElementInfo, element_at_line, index_process, line_of, parse_bpmn
+from .errors import DefinitionInvalid, EngineError, UnsafeCode
+
+# Roles whose members may complete user tasks; a lane names one of them.
+TASK_ROLES = ("coordinator", "manufacturing", "logistics", "qa", "integrator", "admin")
+SIGNATURE_MEANINGS = ("approval", "review", "responsibility", "authorship", "verification")
+_RANGE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*\.\.\s*(-?\d+(?:\.\d+)?)\s*$")
+# Timer values as modelers write them: durations, cycles, and dates with an optional time and offset.
+_PLAIN_ISO = re.compile(
+    r"^(R\d*/)?(P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?"
+    r"|\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?)"
+    r"(/(P[0-9YMWDTHS.]+|\d{4}-\d{2}-\d{2}\S*))?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class UserTaskInfo:
+    """What a user task asks of people: who, with which form, instructions and signature."""
+
+    activity_id: str
+    name: str
+    role: str
+    form: str | None = None
+    ui_form: str | None = None
+    instructions: str | None = None
+    signature: str | None = None
+
+
+@dataclass(frozen=True)
+class ActivityInfo:
+    """A flow element's identity and the Tether properties set on it."""
+
+    activity_id: str
+    name: str
+    kind: str
+    line: int | None = None
+    condition_range: tuple[float, float] | None = None
+    attached_to: str | None = None
+    interrupting: bool = True
+
+
+@dataclass
+class DefinitionInfo:
+    """Everything about a definition the server needs without touching SpiffWorkflow."""
+
+    key: str
+    name: str
+    checksum: str
+    user_tasks: dict[str, UserTaskInfo] = field(default_factory=dict)
+    activities: dict[str, ActivityInfo] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+    operators: list[str] = field(default_factory=list)
+    forms: list[str] = field(default_factory=list)
+    condition_range: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, dct: Mapping[str, Any]) -> DefinitionInfo:
+        """Rebuild from ``to_dict`` output."""
+        def _range(value):
+            return tuple(value) if value else None
+        return cls(
+            key=dct["key"], name=dct["name"], checksum=dct["checksum"],
+            user_tasks={k: UserTaskInfo(**v) for k, v in dct.get("user_tasks", {}).items()},
+            activities={k: ActivityInfo(**{**v, "condition_range": _range(v.get("condition_range"))})
+                        for k, v in dct.get("activities", {}).items()},
+            messages=list(dct.get("messages", [])), operators=list(dct.get("operators", [])),
+            forms=list(dct.get("forms", [])), condition_range=_range(dct.get("condition_range")),
+        )
+
+
+@dataclass
+class Definition:
+    """A loaded definition: the spec SpiffWorkflow runs and the info the server reads."""
+
+    info: DefinitionInfo
+    spec: Any
+    subprocess_specs: dict[str, Any]
+
+    def to_document(self) -> dict:
+        """The spec as a JSON-ready document, stored once per definition version."""
+        from .serialization import spec_to_dict
+        return spec_to_dict(self.spec, self.subprocess_specs)
+
+    @classmethod
+    def from_document(cls, info: DefinitionInfo, document: Mapping[str, Any]) -> Definition:
+        """Restore a definition stored with ``to_document``."""
+        from .serialization import spec_from_dict
+        spiff_patches.apply()
+        spec, subprocess_specs = spec_from_dict(document)
+        return cls(info=info, spec=spec, subprocess_specs=subprocess_specs)
+
+
+def checksum(content: bytes, forms: Mapping[str, bytes] | None = None) -> str:
+    """SHA-256 over the BPMN bytes and the uploaded forms, so an identical upload is recognised."""
+    digest = hashlib.sha256(content)
+    for name in sorted(forms or {}):
+        digest.update(b"\0" + name.encode() + b"\0" + (forms or {})[name])
+    return digest.hexdigest()
+
+
+def parse_form(name: str, content: bytes) -> dict:
+    """Parse one JSON Schema form file, refusing anything that is not a valid schema."""
+    try:
+        schema = json.loads(content)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DefinitionInvalid(f"Form {name} is not valid JSON: {exc}", details={"form": name}) from None
+    if not isinstance(schema, dict):
+        raise DefinitionInvalid(f"Form {name} must be a JSON object (a JSON Schema).", details={"form": name})
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise DefinitionInvalid(f"Form {name} is not a valid JSON Schema: {exc.message}",
+                                details={"form": name}) from None
+    return schema
+
+
+def parse_range(text: str, *, element_id: str | None, line: int | None) -> tuple[float, float]:
+    """Parse a ``conditionRange`` value such as ``-196..-150``."""
+    match = _RANGE.match(text or "")
+    if not match:
+        raise DefinitionInvalid(f"conditionRange '{text}' must look like LOW..HIGH in °C, e.g. 2..8.",
+                                element_id=element_id, line=line)
+    low, high = float(match.group(1)), float(match.group(2))
+    if low > high:
+        raise DefinitionInvalid(f"conditionRange '{text}' has its low end above its high end.",
+                                element_id=element_id, line=line)
+    return low, high
+
+
+def normalise_timer_expression(expression: str) -> str:
+    """Quote a plain ISO 8601 timer value (``PT24H``) so it reads as an expression; leave expressions alone."""
+    text = (expression or "").strip()
+    if _PLAIN_ISO.match(text):
+        return repr(text.upper() if text.upper().startswith(("P", "R")) else text)
+    return text
+
+
+def load_definition(content: bytes, forms: Mapping[str, dict], operators: Iterable[str]) -> Definition:
+    """Parse, validate and check ``content``; ``forms`` maps file names to parsed schemas.
+
+    Raises ``DefinitionInvalid`` (or ``UnsafeCode``) naming the element and line of the first problem.
+    """
+    spiff_patches.apply()
+    tree = parse_bpmn(content)
+    _validate_schema(tree)
+    processes = tree.getroot().xpath("./bpmn:process[@isExecutable='true']", namespaces=NS)
+    if not processes:
+        raise DefinitionInvalid("The diagram has no executable process: set isExecutable=\"true\" on one process.")
+    if len(processes) > 1:
+        ids = ", ".join(p.get("id") for p in processes)
+        raise DefinitionInvalid(f"The diagram has several executable processes ({ids}); deploy one per file.")
+    process = processes[0]
+    key = process.get("id")
+    for reserved in ("Start", "End", f"{key}.EndJoin"):
+        clash = tree.getroot().xpath("//*[@id=$id]", id=reserved)
+        if clash:
+            raise DefinitionInvalid(f"The id '{reserved}' is reserved by the engine; rename the element.",
+                                    element_id=reserved, line=clash[0].sourceline)
+    spec, subprocess_specs = _parse_specs(tree, key)
+    index = index_process(process)
+    for other in tree.getroot().xpath("./bpmn:process", namespaces=NS):
+        if other is not process:
+            index.update({k: v for k, v in index_process(other).items() if k not in index})
+    info = DefinitionInfo(key=key, name=process.get("name") or key, checksum="")
+    _Checker(tree, index, info, forms, set(operators)).check(spec, subprocess_specs)
+    return Definition(info=info, spec=spec, subprocess_specs=subprocess_specs)
+
+
+def _owner_id(node) -> str | None:
+    """The id of the nearest enclosing element that has one (a condition's flow, a script's task)."""
+    for element in [node, *node.iterancestors()]:
+        if element.get("id"):
+            return element.get("id")
+    return None
+
+
+def _validate_schema(tree) -> None:
+    from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
+    from SpiffWorkflow.spiff.parser.process import VALIDATOR
+
+    try:
+        VALIDATOR.validate(tree.getroot())
+    except ValidationException as exc:
+        line = exc.line_number or None
+        raise DefinitionInvalid(f"The diagram fails the BPMN 2.0 schema: {exc}",
+                                element_id=element_at_line(tree, line), line=line) from None
+
+
+def _parse_specs(tree, key: str):
+    from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
+    from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
+
+    parser = SpiffBpmnParser(validator=None)
+    try:
+        parser.add_bpmn_xml(tree, filename=f"{key}.bpmn")
+        spec = parser.get_spec(key)
+        subprocess_specs = parser.get_subprocess_specs(key)
+    except ValidationException as exc:
+        element_id = getattr(exc, "id", None) or None
+        line = getattr(exc, "line_number", None) or line_of(tree, element_id)
+        raise DefinitionInvalid(f"The diagram is not executable: {exc}", element_id=element_id,
+                                line=line) from None
+    except EngineError:
+        raise
+    except Exception as exc:  # SpiffWorkflow raises TypeError/KeyError/... on broken references
+        raise DefinitionInvalid(
+            f"The diagram is not executable: {type(exc).__name__}: {exc}. Check references between "
+            "elements (sequence flows, attachedToRef, messageRef, calledElement).") from None
+    return spec, subprocess_specs
+
+
+class _Checker:
+    """Walks every task spec and records, or refuses, what Tether needs of it."""
+
+    def __init__(self, tree, index: dict[str, ElementInfo], info: DefinitionInfo, forms: Mapping[str, dict],
+                 operators: set[str]):
+        self.tree, self.index, self.info, self.forms, self.operators = tree, index, info, forms, operators
+
+    def fail(self, message: str, element_id: str | None):
+        raise DefinitionInvalid(message, element_id=element_id, line=self._line(element_id))
+
+    def check(self, spec, subprocess_specs) -> None:
+        process_info = self.index.get(self.info.key)
+        if process_info and "conditionRange" in process_info.properties:
+            self.info.condition_range = parse_range(process_info.properties["conditionRange"],
+                                                    element_id=self.info.key, line=process_info.line)
+        self.check_references()
+        self.check_all_code()
+        for task_spec in self._all_task_specs(spec, subprocess_specs):
+            self.check_task_spec(task_spec)
+        self.info.messages = sorted(set(self.info.messages))
+        self.info.operators = sorted(set(self.info.operators))
+        self.info.forms = sorted(set(self.info.forms))
+
+    @staticmethod
+    def _all_task_specs(spec, subprocess_specs):
+        yield from spec.task_specs.values()
+        for sub in subprocess_specs.values():
+            yield from sub.task_specs.values()
+
+    def check_task_spec(self, task_spec) -> None:
+        from SpiffWorkflow.spiff.specs.defaults import ServiceTask, UserTask
+
+        bpmn_id = getattr(task_spec, "bpmn_id", None)
+        if bpmn_id is None:
+            return
+        element = self.index.get(bpmn_id)
+        kind = type(task_spec).__name__
+        props = element.properties if element else {}
+        condition_range = None
+        if "conditionRange" in props:
+            condition_range = parse_range(props["conditionRange"], element_id=bpmn_id, line=element.line)
+        self.info.activities[bpmn_id] = ActivityInfo(
+            activity_id=bpmn_id, name=task_spec.bpmn_name or bpmn_id, kind=kind,
+            line=element.line if element else None, condition_range=condition_range,
+            attached_to=element.attached_to if element else None,
+            interrupting=element.cancel_activity if element else True)
+        self.check_event_definition(task_spec, bpmn_id)
+        if isinstance(task_spec, UserTask):
+            self.check_user_task(task_spec, bpmn_id, element, props)
+        if isinstance(task_spec, ServiceTask):
+            self.check_service_task(task_spec, bpmn_id)
+
+    def check_references(self) -> None:
+        """Every boundary event sits on an existing activity; every flow joins existing elements."""
+        root = self.tree.getroot()
+        ids = set(root.xpath("//@id"))
+        for node in root.xpath("//bpmn:boundaryEvent", namespaces=NS):
+            if node.get("attachedToRef") not in ids:
+                raise DefinitionInvalid(
+                    f"Boundary event {node.get('id')} is attached to '{node.get('attachedToRef')}', which does "
+                    "not exist.", element_id=node.get("id"), line=node.sourceline)
+        for node in root.xpath("//bpmn:sequenceFlow", namespaces=NS):
+            for end in ("sourceRef", "targetRef"):
+                if node.get(end) not in ids:
+                    raise DefinitionInvalid(
+                        f"Sequence flow {node.get('id')} has {end} '{node.get(end)}', which does not exist.",
+                        element_id=node.get("id"), line=node.sourceline)
+
+    def check_all_code(self) -> None:
+        """Check every script and expression in the document, reachable from a start event or not."""
+        root = self.tree.getroot()
+        kinds = [
+            ("//bpmn:script", True, "script"),
+            ("//spiffworkflow:preScript", True, "pre-script"),
+            ("//spiffworkflow:postScript", True, "post-script"),
+            ("//bpmn:conditionExpression", False, "condition"),
+            ("//bpmn:timeDuration|//bpmn:timeDate|//bpmn:timeCycle", False, "timer expression"),
+        ]
+        for xpath, is_script, what in kinds:
+            for node in root.xpath(xpath, namespaces=NS):
+                source = (node.text or "").strip()
+                if what == "timer expression":
+                    source = normalise_timer_expression(source)
+                if source:
+                    self.check_code(source, _owner_id(node), script=is_script, what=what, line=node.sourceline)
+        for node in root.xpath("//spiffworkflow:parameter", namespaces=NS):
+            self.check_code(node.get("value", "") or "None", _owner_id(node), script=False,
+                            what=f"parameter '{node.get('id')}'", line=node.sourceline)
+
+    def check_code(self, source: str, element_id: str, *, script: bool, what: str, line: int | None = None) -> None:
+        from .sandbox import check_expression, check_script
+
+        try:
+            (check_script if script else check_expression)(source)
+        except UnsafeCode as exc:
+            raise UnsafeCode(f"The {what} of {element_id} is refused: {exc.message}", element_id=element_id,
+                             line=line or self._line(element_id)) from None
+        except EngineError as exc:
+            raise DefinitionInvalid(f"The {what} of {element_id} is invalid: {exc.message}",
+                                    element_id=element_id, line=line or self._line(element_id)) from None
+
+    def _line(self, element_id: str | None) -> int | None:
+        return self.index[element_id].line if element_id in self.index else line_of(self.tree, element_id)
+
+    def check_event_definition(self, task_spec, bpmn_id: str) -> None:
+        from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+        from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+
+        definition = getattr(task_spec, "event_definition", None)
+        if definition is None:
+            return
+        if isinstance(definition, TimerEventDefinition):
+            definition.expression = normalise_timer_expression(definition.expression)
+        elif isinstance(definition, MessageEventDefinition):
+            self.info.messages.append(definition.name)
+            if getattr(definition, "expression", None):
+                self.check_code(definition.expression, bpmn_id, script=False, what="message payload")
+            if hasattr(definition, "message_var") and not definition.message_var:
+                definition.message_var = definition.name
+            for prop in getattr(definition, "correlation_properties", []):
+                self.check_code(prop.retrieval_expression, bpmn_id, script=False, what="correlation")
+
+    def check_user_task(self, task_spec, bpmn_id: str, element: ElementInfo | None, props: dict) -> None:
+        lane = element.lane if element else None
+        if not lane:
+            self.fail(f"User task {bpmn_id} is not in a lane; put it in a lane named after the role that "
+                      f"completes it ({', '.join(TASK_ROLES)}).", bpmn_id)
+        role = lane.strip().lower().replace(" ", "_")
+        if role not in TASK_ROLES:
+            self.fail(f"User task {bpmn_id} is in lane '{lane}', which names no role that can complete "
+                      f"tasks ({', '.join(TASK_ROLES)}).", bpmn_id)
+        extensions = getattr(task_spec, "extensions", {}) or {}
+        ext_props = extensions.get("properties", {}) or props
+        form = ext_props.get("formJsonSchemaFilename") or None
+        ui_form = ext_props.get("formUiSchemaFilename") or None
+        for name in (form, ui_form):
+            if name and name not in self.forms:
+                self.fail(f"User task {bpmn_id} references form {name}, which was neither uploaded with "
+                          "the diagram nor shipped in forms/.", bpmn_id)
+            if name:
+                self.info.forms.append(name)
+        signature = ext_props.get("signature") or None
+        if signature and signature not in SIGNATURE_MEANINGS:
+            self.fail(f"User task {bpmn_id} asks for a signature meaning '{signature}'; use one of "
+                      f"{', '.join(SIGNATURE_MEANINGS)}.", bpmn_id)
+        self.info.user_tasks[bpmn_id] = UserTaskInfo(
+            activity_id=bpmn_id, name=task_spec.bpmn_name or bpmn_id, role=role, form=form, ui_form=ui_form,
+            instructions=extensions.get("instructionsForEndUser"), signature=signature)
+
+    def check_service_task(self, task_spec, bpmn_id: str) -> None:
+        operator = task_spec.operation_name
+        if operator not in self.operators:
+            known = ", ".join(sorted(self.operators)) or "none"
+            self.fail(f"Service task {bpmn_id} uses the unknown operator '{operator}' (known: {known}).", bpmn_id)
+        self.info.operators.append(operator)

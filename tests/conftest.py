@@ -1,0 +1,23 @@
+"""Shared fixtures: paths to the bundled diagrams and test fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+@pytest.fixture
+def fixtures() -> Path:
+    """The folder of test diagrams and forms."""
+    return FIXTURES
+
+
+def pytest_report_header(config):
+    """Say which databases the run uses."""
+    url = os.environ.get("TETHER_TEST_POSTGRES_URL")
+    return f"databases: sqlite{' + postgresql' if url else ''}"

@@ -1,0 +1,146 @@
+"""Uploads are parsed safely, validated and checked; every refusal names the element and line."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.definition import load_definition, normalise_timer_expression, parse_form
+from engine.errors import DefinitionInvalid, UnsafeCode
+
+from .engine_helpers import FIXTURES, OPERATORS, load_fixture
+
+MINI = (FIXTURES / "mini.bpmn").read_text()
+FORMS = {p.name: parse_form(p.name, p.read_bytes()) for p in FIXTURES.glob("*.json")}
+
+
+def load(text: str, forms=FORMS, operators=OPERATORS):
+    return load_definition(text.encode(), forms, operators)
+
+
+def test_fixture_loads_with_roles_forms_and_properties():
+    info = load_fixture().info
+    assert info.key == "mini_therapy" and info.name == "Mini therapy"
+    assert info.user_tasks["Task_Enrol"].role == "coordinator"
+    assert info.user_tasks["Task_Receive"].signature == "approval"
+    assert info.messages == ["shipment.delivered"]
+    assert info.operators == ["notify"]
+    assert info.forms == ["mini-enrol.schema.json", "mini-receive.schema.json"]
+
+
+def test_xxe_is_refused_without_reading_the_file(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    doc = (f'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file://{secret}">]>'
+           + MINI.split("?>", 1)[1].replace('name="Mini therapy"', 'name="&x;"'))
+    with pytest.raises(DefinitionInvalid) as caught:
+        load(doc)
+    assert "DOCTYPE" in str(caught.value)
+    assert "TOP-SECRET" not in str(caught.value)
+
+
+def test_billion_laughs_is_refused():
+    lol = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+           + "".join(f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10 if i else "&lol;" * 10}">'
+                     for i in range(9))
+           + ']><bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL">&lol8;'
+           '</bpmn:definitions>')
+    with pytest.raises(DefinitionInvalid):
+        load(lol)
+
+
+def test_script_task_importing_os_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "ran"
+    script = f"import os\nos.system('touch {marker}')"
+    doc = MINI.replace(
+        '<bpmn:intermediateCatchEvent id="Timer_Wait"',
+        f'<bpmn:scriptTask id="Script_Evil" name="Evil"><bpmn:script>{script}</bpmn:script></bpmn:scriptTask>'
+        '<bpmn:intermediateCatchEvent id="Timer_Wait"')
+    with pytest.raises(UnsafeCode) as caught:
+        load(doc)
+    assert caught.value.element_id == "Script_Evil"
+    assert caught.value.line is not None
+    assert not marker.exists()
+
+
+def test_subclass_walk_in_a_condition_is_refused():
+    doc = MINI.replace("eligible == True", "().__class__.__base__.__subclasses__()")
+    with pytest.raises(UnsafeCode) as caught:
+        load(doc)
+    assert caught.value.element_id == "Flow_yes"
+    assert caught.value.line == MINI[: MINI.index("eligible == True")].count("\n") + 1
+
+
+def test_unknown_service_operator_is_refused():
+    with pytest.raises(DefinitionInvalid) as caught:
+        load(MINI.replace('serviceTaskOperator id="notify"', 'serviceTaskOperator id="launch.rocket"'))
+    assert caught.value.element_id == "Service_Notify"
+    assert "launch.rocket" in caught.value.message and "notify" in caught.value.message
+
+
+def test_missing_form_is_refused():
+    with pytest.raises(DefinitionInvalid) as caught:
+        load(MINI, forms={k: v for k, v in FORMS.items() if k != "mini-receive.schema.json"})
+    assert caught.value.element_id == "Task_Receive"
+    assert "mini-receive.schema.json" in caught.value.message
+
+
+def test_user_task_outside_a_known_role_lane_is_refused():
+    with pytest.raises(DefinitionInvalid) as caught:
+        load(MINI.replace('name="Logistics"', 'name="Janitors"'))
+    assert caught.value.element_id == "Task_Receive"
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("not xml at all", "not well-formed"),
+    ('<?xml version="1.0"?><html/>', "not a BPMN 2.0 document"),
+    ("", "empty"),
+])
+def test_non_bpmn_files_are_refused(text, fragment):
+    with pytest.raises(DefinitionInvalid) as caught:
+        load(text)
+    assert fragment in caught.value.message
+
+
+def test_schema_violation_names_the_line():
+    doc = MINI.replace('<bpmn:endEvent id="End_Done"', '<bpmn:bogusElement id="X"/><bpmn:endEvent id="End_Done"')
+    with pytest.raises(DefinitionInvalid) as caught:
+        load(doc)
+    assert "schema" in caught.value.message
+    assert caught.value.line == MINI[: MINI.index('<bpmn:endEvent id="End_Done"')].count("\n") + 1
+
+
+def test_broken_reference_is_a_validation_error_not_a_crash():
+    doc = MINI.replace('targetRef="Task_Receive"', 'targetRef="Nowhere"')
+    with pytest.raises(DefinitionInvalid):
+        load(doc)
+    doc = MINI.replace('attachedToRef="Task_Enrol"', 'attachedToRef="Nowhere"')
+    with pytest.raises(DefinitionInvalid):
+        load(doc)
+
+
+def test_no_executable_process_is_refused():
+    with pytest.raises(DefinitionInvalid) as caught:
+        load(MINI.replace('isExecutable="true"', 'isExecutable="false"'))
+    assert "executable" in caught.value.message
+
+
+def test_bad_condition_range_is_refused():
+    with pytest.raises(DefinitionInvalid) as caught:
+        load(MINI.replace('value="2..8"', 'value="8..2"'))
+    assert caught.value.element_id == "Task_Receive"
+
+
+@pytest.mark.parametrize("plain, expected", [
+    ("PT24H", "'PT24H'"), ("p1d", "'P1D'"), ("R3/PT1H", "'R3/PT1H'"),
+    ("2026-12-01T08:00:00Z", "'2026-12-01T08:00:00Z'"), ('"PT24H"', '"PT24H"'),
+    ("timedelta_iso", "timedelta_iso"),
+])
+def test_timer_values_are_accepted_plain_or_as_expressions(plain, expected):
+    assert normalise_timer_expression(plain) == expected
+
+
+def test_invalid_form_file_is_refused():
+    with pytest.raises(DefinitionInvalid):
+        parse_form("x.schema.json", b"{not json")
+    with pytest.raises(DefinitionInvalid):
+        parse_form("x.schema.json", b'{"type": "no-such-type"}')
