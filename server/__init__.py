@@ -1,0 +1,66 @@
+"""Tether's server: the Flask app factory that wires database, API, engine and scheduler."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from flask import Flask
+
+
+def _default_database_url(app: Flask) -> str:
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(app.instance_path) / 'tether.sqlite3'}"
+
+
+def _secret_key(app: Flask) -> str:
+    path = Path(app.instance_path) / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app: settings from TETHER_* variables, then ``test_config``; nothing starts by itself."""
+    from . import config, errors
+    from .api import bp as api_bp
+    from .extensions import db, migrate
+    from .uow import configure_sqlite
+
+    app = Flask(__name__, instance_path=str(Path.cwd() / "instance"), instance_relative_config=True)
+    settings = config.from_environment()
+    if test_config:
+        settings.update(test_config)
+    app.config.update(settings)
+    if not app.config.get("DATABASE_URL"):
+        app.config["DATABASE_URL"] = _default_database_url(app)
+    app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    app.config["SECRET_KEY"] = app.config.get("SECRET_KEY") or _secret_key(app)
+    app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_UPLOAD_BYTES"])
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    app.json.sort_keys = False
+
+    db.init_app(app)
+    migrations = Path(__file__).resolve().parent.parent / "migrations"
+    migrate.init_app(app, db, directory=str(migrations))
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            configure_sqlite(db.engine)
+    errors.register(app)
+    app.register_blueprint(api_bp)
+    return app
+
+
+def start_scheduler(app: Flask):
+    """Start the timer scheduler for ``app`` (``tether serve`` does; tests drive timers themselves)."""
+    from .scheduler import TimerScheduler
+
+    scheduler = TimerScheduler(app)
+    app.extensions["tether_scheduler"] = scheduler
+    scheduler.start()
+    return scheduler

@@ -1,0 +1,76 @@
+"""Process definitions: upload (with forms), list, versions, the XML as uploaded."""
+
+from __future__ import annotations
+
+from flask import Response, g, request
+from sqlalchemy import func, select
+
+from ..auth import require
+from ..definitions import deploy
+from ..errors import BadRequest, NotFound
+from ..extensions import db
+from ..idempotency import idempotent
+from ..models import ProcessDefinition, Therapy
+from . import bp
+from .paging import page
+from .views import definition_version
+
+
+@bp.post("/process-definitions")
+@require("designer", "admin")
+@idempotent
+def upload_definition():
+    """Deploy a BPMN diagram (field ``bpmn``) with zero or more JSON Schema ``forms`` files."""
+    if not request.content_type or not request.content_type.startswith("multipart/form-data"):
+        from werkzeug.exceptions import UnsupportedMediaType
+        raise UnsupportedMediaType("Upload the diagram as multipart/form-data with a 'bpmn' file field.")
+    upload = request.files.get("bpmn")
+    if upload is None:
+        raise BadRequest("The upload has no 'bpmn' file field.", code="missing_file", details={"field": "bpmn"})
+    forms = {}
+    for form in request.files.getlist("forms"):
+        name = (form.filename or "").rsplit("/", 1)[-1]
+        if not name:
+            raise BadRequest("Every 'forms' file needs a file name.", code="missing_file", details={"field": "forms"})
+        forms[name] = form.read()
+    row, created = deploy(upload.read(), forms, g.user.username)
+    return definition_version(row), (201 if created else 200)
+
+
+@bp.get("/process-definitions")
+@require()
+def list_definitions():
+    """Every process key with its name and latest version."""
+    latest = (select(ProcessDefinition.key, func.max(ProcessDefinition.version).label("v"))
+              .group_by(ProcessDefinition.key).subquery())
+    query = (select(ProcessDefinition)
+             .join(latest, (ProcessDefinition.key == latest.c.key) & (ProcessDefinition.version == latest.c.v))
+             .order_by(ProcessDefinition.key))
+    return page(query, lambda r: {"key": r.key, "name": r.name, "latest_version": r.version})
+
+
+@bp.get("/process-definitions/<key>")
+@require()
+def get_definition(key: str):
+    """One process key with all its versions and how many therapies run on each."""
+    rows = db.session.execute(select(ProcessDefinition).where(ProcessDefinition.key == key)
+                              .order_by(ProcessDefinition.version)).scalars().all()
+    if not rows:
+        raise NotFound(f"No process definition '{key}'.")
+    counts = dict(db.session.execute(
+        select(Therapy.process_version, func.count()).where(Therapy.process_key == key, Therapy.status == "active")
+        .group_by(Therapy.process_version)).all())
+    versions = [{"version": r.version, "id": r.id, "deployed_at": definition_version(r)["deployed_at"],
+                 "checksum": r.checksum, "active_therapies": counts.get(r.version, 0)} for r in rows]
+    return {"key": key, "name": rows[-1].name, "versions": versions}
+
+
+@bp.get("/process-definitions/<key>/versions/<int:version>/bpmn")
+@require()
+def get_definition_xml(key: str, version: int):
+    """The BPMN XML exactly as uploaded."""
+    row = db.session.execute(select(ProcessDefinition).where(
+        ProcessDefinition.key == key, ProcessDefinition.version == version)).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"No version {version} of process definition '{key}'.")
+    return Response(row.bpmn_xml, mimetype="application/xml")

@@ -1,0 +1,104 @@
+"""Therapies: start, list, detail, cancel, timeline."""
+
+from __future__ import annotations
+
+from flask import g, request
+from sqlalchemy import select
+
+from .. import therapies as usecases
+from ..auth import can_see_site, require, visible_site_ids
+from ..errors import BadRequest, Forbidden, NotFound
+from ..extensions import db
+from ..idempotency import idempotent
+from ..models import AuditEntry, Site, TaskRecord, Therapy
+from ..schemas import CancelSchema, StartTherapySchema, load_json
+from . import bp
+from .paging import page
+from .views import iso, task_item, therapy_summary
+
+STATUSES = ("active", "completed", "cancelled", "failed")
+
+
+def visible_therapy(therapy_id: str) -> Therapy:
+    """The therapy if the caller may see it; 404 otherwise (another site's therapy does not exist for them)."""
+    therapy = db.session.get(Therapy, therapy_id)
+    if therapy is None or not can_see_site(g.user, therapy.site_id):
+        raise NotFound("No such therapy.", details={"therapy_id": therapy_id})
+    return therapy
+
+
+@bp.post("/therapies")
+@require("coordinator", "integrator", "admin")
+@idempotent
+def start_therapy():
+    """Start one patient's therapy on a deployed process (its latest version unless ``version`` is given)."""
+    body = load_json(StartTherapySchema())
+    site = db.session.execute(select(Site).where(Site.code == body["site"])).scalar_one_or_none()
+    if site is not None and not can_see_site(g.user, site.id):
+        raise Forbidden("You may not start therapies at this site.", details={"field": "site"})
+    therapy = usecases.start_therapy(body["process_key"], body["version"], body["site"],
+                                     body["patient"]["reference"], body["data"], g.user.username)
+    return therapy_summary(therapy), 201
+
+
+@bp.get("/therapies")
+@require()
+def list_therapies():
+    """Therapies the caller may see, newest first, filtered by status, site and process."""
+    query = select(Therapy).order_by(Therapy.created_at.desc(), Therapy.id)
+    status = request.args.get("status")
+    if status:
+        if status not in STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(STATUSES)}.", code="invalid_filter")
+        query = query.where(Therapy.status == status)
+    if request.args.get("site"):
+        query = query.join(Site).where(Site.code == request.args["site"])
+    if request.args.get("process_key"):
+        query = query.where(Therapy.process_key == request.args["process_key"])
+    sites = visible_site_ids(g.user)
+    if sites is not None:
+        query = query.where(Therapy.site_id.in_(sites))
+    return page(query, therapy_summary)
+
+
+@bp.get("/therapies/<therapy_id>")
+@require()
+def get_therapy(therapy_id: str):
+    """One therapy with its open tasks, what it waits for, and its process data."""
+    therapy = visible_therapy(therapy_id)
+    tasks = db.session.execute(select(TaskRecord).where(
+        TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")).scalars().all()
+    forms = therapy.definition.forms
+    out = therapy_summary(therapy)
+    out.update({
+        "open_tasks": [task_item(t, forms) for t in tasks],
+        "waiting_for": therapy.waits or [],
+        "incidents": [], "alerts": [],
+        "current_activities": therapy.current_activities or [],
+        "data": therapy.data or {},
+    })
+    return out
+
+
+@bp.post("/therapies/<therapy_id>/cancel")
+@require("coordinator", "admin")
+@idempotent
+def cancel_therapy(therapy_id: str):
+    """End a therapy with a reason; its open tasks are withdrawn."""
+    therapy = visible_therapy(therapy_id)
+    body = load_json(CancelSchema())
+    usecases.cancel_therapy(therapy, body["reason"], g.user.username)
+    return therapy_summary(therapy), 200
+
+
+@bp.get("/therapies/<therapy_id>/timeline")
+@require()
+def therapy_timeline(therapy_id: str):
+    """The therapy's history in order, from the audit trail."""
+    therapy = visible_therapy(therapy_id)
+    entries = db.session.execute(select(AuditEntry).where(AuditEntry.therapy_id == therapy.id)
+                                 .order_by(AuditEntry.seq)).scalars().all()
+    items = [{"seq": e.seq, "at": iso(e.at), "actor": e.actor, "action": e.action, "reason": e.reason,
+              "activity_id": (e.data or {}).get("activity_id"), "name": (e.data or {}).get("name"),
+              "data": e.data} for e in entries]
+    return {"therapy_id": therapy.id, "items": items}

@@ -1,0 +1,51 @@
+"""How resources look in API responses."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from engine.coi import parse_coi
+
+from ..models import ProcessDefinition, TaskRecord, Therapy
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z, or None."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def definition_version(row: ProcessDefinition) -> dict:
+    """One deployed version."""
+    return {"id": row.id, "key": row.key, "version": row.version, "name": row.name, "checksum": row.checksum,
+            "deployed_at": iso(row.deployed_at)}
+
+
+def therapy_summary(therapy: Therapy) -> dict:
+    """A therapy as lists show it."""
+    return {
+        "id": therapy.id, "coi": therapy.coi, "coi_check": parse_coi(therapy.coi).check,
+        "status": therapy.status, "stage": therapy.stage,
+        "process": {"key": therapy.process_key, "version": therapy.process_version},
+        "site": therapy.site.code, "patient": {"reference": therapy.patient_reference},
+        "next_due_at": iso(therapy.next_due_at), "created_at": iso(therapy.created_at),
+        "updated_at": iso(therapy.updated_at), "ended_at": iso(therapy.ended_at),
+    }
+
+
+def task_item(task: TaskRecord, forms: dict | None = None) -> dict:
+    """A user task as the task list shows it."""
+    forms = forms if forms is not None else task.therapy.definition.forms
+    form = None
+    if task.form:
+        form = {"schema": forms.get(task.form, {}), "ui_schema": forms.get(task.ui_form, {}) if task.ui_form else {}}
+    return {
+        "id": task.id, "therapy_id": task.therapy_id, "coi": task.therapy.coi, "activity_id": task.activity_id,
+        "name": task.name, "role": task.role, "site": task.site.code, "instructions": task.instructions,
+        "form": form, "signature": {"meaning": task.signature} if task.signature else None,
+        "status": task.status, "created_at": iso(task.created_at), "due_at": iso(task.due_at),
+        "completed_at": iso(task.completed_at), "completed_by": task.completed_by,
+    }

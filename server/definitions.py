@@ -1,0 +1,90 @@
+"""Deploying process definitions and finding the engine definition of a deployed version."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import current_app
+from sqlalchemy import func, select
+
+from engine.definition import Definition, DefinitionInfo, checksum, load_definition, parse_form
+
+from . import audit, outbox
+from .extensions import db
+from .models import ProcessDefinition
+from .operators import operator_names
+from .uow import unit_of_work
+
+_cache: dict[str, Definition] = {}
+_cache_lock = threading.Lock()
+
+
+def bundled_forms_dir() -> Path:
+    """The folder of forms shipped with the server."""
+    configured = current_app.config.get("FORMS_DIR")
+    return Path(configured) if configured else Path(current_app.root_path).parent / "forms"
+
+
+def bundled_forms() -> dict[str, bytes]:
+    """Every JSON file in the forms folder, by file name."""
+    folder = bundled_forms_dir()
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def deploy(bpmn: bytes, uploaded_forms: Mapping[str, bytes], actor: str) -> tuple[ProcessDefinition, bool]:
+    """Validate and store a new version; an identical upload returns the existing version (created=False)."""
+    digest = checksum(bpmn, uploaded_forms)
+    available = {name: parse_form(name, content) for name, content in bundled_forms().items()}
+    available.update({name: parse_form(name, content) for name, content in uploaded_forms.items()})
+    definition = load_definition(bpmn, available, operator_names())
+    info = definition.info
+    info.checksum = digest
+    existing = db.session.execute(
+        select(ProcessDefinition).where(ProcessDefinition.key == info.key, ProcessDefinition.checksum == digest)
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing, False
+    with unit_of_work():
+        latest = db.session.execute(
+            select(func.max(ProcessDefinition.version)).where(ProcessDefinition.key == info.key)).scalar()
+        row = ProcessDefinition(
+            key=info.key, version=(latest or 0) + 1, name=info.name, checksum=digest,
+            bpmn_xml=bpmn.decode("utf-8"), forms={name: available[name] for name in info.forms},
+            info=info.to_dict(), spec=definition.to_document(), deployed_by=actor)
+        db.session.add(row)
+        db.session.flush()
+        data = {"key": row.key, "version": row.version, "name": row.name, "checksum": digest}
+        audit.append(actor, "definition.deployed", "process_definition", row.id, data=data)
+        outbox.emit("definition.deployed", data, subject=row.id)
+    with _cache_lock:
+        _cache[row.id] = definition
+    return row, True
+
+
+def engine_definition(row: ProcessDefinition) -> Definition:
+    """The engine's definition for a stored version, restored once per process and cached."""
+    with _cache_lock:
+        cached = _cache.get(row.id)
+    if cached is not None:
+        return cached
+    definition = Definition.from_document(DefinitionInfo.from_dict(row.info), row.spec)
+    with _cache_lock:
+        _cache[row.id] = definition
+    return definition
+
+
+def latest_version(key: str) -> ProcessDefinition | None:
+    """The newest version of ``key``."""
+    return db.session.execute(
+        select(ProcessDefinition).where(ProcessDefinition.key == key)
+        .order_by(ProcessDefinition.version.desc()).limit(1)).scalar_one_or_none()
+
+
+def deploy_bundled(folder: Path, actor: str = "system") -> list[tuple[ProcessDefinition, bool]]:
+    """Deploy every diagram in ``folder`` whose content is new."""
+    results = []
+    for path in sorted(folder.glob("*.bpmn")):
+        results.append(deploy(path.read_bytes(), {}, actor))
+    return results

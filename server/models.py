@@ -1,0 +1,247 @@
+"""The persisted state: sites, users, tokens, definitions, therapies, task projections, audit and outbox."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from .extensions import db
+
+ROLES = ("admin", "designer", "coordinator", "manufacturing", "logistics", "qa", "integrator", "auditor")
+UNSCOPED_ROLES = ("admin", "designer", "auditor")
+SITE_KINDS = ("treatment-centre", "manufacturing", "logistics")
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    """A random identifier for a new row."""
+    return str(uuid.uuid4())
+
+
+class UtcDateTime(TypeDecorator):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+user_sites = db.Table(
+    "user_site",
+    db.Column("user_id", Integer, ForeignKey("user_account.id"), primary_key=True),
+    db.Column("site_id", Integer, ForeignKey("site.id"), primary_key=True),
+)
+
+
+class Site(db.Model):
+    """A treatment centre, manufacturing site or logistics hub."""
+
+    __tablename__ = "site"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32), default="treatment-centre")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class User(db.Model):
+    """A person or system account. Ids are never reused (AUTOINCREMENT / identity)."""
+
+    __tablename__ = "user_account"
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    roles: Mapped[list] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    locked: Mapped[bool] = mapped_column(Boolean, default=False)
+    failed_signatures: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    sites: Mapped[list[Site]] = relationship(secondary=user_sites, lazy="selectin")
+
+    @property
+    def site_codes(self) -> list[str]:
+        """Codes of the sites this user is scoped to (empty: not scoped)."""
+        return sorted(s.code for s in self.sites)
+
+    @property
+    def scoped(self) -> bool:
+        """Whether the user sees only therapies of their sites."""
+        return bool(self.sites) and not any(r in UNSCOPED_ROLES for r in self.roles)
+
+
+class ApiToken(db.Model):
+    """A bearer token; only its SHA-256 is stored."""
+
+    __tablename__ = "api_token"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class ProcessDefinition(db.Model):
+    """One deployed version of a therapy's BPMN diagram, with its forms and parsed spec (stored once)."""
+
+    __tablename__ = "process_definition"
+    __table_args__ = (UniqueConstraint("key", "version"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    key: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    checksum: Mapped[str] = mapped_column(String(64), index=True)
+    bpmn_xml: Mapped[str] = mapped_column(Text)
+    forms: Mapped[dict] = mapped_column(JSON, default=dict)
+    info: Mapped[dict] = mapped_column(JSON)
+    spec: Mapped[dict] = mapped_column(JSON)
+    deployed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    deployed_by: Mapped[str] = mapped_column(String(64))
+
+
+class Therapy(db.Model):
+    """One patient's treatment: an instance of a definition version, with its engine state."""
+
+    __tablename__ = "therapy"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    definition_id: Mapped[str] = mapped_column(ForeignKey("process_definition.id"), index=True)
+    process_key: Mapped[str] = mapped_column(String(200), index=True)
+    process_version: Mapped[int] = mapped_column(Integer)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    coi: Mapped[str] = mapped_column(String(15), unique=True)
+    patient_reference: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="active", index=True)
+    stage: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    state: Mapped[dict] = mapped_column(JSON)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    waits: Mapped[list] = mapped_column(JSON, default=list)
+    current_activities: Mapped[list] = mapped_column(JSON, default=list)
+    next_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, index=True)
+    row_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    site: Mapped[Site] = relationship(lazy="joined", innerjoin=True)
+    definition: Mapped[ProcessDefinition] = relationship(lazy="select")
+
+    __mapper_args__ = {"version_id_col": row_version}
+
+
+class TaskRecord(db.Model):
+    """The projection of a user task, for lists and for completed-task history."""
+
+    __tablename__ = "task"
+    __table_args__ = (Index("ix_task_status_role", "status", "role"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"), index=True)
+    activity_id: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32))
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    form: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    ui_form: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    instructions: Mapped[str | None] = mapped_column(Text, nullable=True)
+    signature: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="ready")
+    due_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    completed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    therapy: Mapped[Therapy] = relationship(lazy="joined")
+    site: Mapped[Site] = relationship(lazy="joined", innerjoin=True)
+
+
+class AuditEntry(db.Model):
+    """One link of the tamper-evident audit chain; never updated, never deleted."""
+
+    __tablename__ = "audit_entry"
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    therapy_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    site_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(db.Model):
+    """The chain's tip; its single row is locked by each append so the chain never forks."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class OutboxEvent(db.Model):
+    """A domain event written in the same transaction as the change that caused it."""
+
+    __tablename__ = "outbox_event"
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True, default=new_id)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    therapy_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    site_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class IdempotencyRecord(db.Model):
+    """The first response to a POST carrying an ``Idempotency-Key``, replayed for repeats."""
+
+    __tablename__ = "idempotency_record"
+    __table_args__ = (UniqueConstraint("user_id", "key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(500))
+    status: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class CoiCounter(db.Model):
+    """The next COI sequence number per facility and year; incremented under a row lock."""
+
+    __tablename__ = "coi_counter"
+    fin: Mapped[str] = mapped_column(String(5), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    next_number: Mapped[int] = mapped_column(Integer, default=0)
+
+

@@ -1,0 +1,33 @@
+"""`http`: calls an external HTTP API (MES, ERP, LIMS, courier).
+
+Parameters: `method` (default `"GET"`), `url` (required, http or https), `headers` (object), `json` (body),
+`timeout` (seconds, default 10). Result: `{"status": 200, "body": <JSON or text>}`. A non-2xx answer fails
+the task with the status and an excerpt of the body.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+import requests
+
+METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
+
+
+def run(context, params: dict) -> dict:
+    """Make the request and return its status and body."""
+    method = str(params.get("method") or "GET").upper()
+    url = str(params.get("url") or "")
+    if method not in METHODS:
+        raise ValueError(f"http method must be one of {', '.join(sorted(METHODS))}, got '{method}'")
+    if urlparse(url).scheme not in ("http", "https") or not urlparse(url).netloc:
+        raise ValueError(f"http needs an absolute http(s) url, got '{url}'")
+    response = requests.request(method, url, headers=params.get("headers") or {}, json=params.get("json"),
+                                timeout=float(params.get("timeout") or 10))
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text[:2000]
+    if not 200 <= response.status_code < 300:
+        raise RuntimeError(f"{method} {url} answered {response.status_code}: {str(body)[:300]}")
+    return {"status": response.status_code, "body": body}

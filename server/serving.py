@@ -1,0 +1,29 @@
+"""Serving with gunicorn (threads per worker), each worker running its own timer scheduler."""
+
+from __future__ import annotations
+
+from gunicorn.app.base import BaseApplication
+
+
+class _Server(BaseApplication):
+    def __init__(self, options: dict):
+        self.options = options
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from . import create_app, start_scheduler
+
+        app = create_app()
+        if app.config.get("SCHEDULER"):
+            start_scheduler(app)
+        return app
+
+
+def run(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve until interrupted."""
+    _Server({"bind": f"{host}:{port}", "workers": workers, "threads": threads, "worker_class": "gthread",
+             "accesslog": "-", "timeout": 60, "graceful_timeout": 5}).run()

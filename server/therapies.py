@@ -1,0 +1,233 @@
+"""Therapy use cases: start, complete a task, deliver a message, fire timers, cancel.
+
+Each loads the therapy, runs one engine command, and stores the new state, the task projection, the
+audit entries and the outbox rows in one transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+from flask import current_app
+from sqlalchemy import select
+
+from engine.errors import EngineError
+from engine.runtime import Outcome, Runtime
+
+from . import audit, outbox
+from .definitions import engine_definition, latest_version
+from .errors import Conflict, Invalid, NotFound
+from .extensions import db
+from .models import ProcessDefinition, Site, TaskRecord, Therapy, utcnow
+from .operators import OperatorContext
+from .operators import call as call_operator
+from .uow import after_commit, unit_of_work
+
+# Engine events that are audit-only (the timeline) and not published to integrators.
+_AUDIT_ONLY = {"activity.completed", "service.called", "task.cancelled"}
+
+
+def clock():
+    """The clock the engine runs on (tests inject a fake one through app.config['CLOCK'])."""
+    return current_app.config.get("CLOCK") or utcnow
+
+
+def runtime_for(therapy: Therapy, actor: str) -> Runtime:
+    """A runtime for ``therapy``'s definition version whose service tasks call the registered operators."""
+    context = OperatorContext(therapy=therapy, actor=actor)
+
+    def service_caller(operator: str, params: dict, data: dict) -> Any:
+        return call_operator(operator, context, params)
+
+    return Runtime(engine_definition(therapy.definition), clock=clock(), service_caller=service_caller,
+                   time_limit=current_app.config["SCRIPT_TIME_LIMIT"])
+
+
+def _stage(outcome: Outcome, therapy: Therapy) -> str:
+    if outcome.completed:
+        return "Completed"
+    if outcome.ready_tasks:
+        return outcome.ready_tasks[0].name
+    info = therapy.definition.info.get("activities", {})
+    for wait in outcome.waiting_for:
+        if not wait.attached_to:
+            name = info.get(wait.activity_id, {}).get("name") or wait.name or wait.activity_id
+            return f"Waiting: {name}"
+    return therapy.stage or "Active"
+
+
+def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_by: str | None = None) -> None:
+    """Store what a command did: state, status, task rows, audit entries and outbox events."""
+    now = clock()()
+    therapy.state = outcome.state
+    therapy.data = outcome.data
+    therapy.waits = [w.to_dict() for w in outcome.waiting_for]
+    therapy.current_activities = outcome.current_activities
+    therapy.next_due_at = outcome.next_due
+    therapy.updated_at = now
+    if outcome.completed and therapy.status == "active":
+        therapy.status, therapy.ended_at = "completed", now
+    therapy.stage = _stage(outcome, therapy)
+    tasks = {t.id: t for t in db.session.execute(
+        select(TaskRecord).where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")).scalars()}
+    for ready in outcome.ready_tasks:
+        row = tasks.get(ready.task_id)
+        if row is None:
+            db.session.add(TaskRecord(
+                id=ready.task_id, therapy_id=therapy.id, activity_id=ready.activity_id, name=ready.name,
+                role=ready.role, site_id=therapy.site_id, form=ready.form, ui_form=ready.ui_form,
+                instructions=ready.instructions, signature=ready.signature, status="ready", due_at=ready.due_at,
+                created_at=now))
+        else:
+            row.due_at = ready.due_at
+    for event in outcome.events:
+        payload = event.payload()
+        if event.type == "task.completed" and payload["task_id"] in tasks:
+            row = tasks[payload["task_id"]]
+            row.status, row.completed_at, row.completed_by, row.data = "completed", now, completed_by, payload["data"]
+        elif event.type == "task.cancelled" and payload["task_id"] in tasks:
+            row = tasks[payload["task_id"]]
+            row.status, row.completed_at = "cancelled", now
+        record(event.type, therapy, payload, actor)
+    after_commit(lambda: _notify_scheduler(therapy.id, outcome.next_due))
+
+
+def record(event_type: str, therapy: Therapy, data: dict, actor: str, reason: str | None = None) -> None:
+    """Audit one event of ``therapy`` and, when it is public, queue it for integrators."""
+    audit.append(actor, event_type, "therapy", therapy.id, data=data, therapy_id=therapy.id,
+                 site_id=therapy.site_id, reason=reason)
+    if event_type not in _AUDIT_ONLY and event_type in outbox.PUBLIC_TYPES:
+        outbox.emit(event_type, {"therapy_id": therapy.id, "coi": therapy.coi, **data}, therapy_id=therapy.id,
+                    site_id=therapy.site_id)
+
+
+def _notify_scheduler(therapy_id: str, due) -> None:
+    scheduler = current_app.extensions.get("tether_scheduler")
+    if scheduler is not None:
+        scheduler.arm(therapy_id, due)
+
+
+def start_therapy(process_key: str, version: int | None, site_code: str, patient_reference: str,
+                  data: dict | None, actor: str) -> Therapy:
+    """Start a therapy on a definition version (the latest when ``version`` is None)."""
+    from .coi_issuer import next_coi
+
+    if version is None:
+        definition = latest_version(process_key)
+    else:
+        definition = db.session.execute(select(ProcessDefinition).where(
+            ProcessDefinition.key == process_key, ProcessDefinition.version == version)).scalar_one_or_none()
+    if definition is None:
+        raise Invalid(f"No deployed process '{process_key}'" + (f" version {version}" if version else "") + ".",
+                      code="unknown_process", details={"field": "process_key"})
+    site = db.session.execute(select(Site).where(Site.code == site_code)).scalar_one_or_none()
+    if site is None:
+        raise Invalid(f"No registered site '{site_code}'.", code="unknown_site", details={"field": "site"})
+    with unit_of_work():
+        coi = next_coi()
+        therapy = Therapy(definition=definition, definition_id=definition.id, process_key=definition.key,
+                          process_version=definition.version, site=site, site_id=site.id, coi=coi.value,
+                          patient_reference=patient_reference, status="active", state={}, created_by=actor,
+                          created_at=clock()())
+        db.session.add(therapy)
+        db.session.flush()
+        initial = {**(data or {}), "coi": coi.value, "patient_reference": patient_reference, "site": site.code}
+        outcome = runtime_for(therapy, actor).start(initial)
+        apply_outcome(therapy, outcome, actor)
+    return therapy
+
+
+def get_task(task_id: str) -> TaskRecord:
+    """A task row or 404."""
+    task = db.session.get(TaskRecord, task_id)
+    if task is None:
+        raise NotFound("No such task.", code="not_found", details={"task_id": task_id})
+    return task
+
+
+def validate_form_data(therapy: Therapy, form: str | None, data: dict) -> None:
+    """Check ``data`` against the task's JSON Schema; 422 with one message per field."""
+    if not form:
+        return
+    schema = therapy.definition.forms.get(form)
+    if schema is None:
+        return
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        fields: dict[str, str] = {}
+        for error in errors:
+            path = ".".join(str(p) for p in error.absolute_path)
+            if not path and error.validator == "required":
+                path = error.message.split("'")[1] if "'" in error.message else ""
+            fields.setdefault(path or "_form", error.message)
+        raise Invalid("The form data is not valid; see the fields.", code="invalid_form_data",
+                      details={"fields": fields})
+
+
+def complete_task(task: TaskRecord, data: dict, actor: str, extra_audit: dict | None = None) -> Therapy:
+    """Complete a READY task with form ``data`` and run the therapy to its next wait state."""
+    therapy = task.therapy
+    if task.status != "ready" or therapy.status != "active":
+        raise Conflict("This task is no longer ready; someone may have completed it, or it was cancelled.",
+                       code="task_not_ready", details={"task_id": task.id, "status": task.status})
+    validate_form_data(therapy, task.form, data)
+    with unit_of_work():
+        try:
+            outcome = runtime_for(therapy, actor).complete_task(therapy.state, task.id, data)
+        except EngineError as exc:
+            if exc.code == "task_not_ready":
+                raise Conflict(exc.message, code="task_not_ready", details={"task_id": task.id}) from None
+            raise
+        apply_outcome(therapy, outcome, actor, completed_by=actor)
+        if extra_audit:
+            audit.append(actor, extra_audit.pop("action"), "task", task.id, data=extra_audit,
+                         therapy_id=therapy.id, site_id=therapy.site_id)
+    return therapy
+
+
+def deliver_message(therapy: Therapy, name: str, payload: Any, actor: str) -> tuple[Therapy, str | None]:
+    """Deliver message ``name``; 409 ``not_waiting`` (audited, nothing else changed) when not awaited."""
+    waiting = [w for w in therapy.waits if w.get("type") == "message" and w.get("name") == name]
+    if therapy.status != "active" or not waiting:
+        with unit_of_work():
+            audit.append(actor, "message.refused", "therapy", therapy.id, therapy_id=therapy.id,
+                         site_id=therapy.site_id, data={"name": name, "payload": payload,
+                                                        "reason": "not_waiting"})
+        raise Conflict(f"The therapy is not waiting for a message named '{name}'.", code="not_waiting",
+                       details={"name": name, "waiting_for": [w.get("name") for w in therapy.waits
+                                                              if w.get("type") == "message"]})
+    with unit_of_work():
+        outcome = runtime_for(therapy, actor).deliver_message(therapy.state, name, payload)
+        apply_outcome(therapy, outcome, actor)
+    received = [e for e in outcome.events if e.type == "message.received"]
+    return therapy, received[0].activity_id if received else waiting[0].get("activity_id")
+
+
+def fire_due_timers(therapy_id: str, actor: str = "scheduler") -> bool:
+    """Fire the due timers of one therapy; False when it was not due (or not active) any more."""
+    with unit_of_work():
+        query = select(Therapy).where(Therapy.id == therapy_id)
+        if db.engine.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=Therapy)
+        therapy = db.session.execute(query).scalar_one_or_none()
+        now = clock()()
+        if therapy is None or therapy.status != "active" or therapy.next_due_at is None or therapy.next_due_at > now:
+            return False
+        outcome = runtime_for(therapy, actor).fire_timers(therapy.state)
+        apply_outcome(therapy, outcome, actor)
+    return True
+
+
+def cancel_therapy(therapy: Therapy, reason: str, actor: str) -> Therapy:
+    """End an active therapy with a reason; its open tasks are withdrawn."""
+    if therapy.status != "active":
+        raise Conflict(f"The therapy is already {therapy.status}.", code="not_active")
+    with unit_of_work():
+        outcome = runtime_for(therapy, actor).cancel(therapy.state, reason)
+        therapy.status, therapy.ended_at = "cancelled", clock()()
+        apply_outcome(therapy, outcome, actor)
+        therapy.stage = "Cancelled"
+        therapy.next_due_at = None
+    return therapy
