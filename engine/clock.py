@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 Clock = Callable[[], datetime]
 
@@ -19,14 +19,14 @@ _current: contextvars.ContextVar[Clock | None] = contextvars.ContextVar("tether_
 
 def system_clock() -> datetime:
     """The real time, timezone-aware, in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class FakeClock:
     """A clock that stands still until a test moves it."""
 
     def __init__(self, start: datetime | None = None):
-        self.now = start or datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+        self.now = start or datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -43,8 +43,8 @@ class ClockedDatetime(datetime):
     @classmethod
     def now(cls, tz=None):  # type: ignore[override]
         clock = _current.get()
-        moment = clock() if clock is not None else datetime.now(timezone.utc)
-        return moment.astimezone(tz) if tz is not None else moment.astimezone(timezone.utc).replace(tzinfo=None)
+        moment = clock() if clock is not None else datetime.now(UTC)
+        return moment.astimezone(tz) if tz is not None else moment.astimezone(UTC).replace(tzinfo=None)
 
 
 @contextlib.contextmanager

@@ -272,7 +272,8 @@ class _Checker:
         props = element.properties if element else {}
         condition_range = None
         if "conditionRange" in props:
-            condition_range = parse_range(props["conditionRange"], element_id=bpmn_id, line=element.line)
+            condition_range = parse_range(props["conditionRange"], element_id=bpmn_id,
+                                          line=element.line if element else None)
         self.info.activities[bpmn_id] = ActivityInfo(
             activity_id=bpmn_id, name=task_spec.bpmn_name or bpmn_id, kind=kind,
             line=element.line if element else None, condition_range=condition_range,
@@ -321,7 +322,8 @@ class _Checker:
             self.check_code(node.get("value", "") or "None", _owner_id(node), script=False,
                             what=f"parameter '{node.get('id')}'", line=node.sourceline)
 
-    def check_code(self, source: str, element_id: str, *, script: bool, what: str, line: int | None = None) -> None:
+    def check_code(self, source: str, element_id: str | None, *, script: bool, what: str,
+                   line: int | None = None) -> None:
         from .sandbox import check_expression, check_script
 
         try:
@@ -356,9 +358,9 @@ class _Checker:
 
     def check_user_task(self, task_spec, bpmn_id: str, element: ElementInfo | None, props: dict) -> None:
         lane = element.lane if element else None
-        if not lane:
-            self.fail(f"User task {bpmn_id} is not in a lane; put it in a lane named after the role that "
-                      f"completes it ({', '.join(TASK_ROLES)}).", bpmn_id)
+        if lane is None:
+            raise DefinitionInvalid(f"User task {bpmn_id} is not in a lane; put it in a lane named after the role that "
+                      f"completes it ({', '.join(TASK_ROLES)}).", element_id=bpmn_id, line=self._line(bpmn_id))
         role = lane.strip().lower().replace(" ", "_")
         if role not in TASK_ROLES:
             self.fail(f"User task {bpmn_id} is in lane '{lane}', which names no role that can complete "

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from SpiffWorkflow.bpmn.util.event import BpmnEvent
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins.events.end_event import EndEvent
+from SpiffWorkflow.bpmn.util.event import BpmnEvent
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.spiff.specs.defaults import ServiceTask
 from SpiffWorkflow.spiff.specs.event_definitions import MessageEventDefinition as SpiffMessageEventDefinition
@@ -225,9 +225,9 @@ class Runtime:
 
     def _engine_failure(self, exc: Exception) -> EngineError:
         """Turn whatever SpiffWorkflow raised into an engine error that keeps the original message."""
-        cause = exc
-        while getattr(cause, "exception", None) is not None and cause is not cause.exception:
-            cause = cause.exception
+        cause: BaseException = exc
+        while isinstance(getattr(cause, "exception", None), BaseException) and cause is not cause.exception:  # type: ignore[attr-defined]
+            cause = cause.exception  # type: ignore[attr-defined]
         if isinstance(cause, EngineError):
             return cause
         task = getattr(exc, "task", None)
@@ -280,7 +280,7 @@ class Runtime:
                                   due_at=_due_at(task), attached_to=attached_to))
             elif isinstance(definition, MessageEventDefinition):
                 waits.append(Wait("message", spec.bpmn_id, name=definition.name, attached_to=attached_to))
-        waits.sort(key=lambda w: (w.type, w.due_at or datetime.max.replace(tzinfo=timezone.utc), w.activity_id))
+        waits.sort(key=lambda w: (w.type, w.due_at or datetime.max.replace(tzinfo=UTC), w.activity_id))
         return waits
 
     def _outcome(self, workflow: BpmnWorkflow, events: list[ev.DomainEvent]) -> Outcome:
@@ -297,13 +297,13 @@ class Runtime:
                 task_id=str(task.id), activity_id=info.activity_id, name=info.name, role=info.role,
                 form=info.form, ui_form=info.ui_form, instructions=info.instructions, signature=info.signature,
                 due_at=due_by_host.get(info.activity_id)))
-        current = [t.activity_id for t in ready]
+        activities = [t.activity_id for t in ready]
         for wait in waits:
             host = wait.attached_to or wait.activity_id
-            if host not in current:
-                current.append(host)
+            if host not in activities:
+                activities.append(host)
         return Outcome(state=state_to_dict(workflow), events=events, ready_tasks=ready, waiting_for=waits,
-                       completed=workflow.completed, data=_process_data(workflow), current_activities=current)
+                       completed=workflow.completed, data=_process_data(workflow), current_activities=activities)
 
 
 def _due_at(task) -> datetime | None:
@@ -321,8 +321,8 @@ def _due_at(task) -> datetime | None:
 
 def _aware(moment: datetime) -> datetime:
     moment = datetime(moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second,
-                      moment.microsecond, tzinfo=moment.tzinfo or timezone.utc)
-    return moment.astimezone(timezone.utc)
+                      moment.microsecond, tzinfo=moment.tzinfo or UTC)
+    return moment.astimezone(UTC)
 
 
 def _process_data(workflow: BpmnWorkflow) -> dict:

@@ -112,12 +112,13 @@ def _compile(source: str, mode: str) -> CodeType:
         refused = UnsafeSyntax(f"syntax error: {err.msg}", line=err.lineno)
         refused.lineno = err.lineno
         raise refused from err
-    result = (compile_restricted_eval if mode == "eval" else compile_restricted_exec)(
-        tree, _FILENAME, policy=_Policy)
+    compiler = compile_restricted_eval if mode == "eval" else compile_restricted_exec
+    result = compiler(tree, _FILENAME, policy=_Policy)  # type: ignore[arg-type]
     if result.errors:
         match = _LINE.match(result.errors[0])
         raise UnsafeCode(_LINE.sub("", result.errors[0]), line=int(match.group(1)) if match else None,
                          details={"errors": list(result.errors)})
+    assert result.code is not None
     return result.code
 
 

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import timezone
+from datetime import UTC
 
 _applied = False
 
@@ -37,7 +37,7 @@ def apply() -> None:
     from .clock import ClockedDatetime
 
     timer.datetime = ClockedDatetime  # type: ignore[attr-defined,misc]
-    timer.LOCALTZ = timezone.utc  # type: ignore[attr-defined]
+    timer.LOCALTZ = UTC  # type: ignore[attr-defined]
     _lift_depth_limit(TaskIterator.__init__)
     _lift_depth_limit(BpmnTaskIterator.__init__)
     _applied = True

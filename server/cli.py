@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 from flask import Flask
-from sqlalchemy import select
 
 
 def _app() -> Flask:

@@ -34,8 +34,8 @@ def list_audit():
             query = query.where(AuditEntry.seq > int(request.args["after_seq"]))
         except ValueError:
             raise BadRequest("after_seq must be a whole number.", code="invalid_filter") from None
-    if not any(r in READ_ALL for r in g.user.roles):
-        sites = visible_site_ids(g.user) or set()
+    sites = None if any(r in READ_ALL for r in g.user.roles) else visible_site_ids(g.user)
+    if sites is not None:
         query = query.where(AuditEntry.site_id.in_(sites))
     return page(query, _item)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from engine.coi import parse_coi
 
@@ -14,8 +14,8 @@ def iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def definition_version(row: ProcessDefinition) -> dict:
@@ -41,7 +41,8 @@ def task_item(task: TaskRecord, forms: dict | None = None) -> dict:
     forms = forms if forms is not None else task.therapy.definition.forms
     form = None
     if task.form:
-        form = {"schema": forms.get(task.form, {}), "ui_schema": forms.get(task.ui_form, {}) if task.ui_form else {}}
+        ui_schema = forms.get(task.ui_form, {}) if task.ui_form else {}
+        form = {"name": task.form, "schema": forms.get(task.form, {}), "ui_schema": ui_schema}
     return {
         "id": task.id, "therapy_id": task.therapy_id, "coi": task.therapy.coi, "activity_id": task.activity_id,
         "name": task.name, "role": task.role, "site": task.site.code, "instructions": task.instructions,

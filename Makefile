@@ -1,0 +1,62 @@
+# Tether: developer commands. `make run` serves a seeded demo; `make test` runs the whole suite.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The interpreter that creates the virtualenv: python3.11, else python3 (override with PYTHON=...).
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
+HOST ?= 127.0.0.1
+PORT ?= 5000
+# Extra pytest arguments, e.g. make test PYTEST_ARGS='-k runtime'
+PYTEST_ARGS ?=
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help install run test lint bench clean
+
+help:
+	@echo "make install   create $(VENV) and install Tether with its test tools"
+	@echo "make run       seed the demo (tether demo) and serve on http://$(HOST):$(PORT)"
+	@echo "make test      ruff, then the whole suite on SQLite and a throwaway PostgreSQL"
+	@echo "               (extra pytest arguments: make test PYTEST_ARGS='-k runtime')"
+	@echo "make lint      ruff and mypy"
+	@echo "make bench     run the benchmarks"
+	@echo "make clean     remove $(VENV), instance/ and caches"
+
+install: $(STAMP)
+
+# Re-installs only when the packaging metadata changed (the install is editable, so code changes need nothing).
+$(STAMP): setup.cfg pyproject.toml
+	@if [ ! -x $(BIN)/python ]; then \
+		echo "creating $(VENV) with $(or $(PYTHON),python3)"; \
+		$(or $(PYTHON),python3) -m venv $(VENV) || { rm -rf $(VENV); python3 -m venv $(VENV); }; \
+	fi
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+run: install
+	$(BIN)/tether demo
+	$(BIN)/tether serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(BIN)/ruff check engine server tests
+	bash scripts/with-postgres $(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check engine server tests
+	$(BIN)/mypy engine
+
+bench: install
+	@if [ -f bench/__main__.py ]; then \
+		$(BIN)/python -m bench; \
+	else \
+		echo "no benchmarks yet (bench/__main__.py does not exist)"; \
+	fi
+
+clean:
+	rm -rf $(VENV) instance build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
