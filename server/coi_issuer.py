@@ -23,4 +23,4 @@ def next_coi() -> Coi:
         db.session.flush()
     number = db.session.execute(
         select(CoiCounter.next_number).where(CoiCounter.fin == fin, CoiCounter.year == year)).scalar_one()
-    return issue_coi(fin, year, number - 1)
+    return issue_coi(fin, year, number)

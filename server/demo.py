@@ -1,0 +1,111 @@
+"""``tether demo``: sites, users of every role, tokens, and therapies spread over the journey's stages.
+
+Therapies are seeded as if started days ago (the engine runs on a clock set back for the seeding), so
+that escalation timers which would have fired by now do fire when the seeding catches up with the present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select
+
+from engine.clock import FakeClock
+
+from . import accounts, therapies
+from .demo_data import ALLOGENEIC_HAPPY_PATH, AUTOLOGOUS_HAPPY_PATH, form_data
+from .extensions import db
+from .models import Site, TaskRecord, Therapy, User, utcnow
+
+DEMO_PASSWORD = "tether-demo-2026"  # noqa: S105  (printed for the demo on purpose)
+SITES = [("SITE-A", "St Elsewhere Treatment Centre", "treatment-centre"),
+         ("SITE-B", "Riverside Cancer Centre", "treatment-centre"),
+         ("MFG-1", "Northfield Cell Manufacturing", "manufacturing")]
+USERS = [  # username, printed name, roles, sites
+    ("admin", "Ada Admin", ["admin"], []),
+    ("designer", "Dana Designer", ["designer"], []),
+    ("coordinator", "Chris Coordinator", ["coordinator"], ["SITE-A"]),
+    ("coordinator-b", "Casey Coordinator", ["coordinator"], ["SITE-B"]),
+    ("manufacturing", "Morgan Maker", ["manufacturing"], ["MFG-1", "SITE-A", "SITE-B"]),
+    ("logistics", "Lee Logistics", ["logistics"], ["SITE-A", "SITE-B"]),
+    ("qa", "Quinn Quality", ["qa"], []),
+    ("integrator", "Courier and MES gateway", ["integrator"], []),
+    ("auditor", "Avery Auditor", ["auditor"], []),
+]
+ROLE_USER = {"coordinator": "coordinator", "manufacturing": "manufacturing", "qa": "qa", "logistics": "logistics"}
+# (process, site, patient reference, steps of the happy path to run, days ago it started)
+THERAPIES = [
+    ("autologous_car_t", "SITE-A", "PT-A-0001", 0, 0),
+    ("autologous_car_t", "SITE-A", "PT-A-0002", 2, 1),
+    ("autologous_car_t", "SITE-A", "PT-A-0003", 4, 3),     # fresh material overdue: the 24 h escalation fires
+    ("autologous_car_t", "SITE-B", "PT-B-0001", 6, 6),
+    ("autologous_car_t", "SITE-B", "PT-B-0002", 9, 20),    # awaiting QA release (signature)
+    ("autologous_car_t", "SITE-A", "PT-A-0004", 12, 30),
+    ("autologous_car_t", "SITE-A", "PT-A-0005", 15, 34),
+    ("autologous_car_t", "SITE-B", "PT-B-0003", 17, 36),
+    ("autologous_car_t", "SITE-A", "PT-A-0006", len(AUTOLOGOUS_HAPPY_PATH), 70),  # completed
+    ("allogeneic", "SITE-A", "PT-A-0101", 2, 1),
+    ("allogeneic", "SITE-B", "PT-B-0101", 4, 4),           # delivery overdue: the 48 h escalation fires
+    ("allogeneic", "SITE-B", "PT-B-0102", len(ALLOGENEIC_HAPPY_PATH), 10),
+]
+
+
+def seed(echo: Callable[[str], None]) -> None:
+    """Create what is missing and print how to log in."""
+    if db.session.execute(select(Site).where(Site.code == "SITE-A")).scalar_one_or_none() is None:
+        for code, name, kind in SITES:
+            accounts.add_site(code, name, kind, actor="demo")
+        for username, name, roles, sites in USERS:
+            accounts.add_user(username, roles, sites, name, DEMO_PASSWORD, actor="demo")
+        _seed_therapies(echo)
+    else:
+        echo("demo data already present; issuing fresh tokens")
+    echo("")
+    echo(f"Demo users (password for all: {DEMO_PASSWORD}):")
+    for username, _name, roles, sites in USERS:
+        token = accounts.issue_token(username, "demo", actor="demo")
+        echo(f"  {username:<14} {', '.join(roles):<14} {', '.join(sites) or 'all sites':<22} {token}")
+    echo("")
+    echo("Try: curl -H 'Authorization: Bearer <coordinator token>' http://127.0.0.1:5000/api/v1/tasks")
+
+
+def _seed_therapies(echo: Callable[[str], None]) -> None:
+    app = current_app
+    original = app.config.get("CLOCK")
+    try:
+        for process_key, site, patient, steps, days_ago in THERAPIES:
+            clock = FakeClock(utcnow() - timedelta(days=days_ago))
+            app.config["CLOCK"] = clock
+            therapy = therapies.start_therapy(process_key, None, site, patient, {}, actor="coordinator")
+            journey = AUTOLOGOUS_HAPPY_PATH if process_key == "autologous_car_t" else ALLOGENEIC_HAPPY_PATH
+            for step in journey[:steps]:
+                clock.advance(hours=2)
+                _run_step(therapy.id, step, clock)
+            app.config["CLOCK"] = None
+            therapies.fire_due_timers(therapy.id, actor="scheduler")
+            therapy = db.session.get(Therapy, therapy.id)
+            echo(f"therapy {therapy.coi} {process_key:<17} {site:<7} {therapy.status:<10} {therapy.stage}")
+    finally:
+        app.config["CLOCK"] = original
+
+
+def _run_step(therapy_id: str, step: tuple, clock: FakeClock) -> None:
+    therapy = db.session.get(Therapy, therapy_id)
+    if step[0] == "task":
+        task = db.session.execute(select(TaskRecord).where(
+            TaskRecord.therapy_id == therapy_id, TaskRecord.status == "ready",
+            TaskRecord.activity_id == step[1])).scalar_one()
+        username = ROLE_USER[task.role]
+        user = db.session.execute(select(User).where(User.username == username)).scalar_one()
+        extra = None
+        if task.signature:
+            extra = {"action": "signature.applied", "signer": user.username, "printed_name": user.display_name,
+                     "meaning": task.signature, "signed_at": clock().isoformat(), "channel": "demo seeding"}
+        therapies.complete_task(task, form_data(task.form, therapy.coi), user.username, extra_audit=extra)
+    elif step[0] == "message":
+        therapies.deliver_message(therapy, step[1], step[2], actor="integrator")
+    elif step[0] == "advance":
+        clock.advance(**step[1])
+        therapies.fire_due_timers(therapy_id, actor="scheduler")
