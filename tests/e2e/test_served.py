@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -21,6 +22,18 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _wait_healthy(base: str, proc, log_path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    proc.terminate()
+    pytest.fail("server did not start:\n" + log_path.read_text())
 
 
 def _tether(*args, env, cwd, stdin=None) -> subprocess.CompletedProcess:
@@ -49,16 +62,7 @@ def served(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)], env=env,
                             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/api/v1"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    else:
-        proc.terminate()
-        pytest.fail("server did not start:\n" + (tmp_path / "serve.log").read_text())
+    _wait_healthy(base, proc, tmp_path / "serve.log")
     yield base, tokens
     proc.terminate()
     proc.wait(timeout=10)
@@ -88,3 +92,33 @@ def test_served_process_runs_a_therapy(served):
     assert receive["name"] == "Receive shipment"
     refused = call("POST", "/messages", "courier", json={"name": "shipment.delivered", "therapy_id": therapy["id"]})
     assert refused.status_code == 409
+
+
+def test_demo_then_readme_walkthrough_with_curl(tmp_path):
+    """`tether demo` seeds users and tokens; scripts/walkthrough (the README's curl session) runs a therapy."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    seeded = _tether("demo", env=env, cwd=tmp_path)
+    assert seeded.returncode == 0, seeded.stderr
+    assert "completed  Completed" in seeded.stdout and "Release batch (QA)" in seeded.stdout
+    tokens = {line.split()[0]: line.split()[-1] for line in seeded.stdout.splitlines()
+              if line.strip().split(" ")[-1].startswith("tth_")}
+    password = next(line.split(": ")[1].rstrip("):") for line in seeded.stdout.splitlines() if "password" in line)
+    with open(tmp_path / "serve.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)], env=env,
+                                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            base = f"http://127.0.0.1:{port}/api/v1"
+            _wait_healthy(base, proc, tmp_path / "serve.log")
+            walk_env = {**env, "API": base, "COORD": tokens["coordinator"], "MFG": tokens["manufacturing"],
+                        "QA": tokens["qa"], "QA_PASSWORD": password, "INTEGRATOR": tokens["integrator"],
+                        "AUDITOR": tokens["auditor"]}
+            walk = subprocess.run(["bash", str(ROOT / "scripts" / "walkthrough")], env=walk_env, capture_output=True,
+                                  text=True, timeout=120, check=False)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert walk.returncode == 0, walk.stdout + walk.stderr
+    assert "completed: Release batch (QA)" in walk.stdout
+    assert "Now: Waiting: Day 28" in walk.stdout or "Now: Waiting" in walk.stdout
+    assert '"ok": true' in walk.stdout.replace('"ok":true', '"ok": true')

@@ -71,3 +71,11 @@ def test_allogeneic_journey_completes(through_json):
     visited, outcome = drive("allogeneic.bpmn", ALLOGENEIC_HAPPY_PATH, through_json)
     assert outcome.completed
     assert visited[0] == "Task_OrderFromInventory" and visited[-1] == "Task_RecordInfusion"
+
+
+def test_every_user_task_form_carries_a_valid_example():
+    for name, schema in FORMS.items():
+        if name.endswith(".schema.json"):
+            assert schema.get("examples"), f"{name} has no example"
+            for example in schema["examples"]:
+                jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(example)
