@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -255,3 +256,142 @@ class CoiCounter(db.Model):
     next_number: Mapped[int] = mapped_column(Integer, default=0)
 
 
+
+
+class Alert(db.Model):
+    """Something a person must look at: an escalation, a COI mismatch, an excursion, an incident."""
+
+    __tablename__ = "alert"
+    __table_args__ = (Index("ix_alert_status_raised", "status", "raised_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    therapy_id: Mapped[str | None] = mapped_column(ForeignKey("therapy.id"), nullable=True, index=True)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"), nullable=True, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16), default="medium")
+    message: Mapped[str] = mapped_column(Text)
+    role: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    activity_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    raised_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    acknowledgement_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Incident(db.Model):
+    """A step the engine could not take (a failing service task), waiting for retry or resolution."""
+
+    __tablename__ = "incident"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"), index=True)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"), nullable=True)
+    activity_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    task_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    error_type: Mapped[str] = mapped_column(String(100))
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    next_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    resolved_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    resolution: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    resolution_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Signature(db.Model):
+    """An electronic signature bound, by hash, to exactly what was signed (21 CFR 11.50, 11.70)."""
+
+    __tablename__ = "signature"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"), index=True)
+    task_id: Mapped[str] = mapped_column(String(36), index=True)
+    signer_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"))
+    signer_username: Mapped[str] = mapped_column(String(64))
+    printed_name: Mapped[str] = mapped_column(String(200))
+    meaning: Mapped[str] = mapped_column(String(32))
+    signed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    content_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Correction(db.Model):
+    """A correction of one recorded process-data value, with its mandatory reason (Annex 11 §9)."""
+
+    __tablename__ = "correction"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"), index=True)
+    path: Mapped[str] = mapped_column(String(500))
+    old_value: Mapped[dict | list | str | int | float | bool | None] = mapped_column(JSON, nullable=True)
+    new_value: Mapped[dict | list | str | int | float | bool | None] = mapped_column(JSON, nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    corrected_by: Mapped[str] = mapped_column(String(64))
+    corrected_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class CustodyTransfer(db.Model):
+    """One handoff of a material between parties, with the verified scan of its label."""
+
+    __tablename__ = "custody_transfer"
+    __table_args__ = (Index("ix_custody_therapy_time", "therapy_id", "occurred_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"))
+    material_id: Mapped[str] = mapped_column(String(100))
+    from_party: Mapped[str] = mapped_column(String(200))
+    to_party: Mapped[str] = mapped_column(String(200))
+    location: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    scanned_coi: Mapped[str] = mapped_column(String(40))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    recorded_by: Mapped[str] = mapped_column(String(64))
+
+
+class ConditionReading(db.Model):
+    """One temperature reading of a therapy's material (a narrow row: 10,000 per therapy stay cheap)."""
+
+    __tablename__ = "condition_reading"
+    __table_args__ = (Index("ix_reading_therapy_time", "therapy_id", "recorded_at"),
+                      {"sqlite_autoincrement": True})
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"))
+    sensor_id: Mapped[str] = mapped_column(String(100))
+    shipment_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    temperature_c: Mapped[float] = mapped_column(Float)
+    excursion: Mapped[bool] = mapped_column(Boolean, default=False)
+    activity_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class WebhookSubscription(db.Model):
+    """An integrator's endpoint and the event types (with wildcards) it wants."""
+
+    __tablename__ = "webhook_subscription"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[list] = mapped_column(JSON, default=list)
+    secret: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class WebhookDelivery(db.Model):
+    """One event to one subscription: attempts, outcome and when to try again."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (Index("ix_delivery_due", "status", "next_attempt_at"),
+                      UniqueConstraint("subscription_id", "outbox_event_id"))
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("webhook_subscription.id"), index=True)
+    outbox_event_id: Mapped[int] = mapped_column(ForeignKey("outbox_event.id"))
+    event_type: Mapped[str] = mapped_column(String(64))
+    therapy_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    response_excerpt: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
