@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
-from server.config import project_root
-
 from ..integration.conftest import PASSWORD
 from ..scenario_data import ALLOGENEIC_HAPPY_PATH, AUTOLOGOUS_HAPPY_PATH, form_data
 
 ROLE_USER = {"coordinator": "coord", "manufacturing": "mfg", "qa": "qa", "logistics": "logistics"}
-
-
-@pytest.fixture
-def bundled(app, world):
-    """Deploy processes/ as the server does at start."""
-    from server.definitions import deploy_bundled
-
-    with app.app_context():
-        return {row.key: row.version for row, _created in deploy_bundled(project_root() / "processes")}
 
 
 def run_journey(api, world, clock, process_key, journey):
@@ -32,7 +19,7 @@ def run_journey(api, world, clock, process_key, journey):
             ready = coord.get(f"/api/v1/therapies/{therapy['id']}").get_json()["open_tasks"]
             task = next((t for t in ready if t["activity_id"] == step[1]), None)
             assert task is not None, f"{step[1]} not ready; open: {[t['activity_id'] for t in ready]}"
-            body = {"data": form_data(task["form"]["name"], therapy["coi"])}
+            body = {"data": {**form_data(task["form"]["name"], therapy["coi"]), **(step[2] if len(step) > 2 else {})}}
             if task["signature"]:
                 body["signature"] = {"password": PASSWORD, "meaning": task["signature"]["meaning"]}
             user = ROLE_USER[task["role"]]
@@ -48,6 +35,11 @@ def run_journey(api, world, clock, process_key, journey):
             with api.client.application.app_context():
                 assert fire_due_timers(therapy["id"])
     return coord.get(f"/api/v1/therapies/{therapy['id']}").get_json()
+
+
+def audit_actions(api, world, therapy_id):
+    """The audit entries of one therapy, in order."""
+    return api.as_(world["auditor"]).get(f"/api/v1/audit?therapy_id={therapy_id}&limit=500").get_json()["items"]
 
 
 def test_autologous_journey_through_the_api(api, world, clock, bundled):
