@@ -15,7 +15,10 @@ PYTEST_ARGS ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install run test lint bench clean
+NODE_STAMP := node_modules/.tether-installed
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: help install run test lint bench clean chromium screenshots
 
 help:
 	@echo "make install   create $(VENV) and install Tether with its test tools"
@@ -24,9 +27,10 @@ help:
 	@echo "               (extra pytest arguments: make test PYTEST_ARGS='-k runtime')"
 	@echo "make lint      ruff and mypy"
 	@echo "make bench     run the benchmarks"
+	@echo "make screenshots  retake docs/screenshots/ of the web pages (headless Chromium)"
 	@echo "make clean     remove $(VENV), instance/ and caches"
 
-install: $(STAMP)
+install: $(STAMP) $(NODE_STAMP)
 
 # Re-installs only when the packaging metadata changed (the install is editable, so code changes need nothing).
 $(STAMP): setup.cfg pyproject.toml
@@ -38,13 +42,36 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
+# The web pages' browser packages (bpmn-js), from the npm registry into node_modules/ (served locally, no CDN).
+$(NODE_STAMP): package.json $(wildcard package-lock.json)
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "npm not found: the web pages will show no BPMN diagrams (install Node.js 20 and npm, then make install)"; \
+	else \
+		if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; \
+		else npm install --no-audit --no-fund --loglevel=error; fi && touch $@; \
+	fi
+
+# Debian's Chromium for the browser tests (tests/browser skip themselves when it is missing).
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Chromium for the browser tests (apt-get install chromium)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "Chromium is not installed and this is not root: the browser tests (tests/browser) will be skipped;"; \
+		echo "install it with 'sudo apt-get install chromium'"; \
+	fi
+
 run: install
 	$(BIN)/tether demo
 	$(BIN)/tether serve --host $(HOST) --port $(PORT)
 
-test: install
+test: install chromium
 	$(BIN)/ruff check engine server tests
 	bash scripts/with-postgres $(BIN)/pytest -q $(PYTEST_ARGS)
+
+screenshots: install chromium
+	TETHER_UPDATE_SCREENSHOTS=1 $(BIN)/pytest -q tests/browser/test_screenshots.py
 
 lint: install
 	$(BIN)/ruff check engine server tests
@@ -58,5 +85,5 @@ bench: install
 	fi
 
 clean:
-	rm -rf $(VENV) instance build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) instance build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis node_modules
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

@@ -7,14 +7,14 @@ A command never writes anywhere; the caller stores ``Outcome.state`` and acts on
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
-from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import CycleTimerEventDefinition, TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins.events.end_event import EndEvent
 from SpiffWorkflow.bpmn.util.event import BpmnEvent
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
@@ -27,65 +27,16 @@ from . import events as ev
 from . import spiff_patches
 from .definition import Definition
 from .errors import EngineError, NotWaiting, ScriptFailed, ServiceCallFailed, TaskNotReady
+from .outcome import FailedTask, IncidentOpened, Outcome, ReadyTask, Wait, due_at, process_data
 from .serialization import state_from_dict, state_to_dict
 
+__all__ = ["DEFAULT_RETRIES", "FailedTask", "IncidentOpened", "Outcome", "ReadyTask", "Runtime", "Wait"]
+
 ServiceCaller = Callable[[str, dict, dict], Any]
-
-
-@dataclass(frozen=True)
-class ReadyTask:
-    """A user task waiting for a person."""
-
-    task_id: str
-    activity_id: str
-    name: str
-    role: str
-    form: str | None
-    ui_form: str | None
-    instructions: str | None
-    signature: str | None
-    due_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Wait:
-    """Something the instance waits for: a timer (with its due time) or a message (with its name)."""
-
-    type: str
-    activity_id: str
-    name: str | None = None
-    due_at: datetime | None = None
-    attached_to: str | None = None
-
-    def to_dict(self) -> dict:
-        """The API's shape of a wait."""
-        out: dict[str, Any] = {"type": self.type, "activity_id": self.activity_id}
-        if self.type == "timer":
-            out["due_at"] = self.due_at.isoformat().replace("+00:00", "Z") if self.due_at else None
-        else:
-            out["name"] = self.name
-        if self.attached_to:
-            out["attached_to"] = self.attached_to
-        return out
-
-
-@dataclass
-class Outcome:
-    """What a command left behind."""
-
-    state: dict
-    events: list[ev.DomainEvent] = field(default_factory=list)
-    ready_tasks: list[ReadyTask] = field(default_factory=list)
-    waiting_for: list[Wait] = field(default_factory=list)
-    completed: bool = False
-    data: dict = field(default_factory=dict)
-    current_activities: list[str] = field(default_factory=list)
-
-    @property
-    def next_due(self) -> datetime | None:
-        """When the earliest armed timer is due, if any."""
-        dues = [w.due_at for w in self.waiting_for if w.type == "timer" and w.due_at is not None]
-        return min(dues) if dues else None
+DEFAULT_RETRIES = 3
+# Engine passes per command: enough to catch up on many missed cycle occurrences, bounded so that a
+# diagram can never spin; whatever is still due is picked up by the next command.
+MAX_ROUNDS = 100
 
 
 class Runtime:
@@ -144,6 +95,30 @@ class Runtime:
         workflow = self._restore(state)
         return self._run(workflow, [], workflow.refresh_timers)
 
+    def retry_task(self, state: Mapping, task_id: str) -> Outcome:
+        """Run the failed service task ``task_id`` again (and fire whatever timers are due meanwhile)."""
+        workflow = self._restore(state)
+        task = self._failed_task(workflow, task_id)
+
+        def act():
+            _make_ready_again(task)
+            workflow.refresh_timers()
+
+        return self._run(workflow, [], act, retrying=task.id)
+
+    def skip_task(self, state: Mapping, task_id: str, result: Any = None) -> Outcome:
+        """Complete the failed service task ``task_id`` without calling its operator, with ``result`` as its
+        result, and run on: the step was done by hand."""
+        workflow = self._restore(state)
+        task = self._failed_task(workflow, task_id)
+
+        def act():
+            _make_ready_again(task)
+            task.data[task.task_spec.result_variable] = result
+            task.complete()
+
+        return self._run(workflow, [], act)
+
     def cancel(self, state: Mapping, reason: str = "") -> Outcome:
         """End the instance: every open task is cancelled."""
         workflow = self._restore(state)
@@ -169,6 +144,12 @@ class Runtime:
         return state_from_dict(state, self.definition.spec, self.definition.subprocess_specs,
                                self._script_engine())
 
+    def _failed_task(self, workflow: BpmnWorkflow, task_id: str):
+        task = self._find_task(workflow, task_id)
+        if task is None or task.state != TaskState.ERROR or not isinstance(task.task_spec, ServiceTask):
+            raise TaskNotReady(f"Task {task_id} is not a failed service task.", details={"task_id": task_id})
+        return task
+
     @staticmethod
     def _find_task(workflow: BpmnWorkflow, task_id: str):
         try:
@@ -186,26 +167,42 @@ class Runtime:
                 if t.task_spec.bpmn_id in self.definition.info.user_tasks]
 
     def _run(self, workflow: BpmnWorkflow, events: list, act: Callable[[], Any], *, fresh: bool = False,
-             exclude: set | None = None) -> Outcome:
+             exclude: set | None = None, retrying: Any = None) -> Outcome:
         ready_before = set() if fresh else {t.id for t in self._ready_user_tasks(workflow)}
+        failed_before = {t.id for t in self._errored_service_tasks(workflow)} - {retrying}
         was_completed = workflow.completed
-        completed_tasks: list = []
+        happened: list[tuple[str, Any]] = []  # ("completed", task) and ("cycle", timer task), in order
         skip = exclude or set()
 
         def did_complete(task):
             if task.id not in skip:
-                completed_tasks.append(task)
+                happened.append(("completed", task))
 
-        with engine_clock.using(self.clock):
-            try:
-                act()
-                workflow.do_engine_steps(did_complete_task=did_complete)
-            except EngineError:
-                raise
-            except Exception as exc:
-                raise self._engine_failure(exc) from exc
-        for task in completed_tasks:
-            events.extend(self._events_for_completed(workflow, task))
+        with engine_clock.using(self.clock), spiff_patches.observing_cycles(lambda t: happened.append(("cycle", t))):
+            step: Callable[[], Any] = act
+            for _ in range(MAX_ROUNDS):
+                try:
+                    since = len(happened)
+                    step()
+                    self._engine_steps(workflow, did_complete, happened, since)
+                    break
+                except Exception as exc:
+                    failed = [t for t in self._errored_service_tasks(workflow) if t.id not in failed_before]
+                    if not failed and isinstance(exc, EngineError):
+                        raise
+                    if not failed:
+                        raise self._engine_failure(exc) from exc
+                    for task in failed:  # the failing task stays in ERROR; the other branches run on
+                        failed_before.add(task.id)
+                        happened.append(("failed", (task, exc)))
+                    step = _nothing
+        for kind, item in happened:
+            if kind == "completed":
+                events.extend(self._events_for_completed(workflow, item))
+            elif kind == "cycle":
+                events.extend(self._timer_fired(item.task_spec.bpmn_id, workflow))
+            else:
+                events.append(self._incident(*item))
         ready_after = self._ready_user_tasks(workflow)
         after_ids = {t.id for t in ready_after}
         for task_id in ready_before - after_ids:
@@ -219,9 +216,43 @@ class Runtime:
                 events.append(ev.TaskReady(task_id=str(task.id), activity_id=info.activity_id, name=info.name,
                                            role=info.role))
         if workflow.completed and not was_completed:
-            end_ids = [t.task_spec.bpmn_id for t in completed_tasks if isinstance(t.task_spec, EndEvent)]
+            end_ids = [t.task_spec.bpmn_id for kind, t in happened
+                       if kind == "completed" and isinstance(t.task_spec, EndEvent)]
             events.append(ev.ProcessCompleted(end_activity_id=end_ids[-1] if end_ids else None))
         return self._outcome(workflow, events)
+
+    @staticmethod
+    def _engine_steps(workflow: BpmnWorkflow, did_complete: Callable, happened: list, since: int) -> None:
+        """Run engine steps until only people, messages and future timers are left.
+
+        SpiffWorkflow refreshes timers after its last step, so a timer found due there is ready (or marked
+        fired) but not run yet, and a cycle advances one occurrence per refresh: go round again until
+        nothing engine-side is ready, nothing is marked fired and no cycle fired in the last round.
+        """
+        for _ in range(MAX_ROUNDS):
+            workflow.do_engine_steps(did_complete_task=did_complete)
+            cycled = any(kind == "cycle" for kind, _item in happened[since:])
+            since = len(happened)
+            pending = any(not t.task_spec.manual for t in workflow.get_tasks(state=TaskState.READY))
+            fired = any(t.state == TaskState.WAITING and t._get_internal_data("event_fired")
+                        for t in workflow.event_manager.tasks.values())
+            if not (cycled or pending or fired):
+                return
+
+    @staticmethod
+    def _errored_service_tasks(workflow: BpmnWorkflow) -> list:
+        return [t for t in workflow.get_tasks(state=TaskState.ERROR) if isinstance(t.task_spec, ServiceTask)]
+
+    def _incident(self, task, exc: BaseException) -> IncidentOpened:
+        """Describe a failed service task, keeping the operator's own error message."""
+        cause: BaseException = exc
+        while cause.__cause__ is not None and isinstance(cause, EngineError):
+            cause = cause.__cause__
+        spec = task.task_spec
+        message = exc.message if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+        return IncidentOpened(task_id=str(task.id), activity_id=spec.bpmn_id, name=self._task_name(task),
+                              operator=spec.operation_name, error_type=type(cause).__name__, message=message,
+                              retries=spec.retries, retry_backoff_base=spec.retry_backoff_base)
 
     def _engine_failure(self, exc: Exception) -> EngineError:
         """Turn whatever SpiffWorkflow raised into an engine error that keeps the original message."""
@@ -246,25 +277,61 @@ class Runtime:
         out: list[ev.DomainEvent] = [ev.ActivityCompleted(activity_id=bpmn_id, name=name,
                                                           kind=info.kind if info else type(spec).__name__)]
         definition = getattr(spec, "event_definition", None)
-        attached_to = info.attached_to if info else None
         if isinstance(definition, TimerEventDefinition):
-            out.append(ev.TimerFired(activity_id=bpmn_id, name=name, attached_to=attached_to))
-            if attached_to and info is not None and not info.interrupting:
-                host = self.definition.info.activities.get(attached_to)
-                user_task = self.definition.info.user_tasks.get(attached_to)
-                out.append(ev.TaskEscalated(
-                    activity_id=bpmn_id, name=name, late_activity_id=attached_to,
-                    late_activity_name=host.name if host else attached_to,
-                    role=user_task.role if user_task else self._lane_role_of(attached_to)))
+            if not _reports_occurrences(spec):  # a repeating cycle reported each occurrence as it fired
+                out.extend(self._timer_fired(bpmn_id, workflow))
         elif isinstance(definition, MessageEventDefinition):
             out.append(ev.MessageReceived(name=definition.name, activity_id=bpmn_id))
         if isinstance(spec, ServiceTask):
             out.append(ev.ServiceCalled(activity_id=bpmn_id, operator=spec.operation_name))
         return out
 
-    def _lane_role_of(self, activity_id: str) -> str | None:
+    def _timer_fired(self, bpmn_id: str, workflow: BpmnWorkflow) -> list[ev.DomainEvent]:
+        """``timer.fired``, and ``task.escalated`` when a non-interrupting boundary timer found its task open."""
+        info = self.definition.info.activities.get(bpmn_id)
+        attached_to = info.attached_to if info else None
+        name = (info.name if info else None) or bpmn_id
+        out: list[ev.DomainEvent] = [ev.TimerFired(activity_id=bpmn_id, name=name, attached_to=attached_to)]
+        if attached_to and info is not None and not info.interrupting:
+            host = self.definition.info.activities.get(attached_to)
+            out.append(ev.TaskEscalated(
+                activity_id=bpmn_id, name=name, late_activity_id=attached_to,
+                late_activity_name=host.name if host else attached_to,
+                role=self._role_to_wake(workflow, attached_to)))
+        return out
+
+    def _role_to_wake(self, workflow: BpmnWorkflow, activity_id: str) -> str | None:
+        """Who holds a late activity: a user task's role, else its lane's, else that of the work open inside it."""
         user_task = self.definition.info.user_tasks.get(activity_id)
-        return user_task.role if user_task else None
+        if user_task:
+            return user_task.role
+        role = _lane_role(self._task_spec(activity_id))
+        if role:
+            return role
+        for task in self._ready_user_tasks(workflow):
+            if activity_id in self._enclosing(workflow, task):
+                return self.definition.info.user_tasks[task.task_spec.bpmn_id].role
+        return None
+
+    def _task_spec(self, bpmn_id: str):
+        for spec in (self.definition.spec, *self.definition.subprocess_specs.values()):
+            for task_spec in spec.task_specs.values():
+                if getattr(task_spec, "bpmn_id", None) == bpmn_id:
+                    return task_spec
+        return None
+
+    @staticmethod
+    def _enclosing(workflow: BpmnWorkflow, task) -> list[str]:
+        """The activity ids of the subprocesses ``task`` runs inside, innermost first."""
+        out = []
+        sub = task.workflow
+        while sub is not workflow and sub.parent_task_id is not None:
+            host = workflow.get_task_from_id(sub.parent_task_id)
+            if host is None:
+                break
+            out.append(host.task_spec.bpmn_id)
+            sub = host.workflow
+        return out
 
     def _waits(self, workflow: BpmnWorkflow) -> list[Wait]:
         waits = []
@@ -277,7 +344,7 @@ class Runtime:
             attached_to = info.attached_to if info else None
             if isinstance(definition, TimerEventDefinition):
                 waits.append(Wait("timer", spec.bpmn_id, name=self._task_name(task),
-                                  due_at=_due_at(task), attached_to=attached_to))
+                                  due_at=due_at(task), attached_to=attached_to))
             elif isinstance(definition, MessageEventDefinition):
                 waits.append(Wait("message", spec.bpmn_id, name=definition.name, attached_to=attached_to))
         waits.sort(key=lambda w: (w.type, w.due_at or datetime.max.replace(tzinfo=UTC), w.activity_id))
@@ -293,47 +360,52 @@ class Runtime:
         ready = []
         for task in self._ready_user_tasks(workflow):
             info = self.definition.info.user_tasks[task.task_spec.bpmn_id]
+            dues = [due_by_host[h] for h in [info.activity_id, *self._enclosing(workflow, task)] if h in due_by_host]
             ready.append(ReadyTask(
                 task_id=str(task.id), activity_id=info.activity_id, name=info.name, role=info.role,
                 form=info.form, ui_form=info.ui_form, instructions=info.instructions, signature=info.signature,
-                due_at=due_by_host.get(info.activity_id)))
+                due_at=min(dues) if dues else None))
         activities = [t.activity_id for t in ready]
         for wait in waits:
             host = wait.attached_to or wait.activity_id
             if host not in activities:
                 activities.append(host)
+        failed = [FailedTask(task_id=str(t.id), activity_id=t.task_spec.bpmn_id, name=self._task_name(t))
+                  for t in self._errored_service_tasks(workflow)]
+        for task in failed:
+            if task.activity_id not in activities:
+                activities.append(task.activity_id)
         return Outcome(state=state_to_dict(workflow), events=events, ready_tasks=ready, waiting_for=waits,
-                       completed=workflow.completed, data=_process_data(workflow), current_activities=activities)
+                       completed=workflow.completed, data=process_data(workflow), current_activities=activities,
+                       failed_tasks=failed)
 
 
-def _due_at(task) -> datetime | None:
-    value = task._get_internal_data("event_value")
-    if value is None:
-        return None
-    try:
-        if isinstance(value, dict):  # a cycle: {'cycles': n, 'next': iso, 'duration': seconds}
-            return _aware(datetime.fromisoformat(value["next"])) if value.get("cycles") != 0 else None
-        parsed = TimerEventDefinition.parse_time_or_duration(value)
-        return _aware(parsed) if isinstance(parsed, datetime) else None
-    except (ValueError, TypeError, KeyError):
-        return None
+def _make_ready_again(task) -> None:
+    """Put a failed task back to READY with the data it had when it first became ready.
+
+    Only the task itself is touched: resetting its branch (``reset_from_task_id``) would also re-arm the
+    boundary timers of the task or of the subprocess around it, and so move their deadlines.
+    """
+    if task.parent is not None:
+        task.data = copy.deepcopy(task.parent.data)
+    task._set_state(TaskState.READY)
 
 
-def _aware(moment: datetime) -> datetime:
-    moment = datetime(moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second,
-                      moment.microsecond, tzinfo=moment.tzinfo or UTC)
-    return moment.astimezone(UTC)
+def _nothing() -> None:
+    """An act that does nothing (engine steps only)."""
 
 
-def _process_data(workflow: BpmnWorkflow) -> dict:
-    """The instance's current process data: the data of its open tasks, else of its last task."""
-    open_tasks = [t for t in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING | TaskState.STARTED)
-                  if getattr(t.task_spec, "bpmn_id", None)]
-    open_tasks.sort(key=lambda t: t.last_state_change)
-    data: dict = {}
-    for task in open_tasks:
-        data.update(task.data)
-    if not data:
-        last = workflow.last_task or workflow.task_tree
-        data = dict(last.data) if last is not None else {}
-    return {k: v for k, v in data.items() if not k.startswith("spiff__")}
+def _reports_occurrences(task_spec) -> bool:
+    """Whether a timer repeats (a cycle that is not on an interrupting boundary event)."""
+    return (isinstance(task_spec.event_definition, CycleTimerEventDefinition)
+            and not getattr(task_spec, "cancel_activity", False))
+
+
+def _lane_role(task_spec) -> str | None:
+    """The role a task spec's lane names, if it names one."""
+    from .definition import TASK_ROLES
+
+    lane = (getattr(task_spec, "lane", None) or "").strip().lower().replace(" ", "_")
+    return lane if lane in TASK_ROLES else None
+
+

@@ -4,16 +4,52 @@
 - A naive timer date is taken as server-local time: here it is UTC, whatever the server's zone.
 - Task queries stop at ``max_depth=1000``, so a diagram that loops long enough stalls silently
   (its READY tasks are no longer found): the depth limit is lifted.
+- A cycle timer (``R3/PT1H``) fires by adding a branch while its own task keeps waiting, so no task
+  completes and nothing reports the firing: each occurrence is announced to the listener installed
+  with ``observing_cycles``. On an interrupting boundary event a cycle never interrupted its activity:
+  there, as BPMN says, the first occurrence fires the event once, like a date.
 
 ``apply()`` is idempotent and is called by the runtime and the loader before they touch SpiffWorkflow.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC
 
 _applied = False
+_cycle_listener: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("tether_cycle_listener",
+                                                                                   default=None)
+
+
+@contextlib.contextmanager
+def observing_cycles(listener: Callable) -> Iterator[None]:
+    """Call ``listener(task)`` for each occurrence of a cycle timer that fires in the enclosed engine steps."""
+    token = _cycle_listener.set(listener)
+    try:
+        yield
+    finally:
+        _cycle_listener.reset(token)
+
+
+def _announce_cycles(cycle_complete):
+    """Wrap ``CycleTimerEventDefinition.cycle_complete`` so that every occurrence that fires is announced."""
+
+    def announcing(self, my_task):
+        fired = cycle_complete(self, my_task)
+        if fired and getattr(my_task.task_spec, "cancel_activity", False):
+            my_task._set_internal_data(event_fired=True)  # the event completes, and so interrupts, as well
+            return fired
+        listener = _cycle_listener.get()
+        if fired and listener is not None:
+            listener(my_task)
+        return fired
+
+    announcing.__doc__ = cycle_complete.__doc__
+    return announcing
 
 
 def _lift_depth_limit(init) -> None:
@@ -38,6 +74,8 @@ def apply() -> None:
 
     timer.datetime = ClockedDatetime  # type: ignore[attr-defined,misc]
     timer.LOCALTZ = UTC  # type: ignore[attr-defined]
+    timer.CycleTimerEventDefinition.cycle_complete = _announce_cycles(  # type: ignore[method-assign]
+        timer.CycleTimerEventDefinition.cycle_complete)
     _lift_depth_limit(TaskIterator.__init__)
     _lift_depth_limit(BpmnTaskIterator.__init__)
     _applied = True

@@ -53,6 +53,17 @@ def create_app(test_config: dict | None = None) -> Flask:
             configure_sqlite(db.engine)
     errors.register(app)
     app.register_blueprint(api_bp)
+    from . import webhooks
+    from .api.docs import docs_bp
+
+    webhooks.install()  # outbox events fan out to webhook deliveries in the transaction that writes them
+    app.register_blueprint(docs_bp)  # /api/docs: the OpenAPI document as a page
+    from . import web
+
+    web.init_app(app)  # the pages at /: session cookie and CSRF; /api/v1 stays token-based and CSRF-free
+    from . import ratelimit
+
+    ratelimit.init_app(app)  # login rate limit and body size limits; after every blueprint is registered
     return app
 
 
@@ -64,3 +75,13 @@ def start_scheduler(app: Flask):
     app.extensions["tether_scheduler"] = scheduler
     scheduler.start()
     return scheduler
+
+
+def start_dispatcher(app: Flask):
+    """Start the webhook dispatcher for ``app`` (``tether serve`` does; tests drive deliveries themselves)."""
+    from .dispatcher import Dispatcher
+
+    dispatcher = Dispatcher(app)
+    app.extensions["tether_dispatcher"] = dispatcher
+    dispatcher.start()
+    return dispatcher

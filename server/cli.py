@@ -121,6 +121,104 @@ def user_add(name: str, roles: tuple[str, ...], sites: tuple[str, ...], display_
     click.echo(f"user {name} added with roles {', '.join(roles)}")
 
 
+def _change_user(name: str, change) -> None:
+    """Run ``change(accounts, user)`` on user NAME in an app context; errors end the command."""
+    from . import accounts
+
+    app = _app()
+    with app.app_context():
+        try:
+            change(accounts, accounts.find_user(name))
+        except accounts.AccountError as exc:
+            _fail(str(exc))
+
+
+@user.command("list")
+def user_list() -> None:
+    """List users with their roles, sites and whether they are active or locked."""
+    from sqlalchemy import select
+
+    from .extensions import db as database
+    from .models import User
+
+    app = _app()
+    with app.app_context():
+        for row in database.session.execute(select(User).order_by(User.id)).scalars():
+            status = "active" if row.active else "deactivated"
+            status += ", locked" if row.locked else ""
+            click.echo(f"{row.id:>5} {row.username:<20} {', '.join(row.roles):<24} "
+                       f"{', '.join(row.site_codes) or 'all sites':<20} {status}")
+
+
+@user.command("unlock")
+@click.argument("name")
+@click.option("--reason", default=None)
+def user_unlock(name: str, reason: str | None) -> None:
+    """Unlock user NAME after repeated failed signatures."""
+    def change(accounts, account):
+        done = accounts.unlock_user(account, "cli", reason)
+        click.echo(f"user {name} unlocked" if done else f"user {name} was not locked")
+
+    _change_user(name, change)
+
+
+@user.command("deactivate")
+@click.argument("name")
+@click.option("--reason", default=None)
+def user_deactivate(name: str, reason: str | None) -> None:
+    """Deactivate user NAME (users are never deleted; their ids are never reused)."""
+    def change(accounts, account):
+        accounts.update_user(account, "cli", active=False, reason=reason)
+        click.echo(f"user {name} deactivated")
+
+    _change_user(name, change)
+
+
+@user.command("reactivate")
+@click.argument("name")
+@click.option("--reason", default=None)
+def user_reactivate(name: str, reason: str | None) -> None:
+    """Reactivate user NAME."""
+    def change(accounts, account):
+        accounts.update_user(account, "cli", active=True, reason=reason)
+        click.echo(f"user {name} reactivated")
+
+    _change_user(name, change)
+
+
+@user.group("role")
+def user_role() -> None:
+    """Grant and withdraw roles."""
+
+
+@user_role.command("add")
+@click.argument("name")
+@click.argument("role")
+@click.option("--reason", default=None)
+def user_role_add(name: str, role: str, reason: str | None) -> None:
+    """Grant ROLE to user NAME."""
+    def change(accounts, account):
+        accounts.update_user(account, "cli", roles=[*account.roles, role], reason=reason)
+        click.echo(f"user {name} now has roles {', '.join(account.roles)}")
+
+    _change_user(name, change)
+
+
+@user_role.command("remove")
+@click.argument("name")
+@click.argument("role")
+@click.option("--reason", default=None)
+def user_role_remove(name: str, role: str, reason: str | None) -> None:
+    """Withdraw ROLE from user NAME."""
+    def change(accounts, account):
+        if role not in account.roles:
+            raise accounts.AccountError(f"user {name} does not have the role {role}")
+        accounts.update_user(account, "cli", roles=[r for r in account.roles if r != role], reason=reason)
+        click.echo(f"user {name} now has roles {', '.join(account.roles)}")
+
+    _change_user(name, change)
+
+
 @main.group()
 def token() -> None:
     """API tokens."""
@@ -141,6 +239,71 @@ def token_create(name: str, label: str) -> None:
             _fail(str(exc))
     click.echo(f"token for {name} (shown once):")
     click.echo(value)
+
+
+@token.command("list")
+@click.argument("name", required=False)
+def token_list(name: str | None) -> None:
+    """List API tokens (of user NAME, or all) without their secrets."""
+    from sqlalchemy import select
+
+    from . import accounts
+    from .extensions import db as database
+    from .models import ApiToken
+
+    app = _app()
+    with app.app_context():
+        query = select(ApiToken).order_by(ApiToken.id)
+        if name:
+            try:
+                query = query.where(ApiToken.user_id == accounts.find_user(name).id)
+            except accounts.AccountError as exc:
+                _fail(str(exc))
+        for row in database.session.execute(query).scalars():
+            expires = row.expires_at.isoformat() if row.expires_at else "never"
+            click.echo(f"{row.id:>5} {row.user.username:<20} {row.label:<16} {accounts.token_status(row):<8} "
+                       f"expires {expires}")
+
+
+def _change_token(token_id: int, change) -> None:
+    """Run ``change(accounts, token)`` on token TOKEN_ID in an app context; errors end the command."""
+    from . import accounts
+    from .extensions import db as database
+    from .models import ApiToken
+
+    app = _app()
+    with app.app_context():
+        record = database.session.get(ApiToken, token_id)
+        if record is None:
+            _fail(f"token {token_id} does not exist ('tether token list' shows the ids)")
+        try:
+            change(accounts, record)
+        except accounts.AccountError as exc:
+            _fail(str(exc))
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+@click.option("--reason", default=None)
+def token_revoke(token_id: int, reason: str | None) -> None:
+    """Revoke token TOKEN_ID at once."""
+    def change(accounts, record):
+        done = accounts.revoke_token(record, "cli", reason)
+        click.echo(f"token {token_id} revoked" if done else f"token {token_id} was already revoked")
+
+    _change_token(token_id, change)
+
+
+@token.command("expire")
+@click.argument("token_id", type=int)
+@click.option("--reason", default=None)
+def token_expire(token_id: int, reason: str | None) -> None:
+    """Expire token TOKEN_ID now."""
+    def change(accounts, record):
+        done = accounts.expire_token(record, "cli", reason=reason)
+        click.echo(f"token {token_id} expired" if done else f"token {token_id} had expired already")
+
+    _change_token(token_id, change)
 
 
 @main.command()

@@ -26,6 +26,23 @@ SETTINGS = [
     Setting("MAX_UPLOAD_BYTES", 5 * 1024 * 1024, "largest accepted request body, in bytes"),
     Setting("SCRIPT_TIME_LIMIT", 1.0, "seconds a diagram's script or expression may run"),
     Setting("TOKEN_TTL_DAYS", 90, "days an API token stays valid"),
+    Setting("MAX_JSON_BYTES", 1024 * 1024, "largest accepted JSON (non-upload) request body, in bytes"),
+    Setting("LOGIN_RATE_LIMIT", "10 per minute", "login attempts one client address may make (API and web)"),
+    Setting("DISPATCHER", True, "run the webhook dispatcher in this process"),
+    Setting("EVENT_SOURCE", "urn:tether", "the CloudEvents 'source' of every event this server publishes"),
+    Setting("WEBHOOK_TIMEOUT", 10.0, "seconds one webhook delivery attempt may take"),
+    Setting("WEBHOOK_MAX_ATTEMPTS", 10, "attempts before a webhook delivery is marked failed (at least 8)"),
+    Setting("WEBHOOK_RETRY_BASE_SECONDS", 30.0, "delay before the first retry; doubled for each further one"),
+    Setting("WEBHOOK_RETRY_CAP_SECONDS", 7200.0, "longest delay between two attempts of one delivery"),
+    Setting("WEBHOOK_POLL_SECONDS", 2.0, "how often the dispatcher looks for deliveries written by other processes"),
+    Setting("WEBHOOK_CONCURRENCY", 4, "webhook deliveries one process sends at the same time"),
+    Setting("EVENTS_HEARTBEAT_SECONDS", 15.0, "seconds between keep-alive comments on a live event stream"),
+    Setting("EVENTS_POLL_SECONDS", 1.0, "how often a live event stream looks for events written by other processes"),
+    Setting("EVENTS_STREAM_SECONDS", 300.0, "seconds a live event stream stays open before the client reconnects"),
+    Setting("EVENTS_MAX_STREAMS", 4, "live event streams one server process holds open at once (429 beyond)"),
+    Setting("SMTP_URL", None, "mail server for notify e-mails, e.g. smtp://mail.example:25 (none: no e-mail)"),
+    Setting("SMTP_FROM", "tether@localhost", "sender address of notify e-mails"),
+    Setting("SMTP_RECIPIENT_DOMAIN", "localhost", "a user's e-mail address is USERNAME@this domain"),
 ]
 
 

@@ -82,6 +82,43 @@ def latest_version(key: str) -> ProcessDefinition | None:
         .order_by(ProcessDefinition.version.desc()).limit(1)).scalar_one_or_none()
 
 
+_start_messages: dict[str, frozenset[str]] = {}
+
+
+def start_messages(definition_id: str) -> frozenset[str]:
+    """Names of the messages whose start events begin an instance of this version (read from its XML, cached)."""
+    from engine.bpmn_xml import NS, parse_bpmn
+
+    with _cache_lock:
+        cached = _start_messages.get(definition_id)
+    if cached is not None:
+        return cached
+    key, xml = db.session.execute(select(ProcessDefinition.key, ProcessDefinition.bpmn_xml).where(
+        ProcessDefinition.id == definition_id)).one()
+    root = parse_bpmn(xml.encode("utf-8")).getroot()
+    names = {node.get("id"): node.get("name") for node in root.xpath("//bpmn:message", namespaces=NS)}
+    refs = root.xpath("bpmn:process[@id=$key]/bpmn:startEvent/bpmn:messageEventDefinition/@messageRef",
+                      namespaces=NS, key=key)
+    found = frozenset(names[ref] for ref in refs if names.get(ref))
+    with _cache_lock:
+        _start_messages[definition_id] = found
+    return found
+
+
+def started_by_message(name: str, process_key: str | None = None) -> list[ProcessDefinition]:
+    """The latest version of every process (or of ``process_key``) that a message ``name`` starts."""
+    latest = (select(ProcessDefinition.key, func.max(ProcessDefinition.version).label("v"))
+              .group_by(ProcessDefinition.key).subquery())
+    query = (select(ProcessDefinition.id)
+             .join(latest, (ProcessDefinition.key == latest.c.key) & (ProcessDefinition.version == latest.c.v))
+             .order_by(ProcessDefinition.key))
+    if process_key:
+        query = query.where(ProcessDefinition.key == process_key)
+    ids = [definition_id for definition_id in db.session.execute(query).scalars()
+           if name in start_messages(definition_id)]
+    return [db.session.get(ProcessDefinition, definition_id) for definition_id in ids]
+
+
 def deploy_bundled(folder: Path, actor: str = "system") -> list[tuple[ProcessDefinition, bool]]:
     """Deploy every diagram in ``folder`` whose content is new."""
     results = []

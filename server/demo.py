@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from engine.clock import FakeClock
 
-from . import accounts, therapies
+from . import accounts, conditions, custody, therapies
 from .demo_data import ALLOGENEIC_HAPPY_PATH, AUTOLOGOUS_HAPPY_PATH, form_data
 from .extensions import db
 from .models import Site, TaskRecord, Therapy, User, utcnow
@@ -49,7 +49,29 @@ THERAPIES = [
     ("allogeneic", "SITE-A", "PT-A-0101", 2, 1),
     ("allogeneic", "SITE-B", "PT-B-0101", 4, 4),           # delivery overdue: the 48 h escalation fires
     ("allogeneic", "SITE-B", "PT-B-0102", len(ALLOGENEIC_HAPPY_PATH), 10),
+    ("autologous_car_t", "SITE-B", "PT-B-0004", 11, 25),   # return shipment warms up: excursion, quarantine path
 ]
+# Therapies whose return shipment logs a temperature excursion once seeded.
+EXCURSION_PATIENTS = {"PT-B-0004"}
+# Handoffs recorded (with a scan of the bag label) right after a step of a journey:
+# (process, step) -> (material, from, to, where, recorded by); "{site}" is the therapy's site.
+HANDOFFS = {
+    ("autologous_car_t", "courier.picked_up"): ("LEUKOPAK-1", "{site} apheresis unit", "ColdChain courier",
+                                                "{site} dock", "logistics"),
+    ("autologous_car_t", "shipment.delivered"): ("LEUKOPAK-1", "ColdChain courier", "MFG-1 goods-in", "MFG-1 dock",
+                                                 "manufacturing"),
+    ("autologous_car_t", "return.picked_up"): ("CAR-T-1", "MFG-1 release", "ColdChain courier", "MFG-1 dock",
+                                               "manufacturing"),
+    ("autologous_car_t", "return.delivered"): ("CAR-T-1", "ColdChain courier", "{site} cell therapy lab",
+                                               "{site} lab", "logistics"),
+    ("autologous_car_t", "Task_StartLymphodepletion"): ("CAR-T-1", "{site} cell therapy lab", "{site} infusion ward",
+                                                        "{site} ward", "coordinator"),
+    ("allogeneic", "shipment.picked_up"): ("LOT-1", "Cell bank depot", "ColdChain courier", "Depot dock", "logistics"),
+    ("allogeneic", "shipment.delivered"): ("LOT-1", "ColdChain courier", "{site} pharmacy", "{site} dock",
+                                           "logistics"),
+}
+# Temperatures a shipper's data logger reports after a pickup (one reading every 10 minutes for two hours).
+LOGGED_LEGS = {"courier.picked_up": 5.0, "return.picked_up": -182.0, "shipment.picked_up": -180.0}
 
 
 def seed(echo: Callable[[str], None]) -> None:
@@ -83,12 +105,43 @@ def _seed_therapies(echo: Callable[[str], None]) -> None:
             for step in journey[:steps]:
                 clock.advance(hours=2)
                 _run_step(therapy.id, step, clock)
+                _record_cold_chain(therapy.id, process_key, step, clock)
+            if patient in EXCURSION_PATIENTS:
+                clock.advance(hours=1)
+                _log_temperatures(therapy.id, clock, [-181.0, -176.5, -158.0, -139.5, -147.0, -171.0], "CC-RETURN")
             app.config["CLOCK"] = None
             therapies.fire_due_timers(therapy.id, actor="scheduler")
             therapy = db.session.get(Therapy, therapy.id)
             echo(f"therapy {therapy.coi} {process_key:<17} {site:<7} {therapy.status:<10} {therapy.stage}")
     finally:
         app.config["CLOCK"] = original
+
+
+def _record_cold_chain(therapy_id: str, process_key: str, step: tuple, clock: FakeClock) -> None:
+    """After a step: the handoff it implies (scanned and recorded) and the logger readings of a new leg."""
+    if step[0] not in ("task", "message"):
+        return
+    therapy = db.session.get(Therapy, therapy_id)
+    handoff = HANDOFFS.get((process_key, step[1]))
+    if handoff is not None:
+        material, giver, taker, where, role = (part.replace("{site}", therapy.site.code) for part in handoff)
+        clock.advance(minutes=5)
+        custody.record_transfer(therapy, material_id=material, from_party=giver, to_party=taker,
+                                scanned_coi="&/" + therapy.coi, actor=ROLE_USER.get(role, role), location=where)
+    if step[0] == "message" and step[1] in LOGGED_LEGS:
+        base = LOGGED_LEGS[step[1]]
+        clock.advance(hours=2)
+        _log_temperatures(therapy_id, clock, [base + (i % 4) * 0.5 for i in range(12)], f"CC-{step[1]}")
+
+
+def _log_temperatures(therapy_id: str, clock: FakeClock, temperatures: list[float], shipment_id: str) -> None:
+    """A data logger uploads readings taken every 10 minutes up to now."""
+    therapy = db.session.get(Therapy, therapy_id)
+    first = clock() - timedelta(minutes=10 * len(temperatures))
+    readings = [{"sensor_id": f"LOGGER-{shipment_id}", "shipment_id": shipment_id, "temperature_c": temperature,
+                 "recorded_at": first + timedelta(minutes=10 * (i + 1)), "location": None}
+                for i, temperature in enumerate(temperatures)]
+    conditions.record_readings(therapy, readings, actor="integrator")
 
 
 def _run_step(therapy_id: str, step: tuple, clock: FakeClock) -> None:
@@ -99,11 +152,8 @@ def _run_step(therapy_id: str, step: tuple, clock: FakeClock) -> None:
             TaskRecord.activity_id == step[1])).scalar_one()
         username = ROLE_USER[task.role]
         user = db.session.execute(select(User).where(User.username == username)).scalar_one()
-        extra = None
-        if task.signature:
-            extra = {"action": "signature.applied", "signer": user.username, "printed_name": user.display_name,
-                     "meaning": task.signature, "signed_at": clock().isoformat(), "channel": "demo seeding"}
-        therapies.complete_task(task, form_data(task.form, therapy.coi), user.username, extra_audit=extra)
+        therapies.complete_task(task, form_data(task.form, therapy.coi), user.username,
+                                signer=user if task.signature else None)
     elif step[0] == "message":
         therapies.deliver_message(therapy, step[1], step[2], actor="integrator")
     elif step[0] == "advance":

@@ -6,11 +6,11 @@ import functools
 
 from flask import g, jsonify, request
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 
 from .errors import ApiError, Conflict, Invalid
 from .extensions import db
 from .models import IdempotencyRecord
+from .uow import unit_of_work
 
 IN_PROGRESS = 0
 
@@ -29,11 +29,10 @@ def idempotent(view):
         existing = _find(user_id, key)
         if existing is None:
             try:
-                db.session.add(IdempotencyRecord(user_id=user_id, key=key, method=request.method,
-                                                 path=request.path, status=IN_PROGRESS, body={}))
-                db.session.commit()
-            except IntegrityError:
-                db.session.rollback()
+                with unit_of_work():
+                    db.session.add(IdempotencyRecord(user_id=user_id, key=key, method=request.method,
+                                                     path=request.path, status=IN_PROGRESS, body={}))
+            except Conflict:
                 existing = _find(user_id, key)
         if existing is not None:
             if existing.method != request.method or existing.path != request.path:
@@ -53,9 +52,9 @@ def idempotent(view):
             raise
         except Exception:
             db.session.rollback()
-            db.session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.user_id == user_id,
-                                                               IdempotencyRecord.key == key))
-            db.session.commit()
+            with unit_of_work():
+                db.session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.user_id == user_id,
+                                                                   IdempotencyRecord.key == key))
             raise
         response = result if not isinstance(result, tuple) else jsonify(result[0])
         status = result[1] if isinstance(result, tuple) else response.status_code
@@ -72,8 +71,9 @@ def _find(user_id: int, key: str) -> IdempotencyRecord | None:
 
 
 def _finish(user_id: int, key: str, status: int, body) -> None:
+    """Store the first answer; a writing transaction from the start, so SQLite never refuses the upgrade."""
     db.session.rollback()
-    record = _find(user_id, key)
-    if record is not None:
-        record.status, record.body = status, body
-        db.session.commit()
+    with unit_of_work():
+        record = _find(user_id, key)
+        if record is not None:
+            record.status, record.body = status, body

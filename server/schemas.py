@@ -1,8 +1,8 @@
-"""Request schemas (marshmallow): what each POST accepts, with one clear message per bad field."""
+"""Request and response schemas (marshmallow): what each POST accepts, and what the API answers."""
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from .errors import BadRequest, Invalid
 
@@ -50,7 +50,7 @@ class CompleteTaskSchema(Schema):
 
 
 class MessageSchema(Schema):
-    """POST /messages: by therapy id or by COI."""
+    """POST /messages: to a therapy by id or COI; or, naming neither, to start one by a message start event."""
 
     class Meta:
         unknown = RAISE
@@ -59,6 +59,23 @@ class MessageSchema(Schema):
     therapy_id = fields.String(load_default=None, allow_none=True)
     coi = fields.String(load_default=None, allow_none=True)
     payload = fields.Raw(load_default=dict)
+    site = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=32),
+                         metadata={"description": "for a message that starts a therapy: the site code"})
+    patient = fields.Nested(PatientSchema, load_default=None, allow_none=True,
+                            metadata={"description": "for a message that starts a therapy: the patient reference"})
+    process_key = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=200),
+                                metadata={"description": "which process to start when several start on this message"})
+
+
+class WebhookCreateSchema(Schema):
+    """POST /webhooks: the endpoint and the event types (or patterns such as ``therapy.*``) it wants."""
+
+    class Meta:
+        unknown = RAISE
+
+    url = fields.String(required=True, metadata={"description": "absolute http or https URL, no credentials"})
+    events = fields.List(fields.String(), required=True,
+                         metadata={"description": "event types or patterns: 'therapy.*', 'task.completed', '*'"})
 
 
 class CancelSchema(Schema):
@@ -101,3 +118,247 @@ def load_json(schema: Schema) -> dict:
     except ValidationError as exc:
         raise Invalid("The request is not valid; see the fields.", code="invalid_request",
                       details={"fields": exc.messages}) from None
+
+
+# -- response schemas: they document what the API answers (the OpenAPI document and its tests) ----------
+
+class _Answer(Schema):
+    """Base of the response schemas: more fields may be added later, so unknown ones are allowed."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
+def _text(nullable: bool = False, **kwargs) -> fields.String:
+    """A string every answer carries (null allowed when ``nullable``)."""
+    return fields.String(required=True, allow_none=nullable, **kwargs)
+
+
+def _moment(nullable: bool = False) -> fields.String:
+    """An ISO 8601 UTC timestamp every answer carries."""
+    return fields.String(required=True, allow_none=nullable, metadata={"format": "date-time"})
+
+
+class ProcessRefSchema(_Answer):
+    """The process a therapy runs on."""
+
+    key = _text()
+    version = fields.Integer(required=True)
+
+
+class TherapySchema(_Answer):
+    """A therapy as lists show it."""
+
+    id = _text()
+    coi = _text(metadata={"description": "chain-of-identity identifier (15 characters)"})
+    coi_check = _text(metadata={"description": "ISO/IEC 7064 mod 37-2 check character"})
+    status = _text(validate=validate.OneOf(["active", "completed", "cancelled", "failed"]))
+    stage = _text(nullable=True)
+    process = fields.Nested(ProcessRefSchema, required=True)
+    site = _text()
+    patient = fields.Nested(PatientSchema, required=True)
+    next_due_at = _moment(nullable=True)
+    created_at = _moment()
+    updated_at = _moment(nullable=True)
+    ended_at = _moment(nullable=True)
+
+
+class FormSchema(_Answer):
+    """A task's form: its JSON Schema and UI schema."""
+
+    name = _text()
+    schema = fields.Dict(required=True)
+    ui_schema = fields.Dict(required=True)
+
+
+class SignatureMeaningSchema(_Answer):
+    """The signature a task asks for."""
+
+    meaning = _text()
+
+
+class TaskSchema(_Answer):
+    """A user task."""
+
+    id = _text()
+    therapy_id = _text()
+    coi = _text()
+    activity_id = _text()
+    name = _text()
+    role = _text()
+    site = _text()
+    instructions = _text(nullable=True)
+    form = fields.Nested(FormSchema, required=True, allow_none=True)
+    signature = fields.Nested(SignatureMeaningSchema, required=True, allow_none=True)
+    status = _text(validate=validate.OneOf(["ready", "completed", "cancelled"]))
+    created_at = _moment()
+    due_at = _moment(nullable=True)
+    completed_at = _moment(nullable=True)
+    completed_by = _text(nullable=True)
+
+
+class WaitSchema(_Answer):
+    """Something a therapy waits for: a timer or a message."""
+
+    type = _text(validate=validate.OneOf(["timer", "message"]))
+    activity_id = _text()
+
+
+class TherapyDetailSchema(TherapySchema):
+    """One therapy with its open tasks, waits and data."""
+
+    open_tasks = fields.List(fields.Nested(TaskSchema), required=True)
+    waiting_for = fields.List(fields.Nested(WaitSchema), required=True)
+    incidents = fields.List(fields.Dict(), required=True)
+    alerts = fields.List(fields.Dict(), required=True)
+    data = fields.Dict(required=True)
+
+
+class TaskCompletedSchema(_Answer):
+    """The completed task and where its therapy went next."""
+
+    task = fields.Nested(TaskSchema, required=True)
+    therapy = fields.Nested(TherapySchema, required=True)
+
+
+class MessageResultSchema(_Answer):
+    """A message taken by a waiting event (or a therapy started by one)."""
+
+    delivered = fields.Boolean(required=True)
+    therapy_id = _text()
+    activity_id = _text(nullable=True)
+    status = _text()
+    stage = _text(nullable=True)
+    started = fields.Boolean(metadata={"description": "true when the message started a new therapy"})
+    coi = fields.String(metadata={"description": "the new therapy's COI, when one was started"})
+
+
+class DefinitionVersionSchema(_Answer):
+    """One deployed version of a process definition."""
+
+    id = _text()
+    key = _text()
+    version = fields.Integer(required=True)
+    name = _text()
+    checksum = _text()
+    deployed_at = _moment()
+
+
+class DefinitionSummarySchema(_Answer):
+    """A process key with its latest version."""
+
+    key = _text()
+    name = _text()
+    latest_version = fields.Integer(required=True)
+
+
+class DefinitionVersionRefSchema(_Answer):
+    """A version in a process key's history."""
+
+    version = fields.Integer(required=True)
+    id = _text()
+    deployed_at = _moment()
+    checksum = _text()
+
+
+class DefinitionDetailSchema(_Answer):
+    """A process key with all its versions."""
+
+    key = _text()
+    name = _text()
+    versions = fields.List(fields.Nested(DefinitionVersionRefSchema), required=True)
+
+
+class TimelineSchema(_Answer):
+    """A therapy's history from the audit trail."""
+
+    therapy_id = _text()
+    items = fields.List(fields.Dict(), required=True)
+
+
+class AuditEntrySchema(_Answer):
+    """One link of the audit chain."""
+
+    seq = fields.Integer(required=True)
+    at = _moment()
+    actor = _text()
+    action = _text()
+    subject_type = _text()
+    subject_id = _text()
+    reason = _text(nullable=True)
+    data = fields.Dict(required=True)
+    prev_hash = _text()
+    hash = _text()
+
+
+class AuditVerifySchema(_Answer):
+    """The result of checking the whole audit chain."""
+
+    ok = fields.Boolean(required=True)
+    checked = fields.Integer(required=True)
+    first_bad_seq = fields.Integer(allow_none=True)
+
+
+class HealthSchema(_Answer):
+    """Whether the server can work."""
+
+    status = _text()
+    database = _text()
+    scheduler = _text()
+
+
+class WebhookSchema(_Answer):
+    """A webhook subscription."""
+
+    id = _text()
+    url = _text()
+    events = fields.List(fields.String(), required=True)
+    active = fields.Boolean(required=True)
+    created_by = _text()
+    created_at = _moment()
+
+
+class WebhookCreatedSchema(WebhookSchema):
+    """A new subscription, with the secret that signs its deliveries (shown only here)."""
+
+    secret = _text(metadata={"description": "Standard Webhooks secret (whsec_...) for the webhook-signature"})
+
+
+class DeliverySchema(_Answer):
+    """One event's delivery to one subscription."""
+
+    id = _text()
+    subscription_id = _text()
+    event_id = _text(metadata={"description": "the CloudEvent id, also sent as the webhook-id header"})
+    event_type = _text()
+    therapy_id = _text(nullable=True)
+    status = _text(validate=validate.OneOf(["pending", "delivered", "failed"]))
+    attempts = fields.Integer(required=True)
+    last_status_code = fields.Integer(required=True, allow_none=True)
+    last_error = _text(nullable=True)
+    response_excerpt = _text(nullable=True)
+    next_attempt_at = _moment(nullable=True)
+    delivered_at = _moment(nullable=True)
+    created_at = _moment()
+
+
+class LoginTokenSchema(_Answer):
+    """A token handed out by logging in."""
+
+    token = _text()
+    expires_at = _moment(nullable=True)
+    user = _text()
+
+
+def page_of(item: type[Schema], name: str) -> type[Schema]:
+    """The schema of one page of a list: ``{"items": [...], "next_cursor": "..." | null}``."""
+    return _Answer.from_dict({"items": fields.List(fields.Nested(item), required=True),
+                              "next_cursor": fields.String(required=True, allow_none=True)}, name=name)
+
+
+TherapyPageSchema = page_of(TherapySchema, "TherapyPageSchema")
+TaskPageSchema = page_of(TaskSchema, "TaskPageSchema")
+DefinitionPageSchema = page_of(DefinitionSummarySchema, "DefinitionPageSchema")
+AuditPageSchema = page_of(AuditEntrySchema, "AuditPageSchema")
+WebhookPageSchema = page_of(WebhookSchema, "WebhookPageSchema")
+DeliveryPageSchema = page_of(DeliverySchema, "DeliveryPageSchema")

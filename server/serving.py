@@ -1,4 +1,4 @@
-"""Serving with gunicorn (threads per worker), each worker running its own timer scheduler."""
+"""Serving with gunicorn (threads per worker), each worker running its own timer scheduler and webhook dispatcher."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ class _Server(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        from . import create_app, start_scheduler
+        from . import create_app, start_dispatcher, start_scheduler
 
         app = create_app()
         if app.config.get("SCHEDULER"):
             start_scheduler(app)
+        if app.config.get("DISPATCHER"):
+            start_dispatcher(app)
         return app
 
 

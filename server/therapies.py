@@ -15,13 +15,14 @@ from sqlalchemy import select
 from engine.errors import EngineError
 from engine.runtime import Outcome, Runtime
 
-from . import audit, outbox
+from . import audit, escalations, incidents, outbox
 from .definitions import engine_definition, latest_version
 from .errors import Conflict, Invalid, NotFound
 from .extensions import db
-from .models import ProcessDefinition, Site, TaskRecord, Therapy, utcnow
+from .models import ProcessDefinition, Site, TaskRecord, Therapy, User, utcnow
 from .operators import OperatorContext
 from .operators import call as call_operator
+from .scans import verify_task_scan
 from .uow import after_commit, unit_of_work
 
 # Engine events that are audit-only (the timeline) and not published to integrators.
@@ -38,7 +39,8 @@ def runtime_for(therapy: Therapy, actor: str) -> Runtime:
     context = OperatorContext(therapy=therapy, actor=actor)
 
     def service_caller(operator: str, params: dict, data: dict) -> Any:
-        return call_operator(operator, context, params)
+        with db.session.begin_nested():  # a failing operator leaves nothing half-written behind
+            return call_operator(operator, context, params)
 
     return Runtime(engine_definition(therapy.definition), clock=clock(), service_caller=service_caller,
                    time_limit=current_app.config["SCRIPT_TIME_LIMIT"])
@@ -89,8 +91,16 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
         elif event.type == "task.cancelled" and payload["task_id"] in tasks:
             row = tasks[payload["task_id"]]
             row.status, row.completed_at = "cancelled", now
+        if event.type == "incident.opened":  # a failed service task: an incident retries it, or opens
+            incidents.record_failure(therapy, payload, actor, now)
+            continue
         record(event.type, therapy, payload, actor)
-    after_commit(lambda: _notify_scheduler(therapy.id, outcome.next_due))
+        if event.type == "task.escalated":
+            escalations.raise_escalation(therapy, payload, actor)
+    retry_at = incidents.settle(therapy, outcome, actor, now)
+    due = min((d for d in (outcome.next_due, retry_at) if d is not None), default=None)
+    therapy.next_due_at = due
+    after_commit(lambda: _notify_scheduler(therapy.id, due))
 
 
 def record(event_type: str, therapy: Therapy, data: dict, actor: str, reason: str | None = None) -> None:
@@ -109,8 +119,12 @@ def _notify_scheduler(therapy_id: str, due) -> None:
 
 
 def start_therapy(process_key: str, version: int | None, site_code: str, patient_reference: str,
-                  data: dict | None, actor: str) -> Therapy:
-    """Start a therapy on a definition version (the latest when ``version`` is None)."""
+                  data: dict | None, actor: str, *, start_message: tuple[str, Any] | None = None) -> Therapy:
+    """Start a therapy on a definition version (the latest when ``version`` is None).
+
+    With ``start_message`` (name, payload), the new instance waits at a message start event and that
+    message is delivered to it in the same transaction (a therapy started by an integrator's message).
+    """
     from .coi_issuer import next_coi
 
     if version is None:
@@ -135,6 +149,9 @@ def start_therapy(process_key: str, version: int | None, site_code: str, patient
         initial = {**(data or {}), "coi": coi.value, "patient_reference": patient_reference, "site": site.code}
         outcome = runtime_for(therapy, actor).start(initial)
         apply_outcome(therapy, outcome, actor)
+        if start_message is not None:
+            outcome = runtime_for(therapy, actor).deliver_message(therapy.state, *start_message)
+            apply_outcome(therapy, outcome, actor)
     return therapy
 
 
@@ -166,13 +183,19 @@ def validate_form_data(therapy: Therapy, form: str | None, data: dict) -> None:
                       details={"fields": fields})
 
 
-def complete_task(task: TaskRecord, data: dict, actor: str, extra_audit: dict | None = None) -> Therapy:
-    """Complete a READY task with form ``data`` and run the therapy to its next wait state."""
+def complete_task(task: TaskRecord, data: dict, actor: str, extra_audit: dict | None = None,
+                  signer: User | None = None) -> Therapy:
+    """Complete a READY task with form ``data`` and run the therapy to its next wait state.
+
+    With ``signer`` (whose password was checked), the electronic signature is recorded in the same
+    transaction as the completion, bound by hash to the task's identity and data.
+    """
     therapy = task.therapy
     if task.status != "ready" or therapy.status != "active":
         raise Conflict("This task is no longer ready; someone may have completed it, or it was cancelled.",
                        code="task_not_ready", details={"task_id": task.id, "status": task.status})
     validate_form_data(therapy, task.form, data)
+    verify_task_scan(therapy, task.form, task.activity_id, task.id, data, actor)
     with unit_of_work():
         try:
             outcome = runtime_for(therapy, actor).complete_task(therapy.state, task.id, data)
@@ -181,10 +204,64 @@ def complete_task(task: TaskRecord, data: dict, actor: str, extra_audit: dict | 
                 raise Conflict(exc.message, code="task_not_ready", details={"task_id": task.id}) from None
             raise
         apply_outcome(therapy, outcome, actor, completed_by=actor)
+        if signer is not None:
+            from .signatures import apply_signature
+            apply_signature(task, task.data if task.data is not None else data, signer, clock()())
         if extra_audit:
             audit.append(actor, extra_audit.pop("action"), "task", task.id, data=extra_audit,
                          therapy_id=therapy.id, site_id=therapy.site_id)
     return therapy
+
+
+def deliver_waiting_message(therapy: Therapy, name: str, payload: Any, actor: str) -> bool:
+    """Deliver message ``name`` inside the caller's transaction when the therapy waits for it; else False."""
+    if therapy.status != "active" or not any(w.get("type") == "message" and w.get("name") == name
+                                             for w in therapy.waits or []):
+        return False
+    outcome = runtime_for(therapy, actor).deliver_message(therapy.state, name, payload)
+    apply_outcome(therapy, outcome, actor)
+    return True
+
+
+def correct_process_value(therapy: Therapy, path: list[str | int], value: Any, actor: str) -> None:
+    """Set one recorded process-data value in the engine state, so that the process itself goes on with it.
+
+    The value changes in the data of the instance's open tasks (where the process continues from) or, when
+    nothing is open, in its last task's, and in the tasks before them (a waiting event takes its parent's
+    data again when it fires); ``therapy.data`` is then refreshed from the new state. Call inside the
+    correcting transaction (the caller checks the path, records the correction and audits it).
+    """
+    from SpiffWorkflow.util.task import TaskState
+
+    from engine.sandbox import SandboxScriptEngine
+    from engine.serialization import state_from_dict, state_to_dict
+
+    runtime = runtime_for(therapy, actor)
+    workflow = state_from_dict(therapy.state, runtime.definition.spec, runtime.definition.subprocess_specs,
+                               SandboxScriptEngine(time_limit=current_app.config["SCRIPT_TIME_LIMIT"]))
+    open_tasks = [t for t in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING | TaskState.STARTED)
+                  if getattr(t.task_spec, "bpmn_id", None)]
+    targets = {}
+    for task in open_tasks or [workflow.last_task or workflow.task_tree]:
+        while task is not None and task.id not in targets:
+            targets[task.id] = task
+            task = task.parent
+    for task in targets.values():
+        container = task.data
+        for key in path[:-1]:
+            container = container[key] if _holds(container, key) else None
+        if container is not None and _holds(container, path[-1]):
+            container[path[-1]] = value
+    therapy.state = state_to_dict(workflow)
+    therapy.data = runtime.inspect(therapy.state).data
+    therapy.updated_at = clock()()
+
+
+def _holds(container: Any, key: str | int) -> bool:
+    """Whether ``container`` (a dict or a list) has ``key``."""
+    if isinstance(container, dict):
+        return key in container
+    return isinstance(container, list) and isinstance(key, int) and 0 <= key < len(container)
 
 
 def deliver_message(therapy: Therapy, name: str, payload: Any, actor: str) -> tuple[Therapy, str | None]:
@@ -206,7 +283,8 @@ def deliver_message(therapy: Therapy, name: str, payload: Any, actor: str) -> tu
 
 
 def fire_due_timers(therapy_id: str, actor: str = "scheduler") -> bool:
-    """Fire the due timers of one therapy; False when it was not due (or not active) any more."""
+    """Fire the due timers (or the due retry of a failed service task) of one therapy; False when it was
+    not due (or not active) any more."""
     with unit_of_work():
         query = select(Therapy).where(Therapy.id == therapy_id)
         if db.engine.dialect.name == "postgresql":
@@ -215,7 +293,9 @@ def fire_due_timers(therapy_id: str, actor: str = "scheduler") -> bool:
         now = clock()()
         if therapy is None or therapy.status != "active" or therapy.next_due_at is None or therapy.next_due_at > now:
             return False
-        outcome = runtime_for(therapy, actor).fire_timers(therapy.state)
+        retry = incidents.due_retry(therapy, now)
+        runtime = runtime_for(therapy, actor)
+        outcome = runtime.retry_task(therapy.state, retry.task_id) if retry else runtime.fire_timers(therapy.state)
         apply_outcome(therapy, outcome, actor)
     return True
 

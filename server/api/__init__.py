@@ -4,4 +4,21 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
-from . import audit_views, definitions, health, messages, tasks, therapies, tokens  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    admin,
+    alerts,
+    audit_views,
+    conditions,
+    corrections,
+    custody,
+    definitions,
+    events,
+    health,
+    incidents,
+    messages,
+    records,
+    tasks,
+    therapies,
+    tokens,
+    webhooks,
+)

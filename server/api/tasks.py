@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 from flask import g, request
 from sqlalchemy import select
 
 from .. import audit
 from .. import therapies as usecases
-from ..auth import can_see_site, require, verify_password, visible_site_ids
-from ..errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from ..auth import can_see_site, require, visible_site_ids
+from ..errors import Conflict, Forbidden, NotFound
 from ..extensions import db
 from ..idempotency import idempotent
-from ..models import TaskRecord, Therapy, utcnow
+from ..models import TaskRecord, Therapy
+from ..scans import verify_task_scan
 from ..schemas import CompleteTaskSchema, load_json
-from ..uow import unit_of_work
+from ..signatures import check_signer, signatures_for_task
 from . import bp
 from .paging import page
-from .views import iso, task_item, therapy_summary
-
-MAX_FAILED_SIGNATURES = 5
+from .views import task_item, therapy_summary
 
 
 def visible_task(task_id: str) -> TaskRecord:
@@ -53,23 +49,21 @@ def list_tasks():
 @bp.get("/tasks/<task_id>")
 @require()
 def get_task(task_id: str):
-    """One task, ready or done."""
-    return task_item(visible_task(task_id))
+    """One task, ready or done, with its recorded data and signatures once completed."""
+    return task_detail(visible_task(task_id))
 
 
-def _refuse(task: TaskRecord, status_code: str, message: str) -> None:
+def _refuse(task: TaskRecord, status: int, code: str, message: str) -> None:
     """Audit a refused attempt on GMP data (in its own transaction) before the error is returned."""
-    with unit_of_work():
-        audit.append(g.user.username, "task.refused", "task", task.id, therapy_id=task.therapy_id,
-                     site_id=task.site_id, data={"reason": status_code, "message": message,
-                                                 "activity_id": task.activity_id})
+    audit.audit_refusal(g.user.username, "task.refused", "task", task.id, status=status, code=code,
+                        message=message, therapy_id=task.therapy_id, site_id=task.site_id,
+                        data={"reason": code, "activity_id": task.activity_id})
 
 
-def signed_content_hash(task: TaskRecord, data: dict, meaning: str, signer: str) -> str:
-    """SHA-256 over exactly what is signed: the task's identity, its data, the meaning and the signer."""
-    content = {"task_id": task.id, "therapy_id": task.therapy_id, "coi": task.therapy.coi,
-               "activity_id": task.activity_id, "data": data, "meaning": meaning, "signer": signer}
-    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+def task_detail(task: TaskRecord) -> dict:
+    """One task with its electronic signatures (printed name, time, meaning, still valid or not)."""
+    return {**task_item(task), "data": task.data if task.status == "completed" else None,
+            "signatures": signatures_for_task(task)}
 
 
 @bp.post("/tasks/<task_id>/complete")
@@ -81,41 +75,20 @@ def complete_task(task_id: str):
     body = load_json(CompleteTaskSchema())
     user = g.user
     if task.role not in user.roles:
-        _refuse(task, "forbidden", "caller lacks the task's role")
-        raise Forbidden(f"Only the role '{task.role}' may complete this task.", details={"role": task.role})
+        message = f"Only the role '{task.role}' may complete this task."
+        _refuse(task, 403, "forbidden", message)
+        raise Forbidden(message, details={"role": task.role})
     if task.status != "ready":
-        _refuse(task, "task_not_ready", f"task is {task.status}")
-        raise Conflict("This task is no longer ready; someone may have completed it, or it was cancelled.",
-                       code="task_not_ready", details={"task_id": task.id, "status": task.status})
+        message = "This task is no longer ready; someone may have completed it, or it was cancelled."
+        _refuse(task, 409, "task_not_ready", message)
+        raise Conflict(message, code="task_not_ready", details={"task_id": task.id, "status": task.status})
     usecases.validate_form_data(task.therapy, task.form, body["data"])
-    extra = None
+    # The label is checked before anyone signs: a wrong bag is refused and alerted whatever the password.
+    verify_task_scan(task.therapy, task.form, task.activity_id, task.id, body["data"], user.username)
+    signer = None
     if task.signature:
-        signature = body["signature"]
-        if signature is None:
-            raise Invalid(f"This task needs an electronic signature with the meaning '{task.signature}': send "
-                          "your password and the meaning.", code="signature_required",
-                          details={"field": "signature", "meaning": task.signature})
-        if signature["meaning"] != task.signature:
-            raise Invalid(f"The signature's meaning must be '{task.signature}'.", code="signature_meaning",
-                          details={"field": "signature.meaning"})
-        if user.locked:
-            raise Unauthorized("Your account is locked after repeated failed signatures; ask an administrator.",
-                               code="account_locked")
-        if not verify_password(user, signature["password"]):
-            with unit_of_work():
-                user.failed_signatures += 1
-                locked = user.failed_signatures >= MAX_FAILED_SIGNATURES
-                user.locked = user.locked or locked
-                audit.append(user.username, "signature.failed", "task", task.id, therapy_id=task.therapy_id,
-                             site_id=task.site_id, data={"meaning": signature["meaning"],
-                                                         "failed_in_a_row": user.failed_signatures,
-                                                         "account_locked": locked})
-            raise Unauthorized("The password is wrong; the task was not signed.", code="signature_failed")
-        user.failed_signatures = 0
-        signed_at = utcnow()
-        extra = {"action": "signature.applied", "signer": user.username, "printed_name": user.display_name,
-                 "meaning": task.signature, "signed_at": iso(signed_at),
-                 "signed_hash": signed_content_hash(task, body["data"], task.signature, user.username)}
-    therapy = usecases.complete_task(task, body["data"], user.username, extra_audit=extra)
+        check_signer(user, task, body["signature"])
+        signer = user
+    therapy = usecases.complete_task(task, body["data"], user.username, signer=signer)
     db.session.refresh(task)
-    return {"task": task_item(task), "therapy": therapy_summary(therapy)}, 200
+    return {"task": task_detail(task), "therapy": therapy_summary(therapy)}, 200

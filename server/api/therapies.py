@@ -11,7 +11,9 @@ from ..errors import BadRequest, Forbidden, NotFound
 from ..extensions import db
 from ..idempotency import idempotent
 from ..models import AuditEntry, Site, TaskRecord, Therapy
+from ..record import vein_to_vein
 from ..schemas import CancelSchema, StartTherapySchema, load_json
+from ..signatures import signatures_for
 from . import bp
 from .paging import page
 from .views import iso, task_item, therapy_summary
@@ -73,11 +75,36 @@ def get_therapy(therapy_id: str):
     out.update({
         "open_tasks": [task_item(t, forms) for t in tasks],
         "waiting_for": therapy.waits or [],
-        "incidents": [], "alerts": [],
+        "incidents": therapy_incidents(therapy), "alerts": therapy_alerts(therapy),
         "current_activities": therapy.current_activities or [],
         "data": therapy.data or {},
     })
+    out["vein_to_vein"] = vein_to_vein(therapy)
+    from .corrections import corrections_for  # corrections builds on this module
+
+    out["signatures"] = signatures_for(therapy)
+    out["corrections"] = corrections_for(therapy)
     return out
+
+
+def therapy_incidents(therapy: Therapy) -> list[dict]:
+    """The therapy's incidents, newest first (failed service tasks, retrying, open or resolved)."""
+    from ..incidents import incident_item
+    from ..models import Incident
+
+    rows = db.session.execute(select(Incident).where(Incident.therapy_id == therapy.id)
+                              .order_by(Incident.opened_at.desc(), Incident.id)).scalars()
+    return [incident_item(i) for i in rows]
+
+
+def therapy_alerts(therapy: Therapy) -> list[dict]:
+    """The therapy's alerts, newest first."""
+    from ..alerts import alert_item
+    from ..models import Alert
+
+    rows = db.session.execute(select(Alert).where(Alert.therapy_id == therapy.id)
+                              .order_by(Alert.raised_at.desc(), Alert.id)).scalars()
+    return [alert_item(a) for a in rows]
 
 
 @bp.post("/therapies/<therapy_id>/cancel")

@@ -1,31 +1,164 @@
-"""Logging in for a token (the one endpoint that needs no token)."""
+"""API tokens: logging in for one (the one endpoint that needs no token), listing, creating, expiring, revoking.
+
+Everyone manages their own tokens; administrators manage anyone's. Secrets are shown once, at creation, and
+never listed: only their SHA-256 is stored.
+"""
 
 from __future__ import annotations
 
+from flask import current_app, g, request
+from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import select
 
-from .. import audit
-from ..auth import create_token, verify_password
-from ..errors import Unauthorized
+from .. import accounts
+from ..auth import check_login, require
+from ..errors import BadRequest, Invalid, NotFound
 from ..extensions import db
-from ..models import User
+from ..idempotency import idempotent
+from ..models import ApiToken, User, utcnow
+from ..ratelimit import login_limited
 from ..schemas import TokenRequestSchema, load_json
-from ..uow import unit_of_work
 from . import bp
+from .admin import account_error
+from .paging import page
 from .views import iso
+
+TOKEN_STATUSES = ("active", "expired", "revoked")
+
+
+class NewTokenSchema(Schema):
+    """POST /tokens: a label, an optional lifetime in days, and (administrators only) another user's id."""
+
+    class Meta:
+        unknown = RAISE
+
+    label = fields.String(load_default="api", validate=validate.Length(min=1, max=100))
+    ttl_days = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    user_id = fields.Integer(load_default=None, allow_none=True)
+
+
+class ExpireSchema(Schema):
+    """POST /tokens/{id}/expire: when (default now) and why."""
+
+    class Meta:
+        unknown = RAISE
+
+    at = fields.AwareDateTime(load_default=None, allow_none=True)
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+
+
+class RevokeSchema(Schema):
+    """POST /tokens/{id}/revoke."""
+
+    class Meta:
+        unknown = RAISE
+
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+
+
+def token_view(record: ApiToken) -> dict:
+    """A token without its secret."""
+    return {"id": record.id, "user_id": record.user_id, "username": record.user.username, "label": record.label,
+            "created_at": iso(record.created_at), "expires_at": iso(record.expires_at),
+            "revoked_at": iso(record.revoked_at), "status": accounts.token_status(record)}
+
+
+def _is_admin() -> bool:
+    return "admin" in g.user.roles
+
+
+def _token(token_id: int) -> ApiToken:
+    """A token the caller may manage (their own, or any for an administrator); 404 otherwise."""
+    record = db.session.get(ApiToken, token_id)
+    if record is None or (record.user_id != g.user.id and not _is_admin()):
+        raise NotFound("No such token.", details={"token_id": token_id})
+    return record
 
 
 @bp.post("/auth/token")
+@login_limited
 def login_for_token():
-    """Exchange a username and password for an API token."""
+    """Exchange a username and password for an API token (every attempt audited; rate limited)."""
     body = load_json(TokenRequestSchema())
-    user = db.session.execute(select(User).where(User.username == body["username"])).scalar_one_or_none()
-    ok = user is not None and user.active and not user.locked and verify_password(user, body["password"])
-    with unit_of_work():
-        audit.append(body["username"], "login.succeeded" if ok else "login.failed", "user",
-                     str(user.id) if user else body["username"], data={"channel": "api"})
-        if ok:
-            token, record = create_token(user, body["label"])
-    if not ok:
-        raise Unauthorized("The username or password is wrong, or the account is locked.", code="login_failed")
-    return {"token": token, "expires_at": iso(record.expires_at), "user": user.username}, 201
+    if len(body["label"]) > 100:
+        raise Invalid("The label has at most 100 characters.", code="invalid_request",
+                      details={"fields": {"label": "at most 100 characters"}})
+    user = check_login(body["username"], body["password"], channel="api")
+    token, record = accounts.issue_token_for(user, body["label"], actor=user.username)
+    return {"token": token, "expires_at": iso(record.expires_at), "user": user.username, "id": record.id}, 201
+
+
+@bp.get("/tokens")
+@require()
+def list_tokens():
+    """The caller's tokens (administrators: everyone's, ``user_id=`` to narrow), newest first."""
+    query = select(ApiToken).join(User).order_by(ApiToken.id.desc())
+    if not _is_admin():
+        query = query.where(ApiToken.user_id == g.user.id)
+    elif request.args.get("user_id"):
+        try:
+            query = query.where(ApiToken.user_id == int(request.args["user_id"]))
+        except ValueError:
+            raise BadRequest("user_id must be a whole number.", code="invalid_filter") from None
+    status = request.args.get("status")
+    if status:
+        if status not in TOKEN_STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(TOKEN_STATUSES)}.", code="invalid_filter")
+        now = utcnow()
+        if status == "revoked":
+            query = query.where(ApiToken.revoked_at.is_not(None))
+        elif status == "expired":
+            query = query.where(ApiToken.revoked_at.is_(None), ApiToken.expires_at <= now)
+        else:
+            query = query.where(ApiToken.revoked_at.is_(None),
+                                (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > now))
+    return page(query, token_view)
+
+
+@bp.post("/tokens")
+@require()
+def create_token():
+    """A new token for the caller (or, for an administrator, for ``user_id``); the secret is shown once.
+
+    ``Idempotency-Key`` is not honoured here on purpose: replaying the answer would mean storing the secret.
+    """
+    body = load_json(NewTokenSchema())
+    owner = g.user
+    if body["user_id"] is not None and body["user_id"] != g.user.id:
+        owner = db.session.get(User, body["user_id"]) if _is_admin() else None
+        if owner is None:
+            raise Invalid("No such user.", code="unknown_user", details={"field": "user_id"})
+    limit = current_app.config["TOKEN_TTL_DAYS"]
+    if body["ttl_days"] is not None and limit and body["ttl_days"] > limit:
+        raise Invalid(f"A token lives at most {limit} days.", code="invalid_request",
+                      details={"fields": {"ttl_days": f"at most {limit}"}})
+    try:
+        token, record = accounts.issue_token_for(owner, body["label"], g.user.username, body["ttl_days"])
+    except accounts.AccountError as exc:
+        raise account_error(exc) from None
+    return {**token_view(record), "token": token}, 201
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+@require()
+@idempotent
+def revoke_token(token_id: int):
+    """Revoke a token at once (audited)."""
+    record = _token(token_id)
+    body = load_json(RevokeSchema())
+    revoked = accounts.revoke_token(record, g.user.username, body["reason"])
+    return {**token_view(record), "revoked_now": revoked}, 200
+
+
+@bp.post("/tokens/<int:token_id>/expire")
+@require()
+@idempotent
+def expire_token(token_id: int):
+    """Bring a token's expiry forward, to now unless ``at`` is given (audited; never extends a token)."""
+    record = _token(token_id)
+    body = load_json(ExpireSchema())
+    try:
+        changed = accounts.expire_token(record, g.user.username, body["at"], body["reason"])
+    except accounts.AccountError as exc:
+        raise account_error(exc) from None
+    return {**token_view(record), "expired_now": changed}, 200

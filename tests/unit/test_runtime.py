@@ -9,8 +9,8 @@ import pytest
 from engine import events as ev
 from engine.clock import FakeClock
 from engine.definition import Definition
-from engine.errors import NotWaiting, ServiceCallFailed, TaskNotReady
-from engine.runtime import Runtime
+from engine.errors import NotWaiting, TaskNotReady
+from engine.runtime import IncidentOpened, Runtime
 
 from .engine_helpers import load_fixture, roundtrip
 
@@ -121,10 +121,11 @@ def test_failing_service_keeps_the_original_error():
 
     runtime = Runtime(load_fixture(), service_caller=broken)
     out = runtime.start()
-    with pytest.raises(ServiceCallFailed) as caught:
-        runtime.complete_task(out.state, out.ready_tasks[0].task_id, {"eligible": True, "patient_initials": "A"})
-    assert "courier API refused the connection" in str(caught.value)
-    assert caught.value.element_id == "Service_Notify"
+    out = runtime.complete_task(out.state, out.ready_tasks[0].task_id, {"eligible": True, "patient_initials": "A"})
+    assert types(out)[0] == "task.completed", "the step before the failing service task is kept"
+    [incident] = [e for e in out.events if isinstance(e, IncidentOpened)]
+    assert "courier API refused the connection" in incident.message
+    assert (incident.activity_id, incident.error_type) == ("Service_Notify", "ConnectionError")
 
 
 def test_state_does_not_embed_the_spec_and_spec_document_restores():

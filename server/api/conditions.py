@@ -1,0 +1,129 @@
+"""Condition readings of a therapy's material: post one reading or a batch, read the series back."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+
+from flask import g, request
+from marshmallow import RAISE, Schema, fields, validate
+
+from .. import conditions
+from ..auth import require
+from ..errors import BadRequest
+from ..extensions import db
+from ..idempotency import idempotent
+from ..schemas import load_json
+from . import bp
+from .therapies import visible_therapy
+
+MAX_LIMIT = 500
+MAX_POINTS = 2000
+
+
+class ReadingSchema(Schema):
+    """One temperature reading."""
+
+    class Meta:
+        unknown = RAISE
+
+    sensor_id = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    temperature_c = fields.Float(required=True, allow_nan=False, validate=validate.Range(min=-273.15, max=1000))
+    recorded_at = fields.AwareDateTime(required=True, default_timezone=UTC)
+    shipment_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
+    location = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+
+
+class ReadingBatchSchema(Schema):
+    """A batch of readings (a data logger's upload)."""
+
+    class Meta:
+        unknown = RAISE
+
+    readings = fields.List(fields.Nested(ReadingSchema), required=True,
+                           validate=validate.Length(min=1, max=conditions.MAX_BATCH))
+
+
+@bp.post("/therapies/<therapy_id>/conditions")
+@require("logistics", "integrator")
+@idempotent
+def record_conditions(therapy_id: str):
+    """Record one reading, or ``{"readings": [...]}`` (up to 1,000), against the range that applies now."""
+    therapy = visible_therapy(therapy_id)
+    raw = request.get_json(silent=True)
+    if isinstance(raw, dict) and "readings" in raw:
+        readings = load_json(ReadingBatchSchema())["readings"]
+    else:
+        readings = [load_json(ReadingSchema())]
+    result = conditions.record_readings(therapy, readings, g.user.username)
+    if "readings" not in (raw or {}):
+        result.pop("recorded")
+        result.pop("excursions")
+    if not result["excursion"]:
+        result.pop("alert_id", None)
+    return result, 201
+
+
+def _moment(name: str) -> datetime | None:
+    value = request.args.get(name)
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadRequest(f"'{name}' must be an ISO 8601 timestamp.", code="invalid_filter",
+                         details={"field": name}) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
+    value = request.args.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadRequest(f"'{name}' must be a whole number.", code=f"invalid_{name}", details={"field": name}) from None
+    if not low <= number <= high:
+        raise BadRequest(f"'{name}' must be between {low} and {high}.", code=f"invalid_{name}",
+                         details={"field": name})
+    return number
+
+
+def _cursor() -> tuple[datetime, int] | None:
+    value = request.args.get("cursor")
+    if not value:
+        return None
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(value.encode()).decode())
+        return datetime.fromisoformat(decoded["t"]), int(decoded["i"])
+    except (ValueError, KeyError, TypeError):
+        raise BadRequest("cursor is not one this server handed out.", code="invalid_cursor") from None
+
+
+@bp.get("/therapies/<therapy_id>/conditions")
+@require()
+def list_conditions(therapy_id: str):
+    """The readings in ``[from, to)`` oldest first (``limit``, ``cursor``), or ``points`` buckets for a chart."""
+    therapy = visible_therapy(therapy_id)
+    start, end = _moment("from"), _moment("to")
+    if start and end and start >= end:
+        raise BadRequest("'from' must be before 'to'.", code="invalid_filter", details={"field": "from"})
+    limits, activity_id = conditions.allowed_range(therapy)
+    out: dict = {"therapy_id": therapy.id, "range": limits, "activity_id": activity_id}
+    points = _int_arg("points", None, 1, MAX_POINTS)
+    if points is not None:
+        out.update({"downsampled": True, "points": points,
+                    "items": conditions.downsample(therapy.id, start, end, points), "next_cursor": None})
+        return out
+    limit = _int_arg("limit", 50, 1, MAX_LIMIT) or 50
+    rows = db.session.execute(conditions.series_query(therapy.id, start, end, _cursor()).limit(limit + 1)).all()
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = base64.urlsafe_b64encode(json.dumps(
+            {"t": last.recorded_at.isoformat(), "i": last.id}).encode()).decode()
+    out.update({"downsampled": False, "items": [conditions.reading_item(r) for r in rows[:limit]],
+                "next_cursor": next_cursor})
+    return out

@@ -1,0 +1,55 @@
+"""The chain of custody of a therapy's material: record a handoff (with its scanned label), list the chain."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from flask import g
+from marshmallow import RAISE, Schema, fields, validate
+
+from .. import custody
+from ..auth import require
+from ..idempotency import idempotent
+from ..schemas import load_json
+from . import bp
+from .therapies import visible_therapy
+
+_PARTY = validate.Length(min=1, max=200)
+
+
+class CustodyTransferSchema(Schema):
+    """POST /therapies/{id}/custody."""
+
+    class Meta:
+        unknown = RAISE
+
+    material_id = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    from_party = fields.String(required=True, validate=_PARTY)
+    to_party = fields.String(required=True, validate=_PARTY)
+    scanned_coi = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    location = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    occurred_at = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=UTC)
+
+
+@bp.post("/therapies/<therapy_id>/custody")
+@require("logistics", "manufacturing", "coordinator", "integrator")
+@idempotent
+def record_custody_transfer(therapy_id: str):
+    """Record one handoff of a material; the scanned label must be this therapy's COI (409 otherwise)."""
+    therapy = visible_therapy(therapy_id)
+    body = load_json(CustodyTransferSchema())
+    transfer = custody.record_transfer(
+        therapy, material_id=body["material_id"].strip(), from_party=body["from_party"].strip(),
+        to_party=body["to_party"].strip(), scanned_coi=body["scanned_coi"], actor=g.user.username,
+        location=(body["location"] or "").strip() or None, occurred_at=body["occurred_at"])
+    return custody.transfer_item(transfer), 201
+
+
+@bp.get("/therapies/<therapy_id>/custody")
+@require()
+def list_custody_transfers(therapy_id: str):
+    """The therapy's chain of custody in the order the handoffs happened, with any gap in it."""
+    therapy = visible_therapy(therapy_id)
+    transfers = custody.chain(therapy.id)
+    return {"therapy_id": therapy.id, "coi": therapy.coi, "items": [custody.transfer_item(t) for t in transfers],
+            "breaks": custody.breaks(transfers), "next_cursor": None}

@@ -1,0 +1,78 @@
+"""Incidents: failed service tasks that ran out of retries, for an admin to retry or resolve."""
+
+from __future__ import annotations
+
+from flask import g, request
+from marshmallow import EXCLUDE, Schema, fields, validate
+from sqlalchemy import select
+
+from .. import incidents as incident_cases
+from ..auth import require
+from ..errors import BadRequest
+from ..extensions import db
+from ..idempotency import idempotent
+from ..models import Incident, Therapy
+from ..schemas import load_json
+from . import bp
+from .paging import page
+from .views import therapy_summary
+
+
+class ResolveSchema(Schema):
+    """POST /incidents/{id}/resolve: why, and optionally the result the failed step would have given."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    result = fields.Raw(load_default=None, allow_none=True)
+
+
+@bp.get("/incidents")
+@require("admin", "auditor")
+def list_incidents():
+    """Incidents, newest first, filtered by status (retrying, open, resolved) and therapy."""
+    query = select(Incident).order_by(Incident.opened_at.desc(), Incident.id)
+    status = request.args.get("status")
+    if status:
+        if status not in incident_cases.STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(incident_cases.STATUSES)}.", code="invalid_filter")
+        query = query.where(Incident.status == status)
+    if request.args.get("therapy_id"):
+        query = query.where(Incident.therapy_id == request.args["therapy_id"])
+    return page(query, incident_cases.incident_item)
+
+
+@bp.get("/incidents/<incident_id>")
+@require("admin", "auditor")
+def get_incident(incident_id: str):
+    """One incident with every attempt's error."""
+    return incident_cases.incident_item(incident_cases.get_incident(incident_id))
+
+
+def _answer(incident: Incident) -> dict:
+    therapy = db.session.get(Therapy, incident.therapy_id)
+    return {"incident": incident_cases.incident_item(incident), "therapy": therapy_summary(therapy)}
+
+
+@bp.post("/incidents/<incident_id>/retry")
+@require("admin")
+@idempotent
+def retry_incident(incident_id: str):
+    """Run the failed task again now; when it fails again the incident stays open with the new error."""
+    incident = incident_cases.get_incident(incident_id)
+    incident_cases.retry(incident, g.user.username)
+    db.session.refresh(incident)
+    return _answer(incident), 200
+
+
+@bp.post("/incidents/<incident_id>/resolve")
+@require("admin")
+@idempotent
+def resolve_incident(incident_id: str):
+    """Close the incident with a reason: the failed step counts as done by hand and the therapy runs on."""
+    incident = incident_cases.get_incident(incident_id)
+    body = load_json(ResolveSchema())
+    incident_cases.resolve(incident, body["reason"], g.user.username, body["result"])
+    db.session.refresh(incident)
+    return _answer(incident), 200

@@ -1,0 +1,48 @@
+"""Printable labels and the exportable therapy record (PDF for people, JSON for systems)."""
+
+from __future__ import annotations
+
+from flask import Response, g
+
+from ..auth import require
+from ..labels import check_material_id, label_pdf
+from ..record import therapy_record, vein_to_vein
+from ..record_pdf import record_pdf
+from . import bp
+from .therapies import visible_therapy
+
+
+def _pdf(content: bytes, filename: str) -> Response:
+    response = Response(content, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = f'inline; filename="{filename}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/therapies/<therapy_id>/labels/<material_id>.pdf")
+@require()
+def therapy_label(therapy_id: str, material_id: str):
+    """A printable label for one material: the COI as a Code 128 barcode and eye-readable, product and date."""
+    from ..therapies import clock
+
+    therapy = visible_therapy(therapy_id)
+    check_material_id(material_id)
+    collected = vein_to_vein(therapy)["collection_at"]
+    content = label_pdf(therapy, material_id, clock()(), collected_at=collected[:10] if collected else None)
+    return _pdf(content, f"label-{therapy.coi}-{material_id}.pdf")
+
+
+@bp.get("/therapies/<therapy_id>/record.json")
+@require()
+def therapy_record_json(therapy_id: str):
+    """The complete therapy record, electronic form: identity, steps, signatures, custody, conditions, audit."""
+    therapy = visible_therapy(therapy_id)
+    return therapy_record(therapy, g.user.username)
+
+
+@bp.get("/therapies/<therapy_id>/record.pdf")
+@require()
+def therapy_record_pdf(therapy_id: str):
+    """The complete therapy record, human-readable form (PDF)."""
+    therapy = visible_therapy(therapy_id)
+    return _pdf(record_pdf(therapy_record(therapy, g.user.username)), f"therapy-record-{therapy.coi}.pdf")

@@ -1,0 +1,125 @@
+"""Webhook subscriptions and their deliveries (integrator, admin)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from flask import g, request
+from sqlalchemy import select
+
+from .. import webhooks
+from ..auth import require
+from ..errors import BadRequest, NotFound
+from ..extensions import db
+from ..idempotency import idempotent
+from ..models import OutboxEvent, WebhookDelivery, WebhookSubscription
+from ..schemas import WebhookCreateSchema, load_json
+from . import bp
+from .paging import page, page_params
+from .views import iso
+
+DELIVERY_STATUSES = ("pending", "delivered", "failed")
+
+
+def subscription_item(subscription: WebhookSubscription, *, with_secret: bool = False) -> dict:
+    """A subscription as the API shows it; the secret only in the answer that created it."""
+    item = {"id": subscription.id, "url": subscription.url, "events": list(subscription.events or []),
+            "active": subscription.active, "created_by": subscription.created_by,
+            "created_at": iso(subscription.created_at)}
+    if with_secret:
+        item["secret"] = subscription.secret
+    return item
+
+
+def delivery_item(delivery: WebhookDelivery, event_id: str) -> dict:
+    """A delivery as the API shows it (``event_id`` is the CloudEvent id and the ``webhook-id`` header)."""
+    return {"id": delivery.id, "subscription_id": delivery.subscription_id, "event_id": event_id,
+            "event_type": delivery.event_type, "therapy_id": delivery.therapy_id, "status": delivery.status,
+            "attempts": delivery.attempts, "last_status_code": delivery.last_status_code,
+            "last_error": delivery.last_error, "response_excerpt": delivery.response_excerpt,
+            "next_attempt_at": iso(delivery.next_attempt_at) if delivery.status == "pending" else None,
+            "delivered_at": iso(delivery.delivered_at), "created_at": iso(delivery.created_at)}
+
+
+def visible_subscription(subscription_id: str) -> WebhookSubscription:
+    """The caller's active subscription (any, for admin); 404 otherwise."""
+    query = webhooks.visible_subscriptions(g.user).where(WebhookSubscription.id == subscription_id)
+    subscription = db.session.execute(query).scalar_one_or_none()
+    if subscription is None:
+        raise NotFound("No such webhook subscription.", details={"webhook_id": subscription_id})
+    return subscription
+
+
+@bp.post("/webhooks")
+@require("integrator", "admin")
+@idempotent
+def create_webhook():
+    """Subscribe an endpoint to event types (patterns such as ``therapy.*``); the answer carries its secret."""
+    body = load_json(WebhookCreateSchema())
+    subscription = webhooks.subscribe(body["url"], body["events"], g.user)
+    return subscription_item(subscription, with_secret=True), 201
+
+
+@bp.get("/webhooks")
+@require("integrator", "admin")
+def list_webhooks():
+    """The caller's webhook subscriptions (every one, for admin), oldest first."""
+    query = webhooks.visible_subscriptions(g.user).order_by(WebhookSubscription.created_at, WebhookSubscription.id)
+    return page(query, subscription_item)
+
+
+@bp.get("/webhooks/<webhook_id>")
+@require("integrator", "admin")
+def get_webhook(webhook_id: str):
+    """One webhook subscription (without its secret)."""
+    return subscription_item(visible_subscription(webhook_id))
+
+
+@bp.delete("/webhooks/<webhook_id>")
+@require("integrator", "admin")
+def delete_webhook(webhook_id: str):
+    """End a subscription: nothing more is sent to it and its pending deliveries are dropped."""
+    webhooks.unsubscribe(visible_subscription(webhook_id), g.user.username)
+    return "", 204
+
+
+@bp.get("/webhooks/<webhook_id>/deliveries")
+@require("integrator", "admin")
+def list_deliveries(webhook_id: str):
+    """The subscription's deliveries, newest event first, optionally by ``status``."""
+    subscription = visible_subscription(webhook_id)
+    query = (select(WebhookDelivery, OutboxEvent.event_id)
+             .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.outbox_event_id)
+             .where(WebhookDelivery.subscription_id == subscription.id)
+             .order_by(WebhookDelivery.outbox_event_id.desc()))
+    status = request.args.get("status")
+    if status:
+        if status not in DELIVERY_STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(DELIVERY_STATUSES)}.", code="invalid_filter")
+        query = query.where(WebhookDelivery.status == status)
+    if request.args.get("therapy_id"):
+        query = query.where(WebhookDelivery.therapy_id == request.args["therapy_id"])
+    limit, offset = page_params()
+    rows = db.session.execute(query.limit(limit + 1).offset(offset)).all()
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = base64.urlsafe_b64encode(json.dumps({"o": offset + limit}).encode()).decode()
+    return {"items": [delivery_item(d, event_id) for d, event_id in rows[:limit]], "next_cursor": next_cursor}
+
+
+@bp.post("/webhooks/<webhook_id>/deliveries/<delivery_id>/redeliver")
+@require("integrator", "admin")
+@idempotent
+def redeliver(webhook_id: str, delivery_id: str):
+    """Send a delivery again (for instance after the receiver was down), with a fresh retry schedule."""
+    subscription = visible_subscription(webhook_id)
+    row = db.session.execute(
+        select(WebhookDelivery, OutboxEvent.event_id)
+        .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.outbox_event_id)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.subscription_id == subscription.id)).first()
+    if row is None:
+        raise NotFound("No such delivery of this webhook.", details={"delivery_id": delivery_id})
+    delivery, event_id = row
+    webhooks.redeliver(delivery, g.user.username)
+    return delivery_item(delivery, event_id), 202

@@ -1,0 +1,79 @@
+"""Request limits: how often a client may try to log in (429), and how large a request body may be (413).
+
+Login views are marked with ``@login_limited``; every marked view (the API's ``POST /auth/token``, the web
+login page) shares one budget per client address, ``TETHER_LOGIN_RATE_LIMIT`` (Flask-Limiter, in-memory:
+each server process counts on its own). Uploads (``multipart/form-data``) may be up to
+``TETHER_MAX_UPLOAD_BYTES``; every other body (JSON, forms) up to ``TETHER_MAX_JSON_BYTES``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from flask import Flask, current_app, jsonify, request
+from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter.util import get_remote_address
+
+from .errors import ApiError, error_body
+
+_MARK = "_tether_login_limited"
+
+
+class TooLarge(ApiError):
+    """413: the request body is larger than the limit for its kind."""
+
+    status, code = 413, "too_large"
+
+
+def login_limited(view):
+    """Mark a login view: its attempts count against the per-address login rate limit."""
+    setattr(view, _MARK, True)
+    return view
+
+
+def init_app(app: Flask) -> Limiter:
+    """Install the body size check and the login rate limit on ``app`` (each app counts on its own)."""
+    app.before_request(_limit_body_size)
+    lock = threading.Lock()
+    state = {"marked": False}
+
+    def mark_login_views() -> None:
+        """Apply the login limit to every marked view, once, whichever blueprint registered it."""
+        if state["marked"]:
+            return
+        with lock:
+            if state["marked"]:
+                return
+            login = limiter.shared_limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], scope="login")
+            for endpoint, view in list(app.view_functions.items()):
+                if getattr(view, _MARK, False):
+                    app.view_functions[endpoint] = login(view)
+            state["marked"] = True
+
+    app.before_request(mark_login_views)  # runs before the limiter's own check, registered below
+    limiter = Limiter(get_remote_address, app=app, storage_uri="memory://", headers_enabled=True,
+                      strategy="moving-window")
+    app.extensions["tether_limiter"] = limiter
+    app.register_error_handler(RateLimitExceeded, _too_many_requests)
+    return limiter
+
+
+def _too_many_requests(exc: RateLimitExceeded):
+    """429 with the API's error body; Flask-Limiter adds ``Retry-After`` and the ``X-RateLimit-*`` headers."""
+    response = jsonify(error_body("too_many_requests", "Too many login attempts from this address; wait and "
+                                  "try again.", {"limit": str(exc.limit.limit) if exc.limit else None}))
+    response.status_code = 429
+    return response
+
+
+def _limit_body_size() -> None:
+    """413 before anything is read when a body is larger than allowed for its kind."""
+    upload_limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    limit = upload_limit if request.mimetype == "multipart/form-data" else current_app.config["MAX_JSON_BYTES"]
+    if upload_limit is not None:
+        limit = min(limit, upload_limit)
+    length = request.content_length
+    if length is not None and length > limit:
+        raise TooLarge(f"The request body is {length} bytes; at most {limit} bytes are accepted here.",
+                       details={"limit_bytes": limit, "content_length": length})
+    request.max_content_length = limit  # a body sent without Content-Length is cut off at the limit too

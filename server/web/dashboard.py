@@ -1,0 +1,97 @@
+"""The control tower: every therapy visible to you, one row each, counts by stage, updated live."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from flask import Response, render_template, request
+from sqlalchemy import func, select
+
+from ..auth import visible_site_ids
+from ..extensions import db
+from ..models import Alert, ProcessDefinition, Site, TaskRecord, Therapy
+from . import bp, bridge
+from .present import parse_time
+from .session import STARTERS, has_role, login_required, session_user
+from .therapy_pages import startable
+
+STATUSES = ("active", "completed", "cancelled", "failed")
+LIVE_POLL_SECONDS = 3
+EVENTS_PATH = "/api/v1/events"
+
+
+def _filters() -> dict:
+    status = request.args.get("status", "active")
+    return {"site": request.args.get("site", ""), "process": request.args.get("process", ""),
+            "status": status if status in STATUSES or status == "all" else "active"}
+
+
+def dashboard_rows(user, filters: dict) -> tuple[list[dict], Counter]:
+    """One row per visible therapy (newest first) and the count of therapies per stage."""
+    query = select(Therapy).order_by(Therapy.created_at.desc(), Therapy.id)
+    if filters["status"] != "all":
+        query = query.where(Therapy.status == filters["status"])
+    if filters["site"]:
+        query = query.join(Site).where(Site.code == filters["site"])
+    if filters["process"]:
+        query = query.where(Therapy.process_key == filters["process"])
+    sites = visible_site_ids(user)
+    if sites is not None:
+        query = query.where(Therapy.site_id.in_(sites))
+    therapies = db.session.execute(query.limit(1000)).scalars().all()
+    ids = [t.id for t in therapies]
+    alerts = dict(db.session.execute(select(Alert.therapy_id, func.count()).where(
+        Alert.therapy_id.in_(ids), Alert.status == "open").group_by(Alert.therapy_id)).all()) if ids else {}
+    task_due = dict(db.session.execute(select(TaskRecord.therapy_id, func.min(TaskRecord.due_at)).where(
+        TaskRecord.therapy_id.in_(ids), TaskRecord.status == "ready").group_by(TaskRecord.therapy_id)).all()) \
+        if ids else {}
+    rows = []
+    for therapy in therapies:
+        dues = [d for d in (parse_time(therapy.next_due_at), parse_time(task_due.get(therapy.id))) if d]
+        rows.append({"therapy": therapy, "next_due": min(dues) if dues else None,
+                     "alerts": alerts.get(therapy.id, 0)})
+    return rows, Counter(r["therapy"].stage or "" for r in rows)
+
+
+@bp.get("/dashboard")
+@login_required()
+def dashboard():
+    """The control tower page."""
+    user = session_user()
+    filters = _filters()
+    rows, stages = dashboard_rows(user, filters)
+    processes = db.session.execute(select(ProcessDefinition.key).distinct().order_by(ProcessDefinition.key)).scalars()
+    sites = visible_site_ids(user)
+    site_query = select(Site).order_by(Site.code)
+    if sites is not None:
+        site_query = site_query.where(Site.id.in_(sites))
+    start_processes, start_sites = startable(user) if has_role(user, *STARTERS) else ([], [])
+    return render_template("web/dashboard.html", rows=rows, stages=stages, filters=filters,
+                           processes=list(processes), sites=db.session.execute(site_query).scalars().all(),
+                           statuses=STATUSES, start_processes=start_processes, start_sites=start_sites,
+                           poll_seconds=LIVE_POLL_SECONDS)
+
+
+@bp.get("/dashboard/rows")
+@login_required()
+def dashboard_fragment():
+    """The table body and the stage counts alone, for the page's live refresh."""
+    rows, stages = dashboard_rows(session_user(), _filters())
+    return render_template("web/_dashboard_rows.html", rows=rows, stages=stages)
+
+
+@bp.get("/live/events")
+@login_required()
+def live_events():
+    """The API's live event stream (``GET /api/v1/events``) for the pages, with the session's user as caller.
+
+    404 while the server has no stream, and the API's 429 when too many streams are open: the page then
+    refreshes itself every few seconds instead.
+    """
+    if not bridge.has_route("GET", EVENTS_PATH):
+        return Response("no live stream on this server; the page polls instead\n", status=404,
+                        mimetype="text/plain")
+    headers = {"Accept": "text/event-stream"}
+    if request.headers.get("Last-Event-ID"):
+        headers["Last-Event-ID"] = request.headers["Last-Event-ID"]
+    return bridge.forward("GET", EVENTS_PATH, headers=headers)

@@ -1,0 +1,89 @@
+"""Designer pages: definitions and their versions, upload of a diagram with its forms, a version's diagram."""
+
+from __future__ import annotations
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from sqlalchemy import func, select
+
+from ..extensions import db
+from ..models import ProcessDefinition, Therapy
+from . import bp, bridge
+from .session import DESIGNERS, has_role, login_required, session_user
+
+
+def _therapy_counts(key: str | None = None) -> dict[tuple[str, int], dict[str, int]]:
+    """Therapies per (key, version), split by status."""
+    query = select(Therapy.process_key, Therapy.process_version, Therapy.status, func.count()).group_by(
+        Therapy.process_key, Therapy.process_version, Therapy.status)
+    if key:
+        query = query.where(Therapy.process_key == key)
+    counts: dict[tuple[str, int], dict[str, int]] = {}
+    for process_key, version, status, count in db.session.execute(query).all():
+        counts.setdefault((process_key, version), {})[status] = count
+    return counts
+
+
+@bp.get("/definitions")
+@login_required()
+def definitions():
+    """Every process with its versions, and the upload form for designers."""
+    rows = db.session.execute(select(ProcessDefinition).order_by(ProcessDefinition.key,
+                                                                  ProcessDefinition.version)).scalars().all()
+    by_key: dict[str, list[ProcessDefinition]] = {}
+    for row in rows:
+        by_key.setdefault(row.key, []).append(row)
+    return render_template("web/definitions.html", by_key=by_key, counts=_therapy_counts(),
+                           can_upload=has_role(session_user(), *DESIGNERS), upload=None)
+
+
+@bp.post("/definitions")
+@login_required(*DESIGNERS)
+def upload_definition():
+    """Deploy an uploaded diagram with its forms through the API's handler; errors name element and line."""
+    diagram = request.files.get("bpmn")
+    if diagram is None or not diagram.filename:
+        flash("Choose a BPMN file to upload.", "error")
+        return redirect(url_for("web.definitions"))
+    files = [(diagram.stream, diagram.filename, "application/xml")]
+    forms = [(f.stream, f.filename, "application/json") for f in request.files.getlist("forms") if f.filename]
+    answer = bridge.call("POST", "/api/v1/process-definitions", data={"bpmn": files[0], "forms": forms})
+    if answer.ok:
+        created = answer.status == 201
+        flash(f"{'Deployed' if created else 'Already deployed (identical content)'}: {answer.body['name']} "
+              f"version {answer.body['version']}.", "success")
+        return redirect(url_for("web.definition_version", key=answer.body["key"], version=answer.body["version"]))
+    rows = db.session.execute(select(ProcessDefinition).order_by(ProcessDefinition.key,
+                                                                  ProcessDefinition.version)).scalars().all()
+    by_key: dict[str, list[ProcessDefinition]] = {}
+    for row in rows:
+        by_key.setdefault(row.key, []).append(row)
+    details = answer.error.get("details") or {}
+    upload = {"filename": diagram.filename, "message": answer.message, "code": answer.error.get("code"),
+              "element": details.get("element_id") or details.get("element"), "line": details.get("line"),
+              "details": {k: v for k, v in details.items() if k not in ("element_id", "element", "line")}}
+    return render_template("web/definitions.html", by_key=by_key, counts=_therapy_counts(), can_upload=True,
+                           upload=upload), answer.status
+
+
+@bp.get("/definitions/<key>")
+@login_required()
+def definition(key: str):
+    """One process: its versions with how many therapies run on each."""
+    rows = db.session.execute(select(ProcessDefinition).where(ProcessDefinition.key == key)
+                              .order_by(ProcessDefinition.version.desc())).scalars().all()
+    if not rows:
+        abort(404)
+    return render_template("web/definition.html", key=key, rows=rows, counts=_therapy_counts(key))
+
+
+@bp.get("/definitions/<key>/versions/<int:version>")
+@login_required()
+def definition_version(key: str, version: int):
+    """One version: its diagram, its user tasks (role, form, signature) and its therapies."""
+    row = db.session.execute(select(ProcessDefinition).where(
+        ProcessDefinition.key == key, ProcessDefinition.version == version)).scalar_one_or_none()
+    if row is None:
+        abort(404)
+    counts = _therapy_counts(key).get((key, version), {})
+    user_tasks = list(((row.info or {}).get("user_tasks") or {}).values())
+    return render_template("web/definition_version.html", row=row, counts=counts, user_tasks=user_tasks)

@@ -1,0 +1,70 @@
+"""Error pages and the header every page shares (who is logged in, their roles and sites, the menu)."""
+
+from __future__ import annotations
+
+from flask import render_template, request
+from flask_limiter import RateLimitExceeded
+from flask_wtf.csrf import CSRFError, generate_csrf
+from werkzeug.exceptions import HTTPException
+
+from ..errors import ApiError
+from . import bp, present
+from .session import AUDIT_READERS, DESIGNERS, has_role, session_user
+from .vendor import viewer_installed
+
+present.register(bp)
+
+TITLES = {400: "Bad request", 401: "Please log in", 403: "Not allowed", 404: "Not found", 405: "Not allowed",
+          409: "Changed meanwhile", 413: "Too large", 422: "Not valid", 429: "Too many attempts"}
+
+
+def menu(user) -> list[tuple[str, str]]:
+    """The menu entries (endpoint, label) for ``user``'s roles."""
+    if user is None:
+        return []
+    items = [("web.inbox", "Tasks"), ("web.dashboard", "Control tower"), ("web.alerts", "Alerts")]
+    if has_role(user, *DESIGNERS, "auditor", "coordinator", "qa"):
+        items.append(("web.definitions", "Processes"))
+    if has_role(user, *AUDIT_READERS):
+        items.append(("web.audit", "Audit trail"))
+    return items
+
+
+@bp.app_context_processor
+def _page_context() -> dict:
+    """What the shared header needs on every page of the web blueprint."""
+    if request.blueprint != "web":
+        return {}
+    user = session_user()
+    return {"viewer": user, "menu": menu(user), "csrf_token": generate_csrf, "diagram_viewer": viewer_installed()}
+
+
+def error_page(status: int, message: str):
+    """An error as a page (the API's JSON errors stay JSON)."""
+    return render_template("web/error.html", status=status, title=TITLES.get(status, "Something went wrong"),
+                           message=message), status
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_failed(exc: CSRFError):
+    return error_page(400, "The form had expired or did not come from this site. Go back, reload the page and "
+                           "try again; nothing was changed.")
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _too_many_logins(exc: RateLimitExceeded):
+    response = render_template("web/login.html", next_url=None, username="",
+                               error="Too many login attempts from this address; wait a minute and try again.")
+    return response, 429
+
+
+@bp.errorhandler(ApiError)
+def _api_error(exc: ApiError):
+    return error_page(exc.status, exc.message)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException):
+    messages = {403: "Your roles do not give access to this page.", 404: "There is no such page, or it is not "
+                "visible to you.", 413: "The upload is too large."}
+    return error_page(exc.code or 500, messages.get(exc.code or 0, exc.description or exc.name))

@@ -1,0 +1,62 @@
+"""Logging in and out of the web pages (session cookie): the API's login check, audit and rate limit."""
+
+from __future__ import annotations
+
+from flask import redirect, render_template, request, session, url_for
+
+from .. import audit
+from ..auth import check_login
+from ..errors import ApiError
+from ..ratelimit import login_limited
+from ..uow import unit_of_work
+from . import bp
+from .session import has_role, login_required, safe_next, session_user
+
+
+@bp.get("/login")
+def login():
+    """The login form (or straight on, when already logged in)."""
+    next_url = safe_next(request.args.get("next"))
+    if session_user() is not None:
+        return redirect(next_url or url_for("web.home"))
+    return render_template("web/login.html", next_url=next_url, error=None, username="")
+
+
+@bp.post("/login")
+@login_limited
+def login_submit():
+    """Check the password (audited as ``login.succeeded``/``login.failed``), then start a fresh session."""
+    next_url = safe_next(request.form.get("next"))
+    username = (request.form.get("username") or "").strip()
+    try:
+        user = check_login(username, request.form.get("password") or "", channel="web")
+    except ApiError:
+        return render_template("web/login.html", next_url=next_url, username=username,
+                               error="The username or password is wrong, or the account is locked."), 401
+    session.clear()  # a new session on every login (no fixation)
+    session.permanent = True
+    session["user_id"], session["username"] = user.id, user.username
+    return redirect(next_url or url_for("web.home"))
+
+
+@bp.post("/logout")
+def logout():
+    """End the session (audited)."""
+    user = session_user()
+    if user is not None:
+        with unit_of_work():
+            audit.append(user.username, "logout", "user", str(user.id), data={"channel": "web"})
+    session.clear()
+    return redirect(url_for("web.login"))
+
+
+@bp.get("/")
+@login_required()
+def home():
+    """Where each role starts: designers at the definitions, auditors at the dashboard, staff at their tasks."""
+    user = session_user()
+    if has_role(user, "designer") and not has_role(user, "admin"):
+        return redirect(url_for("web.definitions"))
+    if has_role(user, "auditor", "integrator"):
+        return redirect(url_for("web.dashboard"))
+    return redirect(url_for("web.inbox"))

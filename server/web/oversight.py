@@ -1,0 +1,114 @@
+"""The alerts page (acknowledge with a note) and the audit page for auditors (filter, verify the chain)."""
+
+from __future__ import annotations
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from sqlalchemy import or_, select
+
+from engine.coi import CoiError, parse_coi
+
+from .. import alerts as alert_cases
+from .. import audit
+from ..auth import visible_site_ids
+from ..extensions import db
+from ..models import Alert, AuditEntry, Therapy
+from ..uow import unit_of_work
+from . import bp, bridge
+from .session import AUDIT_READERS, has_role, login_required, session_user
+
+AUDIT_PAGE_SIZE = 200
+
+
+def _visible_alerts(user, status: str):
+    query = select(Alert).order_by(Alert.raised_at.desc())
+    if status in ("open", "acknowledged"):
+        query = query.where(Alert.status == status)
+    sites = visible_site_ids(user)
+    if sites is not None:
+        query = query.where(Alert.site_id.in_(sites))
+    return query
+
+
+@bp.get("/alerts")
+@login_required()
+def alerts():
+    """Alerts you may see, open ones first (filter by status)."""
+    user = session_user()
+    status = request.args.get("status", "open")
+    rows = db.session.execute(_visible_alerts(user, status).limit(500)).scalars().all()
+    therapies = {t.id: t for t in db.session.execute(select(Therapy).where(
+        Therapy.id.in_({a.therapy_id for a in rows if a.therapy_id}))).scalars()} if rows else {}
+    return render_template("web/alerts.html", alerts=rows, therapies=therapies, status=status,
+                           can_acknowledge=not (user.roles == ["auditor"]))
+
+
+@bp.post("/alerts/<alert_id>/acknowledge")
+@login_required()
+def acknowledge_alert(alert_id: str):
+    """Acknowledge an open alert with a note (through the API's endpoint when the server has one)."""
+    user = session_user()
+    if user.roles == ["auditor"]:
+        abort(403)
+    alert = db.session.execute(_visible_alerts(user, "all").where(Alert.id == alert_id)).scalar_one_or_none()
+    if alert is None:
+        abort(404)
+    note = request.form.get("note", "").strip()
+    back = redirect(request.form.get("back") if request.form.get("back", "").startswith("/")
+                    else url_for("web.alerts"))
+    if not note:
+        flash("Write a note saying what was done about the alert.", "error")
+        return back
+    path = f"/api/v1/alerts/{alert.id}/acknowledge"
+    if bridge.has_route("POST", path):
+        answer = bridge.call("POST", path, json={"note": note})
+        if not answer.ok:
+            flash(f"Not acknowledged: {answer.message}", "error")
+            return back
+    elif alert.status != "open":
+        flash("This alert was already acknowledged.", "error")
+        return back
+    else:
+        with unit_of_work():
+            alert_cases.acknowledge(db.session.get(Alert, alert.id), user.username, note)
+    flash("Alert acknowledged.", "success")
+    return back
+
+
+def _therapy_for(text: str) -> Therapy | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        coi = parse_coi(text).value
+    except CoiError:
+        coi = text.upper()
+    return db.session.execute(select(Therapy).where(or_(Therapy.id == text, Therapy.coi == coi,
+                                                        Therapy.patient_reference == text))).scalars().first()
+
+
+@bp.get("/audit", endpoint="audit")
+@login_required(*AUDIT_READERS)
+def audit_page():
+    """The audit trail in sequence, filtered by therapy (id, COI or patient reference) and action."""
+    therapy_text = request.args.get("therapy", "")
+    action = request.args.get("action", "").strip()
+    therapy = _therapy_for(therapy_text)
+    query = select(AuditEntry).order_by(AuditEntry.seq.desc())
+    if therapy_text and therapy is None:
+        entries = []
+    else:
+        if therapy is not None:
+            query = query.where(AuditEntry.therapy_id == therapy.id)
+        if action:
+            query = query.where(AuditEntry.action == action)
+        before = request.args.get("before", "")
+        if before.isdigit():
+            query = query.where(AuditEntry.seq < int(before))
+        entries = db.session.execute(query.limit(AUDIT_PAGE_SIZE)).scalars().all()
+    actions = db.session.execute(select(AuditEntry.action).distinct().order_by(AuditEntry.action)).scalars().all()
+    verification = None
+    if request.args.get("verify"):
+        verification = audit.verify()
+    return render_template("web/audit.html", entries=entries, therapy_text=therapy_text, therapy=therapy,
+                           action=action, actions=actions, verification=verification,
+                           page_size=AUDIT_PAGE_SIZE, can_verify=has_role(session_user(), *AUDIT_READERS))

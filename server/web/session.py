@@ -1,0 +1,65 @@
+"""Who is looking at a page: the user of the session cookie, and the decorator that requires one."""
+
+from __future__ import annotations
+
+import functools
+from urllib.parse import urlsplit
+
+from flask import abort, g, redirect, request, session, url_for
+
+from ..extensions import db
+from ..models import User
+
+# Roles that may see the pages of each area (any role may see therapies it can see).
+DESIGNERS = ("designer", "admin")
+AUDIT_READERS = ("auditor", "qa", "admin")
+STARTERS = ("coordinator", "integrator", "admin")
+CANCELLERS = ("coordinator", "admin")
+
+
+def session_user() -> User | None:
+    """The active, unlocked user of this session, or None (a locked or deactivated user is logged out)."""
+    if getattr(g, "user", None) is not None:
+        return g.user
+    user_id = session.get("user_id")
+    if user_id is None:
+        return None
+    user = db.session.get(User, user_id)
+    if user is None or not user.active or user.locked or session.get("username") != user.username:
+        session.clear()
+        return None
+    g.user = user
+    return user
+
+
+def safe_next(target: str | None) -> str | None:
+    """A local path to return to after login; anything pointing elsewhere is dropped."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    return target
+
+
+def login_required(*roles: str):
+    """Decorator: a logged-in user (holding one of ``roles`` when given) or a redirect to the login page."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            user = session_user()
+            if user is None:
+                return redirect(url_for("web.login", next=request.full_path.rstrip("?")))
+            if roles and not any(r in user.roles for r in roles):
+                abort(403)
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def has_role(user: User | None, *roles: str) -> bool:
+    """Whether ``user`` holds one of ``roles``."""
+    return user is not None and any(r in user.roles for r in roles)

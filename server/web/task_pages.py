@@ -1,0 +1,178 @@
+"""The task inbox and the task page: the form drawn from its JSON Schema, completed through the API's handler."""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, request, url_for
+from sqlalchemy import or_, select
+
+from engine.coi import CoiError, parse_coi
+
+from ..auth import visible_site_ids
+from ..extensions import db
+from ..models import TaskRecord, Therapy
+from . import bp, bridge
+from .form_data import FormShapeError, friendly, parse_submission, utc_to_local
+from .form_fields import build_fields, field_paths
+from .session import login_required, session_user
+
+
+def inbox_query(user, therapy_filter: str = "", role: str = ""):
+    """READY tasks the user may complete (their roles, their sites), soonest due first, as the API lists them."""
+    query = (select(TaskRecord).join(Therapy).where(TaskRecord.status == "ready", Therapy.status == "active")
+             .order_by(TaskRecord.due_at.is_(None), TaskRecord.due_at, TaskRecord.created_at, TaskRecord.id))
+    roles = [r for r in user.roles if not role or r == role]
+    query = query.where(TaskRecord.role.in_(roles))
+    if therapy_filter:
+        try:
+            coi = parse_coi(therapy_filter).value
+        except CoiError:
+            coi = therapy_filter.strip().upper()
+        query = query.where(or_(Therapy.id == therapy_filter.strip(), Therapy.coi == coi,
+                                Therapy.patient_reference == therapy_filter.strip()))
+    sites = visible_site_ids(user)
+    if sites is not None:
+        query = query.where(TaskRecord.site_id.in_(sites))
+    return query
+
+
+@bp.get("/tasks")
+@login_required()
+def inbox():
+    """The tasks you may complete, soonest due first; late ones marked; filter by therapy and role."""
+    user = session_user()
+    therapy_filter, role = request.args.get("therapy", "").strip(), request.args.get("role", "")
+    tasks = db.session.execute(inbox_query(user, therapy_filter, role).limit(500)).scalars().all()
+    return render_template("web/inbox.html", tasks=tasks, therapy_filter=therapy_filter, role=role,
+                           roles=user.roles)
+
+
+def visible_task(task_id: str) -> TaskRecord | None:
+    """The task when its site is visible to the session's user."""
+    task = db.session.get(TaskRecord, task_id)
+    sites = visible_site_ids(session_user())
+    if task is None or (sites is not None and task.site_id not in sites):
+        return None
+    return task
+
+
+def _form_schemas(task: TaskRecord) -> tuple[dict, dict]:
+    forms = task.therapy.definition.forms or {}
+    schema = forms.get(task.form, {}) if task.form else {}
+    ui_schema = forms.get(task.ui_form, {}) if task.ui_form else {}
+    return schema, ui_schema
+
+
+def _initial_values(schema: dict, data: dict | None, offset: int) -> dict:
+    """Inputs' texts for data already recorded (a completed task shown read-only)."""
+    values: dict = {}
+    for key, prop in (schema.get("properties") or {}).items():
+        if not data or key not in data:
+            continue
+        value = data[key]
+        if isinstance(prop, dict) and prop.get("format") == "date-time" and isinstance(value, str):
+            value = utc_to_local(value, offset)
+        values[f"data.{key}"] = value
+    return values
+
+
+def render_task(task: TaskRecord, values: dict | None = None, errors: dict | None = None,
+                form_errors: list[str] | None = None, signature_error: str | None = None, status: int = 200):
+    """The task page with its form (inputs, errors next to their fields, the signature prompt)."""
+    user = session_user()
+    schema, ui_schema = _form_schemas(task)
+    errors = errors or {}
+    fields = build_fields(schema, ui_schema, values or _initial_values(schema, task.data, 0), errors)
+    known = field_paths(fields)
+    extra = [f"{path}: {message}" if path not in ("", "_form") else message
+             for path, message in errors.items() if path not in known]
+    can_complete = task.status == "ready" and task.role in user.roles and task.therapy.status == "active"
+    return render_template("web/task.html", task=task, therapy=task.therapy, schema=schema, fields=fields,
+                           form_errors=(form_errors or []) + extra, signature_error=signature_error,
+                           can_complete=can_complete), status
+
+
+@bp.get("/tasks/<task_id>")
+@login_required()
+def task_page(task_id: str):
+    """One task: instructions, therapy, form (or, once done, what was recorded and by whom)."""
+    task = visible_task(task_id)
+    if task is None:
+        return render_template("web/error.html", status=404, title="Not found",
+                               message="There is no such task, or it is not visible to you."), 404
+    return render_task(task)
+
+
+def _offset() -> int:
+    try:
+        return max(-1440, min(1440, int(request.form.get("_tz_offset", "0") or 0)))
+    except ValueError:
+        return 0
+
+
+@bp.post("/tasks/<task_id>")
+@login_required()
+def complete_task(task_id: str):
+    """Complete the task with the submitted form, through the API's completion handler."""
+    task = visible_task(task_id)
+    if task is None:
+        return render_template("web/error.html", status=404, title="Not found",
+                               message="There is no such task, or it is not visible to you."), 404
+    schema, ui_schema = _form_schemas(task)
+    values = request.form.to_dict(flat=False)
+    values = {k: (v if len(v) > 1 or k in _multi_names(schema) else v[0]) for k, v in values.items()}
+    try:
+        data = parse_submission(schema, ui_schema, request.form, _offset())
+    except FormShapeError as exc:
+        return render_task(task, values, exc.errors, ["Some answers need correcting; see the marked fields."],
+                           status=422)
+    body: dict = {"data": data}
+    if task.signature:
+        password = request.form.get("signature_password", "")
+        confirmed = request.form.get("signature_meaning") == task.signature
+        if password or confirmed:
+            body["signature"] = {"password": password, "meaning": task.signature if confirmed else ""}
+    answer = bridge.call("POST", f"/api/v1/tasks/{task.id}/complete", json=body)
+    if answer.ok:
+        return _after_completion(task)
+    return _refused(task, values, answer)
+
+
+def _multi_names(schema: dict) -> set[str]:
+    return {f"data.{k}" for k, p in (schema.get("properties") or {}).items()
+            if isinstance(p, dict) and p.get("type") == "array"}
+
+
+def _refused(task: TaskRecord, values: dict, answer: bridge.ApiAnswer):
+    """Show the API's refusal on the page: field errors next to their fields, the rest above the form."""
+    task = db.session.get(TaskRecord, task.id)
+    error = answer.error
+    details = error.get("details") or {}
+    code = error.get("code", "")
+    errors: dict[str, str] = {}
+    form_errors: list[str] = []
+    signature_error = None
+    if isinstance(details.get("fields"), dict):
+        for path, message in details["fields"].items():
+            text = message if isinstance(message, str) else "; ".join(map(str, message))
+            errors[path.removeprefix("data.")] = friendly(text)
+        form_errors.append("Some answers need correcting; see the marked fields.")
+    elif code.startswith("signature") or code == "account_locked" or str(details.get("field", "")).startswith(
+            "signature"):
+        signature_error = answer.message
+    elif isinstance(details.get("field"), str) and details["field"] not in ("", "data"):
+        errors[details["field"].removeprefix("data.")] = answer.message
+        form_errors.append(answer.message)
+    else:
+        form_errors.append(answer.message)
+    return render_task(task, values, errors, form_errors, signature_error, status=answer.status)
+
+
+def _after_completion(task: TaskRecord):
+    """Straight on to the therapy's next task when it is yours; else back to the inbox."""
+    user = session_user()
+    flash(f"Completed: {task.name} ({task.therapy.patient_reference}).", "success")
+    following = db.session.execute(inbox_query(user).where(TaskRecord.therapy_id == task.therapy_id)
+                                   .limit(1)).scalar_one_or_none()
+    if following is not None:
+        return redirect(url_for("web.task_page", task_id=following.id))
+    return redirect(url_for("web.inbox"))

@@ -1,0 +1,134 @@
+"""The therapy page (identity, stage, clocks, tasks, waits, alerts, custody, timeline, diagram) and its actions."""
+
+from __future__ import annotations
+
+from flask import Response, abort, flash, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from ..auth import can_see_site, visible_site_ids
+from ..extensions import db
+from ..models import Alert, AuditEntry, CustodyTransfer, Incident, ProcessDefinition, Site, TaskRecord, Therapy
+from ..signatures import signatures_for
+from . import bp, bridge, present
+from .session import CANCELLERS, STARTERS, has_role, login_required, session_user
+
+# Audit actions of a therapy that tell its story (the rest stays in the audit page).
+TIMELINE_ACTIONS = {"therapy.started", "task.ready", "task.completed", "message.received", "timer.fired",
+                    "task.escalated", "therapy.completed", "therapy.cancelled", "signature.applied",
+                    "signature.failed", "alert.raised", "alert.acknowledged", "custody.transferred",
+                    "coi.mismatch", "condition.excursion", "incident.opened", "incident.resolved",
+                    "notification.sent", "message.refused", "task.refused", "correction.recorded"}
+
+
+def visible_therapy(therapy_id: str) -> Therapy:
+    """The therapy when the session's user may see it; 404 otherwise (as the API answers)."""
+    therapy = db.session.get(Therapy, therapy_id)
+    if therapy is None or not can_see_site(session_user(), therapy.site_id):
+        abort(404)
+    return therapy
+
+
+def _waits(therapy: Therapy) -> list[dict]:
+    """What the therapy waits for, with names and due times."""
+    activities = (therapy.definition.info or {}).get("activities", {})
+    out = []
+    for wait in therapy.waits or []:
+        activity = activities.get(wait.get("activity_id"), {})
+        attached = activities.get(wait.get("attached_to") or "", {})
+        out.append({**wait, "label": activity.get("name") or wait.get("name") or wait.get("activity_id"),
+                    "attached_label": attached.get("name")})
+    return out
+
+
+def _timeline(therapy: Therapy) -> list[AuditEntry]:
+    return db.session.execute(select(AuditEntry).where(AuditEntry.therapy_id == therapy.id,
+                                                       AuditEntry.action.in_(TIMELINE_ACTIONS))
+                              .order_by(AuditEntry.seq)).scalars().all()
+
+
+def completed_activities(therapy: Therapy) -> list[str]:
+    """Activity ids the therapy has passed (from its audit trail), for the diagram's highlighting."""
+    rows = db.session.execute(select(AuditEntry.data).where(
+        AuditEntry.therapy_id == therapy.id,
+        AuditEntry.action.in_(("activity.completed", "task.completed", "message.received", "timer.fired")))).all()
+    done = {(row[0] or {}).get("activity_id") for row in rows}
+    return sorted(a for a in done if a)
+
+
+@bp.get("/therapies/<therapy_id>")
+@login_required()
+def therapy_page(therapy_id: str):
+    """Everything about one therapy on one page."""
+    therapy = visible_therapy(therapy_id)
+    user = session_user()
+    tasks = db.session.execute(select(TaskRecord).where(TaskRecord.therapy_id == therapy.id)
+                               .order_by(TaskRecord.created_at)).scalars().all()
+    alerts = db.session.execute(select(Alert).where(Alert.therapy_id == therapy.id)
+                                .order_by(Alert.raised_at.desc())).scalars().all()
+    custody = db.session.execute(select(CustodyTransfer).where(CustodyTransfer.therapy_id == therapy.id)
+                                 .order_by(CustodyTransfer.occurred_at)).scalars().all()
+    incidents = db.session.execute(select(Incident).where(Incident.therapy_id == therapy.id)
+                                   .order_by(Incident.opened_at.desc())).scalars().all()
+    return render_template(
+        "web/therapy.html", therapy=therapy, open_tasks=[t for t in tasks if t.status == "ready"],
+        done_tasks=[t for t in tasks if t.status != "ready"], waits=_waits(therapy), alerts=alerts,
+        custody=custody, signatures=signatures_for(therapy), incidents=incidents, timeline=_timeline(therapy),
+        v2v=present.vein_to_vein(therapy),
+        completed=completed_activities(therapy), current=therapy.current_activities or [],
+        can_cancel=therapy.status == "active" and has_role(user, *CANCELLERS))
+
+
+@bp.post("/therapies")
+@login_required(*STARTERS)
+def start_therapy():
+    """Start a therapy from the control tower's form, through the API's handler."""
+    body = {"process_key": request.form.get("process_key", ""), "site": request.form.get("site", ""),
+            "patient": {"reference": request.form.get("patient_reference", "").strip()}}
+    answer = bridge.call("POST", "/api/v1/therapies", json=body)
+    if not answer.ok:
+        fields = (answer.error.get("details") or {}).get("fields") or {}
+        detail = "; ".join(f"{k}: {v}" for k, v in fields.items()) if isinstance(fields, dict) else ""
+        flash(f"The therapy was not started: {answer.message} {detail}".strip(), "error")
+        return redirect(url_for("web.dashboard"))
+    flash(f"Therapy started for {body['patient']['reference']}: COI {present.eye_readable(answer.body['coi'])}.",
+          "success")
+    return redirect(url_for("web.therapy_page", therapy_id=answer.body["id"]))
+
+
+@bp.post("/therapies/<therapy_id>/cancel")
+@login_required(*CANCELLERS)
+def cancel_therapy(therapy_id: str):
+    """Cancel with a reason, through the API's handler."""
+    therapy = visible_therapy(therapy_id)
+    answer = bridge.call("POST", f"/api/v1/therapies/{therapy.id}/cancel",
+                         json={"reason": request.form.get("reason", "").strip()})
+    if answer.ok:
+        flash("The therapy was cancelled; its open tasks were withdrawn.", "success")
+    else:
+        flash(f"Not cancelled: {answer.message}", "error")
+    return redirect(url_for("web.therapy_page", therapy_id=therapy.id))
+
+
+@bp.get("/definitions/<key>/versions/<int:version>/diagram.bpmn")
+@login_required()
+def diagram_xml(key: str, version: int):
+    """The BPMN XML of a version, for the diagram viewer."""
+    row = db.session.execute(select(ProcessDefinition).where(
+        ProcessDefinition.key == key, ProcessDefinition.version == version)).scalar_one_or_none()
+    if row is None:
+        abort(404)
+    return Response(row.bpmn_xml, mimetype="application/xml")
+
+
+def startable(user) -> tuple[list[ProcessDefinition], list[Site]]:
+    """The processes (latest versions) and sites a user may start therapies at."""
+    rows = db.session.execute(select(ProcessDefinition).order_by(ProcessDefinition.key,
+                                                                  ProcessDefinition.version.desc())).scalars()
+    latest: dict[str, ProcessDefinition] = {}
+    for row in rows:
+        latest.setdefault(row.key, row)
+    sites = visible_site_ids(user)
+    query = select(Site).order_by(Site.code)
+    if sites is not None:
+        query = query.where(Site.id.in_(sites))
+    return list(latest.values()), [s for s in db.session.execute(query).scalars() if s.kind == "treatment-centre"]

@@ -1,0 +1,35 @@
+"""The diagram viewer's files (bpmn-js), served from node_modules: nothing is fetched from the internet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import abort, current_app, send_from_directory
+
+from ..config import project_root
+from . import bp
+
+VENDOR_PACKAGES = {"bpmn-js": Path("bpmn-js") / "dist"}
+
+
+def vendor_dir(package: str) -> Path | None:
+    """Where an installed package's browser files are (under the repository's node_modules)."""
+    if package not in VENDOR_PACKAGES:
+        return None
+    root = Path(current_app.config.get("NODE_MODULES") or project_root() / "node_modules")
+    folder = root / VENDOR_PACKAGES[package]
+    return folder if folder.is_dir() else None
+
+
+@bp.get("/vendor/<package>/<path:filename>")
+def vendor_file(package: str, filename: str):
+    """A file of an installed browser package (404 when it is not installed: run ``make install``)."""
+    folder = vendor_dir(package)
+    if folder is None:
+        abort(404)
+    return send_from_directory(folder, filename, max_age=86400)
+
+
+def viewer_installed() -> bool:
+    """Whether the diagram viewer is installed."""
+    return vendor_dir("bpmn-js") is not None

@@ -1,0 +1,116 @@
+"""Browser tests: one `tether demo` server and one headless Debian Chromium for the whole session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from ..conftest import ROOT
+
+CHROMIUM = Path(os.environ.get("TETHER_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+@dataclass
+class Served:
+    """A running demo server: its address, the demo users' API tokens and password."""
+
+    base: str
+    tokens: dict[str, str]
+    password: str
+    database: Path
+
+    def api(self, user: str, method: str, path: str, **kw) -> requests.Response:
+        """Call the JSON API as one of the demo users."""
+        return requests.request(method, f"{self.base}/api/v1{path}", timeout=15,
+                                headers={"Authorization": f"Bearer {self.tokens[user]}"}, **kw)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory) -> Served:
+    """`tether demo` data served by `tether serve` on a free port (with the timer scheduler)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"Chromium is not installed at {CHROMIUM}; `make test` installs it (apt-get install chromium)")
+    folder = tmp_path_factory.mktemp("browser-demo")
+    database = folder / "db.sqlite3"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": f"sqlite:///{database}",
+           "TETHER_LOGIN_RATE_LIMIT": "1000 per minute"}  # every test logs in from 127.0.0.1
+    seeded = subprocess.run([sys.executable, "-m", "server.cli", "demo"], env=env, cwd=folder, capture_output=True,
+                            text=True, timeout=180, check=False)
+    assert seeded.returncode == 0, seeded.stderr
+    tokens = {line.split()[0]: line.split()[-1] for line in seeded.stdout.splitlines()
+              if line.strip().split(" ")[-1].startswith("tth_")}
+    password = next(line.split(": ")[1].rstrip("):") for line in seeded.stdout.splitlines() if "password" in line)
+    port = _free_port()
+    log = open(folder / "serve.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)], env=env, cwd=folder,
+                            stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    else:
+        proc.terminate()
+        pytest.fail("server did not start:\n" + (folder / "serve.log").read_text())
+    yield Served(base, tokens, password, database)
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def browser(served):
+    """Debian's Chromium, headless, driven by Playwright (its own browser downloads are not used)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, served):
+    """A fresh browser context (no cookies) at 1280x800, pointed at the served demo."""
+    context = browser.new_context(base_url=served.base, viewport=VIEWPORT, timezone_id="Europe/Berlin")
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def new_page(browser, served):
+    """A factory of more browser contexts (several people at once)."""
+    contexts = []
+
+    def make(viewport=None):
+        context = browser.new_context(base_url=served.base, viewport=viewport or VIEWPORT,
+                                      timezone_id="Europe/Berlin")
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()

@@ -1,0 +1,114 @@
+"""The main pages at 1280x800 and on a tablet: nothing runs off the side; screenshots for the README.
+
+Screenshots go to a temporary folder; with TETHER_UPDATE_SCREENSHOTS=1 (`make screenshots`) they replace
+the ones in docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from server.demo_data import form_data
+
+from ..conftest import ROOT
+from .people import fill_form, log_in
+
+TABLET = {"width": 768, "height": 1024}
+
+
+@pytest.fixture
+def shots(tmp_path):
+    """Where screenshots are written."""
+    if os.environ.get("TETHER_UPDATE_SCREENSHOTS") == "1":
+        folder = ROOT / "docs" / "screenshots"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    return tmp_path
+
+
+def _shoot(page: Page, folder, name: str, full_page: bool = True) -> None:
+    """Check the page fits its window's width, then save a screenshot of it."""
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{name}: {overflow}px wider than the window"
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
+    assert (folder / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _therapy_at_release(served) -> tuple[str, str]:
+    """A new therapy driven through the API to QA release; its id and COI."""
+    patient = f"PT-SHOT-{uuid.uuid4().hex[:4]}"
+    therapy = served.api("coordinator", "POST", "/therapies", json={
+        "process_key": "autologous_car_t", "site": "SITE-A", "patient": {"reference": patient}}).json()
+    steps = [("coordinator", "Task_Enrolment"), ("coordinator", "Task_Scheduling"), ("coordinator", "Task_Apheresis"),
+             "courier.picked_up", "shipment.delivered", ("manufacturing", "Task_ReceiveAtManufacturing"),
+             "mes.manufacturing_started", "mes.manufacturing_completed", "qc.results"]
+    for step in steps:
+        if isinstance(step, str):
+            payload = {"result": "pass"} if step == "qc.results" else {"ref": "R-1"}
+            answer = served.api("integrator", "POST", "/messages",
+                                json={"name": step, "therapy_id": therapy["id"], "payload": payload})
+        else:
+            user, activity = step
+            task = next(t for t in served.api(user, "GET", f"/tasks?therapy_id={therapy['id']}").json()["items"]
+                        if t["activity_id"] == activity)
+            answer = served.api(user, "POST", f"/tasks/{task['id']}/complete",
+                                json={"data": form_data(task["form"]["name"], therapy["coi"])})
+        assert answer.status_code == 200, answer.text
+    return therapy["id"], patient
+
+
+def test_main_pages_fit_the_window_and_are_captured(page, new_page, served, shots):
+    therapy_id, patient = _therapy_at_release(served)
+    page.goto("/login")
+    _shoot(page, shots, "login")
+
+    log_in(page, "coordinator", served.password)
+    page.goto("/tasks")
+    expect(page.get_by_test_id("inbox")).to_be_visible()
+    _shoot(page, shots, "inbox")
+    page.get_by_role("link", name="Enrol patient").first.click()
+    fill_form(page, form_data("enrolment.schema.json"), skip=("payer_authorisation_reference", "indication"))
+    page.get_by_label("Indication").fill("Relapsed/refractory DLBCL")
+    page.get_by_role("button", name="Complete task").click()
+    expect(page.locator("[data-field='payer_authorisation_reference'] .error")).to_be_visible()
+    _shoot(page, shots, "task-form-errors")
+    page.set_viewport_size(TABLET)
+    _shoot(page, shots, "task-form-tablet")
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+    page.goto(f"/therapies/{therapy_id}")
+    expect(page.locator("[data-diagram]")).to_have_attribute("data-rendered", "true")
+    _shoot(page, shots, "therapy")
+    page.set_viewport_size(TABLET)
+    _shoot(page, shots, "therapy-tablet", full_page=False)
+
+    quality = new_page()
+    log_in(quality, "qa", served.password)
+    quality.goto(f"/tasks?therapy={patient}")
+    quality.get_by_role("link", name="Release batch (QA)").click()
+    expect(quality.get_by_test_id("signature-meaning")).to_have_text("approval")
+    _shoot(quality, shots, "task-signature")
+
+    admin = new_page()
+    log_in(admin, "admin", served.password)
+    admin.goto("/dashboard")
+    expect(admin.get_by_test_id("therapy-table")).to_contain_text(patient)
+    _shoot(admin, shots, "dashboard")
+    admin.goto("/alerts?status=all")
+    _shoot(admin, shots, "alerts", full_page=False)
+    admin.goto("/definitions")
+    _shoot(admin, shots, "definitions")
+    admin.goto("/definitions/autologous_car_t/versions/1")
+    expect(admin.locator("[data-diagram]")).to_have_attribute("data-rendered", "true")
+    _shoot(admin, shots, "definition-version")
+
+    auditor = new_page()
+    log_in(auditor, "auditor", served.password)
+    auditor.goto(f"/audit?therapy={patient}")
+    auditor.get_by_role("button", name="Verify the whole chain").click()
+    expect(auditor.get_by_test_id("verification")).to_contain_text("The chain is intact")
+    _shoot(auditor, shots, "audit", full_page=False)

@@ -1,0 +1,205 @@
+"""Real ``tether serve`` processes: two on one PostgreSQL fire each of 200 timers exactly once, and a
+short timer fires in a running server on time, also when it came due while the server was down."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from ..conftest import FIXTURES, ROOT
+from .conftest import PG_URL, _with_database
+
+pytestmark = pytest.mark.slow
+TIMERS = 200
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """One ``tether serve`` subprocess on a free port."""
+
+    def __init__(self, env: dict, cwd: Path, name: str):
+        self.port, self.cwd, self.name = _free_port(), cwd, name
+        self.base = f"http://127.0.0.1:{self.port}/api/v1"
+        self.log_path = cwd / f"{name}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(self.port)],
+                                     env=env, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_healthy(self, seconds: float = 45) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                health = requests.get(f"{self.base}/health", timeout=3)
+                if health.status_code == 200 and health.json()["scheduler"] == "running":
+                    return
+            except requests.RequestException:  # not listening yet, or busy starting
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        pytest.fail(f"{self.name} did not start:\n" + self.log_path.read_text())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.log.close()
+
+
+def _environment(tmp_path: Path, database_url: str, diagram: bytes) -> dict:
+    processes = tmp_path / "processes"
+    processes.mkdir()
+    (processes / "timers.bpmn").write_bytes(diagram)
+    return {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": database_url,
+            "TETHER_PROCESSES_DIR": str(processes), "TETHER_FORMS_DIR": str(FIXTURES),
+            "TETHER_SECRET_KEY": "two-servers", "TETHER_DISPATCHER": "false"}
+
+
+def _prepare(env: dict, therapies: int = 0, first_due_in: float = 0, spread: float = 0) -> tuple[str, list[str]]:
+    """Schema, the diagram, a site, a coordinator and ``therapies`` started on the timer diagram (whose timers
+    come due between ``first_due_in`` and ``first_due_in + spread`` seconds); returns a token and their ids."""
+    from server import accounts, create_app
+    from server.cli import upgrade_database
+    from server.definitions import deploy
+    from server.extensions import db
+    from server.models import utcnow
+    from server.therapies import start_therapy
+
+    app = create_app({"DATABASE_URL": env["TETHER_DATABASE_URL"], "SCHEDULER": False, "SECRET_KEY": "t",
+                      "FORMS_DIR": env["TETHER_FORMS_DIR"]})
+    upgrade_database(app)
+    ids = []
+    with app.app_context():
+        for path in Path(env["TETHER_PROCESSES_DIR"]).glob("*.bpmn"):
+            deploy(path.read_bytes(), {}, "test")
+        accounts.add_site("SITE-A", "Centre A", "treatment-centre", "test")
+        accounts.add_user("coord", ["coordinator"], ["SITE-A"], "Coord Person", "long-enough-pw-1", "test")
+        token = accounts.issue_token("coord", "test", "test")
+        first = utcnow() + timedelta(seconds=first_due_in)
+        for i in range(therapies):
+            due = first + timedelta(seconds=spread * i / therapies)
+            ids.append(start_therapy("timers_due_date", None, "SITE-A", f"PT-{i:04d}", {"due_at": due.isoformat()},
+                                     "seed").id)
+        db.session.remove()
+        db.engine.dispose()
+    return token, ids
+
+
+@pytest.fixture
+def postgres_database():
+    """A fresh, empty PostgreSQL database for real server processes."""
+    if not PG_URL:
+        pytest.skip("needs TETHER_TEST_POSTGRES_URL (scripts/with-postgres)")
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    name = f"tether_two_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield _with_database(PG_URL, name)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_two_servers_fire_each_of_200_timers_exactly_once(tmp_path, postgres_database):
+    env = _environment(tmp_path, postgres_database, (FIXTURES / "timers-due-date.bpmn").read_bytes())
+    _token, ids = _prepare(env, TIMERS, first_due_in=10, spread=4)
+    engine = sa.create_engine(postgres_database)
+    with engine.connect() as conn:
+        seeded = dict(conn.execute(sa.text("SELECT id, row_version FROM therapy")).all())
+    servers = [Server(env, tmp_path, "first"), Server(env, tmp_path, "second")]
+    try:
+        for server in servers:
+            server.wait_healthy()
+
+        def completed() -> int:
+            with engine.connect() as conn:
+                return conn.execute(sa.text("SELECT count(*) FROM therapy WHERE status = 'completed'")).scalar()
+
+        deadline = time.monotonic() + 40
+        while completed() < TIMERS and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert completed() == TIMERS, "every timer fired"
+        time.sleep(1.5)  # a duplicate firing, if there were one, would land now
+        with engine.connect() as conn:
+            fired = dict(conn.execute(sa.text(
+                "SELECT therapy_id, count(*) FROM audit_entry WHERE action = 'timer.fired' GROUP BY therapy_id")).all())
+            versions = dict(conn.execute(sa.text("SELECT id, row_version FROM therapy")).all())
+        assert sorted(fired) == sorted(ids)
+        assert set(fired.values()) == {1}, "no timer fired twice"
+        assert {versions[i] - seeded[i] for i in ids} == {1}, "each therapy was stepped once, by one server"
+    finally:
+        for server in servers:
+            server.stop()
+        engine.dispose()
+    verified = subprocess.run([sys.executable, "-m", "server.cli", "audit", "verify"], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, check=False)
+    assert verified.returncode == 0, "the audit chain never forked: " + verified.stdout + verified.stderr
+
+
+def test_short_timer_fires_in_a_running_server_and_after_a_restart(tmp_path):
+    diagram = (FIXTURES / "timers-user-task.bpmn").read_bytes().replace(
+        b"<bpmn:timeDuration>PT2H</bpmn:timeDuration>", b"<bpmn:timeDuration>PT2S</bpmn:timeDuration>")
+    env = _environment(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}", diagram)
+    token, _ids = _prepare(env)
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def start_therapy(base: str) -> dict:
+        created = requests.post(f"{base}/therapies", headers=headers, timeout=10, json={
+            "process_key": "timers_user_task", "site": "SITE-A", "patient": {"reference": "PT-1"}})
+        assert created.status_code == 201, created.text
+        return created.json()
+
+    def escalations(base: str, therapy_id: str) -> list:
+        return requests.get(f"{base}/alerts?therapy_id={therapy_id}", headers=headers, timeout=10).json()["items"]
+
+    server = Server(env, tmp_path, "running")
+    try:
+        server.wait_healthy()
+        therapy = start_therapy(server.base)
+        started = time.monotonic()
+        [task] = requests.get(f"{server.base}/tasks?therapy_id={therapy['id']}", headers=headers,
+                              timeout=10).json()["items"]
+        assert task["due_at"] is not None
+        while not escalations(server.base, therapy["id"]) and time.monotonic() - started < 10:
+            time.sleep(0.1)
+        waited = time.monotonic() - started
+        [alert] = escalations(server.base, therapy["id"])
+        assert alert["kind"] == "escalation" and alert["activity_id"] == "Task_Review"
+        assert 1.9 <= waited <= 4.0, f"the PT2S escalation fired after {waited:.2f} s"
+
+        overdue = start_therapy(server.base)
+    finally:
+        server.stop()
+    time.sleep(2.5)  # the second therapy's escalation comes due while no server runs
+    restarted = Server(env, tmp_path, "restarted")
+    try:
+        restarted.wait_healthy()
+        back = time.monotonic()
+        while not escalations(restarted.base, overdue["id"]) and time.monotonic() - back < 5:
+            time.sleep(0.1)
+        assert len(escalations(restarted.base, overdue["id"])) == 1, "it fires right after the restart"
+        assert len(escalations(restarted.base, therapy["id"])) == 1, "and nothing fires twice"
+    finally:
+        restarted.stop()
+    shutil.rmtree(tmp_path / "processes")
