@@ -206,3 +206,29 @@ def test_health_and_openapi_need_no_token(api, world):
     for path in ["/api/v1/therapies", "/api/v1/tasks/{task_id}/complete", "/api/v1/messages",
                  "/api/v1/audit/verify", "/api/v1/process-definitions"]:
         assert path in doc["paths"], path
+
+
+def test_concurrent_completion_of_one_task_exactly_one_succeeds(api, world):
+    import threading
+
+    therapy = start(api, world["coord"]).get_json()
+    task = only_task(api, world["coord"], therapy["id"])
+    body = {"data": {"eligible": False, "patient_initials": "AB"}}
+    barrier, statuses = threading.Barrier(4), []
+
+    def complete():
+        client = api.client.application.test_client()
+        barrier.wait()
+        response = client.post(f"/api/v1/tasks/{task['id']}/complete", json=body,
+                               headers={"Authorization": f"Bearer {world['coord']}"})
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=complete) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(statuses) == [200, 409, 409, 409]
+    entries = api.as_(world["auditor"]).get(f"/api/v1/audit?therapy_id={therapy['id']}&limit=500").get_json()
+    assert [e["action"] for e in entries["items"]].count("task.completed") == 1
+    assert api.as_(world["auditor"]).get("/api/v1/audit/verify").get_json()["ok"] is True
