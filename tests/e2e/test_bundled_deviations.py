@@ -81,3 +81,51 @@ def test_late_fresh_delivery_escalates_and_the_journey_goes_on(api, world, clock
     escalated = [e for e in entries if e["action"] == "task.escalated"]
     assert len(escalated) == 1 and escalated[0]["data"]["late_activity_id"] == "Task_AwaitFreshDelivery"
     assert final["status"] == "active"
+
+
+def escalations(api, world, therapy):
+    """The late activities named by the therapy's escalations, and its open escalation alerts."""
+    late = [e["data"]["late_activity_id"] for e in audit_actions(api, world, therapy["id"])
+            if e["action"] == "task.escalated"]
+    alerts = api.as_(world["auditor"]).get(f"/api/v1/alerts?therapy_id={therapy['id']}").get_json()["items"]
+    return late, [a for a in alerts if a["kind"] == "escalation"]
+
+
+TO_RETURN_RECEIPT = TO_RECEIPT + [
+    ("task", "Task_ReceiveAtManufacturing"), *MANUFACTURE, ("message", "qc.results", {"result": "pass"}),
+    ("task", "Task_QaRelease"), ("message", "return.picked_up", {}), ("message", "return.delivered", {}),
+    ("task", "Task_ReceiveAtCentre"), ("task", "Task_ConfirmAvailability"), ("task", "Task_StartLymphodepletion"),
+]
+
+
+def test_manufacturing_past_its_planned_duration_escalates(api, world, clock, bundled):
+    final = run_journey(api, world, clock, "autologous_car_t", TO_RECEIPT + [
+        ("task", "Task_ReceiveAtManufacturing"), ("message", "mes.manufacturing_started", {}),
+        ("advance", {"days": 29}), ("message", "mes.manufacturing_completed", {})])
+    late, alerts = escalations(api, world, final)
+    assert late == ["Task_AwaitManufacturingCompleted"] and len(alerts) == 1
+    assert final["waiting_for"][0]["name"] == "qc.results"
+
+
+def test_product_not_infused_within_its_window_escalates(api, world, clock, bundled):
+    final = run_journey(api, world, clock, "autologous_car_t", TO_RETURN_RECEIPT + [
+        ("advance", {"days": 15}), ("task", "Task_BedsideCheck")])
+    late, alerts = escalations(api, world, final)
+    assert late == ["Task_BedsideCheck"] and alerts[0]["role"] == "coordinator"
+    assert [t["activity_id"] for t in final["open_tasks"]] == ["Task_RecordInfusion"]
+
+
+def test_thaw_to_infusion_over_30_minutes_escalates(api, world, clock, bundled):
+    final = run_journey(api, world, clock, "autologous_car_t", TO_RETURN_RECEIPT + [
+        ("task", "Task_BedsideCheck"), ("advance", {"minutes": 31}), ("task", "Task_RecordInfusion")])
+    late, _alerts = escalations(api, world, final)
+    assert late == ["Task_RecordInfusion"]
+    assert final["waiting_for"][0]["activity_id"] == "Event_Day28"
+
+
+def test_allogeneic_delivery_overdue_escalates(api, world, clock, bundled):
+    final = run_journey(api, world, clock, "allogeneic", [
+        ("task", "Task_OrderFromInventory"), ("task", "Task_AllocateLot"), ("message", "shipment.picked_up", {}),
+        ("advance", {"hours": 49}), ("message", "shipment.delivered", {}), ("task", "Task_ReceiveAtSite")])
+    late, alerts = escalations(api, world, final)
+    assert late == ["Task_AwaitDelivery"] and len(alerts) == 1
