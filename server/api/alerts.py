@@ -8,13 +8,14 @@ from sqlalchemy import select
 
 from .. import alerts as alert_cases
 from ..auth import can_see_site, require, visible_site_ids
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import Conflict, NotFound
 from ..extensions import db
 from ..idempotency import idempotent
 from ..models import ROLES, Alert
 from ..schemas import load_json
 from ..uow import unit_of_work
 from . import bp
+from .filters import by_status, within_caller_sites
 from .paging import page
 
 STATUSES = ("open", "acknowledged")
@@ -50,19 +51,12 @@ def _may_see(alert: Alert) -> bool:
 def list_alerts():
     """Alerts the caller may see, newest first, filtered by therapy and status."""
     query = select(Alert).order_by(Alert.raised_at.desc(), Alert.id)
-    status = request.args.get("status")
-    if status:
-        if status not in STATUSES:
-            raise BadRequest(f"status must be one of {', '.join(STATUSES)}.", code="invalid_filter")
-        query = query.where(Alert.status == status)
+    query = by_status(query, Alert.status, STATUSES)
     if request.args.get("therapy_id"):
         query = query.where(Alert.therapy_id == request.args["therapy_id"])
     if request.args.get("kind"):
         query = query.where(Alert.kind == request.args["kind"])
-    sites = visible_site_ids(g.user)
-    if sites is not None:
-        query = query.where(Alert.site_id.in_(sites))
-    return page(query, alert_cases.alert_item)
+    return page(within_caller_sites(query, Alert.site_id), alert_cases.alert_item)
 
 
 @bp.get("/alerts/<alert_id>")

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from .. import audit
 from .. import therapies as usecases
-from ..auth import can_see_site, require, visible_site_ids
+from ..auth import can_see_site, require
 from ..errors import Conflict, Forbidden, NotFound
 from ..extensions import db
 from ..idempotency import idempotent
@@ -16,6 +16,7 @@ from ..scans import verify_task_scan
 from ..schemas import CompleteTaskSchema, load_json
 from ..signatures import check_signer, signatures_for_task
 from . import bp
+from .filters import within_caller_sites
 from .paging import page
 from .views import task_item, therapy_summary
 
@@ -40,10 +41,7 @@ def list_tasks():
     query = query.where(TaskRecord.role.in_(roles))
     if request.args.get("therapy_id"):
         query = query.where(TaskRecord.therapy_id == request.args["therapy_id"])
-    sites = visible_site_ids(g.user)
-    if sites is not None:
-        query = query.where(TaskRecord.site_id.in_(sites))
-    return page(query, task_item)
+    return page(within_caller_sites(query, TaskRecord.site_id), task_item)
 
 
 @bp.get("/tasks/<task_id>")

@@ -6,8 +6,8 @@ from flask import g, request
 from sqlalchemy import select
 
 from .. import therapies as usecases
-from ..auth import can_see_site, require, visible_site_ids
-from ..errors import BadRequest, Forbidden, NotFound
+from ..auth import can_see_site, require
+from ..errors import Forbidden, NotFound
 from ..extensions import db
 from ..idempotency import idempotent
 from ..models import AuditEntry, Site, TaskRecord, Therapy
@@ -15,6 +15,7 @@ from ..record import vein_to_vein
 from ..schemas import CancelSchema, StartTherapySchema, load_json
 from ..signatures import signatures_for
 from . import bp
+from .filters import by_status, within_caller_sites
 from .paging import page
 from .views import iso, task_item, therapy_summary
 
@@ -48,19 +49,12 @@ def start_therapy():
 def list_therapies():
     """Therapies the caller may see, newest first, filtered by status, site and process."""
     query = select(Therapy).order_by(Therapy.created_at.desc(), Therapy.id)
-    status = request.args.get("status")
-    if status:
-        if status not in STATUSES:
-            raise BadRequest(f"status must be one of {', '.join(STATUSES)}.", code="invalid_filter")
-        query = query.where(Therapy.status == status)
+    query = by_status(query, Therapy.status, STATUSES)
     if request.args.get("site"):
         query = query.join(Site).where(Site.code == request.args["site"])
     if request.args.get("process_key"):
         query = query.where(Therapy.process_key == request.args["process_key"])
-    sites = visible_site_ids(g.user)
-    if sites is not None:
-        query = query.where(Therapy.site_id.in_(sites))
-    return page(query, therapy_summary)
+    return page(within_caller_sites(query, Therapy.site_id), therapy_summary)
 
 
 @bp.get("/therapies/<therapy_id>")
