@@ -167,11 +167,7 @@ def user_unlock(name: str, reason: str | None) -> None:
 @click.option("--reason", default=None)
 def user_deactivate(name: str, reason: str | None) -> None:
     """Deactivate user NAME (users are never deleted; their ids are never reused)."""
-    def change(accounts, account):
-        accounts.update_user(account, "cli", active=False, reason=reason)
-        click.echo(f"user {name} deactivated")
-
-    _change_user(name, change)
+    _set_active(name, False, reason)
 
 
 @user.command("reactivate")
@@ -179,9 +175,13 @@ def user_deactivate(name: str, reason: str | None) -> None:
 @click.option("--reason", default=None)
 def user_reactivate(name: str, reason: str | None) -> None:
     """Reactivate user NAME."""
+    _set_active(name, True, reason)
+
+
+def _set_active(name: str, active: bool, reason: str | None) -> None:
     def change(accounts, account):
-        accounts.update_user(account, "cli", active=True, reason=reason)
-        click.echo(f"user {name} reactivated")
+        accounts.update_user(account, "cli", active=active, reason=reason)
+        click.echo(f"user {name} {'reactivated' if active else 'deactivated'}")
 
     _change_user(name, change)
 

@@ -7,7 +7,9 @@ from typing import Any
 from .extensions import db
 from .models import OutboxEvent
 
-# Event types of the public contract (API.md); only these reach webhooks and live streams.
+# The engine's event types that are part of the public contract (API.md) and so go to the outbox; the
+# others (activity.completed, service.called, task.cancelled) stay in the audit trail. The `publish`
+# operator writes its custom types to the outbox directly.
 PUBLIC_TYPES = frozenset({
     "definition.deployed", "therapy.started", "therapy.completed", "therapy.cancelled", "task.ready",
     "task.completed", "task.escalated", "timer.fired", "message.received", "custody.transferred",

@@ -25,9 +25,6 @@ from .operators import call as call_operator
 from .scans import verify_task_scan
 from .uow import after_commit, unit_of_work
 
-# Engine events that are audit-only (the timeline) and not published to integrators.
-_AUDIT_ONLY = {"activity.completed", "service.called", "task.cancelled"}
-
 
 def clock():
     """The clock the engine runs on (tests inject a fake one through app.config['CLOCK'])."""
@@ -107,7 +104,7 @@ def record(event_type: str, therapy: Therapy, data: dict, actor: str, reason: st
     """Audit one event of ``therapy`` and, when it is public, queue it for integrators."""
     audit.append(actor, event_type, "therapy", therapy.id, data=data, therapy_id=therapy.id,
                  site_id=therapy.site_id, reason=reason)
-    if event_type not in _AUDIT_ONLY and event_type in outbox.PUBLIC_TYPES:
+    if event_type in outbox.PUBLIC_TYPES:
         outbox.emit(event_type, {"therapy_id": therapy.id, "coi": therapy.coi, **data}, therapy_id=therapy.id,
                     site_id=therapy.site_id)
 
