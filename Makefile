@@ -67,22 +67,20 @@ run: install
 	$(BIN)/tether serve --host $(HOST) --port $(PORT)
 
 test: install chromium
-	$(BIN)/ruff check engine server tests
+	$(BIN)/ruff check engine server tests bench
 	bash scripts/with-postgres $(BIN)/pytest -q $(PYTEST_ARGS)
 
 screenshots: install chromium
 	TETHER_UPDATE_SCREENSHOTS=1 $(BIN)/pytest -q tests/browser/test_screenshots.py
 
 lint: install
-	$(BIN)/ruff check engine server tests
+	$(BIN)/ruff check engine server tests bench
 	$(BIN)/mypy engine
 
+# Every benchmark on SQLite and on a throwaway PostgreSQL (make bench BENCH='overhead audit' runs some).
+BENCH ?=
 bench: install
-	@if [ -f bench/__main__.py ]; then \
-		$(BIN)/python -m bench; \
-	else \
-		echo "no benchmarks yet (bench/__main__.py does not exist)"; \
-	fi
+	bash scripts/with-postgres $(BIN)/python -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) instance build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis node_modules

@@ -111,3 +111,12 @@ class ProcessCompleted(DomainEvent):
 class ProcessCancelled(DomainEvent):
     type = "therapy.cancelled"
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class HistoryCompacted(DomainEvent):
+    """Finished history was cut out of the engine state (``engine.compaction``); each step is in the trail."""
+
+    type = "history.compacted"
+    removed: int
+    kept: int

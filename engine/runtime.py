@@ -23,8 +23,8 @@ from SpiffWorkflow.spiff.specs.event_definitions import MessageEventDefinition a
 from SpiffWorkflow.util.task import TaskState
 
 from . import clock as engine_clock
+from . import compaction, spiff_patches
 from . import events as ev
-from . import spiff_patches
 from .definition import Definition
 from .errors import EngineError, NotWaiting, ScriptFailed, ServiceCallFailed, TaskNotReady
 from .outcome import FailedTask, IncidentOpened, Outcome, ReadyTask, Wait, due_at, process_data
@@ -43,9 +43,12 @@ class Runtime:
     """Runs commands against instances of one definition."""
 
     def __init__(self, definition: Definition, *, clock: engine_clock.Clock = engine_clock.system_clock,
-                 service_caller: ServiceCaller | None = None, time_limit: float = 1.0):
+                 service_caller: ServiceCaller | None = None, time_limit: float = 1.0,
+                 compact_above: int | None = compaction.KEEP_TASKS):
+        """``compact_above``: cut finished history once the task tree holds more tasks (None: never)."""
         spiff_patches.apply()
         self.definition = definition
+        self.compact_above = compact_above
         self.clock = clock
         self.service_caller = service_caller
         self.time_limit = time_limit
@@ -219,6 +222,10 @@ class Runtime:
             end_ids = [t.task_spec.bpmn_id for kind, t in happened
                        if kind == "completed" and isinstance(t.task_spec, EndEvent)]
             events.append(ev.ProcessCompleted(end_activity_id=end_ids[-1] if end_ids else None))
+        if self.compact_above is not None and not workflow.completed:
+            removed = compaction.compact(workflow, self.compact_above)
+            if removed:
+                events.append(ev.HistoryCompacted(removed=removed, kept=len(workflow.tasks)))
         return self._outcome(workflow, events)
 
     @staticmethod

@@ -7,15 +7,18 @@ field, a deleted, inserted or reordered entry breaks the chain at that point. Ap
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from json.encoder import encode_basestring as _encode_string  # the C encoder json.dumps uses
 from typing import Any
 
 from flask import g, has_request_context
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from .extensions import db
 from .models import AuditEntry, AuditHead, utcnow
@@ -48,7 +51,34 @@ def entry_hash(entry: dict[str, Any]) -> str:
 
 
 def _json_ready(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
+    """``value`` as plain JSON types with every object's keys in sorted order.
+
+    Stored with the compact serializer (``server.extensions.compact_json``), the column then holds exactly the
+    entry's canonical ``data`` text, which lets ``verify`` hash it without decoding it.
+    """
+    return json.loads(json.dumps(value, default=str, sort_keys=True))
+
+
+def _chain_tip(session) -> dict[str, Any]:
+    """The chain's tip for this transaction: locked and read by its first append, then kept in the session.
+
+    The first append of a transaction takes the ``audit_head`` row lock (an UPDATE, which serialises
+    appenders on PostgreSQL and SQLite alike) and reads the tip; later appends in the same transaction extend
+    it in memory, and the head row is written once, just before the commit (``_write_tip``).
+    """
+    tip = session.info.get(_TIP)
+    if tip is None:
+        table = AuditHead.__table__
+        lock = update(table).where(table.c.id == 1).values(seq=table.c.seq)
+        if session.execute(lock).rowcount == 0:
+            _create_head()
+            session.execute(lock)
+        seq, last_hash = session.execute(select(table.c.seq, table.c.hash).where(table.c.id == 1)).one()
+        tip = session.info[_TIP] = {"seq": seq, "hash": last_hash, "dirty": False}
+    return tip
+
+
+_TIP = "tether_audit_tip"
 
 
 def append(actor: str, action: str, subject_type: str, subject_id: str, *, data: dict | None = None,
@@ -56,26 +86,54 @@ def append(actor: str, action: str, subject_type: str, subject_id: str, *, data:
            at: datetime | None = None) -> AuditEntry:
     """Add one entry to the chain inside the current transaction."""
     session = db.session
-    # Taking the row lock first (an UPDATE) serialises appends on PostgreSQL and SQLite alike.
-    advance = update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq + 1)
-    if session.execute(advance).rowcount == 0:
-        _create_head()
-        session.execute(advance)
-    head = session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
-    session.refresh(head)
+    tip = _chain_tip(session)
     fields = {
-        "seq": head.seq, "at": at or utcnow(), "actor": actor, "action": action, "subject_type": subject_type,
-        "subject_id": str(subject_id), "therapy_id": therapy_id, "site_id": site_id, "reason": reason,
-        "data": _json_ready(data or {}), "prev_hash": head.hash,
+        "seq": tip["seq"] + 1, "at": at or utcnow(), "actor": actor, "action": action,
+        "subject_type": subject_type, "subject_id": str(subject_id), "therapy_id": therapy_id, "site_id": site_id,
+        "reason": reason, "data": _json_ready(data or {}), "prev_hash": tip["hash"],
     }
     fields["hash"] = entry_hash(fields)
     entry = AuditEntry(**fields)
     session.add(entry)
-    head.hash = fields["hash"]
-    session.flush()
-    if has_request_context():
+    tip.update(seq=fields["seq"], hash=fields["hash"], dirty=True)
+    if has_request_context() and not tip.get("hooked"):
+        tip["hooked"] = True
         after_commit(_mark_request_audited)
     return entry
+
+
+@contextlib.contextmanager
+def savepoint() -> Iterator[None]:
+    """A SAVEPOINT whose rollback also takes back the chain entries appended inside it."""
+    session = db.session
+    kept = dict(session.info[_TIP]) if _TIP in session.info else None
+    try:
+        with session.begin_nested():
+            yield
+    except BaseException:
+        if kept is None:
+            session.info.pop(_TIP, None)
+        else:
+            session.info[_TIP] = kept
+        raise
+
+
+@event.listens_for(Session, "before_commit")
+def _write_tip(session) -> None:
+    """Move the head row to the transaction's last entry, once, as the transaction commits."""
+    tip = session.info.get(_TIP)
+    if tip and tip["dirty"]:
+        session.flush()  # the entries first: the head never points past what is written
+        table = AuditHead.__table__
+        session.execute(update(table).where(table.c.id == 1).values(seq=tip["seq"], hash=tip["hash"]))
+        tip["dirty"] = False
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _forget_tip(session) -> None:
+    """The next transaction locks and reads the tip afresh (another process may have moved it)."""
+    session.info.pop(_TIP, None)
 
 
 def _mark_request_audited() -> None:
@@ -136,32 +194,83 @@ def entry_dict(entry: AuditEntry) -> dict[str, Any]:
     }
 
 
-def _stream(batch: int = 5000) -> Iterator[dict[str, Any]]:
-    table = AuditEntry.__table__
-    names = ["seq", "at", "actor", "action", "subject_type", "subject_id", "therapy_id", "site_id", "reason",
-             "data", "prev_hash", "hash"]
-    columns = [table.c[name] for name in names]
-    connection = db.session.connection()  # plain rows, no ORM bookkeeping: this loop sees every entry
-    last = None
-    while True:
-        query = select(*columns).order_by(table.c.seq).limit(batch)
-        if last is not None:
-            query = query.where(table.c.seq > last)
-        rows = connection.execute(query).all()
-        if not rows:
-            return
-        for row in rows:
-            yield dict(zip(names, row, strict=True))
-        last = rows[-1][0]
+_ROWS = {  # every column as the text the chain hashes (the timestamp as _timestamp writes it, data undecoded)
+    "sqlite": "SELECT seq, replace(at, ' ', 'T') || 'Z', actor, action, subject_type, subject_id, therapy_id, "
+              "site_id, reason, CAST(data AS TEXT), prev_hash, hash FROM audit_entry WHERE seq > ? "
+              "ORDER BY seq LIMIT ?",
+    "postgresql": "SELECT seq, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), actor, action, "
+                  "subject_type, subject_id, therapy_id, site_id, reason, CAST(data AS TEXT), prev_hash, hash "
+                  "FROM audit_entry WHERE seq > %s ORDER BY seq LIMIT %s",
+}
 
 
-def verify() -> dict[str, Any]:
-    """Walk the whole chain in ``seq`` order; report how many entries were checked and the first bad one."""
+def _rows(batch: int) -> Iterator[list[tuple]]:
+    """The chain in ``seq`` order, ``batch`` rows at a time, straight from the driver (no ORM, no decoding)."""
+    connection = db.session.connection()
+    cursor = connection.connection.cursor()
+    statement = _ROWS[connection.dialect.name]
+    last = 0
+    try:
+        while True:
+            cursor.execute(statement, (last, batch))
+            rows = cursor.fetchall()
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][0]
+    finally:
+        cursor.close()
+
+
+def _quoted(value: str | None) -> str:
+    return "null" if value is None else _encode_string(value)
+
+
+def stored_form(row: tuple) -> str:
+    """What an entry's hash covers (prev_hash then canonical JSON), put together from its stored text.
+
+    ``row`` holds the columns as ``_ROWS`` selects them; entries are stored canonically (``data`` with sorted
+    keys and compact separators, the timestamp with microseconds), so nothing needs decoding.
+    """
+    seq, at, actor, action, subject_type, subject_id, therapy_id, site_id, reason, data, prev_hash, _digest = row
+    return (f'{prev_hash}{{"action":{_quoted(action)},"actor":{_quoted(actor)},"at":"{at}","data":{data},'
+            f'"prev_hash":"{prev_hash}","reason":{_quoted(reason)},"seq":{seq},'
+            f'"site_id":{"null" if site_id is None else site_id},"subject_id":{_quoted(subject_id)},'
+            f'"subject_type":{_quoted(subject_type)},"therapy_id":{_quoted(therapy_id)}}}')
+
+
+def _intact(row: tuple) -> bool:
+    """Whether the row's hash is SHA-256 over its prev_hash and its canonical fields.
+
+    The quick check hashes ``stored_form``; a row that fails it (stored differently, e.g. by an older
+    version, or tampered with) is decoded and hashed exactly as ``entry_hash`` does before it counts as broken.
+    """
+    if hashlib.sha256(stored_form(row).encode()).hexdigest() == row[11]:
+        return True
+    seq, at, actor, action, subject_type, subject_id, therapy_id, site_id, reason, data, prev_hash, digest = row
+    try:
+        entry = {"seq": seq, "at": datetime.fromisoformat(at), "actor": actor, "action": action,
+                 "subject_type": subject_type, "subject_id": subject_id, "therapy_id": therapy_id,
+                 "site_id": site_id, "reason": reason, "data": json.loads(data), "prev_hash": prev_hash}
+    except (TypeError, ValueError):
+        return False
+    return entry_hash(entry) == digest
+
+
+def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -> dict[str, Any]:
+    """Walk the whole chain in ``seq`` order; report how many entries were checked and the first bad one.
+
+    ``progress`` is called with the number of entries checked so far after every ``batch`` of them. Memory
+    stays flat however long the chain: one batch of rows is held at a time.
+    """
     expected_prev, expected_seq, checked = GENESIS, 1, 0
-    for entry in _stream():
-        if entry["seq"] != expected_seq or entry["prev_hash"] != expected_prev or entry_hash(entry) != entry["hash"]:
-            return {"ok": False, "checked": checked, "first_bad_seq": min(entry["seq"], expected_seq)}
-        expected_prev, expected_seq, checked = entry["hash"], expected_seq + 1, checked + 1
+    for rows in _rows(batch):
+        for row in rows:
+            if row[0] != expected_seq or row[10] != expected_prev or not _intact(row):
+                return {"ok": False, "checked": checked, "first_bad_seq": min(row[0], expected_seq)}
+            expected_prev, expected_seq, checked = row[11], expected_seq + 1, checked + 1
+        if progress:
+            progress(checked)
     head = db.session.get(AuditHead, 1)
     if head is not None and (head.seq != checked or head.hash != expected_prev):
         # The chain's tip disagrees with the entries: entries beyond it were added behind the server's back,

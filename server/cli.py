@@ -333,10 +333,22 @@ def audit() -> None:
 def audit_verify() -> None:
     """Verify the whole audit chain: exit 0 when intact, 1 naming the first broken entry."""
     from . import audit as audit_chain
+    from .extensions import db as database
+    from .models import AuditHead
 
     app = _app()
     with app.app_context():
-        result = audit_chain.verify()
+        head = database.session.get(AuditHead, 1)
+        total = head.seq if head else 0
+        # Progress on stderr, so scripts reading the verdict from stdout see only the verdict.
+        with click.progressbar(length=total, label="verifying", file=sys.stderr, show_pos=True) as bar:
+            done = [0]
+
+            def advance(checked: int) -> None:
+                bar.update(min(checked, total) - done[0])
+                done[0] = min(checked, total)
+
+            result = audit_chain.verify(progress=advance)
     if result["ok"]:
         click.echo(f"audit chain intact: {result['checked']} entries checked")
         return

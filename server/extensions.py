@@ -1,5 +1,8 @@
 """Extension objects, created unbound; the app factory binds them."""
 
+import functools
+import json
+
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
@@ -11,3 +14,7 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
+
+# How JSON columns are written: compact, UTF-8 as is. Smaller engine states, and an audit entry's ``data``
+# (written with sorted keys) is stored exactly as the chain hashes it.
+compact_json = functools.partial(json.dumps, separators=(",", ":"), ensure_ascii=False)

@@ -36,7 +36,7 @@ def runtime_for(therapy: Therapy, actor: str) -> Runtime:
     context = OperatorContext(therapy=therapy, actor=actor)
 
     def service_caller(operator: str, params: dict, data: dict) -> Any:
-        with db.session.begin_nested():  # a failing operator leaves nothing half-written behind
+        with audit.savepoint():  # a failing operator leaves nothing half-written behind, in the chain neither
             return call_operator(operator, context, params)
 
     return Runtime(engine_definition(therapy.definition), clock=clock(), service_caller=service_caller,

@@ -37,3 +37,39 @@ def test_key_order_of_data_does_not_matter():
     ("data", {**ENTRY["data"], "new_value": "fail"}), ("prev_hash", GENESIS)])
 def test_every_field_is_covered_by_the_hash(field, value):
     assert entry_hash({**ENTRY, field: value}) != entry_hash(ENTRY)
+
+
+def _stored_row(entry: dict, data_text: str | None = None) -> tuple:
+    """An entry as the verifier reads it back: timestamp text, data as the compact serializer stored it."""
+    from server.audit import _json_ready, _timestamp
+    from server.extensions import compact_json
+
+    return (entry["seq"], _timestamp(entry["at"]), entry["actor"], entry["action"], entry["subject_type"],
+            entry["subject_id"], entry["therapy_id"], entry["site_id"], entry["reason"],
+            data_text if data_text is not None else compact_json(_json_ready(entry["data"])), entry["prev_hash"],
+            entry_hash(entry))
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"therapy_id": None, "site_id": None, "reason": None},
+    {"actor": 'quote " and \\ backslash', "reason": "line\nbreak\ttab \u2028 \x01 ünïcode 😀"},
+    {"data": {"z": [1, 2.5, None, True], "a": {"ü": "é", "nested": {"b": 1, "a": -0.1}}, "m": "😀"}},
+    {"data": {}}, {"data": {"big": 10**30, "small": 1e-7, "exp": 1e16}},
+])
+def test_verifier_reads_the_stored_form_exactly_as_the_chain_hashes_it(changes):
+    from server.audit import _intact, stored_form
+
+    entry = {**ENTRY, **changes}
+    row = _stored_row(entry)
+    assert stored_form(row).encode() == entry["prev_hash"].encode() + canonical(entry)
+    assert _intact(row)
+
+
+def test_verifier_falls_back_to_decoding_and_still_catches_changes():
+    from server.audit import _intact
+
+    legacy = _stored_row(ENTRY, data_text='{"path": "qc.result", "n": 1.5, "old_value": "fail", "new_value": "pass"}')
+    assert _intact(legacy)  # stored with spaces and in another key order: decoded, hashed exactly, intact
+    changed = _stored_row(ENTRY, data_text='{"path": "qc.result", "n": 1.5, "old_value": "fail", "new_value": "ok"}')
+    assert not _intact(changed)
+    assert not _intact((*_stored_row(ENTRY)[:1], "not a time", *_stored_row(ENTRY)[2:]))

@@ -25,11 +25,17 @@ def services(operator, params, data):
     return {"coi": COI} if operator == "coi.assign" else {"ok": True}
 
 
-def drive(diagram: str, journey, through_json: bool):
-    """Run ``journey`` on ``diagram``; return the activity ids completed, in order, and the last outcome."""
+def drive(diagram: str, journey, mode: str):
+    """Run ``journey`` on ``diagram``; return the activity ids completed, in order, and the last outcome.
+
+    ``mode``: ``straight`` hands each state on as it is; ``save-restore`` through JSON at every wait state;
+    ``compacted`` also cuts finished history out of the state after every step, however small it is.
+    """
     definition = load_definition((ROOT / "processes" / diagram).read_bytes(), FORMS, OPERATORS)
     clock = FakeClock()
-    runtime = Runtime(definition, clock=clock, service_caller=services)
+    through_json = mode != "straight"
+    runtime = Runtime(definition, clock=clock, service_caller=services,
+                      compact_above=0 if mode == "compacted" else None)
     outcome = runtime.start({"patient_reference": "PT-1"})
     visited = []
 
@@ -54,12 +60,12 @@ def drive(diagram: str, journey, through_json: bool):
     return visited, outcome
 
 
-MODES = pytest.mark.parametrize("through_json", [False, True], ids=["straight", "save-restore"])
+MODES = pytest.mark.parametrize("mode", ["straight", "save-restore", "compacted"])
 
 
 @MODES
-def test_autologous_journey_completes(through_json):
-    visited, outcome = drive("autologous-car-t.bpmn", AUTOLOGOUS_HAPPY_PATH, through_json)
+def test_autologous_journey_completes(mode):
+    visited, outcome = drive("autologous-car-t.bpmn", AUTOLOGOUS_HAPPY_PATH, mode)
     assert outcome.completed
     assert visited[0] == "Task_Enrolment" and visited[-1] == "Task_Day28FollowUp"
     assert outcome.data["coi_assignment"] == {"coi": COI}
@@ -67,8 +73,8 @@ def test_autologous_journey_completes(through_json):
 
 
 @MODES
-def test_allogeneic_journey_completes(through_json):
-    visited, outcome = drive("allogeneic.bpmn", ALLOGENEIC_HAPPY_PATH, through_json)
+def test_allogeneic_journey_completes(mode):
+    visited, outcome = drive("allogeneic.bpmn", ALLOGENEIC_HAPPY_PATH, mode)
     assert outcome.completed
     assert visited[0] == "Task_OrderFromInventory" and visited[-1] == "Task_RecordInfusion"
 
