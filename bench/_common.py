@@ -43,6 +43,8 @@ class Figure:
     def measured(self) -> str:
         if self.value is None:
             return "not measured"
+        if isinstance(self.value, int):  # counts
+            return f"{self.value:,} {self.unit}".strip()
         digits = 0 if abs(self.value) >= 100 else 1 if abs(self.value) >= 10 else 2 if abs(self.value) >= 1 else 3
         return f"{self.value:,.{digits}f} {self.unit}".strip()
 

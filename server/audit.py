@@ -59,45 +59,25 @@ def _json_ready(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str, sort_keys=True))
 
 
-def _chain_tip(session) -> dict[str, Any]:
-    """The chain's tip for this transaction: locked and read by its first append, then kept in the session.
-
-    The first append of a transaction takes the ``audit_head`` row lock (an UPDATE, which serialises
-    appenders on PostgreSQL and SQLite alike) and reads the tip; later appends in the same transaction extend
-    it in memory, and the head row is written once, just before the commit (``_write_tip``).
-    """
-    tip = session.info.get(_TIP)
-    if tip is None:
-        table = AuditHead.__table__
-        lock = update(table).where(table.c.id == 1).values(seq=table.c.seq)
-        if session.execute(lock).rowcount == 0:
-            _create_head()
-            session.execute(lock)
-        seq, last_hash = session.execute(select(table.c.seq, table.c.hash).where(table.c.id == 1)).one()
-        tip = session.info[_TIP] = {"seq": seq, "hash": last_hash, "dirty": False}
-    return tip
-
-
-_TIP = "tether_audit_tip"
+_PENDING = "tether_audit_pending"
 
 
 def append(actor: str, action: str, subject_type: str, subject_id: str, *, data: dict | None = None,
            therapy_id: str | None = None, site_id: int | None = None, reason: str | None = None,
            at: datetime | None = None) -> AuditEntry:
-    """Add one entry to the chain inside the current transaction."""
+    """Add one entry to the chain as part of the current transaction.
+
+    The entry is staged in the session and chained when the transaction commits (``_chain_pending``): its
+    ``seq``, ``prev_hash`` and ``hash`` are set then, so the chain's lock is held only while the entries are
+    written, not for the whole transaction.
+    """
     session = db.session
-    tip = _chain_tip(session)
-    fields = {
-        "seq": tip["seq"] + 1, "at": at or utcnow(), "actor": actor, "action": action,
-        "subject_type": subject_type, "subject_id": str(subject_id), "therapy_id": therapy_id, "site_id": site_id,
-        "reason": reason, "data": _json_ready(data or {}), "prev_hash": tip["hash"],
-    }
-    fields["hash"] = entry_hash(fields)
-    entry = AuditEntry(**fields)
-    session.add(entry)
-    tip.update(seq=fields["seq"], hash=fields["hash"], dirty=True)
-    if has_request_context() and not tip.get("hooked"):
-        tip["hooked"] = True
+    entry = AuditEntry(at=at or utcnow(), actor=actor, action=action, subject_type=subject_type,
+                       subject_id=str(subject_id), therapy_id=therapy_id, site_id=site_id, reason=reason,
+                       data=_json_ready(data or {}))
+    pending = session.info.setdefault(_PENDING, [])
+    pending.append(entry)
+    if len(pending) == 1 and has_request_context():
         after_commit(_mark_request_audited)
     return entry
 
@@ -106,34 +86,47 @@ def append(actor: str, action: str, subject_type: str, subject_id: str, *, data:
 def savepoint() -> Iterator[None]:
     """A SAVEPOINT whose rollback also takes back the chain entries appended inside it."""
     session = db.session
-    kept = dict(session.info[_TIP]) if _TIP in session.info else None
+    kept = len(session.info.get(_PENDING, []))
     try:
         with session.begin_nested():
             yield
     except BaseException:
-        if kept is None:
-            session.info.pop(_TIP, None)
-        else:
-            session.info[_TIP] = kept
+        del session.info.get(_PENDING, [])[kept:]
         raise
 
 
 @event.listens_for(Session, "before_commit")
-def _write_tip(session) -> None:
-    """Move the head row to the transaction's last entry, once, as the transaction commits."""
-    tip = session.info.get(_TIP)
-    if tip and tip["dirty"]:
-        session.flush()  # the entries first: the head never points past what is written
-        table = AuditHead.__table__
-        session.execute(update(table).where(table.c.id == 1).values(seq=tip["seq"], hash=tip["hash"]))
-        tip["dirty"] = False
+def _chain_pending(session) -> None:
+    """Chain the transaction's staged entries onto the tip, as the transaction commits.
+
+    Everything else is flushed first; then the ``audit_head`` row is locked (an UPDATE, which serialises
+    appenders on PostgreSQL and SQLite alike) and read, the entries get their places and hashes, and the head
+    moves to the last of them, once. The lock is released by the commit that follows.
+    """
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    session.flush()
+    table = AuditHead.__table__
+    lock = update(table).where(table.c.id == 1).values(seq=table.c.seq)
+    if session.execute(lock).rowcount == 0:
+        _create_head()
+        session.execute(lock)
+    seq, last_hash = session.execute(select(table.c.seq, table.c.hash).where(table.c.id == 1)).one()
+    for entry in pending:
+        seq += 1
+        entry.seq, entry.prev_hash = seq, last_hash
+        entry.hash = last_hash = entry_hash(entry_dict(entry))
+    session.add_all(pending)
+    session.flush()
+    session.execute(update(table).where(table.c.id == 1).values(seq=seq, hash=last_hash))
 
 
-@event.listens_for(Session, "after_commit")
-@event.listens_for(Session, "after_rollback")
-def _forget_tip(session) -> None:
-    """The next transaction locks and reads the tip afresh (another process may have moved it)."""
-    session.info.pop(_TIP, None)
+@event.listens_for(Session, "after_transaction_end")
+def _forget_pending(session, transaction) -> None:
+    """Entries of a transaction that ended without committing (rolled back, closed) never join the chain."""
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 def _mark_request_audited() -> None:

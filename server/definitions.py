@@ -75,6 +75,30 @@ def engine_definition(row: ProcessDefinition) -> Definition:
     return definition
 
 
+def engine_definition_by_id(definition_id: str) -> Definition:
+    """The engine's definition of a stored version by its id; the row is read only when not cached yet."""
+    with _cache_lock:
+        cached = _cache.get(definition_id)
+    if cached is not None:
+        return cached
+    row = db.session.get(ProcessDefinition, definition_id)
+    if row is None:
+        raise LookupError(f"no process definition {definition_id}")
+    return engine_definition(row)
+
+
+_forms: dict[str, dict] = {}
+
+
+def definition_forms(definition_id: str) -> dict:
+    """The forms (JSON Schemas and ui-schemas by file name) of a stored version, read once per process."""
+    forms = _forms.get(definition_id)
+    if forms is None:
+        row = db.session.get(ProcessDefinition, definition_id)
+        forms = _forms[definition_id] = dict(row.forms) if row is not None else {}
+    return forms
+
+
 def latest_version(key: str) -> ProcessDefinition | None:
     """The newest version of ``key``."""
     return db.session.execute(

@@ -114,7 +114,7 @@ class ApiToken(db.Model):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
-    user: Mapped[User] = relationship(lazy="joined")
+    user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
 
 
 class ProcessDefinition(db.Model):
@@ -127,10 +127,10 @@ class ProcessDefinition(db.Model):
     version: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(200))
     checksum: Mapped[str] = mapped_column(String(64), index=True)
-    bpmn_xml: Mapped[str] = mapped_column(Text)
+    bpmn_xml: Mapped[str] = mapped_column(Text, deferred=True)  # large and read rarely: loaded when asked for
     forms: Mapped[dict] = mapped_column(JSON, default=dict)
     info: Mapped[dict] = mapped_column(JSON)
-    spec: Mapped[dict] = mapped_column(JSON)
+    spec: Mapped[dict] = mapped_column(JSON, deferred=True)
     deployed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     deployed_by: Mapped[str] = mapped_column(String(64))
 
@@ -185,7 +185,8 @@ class TaskRecord(db.Model):
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     completed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    therapy: Mapped[Therapy] = relationship(lazy="joined")
+    # Inner joins: an outer join around the therapy-site join makes SQLite scan the whole therapy table.
+    therapy: Mapped[Therapy] = relationship(lazy="joined", innerjoin=True)
     site: Mapped[Site] = relationship(lazy="joined", innerjoin=True)
 
 

@@ -16,7 +16,7 @@ from engine.errors import EngineError
 from engine.runtime import Outcome, Runtime
 
 from . import audit, escalations, incidents, outbox
-from .definitions import engine_definition, latest_version
+from .definitions import definition_forms, engine_definition_by_id, latest_version
 from .errors import Conflict, Invalid, NotFound
 from .extensions import db
 from .models import ProcessDefinition, Site, TaskRecord, Therapy, User, utcnow
@@ -39,7 +39,7 @@ def runtime_for(therapy: Therapy, actor: str) -> Runtime:
         with audit.savepoint():  # a failing operator leaves nothing half-written behind, in the chain neither
             return call_operator(operator, context, params)
 
-    return Runtime(engine_definition(therapy.definition), clock=clock(), service_caller=service_caller,
+    return Runtime(engine_definition_by_id(therapy.definition_id), clock=clock(), service_caller=service_caller,
                    time_limit=current_app.config["SCRIPT_TIME_LIMIT"])
 
 
@@ -48,10 +48,11 @@ def _stage(outcome: Outcome, therapy: Therapy) -> str:
         return "Completed"
     if outcome.ready_tasks:
         return outcome.ready_tasks[0].name
-    info = therapy.definition.info.get("activities", {})
+    activities = engine_definition_by_id(therapy.definition_id).info.activities
     for wait in outcome.waiting_for:
         if not wait.attached_to:
-            name = info.get(wait.activity_id, {}).get("name") or wait.name or wait.activity_id
+            activity = activities.get(wait.activity_id)
+            name = (activity.name if activity else None) or wait.name or wait.activity_id
             return f"Waiting: {name}"
     return therapy.stage or "Active"
 
@@ -97,7 +98,8 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
     retry_at = incidents.settle(therapy, outcome, actor, now)
     due = min((d for d in (outcome.next_due, retry_at) if d is not None), default=None)
     therapy.next_due_at = due
-    after_commit(lambda: _notify_scheduler(therapy.id, due))
+    therapy_id = therapy.id  # read now: after the commit the row is expired and reading it would reload it
+    after_commit(lambda: _notify_scheduler(therapy_id, due))
 
 
 def record(event_type: str, therapy: Therapy, data: dict, actor: str, reason: str | None = None) -> None:
@@ -160,14 +162,26 @@ def get_task(task_id: str) -> TaskRecord:
     return task
 
 
+_validators: dict[tuple[str, str], Any] = {}  # (definition id, form name): a stored version's forms never change
+
+
+def _form_validator(therapy: Therapy, form: str):
+    """The JSON Schema validator of a form of the therapy's definition version, built once per process."""
+    key = (therapy.definition_id, form)
+    if key not in _validators:
+        schema = definition_forms(therapy.definition_id).get(form)
+        _validators[key] = (None if schema is None else
+                            jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()))
+    return _validators[key]
+
+
 def validate_form_data(therapy: Therapy, form: str | None, data: dict) -> None:
     """Check ``data`` against the task's JSON Schema; 422 with one message per field."""
     if not form:
         return
-    schema = therapy.definition.forms.get(form)
-    if schema is None:
+    validator = _form_validator(therapy, form)
+    if validator is None:
         return
-    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         fields: dict[str, str] = {}
