@@ -16,7 +16,7 @@ from json.encoder import encode_basestring as _encode_string  # the C encoder js
 from typing import Any
 
 from flask import g, has_request_context
-from sqlalchemy import event, select, update
+from sqlalchemy import event, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -108,11 +108,12 @@ def _chain_pending(session) -> None:
         return
     session.flush()
     table = AuditHead.__table__
-    lock = update(table).where(table.c.id == 1).values(seq=table.c.seq)
-    if session.execute(lock).rowcount == 0:
+    lock = update(table).where(table.c.id == 1).values(seq=table.c.seq).returning(table.c.seq, table.c.hash)
+    tip = session.execute(lock).first()
+    if tip is None:
         _create_head()
-        session.execute(lock)
-    seq, last_hash = session.execute(select(table.c.seq, table.c.hash).where(table.c.id == 1)).one()
+        tip = session.execute(lock).one()
+    seq, last_hash = tip
     for entry in pending:
         seq += 1
         entry.seq, entry.prev_hash = seq, last_hash
