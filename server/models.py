@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -139,20 +140,30 @@ class Therapy(db.Model):
     """One patient's treatment: an instance of a definition version, with its engine state."""
 
     __tablename__ = "therapy"
+    # The lists show the newest first: all therapies (created_at), the caller's sites' (site_id, created_at), with
+    # a status filter (status, created_at), both (status, site_id, created_at), of one process (process_key,
+    # created_at); each is read in order and stops at the end of the page.
+    __table_args__ = (Index("ix_therapy_created", "created_at"),
+                      Index("ix_therapy_site_created", "site_id", "created_at"),
+                      Index("ix_therapy_status_created", "status", "created_at"),
+                      Index("ix_therapy_status_site_created", "status", "site_id", "created_at"),
+                      Index("ix_therapy_process_created", "process_key", "created_at"),
+                      # The scheduler's re-arming at start and its sweep read only this index (it covers them).
+                      Index("ix_therapy_due", "status", "next_due_at", "id"))
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     definition_id: Mapped[str] = mapped_column(ForeignKey("process_definition.id"), index=True)
-    process_key: Mapped[str] = mapped_column(String(200), index=True)
+    process_key: Mapped[str] = mapped_column(String(200))  # first in ix_therapy_process_created
     process_version: Mapped[int] = mapped_column(Integer)
-    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))  # indexed first in ix_therapy_site_created
     coi: Mapped[str] = mapped_column(String(15), unique=True)
     patient_reference: Mapped[str] = mapped_column(String(100))
-    status: Mapped[str] = mapped_column(String(16), default="active", index=True)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # first in ix_therapy_status_created
     stage: Mapped[str | None] = mapped_column(String(200), nullable=True)
     state: Mapped[dict] = mapped_column(JSON)
     data: Mapped[dict] = mapped_column(JSON, default=dict)
     waits: Mapped[list] = mapped_column(JSON, default=list)
     current_activities: Mapped[list] = mapped_column(JSON, default=list)
-    next_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, index=True)
+    next_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)  # in ix_therapy_due
     row_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -168,9 +179,15 @@ class TaskRecord(db.Model):
     """The projection of a user task, for lists and for completed-task history."""
 
     __tablename__ = "task"
-    __table_args__ = (Index("ix_task_status_role", "status", "role"),)
+    # The inbox: READY tasks of a role at a site in the inbox's order (soonest due first, those without a due
+    # time last), so that a page is read in order and the scan stops at its end. A therapy's tasks of one
+    # status (its open ones, its completed ones) by (therapy_id, status), which SQLite, without statistics,
+    # then prefers to the inbox index for those queries.
+    __table_args__ = (Index("ix_task_inbox", "status", "role", "site_id", text("(due_at IS NULL)"), "due_at",
+                            "created_at", "id"),
+                      Index("ix_task_therapy_status", "therapy_id", "status"))
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"), index=True)
+    therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"))
     activity_id: Mapped[str] = mapped_column(String(200))
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(32))

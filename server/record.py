@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import lazyload
 
 from engine.coi import parse_coi
 
@@ -46,7 +47,7 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 def _completed_tasks(therapy_id: str) -> list[TaskRecord]:
-    return list(db.session.execute(select(TaskRecord).where(
+    return list(db.session.execute(select(TaskRecord).options(lazyload(TaskRecord.therapy)).where(
         TaskRecord.therapy_id == therapy_id, TaskRecord.status == "completed")
         .order_by(TaskRecord.completed_at, TaskRecord.created_at)).scalars())
 
@@ -179,7 +180,8 @@ def therapy_record(therapy: Therapy, generated_by: str) -> dict[str, Any]:
     coi = parse_coi(therapy.coi)
     entries = list(db.session.execute(select(AuditEntry).where(AuditEntry.therapy_id == therapy.id)
                                       .order_by(AuditEntry.seq)).scalars())
-    task_rows = list(db.session.execute(select(TaskRecord).where(TaskRecord.therapy_id == therapy.id)
+    task_rows = list(db.session.execute(select(TaskRecord).options(lazyload(TaskRecord.therapy))
+                                        .where(TaskRecord.therapy_id == therapy.id)
                                         .order_by(TaskRecord.created_at, TaskRecord.id)).scalars())
     tasks = {t.id: t for t in task_rows}
     names = _printed_names({e.actor for e in entries} | {t.completed_by for t in task_rows if t.completed_by})

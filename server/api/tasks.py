@@ -18,7 +18,7 @@ from ..signatures import check_signer, signatures_for_task
 from . import bp
 from .filters import within_caller_sites
 from .paging import page
-from .views import task_item, therapy_summary
+from .views import task_item, task_list_options, therapy_summary
 
 
 def visible_task(task_id: str) -> TaskRecord:
@@ -34,6 +34,7 @@ def visible_task(task_id: str) -> TaskRecord:
 def list_tasks():
     """READY tasks the caller may complete, soonest due first."""
     query = (select(TaskRecord).join(Therapy).where(TaskRecord.status == "ready", Therapy.status == "active")
+             .options(*task_list_options())
              .order_by(TaskRecord.due_at.is_(None), TaskRecord.due_at, TaskRecord.created_at, TaskRecord.id))
     roles = [r for r in g.user.roles]
     if request.args.get("role"):

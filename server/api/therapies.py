@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from flask import g, request
 from sqlalchemy import select
+from sqlalchemy.orm import defer, lazyload
 
 from .. import therapies as usecases
 from ..auth import can_see_site, require
+from ..definitions import definition_forms
 from ..errors import Forbidden, NotFound
 from ..extensions import db
 from ..idempotency import idempotent
@@ -17,14 +19,17 @@ from ..signatures import signatures_for
 from . import bp
 from .filters import by_status, within_caller_sites
 from .paging import page
-from .views import iso, task_item, therapy_summary
+from .views import iso, summary_options, task_item, therapy_summary
 
 STATUSES = ("active", "completed", "cancelled", "failed")
 
 
-def visible_therapy(therapy_id: str) -> Therapy:
-    """The therapy if the caller may see it; 404 otherwise (another site's therapy does not exist for them)."""
-    therapy = db.session.get(Therapy, therapy_id)
+def visible_therapy(therapy_id: str, *, state: bool = True) -> Therapy:
+    """The therapy if the caller may see it; 404 otherwise (another site's therapy does not exist for them).
+
+    With ``state=False`` its engine state is not read (a read that shows the therapy but does not step it).
+    """
+    therapy = db.session.get(Therapy, therapy_id, options=() if state else (defer(Therapy.state),))
     if therapy is None or not can_see_site(g.user, therapy.site_id):
         raise NotFound("No such therapy.", details={"therapy_id": therapy_id})
     return therapy
@@ -48,7 +53,7 @@ def start_therapy():
 @require()
 def list_therapies():
     """Therapies the caller may see, newest first, filtered by status, site and process."""
-    query = select(Therapy).order_by(Therapy.created_at.desc(), Therapy.id)
+    query = select(Therapy).options(*summary_options()).order_by(Therapy.created_at.desc(), Therapy.id)
     query = by_status(query, Therapy.status, STATUSES)
     if request.args.get("site"):
         query = query.join(Site).where(Site.code == request.args["site"])
@@ -61,10 +66,10 @@ def list_therapies():
 @require()
 def get_therapy(therapy_id: str):
     """One therapy with its open tasks, what it waits for, and its process data."""
-    therapy = visible_therapy(therapy_id)
-    tasks = db.session.execute(select(TaskRecord).where(
+    therapy = visible_therapy(therapy_id, state=False)
+    tasks = db.session.execute(select(TaskRecord).options(lazyload(TaskRecord.therapy)).where(
         TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")).scalars().all()
-    forms = therapy.definition.forms
+    forms = definition_forms(therapy.definition_id)
     out = therapy_summary(therapy)
     out.update({
         "open_tasks": [task_item(t, forms) for t in tasks],

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy.orm import contains_eager, defer
+
 from engine.coi import parse_coi
 
+from ..definitions import definition_forms
 from ..models import ProcessDefinition, TaskRecord, Therapy
 
 
@@ -24,6 +27,25 @@ def definition_version(row: ProcessDefinition) -> dict:
             "deployed_at": iso(row.deployed_at)}
 
 
+# Large JSON documents of a therapy that a summary does not show: left in the database when listing.
+SUMMARY_DEFERRED = (Therapy.state, Therapy.data, Therapy.waits, Therapy.current_activities)
+# The therapy columns a task in a list shows (its COI, patient reference) or needs (its definition's forms).
+TASK_THERAPY_COLUMNS = (Therapy.id, Therapy.coi, Therapy.patient_reference, Therapy.definition_id, Therapy.status,
+                        Therapy.site_id)
+
+
+def summary_options() -> tuple:
+    """Loader options for therapies shown as summaries: their engine state and process data are not read."""
+    return tuple(defer(column) for column in SUMMARY_DEFERRED)
+
+
+def task_list_options() -> tuple:
+    """Loader options for a list of tasks selected with ``.join(Therapy)``: that join fills ``task.therapy``
+    (no second join) with the few columns a list shows, never the therapy's engine state; the therapy's site is
+    the task's (joined with the task)."""
+    return (contains_eager(TaskRecord.therapy).load_only(*TASK_THERAPY_COLUMNS).lazyload(Therapy.site),)
+
+
 def therapy_summary(therapy: Therapy) -> dict:
     """A therapy as lists show it."""
     return {
@@ -38,7 +60,7 @@ def therapy_summary(therapy: Therapy) -> dict:
 
 def task_item(task: TaskRecord, forms: dict | None = None) -> dict:
     """A user task as the task list shows it."""
-    forms = forms if forms is not None else task.therapy.definition.forms
+    forms = forms if forms is not None else definition_forms(task.therapy.definition_id)
     form = None
     if task.form:
         ui_schema = forms.get(task.ui_form, {}) if task.ui_form else {}

@@ -7,6 +7,7 @@ from collections import Counter
 from flask import Response, render_template, request
 from sqlalchemy import func, select
 
+from ..api.views import summary_options
 from ..auth import visible_site_ids
 from ..extensions import db
 from ..models import Alert, ProcessDefinition, Site, TaskRecord, Therapy
@@ -28,7 +29,7 @@ def _filters() -> dict:
 
 def dashboard_rows(user, filters: dict) -> tuple[list[dict], Counter]:
     """One row per visible therapy (newest first) and the count of therapies per stage."""
-    query = select(Therapy).order_by(Therapy.created_at.desc(), Therapy.id)
+    query = select(Therapy).options(*summary_options()).order_by(Therapy.created_at.desc(), Therapy.id)
     if filters["status"] != "all":
         query = query.where(Therapy.status == filters["status"])
     if filters["site"]:

@@ -7,6 +7,7 @@ from sqlalchemy import or_, select
 
 from engine.coi import CoiError, parse_coi
 
+from ..api.views import task_list_options
 from ..auth import visible_site_ids
 from ..extensions import db
 from ..models import TaskRecord, Therapy
@@ -19,6 +20,7 @@ from .session import login_required, session_user
 def inbox_query(user, therapy_filter: str = "", role: str = ""):
     """READY tasks the user may complete (their roles, their sites), soonest due first, as the API lists them."""
     query = (select(TaskRecord).join(Therapy).where(TaskRecord.status == "ready", Therapy.status == "active")
+             .options(*task_list_options())
              .order_by(TaskRecord.due_at.is_(None), TaskRecord.due_at, TaskRecord.created_at, TaskRecord.id))
     roles = [r for r in user.roles if not role or r == role]
     query = query.where(TaskRecord.role.in_(roles))

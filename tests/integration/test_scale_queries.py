@@ -1,0 +1,188 @@
+"""The list queries at scale: the inbox order, the indexes they read in order, and no engine state read for lists.
+
+``bench.scale`` measures these endpoints over 100,000 therapies; these tests keep what made them fast (the
+indexes of migration 0003, loader options that leave the engine state in the database) from quietly going.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from datetime import timedelta
+
+from sqlalchemy import event
+
+from ..conftest import ROOT
+from .test_web_pages import _log_in
+
+PROCESSES = ROOT / "processes"
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+@contextlib.contextmanager
+def statements(app):
+    """Every SELECT the app runs inside the block, with its parameters."""
+    from server.extensions import db
+
+    seen: list[tuple[str, object]] = []
+
+    def grab(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and not executemany:
+            seen.append((statement, parameters))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", grab)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", grab)
+
+
+def plan(app, statement: str, parameters) -> list[str]:
+    """The query plan of one captured statement (PostgreSQL: sequential scans and sorts made expensive, so the
+    plan shows whether an index can give the rows in order at all, whatever the tiny tables' statistics)."""
+    from server.extensions import db
+
+    with app.app_context():
+        connection = db.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            if db.engine.dialect.name == "sqlite":
+                cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+                return [row[3] for row in cursor.fetchall()]
+            cursor.execute("SET enable_seqscan = off")
+            cursor.execute("SET enable_sort = off")
+            cursor.execute("EXPLAIN " + statement, parameters)
+            return [row[0] for row in cursor.fetchall()]
+        finally:
+            connection.rollback()
+            connection.close()
+
+
+def full_sort(lines: list[str]) -> bool:
+    """Whether a plan sorts all the rows it reads (not only ties of an index order)."""
+    return any(line.startswith("USE TEMP B-TREE FOR ORDER BY") or re.search(r"(^|->\s*)Sort\s+\(", line.strip())
+               for line in lines)
+
+
+def deploy(app, *paths) -> None:
+    from server.definitions import deploy as deploy_definition
+
+    with app.app_context():
+        for path in paths:
+            deploy_definition(path.read_bytes(), {}, "test")
+
+
+def start(api, token, process_key: str, patient: str) -> dict:
+    answer = api.as_(token).post("/api/v1/therapies", json={"process_key": process_key, "site": "SITE-A",
+                                                            "patient": {"reference": patient}})
+    assert answer.status_code == 201, answer.get_json()
+    return answer.get_json()
+
+
+def test_inbox_lists_soonest_due_first_and_undated_tasks_last_across_pages(api, world, clock):
+    app = api.client.application
+    deploy(app, PROCESSES / "autologous-car-t.bpmn", FIXTURES / "timers-user-task.bpmn")
+    coord = api.as_(world["coord"])
+    first = start(api, world["coord"], "mini_therapy", "PT-1")                   # due in 24 h
+    clock.advance(hours=1)
+    undated_early = start(api, world["coord"], "autologous_car_t", "PT-2")      # no due time
+    second = start(api, world["coord"], "mini_therapy", "PT-3")                  # due in 25 h
+    clock.advance(hours=1)
+    soonest = start(api, world["coord"], "timers_user_task", "PT-4")             # due in 4 h
+    clock.advance(hours=1)
+    undated_late = start(api, world["coord"], "autologous_car_t", "PT-5")
+    cancelled = start(api, world["coord"], "mini_therapy", "PT-6")
+    assert coord.post(f"/api/v1/therapies/{cancelled['id']}/cancel", json={"reason": "withdrawn"}).status_code == 200
+    elsewhere = api.as_(world["coordb"]).post("/api/v1/therapies", json={
+        "process_key": "mini_therapy", "site": "SITE-B", "patient": {"reference": "PT-7"}}).get_json()
+
+    seen, cursor = [], None
+    while True:
+        page = coord.get("/api/v1/tasks?limit=2" + (f"&cursor={cursor}" if cursor else "")).get_json()
+        assert len(page["items"]) <= 2
+        seen.extend(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    order = [soonest["id"], first["id"], second["id"], undated_early["id"], undated_late["id"]]
+    assert [t["therapy_id"] for t in seen] == order
+    assert [t["due_at"] is None for t in seen] == [False, False, False, True, True]
+    dues = [t["due_at"] for t in seen[:3]]
+    assert dues == sorted(dues)
+    assert seen[1]["due_at"] == (clock.now - timedelta(hours=3) + timedelta(hours=24)).isoformat().replace(
+        "+00:00", "Z")
+    assert elsewhere["id"] not in {t["therapy_id"] for t in seen}
+    assert all(t["coi"] for t in seen) and isinstance(seen[1]["form"]["schema"], dict)
+    # The web inbox shows the same tasks in the same order.
+    client = app.test_client()
+    _log_in(client, "coord")
+    page = client.get("/tasks").get_data(as_text=True)
+    positions = [page.index(f"/therapies/{therapy_id}") for therapy_id in order]
+    assert positions == sorted(positions)
+    assert f"/therapies/{cancelled['id']}" not in page
+
+
+def test_lists_read_their_index_in_order(api, world, clock):
+    app = api.client.application
+    for number in range(3):
+        start(api, world["coord"], "mini_therapy", f"PT-{number}")
+        clock.advance(minutes=5)
+    wanted = {
+        "/api/v1/tasks": "ix_task_inbox",
+        "/api/v1/therapies": "ix_therapy_site_created",
+        "/api/v1/therapies?status=active": "ix_therapy_status_site_created",
+        "/api/v1/therapies?process_key=mini_therapy": "ix_therapy_",
+    }
+    for path, index in wanted.items():
+        with statements(app) as seen:
+            assert api.as_(world["coord"]).get(path).status_code == 200
+        statement, parameters = next((s, p) for s, p in seen if "ORDER BY" in s and ("FROM task" in s or
+                                                                                      "FROM therapy" in s))
+        lines = plan(app, statement, parameters)
+        assert any(index in line for line in lines), (path, lines)
+        assert not full_sort(lines), (path, lines)
+    # Everyone's therapies (an admin), newest first, with and without a status filter.
+    for path, index in {"/api/v1/therapies": "ix_therapy_created",
+                        "/api/v1/therapies?status=active": "ix_therapy_status_created"}.items():
+        with statements(app) as seen:
+            assert api.as_(world["admin"]).get(path).status_code == 200
+        statement, parameters = next((s, p) for s, p in seen if "ORDER BY" in s and "FROM therapy" in s)
+        lines = plan(app, statement, parameters)
+        assert any(index in line for line in lines) and not full_sort(lines), (path, lines)
+
+
+def test_a_therapys_tasks_of_one_status_are_read_by_therapy(api, world):
+    """Looking up one therapy's open (or completed) tasks reads that therapy's rows, not every open task."""
+    app = api.client.application
+    therapy = start(api, world["coord"], "mini_therapy", "PT-1")
+    with statements(app) as seen:
+        assert api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").status_code == 200
+    for statement, parameters in seen:
+        if "FROM task" in statement and "task.therapy_id =" in statement:
+            lines = plan(app, statement, parameters)
+            assert any("ix_task_therapy_status" in line for line in lines), lines
+
+
+def test_lists_and_detail_leave_the_engine_state_in_the_database(api, world):
+    app = api.client.application
+    therapy = start(api, world["coord"], "mini_therapy", "PT-1")
+    client = app.test_client()
+    _log_in(client, "coord")
+    reads = {
+        "API inbox": lambda: api.as_(world["coord"]).get("/api/v1/tasks"),
+        "API list": lambda: api.as_(world["coord"]).get("/api/v1/therapies"),
+        "web inbox": lambda: client.get("/tasks"),
+        "control tower": lambda: client.get("/dashboard"),
+    }
+    for name, read in reads.items():
+        with statements(app) as seen:
+            assert read().status_code == 200
+        assert seen, name
+        for statement, _ in seen:
+            assert not re.search(r"\btherapy(_\d+)?\.state\b", statement), (name, statement)
+    with statements(app) as seen:
+        assert api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").status_code == 200
+    own = [s for s, _ in seen if re.search(r"\bFROM therapy\b", s) and re.search(r"WHERE therapy\.id = ", s)]
+    assert own and not any(re.search(r"\btherapy\.state\b", s) for s in own), own
