@@ -6,9 +6,10 @@ Everything an instance did is already in the audit trail as it happened (``activ
 ``task.completed``, ``timer.fired``), so the engine only needs the part of the tree that can still run.
 
 ``compact`` finds the deepest completed task that every unfinished task descends from (the point where
-the instance's live branches meet) and makes it the first child of the root, dropping every task between
-the two with the finished branches hanging off them, and the subprocesses those tasks ran. What can still
-run, and each task's data (copied down as tasks are created), are untouched.
+the instance's live branches meet), hangs it directly under the root, and drops every other task (the
+finished history above it and the finished branches beside it) with the subprocesses those tasks ran. A
+process end event whose join still waits for the other branches is kept, moved under the root. What can
+still run, and each task's data (copied down as tasks are created), are untouched.
 """
 
 from __future__ import annotations
@@ -48,32 +49,25 @@ def _cut(tree, event_manager) -> int:
     meeting = _meeting_point(root, running)
     while meeting is not None and meeting.state != TaskState.COMPLETED:
         meeting = meeting.parent
-    if meeting is None or meeting is root or meeting.parent is root:
+    if meeting is None or meeting is root:
         return 0
-    gone: dict = {}
-    step = meeting
-    while step.parent is not root:  # the path from just below the root down to the meeting point
-        parent = step.parent
-        for child in parent.children:
-            if child is not step:
-                gone.update((t.id, t) for t in _subtree(child))
-        gone[parent.id] = parent
-        step = parent
-    kept_ends = []
+    kept = {root.id} | {t.id for t in _subtree(meeting)}
+    moved_ends = []
     for join in ending:
-        if join.id in gone and join.parent is not None and join.parent.id in gone:
+        if join.id not in kept and join.parent is not None:
             end_event = join.parent
-            for task in [end_event, *_subtree(join)]:
-                gone.pop(task.id, None)
-            end_event._parent, end_event._children = root.id, [join.id]
-            kept_ends.append(end_event.id)
-    if any(task.state & _LIVE for task in gone.values()):  # cannot happen by construction; never lose live work
+            kept.update(t.id for t in [end_event, *_subtree(join)])
+            moved_ends.append(end_event)
+    gone = [task for task in tree.tasks.values() if task.id not in kept]
+    if not gone or any(task.state & _LIVE for task in gone):  # live work is never cut (cannot happen: see above)
         return 0
-    for task in gone.values():
+    for task in gone:
         del tree.tasks[task.id]
         event_manager.remove_task(task)
     meeting._parent = root.id
-    root._children = [meeting.id, *kept_ends]
+    for end_event in moved_ends:
+        end_event._parent, end_event._children = root.id, [c.id for c in end_event.children if c.id in kept]
+    root._children = [meeting.id, *(end_event.id for end_event in moved_ends)]
     if tree.last_task is not None and tree.last_task.id not in tree.tasks:
         tree.last_task = meeting
     return len(gone)

@@ -59,6 +59,7 @@ def test_a_compacted_instance_does_exactly_what_an_uncompacted_one_does():
     assert ("task.escalated", "Timer_CheckLate") in cut
     assert max(plain_sizes) > 300  # without compaction the tree holds every task ever run
     assert max(cut_sizes) < 60
+    assert max(cut_sizes[-12:]) <= max(cut_sizes[:12])  # and it does not creep up, reminder after reminder
 
 
 def test_compaction_is_reported_for_the_audit_trail():
