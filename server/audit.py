@@ -188,7 +188,10 @@ def entry_dict(entry: AuditEntry) -> dict[str, Any]:
     }
 
 
-_ROWS = {  # every column as the text the chain hashes (the timestamp as _timestamp writes it, data undecoded)
+_COLUMNS = ("seq", "at", "actor", "action", "subject_type", "subject_id", "therapy_id", "site_id", "reason", "data",
+            "prev_hash", "hash")
+# Every column, in _COLUMNS order, as the text the chain hashes (timestamp as _timestamp writes it, data undecoded).
+_ROWS = {
     "sqlite": "SELECT seq, replace(at, ' ', 'T') || 'Z', actor, action, subject_type, subject_id, therapy_id, "
               "site_id, reason, CAST(data AS TEXT), prev_hash, hash FROM audit_entry WHERE seq > ? "
               "ORDER BY seq LIMIT ?",
@@ -241,14 +244,12 @@ def _intact(row: tuple) -> bool:
     """
     if hashlib.sha256(stored_form(row).encode()).hexdigest() == row[11]:
         return True
-    seq, at, actor, action, subject_type, subject_id, therapy_id, site_id, reason, data, prev_hash, digest = row
+    entry = dict(zip(_COLUMNS, row, strict=True))
     try:
-        entry = {"seq": seq, "at": datetime.fromisoformat(at), "actor": actor, "action": action,
-                 "subject_type": subject_type, "subject_id": subject_id, "therapy_id": therapy_id,
-                 "site_id": site_id, "reason": reason, "data": json.loads(data), "prev_hash": prev_hash}
+        entry.update(at=datetime.fromisoformat(entry["at"]), data=json.loads(entry["data"]))
     except (TypeError, ValueError):
         return False
-    return entry_hash(entry) == digest
+    return entry_hash(entry) == entry["hash"]
 
 
 def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -> dict[str, Any]:

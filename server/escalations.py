@@ -9,7 +9,6 @@ and webhooks are delivered from the outbox after the commit.
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import lazyload
 
 from .alerts import raise_alert
 from .extensions import db
@@ -26,7 +25,7 @@ def raise_escalation(therapy: Therapy, escalated: dict, actor: str) -> Alert:
     late_id = escalated["late_activity_id"]
     late_name = escalated.get("late_activity_name") or late_id
     role = escalated.get("role") or FALLBACK_ROLE
-    task = db.session.execute(select(TaskRecord).options(lazyload(TaskRecord.therapy)).where(
+    task = db.session.execute(select(TaskRecord).where(
         TaskRecord.therapy_id == therapy.id, TaskRecord.activity_id == late_id,
         TaskRecord.status == "ready")).scalars().first()
     timer = escalated.get("name") or escalated.get("activity_id")

@@ -202,8 +202,8 @@ class TaskRecord(db.Model):
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     completed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    # Inner joins: an outer join around the therapy-site join makes SQLite scan the whole therapy table.
-    therapy: Mapped[Therapy] = relationship(lazy="joined", innerjoin=True)
+    # Loaded when first used (from the identity map when the therapy is at hand); lists join it themselves.
+    therapy: Mapped[Therapy] = relationship()
     site: Mapped[Site] = relationship(lazy="joined", innerjoin=True)
 
 

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import lazyload
 
 from engine.coi import parse_coi
 
@@ -47,7 +46,7 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 def _completed_tasks(therapy_id: str) -> list[TaskRecord]:
-    return list(db.session.execute(select(TaskRecord).options(lazyload(TaskRecord.therapy)).where(
+    return list(db.session.execute(select(TaskRecord).where(
         TaskRecord.therapy_id == therapy_id, TaskRecord.status == "completed")
         .order_by(TaskRecord.completed_at, TaskRecord.created_at)).scalars())
 
@@ -180,7 +179,7 @@ def therapy_record(therapy: Therapy, generated_by: str) -> dict[str, Any]:
     coi = parse_coi(therapy.coi)
     entries = list(db.session.execute(select(AuditEntry).where(AuditEntry.therapy_id == therapy.id)
                                       .order_by(AuditEntry.seq)).scalars())
-    task_rows = list(db.session.execute(select(TaskRecord).options(lazyload(TaskRecord.therapy))
+    task_rows = list(db.session.execute(select(TaskRecord)
                                         .where(TaskRecord.therapy_id == therapy.id)
                                         .order_by(TaskRecord.created_at, TaskRecord.id)).scalars())
     tasks = {t.id: t for t in task_rows}

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import lazyload
 
 from . import audit
 from .auth import verify_password
@@ -137,7 +136,6 @@ def signature_view(signature: Signature, task: TaskRecord | None) -> dict:
 def signatures_for(therapy: Therapy) -> list[dict]:
     """Every signature of ``therapy`` in signing order, each with ``valid``."""
     rows = db.session.execute(select(Signature, TaskRecord).outerjoin(TaskRecord, TaskRecord.id == Signature.task_id)
-                              .options(lazyload(TaskRecord.therapy))  # the therapy is at hand
                               .where(Signature.therapy_id == therapy.id)
                               .order_by(Signature.signed_at, Signature.id)).all()
     return [signature_view(signature, task) for signature, task in rows]

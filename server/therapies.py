@@ -11,7 +11,6 @@ from typing import Any
 import jsonschema
 from flask import current_app
 from sqlalchemy import select
-from sqlalchemy.orm import lazyload
 
 from engine.errors import EngineError
 from engine.runtime import Outcome, Runtime
@@ -71,8 +70,7 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
         therapy.status, therapy.ended_at = "completed", now
     therapy.stage = _stage(outcome, therapy)
     tasks = {t.id: t for t in db.session.execute(
-        select(TaskRecord).options(lazyload(TaskRecord.therapy))  # the therapy is at hand: no second copy
-        .where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")).scalars()}
+        select(TaskRecord).where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")).scalars()}
     for ready in outcome.ready_tasks:
         row = tasks.get(ready.task_id)
         if row is None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from flask import g, request
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from .. import audit
 from .. import therapies as usecases
-from ..auth import can_see_site, require
+from ..auth import can_see_site, require, visible_site_ids
 from ..errors import Conflict, Forbidden, NotFound
 from ..extensions import db
 from ..idempotency import idempotent
@@ -16,14 +17,13 @@ from ..scans import verify_task_scan
 from ..schemas import CompleteTaskSchema, load_json
 from ..signatures import check_signer, signatures_for_task
 from . import bp
-from .filters import within_caller_sites
 from .paging import page
 from .views import task_item, task_list_options, therapy_summary
 
 
 def visible_task(task_id: str) -> TaskRecord:
-    """The task if the caller may see its therapy; 404 otherwise."""
-    task = db.session.get(TaskRecord, task_id)
+    """The task (with its therapy, which every caller of this uses) if the caller may see it; 404 otherwise."""
+    task = db.session.get(TaskRecord, task_id, options=(joinedload(TaskRecord.therapy, innerjoin=True),))
     if task is None or not can_see_site(g.user, task.site_id):
         raise NotFound("No such task.", details={"task_id": task_id})
     return task
@@ -33,16 +33,21 @@ def visible_task(task_id: str) -> TaskRecord:
 @require()
 def list_tasks():
     """READY tasks the caller may complete, soonest due first."""
-    query = (select(TaskRecord).join(Therapy).where(TaskRecord.status == "ready", Therapy.status == "active")
-             .options(*task_list_options())
-             .order_by(TaskRecord.due_at.is_(None), TaskRecord.due_at, TaskRecord.created_at, TaskRecord.id))
-    roles = [r for r in g.user.roles]
-    if request.args.get("role"):
-        roles = [r for r in roles if r == request.args["role"]]
-    query = query.where(TaskRecord.role.in_(roles))
+    query = inbox_query(g.user, request.args.get("role", ""))
     if request.args.get("therapy_id"):
         query = query.where(TaskRecord.therapy_id == request.args["therapy_id"])
-    return page(within_caller_sites(query, TaskRecord.site_id), task_item)
+    return page(query, task_item)
+
+
+def inbox_query(user, role: str = ""):
+    """READY tasks of active therapies that ``user`` may complete (of their roles, or just ``role``, at their
+    sites), soonest due first and undated last: the order of the inbox index. The API and the web inbox."""
+    query = (select(TaskRecord).join(Therapy).where(TaskRecord.status == "ready", Therapy.status == "active")
+             .options(*task_list_options())
+             .where(TaskRecord.role.in_([r for r in user.roles if not role or r == role]))
+             .order_by(TaskRecord.due_at.is_(None), TaskRecord.due_at, TaskRecord.created_at, TaskRecord.id))
+    sites = visible_site_ids(user)
+    return query if sites is None else query.where(TaskRecord.site_id.in_(sites))
 
 
 @bp.get("/tasks/<task_id>")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import g, request
 from sqlalchemy import select
-from sqlalchemy.orm import defer, lazyload
+from sqlalchemy.orm import defer
 
 from .. import therapies as usecases
 from ..auth import can_see_site, require
@@ -67,7 +67,7 @@ def list_therapies():
 def get_therapy(therapy_id: str):
     """One therapy with its open tasks, what it waits for, and its process data."""
     therapy = visible_therapy(therapy_id, state=False)
-    tasks = db.session.execute(select(TaskRecord).options(lazyload(TaskRecord.therapy)).where(
+    tasks = db.session.execute(select(TaskRecord).where(
         TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")).scalars().all()
     forms = definition_forms(therapy.definition_id)
     out = therapy_summary(therapy)

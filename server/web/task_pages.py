@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from flask import flash, redirect, render_template, request, url_for
-from sqlalchemy import or_, select
+from sqlalchemy import or_
 
 from engine.coi import CoiError, parse_coi
 
-from ..api.views import task_list_options
-from ..auth import visible_site_ids
+from ..api.tasks import inbox_query as api_inbox_query
+from ..auth import can_see_site
 from ..extensions import db
 from ..models import TaskRecord, Therapy
 from . import bp, bridge
@@ -18,12 +18,8 @@ from .session import login_required, session_user
 
 
 def inbox_query(user, therapy_filter: str = "", role: str = ""):
-    """READY tasks the user may complete (their roles, their sites), soonest due first, as the API lists them."""
-    query = (select(TaskRecord).join(Therapy).where(TaskRecord.status == "ready", Therapy.status == "active")
-             .options(*task_list_options())
-             .order_by(TaskRecord.due_at.is_(None), TaskRecord.due_at, TaskRecord.created_at, TaskRecord.id))
-    roles = [r for r in user.roles if not role or r == role]
-    query = query.where(TaskRecord.role.in_(roles))
+    """The API's inbox (``api.tasks.inbox_query``), narrowed to a therapy by id, COI or patient reference."""
+    query = api_inbox_query(user, role)
     if therapy_filter:
         try:
             coi = parse_coi(therapy_filter).value
@@ -31,9 +27,6 @@ def inbox_query(user, therapy_filter: str = "", role: str = ""):
             coi = therapy_filter.strip().upper()
         query = query.where(or_(Therapy.id == therapy_filter.strip(), Therapy.coi == coi,
                                 Therapy.patient_reference == therapy_filter.strip()))
-    sites = visible_site_ids(user)
-    if sites is not None:
-        query = query.where(TaskRecord.site_id.in_(sites))
     return query
 
 
@@ -51,10 +44,7 @@ def inbox():
 def visible_task(task_id: str) -> TaskRecord | None:
     """The task when its site is visible to the session's user."""
     task = db.session.get(TaskRecord, task_id)
-    sites = visible_site_ids(session_user())
-    if task is None or (sites is not None and task.site_id not in sites):
-        return None
-    return task
+    return task if task is not None and can_see_site(session_user(), task.site_id) else None
 
 
 def _form_schemas(task: TaskRecord) -> tuple[dict, dict]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
-from sqlalchemy.orm import lazyload
 
 from ..auth import can_see_site, visible_site_ids
 from ..extensions import db
@@ -62,7 +61,7 @@ def therapy_page(therapy_id: str):
     """Everything about one therapy on one page."""
     therapy = visible_therapy(therapy_id)
     user = session_user()
-    tasks = db.session.execute(select(TaskRecord).options(lazyload(TaskRecord.therapy))  # it is ``therapy``
+    tasks = db.session.execute(select(TaskRecord)
                                .where(TaskRecord.therapy_id == therapy.id)
                                .order_by(TaskRecord.created_at)).scalars().all()
     alerts = db.session.execute(select(Alert).where(Alert.therapy_id == therapy.id)

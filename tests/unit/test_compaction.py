@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.clock import FakeClock
+from engine.compaction import KEEP_TASKS
 from engine.definition import load_definition, parse_form
 from engine.runtime import Runtime
 
@@ -80,7 +81,6 @@ def test_compaction_is_reported_for_the_audit_trail():
 @pytest.mark.slow
 def test_a_long_loop_never_stalls_with_the_default_threshold():
     # Without compaction, SpiffWorkflow's recursive ancestry walk fails after about a hundred days here.
-    happened, sizes, outcome = follow_up(150, compact_above=Runtime.__init__.__kwdefaults__["compact_above"],
-                                         remind_every=10)
+    happened, sizes, outcome = follow_up(150, compact_above=KEEP_TASKS, remind_every=10)
     assert outcome.completed and outcome.data["day"] == 150
-    assert max(sizes) <= 2 * Runtime.__init__.__kwdefaults__["compact_above"]
+    assert max(sizes) <= 2 * KEEP_TASKS
