@@ -25,17 +25,31 @@ from .models import ApiToken, TaskRecord, Therapy, User, utcnow
 
 log = logging.getLogger(__name__)
 
-_hasher = PasswordHasher()
 MIN_PASSWORD_LENGTH = 10
 READ_ONLY_ROLES = ("auditor",)
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-_dummy_hash: list[str] = []
+_dummy_hash: dict[tuple[int, int], str] = {}
+_hashers: dict[tuple[int, int], PasswordHasher] = {}
+
+
+def _cost() -> tuple[int, int]:
+    """The Argon2id cost in force: (time cost, memory in KiB), from the app's settings."""
+    config = current_app.config
+    return int(config["PASSWORD_HASH_TIME_COST"]), int(config["PASSWORD_HASH_MEMORY_KIB"])
+
+
+def _hasher() -> PasswordHasher:
+    """The Argon2id hasher at the configured cost (verification reads the cost from each stored hash)."""
+    cost = _cost()
+    if cost not in _hashers:
+        _hashers[cost] = PasswordHasher(time_cost=cost[0], memory_cost=cost[1])
+    return _hashers[cost]
 
 
 def hash_password(password: str) -> str:
     """Hash a password with Argon2id, refusing one that fails the minimum policy."""
     check_password_policy(password)
-    return _hasher.hash(password)
+    return _hasher().hash(password)
 
 
 def check_password_policy(password: str) -> None:
@@ -53,17 +67,18 @@ def verify_password(user: User, password: str) -> bool:
     if not user.password_hash or not password:
         return False
     try:
-        return _hasher.verify(user.password_hash, password)
+        return _hasher().verify(user.password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 
 
 def _spend_equal_time(password: str) -> None:
     """Verify against a throwaway hash so an unknown user name takes as long as a wrong password."""
-    if not _dummy_hash:
-        _dummy_hash.append(_hasher.hash("not-a-real-password-0"))
+    cost = _cost()
+    if cost not in _dummy_hash:
+        _dummy_hash[cost] = _hasher().hash("not-a-real-password-0")
     try:
-        _hasher.verify(_dummy_hash[0], password or "-")
+        _hasher().verify(_dummy_hash[cost], password or "-")
     except (VerificationError, InvalidHashError):
         pass
 

@@ -25,6 +25,8 @@ SETTINGS = [
     Setting("SCHEDULER", True, "run the timer scheduler in this process"),
     Setting("MAX_UPLOAD_BYTES", 5 * 1024 * 1024, "largest accepted request body, in bytes"),
     Setting("SCRIPT_TIME_LIMIT", 1.0, "seconds a diagram's script or expression may run"),
+    Setting("PASSWORD_HASH_TIME_COST", 3, "Argon2id passes per password hash (tests use 1)"),
+    Setting("PASSWORD_HASH_MEMORY_KIB", 65536, "Argon2id memory per password hash, in KiB (tests use 64)"),
     Setting("TOKEN_TTL_DAYS", 90, "days an API token stays valid"),
     Setting("MAX_JSON_BYTES", 1024 * 1024, "largest accepted JSON (non-upload) request body, in bytes"),
     Setting("LOGIN_RATE_LIMIT", "10 per minute", "login attempts one client address may make (API and web)"),

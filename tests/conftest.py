@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Cheap password hashes in tests and in the servers they start (full cost takes ~0.45 s a hash).
+os.environ.setdefault("TETHER_PASSWORD_HASH_TIME_COST", "1")
+os.environ.setdefault("TETHER_PASSWORD_HASH_MEMORY_KIB", "64")
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 
