@@ -74,3 +74,25 @@ class StateCorrupt(EngineError):
     """A stored instance state cannot be restored with its definition."""
 
     code = "state_corrupt"
+
+
+class StepBudgetExceeded(EngineError):
+    """A command ran more engine steps, or longer, than its budget allows: the diagram probably loops.
+
+    Nothing of the command is kept. ``details`` holds ``steps`` and ``seconds``; ``element_id`` is the last
+    element that completed (where the loop was). For a start, ``initial_state`` is the instance as it was
+    created, before any step ran.
+    """
+
+    code = "step_budget_exceeded"
+
+    def __init__(self, message: str, *, initial_state: dict | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.initial_state = initial_state
+
+
+class ProcessDataRejected(EngineError):
+    """A step would write process data that cannot be stored: too large, not storable as JSON, or a change
+    to a protected key (``coi``, ``patient_reference``, ...). Nothing of the step is kept."""
+
+    code = "process_data_rejected"

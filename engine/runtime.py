@@ -8,6 +8,7 @@ A command never writes anywhere; the caller stores ``Outcome.state`` and acts on
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -26,9 +27,18 @@ from . import clock as engine_clock
 from . import compaction, spiff_patches
 from . import events as ev
 from .definition import Definition
-from .errors import EngineError, NotWaiting, ScriptFailed, ServiceCallFailed, TaskNotReady
+from .errors import (
+    EngineError,
+    NotWaiting,
+    ProcessDataRejected,
+    ScriptFailed,
+    ServiceCallFailed,
+    StepBudgetExceeded,
+    TaskNotReady,
+)
 from .outcome import FailedTask, IncidentOpened, Outcome, ReadyTask, Wait, due_at, process_data
 from .serialization import state_from_dict, state_to_dict
+from .values import DEFAULT_LIMITS, ENGINE_LEAVES, ValueLimits, ValueRejected, check_value
 
 __all__ = ["DEFAULT_RETRIES", "FailedTask", "IncidentOpened", "Outcome", "ReadyTask", "Runtime", "Wait"]
 
@@ -37,6 +47,10 @@ DEFAULT_RETRIES = 3
 # Engine passes per command: enough to catch up on many missed cycle occurrences, bounded so that a
 # diagram can never spin; whatever is still due is picked up by the next command.
 MAX_ROUNDS = 100
+# What one command may do before it is stopped and undone (a diagram that loops without waiting).
+MAX_STEPS = 10_000
+TIME_BUDGET = 5.0
+_ABSENT = object()
 
 
 class Runtime:
@@ -44,24 +58,43 @@ class Runtime:
 
     def __init__(self, definition: Definition, *, clock: engine_clock.Clock = engine_clock.system_clock,
                  service_caller: ServiceCaller | None = None, time_limit: float = 1.0,
-                 compact_above: int | None = compaction.KEEP_TASKS):
-        """``compact_above``: cut finished history once the task tree holds more tasks (None: never)."""
+                 compact_above: int | None = compaction.KEEP_TASKS, max_steps: int = MAX_STEPS,
+                 time_budget: float = TIME_BUDGET, data_limits: ValueLimits = DEFAULT_LIMITS,
+                 protected_keys: tuple[str, ...] = (), memory_limit_mb: int | None = None):
+        """Run commands on instances of ``definition``.
+
+        ``time_limit``: seconds one script or expression may run; ``memory_limit_mb``: memory one script may
+        take (scripts run in a separate process). ``max_steps`` and ``time_budget``: elements one command may
+        complete and seconds it may take before it is stopped and undone (``StepBudgetExceeded``).
+        ``data_limits``: how large the process data a step leaves may be; ``protected_keys``: process data
+        no step may change once set (``ProcessDataRejected``). ``compact_above``: cut finished history once the
+        task tree holds more tasks (None: never).
+        """
         spiff_patches.apply()
         self.definition = definition
         self.compact_above = compact_above
         self.clock = clock
         self.service_caller = service_caller
         self.time_limit = time_limit
+        self.memory_limit_mb = memory_limit_mb
+        self.max_steps, self.time_budget = max_steps, time_budget
+        self.data_limits, self.protected_keys = data_limits, tuple(protected_keys)
 
     # -- commands -------------------------------------------------------------------------------
     def start(self, data: Mapping[str, Any] | None = None) -> Outcome:
         """Create an instance with ``data`` as its initial process data and run it to its first wait."""
+        events: list[ev.DomainEvent] = [ev.ProcessStarted(process_key=self.definition.info.key)]
+        try:
+            return self._run(self._new_workflow(data), events, lambda: None, fresh=True)
+        except StepBudgetExceeded as exc:
+            exc.initial_state = state_to_dict(self._new_workflow(data))
+            raise
+
+    def _new_workflow(self, data: Mapping[str, Any] | None) -> BpmnWorkflow:
         workflow = BpmnWorkflow(self.definition.spec, self.definition.subprocess_specs,
                                 script_engine=self._script_engine())
-        start_task = workflow.task_tree
-        start_task.data.update(dict(data or {}))
-        events: list[ev.DomainEvent] = [ev.ProcessStarted(process_key=self.definition.info.key)]
-        return self._run(workflow, events, lambda: None, fresh=True)
+        workflow.task_tree.data.update(dict(data or {}))
+        return workflow
 
     def complete_task(self, state: Mapping, task_id: str, data: Mapping[str, Any] | None = None) -> Outcome:
         """Complete the READY user task ``task_id`` with form ``data``."""
@@ -70,6 +103,9 @@ class Runtime:
         if task is None or task.state != TaskState.READY or not task.task_spec.manual:
             raise TaskNotReady(f"Task {task_id} is not ready to be completed.", details={"task_id": task_id})
         info = self.definition.info.user_tasks.get(task.task_spec.bpmn_id)
+        if clash := sorted(set(data or {}).intersection(self.protected_keys)):
+            raise ProcessDataRejected(f"The form data may not set {', '.join(clash)}: set by the server.",
+                                      details={"fields": {key: "protected" for key in clash}})
         events: list[ev.DomainEvent] = []
 
         def act():
@@ -141,7 +177,9 @@ class Runtime:
     # -- internals ------------------------------------------------------------------------------
     def _script_engine(self):
         from .sandbox import SandboxScriptEngine
-        return SandboxScriptEngine(service_caller=self.service_caller, time_limit=self.time_limit)
+        return SandboxScriptEngine(service_caller=self.service_caller, time_limit=self.time_limit,
+                                   memory_limit_mb=self.memory_limit_mb, data_limits=self.data_limits,
+                                   protected_keys=self.protected_keys)
 
     def _restore(self, state: Mapping) -> BpmnWorkflow:
         return state_from_dict(state, self.definition.spec, self.definition.subprocess_specs,
@@ -176,8 +214,11 @@ class Runtime:
         was_completed = workflow.completed
         happened: list[tuple[str, Any]] = []  # ("completed", task) and ("cycle", timer task), in order
         skip = exclude or set()
+        protected_before = self._protected(workflow)
+        budget = _StepBudget(self.max_steps, self.time_budget)
 
         def did_complete(task):
+            budget.spend(task)
             if task.id not in skip:
                 happened.append(("completed", task))
 
@@ -226,7 +267,29 @@ class Runtime:
             removed = compaction.compact(workflow, self.compact_above)
             if removed:
                 events.append(ev.HistoryCompacted(removed=removed, kept=len(workflow.tasks)))
-        return self._outcome(workflow, events)
+        outcome = self._outcome(workflow, events)
+        self._check_data(outcome.data, protected_before)
+        return outcome
+
+    def _protected(self, workflow: BpmnWorkflow) -> dict[str, Any]:
+        """The protected keys' values in the instance's data now (only the keys that are set)."""
+        if not self.protected_keys:
+            return {}
+        data = process_data(workflow)
+        return {key: data[key] for key in self.protected_keys if key in data}
+
+    def _check_data(self, data: Mapping[str, Any], protected_before: Mapping[str, Any]) -> None:
+        """Refuse process data that cannot be stored, or that changed a protected key."""
+        try:
+            check_value(dict(data), self.data_limits, where="data", extra_leaves=ENGINE_LEAVES)
+        except ValueRejected as exc:
+            raise ProcessDataRejected(f"The step would leave process data that cannot be stored: {exc.message}",
+                                      details=exc.details) from None
+        changed = sorted(key for key, value in protected_before.items() if data.get(key, _ABSENT) != value)
+        if changed:
+            raise ProcessDataRejected(
+                f"The step would change {', '.join(changed)}, which the server set and no step may change.",
+                details={"fields": {key: "protected" for key in changed}})
 
     @staticmethod
     def _engine_steps(workflow: BpmnWorkflow, did_complete: Callable, happened: list, since: int) -> None:
@@ -385,6 +448,28 @@ class Runtime:
         return Outcome(state=state_to_dict(workflow), events=events, ready_tasks=ready, waiting_for=waits,
                        completed=workflow.completed, data=process_data(workflow), current_activities=activities,
                        failed_tasks=failed)
+
+
+class _StepBudget:
+    """Counts the elements one command completes and its time; past either limit the command stops."""
+
+    def __init__(self, max_steps: int, seconds: float):
+        self.max_steps, self.seconds = max_steps, seconds
+        self.steps = 0
+        self.started = time.monotonic()
+
+    def spend(self, task) -> None:
+        """Count one completed element; raise ``StepBudgetExceeded`` when the budget is spent."""
+        self.steps += 1
+        elapsed = time.monotonic() - self.started
+        if self.steps <= self.max_steps and elapsed <= self.seconds:
+            return
+        element_id = getattr(task.task_spec, "bpmn_id", None) or task.task_spec.name
+        limit = (f"{self.max_steps} steps" if self.steps > self.max_steps else f"{self.seconds:g} seconds")
+        raise StepBudgetExceeded(
+            f"The process ran past its limit of {limit} without reaching a wait state (last at {element_id}): "
+            "the diagram probably loops. The step was undone.", element_id=element_id,
+            details={"steps": self.steps, "seconds": round(elapsed, 3)})
 
 
 def _make_ready_again(task) -> None:

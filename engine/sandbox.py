@@ -3,6 +3,10 @@
 RestrictedPython compiles the code under a tightened policy (refusals raise ``UnsafeCode``); it then runs
 with safe builtins only, guarded attribute/item/write hooks, size checks on ``*``, ``**`` and ``<<`` and a
 step and time budget counted by a trace function (failures raise ``ScriptFailed``).
+
+The engine runs scripts, and expressions that could call or build anything, in a worker process with a hard
+deadline and a memory cap (``engine.isolation``); an expression that only reads, compares and combines
+names and constants (``decision == 'release'``, ``'PT24H'``) runs here, at the cost of the data it reads.
 """
 
 from __future__ import annotations
@@ -30,10 +34,18 @@ from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine
 from SpiffWorkflow.bpmn.script_engine.python_environment import BasePythonScriptEngineEnvironment
 
 from engine.errors import ScriptFailed, ServiceCallFailed, UnsafeCode
+from engine.values import DEFAULT_LIMITS, ValueLimits
 
 _FILENAME = "<sandbox>"
 MAX_ITEMS = 1_000_000  # longest str/bytes/list/tuple that ``*`` may build, longest ``range``
 MAX_INT_BITS = 100_000  # largest int that ``*``, ``**`` or ``<<`` may build
+MEMORY_LIMIT_MB = 256  # address space a script's worker process may add
+# Expressions built only of these can neither call nor build anything larger than what they read.
+_READ_ONLY_NODES = (
+    ast.Expression, ast.Name, ast.Load, ast.Constant, ast.Compare, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp,
+    ast.Not, ast.USub, ast.UAdd, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Is, ast.IsNot, ast.In,
+    ast.NotIn, ast.IfExp, ast.Subscript, ast.Tuple, ast.List,
+)
 
 SAFE_BUILTINS = (
     "abs", "all", "any", "bool", "chr", "dict", "divmod", "enumerate", "filter", "float", "frozenset",
@@ -120,6 +132,16 @@ def _compile(source: str, mode: str) -> CodeType:
                          details={"errors": list(result.errors)})
     assert result.code is not None
     return result.code
+
+
+@functools.lru_cache(maxsize=2048)
+def is_read_only(source: str) -> bool:
+    """Whether an expression only reads and compares names and constants (no call, no operator that builds)."""
+    try:
+        tree = ast.parse(source.strip(), _FILENAME, "eval")
+    except SyntaxError:
+        return False
+    return all(isinstance(node, _READ_ONLY_NODES) for node in ast.walk(tree))
 
 
 def check_expression(source: str) -> None:
@@ -280,12 +302,64 @@ class SandboxEnvironment(BasePythonScriptEngineEnvironment):
             sys.settrace(previous)
 
 
+class IsolatedSandboxEnvironment(SandboxEnvironment):
+    """The sandbox with scripts and non-trivial expressions run in a worker process (``engine.isolation``).
+
+    A script may not change the ``protected_keys`` of the task data, and what it leaves must pass
+    ``data_limits``.
+    """
+
+    def __init__(self, *, time_limit: float = 1.0, max_steps: int = 100_000, memory_limit_mb: int = MEMORY_LIMIT_MB,
+                 data_limits: ValueLimits = DEFAULT_LIMITS, protected_keys: tuple[str, ...] = ()):
+        super().__init__(time_limit=time_limit, max_steps=max_steps)
+        self.memory_limit_mb, self.data_limits = memory_limit_mb, data_limits
+        self.protected_keys = tuple(protected_keys)
+
+    def evaluate(self, expression: str, context: dict, external_context: dict | None = None) -> Any:
+        """The value of ``expression``: here when it only reads and compares, else in a worker."""
+        if is_read_only(expression):
+            return super().evaluate(expression, context, external_context)
+        what = f"expression {expression.strip()!r}"
+        self._code(expression.strip(), "eval", what)  # refusals are reported the same way in both places
+        return self._isolated("eval", expression, context, external_context, what)
+
+    def execute(self, script: str, context: dict, external_context: dict | None = None) -> bool:
+        """Run ``script`` in a worker on the task data in ``context``, which takes what the script leaves."""
+        self._code(script, "exec", "script")
+        hidden = {k: context[k] for k in context if _is_private(k)}
+        public = {k: v for k, v in context.items() if not _is_private(k)}
+        result = self._isolated("exec", script, public, external_context, "script")
+        if changed := sorted(k for k in self.protected_keys if k in public and result.get(k) != public[k]):
+            raise ScriptFailed(f"script may not change {', '.join(changed)}: set by the server")
+        context.clear()
+        context.update(result, **hidden)
+        return True
+
+    def _isolated(self, mode: str, source: str, context: dict, external: dict | None, what: str) -> Any:
+        from .isolation import run
+
+        return run(mode, source, context, {k: v for k, v in (external or {}).items() if not _is_private(k)},
+                   time_limit=self.time_limit, max_steps=self.max_steps, memory_limit_mb=self.memory_limit_mb,
+                   limits=self.data_limits, what=what)
+
+
 class SandboxScriptEngine(PythonScriptEngine):
-    """SpiffWorkflow script engine running every expression and script in the sandbox."""
+    """SpiffWorkflow script engine running every expression and script in the sandbox.
+
+    With ``isolate`` (the default) scripts and non-trivial expressions run in a worker process with a hard
+    deadline and ``memory_limit_mb``; without it everything runs in this process under the step and time
+    budget only (for checks that must not start processes).
+    """
 
     def __init__(self, *, service_caller: Callable[[str, dict, dict], Any] | None = None,
-                 time_limit: float = 1.0, max_steps: int = 100_000):
-        super().__init__(environment=SandboxEnvironment(time_limit=time_limit, max_steps=max_steps))
+                 time_limit: float = 1.0, max_steps: int = 100_000, isolate: bool = True,
+                 memory_limit_mb: int | None = None, data_limits: ValueLimits = DEFAULT_LIMITS,
+                 protected_keys: tuple[str, ...] = ()):
+        environment = (IsolatedSandboxEnvironment(
+            time_limit=time_limit, max_steps=max_steps, memory_limit_mb=memory_limit_mb or MEMORY_LIMIT_MB,
+            data_limits=data_limits, protected_keys=protected_keys) if isolate
+            else SandboxEnvironment(time_limit=time_limit, max_steps=max_steps))
+        super().__init__(environment=environment)
         self.service_caller = service_caller
 
     def validate(self, expression: str) -> None:

@@ -1,0 +1,235 @@
+"""Scripts in a separate process, so that a hard deadline and a memory cap hold for any single call.
+
+The sandbox's step and time budget is checked between Python lines: one long built-in call (comparing two
+huge lists, ``'x'.ljust(10**9)``) runs to its end before the budget is looked at again. So every script, and
+every expression that could call or build something, runs in a worker process (``python -m
+engine.isolation``) whose address space is capped (``RLIMIT_AS``) and which is killed when it overruns its
+deadline; a fresh worker takes its place. Workers are kept in a small per-process pool and reused.
+
+Parent and worker exchange frames over the worker's standard input and output: a 4-byte big-endian length,
+then one JSON document. Values travel in SpiffWorkflow's own data encoding (dates and durations tagged), and
+a worker checks what it sends back with ``engine.values.check_value``: the parent never receives a value
+larger than the limits, nor any object it did not ask for.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import ScriptFailed
+from .values import ENGINE_LEAVES, ValueLimits, ValueRejected, check_value
+
+_HEADER = struct.Struct(">I")
+GRACE_SECONDS = 1.0  # beyond the script's own time limit: start-up of a fresh worker, encoding, the pipe
+MAX_IDLE = 4  # workers kept for reuse in one process
+_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+class WorkerGone(ScriptFailed):
+    """The worker died or was killed while running a script (deadline passed, memory exhausted)."""
+
+
+class _Worker:
+    """One worker process and the pipe to it."""
+
+    def __init__(self, memory_limit_mb: int):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
+        self.memory_limit_mb = memory_limit_mb
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+            [sys.executable, "-m", "engine.isolation", str(memory_limit_mb)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True)
+
+    def call(self, body: bytes, timeout: float) -> dict:
+        """Send one encoded request and wait at most ``timeout`` seconds for the answer; raise ``WorkerGone``."""
+        deadline = time.monotonic() + timeout
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write(_HEADER.pack(len(body)) + body)
+            self.process.stdin.flush()
+            length = _HEADER.unpack(self._read(_HEADER.size, deadline))[0]
+            return json.loads(self._read(length, deadline))
+        except (OSError, ValueError, EOFError) as exc:
+            self.kill()
+            raise WorkerGone(f"the script process failed: {exc}") from None
+
+    def _read(self, size: int, deadline: float) -> bytes:
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        chunks, left = [], size
+        while left:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                self.kill()
+                raise TimeoutError("deadline passed")
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                self.kill()
+                raise EOFError("the script process ended")
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """End the process now."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+
+
+class _Pool:
+    """Idle workers of this process, by memory limit; reset after a fork (pipes are not shared)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.idle: list[_Worker] = []
+        self.pid = os.getpid()
+
+    def take(self, memory_limit_mb: int) -> _Worker:
+        with self.lock:
+            if self.pid != os.getpid():
+                self.idle, self.pid = [], os.getpid()
+            for index, worker in enumerate(self.idle):
+                if worker.memory_limit_mb == memory_limit_mb and worker.alive():
+                    return self.idle.pop(index)
+        return _Worker(memory_limit_mb)
+
+    def give_back(self, worker: _Worker) -> None:
+        with self.lock:
+            if worker.alive() and len(self.idle) < MAX_IDLE and self.pid == os.getpid():
+                self.idle.append(worker)
+                return
+        worker.kill()
+
+    def close(self) -> None:
+        with self.lock:
+            workers, self.idle = self.idle, []
+        for worker in workers:
+            worker.kill()
+
+
+_POOL = _Pool()
+atexit.register(_POOL.close)
+
+
+def run(mode: str, source: str, context: dict, external: dict, *, time_limit: float, max_steps: int,
+        memory_limit_mb: int, limits: ValueLimits, what: str) -> Any:
+    """Evaluate (``mode`` "eval") or execute ("exec") ``source`` in a worker.
+
+    Returns the expression's value, or for a script the task data it leaves. A failure in the script, an
+    overrun deadline or exhausted memory raise ``ScriptFailed``.
+    """
+    from .serialization import _SERIALIZER
+
+    registry = _SERIALIZER.registry
+    request = {"mode": mode, "source": source, "context": registry.convert(context),
+               "external": registry.convert(external), "time_limit": time_limit, "max_steps": max_steps,
+               "limits": [limits.max_depth, limits.max_items, limits.max_chars], "what": what}
+    try:
+        body = json.dumps(request, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ScriptFailed(f"{what} cannot be given its task data: {exc}") from None
+    worker = _POOL.take(memory_limit_mb)
+    try:
+        answer = worker.call(body, time_limit + GRACE_SECONDS)
+    except WorkerGone:
+        if worker.process.returncode not in (None, -9):
+            raise ScriptFailed(f"{what} ran out of memory (limit {memory_limit_mb} MB) or crashed") from None
+        raise ScriptFailed(f"{what} stopped after the time limit of {time_limit:g} s") from None
+    _POOL.give_back(worker)
+    if not answer.get("ok"):
+        raise ScriptFailed(answer["message"], line=answer.get("line"))
+    return registry.restore(answer["value"])
+
+
+# -- the worker side ---------------------------------------------------------------------------------------
+def _limit_memory(memory_limit_mb: int) -> None:
+    """Cap this process's address space at what it uses now plus ``memory_limit_mb``."""
+    import resource
+
+    if memory_limit_mb <= 0:
+        return
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[0])
+    limit = pages * os.sysconf("SC_PAGE_SIZE") + memory_limit_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _answer(request: dict) -> dict:
+    """Run one request in this (worker) process."""
+    from .sandbox import SandboxEnvironment
+    from .serialization import _SERIALIZER
+
+    registry = _SERIALIZER.registry
+    limits = ValueLimits(*request["limits"])
+    environment = SandboxEnvironment(time_limit=request["time_limit"], max_steps=request["max_steps"])
+    context, external = registry.restore(request["context"]), registry.restore(request["external"])
+    try:
+        if request["mode"] == "eval":
+            value = environment.evaluate(request["source"], context, external)
+        else:
+            environment.execute(request["source"], context, external)
+            value = context
+        check_value(value, limits, where="result" if request["mode"] == "eval" else "data",
+                    extra_leaves=ENGINE_LEAVES)
+        return {"ok": True, "value": registry.convert(value)}
+    except ScriptFailed as exc:
+        return {"ok": False, "message": exc.message, "line": exc.line}
+    except ValueRejected as exc:
+        return {"ok": False, "message": f"{request['what']} left a value that cannot be stored: {exc.message}"}
+    except MemoryError:
+        return {"ok": False, "message": f"{request['what']} ran out of memory"}
+
+
+def _read_exactly(stream, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = stream.read(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def serve(memory_limit_mb: int) -> None:
+    """The worker's loop: answer requests from standard input until it closes."""
+    from . import sandbox, serialization  # noqa: F401 - loaded before the memory cap applies
+
+    _limit_memory(memory_limit_mb)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        header = _read_exactly(stdin, _HEADER.size)
+        if header is None:
+            return
+        body = _read_exactly(stdin, _HEADER.unpack(header)[0])
+        if body is None:
+            return
+        try:
+            answer = json.dumps(_answer(json.loads(body)), separators=(",", ":")).encode()
+        except MemoryError:
+            answer = json.dumps({"ok": False, "message": "the script ran out of memory"}).encode()
+        stdout.write(_HEADER.pack(len(answer)) + answer)
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
