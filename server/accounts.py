@@ -2,6 +2,7 @@
 
 Users are never deleted, only deactivated, and their ids are never reused. Role, site, name and status
 changes are audited with the old and the new value; token creation, expiry and revocation are audited.
+A new password, a lock or a deactivation ends the user's web sessions (``server.web_sessions``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from . import audit
+from . import audit, web_sessions
 from .auth import create_token, hash_password
 from .errors import ApiError
 from .extensions import db
@@ -143,6 +144,9 @@ def update_user(user: User, actor: str, *, display_name: str | None = None, role
         return []
     with unit_of_work():
         for action, field, old, new in changes:
+            data = {"username": user.username, "field": field, "old": old, "new": new}
+            if field == "active" and not new:  # a deactivated account's web sessions end at once
+                data["sessions_ended"] = web_sessions.end_user_sessions(user.id, web_sessions.ACCOUNT_DEACTIVATED)
             if field == "display_name":
                 user.display_name = new
             elif field == "roles":
@@ -151,8 +155,7 @@ def update_user(user: User, actor: str, *, display_name: str | None = None, role
                 user.sites = new_sites
             else:
                 user.active = new
-            audit.append(actor, action, "user", str(user.id), reason=reason,
-                         data={"username": user.username, "field": field, "old": old, "new": new})
+            audit.append(actor, action, "user", str(user.id), reason=reason, data=data)
     return [action for action, *_ in changes]
 
 
@@ -169,14 +172,20 @@ def unlock_user(user: User, actor: str, reason: str | None = None) -> bool:
 
 
 def set_password(user: User, password: str, actor: str) -> None:
-    """Give ``user`` a new password that meets the policy (audited, never the password itself)."""
+    """Give ``user`` a new password that meets the policy (audited, never the password itself).
+
+    Every open web session of the user ends with it: a session started with the old password (or a copy of
+    its cookie) opens nothing any more.
+    """
     try:
         password_hash = hash_password(password)
     except ApiError as exc:
         raise AccountError(exc.message, field="password", code=exc.code) from None
     with unit_of_work():
+        ended = web_sessions.end_user_sessions(user.id, web_sessions.PASSWORD_CHANGED)
         user.password_hash = password_hash
-        audit.append(actor, "user.password_changed", "user", str(user.id), data={"username": user.username})
+        audit.append(actor, "user.password_changed", "user", str(user.id),
+                     data={"username": user.username, "sessions_ended": ended})
 
 
 def issue_token(username: str, label: str, actor: str, ttl_days: int | None = None) -> str:

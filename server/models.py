@@ -118,6 +118,23 @@ class ApiToken(db.Model):
     user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
 
 
+class WebSession(db.Model):
+    """One login to the web pages: the signed cookie carries a random token, this row its SHA-256 and its life.
+
+    A session ends by logout, by expiry (``expires_at``, or idleness), or when its user's password changes or
+    the account is locked or deactivated; an ended session is kept, with when and why it ended.
+    """
+
+    __tablename__ = "web_session"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
 class ProcessDefinition(db.Model):
     """One deployed version of a therapy's BPMN diagram, with its forms and parsed spec (stored once)."""
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from flask import redirect, render_template, request, session, url_for
 
-from .. import audit
+from .. import web_sessions
 from ..auth import check_login
 from ..errors import ApiError
 from ..ratelimit import login_limited
-from ..uow import unit_of_work
 from . import bp
-from .session import has_role, login_required, safe_next, session_user
+from .session import SESSION_KEY, has_role, login_required, safe_next, session_user
 
 
 @bp.get("/login")
@@ -33,19 +32,19 @@ def login_submit():
     except ApiError:
         return render_template("web/login.html", next_url=next_url, username=username,
                                error="The username or password is wrong, or the account is locked."), 401
+    token = web_sessions.start(user)
     session.clear()  # a new session on every login (no fixation)
     session.permanent = True
-    session["user_id"], session["username"] = user.id, user.username
+    session[SESSION_KEY], session["user_id"], session["username"] = token, user.id, user.username
     return redirect(next_url or url_for("web.home"))
 
 
 @bp.post("/logout")
 def logout():
-    """End the session (audited)."""
+    """End the session on the server (audited), so that a copy of the cookie opens nothing either."""
     user = session_user()
     if user is not None:
-        with unit_of_work():
-            audit.append(user.username, "logout", "user", str(user.id), data={"channel": "web"})
+        web_sessions.end(session.get(SESSION_KEY), user)
     session.clear()
     return redirect(url_for("web.login"))
 

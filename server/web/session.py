@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from flask import abort, g, redirect, request, session, url_for
 
-from ..extensions import db
+from .. import web_sessions
 from ..models import User
 
 # Roles that may see the pages of each area (any role may see therapies it can see).
@@ -17,15 +17,21 @@ STARTERS = ("coordinator", "integrator", "admin")
 CANCELLERS = ("coordinator", "admin")
 
 
+SESSION_KEY = "sid"  # the cookie's key for the token of the server-side session (``server.web_sessions``)
+
+
 def session_user() -> User | None:
-    """The active, unlocked user of this session, or None (a locked or deactivated user is logged out)."""
+    """The user of this page request's open session, or None (the cookie is then cleared).
+
+    The cookie must name an open server-side session of that user: one that has not been logged out, has
+    not expired, and whose user is active and unlocked and has not changed the password since.
+    """
     if getattr(g, "user", None) is not None:
         return g.user
-    user_id = session.get("user_id")
-    if user_id is None:
+    if not session.get(SESSION_KEY) and session.get("user_id") is None:
         return None
-    user = db.session.get(User, user_id)
-    if user is None or not user.active or user.locked or session.get("username") != user.username:
+    user = web_sessions.holder(session.get(SESSION_KEY), session.get("user_id"))
+    if user is None or session.get("username") != user.username:
         session.clear()
         return None
     g.user = user
