@@ -6,6 +6,8 @@ with a DOCTYPE is refused outright (that is where entity bombs and external enti
 
 from __future__ import annotations
 
+import codecs
+import re
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -15,6 +17,53 @@ from .errors import DefinitionInvalid
 BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
 SPIFF_NS = "http://spiffworkflow.org/bpmn/schema/1.0/core"
 NS = {"bpmn": BPMN_NS, "spiffworkflow": SPIFF_NS}
+
+
+# Byte order marks, longest first (UTF-32 LE starts like UTF-16 LE), and the codec that reads past each.
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+# How a document without a byte order mark starts in the wider encodings (XML 1.0, appendix F).
+_WIDE_STARTS = ((b"<\x00\x00\x00", "utf-32-le"), (b"\x00\x00\x00<", "utf-32-be"), (b"<\x00?\x00", "utf-16-le"),
+                (b"\x00<\x00?", "utf-16-be"))
+_DECLARED = re.compile(rb"""^<\?xml\s[^>]*?\bencoding\s*=\s*["']([A-Za-z][A-Za-z0-9._-]{0,39})["']""")
+_DECLARATION_ENCODING = re.compile(r"""^(<\?xml\s[^>]*?\bencoding\s*=\s*)(["'])[^"']*\2""")
+SAVE_AS_UTF8 = "save the file as UTF-8 and upload it again"
+
+
+def as_utf8(content: bytes) -> bytes:
+    """``content`` as UTF-8: a document in another encoding (named by its byte order mark or its XML
+    declaration, e.g. UTF-16 or ISO-8859-1) is decoded and re-encoded, its declaration saying UTF-8 from then on.
+
+    Text that is stored and served again is always UTF-8; a document whose bytes do not match its encoding is
+    refused with ``DefinitionInvalid`` asking for UTF-8.
+    """
+    bom_codec = next((codec for bom, codec in _BOMS if content.startswith(bom)), None)
+    bom_codec = bom_codec or next((codec for start, codec in _WIDE_STARTS if content.startswith(start)), None)
+    declared = _DECLARED.match(content)
+    name = bom_codec or (declared.group(1).decode("ascii") if declared else "utf-8")
+    try:
+        codec = codecs.lookup(name).name
+    except LookupError:
+        raise DefinitionInvalid(f"The file declares the encoding '{name}', which cannot be read here; "
+                                f"{SAVE_AS_UTF8}.", details={"encoding": name}) from None
+    if bom_codec is None and codec.startswith(("utf-16", "utf-32")):
+        raise DefinitionInvalid(f"The file declares the encoding '{name}' but is not written in it; "
+                                f"{SAVE_AS_UTF8}.", details={"encoding": name})
+    if codec == "utf-8" and bom_codec is None:
+        try:
+            content.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DefinitionInvalid(f"The file is not valid UTF-8 text (nor declared in another encoding); "
+                                    f"{SAVE_AS_UTF8}.", line=content.count(b"\n", 0, exc.start) + 1,
+                                    details={"encoding": name}) from None
+        return content
+    try:
+        text = content.decode(bom_codec or codec)
+    except (UnicodeDecodeError, LookupError):  # LookupError: a codec that is not a text encoding (base64)
+        raise DefinitionInvalid(f"The file is not valid {name} text; {SAVE_AS_UTF8}.",
+                                details={"encoding": name}) from None
+    text = _DECLARATION_ENCODING.sub(lambda match: f'{match.group(1)}"UTF-8"', text.removeprefix("\ufeff"), 1)
+    return text.encode("utf-8", errors="strict")
 
 
 def _parser() -> etree.XMLParser:

@@ -53,6 +53,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         if db.engine.dialect.name == "sqlite":
             configure_sqlite(db.engine)
     errors.register(app)
+    from . import inputs
+
+    inputs.init_app(app)  # strict JSON in and out, bounded path and query values; before any blueprint
     app.register_blueprint(api_bp)
     from . import webhooks
     from .api.docs import docs_bp

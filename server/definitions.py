@@ -9,7 +9,10 @@ from pathlib import Path
 from flask import current_app
 from sqlalchemy import func, select
 
+from engine.bpmn_xml import as_utf8
 from engine.definition import Definition, DefinitionInfo, checksum, load_definition, parse_form
+from engine.errors import DefinitionInvalid
+from engine.values import check_value
 
 from . import audit, outbox
 from .extensions import db
@@ -33,11 +36,23 @@ def bundled_forms() -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
 
 
+def uploaded_form(name: str, content: bytes) -> dict:
+    """An uploaded form file parsed and checked: a valid JSON Schema whose every value may be stored."""
+    try:
+        form = parse_form(name, content)
+    except RecursionError:
+        raise DefinitionInvalid(f"Form {name} is nested too deeply.", details={"form": name}) from None
+    check_value({name: form}, where="forms")  # NaN, a NUL character or a lone surrogate could not be stored
+    return form
+
+
 def deploy(bpmn: bytes, uploaded_forms: Mapping[str, bytes], actor: str) -> tuple[ProcessDefinition, bool]:
     """Validate and store a new version; an identical upload returns the existing version (created=False)."""
+    bpmn = as_utf8(bpmn)  # stored and served as UTF-8 text, whatever encoding the file was saved in
     digest = checksum(bpmn, uploaded_forms)
     available = {name: parse_form(name, content) for name, content in bundled_forms().items()}
-    available.update({name: parse_form(name, content) for name, content in uploaded_forms.items()})
+    for name, content in uploaded_forms.items():
+        available[name] = uploaded_form(name, content)
     definition = load_definition(bpmn, available, operator_names())
     info = definition.info
     info.checksum = digest

@@ -16,5 +16,6 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 
 # How JSON columns are written: compact, UTF-8 as is. Smaller engine states, and an audit entry's ``data``
-# (written with sorted keys) is stored exactly as the chain hashes it.
-compact_json = functools.partial(json.dumps, separators=(",", ":"), ensure_ascii=False)
+# (written with sorted keys) is stored exactly as the chain hashes it. Strict: NaN or Infinity is an error
+# rather than text that no JSON parser (PostgreSQL's, a browser's) reads back.
+compact_json = functools.partial(json.dumps, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -3,7 +3,9 @@
 Login views are marked with ``@login_limited``; every marked view (the API's ``POST /auth/token``, the web
 login page) shares one budget per client address, ``TETHER_LOGIN_RATE_LIMIT`` (Flask-Limiter, in-memory:
 each server process counts on its own). Uploads (``multipart/form-data``) may be up to
-``TETHER_MAX_UPLOAD_BYTES``; every other body (JSON, forms) up to ``TETHER_MAX_JSON_BYTES``.
+``TETHER_MAX_UPLOAD_BYTES``; every other body (JSON, forms) up to ``TETHER_MAX_JSON_BYTES``. Before a 413 is
+answered, the rest of the refused body (up to ``TETHER_DISCARD_BODY_BYTES``) is read and thrown away: a client
+that sends its whole body before reading the answer then gets the 413 instead of a broken connection.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def login_limited(view):
 def init_app(app: Flask) -> Limiter:
     """Install the body size check and the login rate limit on ``app`` (each app counts on its own)."""
     app.before_request(_limit_body_size)
+    app.after_request(_discard_refused_body)
     lock = threading.Lock()
     state = {"marked": False}
 
@@ -77,3 +80,32 @@ def _limit_body_size() -> None:
         raise TooLarge(f"The request body is {length} bytes; at most {limit} bytes are accepted here.",
                        details={"limit_bytes": limit, "content_length": length})
     request.max_content_length = limit  # a body sent without Content-Length is cut off at the limit too
+
+
+def _discard_refused_body(response):
+    """After a 413, read and drop what is left of the body (bounded), so the client can read the answer.
+
+    A server that closes the connection with unread data in it makes the kernel reset the connection, and a
+    client still sending (urllib, curl without ``Expect``) sees a broken pipe rather than the 413. A body
+    longer than ``DISCARD_BODY_BYTES`` is left unread and the connection is closed after the answer.
+    """
+    if response.status_code != 413:
+        return response
+    budget = int(current_app.config["DISCARD_BODY_BYTES"])
+    stream = request.environ.get("wsgi.input")
+    length = request.content_length
+    if stream is None or (length is not None and length > budget):
+        response.headers["Connection"] = "close"
+        return response
+    remaining = budget if length is None else length
+    try:
+        while remaining > 0:
+            chunk = stream.read(min(remaining, 64 * 1024))
+            if not chunk:
+                return response
+            remaining -= len(chunk)
+    except (OSError, ValueError):  # the client went away, or the server's stream is already closed
+        pass
+    if length is None:  # a body without Content-Length may go on past the budget
+        response.headers["Connection"] = "close"
+    return response

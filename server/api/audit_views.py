@@ -7,9 +7,9 @@ from sqlalchemy import select
 
 from .. import audit
 from ..auth import require, visible_site_ids
-from ..errors import BadRequest
 from ..models import AuditEntry
 from . import bp
+from .filters import whole_number
 from .paging import page
 from .views import iso
 
@@ -29,11 +29,9 @@ def list_audit():
     query = select(AuditEntry).order_by(AuditEntry.seq)
     if request.args.get("therapy_id"):
         query = query.where(AuditEntry.therapy_id == request.args["therapy_id"])
-    if request.args.get("after_seq"):
-        try:
-            query = query.where(AuditEntry.seq > int(request.args["after_seq"]))
-        except ValueError:
-            raise BadRequest("after_seq must be a whole number.", code="invalid_filter") from None
+    after_seq = whole_number("after_seq")
+    if after_seq is not None:
+        query = query.where(AuditEntry.seq > after_seq)
     sites = None if any(r in READ_ALL for r in g.user.roles) else visible_site_ids(g.user)
     if sites is not None:
         query = query.where(AuditEntry.site_id.in_(sites))

@@ -1,4 +1,4 @@
-"""Query filters shared by the list endpoints: a checked ``status`` choice and the caller's sites."""
+"""Query filters shared by the list endpoints: a checked ``status``, bounded whole numbers, the caller's sites."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from collections.abc import Iterable
 
 from flask import g, request
 
+from engine.values import INT_MAX, INT_MIN
+
 from ..auth import visible_site_ids
-from ..errors import BadRequest
+from ..errors import BadRequest, Invalid
 
 
 def by_status(query, column, allowed: Iterable[str]):
@@ -25,3 +27,21 @@ def within_caller_sites(query, site_column):
     """Keep rows of the sites the caller may see (all rows for a user who is not site-scoped)."""
     sites = visible_site_ids(g.user)
     return query if sites is None else query.where(site_column.in_(sites))
+
+
+def whole_number(name: str, low: int = INT_MIN, high: int = INT_MAX) -> int | None:
+    """The query argument ``name`` as an integer (None when absent or empty).
+
+    400 when it is not a whole number; 422 when it is outside ``[low, high]`` (by default the 64-bit range a
+    database column holds), so an out-of-range value never reaches a query.
+    """
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    text = raw.strip()
+    if not text.lstrip("+-").isdigit() or not text.isascii():
+        raise BadRequest(f"{name} must be a whole number.", code="invalid_filter", details={"field": name})
+    if len(text.lstrip("+-0")) > len(str(INT_MAX)) or not low <= int(text) <= high:
+        raise Invalid(f"{name} must be between {low} and {high}.", code="invalid_filter",
+                      details={"field": name, "reason": "integer_out_of_range"})
+    return int(text)

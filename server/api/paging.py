@@ -9,22 +9,28 @@ from flask import request
 
 from ..errors import BadRequest
 
+MAX_OFFSET = 2**62  # far beyond any list, and within what every database's OFFSET takes
+
 
 def page_params() -> tuple[int, int]:
     """(limit, offset) from the query string; 400 for nonsense."""
-    try:
-        limit = int(request.args.get("limit", 50))
-    except ValueError:
-        raise BadRequest("limit must be a whole number.", code="invalid_limit") from None
+    raw = request.args.get("limit", "50").strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 6:
+        raise BadRequest("limit must be a whole number between 1 and 500.", code="invalid_limit",
+                         details={"field": "limit"})
+    limit = int(raw)
     if not 1 <= limit <= 500:
-        raise BadRequest("limit must be between 1 and 500.", code="invalid_limit")
+        raise BadRequest("limit must be between 1 and 500.", code="invalid_limit", details={"field": "limit"})
     cursor = request.args.get("cursor")
     offset = 0
     if cursor:
         try:
-            offset = int(json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())["o"])
-        except (ValueError, KeyError, TypeError):
-            raise BadRequest("cursor is not one this server handed out.", code="invalid_cursor") from None
+            offset = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())["o"]
+        except (ValueError, KeyError, TypeError, RecursionError):
+            offset = None
+        if type(offset) is not int or not 0 <= offset <= MAX_OFFSET:
+            raise BadRequest("cursor is not one this server handed out.", code="invalid_cursor",
+                             details={"field": "cursor"})
     return limit, offset
 
 

@@ -20,6 +20,7 @@ from ..ratelimit import login_limited
 from ..schemas import TokenRequestSchema, load_json
 from . import bp
 from .admin import account_error
+from .filters import whole_number
 from .paging import page
 from .views import iso
 
@@ -95,11 +96,8 @@ def list_tokens():
     query = select(ApiToken).join(User).order_by(ApiToken.id.desc())
     if not _is_admin():
         query = query.where(ApiToken.user_id == g.user.id)
-    elif request.args.get("user_id"):
-        try:
-            query = query.where(ApiToken.user_id == int(request.args["user_id"]))
-        except ValueError:
-            raise BadRequest("user_id must be a whole number.", code="invalid_filter") from None
+    elif (user_id := whole_number("user_id")) is not None:
+        query = query.where(ApiToken.user_id == user_id)
     status = request.args.get("status")
     if status:
         if status not in TOKEN_STATUSES:

@@ -1,0 +1,214 @@
+"""Bad input never answers 500: each is a 4xx with the error body, changes nothing, and stores no NaN.
+
+Every test runs on SQLite and (with TETHER_TEST_POSTGRES_URL) on PostgreSQL, which refuses NUL characters,
+lone surrogates and NaN in its own way: the API must refuse them first, the same way on both.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from ..conftest import FIXTURES
+
+START = {"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-1"}}
+BIG = 2**63  # one past the largest 64-bit integer
+
+
+def counts(app) -> dict[str, int]:
+    """Rows in every table: a refused request must leave all of them as they were."""
+    from server.extensions import db
+
+    with app.app_context():
+        return {table.name: db.session.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                for table in db.metadata.sorted_tables}
+
+
+def refused(answer, *statuses: int) -> dict:
+    """Assert ``answer`` is one of ``statuses`` with the API's error body; its ``error`` object."""
+    assert answer.status_code in statuses, (answer.status_code, answer.get_data(as_text=True)[:500])
+    body = json.loads(answer.get_data(as_text=True), parse_constant=_no_constants)
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    return body["error"]
+
+
+def _no_constants(name: str):
+    raise AssertionError(f"the answer is not strict JSON: it holds {name}")
+
+
+def post_raw(api, path: str, text: str, token: str | None):
+    """POST ``text`` as a JSON body, exactly as written (NaN, lone surrogates and all)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return api.client.post(path, data=text.encode("utf-8", "surrogatepass"), content_type="application/json",
+                           headers=headers)
+
+
+def start_body(**changes) -> str:
+    """A therapy start body with ``changes`` spliced in as raw JSON text (``key=text``)."""
+    parts = [f'"{key}": {json.dumps(value)}' for key, value in START.items() if key not in changes]
+    parts += [f'"{key}": {text}' for key, text in changes.items()]
+    return "{" + ", ".join(parts) + "}"
+
+
+@pytest.mark.parametrize("depth", [70, 2000, 100_000])
+def test_deeply_nested_json_is_refused_by_field(app, api, world, depth):
+    before = counts(app)
+    deep = "[" * depth + "]" * depth
+    error = refused(post_raw(api, "/api/v1/therapies", start_body(data=f'{{"x": {deep}}}'), world["coord"]), 400, 422)
+    assert error["details"]["reason"] == "too_deep" and error["details"]["field"].startswith("body")
+    message = json.dumps({"name": "shipment.delivered", "therapy_id": "x"})[:-1] + f', "payload": {deep}}}'
+    error = refused(post_raw(api, "/api/v1/messages", message, world["integrator"]), 400, 422)
+    assert error["details"]["reason"] == "too_deep"
+    assert counts(app) == before
+
+
+def test_integers_beyond_64_bits_in_bodies_paths_and_query_strings(app, api, world):
+    before = counts(app)
+    error = refused(post_raw(api, "/api/v1/therapies", start_body(version=str(BIG)), world["coord"]), 422)
+    assert error["details"] == {"field": "body.version", "reason": "integer_out_of_range"}
+    error = refused(post_raw(api, "/api/v1/therapies", start_body(data=f'{{"dose": {-BIG - 1}}}'), world["coord"]),
+                    422)
+    assert error["details"] == {"field": "body.data.dose", "reason": "integer_out_of_range"}
+    admin, auditor = api.as_(world["admin"]), api.as_(world["auditor"])
+    for path in ("/api/v1/users/99999999999999999999", f"/api/v1/users/{BIG}", "/api/v1/users/" + "9" * 5000,
+                 "/api/v1/process-definitions/mini_therapy/versions/99999999999999999999/bpmn"):
+        refused(admin.get(path), 404)
+    for path in (f"/api/v1/tokens/{BIG}/revoke", f"/api/v1/users/{BIG}/unlock"):
+        refused(admin.post(path, json={}), 404)
+    for after in (str(BIG), "99999999999999999999", str(-BIG - 1), "9" * 5000):
+        error = refused(auditor.get(f"/api/v1/audit?after_seq={after}"), 422)
+        assert error["details"] == {"field": "after_seq", "reason": "integer_out_of_range"}
+    assert refused(auditor.get("/api/v1/audit?after_seq=soon"), 400)["details"]["field"] == "after_seq"
+    assert auditor.get(f"/api/v1/audit?after_seq={BIG - 1}").get_json()["items"] == []
+    refused(admin.get(f"/api/v1/tokens?user_id={BIG}"), 422)
+    refused(admin.get("/api/v1/users?limit=99999999999999999999"), 400)
+    assert counts(app) == before
+
+
+def test_cursors_that_this_server_did_not_hand_out_are_refused(app, api, world):
+    import base64
+
+    def cursor(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).decode()
+
+    coord = api.as_(world["coord"])
+    for text in (f'{{"o": {BIG}}}', '{"o": -5}', '{"o": 1e400}', '{"o": true}', "[" * 5000 + "]" * 5000):
+        error = refused(coord.get(f"/api/v1/therapies?cursor={cursor(text)}"), 400)
+        assert error["code"] == "invalid_cursor"
+
+
+@pytest.mark.parametrize("text", ['"\\ud800"', '"a\\u0000b"', '"\\udfff tail"'])
+def test_lone_surrogates_and_nul_characters_are_refused_everywhere_they_would_be_stored(app, api, world, text):
+    before = counts(app)
+    coord = world["coord"]
+    cases = [
+        ("/api/v1/therapies", start_body(patient=f'{{"reference": {text}}}'), coord, "body.patient.reference"),
+        ("/api/v1/therapies", start_body(data=f'{{"note": {text}}}'), coord, "body.data.note"),
+        ("/api/v1/therapies", start_body(data=f'{{{text}: 1}}'), coord, "body.data."),
+        ("/api/v1/auth/token", f'{{"username": {text}, "password": "x"}}', None, "body.username"),
+        ("/api/v1/messages", f'{{"name": "shipment.delivered", "therapy_id": {text}}}', world["integrator"],
+         "body.therapy_id"),
+        ("/api/v1/webhooks", f'{{"url": "https://mes.example/h", "events": [{text}]}}', world["integrator"],
+         "body.events[0]"),
+    ]
+    for path, body, token, field in cases:
+        error = refused(post_raw(api, path, body, token), 422)
+        assert error["details"]["field"].startswith(field), (path, error)
+        assert error["details"]["reason"] in ("invalid_unicode", "nul_character")
+    assert counts(app) == before
+
+
+def test_nul_characters_in_paths_are_unknown_resources_and_in_query_strings_invalid(app, api, world):
+    coord = api.as_(world["coord"])
+    for path in ("/api/v1/therapies/%00", "/api/v1/therapies/a%00b/timeline", "/api/v1/tasks/%00",
+                 "/api/v1/process-definitions/%00", "/api/v1/alerts/x%00", "/api/v1/webhooks/%00/deliveries"):
+        refused(coord.get(path), 404)
+    refused(coord.post("/api/v1/therapies/%00/cancel", json={"reason": "r"}), 404)
+    for query in ("status=%00", "site=A%00", "process_key=%00", "%00=1"):
+        error = refused(coord.get(f"/api/v1/therapies?{query}"), 422)
+        assert error["details"]["reason"] == "nul_character"
+    refused(coord.get("/api/v1/tasks?therapy_id=%00"), 422)
+    refused(api.as_(world["auditor"]).get("/api/v1/audit?therapy_id=%00"), 422)
+    assert coord.client.get("/assets/%00").status_code == 404
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"])
+def test_nan_and_infinity_never_enter_storage(app, api, world, number):
+    before = counts(app)
+    error = refused(post_raw(api, "/api/v1/therapies", start_body(data=f'{{"t": [1, {number}]}}'), world["coord"]),
+                    422)
+    assert error["details"] == {"field": "body.data.t[1]", "reason": "not_finite"}
+    therapy = api.as_(world["coord"]).post("/api/v1/therapies", json=START).get_json()
+    message = f'{{"name": "shipment.delivered", "therapy_id": "{therapy["id"]}", "payload": {{"t": {number}}}}}'
+    assert refused(post_raw(api, "/api/v1/messages", message, world["integrator"]), 422)["details"]["field"] == \
+        "body.payload.t"
+    assert counts(app)["therapy"] == before["therapy"] + 1
+    audit = api.as_(world["auditor"]).get("/api/v1/audit?limit=500")
+    assert audit.status_code == 200
+    json.loads(audit.get_data(as_text=True), parse_constant=_no_constants)  # what a JavaScript client reads
+
+
+def test_every_json_answer_is_strict(app):
+    with app.app_context():
+        with pytest.raises(ValueError):
+            app.json.dumps({"t": float("nan")})
+        from server.extensions import compact_json
+
+        with pytest.raises(ValueError):
+            compact_json({"t": float("inf")})
+
+
+def _mini(name: str) -> str:
+    return (FIXTURES / "mini.bpmn").read_text(encoding="utf-8").replace("Mini therapy", name)
+
+
+def _upload(content: bytes, extra_forms: tuple = ()) -> dict:
+    """The multipart fields of an upload of ``content`` with the fixture forms (and ``extra_forms``)."""
+    forms = [(io.BytesIO(path.read_bytes()), path.name) for path in sorted(FIXTURES.glob("*.json"))]
+    return {"bpmn": (io.BytesIO(content), "mini.bpmn"), "forms": forms + list(extra_forms)}
+
+
+@pytest.mark.parametrize("encoding", ["UTF-16", "UTF-16-LE", "ISO-8859-1", "UTF-8-SIG"])
+def test_bpmn_saved_in_another_encoding_is_stored_as_utf8(api, world, encoding):
+    name = f"Thérapie {encoding} – ü"
+    text = _mini(name).replace('encoding="UTF-8"', f'encoding="{encoding.removesuffix("-SIG")}"')
+    content = text.encode(encoding.lower(), errors="replace" if encoding == "ISO-8859-1" else "strict")
+    designer = api.as_(world["designer"])
+    upload = designer.post("/api/v1/process-definitions", content_type="multipart/form-data", data=_upload(content))
+    assert upload.status_code == 201, upload.get_json()
+    stored = designer.get(f"/api/v1/process-definitions/mini_therapy/versions/{upload.get_json()['version']}/bpmn")
+    assert stored.status_code == 200
+    xml = stored.get_data().decode("utf-8")
+    assert xml.startswith('<?xml version="1.0" encoding="UTF-8"?>')
+    expected = name if encoding != "ISO-8859-1" else name.replace("–", "?")
+    assert upload.get_json()["name"] == expected and expected in xml
+    again = designer.post("/api/v1/process-definitions", content_type="multipart/form-data", data=_upload(content))
+    assert again.status_code == 200 and again.get_json()["id"] == upload.get_json()["id"]
+
+
+@pytest.mark.parametrize("content", [
+    _mini("Thérapie").encode("latin-1"),  # declared UTF-8, written in Latin-1
+    _mini("Mini").replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-8"),  # declared UTF-16, is not
+    _mini("Mini").replace('encoding="UTF-8"', 'encoding="no-such-charset"').encode("utf-8"),
+    _mini("Mini").replace('encoding="UTF-8"', 'encoding="base64"').encode("utf-8"),
+])
+def test_bpmn_that_is_not_text_in_its_encoding_is_refused_asking_for_utf8(app, api, world, content):
+    before = counts(app)
+    error = refused(api.as_(world["designer"]).post("/api/v1/process-definitions", content_type="multipart/form-data",
+                                                     data=_upload(content)), 422)
+    assert "UTF-8" in error["message"]
+    assert counts(app) == before
+
+
+@pytest.mark.parametrize("form", [b'{"type": "object", "default": NaN}', b'{"title": "a\\u0000b"}',
+                                  b'{"title": "\\ud800"}', b"[" * 100_000 + b"]" * 100_000])
+def test_uploaded_forms_that_could_not_be_stored_are_refused(app, api, world, form):
+    before = counts(app)
+    content = (FIXTURES / "mini.bpmn").read_bytes().replace(b"Mini therapy", b"Mini with forms")
+    refused(api.as_(world["designer"]).post("/api/v1/process-definitions", content_type="multipart/form-data",
+                                             data=_upload(content, [(io.BytesIO(form), "extra.schema.json")])), 422)
+    assert counts(app) == before
