@@ -7,6 +7,9 @@ server processes take disjoint batches; on SQLite writers queue behind ``BEGIN I
 one delivery is never sent by two processes at once, and a process that dies mid-send only delays its
 delivery until the lease runs out.
 
+Destinations: redirects are never followed, and unless ``TETHER_WEBHOOK_ALLOW_PRIVATE`` each attempt first
+checks that the URL's host resolves to public addresses only and then that the connection reached one.
+
 Order: a delivery is due only when no earlier delivery of the same therapy to the same subscription is
 still pending, so a receiver sees each therapy's events in the order they happened.
 """
@@ -19,14 +22,19 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import requests
 from flask import Flask
+from requests.adapters import HTTPAdapter
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import aliased
 from standardwebhooks.webhooks import Webhook
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NewConnectionError
 
-from . import audit
+from . import audit, webhooks
 from .extensions import db
 from .models import OutboxEvent, WebhookDelivery, WebhookSubscription
 from .uow import unit_of_work
@@ -111,14 +119,72 @@ def signed_request(row: OutboxEvent, secret: str, source: str, sent_at: datetime
     return headers, body
 
 
-def post(url: str, headers: dict[str, str], body: bytes, timeout: float) -> Response:
-    """POST ``body``; redirects are not followed, and only an excerpt of the answer is read."""
+class _PeerCheck:
+    """A connection that refuses to talk to a non-public address once connected (whatever DNS said before)."""
+
+    def _new_conn(self):
+        sock = super()._new_conn()  # type: ignore[misc]
+        try:
+            peer = str(sock.getpeername()[0])
+        except OSError:
+            peer = "(unknown)"
+        if webhooks.blocked_address(peer):
+            sock.close()
+            raise NewConnectionError(self, f"refused to send a webhook to {peer}, a non-public address")
+        return sock
+
+
+class _CheckedHTTPConnection(_PeerCheck, HTTPConnection):
+    """Plain HTTP to public addresses only."""
+
+
+class _CheckedHTTPSConnection(_PeerCheck, HTTPSConnection):
+    """HTTPS to public addresses only."""
+
+
+class _CheckedHTTPPool(HTTPConnectionPool):
+    """A pool of public-only HTTP connections."""
+
+    ConnectionCls = _CheckedHTTPConnection
+
+
+class _CheckedHTTPSPool(HTTPSConnectionPool):
+    """A pool of public-only HTTPS connections."""
+
+    ConnectionCls = _CheckedHTTPSConnection
+
+
+class _PublicOnlyAdapter(HTTPAdapter):
+    """A requests adapter whose direct connections check the address they reached (against DNS rebinding)."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        """The usual pool manager, with public-only connection pools."""
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _CheckedHTTPPool, "https": _CheckedHTTPSPool}
+
+
+def post(url: str, headers: dict[str, str], body: bytes, timeout: float, *, allow_private: bool = False) -> Response:
+    """POST ``body``; redirects are not followed, and only an excerpt of the answer is read.
+
+    Unless ``allow_private``, the URL's host must resolve to public addresses only, and the connection is
+    dropped when the address it reached is not public: nothing is sent to loopback, private, link-local or
+    metadata addresses, also when DNS changed since the subscription was made.
+    """
     try:
-        with requests.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False,
-                           stream=True) as answer:
-            raw = answer.raw.read(EXCERPT_CHARS * 4, decode_content=True) or b""
-            excerpt = raw.decode("utf-8", errors="replace")[:EXCERPT_CHARS]
-            return Response(answer.status_code, excerpt=excerpt or None)
+        with requests.Session() as session:
+            if not allow_private:
+                parts = urlsplit(url)
+                webhooks.check_public_host(parts.hostname or "", parts.port or (443 if parts.scheme == "https"
+                                                                                else 80))
+                session.mount("http://", _PublicOnlyAdapter())
+                session.mount("https://", _PublicOnlyAdapter())
+            with session.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False,
+                              stream=True) as answer:
+                raw = answer.raw.read(EXCERPT_CHARS * 4, decode_content=True) or b""
+                excerpt = raw.decode("utf-8", errors="replace")[:EXCERPT_CHARS]
+                return Response(answer.status_code, excerpt=excerpt or None)
+    except webhooks.PrivateDestination as exc:
+        return Response(None, error=f"refused: {exc}"[:500])
     except requests.RequestException as exc:
         return Response(None, error=f"{type(exc).__name__}: {exc}"[:500])
     except Exception as exc:  # a receiver must never break the dispatcher
@@ -214,8 +280,9 @@ class Dispatcher:
                 subscription = db.session.get(WebhookSubscription, delivery.subscription_id)
                 url, secret = subscription.url, subscription.secret
                 db.session.rollback()
+                allow_private = bool(self.app.config.get("WEBHOOK_ALLOW_PRIVATE"))
                 headers, body = signed_request(row, secret, self.source, datetime.now(UTC))
-                response = post(url, headers, body, self.timeout)
+                response = post(url, headers, body, self.timeout, allow_private=allow_private)
                 self._record(claim, response)
             except Exception:
                 log.exception("webhook delivery %s failed unexpectedly", claim.delivery_id)

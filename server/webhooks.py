@@ -1,5 +1,9 @@
 """Webhook subscriptions: creating and ending them, checking their URLs, and fanning outbox events out.
 
+Webhooks go to public addresses only (unless ``TETHER_WEBHOOK_ALLOW_PRIVATE``): a URL whose host is or
+resolves to a loopback, private, link-local or metadata address is refused at registration, and the
+dispatcher checks again before each attempt and refuses to talk to such an address when it connects.
+
 Fan-out happens inside the transaction that writes an outbox event: a flush that inserts
 ``outbox_event`` rows also inserts one ``webhook_delivery`` row per active subscription whose event
 patterns match and whose owner may see the event's site. So a delivery exists exactly when its event
@@ -10,8 +14,10 @@ the commit and the dispatcher (``server/dispatcher.py``), which only sends what 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import secrets
+import socket
 import threading
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -76,7 +82,78 @@ def check_url(url: Any) -> str:
         raise refuse("The URL must not have a #fragment.")
     if port == 0:
         raise refuse("The URL names port 0.")
+    if not private_allowed():
+        try:
+            check_public_host(parts.hostname, port or (443 if parts.scheme == "https" else 80))
+        except PrivateDestination as exc:
+            raise Invalid(str(exc), code="invalid_webhook_url",
+                          details={"field": "url", "host": parts.hostname, "address": exc.address}) from None
     return url
+
+
+# -- where webhooks may go ---------------------------------------------------------------------------
+
+# Never a webhook's destination (unless TETHER_WEBHOOK_ALLOW_PRIVATE): loopback, private, shared (carrier-grade
+# NAT), link-local (cloud metadata at 169.254.169.254), unspecified, multicast and reserved addresses. Any other
+# address that is not globally reachable is refused as well; IPv4 addresses inside IPv6 ones (mapped, 6to4,
+# NAT64) are judged by their IPv4 address.
+BLOCKED_NETWORKS = tuple(ipaddress.ip_network(net) for net in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4", "240.0.0.0/4",
+    "::/128", "::1/128", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8"))
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class PrivateDestination(Exception):
+    """A webhook host that is, or resolves to, an address webhooks may not reach; ``address`` says which."""
+
+    def __init__(self, message: str, address: str | None = None):
+        super().__init__(message)
+        self.address = address
+
+
+def private_allowed() -> bool:
+    """Whether this server may send webhooks to private addresses (``TETHER_WEBHOOK_ALLOW_PRIVATE``)."""
+    return has_app_context() and bool(current_app.config.get("WEBHOOK_ALLOW_PRIVATE"))
+
+
+def blocked_address(address: str) -> bool:
+    """Whether ``address`` (an IP address as text) is one that webhooks may not reach."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return any(ip in net for net in BLOCKED_NETWORKS if net.version == ip.version) or not ip.is_global
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """The IP addresses ``host`` resolves to (a literal address resolves to itself)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def check_public_host(host: str, port: int) -> list[str]:
+    """The addresses of ``host``, all of them public; PrivateDestination when one is not (or none resolves)."""
+    try:
+        addresses = resolve(host, port)
+    except (OSError, UnicodeError) as exc:
+        raise PrivateDestination(f"The host {host} cannot be resolved ({exc}); webhooks go to public hosts "
+                                 "only.") from None
+    if not addresses:
+        raise PrivateDestination(f"The host {host} cannot be resolved; webhooks go to public hosts only.")
+    for address in addresses:
+        if blocked_address(address):
+            raise PrivateDestination(f"The host {host} is or resolves to {address}, a loopback, private, "
+                                     "link-local or otherwise non-public address; webhooks go to public hosts "
+                                     "only.", address)
+    return addresses
 
 
 def check_patterns(events: Any) -> list[str]:

@@ -10,6 +10,8 @@ import pytest
 # Cheap password hashes in tests and in the servers they start (full cost takes ~0.45 s a hash).
 os.environ.setdefault("TETHER_PASSWORD_HASH_TIME_COST", "1")
 os.environ.setdefault("TETHER_PASSWORD_HASH_MEMORY_KIB", "64")
+# The test receivers of webhooks listen on loopback; tests of the private-address refusal turn this off.
+os.environ.setdefault("TETHER_WEBHOOK_ALLOW_PRIVATE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
