@@ -232,6 +232,12 @@ def _parse_specs(tree, key: str):
     return spec, subprocess_specs
 
 
+_NS_XSI = {**NS, "xsi": "http://www.w3.org/2001/XMLSchema-instance"}
+_CHECKED_ABOVE = " or ".join(f"self::bpmn:{tag}" for tag in (
+    "conditionExpression", "condition", "completionCondition", "loopCardinality", "loopCondition",
+    "activationCondition", "timeDuration", "timeDate", "timeCycle"))
+
+
 class _Checker:
     """Walks every task spec and records, or refuses, what Tether needs of it."""
 
@@ -248,6 +254,7 @@ class _Checker:
             self.info.condition_range = parse_range(process_info.properties["conditionRange"],
                                                     element_id=self.info.key, line=process_info.line)
         self.check_references()
+        self.check_no_idle_tasks()
         self.check_all_code()
         for task_spec in self._all_task_specs(spec, subprocess_specs):
             self.check_task_spec(task_spec)
@@ -301,6 +308,17 @@ class _Checker:
                         f"Sequence flow {node.get('id')} has {end} '{node.get(end)}', which does not exist.",
                         element_id=node.get("id"), line=node.sourceline)
 
+    def check_no_idle_tasks(self) -> None:
+        """Refuse tasks that nobody would ever do: a plain ``task`` and a ``manualTask`` wait for a person but
+        appear in nobody's inbox, so a therapy reaching one would stay active with nothing to do."""
+        for tag, instead in (("task", "a userTask in the lane of the role that does it, or a scriptTask"),
+                             ("manualTask", "a userTask in the lane of the role that does it")):
+            for node in self.tree.getroot().xpath(f"//bpmn:{tag}", namespaces=NS):
+                raise DefinitionInvalid(
+                    f"{node.get('id')} is a bpmn:{tag}, which Tether cannot run: nobody would be asked to do it "
+                    f"and the therapy would wait forever. Make it {instead}.",
+                    element_id=node.get("id"), line=node.sourceline)
+
     def check_all_code(self) -> None:
         """Check every script and expression in the document, reachable from a start event or not."""
         root = self.tree.getroot()
@@ -310,9 +328,16 @@ class _Checker:
             ("//spiffworkflow:postScript", True, "post-script"),
             ("//bpmn:conditionExpression", False, "condition"),
             ("//bpmn:timeDuration|//bpmn:timeDate|//bpmn:timeCycle", False, "timer expression"),
+            ("//bpmn:completionCondition", False, "completion condition"),
+            ("//bpmn:loopCardinality", False, "loop cardinality"),
+            ("//bpmn:loopCondition", False, "loop condition"),
+            ("//bpmn:conditionalEventDefinition/bpmn:condition", False, "condition"),
+            ("//bpmn:activationCondition", False, "activation condition"),
+            # Any other element typed as a formal expression, wherever it sits.
+            (f"//*[contains(@xsi:type, 'FormalExpression') and not({_CHECKED_ABOVE})]", False, "expression"),
         ]
         for xpath, is_script, what in kinds:
-            for node in root.xpath(xpath, namespaces=NS):
+            for node in root.xpath(xpath, namespaces=_NS_XSI):
                 source = (node.text or "").strip()
                 if what == "timer expression":
                     source = normalise_timer_expression(source)

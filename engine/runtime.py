@@ -48,7 +48,7 @@ DEFAULT_RETRIES = 3
 # diagram can never spin; whatever is still due is picked up by the next command.
 MAX_ROUNDS = 100
 # What one command may do before it is stopped and undone (a diagram that loops without waiting).
-MAX_STEPS = 10_000
+MAX_STEPS = 1_000
 TIME_BUDGET = 5.0
 _ABSENT = object()
 

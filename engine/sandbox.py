@@ -295,7 +295,12 @@ class SandboxEnvironment(BasePythonScriptEngineEnvironment):
             # eval also runs code compiled in "exec" mode (and then returns None).
             return eval(code, namespace)  # noqa: S307
         except (Exception, _BudgetExceeded) as err:
-            detail = str(err) if isinstance(err, _BudgetExceeded) else f"failed: {type(err).__name__}: {err}"
+            if isinstance(err, _BudgetExceeded):
+                detail = str(err)
+            elif isinstance(err, MemoryError):
+                detail = "ran out of memory: it tried to build a value larger than its memory limit"
+            else:
+                detail = f"failed: {type(err).__name__}: {err}"
             lines = [f.lineno for f in traceback.extract_tb(err.__traceback__) if f.filename == _FILENAME]
             raise ScriptFailed(f"{what} {detail}", line=lines[-1] if lines else None) from err
         finally:

@@ -1,4 +1,6 @@
-"""Incidents: a service task that failed, retried with exponential backoff, then left for an admin.
+"""Incidents: a service task that failed, retried with exponential backoff, then left for an admin; and a step
+the engine could not take at all (it ran past its budget, or a script failed while timers fired), which halts
+the therapy's timers until an admin retries or resolves it.
 
 The engine stops a therapy at a failing service task (the task stays in ERROR in the saved state) and keeps
 everything before it. Each failure is audited (``service.failed``, with the operator's own message). The
@@ -7,6 +9,10 @@ retry waits ``backoff_base ** k`` seconds, base 5 by default): the retry time is
 the therapy's ``next_due_at``. When the retries run out it opens (``incident.opened``, and an alert); an
 admin then retries it (the task runs again) or resolves it with a reason (the step counts as done by hand,
 ``incident.resolved``). The first error message stays on the incident; every attempt's is in its details.
+
+A halting incident has no task: the step was undone (``step.undone`` audits each attempt), the incident opens
+at once, and no timer of the therapy fires while it is unresolved. A retry runs the therapy's due work again;
+resolving it with a reason lets the timers run on.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from engine.errors import EngineError
+from engine.errors import EngineError, StepBudgetExceeded
 from engine.runtime import DEFAULT_RETRIES, Outcome
 
 from . import audit, outbox
@@ -78,6 +84,48 @@ def record_failure(therapy: Therapy, failure: dict, actor: str, now: datetime) -
     return incident
 
 
+def halt(therapy: Therapy, exc: EngineError, actor: str, now: datetime, *, command: str) -> Incident:
+    """Record a step the engine could not take (already undone): open the therapy's halting incident, or add
+    an attempt to the one that is open, and hold its timers. Call inside the transaction."""
+    incident = next((i for i in unresolved(therapy) if i.task_id is None), None)
+    attempt = {"at": _iso(now), "error_type": type(exc).__name__, "message": exc.message, "by": actor,
+               "command": command, **exc.as_details()}
+    name = _activity_name(therapy, exc.element_id)
+    if incident is None:
+        incident = Incident(
+            therapy_id=therapy.id, site_id=therapy.site_id, activity_id=exc.element_id, task_id=None,
+            error_type=type(exc).__name__, message=exc.message, attempts=1, status="open", opened_at=now,
+            details={"name": name, "kind": "halted", "command": command, "retries": 0, "history": [attempt],
+                     **{k: v for k, v in exc.details.items() if k in ("steps", "seconds")}})
+        db.session.add(incident)
+        db.session.flush()
+    else:
+        incident.attempts += 1
+        incident.details = {**incident.details, "history": [*incident.details.get("history", []), attempt]}
+    audit.append(actor, "step.undone", "incident", incident.id, therapy_id=therapy.id, site_id=therapy.site_id,
+                 data={"incident_id": incident.id, "activity_id": exc.element_id, "command": command,
+                       "attempt": incident.attempts, "error_type": type(exc).__name__, "message": exc.message})
+    if incident.attempts == 1:
+        what = "ran past its budget" if isinstance(exc, StepBudgetExceeded) else "failed"
+        _publish("incident.opened", incident, therapy, actor)
+        raise_alert(therapy, "incident", f"A step of the therapy {what} and was undone: {exc.message}", actor,
+                    severity="high", role="admin", activity_id=exc.element_id, data={"incident_id": incident.id})
+    therapy.next_due_at = None
+    return incident
+
+
+def halting(therapy: Therapy) -> bool:
+    """Whether an unresolved halting incident holds the therapy's timers."""
+    return any(i.task_id is None for i in unresolved(therapy))
+
+
+def _activity_name(therapy: Therapy, activity_id: str | None) -> str | None:
+    from .definitions import engine_definition_by_id
+
+    info = engine_definition_by_id(therapy.definition_id).info.activities.get(activity_id or "")
+    return (info.name if info else None) or activity_id
+
+
 def settle(therapy: Therapy, outcome: Outcome, actor: str, now: datetime) -> datetime | None:
     """Close the incidents whose task is no longer failed (it ran) or whose therapy ended; return when the
     next automatic retry is due."""
@@ -85,6 +133,8 @@ def settle(therapy: Therapy, outcome: Outcome, actor: str, now: datetime) -> dat
     ended = therapy.status != "active"
     retries = []
     for incident in unresolved(therapy):
+        if incident.task_id is None and not ended:  # halting: closed by an admin's retry or resolution
+            continue
         if incident.task_id in failed and not ended:
             if incident.status == "retrying" and incident.next_retry_at:
                 retries.append(incident.next_retry_at)
@@ -101,7 +151,7 @@ def due_retry(therapy: Therapy, now: datetime) -> Incident | None:
 
 def retry(incident: Incident, actor: str) -> Incident:
     """Run the incident's task again now (an admin's retry); a new failure keeps the incident open."""
-    from .therapies import apply_outcome, runtime_for
+    from .therapies import apply_outcome, clock, runtime_for
     from .uow import unit_of_work
 
     _still_unresolved(incident)
@@ -111,10 +161,14 @@ def retry(incident: Incident, actor: str) -> Incident:
                      site_id=therapy.site_id, data={"incident_id": incident.id, "activity_id": incident.activity_id,
                                                     "attempts_so_far": incident.attempts})
         try:
-            outcome = runtime_for(therapy, actor).retry_task(therapy.state, incident.task_id)
+            runtime = runtime_for(therapy, actor)
+            outcome = (runtime.fire_timers(therapy.state) if incident.task_id is None
+                       else runtime.retry_task(therapy.state, incident.task_id))
         except EngineError as exc:
-            raise Conflict(f"The task cannot run again: {exc.message}", code="incident_not_retryable",
+            raise Conflict(f"The step cannot run again: {exc.message}", code="incident_not_retryable",
                            details={"incident_id": incident.id}) from None
+        if incident.task_id is None:
+            _close(incident, therapy, actor, clock()(), "retried", None)
         apply_outcome(therapy, outcome, actor)
     return incident
 

@@ -304,6 +304,7 @@ class HealthSchema(_Answer):
 
     status = _text()
     database = _text()
+    writes = _text()
     scheduler = _text()
 
 

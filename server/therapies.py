@@ -6,14 +6,16 @@ audit entries and the outbox rows in one transaction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jsonschema
 from flask import current_app
 from sqlalchemy import select
 
-from engine.errors import EngineError
+from engine.errors import EngineError, StepBudgetExceeded
 from engine.runtime import Outcome, Runtime
+from engine.values import DEFAULT_LIMITS
 
 from . import audit, escalations, incidents, outbox
 from .definitions import definition_forms, engine_definition_by_id, latest_version
@@ -31,16 +33,39 @@ def clock():
     return current_app.config.get("CLOCK") or utcnow
 
 
+# Process data the server sets when a therapy starts; no script, form or message may change it.
+PROTECTED_KEYS = ("coi", "patient_reference", "site")
+
+
 def runtime_for(therapy: Therapy, actor: str) -> Runtime:
-    """A runtime for ``therapy``'s definition version whose service tasks call the registered operators."""
+    """A runtime for ``therapy``'s definition version whose service tasks call the registered operators,
+    with the configured limits on scripts, on one command and on the process data."""
     context = OperatorContext(therapy=therapy, actor=actor)
+    config = current_app.config
 
     def service_caller(operator: str, params: dict, data: dict) -> Any:
         with audit.savepoint():  # a failing operator leaves nothing half-written behind, in the chain neither
             return call_operator(operator, context, params)
 
     return Runtime(engine_definition_by_id(therapy.definition_id), clock=clock(), service_caller=service_caller,
-                   time_limit=current_app.config["SCRIPT_TIME_LIMIT"])
+                   time_limit=config["SCRIPT_TIME_LIMIT"], memory_limit_mb=int(config["SCRIPT_MEMORY_MB"]),
+                   max_steps=int(config["ENGINE_MAX_STEPS"]), time_budget=float(config["ENGINE_TIME_BUDGET"]),
+                   data_limits=DEFAULT_LIMITS.with_chars(int(config["MAX_PROCESS_DATA_CHARS"])),
+                   protected_keys=PROTECTED_KEYS)
+
+
+def run_step(therapy: Therapy, actor: str, command: Callable[[Runtime], Outcome]) -> Outcome:
+    """Run one engine command on ``therapy``; when it fails, what its service tasks wrote is undone too."""
+    with audit.savepoint():
+        return command(runtime_for(therapy, actor))
+
+
+def halted_error(incident) -> Invalid:
+    """The refusal of a request whose step ran past the engine's budget and was undone."""
+    return Invalid(f"{incident.message} An incident was opened; an admin can retry or resolve it.",
+                   code="step_budget_exceeded",
+                   details={"incident_id": incident.id, "element_id": incident.activity_id,
+                            **{k: v for k, v in (incident.details or {}).items() if k in ("steps", "seconds")}})
 
 
 def _stage(outcome: Outcome, therapy: Therapy) -> str:
@@ -97,6 +122,8 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
             escalations.raise_escalation(therapy, payload, actor)
     retry_at = incidents.settle(therapy, outcome, actor, now)
     due = min((d for d in (outcome.next_due, retry_at) if d is not None), default=None)
+    if incidents.halting(therapy):  # a step the engine could not take holds the therapy's timers
+        due = None
     therapy.next_due_at = due
     therapy_id = therapy.id  # read now: after the commit the row is expired and reading it would reload it
     after_commit(lambda: _notify_scheduler(therapy_id, due))
@@ -146,12 +173,30 @@ def start_therapy(process_key: str, version: int | None, site_code: str, patient
         db.session.add(therapy)
         db.session.flush()
         initial = {**(data or {}), "coi": coi.value, "patient_reference": patient_reference, "site": site.code}
-        outcome = runtime_for(therapy, actor).start(initial)
+        try:
+            outcome = run_step(therapy, actor, lambda runtime: runtime.start(initial))
+        except StepBudgetExceeded as exc:  # the therapy stays as created, before its first step, with an incident
+            _keep_unstarted(therapy, exc, initial, actor)
+            return therapy
         apply_outcome(therapy, outcome, actor)
         if start_message is not None:
-            outcome = runtime_for(therapy, actor).deliver_message(therapy.state, *start_message)
-            apply_outcome(therapy, outcome, actor)
+            try:
+                outcome = run_step(therapy, actor, lambda runtime: runtime.deliver_message(therapy.state,
+                                                                                           *start_message))
+            except StepBudgetExceeded as exc:  # the therapy exists; the message's step is undone
+                incidents.halt(therapy, exc, actor, clock()(), command="deliver_message")
+            else:
+                apply_outcome(therapy, outcome, actor)
     return therapy
+
+
+def _keep_unstarted(therapy: Therapy, exc: StepBudgetExceeded, initial: dict, actor: str) -> None:
+    """Store a therapy whose first step ran past the budget as it was created, halted by an incident."""
+    therapy.state, therapy.data = exc.initial_state or {}, initial
+    therapy.waits, therapy.current_activities, therapy.next_due_at = [], [], None
+    therapy.stage, therapy.updated_at = "Halted: see incident", clock()()
+    record("therapy.started", therapy, {"process_key": therapy.process_key}, actor)
+    incidents.halt(therapy, exc, actor, clock()(), command="start")
 
 
 def get_task(task_id: str) -> TaskRecord:
@@ -209,18 +254,24 @@ def complete_task(task: TaskRecord, data: dict, actor: str, extra_audit: dict | 
     verify_task_scan(therapy, task.form, task.activity_id, task.id, data, actor)
     with unit_of_work():
         try:
-            outcome = runtime_for(therapy, actor).complete_task(therapy.state, task.id, data)
+            outcome = run_step(therapy, actor, lambda runtime: runtime.complete_task(therapy.state, task.id, data))
+        except StepBudgetExceeded as exc:  # the completion is undone; the incident is kept, then refused
+            halted = incidents.halt(therapy, exc, actor, clock()(), command="complete_task")
         except EngineError as exc:
             if exc.code == "task_not_ready":
                 raise Conflict(exc.message, code="task_not_ready", details={"task_id": task.id}) from None
             raise
-        apply_outcome(therapy, outcome, actor, completed_by=actor)
-        if signer is not None:
-            from .signatures import apply_signature
-            apply_signature(task, task.data if task.data is not None else data, signer, clock()())
-        if extra_audit:
-            audit.append(actor, extra_audit.pop("action"), "task", task.id, data=extra_audit,
-                         therapy_id=therapy.id, site_id=therapy.site_id)
+        else:
+            halted = None
+            apply_outcome(therapy, outcome, actor, completed_by=actor)
+            if signer is not None:
+                from .signatures import apply_signature
+                apply_signature(task, task.data if task.data is not None else data, signer, clock()())
+            if extra_audit:
+                audit.append(actor, extra_audit.pop("action"), "task", task.id, data=extra_audit,
+                             therapy_id=therapy.id, site_id=therapy.site_id)
+    if halted is not None:
+        raise halted_error(halted)
     return therapy
 
 
@@ -229,7 +280,11 @@ def deliver_waiting_message(therapy: Therapy, name: str, payload: Any, actor: st
     if therapy.status != "active" or not any(w.get("type") == "message" and w.get("name") == name
                                              for w in therapy.waits or []):
         return False
-    outcome = runtime_for(therapy, actor).deliver_message(therapy.state, name, payload)
+    try:
+        outcome = run_step(therapy, actor, lambda runtime: runtime.deliver_message(therapy.state, name, payload))
+    except StepBudgetExceeded as exc:  # the delivery is undone; the incident is kept with the caller's writes
+        incidents.halt(therapy, exc, actor, clock()(), command="deliver_message")
+        return False
     apply_outcome(therapy, outcome, actor)
     return True
 
@@ -287,8 +342,15 @@ def deliver_message(therapy: Therapy, name: str, payload: Any, actor: str) -> tu
                        details={"name": name, "waiting_for": [w.get("name") for w in therapy.waits
                                                               if w.get("type") == "message"]})
     with unit_of_work():
-        outcome = runtime_for(therapy, actor).deliver_message(therapy.state, name, payload)
-        apply_outcome(therapy, outcome, actor)
+        try:
+            outcome = run_step(therapy, actor, lambda runtime: runtime.deliver_message(therapy.state, name, payload))
+        except StepBudgetExceeded as exc:  # the delivery is undone; the incident is kept, then refused
+            halted = incidents.halt(therapy, exc, actor, clock()(), command="deliver_message")
+        else:
+            halted = None
+            apply_outcome(therapy, outcome, actor)
+    if halted is not None:
+        raise halted_error(halted)
     received = [e for e in outcome.events if e.type == "message.received"]
     return therapy, received[0].activity_id if received else waiting[0].get("activity_id")
 
@@ -305,8 +367,12 @@ def fire_due_timers(therapy_id: str, actor: str = "scheduler") -> bool:
         if therapy is None or therapy.status != "active" or therapy.next_due_at is None or therapy.next_due_at > now:
             return False
         retry = incidents.due_retry(therapy, now)
-        runtime = runtime_for(therapy, actor)
-        outcome = runtime.retry_task(therapy.state, retry.task_id) if retry else runtime.fire_timers(therapy.state)
+        try:
+            outcome = run_step(therapy, actor, lambda runtime: runtime.retry_task(therapy.state, retry.task_id)
+                               if retry else runtime.fire_timers(therapy.state))
+        except EngineError as exc:  # undone; the therapy's timers wait for an admin to retry or resolve
+            incidents.halt(therapy, exc, actor, now, command="fire_timers")
+            return False
         apply_outcome(therapy, outcome, actor)
     return True
 

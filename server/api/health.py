@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from flask import current_app, jsonify
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..extensions import db
 from . import bp
@@ -11,20 +14,55 @@ from . import bp
 
 @bp.get("/health")
 def health():
-    """Whether the database answers and the timer scheduler runs (200), else 503."""
+    """Whether the database answers, writes get through and the timer scheduler runs (200), else 503."""
     database = "ok"
     try:
         db.session.execute(text("SELECT 1"))
         db.session.rollback()
     except Exception:  # any database failure is reported, not raised
         database = "unavailable"
+    writes = _write_probe(float(current_app.config["HEALTH_WRITE_TIMEOUT"])) if database == "ok" else "unavailable"
     scheduler = current_app.extensions.get("tether_scheduler")
     state = "running" if scheduler is not None and scheduler.running else "stopped"
     if not current_app.config.get("SCHEDULER"):
         state = "disabled"
-    ok = database == "ok" and state in ("running", "disabled")
-    return jsonify({"status": "ok" if ok else "degraded", "database": database, "scheduler": state}), (
-        200 if ok else 503)
+    ok = database == "ok" and writes == "ok" and state in ("running", "disabled")
+    return jsonify({"status": "ok" if ok else "degraded", "database": database, "writes": writes,
+                    "scheduler": state}), (200 if ok else 503)
+
+
+def _write_probe(timeout: float) -> str:
+    """"ok" when a writer could take the write lock within ``timeout`` seconds, else "stuck".
+
+    Every write transaction takes SQLite's write lock, and on PostgreSQL locks the audit chain's head row as it
+    commits: a writer that holds either for longer stops every other write. The probe takes the lock and lets
+    it go at once, changing nothing.
+    """
+    try:
+        if db.engine.dialect.name == "sqlite":
+            path = db.engine.url.database
+            if not path or path == ":memory:":
+                return "ok"
+            connection = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute("ROLLBACK")
+            finally:
+                connection.close()
+            return "ok"
+        with db.engine.connect() as connection:
+            transaction = connection.begin()
+            try:
+                connection.execute(text(f"SET LOCAL lock_timeout = {int(timeout * 1000)}"))
+                connection.execute(text("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE"))
+            finally:
+                transaction.rollback()
+        return "ok"
+    except (sqlite3.OperationalError, OperationalError, DBAPIError) as exc:
+        text_of = str(exc).lower()
+        if "locked" in text_of or "lock timeout" in text_of or "lock_timeout" in text_of or "canceling" in text_of:
+            return "stuck"
+        return "unavailable"
 
 
 @bp.get("/openapi.json")

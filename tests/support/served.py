@@ -1,0 +1,66 @@
+"""A real ``tether serve`` in a process group of its own, so a test can kill it (and all its workers) at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ..integration.conftest import PG_URL, _with_database
+from ..integration.test_two_servers import Server, _free_port
+
+
+class KillableServer(Server):
+    """``tether serve`` with ``workers`` worker processes, started as the leader of a new process group."""
+
+    def __init__(self, env: dict, cwd: Path, name: str, workers: int = 2):  # noqa: D107  (the parent's fields)
+        self.port, self.cwd, self.name = _free_port(), cwd, name
+        self.base = f"http://127.0.0.1:{self.port}/api/v1"
+        self.log_path = cwd / f"{name}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
+            env=env, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group: the master and every worker die mid-request, nothing is flushed."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+    def stop(self) -> None:
+        """A normal stop, then anything left of the group is killed."""
+        super().stop()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def database_for(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL for real server processes (skips PostgreSQL when none is configured)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'served.sqlite3'}"
+        return
+    if not PG_URL:
+        pytest.skip("needs TETHER_TEST_POSTGRES_URL (scripts/with-postgres)")
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    name = f"tether_crash_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield _with_database(PG_URL, name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
