@@ -3,28 +3,37 @@
 Each entry's hash covers the previous entry's hash and a canonical JSON of its own fields, so a changed
 field, a deleted, inserted or reordered entry breaks the chain at that point. Appends lock the single
 ``audit_head`` row, so the chain never forks, also with several server processes on one PostgreSQL.
+The entry of a refused request that the database cannot take right now waits in the audit spool
+(``server.audit_spool``) and is chained at the next successful write or by the dispatcher's loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
+import logging
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from json.encoder import encode_basestring as _encode_string  # the C encoder json.dumps uses
 from typing import Any
 
-from flask import g, has_request_context
-from sqlalchemy import event, update
+from flask import current_app, g, has_app_context, has_request_context
+from sqlalchemy import event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from . import audit_spool
+from .errors import Conflict
 from .extensions import db
 from .models import AuditEntry, AuditHead, utcnow
 from .uow import after_commit
 
 GENESIS = "0" * 64
+log = logging.getLogger(__name__)
 
 
 def _timestamp(moment: datetime) -> str:
@@ -77,8 +86,11 @@ def append(actor: str, action: str, subject_type: str, subject_id: str, *, data:
                        data=_json_ready(data or {}))
     pending = session.info.setdefault(_PENDING, [])
     pending.append(entry)
-    if len(pending) == 1 and has_request_context():
-        after_commit(_mark_request_audited)
+    if len(pending) == 1:
+        if has_request_context():
+            after_commit(_mark_request_audited)
+        if not _replaying.get() and has_app_context() and audit_spool.waiting(audit_spool.spool_path()):
+            after_commit(_replay_after_commit)  # the database takes writes again: chain the spool next
     return entry
 
 
@@ -153,23 +165,108 @@ def _create_head() -> None:
 
 def audit_refusal(actor: str, action: str, subject_type: str, subject_id: str, *, status: int, code: str,
                    message: str, therapy_id: str | None = None, site_id: int | None = None,
-                   data: dict | None = None) -> AuditEntry:
+                   data: dict | None = None) -> AuditEntry | None:
     """Audit a refused request that touched GMP data, in its own transaction, before the error is answered.
 
     ``action`` names what was refused and ends in ``.refused`` (``task.refused``, ``custody.refused``); the
     entry carries the HTTP status, the error code and message, and whatever ``data`` says about the attempt.
     A request that committed any audit entry (this one, a ``coi.mismatch``, a ``message.refused``) is not
     recorded a second time by the generic refusal audit of ``auth.require``.
+
+    The write is tried ``TETHER_AUDIT_REFUSAL_ATTEMPTS`` times; when the database still does not take it
+    (busy beyond its timeout, unreachable), the entry is kept in the audit spool (``server.audit_spool``),
+    with the moment of the refusal and ``"spooled": true``, and chained by ``replay_spool`` once the
+    database accepts writes again. Returns the entry, or None when it was spooled.
     """
     from .uow import unit_of_work
 
     if not action.endswith(".refused"):
         raise ValueError(f"a refusal's action ends in '.refused', not '{action}'")
-    with unit_of_work():
-        entry = append(actor[:64], action, subject_type, str(subject_id)[:64], therapy_id=therapy_id,
-                       site_id=site_id, data={"status": status, "code": code, "message": message,
-                                              **(data or {})})
-    return entry
+    fields = {"actor": actor[:64], "action": action, "subject_type": subject_type,
+              "subject_id": str(subject_id)[:64], "therapy_id": therapy_id, "site_id": site_id, "reason": None,
+              "at": utcnow(), "data": {"status": status, "code": code, "message": message, **(data or {})}}
+    attempts = max(1, int(current_app.config.get("AUDIT_REFUSAL_ATTEMPTS") or 1))
+    for attempt in range(1, attempts + 1):
+        try:
+            with unit_of_work():
+                return _append_fields(fields)
+        except (Conflict, DBAPIError) as exc:
+            log.warning("audit entry of a refused request not written (attempt %d of %d): %s", attempt,
+                        attempts, exc)
+            if attempt < attempts:
+                time.sleep(min(1.0, 0.05 * 2 ** attempt))
+    audit_spool.keep(audit_spool.spool_path(), {**fields, "data": _json_ready({**fields["data"], "spooled": True})})
+    log.warning("audit entry of a refused request (%s by %s) kept in the audit spool until the database "
+                "accepts writes", action, fields["actor"])
+    if has_request_context():
+        g.audit_committed = True  # the refusal is recorded (in the spool): no second, generic entry
+    return None
+
+
+def _append_fields(fields: dict[str, Any]) -> AuditEntry:
+    """``append`` with the fields of a spooled (or to be spooled) entry."""
+    return append(fields["actor"], fields["action"], fields["subject_type"], fields["subject_id"],
+                  data=fields.get("data"), therapy_id=fields.get("therapy_id"), site_id=fields.get("site_id"),
+                  reason=fields.get("reason"), at=fields["at"])
+
+
+_replaying: contextvars.ContextVar[bool] = contextvars.ContextVar("tether_audit_replaying", default=False)
+
+
+def replay_spool() -> int:
+    """Chain the entries waiting in the audit spool, in one transaction, and empty it; returns how many.
+
+    Each keeps the moment it was refused at. An entry already in the chain (the process stopped between the
+    commit and emptying the spool) is not appended twice. When the database still refuses the write, the
+    error is raised and the spool stays as it was.
+    """
+    from .uow import unit_of_work
+
+    path = audit_spool.spool_path()
+    if _replaying.get() or not audit_spool.waiting(path):
+        return 0
+    replaying = _replaying.set(True)
+    try:
+        with audit_spool.locked(path):
+            added = 0
+            entries = audit_spool.read(path)
+            if entries:
+                with unit_of_work():
+                    for fields in entries:
+                        if not _chained(fields):
+                            _append_fields(fields)
+                            added += 1
+            audit_spool.clear(path)
+    finally:
+        _replaying.reset(replaying)
+    if added:
+        log.info("%d audit entries from the audit spool chained", added)
+    return added
+
+
+def _chained(fields: dict[str, Any]) -> bool:
+    """Whether a spooled entry is in the chain already (same action, actor, subject and moment)."""
+    return db.session.execute(select(AuditEntry.seq).where(
+        AuditEntry.action == fields["action"], AuditEntry.actor == fields["actor"],
+        AuditEntry.subject_id == fields["subject_id"], AuditEntry.at == fields["at"]).limit(1)).first() is not None
+
+
+def _replay_after_commit() -> None:
+    """After a successful write, chain what waits in the spool, unless still inside an open transaction.
+
+    ``after_commit`` runs a hook at once when no unit of work is open, and queues it otherwise; a probe
+    tells the two apart, so the spool is replayed only between transactions (never inside one whose
+    commit or rollback is still to come).
+    """
+    between_transactions: list[bool] = []
+    after_commit(lambda: between_transactions.append(True))
+    if not between_transactions or db.session().in_transaction():
+        return
+    try:
+        replay_spool()
+    except Exception:  # the spool is kept; the next write or the dispatcher tries again
+        db.session.rollback()
+        log.exception("could not chain the audit spool yet")
 
 
 def refusal_recorded() -> bool:

@@ -229,8 +229,13 @@ def audit_refused_request(user: User, exc: ApiError) -> None:
     try:
         db.session.rollback()
         subject_type, subject_id, therapy = _refused_subject()
+    except Exception:  # the database cannot be read right now: the refusal is recorded against its endpoint
+        db.session.rollback()
+        subject_type, subject_id, therapy = "endpoint", request.endpoint or request.path, None
+    try:
         action = "message.refused" if request.endpoint == "api.post_message" else (
             f"{subject_type}.refused" if subject_type in ("task", "therapy") else "request.refused")
+        # Written in its own transaction, retried, and kept in the audit spool when the database is busy.
         audit.audit_refusal(user.username, action, subject_type, subject_id, status=exc.status, code=exc.code,
                             message=exc.message, therapy_id=therapy.id if therapy else None,
                             site_id=therapy.site_id if therapy else None,

@@ -7,6 +7,8 @@ server processes take disjoint batches; on SQLite writers queue behind ``BEGIN I
 one delivery is never sent by two processes at once, and a process that dies mid-send only delays its
 delivery until the lease runs out.
 
+The loop also chains audit entries that waited in the audit spool for a busy database (``audit.replay_spool``).
+
 Destinations: redirects are never followed, and unless ``TETHER_WEBHOOK_ALLOW_PRIVATE`` each attempt first
 checks that the URL's host resolves to public addresses only and then that the connection reached one.
 
@@ -260,6 +262,7 @@ class Dispatcher:
         seen = ringing.rings
         while not self._stop.is_set():
             wait = self.poll
+            self.replay_audit_spool()  # at start, and then on every round
             try:
                 if self.run_once():
                     continue
@@ -270,6 +273,17 @@ class Dispatcher:
             except Exception:
                 log.exception("webhook dispatch failed; trying again shortly")
             seen = ringing.wait(seen, wait)
+
+    def replay_audit_spool(self) -> int:
+        """Chain the audit entries that waited in the spool for the database; returns how many (0 on failure)."""
+        with self.app.app_context():
+            try:
+                return audit.replay_spool()
+            except Exception as exc:  # still busy or unreachable: the spool is kept for the next round
+                log.warning("audit spool not chained yet: %s", exc)
+                return 0
+            finally:
+                db.session.remove()
 
     def _attempt(self, claim: Claim) -> None:
         """Send one claimed delivery and record the outcome."""
