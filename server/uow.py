@@ -147,9 +147,10 @@ class Enclosing:
     def __init__(self) -> None:
         self.callbacks: list = []
         self.done = False
+        self.committed = False
 
     def commit(self) -> None:
-        """Commit everything written so far, then run the post-commit hooks; a concurrent change is 409.
+        """Commit everything written so far; its post-commit hooks run when the enclosing block ends.
 
         Raises the database error itself (an ``IntegrityError`` included) so the caller can tell a lost race
         for its own row from other failures; the transaction is rolled back in that case.
@@ -159,9 +160,7 @@ class Enclosing:
         except BaseException:
             self.rollback()
             raise
-        self.done = True
-        callbacks, self.callbacks[:] = list(self.callbacks), []
-        _run_callbacks(callbacks)
+        self.done = self.committed = True
 
     def rollback(self) -> None:
         """Take back everything written so far (nothing of it ever becomes visible); its hooks are dropped."""
@@ -175,8 +174,8 @@ def enclosing_transaction() -> Iterator[Enclosing]:
     """One writing transaction (``BEGIN IMMEDIATE`` on SQLite) around a whole request's work.
 
     The caller commits with ``Enclosing.commit()``; leaving the block without committing rolls everything
-    back. ``unit_of_work()`` blocks inside become savepoints; ``after_commit`` hooks run after the commit.
-    A database still locked by another writer after the busy timeout is 409 ``busy``, with nothing written.
+    back. ``unit_of_work()`` blocks inside become savepoints; ``after_commit`` hooks run once the block is
+    left after a commit (outside it, so a hook may open units of work of its own).
     """
     if _enclosing.get() is not None:
         raise RuntimeError("enclosing transactions do not nest")
@@ -195,11 +194,14 @@ def enclosing_transaction() -> Iterator[Enclosing]:
             _enclosing.reset(token)
             _after_commit.reset(pending)
             _write_intent.reset(intent)
+        if enclosing.committed:
+            _run_callbacks(enclosing.callbacks)
 
 
 @event.listens_for(Session, "after_soft_rollback")
 def _forget_rolled_back_hooks(session, previous_transaction) -> None:
     """A rollback of the whole enclosing transaction (not of a savepoint) drops the hooks registered so far."""
     enclosing = _enclosing.get()
-    if enclosing is not None and previous_transaction.parent is None and not previous_transaction.nested:
+    if (enclosing is not None and not enclosing.committed and previous_transaction.parent is None
+            and not previous_transaction.nested):
         enclosing.callbacks.clear()

@@ -289,3 +289,32 @@ def test_a_replay_is_answered_while_another_writer_holds_the_lock(api, world, ap
         holder.execute("ROLLBACK")
         holder.close()
     assert again.status_code == 201 and again.get_json() == first.get_json()
+
+
+def test_post_commit_hooks_of_a_keyed_request_run_after_its_commit_and_only_for_committed_work(
+        api, world, app, monkeypatch):
+    from server import audit
+    from server import therapies as usecases
+    from server.api import therapies as views
+    from server.uow import unit_of_work
+
+    armed = []
+
+    def arm_and_record(therapy_id, due):
+        """A hook that writes on its own, as a hook may (it runs outside the request's transaction)."""
+        armed.append(therapy_id)
+        with unit_of_work():
+            audit.append("system", "hook.ran", "therapy", therapy_id, therapy_id=therapy_id)
+
+    monkeypatch.setattr(usecases, "_notify_scheduler", arm_and_record)
+    summary = views.therapy_summary
+    monkeypatch.setattr(views, "therapy_summary", lambda therapy: 1 / 0)
+    failed = api.as_(world["coord"]).post("/api/v1/therapies", json=start_body("PT-HOOK"),
+                                          headers={"Idempotency-Key": "hook-1"})
+    assert failed.status_code == 500 and armed == [], "no hook runs for work that was taken back"
+    monkeypatch.setattr(views, "therapy_summary", summary)
+    done = api.as_(world["coord"]).post("/api/v1/therapies", json=start_body("PT-HOOK"),
+                                        headers={"Idempotency-Key": "hook-1"})
+    assert done.status_code == 201 and armed == [done.get_json()["id"]]
+    assert audit_actions(api, world, done.get_json()["id"]).count("hook.ran") == 1, "the hook's own write stays"
+    assert_chain_intact(api, world)
