@@ -18,13 +18,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 NODE_STAMP := node_modules/.tether-installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: help install run test lint bench clean chromium screenshots
+.PHONY: help install run test test-fast lint bench clean chromium screenshots
 
 help:
 	@echo "make install   create $(VENV) and install Tether with its test tools"
 	@echo "make run       seed the demo (tether demo) and serve on http://$(HOST):$(PORT)"
 	@echo "make test      ruff, then the whole suite on SQLite and a throwaway PostgreSQL"
 	@echo "               (extra pytest arguments: make test PYTEST_ARGS='-k runtime')"
+	@echo "make test-fast the inner loop: SQLite only, no browser, no server processes"
 	@echo "make lint      ruff and mypy"
 	@echo "make bench     run the benchmarks"
 	@echo "make screenshots  retake docs/screenshots/ of the web pages (headless Chromium)"
@@ -68,7 +69,11 @@ run: install
 
 test: install chromium
 	$(BIN)/ruff check engine server tests bench
+	$(BIN)/mypy engine
 	bash scripts/with-postgres $(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/pytest -q -m "not slow" --ignore=tests/browser $(PYTEST_ARGS)
 
 screenshots: install chromium
 	TETHER_UPDATE_SCREENSHOTS=1 $(BIN)/pytest -q tests/browser/test_screenshots.py
