@@ -318,3 +318,60 @@ def test_post_commit_hooks_of_a_keyed_request_run_after_its_commit_and_only_for_
     assert done.status_code == 201 and armed == [done.get_json()["id"]]
     assert audit_actions(api, world, done.get_json()["id"]).count("hook.ran") == 1, "the hook's own write stays"
     assert_chain_intact(api, world)
+
+
+def test_a_wrong_scan_under_a_key_records_its_alert_once_and_replays_the_refusal(api, world, app):
+    from server.extensions import db
+    from server.models import Alert
+
+    therapy = api.as_(world["coord"]).post("/api/v1/therapies", json=start_body("PT-SCAN")).get_json()
+    other = api.as_(world["coord"]).post("/api/v1/therapies", json=start_body("PT-OTHER")).get_json()
+    transfer = {"material_id": "BAG-1", "from_party": "Courier", "to_party": "Clinic", "scanned_coi": other["coi"]}
+    key = {"Idempotency-Key": "handoff-wrong-bag"}
+    url = f"/api/v1/therapies/{therapy['id']}/custody"
+    refused = api.as_(world["logistics"]).post(url, json=transfer, headers=key)
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "coi_mismatch"
+    again = api.as_(world["logistics"]).post(url, json=transfer, headers=key)
+    assert again.status_code == 409 and again.get_json() == refused.get_json()
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    with app.app_context():
+        alerts = db.session.execute(select(func.count()).select_from(Alert).where(
+            Alert.therapy_id == therapy["id"], Alert.kind == "coi_mismatch")).scalar_one()
+    assert alerts == 1
+    assert audit_actions(api, world, therapy["id"]).count("coi.mismatch") == 1
+    assert api.as_(world["coord"]).get(url).get_json()["items"] == []
+    assert_chain_intact(api, world)
+
+
+def test_a_keyed_request_locks_the_audit_chain_only_as_it_commits(api, world, app, database_url, monkeypatch):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one lock for every writer; PostgreSQL locks the chain's tip row")
+    import sqlalchemy as sa
+
+    from server.api import therapies as views
+
+    summary = views.therapy_summary
+    other_writer = sa.create_engine(database_url)
+    appended = []
+
+    def summary_while_another_writer_appends(therapy):
+        """Between the use case's end and the request's commit, another writer moves the chain's tip."""
+        with other_writer.connect() as conn:
+            conn.execute(text("SET lock_timeout = '500ms'"))
+            try:
+                conn.execute(text("UPDATE audit_head SET seq = seq WHERE id = 1"))
+                appended.append(True)
+            except sa.exc.OperationalError:
+                appended.append(False)
+            conn.rollback()
+        return summary(therapy)
+
+    monkeypatch.setattr(views, "therapy_summary", summary_while_another_writer_appends)
+    try:
+        done = api.as_(world["coord"]).post("/api/v1/therapies", json=start_body("PT-TIP"),
+                                            headers={"Idempotency-Key": "tip-1"})
+    finally:
+        other_writer.dispose()
+    assert done.status_code == 201, done.get_json()
+    assert appended == [True], "the chain's tip was not held for the rest of the request"
+    assert_chain_intact(api, world)
