@@ -174,6 +174,29 @@ class Runtime:
         """Describe an instance without changing it."""
         return self._outcome(self._restore(state), [])
 
+    def correct_value(self, state: Mapping, path: list[str | int], value: Any) -> Outcome:
+        """Set one recorded process-data value, so that the process itself goes on with it (a correction).
+
+        The value changes in the data of the instance's open tasks (where the process continues from) or,
+        when nothing is open, in its last task's, and in the tasks before them (a waiting event takes its
+        parent's data again when it fires). Nothing runs; containers that do not hold ``path`` are left alone.
+        """
+        workflow = self._restore(state)
+        open_tasks = [t for t in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING | TaskState.STARTED)
+                      if getattr(t.task_spec, "bpmn_id", None)]
+        targets = {}
+        for task in open_tasks or [workflow.last_task or workflow.task_tree]:
+            while task is not None and task.id not in targets:
+                targets[task.id] = task
+                task = task.parent
+        for task in targets.values():
+            container = task.data
+            for key in path[:-1]:
+                container = container[key] if _holds(container, key) else None
+            if container is not None and _holds(container, path[-1]):
+                container[path[-1]] = value
+        return self._outcome(workflow, [])
+
     # -- internals ------------------------------------------------------------------------------
     def _script_engine(self):
         from .sandbox import SandboxScriptEngine
@@ -481,6 +504,13 @@ def _make_ready_again(task) -> None:
     if task.parent is not None:
         task.data = copy.deepcopy(task.parent.data)
     task._set_state(TaskState.READY)
+
+
+def _holds(container: Any, key: str | int) -> bool:
+    """Whether ``container`` (a dict or a list) has ``key``."""
+    if isinstance(container, dict):
+        return key in container
+    return isinstance(container, list) and isinstance(key, int) and 0 <= key < len(container)
 
 
 def _nothing() -> None:

@@ -292,42 +292,11 @@ def deliver_waiting_message(therapy: Therapy, name: str, payload: Any, actor: st
 def correct_process_value(therapy: Therapy, path: list[str | int], value: Any, actor: str) -> None:
     """Set one recorded process-data value in the engine state, so that the process itself goes on with it.
 
-    The value changes in the data of the instance's open tasks (where the process continues from) or, when
-    nothing is open, in its last task's, and in the tasks before them (a waiting event takes its parent's
-    data again when it fires); ``therapy.data`` is then refreshed from the new state. Call inside the
-    correcting transaction (the caller checks the path, records the correction and audits it).
+    ``therapy.data`` is refreshed from the new state. Call inside the correcting transaction (the caller
+    checks the path, records the correction and audits it).
     """
-    from SpiffWorkflow.util.task import TaskState
-
-    from engine.sandbox import SandboxScriptEngine
-    from engine.serialization import state_from_dict, state_to_dict
-
-    runtime = runtime_for(therapy, actor)
-    workflow = state_from_dict(therapy.state, runtime.definition.spec, runtime.definition.subprocess_specs,
-                               SandboxScriptEngine(time_limit=current_app.config["SCRIPT_TIME_LIMIT"]))
-    open_tasks = [t for t in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING | TaskState.STARTED)
-                  if getattr(t.task_spec, "bpmn_id", None)]
-    targets = {}
-    for task in open_tasks or [workflow.last_task or workflow.task_tree]:
-        while task is not None and task.id not in targets:
-            targets[task.id] = task
-            task = task.parent
-    for task in targets.values():
-        container = task.data
-        for key in path[:-1]:
-            container = container[key] if _holds(container, key) else None
-        if container is not None and _holds(container, path[-1]):
-            container[path[-1]] = value
-    therapy.state = state_to_dict(workflow)
-    therapy.data = runtime.inspect(therapy.state).data
-    therapy.updated_at = clock()()
-
-
-def _holds(container: Any, key: str | int) -> bool:
-    """Whether ``container`` (a dict or a list) has ``key``."""
-    if isinstance(container, dict):
-        return key in container
-    return isinstance(container, list) and isinstance(key, int) and 0 <= key < len(container)
+    outcome = runtime_for(therapy, actor).correct_value(therapy.state, path, value)
+    therapy.state, therapy.data, therapy.updated_at = outcome.state, outcome.data, clock()()
 
 
 def deliver_message(therapy: Therapy, name: str, payload: Any, actor: str) -> tuple[Therapy, str | None]:
