@@ -153,6 +153,28 @@ def test_a_lock_ends_the_session_for_good_even_after_unlocking(app, api, world):
     assert not logged_in(client) and not logged_in(thief)
 
 
+def test_five_failed_signatures_end_the_web_session_for_good(app, api, world):
+    from .test_compliance import at_receipt, sign
+
+    client = app.test_client()
+    log_in(client, "logistics")
+    _therapy, task = at_receipt(api, world)
+    for attempt in range(1, 6):
+        assert sign(api, world["logistics"], task["id"], password=f"guess-number-{attempt}").status_code == 401
+    assert sessions(app, "logistics") == [(True, "account_locked")]
+    unlocked = api.as_(world["admin"]).post(f"/api/v1/users/{user_id(app, 'logistics')}/unlock", json={})
+    assert unlocked.status_code == 200 and unlocked.get_json()["unlocked"] is True
+    assert not logged_in(client)
+
+
+def test_the_defaults_are_the_documented_ones():
+    from server.config import from_environment
+
+    settings = from_environment({})
+    assert settings["SESSION_HOURS"] == 8 and settings["SESSION_IDLE_MINUTES"] == 0
+    assert settings["WEBHOOK_ALLOW_PRIVATE"] is False
+
+
 def test_a_deactivation_ends_the_session_for_good(app, api, world):
     client = app.test_client()
     log_in(client)
