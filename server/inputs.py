@@ -19,14 +19,13 @@ from typing import Any
 
 from flask import Flask, Request, request
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.routing import IntegerConverter, PathConverter, UnicodeConverter, ValidationError
+from werkzeug.routing import IntegerConverter, PathConverter, UnicodeConverter
 
-from engine.values import DEFAULT_LIMITS, INT_MAX, INT_MIN, ValueRejected, check_value
+from engine.values import DEFAULT_LIMITS, INT_MAX, ValueRejected, check_value
 
 from .errors import Invalid
 
 BODY = "body"  # how the checks name the request body's root in ``details.field``
-INT_DIGITS = len(str(INT_MIN))  # no 64-bit integer is written with more characters than this
 
 
 class StrictJSONProvider(DefaultJSONProvider):
@@ -97,18 +96,32 @@ class FilePathConverter(PathConverter):
     regex = "[^/\\x00][^\\x00]*?"
 
 
+def _at_most(limit: int) -> str:
+    """A regular expression for the whole numbers from 0 to ``limit`` in ASCII digits (leading zeros allowed
+    below its width)."""
+    digits = str(limit)
+    shorter = f"[0-9]{{1,{len(digits) - 1}}}" if len(digits) > 1 else ""
+    alternatives = [shorter] if shorter else []
+    alternatives.append(digits)
+    for i, digit in enumerate(digits):  # the same leading digits, then a smaller one, then any
+        rest = len(digits) - i - 1
+        if digit != "0":
+            alternatives.append(f"{digits[:i]}[0-{int(digit) - 1}]" + (f"[0-9]{{{rest}}}" if rest else ""))
+    return "(?:" + "|".join(alternatives) + ")"
+
+
 class Int64Converter(IntegerConverter):
-    """``<int:...>`` that matches only integers a database column can hold (else 404)."""
+    """``<int:...>`` that matches only integers a database column can hold (else no route matches: 404).
+
+    The bound is in the pattern, not only in ``to_python``: a value that fails conversion would otherwise let
+    another method's rule for the same path answer 405.
+    """
+
+    regex = _at_most(INT_MAX)
 
     def __init__(self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = None,
                  signed: bool = False) -> None:
-        super().__init__(map, fixed_digits, INT_MIN if min is None else min, INT_MAX if max is None else max, signed)
-
-    def to_python(self, value: str) -> Any:
-        """The integer, or no match when it has more digits than any 64-bit integer (checked before ``int``)."""
-        if len(value) > INT_DIGITS:
-            raise ValidationError()
-        return super().to_python(value)
+        super().__init__(map, fixed_digits, 0 if min is None else min, INT_MAX if max is None else max, signed)
 
 
 def refuse_nul_in_query() -> None:

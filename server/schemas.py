@@ -349,6 +349,181 @@ class LoginTokenSchema(_Answer):
     token = _text()
     expires_at = _moment(nullable=True)
     user = _text()
+    id = fields.Integer(required=True)
+
+
+class TokenSchema(_Answer):
+    """An API token, without its secret."""
+
+    id = fields.Integer(required=True)
+    user_id = fields.Integer(required=True)
+    username = _text()
+    label = _text()
+    created_at = _moment()
+    expires_at = _moment(nullable=True)
+    revoked_at = _moment(nullable=True)
+    status = _text(validate=validate.OneOf(["active", "expired", "revoked"]))
+
+
+class TokenCreatedSchema(TokenSchema):
+    """A new token with its secret (shown only here)."""
+
+    token = _text(metadata={"description": "the bearer token; store it now, it is never shown again"})
+
+
+class TokenRevokedSchema(TokenSchema):
+    """A token after a revocation."""
+
+    revoked_now = fields.Boolean(required=True, metadata={"description": "false when it was revoked already"})
+
+
+class TokenExpiredSchema(TokenSchema):
+    """A token after its expiry was brought forward."""
+
+    expired_now = fields.Boolean(required=True)
+
+
+class UserSchema(_Answer):
+    """A user account (never its password)."""
+
+    id = fields.Integer(required=True)
+    username = _text()
+    display_name = _text()
+    roles = fields.List(fields.String(), required=True)
+    sites = fields.List(fields.String(), required=True)
+    active = fields.Boolean(required=True)
+    locked = fields.Boolean(required=True)
+    failed_signatures = fields.Integer(required=True)
+    created_at = _moment()
+
+
+class UserChangedSchema(UserSchema):
+    """A user after a change, with the audit actions the change wrote."""
+
+    changes = fields.List(fields.Raw(), required=True)
+
+
+class UserUnlockedSchema(UserSchema):
+    """A user after an unlock."""
+
+    unlocked = fields.Boolean(required=True)
+
+
+class AlertSchema(_Answer):
+    """Something people must look at: an escalation, a COI mismatch, an excursion, an incident."""
+
+    id = _text()
+    therapy_id = _text(nullable=True)
+    kind = _text()
+    severity = _text()
+    message = _text()
+    role = _text(nullable=True)
+    activity_id = _text(nullable=True)
+    data = fields.Dict(required=True, allow_none=True)
+    status = _text(validate=validate.OneOf(["open", "acknowledged"]))
+    raised_at = _moment()
+    acknowledged_by = _text(nullable=True)
+    acknowledged_at = _moment(nullable=True)
+    note = _text(nullable=True)
+
+
+class IncidentSchema(_Answer):
+    """A failed service task: retrying, open for an administrator, or resolved."""
+
+    id = _text()
+    therapy_id = _text()
+    activity_id = _text(nullable=True)
+    task_id = _text(nullable=True)
+    status = _text()
+    error_type = _text(nullable=True)
+    message = _text(nullable=True)
+    attempts = fields.Integer(required=True)
+    history = fields.List(fields.Dict(), required=True)
+    opened_at = _moment()
+    next_retry_at = _moment(nullable=True)
+    resolved_at = _moment(nullable=True)
+    resolved_by = _text(nullable=True)
+
+
+class IncidentOutcomeSchema(_Answer):
+    """An incident after a retry or a resolution, and its therapy."""
+
+    incident = fields.Nested(IncidentSchema, required=True)
+    therapy = fields.Nested(TherapySchema, required=True)
+
+
+class HandoffSchema(_Answer):
+    """One recorded handoff of a material in the chain of custody."""
+
+    id = _text()
+    therapy_id = _text()
+    material_id = _text()
+    from_party = _text()
+    to_party = _text()
+    location = _text(nullable=True)
+    occurred_at = _moment()
+    recorded_at = _moment()
+    recorded_by = _text()
+    scanned_coi = _text()
+    verified_coi = _text()
+
+
+class CustodyChainSchema(_Answer):
+    """A therapy's chain of custody, in order, with any gap in it."""
+
+    therapy_id = _text()
+    coi = _text()
+    items = fields.List(fields.Nested(HandoffSchema), required=True)
+    breaks = fields.List(fields.Dict(), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class ConditionResultSchema(_Answer):
+    """Whether a reading (or any reading of a batch) was outside the allowed range."""
+
+    excursion = fields.Boolean(required=True)
+    alert_id = fields.String(metadata={"description": "the alert raised (or already open) for the excursion"})
+    recorded = fields.Integer(metadata={"description": "for a batch: readings recorded"})
+    excursions = fields.Integer(metadata={"description": "for a batch: readings outside the range"})
+
+
+class ConditionSeriesSchema(_Answer):
+    """A therapy's readings (or, with ``points``, time buckets of them) and the range that applies now."""
+
+    therapy_id = _text()
+    range = fields.List(fields.Float(), required=True, allow_none=True)
+    activity_id = _text(nullable=True)
+    downsampled = fields.Boolean(required=True)
+    items = fields.List(fields.Dict(), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class CorrectionRecordSchema(_Answer):
+    """A correction of one recorded value, with its reason."""
+
+    id = _text()
+    therapy_id = _text()
+    path = _text()
+    old_value = fields.Raw(required=True, allow_none=True)
+    new_value = fields.Raw(required=True, allow_none=True)
+    reason = _text()
+    corrected_by = _text()
+    corrected_at = _moment()
+
+
+class TherapyRecordSchema(_Answer):
+    """The complete therapy record, electronic form."""
+
+    record = fields.Dict(required=True)
+    therapy = fields.Dict(required=True)
+
+
+class OpenApiDocumentSchema(_Answer):
+    """This document."""
+
+    openapi = _text()
+    info = fields.Dict(required=True)
+    paths = fields.Dict(required=True)
 
 
 def page_of(item: type[Schema], name: str) -> type[Schema]:
@@ -363,3 +538,8 @@ DefinitionPageSchema = page_of(DefinitionSummarySchema, "DefinitionPageSchema")
 AuditPageSchema = page_of(AuditEntrySchema, "AuditPageSchema")
 WebhookPageSchema = page_of(WebhookSchema, "WebhookPageSchema")
 DeliveryPageSchema = page_of(DeliverySchema, "DeliveryPageSchema")
+TokenPageSchema = page_of(TokenSchema, "TokenPageSchema")
+UserPageSchema = page_of(UserSchema, "UserPageSchema")
+AlertPageSchema = page_of(AlertSchema, "AlertPageSchema")
+IncidentPageSchema = page_of(IncidentSchema, "IncidentPageSchema")
+CorrectionPageSchema = page_of(CorrectionRecordSchema, "CorrectionPageSchema")

@@ -79,6 +79,9 @@ def test_integers_beyond_64_bits_in_bodies_paths_and_query_strings(app, api, wor
         refused(admin.get(path), 404)
     for path in (f"/api/v1/tokens/{BIG}/revoke", f"/api/v1/users/{BIG}/unlock"):
         refused(admin.post(path, json={}), 404)
+    for user_id in (str(BIG), "99999999999999999999", "\u0663"):  # the last: ARABIC-INDIC DIGIT THREE
+        refused(admin.client.patch(f"/api/v1/users/{user_id}", json={"display_name": "X"},
+                                   headers={"Authorization": f"Bearer {world['admin']}"}), 404)
     for after in (str(BIG), "99999999999999999999", str(-BIG - 1), "9" * 5000):
         error = refused(auditor.get(f"/api/v1/audit?after_seq={after}"), 422)
         assert error["details"] == {"field": "after_seq", "reason": "integer_out_of_range"}
