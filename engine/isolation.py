@@ -3,7 +3,7 @@
 The sandbox's step and time budget is checked between Python lines: one long built-in call (comparing two
 huge lists, ``'x'.ljust(10**9)``) runs to its end before the budget is looked at again. So every script, and
 every expression that could call or build something, runs in a worker process (``python -m
-engine.isolation``) whose address space is capped (``RLIMIT_AS``) and which is killed when it overruns its
+engine.script_worker``) whose address space is capped (``RLIMIT_AS``) and which is killed when it overruns its
 deadline; a fresh worker takes its place. Workers are kept in a small per-process pool and reused.
 
 Parent and worker exchange frames over the worker's standard input and output: a 4-byte big-endian length,
@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ScriptFailed
-from .values import ENGINE_LEAVES, ValueLimits, ValueRejected, check_value
+from .values import ValueLimits
 
-_HEADER = struct.Struct(">I")
+HEADER = struct.Struct(">I")  # each frame: its length, then one JSON document
 GRACE_SECONDS = 1.0  # beyond the script's own time limit: start-up of a fresh worker, encoding, the pipe
 MAX_IDLE = 4  # workers kept for reuse in one process
 _ROOT = str(Path(__file__).resolve().parent.parent)
@@ -46,7 +46,7 @@ class _Worker:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
         self.memory_limit_mb = memory_limit_mb
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
-            [sys.executable, "-m", "engine.isolation", str(memory_limit_mb)], stdin=subprocess.PIPE,
+            [sys.executable, "-m", "engine.script_worker", str(memory_limit_mb)], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True)
 
     def call(self, body: bytes, timeout: float) -> dict:
@@ -54,9 +54,9 @@ class _Worker:
         deadline = time.monotonic() + timeout
         try:
             assert self.process.stdin is not None
-            self.process.stdin.write(_HEADER.pack(len(body)) + body)
+            self.process.stdin.write(HEADER.pack(len(body)) + body)
             self.process.stdin.flush()
-            length = _HEADER.unpack(self._read(_HEADER.size, deadline))[0]
+            length = HEADER.unpack(self._read(HEADER.size, deadline))[0]
             return json.loads(self._read(length, deadline))
         except (OSError, ValueError, EOFError) as exc:
             self.kill()
@@ -159,77 +159,3 @@ def run(mode: str, source: str, context: dict, external: dict, *, time_limit: fl
     if not answer.get("ok"):
         raise ScriptFailed(answer["message"], line=answer.get("line"))
     return registry.restore(answer["value"])
-
-
-# -- the worker side ---------------------------------------------------------------------------------------
-def _limit_memory(memory_limit_mb: int) -> None:
-    """Cap this process's address space at what it uses now plus ``memory_limit_mb``."""
-    import resource
-
-    if memory_limit_mb <= 0:
-        return
-    with open("/proc/self/statm") as statm:
-        pages = int(statm.read().split()[0])
-    limit = pages * os.sysconf("SC_PAGE_SIZE") + memory_limit_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-
-def _answer(request: dict) -> dict:
-    """Run one request in this (worker) process."""
-    from .sandbox import SandboxEnvironment
-    from .serialization import _SERIALIZER
-
-    registry = _SERIALIZER.registry
-    limits = ValueLimits(*request["limits"])
-    environment = SandboxEnvironment(time_limit=request["time_limit"], max_steps=request["max_steps"])
-    context, external = registry.restore(request["context"]), registry.restore(request["external"])
-    try:
-        if request["mode"] == "eval":
-            value = environment.evaluate(request["source"], context, external)
-        else:
-            environment.execute(request["source"], context, external)
-            value = context
-        check_value(value, limits, where="result" if request["mode"] == "eval" else "data",
-                    extra_leaves=ENGINE_LEAVES)
-        return {"ok": True, "value": registry.convert(value)}
-    except ScriptFailed as exc:
-        return {"ok": False, "message": exc.message, "line": exc.line}
-    except ValueRejected as exc:
-        return {"ok": False, "message": f"{request['what']} left a value that cannot be stored: {exc.message}"}
-    except MemoryError:
-        return {"ok": False, "message": f"{request['what']} ran out of memory"}
-
-
-def _read_exactly(stream, size: int) -> bytes | None:
-    data = b""
-    while len(data) < size:
-        chunk = stream.read(size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
-
-
-def serve(memory_limit_mb: int) -> None:
-    """The worker's loop: answer requests from standard input until it closes."""
-    from . import sandbox, serialization  # noqa: F401 - loaded before the memory cap applies
-
-    _limit_memory(memory_limit_mb)
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    while True:
-        header = _read_exactly(stdin, _HEADER.size)
-        if header is None:
-            return
-        body = _read_exactly(stdin, _HEADER.unpack(header)[0])
-        if body is None:
-            return
-        try:
-            answer = json.dumps(_answer(json.loads(body)), separators=(",", ":")).encode()
-        except MemoryError:
-            answer = json.dumps({"ok": False, "message": "the script ran out of memory"}).encode()
-        stdout.write(_HEADER.pack(len(answer)) + answer)
-        stdout.flush()
-
-
-if __name__ == "__main__":
-    serve(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
