@@ -160,3 +160,16 @@ def test_redirects_are_never_followed(api, world, app, receiver, dispatcher):  #
         assert delivery["last_status_code"] == 307 and delivery["status"] == "pending"
     finally:
         redirector.stop()
+
+
+@pytest.mark.parametrize(("address", "blocked"), [
+    ("93.184.216.34", False), ("8.8.8.8", False), ("2606:4700:4700::1111", False), ("::ffff:8.8.8.8", False),
+    ("64:ff9b::808:808", False), ("127.0.0.1", True), ("127.255.255.254", True), ("::1", True),
+    ("169.254.169.254", True), ("::ffff:169.254.169.254", True), ("fd00:ec2::254", True), ("fe80::1%eth0", True),
+    ("100.100.100.200", True), ("192.0.0.192", True), ("198.18.0.1", True), ("224.0.0.1", True),
+    ("255.255.255.255", True), ("::", True), ("ff02::1", True), ("not an address", True),
+])
+def test_which_addresses_are_public(address, blocked):
+    from server.webhooks import blocked_address
+
+    assert blocked_address(address) is blocked
