@@ -173,3 +173,14 @@ def test_which_addresses_are_public(address, blocked):
     from server.webhooks import blocked_address
 
     assert blocked_address(address) is blocked
+
+
+def test_https_connections_are_checked_as_well(app, dns, receiver):  # noqa: F811
+    from server.dispatcher import post
+
+    target = receiver()  # plain HTTP: the check comes before any TLS would be spoken
+    dns["localhost"] = [PUBLIC]
+    with app.app_context():
+        answer = post(f"https://localhost:{target.port}/hook", {}, b"{}", 5.0)
+    assert answer.status_code is None and "non-public address" in answer.error
+    assert target.attempts == 0
