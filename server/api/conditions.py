@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from flask import g, request
 from marshmallow import RAISE, Schema, fields, validate
 
+from engine.values import INT_MAX
+
 from .. import conditions
 from ..auth import require
 from ..errors import BadRequest
@@ -70,11 +72,15 @@ def _moment(name: str) -> datetime | None:
     if not value:
         return None
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(f"'{name}' must be an ISO 8601 timestamp.", code="invalid_filter",
-                         details={"field": name}) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return _utc(datetime.fromisoformat(value))
+    except (ValueError, OverflowError):  # OverflowError: an offset that takes it past year 1 or 9999 in UTC
+        raise BadRequest(f"'{name}' must be an ISO 8601 timestamp between the years 1 and 9999 in UTC.",
+                         code="invalid_filter", details={"field": name}) from None
+
+
+def _utc(moment: datetime) -> datetime:
+    """``moment`` in UTC (a moment without an offset is taken as UTC)."""
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
@@ -97,9 +103,13 @@ def _cursor() -> tuple[datetime, int] | None:
         return None
     try:
         decoded = json.loads(base64.urlsafe_b64decode(value.encode()).decode())
-        return datetime.fromisoformat(decoded["t"]), int(decoded["i"])
-    except (ValueError, KeyError, TypeError):
-        raise BadRequest("cursor is not one this server handed out.", code="invalid_cursor") from None
+        after = _utc(datetime.fromisoformat(decoded["t"])), decoded["i"]
+        if type(after[1]) is not int or not 0 <= after[1] <= INT_MAX:
+            raise ValueError("the id is not a 64-bit integer")
+        return after
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
+        raise BadRequest("cursor is not one this server handed out.", code="invalid_cursor",
+                         details={"field": "cursor"}) from None
 
 
 @bp.get("/therapies/<therapy_id>/conditions")

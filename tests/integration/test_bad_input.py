@@ -215,3 +215,19 @@ def test_uploaded_forms_that_could_not_be_stored_are_refused(app, api, world, fo
     refused(api.as_(world["designer"]).post("/api/v1/process-definitions", content_type="multipart/form-data",
                                              data=_upload(content, [(io.BytesIO(form), "extra.schema.json")])), 422)
     assert counts(app) == before
+
+
+def test_condition_series_filters_at_the_edges_of_time_and_of_integers(app, api, world):
+    import base64
+
+    logistics = api.as_(world["logistics"])
+    therapy = api.as_(world["coord"]).post("/api/v1/therapies", json=START).get_json()
+    series = f"/api/v1/therapies/{therapy['id']}/conditions"
+    for query in ("from=0001-01-01T00:00:00%2B01:00", "to=9999-12-31T23:59:59-05:00",
+                  "from=0001-01-01T00:00:00%2B01:00&points=3", "limit=" + "9" * 5000):
+        assert refused(logistics.get(f"{series}?{query}"), 400)["details"]["field"] in ("from", "to", "limit")
+    assert logistics.get(f"{series}?from=0001-01-01T00:00:00Z&to=9999-12-31T23:59:59Z&points=7").status_code == 200
+    for text in ('{"t": "2026-01-01T00:00:00", "i": 99999999999999999999999}', '{"t": "2026-01-01", "i": -1}',
+                 '{"t": "0001-01-01T00:00:00+05:00", "i": 1}', "[" * 2000 + "]" * 2000):
+        cursor = base64.urlsafe_b64encode(text.encode()).decode()
+        assert refused(logistics.get(f"{series}?cursor={cursor}"), 400)["code"] == "invalid_cursor"
