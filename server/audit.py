@@ -113,11 +113,8 @@ def _chain_pending(session) -> None:
 
     Everything else is flushed first; then the ``audit_head`` row is locked (an UPDATE, which serialises
     appenders on PostgreSQL and SQLite alike) and read, the entries get their places and hashes, and the head
-    moves to the last of them, once. The lock is released by the commit that follows. Releasing a savepoint
-    (which SQLAlchemy also announces as a commit) chains nothing: its entries wait for the transaction's commit.
+    moves to the last of them, once. The lock is released by the commit that follows.
     """
-    if session.in_nested_transaction():
-        return
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return

@@ -123,6 +123,8 @@ def _savepoint_unit() -> Iterator[None]:
     """A unit of work inside an enclosing transaction: a SAVEPOINT, released when the unit succeeds."""
     from . import audit  # audit builds on this module
 
+    with db.session.begin_nested():
+        pass  # releasing a savepoint chains the audit entries staged so far: this unit's rollback keeps them
     outer = _after_commit.get()
     callbacks: list = []
     pending = _after_commit.set(callbacks)
@@ -148,6 +150,7 @@ class Enclosing:
         self.callbacks: list = []
         self.done = False
         self.committed = False
+        self.committing = False
 
     def commit(self) -> None:
         """Commit everything written so far; its post-commit hooks run when the enclosing block ends.
@@ -155,11 +158,14 @@ class Enclosing:
         Raises the database error itself (an ``IntegrityError`` included) so the caller can tell a lost race
         for its own row from other failures; the transaction is rolled back in that case.
         """
+        self.committing = True
         try:
             db.session.commit()
         except BaseException:
             self.rollback()
             raise
+        finally:
+            self.committing = False
         self.done = self.committed = True
 
     def rollback(self) -> None:
@@ -205,3 +211,12 @@ def _forget_rolled_back_hooks(session, previous_transaction) -> None:
     if (enclosing is not None and not enclosing.committed and previous_transaction.parent is None
             and not previous_transaction.nested):
         enclosing.callbacks.clear()
+
+
+@event.listens_for(Session, "before_commit")
+def _refuse_a_commit_inside(session) -> None:
+    """Inside an enclosing transaction only ``Enclosing.commit`` commits: a stray commit would make part of
+    the work (and an unanswered Idempotency-Key) visible on its own, so it fails instead."""
+    enclosing = _enclosing.get()
+    if enclosing is not None and not enclosing.committing and not session.in_nested_transaction():
+        raise RuntimeError("a commit inside a request that commits as a whole; use unit_of_work() instead")

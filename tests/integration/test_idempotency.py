@@ -343,35 +343,41 @@ def test_a_wrong_scan_under_a_key_records_its_alert_once_and_replays_the_refusal
     assert_chain_intact(api, world)
 
 
-def test_a_keyed_request_locks_the_audit_chain_only_as_it_commits(api, world, app, database_url, monkeypatch):
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has one lock for every writer; PostgreSQL locks the chain's tip row")
-    import sqlalchemy as sa
-
+def test_a_stray_commit_inside_a_keyed_request_fails_instead_of_committing_part_of_it(api, world, app,
+                                                                                      monkeypatch):
     from server.api import therapies as views
+    from server.extensions import db
 
     summary = views.therapy_summary
-    other_writer = sa.create_engine(database_url)
-    appended = []
 
-    def summary_while_another_writer_appends(therapy):
-        """Between the use case's end and the request's commit, another writer moves the chain's tip."""
-        with other_writer.connect() as conn:
-            conn.execute(text("SET lock_timeout = '500ms'"))
-            try:
-                conn.execute(text("UPDATE audit_head SET seq = seq WHERE id = 1"))
-                appended.append(True)
-            except sa.exc.OperationalError:
-                appended.append(False)
-            conn.rollback()
+    def commit_then_answer(therapy):
+        db.session.commit()  # what no code may do inside a request that commits as a whole
         return summary(therapy)
 
-    monkeypatch.setattr(views, "therapy_summary", summary_while_another_writer_appends)
-    try:
-        done = api.as_(world["coord"]).post("/api/v1/therapies", json=start_body("PT-TIP"),
-                                            headers={"Idempotency-Key": "tip-1"})
-    finally:
-        other_writer.dispose()
-    assert done.status_code == 201, done.get_json()
-    assert appended == [True], "the chain's tip was not held for the rest of the request"
+    monkeypatch.setattr(views, "therapy_summary", commit_then_answer)
+    key = {"Idempotency-Key": "stray-commit"}
+    failed = api.as_(world["coord"]).post("/api/v1/therapies", json=start_body("PT-STRAY"), headers=key)
+    assert failed.status_code == 500
+    assert therapies_of(app, "PT-STRAY") == 0
+    monkeypatch.setattr(views, "therapy_summary", summary)
+    retry = api.as_(world["coord"]).post("/api/v1/therapies", json=start_body("PT-STRAY"), headers=key)
+    assert retry.status_code == 201 and therapies_of(app, "PT-STRAY") == 1
+
+
+def test_a_failed_unit_inside_a_request_keeps_the_audit_entries_staged_before_it(api, world, app):
+    from server import audit
+    from server.errors import Invalid
+    from server.uow import enclosing_transaction, unit_of_work
+
+    with app.test_request_context("/api/v1/therapies", method="POST"):
+        with enclosing_transaction() as transaction:
+            audit.append("test", "before.unit", "endpoint", "test")
+            with pytest.raises(Invalid):
+                with unit_of_work():
+                    with audit.savepoint():  # an operator's savepoint, released inside the unit
+                        audit.append("test", "inside.unit", "endpoint", "test")
+                    raise Invalid("The unit is refused after its operator ran.")
+            transaction.commit()
+    actions = audit_actions(api, world)
+    assert "before.unit" in actions and "inside.unit" not in actions
     assert_chain_intact(api, world)
