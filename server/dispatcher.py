@@ -125,6 +125,7 @@ class _PeerCheck:
     """A connection that refuses to talk to a non-public address once connected (whatever DNS said before)."""
 
     def _new_conn(self):
+        """The connected socket, unless its peer is a non-public address (then NewConnectionError)."""
         sock = super()._new_conn()  # type: ignore[misc]
         try:
             peer = str(sock.getpeername()[0])
