@@ -68,11 +68,11 @@ def dispose(app) -> None:
 # -- (a) a write lock held longer than the busy timeout -------------------------------------------------------
 
 def test_a_key_under_a_write_lock_held_past_the_busy_timeout_is_done_once_then_replayed(api, world, app,
-                                                                                       database_url):
+                                                                                       database_url, tmp_path):
     if not database_url.startswith("sqlite"):
         pytest.skip("the database-wide write lock is SQLite's")
     busy_ms = 400
-    fast = other_app(database_url, SQLITE_BUSY_TIMEOUT_MS=busy_ms)
+    fast = other_app(database_url, SQLITE_BUSY_TIMEOUT_MS=busy_ms, AUDIT_SPOOL_DIR=str(tmp_path))
     try:
         with fast.app_context():
             from server.extensions import db
