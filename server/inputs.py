@@ -7,8 +7,8 @@
   up is refused the same way instead of failing with a ``RecursionError``.
 - Path segments never hold a NUL character and ``<int:...>`` segments never exceed 64 bits: such a URL matches
   no route, so it is a 404 (PostgreSQL cannot even compare text with a NUL in it).
-- A query string with a NUL character is a 422 naming the parameter; integer parameters are read with
-  ``server.api.filters.whole_number``, which bounds them.
+- A query string or a form (the web pages' posts) with a NUL character is a 422 naming the parameter or
+  field; integer query parameters are read with ``server.api.filters.whole_number``, which bounds them.
 - Every JSON answer is strict JSON (``allow_nan=False``): a JavaScript client can always parse it.
 """
 
@@ -124,13 +124,22 @@ class Int64Converter(IntegerConverter):
         super().__init__(map, fixed_digits, 0 if min is None else min, INT_MAX if max is None else max, signed)
 
 
-def refuse_nul_in_query() -> None:
-    """422 for a query parameter (name or value) with a NUL character, before any view reads it."""
-    for name, value in request.args.items(multi=True):
-        if "\x00" in name or "\x00" in value:
-            shown = name.replace("\x00", "\\u0000")[:40]
-            raise Invalid(f"The query parameter '{shown}' contains a NUL character (\\u0000).", code="invalid_query",
-                          details={"field": shown, "reason": "nul_character"})
+def refuse_nul_characters() -> None:
+    """422 for a query parameter or form field (name or value) with a NUL character, before any view reads it.
+
+    A form's text is decoded leniently (an invalid byte becomes U+FFFD), so NUL is the one character a web form
+    or a query string can carry that no database column takes (PostgreSQL refuses it even in a comparison).
+    """
+    fields = [("query parameter", request.args)]
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        fields.append(("form field", request.form))
+    for kind, values in fields:
+        for name, value in values.items(multi=True):
+            if "\x00" in name or "\x00" in value:
+                shown = name.replace("\x00", "\\u0000")[:40]
+                raise Invalid(f"The {kind} '{shown}' contains a NUL character (\\u0000).",
+                              code="invalid_query" if kind == "query parameter" else "invalid_form",
+                              details={"field": shown, "reason": "nul_character"})
 
 
 def init_app(app: Flask) -> None:
@@ -142,4 +151,4 @@ def init_app(app: Flask) -> None:
     app.request_class = CheckedRequest
     app.url_map.converters.update(default=SegmentConverter, string=SegmentConverter, path=FilePathConverter,
                                   int=Int64Converter)
-    app.before_request(refuse_nul_in_query)
+    app.before_request(refuse_nul_characters)

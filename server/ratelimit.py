@@ -35,7 +35,7 @@ def login_limited(view):
 
 def init_app(app: Flask) -> Limiter:
     """Install the body size check and the login rate limit on ``app`` (each app counts on its own)."""
-    app.before_request(_limit_body_size)
+    app.before_request_funcs.setdefault(None, []).insert(0, _limit_body_size)  # before anything reads a body
     app.after_request(_discard_refused_body)
     lock = threading.Lock()
     state = {"marked": False}

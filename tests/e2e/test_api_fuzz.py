@@ -12,6 +12,7 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -75,15 +76,53 @@ def demo_server(tmp_path_factory):
                 if time.monotonic() > deadline or proc.poll() is not None:
                     pytest.fail("server did not start:\n" + log_path.read_text())
                 time.sleep(0.2)
-            yield base, tokens, log_path
+            yield base, tokens, log_path, folder / "db.sqlite3"
         finally:
             proc.terminate()
             proc.wait(timeout=20)
 
 
-def _fuzz(base: str, token: str, workdir: Path) -> subprocess.CompletedProcess:
+# Values the demo data holds, offered to the fuzzer for these parameters half of the time (the other half
+# stays random), so that calls reach past "no such therapy" into the code that handles a real one.
+KNOWN = {
+    "path.therapy_id": "SELECT id FROM therapy", "body.therapy_id": "SELECT id FROM therapy",
+    "query.therapy_id": "SELECT id FROM therapy", "body.coi": "SELECT coi FROM therapy",
+    "path.task_id": "SELECT id FROM task", "path.alert_id": "SELECT id FROM alert",
+    "path.incident_id": "SELECT id FROM incident", "path.key": "SELECT key FROM process_definition",
+    "body.process_key": "SELECT key FROM process_definition", "body.site": "SELECT code FROM site",
+    "query.site": "SELECT code FROM site", "path.user_id": "SELECT id FROM user_account",
+}
+LITERALS = {
+    "body.name": ["shipment.delivered", "courier.picked_up", "return.picked_up", "return.delivered",
+                  "shipment.picked_up", "condition.excursion"],
+    "path.material_id": ["LEUKOPAK-1", "CAR-T-1", "LOT-1"],
+    "body.material_id": ["LEUKOPAK-1", "CAR-T-1", "LOT-1"],
+    "body.scanned_coi": [],  # filled with the demo's COIs
+}
+
+
+def _config(database: Path, workdir: Path) -> Path:
+    """A schemathesis configuration whose dictionaries hold the demo's identifiers."""
+    with sqlite3.connect(database) as connection:
+        values = {key: [row[0] for row in connection.execute(query)] for key, query in KNOWN.items()}
+        values["body.scanned_coi"] = [row[0] for row in connection.execute("SELECT coi FROM therapy")]
+    values.update({key: literal for key, literal in LITERALS.items() if literal})
+    lines = []
+    for number, (_key, found) in enumerate(sorted(values.items())):
+        if found:
+            lines += [f"[dictionaries.d{number}]", f"values = {json.dumps(found)}", ""]
+    lines.append("[parameters]")
+    for number, (key, found) in enumerate(sorted(values.items())):
+        if found:
+            lines.append(f'"{key}" = {{ dictionary = "d{number}", probability = 0.5 }}')
+    path = workdir / "schemathesis.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _fuzz(base: str, token: str, workdir: Path, config: Path) -> subprocess.CompletedProcess:
     """One bounded schemathesis run over every documented operation but the excluded ones."""
-    command = [sys.executable, "-m", "schemathesis.cli", "run", f"{base}/openapi.json",
+    command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run", f"{base}/openapi.json",
                "--header", f"Authorization: Bearer {token}", "--checks", CHECKS, "--seed", str(SEED),
                "--max-examples", str(MAX_EXAMPLES), "--phases", "examples,coverage,fuzzing", "--workers", "2",
                "--generation-database", "none", "--request-timeout", "30", "--no-color"]
@@ -93,10 +132,11 @@ def _fuzz(base: str, token: str, workdir: Path) -> subprocess.CompletedProcess:
 
 
 def test_fuzzing_finds_no_server_error_and_no_undocumented_answer(demo_server, tmp_path):
-    base, tokens, log_path = demo_server
+    base, tokens, log_path, database = demo_server
+    config = _config(database, tmp_path)
     # The site-scoped caller first: the administrator's run may deactivate other users.
     for who in ("coordinator", "admin"):
-        run = _fuzz(base, tokens[who], tmp_path)
+        run = _fuzz(base, tokens[who], tmp_path, config)
         assert run.returncode == 0, f"as {who}:\n{run.stdout[-20000:]}\n{run.stderr[-3000:]}"
         assert "Tested: " in run.stdout, run.stdout[-3000:]
     assert not re.search(r'HTTP/1\.[01]" 5\d\d ', log_path.read_text())  # nor does the access log show a 5xx
@@ -111,7 +151,7 @@ def _post(url: str, body: bytes, token: str, content_type: str = "application/js
 
 @pytest.mark.parametrize("megabytes, content_type", [(8, "application/json"), (24, "multipart/form-data; b=x")])
 def test_a_client_that_sends_an_oversized_body_first_reads_the_413(demo_server, megabytes, content_type):
-    base, tokens, _log = demo_server
+    base, tokens, _log, _database = demo_server
     body = b"[" + b"0," * (megabytes * 512 * 1024) + b"0]"
     path = "/therapies" if content_type == "application/json" else "/process-definitions"
     with pytest.raises(urllib.error.HTTPError) as answer:

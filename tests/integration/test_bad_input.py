@@ -231,3 +231,16 @@ def test_condition_series_filters_at_the_edges_of_time_and_of_integers(app, api,
                  '{"t": "0001-01-01T00:00:00+05:00", "i": 1}', "[" * 2000 + "]" * 2000):
         cursor = base64.urlsafe_b64encode(text.encode()).decode()
         assert refused(logistics.get(f"{series}?cursor={cursor}"), 400)["code"] == "invalid_cursor"
+
+
+def test_web_form_posts_with_a_nul_character_are_refused_before_they_reach_the_database(app, api, world):
+    import re
+
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    before = counts(app)
+    answer = client.post("/login", data={"username": "coord\x00", "password": "x", "csrf_token": csrf})
+    assert answer.status_code == 422 and answer.mimetype == "text/html"  # the web pages' own error page
+    assert "The form field &#39;username&#39; contains a NUL character" in answer.get_data(as_text=True)
+    assert counts(app) == before  # not even a failed login was recorded
