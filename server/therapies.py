@@ -303,13 +303,14 @@ def deliver_message(therapy: Therapy, name: str, payload: Any, actor: str) -> tu
     """Deliver message ``name``; 409 ``not_waiting`` (audited, nothing else changed) when not awaited."""
     waiting = [w for w in therapy.waits if w.get("type") == "message" and w.get("name") == name]
     if therapy.status != "active" or not waiting:
-        with unit_of_work():
-            audit.append(actor, "message.refused", "therapy", therapy.id, therapy_id=therapy.id,
-                         site_id=therapy.site_id, data={"name": name, "payload": payload,
-                                                        "reason": "not_waiting"})
-        raise Conflict(f"The therapy is not waiting for a message named '{name}'.", code="not_waiting",
-                       details={"name": name, "waiting_for": [w.get("name") for w in therapy.waits
-                                                              if w.get("type") == "message"]})
+        refused = Conflict(f"The therapy is not waiting for a message named '{name}'.", code="not_waiting",
+                           details={"name": name, "waiting_for": [w.get("name") for w in therapy.waits
+                                                                  if w.get("type") == "message"]})
+        # Written even while the database is busy (spooled then), with its own reason.
+        audit.audit_refusal(actor, "message.refused", "therapy", therapy.id, status=refused.status,
+                            code=refused.code, message=refused.message, therapy_id=therapy.id,
+                            site_id=therapy.site_id, data={"name": name, "payload": payload, "reason": "not_waiting"})
+        raise refused
     with unit_of_work():
         try:
             outcome = run_step(therapy, actor, lambda runtime: runtime.deliver_message(therapy.state, name, payload))

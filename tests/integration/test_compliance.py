@@ -329,7 +329,10 @@ def test_refused_requests_on_gmp_data_are_audited(api, world):
     refusals = [(e["action"], e["actor"], e["data"].get("status") or e["data"].get("reason"))
                 for e in audit_items(api, world, therapy_id=therapy["id"]) if e["action"].endswith(".refused")]
     assert refusals == [("task.refused", "logistics", 403), ("task.refused", "coord", 409),
-                        ("message.refused", "designer", 403), ("message.refused", "integrator", "not_waiting")]
+                        ("message.refused", "designer", 403), ("message.refused", "integrator", 409)]
+    last = [e for e in audit_items(api, world, therapy_id=therapy["id"]) if e["action"] == "message.refused"][-1]
+    assert (last["data"]["code"], last["data"]["reason"], last["data"]["name"]) == ("not_waiting", "not_waiting",
+                                                                                     "qc.results")
 
 
 def test_user_and_role_changes_are_audited_with_old_and_new_values(app, api, world):
