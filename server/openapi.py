@@ -176,6 +176,9 @@ ERROR = {"$ref": "#/components/schemas/Error"}
 
 
 WRITES = {"POST", "PATCH", "PUT", "DELETE"}
+# Answered by the HTTP server (gunicorn) before the request reaches the API, so as a plain HTML page.
+URI_TOO_LONG = {"description": "The request line (the URL with its query string) is longer than the HTTP server "
+                               "reads (4094 bytes)", "content": {"text/html": {"schema": {"type": "string"}}}}
 # Answers every operation may give besides its own; which apply depends on the route (see ``_common_errors``).
 COMMON = {
     "400": "Malformed: the body is not JSON, or a query parameter or header is not what it must be",
@@ -242,6 +245,7 @@ def _responses(method: str, op: Op, has_params: bool, secured: bool, roles) -> d
         out[status] = _error(COMMON[status])
     for status, description in op.errors.items():
         out[status] = _error(description)
+    out["414"] = URI_TOO_LONG
     return dict(sorted(out.items()))
 
 
