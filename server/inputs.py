@@ -5,8 +5,9 @@
   outside 64 bits, NUL characters, lone surrogates and nesting deeper than the limit, with a 422 whose
   ``details`` name the field (``body.data.dose``) and the reason. Nesting so deep that the parser itself gives
   up is refused the same way instead of failing with a ``RecursionError``.
-- Path segments never hold a NUL character and ``<int:...>`` segments never exceed 64 bits: such a URL matches
-  no route, so it is a 404 (PostgreSQL cannot even compare text with a NUL in it).
+- Path segments never hold a NUL character and ``<int:...>`` segments are never larger than ``ID_MAX`` (ids
+  and versions are 32-bit INTEGER columns): such a URL matches no route, so it is a 404 (PostgreSQL cannot
+  even compare a column with a value its type does not hold, or text with a NUL in it).
 - A query string or a form (the web pages' posts) with a NUL character is a 422 naming the parameter or
   field; integer query parameters are read with ``server.api.filters.whole_number``, which bounds them.
 - Every JSON answer is strict JSON (``allow_nan=False``): a JavaScript client can always parse it.
@@ -21,11 +22,12 @@ from flask import Flask, Request, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.routing import IntegerConverter, PathConverter, UnicodeConverter
 
-from engine.values import DEFAULT_LIMITS, INT_MAX, ValueRejected, check_value
+from engine.values import DEFAULT_LIMITS, ValueRejected, check_value
 
 from .errors import Invalid
 
 BODY = "body"  # how the checks name the request body's root in ``details.field``
+ID_MAX = 2**31 - 1  # the largest id or version number: those columns are 32-bit INTEGERs
 
 
 class StrictJSONProvider(DefaultJSONProvider):
@@ -110,18 +112,18 @@ def _at_most(limit: int) -> str:
     return "(?:" + "|".join(alternatives) + ")"
 
 
-class Int64Converter(IntegerConverter):
-    """``<int:...>`` that matches only integers a database column can hold (else no route matches: 404).
+class IdConverter(IntegerConverter):
+    """``<int:...>`` that matches only ids an INTEGER column can hold, 0 to ``ID_MAX`` (else no route: 404).
 
     The bound is in the pattern, not only in ``to_python``: a value that fails conversion would otherwise let
     another method's rule for the same path answer 405.
     """
 
-    regex = _at_most(INT_MAX)
+    regex = _at_most(ID_MAX)
 
     def __init__(self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = None,
                  signed: bool = False) -> None:
-        super().__init__(map, fixed_digits, 0 if min is None else min, INT_MAX if max is None else max, signed)
+        super().__init__(map, fixed_digits, 0 if min is None else min, ID_MAX if max is None else max, signed)
 
 
 def refuse_nul_characters() -> None:
@@ -150,5 +152,5 @@ def init_app(app: Flask) -> None:
     app.json = StrictJSONProvider(app)
     app.request_class = CheckedRequest
     app.url_map.converters.update(default=SegmentConverter, string=SegmentConverter, path=FilePathConverter,
-                                  int=Int64Converter)
+                                  int=IdConverter)
     app.before_request(refuse_nul_characters)

@@ -21,6 +21,7 @@ from marshmallow import Schema
 from engine.values import INT_MAX, INT_MIN
 
 from . import schemas
+from .inputs import ID_MAX
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ def _string(**extra) -> dict:
 
 
 INTEGER = {"type": "integer", "format": "int64", "minimum": INT_MIN, "maximum": INT_MAX}
+ID = {"type": "integer", "format": "int32", "minimum": 0, "maximum": ID_MAX}  # ids and versions: INTEGER columns
 PAGING = (("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size (default 50)"),
           ("cursor", _string(), "next_cursor of the last page"))
 PDF = {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}
@@ -150,7 +152,7 @@ def _operations() -> dict[tuple[str, str], Op]:
         ("POST", "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): Op(
             "202", schemas.DeliverySchema, errors={"409": "The delivery is being sent right now"}),
         ("GET", "/api/v1/tokens"): Op(answer=schemas.TokenPageSchema, query=(
-            status("tokens"), ("user_id", INTEGER, "administrators: one user's tokens"), *PAGING)),
+            status("tokens"), ("user_id", ID, "administrators: one user's tokens"), *PAGING)),
         ("POST", "/api/v1/tokens"): Op("201", schemas.TokenCreatedSchema, tokens.NewTokenSchema,
                                        body_required=False),
         ("POST", "/api/v1/tokens/{token_id}/revoke"): Op(answer=schemas.TokenRevokedSchema, body=tokens.RevokeSchema,
@@ -253,7 +255,7 @@ def _path_parameter(rule, name: str) -> dict:
     """A path parameter: an integer for ``<int:...>`` segments, else one path segment of text."""
     converter = rule._converters.get(name)
     if converter is not None and converter.regex == r"\d+":
-        schema = {"type": "integer", "format": "int64", "minimum": 0, "maximum": INT_MAX}
+        schema = dict(ID)
     else:
         schema = {"type": "string", "minLength": 1}
     return {"name": name, "in": "path", "required": True, "schema": schema}

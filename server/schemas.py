@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from .errors import BadRequest, Invalid
+from .inputs import ID_MAX
 
 
 class PatientSchema(Schema):
@@ -23,7 +24,7 @@ class StartTherapySchema(Schema):
         unknown = RAISE
 
     process_key = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    version = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    version = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1, max=ID_MAX))
     site = fields.String(required=True, validate=validate.Length(min=1, max=32))
     patient = fields.Nested(PatientSchema, required=True)
     data = fields.Dict(keys=fields.String(), load_default=dict)

@@ -15,6 +15,8 @@ import time
 from flask import Response, current_app, g, request, stream_with_context
 from sqlalchemy import func, or_, select
 
+from engine.values import INT_MAX
+
 from .. import webhooks
 from ..auth import require, visible_site_ids
 from ..errors import ApiError, BadRequest
@@ -47,9 +49,9 @@ def _resume_point() -> int:
     except ValueError:
         raise BadRequest("Last-Event-ID must be the id of an event this stream sent (a whole number).",
                          code="invalid_last_event_id", details={"field": "Last-Event-ID"}) from None
-    if value < 0:
-        raise BadRequest("Last-Event-ID must not be negative.", code="invalid_last_event_id",
-                         details={"field": "Last-Event-ID"})
+    if not 0 <= value <= INT_MAX:
+        raise BadRequest("Last-Event-ID must be an event id: a whole number from 0 to 2^63 - 1.",
+                         code="invalid_last_event_id", details={"field": "Last-Event-ID"})
     return value
 
 

@@ -15,6 +15,7 @@ from ..auth import check_login, require
 from ..errors import BadRequest, Invalid, NotFound
 from ..extensions import db
 from ..idempotency import idempotent
+from ..inputs import ID_MAX
 from ..models import ApiToken, User, utcnow
 from ..ratelimit import login_limited
 from ..schemas import TokenRequestSchema, load_json
@@ -34,8 +35,8 @@ class NewTokenSchema(Schema):
         unknown = RAISE
 
     label = fields.String(load_default="api", validate=validate.Length(min=1, max=100))
-    ttl_days = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
-    user_id = fields.Integer(load_default=None, allow_none=True)
+    ttl_days = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1, max=36500))
+    user_id = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0, max=ID_MAX))
 
 
 class ExpireSchema(Schema):
@@ -96,7 +97,7 @@ def list_tokens():
     query = select(ApiToken).join(User).order_by(ApiToken.id.desc())
     if not _is_admin():
         query = query.where(ApiToken.user_id == g.user.id)
-    elif (user_id := whole_number("user_id")) is not None:
+    elif (user_id := whole_number("user_id", 0, ID_MAX)) is not None:
         query = query.where(ApiToken.user_id == user_id)
     status = request.args.get("status")
     if status:

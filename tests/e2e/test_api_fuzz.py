@@ -12,18 +12,20 @@ import json
 import os
 import re
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
 import requests
+import sqlalchemy as sa
 
 from ..conftest import ROOT
+from ..integration.conftest import BACKENDS, PG_URL, _with_database
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("schemathesis", reason="schemathesis is in the test extras: pip install -e '.[test]'")
@@ -48,11 +50,27 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def database(request, tmp_path_factory):
+    """An empty database for the served demo: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('fuzzdb') / 'db.sqlite3'}"
+        return
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    name = f"tether_fuzz_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield _with_database(PG_URL, name)
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 @pytest.fixture(scope="module")
-def demo_server(tmp_path_factory):
-    """``tether demo`` then ``tether serve`` on SQLite: (API base URL, tokens by demo user name)."""
+def demo_server(database, tmp_path_factory):
+    """``tether demo`` then ``tether serve``: (API base URL, tokens by demo user name, access log, database URL)."""
     folder = tmp_path_factory.mktemp("fuzz")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": f"sqlite:///{folder / 'db.sqlite3'}",
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": database,
            "TETHER_DISPATCHER": "0"}  # fuzzed webhooks must not be sent anywhere
     seeded = subprocess.run([sys.executable, "-m", "server.cli", "demo"], env=env, cwd=folder, capture_output=True,
                             text=True, timeout=300, check=False)
@@ -76,7 +94,7 @@ def demo_server(tmp_path_factory):
                 if time.monotonic() > deadline or proc.poll() is not None:
                     pytest.fail("server did not start:\n" + log_path.read_text())
                 time.sleep(0.2)
-            yield base, tokens, log_path, folder / "db.sqlite3"
+            yield base, tokens, log_path, database
         finally:
             proc.terminate()
             proc.wait(timeout=20)
@@ -90,7 +108,7 @@ KNOWN = {
     "path.task_id": "SELECT id FROM task", "path.alert_id": "SELECT id FROM alert",
     "path.incident_id": "SELECT id FROM incident", "path.key": "SELECT key FROM process_definition",
     "body.process_key": "SELECT key FROM process_definition", "body.site": "SELECT code FROM site",
-    "query.site": "SELECT code FROM site", "path.user_id": "SELECT id FROM user_account",
+    "query.site": "SELECT code FROM site",
 }
 LITERALS = {
     "body.name": ["shipment.delivered", "courier.picked_up", "return.picked_up", "return.delivered",
@@ -101,11 +119,13 @@ LITERALS = {
 }
 
 
-def _config(database: Path, workdir: Path) -> Path:
+def _config(database: str, workdir: Path) -> Path:
     """A schemathesis configuration whose dictionaries hold the demo's identifiers."""
-    with sqlite3.connect(database) as connection:
-        values = {key: [row[0] for row in connection.execute(query)] for key, query in KNOWN.items()}
-        values["body.scanned_coi"] = [row[0] for row in connection.execute("SELECT coi FROM therapy")]
+    engine = sa.create_engine(database)
+    with engine.connect() as connection:
+        values = {key: list(connection.execute(sa.text(query)).scalars()) for key, query in KNOWN.items()}
+        values["body.scanned_coi"] = list(connection.execute(sa.text("SELECT coi FROM therapy")).scalars())
+    engine.dispose()
     values.update({key: literal for key, literal in LITERALS.items() if literal})
     lines = []
     for number, (_key, found) in enumerate(sorted(values.items())):

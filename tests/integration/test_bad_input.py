@@ -88,6 +88,14 @@ def test_integers_beyond_64_bits_in_bodies_paths_and_query_strings(app, api, wor
     assert refused(auditor.get("/api/v1/audit?after_seq=soon"), 400)["details"]["field"] == "after_seq"
     assert auditor.get(f"/api/v1/audit?after_seq={BIG - 1}").get_json()["items"] == []
     refused(admin.get(f"/api/v1/tokens?user_id={BIG}"), 422)
+    # Ids and versions are 32-bit columns: PostgreSQL cannot even compare one with 2^31.
+    error = refused(post_raw(api, "/api/v1/therapies", start_body(version=str(2**31)), world["coord"]), 422)
+    assert "version" in error["details"]["fields"]
+    for path in (f"/api/v1/users/{2**31}", f"/api/v1/process-definitions/mini_therapy/versions/{2**31}/bpmn"):
+        refused(admin.get(path), 404)
+    refused(admin.get(f"/api/v1/tokens?user_id={2**31}"), 422)
+    for body in ({"user_id": 2**31}, {"ttl_days": 10**12}):
+        assert refused(admin.post("/api/v1/tokens", json=body), 422)["code"] == "invalid_request"
     refused(admin.get("/api/v1/users?limit=99999999999999999999"), 400)
     assert counts(app) == before
 
