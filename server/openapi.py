@@ -123,6 +123,7 @@ def _operations() -> dict[tuple[str, str], Op]:
             "409": "The task is no longer ready (completed by someone else, or cancelled)"}),
         ("POST", "/api/v1/messages"): Op(answer=schemas.MessageResultSchema, body=schemas.MessageSchema, also={
             "201": ("The message started a new therapy", schemas.MessageResultSchema)}, errors={
+            "404": "No such therapy (by id or COI), or not visible to the caller",
             "409": "The therapy waits for no message of that name (audited)"}),
         ("GET", "/api/v1/alerts"): Op(answer=schemas.AlertPageSchema, query=(
             status("alerts"), ("therapy_id", _string(), "one therapy's alerts"), ("kind", _string(), "one kind"),
