@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 import requests
 
 from ..conftest import ROOT
+from ..support.network import free_port
 
 CHROMIUM = Path(os.environ.get("TETHER_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -36,12 +36,6 @@ class Served:
                                 headers={"Authorization": f"Bearer {self.tokens[user]}"}, **kw)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def served(tmp_path_factory) -> Served:
     """`tether demo` data served by `tether serve` on a free port (with the timer scheduler)."""
@@ -57,7 +51,7 @@ def served(tmp_path_factory) -> Served:
     tokens = {line.split()[0]: line.split()[-1] for line in seeded.stdout.splitlines()
               if line.strip().split(" ")[-1].startswith("tth_")}
     password = next(line.split(": ")[1].rstrip("):") for line in seeded.stdout.splitlines() if "password" in line)
-    port = _free_port()
+    port = free_port()
     log = open(folder / "serve.log", "w")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)], env=env, cwd=folder,
                             stdout=log, stderr=subprocess.STDOUT)

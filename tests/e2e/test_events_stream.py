@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ import pytest
 import requests
 
 from ..conftest import ROOT
+from ..support.network import free_port
 
 PASSWORD = "long-enough-pw-1"
 
@@ -67,13 +67,6 @@ class Stream:
         self.response.close()
 
 
-def _free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _tether(*args, env, cwd, stdin=None) -> subprocess.CompletedProcess:
     """Run the tether command line."""
     return subprocess.run([sys.executable, "-m", "server.cli", *args], env=env, cwd=cwd, input=stdin,
@@ -83,7 +76,7 @@ def _tether(*args, env, cwd, stdin=None) -> subprocess.CompletedProcess:
 @pytest.fixture
 def served(tmp_path):
     """A running ``tether serve`` on SQLite with two sites, site staff and an integrator."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
            "TETHER_PROCESSES_DIR": str(tmp_path / "processes"), "TETHER_FORMS_DIR": str(ROOT / "tests/fixtures"),
            "TETHER_EVENTS_HEARTBEAT_SECONDS": "1", "TETHER_EVENTS_POLL_SECONDS": "0.5",

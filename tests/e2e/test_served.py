@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,14 +13,9 @@ import pytest
 import requests
 
 from ..conftest import ROOT
+from ..support.network import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_healthy(base: str, proc, log_path: Path) -> None:
@@ -44,7 +38,7 @@ def _tether(*args, env, cwd, stdin=None) -> subprocess.CompletedProcess:
 @pytest.fixture
 def served(tmp_path):
     """A running server on SQLite in a temporary folder, with a coordinator and an integrator."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
            "TETHER_PROCESSES_DIR": str(tmp_path / "processes"), "TETHER_FORMS_DIR": str(ROOT / "tests/fixtures")}
     (tmp_path / "processes").mkdir()
@@ -77,7 +71,7 @@ def test_served_process_runs_a_therapy(served):
                                 timeout=10, **kw)
 
     assert requests.get(f"{base}/health", timeout=5).json() == {"status": "ok", "database": "ok",
-                                                                "scheduler": "running"}
+                                                                "writes": "ok", "scheduler": "running"}
     assert [d["key"] for d in call("GET", "/process-definitions", "coord").json()["items"]] == ["mini_therapy"]
     therapy = call("POST", "/therapies", "coord", json={"process_key": "mini_therapy", "site": "SITE-A",
                                                          "patient": {"reference": "PT-9"}}).json()
@@ -96,7 +90,7 @@ def test_served_process_runs_a_therapy(served):
 
 def test_demo_then_readme_walkthrough_with_curl(tmp_path):
     """`tether demo` seeds users and tokens; scripts/walkthrough (the README's curl session) runs a therapy."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
     seeded = _tether("demo", env=env, cwd=tmp_path)
     assert seeded.returncode == 0, seeded.stderr

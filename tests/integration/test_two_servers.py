@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,23 +17,18 @@ import requests
 import sqlalchemy as sa
 
 from ..conftest import FIXTURES, ROOT
+from ..support.network import free_port
 from .conftest import PG_URL, _with_database
 
 pytestmark = pytest.mark.slow
 TIMERS = 200
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Server:
     """One ``tether serve`` subprocess on a free port."""
 
     def __init__(self, env: dict, cwd: Path, name: str):
-        self.port, self.cwd, self.name = _free_port(), cwd, name
+        self.port, self.cwd, self.name = free_port(), cwd, name
         self.base = f"http://127.0.0.1:{self.port}/api/v1"
         self.log_path = cwd / f"{name}.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115

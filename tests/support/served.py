@@ -14,14 +14,15 @@ import pytest
 import sqlalchemy as sa
 
 from ..integration.conftest import PG_URL, _with_database
-from ..integration.test_two_servers import Server, _free_port
+from ..integration.test_two_servers import Server
+from .network import free_port
 
 
 class KillableServer(Server):
     """``tether serve`` with ``workers`` worker processes, started as the leader of a new process group."""
 
     def __init__(self, env: dict, cwd: Path, name: str, workers: int = 2):  # noqa: D107  (the parent's fields)
-        self.port, self.cwd, self.name = _free_port(), cwd, name
+        self.port, self.cwd, self.name = free_port(), cwd, name
         self.base = f"http://127.0.0.1:{self.port}/api/v1"
         self.log_path = cwd / f"{name}.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115
