@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     JSON,
@@ -23,6 +24,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from .extensions import db
+
+if TYPE_CHECKING:
+    # ``db.Model`` is a class Flask-SQLAlchemy builds at run time from ``Base`` (its columns, metadata and
+    # registry) plus its own query and bind-key mixins, which no model here relies on. A type checker cannot
+    # follow a base class made by a call, so it checks the models against the declarative base they are built from.
+    from .extensions import Base as Model
+else:
+    Model = db.Model
 
 ROLES = ("admin", "designer", "coordinator", "manufacturing", "logistics", "qa", "integrator", "auditor")
 UNSCOPED_ROLES = ("admin", "designer", "auditor")
@@ -66,7 +75,7 @@ user_sites = db.Table(
 )
 
 
-class Site(db.Model):
+class Site(Model):
     """A treatment centre, manufacturing site or logistics hub."""
 
     __tablename__ = "site"
@@ -77,7 +86,7 @@ class Site(db.Model):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
-class User(db.Model):
+class User(Model):
     """A person or system account. Ids are never reused (AUTOINCREMENT / identity)."""
 
     __tablename__ = "user_account"
@@ -104,7 +113,7 @@ class User(db.Model):
         return bool(self.sites) and not any(r in UNSCOPED_ROLES for r in self.roles)
 
 
-class ApiToken(db.Model):
+class ApiToken(Model):
     """A bearer token; only its SHA-256 is stored."""
 
     __tablename__ = "api_token"
@@ -118,7 +127,7 @@ class ApiToken(db.Model):
     user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
 
 
-class WebSession(db.Model):
+class WebSession(Model):
     """One login to the web pages: the signed cookie carries a random token, this row its SHA-256 and its life.
 
     A session ends by logout, by expiry (``expires_at``, or idleness), or when its user's password changes or
@@ -135,7 +144,7 @@ class WebSession(db.Model):
     end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
-class ProcessDefinition(db.Model):
+class ProcessDefinition(Model):
     """One deployed version of a therapy's BPMN diagram, with its forms and parsed spec (stored once)."""
 
     __tablename__ = "process_definition"
@@ -153,7 +162,7 @@ class ProcessDefinition(db.Model):
     deployed_by: Mapped[str] = mapped_column(String(64))
 
 
-class Therapy(db.Model):
+class Therapy(Model):
     """One patient's treatment: an instance of a definition version, with its engine state."""
 
     __tablename__ = "therapy"
@@ -192,7 +201,7 @@ class Therapy(db.Model):
     __mapper_args__ = {"version_id_col": row_version}
 
 
-class TaskRecord(db.Model):
+class TaskRecord(Model):
     """The projection of a user task, for lists and for completed-task history."""
 
     __tablename__ = "task"
@@ -224,7 +233,7 @@ class TaskRecord(db.Model):
     site: Mapped[Site] = relationship(lazy="joined", innerjoin=True)
 
 
-class AuditEntry(db.Model):
+class AuditEntry(Model):
     """One link of the tamper-evident audit chain; never updated, never deleted."""
 
     __tablename__ = "audit_entry"
@@ -243,7 +252,7 @@ class AuditEntry(db.Model):
     hash: Mapped[str] = mapped_column(String(64))
 
 
-class AuditHead(db.Model):
+class AuditHead(Model):
     """The chain's tip; its single row is locked by each append so the chain never forks."""
 
     __tablename__ = "audit_head"
@@ -252,7 +261,7 @@ class AuditHead(db.Model):
     hash: Mapped[str] = mapped_column(String(64))
 
 
-class OutboxEvent(db.Model):
+class OutboxEvent(Model):
     """A domain event written in the same transaction as the change that caused it."""
 
     __tablename__ = "outbox_event"
@@ -267,7 +276,7 @@ class OutboxEvent(db.Model):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
-class IdempotencyRecord(db.Model):
+class IdempotencyRecord(Model):
     """The first response to a POST carrying an ``Idempotency-Key``, replayed for repeats."""
 
     __tablename__ = "idempotency_record"
@@ -282,7 +291,7 @@ class IdempotencyRecord(db.Model):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
-class CoiCounter(db.Model):
+class CoiCounter(Model):
     """The next COI sequence number per facility and year; incremented under a row lock."""
 
     __tablename__ = "coi_counter"
@@ -293,7 +302,7 @@ class CoiCounter(db.Model):
 
 
 
-class Alert(db.Model):
+class Alert(Model):
     """Something a person must look at: an escalation, a COI mismatch, an excursion, an incident."""
 
     __tablename__ = "alert"
@@ -314,7 +323,7 @@ class Alert(db.Model):
     acknowledgement_note: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
-class Incident(db.Model):
+class Incident(Model):
     """A step the engine could not take (a failing service task), waiting for retry or resolution."""
 
     __tablename__ = "incident"
@@ -336,7 +345,7 @@ class Incident(db.Model):
     resolution_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
-class Signature(db.Model):
+class Signature(Model):
     """An electronic signature bound, by hash, to exactly what was signed (21 CFR 11.50, 11.70)."""
 
     __tablename__ = "signature"
@@ -351,7 +360,7 @@ class Signature(db.Model):
     content_hash: Mapped[str] = mapped_column(String(64))
 
 
-class Correction(db.Model):
+class Correction(Model):
     """A correction of one recorded process-data value, with its mandatory reason (Annex 11 §9)."""
 
     __tablename__ = "correction"
@@ -365,7 +374,7 @@ class Correction(db.Model):
     corrected_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
-class CustodyTransfer(db.Model):
+class CustodyTransfer(Model):
     """One handoff of a material between parties, with the verified scan of its label."""
 
     __tablename__ = "custody_transfer"
@@ -382,7 +391,7 @@ class CustodyTransfer(db.Model):
     recorded_by: Mapped[str] = mapped_column(String(64))
 
 
-class ConditionReading(db.Model):
+class ConditionReading(Model):
     """One temperature reading of a therapy's material (a narrow row: 10,000 per therapy stay cheap)."""
 
     __tablename__ = "condition_reading"
@@ -398,7 +407,7 @@ class ConditionReading(db.Model):
     activity_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
-class WebhookSubscription(db.Model):
+class WebhookSubscription(Model):
     """An integrator's endpoint and the event types (with wildcards) it wants."""
 
     __tablename__ = "webhook_subscription"
@@ -411,7 +420,7 @@ class WebhookSubscription(db.Model):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
-class WebhookDelivery(db.Model):
+class WebhookDelivery(Model):
     """One event to one subscription: attempts, outcome and when to try again."""
 
     __tablename__ = "webhook_delivery"
