@@ -252,3 +252,34 @@ def test_web_form_posts_with_a_nul_character_are_refused_before_they_reach_the_d
     assert answer.status_code == 422 and answer.mimetype == "text/html"  # the web pages' own error page
     assert "The form field &#39;username&#39; contains a NUL character" in answer.get_data(as_text=True)
     assert counts(app) == before  # not even a failed login was recorded
+
+
+def test_every_refusal_and_success_seen_here_is_documented_with_its_schema(app, api, world):
+    from openapi_core import OpenAPI
+    from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+    from werkzeug.test import EnvironBuilder
+
+    openapi = OpenAPI.from_dict(api.get("/api/v1/openapi.json").get_json())
+    admin, coord = api.as_(world["admin"]), api.as_(world["coord"])
+    answers = [
+        (admin.post("/api/v1/tokens", json={"label": "ci"}), 201),  # documented as 200 before
+        (admin.post("/api/v1/tokens", json={"ttl_days": 10**12}), 422),
+        (admin.get(f"/api/v1/tokens?user_id={BIG}"), 422),
+        (admin.get("/api/v1/users/2147483648"), 404),
+        (post_raw(api, "/api/v1/therapies", start_body(data='{"t": NaN}'), world["coord"]), 422),
+        (post_raw(api, "/api/v1/therapies", "{", world["coord"]), 400),
+        (coord.post("/api/v1/therapies", data="x", content_type="text/plain"), 415),
+        (coord.get("/api/v1/therapies?site=%00"), 422),
+        (coord.get("/api/v1/therapies?limit=0"), 400),
+        (api.get("/api/v1/therapies"), 401),
+        (coord.get("/api/v1/audit/verify"), 403),
+        (post_raw(api, "/api/v1/auth/token", '{"username": "\\ud800", "password": "x"}', None), 422),
+        (api.post("/api/v1/auth/token", json={"username": "coord", "password": "wrong"}), 401),
+        (api.as_(world["integrator"]).post("/api/v1/messages", json={"name": "x", "therapy_id": "none"}), 404),
+    ]
+    for answer, status in answers:
+        assert answer.status_code == status, (answer.request.path, answer.get_json())
+        sent = answer.request
+        request = WerkzeugOpenAPIRequest(EnvironBuilder(path=sent.path, method=sent.method,
+                                                        query_string=sent.query_string.decode()).get_request())
+        openapi.validate_response(request, WerkzeugOpenAPIResponse(answer))  # status, media type and body
