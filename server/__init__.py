@@ -6,6 +6,7 @@ import secrets
 from pathlib import Path
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 
 def _default_database_url(app: Flask) -> str:
@@ -44,6 +45,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["SECRET_KEY"] = app.config.get("SECRET_KEY") or _secret_key(app)
     app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_UPLOAD_BYTES"])
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    # The app keeps Flask's default provider; responses keep the order their fields are built in.
+    assert isinstance(app.json, DefaultJSONProvider), "the app uses Flask's default JSON provider"
     app.json.sort_keys = False
 
     db.init_app(app)

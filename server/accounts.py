@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 
@@ -127,11 +128,12 @@ def update_user(user: User, actor: str, *, display_name: str | None = None, role
     new_roles = sorted(set(roles)) if roles is not None else list(user.roles)
     new_codes = sorted({c.upper() for c in site_codes}) if site_codes is not None else user.site_codes
     _check_roles(new_roles, new_codes)
-    new_sites = _sites(new_codes) if site_codes is not None else None
+    new_sites = _sites(new_codes) if site_codes is not None else []  # read only when the sites change
     if display_name is not None and (not display_name.strip() or len(display_name) > 200):
         raise AccountError("the display name (the printed name on signatures) needs 1-200 characters",
                            field="display_name")
-    changes = []
+    # (audit action, field, old value, new value); the values are the field's JSON: a text, a list, a flag.
+    changes: list[tuple[str, str, Any, Any]] = []
     if display_name is not None and display_name != user.display_name:
         changes.append(("user.renamed", "display_name", user.display_name, display_name))
     if roles is not None and new_roles != sorted(user.roles):

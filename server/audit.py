@@ -15,16 +15,17 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from json.encoder import encode_basestring as _encode_string  # the C encoder json.dumps uses
 from typing import Any
 
 from flask import current_app, g, has_app_context, has_request_context
-from sqlalchemy import event, select, update
+from sqlalchemy import Table, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Insert
 
 from . import audit_spool
 from .errors import Conflict
@@ -120,6 +121,7 @@ def _chain_pending(session) -> None:
         return
     session.flush()
     table = AuditHead.__table__
+    assert isinstance(table, Table), "a declarative model with a __tablename__ is mapped to a Table"
     lock = update(table).where(table.c.id == 1).values(seq=table.c.seq).returning(table.c.seq, table.c.hash)
     tip = session.execute(lock).first()
     if tip is None:
@@ -152,6 +154,7 @@ def _create_head() -> None:
     """The chain's tip row, created once; two first appends at the same moment do not both create it."""
     dialect = db.session.get_bind().dialect.name
     values = {"id": 1, "seq": 0, "hash": GENESIS}
+    statement: Insert
     if dialect == "postgresql":
         statement = postgresql.insert(AuditHead).values(**values).on_conflict_do_nothing()
     elif dialect == "sqlite":
@@ -182,7 +185,7 @@ def audit_refusal(actor: str, action: str, subject_type: str, subject_id: str, *
 
     if not action.endswith(".refused"):
         raise ValueError(f"a refusal's action ends in '.refused', not '{action}'")
-    fields = {"actor": actor[:64], "action": action, "subject_type": subject_type,
+    fields: dict[str, Any] = {"actor": actor[:64], "action": action, "subject_type": subject_type,
               "subject_id": str(subject_id)[:64], "therapy_id": therapy_id, "site_id": site_id, "reason": None,
               "at": utcnow(), "data": {"status": status, "code": code, "message": message, **(data or {})}}
     attempts = max(1, int(current_app.config.get("AUDIT_REFUSAL_ATTEMPTS") or 1))
@@ -298,7 +301,7 @@ _ROWS = {
 }
 
 
-def _rows(batch: int) -> Iterator[list[tuple]]:
+def _rows(batch: int) -> Iterator[Sequence[tuple]]:
     """The chain in ``seq`` order, ``batch`` rows at a time, straight from the driver (no ORM, no decoding)."""
     connection = db.session.connection()
     cursor = connection.connection.cursor()
