@@ -244,6 +244,6 @@ def test_unknown_operators_are_refused_at_upload_and_every_operator_is_documente
         "bpmn": (io.BytesIO(unknown.encode()), "bad.bpmn")}, content_type="multipart/form-data")
     assert answer.status_code == 422 and "ftp" in answer.get_json()["error"]["message"]
     assert operator_names() == {"coi.assign", "http", "notify", "publish"}
-    readme = (ROOT / "README.md").read_text()
+    documentation = (ROOT / "docs" / "operators.md").read_text()
     for name, (_run, doc) in OPERATORS.items():
-        assert f"### `{name}`" in readme and "Parameters" in doc, name
+        assert f"\n## `{name}`\n" in documentation and "Parameters" in doc, name

@@ -423,14 +423,14 @@ def test_two_dispatchers_never_send_one_delivery_twice(api, world, app, clock, r
     assert len(expected) == 6 * 2 and Counter(ids) == Counter(expected) and endpoint.attempts == len(expected)
 
 
-def test_the_readme_verification_snippets_accept_real_deliveries_and_refuse_altered_ones(api, world, clock,
-                                                                                        receiver, dispatcher):
+def test_the_docs_verification_snippets_accept_real_deliveries_and_refuse_altered_ones(api, world, clock,
+                                                                                      receiver, dispatcher):
     from standardwebhooks.webhooks import WebhookVerificationError
 
     from ..conftest import ROOT
 
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Integration: messages, webhooks and live events"):]
+    documentation = (ROOT / "docs" / "integration.md").read_text()
+    section = documentation[documentation.index("## 3. What arrives, and how to check it"):]
     section = section[:section.index("\n## ")]
     namespace: dict = {}
     for snippet in re.findall(r"```python\n(.*?)```", section, re.S):
