@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from .errors import BadRequest, Invalid
@@ -97,6 +99,14 @@ class TokenRequestSchema(Schema):
     username = fields.String(required=True)
     password = fields.String(required=True, load_only=True)
     label = fields.String(load_default="api")
+
+
+def in_utc_years(moment: datetime) -> None:
+    """A marshmallow validator: ``moment`` is between the years 1 and 9999 in UTC (else it cannot be stored)."""
+    try:
+        moment.astimezone(UTC) if moment.tzinfo else moment
+    except OverflowError:
+        raise ValidationError("Must lie between the years 1 and 9999 in UTC.") from None
 
 
 def load_json(schema: Schema) -> dict:

@@ -16,7 +16,7 @@ from ..auth import require
 from ..errors import BadRequest
 from ..extensions import db
 from ..idempotency import idempotent
-from ..schemas import load_json
+from ..schemas import in_utc_years, load_json
 from . import bp
 from .therapies import visible_therapy
 
@@ -32,7 +32,7 @@ class ReadingSchema(Schema):
 
     sensor_id = fields.String(required=True, validate=validate.Length(min=1, max=100))
     temperature_c = fields.Float(required=True, allow_nan=False, validate=validate.Range(min=-273.15, max=1000))
-    recorded_at = fields.AwareDateTime(required=True, default_timezone=UTC)
+    recorded_at = fields.AwareDateTime(required=True, default_timezone=UTC, validate=in_utc_years)
     shipment_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
     location = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
 

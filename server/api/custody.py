@@ -10,7 +10,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from .. import custody
 from ..auth import require
 from ..idempotency import idempotent
-from ..schemas import load_json
+from ..schemas import in_utc_years, load_json
 from . import bp
 from .therapies import visible_therapy
 
@@ -28,7 +28,8 @@ class CustodyTransferSchema(Schema):
     to_party = fields.String(required=True, validate=_PARTY)
     scanned_coi = fields.String(required=True, validate=validate.Length(min=1, max=40))
     location = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
-    occurred_at = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=UTC)
+    occurred_at = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=UTC,
+                                       validate=in_utc_years)
 
 
 @bp.post("/therapies/<therapy_id>/custody")

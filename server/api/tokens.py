@@ -18,7 +18,7 @@ from ..idempotency import idempotent
 from ..inputs import ID_MAX
 from ..models import ApiToken, User, utcnow
 from ..ratelimit import login_limited
-from ..schemas import TokenRequestSchema, load_json
+from ..schemas import TokenRequestSchema, in_utc_years, load_json
 from . import bp
 from .admin import account_error
 from .filters import whole_number
@@ -45,7 +45,7 @@ class ExpireSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    at = fields.AwareDateTime(load_default=None, allow_none=True)
+    at = fields.AwareDateTime(load_default=None, allow_none=True, validate=in_utc_years)
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
 
 

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 pytest.importorskip("schemathesis", reason="schemathesis is in the test extras: pip install -e '.[test]'")
 
 SEED = 20261207
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = 20
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 # Left out of the fuzzing, and why:
 EXCLUDED = [

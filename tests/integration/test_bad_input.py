@@ -77,7 +77,7 @@ def test_integers_beyond_64_bits_in_bodies_paths_and_query_strings(app, api, wor
     for path in ("/api/v1/users/99999999999999999999", f"/api/v1/users/{BIG}", "/api/v1/users/" + "9" * 5000,
                  "/api/v1/process-definitions/mini_therapy/versions/99999999999999999999/bpmn"):
         refused(admin.get(path), 404)
-    for path in (f"/api/v1/tokens/{BIG}/revoke", f"/api/v1/users/{BIG}/unlock"):
+    for path in (f"/api/v1/tokens/{BIG}/revoke", f"/api/v1/tokens/{BIG}/expire", f"/api/v1/users/{BIG}/unlock"):
         refused(admin.post(path, json={}), 404)
     for user_id in (str(BIG), "99999999999999999999", "\u0663"):  # the last: ARABIC-INDIC DIGIT THREE
         refused(admin.client.patch(f"/api/v1/users/{user_id}", json={"display_name": "X"},
@@ -96,6 +96,7 @@ def test_integers_beyond_64_bits_in_bodies_paths_and_query_strings(app, api, wor
     refused(admin.get(f"/api/v1/tokens?user_id={2**31}"), 422)
     for body in ({"user_id": 2**31}, {"ttl_days": 10**12}):
         assert refused(admin.post("/api/v1/tokens", json=body), 422)["code"] == "invalid_request"
+    refused(admin.post("/api/v1/tokens/1/expire", json={"reason": "\x00"}), 422)
     refused(admin.get("/api/v1/users?limit=99999999999999999999"), 400)
     assert counts(app) == before
 
@@ -283,3 +284,21 @@ def test_every_refusal_and_success_seen_here_is_documented_with_its_schema(app, 
         request = WerkzeugOpenAPIRequest(EnvironBuilder(path=sent.path, method=sent.method,
                                                         query_string=sent.query_string.decode()).get_request())
         openapi.validate_response(request, WerkzeugOpenAPIResponse(answer))  # status, media type and body
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_timestamps_that_leave_the_calendar_in_utc_are_refused(app, api, world, moment):
+    therapy = api.as_(world["coord"]).post("/api/v1/therapies", json=START).get_json()
+    before = counts(app)
+    reading = {"sensor_id": "S1", "temperature_c": 4.0, "recorded_at": moment}
+    error = refused(api.as_(world["logistics"]).post(f"/api/v1/therapies/{therapy['id']}/conditions", json=reading),
+                    422)
+    assert "recorded_at" in error["details"]["fields"]
+    handoff = {"material_id": "M1", "from_party": "a", "to_party": "b", "scanned_coi": therapy["coi"],
+               "occurred_at": moment}
+    error = refused(api.as_(world["logistics"]).post(f"/api/v1/therapies/{therapy['id']}/custody", json=handoff),
+                    422)
+    assert "occurred_at" in error["details"]["fields"]
+    error = refused(api.as_(world["admin"]).post("/api/v1/tokens/1/expire", json={"at": moment}), 422)
+    assert "at" in error["details"]["fields"]
+    assert counts(app) == before
