@@ -21,7 +21,7 @@ from json.encoder import encode_basestring as _encode_string  # the C encoder js
 from typing import Any
 
 from flask import current_app, g, has_app_context, has_request_context
-from sqlalchemy import Table, event, select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -30,7 +30,7 @@ from sqlalchemy.sql.dml import Insert
 from . import audit_spool
 from .errors import Conflict
 from .extensions import db
-from .models import AuditEntry, AuditHead, utcnow
+from .models import AuditEntry, AuditHead, table_of, utcnow
 from .uow import after_commit
 
 GENESIS = "0" * 64
@@ -120,8 +120,7 @@ def _chain_pending(session) -> None:
     if not pending:
         return
     session.flush()
-    table = AuditHead.__table__
-    assert isinstance(table, Table), "a declarative model with a __tablename__ is mapped to a Table"
+    table = table_of(AuditHead)
     lock = update(table).where(table.c.id == 1).values(seq=table.c.seq).returning(table.c.seq, table.c.hash)
     tip = session.execute(lock).first()
     if tip is None:

@@ -9,16 +9,17 @@ from engine.coi import Coi, issue_coi, validate_fin
 
 from .extensions import db
 from .models import CoiCounter, utcnow
+from .uow import rows_changed
 
 
 def next_coi() -> Coi:
     """Take the next number under a row lock (UPDATE first) inside the current transaction."""
     fin = validate_fin(current_app.config["FACILITY_FIN"])
     year = utcnow().year % 100
-    bumped = db.session.execute(
+    bumped = rows_changed(
         update(CoiCounter).where(CoiCounter.fin == fin, CoiCounter.year == year)
         .values(next_number=CoiCounter.next_number + 1))
-    if bumped.rowcount == 0:
+    if bumped == 0:
         db.session.add(CoiCounter(fin=fin, year=year, next_number=1))
         db.session.flush()
     number = db.session.execute(

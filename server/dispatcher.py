@@ -39,7 +39,7 @@ from urllib3.exceptions import NewConnectionError
 from . import audit, webhooks
 from .extensions import db
 from .models import OutboxEvent, WebhookDelivery, WebhookSubscription
-from .uow import unit_of_work
+from .uow import rows_changed, unit_of_work
 from .webhooks import SENDING, bell, cloud_event_json, now
 
 log = logging.getLogger(__name__)
@@ -99,12 +99,12 @@ def claim_due(moment: datetime, limit: int, lease: timedelta) -> list[Claim]:
             query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
         for delivery_id, attempts, due in db.session.execute(query).all():
             lease_until = moment + lease
-            taken = db.session.execute(
+            taken = rows_changed(
                 update(WebhookDelivery)
                 .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending",
                        WebhookDelivery.attempts == attempts, WebhookDelivery.next_attempt_at == due)
                 .values(attempts=attempts + 1, next_attempt_at=lease_until, last_error=SENDING)
-                .execution_options(synchronize_session=False)).rowcount
+                .execution_options(synchronize_session=False))
             if taken == 1:
                 claims.append(Claim(delivery_id, attempts + 1, lease_until))
     return claims
@@ -290,9 +290,10 @@ class Dispatcher:
         """Send one claimed delivery and record the outcome."""
         with self.app.app_context():
             try:
-                delivery = db.session.get(WebhookDelivery, claim.delivery_id)
-                row = db.session.get(OutboxEvent, delivery.outbox_event_id)
-                subscription = db.session.get(WebhookSubscription, delivery.subscription_id)
+                # Deliveries, events and subscriptions are never deleted (an ended subscription is inactive).
+                delivery = db.session.get_one(WebhookDelivery, claim.delivery_id)
+                row = db.session.get_one(OutboxEvent, delivery.outbox_event_id)
+                subscription = db.session.get_one(WebhookSubscription, delivery.subscription_id)
                 url, secret = subscription.url, subscription.secret
                 db.session.rollback()
                 allow_private = bool(self.app.config.get("WEBHOOK_ALLOW_PRIVATE"))
@@ -320,12 +321,12 @@ class Dispatcher:
         if values["last_error"] is None and not response.ok:
             values["last_error"] = f"the receiver answered {response.status_code}"
         with unit_of_work():
-            changed = db.session.execute(
+            changed = rows_changed(
                 update(WebhookDelivery)
                 .where(WebhookDelivery.id == claim.delivery_id, WebhookDelivery.status == "pending",
                        WebhookDelivery.attempts == claim.attempt,
                        WebhookDelivery.next_attempt_at == claim.lease_until)
-                .values(**values).execution_options(synchronize_session=False)).rowcount
+                .values(**values).execution_options(synchronize_session=False))
             if changed and final_failure:
                 audit.append("dispatcher", "webhook.delivery_failed", "webhook_delivery", claim.delivery_id,
                              data={"attempts": claim.attempt, "last_status_code": response.status_code,

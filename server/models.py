@@ -16,6 +16,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -66,6 +67,14 @@ class UtcDateTime(TypeDecorator):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def table_of(model: type[Model]) -> Table:
+    """The table a model is mapped to, for Core statements (the declarative base declares only a FromClause)."""
+    table = model.__table__
+    if not isinstance(table, Table):  # pragma: no cover - every model here declares a __tablename__
+        raise TypeError(f"{model.__name__} is not mapped to a table")
+    return table
 
 
 user_sites = db.Table(

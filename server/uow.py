@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterator
+from typing import cast
 
 from flask import current_app
-from sqlalchemy import event
+from sqlalchemy import CursorResult, Executable, event
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -54,13 +55,22 @@ def configure_sqlite(engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if _write_intent.get() else "BEGIN")
 
 
-def after_commit(callback: Callable[[], None]) -> None:
-    """Run ``callback`` once the current unit of work has committed (dropped on rollback)."""
+def after_commit(callback: Callable[[], object]) -> None:
+    """Run ``callback`` once the current unit of work has committed (dropped on rollback); its result is unused."""
     pending = _after_commit.get()
     if pending is None:
         callback()
     else:
         pending.append(callback)
+
+
+def rows_changed(statement: Executable) -> int:
+    """Execute an UPDATE or DELETE in the current session; how many rows it matched.
+
+    ``Session.execute`` is declared to return a ``Result``; for a DML statement without RETURNING it is the
+    ``CursorResult`` of the cursor, which carries ``rowcount``.
+    """
+    return cast(CursorResult, db.session.execute(statement)).rowcount
 
 
 def _run_callbacks(callbacks: list) -> None:

@@ -22,7 +22,7 @@ from . import audit
 from .errors import Conflict
 from .extensions import db
 from .models import User, WebSession, utcnow
-from .uow import unit_of_work
+from .uow import rows_changed, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _close(which, reason: str) -> int:
     """Mark the open sessions that ``which`` selects as ended now, for ``reason``."""
     statement = (update(WebSession).where(which, WebSession.ended_at.is_(None))
                  .values(ended_at=now(), end_reason=reason).execution_options(synchronize_session=False))
-    return db.session.execute(statement).rowcount or 0
+    return rows_changed(statement)
 
 
 def _end_quietly(session_id: str, reason: str, user: User | None) -> None:

@@ -41,10 +41,11 @@ from .models import (
     WebhookDelivery,
     WebhookSubscription,
     new_id,
+    table_of,
     user_sites,
     utcnow,
 )
-from .uow import after_commit, unit_of_work
+from .uow import after_commit, rows_changed, unit_of_work
 
 SENDING = "sending"  # a delivery's last_error while a dispatcher holds it (until its lease ends)
 MAX_URL_LENGTH = 2000
@@ -222,10 +223,10 @@ def redeliver(delivery: WebhookDelivery, actor: str) -> WebhookDelivery:
                       func.coalesce(WebhookDelivery.last_error, "") == SENDING,
                       WebhookDelivery.next_attempt_at > moment)
     with unit_of_work():
-        changed = db.session.execute(
+        changed = rows_changed(
             update(WebhookDelivery).where(WebhookDelivery.id == delivery.id, ~being_sent)
             .values(status="pending", attempts=0, next_attempt_at=moment, last_error=None)
-            .execution_options(synchronize_session=False)).rowcount
+            .execution_options(synchronize_session=False))
         if not changed:
             raise Conflict("This delivery is being sent right now; look at its outcome before sending it again.",
                            code="delivery_in_progress", details={"delivery_id": delivery.id})
@@ -350,7 +351,7 @@ def fan_out(connection, events: list[OutboxEvent], moment: datetime) -> int:
                          "event_type": row.type, "therapy_id": row.therapy_id, "status": "pending",
                          "attempts": 0, "next_attempt_at": moment, "created_at": moment})
     if rows:
-        connection.execute(insert(WebhookDelivery.__table__), rows)
+        connection.execute(insert(table_of(WebhookDelivery)), rows)
     return len(rows)
 
 
