@@ -94,6 +94,7 @@ def check_login(username: str, password: str, channel: str) -> User:
 
     name = (username or "").strip()
     user = None
+    reason: str | None
     if 0 < len(name) <= 64:
         user = db.session.execute(select(User).where(User.username == name)).scalar_one_or_none()
     if user is None:
@@ -110,6 +111,7 @@ def check_login(username: str, password: str, channel: str) -> User:
     if reason:
         raise Unauthorized("The username or password is wrong, or the account is locked or deactivated.",
                            code="login_failed")
+    assert user is not None, "an unknown user name always has a reason to refuse"
     return user
 
 

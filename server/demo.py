@@ -111,7 +111,7 @@ def _seed_therapies(echo: Callable[[str], None]) -> None:
                 _log_temperatures(therapy.id, clock, [-181.0, -176.5, -158.0, -139.5, -147.0, -171.0], "CC-RETURN")
             app.config["CLOCK"] = None
             therapies.fire_due_timers(therapy.id, actor="scheduler")
-            therapy = db.session.get(Therapy, therapy.id)
+            therapy = db.session.get_one(Therapy, therapy.id)
             echo(f"therapy {therapy.coi} {process_key:<17} {site:<7} {therapy.status:<10} {therapy.stage}")
     finally:
         app.config["CLOCK"] = original
@@ -121,7 +121,7 @@ def _record_cold_chain(therapy_id: str, process_key: str, step: tuple, clock: Fa
     """After a step: the handoff it implies (scanned and recorded) and the logger readings of a new leg."""
     if step[0] not in ("task", "message"):
         return
-    therapy = db.session.get(Therapy, therapy_id)
+    therapy = db.session.get_one(Therapy, therapy_id)
     handoff = HANDOFFS.get((process_key, step[1]))
     if handoff is not None:
         material, giver, taker, where, role = (part.replace("{site}", therapy.site.code) for part in handoff)
@@ -136,7 +136,7 @@ def _record_cold_chain(therapy_id: str, process_key: str, step: tuple, clock: Fa
 
 def _log_temperatures(therapy_id: str, clock: FakeClock, temperatures: list[float], shipment_id: str) -> None:
     """A data logger uploads readings taken every 10 minutes up to now."""
-    therapy = db.session.get(Therapy, therapy_id)
+    therapy = db.session.get_one(Therapy, therapy_id)
     first = clock() - timedelta(minutes=10 * len(temperatures))
     readings = [{"sensor_id": f"LOGGER-{shipment_id}", "shipment_id": shipment_id, "temperature_c": temperature,
                  "recorded_at": first + timedelta(minutes=10 * (i + 1)), "location": None}
@@ -145,13 +145,15 @@ def _log_temperatures(therapy_id: str, clock: FakeClock, temperatures: list[floa
 
 
 def _run_step(therapy_id: str, step: tuple, clock: FakeClock) -> None:
-    therapy = db.session.get(Therapy, therapy_id)
+    therapy = db.session.get_one(Therapy, therapy_id)
     if step[0] == "task":
         task = db.session.execute(select(TaskRecord).where(
             TaskRecord.therapy_id == therapy_id, TaskRecord.status == "ready",
             TaskRecord.activity_id == step[1])).scalar_one()
         username = ROLE_USER[task.role]
         user = db.session.execute(select(User).where(User.username == username)).scalar_one()
+        if task.form is None:  # every user task of the demo's journeys has a form
+            raise RuntimeError(f"demo task {task.activity_id} has no form to fill in")
         therapies.complete_task(task, form_data(task.form, therapy.coi), user.username,
                                 signer=user if task.signature else None)
     elif step[0] == "message":

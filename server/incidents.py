@@ -145,8 +145,9 @@ def settle(therapy: Therapy, outcome: Outcome, actor: str, now: datetime) -> dat
 
 def due_retry(therapy: Therapy, now: datetime) -> Incident | None:
     """The incident of ``therapy`` whose automatic retry is due, if any."""
-    due = [i for i in unresolved(therapy) if i.status == "retrying" and i.next_retry_at and i.next_retry_at <= now]
-    return min(due, key=lambda i: i.next_retry_at) if due else None
+    due = [(i.next_retry_at, i) for i in unresolved(therapy)
+           if i.status == "retrying" and i.next_retry_at is not None and i.next_retry_at <= now]
+    return min(due, key=lambda pair: pair[0])[1] if due else None
 
 
 def retry(incident: Incident, actor: str) -> Incident:

@@ -18,6 +18,7 @@ from . import audit, conditions, custody
 from .alerts import alert_item
 from .extensions import db
 from .models import Alert, AuditEntry, Signature, TaskRecord, Therapy, User
+from .signatures import signatures_for
 
 RECORD_FORMAT = "tether.therapy-record"
 RECORD_VERSION = 1
@@ -108,6 +109,7 @@ def _entry_item(entry: AuditEntry) -> dict[str, Any]:
 
 def _signature_item(source: Any, steps: dict[str, TaskRecord]) -> dict[str, Any]:
     """One signature from a Signature row, a dict, or a ``signature.applied`` audit entry."""
+    fields: dict[str, Any]
     if isinstance(source, AuditEntry):
         data = dict(source.data or {})
         fields = {"task_id": source.subject_id, "signer": data.get("signer") or source.actor,
@@ -134,16 +136,7 @@ def _signature_item(source: Any, steps: dict[str, TaskRecord]) -> dict[str, Any]
 
 def signatures(therapy: Therapy, entries: list[AuditEntry], tasks: dict[str, TaskRecord]) -> list[dict]:
     """Every electronic signature of the therapy with printed name, time and meaning."""
-    try:
-        from .signatures import signatures_for  # type: ignore[attr-defined]
-    except ImportError:
-        signatures_for = None
-    if signatures_for is not None:
-        items = [_signature_item(s, tasks) for s in signatures_for(therapy)]
-    else:
-        rows = db.session.execute(select(Signature).where(Signature.therapy_id == therapy.id)
-                                  .order_by(Signature.signed_at)).scalars()
-        items = [_signature_item(row, tasks) for row in rows]
+    items = [_signature_item(s, tasks) for s in signatures_for(therapy)]
     # Signatures known only from the audit trail (recorded before signature rows existed) are listed too.
     seen = {(i["task_id"], i["meaning"], i["signer"]) for i in items}
     seen_ids = {i.get("id") for i in items if i.get("id")}

@@ -55,7 +55,7 @@ def verify_scan(therapy: Therapy, scanned: Any, actor: str, *, context: dict[str
 def record_mismatch(therapy: Therapy, scanned: str, coi: Coi, actor: str, context: dict[str, Any]) -> str:
     """Commit the alert, the ``coi.mismatch`` event and its audit entry; return the alert's id."""
     db.session.rollback()  # nothing of the refused step may ride along with the refusal
-    therapy = db.session.get(Therapy, therapy.id)
+    therapy = db.session.get_one(Therapy, therapy.id)  # therapies are never deleted
     owner = db.session.execute(select(Therapy.id).where(Therapy.coi == coi.value)).scalar_one_or_none()
     details = {"scanned": scanned, "scanned_coi": coi.value, "expected_coi": therapy.coi,
                "scanned_therapy_id": owner, **context}

@@ -92,6 +92,7 @@ class TimerScheduler:
         db.session.rollback()
         now, real_now = self.now(), utcnow()
         for therapy_id, due in rows:
+            assert due is not None, "only therapies with a due time are selected"
             self._add(therapy_id, real_now + max(due - now, timedelta(0)))
         log.info("re-armed %d timers", len(rows))
         return len(rows)

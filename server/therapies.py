@@ -14,6 +14,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from engine.errors import EngineError, StepBudgetExceeded
+from engine.events import MessageReceived
 from engine.runtime import Outcome, Runtime
 from engine.values import DEFAULT_LIMITS
 
@@ -21,7 +22,7 @@ from . import audit, escalations, incidents, outbox
 from .definitions import definition_forms, engine_definition_by_id, latest_version
 from .errors import Conflict, Invalid, NotFound
 from .extensions import db
-from .models import ProcessDefinition, Site, TaskRecord, Therapy, User, utcnow
+from .models import Incident, ProcessDefinition, Site, TaskRecord, Therapy, User, utcnow
 from .operators import OperatorContext
 from .operators import call as call_operator
 from .scans import verify_task_scan
@@ -252,6 +253,7 @@ def complete_task(task: TaskRecord, data: dict, actor: str, extra_audit: dict | 
                        code="task_not_ready", details={"task_id": task.id, "status": task.status})
     validate_form_data(therapy, task.form, data)
     verify_task_scan(therapy, task.form, task.activity_id, task.id, data, actor)
+    halted: Incident | None
     with unit_of_work():
         try:
             outcome = run_step(therapy, actor, lambda runtime: runtime.complete_task(therapy.state, task.id, data))
@@ -311,6 +313,7 @@ def deliver_message(therapy: Therapy, name: str, payload: Any, actor: str) -> tu
                             code=refused.code, message=refused.message, therapy_id=therapy.id,
                             site_id=therapy.site_id, data={"name": name, "payload": payload, "reason": "not_waiting"})
         raise refused
+    halted: Incident | None
     with unit_of_work():
         try:
             outcome = run_step(therapy, actor, lambda runtime: runtime.deliver_message(therapy.state, name, payload))
@@ -321,7 +324,7 @@ def deliver_message(therapy: Therapy, name: str, payload: Any, actor: str) -> tu
             apply_outcome(therapy, outcome, actor)
     if halted is not None:
         raise halted_error(halted)
-    received = [e for e in outcome.events if e.type == "message.received"]
+    received = [e for e in outcome.events if isinstance(e, MessageReceived)]
     return therapy, received[0].activity_id if received else waiting[0].get("activity_id")
 
 
@@ -338,8 +341,10 @@ def fire_due_timers(therapy_id: str, actor: str = "scheduler") -> bool:
             return False
         retry = incidents.due_retry(therapy, now)
         try:
+            # A due retry is a failed service task's (only those retry by themselves; each names its task).
             outcome = run_step(therapy, actor, lambda runtime: runtime.retry_task(therapy.state, retry.task_id)
-                               if retry else runtime.fire_timers(therapy.state))
+                               if retry is not None and retry.task_id is not None
+                               else runtime.fire_timers(therapy.state))
         except EngineError as exc:  # undone; the therapy's timers wait for an admin to retry or resolve
             incidents.halt(therapy, exc, actor, now, command="fire_timers")
             return False
