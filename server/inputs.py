@@ -61,13 +61,13 @@ def loads_request_body(data: str | bytes) -> Any:
 
 
 class _RequestJSON:
-    """The ``json_module`` of ``CheckedRequest``: ``loads`` checks, ``dumps`` is the app's."""
+    """The ``json_module`` of ``CheckedRequest``: ``loads`` parses and checks, ``dumps`` writes strict JSON."""
 
     loads = staticmethod(loads_request_body)
 
     @staticmethod
     def dumps(obj: Any, **kwargs: Any) -> str:
-        """Serialize as the app's provider does."""
+        """Serialize ``obj`` as strict JSON."""
         return json.dumps(obj, allow_nan=False, **kwargs)
 
 

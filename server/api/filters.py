@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from flask import g, request
@@ -10,6 +11,8 @@ from engine.values import INT_MAX, INT_MIN
 
 from ..auth import visible_site_ids
 from ..errors import BadRequest, Invalid
+
+WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() would also take other scripts' digits
 
 
 def by_status(query, column, allowed: Iterable[str]):
@@ -39,7 +42,7 @@ def whole_number(name: str, low: int = INT_MIN, high: int = INT_MAX) -> int | No
     if raw is None or raw == "":
         return None
     text = raw.strip()
-    if not text.lstrip("+-").isdigit() or not text.isascii():
+    if not WHOLE_NUMBER.fullmatch(text):
         raise BadRequest(f"{name} must be a whole number.", code="invalid_filter", details={"field": name})
     if len(text.lstrip("+-0")) > len(str(INT_MAX)) or not low <= int(text) <= high:
         raise Invalid(f"{name} must be between {low} and {high}.", code="invalid_filter",
