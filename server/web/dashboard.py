@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from flask import Response, render_template, request
 from sqlalchemy import func, select
@@ -13,7 +14,7 @@ from ..extensions import db
 from ..models import Alert, ProcessDefinition, Site, TaskRecord, Therapy
 from . import bp, bridge
 from .present import parse_time
-from .session import STARTERS, has_role, login_required, session_user
+from .session import STARTERS, has_role, login_required, page_user
 from .therapy_pages import startable
 
 STATUSES = ("active", "completed", "cancelled", "failed")
@@ -46,7 +47,7 @@ def dashboard_rows(user, filters: dict) -> tuple[list[dict], Counter]:
     task_due = dict(db.session.execute(select(TaskRecord.therapy_id, func.min(TaskRecord.due_at)).where(
         TaskRecord.therapy_id.in_(ids), TaskRecord.status == "ready").group_by(TaskRecord.therapy_id)).all()) \
         if ids else {}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for therapy in therapies:
         dues = [d for d in (parse_time(therapy.next_due_at), parse_time(task_due.get(therapy.id))) if d]
         rows.append({"therapy": therapy, "next_due": min(dues) if dues else None,
@@ -58,7 +59,7 @@ def dashboard_rows(user, filters: dict) -> tuple[list[dict], Counter]:
 @login_required()
 def dashboard():
     """The control tower page."""
-    user = session_user()
+    user = page_user()
     filters = _filters()
     rows, stages = dashboard_rows(user, filters)
     processes = db.session.execute(select(ProcessDefinition.key).distinct().order_by(ProcessDefinition.key)).scalars()
@@ -77,7 +78,7 @@ def dashboard():
 @login_required()
 def dashboard_fragment():
     """The table body and the stage counts alone, for the page's live refresh."""
-    rows, stages = dashboard_rows(session_user(), _filters())
+    rows, stages = dashboard_rows(page_user(), _filters())
     return render_template("web/_dashboard_rows.html", rows=rows, stages=stages)
 
 

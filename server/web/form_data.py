@@ -85,7 +85,7 @@ def _rows(prop: dict, item_ui: dict, form: MultiDict, name: str, path: str, offs
     row_schema = {"type": "object", "properties": {"value": items}} if wrapped else items
     indices = sorted({int(k[len(name) + 1:].split(".", 1)[0]) for k in form
                       if k.startswith(name + ".") and k[len(name) + 1:].split(".", 1)[0].isdigit()})
-    rows = []
+    rows: list[Any] = []
     for index in indices:
         row = _object(row_schema, item_ui, form, f"{name}.{index}", f"{path}.{len(rows)}", offset, errors)
         if wrapped:
@@ -98,11 +98,13 @@ def _rows(prop: dict, item_ui: dict, form: MultiDict, name: str, path: str, offs
 
 def _number(text: str, integer: bool, path: str, errors: dict) -> Any:
     try:
-        number = float(text.replace(",", ".")) if not integer else int(text)
+        if integer:
+            return int(text)
+        number = float(text.replace(",", "."))
     except ValueError:
         errors[path] = "Enter a whole number." if integer else "Enter a number."
         return None
-    if not integer and number.is_integer() and "." not in text and "e" not in text.lower():
+    if number.is_integer() and "." not in text and "e" not in text.lower():
         return int(number)
     return number
 

@@ -14,7 +14,7 @@ from ..extensions import db
 from ..models import Alert, AuditEntry, Therapy
 from ..uow import unit_of_work
 from . import bp, bridge
-from .session import AUDIT_READERS, has_role, login_required, session_user
+from .session import AUDIT_READERS, has_role, login_required, page_user, session_user
 
 AUDIT_PAGE_SIZE = 200
 
@@ -33,7 +33,7 @@ def _visible_alerts(user, status: str):
 @login_required()
 def alerts():
     """Alerts you may see, open ones first (filter by status)."""
-    user = session_user()
+    user = page_user()
     status = request.args.get("status", "open")
     rows = db.session.execute(_visible_alerts(user, status).limit(500)).scalars().all()
     therapies = {t.id: t for t in db.session.execute(select(Therapy).where(
@@ -46,15 +46,15 @@ def alerts():
 @login_required()
 def acknowledge_alert(alert_id: str):
     """Acknowledge an open alert with a note (through the API's endpoint when the server has one)."""
-    user = session_user()
+    user = page_user()
     if user.roles == ["auditor"]:
         abort(403)
     alert = db.session.execute(_visible_alerts(user, "all").where(Alert.id == alert_id)).scalar_one_or_none()
     if alert is None:
         abort(404)
     note = request.form.get("note", "").strip()
-    back = redirect(request.form.get("back") if request.form.get("back", "").startswith("/")
-                    else url_for("web.alerts"))
+    back_to = request.form.get("back", "")
+    back = redirect(back_to if back_to.startswith("/") else url_for("web.alerts"))
     if not note:
         flash("Write a note saying what was done about the alert.", "error")
         return back
@@ -69,7 +69,7 @@ def acknowledge_alert(alert_id: str):
         return back
     else:
         with unit_of_work():
-            alert_cases.acknowledge(db.session.get(Alert, alert.id), user.username, note)
+            alert_cases.acknowledge(db.session.get_one(Alert, alert.id), user.username, note)
     flash("Alert acknowledged.", "success")
     return back
 

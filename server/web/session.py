@@ -38,6 +38,14 @@ def session_user() -> User | None:
     return user
 
 
+def page_user() -> User:
+    """The user of a page behind ``login_required``, which has already sent a request without one to log in."""
+    user = session_user()
+    if user is None:  # a view that is not behind login_required asked for its user
+        raise RuntimeError("page_user() serves only views behind login_required")
+    return user
+
+
 def safe_next(target: str | None) -> str | None:
     """A local path to return to after login; anything pointing elsewhere is dropped."""
     if not target:

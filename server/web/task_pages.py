@@ -14,7 +14,7 @@ from ..models import TaskRecord, Therapy
 from . import bp, bridge
 from .form_data import FormShapeError, friendly, parse_submission, utc_to_local
 from .form_fields import build_fields, field_paths
-from .session import login_required, session_user
+from .session import login_required, page_user
 
 
 def inbox_query(user, therapy_filter: str = "", role: str = ""):
@@ -34,7 +34,7 @@ def inbox_query(user, therapy_filter: str = "", role: str = ""):
 @login_required()
 def inbox():
     """The tasks you may complete, soonest due first; late ones marked; filter by therapy and role."""
-    user = session_user()
+    user = page_user()
     therapy_filter, role = request.args.get("therapy", "").strip(), request.args.get("role", "")
     tasks = db.session.execute(inbox_query(user, therapy_filter, role).limit(500)).scalars().all()
     return render_template("web/inbox.html", tasks=tasks, therapy_filter=therapy_filter, role=role,
@@ -44,7 +44,7 @@ def inbox():
 def visible_task(task_id: str) -> TaskRecord | None:
     """The task when its site is visible to the session's user."""
     task = db.session.get(TaskRecord, task_id)
-    return task if task is not None and can_see_site(session_user(), task.site_id) else None
+    return task if task is not None and can_see_site(page_user(), task.site_id) else None
 
 
 def _form_schemas(task: TaskRecord) -> tuple[dict, dict]:
@@ -70,7 +70,7 @@ def _initial_values(schema: dict, data: dict | None, offset: int) -> dict:
 def render_task(task: TaskRecord, values: dict | None = None, errors: dict | None = None,
                 form_errors: list[str] | None = None, signature_error: str | None = None, status: int = 200):
     """The task page with its form (inputs, errors next to their fields, the signature prompt)."""
-    user = session_user()
+    user = page_user()
     schema, ui_schema = _form_schemas(task)
     errors = errors or {}
     fields = build_fields(schema, ui_schema, values or _initial_values(schema, task.data, 0), errors)
@@ -110,8 +110,9 @@ def complete_task(task_id: str):
         return render_template("web/error.html", status=404, title="Not found",
                                message="There is no such task, or it is not visible to you."), 404
     schema, ui_schema = _form_schemas(task)
-    values = request.form.to_dict(flat=False)
-    values = {k: (v if len(v) > 1 or k in _multi_names(schema) else v[0]) for k, v in values.items()}
+    # Each input's text, or its texts when several were sent (or the field is a list).
+    values: dict[str, str | list[str]] = {k: (v if len(v) > 1 or k in _multi_names(schema) else v[0])
+                                          for k, v in request.form.to_dict(flat=False).items()}
     try:
         data = parse_submission(schema, ui_schema, request.form, _offset())
     except FormShapeError as exc:
@@ -136,7 +137,7 @@ def _multi_names(schema: dict) -> set[str]:
 
 def _refused(task: TaskRecord, values: dict, answer: bridge.ApiAnswer):
     """Show the API's refusal on the page: field errors next to their fields, the rest above the form."""
-    task = db.session.get(TaskRecord, task.id)
+    task = db.session.get_one(TaskRecord, task.id)  # tasks are never deleted
     error = answer.error
     details = error.get("details") or {}
     code = error.get("code", "")
@@ -161,7 +162,7 @@ def _refused(task: TaskRecord, values: dict, answer: bridge.ApiAnswer):
 
 def _after_completion(task: TaskRecord):
     """Straight on to the therapy's next task when it is yours; else back to the inbox."""
-    user = session_user()
+    user = page_user()
     flash(f"Completed: {task.name} ({task.therapy.patient_reference}).", "success")
     following = db.session.execute(inbox_query(user).where(TaskRecord.therapy_id == task.therapy_id)
                                    .limit(1)).scalar_one_or_none()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
@@ -10,7 +12,7 @@ from ..extensions import db
 from ..models import Alert, AuditEntry, CustodyTransfer, Incident, ProcessDefinition, Site, TaskRecord, Therapy
 from ..signatures import signatures_for
 from . import bp, bridge, present
-from .session import CANCELLERS, STARTERS, has_role, login_required, session_user
+from .session import CANCELLERS, STARTERS, has_role, login_required, page_user
 
 # Audit actions of a therapy that tell its story (the rest stays in the audit page).
 TIMELINE_ACTIONS = {"therapy.started", "task.ready", "task.completed", "message.received", "timer.fired",
@@ -23,7 +25,7 @@ TIMELINE_ACTIONS = {"therapy.started", "task.ready", "task.completed", "message.
 def visible_therapy(therapy_id: str) -> Therapy:
     """The therapy when the session's user may see it; 404 otherwise (as the API answers)."""
     therapy = db.session.get(Therapy, therapy_id)
-    if therapy is None or not can_see_site(session_user(), therapy.site_id):
+    if therapy is None or not can_see_site(page_user(), therapy.site_id):
         abort(404)
     return therapy
 
@@ -40,7 +42,7 @@ def _waits(therapy: Therapy) -> list[dict]:
     return out
 
 
-def _timeline(therapy: Therapy) -> list[AuditEntry]:
+def _timeline(therapy: Therapy) -> Sequence[AuditEntry]:
     return db.session.execute(select(AuditEntry).where(AuditEntry.therapy_id == therapy.id,
                                                        AuditEntry.action.in_(TIMELINE_ACTIONS))
                               .order_by(AuditEntry.seq)).scalars().all()
@@ -60,7 +62,7 @@ def completed_activities(therapy: Therapy) -> list[str]:
 def therapy_page(therapy_id: str):
     """Everything about one therapy on one page."""
     therapy = visible_therapy(therapy_id)
-    user = session_user()
+    user = page_user()
     tasks = db.session.execute(select(TaskRecord)
                                .where(TaskRecord.therapy_id == therapy.id)
                                .order_by(TaskRecord.created_at)).scalars().all()
