@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import sqlalchemy as sa
 
 from ..conftest import ROOT
 from ..integration.conftest import BACKENDS, PG_URL, _with_database
+from ..support.network import free_port
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("schemathesis", reason="schemathesis is in the test extras: pip install -e '.[test]'")
@@ -42,12 +42,6 @@ EXCLUDED = [
     "/api/v1/tokens/{token_id}/revoke",
     "/api/v1/tokens/{token_id}/expire",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -77,7 +71,7 @@ def demo_server(database, tmp_path_factory):
     assert seeded.returncode == 0, seeded.stderr
     tokens = {line.split()[0]: line.split()[-1] for line in seeded.stdout.splitlines()
               if line.strip().split(" ")[-1].startswith("tth_")}
-    port = _free_port()
+    port = free_port()
     log_path = folder / "serve.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)], env=env,
