@@ -14,7 +14,7 @@ from ..extensions import db
 from ..models import Alert, AuditEntry, Therapy
 from ..uow import unit_of_work
 from . import bp, bridge
-from .session import AUDIT_READERS, has_role, login_required, page_user, session_user
+from .session import AUDIT_READERS, has_role, login_required, page_user, safe_next, session_user
 
 AUDIT_PAGE_SIZE = 200
 
@@ -53,8 +53,7 @@ def acknowledge_alert(alert_id: str):
     if alert is None:
         abort(404)
     note = request.form.get("note", "").strip()
-    back_to = request.form.get("back", "")
-    back = redirect(back_to if back_to.startswith("/") else url_for("web.alerts"))
+    back = redirect(safe_next(request.form.get("back")) or url_for("web.alerts"))
     if not note:
         flash("Write a note saying what was done about the alert.", "error")
         return back

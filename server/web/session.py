@@ -47,8 +47,12 @@ def page_user() -> User:
 
 
 def safe_next(target: str | None) -> str | None:
-    """A local path to return to after login; anything pointing elsewhere is dropped."""
-    if not target:
+    """A local path to return to (after login, after a form); anything that may point elsewhere is dropped.
+
+    Browsers read a backslash as a slash and drop tabs and newlines, so ``/\\host`` or ``/<tab>/host`` would
+    lead to another site: a target with a backslash or a control character is not a local path.
+    """
+    if not target or "\\" in target or any(ord(c) < 32 or ord(c) == 127 for c in target):
         return None
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
