@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from flask import abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import or_, select
 
@@ -85,6 +87,11 @@ def _therapy_for(text: str) -> Therapy | None:
                                                         Therapy.patient_reference == text))).scalars().first()
 
 
+def _sequence_number(text: str) -> int | None:
+    """An audit entry's sequence number written as ASCII digits (at most 18: within 64 bits), else None."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
 @bp.get("/audit", endpoint="audit")
 @login_required(*AUDIT_READERS)
 def audit_page():
@@ -93,6 +100,7 @@ def audit_page():
     action = request.args.get("action", "").strip()
     therapy = _therapy_for(therapy_text)
     query = select(AuditEntry).order_by(AuditEntry.seq.desc())
+    entries: Sequence[AuditEntry]
     if therapy_text and therapy is None:
         entries = []
     else:
@@ -100,9 +108,9 @@ def audit_page():
             query = query.where(AuditEntry.therapy_id == therapy.id)
         if action:
             query = query.where(AuditEntry.action == action)
-        before = request.args.get("before", "")
-        if before.isdigit():
-            query = query.where(AuditEntry.seq < int(before))
+        before = _sequence_number(request.args.get("before", ""))
+        if before is not None:
+            query = query.where(AuditEntry.seq < before)
         entries = db.session.execute(query.limit(AUDIT_PAGE_SIZE)).scalars().all()
     actions = db.session.execute(select(AuditEntry.action).distinct().order_by(AuditEntry.action)).scalars().all()
     verification = None

@@ -85,15 +85,16 @@ def therapy_page(therapy_id: str):
 @login_required(*STARTERS)
 def start_therapy():
     """Start a therapy from the control tower's form, through the API's handler."""
+    patient_reference = request.form.get("patient_reference", "").strip()
     body = {"process_key": request.form.get("process_key", ""), "site": request.form.get("site", ""),
-            "patient": {"reference": request.form.get("patient_reference", "").strip()}}
+            "patient": {"reference": patient_reference}}
     answer = bridge.call("POST", "/api/v1/therapies", json=body)
     if not answer.ok:
         fields = (answer.error.get("details") or {}).get("fields") or {}
         detail = "; ".join(f"{k}: {v}" for k, v in fields.items()) if isinstance(fields, dict) else ""
         flash(f"The therapy was not started: {answer.message} {detail}".strip(), "error")
         return redirect(url_for("web.dashboard"))
-    flash(f"Therapy started for {body['patient']['reference']}: COI {present.eye_readable(answer.body['coi'])}.",
+    flash(f"Therapy started for {patient_reference}: COI {present.eye_readable(answer.body['coi'])}.",
           "success")
     return redirect(url_for("web.therapy_page", therapy_id=answer.body["id"]))
 
