@@ -43,12 +43,12 @@ def _write_probe(timeout: float) -> str:
             path = db.engine.url.database
             if not path or path == ":memory:":
                 return "ok"
-            connection = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+            raw = sqlite3.connect(path, timeout=timeout, isolation_level=None)
             try:
-                connection.execute("BEGIN IMMEDIATE")
-                connection.execute("ROLLBACK")
+                raw.execute("BEGIN IMMEDIATE")
+                raw.execute("ROLLBACK")
             finally:
-                connection.close()
+                raw.close()
             return "ok"
         with db.engine.connect() as connection:
             transaction = connection.begin()
