@@ -69,7 +69,7 @@ run: install
 
 test: install chromium
 	$(BIN)/ruff check engine server tests bench
-	$(BIN)/mypy engine
+	$(BIN)/mypy engine server
 	bash scripts/with-postgres $(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-fast: install
@@ -80,7 +80,7 @@ screenshots: install chromium
 
 lint: install
 	$(BIN)/ruff check engine server tests bench
-	$(BIN)/mypy engine
+	$(BIN)/mypy engine server
 
 # Every benchmark on SQLite and on a throwaway PostgreSQL (make bench BENCH='overhead audit' runs some).
 BENCH ?=

@@ -155,7 +155,7 @@ def started_by_message(name: str, process_key: str | None = None) -> list[Proces
         query = query.where(ProcessDefinition.key == process_key)
     ids = [definition_id for definition_id in db.session.execute(query).scalars()
            if name in start_messages(definition_id)]
-    return [db.session.get(ProcessDefinition, definition_id) for definition_id in ids]
+    return [db.session.get_one(ProcessDefinition, definition_id) for definition_id in ids]
 
 
 def deploy_bundled(folder: Path, actor: str = "system") -> list[tuple[ProcessDefinition, bool]]:

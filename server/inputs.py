@@ -74,7 +74,7 @@ class _RequestJSON:
 class CheckedRequest(Request):
     """Flask's request whose ``get_json`` gives only values that may be stored (else a 422 naming the field)."""
 
-    @property
+    @property  # type: ignore[override]  # werkzeug declares a module; only its loads/dumps are read
     def json_module(self) -> type[_RequestJSON]:
         """The checking parser, always (Flask assigns the app's provider to every request it sets up)."""
         return _RequestJSON

@@ -11,8 +11,10 @@ that sends its whole body before reading the answer then gets the 413 instead of
 from __future__ import annotations
 
 import threading
+from typing import cast
 
 from flask import Flask, current_app, jsonify, request
+from flask.typing import RouteCallable
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
@@ -50,7 +52,8 @@ def init_app(app: Flask) -> Limiter:
             login = limiter.shared_limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], scope="login")
             for endpoint, view in list(app.view_functions.items()):
                 if getattr(view, _MARK, False):
-                    app.view_functions[endpoint] = login(view)
+                    # Flask-Limiter types its decorator as sync-or-async; these views are sync and stay so.
+                    app.view_functions[endpoint] = cast(RouteCallable, login(view))
             state["marked"] = True
 
     app.before_request(mark_login_views)  # runs before the limiter's own check, registered below
@@ -71,10 +74,9 @@ def _too_many_requests(exc: RateLimitExceeded):
 
 def _limit_body_size() -> None:
     """413 before anything is read when a body is larger than allowed for its kind."""
-    upload_limit = current_app.config.get("MAX_CONTENT_LENGTH")
-    limit = upload_limit if request.mimetype == "multipart/form-data" else current_app.config["MAX_JSON_BYTES"]
-    if upload_limit is not None:
-        limit = min(limit, upload_limit)
+    upload_limit = int(current_app.config["MAX_CONTENT_LENGTH"])  # always set by the app factory
+    json_limit = int(current_app.config["MAX_JSON_BYTES"])
+    limit = upload_limit if request.mimetype == "multipart/form-data" else min(json_limit, upload_limit)
     length = request.content_length
     if length is not None and length > limit:
         raise TooLarge(f"The request body is {length} bytes; at most {limit} bytes are accepted here.",

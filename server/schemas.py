@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, validate
 
@@ -113,6 +114,7 @@ def load_json(schema: Schema) -> dict:
     """Parse the request's JSON body with ``schema``; 400/415 for a bad body, 422 per field."""
     from flask import request
 
+    body: Any
     if not request.is_json:
         if request.get_data():
             from werkzeug.exceptions import UnsupportedMediaType

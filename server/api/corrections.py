@@ -117,7 +117,7 @@ def correct_value(therapy: Therapy, path_text: str, value: Any, reason: str, act
                       details={"field": "value"})
     task = _recording_task(therapy, path)
     task_data = _with_value(task.data or {}, path, value) if task is not None else None
-    if task is not None:
+    if task is not None and task_data is not None:
         usecases.validate_form_data(therapy, task.form, task_data)
     with unit_of_work():
         usecases.correct_process_value(therapy, path, value, actor)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, current_app, render_template_string
 
 docs_bp = Blueprint("docs", __name__)
@@ -114,11 +116,12 @@ def operations(document: dict) -> list[tuple[str, list[dict]]]:
         group = path.removeprefix("/api/v1/").split("/")[0] or "api"
         for method, op in item.items():
             body = ((op.get("requestBody") or {}).get("content") or {})
-            body_type, body_schema = next(iter(body.items()), (None, {}))
+            no_media: tuple[str | None, dict[str, Any]] = (None, {})
+            body_type, body_schema = next(iter(body.items()), no_media)
             responses = []
             for status, answer in sorted(op.get("responses", {}).items()):
                 content = answer.get("content") or {}
-                media, media_schema = next(iter(content.items()), (None, {}))
+                media, media_schema = next(iter(content.items()), no_media)
                 schema = (media_schema or {}).get("schema") or {}
                 rows = [] if schema.get("$ref") == ERROR_REF else field_rows(document, schema)
                 if media and not rows:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from flask import Response, current_app, g, request, stream_with_context
 from sqlalchemy import func, or_, select
@@ -74,7 +76,7 @@ class _Cursor:
         self.after = after
         self.gaps: dict[int, float] = {}
 
-    def fetch(self) -> list:
+    def fetch(self) -> Sequence[Any]:
         """The next events after the cursor, and any late ones filling a gap, in id order (plain rows)."""
         condition = OutboxEvent.id > self.after
         if self.gaps:

@@ -51,7 +51,7 @@ def get_incident(incident_id: str):
 
 
 def _answer(incident: Incident) -> dict:
-    therapy = db.session.get(Therapy, incident.therapy_id)
+    therapy = db.session.get_one(Therapy, incident.therapy_id)  # an incident's therapy is never deleted
     return {"incident": incident_cases.incident_item(incident), "therapy": therapy_summary(therapy)}
 
 

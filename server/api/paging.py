@@ -24,13 +24,15 @@ def page_params() -> tuple[int, int]:
     cursor = request.args.get("cursor")
     offset = 0
     if cursor:
+        decoded: object
         try:
-            offset = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())["o"]
+            decoded = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())["o"]
         except (ValueError, KeyError, TypeError, RecursionError):
-            offset = None
-        if type(offset) is not int or not 0 <= offset <= MAX_OFFSET:
+            decoded = None
+        if type(decoded) is not int or not 0 <= decoded <= MAX_OFFSET:
             raise BadRequest("cursor is not one this server handed out.", code="invalid_cursor",
                              details={"field": "cursor"})
+        offset = decoded
     return limit, offset
 
 
