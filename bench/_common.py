@@ -141,8 +141,8 @@ def make_app(database_url: str, **config):
 
 def add_people(app, site: str = "SITE-A") -> dict[str, str]:
     """A site and one user per role the benchmarks use; returns an API token by role."""
-    from server import accounts
-    from server.extensions import db
+    from server.access import accounts
+    from server.store.extensions import db
 
     tokens = {}
     with app.app_context():

@@ -10,7 +10,7 @@ Fills an empty database (migrated here if it is not yet) with ``--therapies`` th
 
 Starting 100,000 therapies one by one through the use cases would take an hour, so this does what
 ``bench.timers`` does: a handful of template therapies are started and advanced through the real use cases
-(``server.therapies``: engine, task rows, signatures, audit, outbox), one per stage the copies need (waiting
+(``server.workflow.therapies``: engine, task rows, signatures, audit, outbox), one per stage the copies need (waiting
 for the fresh-material courier, manufacturing in progress, the bedside check, the infusion, the day-28
 timer, and completed). Their rows are then copied in bulk INSERTs: the therapy row with its engine state,
 its task rows, its signatures (with their content hash computed again for the copy, so they stay valid)
@@ -90,8 +90,8 @@ class Template:
     def __init__(self, steps: int, therapy: dict, tasks: list[dict], signatures: list[dict],
                  started_entry: dict | None, writer: Writer):
         from engine.coi import parse_coi
-        from server.api.views import iso
-        from server.extensions import compact_json
+        from server.clock import iso
+        from server.store.extensions import compact_json
 
         self.steps, self.therapy, self.tasks, self.signatures = steps, therapy, tasks, signatures
         self.started_entry = started_entry
@@ -159,8 +159,8 @@ def users(sites: list[str]) -> list[tuple[str, list[str], list[str]]]:
 
 
 def _people(sites: list[str]) -> dict[str, str]:
-    from server import accounts
-    from server.extensions import db
+    from server.access import accounts
+    from server.store.extensions import db
 
     for code in sites:
         accounts.add_site(code, f"Treatment centre {code[5:]}", "treatment-centre", "bench")
@@ -177,10 +177,10 @@ def _people(sites: list[str]) -> dict[str, str]:
 def _advance(app, steps: int, number: int) -> str:
     """Start one therapy at the template site and take ``steps`` steps of the happy path; returns its id."""
     from engine.clock import FakeClock
-    from server import therapies
     from server.demo_data import AUTOLOGOUS_HAPPY_PATH, form_data
-    from server.extensions import db
-    from server.models import TaskRecord, Therapy, User, utcnow
+    from server.store.extensions import db
+    from server.store.models import TaskRecord, Therapy, User, utcnow
+    from server.workflow import therapies
 
     clock = FakeClock(utcnow())
     original = app.config.get("CLOCK")
@@ -211,8 +211,8 @@ def _advance(app, steps: int, number: int) -> str:
 
 
 def _template(therapy_id: str, steps: int, writer: Writer) -> Template:
-    from server.extensions import db
-    from server.models import AuditEntry, Signature, TaskRecord, Therapy
+    from server.store.extensions import db
+    from server.store.models import AuditEntry, Signature, TaskRecord, Therapy
 
     def columns(model, row) -> dict:
         return {c.key: getattr(row, c.key) for c in model.__mapper__.column_attrs}
@@ -230,8 +230,8 @@ def _template(therapy_id: str, steps: int, writer: Writer) -> Template:
 
 def _reserve_cois(app, count: int) -> tuple[str, int, int]:
     """Take ``count`` numbers from this year's COI counter at once; returns (facility, year, first number)."""
-    from server.extensions import db
-    from server.models import CoiCounter, utcnow
+    from server.store.extensions import db
+    from server.store.models import CoiCounter, utcnow
 
     fin, year = app.config["FACILITY_FIN"], utcnow().year % 100
     counter = db.session.get(CoiCounter, (fin, year))
@@ -250,7 +250,7 @@ class Writer:
     def __init__(self, database_url: str):
         from sqlalchemy.engine import make_url
 
-        from server.extensions import db
+        from server.store.extensions import db
 
         self.database_url = database_url
         self.dialect = make_url(database_url).get_backend_name()
@@ -342,11 +342,11 @@ def seed(database_url: str, therapies: int = 100_000, active: int = 10_000, site
          random_seed: int = 1, echo: Callable[[str], None] = print) -> Seeded:
     """Fill the empty database at ``database_url`` (migrated here when needed); see the module's text."""
     from engine.coi import issue_coi
-    from server import audit, signatures
-    from server.api.views import iso
-    from server.definitions import deploy_bundled
-    from server.extensions import db
-    from server.models import AuditHead, Site, utcnow
+    from server.clock import iso
+    from server.compliance import audit, signatures
+    from server.store.extensions import db
+    from server.store.models import AuditHead, Site, utcnow
+    from server.workflow.definitions import deploy_bundled
 
     if active > therapies:
         raise ValueError("--active cannot exceed --therapies")

@@ -34,10 +34,12 @@ FORM = "daily-check.schema.json"
 
 def _run_server(database_url: str, days: int, report) -> dict:
     from engine.clock import FakeClock
-    from server import accounts, audit, therapies
-    from server.definitions import deploy
-    from server.extensions import db
-    from server.models import TaskRecord, Therapy
+    from server.access import accounts
+    from server.compliance import audit
+    from server.store.extensions import db
+    from server.store.models import TaskRecord, Therapy
+    from server.workflow import therapies
+    from server.workflow.definitions import deploy
 
     clock = FakeClock()
     app = make_app(database_url, CLOCK=clock)

@@ -308,7 +308,7 @@ def over_http(backend: str, diagram: bytes, tasks: int, journeys: int, warmup: i
         app = make_app(url)
         tokens = add_people(app)
         with app.app_context():
-            from server.extensions import db
+            from server.store.extensions import db
 
             db.engine.dispose()
         with served(url, workers=1) as (base, process):
@@ -351,7 +351,7 @@ COST_KINDS = [
                                                    "ssl.py", "http/")),
     ("Tether code (server/, engine/)", ("server/", "engine/")),
 ]
-REQUEST_FRAMES = ("(server/api/", "(server/auth.py")
+REQUEST_FRAMES = ("(server/api/", "(server/access/auth.py")
 
 
 def start_sampler(pid: int, rate: int = 100):

@@ -51,9 +51,9 @@ def callers(database_url: str) -> dict:
     """Fresh API tokens for the coordinator of SITE-A and an admin, SITE-A's active therapies, the armed timers."""
     from sqlalchemy import func, select
 
-    from server import accounts
-    from server.extensions import db
-    from server.models import Site, Therapy
+    from server.access import accounts
+    from server.store.extensions import db
+    from server.store.models import Site, Therapy
 
     app = make_app(database_url)
     with app.app_context():
@@ -175,8 +175,8 @@ def run(backend: str, options, database_url: str | None = None) -> list[Figure]:
 def _seeded(database_url: str) -> bool:
     from sqlalchemy import select
 
-    from server.extensions import db
-    from server.models import Site
+    from server.store.extensions import db
+    from server.store.models import Site
 
     app = make_app(database_url)
     with app.app_context():

@@ -6,7 +6,7 @@
 Each configuration (backend:workers) gets a fresh database and a real ``tether serve`` process. Before the
 clock starts, every client gets a site and a coordinator of its own (so no two clients ever see the same
 task) and ``--per-client`` therapies are started at its site through the use case
-(``server.therapies.start_therapy``, in an app context) on the benchmark journey of ``bench.overhead``
+(``server.workflow.therapies.start_therapy``, in an app context) on the benchmark journey of ``bench.overhead``
 (``--tasks`` user tasks one after the other, each with a JSON Schema form, then two messages). Every
 therapy then waits at a user task, and each completion readies the therapy's next one.
 
@@ -16,7 +16,7 @@ each listed task (``POST /tasks/{id}/complete`` with valid form data), and again
 second (wall clock, inbox reads included), completion latency p50/p95/p99, and every non-2xx answer (a 409
 is an error here: no two clients share a task).
 
-Afterwards, with the server stopped: the audit chain must verify (``server.audit.verify``); the number of
+Afterwards, with the server stopped: the audit chain must verify (``server.compliance.audit.verify``); the number of
 ``task.completed`` audit entries must equal the number of 2xx completions; and for every therapy, its
 completed task rows, the completed user tasks in its stored engine state and its ``task.completed`` entries
 must each equal the completions the clients were answered 2xx for. Any difference is a lost (or phantom)
@@ -42,10 +42,10 @@ DEFAULT_CONFIGS = "sqlite:1,sqlite:2,postgresql:2"
 
 def seed(app, clients: int, per_client: int, tasks: int) -> list[dict]:
     """Deploy the journey, and give each client a site, a coordinator token and ``per_client`` therapies."""
-    from server import accounts
-    from server.definitions import deploy
-    from server.extensions import db
-    from server.therapies import start_therapy
+    from server.access import accounts
+    from server.store.extensions import db
+    from server.workflow.definitions import deploy
+    from server.workflow.therapies import start_therapy
 
     seeded = []
     with app.app_context():
@@ -135,9 +135,9 @@ def check(app, clients: list[Client]) -> dict:
     from SpiffWorkflow.util.task import TaskState
     from sqlalchemy import func, select
 
-    from server import audit
-    from server.extensions import db
-    from server.models import AuditEntry, TaskRecord, Therapy
+    from server.compliance import audit
+    from server.store.extensions import db
+    from server.store.models import AuditEntry, TaskRecord, Therapy
 
     told: Counter = Counter()
     for client in clients:

@@ -56,11 +56,11 @@ def seed(app, count: int, due: int, first_due, window: float) -> dict[str, objec
     from sqlalchemy import insert
 
     from engine.coi import issue_coi
-    from server import accounts
-    from server.definitions import deploy
-    from server.extensions import db
-    from server.models import Therapy
-    from server.therapies import start_therapy
+    from server.access import accounts
+    from server.store.extensions import db
+    from server.store.models import Therapy
+    from server.workflow.definitions import deploy
+    from server.workflow.therapies import start_therapy
 
     with app.app_context():
         deploy(DIAGRAM, {}, "bench")
@@ -92,9 +92,9 @@ def run(database_url: str, count: int, due: int, window: float, lead: float, *, 
     With ``engine`` each job runs the real firing path; without, the job only records when it started (the
     scheduler's own precision with ``count`` timers armed, whatever the database can take).
     """
-    from server import therapies
-    from server.models import utcnow
-    from server.scheduler import TimerScheduler
+    from server.store.models import utcnow
+    from server.workflow import therapies
+    from server.workflow.scheduler import TimerScheduler
 
     app = make_app(database_url)
     seeding = time.perf_counter()

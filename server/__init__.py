@@ -27,10 +27,11 @@ def _secret_key(app: Flask) -> str:
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: settings from TETHER_* variables, then ``test_config``; nothing starts by itself."""
+    from server.store.extensions import compact_json, db, migrate
+    from server.store.uow import configure_sqlite
+
     from . import config, errors
     from .api import bp as api_bp
-    from .extensions import compact_json, db, migrate
-    from .uow import configure_sqlite
 
     app = Flask(__name__, instance_path=str(Path.cwd() / "instance"), instance_relative_config=True)
     settings = config.from_environment()
@@ -60,7 +61,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     inputs.init_app(app)  # strict JSON in and out, bounded path and query values; before any blueprint
     app.register_blueprint(api_bp)
-    from . import webhooks
+    from server.integration import webhooks
+
     from .api.docs import docs_bp
 
     webhooks.install()  # outbox events fan out to webhook deliveries in the transaction that writes them
@@ -76,7 +78,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 def start_scheduler(app: Flask):
     """Start the timer scheduler for ``app`` (``tether serve`` does; tests drive timers themselves)."""
-    from .scheduler import TimerScheduler
+    from server.workflow.scheduler import TimerScheduler
 
     scheduler = TimerScheduler(app)
     app.extensions["tether_scheduler"] = scheduler
@@ -86,7 +88,7 @@ def start_scheduler(app: Flask):
 
 def start_dispatcher(app: Flask):
     """Start the webhook dispatcher for ``app`` (``tether serve`` does; tests drive deliveries themselves)."""
-    from .dispatcher import Dispatcher
+    from server.integration.dispatcher import Dispatcher
 
     dispatcher = Dispatcher(app)
     app.extensions["tether_dispatcher"] = dispatcher

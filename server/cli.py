@@ -48,8 +48,9 @@ def db_upgrade() -> None:
 
 def deploy_bundled(app: Flask) -> None:
     """Deploy the bundled processes/ diagrams that are new, and say what happened."""
+    from server.workflow.definitions import deploy_bundled as deploy_folder
+
     from .config import project_root
-    from .definitions import deploy_bundled as deploy_folder
 
     folder = Path(app.config.get("PROCESSES_DIR") or project_root() / "processes")
     with app.app_context():
@@ -84,7 +85,7 @@ def site() -> None:
               default="treatment-centre", show_default=True)
 def site_add(code: str, name: str | None, kind: str) -> None:
     """Register a site with a short unique CODE (SITE-A, MFG-1)."""
-    from . import accounts
+    from server.access import accounts
 
     app = _app()
     with app.app_context():
@@ -109,7 +110,7 @@ def user() -> None:
 def user_add(name: str, roles: tuple[str, ...], sites: tuple[str, ...], display_name: str | None,
              password_stdin: bool) -> None:
     """Create user NAME with roles and sites."""
-    from . import accounts
+    from server.access import accounts
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
     app = _app()
@@ -123,7 +124,7 @@ def user_add(name: str, roles: tuple[str, ...], sites: tuple[str, ...], display_
 
 def _change_user(name: str, change) -> None:
     """Run ``change(accounts, user)`` on user NAME in an app context; errors end the command."""
-    from . import accounts
+    from server.access import accounts
 
     app = _app()
     with app.app_context():
@@ -138,8 +139,8 @@ def user_list() -> None:
     """List users with their roles, sites and whether they are active or locked."""
     from sqlalchemy import select
 
-    from .extensions import db as database
-    from .models import User
+    from server.store.extensions import db as database
+    from server.store.models import User
 
     app = _app()
     with app.app_context():
@@ -229,7 +230,7 @@ def token() -> None:
 @click.option("--label", default="cli")
 def token_create(name: str, label: str) -> None:
     """Create an API token for user NAME; the token is the last line printed."""
-    from . import accounts
+    from server.access import accounts
 
     app = _app()
     with app.app_context():
@@ -247,9 +248,9 @@ def token_list(name: str | None) -> None:
     """List API tokens (of user NAME, or all) without their secrets."""
     from sqlalchemy import select
 
-    from . import accounts
-    from .extensions import db as database
-    from .models import ApiToken
+    from server.access import accounts
+    from server.store.extensions import db as database
+    from server.store.models import ApiToken
 
     app = _app()
     with app.app_context():
@@ -267,9 +268,9 @@ def token_list(name: str | None) -> None:
 
 def _change_token(token_id: int, change) -> None:
     """Run ``change(accounts, token)`` on token TOKEN_ID in an app context; errors end the command."""
-    from . import accounts
-    from .extensions import db as database
-    from .models import ApiToken
+    from server.access import accounts
+    from server.store.extensions import db as database
+    from server.store.models import ApiToken
 
     app = _app()
     with app.app_context():
@@ -312,8 +313,7 @@ def token_expire(token_id: int, reason: str | None) -> None:
 def deploy(bpmn: Path, forms: tuple[Path, ...]) -> None:
     """Deploy a BPMN definition with its forms, as the upload endpoint does."""
     from engine.errors import EngineError
-
-    from .definitions import deploy as deploy_definition
+    from server.workflow.definitions import deploy as deploy_definition
 
     app = _app()
     with app.app_context():
@@ -332,9 +332,9 @@ def audit() -> None:
 @audit.command("verify")
 def audit_verify() -> None:
     """Verify the whole audit chain: exit 0 when intact, 1 naming the first broken entry."""
-    from . import audit as audit_chain
-    from .extensions import db as database
-    from .models import AuditHead
+    from server.compliance import audit as audit_chain
+    from server.store.extensions import db as database
+    from server.store.models import AuditHead
 
     app = _app()
     with app.app_context():

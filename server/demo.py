@@ -13,11 +13,14 @@ from flask import current_app
 from sqlalchemy import select
 
 from engine.clock import FakeClock
+from server.access import accounts
+from server.custody import conditions
+from server.custody import transfers as custody
+from server.store.extensions import db
+from server.store.models import Site, TaskRecord, Therapy, User, utcnow
+from server.workflow import therapies
 
-from . import accounts, conditions, custody, therapies
 from .demo_data import ALLOGENEIC_HAPPY_PATH, AUTOLOGOUS_HAPPY_PATH, form_data
-from .extensions import db
-from .models import Site, TaskRecord, Therapy, User, utcnow
 
 DEMO_PASSWORD = "tether-demo-2026"  # noqa: S105  (printed for the demo on purpose)
 SITES = [("SITE-A", "St Elsewhere Treatment Centre", "treatment-centre"),

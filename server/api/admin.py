@@ -10,16 +10,17 @@ from flask import g, request
 from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import select
 
-from .. import accounts
-from ..auth import require
+from server.access import accounts
+from server.access.auth import require
+from server.api.idempotency import idempotent
+from server.api.schemas import load_json
+from server.clock import iso
+from server.store.extensions import db
+from server.store.models import User
+
 from ..errors import ApiError, BadRequest, Conflict, Invalid, NotFound
-from ..extensions import db
-from ..idempotency import idempotent
-from ..models import User
-from ..schemas import load_json
 from . import bp
 from .paging import page
-from .views import iso
 
 
 class NewUserSchema(Schema):

@@ -6,14 +6,15 @@ from flask import g, request
 from marshmallow import EXCLUDE, Schema, fields, validate
 from sqlalchemy import select
 
-from .. import alerts as alert_cases
-from ..auth import can_see_site, require, visible_site_ids
+from server.access.auth import can_see_site, require, visible_site_ids
+from server.api.idempotency import idempotent
+from server.api.schemas import load_json
+from server.store.extensions import db
+from server.store.models import ROLES, Alert
+from server.store.uow import unit_of_work
+from server.workflow import alerts as alert_cases
+
 from ..errors import Conflict, NotFound
-from ..extensions import db
-from ..idempotency import idempotent
-from ..models import ROLES, Alert
-from ..schemas import load_json
-from ..uow import unit_of_work
 from . import bp
 from .filters import by_status, within_caller_sites
 from .paging import page

@@ -5,13 +5,14 @@ from __future__ import annotations
 from flask import g, request
 from sqlalchemy import select
 
-from .. import audit
-from ..auth import require, visible_site_ids
-from ..models import AuditEntry
+from server.access.auth import require, visible_site_ids
+from server.clock import iso
+from server.compliance import audit
+from server.store.models import AuditEntry
+
 from . import bp
 from .filters import whole_number
 from .paging import page
-from .views import iso
 
 READ_ALL = ("auditor", "qa", "admin")
 

@@ -10,13 +10,13 @@ from flask import g, request
 from marshmallow import RAISE, Schema, fields, validate
 
 from engine.values import INT_MAX
+from server.access.auth import require
+from server.api.idempotency import idempotent
+from server.api.schemas import in_utc_years, load_json
+from server.custody import conditions
+from server.store.extensions import db
 
-from .. import conditions
-from ..auth import require
 from ..errors import BadRequest
-from ..extensions import db
-from ..idempotency import idempotent
-from ..schemas import in_utc_years, load_json
 from . import bp
 from .therapies import visible_therapy
 

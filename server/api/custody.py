@@ -7,10 +7,11 @@ from datetime import UTC
 from flask import g
 from marshmallow import RAISE, Schema, fields, validate
 
-from .. import custody
-from ..auth import require
-from ..idempotency import idempotent
-from ..schemas import in_utc_years, load_json
+from server.access.auth import require
+from server.api.idempotency import idempotent
+from server.api.schemas import in_utc_years, load_json
+from server.custody import transfers as custody
+
 from . import bp
 from .therapies import visible_therapy
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from flask import Response, g, request
 from sqlalchemy import func, select
 
-from ..auth import require
-from ..definitions import deploy
+from server.access.auth import require
+from server.api.idempotency import idempotent
+from server.store.extensions import db
+from server.store.models import ProcessDefinition, Therapy
+from server.workflow.definitions import deploy
+
 from ..errors import BadRequest, NotFound
-from ..extensions import db
-from ..idempotency import idempotent
-from ..models import ProcessDefinition, Therapy
 from . import bp
 from .paging import page
 from .views import definition_version

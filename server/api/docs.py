@@ -144,7 +144,7 @@ def operations(document: dict) -> list[tuple[str, list[dict]]]:
 @docs_bp.get("/api/docs")
 def api_docs():
     """Human-readable API documentation, rendered from the OpenAPI document."""
-    from ..openapi import build_document
+    from server.api.openapi import build_document
 
     document = build_document(current_app)
     return render_template_string(PAGE, info=document["info"], groups=operations(document),

@@ -18,12 +18,12 @@ from flask import Response, current_app, g, request, stream_with_context
 from sqlalchemy import func, or_, select
 
 from engine.values import INT_MAX
+from server.access.auth import require, visible_site_ids
+from server.integration import webhooks
+from server.store.extensions import db
+from server.store.models import OutboxEvent
 
-from .. import webhooks
-from ..auth import require, visible_site_ids
 from ..errors import ApiError, BadRequest
-from ..extensions import db
-from ..models import OutboxEvent
 from . import bp
 
 BATCH = 200

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from flask import g, request
 
 from engine.values import INT_MAX, INT_MIN
+from server.access.auth import visible_site_ids
 
-from ..auth import visible_site_ids
 from ..errors import BadRequest, Invalid
 
 WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() would also take other scripts' digits

@@ -8,7 +8,8 @@ from flask import current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from ..extensions import db
+from server.store.extensions import db
+
 from . import bp
 
 
@@ -68,6 +69,6 @@ def _write_probe(timeout: float) -> str:
 @bp.get("/openapi.json")
 def openapi():
     """The OpenAPI 3 document of every endpoint."""
-    from ..openapi import build_document
+    from server.api.openapi import build_document
 
     return jsonify(build_document(current_app))

@@ -6,13 +6,15 @@ from flask import g, request
 from marshmallow import EXCLUDE, Schema, fields, validate
 from sqlalchemy import select
 
-from .. import incidents as incident_cases
-from ..auth import require
+from server.access.auth import require
+from server.api.idempotency import idempotent
+from server.api.schemas import load_json
+from server.store.extensions import db
+from server.store.models import Incident, Therapy
+from server.workflow import incidents as incident_cases
+from server.workflow import recovery
+
 from ..errors import BadRequest
-from ..extensions import db
-from ..idempotency import idempotent
-from ..models import Incident, Therapy
-from ..schemas import load_json
 from . import bp
 from .paging import page
 from .views import therapy_summary
@@ -61,7 +63,7 @@ def _answer(incident: Incident) -> dict:
 def retry_incident(incident_id: str):
     """Run the failed task again now; when it fails again the incident stays open with the new error."""
     incident = incident_cases.get_incident(incident_id)
-    incident_cases.retry(incident, g.user.username)
+    recovery.retry(incident, g.user.username)
     db.session.refresh(incident)
     return _answer(incident), 200
 
@@ -73,6 +75,6 @@ def resolve_incident(incident_id: str):
     """Close the incident with a reason: the failed step counts as done by hand and the therapy runs on."""
     incident = incident_cases.get_incident(incident_id)
     body = load_json(ResolveSchema())
-    incident_cases.resolve(incident, body["reason"], g.user.username, body["result"])
+    recovery.resolve(incident, body["reason"], g.user.username, body["result"])
     db.session.refresh(incident)
     return _answer(incident), 200

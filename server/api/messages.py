@@ -6,15 +6,15 @@ from flask import g
 from sqlalchemy import select
 
 from engine.coi import CoiError, parse_coi
+from server.access.auth import can_see_site, require
+from server.api.idempotency import idempotent
+from server.api.schemas import MessageSchema, load_json
+from server.store.extensions import db
+from server.store.models import AuditEntry, Site, Therapy
+from server.workflow import therapies as usecases
+from server.workflow.definitions import started_by_message
 
-from .. import therapies as usecases
-from ..auth import can_see_site, require
-from ..definitions import started_by_message
 from ..errors import Forbidden, Invalid
-from ..extensions import db
-from ..idempotency import idempotent
-from ..models import AuditEntry, Site, Therapy
-from ..schemas import MessageSchema, load_json
 from . import bp
 from .therapies import visible_therapy
 

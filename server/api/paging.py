@@ -38,7 +38,7 @@ def page_params() -> tuple[int, int]:
 
 def page(query, serialize) -> dict:
     """Run ``query`` for one page and wrap it as ``{"items", "next_cursor"}``."""
-    from ..extensions import db
+    from server.store.extensions import db
 
     limit, offset = page_params()
     rows = db.session.execute(query.limit(limit + 1).offset(offset)).scalars().all()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from flask import Response, g
 
-from ..auth import require
-from ..labels import check_material_id, label_pdf
-from ..record import therapy_record, vein_to_vein
-from ..record_pdf import record_pdf
+from server.access.auth import require
+from server.compliance.record import therapy_record, vein_to_vein
+from server.compliance.record_pdf import record_pdf
+from server.custody.labels import check_material_id, label_pdf
+
 from . import bp
 from .therapies import visible_therapy
 
@@ -23,7 +24,7 @@ def _pdf(content: bytes, filename: str) -> Response:
 @require()
 def therapy_label(therapy_id: str, material_id: str):
     """A printable label for one material: the COI as a Code 128 barcode and eye-readable, product and date."""
-    from ..therapies import clock
+    from server.clock import clock
 
     therapy = visible_therapy(therapy_id)
     check_material_id(material_id)

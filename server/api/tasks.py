@@ -6,16 +6,17 @@ from flask import g, request
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
-from .. import audit
-from .. import therapies as usecases
-from ..auth import can_see_site, require, visible_site_ids
+from server.access.auth import can_see_site, require, visible_site_ids
+from server.api.idempotency import idempotent
+from server.api.schemas import CompleteTaskSchema, load_json
+from server.compliance import audit
+from server.compliance.signatures import check_signer, signatures_for_task
+from server.custody.scans import verify_task_scan
+from server.store.extensions import db
+from server.store.models import TaskRecord, Therapy
+from server.workflow import therapies as usecases
+
 from ..errors import Conflict, Forbidden, NotFound
-from ..extensions import db
-from ..idempotency import idempotent
-from ..models import TaskRecord, Therapy
-from ..scans import verify_task_scan
-from ..schemas import CompleteTaskSchema, load_json
-from ..signatures import check_signer, signatures_for_task
 from . import bp
 from .paging import page
 from .views import task_item, task_list_options, therapy_summary

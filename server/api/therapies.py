@@ -6,20 +6,22 @@ from flask import g, request
 from sqlalchemy import select
 from sqlalchemy.orm import defer
 
-from .. import therapies as usecases
-from ..auth import can_see_site, require
-from ..definitions import definition_forms
+from server.access.auth import can_see_site, require
+from server.api.idempotency import idempotent
+from server.api.schemas import CancelSchema, StartTherapySchema, load_json
+from server.clock import iso
+from server.compliance.record import vein_to_vein
+from server.compliance.signatures import signatures_for
+from server.store.extensions import db
+from server.store.models import AuditEntry, Site, TaskRecord, Therapy
+from server.workflow import therapies as usecases
+from server.workflow.definitions import definition_forms
+
 from ..errors import Forbidden, NotFound
-from ..extensions import db
-from ..idempotency import idempotent
-from ..models import AuditEntry, Site, TaskRecord, Therapy
-from ..record import vein_to_vein
-from ..schemas import CancelSchema, StartTherapySchema, load_json
-from ..signatures import signatures_for
 from . import bp
 from .filters import by_status, within_caller_sites
 from .paging import page
-from .views import iso, summary_options, task_item, therapy_summary
+from .views import summary_options, task_item, therapy_summary
 
 STATUSES = ("active", "completed", "cancelled", "failed")
 
@@ -79,7 +81,7 @@ def get_therapy(therapy_id: str):
         "data": therapy.data or {},
     })
     out["vein_to_vein"] = vein_to_vein(therapy)
-    from .corrections import corrections_for  # corrections builds on this module
+    from server.compliance.corrections import corrections_for
 
     out["signatures"] = signatures_for(therapy)
     out["corrections"] = corrections_for(therapy)
@@ -88,8 +90,8 @@ def get_therapy(therapy_id: str):
 
 def therapy_incidents(therapy: Therapy) -> list[dict]:
     """The therapy's incidents, newest first (failed service tasks, retrying, open or resolved)."""
-    from ..incidents import incident_item
-    from ..models import Incident
+    from server.store.models import Incident
+    from server.workflow.incidents import incident_item
 
     rows = db.session.execute(select(Incident).where(Incident.therapy_id == therapy.id)
                               .order_by(Incident.opened_at.desc(), Incident.id)).scalars()
@@ -98,8 +100,8 @@ def therapy_incidents(therapy: Therapy) -> list[dict]:
 
 def therapy_alerts(therapy: Therapy) -> list[dict]:
     """The therapy's alerts, newest first."""
-    from ..alerts import alert_item
-    from ..models import Alert
+    from server.store.models import Alert
+    from server.workflow.alerts import alert_item
 
     rows = db.session.execute(select(Alert).where(Alert.therapy_id == therapy.id)
                               .order_by(Alert.raised_at.desc(), Alert.id)).scalars()

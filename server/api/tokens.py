@@ -10,20 +10,21 @@ from flask import current_app, g, request
 from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import select
 
-from .. import accounts
-from ..auth import check_login, require
+from server.access import accounts
+from server.access.auth import check_login, require
+from server.api.idempotency import idempotent
+from server.api.schemas import TokenRequestSchema, in_utc_years, load_json
+from server.clock import iso
+from server.store.extensions import db
+from server.store.models import ApiToken, User, utcnow
+
 from ..errors import BadRequest, Invalid, NotFound
-from ..extensions import db
-from ..idempotency import idempotent
 from ..inputs import ID_MAX
-from ..models import ApiToken, User, utcnow
 from ..ratelimit import login_limited
-from ..schemas import TokenRequestSchema, in_utc_years, load_json
 from . import bp
 from .admin import account_error
 from .filters import whole_number
 from .paging import page
-from .views import iso
 
 TOKEN_STATUSES = ("active", "expired", "revoked")
 

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy.orm import contains_eager, defer
 
 from engine.coi import parse_coi
-
-from ..definitions import definition_forms
-from ..models import ProcessDefinition, TaskRecord, Therapy
-
-
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a Z, or None."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+from server.clock import iso
+from server.store.models import ProcessDefinition, TaskRecord, Therapy
+from server.workflow.definitions import definition_forms
 
 
 def definition_version(row: ProcessDefinition) -> dict:

@@ -8,16 +8,17 @@ import json
 from flask import g, request
 from sqlalchemy import select
 
-from .. import webhooks
-from ..auth import require
+from server.access.auth import require
+from server.api.idempotency import idempotent
+from server.api.schemas import WebhookCreateSchema, load_json
+from server.clock import iso
+from server.integration import webhooks
+from server.store.extensions import db
+from server.store.models import OutboxEvent, WebhookDelivery, WebhookSubscription
+
 from ..errors import BadRequest, NotFound
-from ..extensions import db
-from ..idempotency import idempotent
-from ..models import OutboxEvent, WebhookDelivery, WebhookSubscription
-from ..schemas import WebhookCreateSchema, load_json
 from . import bp
 from .paging import page, page_params
-from .views import iso
 
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
 

@@ -29,7 +29,7 @@ class WebSessionInterface(SecureCookieSessionInterface):
 def init_app(app: Flask) -> None:
     """Register the web pages, their session cookie settings and CSRF protection (for the pages only)."""
     # Flask sets its own default (31 days), so the configured lifetime is assigned, not defaulted; the cookie
-    # then expires with the server-side session (``server.web_sessions``), which is what is enforced.
+    # then expires with the server-side session (``server.access.web_sessions``), which is what is enforced.
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=float(app.config["SESSION_HOURS"]))
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False  # checked by the web blueprint only, never on /api/v1
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # the token lives as long as the session

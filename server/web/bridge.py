@@ -15,7 +15,7 @@ from typing import Any
 from flask import Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from ..extensions import db
+from server.store.extensions import db
 
 
 @dataclass

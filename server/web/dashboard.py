@@ -8,10 +8,11 @@ from typing import Any
 from flask import Response, render_template, request
 from sqlalchemy import func, select
 
+from server.access.auth import visible_site_ids
+from server.store.extensions import db
+from server.store.models import Alert, ProcessDefinition, Site, TaskRecord, Therapy
+
 from ..api.views import summary_options
-from ..auth import visible_site_ids
-from ..extensions import db
-from ..models import Alert, ProcessDefinition, Site, TaskRecord, Therapy
 from . import bp, bridge
 from .present import parse_time
 from .session import STARTERS, has_role, login_required, page_user

@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 
-from ..extensions import db
-from ..models import ProcessDefinition, Therapy
+from server.store.extensions import db
+from server.store.models import ProcessDefinition, Therapy
+
 from . import bp, bridge
 from .session import DESIGNERS, has_role, login_required, session_user
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import redirect, render_template, request, session, url_for
 
-from .. import web_sessions
-from ..auth import check_login
+from server.access import web_sessions
+from server.access.auth import check_login
+
 from ..errors import ApiError
 from ..ratelimit import login_limited
 from . import bp

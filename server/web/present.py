@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from engine.coi import CoiError, parse_coi
-
-from ..models import Therapy, utcnow
-from ..therapies import clock
+from server.clock import clock
+from server.store.models import Therapy, utcnow
 
 
 def now() -> datetime:

@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 
 from flask import abort, g, redirect, request, session, url_for
 
-from .. import web_sessions
-from ..models import User
+from server.access import web_sessions
+from server.store.models import User
 
 # Roles that may see the pages of each area (any role may see therapies it can see).
 DESIGNERS = ("designer", "admin")
@@ -17,7 +17,7 @@ STARTERS = ("coordinator", "integrator", "admin")
 CANCELLERS = ("coordinator", "admin")
 
 
-SESSION_KEY = "sid"  # the cookie's key for the token of the server-side session (``server.web_sessions``)
+SESSION_KEY = "sid"  # the cookie's key for the token of the server-side session (``server.access.web_sessions``)
 
 
 def session_user() -> User | None:

@@ -6,11 +6,11 @@ from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import or_
 
 from engine.coi import CoiError, parse_coi
+from server.access.auth import can_see_site
+from server.store.extensions import db
+from server.store.models import TaskRecord, Therapy
 
 from ..api.tasks import inbox_query as api_inbox_query
-from ..auth import can_see_site
-from ..extensions import db
-from ..models import TaskRecord, Therapy
 from . import bp, bridge
 from .form_data import FormShapeError, friendly, parse_submission, utc_to_local
 from .form_fields import build_fields, field_paths

@@ -7,10 +7,20 @@ from collections.abc import Sequence
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from ..auth import can_see_site, visible_site_ids
-from ..extensions import db
-from ..models import Alert, AuditEntry, CustodyTransfer, Incident, ProcessDefinition, Site, TaskRecord, Therapy
-from ..signatures import signatures_for
+from server.access.auth import can_see_site, visible_site_ids
+from server.compliance.signatures import signatures_for
+from server.store.extensions import db
+from server.store.models import (
+    Alert,
+    AuditEntry,
+    CustodyTransfer,
+    Incident,
+    ProcessDefinition,
+    Site,
+    TaskRecord,
+    Therapy,
+)
+
 from . import bp, bridge, present
 from .session import CANCELLERS, STARTERS, has_role, login_required, page_user
 

@@ -30,7 +30,7 @@ def run_journey(api, world, clock, process_key, journey):
                 "name": step[1], "coi": therapy["coi"], "payload": step[2]})
             assert sent.status_code == 200, (step, sent.get_json())
         elif step[0] == "advance":
-            from server.therapies import fire_due_timers
+            from server.workflow.therapies import fire_due_timers
             clock.advance(**step[1])
             with api.client.application.app_context():
                 assert fire_due_timers(therapy["id"])

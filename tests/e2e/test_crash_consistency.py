@@ -53,12 +53,13 @@ def _seed(env: dict) -> tuple[dict, list[tuple[str, str]]]:
     """
     from sqlalchemy import select
 
-    from server import accounts, create_app
+    from server import create_app
+    from server.access import accounts
     from server.cli import upgrade_database
-    from server.definitions import deploy
-    from server.extensions import db
-    from server.models import TaskRecord
-    from server.therapies import start_therapy
+    from server.store.extensions import db
+    from server.store.models import TaskRecord
+    from server.workflow.definitions import deploy
+    from server.workflow.therapies import start_therapy
 
     app = create_app({"DATABASE_URL": env["TETHER_DATABASE_URL"], "SCHEDULER": False, "SECRET_KEY": "t",
                       "FORMS_DIR": env["TETHER_FORMS_DIR"]})

@@ -23,7 +23,7 @@ ROLE_USER = {"coordinator": "coord", "manufacturing": "mfg", "qa": "qa", "logist
 @pytest.fixture
 def deployed(app, world):
     """The bundled processes, deployed as the server deploys them at start."""
-    from server.definitions import deploy_bundled
+    from server.workflow.definitions import deploy_bundled
 
     with app.app_context():
         deploy_bundled(project_root() / "processes")
@@ -161,7 +161,7 @@ def test_bundled_journey_with_custody_conditions_and_scans_makes_a_complete_reco
     journey.complete("Task_RecordInfusion", infusion_started_at=iso(infused_at),
                      infusion_completed_at=iso(infused_at + timedelta(minutes=15)))
     clock.advance(days=29)
-    from server.therapies import fire_due_timers
+    from server.workflow.therapies import fire_due_timers
     with app_context(api):
         assert fire_due_timers(journey.id)
     journey.complete("Task_Day28FollowUp")

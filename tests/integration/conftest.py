@@ -38,7 +38,7 @@ def pg_template():
     app = create_app({"DATABASE_URL": _with_database(PG_URL, name), "SCHEDULER": False, "SECRET_KEY": "t"})
     upgrade_database(app)
     with app.app_context():
-        from server.extensions import db
+        from server.store.extensions import db
         db.engine.dispose()
     yield name
     with admin.connect() as conn:
@@ -80,7 +80,7 @@ def app(database_url, clock, tmp_path):
         upgrade_database(app)
     yield app
     with app.app_context():
-        from server.extensions import db
+        from server.store.extensions import db
         db.session.remove()
         db.engine.dispose()
 
@@ -114,8 +114,8 @@ PASSWORD = "correct-horse-9"
 @pytest.fixture
 def world(app):
     """Sites, one user per role, their tokens, and the mini diagram deployed."""
-    from server import accounts
-    from server.definitions import deploy
+    from server.access import accounts
+    from server.workflow.definitions import deploy
 
     fixtures = ROOT / "tests" / "fixtures"
     tokens = {}

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 def sql(app, *statements, params=None):
     """Run raw SQL as someone with database access would, committing at once."""
-    from server.extensions import db
+    from server.store.extensions import db
 
     with app.app_context():
         with db.engine.begin() as conn:
@@ -18,7 +18,7 @@ def sql(app, *statements, params=None):
 
 def dialect(app) -> str:
     """The database backend of ``app``."""
-    from server.extensions import db
+    from server.store.extensions import db
 
     with app.app_context():
         return db.engine.dialect.name
@@ -26,7 +26,7 @@ def dialect(app) -> str:
 
 def stored(app, seq):
     """(actor, action, hash) of the entry at ``seq``."""
-    from server.extensions import db
+    from server.store.extensions import db
 
     with app.app_context():
         return db.session.execute(sa.text("SELECT actor, action, hash FROM audit_entry WHERE seq = :seq"),
@@ -35,7 +35,7 @@ def stored(app, seq):
 
 def head(app):
     """(seq, hash) of the chain's tip."""
-    from server.extensions import db
+    from server.store.extensions import db
 
     with app.app_context():
         return tuple(db.session.execute(sa.text("SELECT seq, hash FROM audit_head WHERE id = 1")).one())
@@ -43,7 +43,7 @@ def head(app):
 
 def verify(app):
     """The chain's verification verdict."""
-    from server import audit
+    from server.compliance import audit
 
     with app.app_context():
         return audit.verify()
@@ -51,8 +51,8 @@ def verify(app):
 
 def append_one(app, action="test.appended"):
     """One more entry through the application."""
-    from server import audit
-    from server.uow import unit_of_work
+    from server.compliance import audit
+    from server.store.uow import unit_of_work
 
     with app.app_context():
         with unit_of_work():
@@ -99,7 +99,7 @@ def test_the_chain_tip_cannot_be_deleted_rewound_or_replaced(app, world):
 
 
 def test_a_fresh_chain_still_gets_its_tip(app):
-    from server.extensions import db
+    from server.store.extensions import db
 
     with app.app_context():
         assert db.session.execute(sa.text("SELECT count(*) FROM audit_head")).scalar() == 0

@@ -20,7 +20,7 @@ BIG = 2**63  # one past the largest 64-bit integer
 
 def counts(app) -> dict[str, int]:
     """Rows in every table: a refused request must leave all of them as they were."""
-    from server.extensions import db
+    from server.store.extensions import db
 
     with app.app_context():
         return {table.name: db.session.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
@@ -169,7 +169,7 @@ def test_every_json_answer_is_strict(app):
     with app.app_context():
         with pytest.raises(ValueError):
             app.json.dumps({"t": float("nan")})
-        from server.extensions import compact_json
+        from server.store.extensions import compact_json
 
         with pytest.raises(ValueError):
             compact_json({"t": float("inf")})

@@ -69,8 +69,8 @@ def audit_items(api, world, **filters):
 
 
 def all_audit(app):
-    from server.extensions import db
-    from server.models import AuditEntry
+    from server.store.extensions import db
+    from server.store.models import AuditEntry
 
     with app.app_context():
         rows = db.session.execute(sa.select(AuditEntry).order_by(AuditEntry.seq)).scalars().all()
@@ -78,15 +78,15 @@ def all_audit(app):
 
 
 def verify(app):
-    from server import audit
+    from server.compliance import audit
 
     with app.app_context():
         return audit.verify()
 
 
 def user_id(app, username):
-    from server.extensions import db
-    from server.models import User
+    from server.store.extensions import db
+    from server.store.models import User
 
     with app.app_context():
         return db.session.execute(sa.select(User.id).where(User.username == username)).scalar_one()
@@ -94,7 +94,7 @@ def user_id(app, username):
 
 def sql(app, *statements, params=None):
     """Run raw SQL as someone with database access would, committing at once."""
-    from server.extensions import db
+    from server.store.extensions import db
 
     with app.app_context():
         with db.engine.begin() as conn:
@@ -104,7 +104,7 @@ def sql(app, *statements, params=None):
 
 def drop_audit_triggers(app):
     """What an attacker with database access does first."""
-    from server.extensions import db
+    from server.store.extensions import db
 
     with app.app_context():
         dialect = db.engine.dialect.name
@@ -125,9 +125,9 @@ def busy_chain(api, world):
 
 # -- audit trail: hash chain and its protection ---------------------------------------------------------
 def test_audit_entries_form_a_hash_chain(app, api, world, busy_chain):
-    from server.audit import GENESIS, entry_dict, entry_hash
-    from server.extensions import db
-    from server.models import AuditEntry
+    from server.compliance.audit import GENESIS, entry_dict, entry_hash
+    from server.store.extensions import db
+    from server.store.models import AuditEntry
 
     items = audit_items(api, world)
     assert [e["seq"] for e in items] == list(range(1, busy_chain + 1))
@@ -138,8 +138,8 @@ def test_audit_entries_form_a_hash_chain(app, api, world, busy_chain):
 
 
 def test_concurrent_appends_never_fork_the_chain(app, world):
-    from server import audit
-    from server.uow import unit_of_work
+    from server.compliance import audit
+    from server.store.uow import unit_of_work
 
     before = verify(app)["checked"]
     errors = []
@@ -174,7 +174,7 @@ def test_audit_entry_cannot_be_deleted_in_database(app, world):
     count = len(all_audit(app))
     with pytest.raises(sa.exc.DBAPIError):
         sql(app, "DELETE FROM audit_entry WHERE seq = 3")
-    from server.extensions import db
+    from server.store.extensions import db
 
     with app.app_context():
         postgres = db.engine.dialect.name == "postgresql"
@@ -194,7 +194,7 @@ def test_no_api_edits_or_deletes_audit_entries(api, world):
 
 
 def test_verify_reports_its_progress_batch_by_batch(app, busy_chain):
-    from server import audit
+    from server.compliance import audit
 
     seen = []
     with app.app_context():
@@ -215,7 +215,7 @@ def test_verify_detects_a_changed_field(app, api, world, busy_chain, database_ur
 
 def test_verify_detects_a_changed_data_value(app, world, busy_chain):
     drop_audit_triggers(app)
-    from server.extensions import db
+    from server.store.extensions import db
 
     with app.app_context():
         seq = db.session.execute(sa.text("SELECT max(seq) FROM audit_entry WHERE action = 'task.completed'")).scalar()
@@ -241,14 +241,14 @@ def _forged_entry(app, seq, prev_hash):
     """An entry an attacker computes with the published algorithm, linked to ``prev_hash``."""
     from datetime import UTC, datetime
 
-    from server.audit import entry_hash
+    from server.compliance.audit import entry_hash
 
     fields = {"seq": seq, "at": datetime(2026, 11, 23, 9, 30, tzinfo=UTC), "actor": "mallory",
               "action": "task.completed", "subject_type": "task", "subject_id": "forged", "therapy_id": None,
               "site_id": None, "reason": None, "data": {}, "prev_hash": prev_hash}
     fields["hash"] = entry_hash(fields)
-    from server.extensions import db
-    from server.models import AuditEntry
+    from server.store.extensions import db
+    from server.store.models import AuditEntry
 
     with app.app_context():
         db.session.add(AuditEntry(**fields))
@@ -256,8 +256,8 @@ def _forged_entry(app, seq, prev_hash):
 
 
 def _hash_at(app, seq):
-    from server.extensions import db
-    from server.models import AuditEntry
+    from server.store.extensions import db
+    from server.store.models import AuditEntry
 
     with app.app_context():
         return db.session.get(AuditEntry, seq).hash
@@ -279,8 +279,8 @@ def test_verify_detects_an_entry_appended_behind_the_servers_back(app, world, bu
 
 
 def test_verify_detects_reordered_entries(app, world, busy_chain):
-    from server.extensions import db
-    from server.models import AuditEntry
+    from server.store.extensions import db
+    from server.store.models import AuditEntry
 
     drop_audit_triggers(app)
     columns = ["at", "actor", "action", "subject_type", "subject_id", "therapy_id", "site_id", "reason", "data",
@@ -435,9 +435,9 @@ def test_signature_shows_printed_name_time_and_meaning_wherever_the_record_is_sh
     [in_response] = signed.get_json()["task"]["signatures"]
     [on_task] = api.as_(world["auditor"]).get(f"/api/v1/tasks/{task['id']}").get_json()["signatures"]
     [on_therapy] = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()["signatures"]
-    from server.extensions import db
-    from server.models import Therapy
-    from server.signatures import signatures_for
+    from server.compliance.signatures import signatures_for
+    from server.store.extensions import db
+    from server.store.models import Therapy
 
     with app.app_context():
         [in_record] = signatures_for(db.session.get(Therapy, therapy["id"]))
@@ -474,7 +474,7 @@ def test_signature_invalid_after_signed_data_changes_behind_the_servers_back(app
 @pytest.fixture
 def bundled(app, world):
     """The bundled processes, deployed as the server does at start."""
-    from server.definitions import deploy_bundled
+    from server.workflow.definitions import deploy_bundled
 
     with app.app_context():
         return {row.key: row.version for row, _created in deploy_bundled(project_root() / "processes")}

@@ -40,7 +40,7 @@ def transfer(api, token, therapy, scanned, **extra):
 
 def rows(app, model, **where):
     """Rows of ``model`` matching ``where`` (what the database holds)."""
-    from server.extensions import db
+    from server.store.extensions import db
 
     with app.app_context():
         query = select(model)
@@ -79,7 +79,7 @@ def test_custody_accepts_every_form_of_the_label_and_lists_the_chain_in_order(ap
     assert [e["subject_id"] for e in transferred] == [t["id"] for t in recorded]
     assert transferred[0]["data"]["scanned_coi"] == "&/" + coi
 
-    from server.models import OutboxEvent
+    from server.store.models import OutboxEvent
     events = rows(api.client.application, OutboxEvent, type="custody.transferred")
     assert len(events) == len(forms) and events[0].data["coi"] == coi
 
@@ -105,7 +105,7 @@ def test_custody_wrong_check_character_is_refused_and_changes_nothing(api, world
     garbled = transfer(api, world["logistics"], therapy, "&/NOT-A-COI")
     assert garbled.status_code == 422 and garbled.get_json()["error"]["code"] == "coi_invalid"
     assert api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}/custody").get_json()["items"] == []
-    from server.models import Alert
+    from server.store.models import Alert
     assert rows(api.client.application, Alert, therapy_id=therapy["id"], kind="coi_mismatch") == []
 
 
@@ -119,7 +119,7 @@ def test_custody_with_another_therapys_label_is_blocked_alerted_and_audited(api,
     assert api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}/custody").get_json()["items"] == []
 
     app = api.client.application
-    from server.models import Alert, OutboxEvent
+    from server.store.models import Alert, OutboxEvent
     [alert] = rows(app, Alert, therapy_id=therapy["id"], kind="coi_mismatch")
     assert alert.kind == "coi_mismatch" and alert.severity == "high" and alert.id == error["details"]["alert_id"]
     [event] = rows(app, OutboxEvent, type="coi.mismatch")
@@ -179,7 +179,7 @@ def test_task_scan_of_the_wrong_bag_blocks_the_step_before_any_signature(api, wo
     assert "signature.failed" not in actions and "signature.applied" not in actions
     [mismatch] = [e for e in audit["items"] if e["action"] == "coi.mismatch"]
     assert mismatch["data"]["task_id"] == task["id"] and mismatch["data"]["activity_id"] == "Task_Receive"
-    from server.models import Alert
+    from server.store.models import Alert
     [alert] = rows(api.client.application, Alert, therapy_id=therapy["id"], kind="coi_mismatch")
     assert alert.kind == "coi_mismatch" and alert.severity == "high"
 
@@ -214,7 +214,7 @@ def test_readings_are_checked_against_the_range_of_the_current_activity(api, wor
     assert body["excursion"] is True and body["alert_id"] and body["activity_id"] == "Task_Receive"
 
     app = api.client.application
-    from server.models import Alert, OutboxEvent
+    from server.store.models import Alert, OutboxEvent
     [alert] = rows(app, Alert, therapy_id=therapy["id"], kind="condition_excursion")
     assert alert.id == body["alert_id"] and alert.severity == "high" and alert.kind == "condition_excursion"
     assert "12.5" in alert.message
@@ -244,7 +244,7 @@ def test_bad_readings_are_refused_and_nothing_is_stored(api, world, clock):
 
 
 def test_conditions_of_another_sites_therapy_are_not_found(api, world, clock):
-    from server import accounts
+    from server.access import accounts
 
     with api.client.application.app_context():
         accounts.add_user("logistics-b", ["logistics"], ["SITE-B"], "Logistics B", PASSWORD, "test")
@@ -301,9 +301,9 @@ def test_ten_thousand_readings_insert_in_bulk_and_read_back_as_a_series(api, wor
 
 
 def test_series_query_uses_the_therapy_time_index(api, world, clock):
-    from server import conditions
-    from server.extensions import db
-    from server.models import ConditionReading
+    from server.custody import conditions
+    from server.store.extensions import db
+    from server.store.models import ConditionReading
 
     app = api.client.application
     therapy = start(api, world)

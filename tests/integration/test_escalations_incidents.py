@@ -27,14 +27,14 @@ def tasks_of(api, token, therapy_id):
 
 
 def fire(app, therapy_id) -> bool:
-    from server.therapies import fire_due_timers
+    from server.workflow.therapies import fire_due_timers
 
     with app.app_context():
         return fire_due_timers(therapy_id)
 
 
 def deploy(app, name: str, replace: tuple[bytes, bytes] | None = None) -> None:
-    from server.definitions import deploy as deploy_definition
+    from server.workflow.definitions import deploy as deploy_definition
 
     content = (FIXTURES / name).read_bytes()
     if replace:
@@ -44,7 +44,7 @@ def deploy(app, name: str, replace: tuple[bytes, bytes] | None = None) -> None:
 
 
 def rows(app, model, **where) -> list:
-    from server.extensions import db
+    from server.store.extensions import db
 
     with app.app_context():
         query = sa.select(model).where(*[getattr(model, k) == v for k, v in where.items()])
@@ -59,7 +59,7 @@ def audit_actions(api, world, therapy_id) -> list[str]:
 
 
 def outbox_types(app, therapy_id) -> list[str]:
-    from server.models import OutboxEvent
+    from server.store.models import OutboxEvent
 
     return [e.type for e in rows(app, OutboxEvent, therapy_id=therapy_id)]
 
@@ -106,7 +106,7 @@ def test_late_task_raises_an_escalation_alert_for_its_role(app, api, world, cloc
 
 def test_bundled_process_escalates_a_late_fresh_delivery(app, api, world, clock):
     from server.config import project_root
-    from server.definitions import deploy_bundled
+    from server.workflow.definitions import deploy_bundled
 
     from ..scenario_data import form_data
 
@@ -197,7 +197,7 @@ def courier(app, monkeypatch):
     """The incident diagram deployed, with its courier API failing until told otherwise."""
     deploy(app, "incident-service.bpmn")
     fake = Courier()
-    monkeypatch.setattr("server.operators.http.requests.request", fake)
+    monkeypatch.setattr("server.workflow.operators.http.requests.request", fake)
     return fake
 
 
@@ -327,7 +327,8 @@ def test_automatic_retry_that_succeeds_closes_the_incident_quietly(app, api, wor
 
 def test_service_task_without_retry_settings_retries_three_times_and_leaves_nothing_half_done(
         app, api, world, clock, monkeypatch):
-    from server import audit, operators
+    from server.compliance import audit
+    from server.workflow import operators
 
     def half_done_notify(context, params):
         audit.append(context.actor, "notification.sent", "therapy", context.therapy.id,
@@ -372,7 +373,7 @@ def wait_until(predicate, seconds=10.0):
 
 
 def test_timer_that_came_due_while_the_server_was_down_fires_once_at_start(app, api, world, clock):
-    from server.scheduler import TimerScheduler
+    from server.workflow.scheduler import TimerScheduler
 
     therapy = start(api, world)
     clock.advance(hours=30)  # the server was down when the escalation came due
@@ -431,6 +432,6 @@ def test_each_commit_arms_or_disarms_the_therapy_job(app, api, world, clock):
 
 
 def _real_now():
-    from server.models import utcnow
+    from server.store.models import utcnow
 
     return utcnow()

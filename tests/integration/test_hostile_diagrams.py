@@ -28,8 +28,8 @@ def start(api, world, key: str, **data):
 
 
 def therapy_count(app) -> int:
-    from server.extensions import db
-    from server.models import Therapy
+    from server.store.extensions import db
+    from server.store.models import Therapy
 
     with app.app_context():
         return db.session.execute(sa.select(sa.func.count()).select_from(Therapy)).scalar_one()
@@ -99,9 +99,9 @@ def test_a_loop_after_a_task_refuses_the_completion_and_keeps_the_task(app, api,
 
 
 def test_a_loop_behind_a_timer_halts_the_timers_until_an_admin_acts(app, api, world, clock, budget):
-    from server.extensions import db
-    from server.models import Therapy
-    from server.therapies import fire_due_timers
+    from server.store.extensions import db
+    from server.store.models import Therapy
+    from server.workflow.therapies import fire_due_timers
 
     assert upload(api, world["designer"], hostile.looping("loop_timer", before="timer")).status_code == 201
     therapy = start(api, world, "loop_timer").get_json()

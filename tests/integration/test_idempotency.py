@@ -26,8 +26,8 @@ def start_body(reference: str) -> dict:
 
 def therapies_of(app, reference: str) -> int:
     """How many therapies the database holds for the patient ``reference``."""
-    from server.extensions import db
-    from server.models import Therapy
+    from server.store.extensions import db
+    from server.store.models import Therapy
 
     with app.app_context():
         count = db.session.execute(select(func.count()).select_from(Therapy)
@@ -58,7 +58,7 @@ def other_app(database_url: str, **config):
 
 def dispose(app) -> None:
     """Close an app's connections."""
-    from server.extensions import db
+    from server.store.extensions import db
 
     with app.app_context():
         db.session.remove()
@@ -75,7 +75,7 @@ def test_a_key_under_a_write_lock_held_past_the_busy_timeout_is_done_once_then_r
     fast = other_app(database_url, SQLITE_BUSY_TIMEOUT_MS=busy_ms, AUDIT_SPOOL_DIR=str(tmp_path))
     try:
         with fast.app_context():
-            from server.extensions import db
+            from server.store.extensions import db
 
             assert db.session.execute(text("PRAGMA busy_timeout")).scalar_one() == busy_ms
             db.session.rollback()
@@ -113,8 +113,8 @@ def test_a_key_under_a_write_lock_held_past_the_busy_timeout_is_done_once_then_r
 # -- (b) work that failed or never committed leaves no key --------------------------------------------------
 
 def test_a_key_left_unanswered_by_an_earlier_version_does_not_block_the_retry(api, world, app):
-    from server.extensions import db
-    from server.models import IdempotencyRecord, User
+    from server.store.extensions import db
+    from server.store.models import IdempotencyRecord, User
 
     with app.app_context():  # what a crash of an earlier version left: a key reserved, no answer, no effect
         user_id = db.session.execute(select(User.id).where(User.username == "coord")).scalar_one()
@@ -156,8 +156,8 @@ def test_a_failure_after_the_work_takes_the_work_back_and_the_retry_does_it_once
 
 
 def test_a_transient_refusal_is_not_the_keys_answer(api, world, app, monkeypatch):
-    from server import therapies as usecases
     from server.errors import Conflict
+    from server.workflow import therapies as usecases
 
     original = usecases.start_therapy
     attempts = []
@@ -193,8 +193,8 @@ def test_a_refusal_is_the_keys_answer_and_commits_with_what_it_recorded(api, wor
 
 def test_a_refused_unit_takes_back_its_writes_and_audit_entries_but_the_refusal_is_kept(api, world, app,
                                                                                        monkeypatch):
-    from server import therapies as usecases
     from server.errors import Invalid
+    from server.workflow import therapies as usecases
 
     original = usecases.apply_outcome
 
@@ -293,10 +293,10 @@ def test_a_replay_is_answered_while_another_writer_holds_the_lock(api, world, ap
 
 def test_post_commit_hooks_of_a_keyed_request_run_after_its_commit_and_only_for_committed_work(
         api, world, app, monkeypatch):
-    from server import audit
-    from server import therapies as usecases
     from server.api import therapies as views
-    from server.uow import unit_of_work
+    from server.compliance import audit
+    from server.store.uow import unit_of_work
+    from server.workflow import therapies as usecases
 
     armed = []
 
@@ -321,8 +321,8 @@ def test_post_commit_hooks_of_a_keyed_request_run_after_its_commit_and_only_for_
 
 
 def test_a_wrong_scan_under_a_key_records_its_alert_once_and_replays_the_refusal(api, world, app):
-    from server.extensions import db
-    from server.models import Alert
+    from server.store.extensions import db
+    from server.store.models import Alert
 
     therapy = api.as_(world["coord"]).post("/api/v1/therapies", json=start_body("PT-SCAN")).get_json()
     other = api.as_(world["coord"]).post("/api/v1/therapies", json=start_body("PT-OTHER")).get_json()
@@ -346,7 +346,7 @@ def test_a_wrong_scan_under_a_key_records_its_alert_once_and_replays_the_refusal
 def test_a_stray_commit_inside_a_keyed_request_fails_instead_of_committing_part_of_it(api, world, app,
                                                                                       monkeypatch):
     from server.api import therapies as views
-    from server.extensions import db
+    from server.store.extensions import db
 
     summary = views.therapy_summary
 
@@ -365,9 +365,9 @@ def test_a_stray_commit_inside_a_keyed_request_fails_instead_of_committing_part_
 
 
 def test_a_failed_unit_inside_a_request_keeps_the_audit_entries_staged_before_it(api, world, app):
-    from server import audit
+    from server.compliance import audit
     from server.errors import Invalid
-    from server.uow import enclosing_transaction, unit_of_work
+    from server.store.uow import enclosing_transaction, unit_of_work
 
     with app.test_request_context("/api/v1/therapies", method="POST"):
         with enclosing_transaction() as transaction:

@@ -6,11 +6,11 @@ from ..conftest import ROOT
 
 
 def test_a_looping_therapy_keeps_its_state_small_and_its_history_audited(app, api, world, clock):
-    from server import audit
-    from server.definitions import deploy
-    from server.extensions import db
-    from server.models import AuditEntry, Therapy
-    from server.therapies import fire_due_timers
+    from server.compliance import audit
+    from server.store.extensions import db
+    from server.store.models import AuditEntry, Therapy
+    from server.workflow.definitions import deploy
+    from server.workflow.therapies import fire_due_timers
 
     fixtures = ROOT / "tests" / "fixtures"
     with app.app_context():

@@ -50,8 +50,8 @@ def enrol(api, world, therapy):
 
 def counts(app):
     """How many audit entries, outbox events and therapies there are."""
-    from server.extensions import db
-    from server.models import AuditEntry, OutboxEvent, Therapy
+    from server.store.extensions import db
+    from server.store.models import AuditEntry, OutboxEvent, Therapy
 
     with app.app_context():
         return tuple(db.session.execute(select(func.count()).select_from(model)).scalar()
@@ -135,7 +135,7 @@ def test_a_replayed_message_or_task_completion_returns_the_first_answer_and_does
     assert replay.status_code == 200 and replay.get_json() == first.get_json()
     assert counts(app) == after_first
     with restarted.app_context():
-        from server.extensions import db
+        from server.store.extensions import db
         db.engine.dispose()
 
 

@@ -9,7 +9,7 @@ from alembic.migration import MigrationContext
 
 def _differences(app) -> list:
     """What autogenerate would add to a new migration after every existing one has run."""
-    from server.extensions import db
+    from server.store.extensions import db
 
     with app.app_context(), db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True,
@@ -31,7 +31,7 @@ def test_a_column_without_its_migration_is_caught(app):
     """The comparison above can fail: a model column that no migration created shows up as a difference."""
     import sqlalchemy as sa
 
-    from server.extensions import db
+    from server.store.extensions import db
 
     metadata = sa.MetaData()
     for table in db.metadata.tables.values():

@@ -139,8 +139,8 @@ def start_mini(api, world):
 
 def alerts_of(app, therapy_id):
     """The therapy's alerts as (kind, role, message, data)."""
-    from server.extensions import db
-    from server.models import Alert
+    from server.store.extensions import db
+    from server.store.models import Alert
 
     with app.app_context():
         return [(a.kind, a.role, a.message, a.data) for a in db.session.execute(
@@ -148,7 +148,7 @@ def alerts_of(app, therapy_id):
 
 
 def test_notify_raises_an_alert_and_emails_the_role_at_the_site(api, world, app, mailbox):
-    from server import accounts
+    from server.access import accounts
 
     messages, port = mailbox
     with app.app_context():
@@ -237,7 +237,7 @@ def test_http_non_2xx_answer_fails_the_service_task(api, world, app, mes):
 
 
 def test_unknown_operators_are_refused_at_upload_and_every_operator_is_documented(api, world):
-    from server.operators import OPERATORS, operator_names
+    from server.workflow.operators import OPERATORS, operator_names
 
     unknown = SERVICE_BPMN.replace('serviceTaskOperator id="http"', 'serviceTaskOperator id="ftp"')
     answer = api.as_(world["designer"]).post("/api/v1/process-definitions", data={

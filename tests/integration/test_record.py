@@ -134,7 +134,7 @@ def test_label_endpoint_prints_a_scannable_label(api, world, clock):
 
 
 def test_vein_to_vein_runs_from_collection_and_stops_at_infusion(api, world, clock):
-    from server.definitions import deploy_bundled
+    from server.workflow.definitions import deploy_bundled
 
     with api.client.application.app_context():
         deploy_bundled(project_root() / "processes")

@@ -19,7 +19,7 @@ from .conftest import PASSWORD  # noqa: F401  (the world's users log in with it)
 @pytest.fixture
 def busy_app(app, world, tmp_path):
     """The app with a short busy timeout (0.2 s instead of 30 s) and its audit spool under ``tmp_path``."""
-    from server.extensions import db
+    from server.store.extensions import db
 
     with app.app_context():
         if db.engine.dialect.name != "sqlite":
@@ -44,15 +44,15 @@ def write_lock(database_url):
 
 
 def spooled(app) -> list[dict]:
-    from server.audit_spool import spool_path
+    from server.compliance.audit_spool import spool_path
 
     path = spool_path(app)
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def refusals(app) -> list[tuple]:
-    from server.extensions import db
-    from server.models import AuditEntry
+    from server.store.extensions import db
+    from server.store.models import AuditEntry
 
     with app.app_context():
         rows = db.session.execute(sa.select(AuditEntry).where(AuditEntry.action.like("%.refused"))
@@ -61,7 +61,7 @@ def refusals(app) -> list[tuple]:
 
 
 def verify(app):
-    from server import audit
+    from server.compliance import audit
 
     with app.app_context():
         return audit.verify()
@@ -111,7 +111,7 @@ def test_an_endpoints_own_refusal_answers_as_itself_while_the_database_is_busy(b
     assert twice.status_code == 409 and twice.get_json()["error"]["code"] != "busy", twice.get_json()
     [entry] = spooled(busy_app)
     assert (entry["action"], entry["data"]["status"]) == ("task.refused", 409)
-    from server import audit
+    from server.compliance import audit
 
     with busy_app.app_context():
         assert audit.replay_spool() == 1
@@ -121,7 +121,7 @@ def test_an_endpoints_own_refusal_answers_as_itself_while_the_database_is_busy(b
 
 
 def test_the_dispatcher_loop_chains_the_spool_once_the_lock_is_released(busy_app, api, world, database_url):
-    from server.dispatcher import Dispatcher
+    from server.integration.dispatcher import Dispatcher
 
     therapy = start(api, world)
     task = open_task(api, world, therapy)
@@ -146,8 +146,8 @@ def test_the_dispatcher_loop_chains_the_spool_once_the_lock_is_released(busy_app
 
 def test_an_entry_chained_before_a_crash_is_not_chained_twice_and_a_torn_line_is_skipped(busy_app, api, world,
                                                                                         database_url):
-    from server import audit
-    from server.audit_spool import spool_path
+    from server.compliance import audit
+    from server.compliance.audit_spool import spool_path
 
     therapy = start(api, world)
     task = open_task(api, world, therapy)

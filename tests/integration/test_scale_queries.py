@@ -22,7 +22,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 @contextlib.contextmanager
 def statements(app):
     """Every SELECT the app runs inside the block, with its parameters."""
-    from server.extensions import db
+    from server.store.extensions import db
 
     seen: list[tuple[str, object]] = []
 
@@ -42,7 +42,7 @@ def statements(app):
 def plan(app, statement: str, parameters) -> list[str]:
     """The query plan of one captured statement (PostgreSQL: sequential scans and sorts made expensive, so the
     plan shows whether an index can give the rows in order at all, whatever the tiny tables' statistics)."""
-    from server.extensions import db
+    from server.store.extensions import db
 
     with app.app_context():
         connection = db.engine.raw_connection()
@@ -67,7 +67,7 @@ def full_sort(lines: list[str]) -> bool:
 
 
 def deploy(app, *paths) -> None:
-    from server.definitions import deploy as deploy_definition
+    from server.workflow.definitions import deploy as deploy_definition
 
     with app.app_context():
         for path in paths:

@@ -9,9 +9,9 @@ from email.utils import parsedate_to_datetime
 import pytest
 import sqlalchemy as sa
 
-from server import web_sessions
-from server.extensions import db
-from server.models import AuditEntry, User, WebSession, utcnow
+from server.access import web_sessions
+from server.store.extensions import db
+from server.store.models import AuditEntry, User, WebSession, utcnow
 
 from .conftest import PASSWORD
 

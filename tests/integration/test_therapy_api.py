@@ -67,7 +67,7 @@ def test_therapy_runs_to_completion_through_the_api(api, world, clock):
     assert timer["type"] == "timer" and timer["activity_id"] == "Timer_Wait"
 
     clock.advance(days=1, seconds=5)
-    from server.therapies import fire_due_timers
+    from server.workflow.therapies import fire_due_timers
     with api.client.application.app_context():
         assert fire_due_timers(therapy["id"]) is True
     detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()

@@ -73,12 +73,13 @@ def _environment(tmp_path: Path, database_url: str, diagram: bytes) -> dict:
 def _prepare(env: dict, therapies: int = 0, first_due_in: float = 0, spread: float = 0) -> tuple[str, list[str]]:
     """Schema, the diagram, a site, a coordinator and ``therapies`` started on the timer diagram (whose timers
     come due between ``first_due_in`` and ``first_due_in + spread`` seconds); returns a token and their ids."""
-    from server import accounts, create_app
+    from server import create_app
+    from server.access import accounts
     from server.cli import upgrade_database
-    from server.definitions import deploy
-    from server.extensions import db
-    from server.models import utcnow
-    from server.therapies import start_therapy
+    from server.store.extensions import db
+    from server.store.models import utcnow
+    from server.workflow.definitions import deploy
+    from server.workflow.therapies import start_therapy
 
     app = create_app({"DATABASE_URL": env["TETHER_DATABASE_URL"], "SCHEDULER": False, "SECRET_KEY": "t",
                       "FORMS_DIR": env["TETHER_FORMS_DIR"]})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from server.extensions import db
-from server.models import AuditEntry, User
+from server.store.extensions import db
+from server.store.models import AuditEntry, User
 
 from .conftest import PASSWORD
 

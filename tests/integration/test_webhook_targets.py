@@ -28,7 +28,7 @@ def private_refused(app):
 @pytest.fixture
 def dns(monkeypatch):
     """A stand-in resolver: ``dns["host"] = ["address", ...]``; other names resolve as usual."""
-    from server import webhooks
+    from server.integration import webhooks
 
     answers: dict[str, list[str]] = {}
     real = webhooks.resolve
@@ -54,8 +54,8 @@ def refused(api, world, url):
 
 
 def subscriptions(app):
-    from server.extensions import db
-    from server.models import AuditEntry, WebhookSubscription
+    from server.store.extensions import db
+    from server.store.models import AuditEntry, WebhookSubscription
 
     with app.app_context():
         rows = db.session.execute(sa.select(WebhookSubscription.url)).scalars().all()
@@ -170,13 +170,13 @@ def test_redirects_are_never_followed(api, world, app, receiver, dispatcher):  #
     ("255.255.255.255", True), ("::", True), ("ff02::1", True), ("not an address", True),
 ])
 def test_which_addresses_are_public(address, blocked):
-    from server.webhooks import blocked_address
+    from server.integration.webhooks import blocked_address
 
     assert blocked_address(address) is blocked
 
 
 def test_https_connections_are_checked_as_well(app, dns, receiver):  # noqa: F811
-    from server.dispatcher import post
+    from server.integration.dispatcher import post
 
     target = receiver()  # plain HTTP: the check comes before any TLS would be spoken
     dns["localhost"] = [PUBLIC]

@@ -96,7 +96,7 @@ def receiver():
 @pytest.fixture
 def dispatcher(app):
     """A dispatcher without jitter, driven by the test."""
-    from server.dispatcher import Dispatcher
+    from server.integration.dispatcher import Dispatcher
 
     made = Dispatcher(app, rng=lambda: 0.0)
     yield made
@@ -146,8 +146,8 @@ def complete_only_task(api, token, therapy_id, data, **extra):
 
 def outbox(app, after_id=0):
     """The outbox events after ``after_id``, in order."""
-    from server.extensions import db
-    from server.models import OutboxEvent
+    from server.store.extensions import db
+    from server.store.models import OutboxEvent
 
     with app.app_context():
         rows = db.session.execute(select(OutboxEvent).where(OutboxEvent.id > after_id)
@@ -268,7 +268,7 @@ def test_retries_back_off_for_over_an_hour_then_fail_and_redeliver_resends(api, 
 
 
 def test_default_retry_schedule_is_at_least_eight_attempts_over_an_hour(app):
-    from server.dispatcher import retry_delay
+    from server.integration.dispatcher import retry_delay
 
     config = app.config
     attempts = config["WEBHOOK_MAX_ATTEMPTS"]
@@ -281,7 +281,7 @@ def test_default_retry_schedule_is_at_least_eight_attempts_over_an_hour(app):
 
 
 def test_a_slow_receiver_is_cut_off_by_the_timeout(api, world, app, clock, receiver):
-    from server.dispatcher import Dispatcher
+    from server.integration.dispatcher import Dispatcher
 
     app.config["WEBHOOK_TIMEOUT"] = 0.5
     sender = Dispatcher(app, rng=lambda: 0.0)
@@ -300,7 +300,7 @@ def test_a_slow_receiver_is_cut_off_by_the_timeout(api, world, app, clock, recei
 
 
 def test_fan_out_by_pattern_and_site_only_for_events_after_subscribing(api, world, app):
-    from server import accounts
+    from server.access import accounts
 
     with app.app_context():
         accounts.add_user("mes-b", ["integrator"], ["SITE-B"], "MES of site B", PASSWORD, "test")
@@ -349,7 +349,7 @@ def test_webhook_urls_and_patterns_are_checked_and_roles_enforced(api, world):
 
 
 def test_subscriptions_are_listed_to_their_owner_and_admin_and_can_be_deleted(api, world, app):
-    from server import accounts
+    from server.access import accounts
 
     with app.app_context():
         accounts.add_user("erp", ["integrator"], [], "ERP system", PASSWORD, "test")
@@ -375,8 +375,8 @@ def test_subscriptions_are_listed_to_their_owner_and_admin_and_can_be_deleted(ap
 
 
 def test_two_dispatchers_never_send_one_delivery_twice(api, world, app, clock, receiver):
-    from server.dispatcher import Dispatcher, claim_due
-    from server.extensions import db
+    from server.integration.dispatcher import Dispatcher, claim_due
+    from server.store.extensions import db
 
     hook = subscribe(api, world["integrator"], "https://unused.example/hook", ["*"])
     therapies = [start(api, world["coord"], reference=f"PT-{n}") for n in range(12)]
@@ -451,7 +451,7 @@ def test_the_docs_verification_snippets_accept_real_deliveries_and_refuse_altere
 
 
 def test_a_delivery_being_sent_is_not_redelivered_at_the_same_time(api, world, app, clock):
-    from server.dispatcher import claim_due
+    from server.integration.dispatcher import claim_due
 
     hook = subscribe(api, world["integrator"], "http://127.0.0.1:9/unused", ["therapy.started"])
     start(api, world["coord"])

@@ -12,8 +12,8 @@ import pytest
 import zxingcpp
 
 from engine.coi import issue_coi
+from server.custody.labels import LABEL_SIZE, check_material_id, label_pdf
 from server.errors import Invalid
-from server.labels import LABEL_SIZE, check_material_id, label_pdf
 
 
 def therapy(coi: str) -> SimpleNamespace:

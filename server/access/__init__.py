@@ -1,0 +1,1 @@
+"""Who may do what: accounts, passwords and tokens, the current user, role and site checks, web sessions."""

@@ -1,0 +1,259 @@
+"""Who is calling: password hashing, logins, bearer tokens, the current user, role and site checks.
+
+Access rules that hold for every endpoint live here: a locked or deactivated account cannot log in or use
+its tokens, ``auditor`` is read-only (any state-changing request is refused), and a refused state-changing
+request (403 or 409) is written to the audit trail unless the endpoint already recorded it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import secrets
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app, g, request
+from sqlalchemy import select
+
+from server.compliance import audit
+from server.errors import ApiError, Forbidden, Invalid, Unauthorized
+from server.store.extensions import db
+from server.store.models import ApiToken, TaskRecord, Therapy, User, utcnow
+
+log = logging.getLogger(__name__)
+
+MIN_PASSWORD_LENGTH = 10
+READ_ONLY_ROLES = ("auditor",)
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+_dummy_hash: dict[tuple[int, int], str] = {}
+_hashers: dict[tuple[int, int], PasswordHasher] = {}
+
+
+def _cost() -> tuple[int, int]:
+    """The Argon2id cost in force: (time cost, memory in KiB), from the app's settings."""
+    config = current_app.config
+    return int(config["PASSWORD_HASH_TIME_COST"]), int(config["PASSWORD_HASH_MEMORY_KIB"])
+
+
+def _hasher() -> PasswordHasher:
+    """The Argon2id hasher at the configured cost (verification reads the cost from each stored hash)."""
+    cost = _cost()
+    if cost not in _hashers:
+        _hashers[cost] = PasswordHasher(time_cost=cost[0], memory_cost=cost[1])
+    return _hashers[cost]
+
+
+def hash_password(password: str) -> str:
+    """Hash a password with Argon2id, refusing one that fails the minimum policy."""
+    check_password_policy(password)
+    return _hasher().hash(password)
+
+
+def check_password_policy(password: str) -> None:
+    """At least 10 characters, with letters and at least one digit or symbol."""
+    if len(password or "") < MIN_PASSWORD_LENGTH:
+        raise Invalid(f"A password needs at least {MIN_PASSWORD_LENGTH} characters.", code="weak_password",
+                      details={"field": "password"})
+    if password.isalpha() or password.isdigit():
+        raise Invalid("A password needs letters and at least one digit or symbol.", code="weak_password",
+                      details={"field": "password"})
+
+
+def verify_password(user: User, password: str) -> bool:
+    """Whether ``password`` is the user's password (constant time)."""
+    if not user.password_hash or not password:
+        return False
+    try:
+        return _hasher().verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _spend_equal_time(password: str) -> None:
+    """Verify against a throwaway hash so an unknown user name takes as long as a wrong password."""
+    cost = _cost()
+    if cost not in _dummy_hash:
+        _dummy_hash[cost] = _hasher().hash("not-a-real-password-0")
+    try:
+        _hasher().verify(_dummy_hash[cost], password or "-")
+    except (VerificationError, InvalidHashError):
+        pass
+
+
+def check_login(username: str, password: str, channel: str) -> User:
+    """The user who logs in with ``username`` and ``password``; every attempt, good or bad, is audited.
+
+    A wrong password, an unknown user, a deactivated or a locked account all answer the same 401
+    ``login_failed`` (the audit entry records which it was). ``channel`` says where the login came from
+    (``api``, ``web``). The audit entry is committed in its own transaction.
+    """
+    from server.store.uow import unit_of_work
+
+    name = (username or "").strip()
+    user = None
+    reason: str | None
+    if 0 < len(name) <= 64:
+        user = db.session.execute(select(User).where(User.username == name)).scalar_one_or_none()
+    if user is None:
+        _spend_equal_time(password)
+        reason = "unknown_user"
+    else:
+        password_ok = verify_password(user, password)
+        reason = ("inactive" if not user.active else "locked" if user.locked
+                  else None if password_ok else "wrong_password")
+    with unit_of_work():
+        data = {"channel": channel, **({"reason": reason} if reason else {})}
+        audit.append(name[:64] or "(none)", "login.failed" if reason else "login.succeeded", "user",
+                     str(user.id) if user is not None else name[:64] or "(none)", data=data)
+    if reason:
+        raise Unauthorized("The username or password is wrong, or the account is locked or deactivated.",
+                           code="login_failed")
+    assert user is not None, "an unknown user name always has a reason to refuse"
+    return user
+
+
+def check_account_usable(user: User) -> None:
+    """401 for a deactivated or locked account (its tokens and sessions stop working too)."""
+    if not user.active:
+        raise Unauthorized("This account is deactivated.", code="account_deactivated")
+    if user.locked:
+        raise Unauthorized("This account is locked after repeated failed signatures; ask an administrator "
+                           "to unlock it.", code="account_locked")
+
+
+def check_writable(user: User) -> None:
+    """403 ``read_only`` when a read-only user (``auditor``) sends a state-changing request."""
+    if request.method not in SAFE_METHODS and any(r in READ_ONLY_ROLES for r in user.roles):
+        raise Forbidden("Auditors have read-only access; nothing was changed.", code="read_only",
+                        details={"roles": list(user.roles)})
+
+
+def token_digest(token: str) -> str:
+    """The stored form of a token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(user: User, label: str = "", ttl_days: int | None = None) -> tuple[str, ApiToken]:
+    """A new bearer token for ``user``; the plain token is returned once and never stored."""
+    token = "tth_" + secrets.token_urlsafe(32)
+    days = ttl_days if ttl_days is not None else current_app.config["TOKEN_TTL_DAYS"]
+    record = ApiToken(user_id=user.id, token_hash=token_digest(token), label=label,
+                      expires_at=utcnow() + timedelta(days=days) if days else None)
+    db.session.add(record)
+    return token, record
+
+
+def token_owner(token: str) -> User | None:
+    """The user a valid, unexpired, unrevoked token belongs to, whatever the state of the account."""
+    record = db.session.execute(
+        select(ApiToken).where(ApiToken.token_hash == token_digest(token))).scalar_one_or_none()
+    if record is None or record.revoked_at is not None:
+        return None
+    if record.expires_at is not None and record.expires_at <= utcnow():
+        return None
+    return record.user
+
+
+def user_for_token(token: str) -> User | None:
+    """The active user a valid, unexpired, unrevoked token belongs to (locked accounts included)."""
+    user = token_owner(token)
+    return user if user is not None and user.active else None
+
+
+def authenticate() -> User:
+    """The caller of this request, from its bearer token; 401 otherwise."""
+    if getattr(g, "user", None) is not None:
+        check_writable(g.user)
+        return g.user
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Send an API token as 'Authorization: Bearer <token>' (create one with "
+                           "'tether token create USER').", code="unauthorized")
+    user = token_owner(token.strip())
+    if user is None:
+        raise Unauthorized("The API token is unknown, expired or revoked.", code="unauthorized")
+    check_account_usable(user)
+    g.user = user
+    check_writable(user)
+    return user
+
+
+def require(*roles: str):
+    """Decorator: the caller must be authenticated and hold one of ``roles`` (any role when empty)."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            try:
+                user = authenticate()
+                if roles and not any(r in user.roles for r in roles):
+                    raise Forbidden(f"This needs one of the roles: {', '.join(roles)}.", code="forbidden",
+                                    details={"required_roles": list(roles)})
+                return view(*args, **kwargs)
+            except ApiError as exc:
+                caller = getattr(g, "user", None)
+                if caller is not None and exc.status in (403, 409) and request.method not in SAFE_METHODS:
+                    audit_refused_request(caller, exc)
+                raise
+
+        wrapper.required_roles = roles  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def _refused_subject() -> tuple[str, str, Therapy | None]:
+    """What a refused request was about: a task, a therapy (from the URL or the body), else the endpoint."""
+    args = request.view_args or {}
+    if args.get("task_id"):
+        task = db.session.get(TaskRecord, str(args["task_id"]))
+        return "task", str(args["task_id"]), task.therapy if task else None
+    therapy_id = args.get("therapy_id")
+    body = request.get_json(silent=True) if request.is_json else None
+    if not therapy_id and isinstance(body, dict):
+        therapy_id = body.get("therapy_id") if isinstance(body.get("therapy_id"), str) else None
+        if not therapy_id and isinstance(body.get("coi"), str):
+            therapy_id = db.session.execute(select(Therapy.id).where(
+                Therapy.coi == body["coi"].replace("&/", "").replace(" ", "")[:15])).scalar_one_or_none()
+    if therapy_id:
+        return "therapy", str(therapy_id), db.session.get(Therapy, str(therapy_id))
+    return "endpoint", request.endpoint or request.path, None
+
+
+def audit_refused_request(user: User, exc: ApiError) -> None:
+    """Audit a refused (403/409) state-changing request unless its endpoint already did; never masks ``exc``."""
+    if audit.refusal_recorded():
+        return
+    try:
+        db.session.rollback()
+        subject_type, subject_id, therapy = _refused_subject()
+    except Exception:  # the database cannot be read right now: the refusal is recorded against its endpoint
+        db.session.rollback()
+        subject_type, subject_id, therapy = "endpoint", request.endpoint or request.path, None
+    try:
+        action = "message.refused" if request.endpoint == "api.post_message" else (
+            f"{subject_type}.refused" if subject_type in ("task", "therapy") else "request.refused")
+        # Written in its own transaction, retried, and kept in the audit spool when the database is busy.
+        audit.audit_refusal(user.username, action, subject_type, subject_id, status=exc.status, code=exc.code,
+                            message=exc.message, therapy_id=therapy.id if therapy else None,
+                            site_id=therapy.site_id if therapy else None,
+                            data={"method": request.method, "path": request.path[:500],
+                                  "endpoint": request.endpoint})
+    except Exception:  # the refusal stands even when it cannot be recorded; the log says why
+        db.session.rollback()
+        log.exception("could not audit a refused request")
+
+
+def visible_site_ids(user: User) -> set[int] | None:
+    """The site ids a scoped user may see, or None when the user sees every site."""
+    return {s.id for s in user.sites} if user.scoped else None
+
+
+def can_see_site(user: User, site_id: int) -> bool:
+    """Whether ``user`` may see therapies of ``site_id``."""
+    sites = visible_site_ids(user)
+    return sites is None or site_id in sites

@@ -1,0 +1,558 @@
+"""Request and response schemas (marshmallow): what each POST accepts, and what the API answers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, validate
+
+from server.errors import BadRequest, Invalid
+from server.inputs import ID_MAX
+
+
+class PatientSchema(Schema):
+    """The pseudonymous patient reference; never a name."""
+
+    class Meta:
+        unknown = RAISE
+
+    reference = fields.String(required=True, validate=validate.Length(min=1, max=100))
+
+
+class StartTherapySchema(Schema):
+    """POST /therapies."""
+
+    class Meta:
+        unknown = RAISE
+
+    process_key = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    version = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1, max=ID_MAX))
+    site = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    patient = fields.Nested(PatientSchema, required=True)
+    data = fields.Dict(keys=fields.String(), load_default=dict)
+
+
+class SignatureSchema(Schema):
+    """The re-entered password and the meaning of an electronic signature."""
+
+    class Meta:
+        unknown = RAISE
+
+    password = fields.String(required=True, load_only=True)
+    meaning = fields.String(required=True)
+
+
+class CompleteTaskSchema(Schema):
+    """POST /tasks/{id}/complete."""
+
+    class Meta:
+        unknown = RAISE
+
+    data = fields.Dict(keys=fields.String(), load_default=dict)
+    signature = fields.Nested(SignatureSchema, load_default=None, allow_none=True)
+
+
+class MessageSchema(Schema):
+    """POST /messages: to a therapy by id or COI; or, naming neither, to start one by a message start event."""
+
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    therapy_id = fields.String(load_default=None, allow_none=True)
+    coi = fields.String(load_default=None, allow_none=True)
+    payload = fields.Raw(load_default=dict)
+    site = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=32),
+                         metadata={"description": "for a message that starts a therapy: the site code"})
+    patient = fields.Nested(PatientSchema, load_default=None, allow_none=True,
+                            metadata={"description": "for a message that starts a therapy: the patient reference"})
+    process_key = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=200),
+                                metadata={"description": "which process to start when several start on this message"})
+
+
+class WebhookCreateSchema(Schema):
+    """POST /webhooks: the endpoint and the event types (or patterns such as ``therapy.*``) it wants."""
+
+    class Meta:
+        unknown = RAISE
+
+    url = fields.String(required=True, metadata={"description": "absolute http or https URL, no credentials"})
+    events = fields.List(fields.String(), required=True,
+                         metadata={"description": "event types or patterns: 'therapy.*', 'task.completed', '*'"})
+
+
+class CancelSchema(Schema):
+    """POST /therapies/{id}/cancel."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+
+
+class TokenRequestSchema(Schema):
+    """POST /auth/token."""
+
+    class Meta:
+        unknown = RAISE
+
+    username = fields.String(required=True)
+    password = fields.String(required=True, load_only=True)
+    label = fields.String(load_default="api")
+
+
+def in_utc_years(moment: datetime) -> None:
+    """A marshmallow validator: ``moment`` is between the years 1 and 9999 in UTC (else it cannot be stored)."""
+    try:
+        moment.astimezone(UTC) if moment.tzinfo else moment
+    except OverflowError:
+        raise ValidationError("Must lie between the years 1 and 9999 in UTC.") from None
+
+
+def load_json(schema: Schema) -> dict:
+    """Parse the request's JSON body with ``schema``; 400/415 for a bad body, 422 per field."""
+    from flask import request
+
+    body: Any
+    if not request.is_json:
+        if request.get_data():
+            from werkzeug.exceptions import UnsupportedMediaType
+            raise UnsupportedMediaType("Send JSON with 'Content-Type: application/json'.")
+        body = {}
+    else:
+        body = request.get_json(silent=True)
+        if body is None:
+            raise BadRequest("The request body is not valid JSON.", code="malformed_json")
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.", code="malformed_json")
+    try:
+        return schema.load(body)
+    except ValidationError as exc:
+        raise Invalid("The request is not valid; see the fields.", code="invalid_request",
+                      details={"fields": exc.messages}) from None
+
+
+# -- response schemas: they document what the API answers (the OpenAPI document and its tests) ----------
+
+class _Answer(Schema):
+    """Base of the response schemas: more fields may be added later, so unknown ones are allowed."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
+def _text(nullable: bool = False, **kwargs) -> fields.String:
+    """A string every answer carries (null allowed when ``nullable``)."""
+    return fields.String(required=True, allow_none=nullable, **kwargs)
+
+
+def _moment(nullable: bool = False) -> fields.String:
+    """An ISO 8601 UTC timestamp every answer carries."""
+    return fields.String(required=True, allow_none=nullable, metadata={"format": "date-time"})
+
+
+class ProcessRefSchema(_Answer):
+    """The process a therapy runs on."""
+
+    key = _text()
+    version = fields.Integer(required=True)
+
+
+class TherapySchema(_Answer):
+    """A therapy as lists show it."""
+
+    id = _text()
+    coi = _text(metadata={"description": "chain-of-identity identifier (15 characters)"})
+    coi_check = _text(metadata={"description": "ISO/IEC 7064 mod 37-2 check character"})
+    status = _text(validate=validate.OneOf(["active", "completed", "cancelled", "failed"]))
+    stage = _text(nullable=True)
+    process = fields.Nested(ProcessRefSchema, required=True)
+    site = _text()
+    patient = fields.Nested(PatientSchema, required=True)
+    next_due_at = _moment(nullable=True)
+    created_at = _moment()
+    updated_at = _moment(nullable=True)
+    ended_at = _moment(nullable=True)
+
+
+class FormSchema(_Answer):
+    """A task's form: its JSON Schema and UI schema."""
+
+    name = _text()
+    schema = fields.Dict(required=True)
+    ui_schema = fields.Dict(required=True)
+
+
+class SignatureMeaningSchema(_Answer):
+    """The signature a task asks for."""
+
+    meaning = _text()
+
+
+class TaskSchema(_Answer):
+    """A user task."""
+
+    id = _text()
+    therapy_id = _text()
+    coi = _text()
+    activity_id = _text()
+    name = _text()
+    role = _text()
+    site = _text()
+    instructions = _text(nullable=True)
+    form = fields.Nested(FormSchema, required=True, allow_none=True)
+    signature = fields.Nested(SignatureMeaningSchema, required=True, allow_none=True)
+    status = _text(validate=validate.OneOf(["ready", "completed", "cancelled"]))
+    created_at = _moment()
+    due_at = _moment(nullable=True)
+    completed_at = _moment(nullable=True)
+    completed_by = _text(nullable=True)
+
+
+class WaitSchema(_Answer):
+    """Something a therapy waits for: a timer or a message."""
+
+    type = _text(validate=validate.OneOf(["timer", "message"]))
+    activity_id = _text()
+
+
+class TherapyDetailSchema(TherapySchema):
+    """One therapy with its open tasks, waits and data."""
+
+    open_tasks = fields.List(fields.Nested(TaskSchema), required=True)
+    waiting_for = fields.List(fields.Nested(WaitSchema), required=True)
+    incidents = fields.List(fields.Dict(), required=True)
+    alerts = fields.List(fields.Dict(), required=True)
+    data = fields.Dict(required=True)
+
+
+class TaskCompletedSchema(_Answer):
+    """The completed task and where its therapy went next."""
+
+    task = fields.Nested(TaskSchema, required=True)
+    therapy = fields.Nested(TherapySchema, required=True)
+
+
+class MessageResultSchema(_Answer):
+    """A message taken by a waiting event (or a therapy started by one)."""
+
+    delivered = fields.Boolean(required=True)
+    therapy_id = _text()
+    activity_id = _text(nullable=True)
+    status = _text()
+    stage = _text(nullable=True)
+    started = fields.Boolean(metadata={"description": "true when the message started a new therapy"})
+    coi = fields.String(metadata={"description": "the new therapy's COI, when one was started"})
+
+
+class DefinitionVersionSchema(_Answer):
+    """One deployed version of a process definition."""
+
+    id = _text()
+    key = _text()
+    version = fields.Integer(required=True)
+    name = _text()
+    checksum = _text()
+    deployed_at = _moment()
+
+
+class DefinitionSummarySchema(_Answer):
+    """A process key with its latest version."""
+
+    key = _text()
+    name = _text()
+    latest_version = fields.Integer(required=True)
+
+
+class DefinitionVersionRefSchema(_Answer):
+    """A version in a process key's history."""
+
+    version = fields.Integer(required=True)
+    id = _text()
+    deployed_at = _moment()
+    checksum = _text()
+
+
+class DefinitionDetailSchema(_Answer):
+    """A process key with all its versions."""
+
+    key = _text()
+    name = _text()
+    versions = fields.List(fields.Nested(DefinitionVersionRefSchema), required=True)
+
+
+class TimelineSchema(_Answer):
+    """A therapy's history from the audit trail."""
+
+    therapy_id = _text()
+    items = fields.List(fields.Dict(), required=True)
+
+
+class AuditEntrySchema(_Answer):
+    """One link of the audit chain."""
+
+    seq = fields.Integer(required=True)
+    at = _moment()
+    actor = _text()
+    action = _text()
+    subject_type = _text()
+    subject_id = _text()
+    reason = _text(nullable=True)
+    data = fields.Dict(required=True)
+    prev_hash = _text()
+    hash = _text()
+
+
+class AuditVerifySchema(_Answer):
+    """The result of checking the whole audit chain."""
+
+    ok = fields.Boolean(required=True)
+    checked = fields.Integer(required=True)
+    first_bad_seq = fields.Integer(allow_none=True)
+
+
+class HealthSchema(_Answer):
+    """Whether the server can work."""
+
+    status = _text()
+    database = _text()
+    writes = _text()
+    scheduler = _text()
+
+
+class WebhookSchema(_Answer):
+    """A webhook subscription."""
+
+    id = _text()
+    url = _text()
+    events = fields.List(fields.String(), required=True)
+    active = fields.Boolean(required=True)
+    created_by = _text()
+    created_at = _moment()
+
+
+class WebhookCreatedSchema(WebhookSchema):
+    """A new subscription, with the secret that signs its deliveries (shown only here)."""
+
+    secret = _text(metadata={"description": "Standard Webhooks secret (whsec_...) for the webhook-signature"})
+
+
+class DeliverySchema(_Answer):
+    """One event's delivery to one subscription."""
+
+    id = _text()
+    subscription_id = _text()
+    event_id = _text(metadata={"description": "the CloudEvent id, also sent as the webhook-id header"})
+    event_type = _text()
+    therapy_id = _text(nullable=True)
+    status = _text(validate=validate.OneOf(["pending", "delivered", "failed"]))
+    attempts = fields.Integer(required=True)
+    last_status_code = fields.Integer(required=True, allow_none=True)
+    last_error = _text(nullable=True)
+    response_excerpt = _text(nullable=True)
+    next_attempt_at = _moment(nullable=True)
+    delivered_at = _moment(nullable=True)
+    created_at = _moment()
+
+
+class LoginTokenSchema(_Answer):
+    """A token handed out by logging in."""
+
+    token = _text()
+    expires_at = _moment(nullable=True)
+    user = _text()
+    id = fields.Integer(required=True)
+
+
+class TokenSchema(_Answer):
+    """An API token, without its secret."""
+
+    id = fields.Integer(required=True)
+    user_id = fields.Integer(required=True)
+    username = _text()
+    label = _text()
+    created_at = _moment()
+    expires_at = _moment(nullable=True)
+    revoked_at = _moment(nullable=True)
+    status = _text(validate=validate.OneOf(["active", "expired", "revoked"]))
+
+
+class TokenCreatedSchema(TokenSchema):
+    """A new token with its secret (shown only here)."""
+
+    token = _text(metadata={"description": "the bearer token; store it now, it is never shown again"})
+
+
+class TokenRevokedSchema(TokenSchema):
+    """A token after a revocation."""
+
+    revoked_now = fields.Boolean(required=True, metadata={"description": "false when it was revoked already"})
+
+
+class TokenExpiredSchema(TokenSchema):
+    """A token after its expiry was brought forward."""
+
+    expired_now = fields.Boolean(required=True)
+
+
+class UserSchema(_Answer):
+    """A user account (never its password)."""
+
+    id = fields.Integer(required=True)
+    username = _text()
+    display_name = _text()
+    roles = fields.List(fields.String(), required=True)
+    sites = fields.List(fields.String(), required=True)
+    active = fields.Boolean(required=True)
+    locked = fields.Boolean(required=True)
+    failed_signatures = fields.Integer(required=True)
+    created_at = _moment()
+
+
+class UserChangedSchema(UserSchema):
+    """A user after a change, with the audit actions the change wrote."""
+
+    changes = fields.List(fields.Raw(), required=True)
+
+
+class UserUnlockedSchema(UserSchema):
+    """A user after an unlock."""
+
+    unlocked = fields.Boolean(required=True)
+
+
+class AlertSchema(_Answer):
+    """Something people must look at: an escalation, a COI mismatch, an excursion, an incident."""
+
+    id = _text()
+    therapy_id = _text(nullable=True)
+    kind = _text()
+    severity = _text()
+    message = _text()
+    role = _text(nullable=True)
+    activity_id = _text(nullable=True)
+    data = fields.Dict(required=True, allow_none=True)
+    status = _text(validate=validate.OneOf(["open", "acknowledged"]))
+    raised_at = _moment()
+    acknowledged_by = _text(nullable=True)
+    acknowledged_at = _moment(nullable=True)
+    note = _text(nullable=True)
+
+
+class IncidentSchema(_Answer):
+    """A failed service task: retrying, open for an administrator, or resolved."""
+
+    id = _text()
+    therapy_id = _text()
+    activity_id = _text(nullable=True)
+    task_id = _text(nullable=True)
+    status = _text()
+    error_type = _text(nullable=True)
+    message = _text(nullable=True)
+    attempts = fields.Integer(required=True)
+    history = fields.List(fields.Dict(), required=True)
+    opened_at = _moment()
+    next_retry_at = _moment(nullable=True)
+    resolved_at = _moment(nullable=True)
+    resolved_by = _text(nullable=True)
+
+
+class IncidentOutcomeSchema(_Answer):
+    """An incident after a retry or a resolution, and its therapy."""
+
+    incident = fields.Nested(IncidentSchema, required=True)
+    therapy = fields.Nested(TherapySchema, required=True)
+
+
+class HandoffSchema(_Answer):
+    """One recorded handoff of a material in the chain of custody."""
+
+    id = _text()
+    therapy_id = _text()
+    material_id = _text()
+    from_party = _text()
+    to_party = _text()
+    location = _text(nullable=True)
+    occurred_at = _moment()
+    recorded_at = _moment()
+    recorded_by = _text()
+    scanned_coi = _text()
+    verified_coi = _text()
+
+
+class CustodyChainSchema(_Answer):
+    """A therapy's chain of custody, in order, with any gap in it."""
+
+    therapy_id = _text()
+    coi = _text()
+    items = fields.List(fields.Nested(HandoffSchema), required=True)
+    breaks = fields.List(fields.Dict(), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class ConditionResultSchema(_Answer):
+    """Whether a reading (or any reading of a batch) was outside the allowed range."""
+
+    excursion = fields.Boolean(required=True)
+    alert_id = fields.String(metadata={"description": "the alert raised (or already open) for the excursion"})
+    recorded = fields.Integer(metadata={"description": "for a batch: readings recorded"})
+    excursions = fields.Integer(metadata={"description": "for a batch: readings outside the range"})
+
+
+class ConditionSeriesSchema(_Answer):
+    """A therapy's readings (or, with ``points``, time buckets of them) and the range that applies now."""
+
+    therapy_id = _text()
+    range = fields.List(fields.Float(), required=True, allow_none=True)
+    activity_id = _text(nullable=True)
+    downsampled = fields.Boolean(required=True)
+    items = fields.List(fields.Dict(), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class CorrectionRecordSchema(_Answer):
+    """A correction of one recorded value, with its reason."""
+
+    id = _text()
+    therapy_id = _text()
+    path = _text()
+    old_value = fields.Raw(required=True, allow_none=True)
+    new_value = fields.Raw(required=True, allow_none=True)
+    reason = _text()
+    corrected_by = _text()
+    corrected_at = _moment()
+
+
+class TherapyRecordSchema(_Answer):
+    """The complete therapy record, electronic form."""
+
+    record = fields.Dict(required=True)
+    therapy = fields.Dict(required=True)
+
+
+class OpenApiDocumentSchema(_Answer):
+    """This document."""
+
+    openapi = _text()
+    info = fields.Dict(required=True)
+    paths = fields.Dict(required=True)
+
+
+def page_of(item: type[Schema], name: str) -> type[Schema]:
+    """The schema of one page of a list: ``{"items": [...], "next_cursor": "..." | null}``."""
+    return _Answer.from_dict({"items": fields.List(fields.Nested(item), required=True),
+                              "next_cursor": fields.String(required=True, allow_none=True)}, name=name)
+
+
+TherapyPageSchema = page_of(TherapySchema, "TherapyPageSchema")
+TaskPageSchema = page_of(TaskSchema, "TaskPageSchema")
+DefinitionPageSchema = page_of(DefinitionSummarySchema, "DefinitionPageSchema")
+AuditPageSchema = page_of(AuditEntrySchema, "AuditPageSchema")
+WebhookPageSchema = page_of(WebhookSchema, "WebhookPageSchema")
+DeliveryPageSchema = page_of(DeliverySchema, "DeliveryPageSchema")
+TokenPageSchema = page_of(TokenSchema, "TokenPageSchema")
+UserPageSchema = page_of(UserSchema, "UserPageSchema")
+AlertPageSchema = page_of(AlertSchema, "AlertPageSchema")
+IncidentPageSchema = page_of(IncidentSchema, "IncidentPageSchema")
+CorrectionPageSchema = page_of(CorrectionRecordSchema, "CorrectionPageSchema")

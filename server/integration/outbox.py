@@ -1,0 +1,25 @@
+"""Writing domain events to the outbox, in the transaction of the change that caused them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.store.extensions import db
+from server.store.models import OutboxEvent
+
+# The engine's event types that are part of the public contract (API.md) and so go to the outbox; the
+# others (activity.completed, service.called, task.cancelled) stay in the audit trail. The `publish`
+# operator writes its custom types to the outbox directly.
+PUBLIC_TYPES = frozenset({
+    "definition.deployed", "therapy.started", "therapy.completed", "therapy.cancelled", "task.ready",
+    "task.completed", "task.escalated", "timer.fired", "message.received", "custody.transferred",
+    "coi.mismatch", "condition.excursion", "alert.raised", "incident.opened", "incident.resolved",
+})
+
+
+def emit(event_type: str, data: dict[str, Any], *, therapy_id: str | None = None, site_id: int | None = None,
+         subject: str | None = None) -> OutboxEvent:
+    """Queue one event for delivery once the transaction commits."""
+    row = OutboxEvent(type=event_type, therapy_id=therapy_id or subject, site_id=site_id, data=data)
+    db.session.add(row)
+    return row

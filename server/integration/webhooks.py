@@ -1,0 +1,390 @@
+"""Webhook subscriptions: creating and ending them, checking their URLs, and fanning outbox events out.
+
+Webhooks go to public addresses only (unless ``TETHER_WEBHOOK_ALLOW_PRIVATE``): a URL whose host is or
+resolves to a loopback, private, link-local or metadata address is refused at registration, and the
+dispatcher checks again before each attempt and refuses to talk to such an address when it connects.
+
+Fan-out happens inside the transaction that writes an outbox event: a flush that inserts
+``outbox_event`` rows also inserts one ``webhook_delivery`` row per active subscription whose event
+patterns match and whose owner may see the event's site. So a delivery exists exactly when its event
+committed, a subscription sees only events written after it was created, and nothing is lost between
+the commit and the dispatcher (``server/integration/dispatcher.py``), which only sends what is already there.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import secrets
+import socket
+import threading
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+from typing import Any
+from urllib.parse import urlsplit
+
+from cloudevents.core.bindings.http import to_structured_event
+from cloudevents.core.v1.event import CloudEvent
+from flask import Flask, current_app, has_app_context
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import Session
+
+from server.compliance import audit
+from server.errors import Conflict, Invalid
+from server.store.extensions import db
+from server.store.models import (
+    UNSCOPED_ROLES,
+    OutboxEvent,
+    User,
+    WebhookDelivery,
+    WebhookSubscription,
+    new_id,
+    table_of,
+    user_sites,
+    utcnow,
+)
+from server.store.uow import after_commit, rows_changed, unit_of_work
+
+SENDING = "sending"  # a delivery's last_error while a dispatcher holds it (until its lease ends)
+MAX_URL_LENGTH = 2000
+MAX_PATTERNS = 50
+_PATTERN_PARTS = set("abcdefghijklmnopqrstuvwxyz0123456789_.*-")
+
+
+# -- checking what a subscriber sends -----------------------------------------------------------
+
+def check_url(url: Any) -> str:
+    """An absolute http(s) URL with a host and no credentials; 422 naming the field otherwise."""
+    def refuse(message: str) -> Invalid:
+        """The 422 for a bad URL."""
+        return Invalid(message, code="invalid_webhook_url", details={"field": "url"})
+
+    if not isinstance(url, str) or not url.strip():
+        raise refuse("Give the endpoint as an absolute http or https URL.")
+    url = url.strip()
+    if len(url) > MAX_URL_LENGTH:
+        raise refuse(f"The URL is longer than {MAX_URL_LENGTH} characters.")
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise refuse("The URL contains white space or control characters.")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise refuse(f"The URL cannot be read: {exc}.") from None
+    if parts.scheme not in ("http", "https"):
+        raise refuse("Webhook URLs must use http or https.")
+    if not parts.hostname:
+        raise refuse("The URL has no host.")
+    if parts.username is not None or parts.password is not None:
+        raise refuse("Do not put credentials in the URL; verify the webhook-signature header instead.")
+    if parts.fragment:
+        raise refuse("The URL must not have a #fragment.")
+    if port == 0:
+        raise refuse("The URL names port 0.")
+    if not private_allowed():
+        try:
+            check_public_host(parts.hostname, port or (443 if parts.scheme == "https" else 80))
+        except PrivateDestination as exc:
+            raise Invalid(str(exc), code="invalid_webhook_url",
+                          details={"field": "url", "host": parts.hostname, "address": exc.address}) from None
+    return url
+
+
+# -- where webhooks may go ---------------------------------------------------------------------------
+
+# Never a webhook's destination (unless TETHER_WEBHOOK_ALLOW_PRIVATE): loopback, private, shared (carrier-grade
+# NAT), link-local (cloud metadata at 169.254.169.254), unspecified, multicast and reserved addresses. Any other
+# address that is not globally reachable is refused as well; IPv4 addresses inside IPv6 ones (mapped, 6to4,
+# NAT64) are judged by their IPv4 address.
+BLOCKED_NETWORKS = tuple(ipaddress.ip_network(net) for net in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4", "240.0.0.0/4",
+    "::/128", "::1/128", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8"))
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class PrivateDestination(Exception):
+    """A webhook host that is, or resolves to, an address webhooks may not reach; ``address`` says which."""
+
+    def __init__(self, message: str, address: str | None = None):
+        super().__init__(message)
+        self.address = address
+
+
+def private_allowed() -> bool:
+    """Whether this server may send webhooks to private addresses (``TETHER_WEBHOOK_ALLOW_PRIVATE``)."""
+    return has_app_context() and bool(current_app.config.get("WEBHOOK_ALLOW_PRIVATE"))
+
+
+def blocked_address(address: str) -> bool:
+    """Whether ``address`` (an IP address as text) is one that webhooks may not reach."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return any(ip in net for net in BLOCKED_NETWORKS if net.version == ip.version) or not ip.is_global
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """The IP addresses ``host`` resolves to (a literal address resolves to itself)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def check_public_host(host: str, port: int) -> list[str]:
+    """The addresses of ``host``, all of them public; PrivateDestination when one is not (or none resolves)."""
+    try:
+        addresses = resolve(host, port)
+    except (OSError, UnicodeError) as exc:
+        raise PrivateDestination(f"The host {host} cannot be resolved ({exc}); webhooks go to public hosts "
+                                 "only.") from None
+    if not addresses:
+        raise PrivateDestination(f"The host {host} cannot be resolved; webhooks go to public hosts only.")
+    for address in addresses:
+        if blocked_address(address):
+            raise PrivateDestination(f"The host {host} is or resolves to {address}, a loopback, private, "
+                                     "link-local or otherwise non-public address; webhooks go to public hosts "
+                                     "only.", address)
+    return addresses
+
+
+def check_patterns(events: Any) -> list[str]:
+    """Event type patterns such as ``therapy.*``, ``task.completed`` or ``*``; 422 naming the field otherwise."""
+    if not isinstance(events, list) or not events:
+        raise Invalid("Give 'events' as a non-empty list of event types or patterns, e.g. [\"therapy.*\"].",
+                      code="invalid_event_patterns", details={"field": "events"})
+    if len(events) > MAX_PATTERNS:
+        raise Invalid(f"Give at most {MAX_PATTERNS} event patterns.", code="invalid_event_patterns",
+                      details={"field": "events"})
+    out: list[str] = []
+    for index, pattern in enumerate(events):
+        valid = (isinstance(pattern, str) and 0 < len(pattern) <= 64 and set(pattern) <= _PATTERN_PARTS
+                 and (pattern == "*" or ("*" not in pattern[:-1] and not pattern.startswith("."))))
+        if not valid:
+            raise Invalid(f"Event pattern {pattern!r} is not an event type or a pattern such as 'therapy.*'.",
+                          code="invalid_event_patterns", details={"field": f"events.{index}"})
+        if pattern not in out:
+            out.append(pattern)
+    return out
+
+
+def matches(patterns: list[str], event_type: str) -> bool:
+    """Whether ``event_type`` is one of ``patterns`` (a trailing ``*`` matches any rest)."""
+    return any(fnmatchcase(event_type, pattern) for pattern in patterns)
+
+
+def new_secret() -> str:
+    """A Standard Webhooks signing secret: ``whsec_`` and the base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+# -- subscriptions ---------------------------------------------------------------------------------
+
+def subscribe(url: Any, events: Any, user: User) -> WebhookSubscription:
+    """Create a subscription for ``user`` (audited); it receives only events written from now on."""
+    url, patterns = check_url(url), check_patterns(events)
+    with unit_of_work():
+        subscription = WebhookSubscription(url=url, events=patterns, secret=new_secret(), active=True,
+                                           created_by=user.username, created_at=now())
+        db.session.add(subscription)
+        db.session.flush()
+        audit.append(user.username, "webhook.subscribed", "webhook_subscription", subscription.id,
+                     data={"url": url, "events": patterns, "sites": user.site_codes if user.scoped else None})
+    return subscription
+
+
+def unsubscribe(subscription: WebhookSubscription, actor: str) -> None:
+    """End a subscription (audited): nothing more is sent to it, and its pending deliveries are dropped."""
+    with unit_of_work():
+        subscription.active = False
+        dropped = db.session.execute(select(WebhookDelivery).where(
+            WebhookDelivery.subscription_id == subscription.id, WebhookDelivery.status == "pending")).scalars().all()
+        for delivery in dropped:
+            delivery.status, delivery.next_attempt_at = "failed", None
+            delivery.last_error = "the subscription was deleted"
+        audit.append(actor, "webhook.unsubscribed", "webhook_subscription", subscription.id,
+                     data={"url": subscription.url, "pending_dropped": len(dropped)})
+
+
+def redeliver(delivery: WebhookDelivery, actor: str) -> WebhookDelivery:
+    """Send a delivery again from a fresh retry schedule, whatever its state (audited); 409 while it is being sent."""
+    moment = now()
+    previous = {"status": delivery.status, "attempts": delivery.attempts}
+    being_sent = and_(WebhookDelivery.status == "pending",
+                      func.coalesce(WebhookDelivery.last_error, "") == SENDING,
+                      WebhookDelivery.next_attempt_at > moment)
+    with unit_of_work():
+        changed = rows_changed(
+            update(WebhookDelivery).where(WebhookDelivery.id == delivery.id, ~being_sent)
+            .values(status="pending", attempts=0, next_attempt_at=moment, last_error=None)
+            .execution_options(synchronize_session=False))
+        if not changed:
+            raise Conflict("This delivery is being sent right now; look at its outcome before sending it again.",
+                           code="delivery_in_progress", details={"delivery_id": delivery.id})
+        audit.append(actor, "webhook.redelivery_requested", "webhook_delivery", delivery.id,
+                     data={"subscription_id": delivery.subscription_id, "event_type": delivery.event_type,
+                           "previous": previous})
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        after_commit(lambda: bell(app).ring())
+    db.session.refresh(delivery)
+    return delivery
+
+
+def visible_subscriptions(user: User):
+    """A query for the active subscriptions ``user`` may manage: all for admin, else their own."""
+    query = select(WebhookSubscription).where(WebhookSubscription.active.is_(True))
+    if "admin" not in user.roles:
+        query = query.where(WebhookSubscription.created_by == user.username)
+    return query
+
+
+# -- CloudEvents -------------------------------------------------------------------------------------
+
+def cloud_event_json(row: OutboxEvent, source: str) -> bytes:
+    """The event as one CloudEvents 1.0 structured-mode JSON document (the webhook body and SSE data)."""
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    attributes: dict[str, Any] = {"specversion": "1.0", "id": row.event_id, "source": source, "type": row.type,
+                                  "time": created.astimezone(UTC), "datacontenttype": "application/json"}
+    if row.therapy_id:
+        attributes["subject"] = row.therapy_id
+    return to_structured_event(CloudEvent(attributes, _json_ready(row.data or {}))).body
+
+
+def _json_ready(data: Any) -> Any:
+    """Data as plain JSON values (what the outbox stored is already JSON; this guards against surprises)."""
+    return json.loads(json.dumps(data, default=str))
+
+
+# -- time ---------------------------------------------------------------------------------------------
+
+def now() -> datetime:
+    """The server's clock (tests inject a fake one through ``app.config['CLOCK']``)."""
+    if has_app_context():
+        clock = current_app.config.get("CLOCK")
+        if clock is not None:
+            return clock()
+    return utcnow()
+
+
+# -- wake-ups within one process ----------------------------------------------------------------------
+
+class CommitBell:
+    """Rings when this process commits outbox events or deliveries; live streams and the dispatcher wait on it."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self.rings = 0
+
+    def ring(self) -> None:
+        """Wake every waiter."""
+        with self._condition:
+            self.rings += 1
+            self._condition.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> int:
+        """Wait until a ring after ``seen`` (or ``timeout`` seconds); returns the current ring count."""
+        with self._condition:
+            if self.rings == seen:
+                self._condition.wait(timeout)
+            return self.rings
+
+
+_bell_lock = threading.Lock()
+
+
+def bell(app: Flask) -> CommitBell:
+    """The commit bell of ``app``."""
+    with _bell_lock:
+        return app.extensions.setdefault("tether_bell", CommitBell())
+
+
+# -- fan-out ------------------------------------------------------------------------------------------
+
+def _subscribers(connection) -> list[tuple[str, list[str], set[int] | None]]:
+    """(id, patterns, visible site ids or None for every site) of each active subscription whose owner is active."""
+    subscriptions = connection.execute(select(
+        WebhookSubscription.id, WebhookSubscription.events, WebhookSubscription.created_by).where(
+        WebhookSubscription.active.is_(True))).all()
+    if not subscriptions:
+        return []
+    owners = {name for _id, _events, name in subscriptions}
+    rows = connection.execute(select(User.username, User.roles, User.active, user_sites.c.site_id)
+                              .outerjoin(user_sites, user_sites.c.user_id == User.id)
+                              .where(User.username.in_(owners))).all()
+    roles_of: dict[str, list[str]] = {}
+    sites_of: dict[str, set[int]] = {}
+    active: dict[str, bool] = {}
+    for username, roles, is_active, site_id in rows:
+        roles_of[username], active[username] = list(roles or []), bool(is_active)
+        sites_of.setdefault(username, set()).update({site_id} if site_id is not None else set())
+    out = []
+    for subscription_id, patterns, owner in subscriptions:
+        if not active.get(owner):
+            continue
+        sites: set[int] | None = sites_of.get(owner) or None
+        if any(r in UNSCOPED_ROLES for r in roles_of.get(owner, [])):
+            sites = None
+        out.append((subscription_id, list(patterns or []), sites))
+    return out
+
+
+def fan_out(connection, events: list[OutboxEvent], moment: datetime) -> int:
+    """Insert one pending delivery per (event, matching subscription); returns how many."""
+    subscribers = _subscribers(connection)
+    rows = []
+    for row in sorted(events, key=lambda e: e.id):
+        for subscription_id, patterns, sites in subscribers:
+            if not matches(patterns, row.type):
+                continue
+            if sites is not None and row.site_id is not None and row.site_id not in sites:
+                continue
+            rows.append({"id": new_id(), "subscription_id": subscription_id, "outbox_event_id": row.id,
+                         "event_type": row.type, "therapy_id": row.therapy_id, "status": "pending",
+                         "attempts": 0, "next_attempt_at": moment, "created_at": moment})
+    if rows:
+        connection.execute(insert(table_of(WebhookDelivery)), rows)
+    return len(rows)
+
+
+def _after_flush(session: Session, _flush_context) -> None:
+    """Fan the outbox events this flush inserted out to the subscriptions, in the same transaction."""
+    written = [obj for obj in session.new if isinstance(obj, OutboxEvent)]
+    if not written:
+        return
+    session.info["tether_ring"] = True
+    fan_out(session.connection(), written, now())
+
+
+def _after_commit(session: Session) -> None:
+    """Ring the bell once events or deliveries are committed."""
+    if session.info.pop("tether_ring", False) and has_app_context():
+        bell(current_app._get_current_object()).ring()  # type: ignore[attr-defined]
+
+
+def _after_rollback(session: Session) -> None:
+    """Forget what a rolled-back transaction wrote."""
+    session.info.pop("tether_ring", None)
+
+
+_installed = False
+
+
+def install() -> None:
+    """Listen to every session's flushes and commits (once per process; the app factory calls this)."""
+    global _installed
+    with _bell_lock:
+        if _installed:
+            return
+        sa_event.listen(Session, "after_flush", _after_flush)
+        sa_event.listen(Session, "after_commit", _after_commit)
+        sa_event.listen(Session, "after_soft_rollback", lambda session, _previous: _after_rollback(session))
+        _installed = True

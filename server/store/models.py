@@ -1,0 +1,446 @@
+"""The persisted state: sites, users, tokens, definitions, therapies, task projections, audit and outbox."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from server.clock import utcnow
+from server.store.extensions import db
+
+if TYPE_CHECKING:
+    # ``db.Model`` is a class Flask-SQLAlchemy builds at run time from ``Base`` (its columns, metadata and
+    # registry) plus its own query and bind-key mixins, which no model here relies on. A type checker cannot
+    # follow a base class made by a call, so it checks the models against the declarative base they are built from.
+    from server.store.extensions import Base as Model
+else:
+    Model = db.Model
+
+ROLES = ("admin", "designer", "coordinator", "manufacturing", "logistics", "qa", "integrator", "auditor")
+UNSCOPED_ROLES = ("admin", "designer", "auditor")
+SITE_KINDS = ("treatment-centre", "manufacturing", "logistics")
+
+
+def new_id() -> str:
+    """A random identifier for a new row."""
+    return str(uuid.uuid4())
+
+
+class UtcDateTime(TypeDecorator):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def table_of(model: type[Model]) -> Table:
+    """The table a model is mapped to, for Core statements (the declarative base declares only a FromClause)."""
+    table = model.__table__
+    if not isinstance(table, Table):  # pragma: no cover - every model here declares a __tablename__
+        raise TypeError(f"{model.__name__} is not mapped to a table")
+    return table
+
+
+user_sites = db.Table(
+    "user_site",
+    db.Column("user_id", Integer, ForeignKey("user_account.id"), primary_key=True),
+    db.Column("site_id", Integer, ForeignKey("site.id"), primary_key=True),
+)
+
+
+class Site(Model):
+    """A treatment centre, manufacturing site or logistics hub."""
+
+    __tablename__ = "site"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32), default="treatment-centre")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class User(Model):
+    """A person or system account. Ids are never reused (AUTOINCREMENT / identity)."""
+
+    __tablename__ = "user_account"
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    roles: Mapped[list] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    locked: Mapped[bool] = mapped_column(Boolean, default=False)
+    failed_signatures: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    sites: Mapped[list[Site]] = relationship(secondary=user_sites, lazy="selectin")
+
+    @property
+    def site_codes(self) -> list[str]:
+        """Codes of the sites this user is scoped to (empty: not scoped)."""
+        return sorted(s.code for s in self.sites)
+
+    @property
+    def scoped(self) -> bool:
+        """Whether the user sees only therapies of their sites."""
+        return bool(self.sites) and not any(r in UNSCOPED_ROLES for r in self.roles)
+
+
+class ApiToken(Model):
+    """A bearer token; only its SHA-256 is stored."""
+
+    __tablename__ = "api_token"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+
+class WebSession(Model):
+    """One login to the web pages: the signed cookie carries a random token, this row its SHA-256 and its life.
+
+    A session ends by logout, by expiry (``expires_at``, or idleness), or when its user's password changes or
+    the account is locked or deactivated; an ended session is kept, with when and why it ended.
+    """
+
+    __tablename__ = "web_session"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class ProcessDefinition(Model):
+    """One deployed version of a therapy's BPMN diagram, with its forms and parsed spec (stored once)."""
+
+    __tablename__ = "process_definition"
+    __table_args__ = (UniqueConstraint("key", "version"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    key: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    checksum: Mapped[str] = mapped_column(String(64), index=True)
+    bpmn_xml: Mapped[str] = mapped_column(Text, deferred=True)  # large and read rarely: loaded when asked for
+    forms: Mapped[dict] = mapped_column(JSON, default=dict)
+    info: Mapped[dict] = mapped_column(JSON)
+    spec: Mapped[dict] = mapped_column(JSON, deferred=True)
+    deployed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    deployed_by: Mapped[str] = mapped_column(String(64))
+
+
+class Therapy(Model):
+    """One patient's treatment: an instance of a definition version, with its engine state."""
+
+    __tablename__ = "therapy"
+    # The lists show the newest first: all therapies (created_at), the caller's sites' (site_id, created_at), with
+    # a status filter (status, created_at), both (status, site_id, created_at), of one process (process_key,
+    # created_at); each is read in order and stops at the end of the page.
+    __table_args__ = (Index("ix_therapy_created", "created_at"),
+                      Index("ix_therapy_site_created", "site_id", "created_at"),
+                      Index("ix_therapy_status_created", "status", "created_at"),
+                      Index("ix_therapy_status_site_created", "status", "site_id", "created_at"),
+                      Index("ix_therapy_process_created", "process_key", "created_at"),
+                      # The scheduler's re-arming at start and its sweep read only this index (it covers them).
+                      Index("ix_therapy_due", "status", "next_due_at", "id"))
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    definition_id: Mapped[str] = mapped_column(ForeignKey("process_definition.id"), index=True)
+    process_key: Mapped[str] = mapped_column(String(200))  # first in ix_therapy_process_created
+    process_version: Mapped[int] = mapped_column(Integer)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))  # indexed first in ix_therapy_site_created
+    coi: Mapped[str] = mapped_column(String(15), unique=True)
+    patient_reference: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="active")  # first in ix_therapy_status_created
+    stage: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    state: Mapped[dict] = mapped_column(JSON)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    waits: Mapped[list] = mapped_column(JSON, default=list)
+    current_activities: Mapped[list] = mapped_column(JSON, default=list)
+    next_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)  # in ix_therapy_due
+    row_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    site: Mapped[Site] = relationship(lazy="joined", innerjoin=True)
+    definition: Mapped[ProcessDefinition] = relationship(lazy="select")
+
+    __mapper_args__ = {"version_id_col": row_version}
+
+
+class TaskRecord(Model):
+    """The projection of a user task, for lists and for completed-task history."""
+
+    __tablename__ = "task"
+    # The inbox: READY tasks of a role at a site in the inbox's order (soonest due first, those without a due
+    # time last), so that a page is read in order and the scan stops at its end. A therapy's tasks of one
+    # status (its open ones, its completed ones) by (therapy_id, status), which SQLite, without statistics,
+    # then prefers to the inbox index for those queries.
+    __table_args__ = (Index("ix_task_inbox", "status", "role", "site_id", text("(due_at IS NULL)"), "due_at",
+                            "created_at", "id"),
+                      Index("ix_task_therapy_status", "therapy_id", "status"))
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"))
+    activity_id: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32))
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    form: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    ui_form: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    instructions: Mapped[str | None] = mapped_column(Text, nullable=True)
+    signature: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="ready")
+    due_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    completed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # Loaded when first used (from the identity map when the therapy is at hand); lists join it themselves.
+    therapy: Mapped[Therapy] = relationship()
+    site: Mapped[Site] = relationship(lazy="joined", innerjoin=True)
+
+
+class AuditEntry(Model):
+    """One link of the tamper-evident audit chain; never updated, never deleted."""
+
+    __tablename__ = "audit_entry"
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    therapy_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    site_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Model):
+    """The chain's tip; its single row is locked by each append so the chain never forks."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class OutboxEvent(Model):
+    """A domain event written in the same transaction as the change that caused it."""
+
+    __tablename__ = "outbox_event"
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True, default=new_id)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    therapy_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    site_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class IdempotencyRecord(Model):
+    """The first response to a POST carrying an ``Idempotency-Key``, replayed for repeats."""
+
+    __tablename__ = "idempotency_record"
+    __table_args__ = (UniqueConstraint("user_id", "key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(500))
+    status: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class CoiCounter(Model):
+    """The next COI sequence number per facility and year; incremented under a row lock."""
+
+    __tablename__ = "coi_counter"
+    fin: Mapped[str] = mapped_column(String(5), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    next_number: Mapped[int] = mapped_column(Integer, default=0)
+
+
+
+
+class Alert(Model):
+    """Something a person must look at: an escalation, a COI mismatch, an excursion, an incident."""
+
+    __tablename__ = "alert"
+    __table_args__ = (Index("ix_alert_status_raised", "status", "raised_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    therapy_id: Mapped[str | None] = mapped_column(ForeignKey("therapy.id"), nullable=True, index=True)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"), nullable=True, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16), default="medium")
+    message: Mapped[str] = mapped_column(Text)
+    role: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    activity_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    raised_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    acknowledgement_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Incident(Model):
+    """A step the engine could not take (a failing service task), waiting for retry or resolution."""
+
+    __tablename__ = "incident"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"), index=True)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"), nullable=True)
+    activity_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    task_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    error_type: Mapped[str] = mapped_column(String(100))
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    next_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    resolved_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    resolution: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    resolution_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Signature(Model):
+    """An electronic signature bound, by hash, to exactly what was signed (21 CFR 11.50, 11.70)."""
+
+    __tablename__ = "signature"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"), index=True)
+    task_id: Mapped[str] = mapped_column(String(36), index=True)
+    signer_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"))
+    signer_username: Mapped[str] = mapped_column(String(64))
+    printed_name: Mapped[str] = mapped_column(String(200))
+    meaning: Mapped[str] = mapped_column(String(32))
+    signed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    content_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Correction(Model):
+    """A correction of one recorded process-data value, with its mandatory reason (Annex 11 §9)."""
+
+    __tablename__ = "correction"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"), index=True)
+    path: Mapped[str] = mapped_column(String(500))
+    old_value: Mapped[dict | list | str | int | float | bool | None] = mapped_column(JSON, nullable=True)
+    new_value: Mapped[dict | list | str | int | float | bool | None] = mapped_column(JSON, nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    corrected_by: Mapped[str] = mapped_column(String(64))
+    corrected_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class CustodyTransfer(Model):
+    """One handoff of a material between parties, with the verified scan of its label."""
+
+    __tablename__ = "custody_transfer"
+    __table_args__ = (Index("ix_custody_therapy_time", "therapy_id", "occurred_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"))
+    material_id: Mapped[str] = mapped_column(String(100))
+    from_party: Mapped[str] = mapped_column(String(200))
+    to_party: Mapped[str] = mapped_column(String(200))
+    location: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    scanned_coi: Mapped[str] = mapped_column(String(40))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    recorded_by: Mapped[str] = mapped_column(String(64))
+
+
+class ConditionReading(Model):
+    """One temperature reading of a therapy's material (a narrow row: 10,000 per therapy stay cheap)."""
+
+    __tablename__ = "condition_reading"
+    __table_args__ = (Index("ix_reading_therapy_time", "therapy_id", "recorded_at"),
+                      {"sqlite_autoincrement": True})
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"))
+    sensor_id: Mapped[str] = mapped_column(String(100))
+    shipment_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    temperature_c: Mapped[float] = mapped_column(Float)
+    excursion: Mapped[bool] = mapped_column(Boolean, default=False)
+    activity_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class WebhookSubscription(Model):
+    """An integrator's endpoint and the event types (with wildcards) it wants."""
+
+    __tablename__ = "webhook_subscription"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[list] = mapped_column(JSON, default=list)
+    secret: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class WebhookDelivery(Model):
+    """One event to one subscription: attempts, outcome and when to try again."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (Index("ix_delivery_due", "status", "next_attempt_at"),
+                      UniqueConstraint("subscription_id", "outbox_event_id"))
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("webhook_subscription.id"), index=True)
+    outbox_event_id: Mapped[int] = mapped_column(ForeignKey("outbox_event.id"))
+    event_type: Mapped[str] = mapped_column(String(64))
+    therapy_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    response_excerpt: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

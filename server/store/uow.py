@@ -1,0 +1,258 @@
+"""One use case, one transaction: everything it writes commits together or not at all.
+
+On SQLite a writing transaction starts with ``BEGIN IMMEDIATE`` so two writers queue instead of
+deadlocking; on PostgreSQL row versions and row locks do the same job. Work that must wait for the
+commit (arming timers, waking live streams) is registered with ``after_commit``.
+
+A request that must commit as a whole (one carrying an ``Idempotency-Key``, see ``server/api/idempotency.py``)
+runs inside ``enclosing_transaction()``: every ``unit_of_work()`` within it becomes a SAVEPOINT that is
+released, not committed, and the request's own answer is written and committed together with its effect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+from typing import cast
+
+from flask import current_app
+from sqlalchemy import CursorResult, Executable, event
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from server.errors import Conflict
+from server.store.extensions import db
+
+_write_intent: contextvars.ContextVar[bool] = contextvars.ContextVar("tether_write_intent", default=False)
+_after_commit: contextvars.ContextVar[list | None] = contextvars.ContextVar("tether_after_commit", default=None)
+_enclosing: contextvars.ContextVar[Enclosing | None] = contextvars.ContextVar("tether_enclosing", default=None)
+
+DEFAULT_BUSY_TIMEOUT_MS = 30000
+
+
+def configure_sqlite(engine) -> None:
+    """Let the application, not the driver, begin SQLite transactions (deferred to read, immediate to write).
+
+    A writer waits up to ``SQLITE_BUSY_TIMEOUT_MS`` for another one's lock before the request is refused
+    with 409 ``busy``.
+    """
+    busy_timeout = int(current_app.config.get("SQLITE_BUSY_TIMEOUT_MS", DEFAULT_BUSY_TIMEOUT_MS))
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout:d}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if _write_intent.get() else "BEGIN")
+
+
+def after_commit(callback: Callable[[], object]) -> None:
+    """Run ``callback`` once the current unit of work has committed (dropped on rollback); its result is unused."""
+    pending = _after_commit.get()
+    if pending is None:
+        callback()
+    else:
+        pending.append(callback)
+
+
+def rows_changed(statement: Executable) -> int:
+    """Execute an UPDATE or DELETE in the current session; how many rows it matched.
+
+    ``Session.execute`` is declared to return a ``Result``; for a DML statement without RETURNING it is the
+    ``CursorResult`` of the cursor, which carries ``rowcount``.
+    """
+    return cast(CursorResult, db.session.execute(statement)).rowcount
+
+
+def _run_callbacks(callbacks: list) -> None:
+    """Run the post-commit hooks of a committed transaction; a failing hook is logged, never raised."""
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # a post-commit hook must never undo or hide a committed change
+            current_app.logger.exception("after-commit hook failed")
+
+
+def conflict_for(exc: Exception) -> Conflict | None:
+    """The 409 a database error stands for when a concurrent change caused it (None for any other error)."""
+    if isinstance(exc, StaleDataError):
+        return Conflict("Someone else changed this therapy at the same moment; reload and try again.",
+                        code="version_conflict")
+    if isinstance(exc, IntegrityError):
+        return Conflict("The change conflicts with one made at the same moment; reload and try again.",
+                        code="conflict", details={"reason": type(exc.orig).__name__})
+    if isinstance(exc, OperationalError) and ("locked" in str(exc).lower() or "deadlock" in str(exc).lower()):
+        return Conflict("The database was busy with a concurrent change; try again.", code="busy")
+    return None
+
+
+@contextlib.contextmanager
+def unit_of_work() -> Iterator[None]:
+    """Run the enclosed writes as one transaction; a concurrent change turns into 409.
+
+    Inside ``enclosing_transaction()`` the writes form a SAVEPOINT instead: an error inside takes back only
+    this unit's writes (and its audit entries), and its post-commit hooks wait for the enclosing commit.
+    """
+    if _enclosing.get() is not None:
+        with _savepoint_unit():
+            yield
+        return
+    db.session.commit()  # close any read-only transaction opened by authentication
+    intent = _write_intent.set(True)
+    callbacks: list = []
+    pending = _after_commit.set(callbacks)
+    try:
+        yield
+        db.session.commit()
+    except (StaleDataError, IntegrityError, OperationalError) as exc:
+        db.session.rollback()
+        conflict = conflict_for(exc)
+        if conflict is None:
+            raise
+        raise conflict from None
+    except BaseException:
+        db.session.rollback()
+        raise
+    finally:
+        _write_intent.reset(intent)
+        _after_commit.reset(pending)
+    _run_callbacks(callbacks)
+
+
+STAGED = "tether_staged"  # in session.info: name -> what the transaction stages until it commits
+
+
+def staged(name: str) -> list:
+    """The list of objects staged under ``name`` in the current transaction (the audit trail stages its
+    entries here until the commit chains them); a savepoint's rollback takes back what it staged."""
+    return db.session.info.setdefault(STAGED, {}).setdefault(name, [])
+
+
+def take_staged(session, name: str) -> list:
+    """Remove and return what ``session``'s transaction staged under ``name``."""
+    return session.info.get(STAGED, {}).pop(name, None) or []
+
+
+@contextlib.contextmanager
+def savepoint() -> Iterator[None]:
+    """A SAVEPOINT whose rollback also takes back what was staged inside it (audit entries among them)."""
+    session = db.session
+    kept = {name: len(items) for name, items in session.info.get(STAGED, {}).items()}
+    try:
+        with session.begin_nested():
+            yield
+    except BaseException:
+        for name, items in session.info.get(STAGED, {}).items():
+            del items[kept.get(name, 0):]
+        raise
+
+
+@contextlib.contextmanager
+def _savepoint_unit() -> Iterator[None]:
+    """A unit of work inside an enclosing transaction: a SAVEPOINT, released when the unit succeeds."""
+    with db.session.begin_nested():
+        pass  # releasing a savepoint chains the audit entries staged so far: this unit's rollback keeps them
+    outer = _after_commit.get()
+    callbacks: list = []
+    pending = _after_commit.set(callbacks)
+    try:
+        with savepoint():
+            yield
+            db.session.flush()  # a failing write fails here, inside the savepoint it belongs to
+    except (StaleDataError, IntegrityError, OperationalError) as exc:
+        conflict = conflict_for(exc)
+        if conflict is None:
+            raise
+        raise conflict from None
+    finally:
+        _after_commit.reset(pending)
+    if outer is not None:
+        outer.extend(callbacks)
+
+
+class Enclosing:
+    """The one transaction of a request that commits as a whole (see ``enclosing_transaction``)."""
+
+    def __init__(self) -> None:
+        self.callbacks: list = []
+        self.done = False
+        self.committed = False
+        self.committing = False
+
+    def commit(self) -> None:
+        """Commit everything written so far; its post-commit hooks run when the enclosing block ends.
+
+        Raises the database error itself (an ``IntegrityError`` included) so the caller can tell a lost race
+        for its own row from other failures; the transaction is rolled back in that case.
+        """
+        self.committing = True
+        try:
+            db.session.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        finally:
+            self.committing = False
+        self.done = self.committed = True
+
+    def rollback(self) -> None:
+        """Take back everything written so far (nothing of it ever becomes visible); its hooks are dropped."""
+        db.session.rollback()
+        self.callbacks.clear()
+        self.done = True
+
+
+@contextlib.contextmanager
+def enclosing_transaction() -> Iterator[Enclosing]:
+    """One writing transaction (``BEGIN IMMEDIATE`` on SQLite) around a whole request's work.
+
+    The caller commits with ``Enclosing.commit()``; leaving the block without committing rolls everything
+    back. ``unit_of_work()`` blocks inside become savepoints; ``after_commit`` hooks run once the block is
+    left after a commit (outside it, so a hook may open units of work of its own).
+    """
+    if _enclosing.get() is not None:
+        raise RuntimeError("enclosing transactions do not nest")
+    db.session.commit()  # close any read-only transaction opened by authentication
+    enclosing = Enclosing()
+    intent = _write_intent.set(True)
+    pending = _after_commit.set(enclosing.callbacks)
+    token = _enclosing.set(enclosing)
+    try:
+        yield enclosing
+    finally:
+        try:
+            if not enclosing.done:
+                enclosing.rollback()
+        finally:
+            _enclosing.reset(token)
+            _after_commit.reset(pending)
+            _write_intent.reset(intent)
+        if enclosing.committed:
+            _run_callbacks(enclosing.callbacks)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back_hooks(session, previous_transaction) -> None:
+    """A rollback of the whole enclosing transaction (not of a savepoint) drops the hooks registered so far."""
+    enclosing = _enclosing.get()
+    if (enclosing is not None and not enclosing.committed and previous_transaction.parent is None
+            and not previous_transaction.nested):
+        enclosing.callbacks.clear()
+
+
+@event.listens_for(Session, "before_commit")
+def _refuse_a_commit_inside(session) -> None:
+    """Inside an enclosing transaction only ``Enclosing.commit`` commits: a stray commit would make part of
+    the work (and an unanswered Idempotency-Key) visible on its own, so it fails instead."""
+    enclosing = _enclosing.get()
+    if enclosing is not None and not enclosing.committing and not session.in_nested_transaction():
+        raise RuntimeError("a commit inside a request that commits as a whole; use unit_of_work() instead")

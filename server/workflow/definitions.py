@@ -1,0 +1,166 @@
+"""Deploying process definitions and finding the engine definition of a deployed version."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import current_app
+from sqlalchemy import func, select
+
+from engine.bpmn_xml import as_utf8
+from engine.definition import Definition, DefinitionInfo, checksum, load_definition, parse_form
+from engine.errors import DefinitionInvalid
+from engine.values import check_value
+from server.compliance import audit
+from server.integration import outbox
+from server.store.extensions import db
+from server.store.models import ProcessDefinition
+from server.store.uow import unit_of_work
+from server.workflow.operators import operator_names
+
+_cache: dict[str, Definition] = {}
+_cache_lock = threading.Lock()
+
+
+def bundled_forms_dir() -> Path:
+    """The folder of forms shipped with the server."""
+    configured = current_app.config.get("FORMS_DIR")
+    return Path(configured) if configured else Path(current_app.root_path).parent / "forms"
+
+
+def bundled_forms() -> dict[str, bytes]:
+    """Every JSON file in the forms folder, by file name."""
+    folder = bundled_forms_dir()
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def uploaded_form(name: str, content: bytes) -> dict:
+    """An uploaded form file parsed and checked: a valid JSON Schema whose every value may be stored."""
+    try:
+        form = parse_form(name, content)
+    except RecursionError:
+        raise DefinitionInvalid(f"Form {name} is nested too deeply.", details={"form": name}) from None
+    check_value({name: form}, where="forms")  # NaN, a NUL character or a lone surrogate could not be stored
+    return form
+
+
+def deploy(bpmn: bytes, uploaded_forms: Mapping[str, bytes], actor: str) -> tuple[ProcessDefinition, bool]:
+    """Validate and store a new version; an identical upload returns the existing version (created=False)."""
+    bpmn = as_utf8(bpmn)  # stored and served as UTF-8 text, whatever encoding the file was saved in
+    digest = checksum(bpmn, uploaded_forms)
+    available = {name: parse_form(name, content) for name, content in bundled_forms().items()}
+    for name, content in uploaded_forms.items():
+        available[name] = uploaded_form(name, content)
+    definition = load_definition(bpmn, available, operator_names())
+    info = definition.info
+    info.checksum = digest
+    existing = db.session.execute(
+        select(ProcessDefinition).where(ProcessDefinition.key == info.key, ProcessDefinition.checksum == digest)
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing, False
+    with unit_of_work():
+        latest = db.session.execute(
+            select(func.max(ProcessDefinition.version)).where(ProcessDefinition.key == info.key)).scalar()
+        row = ProcessDefinition(
+            key=info.key, version=(latest or 0) + 1, name=info.name, checksum=digest,
+            bpmn_xml=bpmn.decode("utf-8"), forms={name: available[name] for name in info.forms},
+            info=info.to_dict(), spec=definition.to_document(), deployed_by=actor)
+        db.session.add(row)
+        db.session.flush()
+        data = {"key": row.key, "version": row.version, "name": row.name, "checksum": digest}
+        audit.append(actor, "definition.deployed", "process_definition", row.id, data=data)
+        outbox.emit("definition.deployed", data, subject=row.id)
+    with _cache_lock:
+        _cache[row.id] = definition
+    return row, True
+
+
+def engine_definition(row: ProcessDefinition) -> Definition:
+    """The engine's definition for a stored version, restored once per process and cached."""
+    with _cache_lock:
+        cached = _cache.get(row.id)
+    if cached is not None:
+        return cached
+    definition = Definition.from_document(DefinitionInfo.from_dict(row.info), row.spec)
+    with _cache_lock:
+        _cache[row.id] = definition
+    return definition
+
+
+def engine_definition_by_id(definition_id: str) -> Definition:
+    """The engine's definition of a stored version by its id; the row is read only when not cached yet."""
+    with _cache_lock:
+        cached = _cache.get(definition_id)
+    if cached is not None:
+        return cached
+    row = db.session.get(ProcessDefinition, definition_id)
+    if row is None:
+        raise LookupError(f"no process definition {definition_id}")
+    return engine_definition(row)
+
+
+_forms: dict[str, dict] = {}
+
+
+def definition_forms(definition_id: str) -> dict:
+    """The forms (JSON Schemas and ui-schemas by file name) of a stored version, read once per process."""
+    forms = _forms.get(definition_id)
+    if forms is None:
+        row = db.session.get(ProcessDefinition, definition_id)
+        forms = _forms[definition_id] = dict(row.forms) if row is not None else {}
+    return forms
+
+
+def latest_version(key: str) -> ProcessDefinition | None:
+    """The newest version of ``key``."""
+    return db.session.execute(
+        select(ProcessDefinition).where(ProcessDefinition.key == key)
+        .order_by(ProcessDefinition.version.desc()).limit(1)).scalar_one_or_none()
+
+
+_start_messages: dict[str, frozenset[str]] = {}
+
+
+def start_messages(definition_id: str) -> frozenset[str]:
+    """Names of the messages whose start events begin an instance of this version (read from its XML, cached)."""
+    from engine.bpmn_xml import NS, parse_bpmn
+
+    with _cache_lock:
+        cached = _start_messages.get(definition_id)
+    if cached is not None:
+        return cached
+    key, xml = db.session.execute(select(ProcessDefinition.key, ProcessDefinition.bpmn_xml).where(
+        ProcessDefinition.id == definition_id)).one()
+    root = parse_bpmn(xml.encode("utf-8")).getroot()
+    names = {node.get("id"): node.get("name") for node in root.xpath("//bpmn:message", namespaces=NS)}
+    refs = root.xpath("bpmn:process[@id=$key]/bpmn:startEvent/bpmn:messageEventDefinition/@messageRef",
+                      namespaces=NS, key=key)
+    found = frozenset(names[ref] for ref in refs if names.get(ref))
+    with _cache_lock:
+        _start_messages[definition_id] = found
+    return found
+
+
+def started_by_message(name: str, process_key: str | None = None) -> list[ProcessDefinition]:
+    """The latest version of every process (or of ``process_key``) that a message ``name`` starts."""
+    latest = (select(ProcessDefinition.key, func.max(ProcessDefinition.version).label("v"))
+              .group_by(ProcessDefinition.key).subquery())
+    query = (select(ProcessDefinition.id)
+             .join(latest, (ProcessDefinition.key == latest.c.key) & (ProcessDefinition.version == latest.c.v))
+             .order_by(ProcessDefinition.key))
+    if process_key:
+        query = query.where(ProcessDefinition.key == process_key)
+    ids = [definition_id for definition_id in db.session.execute(query).scalars()
+           if name in start_messages(definition_id)]
+    return [db.session.get_one(ProcessDefinition, definition_id) for definition_id in ids]
+
+
+def deploy_bundled(folder: Path, actor: str = "system") -> list[tuple[ProcessDefinition, bool]]:
+    """Deploy every diagram in ``folder`` whose content is new."""
+    results = []
+    for path in sorted(folder.glob("*.bpmn")):
+        results.append(deploy(path.read_bytes(), {}, actor))
+    return results

@@ -1,0 +1,35 @@
+"""Escalations: a non-interrupting boundary timer that fires on a task still open says "this is late".
+
+The engine reports ``task.escalated`` (audited and published like every engine event); here it becomes an
+open alert of kind ``escalation`` that names the late task and the role to wake, raised in the same
+transaction (``alert.raised`` goes out through the outbox). Nothing external is called from here: e-mail
+and webhooks are delivered from the outbox after the commit.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from server.store.extensions import db
+from server.store.models import Alert, TaskRecord, Therapy
+from server.workflow.alerts import raise_alert
+
+KIND = "escalation"
+# Who is woken when the diagram does not say (the late work is no user task and sits in no role's lane):
+# the treatment centre's coordinator owns the therapy.
+FALLBACK_ROLE = "coordinator"
+
+
+def raise_escalation(therapy: Therapy, escalated: dict, actor: str) -> Alert:
+    """Raise the alert for one ``task.escalated`` event (its payload) of ``therapy``."""
+    late_id = escalated["late_activity_id"]
+    late_name = escalated.get("late_activity_name") or late_id
+    role = escalated.get("role") or FALLBACK_ROLE
+    task = db.session.execute(select(TaskRecord).where(
+        TaskRecord.therapy_id == therapy.id, TaskRecord.activity_id == late_id,
+        TaskRecord.status == "ready")).scalars().first()
+    timer = escalated.get("name") or escalated.get("activity_id")
+    message = f"'{late_name}' is late ({timer}); the {role} role is asked to act."
+    data = {"late_activity_id": late_id, "late_activity_name": late_name, "timer_activity_id":
+            escalated.get("activity_id"), "timer_name": timer, "task_id": task.id if task else None}
+    return raise_alert(therapy, KIND, message, actor, severity="high", role=role, activity_id=late_id, data=data)

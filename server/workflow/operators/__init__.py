@@ -1,0 +1,43 @@
+"""Service operators that a diagram's service tasks call, registered in one place.
+
+An operator is a function ``(context, params) -> JSON-ready result``; it runs inside the transaction of
+the command that reached the service task, so what it records commits with the step, or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.workflow.operators import coi_assign, http, notify, publish
+
+
+@dataclass
+class OperatorContext:
+    """What an operator may know about the call: the therapy and who caused the step."""
+
+    therapy: Any
+    actor: str
+    notes: list[dict] = field(default_factory=list)
+
+
+Operator = Callable[[OperatorContext, dict], Any]
+
+OPERATORS: dict[str, tuple[Operator, str]] = {
+    "coi.assign": (coi_assign.run, coi_assign.__doc__ or ""),
+    "http": (http.run, http.__doc__ or ""),
+    "notify": (notify.run, notify.__doc__ or ""),
+    "publish": (publish.run, publish.__doc__ or ""),
+}
+
+
+def operator_names() -> set[str]:
+    """The names a service task may use."""
+    return set(OPERATORS)
+
+
+def call(name: str, context: OperatorContext, params: dict) -> Any:
+    """Run operator ``name``; its errors propagate with their own message."""
+    operator, _doc = OPERATORS[name]
+    return operator(context, params)

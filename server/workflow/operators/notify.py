@@ -1,0 +1,62 @@
+"""`notify`: tells the people of a role (optionally at one site) that something needs them.
+
+Parameters: `role` (required), `message` (required), `site` (optional site code; default the therapy's),
+`severity` (optional: low, medium (default), high or critical). Raises an alert for the role (audited, and
+published as `alert.raised`); when `TETHER_SMTP_URL` is set, the active users of that role who work at the
+site (or at every site) also get an e-mail once the step has committed. Result:
+`{"notified_role": ..., "site": ..., "alert_id": ..., "emailed": N}`.
+"""
+
+from __future__ import annotations
+
+from flask import current_app
+from sqlalchemy import select
+
+from server.store.models import ROLES, Site, User
+from server.workflow.operators import smtp
+
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
+def recipients(role: str, site_code: str) -> list[User]:
+    """The active users holding ``role`` who work at ``site_code`` or are not tied to a site."""
+    from server.store.extensions import db
+
+    users = db.session.execute(select(User).where(User.active.is_(True)).order_by(User.username)).scalars()
+    return [u for u in users if role in (u.roles or []) and (not u.scoped or site_code in u.site_codes)]
+
+
+def run(context, params: dict) -> dict:
+    """Raise the alert and, with SMTP configured, e-mail the role's people after the commit."""
+    from server.compliance import audit
+    from server.store.extensions import db
+    from server.store.uow import after_commit
+    from server.workflow.alerts import raise_alert
+
+    role = str(params.get("role") or "").strip()
+    message = str(params.get("message") or "").strip()
+    severity = str(params.get("severity") or "medium")
+    if role not in ROLES:
+        raise ValueError(f"notify needs a known role, got '{role}'")
+    if not message:
+        raise ValueError("notify needs a message")
+    if severity not in SEVERITIES:
+        raise ValueError(f"notify severity must be one of {', '.join(SEVERITIES)}, got '{severity}'")
+    therapy = context.therapy
+    site = str(params.get("site") or therapy.site.code)
+    if db.session.execute(select(Site.id).where(Site.code == site)).scalar_one_or_none() is None:
+        raise ValueError(f"notify names site '{site}', which is not registered")
+    alert = raise_alert(therapy, "notification", message, context.actor, severity=severity, role=role,
+                        data={"site": site})
+    people = recipients(role, site)
+    config = current_app.config
+    addresses = [smtp.address_of(u.username, config["SMTP_RECIPIENT_DOMAIN"]) for u in people]
+    emailed = len(addresses) if config.get("SMTP_URL") else 0
+    audit.append(context.actor, "notification.sent", "therapy", therapy.id, therapy_id=therapy.id,
+                 site_id=therapy.site_id, data={"role": role, "site": site, "message": message, "coi": therapy.coi,
+                                                "alert_id": alert.id, "emailed": emailed})
+    if emailed:
+        mail = smtp.Mail(subject=f"[Tether] {role} at {site}: {message[:80]}",
+                         body=smtp.body_for(message, role, site, therapy.coi, therapy.id), to=addresses)
+        after_commit(lambda: smtp.send_in_background(config["SMTP_URL"], config["SMTP_FROM"], mail))
+    return {"notified_role": role, "site": site, "alert_id": alert.id, "emailed": emailed}

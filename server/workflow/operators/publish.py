@@ -1,0 +1,29 @@
+"""`publish`: emits a custom event through the outbox (and so to webhooks).
+
+Parameters: `type` (required, e.g. `"mes.order.created"`), `data` (optional object). Result: `{"published": type}`.
+"""
+
+from __future__ import annotations
+
+import re
+
+_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+
+
+def run(context, params: dict) -> dict:
+    """Write the event to the outbox in the step's transaction."""
+    from server.compliance import audit
+    from server.integration import outbox
+
+    event_type = str(params.get("type") or "")
+    if not _TYPE.match(event_type):
+        raise ValueError(f"publish needs a dotted lower-case event type such as 'mes.order.created', "
+                         f"got '{event_type}'")
+    data = params.get("data") or {}
+    if not isinstance(data, dict):
+        raise ValueError("publish needs 'data' to be an object")
+    therapy = context.therapy
+    outbox.emit(event_type, data, therapy_id=therapy.id, site_id=therapy.site_id)
+    audit.append(context.actor, "event.published", "therapy", therapy.id, data={"type": event_type, **data},
+                 therapy_id=therapy.id, site_id=therapy.site_id)
+    return {"published": event_type}

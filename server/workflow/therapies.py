@@ -1,0 +1,361 @@
+"""Therapy use cases: start, complete a task, deliver a message, fire timers, cancel.
+
+Each loads the therapy, runs one engine command, and stores the new state, the task projection, the
+audit entries and the outbox rows in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jsonschema
+from flask import current_app
+from sqlalchemy import select
+
+from engine.errors import EngineError, StepBudgetExceeded
+from engine.events import MessageReceived
+from engine.runtime import Outcome, Runtime
+from engine.values import DEFAULT_LIMITS
+from server.clock import clock
+from server.compliance import audit
+from server.custody.scans import verify_task_scan
+from server.errors import Conflict, Invalid, NotFound
+from server.integration import outbox
+from server.store.extensions import db
+from server.store.models import Incident, ProcessDefinition, Site, TaskRecord, Therapy, User
+from server.store.uow import after_commit, unit_of_work
+from server.workflow import escalations, incidents
+from server.workflow.definitions import definition_forms, engine_definition_by_id, latest_version
+from server.workflow.operators import OperatorContext
+from server.workflow.operators import call as call_operator
+
+# Process data the server sets when a therapy starts; no script, form or message may change it.
+PROTECTED_KEYS = ("coi", "patient_reference", "site")
+
+
+def runtime_for(therapy: Therapy, actor: str) -> Runtime:
+    """A runtime for ``therapy``'s definition version whose service tasks call the registered operators,
+    with the configured limits on scripts, on one command and on the process data."""
+    context = OperatorContext(therapy=therapy, actor=actor)
+    config = current_app.config
+
+    def service_caller(operator: str, params: dict, data: dict) -> Any:
+        with audit.savepoint():  # a failing operator leaves nothing half-written behind, in the chain neither
+            return call_operator(operator, context, params)
+
+    return Runtime(engine_definition_by_id(therapy.definition_id), clock=clock(), service_caller=service_caller,
+                   time_limit=config["SCRIPT_TIME_LIMIT"], memory_limit_mb=int(config["SCRIPT_MEMORY_MB"]),
+                   max_steps=int(config["ENGINE_MAX_STEPS"]), time_budget=float(config["ENGINE_TIME_BUDGET"]),
+                   data_limits=DEFAULT_LIMITS.with_chars(int(config["MAX_PROCESS_DATA_CHARS"])),
+                   protected_keys=PROTECTED_KEYS)
+
+
+def run_step(therapy: Therapy, actor: str, command: Callable[[Runtime], Outcome]) -> Outcome:
+    """Run one engine command on ``therapy``; when it fails, what its service tasks wrote is undone too."""
+    with audit.savepoint():
+        return command(runtime_for(therapy, actor))
+
+
+def halted_error(incident) -> Invalid:
+    """The refusal of a request whose step ran past the engine's budget and was undone."""
+    return Invalid(f"{incident.message} An incident was opened; an admin can retry or resolve it.",
+                   code="step_budget_exceeded",
+                   details={"incident_id": incident.id, "element_id": incident.activity_id,
+                            **{k: v for k, v in (incident.details or {}).items() if k in ("steps", "seconds")}})
+
+
+def _stage(outcome: Outcome, therapy: Therapy) -> str:
+    if outcome.completed:
+        return "Completed"
+    if outcome.ready_tasks:
+        return outcome.ready_tasks[0].name
+    activities = engine_definition_by_id(therapy.definition_id).info.activities
+    for wait in outcome.waiting_for:
+        if not wait.attached_to:
+            activity = activities.get(wait.activity_id)
+            name = (activity.name if activity else None) or wait.name or wait.activity_id
+            return f"Waiting: {name}"
+    return therapy.stage or "Active"
+
+
+def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_by: str | None = None) -> None:
+    """Store what a command did: state, status, task rows, audit entries and outbox events."""
+    now = clock()()
+    therapy.state = outcome.state
+    therapy.data = outcome.data
+    therapy.waits = [w.to_dict() for w in outcome.waiting_for]
+    therapy.current_activities = outcome.current_activities
+    therapy.next_due_at = outcome.next_due
+    therapy.updated_at = now
+    if outcome.completed and therapy.status == "active":
+        therapy.status, therapy.ended_at = "completed", now
+    therapy.stage = _stage(outcome, therapy)
+    tasks = {t.id: t for t in db.session.execute(
+        select(TaskRecord).where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")).scalars()}
+    for ready in outcome.ready_tasks:
+        row = tasks.get(ready.task_id)
+        if row is None:
+            db.session.add(TaskRecord(
+                id=ready.task_id, therapy_id=therapy.id, activity_id=ready.activity_id, name=ready.name,
+                role=ready.role, site_id=therapy.site_id, form=ready.form, ui_form=ready.ui_form,
+                instructions=ready.instructions, signature=ready.signature, status="ready", due_at=ready.due_at,
+                created_at=now))
+        else:
+            row.due_at = ready.due_at
+    for event in outcome.events:
+        payload = event.payload()
+        if event.type == "task.completed" and payload["task_id"] in tasks:
+            row = tasks[payload["task_id"]]
+            row.status, row.completed_at, row.completed_by, row.data = "completed", now, completed_by, payload["data"]
+        elif event.type == "task.cancelled" and payload["task_id"] in tasks:
+            row = tasks[payload["task_id"]]
+            row.status, row.completed_at = "cancelled", now
+        if event.type == "incident.opened":  # a failed service task: an incident retries it, or opens
+            incidents.record_failure(therapy, payload, actor, now)
+            continue
+        record(event.type, therapy, payload, actor)
+        if event.type == "task.escalated":
+            escalations.raise_escalation(therapy, payload, actor)
+    retry_at = incidents.settle(therapy, outcome, actor, now)
+    due = min((d for d in (outcome.next_due, retry_at) if d is not None), default=None)
+    if incidents.halting(therapy):  # a step the engine could not take holds the therapy's timers
+        due = None
+    therapy.next_due_at = due
+    therapy_id = therapy.id  # read now: after the commit the row is expired and reading it would reload it
+    after_commit(lambda: _notify_scheduler(therapy_id, due))
+
+
+def record(event_type: str, therapy: Therapy, data: dict, actor: str, reason: str | None = None) -> None:
+    """Audit one event of ``therapy`` and, when it is public, queue it for integrators."""
+    audit.append(actor, event_type, "therapy", therapy.id, data=data, therapy_id=therapy.id,
+                 site_id=therapy.site_id, reason=reason)
+    if event_type in outbox.PUBLIC_TYPES:
+        outbox.emit(event_type, {"therapy_id": therapy.id, "coi": therapy.coi, **data}, therapy_id=therapy.id,
+                    site_id=therapy.site_id)
+
+
+def _notify_scheduler(therapy_id: str, due) -> None:
+    scheduler = current_app.extensions.get("tether_scheduler")
+    if scheduler is not None:
+        scheduler.arm(therapy_id, due)
+
+
+def start_therapy(process_key: str, version: int | None, site_code: str, patient_reference: str,
+                  data: dict | None, actor: str, *, start_message: tuple[str, Any] | None = None) -> Therapy:
+    """Start a therapy on a definition version (the latest when ``version`` is None).
+
+    With ``start_message`` (name, payload), the new instance waits at a message start event and that
+    message is delivered to it in the same transaction (a therapy started by an integrator's message).
+    """
+    from server.custody.coi_issuer import next_coi
+
+    if version is None:
+        definition = latest_version(process_key)
+    else:
+        definition = db.session.execute(select(ProcessDefinition).where(
+            ProcessDefinition.key == process_key, ProcessDefinition.version == version)).scalar_one_or_none()
+    if definition is None:
+        raise Invalid(f"No deployed process '{process_key}'" + (f" version {version}" if version else "") + ".",
+                      code="unknown_process", details={"field": "process_key"})
+    site = db.session.execute(select(Site).where(Site.code == site_code)).scalar_one_or_none()
+    if site is None:
+        raise Invalid(f"No registered site '{site_code}'.", code="unknown_site", details={"field": "site"})
+    with unit_of_work():
+        coi = next_coi()
+        therapy = Therapy(definition=definition, definition_id=definition.id, process_key=definition.key,
+                          process_version=definition.version, site=site, site_id=site.id, coi=coi.value,
+                          patient_reference=patient_reference, status="active", state={}, created_by=actor,
+                          created_at=clock()())
+        db.session.add(therapy)
+        db.session.flush()
+        initial = {**(data or {}), "coi": coi.value, "patient_reference": patient_reference, "site": site.code}
+        try:
+            outcome = run_step(therapy, actor, lambda runtime: runtime.start(initial))
+        except StepBudgetExceeded as exc:  # the therapy stays as created, before its first step, with an incident
+            _keep_unstarted(therapy, exc, initial, actor)
+            return therapy
+        apply_outcome(therapy, outcome, actor)
+        if start_message is not None:
+            try:
+                outcome = run_step(therapy, actor, lambda runtime: runtime.deliver_message(therapy.state,
+                                                                                           *start_message))
+            except StepBudgetExceeded as exc:  # the therapy exists; the message's step is undone
+                incidents.halt(therapy, exc, actor, clock()(), command="deliver_message")
+            else:
+                apply_outcome(therapy, outcome, actor)
+    return therapy
+
+
+def _keep_unstarted(therapy: Therapy, exc: StepBudgetExceeded, initial: dict, actor: str) -> None:
+    """Store a therapy whose first step ran past the budget as it was created, halted by an incident."""
+    therapy.state, therapy.data = exc.initial_state or {}, initial
+    therapy.waits, therapy.current_activities, therapy.next_due_at = [], [], None
+    therapy.stage, therapy.updated_at = "Halted: see incident", clock()()
+    record("therapy.started", therapy, {"process_key": therapy.process_key}, actor)
+    incidents.halt(therapy, exc, actor, clock()(), command="start")
+
+
+def get_task(task_id: str) -> TaskRecord:
+    """A task row or 404."""
+    task = db.session.get(TaskRecord, task_id)
+    if task is None:
+        raise NotFound("No such task.", code="not_found", details={"task_id": task_id})
+    return task
+
+
+_validators: dict[tuple[str, str], Any] = {}  # (definition id, form name): a stored version's forms never change
+
+
+def _form_validator(therapy: Therapy, form: str):
+    """The JSON Schema validator of a form of the therapy's definition version, built once per process."""
+    key = (therapy.definition_id, form)
+    if key not in _validators:
+        schema = definition_forms(therapy.definition_id).get(form)
+        _validators[key] = (None if schema is None else
+                            jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()))
+    return _validators[key]
+
+
+def validate_form_data(therapy: Therapy, form: str | None, data: dict) -> None:
+    """Check ``data`` against the task's JSON Schema; 422 with one message per field."""
+    if not form:
+        return
+    validator = _form_validator(therapy, form)
+    if validator is None:
+        return
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        fields: dict[str, str] = {}
+        for error in errors:
+            path = ".".join(str(p) for p in error.absolute_path)
+            if not path and error.validator == "required":
+                path = error.message.split("'")[1] if "'" in error.message else ""
+            fields.setdefault(path or "_form", error.message)
+        raise Invalid("The form data is not valid; see the fields.", code="invalid_form_data",
+                      details={"fields": fields})
+
+
+def complete_task(task: TaskRecord, data: dict, actor: str, extra_audit: dict | None = None,
+                  signer: User | None = None) -> Therapy:
+    """Complete a READY task with form ``data`` and run the therapy to its next wait state.
+
+    With ``signer`` (whose password was checked), the electronic signature is recorded in the same
+    transaction as the completion, bound by hash to the task's identity and data.
+    """
+    therapy = task.therapy
+    if task.status != "ready" or therapy.status != "active":
+        raise Conflict("This task is no longer ready; someone may have completed it, or it was cancelled.",
+                       code="task_not_ready", details={"task_id": task.id, "status": task.status})
+    validate_form_data(therapy, task.form, data)
+    verify_task_scan(therapy, task.form, task.activity_id, task.id, data, actor)
+    halted: Incident | None
+    with unit_of_work():
+        try:
+            outcome = run_step(therapy, actor, lambda runtime: runtime.complete_task(therapy.state, task.id, data))
+        except StepBudgetExceeded as exc:  # the completion is undone; the incident is kept, then refused
+            halted = incidents.halt(therapy, exc, actor, clock()(), command="complete_task")
+        except EngineError as exc:
+            if exc.code == "task_not_ready":
+                raise Conflict(exc.message, code="task_not_ready", details={"task_id": task.id}) from None
+            raise
+        else:
+            halted = None
+            apply_outcome(therapy, outcome, actor, completed_by=actor)
+            if signer is not None:
+                from server.compliance.signatures import apply_signature
+                apply_signature(task, task.data if task.data is not None else data, signer, clock()())
+            if extra_audit:
+                audit.append(actor, extra_audit.pop("action"), "task", task.id, data=extra_audit,
+                             therapy_id=therapy.id, site_id=therapy.site_id)
+    if halted is not None:
+        raise halted_error(halted)
+    return therapy
+
+
+def deliver_waiting_message(therapy: Therapy, name: str, payload: Any, actor: str) -> bool:
+    """Deliver message ``name`` inside the caller's transaction when the therapy waits for it; else False."""
+    if therapy.status != "active" or not any(w.get("type") == "message" and w.get("name") == name
+                                             for w in therapy.waits or []):
+        return False
+    try:
+        outcome = run_step(therapy, actor, lambda runtime: runtime.deliver_message(therapy.state, name, payload))
+    except StepBudgetExceeded as exc:  # the delivery is undone; the incident is kept with the caller's writes
+        incidents.halt(therapy, exc, actor, clock()(), command="deliver_message")
+        return False
+    apply_outcome(therapy, outcome, actor)
+    return True
+
+
+def correct_process_value(therapy: Therapy, path: list[str | int], value: Any, actor: str) -> None:
+    """Set one recorded process-data value in the engine state, so that the process itself goes on with it.
+
+    ``therapy.data`` is refreshed from the new state. Call inside the correcting transaction (the caller
+    checks the path, records the correction and audits it).
+    """
+    outcome = runtime_for(therapy, actor).correct_value(therapy.state, path, value)
+    therapy.state, therapy.data, therapy.updated_at = outcome.state, outcome.data, clock()()
+
+
+def deliver_message(therapy: Therapy, name: str, payload: Any, actor: str) -> tuple[Therapy, str | None]:
+    """Deliver message ``name``; 409 ``not_waiting`` (audited, nothing else changed) when not awaited."""
+    waiting = [w for w in therapy.waits if w.get("type") == "message" and w.get("name") == name]
+    if therapy.status != "active" or not waiting:
+        refused = Conflict(f"The therapy is not waiting for a message named '{name}'.", code="not_waiting",
+                           details={"name": name, "waiting_for": [w.get("name") for w in therapy.waits
+                                                                  if w.get("type") == "message"]})
+        # Written even while the database is busy (spooled then), with its own reason.
+        audit.audit_refusal(actor, "message.refused", "therapy", therapy.id, status=refused.status,
+                            code=refused.code, message=refused.message, therapy_id=therapy.id,
+                            site_id=therapy.site_id, data={"name": name, "payload": payload, "reason": "not_waiting"})
+        raise refused
+    halted: Incident | None
+    with unit_of_work():
+        try:
+            outcome = run_step(therapy, actor, lambda runtime: runtime.deliver_message(therapy.state, name, payload))
+        except StepBudgetExceeded as exc:  # the delivery is undone; the incident is kept, then refused
+            halted = incidents.halt(therapy, exc, actor, clock()(), command="deliver_message")
+        else:
+            halted = None
+            apply_outcome(therapy, outcome, actor)
+    if halted is not None:
+        raise halted_error(halted)
+    received = [e for e in outcome.events if isinstance(e, MessageReceived)]
+    return therapy, received[0].activity_id if received else waiting[0].get("activity_id")
+
+
+def fire_due_timers(therapy_id: str, actor: str = "scheduler") -> bool:
+    """Fire the due timers (or the due retry of a failed service task) of one therapy; False when it was
+    not due (or not active) any more."""
+    with unit_of_work():
+        query = select(Therapy).where(Therapy.id == therapy_id)
+        if db.engine.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=Therapy)
+        therapy = db.session.execute(query).scalar_one_or_none()
+        now = clock()()
+        if therapy is None or therapy.status != "active" or therapy.next_due_at is None or therapy.next_due_at > now:
+            return False
+        retry = incidents.due_retry(therapy, now)
+        try:
+            # A due retry is a failed service task's (only those retry by themselves; each names its task).
+            outcome = run_step(therapy, actor, lambda runtime: runtime.retry_task(therapy.state, retry.task_id)
+                               if retry is not None and retry.task_id is not None
+                               else runtime.fire_timers(therapy.state))
+        except EngineError as exc:  # undone; the therapy's timers wait for an admin to retry or resolve
+            incidents.halt(therapy, exc, actor, now, command="fire_timers")
+            return False
+        apply_outcome(therapy, outcome, actor)
+    return True
+
+
+def cancel_therapy(therapy: Therapy, reason: str, actor: str) -> Therapy:
+    """End an active therapy with a reason; its open tasks are withdrawn."""
+    if therapy.status != "active":
+        raise Conflict(f"The therapy is already {therapy.status}.", code="not_active")
+    with unit_of_work():
+        outcome = runtime_for(therapy, actor).cancel(therapy.state, reason)
+        therapy.status, therapy.ended_at = "cancelled", clock()()
+        apply_outcome(therapy, outcome, actor)
+        therapy.stage = "Cancelled"
+        therapy.next_due_at = None
+    return therapy
