@@ -26,7 +26,7 @@ help:
 	@echo "make test      ruff, then the whole suite on SQLite and a throwaway PostgreSQL"
 	@echo "               (extra pytest arguments: make test PYTEST_ARGS='-k runtime')"
 	@echo "make test-fast the inner loop: SQLite only, no browser, no server processes"
-	@echo "make lint      ruff and mypy"
+	@echo "make lint      ruff, mypy and the import layers (lint-imports)"
 	@echo "make bench     run the benchmarks"
 	@echo "make screenshots  retake docs/screenshots/ of the web pages (headless Chromium)"
 	@echo "make clean     remove $(VENV), instance/ and caches"
@@ -70,6 +70,7 @@ run: install
 test: install chromium
 	$(BIN)/ruff check engine server tests bench
 	$(BIN)/mypy engine server
+	$(BIN)/lint-imports
 	bash scripts/with-postgres $(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-fast: install
@@ -81,6 +82,7 @@ screenshots: install chromium
 lint: install
 	$(BIN)/ruff check engine server tests bench
 	$(BIN)/mypy engine server
+	$(BIN)/lint-imports
 
 # Every benchmark on SQLite and on a throwaway PostgreSQL (make bench BENCH='overhead audit' runs some).
 BENCH ?=

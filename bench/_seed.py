@@ -343,7 +343,8 @@ def seed(database_url: str, therapies: int = 100_000, active: int = 10_000, site
     """Fill the empty database at ``database_url`` (migrated here when needed); see the module's text."""
     from engine.coi import issue_coi
     from server.clock import iso
-    from server.compliance import audit, signatures
+    from server.compliance import signatures
+    from server.store import audit
     from server.store.extensions import db
     from server.store.models import AuditHead, Site, utcnow
     from server.workflow.definitions import deploy_bundled

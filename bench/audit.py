@@ -4,8 +4,8 @@
 
 Fills a fresh database with ``--entries`` chained audit entries shaped like the ones therapies write
 (task completions with their form data, timer firings, custody transfers, user changes), each hashed by
-``server.compliance.audit.entry_hash`` exactly as ``append`` hashes, written in bulk (executemany on SQLite, COPY on
-PostgreSQL). Then times ``server.compliance.audit.verify`` (what ``GET /api/v1/audit/verify`` and ``tether audit
+``server.store.audit.entry_hash`` exactly as ``append`` hashes, written in bulk (executemany on SQLite, COPY on
+PostgreSQL). Then times ``server.store.audit.verify`` (what ``GET /api/v1/audit/verify`` and ``tether audit
 verify`` run) over the whole chain, sampling the process's resident memory at every progress report.
 
 Figures: entries verified per second (target >= 200,000/s) and the memory growth from a tenth of the way
@@ -53,13 +53,13 @@ def _payload(rng: random.Random, seq: int) -> tuple[str, str, str, dict, str | N
 def entries(count: int, seed: int = 7):
     """``count`` chained entries as column tuples (``at`` a datetime, ``data`` its stored text).
 
-    Each hash is SHA-256 over the entry's stored form (``server.compliance.audit.stored_form``, which the unit
+    Each hash is SHA-256 over the entry's stored form (``server.store.audit.stored_form``, which the unit
     tests hold equal to the canonical form ``append`` hashes); every thousandth entry is also hashed the slow
     way, through ``entry_hash``, and the two must agree.
     """
     import hashlib
 
-    from server.compliance import audit
+    from server.store import audit
 
     rng = random.Random(seed)
     prev = audit.GENESIS
@@ -131,7 +131,7 @@ def _rss_mib() -> float:
 
 
 def run(backend: str, count: int) -> dict:
-    from server.compliance import audit
+    from server.store import audit
 
     with fresh_database(backend) as url:
         app = make_app(url)

@@ -35,7 +35,7 @@ FORM = "daily-check.schema.json"
 def _run_server(database_url: str, days: int, report) -> dict:
     from engine.clock import FakeClock
     from server.access import accounts
-    from server.compliance import audit
+    from server.store import audit
     from server.store.extensions import db
     from server.store.models import TaskRecord, Therapy
     from server.workflow import therapies

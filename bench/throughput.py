@@ -16,7 +16,7 @@ each listed task (``POST /tasks/{id}/complete`` with valid form data), and again
 second (wall clock, inbox reads included), completion latency p50/p95/p99, and every non-2xx answer (a 409
 is an error here: no two clients share a task).
 
-Afterwards, with the server stopped: the audit chain must verify (``server.compliance.audit.verify``); the number of
+Afterwards, with the server stopped: the audit chain must verify (``server.store.audit.verify``); the number of
 ``task.completed`` audit entries must equal the number of 2xx completions; and for every therapy, its
 completed task rows, the completed user tasks in its stored engine state and its ``task.completed`` entries
 must each equal the completions the clients were answered 2xx for. Any difference is a lost (or phantom)
@@ -135,7 +135,7 @@ def check(app, clients: list[Client]) -> dict:
     from SpiffWorkflow.util.task import TaskState
     from sqlalchemy import func, select
 
-    from server.compliance import audit
+    from server.store import audit
     from server.store.extensions import db
     from server.store.models import AuditEntry, TaskRecord, Therapy
 

@@ -332,7 +332,7 @@ def audit() -> None:
 @audit.command("verify")
 def audit_verify() -> None:
     """Verify the whole audit chain: exit 0 when intact, 1 naming the first broken entry."""
-    from server.compliance import audit as audit_chain
+    from server.store import audit as audit_chain
     from server.store.extensions import db as database
     from server.store.models import AuditHead
 

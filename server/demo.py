@@ -144,7 +144,8 @@ def _log_temperatures(therapy_id: str, clock: FakeClock, temperatures: list[floa
     readings = [{"sensor_id": f"LOGGER-{shipment_id}", "shipment_id": shipment_id, "temperature_c": temperature,
                  "recorded_at": first + timedelta(minutes=10 * (i + 1)), "location": None}
                 for i, temperature in enumerate(temperatures)]
-    conditions.record_readings(therapy, readings, actor="integrator")
+    conditions.record_readings(therapy, readings, actor="integrator",
+                               tell_process=therapies.deliver_waiting_message)
 
 
 def _run_step(therapy_id: str, step: tuple, clock: FakeClock) -> None:

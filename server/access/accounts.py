@@ -15,8 +15,8 @@ from sqlalchemy import select
 
 from server.access import web_sessions
 from server.access.auth import create_token, hash_password
-from server.compliance import audit
 from server.errors import ApiError
+from server.store import audit
 from server.store.extensions import db
 from server.store.models import ROLES, SITE_KINDS, UNSCOPED_ROLES, ApiToken, Site, User, utcnow
 from server.store.uow import unit_of_work

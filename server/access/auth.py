@@ -18,8 +18,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app, g, request
 from sqlalchemy import select
 
-from server.compliance import audit
 from server.errors import ApiError, Forbidden, Invalid, Unauthorized
+from server.store import audit
 from server.store.extensions import db
 from server.store.models import ApiToken, TaskRecord, Therapy, User, utcnow
 

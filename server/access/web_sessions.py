@@ -18,8 +18,8 @@ from flask import current_app
 from sqlalchemy import event, inspect, update
 from sqlalchemy.orm import Session
 
-from server.compliance import audit
 from server.errors import Conflict
+from server.store import audit
 from server.store.extensions import db
 from server.store.models import User, WebSession, utcnow
 from server.store.uow import rows_changed, unit_of_work

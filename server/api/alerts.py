@@ -9,10 +9,10 @@ from sqlalchemy import select
 from server.access.auth import can_see_site, require, visible_site_ids
 from server.api.idempotency import idempotent
 from server.api.schemas import load_json
+from server.oversight import alerts as alert_cases
 from server.store.extensions import db
 from server.store.models import ROLES, Alert
 from server.store.uow import unit_of_work
-from server.workflow import alerts as alert_cases
 
 from ..errors import Conflict, NotFound
 from . import bp

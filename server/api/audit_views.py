@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from server.access.auth import require, visible_site_ids
 from server.clock import iso
-from server.compliance import audit
+from server.store import audit
 from server.store.models import AuditEntry
 
 from . import bp

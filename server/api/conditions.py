@@ -15,6 +15,7 @@ from server.api.idempotency import idempotent
 from server.api.schemas import in_utc_years, load_json
 from server.custody import conditions
 from server.store.extensions import db
+from server.workflow import therapies as usecases
 
 from ..errors import BadRequest
 from . import bp
@@ -58,7 +59,8 @@ def record_conditions(therapy_id: str):
         readings = load_json(ReadingBatchSchema())["readings"]
     else:
         readings = [load_json(ReadingSchema())]
-    result = conditions.record_readings(therapy, readings, g.user.username)
+    result = conditions.record_readings(therapy, readings, g.user.username,
+                                        tell_process=usecases.deliver_waiting_message)
     if "readings" not in (raw or {}):
         result.pop("recorded")
         result.pop("excursions")

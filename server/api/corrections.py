@@ -1,4 +1,4 @@
-"""``POST`` and ``GET /therapies/{id}/corrections``: the routes of ``server.compliance.corrections``."""
+"""``POST`` and ``GET /therapies/{id}/corrections``: the routes of ``server.workflow.corrections``."""
 
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from server.access.auth import require
 from server.api.idempotency import idempotent
 from server.api.schemas import load_json
-from server.compliance.corrections import correct_value, correction_view, corrections_for
+from server.workflow.corrections import correct_value, correction_view, corrections_for
 
 from . import bp
 from .therapies import visible_therapy

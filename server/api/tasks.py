@@ -9,9 +9,9 @@ from sqlalchemy.orm import joinedload
 from server.access.auth import can_see_site, require, visible_site_ids
 from server.api.idempotency import idempotent
 from server.api.schemas import CompleteTaskSchema, load_json
-from server.compliance import audit
 from server.compliance.signatures import check_signer, signatures_for_task
 from server.custody.scans import verify_task_scan
+from server.store import audit
 from server.store.extensions import db
 from server.store.models import TaskRecord, Therapy
 from server.workflow import therapies as usecases

@@ -81,7 +81,7 @@ def get_therapy(therapy_id: str):
         "data": therapy.data or {},
     })
     out["vein_to_vein"] = vein_to_vein(therapy)
-    from server.compliance.corrections import corrections_for
+    from server.workflow.corrections import corrections_for
 
     out["signatures"] = signatures_for(therapy)
     out["corrections"] = corrections_for(therapy)
@@ -100,8 +100,8 @@ def therapy_incidents(therapy: Therapy) -> list[dict]:
 
 def therapy_alerts(therapy: Therapy) -> list[dict]:
     """The therapy's alerts, newest first."""
+    from server.oversight.alerts import alert_item
     from server.store.models import Alert
-    from server.workflow.alerts import alert_item
 
     rows = db.session.execute(select(Alert).where(Alert.therapy_id == therapy.id)
                               .order_by(Alert.raised_at.desc(), Alert.id)).scalars()

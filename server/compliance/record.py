@@ -13,13 +13,13 @@ from typing import Any
 from sqlalchemy import select
 
 from engine.coi import parse_coi
-from server.compliance import audit
 from server.compliance.signatures import signatures_for
 from server.custody import conditions
 from server.custody import transfers as custody
+from server.oversight.alerts import alert_item
+from server.store import audit
 from server.store.extensions import db
 from server.store.models import Alert, AuditEntry, Signature, TaskRecord, Therapy, User
-from server.workflow.alerts import alert_item
 
 RECORD_FORMAT = "tether.therapy-record"
 RECORD_VERSION = 1

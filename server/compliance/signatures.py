@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import select
 
 from server.access.auth import verify_password
-from server.compliance import audit
 from server.errors import Invalid, Unauthorized
+from server.store import audit
 from server.store.extensions import db
 from server.store.models import Signature, TaskRecord, Therapy, User
 from server.store.uow import unit_of_work

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, func, insert, or_, select
 
 from server.clock import clock
-from server.compliance import audit
 from server.errors import Invalid
+from server.integration import outbox
+from server.oversight.alerts import raise_alert
+from server.store import audit
 from server.store.extensions import db
 from server.store.models import Alert, ConditionReading, Therapy
 from server.store.uow import unit_of_work
-from server.workflow import therapies as usecases
-from server.workflow.alerts import raise_alert
 
 MAX_BATCH = 1000
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -53,8 +54,16 @@ def _distance(temperature: float, limits: list[float]) -> float:
     return max(limits[0] - temperature, temperature - limits[1], 0.0)
 
 
-def record_readings(therapy: Therapy, readings: list[dict[str, Any]], actor: str) -> dict[str, Any]:
-    """Store ``readings`` (one or up to MAX_BATCH) and act on an excursion among them; one transaction."""
+TellProcess = Callable[[Therapy, str, dict, str], bool]
+
+
+def record_readings(therapy: Therapy, readings: list[dict[str, Any]], actor: str, *,
+                    tell_process: TellProcess) -> dict[str, Any]:
+    """Store ``readings`` (one or up to MAX_BATCH) and act on an excursion among them; one transaction.
+
+    ``tell_process(therapy, message, details, actor)`` delivers the excursion to the process when it waits
+    for it, inside this transaction, and says whether it did (the workflow's ``deliver_waiting_message``).
+    """
     now = clock()()
     for index, reading in enumerate(readings):
         if reading["recorded_at"] > now + FUTURE_TOLERANCE:
@@ -82,7 +91,7 @@ def record_readings(therapy: Therapy, readings: list[dict[str, Any]], actor: str
         if outside:
             worst_row, worst = max(outside, key=lambda pair: _distance(pair[0]["temperature_c"], limits or [0, 0]))
             result.update(_handle_excursion(therapy, worst_row, worst, limits or [0, 0], activity_id, actor,
-                                            len(outside)))
+                                            len(outside), tell_process))
     return result
 
 
@@ -104,7 +113,7 @@ def _audit_summary(rows: list[dict], readings: list[dict], limits, reading_id) -
 
 
 def _handle_excursion(therapy: Therapy, row: dict, reading: dict, limits: list[float], activity_id: str | None,
-                      actor: str, count: int) -> dict[str, Any]:
+                      actor: str, count: int, tell_process: TellProcess) -> dict[str, Any]:
     """Alert, publish and tell the process; an excursion already under an open alert is not raised twice."""
     waits = any(w.get("type") == "message" and w.get("name") == EXCURSION_MESSAGE for w in therapy.waits or [])
     if not waits:
@@ -123,8 +132,8 @@ def _handle_excursion(therapy: Therapy, row: dict, reading: dict, limits: list[f
                         f"{limits[0]:g}..{limits[1]:g} °C.", actor, severity="high", activity_id=activity_id,
                         data=details)
     details["alert_id"] = alert.id
-    usecases.record("condition.excursion", therapy, details, actor)
-    delivered = usecases.deliver_waiting_message(therapy, EXCURSION_MESSAGE, details, actor) if waits else False
+    outbox.record_event("condition.excursion", therapy, details, actor)
+    delivered = tell_process(therapy, EXCURSION_MESSAGE, details, actor) if waits else False
     return {"alert_id": alert.id, "new_alert": True, "delivered": delivered}
 
 

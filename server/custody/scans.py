@@ -13,13 +13,13 @@ from typing import Any
 from sqlalchemy import select
 
 from engine.coi import Coi, CoiCheckFailed, CoiError, parse_coi
-from server.compliance import audit
 from server.errors import Conflict, Invalid
 from server.integration import outbox
+from server.oversight.alerts import raise_alert
+from server.store import audit
 from server.store.extensions import db
 from server.store.models import Therapy
 from server.store.uow import unit_of_work
-from server.workflow.alerts import raise_alert
 
 SCAN_FIELD = "scanned_coi"
 

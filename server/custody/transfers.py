@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, select
 
 from engine.coi import parse_coi
-from server.compliance import audit
 from server.custody.scans import verify_scan
 from server.errors import Invalid
 from server.integration import outbox
+from server.store import audit
 from server.store.extensions import db
 from server.store.models import AuditEntry, CustodyTransfer, Therapy
 from server.store.uow import unit_of_work

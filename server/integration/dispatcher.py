@@ -36,9 +36,9 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 
-from server.compliance import audit
 from server.integration import webhooks
 from server.integration.webhooks import SENDING, bell, cloud_event_json, now
+from server.store import audit
 from server.store.extensions import db
 from server.store.models import OutboxEvent, WebhookDelivery, WebhookSubscription
 from server.store.uow import rows_changed, unit_of_work

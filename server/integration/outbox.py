@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from server.store import audit
 from server.store.extensions import db
-from server.store.models import OutboxEvent
+from server.store.models import OutboxEvent, Therapy
 
 # The engine's event types that are part of the public contract (API.md) and so go to the outbox; the
 # others (activity.completed, service.called, task.cancelled) stay in the audit trail. The `publish`
@@ -23,3 +24,12 @@ def emit(event_type: str, data: dict[str, Any], *, therapy_id: str | None = None
     row = OutboxEvent(type=event_type, therapy_id=therapy_id or subject, site_id=site_id, data=data)
     db.session.add(row)
     return row
+
+
+def record_event(event_type: str, therapy: Therapy, data: dict, actor: str, reason: str | None = None) -> None:
+    """Audit one event of ``therapy`` and, when it is public, queue it for integrators."""
+    audit.append(actor, event_type, "therapy", therapy.id, data=data, therapy_id=therapy.id,
+                 site_id=therapy.site_id, reason=reason)
+    if event_type in PUBLIC_TYPES:
+        emit(event_type, {"therapy_id": therapy.id, "coi": therapy.coi, **data}, therapy_id=therapy.id,
+             site_id=therapy.site_id)

@@ -31,8 +31,8 @@ from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
-from server.compliance import audit
 from server.errors import Conflict, Invalid
+from server.store import audit
 from server.store.extensions import db
 from server.store.models import (
     UNSCOPED_ROLES,

@@ -9,11 +9,11 @@ from sqlalchemy import or_, select
 
 from engine.coi import CoiError, parse_coi
 from server.access.auth import visible_site_ids
-from server.compliance import audit
+from server.oversight import alerts as alert_cases
+from server.store import audit
 from server.store.extensions import db
 from server.store.models import Alert, AuditEntry, Therapy
 from server.store.uow import unit_of_work
-from server.workflow import alerts as alert_cases
 
 from . import bp, bridge
 from .session import AUDIT_READERS, has_role, login_required, page_user, safe_next, session_user

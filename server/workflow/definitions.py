@@ -13,8 +13,8 @@ from engine.bpmn_xml import as_utf8
 from engine.definition import Definition, DefinitionInfo, checksum, load_definition, parse_form
 from engine.errors import DefinitionInvalid
 from engine.values import check_value
-from server.compliance import audit
 from server.integration import outbox
+from server.store import audit
 from server.store.extensions import db
 from server.store.models import ProcessDefinition
 from server.store.uow import unit_of_work

@@ -25,12 +25,12 @@ from sqlalchemy import select
 from engine.errors import EngineError, StepBudgetExceeded
 from engine.runtime import DEFAULT_RETRIES, Outcome
 from server.clock import iso
-from server.compliance import audit
 from server.errors import Conflict, NotFound
 from server.integration import outbox
+from server.oversight.alerts import raise_alert
+from server.store import audit
 from server.store.extensions import db
 from server.store.models import Incident, Therapy
-from server.workflow.alerts import raise_alert
 
 DEFAULT_BACKOFF_BASE = 5
 UNRESOLVED = ("retrying", "open")

@@ -10,8 +10,8 @@ from typing import Any
 
 from engine.errors import EngineError
 from server.clock import clock
-from server.compliance import audit
 from server.errors import Conflict
+from server.store import audit
 from server.store.models import Incident
 from server.store.uow import unit_of_work
 from server.workflow.incidents import claim, close, still_unresolved

@@ -18,14 +18,15 @@ from engine.events import MessageReceived
 from engine.runtime import Outcome, Runtime
 from engine.values import DEFAULT_LIMITS
 from server.clock import clock
-from server.compliance import audit
 from server.custody.scans import verify_task_scan
 from server.errors import Conflict, Invalid, NotFound
 from server.integration import outbox
+from server.oversight import escalations
+from server.store import audit
 from server.store.extensions import db
 from server.store.models import Incident, ProcessDefinition, Site, TaskRecord, Therapy, User
 from server.store.uow import after_commit, unit_of_work
-from server.workflow import escalations, incidents
+from server.workflow import incidents
 from server.workflow.definitions import definition_forms, engine_definition_by_id, latest_version
 from server.workflow.operators import OperatorContext
 from server.workflow.operators import call as call_operator
@@ -114,7 +115,7 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
         if event.type == "incident.opened":  # a failed service task: an incident retries it, or opens
             incidents.record_failure(therapy, payload, actor, now)
             continue
-        record(event.type, therapy, payload, actor)
+        outbox.record_event(event.type, therapy, payload, actor)
         if event.type == "task.escalated":
             escalations.raise_escalation(therapy, payload, actor)
     retry_at = incidents.settle(therapy, outcome, actor, now)
@@ -124,15 +125,6 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
     therapy.next_due_at = due
     therapy_id = therapy.id  # read now: after the commit the row is expired and reading it would reload it
     after_commit(lambda: _notify_scheduler(therapy_id, due))
-
-
-def record(event_type: str, therapy: Therapy, data: dict, actor: str, reason: str | None = None) -> None:
-    """Audit one event of ``therapy`` and, when it is public, queue it for integrators."""
-    audit.append(actor, event_type, "therapy", therapy.id, data=data, therapy_id=therapy.id,
-                 site_id=therapy.site_id, reason=reason)
-    if event_type in outbox.PUBLIC_TYPES:
-        outbox.emit(event_type, {"therapy_id": therapy.id, "coi": therapy.coi, **data}, therapy_id=therapy.id,
-                    site_id=therapy.site_id)
 
 
 def _notify_scheduler(therapy_id: str, due) -> None:
@@ -192,7 +184,7 @@ def _keep_unstarted(therapy: Therapy, exc: StepBudgetExceeded, initial: dict, ac
     therapy.state, therapy.data = exc.initial_state or {}, initial
     therapy.waits, therapy.current_activities, therapy.next_due_at = [], [], None
     therapy.stage, therapy.updated_at = "Halted: see incident", clock()()
-    record("therapy.started", therapy, {"process_key": therapy.process_key}, actor)
+    outbox.record_event("therapy.started", therapy, {"process_key": therapy.process_key}, actor)
     incidents.halt(therapy, exc, actor, clock()(), command="start")
 
 

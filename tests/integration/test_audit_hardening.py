@@ -43,7 +43,7 @@ def head(app):
 
 def verify(app):
     """The chain's verification verdict."""
-    from server.compliance import audit
+    from server.store import audit
 
     with app.app_context():
         return audit.verify()
@@ -51,7 +51,7 @@ def verify(app):
 
 def append_one(app, action="test.appended"):
     """One more entry through the application."""
-    from server.compliance import audit
+    from server.store import audit
     from server.store.uow import unit_of_work
 
     with app.app_context():

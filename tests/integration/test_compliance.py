@@ -78,7 +78,7 @@ def all_audit(app):
 
 
 def verify(app):
-    from server.compliance import audit
+    from server.store import audit
 
     with app.app_context():
         return audit.verify()
@@ -125,7 +125,7 @@ def busy_chain(api, world):
 
 # -- audit trail: hash chain and its protection ---------------------------------------------------------
 def test_audit_entries_form_a_hash_chain(app, api, world, busy_chain):
-    from server.compliance.audit import GENESIS, entry_dict, entry_hash
+    from server.store.audit import GENESIS, entry_dict, entry_hash
     from server.store.extensions import db
     from server.store.models import AuditEntry
 
@@ -138,7 +138,7 @@ def test_audit_entries_form_a_hash_chain(app, api, world, busy_chain):
 
 
 def test_concurrent_appends_never_fork_the_chain(app, world):
-    from server.compliance import audit
+    from server.store import audit
     from server.store.uow import unit_of_work
 
     before = verify(app)["checked"]
@@ -194,7 +194,7 @@ def test_no_api_edits_or_deletes_audit_entries(api, world):
 
 
 def test_verify_reports_its_progress_batch_by_batch(app, busy_chain):
-    from server.compliance import audit
+    from server.store import audit
 
     seen = []
     with app.app_context():
@@ -241,7 +241,7 @@ def _forged_entry(app, seq, prev_hash):
     """An entry an attacker computes with the published algorithm, linked to ``prev_hash``."""
     from datetime import UTC, datetime
 
-    from server.compliance.audit import entry_hash
+    from server.store.audit import entry_hash
 
     fields = {"seq": seq, "at": datetime(2026, 11, 23, 9, 30, tzinfo=UTC), "actor": "mallory",
               "action": "task.completed", "subject_type": "task", "subject_id": "forged", "therapy_id": None,

@@ -327,7 +327,7 @@ def test_automatic_retry_that_succeeds_closes_the_incident_quietly(app, api, wor
 
 def test_service_task_without_retry_settings_retries_three_times_and_leaves_nothing_half_done(
         app, api, world, clock, monkeypatch):
-    from server.compliance import audit
+    from server.store import audit
     from server.workflow import operators
 
     def half_done_notify(context, params):

@@ -294,7 +294,7 @@ def test_a_replay_is_answered_while_another_writer_holds_the_lock(api, world, ap
 def test_post_commit_hooks_of_a_keyed_request_run_after_its_commit_and_only_for_committed_work(
         api, world, app, monkeypatch):
     from server.api import therapies as views
-    from server.compliance import audit
+    from server.store import audit
     from server.store.uow import unit_of_work
     from server.workflow import therapies as usecases
 
@@ -365,8 +365,8 @@ def test_a_stray_commit_inside_a_keyed_request_fails_instead_of_committing_part_
 
 
 def test_a_failed_unit_inside_a_request_keeps_the_audit_entries_staged_before_it(api, world, app):
-    from server.compliance import audit
     from server.errors import Invalid
+    from server.store import audit
     from server.store.uow import enclosing_transaction, unit_of_work
 
     with app.test_request_context("/api/v1/therapies", method="POST"):

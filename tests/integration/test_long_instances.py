@@ -6,7 +6,7 @@ from ..conftest import ROOT
 
 
 def test_a_looping_therapy_keeps_its_state_small_and_its_history_audited(app, api, world, clock):
-    from server.compliance import audit
+    from server.store import audit
     from server.store.extensions import db
     from server.store.models import AuditEntry, Therapy
     from server.workflow.definitions import deploy

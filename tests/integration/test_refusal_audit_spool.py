@@ -44,7 +44,7 @@ def write_lock(database_url):
 
 
 def spooled(app) -> list[dict]:
-    from server.compliance.audit_spool import spool_path
+    from server.store.audit_spool import spool_path
 
     path = spool_path(app)
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -61,7 +61,7 @@ def refusals(app) -> list[tuple]:
 
 
 def verify(app):
-    from server.compliance import audit
+    from server.store import audit
 
     with app.app_context():
         return audit.verify()
@@ -111,7 +111,7 @@ def test_an_endpoints_own_refusal_answers_as_itself_while_the_database_is_busy(b
     assert twice.status_code == 409 and twice.get_json()["error"]["code"] != "busy", twice.get_json()
     [entry] = spooled(busy_app)
     assert (entry["action"], entry["data"]["status"]) == ("task.refused", 409)
-    from server.compliance import audit
+    from server.store import audit
 
     with busy_app.app_context():
         assert audit.replay_spool() == 1
@@ -146,8 +146,8 @@ def test_the_dispatcher_loop_chains_the_spool_once_the_lock_is_released(busy_app
 
 def test_an_entry_chained_before_a_crash_is_not_chained_twice_and_a_torn_line_is_skipped(busy_app, api, world,
                                                                                         database_url):
-    from server.compliance import audit
-    from server.compliance.audit_spool import spool_path
+    from server.store import audit
+    from server.store.audit_spool import spool_path
 
     therapy = start(api, world)
     task = open_task(api, world, therapy)

@@ -7,10 +7,10 @@ import re
 import pytest
 from sqlalchemy import select
 
+from server.oversight import alerts
 from server.store.extensions import db
 from server.store.models import Alert, Site
 from server.store.uow import unit_of_work
-from server.workflow import alerts
 
 from .conftest import PASSWORD
 

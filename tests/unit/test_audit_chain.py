@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from server.compliance.audit import GENESIS, canonical, entry_hash
+from server.store.audit import GENESIS, canonical, entry_hash
 
 ENTRY = {"seq": 7, "at": datetime(2026, 11, 23, 9, 30, 15, 250000, tzinfo=UTC), "actor": "qa",
          "action": "data.corrected", "subject_type": "therapy", "subject_id": "t-1", "therapy_id": "t-1",
@@ -41,7 +41,7 @@ def test_every_field_is_covered_by_the_hash(field, value):
 
 def _stored_row(entry: dict, data_text: str | None = None) -> tuple:
     """An entry as the verifier reads it back: timestamp text, data as the compact serializer stored it."""
-    from server.compliance.audit import _json_ready, _timestamp
+    from server.store.audit import _json_ready, _timestamp
     from server.store.extensions import compact_json
 
     return (entry["seq"], _timestamp(entry["at"]), entry["actor"], entry["action"], entry["subject_type"],
@@ -57,7 +57,7 @@ def _stored_row(entry: dict, data_text: str | None = None) -> tuple:
     {"data": {}}, {"data": {"big": 10**30, "small": 1e-7, "exp": 1e16}},
 ])
 def test_verifier_reads_the_stored_form_exactly_as_the_chain_hashes_it(changes):
-    from server.compliance.audit import _intact, stored_form
+    from server.store.audit import _intact, stored_form
 
     entry = {**ENTRY, **changes}
     row = _stored_row(entry)
@@ -66,7 +66,7 @@ def test_verifier_reads_the_stored_form_exactly_as_the_chain_hashes_it(changes):
 
 
 def test_verifier_falls_back_to_decoding_and_still_catches_changes():
-    from server.compliance.audit import _intact
+    from server.store.audit import _intact
 
     legacy = _stored_row(ENTRY, data_text='{"path": "qc.result", "n": 1.5, "old_value": "fail", "new_value": "pass"}')
     assert _intact(legacy)  # stored with spaces and in another key order: decoded, hashed exactly, intact

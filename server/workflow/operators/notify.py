@@ -28,10 +28,10 @@ def recipients(role: str, site_code: str) -> list[User]:
 
 def run(context, params: dict) -> dict:
     """Raise the alert and, with SMTP configured, e-mail the role's people after the commit."""
-    from server.compliance import audit
+    from server.oversight.alerts import raise_alert
+    from server.store import audit
     from server.store.extensions import db
     from server.store.uow import after_commit
-    from server.workflow.alerts import raise_alert
 
     role = str(params.get("role") or "").strip()
     message = str(params.get("message") or "").strip()

@@ -12,8 +12,8 @@ _TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 
 def run(context, params: dict) -> dict:
     """Write the event to the outbox in the step's transaction."""
-    from server.compliance import audit
     from server.integration import outbox
+    from server.store import audit
 
     event_type = str(params.get("type") or "")
     if not _TYPE.match(event_type):

@@ -4,7 +4,7 @@ Each entry's hash covers the previous entry's hash and a canonical JSON of its o
 field, a deleted, inserted or reordered entry breaks the chain at that point. Appends lock the single
 ``audit_head`` row, so the chain never forks, also with several server processes on one PostgreSQL.
 The entry of a refused request that the database cannot take right now waits in the audit spool
-(``server.compliance.audit_spool``) and is chained at the next successful write or by the dispatcher's loop.
+(``server.store.audit_spool``) and is chained at the next successful write or by the dispatcher's loop.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
-from server.compliance import audit_spool
 from server.errors import Conflict
+from server.store import audit_spool
 from server.store.extensions import db
 from server.store.models import AuditEntry, AuditHead, table_of, utcnow
 from server.store.uow import after_commit, staged, take_staged
@@ -164,7 +164,7 @@ def audit_refusal(actor: str, action: str, subject_type: str, subject_id: str, *
     recorded a second time by the generic refusal audit of ``auth.require``.
 
     The write is tried ``TETHER_AUDIT_REFUSAL_ATTEMPTS`` times; when the database still does not take it
-    (busy beyond its timeout, unreachable), the entry is kept in the audit spool (``server.compliance.audit_spool``),
+    (busy beyond its timeout, unreachable), the entry is kept in the audit spool (``server.store.audit_spool``),
     with the moment of the refusal and ``"spooled": true``, and chained by ``replay_spool`` once the
     database accepts writes again. Returns the entry, or None when it was spooled.
     """

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from server.oversight.alerts import raise_alert
 from server.store.extensions import db
 from server.store.models import Alert, TaskRecord, Therapy
-from server.workflow.alerts import raise_alert
 
 KIND = "escalation"
 # Who is woken when the diagram does not say (the late work is no user task and sits in no role's lane):

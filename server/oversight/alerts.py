@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.compliance import audit
 from server.integration import outbox
+from server.store import audit
 from server.store.extensions import db
 from server.store.models import Alert, Therapy, utcnow
 

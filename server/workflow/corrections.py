@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import select
 
 from server.clock import clock, iso
-from server.compliance import audit
 from server.errors import Invalid
+from server.store import audit
 from server.store.extensions import db
 from server.store.models import Correction, Signature, TaskRecord, Therapy
 from server.store.uow import unit_of_work
