@@ -23,10 +23,10 @@ CHROMIUM ?= /usr/bin/chromium
 help:
 	@echo "make install   create $(VENV) and install Tether with its test tools"
 	@echo "make run       seed the demo (tether demo) and serve on http://$(HOST):$(PORT)"
-	@echo "make test      ruff, then the whole suite on SQLite and a throwaway PostgreSQL"
+	@echo "make test      lint, then the whole suite on SQLite and a throwaway PostgreSQL"
 	@echo "               (extra pytest arguments: make test PYTEST_ARGS='-k runtime')"
 	@echo "make test-fast the inner loop: SQLite only, no browser, no server processes"
-	@echo "make lint      ruff, mypy and the import layers (lint-imports)"
+	@echo "make lint      ruff (lint and format), mypy and the import layers (lint-imports)"
 	@echo "make bench     run the benchmarks"
 	@echo "make screenshots  retake docs/screenshots/ of the web pages (headless Chromium)"
 	@echo "make clean     remove $(VENV), instance/ and caches"
@@ -69,6 +69,7 @@ run: install
 
 test: install chromium
 	$(BIN)/ruff check engine server tests bench
+	$(BIN)/ruff format --check engine server tests bench
 	$(BIN)/mypy engine server
 	$(BIN)/lint-imports
 	bash scripts/with-postgres $(BIN)/pytest -q $(PYTEST_ARGS)
@@ -81,6 +82,7 @@ screenshots: install chromium
 
 lint: install
 	$(BIN)/ruff check engine server tests bench
+	$(BIN)/ruff format --check engine server tests bench
 	$(BIN)/mypy engine server
 	$(BIN)/lint-imports
 

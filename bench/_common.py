@@ -79,8 +79,10 @@ def machine() -> str:
     with contextlib.suppress(OSError, ValueError, IndexError):
         kib = int(Path("/proc/meminfo").read_text().split()[1])
         memory = f", {kib / 1024 / 1024:.0f} GiB"
-    return (f"{os.cpu_count()} cores ({model}){memory}, Python {platform.python_version()}, "
-            f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.release()}")
+    return (
+        f"{os.cpu_count()} cores ({model}){memory}, Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.release()}"
+    )
 
 
 def postgres_url() -> str | None:
@@ -93,12 +95,14 @@ def backends(selected: str | None = None) -> list[str]:
     available = ["sqlite"] + (["postgresql"] if postgres_url() else [])
     if selected:
         if selected not in available:
-            raise SystemExit(f"{selected} is not available (set TETHER_BENCH_POSTGRES_URL or run under "
-                             "scripts/with-postgres)")
+            raise SystemExit(
+                f"{selected} is not available (set TETHER_BENCH_POSTGRES_URL or run under scripts/with-postgres)"
+            )
         return [selected]
     if "postgresql" not in available:
-        print("PostgreSQL figures skipped: set TETHER_BENCH_POSTGRES_URL or run under scripts/with-postgres",
-              flush=True)
+        print(
+            "PostgreSQL figures skipped: set TETHER_BENCH_POSTGRES_URL or run under scripts/with-postgres", flush=True
+        )
     return available
 
 
@@ -133,8 +137,9 @@ def make_app(database_url: str, **config):
     from server import create_app
     from server.cli import upgrade_database
 
-    app = create_app({"DATABASE_URL": database_url, "SCHEDULER": False, "DISPATCHER": False,
-                      "SECRET_KEY": "bench", **config})
+    app = create_app(
+        {"DATABASE_URL": database_url, "SCHEDULER": False, "DISPATCHER": False, "SECRET_KEY": "bench", **config}
+    )
     upgrade_database(app)
     return app
 
@@ -162,18 +167,40 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(database_url: str, *, workers: int = 1, threads: int = 8, env: dict | None = None,
-           log: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+def served(
+    database_url: str, *, workers: int = 1, threads: int = 8, env: dict | None = None, log: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
     """``tether serve`` on a free port of 127.0.0.1; yields the API's base URL and the server process."""
     import requests
 
     port = free_port()
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": database_url,
-                   "TETHER_SECRET_KEY": "bench", "TETHER_LOGIN_RATE_LIMIT": "100000 per minute", **(env or {})}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TETHER_DATABASE_URL": database_url,
+        "TETHER_SECRET_KEY": "bench",
+        "TETHER_LOGIN_RATE_LIMIT": "100000 per minute",
+        **(env or {}),
+    }
     log_file = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port),
-                                "--workers", str(workers), "--threads", str(threads)],
-                               env=environment, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+        ],
+        env=environment,
+        cwd=ROOT,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}/api/v1"
     try:
         deadline = time.monotonic() + 120

@@ -70,25 +70,36 @@ class Stencil:
         wanted = sorted(slots, key=len, reverse=True)  # the longest first: "COI C" before "COI"
         self.parts, keys, position = [], [], 0
         for match in re.finditer("|".join(map(re.escape, wanted)), source):
-            self.parts.append(source[position:match.start()])
+            self.parts.append(source[position : match.start()])
             keys.append(slots[match.group(0)])
             position = match.end()
         self.last = source[position:]
-        self.values = operator.itemgetter(*keys) if len(keys) > 1 else (
-            (lambda values: (values[keys[0]],)) if keys else None)
+        self.values = (
+            operator.itemgetter(*keys) if len(keys) > 1 else ((lambda values: (values[keys[0]],)) if keys else None)
+        )
 
     def fill(self, values: dict[str, str]) -> str:
         if self.values is None:
             return self.source
-        return "".join(itertools.chain(itertools.chain.from_iterable(zip(self.parts, self.values(values), strict=True)),
-                                       (self.last,)))
+        return "".join(
+            itertools.chain(
+                itertools.chain.from_iterable(zip(self.parts, self.values(values), strict=True)), (self.last,)
+            )
+        )
 
 
 class Template:
     """One therapy advanced through the use cases, and how to make copies of its rows quickly."""
 
-    def __init__(self, steps: int, therapy: dict, tasks: list[dict], signatures: list[dict],
-                 started_entry: dict | None, writer: Writer):
+    def __init__(
+        self,
+        steps: int,
+        therapy: dict,
+        tasks: list[dict],
+        signatures: list[dict],
+        started_entry: dict | None,
+        writer: Writer,
+    ):
         from engine.coi import parse_coi
         from server.clock import iso
         from server.store.extensions import compact_json
@@ -98,8 +109,12 @@ class Template:
         self.active = therapy["status"] == "active"
         due = therapy["next_due_at"]
         # token of the template -> slot; a copy gives each slot its own value
-        slots = {parse_coi(therapy["coi"]).eye_readable: "eye", therapy["coi"]: "coi",
-                 therapy["patient_reference"]: "ref", TEMPLATE_SITE: "site"}
+        slots = {
+            parse_coi(therapy["coi"]).eye_readable: "eye",
+            therapy["coi"]: "coi",
+            therapy["patient_reference"]: "ref",
+            TEMPLATE_SITE: "site",
+        }
         slots.update({task["id"]: f"t{i}" for i, task in enumerate(tasks)})
         if due is not None:
             slots.update({due.isoformat(): "due", iso(due): "due_z"})
@@ -108,24 +123,39 @@ class Template:
         self.data = Stencil(compact_json(therapy["data"]), slots)
         self.waits = Stencil(compact_json(therapy["waits"]), slots)
         self.current_activities = compact_json(therapy["current_activities"])
-        self.started_data = (Stencil(compact_json(started_entry["data"], sort_keys=True), slots) if started_entry
-                             else None)
+        self.started_data = (
+            Stencil(compact_json(started_entry["data"], sort_keys=True), slots) if started_entry else None
+        )
         # times as the writer takes them, moved by each copy's shift
         at = writer.base_time
         self.created_at, self.updated_at = at(therapy["created_at"]), at(therapy["updated_at"])
         self.ended_at = at(therapy["ended_at"]) if therapy["ended_at"] else None
         # task rows in the writer's column order, with what changes per copy
         columns = writer.columns["task"]
-        self.task_columns = {name: columns.index(name) for name in
-                             ("id", "therapy_id", "site_id", "data", "created_at", "completed_at", "due_at")}
+        self.task_columns = {
+            name: columns.index(name)
+            for name in ("id", "therapy_id", "site_id", "data", "created_at", "completed_at", "due_at")
+        }
         self.task_rows = []
         for task in tasks:
             row = [task[c] for c in columns]
             times = {name: at(task[name]) if task[name] else None for name in ("created_at", "completed_at", "due_at")}
-            self.task_rows.append((row, Stencil(compact_json(task["data"]), slots), times,
-                                   task["due_at"] is not None and task["due_at"] == due))
-        self.signed = [(signature, next(i for i, t in enumerate(tasks) if t["id"] == signature["task_id"]),
-                        at(signature["signed_at"])) for signature in signatures]
+            self.task_rows.append(
+                (
+                    row,
+                    Stencil(compact_json(task["data"]), slots),
+                    times,
+                    task["due_at"] is not None and task["due_at"] == due,
+                )
+            )
+        self.signed = [
+            (
+                signature,
+                next(i for i, t in enumerate(tasks) if t["id"] == signature["task_id"]),
+                at(signature["signed_at"]),
+            )
+            for signature in signatures
+        ]
 
 
 @dataclass
@@ -146,16 +176,19 @@ class Seeded:
 def site_codes(count: int) -> list[str]:
     """``SITE-A``, ``SITE-B``, ... (``count`` of them)."""
     letters = string.ascii_uppercase
-    return [f"SITE-{letters[i]}" if i < 26 else f"SITE-{letters[i // 26 - 1]}{letters[i % 26]}"
-            for i in range(count)]
+    return [f"SITE-{letters[i]}" if i < 26 else f"SITE-{letters[i // 26 - 1]}{letters[i % 26]}" for i in range(count)]
 
 
 def users(sites: list[str]) -> list[tuple[str, list[str], list[str]]]:
     """(user name, roles, sites): a coordinator per site, and one user of every other role."""
-    return ([(f"coordinator-{code[5:].lower()}", ["coordinator"], [code]) for code in sites]
-            + [("manufacturing", ["manufacturing"], ["MFG-1", *sites]), ("logistics", ["logistics"], sites),
-               ("qa", ["qa"], []), ("integrator", ["integrator"], []), ("admin", ["admin"], []),
-               ("auditor", ["auditor"], [])])
+    return [(f"coordinator-{code[5:].lower()}", ["coordinator"], [code]) for code in sites] + [
+        ("manufacturing", ["manufacturing"], ["MFG-1", *sites]),
+        ("logistics", ["logistics"], sites),
+        ("qa", ["qa"], []),
+        ("integrator", ["integrator"], []),
+        ("admin", ["admin"], []),
+        ("auditor", ["auditor"], []),
+    ]
 
 
 def _people(sites: list[str]) -> dict[str, str]:
@@ -185,21 +218,29 @@ def _advance(app, steps: int, number: int) -> str:
     clock = FakeClock(utcnow())
     original = app.config.get("CLOCK")
     app.config["CLOCK"] = clock
-    by_role = {"coordinator": f"coordinator-{TEMPLATE_SITE[5:].lower()}", "manufacturing": "manufacturing",
-               "qa": "qa", "logistics": "logistics"}
+    by_role = {
+        "coordinator": f"coordinator-{TEMPLATE_SITE[5:].lower()}",
+        "manufacturing": "manufacturing",
+        "qa": "qa",
+        "logistics": "logistics",
+    }
     try:
-        therapy = therapies.start_therapy(PROCESS_KEY, None, TEMPLATE_SITE, f"PT-TEMPLATE-{number:02d}", {},
-                                          "bench")
+        therapy = therapies.start_therapy(PROCESS_KEY, None, TEMPLATE_SITE, f"PT-TEMPLATE-{number:02d}", {}, "bench")
         for step in AUTOLOGOUS_HAPPY_PATH[:steps]:
             clock.advance(hours=2)
             therapy = db.session.get(Therapy, therapy.id)
             if step[0] == "task":
-                task = db.session.execute(select(TaskRecord).where(
-                    TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready",
-                    TaskRecord.activity_id == step[1])).scalar_one()
+                task = db.session.execute(
+                    select(TaskRecord).where(
+                        TaskRecord.therapy_id == therapy.id,
+                        TaskRecord.status == "ready",
+                        TaskRecord.activity_id == step[1],
+                    )
+                ).scalar_one()
                 user = db.session.execute(select(User).where(User.username == by_role[task.role])).scalar_one()
-                therapies.complete_task(task, form_data(task.form, therapy.coi), user.username,
-                                        signer=user if task.signature else None)
+                therapies.complete_task(
+                    task, form_data(task.form, therapy.coi), user.username, signer=user if task.signature else None
+                )
             elif step[0] == "message":
                 therapies.deliver_message(therapy, step[1], step[2], actor="integrator")
             else:
@@ -218,14 +259,29 @@ def _template(therapy_id: str, steps: int, writer: Writer) -> Template:
         return {c.key: getattr(row, c.key) for c in model.__mapper__.column_attrs}
 
     therapy = db.session.get(Therapy, therapy_id)
-    tasks = db.session.execute(select(TaskRecord).where(TaskRecord.therapy_id == therapy_id)
-                               .order_by(TaskRecord.created_at)).scalars().all()
+    tasks = (
+        db.session.execute(
+            select(TaskRecord).where(TaskRecord.therapy_id == therapy_id).order_by(TaskRecord.created_at)
+        )
+        .scalars()
+        .all()
+    )
     signatures = db.session.execute(select(Signature).where(Signature.therapy_id == therapy_id)).scalars().all()
-    started = db.session.execute(select(AuditEntry).where(AuditEntry.therapy_id == therapy_id,
-                                                          AuditEntry.action == "therapy.started")).scalars().first()
-    return Template(steps, columns(Therapy, therapy), [columns(TaskRecord, t) for t in tasks],
-                    [columns(Signature, s) for s in signatures], columns(AuditEntry, started) if started else None,
-                    writer)
+    started = (
+        db.session.execute(
+            select(AuditEntry).where(AuditEntry.therapy_id == therapy_id, AuditEntry.action == "therapy.started")
+        )
+        .scalars()
+        .first()
+    )
+    return Template(
+        steps,
+        columns(Therapy, therapy),
+        [columns(TaskRecord, t) for t in tasks],
+        [columns(Signature, s) for s in signatures],
+        columns(AuditEntry, started) if started else None,
+        writer,
+    )
 
 
 def _reserve_cois(app, count: int) -> tuple[str, int, int]:
@@ -236,8 +292,11 @@ def _reserve_cois(app, count: int) -> tuple[str, int, int]:
     fin, year = app.config["FACILITY_FIN"], utcnow().year % 100
     counter = db.session.get(CoiCounter, (fin, year))
     first = counter.next_number + 1
-    db.session.execute(update(CoiCounter).where(CoiCounter.fin == fin, CoiCounter.year == year)
-                       .values(next_number=CoiCounter.next_number + count))
+    db.session.execute(
+        update(CoiCounter)
+        .where(CoiCounter.fin == fin, CoiCounter.year == year)
+        .values(next_number=CoiCounter.next_number + count)
+    )
     db.session.commit()
     return fin, year, first
 
@@ -254,8 +313,10 @@ class Writer:
 
         self.database_url = database_url
         self.dialect = make_url(database_url).get_backend_name()
-        self.columns = {name: [c.name for c in db.metadata.tables[name].columns]
-                        for name in ("therapy", "task", "signature", "audit_entry")}
+        self.columns = {
+            name: [c.name for c in db.metadata.tables[name].columns]
+            for name in ("therapy", "task", "signature", "audit_entry")
+        }
         self.indexes: list[str] = []
 
     def base_time(self, moment):
@@ -283,13 +344,19 @@ class Writer:
         names = tuple(self.columns)
         if self.dialect == "sqlite":
             marks = ", ".join("?" * len(names))
-            rows = self.driver.execute(f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
-                                       f"AND tbl_name IN ({marks})", names).fetchall()
+            rows = self.driver.execute(
+                f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+                f"AND tbl_name IN ({marks})",
+                names,
+            ).fetchall()
         else:
             with self.driver.cursor() as cursor:
-                cursor.execute("SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = current_schema() "
-                               "AND i.tablename = ANY(%s) AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
-                               "WHERE c.conname = i.indexname)", (list(names),))
+                cursor.execute(
+                    "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = current_schema() "
+                    "AND i.tablename = ANY(%s) AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
+                    "WHERE c.conname = i.indexname)",
+                    (list(names),),
+                )
                 rows = cursor.fetchall()
         for name, _ in rows:
             self.driver.execute(f'DROP INDEX "{name}"')
@@ -338,8 +405,16 @@ class Writer:
         self.engine.dispose()
 
 
-def seed(database_url: str, therapies: int = 100_000, active: int = 10_000, sites: int = 4, *, app=None,
-         random_seed: int = 1, echo: Callable[[str], None] = print) -> Seeded:
+def seed(
+    database_url: str,
+    therapies: int = 100_000,
+    active: int = 10_000,
+    sites: int = 4,
+    *,
+    app=None,
+    random_seed: int = 1,
+    echo: Callable[[str], None] = print,
+) -> Seeded:
     """Fill the empty database at ``database_url`` (migrated here when needed); see the module's text."""
     from engine.coi import issue_coi
     from server.clock import iso
@@ -370,17 +445,20 @@ def seed(database_url: str, therapies: int = 100_000, active: int = 10_000, site
             raise SystemExit(f"{database_url} already holds data; seed an empty (migrated) database")
         deploy_bundled(ROOT / "processes", "bench")
         tokens = _people(codes)
-        templates = [_template(_advance(app, steps, number), steps, writer)
-                     for number, steps in enumerate([*ACTIVE_STAGES, COMPLETED_STEPS], start=1)]
+        templates = [
+            _template(_advance(app, steps, number), steps, writer)
+            for number, steps in enumerate([*ACTIVE_STAGES, COMPLETED_STEPS], start=1)
+        ]
         templates_seconds = time.perf_counter() - began
         copies = therapies - len(templates)
         actives = active - sum(1 for t in templates if t.active)
         if copies < 0 or actives < 0 or actives > copies:
-            raise ValueError(f"seeding needs at least {len(templates)} therapies, {len(ACTIVE_STAGES)} of them "
-                             "active")
+            raise ValueError(f"seeding needs at least {len(templates)} therapies, {len(ACTIVE_STAGES)} of them active")
         sizes = [len(t.state.source) / 1024 for t in templates]
-        echo(f"templates: {len(templates)} therapies through the use cases in {templates_seconds:.1f} s "
-             f"(engine state {min(sizes):.0f} to {max(sizes):.0f} KiB)")
+        echo(
+            f"templates: {len(templates)} therapies through the use cases in {templates_seconds:.1f} s "
+            f"(engine state {min(sizes):.0f} to {max(sizes):.0f} KiB)"
+        )
         site_ids = {s.code: s.id for s in db.session.execute(select(Site)).scalars()}
         fin, year, first_number = _reserve_cois(app, copies)
         head = db.session.get(AuditHead, 1)
@@ -423,13 +501,22 @@ def seed(database_url: str, therapies: int = 100_000, active: int = 10_000, site
                     offset = MIN_DUE + (MAX_DUE - MIN_DUE) * rng.random()
                     due = now + offset
                     values["due"], values["due_z"] = (now_aware + offset).isoformat(), iso(now_aware + offset)
-                therapy = {**base, "id": therapy_id, "site_id": site_id, "coi": coi.value,
-                           "patient_reference": reference, "state": template.state.fill(values),
-                           "data": template.data.fill(values), "waits": template.waits.fill(values),
-                           "current_activities": template.current_activities,
-                           "next_due_at": out(due) if due else None, "row_version": 1, "created_at": out(created),
-                           "updated_at": out(template.updated_at + shift),
-                           "ended_at": out(template.ended_at + shift) if template.ended_at else None}
+                therapy = {
+                    **base,
+                    "id": therapy_id,
+                    "site_id": site_id,
+                    "coi": coi.value,
+                    "patient_reference": reference,
+                    "state": template.state.fill(values),
+                    "data": template.data.fill(values),
+                    "waits": template.waits.fill(values),
+                    "current_activities": template.current_activities,
+                    "next_due_at": out(due) if due else None,
+                    "row_version": 1,
+                    "created_at": out(created),
+                    "updated_at": out(template.updated_at + shift),
+                    "ended_at": out(template.ended_at + shift) if template.ended_at else None,
+                }
                 therapy_rows.append([therapy[c] for c in columns["therapy"]])
                 if is_active:
                     ids.append(therapy_id)
@@ -449,27 +536,53 @@ def seed(database_url: str, therapies: int = 100_000, active: int = 10_000, site
                 for signature, task_index, signed_at in template.signed:
                     task = template.tasks[task_index]
                     content = signatures.content_hash(
-                        task_id=task_ids[task_index], therapy_id=therapy_id, coi=coi.value,
-                        activity_id=task["activity_id"], data=json.loads(task_data[task_index]),
-                        meaning=signature["meaning"], signer=signature["signer_username"],
-                        printed_name=signature["printed_name"], signed_at=signed_at + shift)
-                    record = {**signature, "id": new_id(), "therapy_id": therapy_id, "task_id": task_ids[task_index],
-                              "signed_at": out(signed_at + shift), "content_hash": content}
+                        task_id=task_ids[task_index],
+                        therapy_id=therapy_id,
+                        coi=coi.value,
+                        activity_id=task["activity_id"],
+                        data=json.loads(task_data[task_index]),
+                        meaning=signature["meaning"],
+                        signer=signature["signer_username"],
+                        printed_name=signature["printed_name"],
+                        signed_at=signed_at + shift,
+                    )
+                    record = {
+                        **signature,
+                        "id": new_id(),
+                        "therapy_id": therapy_id,
+                        "task_id": task_ids[task_index],
+                        "signed_at": out(signed_at + shift),
+                        "content_hash": content,
+                    }
                     signature_rows.append([record[c] for c in columns["signature"]])
                 if template.started_entry is not None:  # one entry per copy, extending the hash chain
                     seq += 1
                     data = template.started_data.fill(values)
-                    entry = {**template.started_entry, "seq": seq, "at": created, "subject_id": therapy_id,
-                             "therapy_id": therapy_id, "site_id": site_id, "data": json.loads(data),
-                             "prev_hash": prev_hash}
+                    entry = {
+                        **template.started_entry,
+                        "seq": seq,
+                        "at": created,
+                        "subject_id": therapy_id,
+                        "therapy_id": therapy_id,
+                        "site_id": site_id,
+                        "data": json.loads(data),
+                        "prev_hash": prev_hash,
+                    }
                     entry["hash"] = prev_hash = audit.entry_hash(entry)
                     entry.update(data=data, at=out(created))
                     audit_rows.append([entry[c] for c in columns["audit_entry"]])
-            tables = {"therapy": therapy_rows, "task": task_rows, "signature": signature_rows,
-                      "audit_entry": audit_rows}
-            yield ({name: rows for name, rows in tables.items() if rows},
-                   [("UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (seq, prev_hash))],
-                   len(therapy_rows), ids)
+            tables = {
+                "therapy": therapy_rows,
+                "task": task_rows,
+                "signature": signature_rows,
+                "audit_entry": audit_rows,
+            }
+            yield (
+                {name: rows for name, rows in tables.items() if rows},
+                [("UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (seq, prev_hash))],
+                len(therapy_rows),
+                ids,
+            )
 
     written = writing = 0.0
     done = 0
@@ -485,18 +598,21 @@ def seed(database_url: str, therapies: int = 100_000, active: int = 10_000, site
             active_ids.extend(ids)
             if done == copies or (done // BATCH) % 10 == 0:
                 elapsed = time.perf_counter() - copying
-                echo(f"  copied {done:,}/{copies:,} therapies: {written:,.0f} rows in {elapsed:.1f} s "
-                     f"({written / elapsed:,.0f} rows/s, {done / elapsed:,.0f} therapies/s; writing "
-                     f"{writing:.1f} s)")
+                echo(
+                    f"  copied {done:,}/{copies:,} therapies: {written:,.0f} rows in {elapsed:.1f} s "
+                    f"({written / elapsed:,.0f} rows/s, {done / elapsed:,.0f} therapies/s; writing "
+                    f"{writing:.1f} s)"
+                )
     finally:
         closing = time.perf_counter()
         writer.close()
-        echo(f"  indexes rebuilt{' and tables analysed' if writer.dialect == 'postgresql' else ''} in "
-             f"{time.perf_counter() - closing:.1f} s")
+        echo(
+            f"  indexes rebuilt{' and tables analysed' if writer.dialect == 'postgresql' else ''} in "
+            f"{time.perf_counter() - closing:.1f} s"
+        )
     seconds = time.perf_counter() - began
     echo(f"seeded {therapies:,} therapies ({active:,} active) over {len(codes)} sites in {seconds:.1f} s")
-    return Seeded(database_url, therapies, active, codes, tokens, active_ids, int(written), seconds,
-                  templates_seconds)
+    return Seeded(database_url, therapies, active, codes, tokens, active_ids, int(written), seconds, templates_seconds)
 
 
 def _ahead(items, depth: int = 2):
@@ -540,8 +656,12 @@ def main(argv: list[str] | None = None) -> Seeded:
     import os
 
     parser = argparse.ArgumentParser(prog="python -m bench._seed", description=__doc__.split("\n")[0])
-    parser.add_argument("--database", default=os.environ.get("TETHER_BENCH_DATABASE_URL"), required=False,
-                        help="SQLAlchemy URL of an empty database (migrated here when needed)")
+    parser.add_argument(
+        "--database",
+        default=os.environ.get("TETHER_BENCH_DATABASE_URL"),
+        required=False,
+        help="SQLAlchemy URL of an empty database (migrated here when needed)",
+    )
     parser.add_argument("--therapies", type=int, default=100_000)
     parser.add_argument("--active", type=int, default=10_000)
     parser.add_argument("--sites", type=int, default=4, help="treatment centres to spread the therapies over")

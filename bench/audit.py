@@ -28,26 +28,66 @@ from ._common import Figure, backends, fresh_database, make_app
 TARGET_RATE = 200_000  # entries per second
 FLAT_MIB = 32  # growth from the first progress report to the end that still counts as flat
 
-COLUMNS = ("seq", "at", "actor", "action", "subject_type", "subject_id", "therapy_id", "site_id", "reason", "data",
-           "prev_hash", "hash")
+COLUMNS = (
+    "seq",
+    "at",
+    "actor",
+    "action",
+    "subject_type",
+    "subject_id",
+    "therapy_id",
+    "site_id",
+    "reason",
+    "data",
+    "prev_hash",
+    "hash",
+)
 
 
 def _payload(rng: random.Random, seq: int) -> tuple[str, str, str, dict, str | None]:
     """action, actor, subject type, data and reason of a plausible entry."""
     kind = seq % 10
     if kind < 5:
-        return ("task.completed", f"coordinator-{seq % 7}", "task", {
-            "task_id": str(uuid.UUID(int=rng.getrandbits(128))), "activity": "Task_ConfirmCollection",
-            "form": {"collected_at": "2026-11-23T08:15:00Z", "volume_ml": round(rng.uniform(80, 260), 1),
-                     "bag_id": f"BAG-{seq:07d}", "operator": "Ana Müller", "notes": "no deviation"}}, None)
+        return (
+            "task.completed",
+            f"coordinator-{seq % 7}",
+            "task",
+            {
+                "task_id": str(uuid.UUID(int=rng.getrandbits(128))),
+                "activity": "Task_ConfirmCollection",
+                "form": {
+                    "collected_at": "2026-11-23T08:15:00Z",
+                    "volume_ml": round(rng.uniform(80, 260), 1),
+                    "bag_id": f"BAG-{seq:07d}",
+                    "operator": "Ana Müller",
+                    "notes": "no deviation",
+                },
+            },
+            None,
+        )
     if kind < 7:
-        return ("timer.fired", "scheduler", "therapy", {"activity": "Timer_FollowUp", "due_at": "2026-12-21T00:00Z"},
-                None)
+        return (
+            "timer.fired",
+            "scheduler",
+            "therapy",
+            {"activity": "Timer_FollowUp", "due_at": "2026-12-21T00:00Z"},
+            None,
+        )
     if kind < 9:
-        return ("custody.transferred", "courier-api", "therapy", {
-            "from": "SITE-A", "to": "MFG-1", "temperature_c": round(rng.uniform(2, 8), 2), "seal": "intact"}, None)
-    return ("user.updated", "admin", "user", {"roles": {"old": ["coordinator"], "new": ["coordinator", "qa"]}},
-            "training record 2026-114 completed")
+        return (
+            "custody.transferred",
+            "courier-api",
+            "therapy",
+            {"from": "SITE-A", "to": "MFG-1", "temperature_c": round(rng.uniform(2, 8), 2), "seal": "intact"},
+            None,
+        )
+    return (
+        "user.updated",
+        "admin",
+        "user",
+        {"roles": {"old": ["coordinator"], "new": ["coordinator", "qa"]}},
+        "training record 2026-114 completed",
+    )
 
 
 def entries(count: int, seed: int = 7):
@@ -70,8 +110,20 @@ def entries(count: int, seed: int = 7):
         therapy = therapies[seq % len(therapies)] if subject_type != "user" else None
         at = start + timedelta(seconds=seq * 2.5, microseconds=rng.randrange(1_000_000))
         text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        row = [seq, audit._timestamp(at), actor, action, subject_type, therapy or str(seq % 50), therapy,
-               1 if therapy else None, reason, text, prev, None]
+        row = [
+            seq,
+            audit._timestamp(at),
+            actor,
+            action,
+            subject_type,
+            therapy or str(seq % 50),
+            therapy,
+            1 if therapy else None,
+            reason,
+            text,
+            prev,
+            None,
+        ]
         row[11] = hashlib.sha256(audit.stored_form(tuple(row)).encode()).hexdigest()
         if seq % 1000 == 1:
             fields = dict(zip(COLUMNS, row, strict=True))
@@ -136,8 +188,11 @@ def run(backend: str, count: int) -> dict:
     with fresh_database(backend) as url:
         app = make_app(url)
         began = time.perf_counter()
-        seed(app, count, lambda n: print(f"  seeded {n:,} entries ({n / (time.perf_counter() - began):,.0f}/s)",
-                                         flush=True))
+        seed(
+            app,
+            count,
+            lambda n: print(f"  seeded {n:,} entries ({n / (time.perf_counter() - began):,.0f}/s)", flush=True),
+        )
         seeded_in = time.perf_counter() - began
         samples: list[tuple[int, float]] = []
         with app.app_context():
@@ -147,8 +202,16 @@ def run(backend: str, count: int) -> dict:
     if not result["ok"] or result["checked"] != count:
         raise RuntimeError(f"the seeded chain did not verify: {result}")
     first, last = samples[len(samples) // 10], samples[-1]  # after the first tenth: caches and buffers are warm
-    return {"backend": backend, "count": count, "seeded_in": seeded_in, "took": took, "rate": count / took,
-            "rss_first": first, "rss_last": last, "growth": last[1] - first[1]}
+    return {
+        "backend": backend,
+        "count": count,
+        "seeded_in": seeded_in,
+        "took": took,
+        "rate": count / took,
+        "rss_first": first,
+        "rss_last": last,
+        "growth": last[1] - first[1],
+    }
 
 
 def main(argv: list[str] | None = None) -> list[Figure]:
@@ -160,15 +223,34 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     for backend in backends(options.backend):
         print(f"{backend}: {options.entries:,} entries", flush=True)
         result = run(backend, options.entries)
-        print(f"  seeding took {result['seeded_in']:.1f} s; verification of {result['count']:,} entries took "
-              f"{result['took']:.2f} s: {result['rate']:,.0f} entries/s", flush=True)
-        print(f"  resident memory {result['rss_first'][1]:.0f} MiB after {result['rss_first'][0]:,} entries, "
-              f"{result['rss_last'][1]:.0f} MiB after {result['rss_last'][0]:,}: growth {result['growth']:+.1f} MiB",
-              flush=True)
-        figures.append(Figure(f"Audit verification, {result['count']:,} entries, {backend}", result["rate"],
-                              "entries/s", f"≥ {TARGET_RATE:,}/s", result["rate"] >= TARGET_RATE))
-        figures.append(Figure(f"Audit verification memory growth over the run, {backend}", result["growth"], "MiB",
-                              f"flat (≤ {FLAT_MIB} MiB)", result["growth"] <= FLAT_MIB))
+        print(
+            f"  seeding took {result['seeded_in']:.1f} s; verification of {result['count']:,} entries took "
+            f"{result['took']:.2f} s: {result['rate']:,.0f} entries/s",
+            flush=True,
+        )
+        print(
+            f"  resident memory {result['rss_first'][1]:.0f} MiB after {result['rss_first'][0]:,} entries, "
+            f"{result['rss_last'][1]:.0f} MiB after {result['rss_last'][0]:,}: growth {result['growth']:+.1f} MiB",
+            flush=True,
+        )
+        figures.append(
+            Figure(
+                f"Audit verification, {result['count']:,} entries, {backend}",
+                result["rate"],
+                "entries/s",
+                f"≥ {TARGET_RATE:,}/s",
+                result["rate"] >= TARGET_RATE,
+            )
+        )
+        figures.append(
+            Figure(
+                f"Audit verification memory growth over the run, {backend}",
+                result["growth"],
+                "MiB",
+                f"flat (≤ {FLAT_MIB} MiB)",
+                result["growth"] <= FLAT_MIB,
+            )
+        )
     return figures
 
 

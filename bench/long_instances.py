@@ -47,8 +47,9 @@ def _run_server(database_url: str, days: int, report) -> dict:
     with app.app_context():
         deploy(DIAGRAM.read_bytes(), {FORM: (FIXTURES / FORM).read_bytes()}, "bench")
         accounts.add_site("SITE-A", "Bench centre", "treatment-centre", "bench")
-        therapy = therapies.start_therapy("daily_check", None, "SITE-A", "PT-LOOP",
-                                          {"day": 0, "days": days, "summaries": 0}, "bench")
+        therapy = therapies.start_therapy(
+            "daily_check", None, "SITE-A", "PT-LOOP", {"day": 0, "days": days, "summaries": 0}, "bench"
+        )
         therapy_id = therapy.id
         for day in range(1, days + 1):
             if day % 10 == 0:
@@ -69,14 +70,22 @@ def _run_server(database_url: str, days: int, report) -> dict:
                 recent = [s for d, s in steps if d > day - 100]
                 report(day, recent, len(json.dumps(therapy.state)), len(therapy.state["tasks"]))
         therapy = db.session.get(Therapy, therapy_id)
-        compactions = db.session.execute(db.text(
-            "SELECT count(*) FROM audit_entry WHERE action = 'history.compacted'")).scalar_one()
-        completed = db.session.execute(db.text(
-            "SELECT count(*) FROM audit_entry WHERE action = 'task.completed' AND therapy_id = :t"),
-            {"t": therapy_id}).scalar_one()
+        compactions = db.session.execute(
+            db.text("SELECT count(*) FROM audit_entry WHERE action = 'history.compacted'")
+        ).scalar_one()
+        completed = db.session.execute(
+            db.text("SELECT count(*) FROM audit_entry WHERE action = 'task.completed' AND therapy_id = :t"),
+            {"t": therapy_id},
+        ).scalar_one()
         verified = audit.verify()
-        return {"status": therapy.status, "day": therapy.data.get("day"), "steps": steps,
-                "compactions": compactions, "completions_audited": completed, "audit_ok": verified["ok"]}
+        return {
+            "status": therapy.status,
+            "day": therapy.data.get("day"),
+            "steps": steps,
+            "compactions": compactions,
+            "completions_audited": completed,
+            "audit_ok": verified["ok"],
+        }
 
 
 def _run_engine_uncompacted(days: int, report) -> dict:
@@ -97,8 +106,9 @@ def _run_engine_uncompacted(days: int, report) -> dict:
                 clock.advance(hours=7)
                 outcome = runtime.fire_timers(json.loads(json.dumps(outcome.state)))
             began = time.perf_counter()
-            outcome = runtime.complete_task(json.loads(json.dumps(outcome.state)), outcome.ready_tasks[0].task_id,
-                                            {"well": True})
+            outcome = runtime.complete_task(
+                json.loads(json.dumps(outcome.state)), outcome.ready_tasks[0].task_id, {"well": True}
+            )
             steps.append((day, time.perf_counter() - began))
             if day < days:
                 clock.advance(hours=25)
@@ -106,24 +116,36 @@ def _run_engine_uncompacted(days: int, report) -> dict:
                 outcome = runtime.fire_timers(json.loads(json.dumps(outcome.state)))
                 steps.append((day, time.perf_counter() - began))
             if day % 25 == 0:
-                report(day, [s for d, s in steps if d > day - 25], len(json.dumps(outcome.state)),
-                       len(outcome.state["tasks"]))
+                report(
+                    day,
+                    [s for d, s in steps if d > day - 25],
+                    len(json.dumps(outcome.state)),
+                    len(outcome.state["tasks"]),
+                )
     except (EngineError, RecursionError) as exc:
         return {"failed_at": len(steps) // 2 + 1, "error": f"{type(exc).__name__}: {exc}"[:160], "steps": steps}
     return {"failed_at": None, "steps": steps}
 
 
 def _line(day: int, recent: list[float], size: int, tasks: int) -> None:
-    print(f"  day {day:>5}: step p50 {statistics.median(recent) * 1000:6.1f} ms, max {max(recent) * 1000:6.1f} ms; "
-          f"state {size / 1024:7.1f} KiB, {tasks} tasks", flush=True)
+    print(
+        f"  day {day:>5}: step p50 {statistics.median(recent) * 1000:6.1f} ms, max {max(recent) * 1000:6.1f} ms; "
+        f"state {size / 1024:7.1f} KiB, {tasks} tasks",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> list[Figure]:
     parser = argparse.ArgumentParser(prog="python -m bench.long_instances", description=__doc__.split("\n")[0])
     parser.add_argument("--days", type=int, default=1000)
     parser.add_argument("--backend", choices=("sqlite", "postgresql"))
-    parser.add_argument("--without-compaction", type=int, default=75, metavar="DAYS",
-                        help="days to run the engine alone without compaction, for comparison (0: skip)")
+    parser.add_argument(
+        "--without-compaction",
+        type=int,
+        default=75,
+        metavar="DAYS",
+        help="days to run the engine alone without compaction, for comparison (0: skip)",
+    )
     options = parser.parse_args(argv if argv is not None else [])
     figures = []
     if options.without_compaction:
@@ -139,15 +161,36 @@ def main(argv: list[str] | None = None) -> list[Figure]:
             took = time.perf_counter() - began
         last = [s for d, s in result["steps"] if d > options.days - 100]
         p50 = statistics.median(last) * 1000
-        print(f"  {result['status']} after day {result['day']} in {took:.0f} s; {result['compactions']} compactions "
-              f"audited; {result['completions_audited']} task completions audited; audit chain "
-              f"{'intact' if result['audit_ok'] else 'BROKEN'}", flush=True)
-        finished = (result["status"] == "completed" and result["day"] == options.days and result["audit_ok"]
-                    and result["completions_audited"] == options.days)
-        figures.append(Figure(f"Long instance: step at day {options.days} (p50 of the last 100 days), {backend}",
-                              p50, "ms", f"≤ {TARGET_MS:g} ms", p50 <= TARGET_MS))
-        figures.append(Figure(f"Long instance: {options.days} days run to the end, {backend}", options.days, "days",
-                              "never stalls", finished))
+        print(
+            f"  {result['status']} after day {result['day']} in {took:.0f} s; {result['compactions']} compactions "
+            f"audited; {result['completions_audited']} task completions audited; audit chain "
+            f"{'intact' if result['audit_ok'] else 'BROKEN'}",
+            flush=True,
+        )
+        finished = (
+            result["status"] == "completed"
+            and result["day"] == options.days
+            and result["audit_ok"]
+            and result["completions_audited"] == options.days
+        )
+        figures.append(
+            Figure(
+                f"Long instance: step at day {options.days} (p50 of the last 100 days), {backend}",
+                p50,
+                "ms",
+                f"≤ {TARGET_MS:g} ms",
+                p50 <= TARGET_MS,
+            )
+        )
+        figures.append(
+            Figure(
+                f"Long instance: {options.days} days run to the end, {backend}",
+                options.days,
+                "days",
+                "never stalls",
+                finished,
+            )
+        )
     return figures
 
 

@@ -77,15 +77,20 @@ def task_id_of(step: int) -> str:
 
 def journey_diagram(tasks: int, key: str = PROCESS_KEY) -> bytes:
     """A diagram: start, ``tasks`` user tasks in the Coordinator lane, two message catch events, end."""
-    nodes = (["Start_Journey"] + [task_id_of(i) for i in range(tasks)]
-             + [f"Event_Message{i + 1}" for i in range(len(MESSAGES))] + ["End_Journey"])
+    nodes = (
+        ["Start_Journey"]
+        + [task_id_of(i) for i in range(tasks)]
+        + [f"Event_Message{i + 1}" for i in range(len(MESSAGES))]
+        + ["End_Journey"]
+    )
     flows = [(f"Flow_{i + 1:03d}", source, target) for i, (source, target) in enumerate(pairwise(nodes))]
     incoming = {target: flow for flow, _, target in flows}
     outgoing = {source: flow for flow, source, _ in flows}
 
     def links(node: str) -> str:
         return (f"<bpmn:incoming>{incoming[node]}</bpmn:incoming>" if node in incoming else "") + (
-            f"<bpmn:outgoing>{outgoing[node]}</bpmn:outgoing>" if node in outgoing else "")
+            f"<bpmn:outgoing>{outgoing[node]}</bpmn:outgoing>" if node in outgoing else ""
+        )
 
     parts = [f'<bpmn:startEvent id="Start_Journey" name="Referral">{links("Start_Journey")}</bpmn:startEvent>']
     for i in range(tasks):
@@ -93,7 +98,8 @@ def journey_diagram(tasks: int, key: str = PROCESS_KEY) -> bytes:
         parts.append(
             f'<bpmn:userTask id="{node}" name="Step {i + 1}"><bpmn:extensionElements><spiffworkflow:properties>'
             f'<spiffworkflow:property name="formJsonSchemaFilename" value="{FORM_NAME}"/>'
-            f"</spiffworkflow:properties></bpmn:extensionElements>{links(node)}</bpmn:userTask>")
+            f"</spiffworkflow:properties></bpmn:extensionElements>{links(node)}</bpmn:userTask>"
+        )
     for i, name in enumerate(MESSAGES):
         node = f"Event_Message{i + 1}"
         variable = name.replace(".", "_")
@@ -101,10 +107,12 @@ def journey_diagram(tasks: int, key: str = PROCESS_KEY) -> bytes:
             f'<bpmn:intermediateCatchEvent id="{node}" name="{name}">{links(node)}'
             f'<bpmn:messageEventDefinition id="MessageDef_{i + 1}" messageRef="Message_{i + 1}">'
             f"<bpmn:extensionElements><spiffworkflow:messageVariable>{variable}</spiffworkflow:messageVariable>"
-            f"</bpmn:extensionElements></bpmn:messageEventDefinition></bpmn:intermediateCatchEvent>")
+            f"</bpmn:extensionElements></bpmn:messageEventDefinition></bpmn:intermediateCatchEvent>"
+        )
     parts.append(f'<bpmn:endEvent id="End_Journey" name="Completed">{links("End_Journey")}</bpmn:endEvent>')
-    parts += [f'<bpmn:sequenceFlow id="{flow}" sourceRef="{source}" targetRef="{target}"/>'
-              for flow, source, target in flows]
+    parts += [
+        f'<bpmn:sequenceFlow id="{flow}" sourceRef="{source}" targetRef="{target}"/>' for flow, source, target in flows
+    ]
     lane = "".join(f"<bpmn:flowNodeRef>{node}</bpmn:flowNodeRef>" for node in nodes)
     messages = "".join(f'<bpmn:message id="Message_{i + 1}" name="{name}"/>' for i, name in enumerate(MESSAGES))
     xml = f"""<?xml version="1.0" encoding="UTF-8"?>
@@ -130,8 +138,10 @@ def describe(label: str, steps: dict[str, list[float]]) -> str:
     everything = [t for times in steps.values() for t in times]
     out = summary(everything)
     kinds = ", ".join(f"{kind} {summary(times)['median']:.2f}" for kind, times in steps.items() if times)
-    return (f"  {label}: per step mean {out['mean']:.2f} ms, median {out['median']:.2f} ms over {out['steps']} steps"
-            f" (median by kind, ms: {kinds})")
+    return (
+        f"  {label}: per step mean {out['mean']:.2f} ms, median {out['median']:.2f} ms over {out['steps']} steps"
+        f" (median by kind, ms: {kinds})"
+    )
 
 
 def new_steps() -> dict[str, list[float]]:
@@ -263,13 +273,16 @@ def expect(response, status: int, what: str) -> dict:
     return response.json()
 
 
-def http_journey(base: str, coordinator, integrator, tasks: int, number: int, steps: dict[str, list[float]],
-                 lookups: list[float]) -> str:
+def http_journey(
+    base: str, coordinator, integrator, tasks: int, number: int, steps: dict[str, list[float]], lookups: list[float]
+) -> str:
     """One journey over the API; returns the therapy's final status."""
     clock = time.perf_counter
     began = clock()
-    response = coordinator.post(f"{base}/therapies", json={
-        "process_key": PROCESS_KEY, "site": "SITE-A", "patient": {"reference": f"PT-{number:05d}"}})
+    response = coordinator.post(
+        f"{base}/therapies",
+        json={"process_key": PROCESS_KEY, "site": "SITE-A", "patient": {"reference": f"PT-{number:05d}"}},
+    )
     steps["start"].append(clock() - began)
     therapy_id = expect(response, 201, "start")["id"]
     for step in range(tasks):
@@ -285,8 +298,9 @@ def http_journey(base: str, coordinator, integrator, tasks: int, number: int, st
         expect(response, 200, f"complete {task['activity_id']}")
     for name in MESSAGES:
         began = clock()
-        response = integrator.post(f"{base}/messages", json={"name": name, "therapy_id": therapy_id,
-                                                             "payload": message_payload(name)})
+        response = integrator.post(
+            f"{base}/messages", json={"name": name, "therapy_id": therapy_id, "payload": message_payload(name)}
+        )
         steps["message"].append(clock() - began)
         expect(response, 200, f"message {name}")
     return expect(coordinator.get(f"{base}/therapies/{therapy_id}"), 200, "therapy")["status"]
@@ -294,8 +308,10 @@ def http_journey(base: str, coordinator, integrator, tasks: int, number: int, st
 
 def deploy_over_http(base: str, designer, diagram: bytes) -> dict:
     """Upload the diagram with its form as the designer."""
-    files = [("bpmn", (f"{PROCESS_KEY}.bpmn", diagram, "application/xml")),
-             ("forms", (FORM_NAME, form_bytes(), "application/json"))]
+    files = [
+        ("bpmn", (f"{PROCESS_KEY}.bpmn", diagram, "application/xml")),
+        ("forms", (FORM_NAME, form_bytes(), "application/json")),
+    ]
     response = designer.post(f"{base}/process-definitions", files=files)
     if response.status_code not in (200, 201):
         raise RuntimeError(f"deploy: HTTP {response.status_code} {response.text[:300]}")
@@ -315,8 +331,10 @@ def over_http(backend: str, diagram: bytes, tasks: int, journeys: int, warmup: i
             designer, coordinator = session(tokens["designer"]), session(tokens["coordinator"])
             integrator = session(tokens["integrator"])
             deployed = deploy_over_http(base, designer, diagram)
-            print(f"  {backend}: deployed {deployed['key']} v{deployed['version']} over HTTP; served at {base}",
-                  flush=True)
+            print(
+                f"  {backend}: deployed {deployed['key']} v{deployed['version']} over HTTP; served at {base}",
+                flush=True,
+            )
             statuses: list[str] = []
             lookups: list[float] = []
             for number in range(warmup):
@@ -330,25 +348,32 @@ def over_http(backend: str, diagram: bytes, tasks: int, journeys: int, warmup: i
             stop_sampler(sampler)
         completed = sum(1 for status in statuses if status == "completed")
         print(describe(f"(c) Tether over HTTP, {backend}", steps), flush=True)
-        print(f"    plus the task lookup before each completion (GET /tasks?therapy_id=): median "
-              f"{statistics.median(lookups) * 1000:.2f} ms; whole journeys incl. lookups {wall / journeys * 1000:.0f}"
-              f" ms each; {completed} of {len(statuses)} therapies ended 'completed'", flush=True)
+        print(
+            f"    plus the task lookup before each completion (GET /tasks?therapy_id=): median "
+            f"{statistics.median(lookups) * 1000:.2f} ms; whole journeys incl. lookups {wall / journeys * 1000:.0f}"
+            f" ms each; {completed} of {len(statuses)} therapies ended 'completed'",
+            flush=True,
+        )
         return {"steps": steps, "completed": completed, "journeys": len(statuses)}
 
 
 # -- optional: py-spy sampling of the server (also used by bench.throughput) ---------------------------------
 # What a sample's leaf frame is spent on, first match wins (file fragments as py-spy prints them).
 COST_KINDS = [
-    ("database driver (statement execution, commit)", ("sqlite3", "psycopg", "do_execute", "do_commit",
-                                                       "do_rollback", "do_executemany")),
+    (
+        "database driver (statement execution, commit)",
+        ("sqlite3", "psycopg", "do_execute", "do_commit", "do_rollback", "do_executemany"),
+    ),
     ("JSON encode/decode", ("json/",)),
     ("copy.deepcopy", ("copy.py",)),
     ("SpiffWorkflow (engine, serializer)", ("SpiffWorkflow/",)),
     ("SQLAlchemy (ORM, core, result rows)", ("sqlalchemy/",)),
     ("jsonschema (form validation)", ("jsonschema/", "referencing/")),
     ("RestrictedPython sandbox", ("RestrictedPython/", "engine/sandbox.py")),
-    ("HTTP (gunicorn, werkzeug, flask, sockets)", ("gunicorn/", "werkzeug/", "flask/", "socket.py", "selectors.py",
-                                                   "ssl.py", "http/")),
+    (
+        "HTTP (gunicorn, werkzeug, flask, sockets)",
+        ("gunicorn/", "werkzeug/", "flask/", "socket.py", "selectors.py", "ssl.py", "http/"),
+    ),
     ("Tether code (server/, engine/)", ("server/", "engine/")),
 ]
 REQUEST_FRAMES = ("(server/api/", "(server/access/auth.py")
@@ -367,8 +392,21 @@ def start_sampler(pid: int, rate: int = 100):
         print("  --profile: py-spy is not installed (pip install py-spy); skipped", flush=True)
         return None
     output = Path(tempfile.mkdtemp(prefix="tether-bench-spy-")) / "profile.txt"
-    command = [spy, "record", "--pid", str(pid), "--subprocesses", "--format", "raw", "--nolineno",
-               "--rate", str(rate), "--nonblocking", "--output", str(output)]
+    command = [
+        spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--subprocesses",
+        "--format",
+        "raw",
+        "--nolineno",
+        "--rate",
+        str(rate),
+        "--nonblocking",
+        "--output",
+        str(output),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
     time.sleep(1.0)  # py-spy attaches
     return process, output
@@ -419,8 +457,10 @@ def print_profile(path, top: int = 18) -> None:
     if not total:
         print("  --profile: no request samples", flush=True)
         return
-    print(f"  --profile: {total} of {everything} samples were handling requests; by kind of work (leaf frame):",
-          flush=True)
+    print(
+        f"  --profile: {total} of {everything} samples were handling requests; by kind of work (leaf frame):",
+        flush=True,
+    )
     for kind, weight in kinds.most_common():
         print(f"    {weight / total:6.1%}  {kind}", flush=True)
     print("    inclusive, per function of server/ and engine/:", flush=True)
@@ -441,33 +481,57 @@ def main(argv: list[str] | None = None) -> list[Figure]:
         parser.error("--tasks and --journeys must be at least 1")
     diagram = journey_diagram(options.tasks)
     per_journey = options.tasks + len(MESSAGES) + 1
-    print(f"Journey: start, {options.tasks} user tasks, {len(MESSAGES)} messages, completion = {per_journey} steps; "
-          f"{options.journeys} timed journeys after {options.warmup} warm-up; {os.cpu_count()} CPU cores, load average "
-          f"{os.getloadavg()[0]:.1f} at start", flush=True)
+    print(
+        f"Journey: start, {options.tasks} user tasks, {len(MESSAGES)} messages, completion = {per_journey} steps; "
+        f"{options.journeys} timed journeys after {options.warmup} warm-up; {os.cpu_count()} CPU cores, load average "
+        f"{os.getloadavg()[0]:.1f} at start",
+        flush=True,
+    )
 
     spec, subprocess_specs = raw_spec(diagram)
     serializer = Recording(spiff_serializer())
-    a = in_memory("(a) SpiffWorkflow in memory",
-                  lambda steps: raw_journey(spec, subprocess_specs, options.tasks, steps),
-                  options.journeys, options.warmup)
-    b = in_memory("(b) SpiffWorkflow + serialize_json/deserialize_json at each wait state",
-                  lambda steps: raw_journey(spec, subprocess_specs, options.tasks, steps, serializer),
-                  options.journeys, options.warmup)
+    a = in_memory(
+        "(a) SpiffWorkflow in memory",
+        lambda steps: raw_journey(spec, subprocess_specs, options.tasks, steps),
+        options.journeys,
+        options.warmup,
+    )
+    b = in_memory(
+        "(b) SpiffWorkflow + serialize_json/deserialize_json at each wait state",
+        lambda steps: raw_journey(spec, subprocess_specs, options.tasks, steps, serializer),
+        options.journeys,
+        options.warmup,
+    )
     final = json.loads(serializer.last)
     spec_size = len(json.dumps(final.get("spec"))) + len(json.dumps(final.get("subprocess_specs")))
-    print(f"    (b)'s JSON at the end of a journey: {len(serializer.last) / 1024:.0f} KiB, of which the spec "
-          f"{spec_size / 1024:.0f} KiB", flush=True)
+    print(
+        f"    (b)'s JSON at the end of a journey: {len(serializer.last) / 1024:.0f} KiB, of which the spec "
+        f"{spec_size / 1024:.0f} KiB",
+        flush=True,
+    )
     runtime = tether_runtime(diagram)
-    e = in_memory("(e) Tether engine alone (engine.runtime.Runtime, state dicts, no DB, no HTTP)",
-                  lambda steps: engine_journey(runtime, options.tasks, steps), options.journeys, options.warmup)
+    e = in_memory(
+        "(e) Tether engine alone (engine.runtime.Runtime, state dicts, no DB, no HTTP)",
+        lambda steps: engine_journey(runtime, options.tasks, steps),
+        options.journeys,
+        options.warmup,
+    )
 
     b_mean = summary([t for times in b.values() for t in times])["mean"]
     figures = [
-        Figure("overhead: per-step cost, (a) SpiffWorkflow in memory",
-               summary([t for times in a.values() for t in times])["mean"], "ms", note="mean"),
+        Figure(
+            "overhead: per-step cost, (a) SpiffWorkflow in memory",
+            summary([t for times in a.values() for t in times])["mean"],
+            "ms",
+            note="mean",
+        ),
         Figure("overhead: per-step cost, (b) SpiffWorkflow + JSON at each wait state", b_mean, "ms", note="mean"),
-        Figure("overhead: per-step cost, (e) Tether engine alone, no DB/HTTP",
-               summary([t for times in e.values() for t in times])["mean"], "ms", note="mean"),
+        Figure(
+            "overhead: per-step cost, (e) Tether engine alone, no DB/HTTP",
+            summary([t for times in e.values() for t in times])["mean"],
+            "ms",
+            note="mean",
+        ),
     ]
     for backend in backends(options.only):
         result = over_http(backend, diagram, options.tasks, options.journeys, options.warmup, options.profile)
@@ -475,13 +539,30 @@ def main(argv: list[str] | None = None) -> list[Figure]:
         ratio = c["mean"] / b_mean
         median_ratio = c["median"] / summary([t for times in b.values() for t in times])["median"]
         ok = result["completed"] == result["journeys"]
-        print(f"  c/b on {backend}: {ratio:.1f} (means), {median_ratio:.1f} (medians); target <= {TARGET_RATIO:g}: "
-              f"{'met' if ratio <= TARGET_RATIO and ok else 'NOT met'}", flush=True)
-        figures.append(Figure(f"overhead: per-step cost, (c) Tether over HTTP, {backend}", c["mean"], "ms",
-                              note=f"mean; median {c['median']:.1f} ms; {result['completed']}/{result['journeys']}"
-                                   " journeys completed"))
-        figures.append(Figure(f"overhead: c/b, {backend}", ratio, "x", target=f"≤ {TARGET_RATIO:g}",
-                              met=ratio <= TARGET_RATIO and ok, note=f"medians {median_ratio:.1f}x"))
+        print(
+            f"  c/b on {backend}: {ratio:.1f} (means), {median_ratio:.1f} (medians); target <= {TARGET_RATIO:g}: "
+            f"{'met' if ratio <= TARGET_RATIO and ok else 'NOT met'}",
+            flush=True,
+        )
+        figures.append(
+            Figure(
+                f"overhead: per-step cost, (c) Tether over HTTP, {backend}",
+                c["mean"],
+                "ms",
+                note=f"mean; median {c['median']:.1f} ms; {result['completed']}/{result['journeys']}"
+                " journeys completed",
+            )
+        )
+        figures.append(
+            Figure(
+                f"overhead: c/b, {backend}",
+                ratio,
+                "x",
+                target=f"≤ {TARGET_RATIO:g}",
+                met=ratio <= TARGET_RATIO and ok,
+                note=f"medians {median_ratio:.1f}x",
+            )
+        )
     return figures
 
 

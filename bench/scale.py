@@ -60,10 +60,18 @@ def callers(database_url: str) -> dict:
         tokens = {name: accounts.issue_token(name, "bench.scale", actor="bench") for name in (COORDINATOR, "admin")}
         db.session.commit()
         site = db.session.execute(select(Site.id).where(Site.code == SITE)).scalar_one()
-        active = db.session.execute(select(Therapy.id).where(Therapy.status == "active", Therapy.site_id == site)
-                                    .order_by(Therapy.id)).scalars().all()
-        timers = db.session.execute(select(func.count()).select_from(Therapy).where(
-            Therapy.status == "active", Therapy.next_due_at.is_not(None))).scalar_one()
+        active = (
+            db.session.execute(
+                select(Therapy.id).where(Therapy.status == "active", Therapy.site_id == site).order_by(Therapy.id)
+            )
+            .scalars()
+            .all()
+        )
+        timers = db.session.execute(
+            select(func.count())
+            .select_from(Therapy)
+            .where(Therapy.status == "active", Therapy.next_due_at.is_not(None))
+        ).scalar_one()
         therapies = db.session.execute(select(func.count()).select_from(Therapy)).scalar_one()
         db.session.remove()
         db.engine.dispose()
@@ -91,16 +99,21 @@ def web_login(session, root: str, username: str, password: str) -> None:
     """Log in to the pages (CSRF token from the form)."""
     form = session.get(f"{root}/login", timeout=30).text
     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', form) or re.search(
-        r'value="([^"]+)"[^>]*name="csrf_token"', form)
-    answer = session.post(f"{root}/login", data={"csrf_token": token.group(1) if token else "",
-                                                  "username": username, "password": password},
-                          allow_redirects=False, timeout=30)
+        r'value="([^"]+)"[^>]*name="csrf_token"', form
+    )
+    answer = session.post(
+        f"{root}/login",
+        data={"csrf_token": token.group(1) if token else "", "username": username, "password": password},
+        allow_redirects=False,
+        timeout=30,
+    )
     if answer.status_code not in (302, 303):
         raise RuntimeError(f"web login answered {answer.status_code}")
 
 
-def measure(database_url: str, backend: str, requests_count: int, seed_seconds: float | None,
-            rng: random.Random) -> list[Figure]:
+def measure(
+    database_url: str, backend: str, requests_count: int, seed_seconds: float | None, rng: random.Random
+) -> list[Figure]:
     """Serve the seeded database and measure it; returns the figures."""
     import requests
 
@@ -109,9 +122,15 @@ def measure(database_url: str, backend: str, requests_count: int, seed_seconds: 
     people = callers(database_url)
     figures: list[Figure] = []
     if seed_seconds is not None:
-        figures.append(Figure(f"{backend}: seeding {people['therapies']:,} therapies (bulk copy)", seed_seconds, "s",
-                              f"<= {TARGET_SEED_S:g} s" if backend == "sqlite" else "",
-                              seed_seconds <= TARGET_SEED_S if backend == "sqlite" else None))
+        figures.append(
+            Figure(
+                f"{backend}: seeding {people['therapies']:,} therapies (bulk copy)",
+                seed_seconds,
+                "s",
+                f"<= {TARGET_SEED_S:g} s" if backend == "sqlite" else "",
+                seed_seconds <= TARGET_SEED_S if backend == "sqlite" else None,
+            )
+        )
     with tempfile.TemporaryDirectory(prefix="tether-bench-scale-") as folder:
         log = Path(folder) / "serve.log"
         launched = time.perf_counter()
@@ -124,35 +143,64 @@ def measure(database_url: str, backend: str, requests_count: int, seed_seconds: 
             results["inbox"] = timed(session, f"{base}/tasks", requests_count, headers=coordinator)
             results["list"] = timed(session, f"{base}/therapies", requests_count, headers=coordinator)
             active = people["active"]
-            results["detail"] = timed(session, "", requests_count, headers=coordinator,
-                                      urls=lambda: f"{base}/therapies/{rng.choice(active)}")
+            results["detail"] = timed(
+                session, "", requests_count, headers=coordinator, urls=lambda: f"{base}/therapies/{rng.choice(active)}"
+            )
             pages = requests.Session()
             web_login(pages, root, COORDINATOR, PASSWORD)
             results["web inbox"] = timed(pages, f"{root}/tasks", requests_count)
             results["control tower"] = timed(pages, f"{root}/dashboard", requests_count)
             memory = rss_mib(process.pid)
         armed = re.findall(r"re-armed (\d+) timers", log.read_text(errors="replace"))
-    print(f"{backend}: {people['therapies']:,} therapies, {people['timers']:,} armed timers in the database, "
-          f"{len(active):,} active at {SITE}; server log: "
-          + (f"re-armed {', '.join(armed)} timers" if armed else "no re-arming line (INFO not logged)"), flush=True)
+    print(
+        f"{backend}: {people['therapies']:,} therapies, {people['timers']:,} armed timers in the database, "
+        f"{len(active):,} active at {SITE}; server log: "
+        + (f"re-armed {', '.join(armed)} timers" if armed else "no re-arming line (INFO not logged)"),
+        flush=True,
+    )
     if armed and int(armed[-1]) != people["timers"]:
         raise RuntimeError(f"the server re-armed {armed[-1]} timers, the database has {people['timers']}")
-    names = {"inbox": "task inbox GET /tasks", "list": "therapy list GET /therapies",
-             "detail": "therapy detail GET /therapies/{id}", "web inbox": "web task inbox /tasks",
-             "control tower": "web control tower /dashboard"}
+    names = {
+        "inbox": "task inbox GET /tasks",
+        "list": "therapy list GET /therapies",
+        "detail": "therapy detail GET /therapies/{id}",
+        "web inbox": "web task inbox /tasks",
+        "control tower": "web control tower /dashboard",
+    }
     targets = {"inbox": TARGET_LIST_MS, "list": TARGET_LIST_MS, "detail": TARGET_DETAIL_MS}
     for key, (times, size) in results.items():
         p50, p95 = percentile(times, 0.5), percentile(times, 0.95)
-        print(f"  {names[key]}: p50 {p50:.1f} ms, p95 {p95:.1f} ms, max {max(times):.1f} ms over {len(times)} "
-              f"requests ({size:,} bytes)", flush=True)
+        print(
+            f"  {names[key]}: p50 {p50:.1f} ms, p95 {p95:.1f} ms, max {max(times):.1f} ms over {len(times)} "
+            f"requests ({size:,} bytes)",
+            flush=True,
+        )
         target = targets.get(key)
-        figures.append(Figure(f"{backend}: {names[key]} p95", p95, "ms", f"<= {target:g} ms" if target else "",
-                              p95 <= target if target else None, note=f"p50 {p50:.1f} ms"))
+        figures.append(
+            Figure(
+                f"{backend}: {names[key]} p95",
+                p95,
+                "ms",
+                f"<= {target:g} ms" if target else "",
+                p95 <= target if target else None,
+                note=f"p50 {p50:.1f} ms",
+            )
+        )
     print(f"  start-up with {people['timers']:,} timers: {started_in:.2f} s; server RSS {memory:.0f} MiB", flush=True)
-    figures.append(Figure(f"{backend}: start-up with {people['timers']:,} armed timers", started_in, "s",
-                          f"<= {TARGET_STARTUP_S:g} s", started_in <= TARGET_STARTUP_S))
-    figures.append(Figure(f"{backend}: server RSS after the run", memory, "MiB", f"<= {TARGET_RSS_MIB:g} MB",
-                          memory <= TARGET_RSS_MIB))
+    figures.append(
+        Figure(
+            f"{backend}: start-up with {people['timers']:,} armed timers",
+            started_in,
+            "s",
+            f"<= {TARGET_STARTUP_S:g} s",
+            started_in <= TARGET_STARTUP_S,
+        )
+    )
+    figures.append(
+        Figure(
+            f"{backend}: server RSS after the run", memory, "MiB", f"<= {TARGET_RSS_MIB:g} MB", memory <= TARGET_RSS_MIB
+        )
+    )
     return figures
 
 

@@ -57,8 +57,10 @@ def seed(app, clients: int, per_client: int, tasks: int) -> list[dict]:
             accounts.add_user(username, ["coordinator"], [code], f"Bench client {k + 1}", None, actor="bench")
             token = accounts.issue_token(username, "bench", actor="bench")
             db.session.commit()
-            therapies = [start_therapy(PROCESS_KEY, None, code, f"PT-{k + 1:02d}-{i:04d}", None, "bench").id
-                         for i in range(per_client)]
+            therapies = [
+                start_therapy(PROCESS_KEY, None, code, f"PT-{k + 1:02d}-{i:04d}", None, "bench").id
+                for i in range(per_client)
+            ]
             seeded.append({"site": code, "token": token, "therapies": therapies})
         db.session.commit()
         db.engine.dispose()
@@ -110,8 +112,9 @@ class Client(threading.Thread):
                 step = int(item["activity_id"].rsplit("Step", 1)[1]) - 1
                 began = clock()
                 try:
-                    response = self.http.post(f"{self.base}/tasks/{item['id']}/complete",
-                                              json={"data": task_data(step)})
+                    response = self.http.post(
+                        f"{self.base}/tasks/{item['id']}/complete", json={"data": task_data(step)}
+                    )
                 except Exception as exc:  # a dropped connection is an error like any other
                     self.errors[f"exception {type(exc).__name__}"] += 1
                     failures += 1
@@ -144,28 +147,49 @@ def check(app, clients: list[Client]) -> dict:
         told.update(client.done)
     with app.app_context():
         chain = audit.verify()
-        audited = dict(db.session.execute(select(AuditEntry.therapy_id, func.count()).where(
-            AuditEntry.action == "task.completed").group_by(AuditEntry.therapy_id)).all())
-        rows = dict(db.session.execute(select(TaskRecord.therapy_id, func.count()).where(
-            TaskRecord.status == "completed").group_by(TaskRecord.therapy_id)).all())
+        audited = dict(
+            db.session.execute(
+                select(AuditEntry.therapy_id, func.count())
+                .where(AuditEntry.action == "task.completed")
+                .group_by(AuditEntry.therapy_id)
+            ).all()
+        )
+        rows = dict(
+            db.session.execute(
+                select(TaskRecord.therapy_id, func.count())
+                .where(TaskRecord.status == "completed")
+                .group_by(TaskRecord.therapy_id)
+            ).all()
+        )
         in_state = {}
         for therapy_id, state in db.session.execute(select(Therapy.id, Therapy.state)):
-            in_state[therapy_id] = sum(1 for task in state["tasks"].values()
-                                       if task["task_spec"].startswith("Task_Step")
-                                       and task["state"] == TaskState.COMPLETED)
+            in_state[therapy_id] = sum(
+                1
+                for task in state["tasks"].values()
+                if task["task_spec"].startswith("Task_Step") and task["state"] == TaskState.COMPLETED
+            )
         db.session.rollback()
         db.engine.dispose()
     lost, mismatched = 0, []
     for therapy_id in set(in_state) | set(told):
         expected = told.get(therapy_id, 0)
-        found = {"task rows": rows.get(therapy_id, 0), "engine state": in_state.get(therapy_id, 0),
-                 "audit entries": audited.get(therapy_id, 0)}
+        found = {
+            "task rows": rows.get(therapy_id, 0),
+            "engine state": in_state.get(therapy_id, 0),
+            "audit entries": audited.get(therapy_id, 0),
+        }
         worst = max(abs(value - expected) for value in found.values())
         if worst:
             lost += worst
             mismatched.append((therapy_id, expected, found))
-    return {"chain": chain, "audited": sum(audited.values()), "told": sum(told.values()), "lost": lost,
-            "mismatched": mismatched, "therapies": len(in_state)}
+    return {
+        "chain": chain,
+        "audited": sum(audited.values()),
+        "told": sum(told.values()),
+        "lost": lost,
+        "mismatched": mismatched,
+        "therapies": len(in_state),
+    }
 
 
 def run(backend: str, workers: int, options) -> dict:
@@ -177,8 +201,11 @@ def run(backend: str, workers: int, options) -> dict:
         seeded = seed(app, options.clients, options.per_client, options.tasks)
         seeded_in = time.perf_counter() - began
         therapies = options.clients * options.per_client
-        print(f"  {backend}, {workers} worker(s) x {options.threads} threads: seeded {therapies} therapies "
-              f"({therapies * options.tasks} completions available) in {seeded_in:.1f} s", flush=True)
+        print(
+            f"  {backend}, {workers} worker(s) x {options.threads} threads: seeded {therapies} therapies "
+            f"({therapies * options.tasks} completions available) in {seeded_in:.1f} s",
+            flush=True,
+        )
         with served(url, workers=workers, threads=options.threads) as (base, process):
             deadline = [math.inf]
             barrier = threading.Barrier(options.clients + 1)
@@ -204,21 +231,34 @@ def run(backend: str, workers: int, options) -> dict:
     rate = completions / elapsed if elapsed > 0 else 0.0
     result.update({"rate": rate, "errors": sum(errors.values()), "completions": completions})
     ran_out = sum(1 for client in clients if client.ran_out)
-    print(f"    {completions} completions in {elapsed:.1f} s = {rate:.0f}/s "
-          f"(target >= {TARGET_RATE:g}/s: {'met' if rate >= TARGET_RATE else 'NOT met'})", flush=True)
+    print(
+        f"    {completions} completions in {elapsed:.1f} s = {rate:.0f}/s "
+        f"(target >= {TARGET_RATE:g}/s: {'met' if rate >= TARGET_RATE else 'NOT met'})",
+        flush=True,
+    )
     if latencies:
-        print(f"    completion latency: p50 {percentile(latencies, .5) * 1000:.1f} ms, p95 "
-              f"{percentile(latencies, .95) * 1000:.1f} ms, p99 {percentile(latencies, .99) * 1000:.1f} ms, max "
-              f"{max(latencies) * 1000:.1f} ms; inbox reads: {len(inbox)}, median "
-              f"{statistics.median(inbox) * 1000:.1f} ms", flush=True)
-    print(f"    non-2xx answers: {sum(errors.values())}" + (f" ({dict(errors)})" if errors else "")
-          + (f"; {ran_out} client(s) ran out of tasks" if ran_out else "")
-          + f"; client process CPU {client_cpu / elapsed:.0%} of one core", flush=True)
+        print(
+            f"    completion latency: p50 {percentile(latencies, 0.5) * 1000:.1f} ms, p95 "
+            f"{percentile(latencies, 0.95) * 1000:.1f} ms, p99 {percentile(latencies, 0.99) * 1000:.1f} ms, max "
+            f"{max(latencies) * 1000:.1f} ms; inbox reads: {len(inbox)}, median "
+            f"{statistics.median(inbox) * 1000:.1f} ms",
+            flush=True,
+        )
+    print(
+        f"    non-2xx answers: {sum(errors.values())}"
+        + (f" ({dict(errors)})" if errors else "")
+        + (f"; {ran_out} client(s) ran out of tasks" if ran_out else "")
+        + f"; client process CPU {client_cpu / elapsed:.0%} of one core",
+        flush=True,
+    )
     chain = result["chain"]
-    print(f"    after the run: audit chain {'verifies' if chain['ok'] else 'BROKEN'} ({chain['checked']} entries); "
-          f"task.completed entries {result['audited']} vs 2xx completions {result['told']}; therapies whose "
-          f"rows/state/audit differ from what clients were told: {len(result['mismatched'])} "
-          f"(lost or phantom updates: {result['lost']})", flush=True)
+    print(
+        f"    after the run: audit chain {'verifies' if chain['ok'] else 'BROKEN'} ({chain['checked']} entries); "
+        f"task.completed entries {result['audited']} vs 2xx completions {result['told']}; therapies whose "
+        f"rows/state/audit differ from what clients were told: {len(result['mismatched'])} "
+        f"(lost or phantom updates: {result['lost']})",
+        flush=True,
+    )
     for therapy_id, expected, found in result["mismatched"][:5]:
         print(f"      {therapy_id}: told {expected}, found {found}", flush=True)
     return result
@@ -230,18 +270,27 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     parser.add_argument("--clients", type=int, default=16, help="concurrent client threads (default 16)")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds each configuration runs (default 15)")
     parser.add_argument("--tasks", type=int, default=10, help="user tasks per therapy (default 10)")
-    parser.add_argument("--per-client", type=int, default=None,
-                        help="therapies seeded per client (default: enough for the target rate over the duration)")
+    parser.add_argument(
+        "--per-client",
+        type=int,
+        default=None,
+        help="therapies seeded per client (default: enough for the target rate over the duration)",
+    )
     parser.add_argument("--threads", type=int, default=8, help="threads per server worker (default 8)")
-    parser.add_argument("--configs", default=DEFAULT_CONFIGS,
-                        help=f"backend:workers, comma-separated (default {DEFAULT_CONFIGS}; PostgreSQL ones run "
-                             "only when a server is configured)")
-    parser.add_argument("--profile", action="store_true",
-                        help="sample the server with py-spy during each measurement and print where the time goes")
+    parser.add_argument(
+        "--configs",
+        default=DEFAULT_CONFIGS,
+        help=f"backend:workers, comma-separated (default {DEFAULT_CONFIGS}; PostgreSQL ones run "
+        "only when a server is configured)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the server with py-spy during each measurement and print where the time goes",
+    )
     options = parser.parse_args(argv if argv is not None else [])
     if options.per_client is None:
-        options.per_client = max(1, math.ceil(TARGET_RATE * options.duration * 1.2
-                                              / (options.clients * options.tasks)))
+        options.per_client = max(1, math.ceil(TARGET_RATE * options.duration * 1.2 / (options.clients * options.tasks)))
     configs = []
     for item in options.configs.split(","):
         backend, _, workers = item.strip().partition(":")
@@ -249,24 +298,41 @@ def main(argv: list[str] | None = None) -> list[Figure]:
             parser.error(f"--configs: '{item}' is not backend:workers (sqlite:1, postgresql:2)")
         configs.append((backend, int(workers)))
     available = backends() if any(b == "postgresql" for b, _ in configs) else ["sqlite"]
-    print(f"{options.clients} clients, {options.duration:g} s per configuration, {os.cpu_count()} CPU cores, load "
-          f"average {os.getloadavg()[0]:.1f} at start", flush=True)
+    print(
+        f"{options.clients} clients, {options.duration:g} s per configuration, {os.cpu_count()} CPU cores, load "
+        f"average {os.getloadavg()[0]:.1f} at start",
+        flush=True,
+    )
     figures, problems, notes = [], 0, []
     for backend, workers in configs:
         if backend not in available:
             continue
         result = run(backend, workers, options)
         label = f"{backend}, {workers} worker{'s' if workers > 1 else ''}"
-        figures.append(Figure(f"throughput: task completions, {label}", result["rate"], "/s", target="≥ 300/s",
-                              met=result["rate"] >= TARGET_RATE and not result["errors"] and not result["lost"],
-                              note=f"{options.clients} clients"))
-        bad = result["errors"] + result["lost"] + (0 if result["chain"]["ok"] else 1) + abs(
-            result["audited"] - result["told"])
+        figures.append(
+            Figure(
+                f"throughput: task completions, {label}",
+                result["rate"],
+                "/s",
+                target="≥ 300/s",
+                met=result["rate"] >= TARGET_RATE and not result["errors"] and not result["lost"],
+                note=f"{options.clients} clients",
+            )
+        )
+        bad = (
+            result["errors"]
+            + result["lost"]
+            + (0 if result["chain"]["ok"] else 1)
+            + abs(result["audited"] - result["told"])
+        )
         problems += bad
-        notes.append(f"{label}: {result['errors']} errors, {result['lost']} lost"
-                     + ("" if result["chain"]["ok"] else ", chain broken"))
-    figures.append(Figure("throughput: errors / lost updates", problems, "", target="0", met=problems == 0,
-                          note="; ".join(notes)))
+        notes.append(
+            f"{label}: {result['errors']} errors, {result['lost']} lost"
+            + ("" if result["chain"]["ok"] else ", chain broken")
+        )
+    figures.append(
+        Figure("throughput: errors / lost updates", problems, "", target="0", met=problems == 0, note="; ".join(notes))
+    )
     return figures
 
 

@@ -65,8 +65,7 @@ def seed(app, count: int, due: int, first_due, window: float) -> dict[str, objec
     with app.app_context():
         deploy(DIAGRAM, {}, "bench")
         accounts.add_site("SITE-A", "Bench centre", "treatment-centre", "bench")
-        template = start_therapy("bench_timer", None, "SITE-A", "PT-BENCH", {"due_at": first_due.isoformat()},
-                                 "bench")
+        template = start_therapy("bench_timer", None, "SITE-A", "PT-BENCH", {"due_at": first_due.isoformat()}, "bench")
         columns = {c.key: getattr(template, c.key) for c in Therapy.__mapper__.column_attrs}
         timer = next(t for t in template.state["tasks"].values() if t["internal_data"].get("event_value"))
         dues = {template.id: first_due}
@@ -77,11 +76,20 @@ def seed(app, count: int, due: int, first_due, window: float) -> dict[str, objec
             state["tasks"][timer["id"]]["internal_data"]["event_value"] = when.isoformat()
             therapy_id = str(uuid.uuid4())
             coi = issue_coi(app.config["FACILITY_FIN"], first_due.year % 100, 1_000_000 + i).value
-            rows.append({**columns, "id": therapy_id, "coi": coi, "patient_reference": f"PT-{i:05d}", "state": state,
-                         "next_due_at": when, "row_version": 1})
+            rows.append(
+                {
+                    **columns,
+                    "id": therapy_id,
+                    "coi": coi,
+                    "patient_reference": f"PT-{i:05d}",
+                    "state": state,
+                    "next_due_at": when,
+                    "row_version": 1,
+                }
+            )
             dues[therapy_id] = when
         for start in range(0, len(rows), 1000):
-            db.session.execute(insert(Therapy), rows[start:start + 1000])
+            db.session.execute(insert(Therapy), rows[start : start + 1000])
         db.session.commit()
     return dues
 
@@ -127,8 +135,11 @@ def run(database_url: str, count: int, due: int, window: float, lead: float, *, 
             scheduler.scheduler.remove_job("tether-sweep")
         first_due = min(dues.values())
         if utcnow() > first_due:
-            print(f"  warning: re-arming ended {(utcnow() - first_due).total_seconds():.1f} s after the first due "
-                  "time; raise --lead", flush=True)
+            print(
+                f"  warning: re-arming ended {(utcnow() - first_due).total_seconds():.1f} s after the first due "
+                "time; raise --lead",
+                flush=True,
+            )
         deadline = time.monotonic() + lead + window + 900
         while len(committed) < due and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -136,14 +147,29 @@ def run(database_url: str, count: int, due: int, window: float, lead: float, *, 
     finally:
         scheduler.shutdown()
         therapies.fire_due_timers = fire
-    return {"timers": count, "due": due, "armed": armed, "window": window, "seeded_in": seeded_in,
-            "rearmed_in": rearmed_in, "started": list(started.values()), "committed": list(committed.values()),
-            "drained": drained, "engine": engine}
+    return {
+        "timers": count,
+        "due": due,
+        "armed": armed,
+        "window": window,
+        "seeded_in": seeded_in,
+        "rearmed_in": rearmed_in,
+        "started": list(started.values()),
+        "committed": list(committed.values()),
+        "drained": drained,
+        "engine": engine,
+    }
 
 
 def _lateness(values: list[float]) -> str:
-    return (f"p50 {statistics.median(values):.3f} s, p99 {percentile(values, .99):.3f} s, max {max(values):.3f} s "
-            f"over {len(values)} timers") if values else "nothing fired"
+    return (
+        (
+            f"p50 {statistics.median(values):.3f} s, p99 {percentile(values, 0.99):.3f} s, max {max(values):.3f} s "
+            f"over {len(values)} timers"
+        )
+        if values
+        else "nothing fired"
+    )
 
 
 def main(argv: list[str] | None = None) -> list[Figure]:
@@ -158,33 +184,62 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     options = parser.parse_args(argv if argv is not None else [])
     figures = []
     for backend in backends(options.backend):
-        passes = [("scheduler only", False, options.due, options.window), ("real firing", True, options.due,
-                                                                            options.window),
-                  ("burst", True, options.burst, 0.001)]
+        passes = [
+            ("scheduler only", False, options.due, options.window),
+            ("real firing", True, options.due, options.window),
+            ("burst", True, options.burst, 0.001),
+        ]
         for label, engine, due, window in passes:
             with fresh_database(backend) as url:
                 result = run(url, options.timers, due, window, options.lead, engine=engine)
             values = result["committed" if engine else "started"]
             rate = due / window if window >= 1 else None
-            print(f"{backend}, {label}: {result['timers']:,} armed, {due:,} due "
-                  + (f"over {window:g} s ({rate:.0f}/s)" if rate else "at one moment"), flush=True)
-            print(f"  seeding (bulk copy) {result['seeded_in']:.1f} s; re-arming {result['armed']:,} timers at start "
-                  f"{result['rearmed_in']:.2f} s", flush=True)
+            print(
+                f"{backend}, {label}: {result['timers']:,} armed, {due:,} due "
+                + (f"over {window:g} s ({rate:.0f}/s)" if rate else "at one moment"),
+                flush=True,
+            )
+            print(
+                f"  seeding (bulk copy) {result['seeded_in']:.1f} s; re-arming {result['armed']:,} timers at start "
+                f"{result['rearmed_in']:.2f} s",
+                flush=True,
+            )
             print(f"  lateness ({'committed' if engine else 'job started'}): {_lateness(values)}", flush=True)
-            p99 = percentile(values, .99) if values else float("inf")
+            p99 = percentile(values, 0.99) if values else float("inf")
             complete = len(values) == due
             if label == "burst":
                 firing_rate = len(values) / max(result["drained"], 1e-6)
-                print(f"  {len(values):,} firings committed in {result['drained']:.1f} s: {firing_rate:.0f} firings/s",
-                      flush=True)
-                figures.append(Figure(f"Timers: firings one process commits, burst of {due:,}, {backend}",
-                                      firing_rate, "firings/s", note="capacity; no target"))
+                print(
+                    f"  {len(values):,} firings committed in {result['drained']:.1f} s: {firing_rate:.0f} firings/s",
+                    flush=True,
+                )
+                figures.append(
+                    Figure(
+                        f"Timers: firings one process commits, burst of {due:,}, {backend}",
+                        firing_rate,
+                        "firings/s",
+                        note="capacity; no target",
+                    )
+                )
             elif engine:
-                figures.append(Figure(f"Timers: p99 lateness, {options.timers:,} armed, {rate:.0f} due/s, {backend}",
-                                      p99, "s", "≤ 1 s", complete and p99 <= TARGET_P99))
+                figures.append(
+                    Figure(
+                        f"Timers: p99 lateness, {options.timers:,} armed, {rate:.0f} due/s, {backend}",
+                        p99,
+                        "s",
+                        "≤ 1 s",
+                        complete and p99 <= TARGET_P99,
+                    )
+                )
             else:
-                figures.append(Figure(f"Timers: re-arm {result['armed']:,} timers at start, {backend}",
-                                      result["rearmed_in"], "s", note="part of start-up"))
+                figures.append(
+                    Figure(
+                        f"Timers: re-arm {result['armed']:,} timers at start, {backend}",
+                        result["rearmed_in"],
+                        "s",
+                        note="part of start-up",
+                    )
+                )
     return figures
 
 

@@ -20,11 +20,20 @@ NS = {"bpmn": BPMN_NS, "spiffworkflow": SPIFF_NS}
 
 
 # Byte order marks, longest first (UTF-32 LE starts like UTF-16 LE), and the codec that reads past each.
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
-         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 # How a document without a byte order mark starts in the wider encodings (XML 1.0, appendix F).
-_WIDE_STARTS = ((b"<\x00\x00\x00", "utf-32-le"), (b"\x00\x00\x00<", "utf-32-be"), (b"<\x00?\x00", "utf-16-le"),
-                (b"\x00<\x00?", "utf-16-be"))
+_WIDE_STARTS = (
+    (b"<\x00\x00\x00", "utf-32-le"),
+    (b"\x00\x00\x00<", "utf-32-be"),
+    (b"<\x00?\x00", "utf-16-le"),
+    (b"\x00<\x00?", "utf-16-be"),
+)
 _DECLARED = re.compile(rb"""^<\?xml\s[^>]*?\bencoding\s*=\s*["']([A-Za-z][A-Za-z0-9._-]{0,39})["']""")
 _DECLARATION_ENCODING = re.compile(r"""^(<\?xml\s[^>]*?\bencoding\s*=\s*)(["'])[^"']*\2""")
 SAVE_AS_UTF8 = "save the file as UTF-8 and upload it again"
@@ -44,32 +53,43 @@ def as_utf8(content: bytes) -> bytes:
     try:
         codec = codecs.lookup(name).name
     except LookupError:
-        raise DefinitionInvalid(f"The file declares the encoding '{name}', which cannot be read here; "
-                                f"{SAVE_AS_UTF8}.", details={"encoding": name}) from None
+        raise DefinitionInvalid(
+            f"The file declares the encoding '{name}', which cannot be read here; {SAVE_AS_UTF8}.",
+            details={"encoding": name},
+        ) from None
     if bom_codec is None and codec.startswith(("utf-16", "utf-32")):
-        raise DefinitionInvalid(f"The file declares the encoding '{name}' but is not written in it; "
-                                f"{SAVE_AS_UTF8}.", details={"encoding": name})
+        raise DefinitionInvalid(
+            f"The file declares the encoding '{name}' but is not written in it; {SAVE_AS_UTF8}.",
+            details={"encoding": name},
+        )
     if codec == "utf-8" and bom_codec is None:
         try:
             content.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise DefinitionInvalid(f"The file is not valid UTF-8 text (nor declared in another encoding); "
-                                    f"{SAVE_AS_UTF8}.", line=content.count(b"\n", 0, exc.start) + 1,
-                                    details={"encoding": name}) from None
+            raise DefinitionInvalid(
+                f"The file is not valid UTF-8 text (nor declared in another encoding); {SAVE_AS_UTF8}.",
+                line=content.count(b"\n", 0, exc.start) + 1,
+                details={"encoding": name},
+            ) from None
         return content
     try:
         text = content.decode(bom_codec or codec)
     except (UnicodeDecodeError, LookupError):  # LookupError: a codec that is not a text encoding (base64)
-        raise DefinitionInvalid(f"The file is not valid {name} text; {SAVE_AS_UTF8}.",
-                                details={"encoding": name}) from None
+        raise DefinitionInvalid(
+            f"The file is not valid {name} text; {SAVE_AS_UTF8}.", details={"encoding": name}
+        ) from None
     text = _DECLARATION_ENCODING.sub(lambda match: f'{match.group(1)}"UTF-8"', text.removeprefix("\ufeff"), 1)
     return text.encode("utf-8", errors="strict")
 
 
 def _parser() -> etree.XMLParser:
     return etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
-        huge_tree=False, remove_blank_text=False,
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_blank_text=False,
     )
 
 
@@ -91,7 +111,9 @@ def parse_bpmn(content: bytes) -> etree._ElementTree:
     if root.tag != f"{{{BPMN_NS}}}definitions":
         raise DefinitionInvalid(
             "The file is not a BPMN 2.0 document: its root element must be bpmn:definitions "
-            f"in the namespace {BPMN_NS}.", line=root.sourceline)
+            f"in the namespace {BPMN_NS}.",
+            line=root.sourceline,
+        )
     return tree
 
 
@@ -115,8 +137,9 @@ def _local(tag: str) -> str:
 
 def _properties(element) -> dict[str, str]:
     props = {}
-    for prop in element.xpath("./bpmn:extensionElements/spiffworkflow:properties/spiffworkflow:property",
-                              namespaces=NS):
+    for prop in element.xpath(
+        "./bpmn:extensionElements/spiffworkflow:properties/spiffworkflow:property", namespaces=NS
+    ):
         if prop.get("name"):
             props[prop.get("name")] = prop.get("value", "")
     return props
@@ -129,9 +152,15 @@ def index_process(process) -> dict[str, ElementInfo]:
         for ref in lane.xpath("./bpmn:flowNodeRef", namespaces=NS):
             if ref.text:
                 lanes[ref.text.strip()] = lane.get("name") or lane.get("id")
-    index = {process.get("id"): ElementInfo(
-        id=process.get("id"), tag="process", name=process.get("name"), line=process.sourceline,
-        properties=_properties(process))}
+    index = {
+        process.get("id"): ElementInfo(
+            id=process.get("id"),
+            tag="process",
+            name=process.get("name"),
+            line=process.sourceline,
+            properties=_properties(process),
+        )
+    }
     for element in process.iter():
         if not isinstance(element.tag, str) or not element.tag.startswith(f"{{{BPMN_NS}}}"):
             continue
@@ -139,8 +168,12 @@ def index_process(process) -> dict[str, ElementInfo]:
         if not element_id or element is process:
             continue
         index[element_id] = ElementInfo(
-            id=element_id, tag=_local(element.tag), name=element.get("name"), line=element.sourceline,
-            lane=lanes.get(element_id), attached_to=element.get("attachedToRef"),
+            id=element_id,
+            tag=_local(element.tag),
+            name=element.get("name"),
+            line=element.sourceline,
+            lane=lanes.get(element_id),
+            attached_to=element.get("attachedToRef"),
             cancel_activity=element.get("cancelActivity", "true").lower() != "false",
             properties=_properties(element),
         )

@@ -70,8 +70,7 @@ def validate_fin(fin: str) -> str:
         raise CoiError(f"FIN must have 5 characters, got {len(normal)} ({fin!r})")
     if not FACILITY_FIN_PATTERN.fullmatch(normal):
         if not re.fullmatch(r"[A-NP-Z1-9]", normal[0]):
-            raise CoiError(f"FIN {fin!r} must start with a letter A-N or P-Z or a digit 1-9, "
-                           f"not {normal[0]!r}")
+            raise CoiError(f"FIN {fin!r} must start with a letter A-N or P-Z or a digit 1-9, not {normal[0]!r}")
         raise CoiError(f"FIN {fin!r} must end with 4 digits")
     return normal
 
@@ -148,13 +147,14 @@ def parse_coi(text: str) -> Coi:
         raise CoiError("COI is empty")
     check = None
     if text.startswith(DATA_IDENTIFIER):
-        value = text[len(DATA_IDENTIFIER):]
+        value = text[len(DATA_IDENTIFIER) :]
         if len(value) != VALUE_LENGTH:
-            raise CoiError(f"COI barcode {original!r} must have {VALUE_LENGTH} characters after "
-                           f"{DATA_IDENTIFIER!r}, got {len(value)}")
+            raise CoiError(
+                f"COI barcode {original!r} must have {VALUE_LENGTH} characters after "
+                f"{DATA_IDENTIFIER!r}, got {len(value)}"
+            )
     elif text[0] in "&=":
-        raise CoiError(f"COI {original!r} has the wrong data identifier {text[:2]!r}, "
-                       f"expected {DATA_IDENTIFIER!r}")
+        raise CoiError(f"COI {original!r} has the wrong data identifier {text[:2]!r}, expected {DATA_IDENTIFIER!r}")
     else:
         parts = text.split()
         if len(parts) == 2 and len(parts[0]) == VALUE_LENGTH and len(parts[1]) == 1:
@@ -162,14 +162,17 @@ def parse_coi(text: str) -> Coi:
         elif len(parts) == 1 and len(text) in (VALUE_LENGTH, VALUE_LENGTH + 1):
             value, check = text[:VALUE_LENGTH], text[VALUE_LENGTH:] or None
         else:
-            raise CoiError(f"COI {original!r} must have {VALUE_LENGTH} characters, optionally followed "
-                           f"by a check character; got {len(text)} characters")
+            raise CoiError(
+                f"COI {original!r} must have {VALUE_LENGTH} characters, optionally followed "
+                f"by a check character; got {len(text)} characters"
+            )
     coi = _split_value(value, original)
     if check is not None and check not in _MOD37_ALPHABET:
         raise CoiError(f"COI {original!r}: check character must be 0-9, A-Z or '*', got {check!r}")
     if check is not None and check != coi.check:
-        raise CoiCheckFailed(f"COI {original!r}: check character {check!r} does not match; "
-                             f"the identifier was probably mistyped")
+        raise CoiCheckFailed(
+            f"COI {original!r}: check character {check!r} does not match; the identifier was probably mistyped"
+        )
     return coi
 
 

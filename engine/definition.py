@@ -29,7 +29,9 @@ _RANGE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*\.\.\s*(-?\d+(?:\.\d+)?)\s*$")
 _PLAIN_ISO = re.compile(
     r"^(R\d*/)?(P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?"
     r"|\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?)"
-    r"(/(P[0-9YMWDTHS.]+|\d{4}-\d{2}-\d{2}\S*))?$", re.IGNORECASE)
+    r"(/(P[0-9YMWDTHS.]+|\d{4}-\d{2}-\d{2}\S*))?$",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -79,15 +81,23 @@ class DefinitionInfo:
     @classmethod
     def from_dict(cls, dct: Mapping[str, Any]) -> DefinitionInfo:
         """Rebuild from ``to_dict`` output."""
+
         def _range(value):
             return tuple(value) if value else None
+
         return cls(
-            key=dct["key"], name=dct["name"], checksum=dct["checksum"],
+            key=dct["key"],
+            name=dct["name"],
+            checksum=dct["checksum"],
             user_tasks={k: UserTaskInfo(**v) for k, v in dct.get("user_tasks", {}).items()},
-            activities={k: ActivityInfo(**{**v, "condition_range": _range(v.get("condition_range"))})
-                        for k, v in dct.get("activities", {}).items()},
-            messages=list(dct.get("messages", [])), operators=list(dct.get("operators", [])),
-            forms=list(dct.get("forms", [])), condition_range=_range(dct.get("condition_range")),
+            activities={
+                k: ActivityInfo(**{**v, "condition_range": _range(v.get("condition_range"))})
+                for k, v in dct.get("activities", {}).items()
+            },
+            messages=list(dct.get("messages", [])),
+            operators=list(dct.get("operators", [])),
+            forms=list(dct.get("forms", [])),
+            condition_range=_range(dct.get("condition_range")),
         )
 
 
@@ -102,12 +112,14 @@ class Definition:
     def to_document(self) -> dict:
         """The spec as a JSON-ready document, stored once per definition version."""
         from .serialization import spec_to_dict
+
         return spec_to_dict(self.spec, self.subprocess_specs)
 
     @classmethod
     def from_document(cls, info: DefinitionInfo, document: Mapping[str, Any]) -> Definition:
         """Restore a definition stored with ``to_document``."""
         from .serialization import spec_from_dict
+
         spiff_patches.apply()
         spec, subprocess_specs = spec_from_dict(document)
         return cls(info=info, spec=spec, subprocess_specs=subprocess_specs)
@@ -132,8 +144,9 @@ def parse_form(name: str, content: bytes) -> dict:
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
-        raise DefinitionInvalid(f"Form {name} is not a valid JSON Schema: {exc.message}",
-                                details={"form": name}) from None
+        raise DefinitionInvalid(
+            f"Form {name} is not a valid JSON Schema: {exc.message}", details={"form": name}
+        ) from None
     return schema
 
 
@@ -141,12 +154,14 @@ def parse_range(text: str, *, element_id: str | None, line: int | None) -> tuple
     """Parse a ``conditionRange`` value such as ``-196..-150``."""
     match = _RANGE.match(text or "")
     if not match:
-        raise DefinitionInvalid(f"conditionRange '{text}' must look like LOW..HIGH in °C, e.g. 2..8.",
-                                element_id=element_id, line=line)
+        raise DefinitionInvalid(
+            f"conditionRange '{text}' must look like LOW..HIGH in °C, e.g. 2..8.", element_id=element_id, line=line
+        )
     low, high = float(match.group(1)), float(match.group(2))
     if low > high:
-        raise DefinitionInvalid(f"conditionRange '{text}' has its low end above its high end.",
-                                element_id=element_id, line=line)
+        raise DefinitionInvalid(
+            f"conditionRange '{text}' has its low end above its high end.", element_id=element_id, line=line
+        )
     return low, high
 
 
@@ -168,7 +183,7 @@ def load_definition(content: bytes, forms: Mapping[str, dict], operators: Iterab
     _validate_schema(tree)
     processes = tree.getroot().xpath("./bpmn:process[@isExecutable='true']", namespaces=NS)
     if not processes:
-        raise DefinitionInvalid("The diagram has no executable process: set isExecutable=\"true\" on one process.")
+        raise DefinitionInvalid('The diagram has no executable process: set isExecutable="true" on one process.')
     if len(processes) > 1:
         ids = ", ".join(p.get("id") for p in processes)
         raise DefinitionInvalid(f"The diagram has several executable processes ({ids}); deploy one per file.")
@@ -177,8 +192,11 @@ def load_definition(content: bytes, forms: Mapping[str, dict], operators: Iterab
     for reserved in ("Start", "End", f"{key}.EndJoin"):
         clash = tree.getroot().xpath("//*[@id=$id]", id=reserved)
         if clash:
-            raise DefinitionInvalid(f"The id '{reserved}' is reserved by the engine; rename the element.",
-                                    element_id=reserved, line=clash[0].sourceline)
+            raise DefinitionInvalid(
+                f"The id '{reserved}' is reserved by the engine; rename the element.",
+                element_id=reserved,
+                line=clash[0].sourceline,
+            )
     spec, subprocess_specs = _parse_specs(tree, key)
     index = index_process(process)
     for other in tree.getroot().xpath("./bpmn:process", namespaces=NS):
@@ -205,8 +223,9 @@ def _validate_schema(tree) -> None:
         VALIDATOR.validate(tree.getroot())
     except ValidationException as exc:
         line = exc.line_number or None
-        raise DefinitionInvalid(f"The diagram fails the BPMN 2.0 schema: {exc}",
-                                element_id=element_at_line(tree, line), line=line) from None
+        raise DefinitionInvalid(
+            f"The diagram fails the BPMN 2.0 schema: {exc}", element_id=element_at_line(tree, line), line=line
+        ) from None
 
 
 def _parse_specs(tree, key: str):
@@ -221,28 +240,40 @@ def _parse_specs(tree, key: str):
     except ValidationException as exc:
         element_id = getattr(exc, "id", None) or None
         line = getattr(exc, "line_number", None) or line_of(tree, element_id)
-        raise DefinitionInvalid(f"The diagram is not executable: {exc}", element_id=element_id,
-                                line=line) from None
+        raise DefinitionInvalid(f"The diagram is not executable: {exc}", element_id=element_id, line=line) from None
     except EngineError:
         raise
     except Exception as exc:  # SpiffWorkflow raises TypeError/KeyError/... on broken references
         raise DefinitionInvalid(
             f"The diagram is not executable: {type(exc).__name__}: {exc}. Check references between "
-            "elements (sequence flows, attachedToRef, messageRef, calledElement).") from None
+            "elements (sequence flows, attachedToRef, messageRef, calledElement)."
+        ) from None
     return spec, subprocess_specs
 
 
 _NS_XSI = {**NS, "xsi": "http://www.w3.org/2001/XMLSchema-instance"}
-_CHECKED_ABOVE = " or ".join(f"self::bpmn:{tag}" for tag in (
-    "conditionExpression", "condition", "completionCondition", "loopCardinality", "loopCondition",
-    "activationCondition", "timeDuration", "timeDate", "timeCycle"))
+_CHECKED_ABOVE = " or ".join(
+    f"self::bpmn:{tag}"
+    for tag in (
+        "conditionExpression",
+        "condition",
+        "completionCondition",
+        "loopCardinality",
+        "loopCondition",
+        "activationCondition",
+        "timeDuration",
+        "timeDate",
+        "timeCycle",
+    )
+)
 
 
 class _Checker:
     """Walks every task spec and records, or refuses, what Tether needs of it."""
 
-    def __init__(self, tree, index: dict[str, ElementInfo], info: DefinitionInfo, forms: Mapping[str, dict],
-                 operators: set[str]):
+    def __init__(
+        self, tree, index: dict[str, ElementInfo], info: DefinitionInfo, forms: Mapping[str, dict], operators: set[str]
+    ):
         self.tree, self.index, self.info, self.forms, self.operators = tree, index, info, forms, operators
 
     def fail(self, message: str, element_id: str | None):
@@ -251,8 +282,9 @@ class _Checker:
     def check(self, spec, subprocess_specs) -> None:
         process_info = self.index.get(self.info.key)
         if process_info and "conditionRange" in process_info.properties:
-            self.info.condition_range = parse_range(process_info.properties["conditionRange"],
-                                                    element_id=self.info.key, line=process_info.line)
+            self.info.condition_range = parse_range(
+                process_info.properties["conditionRange"], element_id=self.info.key, line=process_info.line
+            )
         self.check_references()
         self.check_no_idle_tasks()
         self.check_all_code()
@@ -279,13 +311,18 @@ class _Checker:
         props = element.properties if element else {}
         condition_range = None
         if "conditionRange" in props:
-            condition_range = parse_range(props["conditionRange"], element_id=bpmn_id,
-                                          line=element.line if element else None)
+            condition_range = parse_range(
+                props["conditionRange"], element_id=bpmn_id, line=element.line if element else None
+            )
         self.info.activities[bpmn_id] = ActivityInfo(
-            activity_id=bpmn_id, name=task_spec.bpmn_name or bpmn_id, kind=kind,
-            line=element.line if element else None, condition_range=condition_range,
+            activity_id=bpmn_id,
+            name=task_spec.bpmn_name or bpmn_id,
+            kind=kind,
+            line=element.line if element else None,
+            condition_range=condition_range,
             attached_to=element.attached_to if element else None,
-            interrupting=element.cancel_activity if element else True)
+            interrupting=element.cancel_activity if element else True,
+        )
         self.check_event_definition(task_spec, bpmn_id)
         if isinstance(task_spec, UserTask):
             self.check_user_task(task_spec, bpmn_id, element, props)
@@ -300,24 +337,33 @@ class _Checker:
             if node.get("attachedToRef") not in ids:
                 raise DefinitionInvalid(
                     f"Boundary event {node.get('id')} is attached to '{node.get('attachedToRef')}', which does "
-                    "not exist.", element_id=node.get("id"), line=node.sourceline)
+                    "not exist.",
+                    element_id=node.get("id"),
+                    line=node.sourceline,
+                )
         for node in root.xpath("//bpmn:sequenceFlow", namespaces=NS):
             for end in ("sourceRef", "targetRef"):
                 if node.get(end) not in ids:
                     raise DefinitionInvalid(
                         f"Sequence flow {node.get('id')} has {end} '{node.get(end)}', which does not exist.",
-                        element_id=node.get("id"), line=node.sourceline)
+                        element_id=node.get("id"),
+                        line=node.sourceline,
+                    )
 
     def check_no_idle_tasks(self) -> None:
         """Refuse tasks that nobody would ever do: a plain ``task`` and a ``manualTask`` wait for a person but
         appear in nobody's inbox, so a therapy reaching one would stay active with nothing to do."""
-        for tag, instead in (("task", "a userTask in the lane of the role that does it, or a scriptTask"),
-                             ("manualTask", "a userTask in the lane of the role that does it")):
+        for tag, instead in (
+            ("task", "a userTask in the lane of the role that does it, or a scriptTask"),
+            ("manualTask", "a userTask in the lane of the role that does it"),
+        ):
             for node in self.tree.getroot().xpath(f"//bpmn:{tag}", namespaces=NS):
                 raise DefinitionInvalid(
                     f"{node.get('id')} is a bpmn:{tag}, which Tether cannot run: nobody would be asked to do it "
                     f"and the therapy would wait forever. Make it {instead}.",
-                    element_id=node.get("id"), line=node.sourceline)
+                    element_id=node.get("id"),
+                    line=node.sourceline,
+                )
 
     def check_all_code(self) -> None:
         """Check every script and expression in the document, reachable from a start event or not."""
@@ -344,21 +390,33 @@ class _Checker:
                 if source:
                     self.check_code(source, _owner_id(node), script=is_script, what=what, line=node.sourceline)
         for node in root.xpath("//spiffworkflow:parameter", namespaces=NS):
-            self.check_code(node.get("value", "") or "None", _owner_id(node), script=False,
-                            what=f"parameter '{node.get('id')}'", line=node.sourceline)
+            self.check_code(
+                node.get("value", "") or "None",
+                _owner_id(node),
+                script=False,
+                what=f"parameter '{node.get('id')}'",
+                line=node.sourceline,
+            )
 
-    def check_code(self, source: str, element_id: str | None, *, script: bool, what: str,
-                   line: int | None = None) -> None:
+    def check_code(
+        self, source: str, element_id: str | None, *, script: bool, what: str, line: int | None = None
+    ) -> None:
         from .sandbox import check_expression, check_script
 
         try:
             (check_script if script else check_expression)(source)
         except UnsafeCode as exc:
-            raise UnsafeCode(f"The {what} of {element_id} is refused: {exc.message}", element_id=element_id,
-                             line=line or self._line(element_id)) from None
+            raise UnsafeCode(
+                f"The {what} of {element_id} is refused: {exc.message}",
+                element_id=element_id,
+                line=line or self._line(element_id),
+            ) from None
         except EngineError as exc:
-            raise DefinitionInvalid(f"The {what} of {element_id} is invalid: {exc.message}",
-                                    element_id=element_id, line=line or self._line(element_id)) from None
+            raise DefinitionInvalid(
+                f"The {what} of {element_id} is invalid: {exc.message}",
+                element_id=element_id,
+                line=line or self._line(element_id),
+            ) from None
 
     def _line(self, element_id: str | None) -> int | None:
         return self.index[element_id].line if element_id in self.index else line_of(self.tree, element_id)
@@ -384,29 +442,48 @@ class _Checker:
     def check_user_task(self, task_spec, bpmn_id: str, element: ElementInfo | None, props: dict) -> None:
         lane = element.lane if element else None
         if lane is None:
-            raise DefinitionInvalid(f"User task {bpmn_id} is not in a lane; put it in a lane named after the role that "
-                      f"completes it ({', '.join(TASK_ROLES)}).", element_id=bpmn_id, line=self._line(bpmn_id))
+            raise DefinitionInvalid(
+                f"User task {bpmn_id} is not in a lane; put it in a lane named after the role that "
+                f"completes it ({', '.join(TASK_ROLES)}).",
+                element_id=bpmn_id,
+                line=self._line(bpmn_id),
+            )
         role = lane.strip().lower().replace(" ", "_")
         if role not in TASK_ROLES:
-            self.fail(f"User task {bpmn_id} is in lane '{lane}', which names no role that can complete "
-                      f"tasks ({', '.join(TASK_ROLES)}).", bpmn_id)
+            self.fail(
+                f"User task {bpmn_id} is in lane '{lane}', which names no role that can complete "
+                f"tasks ({', '.join(TASK_ROLES)}).",
+                bpmn_id,
+            )
         extensions = getattr(task_spec, "extensions", {}) or {}
         ext_props = extensions.get("properties", {}) or props
         form = ext_props.get("formJsonSchemaFilename") or None
         ui_form = ext_props.get("formUiSchemaFilename") or None
         for name in (form, ui_form):
             if name and name not in self.forms:
-                self.fail(f"User task {bpmn_id} references form {name}, which was neither uploaded with "
-                          "the diagram nor shipped in forms/.", bpmn_id)
+                self.fail(
+                    f"User task {bpmn_id} references form {name}, which was neither uploaded with "
+                    "the diagram nor shipped in forms/.",
+                    bpmn_id,
+                )
             if name:
                 self.info.forms.append(name)
         signature = ext_props.get("signature") or None
         if signature and signature not in SIGNATURE_MEANINGS:
-            self.fail(f"User task {bpmn_id} asks for a signature meaning '{signature}'; use one of "
-                      f"{', '.join(SIGNATURE_MEANINGS)}.", bpmn_id)
+            self.fail(
+                f"User task {bpmn_id} asks for a signature meaning '{signature}'; use one of "
+                f"{', '.join(SIGNATURE_MEANINGS)}.",
+                bpmn_id,
+            )
         self.info.user_tasks[bpmn_id] = UserTaskInfo(
-            activity_id=bpmn_id, name=task_spec.bpmn_name or bpmn_id, role=role, form=form, ui_form=ui_form,
-            instructions=extensions.get("instructionsForEndUser"), signature=signature)
+            activity_id=bpmn_id,
+            name=task_spec.bpmn_name or bpmn_id,
+            role=role,
+            form=form,
+            ui_form=ui_form,
+            instructions=extensions.get("instructionsForEndUser"),
+            signature=signature,
+        )
 
     def check_service_task(self, task_spec, bpmn_id: str) -> None:
         operator = task_spec.operation_name

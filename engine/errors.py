@@ -8,8 +8,9 @@ class EngineError(Exception):
 
     code = "engine_error"
 
-    def __init__(self, message: str, *, element_id: str | None = None, line: int | None = None,
-                 details: dict | None = None):
+    def __init__(
+        self, message: str, *, element_id: str | None = None, line: int | None = None, details: dict | None = None
+    ):
         super().__init__(message)
         self.message = message
         self.element_id = element_id

@@ -46,8 +46,13 @@ class _Worker:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
         self.memory_limit_mb = memory_limit_mb
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
-            [sys.executable, "-m", "engine.script_worker", str(memory_limit_mb)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True)
+            [sys.executable, "-m", "engine.script_worker", str(memory_limit_mb)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            close_fds=True,
+        )
 
     def call(self, body: bytes, timeout: float) -> dict:
         """Send one encoded request and wait at most ``timeout`` seconds for the answer; raise ``WorkerGone``."""
@@ -131,8 +136,18 @@ _POOL = _Pool()
 atexit.register(_POOL.close)
 
 
-def run(mode: str, source: str, context: dict, external: dict, *, time_limit: float, max_steps: int,
-        memory_limit_mb: int, limits: ValueLimits, what: str) -> Any:
+def run(
+    mode: str,
+    source: str,
+    context: dict,
+    external: dict,
+    *,
+    time_limit: float,
+    max_steps: int,
+    memory_limit_mb: int,
+    limits: ValueLimits,
+    what: str,
+) -> Any:
     """Evaluate (``mode`` "eval") or execute ("exec") ``source`` in a worker.
 
     Returns the expression's value, or for a script the task data it leaves. A failure in the script, an
@@ -141,9 +156,16 @@ def run(mode: str, source: str, context: dict, external: dict, *, time_limit: fl
     from .serialization import _SERIALIZER
 
     registry = _SERIALIZER.registry
-    request = {"mode": mode, "source": source, "context": registry.convert(context),
-               "external": registry.convert(external), "time_limit": time_limit, "max_steps": max_steps,
-               "limits": [limits.max_depth, limits.max_items, limits.max_chars], "what": what}
+    request = {
+        "mode": mode,
+        "source": source,
+        "context": registry.convert(context),
+        "external": registry.convert(external),
+        "time_limit": time_limit,
+        "max_steps": max_steps,
+        "limits": [limits.max_depth, limits.max_items, limits.max_chars],
+        "what": what,
+    }
     try:
         body = json.dumps(request, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as exc:

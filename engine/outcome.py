@@ -99,7 +99,6 @@ class Outcome:
         return min(dues) if dues else None
 
 
-
 def due_at(task) -> datetime | None:
     """When a waiting timer task is due (the next occurrence of a cycle), in UTC; None when unknown."""
     value = task._get_internal_data("event_value")
@@ -116,15 +115,26 @@ def due_at(task) -> datetime | None:
 
 def _aware(moment: datetime) -> datetime:
     """A plain ``datetime`` in UTC (a naive one is taken as UTC)."""
-    moment = datetime(moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second,
-                      moment.microsecond, tzinfo=moment.tzinfo or UTC)
+    moment = datetime(
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+        moment.microsecond,
+        tzinfo=moment.tzinfo or UTC,
+    )
     return moment.astimezone(UTC)
 
 
 def process_data(workflow: BpmnWorkflow) -> dict:
     """The instance's current process data: the data of its open tasks, else of its last task."""
-    open_tasks = [t for t in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING | TaskState.STARTED)
-                  if getattr(t.task_spec, "bpmn_id", None)]
+    open_tasks = [
+        t
+        for t in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING | TaskState.STARTED)
+        if getattr(t.task_spec, "bpmn_id", None)
+    ]
     open_tasks.sort(key=lambda t: t.last_state_change)
     data: dict = {}
     for task in open_tasks:

@@ -56,11 +56,20 @@ _ABSENT = object()
 class Runtime:
     """Runs commands against instances of one definition."""
 
-    def __init__(self, definition: Definition, *, clock: engine_clock.Clock = engine_clock.system_clock,
-                 service_caller: ServiceCaller | None = None, time_limit: float = 1.0,
-                 compact_above: int | None = compaction.KEEP_TASKS, max_steps: int = MAX_STEPS,
-                 time_budget: float = TIME_BUDGET, data_limits: ValueLimits = DEFAULT_LIMITS,
-                 protected_keys: tuple[str, ...] = (), memory_limit_mb: int | None = None):
+    def __init__(
+        self,
+        definition: Definition,
+        *,
+        clock: engine_clock.Clock = engine_clock.system_clock,
+        service_caller: ServiceCaller | None = None,
+        time_limit: float = 1.0,
+        compact_above: int | None = compaction.KEEP_TASKS,
+        max_steps: int = MAX_STEPS,
+        time_budget: float = TIME_BUDGET,
+        data_limits: ValueLimits = DEFAULT_LIMITS,
+        protected_keys: tuple[str, ...] = (),
+        memory_limit_mb: int | None = None,
+    ):
         """Run commands on instances of ``definition``.
 
         ``time_limit``: seconds one script or expression may run; ``memory_limit_mb``: memory one script may
@@ -91,8 +100,9 @@ class Runtime:
             raise
 
     def _new_workflow(self, data: Mapping[str, Any] | None) -> BpmnWorkflow:
-        workflow = BpmnWorkflow(self.definition.spec, self.definition.subprocess_specs,
-                                script_engine=self._script_engine())
+        workflow = BpmnWorkflow(
+            self.definition.spec, self.definition.subprocess_specs, script_engine=self._script_engine()
+        )
         workflow.task_tree.data.update(dict(data or {}))
         return workflow
 
@@ -104,16 +114,23 @@ class Runtime:
             raise TaskNotReady(f"Task {task_id} is not ready to be completed.", details={"task_id": task_id})
         info = self.definition.info.user_tasks.get(task.task_spec.bpmn_id)
         if clash := sorted(set(data or {}).intersection(self.protected_keys)):
-            raise ProcessDataRejected(f"The form data may not set {', '.join(clash)}: set by the server.",
-                                      details={"fields": {key: "protected" for key in clash}})
+            raise ProcessDataRejected(
+                f"The form data may not set {', '.join(clash)}: set by the server.",
+                details={"fields": {key: "protected" for key in clash}},
+            )
         events: list[ev.DomainEvent] = []
 
         def act():
             task.data.update(dict(data or {}))
             task.run()
-            events.append(ev.TaskCompleted(task_id=str(task.id), activity_id=task.task_spec.bpmn_id,
-                                           name=info.name if info else task.task_spec.bpmn_name or "",
-                                           data=dict(data or {})))
+            events.append(
+                ev.TaskCompleted(
+                    task_id=str(task.id),
+                    activity_id=task.task_spec.bpmn_id,
+                    name=info.name if info else task.task_spec.bpmn_name or "",
+                    data=dict(data or {}),
+                )
+            )
 
         return self._run(workflow, events, act, exclude={task.id})
 
@@ -166,7 +183,8 @@ class Runtime:
             workflow.cancel()
         events: list[ev.DomainEvent] = [
             ev.TaskCancelled(task_id=str(t.id), activity_id=t.task_spec.bpmn_id, name=self._task_name(t))
-            for t in before]
+            for t in before
+        ]
         events.append(ev.ProcessCancelled(reason=reason))
         return self._outcome(workflow, events)
 
@@ -182,8 +200,11 @@ class Runtime:
         parent's data again when it fires). Nothing runs; containers that do not hold ``path`` are left alone.
         """
         workflow = self._restore(state)
-        open_tasks = [t for t in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING | TaskState.STARTED)
-                      if getattr(t.task_spec, "bpmn_id", None)]
+        open_tasks = [
+            t
+            for t in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING | TaskState.STARTED)
+            if getattr(t.task_spec, "bpmn_id", None)
+        ]
         targets = {}
         for task in open_tasks or [workflow.last_task or workflow.task_tree]:
             while task is not None and task.id not in targets:
@@ -200,13 +221,17 @@ class Runtime:
     # -- internals ------------------------------------------------------------------------------
     def _script_engine(self):
         from .sandbox import SandboxScriptEngine
-        return SandboxScriptEngine(service_caller=self.service_caller, time_limit=self.time_limit,
-                                   memory_limit_mb=self.memory_limit_mb, data_limits=self.data_limits,
-                                   protected_keys=self.protected_keys)
+
+        return SandboxScriptEngine(
+            service_caller=self.service_caller,
+            time_limit=self.time_limit,
+            memory_limit_mb=self.memory_limit_mb,
+            data_limits=self.data_limits,
+            protected_keys=self.protected_keys,
+        )
 
     def _restore(self, state: Mapping) -> BpmnWorkflow:
-        return state_from_dict(state, self.definition.spec, self.definition.subprocess_specs,
-                               self._script_engine())
+        return state_from_dict(state, self.definition.spec, self.definition.subprocess_specs, self._script_engine())
 
     def _failed_task(self, workflow: BpmnWorkflow, task_id: str):
         task = self._find_task(workflow, task_id)
@@ -227,11 +252,22 @@ class Runtime:
         return (info.name if info else None) or task.task_spec.bpmn_name or bpmn_id or ""
 
     def _ready_user_tasks(self, workflow: BpmnWorkflow) -> list:
-        return [t for t in workflow.get_tasks(state=TaskState.READY, manual=True)
-                if t.task_spec.bpmn_id in self.definition.info.user_tasks]
+        return [
+            t
+            for t in workflow.get_tasks(state=TaskState.READY, manual=True)
+            if t.task_spec.bpmn_id in self.definition.info.user_tasks
+        ]
 
-    def _run(self, workflow: BpmnWorkflow, events: list, act: Callable[[], Any], *, fresh: bool = False,
-             exclude: set | None = None, retrying: Any = None) -> Outcome:
+    def _run(
+        self,
+        workflow: BpmnWorkflow,
+        events: list,
+        act: Callable[[], Any],
+        *,
+        fresh: bool = False,
+        exclude: set | None = None,
+        retrying: Any = None,
+    ) -> Outcome:
         ready_before = set() if fresh else {t.id for t in self._ready_user_tasks(workflow)}
         failed_before = {t.id for t in self._errored_service_tasks(workflow)} - {retrying}
         was_completed = workflow.completed
@@ -275,16 +311,21 @@ class Runtime:
         for task_id in ready_before - after_ids:
             task = workflow.get_task_from_id(task_id)
             if task is not None and task.state == TaskState.CANCELLED:
-                events.append(ev.TaskCancelled(task_id=str(task.id), activity_id=task.task_spec.bpmn_id,
-                                               name=self._task_name(task)))
+                events.append(
+                    ev.TaskCancelled(
+                        task_id=str(task.id), activity_id=task.task_spec.bpmn_id, name=self._task_name(task)
+                    )
+                )
         for task in ready_after:
             if task.id not in ready_before:
                 info = self.definition.info.user_tasks[task.task_spec.bpmn_id]
-                events.append(ev.TaskReady(task_id=str(task.id), activity_id=info.activity_id, name=info.name,
-                                           role=info.role))
+                events.append(
+                    ev.TaskReady(task_id=str(task.id), activity_id=info.activity_id, name=info.name, role=info.role)
+                )
         if workflow.completed and not was_completed:
-            end_ids = [t.task_spec.bpmn_id for kind, t in happened
-                       if kind == "completed" and isinstance(t.task_spec, EndEvent)]
+            end_ids = [
+                t.task_spec.bpmn_id for kind, t in happened if kind == "completed" and isinstance(t.task_spec, EndEvent)
+            ]
             events.append(ev.ProcessCompleted(end_activity_id=end_ids[-1] if end_ids else None))
         if self.compact_above is not None and not workflow.completed:
             removed = compaction.compact(workflow, self.compact_above)
@@ -306,13 +347,15 @@ class Runtime:
         try:
             check_value(dict(data), self.data_limits, where="data", extra_leaves=ENGINE_LEAVES)
         except ValueRejected as exc:
-            raise ProcessDataRejected(f"The step would leave process data that cannot be stored: {exc.message}",
-                                      details=exc.details) from None
+            raise ProcessDataRejected(
+                f"The step would leave process data that cannot be stored: {exc.message}", details=exc.details
+            ) from None
         changed = sorted(key for key, value in protected_before.items() if data.get(key, _ABSENT) != value)
         if changed:
             raise ProcessDataRejected(
                 f"The step would change {', '.join(changed)}, which the server set and no step may change.",
-                details={"fields": {key: "protected" for key in changed}})
+                details={"fields": {key: "protected" for key in changed}},
+            )
 
     @staticmethod
     def _engine_steps(workflow: BpmnWorkflow, did_complete: Callable, happened: list, since: int) -> None:
@@ -327,8 +370,10 @@ class Runtime:
             cycled = any(kind == "cycle" for kind, _item in happened[since:])
             since = len(happened)
             pending = any(not t.task_spec.manual for t in workflow.get_tasks(state=TaskState.READY))
-            fired = any(t.state == TaskState.WAITING and t._get_internal_data("event_fired")
-                        for t in workflow.event_manager.tasks.values())
+            fired = any(
+                t.state == TaskState.WAITING and t._get_internal_data("event_fired")
+                for t in workflow.event_manager.tasks.values()
+            )
             if not (cycled or pending or fired):
                 return
 
@@ -343,9 +388,16 @@ class Runtime:
             cause = cause.__cause__
         spec = task.task_spec
         message = exc.message if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
-        return IncidentOpened(task_id=str(task.id), activity_id=spec.bpmn_id, name=self._task_name(task),
-                              operator=spec.operation_name, error_type=type(cause).__name__, message=message,
-                              retries=spec.retries, retry_backoff_base=spec.retry_backoff_base)
+        return IncidentOpened(
+            task_id=str(task.id),
+            activity_id=spec.bpmn_id,
+            name=self._task_name(task),
+            operator=spec.operation_name,
+            error_type=type(cause).__name__,
+            message=message,
+            retries=spec.retries,
+            retry_backoff_base=spec.retry_backoff_base,
+        )
 
     def _engine_failure(self, exc: Exception) -> EngineError:
         """Turn whatever SpiffWorkflow raised into an engine error that keeps the original message."""
@@ -367,8 +419,9 @@ class Runtime:
             return []
         info = self.definition.info.activities.get(bpmn_id)
         name = self._task_name(task)
-        out: list[ev.DomainEvent] = [ev.ActivityCompleted(activity_id=bpmn_id, name=name,
-                                                          kind=info.kind if info else type(spec).__name__)]
+        out: list[ev.DomainEvent] = [
+            ev.ActivityCompleted(activity_id=bpmn_id, name=name, kind=info.kind if info else type(spec).__name__)
+        ]
         definition = getattr(spec, "event_definition", None)
         if isinstance(definition, TimerEventDefinition):
             if not _reports_occurrences(spec):  # a repeating cycle reported each occurrence as it fired
@@ -387,10 +440,15 @@ class Runtime:
         out: list[ev.DomainEvent] = [ev.TimerFired(activity_id=bpmn_id, name=name, attached_to=attached_to)]
         if attached_to and info is not None and not info.interrupting:
             host = self.definition.info.activities.get(attached_to)
-            out.append(ev.TaskEscalated(
-                activity_id=bpmn_id, name=name, late_activity_id=attached_to,
-                late_activity_name=host.name if host else attached_to,
-                role=self._role_to_wake(workflow, attached_to)))
+            out.append(
+                ev.TaskEscalated(
+                    activity_id=bpmn_id,
+                    name=name,
+                    late_activity_id=attached_to,
+                    late_activity_name=host.name if host else attached_to,
+                    role=self._role_to_wake(workflow, attached_to),
+                )
+            )
         return out
 
     def _role_to_wake(self, workflow: BpmnWorkflow, activity_id: str) -> str | None:
@@ -436,8 +494,11 @@ class Runtime:
             info = self.definition.info.activities.get(spec.bpmn_id)
             attached_to = info.attached_to if info else None
             if isinstance(definition, TimerEventDefinition):
-                waits.append(Wait("timer", spec.bpmn_id, name=self._task_name(task),
-                                  due_at=due_at(task), attached_to=attached_to))
+                waits.append(
+                    Wait(
+                        "timer", spec.bpmn_id, name=self._task_name(task), due_at=due_at(task), attached_to=attached_to
+                    )
+                )
             elif isinstance(definition, MessageEventDefinition):
                 waits.append(Wait("message", spec.bpmn_id, name=definition.name, attached_to=attached_to))
         waits.sort(key=lambda w: (w.type, w.due_at or datetime.max.replace(tzinfo=UTC), w.activity_id))
@@ -454,23 +515,41 @@ class Runtime:
         for task in self._ready_user_tasks(workflow):
             info = self.definition.info.user_tasks[task.task_spec.bpmn_id]
             dues = [due_by_host[h] for h in [info.activity_id, *self._enclosing(workflow, task)] if h in due_by_host]
-            ready.append(ReadyTask(
-                task_id=str(task.id), activity_id=info.activity_id, name=info.name, role=info.role,
-                form=info.form, ui_form=info.ui_form, instructions=info.instructions, signature=info.signature,
-                due_at=min(dues) if dues else None))
+            ready.append(
+                ReadyTask(
+                    task_id=str(task.id),
+                    activity_id=info.activity_id,
+                    name=info.name,
+                    role=info.role,
+                    form=info.form,
+                    ui_form=info.ui_form,
+                    instructions=info.instructions,
+                    signature=info.signature,
+                    due_at=min(dues) if dues else None,
+                )
+            )
         activities = [t.activity_id for t in ready]
         for wait in waits:
             host = wait.attached_to or wait.activity_id
             if host not in activities:
                 activities.append(host)
-        failed = [FailedTask(task_id=str(t.id), activity_id=t.task_spec.bpmn_id, name=self._task_name(t))
-                  for t in self._errored_service_tasks(workflow)]
+        failed = [
+            FailedTask(task_id=str(t.id), activity_id=t.task_spec.bpmn_id, name=self._task_name(t))
+            for t in self._errored_service_tasks(workflow)
+        ]
         for task in failed:
             if task.activity_id not in activities:
                 activities.append(task.activity_id)
-        return Outcome(state=state_to_dict(workflow), events=events, ready_tasks=ready, waiting_for=waits,
-                       completed=workflow.completed, data=process_data(workflow), current_activities=activities,
-                       failed_tasks=failed)
+        return Outcome(
+            state=state_to_dict(workflow),
+            events=events,
+            ready_tasks=ready,
+            waiting_for=waits,
+            completed=workflow.completed,
+            data=process_data(workflow),
+            current_activities=activities,
+            failed_tasks=failed,
+        )
 
 
 class _StepBudget:
@@ -488,11 +567,13 @@ class _StepBudget:
         if self.steps <= self.max_steps and elapsed <= self.seconds:
             return
         element_id = getattr(task.task_spec, "bpmn_id", None) or task.task_spec.name
-        limit = (f"{self.max_steps} steps" if self.steps > self.max_steps else f"{self.seconds:g} seconds")
+        limit = f"{self.max_steps} steps" if self.steps > self.max_steps else f"{self.seconds:g} seconds"
         raise StepBudgetExceeded(
             f"The process ran past its limit of {limit} without reaching a wait state (last at {element_id}): "
-            "the diagram probably loops. The step was undone.", element_id=element_id,
-            details={"steps": self.steps, "seconds": round(elapsed, 3)})
+            "the diagram probably loops. The step was undone.",
+            element_id=element_id,
+            details={"steps": self.steps, "seconds": round(elapsed, 3)},
+        )
 
 
 def _make_ready_again(task) -> None:
@@ -519,8 +600,9 @@ def _nothing() -> None:
 
 def _reports_occurrences(task_spec) -> bool:
     """Whether a timer repeats (a cycle that is not on an interrupting boundary event)."""
-    return (isinstance(task_spec.event_definition, CycleTimerEventDefinition)
-            and not getattr(task_spec, "cancel_activity", False))
+    return isinstance(task_spec.event_definition, CycleTimerEventDefinition) and not getattr(
+        task_spec, "cancel_activity", False
+    )
 
 
 def _lane_role(task_spec) -> str | None:
@@ -529,5 +611,3 @@ def _lane_role(task_spec) -> str | None:
 
     lane = (getattr(task_spec, "lane", None) or "").strip().lower().replace(" ", "_")
     return lane if lane in TASK_ROLES else None
-
-

@@ -42,32 +42,120 @@ MAX_INT_BITS = 100_000  # largest int that ``*``, ``**`` or ``<<`` may build
 MEMORY_LIMIT_MB = 256  # address space a script's worker process may add
 # Expressions built only of these can neither call nor build anything larger than what they read.
 _READ_ONLY_NODES = (
-    ast.Expression, ast.Name, ast.Load, ast.Constant, ast.Compare, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp,
-    ast.Not, ast.USub, ast.UAdd, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Is, ast.IsNot, ast.In,
-    ast.NotIn, ast.IfExp, ast.Subscript, ast.Tuple, ast.List,
+    ast.Expression,
+    ast.Name,
+    ast.Load,
+    ast.Constant,
+    ast.Compare,
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.UnaryOp,
+    ast.Not,
+    ast.USub,
+    ast.UAdd,
+    ast.Eq,
+    ast.NotEq,
+    ast.Lt,
+    ast.LtE,
+    ast.Gt,
+    ast.GtE,
+    ast.Is,
+    ast.IsNot,
+    ast.In,
+    ast.NotIn,
+    ast.IfExp,
+    ast.Subscript,
+    ast.Tuple,
+    ast.List,
 )
 
 SAFE_BUILTINS = (
-    "abs", "all", "any", "bool", "chr", "dict", "divmod", "enumerate", "filter", "float", "frozenset",
-    "int", "isinstance", "len", "list", "map", "max", "min", "ord", "repr", "reversed", "round", "set",
-    "slice", "sorted", "str", "sum", "tuple", "zip", "ArithmeticError", "AssertionError", "Exception",
-    "IndexError", "KeyError", "LookupError", "RuntimeError", "TypeError", "ValueError", "ZeroDivisionError",
+    "abs",
+    "all",
+    "any",
+    "bool",
+    "chr",
+    "dict",
+    "divmod",
+    "enumerate",
+    "filter",
+    "float",
+    "frozenset",
+    "int",
+    "isinstance",
+    "len",
+    "list",
+    "map",
+    "max",
+    "min",
+    "ord",
+    "repr",
+    "reversed",
+    "round",
+    "set",
+    "slice",
+    "sorted",
+    "str",
+    "sum",
+    "tuple",
+    "zip",
+    "ArithmeticError",
+    "AssertionError",
+    "Exception",
+    "IndexError",
+    "KeyError",
+    "LookupError",
+    "RuntimeError",
+    "TypeError",
+    "ValueError",
+    "ZeroDivisionError",
 )
 SAFE_GLOBALS = {name: getattr(_dt, name) for name in ("datetime", "date", "timedelta", "timezone")}
 # Refused wherever they appear: never task data, never available.
-_REFUSED_NAMES = frozenset({
-    "exec", "eval", "compile", "getattr", "setattr", "delattr", "hasattr", "globals", "locals", "vars",
-    "dir", "breakpoint", "memoryview", "super", "classmethod", "staticmethod",
-})
+_REFUSED_NAMES = frozenset(
+    {
+        "exec",
+        "eval",
+        "compile",
+        "getattr",
+        "setattr",
+        "delattr",
+        "hasattr",
+        "globals",
+        "locals",
+        "vars",
+        "dir",
+        "breakpoint",
+        "memoryview",
+        "super",
+        "classmethod",
+        "staticmethod",
+    }
+)
 # Refused when called: the builtins are unavailable, but these may be ordinary task-data variable names.
 _REFUSED_CALLS = frozenset({"open", "type", "input", "help", "exit", "quit", "object", "id", "property"})
 _REFUSED_ATTRIBUTES = frozenset({"mro", "format", "format_map"})  # besides RestrictedPython's own
 _GUARDED_OPS = {ast.Mult: "*", ast.Pow: "**", ast.LShift: "<<"}
 _BINOPS: dict[str, Callable[[Any, Any], Any]] = {"*": operator.mul, "**": operator.pow, "<<": operator.lshift}
-_INPLACE: dict[str, Callable[[Any, Any], Any]] = {f"{op}=": getattr(operator, f"i{name}") for op, name in (
-    ("+", "add"), ("-", "sub"), ("*", "mul"), ("/", "truediv"), ("//", "floordiv"), ("%", "mod"),
-    ("**", "pow"), ("<<", "lshift"), (">>", "rshift"), ("&", "and"), ("|", "or"), ("^", "xor"),
-    ("@", "matmul"))}
+_INPLACE: dict[str, Callable[[Any, Any], Any]] = {
+    f"{op}=": getattr(operator, f"i{name}")
+    for op, name in (
+        ("+", "add"),
+        ("-", "sub"),
+        ("*", "mul"),
+        ("/", "truediv"),
+        ("//", "floordiv"),
+        ("%", "mod"),
+        ("**", "pow"),
+        ("<<", "lshift"),
+        (">>", "rshift"),
+        ("&", "and"),
+        ("|", "or"),
+        ("^", "xor"),
+        ("@", "matmul"),
+    )
+}
 _LINE = re.compile(r"^Line (\d+): ")
 # Imported by datetime's C code (date.today, strftime, strptime) through the frame's builtins; sandboxed
 # code itself can never name __import__.
@@ -128,8 +216,11 @@ def _compile(source: str, mode: str) -> CodeType:
     result = compiler(tree, _FILENAME, policy=_Policy)  # type: ignore[arg-type]
     if result.errors:
         match = _LINE.match(result.errors[0])
-        raise UnsafeCode(_LINE.sub("", result.errors[0]), line=int(match.group(1)) if match else None,
-                         details={"errors": list(result.errors)})
+        raise UnsafeCode(
+            _LINE.sub("", result.errors[0]),
+            line=int(match.group(1)) if match else None,
+            details={"errors": list(result.errors)},
+        )
     assert result.code is not None
     return result.code
 
@@ -158,8 +249,10 @@ def _check_size(op: str, left: Any, right: Any) -> None:
     """Raise ValueError when ``left op right`` would build a huge sequence or integer."""
     ints = isinstance(left, int) and isinstance(right, int)
     if op == "*":
-        too_big = any(isinstance(seq, (str, bytes, list, tuple)) and isinstance(times, int)
-                      and len(seq) * times > MAX_ITEMS for seq, times in ((left, right), (right, left)))
+        too_big = any(
+            isinstance(seq, (str, bytes, list, tuple)) and isinstance(times, int) and len(seq) * times > MAX_ITEMS
+            for seq, times in ((left, right), (right, left))
+        )
         too_big = too_big or (ints and left.bit_length() + right.bit_length() > MAX_INT_BITS)
     elif op == "**":
         too_big = ints and abs(left) > 1 and left.bit_length() * right > MAX_INT_BITS
@@ -206,9 +299,16 @@ def _range(*args: int) -> range:
 
 
 _HOOKS: dict[str, Any] = {
-    "_getattr_": _getattr, "_getitem_": operator.getitem, "_write_": _write, "_getiter_": iter,
-    "_iter_unpack_sequence_": guarded_iter_unpack_sequence, "_unpack_sequence_": guarded_unpack_sequence,
-    "_inplacevar_": _inplacevar, "_binop_": _binop, "_print_": PrintCollector, "__import__": _import,
+    "_getattr_": _getattr,
+    "_getitem_": operator.getitem,
+    "_write_": _write,
+    "_getiter_": iter,
+    "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
+    "_unpack_sequence_": guarded_unpack_sequence,
+    "_inplacevar_": _inplacevar,
+    "_binop_": _binop,
+    "_print_": PrintCollector,
+    "__import__": _import,
     "_apply_": lambda func, *args, **kwargs: func(*args, **kwargs),
 }
 
@@ -244,8 +344,7 @@ def _is_private(key: Any) -> bool:
 class SandboxEnvironment(BasePythonScriptEngineEnvironment):
     """A SpiffWorkflow script environment running code in the sandbox, with TaskDataEnvironment semantics."""
 
-    def __init__(self, *, time_limit: float = 1.0, max_steps: int = 100_000,
-                 extra_globals: dict | None = None):
+    def __init__(self, *, time_limit: float = 1.0, max_steps: int = 100_000, extra_globals: dict | None = None):
         super().__init__(dict(extra_globals or {}))
         self.time_limit, self.max_steps = time_limit, max_steps
         safe = {name: getattr(builtins, name) for name in SAFE_BUILTINS}
@@ -314,8 +413,15 @@ class IsolatedSandboxEnvironment(SandboxEnvironment):
     ``data_limits``.
     """
 
-    def __init__(self, *, time_limit: float = 1.0, max_steps: int = 100_000, memory_limit_mb: int = MEMORY_LIMIT_MB,
-                 data_limits: ValueLimits = DEFAULT_LIMITS, protected_keys: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        *,
+        time_limit: float = 1.0,
+        max_steps: int = 100_000,
+        memory_limit_mb: int = MEMORY_LIMIT_MB,
+        data_limits: ValueLimits = DEFAULT_LIMITS,
+        protected_keys: tuple[str, ...] = (),
+    ):
         super().__init__(time_limit=time_limit, max_steps=max_steps)
         self.memory_limit_mb, self.data_limits = memory_limit_mb, data_limits
         self.protected_keys = tuple(protected_keys)
@@ -343,9 +449,17 @@ class IsolatedSandboxEnvironment(SandboxEnvironment):
     def _isolated(self, mode: str, source: str, context: dict, external: dict | None, what: str) -> Any:
         from .isolation import run
 
-        return run(mode, source, context, {k: v for k, v in (external or {}).items() if not _is_private(k)},
-                   time_limit=self.time_limit, max_steps=self.max_steps, memory_limit_mb=self.memory_limit_mb,
-                   limits=self.data_limits, what=what)
+        return run(
+            mode,
+            source,
+            context,
+            {k: v for k, v in (external or {}).items() if not _is_private(k)},
+            time_limit=self.time_limit,
+            max_steps=self.max_steps,
+            memory_limit_mb=self.memory_limit_mb,
+            limits=self.data_limits,
+            what=what,
+        )
 
 
 class SandboxScriptEngine(PythonScriptEngine):
@@ -356,14 +470,28 @@ class SandboxScriptEngine(PythonScriptEngine):
     budget only (for checks that must not start processes).
     """
 
-    def __init__(self, *, service_caller: Callable[[str, dict, dict], Any] | None = None,
-                 time_limit: float = 1.0, max_steps: int = 100_000, isolate: bool = True,
-                 memory_limit_mb: int | None = None, data_limits: ValueLimits = DEFAULT_LIMITS,
-                 protected_keys: tuple[str, ...] = ()):
-        environment = (IsolatedSandboxEnvironment(
-            time_limit=time_limit, max_steps=max_steps, memory_limit_mb=memory_limit_mb or MEMORY_LIMIT_MB,
-            data_limits=data_limits, protected_keys=protected_keys) if isolate
-            else SandboxEnvironment(time_limit=time_limit, max_steps=max_steps))
+    def __init__(
+        self,
+        *,
+        service_caller: Callable[[str, dict, dict], Any] | None = None,
+        time_limit: float = 1.0,
+        max_steps: int = 100_000,
+        isolate: bool = True,
+        memory_limit_mb: int | None = None,
+        data_limits: ValueLimits = DEFAULT_LIMITS,
+        protected_keys: tuple[str, ...] = (),
+    ):
+        environment = (
+            IsolatedSandboxEnvironment(
+                time_limit=time_limit,
+                max_steps=max_steps,
+                memory_limit_mb=memory_limit_mb or MEMORY_LIMIT_MB,
+                data_limits=data_limits,
+                protected_keys=protected_keys,
+            )
+            if isolate
+            else SandboxEnvironment(time_limit=time_limit, max_steps=max_steps)
+        )
         super().__init__(environment=environment)
         self.service_caller = service_caller
 
@@ -400,8 +528,9 @@ class SandboxScriptEngine(PythonScriptEngine):
         try:
             return json.dumps(result)
         except (TypeError, ValueError) as err:
-            raise ServiceCallFailed(f"{operation_name} returned a result that is not JSON: {err}",
-                                    element_id=element_id) from err
+            raise ServiceCallFailed(
+                f"{operation_name} returned a result that is not JSON: {err}", element_id=element_id
+            ) from err
 
 
 def _element_id(task: Any) -> str | None:

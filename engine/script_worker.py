@@ -42,8 +42,7 @@ def _answer(request: dict) -> dict:
         else:
             environment.execute(request["source"], context, external)
             value = context
-        check_value(value, limits, where="result" if request["mode"] == "eval" else "data",
-                    extra_leaves=ENGINE_LEAVES)
+        check_value(value, limits, where="result" if request["mode"] == "eval" else "data", extra_leaves=ENGINE_LEAVES)
         return {"ok": True, "value": registry.convert(value)}
     except ScriptFailed as exc:
         return {"ok": False, "message": exc.message, "line": exc.line}

@@ -21,8 +21,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC
 
 _applied = False
-_cycle_listener: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("tether_cycle_listener",
-                                                                                   default=None)
+_cycle_listener: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("tether_cycle_listener", default=None)
 
 
 @contextlib.contextmanager
@@ -54,7 +53,7 @@ def _announce_cycles(cycle_complete):
 
 def _lift_depth_limit(init) -> None:
     """Replace the default ``max_depth`` of a task iterator's ``__init__`` with no practical limit."""
-    names = init.__code__.co_varnames[1:init.__code__.co_argcount]
+    names = init.__code__.co_varnames[1 : init.__code__.co_argcount]
     defaults = list(init.__defaults__)
     offset = len(names) - len(defaults)
     defaults[names.index("max_depth") - offset] = sys.maxsize
@@ -75,7 +74,8 @@ def apply() -> None:
     timer.datetime = ClockedDatetime  # type: ignore[attr-defined,misc]
     timer.LOCALTZ = UTC  # type: ignore[attr-defined]
     timer.CycleTimerEventDefinition.cycle_complete = _announce_cycles(  # type: ignore[method-assign]
-        timer.CycleTimerEventDefinition.cycle_complete)
+        timer.CycleTimerEventDefinition.cycle_complete
+    )
     _lift_depth_limit(TaskIterator.__init__)
     _lift_depth_limit(BpmnTaskIterator.__init__)
     _applied = True

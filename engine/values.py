@@ -45,8 +45,9 @@ DEFAULT_LIMITS = ValueLimits()
 ENGINE_LEAVES = (_dt.datetime, _dt.date, _dt.time, _dt.timedelta, Decimal)
 
 
-def check_value(value: Any, limits: ValueLimits = DEFAULT_LIMITS, *, where: str = "data",
-                extra_leaves: tuple[type, ...] = ()) -> None:
+def check_value(
+    value: Any, limits: ValueLimits = DEFAULT_LIMITS, *, where: str = "data", extra_leaves: tuple[type, ...] = ()
+) -> None:
     """Raise ``ValueRejected`` naming the first part of ``value`` that cannot be stored, else return."""
     items = chars = 0
     stack: list[tuple[Any, str, int]] = [(value, where, 0)]

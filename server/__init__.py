@@ -41,8 +41,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     if not app.config.get("DATABASE_URL"):
         app.config["DATABASE_URL"] = _default_database_url(app)
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True, "json_serializer": compact_json,
-                                               **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {})}
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+        "pool_pre_ping": True,
+        "json_serializer": compact_json,
+        **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
+    }
     app.config["SECRET_KEY"] = app.config.get("SECRET_KEY") or _secret_key(app)
     app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_UPLOAD_BYTES"])
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")

@@ -81,8 +81,12 @@ def site() -> None:
 @site.command("add")
 @click.argument("code")
 @click.option("--name", default=None)
-@click.option("--kind", type=click.Choice(["treatment-centre", "manufacturing", "logistics"]),
-              default="treatment-centre", show_default=True)
+@click.option(
+    "--kind",
+    type=click.Choice(["treatment-centre", "manufacturing", "logistics"]),
+    default="treatment-centre",
+    show_default=True,
+)
 def site_add(code: str, name: str | None, kind: str) -> None:
     """Register a site with a short unique CODE (SITE-A, MFG-1)."""
     from server.access import accounts
@@ -107,8 +111,9 @@ def user() -> None:
 @click.option("--site", "sites", multiple=True, help="site code (repeat for several)")
 @click.option("--display-name", default=None, help="printed name used on signatures")
 @click.option("--password-stdin", is_flag=True, help="read the password from standard input")
-def user_add(name: str, roles: tuple[str, ...], sites: tuple[str, ...], display_name: str | None,
-             password_stdin: bool) -> None:
+def user_add(
+    name: str, roles: tuple[str, ...], sites: tuple[str, ...], display_name: str | None, password_stdin: bool
+) -> None:
     """Create user NAME with roles and sites."""
     from server.access import accounts
 
@@ -147,8 +152,10 @@ def user_list() -> None:
         for row in database.session.execute(select(User).order_by(User.id)).scalars():
             status = "active" if row.active else "deactivated"
             status += ", locked" if row.locked else ""
-            click.echo(f"{row.id:>5} {row.username:<20} {', '.join(row.roles):<24} "
-                       f"{', '.join(row.site_codes) or 'all sites':<20} {status}")
+            click.echo(
+                f"{row.id:>5} {row.username:<20} {', '.join(row.roles):<24} "
+                f"{', '.join(row.site_codes) or 'all sites':<20} {status}"
+            )
 
 
 @user.command("unlock")
@@ -156,6 +163,7 @@ def user_list() -> None:
 @click.option("--reason", default=None)
 def user_unlock(name: str, reason: str | None) -> None:
     """Unlock user NAME after repeated failed signatures."""
+
     def change(accounts, account):
         done = accounts.unlock_user(account, "cli", reason)
         click.echo(f"user {name} unlocked" if done else f"user {name} was not locked")
@@ -198,6 +206,7 @@ def user_role() -> None:
 @click.option("--reason", default=None)
 def user_role_add(name: str, role: str, reason: str | None) -> None:
     """Grant ROLE to user NAME."""
+
     def change(accounts, account):
         accounts.update_user(account, "cli", roles=[*account.roles, role], reason=reason)
         click.echo(f"user {name} now has roles {', '.join(account.roles)}")
@@ -211,6 +220,7 @@ def user_role_add(name: str, role: str, reason: str | None) -> None:
 @click.option("--reason", default=None)
 def user_role_remove(name: str, role: str, reason: str | None) -> None:
     """Withdraw ROLE from user NAME."""
+
     def change(accounts, account):
         if role not in account.roles:
             raise accounts.AccountError(f"user {name} does not have the role {role}")
@@ -262,8 +272,9 @@ def token_list(name: str | None) -> None:
                 _fail(str(exc))
         for row in database.session.execute(query).scalars():
             expires = row.expires_at.isoformat() if row.expires_at else "never"
-            click.echo(f"{row.id:>5} {row.user.username:<20} {row.label:<16} {accounts.token_status(row):<8} "
-                       f"expires {expires}")
+            click.echo(
+                f"{row.id:>5} {row.user.username:<20} {row.label:<16} {accounts.token_status(row):<8} expires {expires}"
+            )
 
 
 def _change_token(token_id: int, change) -> None:
@@ -288,6 +299,7 @@ def _change_token(token_id: int, change) -> None:
 @click.option("--reason", default=None)
 def token_revoke(token_id: int, reason: str | None) -> None:
     """Revoke token TOKEN_ID at once."""
+
     def change(accounts, record):
         done = accounts.revoke_token(record, "cli", reason)
         click.echo(f"token {token_id} revoked" if done else f"token {token_id} was already revoked")
@@ -300,6 +312,7 @@ def token_revoke(token_id: int, reason: str | None) -> None:
 @click.option("--reason", default=None)
 def token_expire(token_id: int, reason: str | None) -> None:
     """Expire token TOKEN_ID now."""
+
     def change(accounts, record):
         done = accounts.expire_token(record, "cli", reason=reason)
         click.echo(f"token {token_id} expired" if done else f"token {token_id} had expired already")
@@ -352,8 +365,9 @@ def audit_verify() -> None:
     if result["ok"]:
         click.echo(f"audit chain intact: {result['checked']} entries checked")
         return
-    click.echo(f"audit chain BROKEN at entry seq {result['first_bad_seq']} "
-               f"({result['checked']} entries verified before it)")
+    click.echo(
+        f"audit chain BROKEN at entry seq {result['first_bad_seq']} ({result['checked']} entries verified before it)"
+    )
     sys.exit(1)
 
 

@@ -35,8 +35,11 @@ SETTINGS = [
     Setting("PASSWORD_HASH_MEMORY_KIB", 65536, "Argon2id memory per password hash, in KiB (tests use 64)"),
     Setting("TOKEN_TTL_DAYS", 90, "days an API token stays valid"),
     Setting("MAX_JSON_BYTES", 1024 * 1024, "largest accepted JSON (non-upload) request body, in bytes"),
-    Setting("DISCARD_BODY_BYTES", 64 * 1024 * 1024, "bytes of a refused (413) body read and dropped so the "
-            "client can read the answer; a longer body is cut off"),
+    Setting(
+        "DISCARD_BODY_BYTES",
+        64 * 1024 * 1024,
+        "bytes of a refused (413) body read and dropped so the client can read the answer; a longer body is cut off",
+    ),
     Setting("LOGIN_RATE_LIMIT", "10 per minute", "login attempts one client address may make (API and web)"),
     Setting("DISPATCHER", True, "run the webhook dispatcher in this process"),
     Setting("EVENT_SOURCE", "urn:tether", "the CloudEvents 'source' of every event this server publishes"),

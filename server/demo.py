@@ -23,9 +23,11 @@ from server.workflow import therapies
 from .demo_data import ALLOGENEIC_HAPPY_PATH, AUTOLOGOUS_HAPPY_PATH, form_data
 
 DEMO_PASSWORD = "tether-demo-2026"  # noqa: S105  (printed for the demo on purpose)
-SITES = [("SITE-A", "St Elsewhere Treatment Centre", "treatment-centre"),
-         ("SITE-B", "Riverside Cancer Centre", "treatment-centre"),
-         ("MFG-1", "Northfield Cell Manufacturing", "manufacturing")]
+SITES = [
+    ("SITE-A", "St Elsewhere Treatment Centre", "treatment-centre"),
+    ("SITE-B", "Riverside Cancer Centre", "treatment-centre"),
+    ("MFG-1", "Northfield Cell Manufacturing", "manufacturing"),
+]
 USERS = [  # username, printed name, roles, sites
     ("admin", "Ada Admin", ["admin"], []),
     ("designer", "Dana Designer", ["designer"], []),
@@ -42,36 +44,60 @@ ROLE_USER = {"coordinator": "coordinator", "manufacturing": "manufacturing", "qa
 THERAPIES = [
     ("autologous_car_t", "SITE-A", "PT-A-0001", 0, 0),
     ("autologous_car_t", "SITE-A", "PT-A-0002", 2, 1),
-    ("autologous_car_t", "SITE-A", "PT-A-0003", 4, 3),     # fresh material overdue: the 24 h escalation fires
+    ("autologous_car_t", "SITE-A", "PT-A-0003", 4, 3),  # fresh material overdue: the 24 h escalation fires
     ("autologous_car_t", "SITE-B", "PT-B-0001", 6, 6),
-    ("autologous_car_t", "SITE-B", "PT-B-0002", 9, 20),    # awaiting QA release (signature)
+    ("autologous_car_t", "SITE-B", "PT-B-0002", 9, 20),  # awaiting QA release (signature)
     ("autologous_car_t", "SITE-A", "PT-A-0004", 12, 30),
     ("autologous_car_t", "SITE-A", "PT-A-0005", 15, 34),
     ("autologous_car_t", "SITE-B", "PT-B-0003", 17, 36),
     ("autologous_car_t", "SITE-A", "PT-A-0006", len(AUTOLOGOUS_HAPPY_PATH), 70),  # completed
     ("allogeneic", "SITE-A", "PT-A-0101", 2, 1),
-    ("allogeneic", "SITE-B", "PT-B-0101", 4, 4),           # delivery overdue: the 48 h escalation fires
+    ("allogeneic", "SITE-B", "PT-B-0101", 4, 4),  # delivery overdue: the 48 h escalation fires
     ("allogeneic", "SITE-B", "PT-B-0102", len(ALLOGENEIC_HAPPY_PATH), 10),
-    ("autologous_car_t", "SITE-B", "PT-B-0004", 11, 25),   # return shipment warms up: excursion, quarantine path
+    ("autologous_car_t", "SITE-B", "PT-B-0004", 11, 25),  # return shipment warms up: excursion, quarantine path
 ]
 # Therapies whose return shipment logs a temperature excursion once seeded.
 EXCURSION_PATIENTS = {"PT-B-0004"}
 # Handoffs recorded (with a scan of the bag label) right after a step of a journey:
 # (process, step) -> (material, from, to, where, recorded by); "{site}" is the therapy's site.
 HANDOFFS = {
-    ("autologous_car_t", "courier.picked_up"): ("LEUKOPAK-1", "{site} apheresis unit", "ColdChain courier",
-                                                "{site} dock", "logistics"),
-    ("autologous_car_t", "shipment.delivered"): ("LEUKOPAK-1", "ColdChain courier", "MFG-1 goods-in", "MFG-1 dock",
-                                                 "manufacturing"),
-    ("autologous_car_t", "return.picked_up"): ("CAR-T-1", "MFG-1 release", "ColdChain courier", "MFG-1 dock",
-                                               "manufacturing"),
-    ("autologous_car_t", "return.delivered"): ("CAR-T-1", "ColdChain courier", "{site} cell therapy lab",
-                                               "{site} lab", "logistics"),
-    ("autologous_car_t", "Task_StartLymphodepletion"): ("CAR-T-1", "{site} cell therapy lab", "{site} infusion ward",
-                                                        "{site} ward", "coordinator"),
+    ("autologous_car_t", "courier.picked_up"): (
+        "LEUKOPAK-1",
+        "{site} apheresis unit",
+        "ColdChain courier",
+        "{site} dock",
+        "logistics",
+    ),
+    ("autologous_car_t", "shipment.delivered"): (
+        "LEUKOPAK-1",
+        "ColdChain courier",
+        "MFG-1 goods-in",
+        "MFG-1 dock",
+        "manufacturing",
+    ),
+    ("autologous_car_t", "return.picked_up"): (
+        "CAR-T-1",
+        "MFG-1 release",
+        "ColdChain courier",
+        "MFG-1 dock",
+        "manufacturing",
+    ),
+    ("autologous_car_t", "return.delivered"): (
+        "CAR-T-1",
+        "ColdChain courier",
+        "{site} cell therapy lab",
+        "{site} lab",
+        "logistics",
+    ),
+    ("autologous_car_t", "Task_StartLymphodepletion"): (
+        "CAR-T-1",
+        "{site} cell therapy lab",
+        "{site} infusion ward",
+        "{site} ward",
+        "coordinator",
+    ),
     ("allogeneic", "shipment.picked_up"): ("LOT-1", "Cell bank depot", "ColdChain courier", "Depot dock", "logistics"),
-    ("allogeneic", "shipment.delivered"): ("LOT-1", "ColdChain courier", "{site} pharmacy", "{site} dock",
-                                           "logistics"),
+    ("allogeneic", "shipment.delivered"): ("LOT-1", "ColdChain courier", "{site} pharmacy", "{site} dock", "logistics"),
 }
 # Temperatures a shipper's data logger reports after a pickup (one reading every 10 minutes for two hours).
 LOGGED_LEGS = {"courier.picked_up": 5.0, "return.picked_up": -182.0, "shipment.picked_up": -180.0}
@@ -129,8 +155,15 @@ def _record_cold_chain(therapy_id: str, process_key: str, step: tuple, clock: Fa
     if handoff is not None:
         material, giver, taker, where, role = (part.replace("{site}", therapy.site.code) for part in handoff)
         clock.advance(minutes=5)
-        custody.record_transfer(therapy, material_id=material, from_party=giver, to_party=taker,
-                                scanned_coi="&/" + therapy.coi, actor=ROLE_USER.get(role, role), location=where)
+        custody.record_transfer(
+            therapy,
+            material_id=material,
+            from_party=giver,
+            to_party=taker,
+            scanned_coi="&/" + therapy.coi,
+            actor=ROLE_USER.get(role, role),
+            location=where,
+        )
     if step[0] == "message" and step[1] in LOGGED_LEGS:
         base = LOGGED_LEGS[step[1]]
         clock.advance(hours=2)
@@ -141,25 +174,34 @@ def _log_temperatures(therapy_id: str, clock: FakeClock, temperatures: list[floa
     """A data logger uploads readings taken every 10 minutes up to now."""
     therapy = db.session.get_one(Therapy, therapy_id)
     first = clock() - timedelta(minutes=10 * len(temperatures))
-    readings = [{"sensor_id": f"LOGGER-{shipment_id}", "shipment_id": shipment_id, "temperature_c": temperature,
-                 "recorded_at": first + timedelta(minutes=10 * (i + 1)), "location": None}
-                for i, temperature in enumerate(temperatures)]
-    conditions.record_readings(therapy, readings, actor="integrator",
-                               tell_process=therapies.deliver_waiting_message)
+    readings = [
+        {
+            "sensor_id": f"LOGGER-{shipment_id}",
+            "shipment_id": shipment_id,
+            "temperature_c": temperature,
+            "recorded_at": first + timedelta(minutes=10 * (i + 1)),
+            "location": None,
+        }
+        for i, temperature in enumerate(temperatures)
+    ]
+    conditions.record_readings(therapy, readings, actor="integrator", tell_process=therapies.deliver_waiting_message)
 
 
 def _run_step(therapy_id: str, step: tuple, clock: FakeClock) -> None:
     therapy = db.session.get_one(Therapy, therapy_id)
     if step[0] == "task":
-        task = db.session.execute(select(TaskRecord).where(
-            TaskRecord.therapy_id == therapy_id, TaskRecord.status == "ready",
-            TaskRecord.activity_id == step[1])).scalar_one()
+        task = db.session.execute(
+            select(TaskRecord).where(
+                TaskRecord.therapy_id == therapy_id, TaskRecord.status == "ready", TaskRecord.activity_id == step[1]
+            )
+        ).scalar_one()
         username = ROLE_USER[task.role]
         user = db.session.execute(select(User).where(User.username == username)).scalar_one()
         if task.form is None:  # every user task of the demo's journeys has a form
             raise RuntimeError(f"demo task {task.activity_id} has no form to fill in")
-        therapies.complete_task(task, form_data(task.form, therapy.coi), user.username,
-                                signer=user if task.signature else None)
+        therapies.complete_task(
+            task, form_data(task.form, therapy.coi), user.username, signer=user if task.signature else None
+        )
     elif step[0] == "message":
         therapies.deliver_message(therapy, step[1], step[2], actor="integrator")
     elif step[0] == "advance":

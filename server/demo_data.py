@@ -31,13 +31,16 @@ def form_data(form: str, coi: str = COI) -> dict:
         data["scanned_coi"] = data["scanned_coi"].replace(COI, coi)
         if data["scanned_coi"].endswith(" C"):
             from engine.coi import parse_coi
+
             data["scanned_coi"] = parse_coi(coi).eye_readable
     return data
 
 
 # The autologous happy path: user tasks (by activity id), messages (name, payload) and clock moves.
 AUTOLOGOUS_HAPPY_PATH = [
-    ("task", "Task_Enrolment"), ("task", "Task_Scheduling"), ("task", "Task_Apheresis"),
+    ("task", "Task_Enrolment"),
+    ("task", "Task_Scheduling"),
+    ("task", "Task_Apheresis"),
     ("message", "courier.picked_up", {"courier": "ColdChain", "tracking": "CC-1"}),
     ("message", "shipment.delivered", {"delivered_to": "MFG-1"}),
     ("task", "Task_ReceiveAtManufacturing"),
@@ -47,15 +50,21 @@ AUTOLOGOUS_HAPPY_PATH = [
     ("task", "Task_QaRelease"),
     ("message", "return.picked_up", {"courier": "ColdChain"}),
     ("message", "return.delivered", {"delivered_to": "SITE-A"}),
-    ("task", "Task_ReceiveAtCentre"), ("task", "Task_ConfirmAvailability"), ("task", "Task_StartLymphodepletion"),
-    ("task", "Task_BedsideCheck"), ("task", "Task_RecordInfusion"),
+    ("task", "Task_ReceiveAtCentre"),
+    ("task", "Task_ConfirmAvailability"),
+    ("task", "Task_StartLymphodepletion"),
+    ("task", "Task_BedsideCheck"),
+    ("task", "Task_RecordInfusion"),
     ("advance", {"days": 29}),
     ("task", "Task_Day28FollowUp"),
 ]
 
 ALLOGENEIC_HAPPY_PATH = [
-    ("task", "Task_OrderFromInventory"), ("task", "Task_AllocateLot"),
+    ("task", "Task_OrderFromInventory"),
+    ("task", "Task_AllocateLot"),
     ("message", "shipment.picked_up", {"courier": "ColdChain"}),
     ("message", "shipment.delivered", {"delivered_to": "SITE-A"}),
-    ("task", "Task_ReceiveAtSite"), ("task", "Task_BedsideCheck"), ("task", "Task_RecordInfusion"),
+    ("task", "Task_ReceiveAtSite"),
+    ("task", "Task_BedsideCheck"),
+    ("task", "Task_RecordInfusion"),
 ]

@@ -18,8 +18,9 @@ class ApiError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
-                 details: dict | None = None):
+    def __init__(
+        self, message: str, *, code: str | None = None, status: int | None = None, details: dict | None = None
+    ):
         super().__init__(message)
         self.message = message
         self.code = code or self.code
@@ -56,9 +57,18 @@ def error_body(code: str, message: str, details: dict | None = None) -> dict:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-               422: "invalid", 429: "too_many_requests"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "too_many_requests",
+}
 
 
 def engine_error_status(exc: EngineError) -> int:
@@ -102,5 +112,8 @@ def register(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unexpected error", exc_info=exc)
-        return jsonify(error_body("internal_error", "The server failed to handle the request; it has been "
-                                  "logged and nothing was changed.")), 500
+        return jsonify(
+            error_body(
+                "internal_error", "The server failed to handle the request; it has been logged and nothing was changed."
+            )
+        ), 500

@@ -54,8 +54,10 @@ def loads_request_body(data: str | bytes) -> Any:
     try:
         value = json.loads(data, parse_constant=_non_finite)
     except RecursionError:
-        raise ValueRejected(f"The request body is nested more than {DEFAULT_LIMITS.max_depth} levels deep.",
-                            details={"field": BODY, "reason": "too_deep"}) from None
+        raise ValueRejected(
+            f"The request body is nested more than {DEFAULT_LIMITS.max_depth} levels deep.",
+            details={"field": BODY, "reason": "too_deep"},
+        ) from None
     check_value(value, DEFAULT_LIMITS, where=BODY)
     return value
 
@@ -121,8 +123,9 @@ class IdConverter(IntegerConverter):
 
     regex = _at_most(ID_MAX)
 
-    def __init__(self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = None,
-                 signed: bool = False) -> None:
+    def __init__(
+        self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = None, signed: bool = False
+    ) -> None:
         super().__init__(map, fixed_digits, 0 if min is None else min, ID_MAX if max is None else max, signed)
 
 
@@ -139,9 +142,11 @@ def refuse_nul_characters() -> None:
         for name, value in values.items(multi=True):
             if "\x00" in name or "\x00" in value:
                 shown = name.replace("\x00", "\\u0000")[:40]
-                raise Invalid(f"The {kind} '{shown}' contains a NUL character (\\u0000).",
-                              code="invalid_query" if kind == "query parameter" else "invalid_form",
-                              details={"field": shown, "reason": "nul_character"})
+                raise Invalid(
+                    f"The {kind} '{shown}' contains a NUL character (\\u0000).",
+                    code="invalid_query" if kind == "query parameter" else "invalid_form",
+                    details={"field": shown, "reason": "nul_character"},
+                )
 
 
 def init_app(app: Flask) -> None:
@@ -151,6 +156,7 @@ def init_app(app: Flask) -> None:
     """
     app.json = StrictJSONProvider(app)
     app.request_class = CheckedRequest
-    app.url_map.converters.update(default=SegmentConverter, string=SegmentConverter, path=FilePathConverter,
-                                  int=IdConverter)
+    app.url_map.converters.update(
+        default=SegmentConverter, string=SegmentConverter, path=FilePathConverter, int=IdConverter
+    )
     app.before_request(refuse_nul_characters)

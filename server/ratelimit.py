@@ -57,8 +57,9 @@ def init_app(app: Flask) -> Limiter:
             state["marked"] = True
 
     app.before_request(mark_login_views)  # runs before the limiter's own check, registered below
-    limiter = Limiter(get_remote_address, app=app, storage_uri="memory://", headers_enabled=True,
-                      strategy="moving-window")
+    limiter = Limiter(
+        get_remote_address, app=app, storage_uri="memory://", headers_enabled=True, strategy="moving-window"
+    )
     app.extensions["tether_limiter"] = limiter
     app.register_error_handler(RateLimitExceeded, _too_many_requests)
     return limiter
@@ -66,8 +67,13 @@ def init_app(app: Flask) -> Limiter:
 
 def _too_many_requests(exc: RateLimitExceeded):
     """429 with the API's error body; Flask-Limiter adds ``Retry-After`` and the ``X-RateLimit-*`` headers."""
-    response = jsonify(error_body("too_many_requests", "Too many login attempts from this address; wait and "
-                                  "try again.", {"limit": str(exc.limit.limit) if exc.limit else None}))
+    response = jsonify(
+        error_body(
+            "too_many_requests",
+            "Too many login attempts from this address; wait and try again.",
+            {"limit": str(exc.limit.limit) if exc.limit else None},
+        )
+    )
     response.status_code = 429
     return response
 
@@ -79,8 +85,10 @@ def _limit_body_size() -> None:
     limit = upload_limit if request.mimetype == "multipart/form-data" else min(json_limit, upload_limit)
     length = request.content_length
     if length is not None and length > limit:
-        raise TooLarge(f"The request body is {length} bytes; at most {limit} bytes are accepted here.",
-                       details={"limit_bytes": limit, "content_length": length})
+        raise TooLarge(
+            f"The request body is {length} bytes; at most {limit} bytes are accepted here.",
+            details={"limit_bytes": limit, "content_length": length},
+        )
     request.max_content_length = limit  # a body sent without Content-Length is cut off at the limit too
 
 

@@ -33,5 +33,14 @@ class _Server(BaseApplication):
 
 def run(host: str, port: int, workers: int, threads: int) -> None:
     """Serve until interrupted."""
-    _Server({"bind": f"{host}:{port}", "workers": workers, "threads": threads, "worker_class": "gthread",
-             "accesslog": "-", "timeout": 60, "graceful_timeout": 5}).run()
+    _Server(
+        {
+            "bind": f"{host}:{port}",
+            "workers": workers,
+            "threads": threads,
+            "worker_class": "gthread",
+            "accesslog": "-",
+            "timeout": 60,
+            "graceful_timeout": 5,
+        }
+    ).run()

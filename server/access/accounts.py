@@ -57,17 +57,20 @@ def add_site(code: str, name: str, kind: str, actor: str) -> Site:
     return site
 
 
-def add_user(username: str, roles: list[str], site_codes: list[str], display_name: str, password: str | None,
-             actor: str) -> User:
+def add_user(
+    username: str, roles: list[str], site_codes: list[str], display_name: str, password: str | None, actor: str
+) -> User:
     """Create a user with roles and sites; the password (optional for system accounts) must meet the policy."""
     if not _USERNAME.match(username or ""):
-        raise AccountError(f"user name '{username}' must be 2-64 lower-case letters, digits, dots, dashes",
-                           field="username")
+        raise AccountError(
+            f"user name '{username}' must be 2-64 lower-case letters, digits, dots, dashes", field="username"
+        )
     _check_roles(roles, site_codes)
     sites = _sites(site_codes)
     if not (display_name or "").strip() or len(display_name) > 200:
-        raise AccountError("the display name (the printed name on signatures) needs 1-200 characters",
-                           field="display_name")
+        raise AccountError(
+            "the display name (the printed name on signatures) needs 1-200 characters", field="display_name"
+        )
     if db.session.execute(select(User).where(User.username == username)).scalar_one_or_none():
         raise AccountError(f"user {username} already exists", field="username", conflict=True)
     try:
@@ -75,13 +78,27 @@ def add_user(username: str, roles: list[str], site_codes: list[str], display_nam
     except ApiError as exc:
         raise AccountError(exc.message, field="password", code=exc.code) from None
     with unit_of_work():
-        user = User(username=username, display_name=display_name, roles=sorted(set(roles)), sites=sites,
-                    password_hash=password_hash)
+        user = User(
+            username=username,
+            display_name=display_name,
+            roles=sorted(set(roles)),
+            sites=sites,
+            password_hash=password_hash,
+        )
         db.session.add(user)
         db.session.flush()
-        audit.append(actor, "user.created", "user", str(user.id), data={
-            "username": username, "display_name": display_name, "roles": user.roles,
-            "sites": [s.code for s in sites]})
+        audit.append(
+            actor,
+            "user.created",
+            "user",
+            str(user.id),
+            data={
+                "username": username,
+                "display_name": display_name,
+                "roles": user.roles,
+                "sites": [s.code for s in sites],
+            },
+        )
     return user
 
 
@@ -89,8 +106,9 @@ def _check_roles(roles: list[str], site_codes: list[str]) -> None:
     """Roles must be known; unscoped roles take no sites; the read-only auditor takes no other role."""
     unknown = [r for r in roles if r not in ROLES]
     if unknown or not roles:
-        raise AccountError(f"unknown role(s) {', '.join(unknown) or '(none given)'}; use {', '.join(ROLES)}",
-                           field="roles")
+        raise AccountError(
+            f"unknown role(s) {', '.join(unknown) or '(none given)'}; use {', '.join(ROLES)}", field="roles"
+        )
     if site_codes and any(r in UNSCOPED_ROLES for r in roles):
         raise AccountError(f"roles {', '.join(UNSCOPED_ROLES)} are never site-scoped; drop --site", field="sites")
     if READ_ONLY_ROLE in roles and len(set(roles)) > 1:
@@ -103,8 +121,7 @@ def _sites(site_codes: list[str]) -> list[Site]:
     for code in site_codes:
         site = db.session.execute(select(Site).where(Site.code == code.upper())).scalar_one_or_none()
         if site is None:
-            raise AccountError(f"site {code} does not exist; add it first with 'tether site add {code}'",
-                               field="sites")
+            raise AccountError(f"site {code} does not exist; add it first with 'tether site add {code}'", field="sites")
         if site not in sites:
             sites.append(site)
     return sites
@@ -118,9 +135,16 @@ def find_user(username: str) -> User:
     return user
 
 
-def update_user(user: User, actor: str, *, display_name: str | None = None, roles: list[str] | None = None,
-                site_codes: list[str] | None = None, active: bool | None = None,
-                reason: str | None = None) -> list[str]:
+def update_user(
+    user: User,
+    actor: str,
+    *,
+    display_name: str | None = None,
+    roles: list[str] | None = None,
+    site_codes: list[str] | None = None,
+    active: bool | None = None,
+    reason: str | None = None,
+) -> list[str]:
     """Change a user's printed name, roles, sites or active flag; one audit entry per change, old and new.
 
     Returns the audit actions written (empty when nothing changed). Deactivating is how an account is
@@ -131,8 +155,9 @@ def update_user(user: User, actor: str, *, display_name: str | None = None, role
     _check_roles(new_roles, new_codes)
     new_sites = _sites(new_codes) if site_codes is not None else []  # read only when the sites change
     if display_name is not None and (not display_name.strip() or len(display_name) > 200):
-        raise AccountError("the display name (the printed name on signatures) needs 1-200 characters",
-                           field="display_name")
+        raise AccountError(
+            "the display name (the printed name on signatures) needs 1-200 characters", field="display_name"
+        )
     # (audit action, field, old value, new value); the values are the field's JSON: a text, a list, a flag.
     changes: list[tuple[str, str, Any, Any]] = []
     if display_name is not None and display_name != user.display_name:
@@ -169,8 +194,14 @@ def unlock_user(user: User, actor: str, reason: str | None = None) -> bool:
     with unit_of_work():
         old = {"locked": user.locked, "failed_signatures": user.failed_signatures}
         user.locked, user.failed_signatures = False, 0
-        audit.append(actor, "user.unlocked", "user", str(user.id), reason=reason,
-                     data={"username": user.username, "old": old, "new": {"locked": False, "failed_signatures": 0}})
+        audit.append(
+            actor,
+            "user.unlocked",
+            "user",
+            str(user.id),
+            reason=reason,
+            data={"username": user.username, "old": old, "new": {"locked": False, "failed_signatures": 0}},
+        )
     return True
 
 
@@ -187,8 +218,13 @@ def set_password(user: User, password: str, actor: str) -> None:
     with unit_of_work():
         ended = web_sessions.end_user_sessions(user.id, web_sessions.PASSWORD_CHANGED)
         user.password_hash = password_hash
-        audit.append(actor, "user.password_changed", "user", str(user.id),
-                     data={"username": user.username, "sessions_ended": ended})
+        audit.append(
+            actor,
+            "user.password_changed",
+            "user",
+            str(user.id),
+            data={"username": user.username, "sessions_ended": ended},
+        )
 
 
 def issue_token(username: str, label: str, actor: str, ttl_days: int | None = None) -> str:
@@ -203,9 +239,18 @@ def issue_token_for(user: User, label: str, actor: str, ttl_days: int | None = N
     with unit_of_work():
         value, record = create_token(user, label, ttl_days)
         db.session.flush()
-        audit.append(actor, "token.created", "user", str(user.id), data={
-            "token_id": record.id, "label": label, "username": user.username,
-            "expires_at": record.expires_at.isoformat() if record.expires_at else None})
+        audit.append(
+            actor,
+            "token.created",
+            "user",
+            str(user.id),
+            data={
+                "token_id": record.id,
+                "label": label,
+                "username": user.username,
+                "expires_at": record.expires_at.isoformat() if record.expires_at else None,
+            },
+        )
     return value, record
 
 
@@ -225,8 +270,14 @@ def revoke_token(record: ApiToken, actor: str, reason: str | None = None) -> boo
         return False
     with unit_of_work():
         record.revoked_at = utcnow()
-        audit.append(actor, "token.revoked", "user", str(record.user_id), reason=reason, data={
-            "token_id": record.id, "label": record.label, "username": record.user.username})
+        audit.append(
+            actor,
+            "token.revoked",
+            "user",
+            str(record.user_id),
+            reason=reason,
+            data={"token_id": record.id, "label": record.label, "username": record.user.username},
+        )
     return True
 
 
@@ -240,7 +291,18 @@ def expire_token(record: ApiToken, actor: str, at: datetime | None = None, reaso
     with unit_of_work():
         old = record.expires_at
         record.expires_at = at
-        audit.append(actor, "token.expired", "user", str(record.user_id), reason=reason, data={
-            "token_id": record.id, "label": record.label, "username": record.user.username,
-            "old": old.isoformat() if old else None, "new": at.isoformat()})
+        audit.append(
+            actor,
+            "token.expired",
+            "user",
+            str(record.user_id),
+            reason=reason,
+            data={
+                "token_id": record.id,
+                "label": record.label,
+                "username": record.user.username,
+                "old": old.isoformat() if old else None,
+                "new": at.isoformat(),
+            },
+        )
     return True

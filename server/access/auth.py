@@ -55,11 +55,17 @@ def hash_password(password: str) -> str:
 def check_password_policy(password: str) -> None:
     """At least 10 characters, with letters and at least one digit or symbol."""
     if len(password or "") < MIN_PASSWORD_LENGTH:
-        raise Invalid(f"A password needs at least {MIN_PASSWORD_LENGTH} characters.", code="weak_password",
-                      details={"field": "password"})
+        raise Invalid(
+            f"A password needs at least {MIN_PASSWORD_LENGTH} characters.",
+            code="weak_password",
+            details={"field": "password"},
+        )
     if password.isalpha() or password.isdigit():
-        raise Invalid("A password needs letters and at least one digit or symbol.", code="weak_password",
-                      details={"field": "password"})
+        raise Invalid(
+            "A password needs letters and at least one digit or symbol.",
+            code="weak_password",
+            details={"field": "password"},
+        )
 
 
 def verify_password(user: User, password: str) -> bool:
@@ -102,15 +108,22 @@ def check_login(username: str, password: str, channel: str) -> User:
         reason = "unknown_user"
     else:
         password_ok = verify_password(user, password)
-        reason = ("inactive" if not user.active else "locked" if user.locked
-                  else None if password_ok else "wrong_password")
+        reason = (
+            "inactive" if not user.active else "locked" if user.locked else None if password_ok else "wrong_password"
+        )
     with unit_of_work():
         data = {"channel": channel, **({"reason": reason} if reason else {})}
-        audit.append(name[:64] or "(none)", "login.failed" if reason else "login.succeeded", "user",
-                     str(user.id) if user is not None else name[:64] or "(none)", data=data)
+        audit.append(
+            name[:64] or "(none)",
+            "login.failed" if reason else "login.succeeded",
+            "user",
+            str(user.id) if user is not None else name[:64] or "(none)",
+            data=data,
+        )
     if reason:
-        raise Unauthorized("The username or password is wrong, or the account is locked or deactivated.",
-                           code="login_failed")
+        raise Unauthorized(
+            "The username or password is wrong, or the account is locked or deactivated.", code="login_failed"
+        )
     assert user is not None, "an unknown user name always has a reason to refuse"
     return user
 
@@ -120,15 +133,20 @@ def check_account_usable(user: User) -> None:
     if not user.active:
         raise Unauthorized("This account is deactivated.", code="account_deactivated")
     if user.locked:
-        raise Unauthorized("This account is locked after repeated failed signatures; ask an administrator "
-                           "to unlock it.", code="account_locked")
+        raise Unauthorized(
+            "This account is locked after repeated failed signatures; ask an administrator to unlock it.",
+            code="account_locked",
+        )
 
 
 def check_writable(user: User) -> None:
     """403 ``read_only`` when a read-only user (``auditor``) sends a state-changing request."""
     if request.method not in SAFE_METHODS and any(r in READ_ONLY_ROLES for r in user.roles):
-        raise Forbidden("Auditors have read-only access; nothing was changed.", code="read_only",
-                        details={"roles": list(user.roles)})
+        raise Forbidden(
+            "Auditors have read-only access; nothing was changed.",
+            code="read_only",
+            details={"roles": list(user.roles)},
+        )
 
 
 def token_digest(token: str) -> str:
@@ -140,16 +158,19 @@ def create_token(user: User, label: str = "", ttl_days: int | None = None) -> tu
     """A new bearer token for ``user``; the plain token is returned once and never stored."""
     token = "tth_" + secrets.token_urlsafe(32)
     days = ttl_days if ttl_days is not None else current_app.config["TOKEN_TTL_DAYS"]
-    record = ApiToken(user_id=user.id, token_hash=token_digest(token), label=label,
-                      expires_at=utcnow() + timedelta(days=days) if days else None)
+    record = ApiToken(
+        user_id=user.id,
+        token_hash=token_digest(token),
+        label=label,
+        expires_at=utcnow() + timedelta(days=days) if days else None,
+    )
     db.session.add(record)
     return token, record
 
 
 def token_owner(token: str) -> User | None:
     """The user a valid, unexpired, unrevoked token belongs to, whatever the state of the account."""
-    record = db.session.execute(
-        select(ApiToken).where(ApiToken.token_hash == token_digest(token))).scalar_one_or_none()
+    record = db.session.execute(select(ApiToken).where(ApiToken.token_hash == token_digest(token))).scalar_one_or_none()
     if record is None or record.revoked_at is not None:
         return None
     if record.expires_at is not None and record.expires_at <= utcnow():
@@ -171,8 +192,10 @@ def authenticate() -> User:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("Send an API token as 'Authorization: Bearer <token>' (create one with "
-                           "'tether token create USER').", code="unauthorized")
+        raise Unauthorized(
+            "Send an API token as 'Authorization: Bearer <token>' (create one with 'tether token create USER').",
+            code="unauthorized",
+        )
     user = token_owner(token.strip())
     if user is None:
         raise Unauthorized("The API token is unknown, expired or revoked.", code="unauthorized")
@@ -191,8 +214,11 @@ def require(*roles: str):
             try:
                 user = authenticate()
                 if roles and not any(r in user.roles for r in roles):
-                    raise Forbidden(f"This needs one of the roles: {', '.join(roles)}.", code="forbidden",
-                                    details={"required_roles": list(roles)})
+                    raise Forbidden(
+                        f"This needs one of the roles: {', '.join(roles)}.",
+                        code="forbidden",
+                        details={"required_roles": list(roles)},
+                    )
                 return view(*args, **kwargs)
             except ApiError as exc:
                 caller = getattr(g, "user", None)
@@ -217,8 +243,9 @@ def _refused_subject() -> tuple[str, str, Therapy | None]:
     if not therapy_id and isinstance(body, dict):
         therapy_id = body.get("therapy_id") if isinstance(body.get("therapy_id"), str) else None
         if not therapy_id and isinstance(body.get("coi"), str):
-            therapy_id = db.session.execute(select(Therapy.id).where(
-                Therapy.coi == body["coi"].replace("&/", "").replace(" ", "")[:15])).scalar_one_or_none()
+            therapy_id = db.session.execute(
+                select(Therapy.id).where(Therapy.coi == body["coi"].replace("&/", "").replace(" ", "")[:15])
+            ).scalar_one_or_none()
     if therapy_id:
         return "therapy", str(therapy_id), db.session.get(Therapy, str(therapy_id))
     return "endpoint", request.endpoint or request.path, None
@@ -235,14 +262,24 @@ def audit_refused_request(user: User, exc: ApiError) -> None:
         db.session.rollback()
         subject_type, subject_id, therapy = "endpoint", request.endpoint or request.path, None
     try:
-        action = "message.refused" if request.endpoint == "api.post_message" else (
-            f"{subject_type}.refused" if subject_type in ("task", "therapy") else "request.refused")
+        action = (
+            "message.refused"
+            if request.endpoint == "api.post_message"
+            else (f"{subject_type}.refused" if subject_type in ("task", "therapy") else "request.refused")
+        )
         # Written in its own transaction, retried, and kept in the audit spool when the database is busy.
-        audit.audit_refusal(user.username, action, subject_type, subject_id, status=exc.status, code=exc.code,
-                            message=exc.message, therapy_id=therapy.id if therapy else None,
-                            site_id=therapy.site_id if therapy else None,
-                            data={"method": request.method, "path": request.path[:500],
-                                  "endpoint": request.endpoint})
+        audit.audit_refusal(
+            user.username,
+            action,
+            subject_type,
+            subject_id,
+            status=exc.status,
+            code=exc.code,
+            message=exc.message,
+            therapy_id=therapy.id if therapy else None,
+            site_id=therapy.site_id if therapy else None,
+            data={"method": request.method, "path": request.path[:500], "endpoint": request.endpoint},
+        )
     except Exception:  # the refusal stands even when it cannot be recorded; the log says why
         db.session.rollback()
         log.exception("could not audit a refused request")

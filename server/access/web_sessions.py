@@ -58,8 +58,15 @@ def start(user: User) -> str:
     token = secrets.token_urlsafe(32)
     moment = now()
     with unit_of_work():
-        db.session.add(WebSession(id=token_digest(token), user_id=user.id, created_at=moment, last_seen_at=moment,
-                                  expires_at=moment + lifetime()))
+        db.session.add(
+            WebSession(
+                id=token_digest(token),
+                user_id=user.id,
+                created_at=moment,
+                last_seen_at=moment,
+                expires_at=moment + lifetime(),
+            )
+        )
     return token
 
 
@@ -77,9 +84,17 @@ def holder(token: str | None, user_id: object) -> User | None:
     user = db.session.get(User, user_id)
     moment = now()
     idle = idle_limit()
-    reason = (ACCOUNT_DEACTIVATED if user is None or not user.active else ACCOUNT_LOCKED if user.locked
-              else EXPIRED if moment >= record.expires_at
-              else IDLE if idle is not None and moment >= record.last_seen_at + idle else None)
+    reason = (
+        ACCOUNT_DEACTIVATED
+        if user is None or not user.active
+        else ACCOUNT_LOCKED
+        if user.locked
+        else EXPIRED
+        if moment >= record.expires_at
+        else IDLE
+        if idle is not None and moment >= record.last_seen_at + idle
+        else None
+    )
     if reason is not None:
         _end_quietly(record.id, reason, user)
         return None
@@ -105,8 +120,12 @@ def end_user_sessions(user_id: int, reason: str) -> int:
 
 def _close(which, reason: str) -> int:
     """Mark the open sessions that ``which`` selects as ended now, for ``reason``."""
-    statement = (update(WebSession).where(which, WebSession.ended_at.is_(None))
-                 .values(ended_at=now(), end_reason=reason).execution_options(synchronize_session=False))
+    statement = (
+        update(WebSession)
+        .where(which, WebSession.ended_at.is_(None))
+        .values(ended_at=now(), end_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
     return rows_changed(statement)
 
 
@@ -115,8 +134,13 @@ def _end_quietly(session_id: str, reason: str, user: User | None) -> None:
     try:
         with unit_of_work():
             if _close(WebSession.id == session_id, reason) and user is not None:
-                audit.append("system", "session.ended", "user", str(user.id),
-                             data={"channel": "web", "username": user.username, "reason": reason})
+                audit.append(
+                    "system",
+                    "session.ended",
+                    "user",
+                    str(user.id),
+                    data={"channel": "web", "username": user.username, "reason": reason},
+                )
     except Conflict:
         log.warning("could not record the end of a web session (%s); it stays refused", reason)
 
@@ -125,8 +149,12 @@ def _touch(session_id: str, moment: datetime) -> None:
     """Record a page request of an open session (for the idle limit); a busy database skips it."""
     try:
         with unit_of_work():
-            db.session.execute(update(WebSession).where(WebSession.id == session_id)
-                               .values(last_seen_at=moment).execution_options(synchronize_session=False))
+            db.session.execute(
+                update(WebSession)
+                .where(WebSession.id == session_id)
+                .values(last_seen_at=moment)
+                .execution_options(synchronize_session=False)
+            )
     except Conflict:
         log.warning("could not record a web session's activity")
 
@@ -153,6 +181,9 @@ def _end_sessions_of_changed_accounts(session: Session, _context, _instances) ->
         if isinstance(obj, User) and obj.id is not None:
             reason = _account_changes(obj)
             if reason is not None:
-                session.execute(update(WebSession).where(WebSession.user_id == obj.id, WebSession.ended_at.is_(None))
-                                .values(ended_at=now(), end_reason=reason)
-                                .execution_options(synchronize_session=False))
+                session.execute(
+                    update(WebSession)
+                    .where(WebSession.user_id == obj.id, WebSession.ended_at.is_(None))
+                    .values(ended_at=now(), end_reason=reason)
+                    .execution_options(synchronize_session=False)
+                )

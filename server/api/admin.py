@@ -69,9 +69,17 @@ class PasswordSchema(Schema):
 
 def user_view(user: User) -> dict:
     """A user as administrators see it (never the password hash)."""
-    return {"id": user.id, "username": user.username, "display_name": user.display_name, "roles": list(user.roles),
-            "sites": user.site_codes, "active": user.active, "locked": user.locked,
-            "failed_signatures": user.failed_signatures, "created_at": iso(user.created_at)}
+    return {
+        "id": user.id,
+        "username": user.username,
+        "display_name": user.display_name,
+        "roles": list(user.roles),
+        "sites": user.site_codes,
+        "active": user.active,
+        "locked": user.locked,
+        "failed_signatures": user.failed_signatures,
+        "created_at": iso(user.created_at),
+    }
 
 
 def account_error(exc: accounts.AccountError) -> ApiError:
@@ -109,8 +117,14 @@ def create_user():
     """Create a user with roles, sites (for site staff) and a password that meets the policy."""
     body = load_json(NewUserSchema())
     try:
-        user = accounts.add_user(body["username"], body["roles"], body["sites"], body["display_name"],
-                                 body["password"], actor=g.user.username)
+        user = accounts.add_user(
+            body["username"],
+            body["roles"],
+            body["sites"],
+            body["display_name"],
+            body["password"],
+            actor=g.user.username,
+        )
     except accounts.AccountError as exc:
         raise account_error(exc) from None
     return user_view(user), 201
@@ -138,14 +152,18 @@ def change_user(user_id: int):
     """Change a user's printed name, roles, sites or active flag (audited with old and new values)."""
     user = _user(user_id)
     body = load_json(UserChangeSchema())
-    if user.id == g.user.id and (body.get("active") is False or
-                                 ("roles" in body and "admin" not in body["roles"])):
-        raise Conflict("Administrators cannot deactivate themselves or drop their own admin role.",
-                       code="self_lockout")
+    if user.id == g.user.id and (body.get("active") is False or ("roles" in body and "admin" not in body["roles"])):
+        raise Conflict("Administrators cannot deactivate themselves or drop their own admin role.", code="self_lockout")
     try:
-        changed = accounts.update_user(user, g.user.username, display_name=body.get("display_name"),
-                                       roles=body.get("roles"), site_codes=body.get("sites"),
-                                       active=body.get("active"), reason=body.get("reason"))
+        changed = accounts.update_user(
+            user,
+            g.user.username,
+            display_name=body.get("display_name"),
+            roles=body.get("roles"),
+            site_codes=body.get("sites"),
+            active=body.get("active"),
+            reason=body.get("reason"),
+        )
     except accounts.AccountError as exc:
         raise account_error(exc) from None
     return {**user_view(user), "changes": changed}, 200

@@ -77,7 +77,10 @@ def acknowledge_alert(alert_id: str):
     with unit_of_work():
         db.session.refresh(alert)
         if alert.status != "open":
-            raise Conflict(f"The alert was already acknowledged by {alert.acknowledged_by}.",
-                           code="already_acknowledged", details={"alert_id": alert.id})
+            raise Conflict(
+                f"The alert was already acknowledged by {alert.acknowledged_by}.",
+                code="already_acknowledged",
+                details={"alert_id": alert.id},
+            )
         alert_cases.acknowledge(alert, g.user.username, body["note"])
     return alert_cases.alert_item(alert), 200

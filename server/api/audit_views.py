@@ -18,9 +18,19 @@ READ_ALL = ("auditor", "qa", "admin")
 
 
 def _item(entry: AuditEntry) -> dict:
-    return {"seq": entry.seq, "at": iso(entry.at), "actor": entry.actor, "action": entry.action,
-            "subject_type": entry.subject_type, "subject_id": entry.subject_id, "therapy_id": entry.therapy_id,
-            "reason": entry.reason, "data": entry.data, "prev_hash": entry.prev_hash, "hash": entry.hash}
+    return {
+        "seq": entry.seq,
+        "at": iso(entry.at),
+        "actor": entry.actor,
+        "action": entry.action,
+        "subject_type": entry.subject_type,
+        "subject_id": entry.subject_id,
+        "therapy_id": entry.therapy_id,
+        "reason": entry.reason,
+        "data": entry.data,
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }
 
 
 @bp.get("/audit")

@@ -44,8 +44,9 @@ class ReadingBatchSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    readings = fields.List(fields.Nested(ReadingSchema), required=True,
-                           validate=validate.Length(min=1, max=conditions.MAX_BATCH))
+    readings = fields.List(
+        fields.Nested(ReadingSchema), required=True, validate=validate.Length(min=1, max=conditions.MAX_BATCH)
+    )
 
 
 @bp.post("/therapies/<therapy_id>/conditions")
@@ -59,8 +60,9 @@ def record_conditions(therapy_id: str):
         readings = load_json(ReadingBatchSchema())["readings"]
     else:
         readings = [load_json(ReadingSchema())]
-    result = conditions.record_readings(therapy, readings, g.user.username,
-                                        tell_process=usecases.deliver_waiting_message)
+    result = conditions.record_readings(
+        therapy, readings, g.user.username, tell_process=usecases.deliver_waiting_message
+    )
     if "readings" not in (raw or {}):
         result.pop("recorded")
         result.pop("excursions")
@@ -76,8 +78,11 @@ def _moment(name: str) -> datetime | None:
     try:
         return _utc(datetime.fromisoformat(value))
     except (ValueError, OverflowError):  # OverflowError: an offset that takes it past year 1 or 9999 in UTC
-        raise BadRequest(f"'{name}' must be an ISO 8601 timestamp between the years 1 and 9999 in UTC.",
-                         code="invalid_filter", details={"field": name}) from None
+        raise BadRequest(
+            f"'{name}' must be an ISO 8601 timestamp between the years 1 and 9999 in UTC.",
+            code="invalid_filter",
+            details={"field": name},
+        ) from None
 
 
 def _utc(moment: datetime) -> datetime:
@@ -94,8 +99,7 @@ def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
     except ValueError:
         raise BadRequest(f"'{name}' must be a whole number.", code=f"invalid_{name}", details={"field": name}) from None
     if not low <= number <= high:
-        raise BadRequest(f"'{name}' must be between {low} and {high}.", code=f"invalid_{name}",
-                         details={"field": name})
+        raise BadRequest(f"'{name}' must be between {low} and {high}.", code=f"invalid_{name}", details={"field": name})
     return number
 
 
@@ -110,8 +114,9 @@ def _cursor() -> tuple[datetime, int] | None:
             raise ValueError("the id is not a 64-bit integer")
         return after
     except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
-        raise BadRequest("cursor is not one this server handed out.", code="invalid_cursor",
-                         details={"field": "cursor"}) from None
+        raise BadRequest(
+            "cursor is not one this server handed out.", code="invalid_cursor", details={"field": "cursor"}
+        ) from None
 
 
 @bp.get("/therapies/<therapy_id>/conditions")
@@ -126,16 +131,24 @@ def list_conditions(therapy_id: str):
     out: dict = {"therapy_id": therapy.id, "range": limits, "activity_id": activity_id}
     points = _int_arg("points", None, 1, MAX_POINTS)
     if points is not None:
-        out.update({"downsampled": True, "points": points,
-                    "items": conditions.downsample(therapy.id, start, end, points), "next_cursor": None})
+        out.update(
+            {
+                "downsampled": True,
+                "points": points,
+                "items": conditions.downsample(therapy.id, start, end, points),
+                "next_cursor": None,
+            }
+        )
         return out
     limit = _int_arg("limit", 50, 1, MAX_LIMIT) or 50
     rows = db.session.execute(conditions.series_query(therapy.id, start, end, _cursor()).limit(limit + 1)).all()
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
-        next_cursor = base64.urlsafe_b64encode(json.dumps(
-            {"t": last.recorded_at.isoformat(), "i": last.id}).encode()).decode()
-    out.update({"downsampled": False, "items": [conditions.reading_item(r) for r in rows[:limit]],
-                "next_cursor": next_cursor})
+        next_cursor = base64.urlsafe_b64encode(
+            json.dumps({"t": last.recorded_at.isoformat(), "i": last.id}).encode()
+        ).decode()
+    out.update(
+        {"downsampled": False, "items": [conditions.reading_item(r) for r in rows[:limit]], "next_cursor": next_cursor}
+    )
     return out

@@ -1,6 +1,5 @@
 """``POST`` and ``GET /therapies/{id}/corrections``: the routes of ``server.workflow.corrections``."""
 
-
 from __future__ import annotations
 
 from flask import g

@@ -29,8 +29,7 @@ class CustodyTransferSchema(Schema):
     to_party = fields.String(required=True, validate=_PARTY)
     scanned_coi = fields.String(required=True, validate=validate.Length(min=1, max=40))
     location = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
-    occurred_at = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=UTC,
-                                       validate=in_utc_years)
+    occurred_at = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=UTC, validate=in_utc_years)
 
 
 @bp.post("/therapies/<therapy_id>/custody")
@@ -41,9 +40,15 @@ def record_custody_transfer(therapy_id: str):
     therapy = visible_therapy(therapy_id)
     body = load_json(CustodyTransferSchema())
     transfer = custody.record_transfer(
-        therapy, material_id=body["material_id"].strip(), from_party=body["from_party"].strip(),
-        to_party=body["to_party"].strip(), scanned_coi=body["scanned_coi"], actor=g.user.username,
-        location=(body["location"] or "").strip() or None, occurred_at=body["occurred_at"])
+        therapy,
+        material_id=body["material_id"].strip(),
+        from_party=body["from_party"].strip(),
+        to_party=body["to_party"].strip(),
+        scanned_coi=body["scanned_coi"],
+        actor=g.user.username,
+        location=(body["location"] or "").strip() or None,
+        occurred_at=body["occurred_at"],
+    )
     return custody.transfer_item(transfer), 201
 
 
@@ -53,5 +58,10 @@ def list_custody_transfers(therapy_id: str):
     """The therapy's chain of custody in the order the handoffs happened, with any gap in it."""
     therapy = visible_therapy(therapy_id)
     transfers = custody.chain(therapy.id)
-    return {"therapy_id": therapy.id, "coi": therapy.coi, "items": [custody.transfer_item(t) for t in transfers],
-            "breaks": custody.breaks(transfers), "next_cursor": None}
+    return {
+        "therapy_id": therapy.id,
+        "coi": therapy.coi,
+        "items": [custody.transfer_item(t) for t in transfers],
+        "breaks": custody.breaks(transfers),
+        "next_cursor": None,
+    }

@@ -24,6 +24,7 @@ def upload_definition():
     """Deploy a BPMN diagram (field ``bpmn``) with zero or more JSON Schema ``forms`` files."""
     if not request.content_type or not request.content_type.startswith("multipart/form-data"):
         from werkzeug.exceptions import UnsupportedMediaType
+
         raise UnsupportedMediaType("Upload the diagram as multipart/form-data with a 'bpmn' file field.")
     upload = request.files.get("bpmn")
     if upload is None:
@@ -42,11 +43,16 @@ def upload_definition():
 @require()
 def list_definitions():
     """Every process key with its name and latest version."""
-    latest = (select(ProcessDefinition.key, func.max(ProcessDefinition.version).label("v"))
-              .group_by(ProcessDefinition.key).subquery())
-    query = (select(ProcessDefinition)
-             .join(latest, (ProcessDefinition.key == latest.c.key) & (ProcessDefinition.version == latest.c.v))
-             .order_by(ProcessDefinition.key))
+    latest = (
+        select(ProcessDefinition.key, func.max(ProcessDefinition.version).label("v"))
+        .group_by(ProcessDefinition.key)
+        .subquery()
+    )
+    query = (
+        select(ProcessDefinition)
+        .join(latest, (ProcessDefinition.key == latest.c.key) & (ProcessDefinition.version == latest.c.v))
+        .order_by(ProcessDefinition.key)
+    )
     return page(query, lambda r: {"key": r.key, "name": r.name, "latest_version": r.version})
 
 
@@ -54,15 +60,32 @@ def list_definitions():
 @require()
 def get_definition(key: str):
     """One process key with all its versions and how many therapies run on each."""
-    rows = db.session.execute(select(ProcessDefinition).where(ProcessDefinition.key == key)
-                              .order_by(ProcessDefinition.version)).scalars().all()
+    rows = (
+        db.session.execute(
+            select(ProcessDefinition).where(ProcessDefinition.key == key).order_by(ProcessDefinition.version)
+        )
+        .scalars()
+        .all()
+    )
     if not rows:
         raise NotFound(f"No process definition '{key}'.")
-    counts = dict(db.session.execute(
-        select(Therapy.process_version, func.count()).where(Therapy.process_key == key, Therapy.status == "active")
-        .group_by(Therapy.process_version)).all())
-    versions = [{"version": r.version, "id": r.id, "deployed_at": definition_version(r)["deployed_at"],
-                 "checksum": r.checksum, "active_therapies": counts.get(r.version, 0)} for r in rows]
+    counts = dict(
+        db.session.execute(
+            select(Therapy.process_version, func.count())
+            .where(Therapy.process_key == key, Therapy.status == "active")
+            .group_by(Therapy.process_version)
+        ).all()
+    )
+    versions = [
+        {
+            "version": r.version,
+            "id": r.id,
+            "deployed_at": definition_version(r)["deployed_at"],
+            "checksum": r.checksum,
+            "active_therapies": counts.get(r.version, 0),
+        }
+        for r in rows
+    ]
     return {"key": key, "name": rows[-1].name, "versions": versions}
 
 
@@ -70,8 +93,9 @@ def get_definition(key: str):
 @require()
 def get_definition_xml(key: str, version: int):
     """The BPMN XML exactly as uploaded."""
-    row = db.session.execute(select(ProcessDefinition).where(
-        ProcessDefinition.key == key, ProcessDefinition.version == version)).scalar_one_or_none()
+    row = db.session.execute(
+        select(ProcessDefinition).where(ProcessDefinition.key == key, ProcessDefinition.version == version)
+    ).scalar_one_or_none()
     if row is None:
         raise NotFound(f"No version {version} of process definition '{key}'.")
     return Response(row.bpmn_xml, mimetype="application/xml")

@@ -66,8 +66,7 @@ def _resolve(document: dict, schema: dict) -> dict:
                 target = target.get(part, {})
             schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
         elif "allOf" in schema and len(schema["allOf"]) == 1:
-            schema = {**_resolve(document, schema["allOf"][0]),
-                      **{k: v for k, v in schema.items() if k != "allOf"}}
+            schema = {**_resolve(document, schema["allOf"][0]), **{k: v for k, v in schema.items() if k != "allOf"}}
         else:
             break
     return schema or {}
@@ -101,8 +100,15 @@ def field_rows(document: dict, schema: dict | None, depth: int = 0) -> list[dict
     required = set(resolved.get("required", []))
     for name, prop in (resolved.get("properties") or {}).items():
         inner = _resolve(document, prop)
-        rows.append({"name": name, "type": type_name(document, prop), "required": name in required,
-                     "description": inner.get("description", ""), "depth": depth})
+        rows.append(
+            {
+                "name": name,
+                "type": type_name(document, prop),
+                "required": name in required,
+                "description": inner.get("description", ""),
+                "depth": depth,
+            }
+        )
         nested = inner.get("items") if inner.get("type") == "array" else inner
         if _resolve(document, nested or {}).get("properties"):
             rows.extend(field_rows(document, nested, depth + 1))
@@ -115,7 +121,7 @@ def operations(document: dict) -> list[tuple[str, list[dict]]]:
     for path, item in document.get("paths", {}).items():
         group = path.removeprefix("/api/v1/").split("/")[0] or "api"
         for method, op in item.items():
-            body = ((op.get("requestBody") or {}).get("content") or {})
+            body = (op.get("requestBody") or {}).get("content") or {}
             no_media: tuple[str | None, dict[str, Any]] = (None, {})
             body_type, body_schema = next(iter(body.items()), no_media)
             responses = []
@@ -125,19 +131,40 @@ def operations(document: dict) -> list[tuple[str, list[dict]]]:
                 schema = (media_schema or {}).get("schema") or {}
                 rows = [] if schema.get("$ref") == ERROR_REF else field_rows(document, schema)
                 if media and not rows:
-                    rows = [{"name": media, "type": type_name(document, schema), "required": False,
-                             "description": "", "depth": 0}]
+                    rows = [
+                        {
+                            "name": media,
+                            "type": type_name(document, schema),
+                            "required": False,
+                            "description": "",
+                            "depth": 0,
+                        }
+                    ]
                 responses.append({"status": status, "description": answer.get("description", ""), "rows": rows})
-            groups.setdefault(group, []).append({
-                "method": method, "path": path, "short": path.removeprefix("/api/v1"),
-                "anchor": f"{method}-{path}".replace("/", "-").replace("{", "").replace("}", ""),
-                "summary": op.get("summary", ""), "description": op.get("description", ""),
-                "secured": bool(op.get("security")),
-                "parameters": [{"name": p["name"], "in": p["in"], "required": p.get("required", False),
-                                "type": type_name(document, p.get("schema", {})),
-                                "description": p.get("description", "")} for p in op.get("parameters", [])],
-                "body": field_rows(document, (body_schema or {}).get("schema")), "body_type": body_type,
-                "responses": responses})
+            groups.setdefault(group, []).append(
+                {
+                    "method": method,
+                    "path": path,
+                    "short": path.removeprefix("/api/v1"),
+                    "anchor": f"{method}-{path}".replace("/", "-").replace("{", "").replace("}", ""),
+                    "summary": op.get("summary", ""),
+                    "description": op.get("description", ""),
+                    "secured": bool(op.get("security")),
+                    "parameters": [
+                        {
+                            "name": p["name"],
+                            "in": p["in"],
+                            "required": p.get("required", False),
+                            "type": type_name(document, p.get("schema", {})),
+                            "description": p.get("description", ""),
+                        }
+                        for p in op.get("parameters", [])
+                    ],
+                    "body": field_rows(document, (body_schema or {}).get("schema")),
+                    "body_type": body_type,
+                    "responses": responses,
+                }
+            )
     return sorted(groups.items())
 
 
@@ -147,5 +174,10 @@ def api_docs():
     from server.api.openapi import build_document
 
     document = build_document(current_app)
-    return render_template_string(PAGE, info=document["info"], groups=operations(document),
-                                  error_rows=field_rows(document, {"$ref": ERROR_REF}), url="/api/v1/openapi.json")
+    return render_template_string(
+        PAGE,
+        info=document["info"],
+        groups=operations(document),
+        error_rows=field_rows(document, {"$ref": ERROR_REF}),
+        url="/api/v1/openapi.json",
+    )

@@ -37,7 +37,8 @@ def _slots(app) -> threading.BoundedSemaphore:
     """The stream slots of this process."""
     with _slots_lock:
         return app.extensions.setdefault(
-            "tether_event_streams", threading.BoundedSemaphore(max(1, int(app.config["EVENTS_MAX_STREAMS"]))))
+            "tether_event_streams", threading.BoundedSemaphore(max(1, int(app.config["EVENTS_MAX_STREAMS"])))
+        )
 
 
 def _resume_point() -> int:
@@ -49,11 +50,17 @@ def _resume_point() -> int:
     try:
         value = int(raw.strip())
     except ValueError:
-        raise BadRequest("Last-Event-ID must be the id of an event this stream sent (a whole number).",
-                         code="invalid_last_event_id", details={"field": "Last-Event-ID"}) from None
+        raise BadRequest(
+            "Last-Event-ID must be the id of an event this stream sent (a whole number).",
+            code="invalid_last_event_id",
+            details={"field": "Last-Event-ID"},
+        ) from None
     if not 0 <= value <= INT_MAX:
-        raise BadRequest("Last-Event-ID must be an event id: a whole number from 0 to 2^63 - 1.",
-                         code="invalid_last_event_id", details={"field": "Last-Event-ID"})
+        raise BadRequest(
+            "Last-Event-ID must be an event id: a whole number from 0 to 2^63 - 1.",
+            code="invalid_last_event_id",
+            details={"field": "Last-Event-ID"},
+        )
     return value
 
 
@@ -81,8 +88,15 @@ class _Cursor:
         condition = OutboxEvent.id > self.after
         if self.gaps:
             condition = or_(condition, OutboxEvent.id.in_(list(self.gaps)))
-        columns = (OutboxEvent.id, OutboxEvent.event_id, OutboxEvent.type, OutboxEvent.therapy_id,
-                   OutboxEvent.site_id, OutboxEvent.data, OutboxEvent.created_at)
+        columns = (
+            OutboxEvent.id,
+            OutboxEvent.event_id,
+            OutboxEvent.type,
+            OutboxEvent.therapy_id,
+            OutboxEvent.site_id,
+            OutboxEvent.data,
+            OutboxEvent.created_at,
+        )
         rows = db.session.execute(select(*columns).where(condition).order_by(OutboxEvent.id).limit(BATCH)).all()
         db.session.rollback()  # hand the connection back between polls
         return rows
@@ -110,8 +124,17 @@ def _visible(row, sites: set[int] | None, patterns: list[str] | None) -> bool:
     return sites is None or row.site_id is None or row.site_id in sites
 
 
-def _events(cursor: _Cursor, sites: set[int] | None, patterns: list[str] | None, ringing, source: str, *,
-            heartbeat: float, poll: float, lifetime: float):
+def _events(
+    cursor: _Cursor,
+    sites: set[int] | None,
+    patterns: list[str] | None,
+    ringing,
+    source: str,
+    *,
+    heartbeat: float,
+    poll: float,
+    lifetime: float,
+):
     """The SSE text of one connection: events as they commit, heartbeats in between, until ``lifetime`` ends."""
     seen = ringing.rings
     started = last_sent = time.monotonic()
@@ -148,8 +171,11 @@ def stream_events():
     lifetime, source = float(config["EVENTS_STREAM_SECONDS"]), str(config["EVENT_SOURCE"])
     slots = _slots(app)
     if not slots.acquire(blocking=False):
-        raise ApiError("Too many live event streams are open on this server; try again shortly.",
-                       status=429, code="too_many_requests")
+        raise ApiError(
+            "Too many live event streams are open on this server; try again shortly.",
+            status=429,
+            code="too_many_requests",
+        )
     released = threading.Event()
 
     def release() -> None:
@@ -161,8 +187,9 @@ def stream_events():
     def generate():
         """The stream, releasing its slot when it ends or the client goes."""
         try:
-            yield from _events(cursor, sites, patterns, webhooks.bell(app), source,
-                               heartbeat=heartbeat, poll=poll, lifetime=lifetime)
+            yield from _events(
+                cursor, sites, patterns, webhooks.bell(app), source, heartbeat=heartbeat, poll=poll, lifetime=lifetime
+            )
         finally:
             release()
 

@@ -45,6 +45,9 @@ def whole_number(name: str, low: int = INT_MIN, high: int = INT_MAX) -> int | No
     if not WHOLE_NUMBER.fullmatch(text):
         raise BadRequest(f"{name} must be a whole number.", code="invalid_filter", details={"field": name})
     if len(text.lstrip("+-0")) > len(str(INT_MAX)) or not low <= int(text) <= high:
-        raise Invalid(f"{name} must be between {low} and {high}.", code="invalid_filter",
-                      details={"field": name, "reason": "integer_out_of_range"})
+        raise Invalid(
+            f"{name} must be between {low} and {high}.",
+            code="invalid_filter",
+            details={"field": name, "reason": "integer_out_of_range"},
+        )
     return int(text)

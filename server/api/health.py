@@ -28,12 +28,13 @@ def health():
     if not current_app.config.get("SCHEDULER"):
         state = "disabled"
     ok = database == "ok" and writes == "ok" and state in ("running", "disabled")
-    return jsonify({"status": "ok" if ok else "degraded", "database": database, "writes": writes,
-                    "scheduler": state}), (200 if ok else 503)
+    return jsonify(
+        {"status": "ok" if ok else "degraded", "database": database, "writes": writes, "scheduler": state}
+    ), (200 if ok else 503)
 
 
 def _write_probe(timeout: float) -> str:
-    """"ok" when a writer could take the write lock within ``timeout`` seconds, else "stuck".
+    """ "ok" when a writer could take the write lock within ``timeout`` seconds, else "stuck".
 
     Every write transaction takes SQLite's write lock, and on PostgreSQL locks the audit chain's head row as it
     commits: a writer that holds either for longer stops every other write. The probe takes the lock and lets

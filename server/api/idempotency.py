@@ -52,8 +52,11 @@ def idempotent(view):
         if not key:
             return view(*args, **kwargs)
         if len(key) > MAX_KEY_LENGTH:
-            raise Invalid(f"Idempotency-Key is longer than {MAX_KEY_LENGTH} characters.",
-                          code="invalid_idempotency_key", details={"header": "Idempotency-Key"})
+            raise Invalid(
+                f"Idempotency-Key is longer than {MAX_KEY_LENGTH} characters.",
+                code="invalid_idempotency_key",
+                details={"header": "Idempotency-Key"},
+            )
         user_id = g.user.id
         answer = _answer(user_id, key)
         if answer is not None:
@@ -118,8 +121,9 @@ def _claim(user_id: int, key: str) -> IdempotencyRecord:
     if record is not None:  # left by an earlier version: its work never committed with it
         db.session.delete(record)
         db.session.flush()
-    record = IdempotencyRecord(user_id=user_id, key=key, method=request.method, path=request.path,
-                               status=UNANSWERED, body={})
+    record = IdempotencyRecord(
+        user_id=user_id, key=key, method=request.method, path=request.path, status=UNANSWERED, body={}
+    )
     db.session.add(record)
     db.session.flush()
     return record
@@ -147,15 +151,19 @@ def _winner(user_id: int, key: str) -> Answer:
     answer = _answer(user_id, key)
     db.session.rollback()
     if answer is None:
-        raise Conflict("A request with this Idempotency-Key was handled at the same moment; try again.",
-                       code="conflict", details={"header": "Idempotency-Key"})
+        raise Conflict(
+            "A request with this Idempotency-Key was handled at the same moment; try again.",
+            code="conflict",
+            details={"header": "Idempotency-Key"},
+        )
     return answer
 
 
 def _find(user_id: int, key: str) -> IdempotencyRecord | None:
     """The key's row, if any."""
-    return db.session.execute(select(IdempotencyRecord).where(
-        IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key)).scalar_one_or_none()
+    return db.session.execute(
+        select(IdempotencyRecord).where(IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key)
+    ).scalar_one_or_none()
 
 
 def _answer_of(record: IdempotencyRecord) -> Answer:
@@ -174,8 +182,11 @@ def _answer(user_id: int, key: str) -> Answer | None:
 def _replay(answer: Answer):
     """The stored answer again, marked as a replay; 409 when the key was used for another request."""
     if answer.method != request.method or answer.path != request.path:
-        raise Conflict("This Idempotency-Key was used for another request.", code="idempotency_key_reused",
-                       details={"header": "Idempotency-Key"})
+        raise Conflict(
+            "This Idempotency-Key was used for another request.",
+            code="idempotency_key_reused",
+            details={"header": "Idempotency-Key"},
+        )
     response = jsonify(answer.body)
     response.status_code = answer.status
     response.headers["Idempotent-Replayed"] = "true"

@@ -28,8 +28,11 @@ def post_message():
     """Deliver a named message to the therapy (by id or COI) that waits for it, or start one by a start message."""
     body = load_json(MessageSchema())
     if body["therapy_id"] and body["coi"]:
-        raise Invalid("Name the therapy by one of 'therapy_id' or 'coi', not both.", code="invalid_request",
-                      details={"field": "therapy_id"})
+        raise Invalid(
+            "Name the therapy by one of 'therapy_id' or 'coi', not both.",
+            code="invalid_request",
+            details={"field": "therapy_id"},
+        )
     if not body["therapy_id"] and not body["coi"]:
         return _start_by_message(body)
     if body["coi"]:
@@ -42,8 +45,13 @@ def post_message():
     else:
         therapy = visible_therapy(body["therapy_id"])
     therapy, activity_id = usecases.deliver_message(therapy, body["name"], body["payload"], g.user.username)
-    return {"delivered": True, "therapy_id": therapy.id, "activity_id": activity_id, "status": therapy.status,
-            "stage": therapy.stage}, 200
+    return {
+        "delivered": True,
+        "therapy_id": therapy.id,
+        "activity_id": activity_id,
+        "status": therapy.status,
+        "stage": therapy.stage,
+    }, 200
 
 
 def _start_by_message(body: dict):
@@ -51,34 +59,67 @@ def _start_by_message(body: dict):
     payload = body["payload"] if isinstance(body["payload"], dict) else {}
     matches = started_by_message(body["name"], body["process_key"])
     if not matches:
-        raise Invalid(f"Name the therapy ('therapy_id' or 'coi'): no deployed process starts on a message "
-                      f"named '{body['name']}'" + (f" in '{body['process_key']}'" if body["process_key"] else "")
-                      + ".", code="no_message_start", details={"field": "therapy_id", "name": body["name"]})
+        raise Invalid(
+            f"Name the therapy ('therapy_id' or 'coi'): no deployed process starts on a message "
+            f"named '{body['name']}'" + (f" in '{body['process_key']}'" if body["process_key"] else "") + ".",
+            code="no_message_start",
+            details={"field": "therapy_id", "name": body["name"]},
+        )
     if len(matches) > 1:
-        raise Invalid(f"Several processes start on '{body['name']}'; say which with 'process_key'.",
-                      code="ambiguous_message_start",
-                      details={"field": "process_key", "process_keys": [d.key for d in matches]})
+        raise Invalid(
+            f"Several processes start on '{body['name']}'; say which with 'process_key'.",
+            code="ambiguous_message_start",
+            details={"field": "process_key", "process_keys": [d.key for d in matches]},
+        )
     if not any(role in g.user.roles for role in STARTERS):
-        raise Forbidden(f"Starting a therapy needs one of the roles: {', '.join(STARTERS)}.",
-                        details={"required_roles": list(STARTERS)})
+        raise Forbidden(
+            f"Starting a therapy needs one of the roles: {', '.join(STARTERS)}.",
+            details={"required_roles": list(STARTERS)},
+        )
     site_code = body["site"] or payload.get("site")
     patient = body["patient"] or payload.get("patient") or {}
     reference = patient.get("reference") if isinstance(patient, dict) else None
     reference = reference or payload.get("patient_reference")
     if not isinstance(site_code, str) or not site_code:
-        raise Invalid("A message that starts a therapy needs 'site' (a site code), in the body or the payload.",
-                      code="invalid_request", details={"field": "site"})
+        raise Invalid(
+            "A message that starts a therapy needs 'site' (a site code), in the body or the payload.",
+            code="invalid_request",
+            details={"field": "site"},
+        )
     if not isinstance(reference, str) or not 0 < len(reference) <= 100:
-        raise Invalid("A message that starts a therapy needs 'patient': {'reference': ...}, in the body or the "
-                      "payload.", code="invalid_request", details={"field": "patient.reference"})
+        raise Invalid(
+            "A message that starts a therapy needs 'patient': {'reference': ...}, in the body or the payload.",
+            code="invalid_request",
+            details={"field": "patient.reference"},
+        )
     site = db.session.execute(select(Site).where(Site.code == site_code)).scalar_one_or_none()
     if site is not None and not can_see_site(g.user, site.id):
         raise Forbidden("You may not start therapies at this site.", details={"field": "site"})
     definition = matches[0]
-    therapy = usecases.start_therapy(definition.key, definition.version, site_code, reference, None,
-                                     g.user.username, start_message=(body["name"], body["payload"]))
-    received = db.session.execute(select(AuditEntry.data).where(
-        AuditEntry.therapy_id == therapy.id, AuditEntry.action == "message.received")
-        .order_by(AuditEntry.seq).limit(1)).scalar_one_or_none() or {}
-    return {"delivered": True, "started": True, "therapy_id": therapy.id, "coi": therapy.coi,
-            "activity_id": received.get("activity_id"), "status": therapy.status, "stage": therapy.stage}, 201
+    therapy = usecases.start_therapy(
+        definition.key,
+        definition.version,
+        site_code,
+        reference,
+        None,
+        g.user.username,
+        start_message=(body["name"], body["payload"]),
+    )
+    received = (
+        db.session.execute(
+            select(AuditEntry.data)
+            .where(AuditEntry.therapy_id == therapy.id, AuditEntry.action == "message.received")
+            .order_by(AuditEntry.seq)
+            .limit(1)
+        ).scalar_one_or_none()
+        or {}
+    )
+    return {
+        "delivered": True,
+        "started": True,
+        "therapy_id": therapy.id,
+        "coi": therapy.coi,
+        "activity_id": received.get("activity_id"),
+        "status": therapy.status,
+        "stage": therapy.stage,
+    }, 201

@@ -42,17 +42,39 @@ def _string(**extra) -> dict:
 
 INTEGER = {"type": "integer", "format": "int64", "minimum": INT_MIN, "maximum": INT_MAX}
 ID = {"type": "integer", "format": "int32", "minimum": 0, "maximum": ID_MAX}  # ids and versions: INTEGER columns
-PAGING = (("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size (default 50)"),
-          ("cursor", _string(), "next_cursor of the last page"))
+PAGING = (
+    ("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size (default 50)"),
+    ("cursor", _string(), "next_cursor of the last page"),
+)
 PDF = {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}
 XML = {"application/xml": {"schema": {"type": "string"}}}
-SSE = {"text/event-stream": {"schema": {"type": "string", "description": (
-    "Server-Sent Events: each message has 'id:' (the outbox id, for Last-Event-ID) and 'data:' (one "
-    "CloudEvents 1.0 structured JSON event, as webhooks receive); ':' lines are heartbeats.")}}}
-UPLOAD = {"multipart/form-data": {"schema": {"type": "object", "required": ["bpmn"], "properties": {
-    "bpmn": {"type": "string", "format": "binary", "description": "one BPMN 2.0 XML file"},
-    "forms": {"type": "array", "items": {"type": "string", "format": "binary"},
-              "description": "JSON Schema forms the diagram's user tasks reference"}}}}}
+SSE = {
+    "text/event-stream": {
+        "schema": {
+            "type": "string",
+            "description": (
+                "Server-Sent Events: each message has 'id:' (the outbox id, for Last-Event-ID) and 'data:' (one "
+                "CloudEvents 1.0 structured JSON event, as webhooks receive); ':' lines are heartbeats."
+            ),
+        }
+    }
+}
+UPLOAD = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "required": ["bpmn"],
+            "properties": {
+                "bpmn": {"type": "string", "format": "binary", "description": "one BPMN 2.0 XML file"},
+                "forms": {
+                    "type": "array",
+                    "items": {"type": "string", "format": "binary"},
+                    "description": "JSON Schema forms the diagram's user tasks reference",
+                },
+            },
+        }
+    }
+}
 CONFLICT = "Conflict with the current state (or a concurrent change, or an Idempotency-Key used for another request)"
 
 
@@ -60,116 +82,199 @@ def _operations() -> dict[tuple[str, str], Op]:
     """Every /api/v1 operation's declaration (request schemas of single endpoints live beside their views)."""
     from server.api import admin, alerts, conditions, corrections, custody, incidents, tokens
 
-    statuses = {"therapies": ["active", "completed", "cancelled", "failed"], "alerts": ["open", "acknowledged"],
-                "incidents": ["retrying", "open", "resolved"], "deliveries": ["pending", "delivered", "failed"],
-                "tokens": ["active", "expired", "revoked"]}
+    statuses = {
+        "therapies": ["active", "completed", "cancelled", "failed"],
+        "alerts": ["open", "acknowledged"],
+        "incidents": ["retrying", "open", "resolved"],
+        "deliveries": ["pending", "delivered", "failed"],
+        "tokens": ["active", "expired", "revoked"],
+    }
 
     def status(kind: str) -> tuple[str, dict, str]:
         return ("status", _string(enum=statuses[kind]), "only items in this status")
 
-    readings = {"application/json": {"schema": {"oneOf": [
-        {"$ref": "#/components/schemas/Reading"}, {"$ref": "#/components/schemas/ReadingBatch"}]}}}
+    readings = {
+        "application/json": {
+            "schema": {
+                "oneOf": [{"$ref": "#/components/schemas/Reading"}, {"$ref": "#/components/schemas/ReadingBatch"}]
+            }
+        }
+    }
     return {
-        ("GET", "/api/v1/health"): Op(answer=schemas.HealthSchema, also={
-            "503": ("The database or the scheduler is down", schemas.HealthSchema)}),
+        ("GET", "/api/v1/health"): Op(
+            answer=schemas.HealthSchema, also={"503": ("The database or the scheduler is down", schemas.HealthSchema)}
+        ),
         ("GET", "/api/v1/openapi.json"): Op(answer=schemas.OpenApiDocumentSchema),
-        ("POST", "/api/v1/auth/token"): Op("201", schemas.LoginTokenSchema, schemas.TokenRequestSchema, errors={
-            "401": "Wrong username or password, or the account is locked or deactivated (audited)",
-            "429": "Too many login attempts from this address; see Retry-After"}),
-        ("GET", "/api/v1/events"): Op(answer=SSE, errors={"429": "Too many live streams are open on this server"},
-                                      query=(("types", _string(), "comma-separated event types or patterns, "
-                                                                  "e.g. therapy.*"),
-                                             ("last_event_id", INTEGER, "resume after this event id (as the "
-                                                                        "Last-Event-ID header does)"))),
-        ("POST", "/api/v1/process-definitions"): Op("201", schemas.DefinitionVersionSchema, UPLOAD, also={
-            "200": ("Identical content: the existing version", schemas.DefinitionVersionSchema)}, errors={
-            "422": "Not BPMN, not well-formed, not UTF-8 (nor declared in another encoding), unsafe or not "
-                   "executable; details name the element and line"}),
+        ("POST", "/api/v1/auth/token"): Op(
+            "201",
+            schemas.LoginTokenSchema,
+            schemas.TokenRequestSchema,
+            errors={
+                "401": "Wrong username or password, or the account is locked or deactivated (audited)",
+                "429": "Too many login attempts from this address; see Retry-After",
+            },
+        ),
+        ("GET", "/api/v1/events"): Op(
+            answer=SSE,
+            errors={"429": "Too many live streams are open on this server"},
+            query=(
+                ("types", _string(), "comma-separated event types or patterns, e.g. therapy.*"),
+                ("last_event_id", INTEGER, "resume after this event id (as the Last-Event-ID header does)"),
+            ),
+        ),
+        ("POST", "/api/v1/process-definitions"): Op(
+            "201",
+            schemas.DefinitionVersionSchema,
+            UPLOAD,
+            also={"200": ("Identical content: the existing version", schemas.DefinitionVersionSchema)},
+            errors={
+                "422": "Not BPMN, not well-formed, not UTF-8 (nor declared in another encoding), unsafe or not "
+                "executable; details name the element and line"
+            },
+        ),
         ("GET", "/api/v1/process-definitions"): Op(answer=schemas.DefinitionPageSchema, query=PAGING),
         ("GET", "/api/v1/process-definitions/{key}"): Op(answer=schemas.DefinitionDetailSchema),
         ("GET", "/api/v1/process-definitions/{key}/versions/{version}/bpmn"): Op(answer=XML),
         ("POST", "/api/v1/therapies"): Op("201", schemas.TherapySchema, schemas.StartTherapySchema),
-        ("GET", "/api/v1/therapies"): Op(answer=schemas.TherapyPageSchema, query=(
-            status("therapies"), ("site", _string(), "site code"), ("process_key", _string(), "process key"),
-            *PAGING)),
+        ("GET", "/api/v1/therapies"): Op(
+            answer=schemas.TherapyPageSchema,
+            query=(
+                status("therapies"),
+                ("site", _string(), "site code"),
+                ("process_key", _string(), "process key"),
+                *PAGING,
+            ),
+        ),
         ("GET", "/api/v1/therapies/{therapy_id}"): Op(answer=schemas.TherapyDetailSchema),
-        ("POST", "/api/v1/therapies/{therapy_id}/cancel"): Op(answer=schemas.TherapySchema,
-                                                              body=schemas.CancelSchema),
+        ("POST", "/api/v1/therapies/{therapy_id}/cancel"): Op(answer=schemas.TherapySchema, body=schemas.CancelSchema),
         ("GET", "/api/v1/therapies/{therapy_id}/timeline"): Op(answer=schemas.TimelineSchema),
-        ("POST", "/api/v1/therapies/{therapy_id}/custody"): Op("201", schemas.HandoffSchema,
-                                                               custody.CustodyTransferSchema),
+        ("POST", "/api/v1/therapies/{therapy_id}/custody"): Op(
+            "201", schemas.HandoffSchema, custody.CustodyTransferSchema
+        ),
         ("GET", "/api/v1/therapies/{therapy_id}/custody"): Op(answer=schemas.CustodyChainSchema),
         ("POST", "/api/v1/therapies/{therapy_id}/conditions"): Op("201", schemas.ConditionResultSchema, readings),
-        ("GET", "/api/v1/therapies/{therapy_id}/conditions"): Op(answer=schemas.ConditionSeriesSchema, query=(
-            ("from", _string(format="date-time"), "readings at or after"),
-            ("to", _string(format="date-time"), "readings before"),
-            ("points", {"type": "integer", "minimum": 1, "maximum": conditions.MAX_POINTS},
-             "time buckets for a chart instead of readings"),
-            ("limit", {"type": "integer", "minimum": 1, "maximum": conditions.MAX_LIMIT}, "page size"),
-            ("cursor", _string(), "next_cursor of the last page"))),
-        ("POST", "/api/v1/therapies/{therapy_id}/corrections"): Op("201", schemas.CorrectionRecordSchema,
-                                                                   corrections.CorrectionSchema),
+        ("GET", "/api/v1/therapies/{therapy_id}/conditions"): Op(
+            answer=schemas.ConditionSeriesSchema,
+            query=(
+                ("from", _string(format="date-time"), "readings at or after"),
+                ("to", _string(format="date-time"), "readings before"),
+                (
+                    "points",
+                    {"type": "integer", "minimum": 1, "maximum": conditions.MAX_POINTS},
+                    "time buckets for a chart instead of readings",
+                ),
+                ("limit", {"type": "integer", "minimum": 1, "maximum": conditions.MAX_LIMIT}, "page size"),
+                ("cursor", _string(), "next_cursor of the last page"),
+            ),
+        ),
+        ("POST", "/api/v1/therapies/{therapy_id}/corrections"): Op(
+            "201", schemas.CorrectionRecordSchema, corrections.CorrectionSchema
+        ),
         ("GET", "/api/v1/therapies/{therapy_id}/corrections"): Op(answer=schemas.CorrectionPageSchema),
         ("GET", "/api/v1/therapies/{therapy_id}/labels/{material_id}.pdf"): Op(answer=PDF),
         ("GET", "/api/v1/therapies/{therapy_id}/record.json"): Op(answer=schemas.TherapyRecordSchema),
         ("GET", "/api/v1/therapies/{therapy_id}/record.pdf"): Op(answer=PDF),
-        ("GET", "/api/v1/tasks"): Op(answer=schemas.TaskPageSchema, query=(
-            ("therapy_id", _string(), "one therapy's tasks"), ("role", _string(), "one role's"), *PAGING)),
+        ("GET", "/api/v1/tasks"): Op(
+            answer=schemas.TaskPageSchema,
+            query=(("therapy_id", _string(), "one therapy's tasks"), ("role", _string(), "one role's"), *PAGING),
+        ),
         ("GET", "/api/v1/tasks/{task_id}"): Op(answer=schemas.TaskSchema),
-        ("POST", "/api/v1/tasks/{task_id}/complete"): Op(answer=schemas.TaskCompletedSchema,
-                                                         body=schemas.CompleteTaskSchema, errors={
-            "401": "No or bad token, or a wrong signature password (signature_failed, audited)",
-            "409": "The task is no longer ready (completed by someone else, or cancelled)"}),
-        ("POST", "/api/v1/messages"): Op(answer=schemas.MessageResultSchema, body=schemas.MessageSchema, also={
-            "201": ("The message started a new therapy", schemas.MessageResultSchema)}, errors={
-            "404": "No such therapy (by id or COI), or not visible to the caller",
-            "409": "The therapy waits for no message of that name (audited)"}),
-        ("GET", "/api/v1/alerts"): Op(answer=schemas.AlertPageSchema, query=(
-            status("alerts"), ("therapy_id", _string(), "one therapy's alerts"), ("kind", _string(), "one kind"),
-            *PAGING)),
+        ("POST", "/api/v1/tasks/{task_id}/complete"): Op(
+            answer=schemas.TaskCompletedSchema,
+            body=schemas.CompleteTaskSchema,
+            errors={
+                "401": "No or bad token, or a wrong signature password (signature_failed, audited)",
+                "409": "The task is no longer ready (completed by someone else, or cancelled)",
+            },
+        ),
+        ("POST", "/api/v1/messages"): Op(
+            answer=schemas.MessageResultSchema,
+            body=schemas.MessageSchema,
+            also={"201": ("The message started a new therapy", schemas.MessageResultSchema)},
+            errors={
+                "404": "No such therapy (by id or COI), or not visible to the caller",
+                "409": "The therapy waits for no message of that name (audited)",
+            },
+        ),
+        ("GET", "/api/v1/alerts"): Op(
+            answer=schemas.AlertPageSchema,
+            query=(
+                status("alerts"),
+                ("therapy_id", _string(), "one therapy's alerts"),
+                ("kind", _string(), "one kind"),
+                *PAGING,
+            ),
+        ),
         ("GET", "/api/v1/alerts/{alert_id}"): Op(answer=schemas.AlertSchema),
-        ("POST", "/api/v1/alerts/{alert_id}/acknowledge"): Op(answer=schemas.AlertSchema,
-                                                              body=alerts.AcknowledgeSchema, body_required=False,
-                                                              errors={"409": "The alert was acknowledged already"}),
-        ("GET", "/api/v1/incidents"): Op(answer=schemas.IncidentPageSchema, query=(
-            status("incidents"), ("therapy_id", _string(), "one therapy's incidents"), *PAGING)),
+        ("POST", "/api/v1/alerts/{alert_id}/acknowledge"): Op(
+            answer=schemas.AlertSchema,
+            body=alerts.AcknowledgeSchema,
+            body_required=False,
+            errors={"409": "The alert was acknowledged already"},
+        ),
+        ("GET", "/api/v1/incidents"): Op(
+            answer=schemas.IncidentPageSchema,
+            query=(status("incidents"), ("therapy_id", _string(), "one therapy's incidents"), *PAGING),
+        ),
         ("GET", "/api/v1/incidents/{incident_id}"): Op(answer=schemas.IncidentSchema),
-        ("POST", "/api/v1/incidents/{incident_id}/retry"): Op(answer=schemas.IncidentOutcomeSchema, errors={
-            "409": "The incident is resolved, or its step cannot run again"}),
-        ("POST", "/api/v1/incidents/{incident_id}/resolve"): Op(answer=schemas.IncidentOutcomeSchema,
-                                                                body=incidents.ResolveSchema, errors={
-            "409": "The incident is already resolved"}),
-        ("GET", "/api/v1/audit"): Op(answer=schemas.AuditPageSchema, query=(
-            ("therapy_id", _string(), "one therapy's entries"), ("after_seq", INTEGER, "entries after this seq"),
-            *PAGING)),
+        ("POST", "/api/v1/incidents/{incident_id}/retry"): Op(
+            answer=schemas.IncidentOutcomeSchema,
+            errors={"409": "The incident is resolved, or its step cannot run again"},
+        ),
+        ("POST", "/api/v1/incidents/{incident_id}/resolve"): Op(
+            answer=schemas.IncidentOutcomeSchema,
+            body=incidents.ResolveSchema,
+            errors={"409": "The incident is already resolved"},
+        ),
+        ("GET", "/api/v1/audit"): Op(
+            answer=schemas.AuditPageSchema,
+            query=(
+                ("therapy_id", _string(), "one therapy's entries"),
+                ("after_seq", INTEGER, "entries after this seq"),
+                *PAGING,
+            ),
+        ),
         ("GET", "/api/v1/audit/verify"): Op(answer=schemas.AuditVerifySchema),
         ("POST", "/api/v1/webhooks"): Op("201", schemas.WebhookCreatedSchema, schemas.WebhookCreateSchema),
         ("GET", "/api/v1/webhooks"): Op(answer=schemas.WebhookPageSchema, query=PAGING),
         ("GET", "/api/v1/webhooks/{webhook_id}"): Op(answer=schemas.WebhookSchema),
         ("DELETE", "/api/v1/webhooks/{webhook_id}"): Op("204"),
-        ("GET", "/api/v1/webhooks/{webhook_id}/deliveries"): Op(answer=schemas.DeliveryPageSchema, query=(
-            status("deliveries"), ("therapy_id", _string(), "one therapy's deliveries"), *PAGING)),
+        ("GET", "/api/v1/webhooks/{webhook_id}/deliveries"): Op(
+            answer=schemas.DeliveryPageSchema,
+            query=(status("deliveries"), ("therapy_id", _string(), "one therapy's deliveries"), *PAGING),
+        ),
         ("POST", "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): Op(
-            "202", schemas.DeliverySchema, errors={"409": "The delivery is being sent right now"}),
-        ("GET", "/api/v1/tokens"): Op(answer=schemas.TokenPageSchema, query=(
-            status("tokens"), ("user_id", ID, "administrators: one user's tokens"), *PAGING)),
-        ("POST", "/api/v1/tokens"): Op("201", schemas.TokenCreatedSchema, tokens.NewTokenSchema,
-                                       body_required=False),
-        ("POST", "/api/v1/tokens/{token_id}/revoke"): Op(answer=schemas.TokenRevokedSchema, body=tokens.RevokeSchema,
-                                                         body_required=False),
-        ("POST", "/api/v1/tokens/{token_id}/expire"): Op(answer=schemas.TokenExpiredSchema, body=tokens.ExpireSchema,
-                                                         body_required=False),
-        ("GET", "/api/v1/users"): Op(answer=schemas.UserPageSchema, query=(
-            ("active", _string(enum=["true", "false"]), "only active (or deactivated) accounts"), *PAGING)),
-        ("POST", "/api/v1/users"): Op("201", schemas.UserSchema, admin.NewUserSchema, errors={
-            "409": "The username is taken"}),
+            "202", schemas.DeliverySchema, errors={"409": "The delivery is being sent right now"}
+        ),
+        ("GET", "/api/v1/tokens"): Op(
+            answer=schemas.TokenPageSchema,
+            query=(status("tokens"), ("user_id", ID, "administrators: one user's tokens"), *PAGING),
+        ),
+        ("POST", "/api/v1/tokens"): Op("201", schemas.TokenCreatedSchema, tokens.NewTokenSchema, body_required=False),
+        ("POST", "/api/v1/tokens/{token_id}/revoke"): Op(
+            answer=schemas.TokenRevokedSchema, body=tokens.RevokeSchema, body_required=False
+        ),
+        ("POST", "/api/v1/tokens/{token_id}/expire"): Op(
+            answer=schemas.TokenExpiredSchema, body=tokens.ExpireSchema, body_required=False
+        ),
+        ("GET", "/api/v1/users"): Op(
+            answer=schemas.UserPageSchema,
+            query=(("active", _string(enum=["true", "false"]), "only active (or deactivated) accounts"), *PAGING),
+        ),
+        ("POST", "/api/v1/users"): Op(
+            "201", schemas.UserSchema, admin.NewUserSchema, errors={"409": "The username is taken"}
+        ),
         ("GET", "/api/v1/users/me"): Op(answer=schemas.UserSchema),
         ("GET", "/api/v1/users/{user_id}"): Op(answer=schemas.UserSchema),
-        ("PATCH", "/api/v1/users/{user_id}"): Op(answer=schemas.UserChangedSchema, body=admin.UserChangeSchema,
-                                                 errors={"409": "Administrators cannot lock themselves out"}),
+        ("PATCH", "/api/v1/users/{user_id}"): Op(
+            answer=schemas.UserChangedSchema,
+            body=admin.UserChangeSchema,
+            errors={"409": "Administrators cannot lock themselves out"},
+        ),
         ("POST", "/api/v1/users/{user_id}/password"): Op(answer=schemas.UserSchema, body=admin.PasswordSchema),
-        ("POST", "/api/v1/users/{user_id}/unlock"): Op(answer=schemas.UserUnlockedSchema, body=admin.ReasonSchema,
-                                                       body_required=False),
+        ("POST", "/api/v1/users/{user_id}/unlock"): Op(
+            answer=schemas.UserUnlockedSchema, body=admin.ReasonSchema, body_required=False
+        ),
     }
 
 
@@ -179,8 +284,10 @@ ERROR = {"$ref": "#/components/schemas/Error"}
 
 WRITES = {"POST", "PATCH", "PUT", "DELETE"}
 # Answered by the HTTP server (gunicorn) before the request reaches the API, so as a plain HTML page.
-URI_TOO_LONG = {"description": "The request line (the URL with its query string) is longer than the HTTP server "
-                               "reads (4094 bytes)", "content": {"text/html": {"schema": {"type": "string"}}}}
+URI_TOO_LONG = {
+    "description": "The request line (the URL with its query string) is longer than the HTTP server reads (4094 bytes)",
+    "content": {"text/html": {"schema": {"type": "string"}}},
+}
 # Answers every operation may give besides its own; which apply depends on the route (see ``_common_errors``).
 COMMON = {
     "400": "Malformed: the body is not JSON, or a query parameter or header is not what it must be",
@@ -191,7 +298,7 @@ COMMON = {
     "413": "The request body is too large",
     "415": "The body is not of the media type this operation takes",
     "422": "Well-formed but invalid; details name the field (a query parameter with a NUL character, an "
-           "integer outside 64 bits, NaN, a lone surrogate, a value the schema refuses)",
+    "integer outside 64 bits, NaN, a lone surrogate, a value the schema refuses)",
 }
 
 
@@ -263,12 +370,32 @@ def _path_parameter(rule, name: str) -> dict:
 
 def build_document(app: Flask) -> dict:
     """Every /api/v1 route with its summary, parameters, request body and responses."""
-    spec = APISpec(title="Tether API", version="1.0.0", openapi_version="3.0.3", plugins=[MarshmallowPlugin()],
-                   info={"description": "Orchestration of cell and gene therapy supply chains."})
+    spec = APISpec(
+        title="Tether API",
+        version="1.0.0",
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Orchestration of cell and gene therapy supply chains."},
+    )
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
-    spec.components.schema("Error", {"type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["code", "message", "details"], "properties": {
-            "code": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "object"}}}}})
+    spec.components.schema(
+        "Error",
+        {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message", "details"],
+                    "properties": {
+                        "code": {"type": "string"},
+                        "message": {"type": "string"},
+                        "details": {"type": "object"},
+                    },
+                }
+            },
+        },
+    )
     declared = _operations()
     documented: set[type[Schema]] = set()
     for op in declared.values():
@@ -292,17 +419,33 @@ def build_document(app: Flask) -> dict:
             roles = getattr(view, "required_roles", None)
             secured = path not in PUBLIC
             parameters = [_path_parameter(rule, name) for name in sorted(rule.arguments)]
-            parameters += [{"name": name, "in": "query", "required": False, "schema": schema,
-                            "description": description} for name, schema, description in op.query]
+            parameters += [
+                {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+                for name, schema, description in op.query
+            ]
             if path == "/api/v1/events":
-                parameters.append({"name": "Last-Event-ID", "in": "header", "required": False,
-                                   "schema": INTEGER, "description": "resume after this event id"})
+                parameters.append(
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": INTEGER,
+                        "description": "resume after this event id",
+                    }
+                )
             if method == "POST" and secured and _honours_idempotency_key(view):
-                parameters.append({"name": "Idempotency-Key", "in": "header", "required": False,
-                                   "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-                                   "description": "a repeat with the same key returns the first answer"})
+                parameters.append(
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "description": "a repeat with the same key returns the first answer",
+                    }
+                )
             operation: dict = {
-                "summary": doc[0] if doc else rule.endpoint, "operationId": rule.endpoint,
+                "summary": doc[0] if doc else rule.endpoint,
+                "operationId": rule.endpoint,
                 "parameters": parameters,
                 "responses": _responses(method, op, bool(rule.arguments), secured, roles),
             }

@@ -16,8 +16,9 @@ def page_params() -> tuple[int, int]:
     """(limit, offset) from the query string; 400 for nonsense."""
     raw = request.args.get("limit", "50").strip()
     if not raw.isascii() or not raw.isdigit() or len(raw) > 6:
-        raise BadRequest("limit must be a whole number between 1 and 500.", code="invalid_limit",
-                         details={"field": "limit"})
+        raise BadRequest(
+            "limit must be a whole number between 1 and 500.", code="invalid_limit", details={"field": "limit"}
+        )
     limit = int(raw)
     if not 1 <= limit <= 500:
         raise BadRequest("limit must be between 1 and 500.", code="invalid_limit", details={"field": "limit"})
@@ -30,8 +31,9 @@ def page_params() -> tuple[int, int]:
         except (ValueError, KeyError, TypeError, RecursionError):
             decoded = None
         if type(decoded) is not int or not 0 <= decoded <= MAX_OFFSET:
-            raise BadRequest("cursor is not one this server handed out.", code="invalid_cursor",
-                             details={"field": "cursor"})
+            raise BadRequest(
+                "cursor is not one this server handed out.", code="invalid_cursor", details={"field": "cursor"}
+            )
         offset = decoded
     return limit, offset
 

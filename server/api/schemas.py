@@ -63,12 +63,24 @@ class MessageSchema(Schema):
     therapy_id = fields.String(load_default=None, allow_none=True)
     coi = fields.String(load_default=None, allow_none=True)
     payload = fields.Raw(load_default=dict)
-    site = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=32),
-                         metadata={"description": "for a message that starts a therapy: the site code"})
-    patient = fields.Nested(PatientSchema, load_default=None, allow_none=True,
-                            metadata={"description": "for a message that starts a therapy: the patient reference"})
-    process_key = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=200),
-                                metadata={"description": "which process to start when several start on this message"})
+    site = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(min=1, max=32),
+        metadata={"description": "for a message that starts a therapy: the site code"},
+    )
+    patient = fields.Nested(
+        PatientSchema,
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "for a message that starts a therapy: the patient reference"},
+    )
+    process_key = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "which process to start when several start on this message"},
+    )
 
 
 class WebhookCreateSchema(Schema):
@@ -78,8 +90,11 @@ class WebhookCreateSchema(Schema):
         unknown = RAISE
 
     url = fields.String(required=True, metadata={"description": "absolute http or https URL, no credentials"})
-    events = fields.List(fields.String(), required=True,
-                         metadata={"description": "event types or patterns: 'therapy.*', 'task.completed', '*'"})
+    events = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "event types or patterns: 'therapy.*', 'task.completed', '*'"},
+    )
 
 
 class CancelSchema(Schema):
@@ -118,6 +133,7 @@ def load_json(schema: Schema) -> dict:
     if not request.is_json:
         if request.get_data():
             from werkzeug.exceptions import UnsupportedMediaType
+
             raise UnsupportedMediaType("Send JSON with 'Content-Type: application/json'.")
         body = {}
     else:
@@ -129,11 +145,13 @@ def load_json(schema: Schema) -> dict:
     try:
         return schema.load(body)
     except ValidationError as exc:
-        raise Invalid("The request is not valid; see the fields.", code="invalid_request",
-                      details={"fields": exc.messages}) from None
+        raise Invalid(
+            "The request is not valid; see the fields.", code="invalid_request", details={"fields": exc.messages}
+        ) from None
 
 
 # -- response schemas: they document what the API answers (the OpenAPI document and its tests) ----------
+
 
 class _Answer(Schema):
     """Base of the response schemas: more fields may be added later, so unknown ones are allowed."""
@@ -541,8 +559,13 @@ class OpenApiDocumentSchema(_Answer):
 
 def page_of(item: type[Schema], name: str) -> type[Schema]:
     """The schema of one page of a list: ``{"items": [...], "next_cursor": "..." | null}``."""
-    return _Answer.from_dict({"items": fields.List(fields.Nested(item), required=True),
-                              "next_cursor": fields.String(required=True, allow_none=True)}, name=name)
+    return _Answer.from_dict(
+        {
+            "items": fields.List(fields.Nested(item), required=True),
+            "next_cursor": fields.String(required=True, allow_none=True),
+        },
+        name=name,
+    )
 
 
 TherapyPageSchema = page_of(TherapySchema, "TherapyPageSchema")

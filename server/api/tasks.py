@@ -43,10 +43,14 @@ def list_tasks():
 def inbox_query(user, role: str = ""):
     """READY tasks of active therapies that ``user`` may complete (of their roles, or just ``role``, at their
     sites), soonest due first and undated last: the order of the inbox index. The API and the web inbox."""
-    query = (select(TaskRecord).join(Therapy).where(TaskRecord.status == "ready", Therapy.status == "active")
-             .options(*task_list_options())
-             .where(TaskRecord.role.in_([r for r in user.roles if not role or r == role]))
-             .order_by(TaskRecord.due_at.is_(None), TaskRecord.due_at, TaskRecord.created_at, TaskRecord.id))
+    query = (
+        select(TaskRecord)
+        .join(Therapy)
+        .where(TaskRecord.status == "ready", Therapy.status == "active")
+        .options(*task_list_options())
+        .where(TaskRecord.role.in_([r for r in user.roles if not role or r == role]))
+        .order_by(TaskRecord.due_at.is_(None), TaskRecord.due_at, TaskRecord.created_at, TaskRecord.id)
+    )
     sites = visible_site_ids(user)
     return query if sites is None else query.where(TaskRecord.site_id.in_(sites))
 
@@ -60,15 +64,27 @@ def get_task(task_id: str):
 
 def _refuse(task: TaskRecord, status: int, code: str, message: str) -> None:
     """Audit a refused attempt on GMP data (in its own transaction) before the error is returned."""
-    audit.audit_refusal(g.user.username, "task.refused", "task", task.id, status=status, code=code,
-                        message=message, therapy_id=task.therapy_id, site_id=task.site_id,
-                        data={"reason": code, "activity_id": task.activity_id})
+    audit.audit_refusal(
+        g.user.username,
+        "task.refused",
+        "task",
+        task.id,
+        status=status,
+        code=code,
+        message=message,
+        therapy_id=task.therapy_id,
+        site_id=task.site_id,
+        data={"reason": code, "activity_id": task.activity_id},
+    )
 
 
 def task_detail(task: TaskRecord) -> dict:
     """One task with its electronic signatures (printed name, time, meaning, still valid or not)."""
-    return {**task_item(task), "data": task.data if task.status == "completed" else None,
-            "signatures": signatures_for_task(task)}
+    return {
+        **task_item(task),
+        "data": task.data if task.status == "completed" else None,
+        "signatures": signatures_for_task(task),
+    }
 
 
 @bp.post("/tasks/<task_id>/complete")

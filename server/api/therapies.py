@@ -46,8 +46,9 @@ def start_therapy():
     site = db.session.execute(select(Site).where(Site.code == body["site"])).scalar_one_or_none()
     if site is not None and not can_see_site(g.user, site.id):
         raise Forbidden("You may not start therapies at this site.", details={"field": "site"})
-    therapy = usecases.start_therapy(body["process_key"], body["version"], body["site"],
-                                     body["patient"]["reference"], body["data"], g.user.username)
+    therapy = usecases.start_therapy(
+        body["process_key"], body["version"], body["site"], body["patient"]["reference"], body["data"], g.user.username
+    )
     return therapy_summary(therapy), 201
 
 
@@ -69,17 +70,23 @@ def list_therapies():
 def get_therapy(therapy_id: str):
     """One therapy with its open tasks, what it waits for, and its process data."""
     therapy = visible_therapy(therapy_id, state=False)
-    tasks = db.session.execute(select(TaskRecord).where(
-        TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")).scalars().all()
+    tasks = (
+        db.session.execute(select(TaskRecord).where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready"))
+        .scalars()
+        .all()
+    )
     forms = definition_forms(therapy.definition_id)
     out = therapy_summary(therapy)
-    out.update({
-        "open_tasks": [task_item(t, forms) for t in tasks],
-        "waiting_for": therapy.waits or [],
-        "incidents": therapy_incidents(therapy), "alerts": therapy_alerts(therapy),
-        "current_activities": therapy.current_activities or [],
-        "data": therapy.data or {},
-    })
+    out.update(
+        {
+            "open_tasks": [task_item(t, forms) for t in tasks],
+            "waiting_for": therapy.waits or [],
+            "incidents": therapy_incidents(therapy),
+            "alerts": therapy_alerts(therapy),
+            "current_activities": therapy.current_activities or [],
+            "data": therapy.data or {},
+        }
+    )
     out["vein_to_vein"] = vein_to_vein(therapy)
     from server.workflow.corrections import corrections_for
 
@@ -93,8 +100,9 @@ def therapy_incidents(therapy: Therapy) -> list[dict]:
     from server.store.models import Incident
     from server.workflow.incidents import incident_item
 
-    rows = db.session.execute(select(Incident).where(Incident.therapy_id == therapy.id)
-                              .order_by(Incident.opened_at.desc(), Incident.id)).scalars()
+    rows = db.session.execute(
+        select(Incident).where(Incident.therapy_id == therapy.id).order_by(Incident.opened_at.desc(), Incident.id)
+    ).scalars()
     return [incident_item(i) for i in rows]
 
 
@@ -103,8 +111,9 @@ def therapy_alerts(therapy: Therapy) -> list[dict]:
     from server.oversight.alerts import alert_item
     from server.store.models import Alert
 
-    rows = db.session.execute(select(Alert).where(Alert.therapy_id == therapy.id)
-                              .order_by(Alert.raised_at.desc(), Alert.id)).scalars()
+    rows = db.session.execute(
+        select(Alert).where(Alert.therapy_id == therapy.id).order_by(Alert.raised_at.desc(), Alert.id)
+    ).scalars()
     return [alert_item(a) for a in rows]
 
 
@@ -124,9 +133,22 @@ def cancel_therapy(therapy_id: str):
 def therapy_timeline(therapy_id: str):
     """The therapy's history in order, from the audit trail."""
     therapy = visible_therapy(therapy_id)
-    entries = db.session.execute(select(AuditEntry).where(AuditEntry.therapy_id == therapy.id)
-                                 .order_by(AuditEntry.seq)).scalars().all()
-    items = [{"seq": e.seq, "at": iso(e.at), "actor": e.actor, "action": e.action, "reason": e.reason,
-              "activity_id": (e.data or {}).get("activity_id"), "name": (e.data or {}).get("name"),
-              "data": e.data} for e in entries]
+    entries = (
+        db.session.execute(select(AuditEntry).where(AuditEntry.therapy_id == therapy.id).order_by(AuditEntry.seq))
+        .scalars()
+        .all()
+    )
+    items = [
+        {
+            "seq": e.seq,
+            "at": iso(e.at),
+            "actor": e.actor,
+            "action": e.action,
+            "reason": e.reason,
+            "activity_id": (e.data or {}).get("activity_id"),
+            "name": (e.data or {}).get("name"),
+            "data": e.data,
+        }
+        for e in entries
+    ]
     return {"therapy_id": therapy.id, "items": items}

@@ -61,9 +61,16 @@ class RevokeSchema(Schema):
 
 def token_view(record: ApiToken) -> dict:
     """A token without its secret."""
-    return {"id": record.id, "user_id": record.user_id, "username": record.user.username, "label": record.label,
-            "created_at": iso(record.created_at), "expires_at": iso(record.expires_at),
-            "revoked_at": iso(record.revoked_at), "status": accounts.token_status(record)}
+    return {
+        "id": record.id,
+        "user_id": record.user_id,
+        "username": record.user.username,
+        "label": record.label,
+        "created_at": iso(record.created_at),
+        "expires_at": iso(record.expires_at),
+        "revoked_at": iso(record.revoked_at),
+        "status": accounts.token_status(record),
+    }
 
 
 def _is_admin() -> bool:
@@ -84,8 +91,11 @@ def login_for_token():
     """Exchange a username and password for an API token (every attempt audited; rate limited)."""
     body = load_json(TokenRequestSchema())
     if len(body["label"]) > 100:
-        raise Invalid("The label has at most 100 characters.", code="invalid_request",
-                      details={"fields": {"label": "at most 100 characters"}})
+        raise Invalid(
+            "The label has at most 100 characters.",
+            code="invalid_request",
+            details={"fields": {"label": "at most 100 characters"}},
+        )
     user = check_login(body["username"], body["password"], channel="api")
     token, record = accounts.issue_token_for(user, body["label"], actor=user.username)
     return {"token": token, "expires_at": iso(record.expires_at), "user": user.username, "id": record.id}, 201
@@ -110,8 +120,9 @@ def list_tokens():
         elif status == "expired":
             query = query.where(ApiToken.revoked_at.is_(None), ApiToken.expires_at <= now)
         else:
-            query = query.where(ApiToken.revoked_at.is_(None),
-                                (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > now))
+            query = query.where(
+                ApiToken.revoked_at.is_(None), (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > now)
+            )
     return page(query, token_view)
 
 
@@ -130,8 +141,11 @@ def create_token():
             raise Invalid("No such user.", code="unknown_user", details={"field": "user_id"})
     limit = current_app.config["TOKEN_TTL_DAYS"]
     if body["ttl_days"] is not None and limit and body["ttl_days"] > limit:
-        raise Invalid(f"A token lives at most {limit} days.", code="invalid_request",
-                      details={"fields": {"ttl_days": f"at most {limit}"}})
+        raise Invalid(
+            f"A token lives at most {limit} days.",
+            code="invalid_request",
+            details={"fields": {"ttl_days": f"at most {limit}"}},
+        )
     try:
         token, record = accounts.issue_token_for(owner, body["label"], g.user.username, body["ttl_days"])
     except accounts.AccountError as exc:

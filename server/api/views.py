@@ -12,15 +12,27 @@ from server.workflow.definitions import definition_forms
 
 def definition_version(row: ProcessDefinition) -> dict:
     """One deployed version."""
-    return {"id": row.id, "key": row.key, "version": row.version, "name": row.name, "checksum": row.checksum,
-            "deployed_at": iso(row.deployed_at)}
+    return {
+        "id": row.id,
+        "key": row.key,
+        "version": row.version,
+        "name": row.name,
+        "checksum": row.checksum,
+        "deployed_at": iso(row.deployed_at),
+    }
 
 
 # Large JSON documents of a therapy that a summary does not show: left in the database when listing.
 SUMMARY_DEFERRED = (Therapy.state, Therapy.data, Therapy.waits, Therapy.current_activities)
 # The therapy columns a task in a list shows (its COI, patient reference) or needs (its definition's forms).
-TASK_THERAPY_COLUMNS = (Therapy.id, Therapy.coi, Therapy.patient_reference, Therapy.definition_id, Therapy.status,
-                        Therapy.site_id)
+TASK_THERAPY_COLUMNS = (
+    Therapy.id,
+    Therapy.coi,
+    Therapy.patient_reference,
+    Therapy.definition_id,
+    Therapy.status,
+    Therapy.site_id,
+)
 
 
 def summary_options() -> tuple:
@@ -38,12 +50,18 @@ def task_list_options() -> tuple:
 def therapy_summary(therapy: Therapy) -> dict:
     """A therapy as lists show it."""
     return {
-        "id": therapy.id, "coi": therapy.coi, "coi_check": parse_coi(therapy.coi).check,
-        "status": therapy.status, "stage": therapy.stage,
+        "id": therapy.id,
+        "coi": therapy.coi,
+        "coi_check": parse_coi(therapy.coi).check,
+        "status": therapy.status,
+        "stage": therapy.stage,
         "process": {"key": therapy.process_key, "version": therapy.process_version},
-        "site": therapy.site.code, "patient": {"reference": therapy.patient_reference},
-        "next_due_at": iso(therapy.next_due_at), "created_at": iso(therapy.created_at),
-        "updated_at": iso(therapy.updated_at), "ended_at": iso(therapy.ended_at),
+        "site": therapy.site.code,
+        "patient": {"reference": therapy.patient_reference},
+        "next_due_at": iso(therapy.next_due_at),
+        "created_at": iso(therapy.created_at),
+        "updated_at": iso(therapy.updated_at),
+        "ended_at": iso(therapy.ended_at),
     }
 
 
@@ -55,9 +73,19 @@ def task_item(task: TaskRecord, forms: dict | None = None) -> dict:
         ui_schema = forms.get(task.ui_form, {}) if task.ui_form else {}
         form = {"name": task.form, "schema": forms.get(task.form, {}), "ui_schema": ui_schema}
     return {
-        "id": task.id, "therapy_id": task.therapy_id, "coi": task.therapy.coi, "activity_id": task.activity_id,
-        "name": task.name, "role": task.role, "site": task.site.code, "instructions": task.instructions,
-        "form": form, "signature": {"meaning": task.signature} if task.signature else None,
-        "status": task.status, "created_at": iso(task.created_at), "due_at": iso(task.due_at),
-        "completed_at": iso(task.completed_at), "completed_by": task.completed_by,
+        "id": task.id,
+        "therapy_id": task.therapy_id,
+        "coi": task.therapy.coi,
+        "activity_id": task.activity_id,
+        "name": task.name,
+        "role": task.role,
+        "site": task.site.code,
+        "instructions": task.instructions,
+        "form": form,
+        "signature": {"meaning": task.signature} if task.signature else None,
+        "status": task.status,
+        "created_at": iso(task.created_at),
+        "due_at": iso(task.due_at),
+        "completed_at": iso(task.completed_at),
+        "completed_by": task.completed_by,
     }

@@ -25,9 +25,14 @@ DELIVERY_STATUSES = ("pending", "delivered", "failed")
 
 def subscription_item(subscription: WebhookSubscription, *, with_secret: bool = False) -> dict:
     """A subscription as the API shows it; the secret only in the answer that created it."""
-    item = {"id": subscription.id, "url": subscription.url, "events": list(subscription.events or []),
-            "active": subscription.active, "created_by": subscription.created_by,
-            "created_at": iso(subscription.created_at)}
+    item = {
+        "id": subscription.id,
+        "url": subscription.url,
+        "events": list(subscription.events or []),
+        "active": subscription.active,
+        "created_by": subscription.created_by,
+        "created_at": iso(subscription.created_at),
+    }
     if with_secret:
         item["secret"] = subscription.secret
     return item
@@ -35,12 +40,21 @@ def subscription_item(subscription: WebhookSubscription, *, with_secret: bool = 
 
 def delivery_item(delivery: WebhookDelivery, event_id: str) -> dict:
     """A delivery as the API shows it (``event_id`` is the CloudEvent id and the ``webhook-id`` header)."""
-    return {"id": delivery.id, "subscription_id": delivery.subscription_id, "event_id": event_id,
-            "event_type": delivery.event_type, "therapy_id": delivery.therapy_id, "status": delivery.status,
-            "attempts": delivery.attempts, "last_status_code": delivery.last_status_code,
-            "last_error": delivery.last_error, "response_excerpt": delivery.response_excerpt,
-            "next_attempt_at": iso(delivery.next_attempt_at) if delivery.status == "pending" else None,
-            "delivered_at": iso(delivery.delivered_at), "created_at": iso(delivery.created_at)}
+    return {
+        "id": delivery.id,
+        "subscription_id": delivery.subscription_id,
+        "event_id": event_id,
+        "event_type": delivery.event_type,
+        "therapy_id": delivery.therapy_id,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+        "response_excerpt": delivery.response_excerpt,
+        "next_attempt_at": iso(delivery.next_attempt_at) if delivery.status == "pending" else None,
+        "delivered_at": iso(delivery.delivered_at),
+        "created_at": iso(delivery.created_at),
+    }
 
 
 def visible_subscription(subscription_id: str) -> WebhookSubscription:
@@ -90,10 +104,12 @@ def delete_webhook(webhook_id: str):
 def list_deliveries(webhook_id: str):
     """The subscription's deliveries, newest event first, optionally by ``status``."""
     subscription = visible_subscription(webhook_id)
-    query = (select(WebhookDelivery, OutboxEvent.event_id)
-             .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.outbox_event_id)
-             .where(WebhookDelivery.subscription_id == subscription.id)
-             .order_by(WebhookDelivery.outbox_event_id.desc()))
+    query = (
+        select(WebhookDelivery, OutboxEvent.event_id)
+        .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.outbox_event_id)
+        .where(WebhookDelivery.subscription_id == subscription.id)
+        .order_by(WebhookDelivery.outbox_event_id.desc())
+    )
     status = request.args.get("status")
     if status:
         if status not in DELIVERY_STATUSES:
@@ -118,7 +134,8 @@ def redeliver(webhook_id: str, delivery_id: str):
     row = db.session.execute(
         select(WebhookDelivery, OutboxEvent.event_id)
         .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.outbox_event_id)
-        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.subscription_id == subscription.id)).first()
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.subscription_id == subscription.id)
+    ).first()
     if row is None:
         raise NotFound("No such delivery of this webhook.", details={"delivery_id": delivery_id})
     delivery, event_id = row

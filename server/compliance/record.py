@@ -24,10 +24,22 @@ from server.store.models import Alert, AuditEntry, Signature, TaskRecord, Therap
 RECORD_FORMAT = "tether.therapy-record"
 RECORD_VERSION = 1
 # Audit actions that are steps of the therapy's story (the full trail follows in "audit").
-STEP_ACTIONS = ("therapy.started", "task.completed", "task.cancelled", "message.received", "timer.fired",
-                "task.escalated", "notification.sent", "custody.transferred", "coi.mismatch",
-                "condition.excursion", "signature.applied", "therapy.completed", "therapy.cancelled",
-                "alert.acknowledged")
+STEP_ACTIONS = (
+    "therapy.started",
+    "task.completed",
+    "task.cancelled",
+    "message.received",
+    "timer.fired",
+    "task.escalated",
+    "notification.sent",
+    "custody.transferred",
+    "coi.mismatch",
+    "condition.excursion",
+    "signature.applied",
+    "therapy.completed",
+    "therapy.cancelled",
+    "alert.acknowledged",
+)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -48,9 +60,13 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 def _completed_tasks(therapy_id: str) -> list[TaskRecord]:
-    return list(db.session.execute(select(TaskRecord).where(
-        TaskRecord.therapy_id == therapy_id, TaskRecord.status == "completed")
-        .order_by(TaskRecord.completed_at, TaskRecord.created_at)).scalars())
+    return list(
+        db.session.execute(
+            select(TaskRecord)
+            .where(TaskRecord.therapy_id == therapy_id, TaskRecord.status == "completed")
+            .order_by(TaskRecord.completed_at, TaskRecord.created_at)
+        ).scalars()
+    )
 
 
 def _is_collection(task: TaskRecord) -> bool:
@@ -76,18 +92,26 @@ def vein_to_vein(therapy: Therapy, now: datetime | None = None) -> dict[str, Any
         collected = next((t for t in tasks if _is_collection(t)), None)
         if collected is not None:
             collection_at, source = collected.completed_at, f"task:{collected.activity_id}"
-    infusion_at = next((moment for moment in (_parse_time((t.data or {}).get("infusion_started_at"))
-                                              for t in tasks) if moment), None)
+    infusion_at = next(
+        (moment for moment in (_parse_time((t.data or {}).get("infusion_started_at")) for t in tasks) if moment), None
+    )
     elapsed = None
     if collection_at is not None:
         if now is None:
             from server.clock import clock
+
             now = clock()()
         elapsed = ((infusion_at or now) - collection_at).total_seconds()
-    return {"collection_at": _iso(collection_at), "collection_source": source, "infusion_at": _iso(infusion_at),
-            "elapsed_seconds": round(elapsed) if elapsed is not None else None,
-            "elapsed_days": round(elapsed / 86400, 2) if elapsed is not None else None,
-            "infused": infusion_at is not None, "stage": therapy.stage, "status": therapy.status}
+    return {
+        "collection_at": _iso(collection_at),
+        "collection_source": source,
+        "infusion_at": _iso(infusion_at),
+        "elapsed_seconds": round(elapsed) if elapsed is not None else None,
+        "elapsed_days": round(elapsed / 86400, 2) if elapsed is not None else None,
+        "infused": infusion_at is not None,
+        "stage": therapy.stage,
+        "status": therapy.status,
+    }
 
 
 # Actors that are the system itself rather than a person.
@@ -103,9 +127,18 @@ def _printed_names(usernames: set[str]) -> dict[str, str]:
 
 
 def _entry_item(entry: AuditEntry) -> dict[str, Any]:
-    return {"seq": entry.seq, "at": _iso(entry.at), "actor": entry.actor, "action": entry.action,
-            "subject_type": entry.subject_type, "subject_id": entry.subject_id, "reason": entry.reason,
-            "data": entry.data or {}, "prev_hash": entry.prev_hash, "hash": entry.hash}
+    return {
+        "seq": entry.seq,
+        "at": _iso(entry.at),
+        "actor": entry.actor,
+        "action": entry.action,
+        "subject_type": entry.subject_type,
+        "subject_id": entry.subject_id,
+        "reason": entry.reason,
+        "data": entry.data or {},
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }
 
 
 def _signature_item(source: Any, steps: dict[str, TaskRecord]) -> dict[str, Any]:
@@ -113,22 +146,38 @@ def _signature_item(source: Any, steps: dict[str, TaskRecord]) -> dict[str, Any]
     fields: dict[str, Any]
     if isinstance(source, AuditEntry):
         data = dict(source.data or {})
-        fields = {"task_id": source.subject_id, "signer": data.get("signer") or source.actor,
-                  "printed_name": data.get("printed_name"), "meaning": data.get("meaning"),
-                  "signed_at": data.get("signed_at") or _iso(source.at),
-                  "content_hash": data.get("signed_hash") or data.get("content_hash"), "audit_seq": source.seq}
+        fields = {
+            "task_id": source.subject_id,
+            "signer": data.get("signer") or source.actor,
+            "printed_name": data.get("printed_name"),
+            "meaning": data.get("meaning"),
+            "signed_at": data.get("signed_at") or _iso(source.at),
+            "content_hash": data.get("signed_hash") or data.get("content_hash"),
+            "audit_seq": source.seq,
+        }
     elif isinstance(source, Signature):
-        fields = {"id": source.id, "task_id": source.task_id, "signer": source.signer_username,
-                  "printed_name": source.printed_name, "meaning": source.meaning,
-                  "signed_at": _iso(source.signed_at), "content_hash": source.content_hash}
+        fields = {
+            "id": source.id,
+            "task_id": source.task_id,
+            "signer": source.signer_username,
+            "printed_name": source.printed_name,
+            "meaning": source.meaning,
+            "signed_at": _iso(source.signed_at),
+            "content_hash": source.content_hash,
+        }
     else:
         data = dict(source)
         signed_at = data.get("signed_at")
-        fields = {"id": data.get("id"), "task_id": data.get("task_id"),
-                  "signer": data.get("signer") or data.get("signer_username") or data.get("username"),
-                  "printed_name": data.get("printed_name"), "meaning": data.get("meaning"),
-                  "signed_at": _iso(signed_at) if isinstance(signed_at, datetime) else signed_at,
-                  "content_hash": data.get("content_hash") or data.get("signed_hash"), "valid": data.get("valid")}
+        fields = {
+            "id": data.get("id"),
+            "task_id": data.get("task_id"),
+            "signer": data.get("signer") or data.get("signer_username") or data.get("username"),
+            "printed_name": data.get("printed_name"),
+            "meaning": data.get("meaning"),
+            "signed_at": _iso(signed_at) if isinstance(signed_at, datetime) else signed_at,
+            "content_hash": data.get("content_hash") or data.get("signed_hash"),
+            "valid": data.get("valid"),
+        }
     task = steps.get(fields.get("task_id") or "")
     fields["activity_id"] = task.activity_id if task else None
     fields["step"] = task.name if task else None
@@ -159,56 +208,113 @@ def _step_item(entry: AuditEntry, names: dict[str, str], tasks: dict[str, TaskRe
         name = f"{data.get('role')}: {data.get('message')}"
     elif entry.action == "condition.excursion":
         name = f"{data.get('temperature_c')} °C outside {data.get('range')}"
-    step = {"seq": entry.seq, "at": _iso(entry.at), "action": entry.action,
-            "activity_id": data.get("activity_id") or (task.activity_id if task else None), "name": name,
-            "actor": entry.actor, "actor_name": names.get(entry.actor)}
+    step = {
+        "seq": entry.seq,
+        "at": _iso(entry.at),
+        "action": entry.action,
+        "activity_id": data.get("activity_id") or (task.activity_id if task else None),
+        "name": name,
+        "actor": entry.actor,
+        "actor_name": names.get(entry.actor),
+    }
     if entry.action == "task.completed" and task is not None:
-        step.update({"role": task.role, "ready_at": _iso(task.created_at), "completed_at": _iso(task.completed_at),
-                     "data": task.data})
+        step.update(
+            {
+                "role": task.role,
+                "ready_at": _iso(task.created_at),
+                "completed_at": _iso(task.completed_at),
+                "data": task.data,
+            }
+        )
     return step
 
 
 def therapy_record(therapy: Therapy, generated_by: str) -> dict[str, Any]:
     """The whole record of ``therapy`` as one JSON-ready document."""
     coi = parse_coi(therapy.coi)
-    entries = list(db.session.execute(select(AuditEntry).where(AuditEntry.therapy_id == therapy.id)
-                                      .order_by(AuditEntry.seq)).scalars())
-    task_rows = list(db.session.execute(select(TaskRecord)
-                                        .where(TaskRecord.therapy_id == therapy.id)
-                                        .order_by(TaskRecord.created_at, TaskRecord.id)).scalars())
+    entries = list(
+        db.session.execute(
+            select(AuditEntry).where(AuditEntry.therapy_id == therapy.id).order_by(AuditEntry.seq)
+        ).scalars()
+    )
+    task_rows = list(
+        db.session.execute(
+            select(TaskRecord).where(TaskRecord.therapy_id == therapy.id).order_by(TaskRecord.created_at, TaskRecord.id)
+        ).scalars()
+    )
     tasks = {t.id: t for t in task_rows}
     names = _printed_names({e.actor for e in entries} | {t.completed_by for t in task_rows if t.completed_by})
     transfers = custody.chain(therapy.id)
-    alerts = list(db.session.execute(select(Alert).where(Alert.therapy_id == therapy.id)
-                                     .order_by(Alert.raised_at, Alert.id)).scalars())
+    alerts = list(
+        db.session.execute(
+            select(Alert).where(Alert.therapy_id == therapy.id).order_by(Alert.raised_at, Alert.id)
+        ).scalars()
+    )
     definition = therapy.definition
     intact = all(audit.entry_hash(audit.entry_dict(e)) == e.hash for e in entries)
     return {
-        "record": {"format": RECORD_FORMAT, "version": RECORD_VERSION, "generated_at": _iso(datetime.now(UTC)),
-                   "generated_by": generated_by, "basis": "21 CFR 11.10(b); EU GMP Annex 11 §8"},
-        "therapy": {"id": therapy.id, "coi": coi.value, "coi_check": coi.check, "coi_eye_readable": coi.eye_readable,
-                    "coi_barcode": coi.barcode, "patient_reference": therapy.patient_reference,
-                    "status": therapy.status, "stage": therapy.stage,
-                    "process": {"key": therapy.process_key, "version": therapy.process_version,
-                                "name": definition.name, "definition_id": definition.id,
-                                "checksum": definition.checksum},
-                    "site": {"code": therapy.site.code, "name": therapy.site.name},
-                    "created_at": _iso(therapy.created_at), "created_by": therapy.created_by,
-                    "ended_at": _iso(therapy.ended_at)},
+        "record": {
+            "format": RECORD_FORMAT,
+            "version": RECORD_VERSION,
+            "generated_at": _iso(datetime.now(UTC)),
+            "generated_by": generated_by,
+            "basis": "21 CFR 11.10(b); EU GMP Annex 11 §8",
+        },
+        "therapy": {
+            "id": therapy.id,
+            "coi": coi.value,
+            "coi_check": coi.check,
+            "coi_eye_readable": coi.eye_readable,
+            "coi_barcode": coi.barcode,
+            "patient_reference": therapy.patient_reference,
+            "status": therapy.status,
+            "stage": therapy.stage,
+            "process": {
+                "key": therapy.process_key,
+                "version": therapy.process_version,
+                "name": definition.name,
+                "definition_id": definition.id,
+                "checksum": definition.checksum,
+            },
+            "site": {"code": therapy.site.code, "name": therapy.site.name},
+            "created_at": _iso(therapy.created_at),
+            "created_by": therapy.created_by,
+            "ended_at": _iso(therapy.ended_at),
+        },
         "vein_to_vein": vein_to_vein(therapy),
         "steps": [_step_item(e, names, tasks) for e in entries if e.action in STEP_ACTIONS],
-        "tasks": [{"id": t.id, "activity_id": t.activity_id, "name": t.name, "role": t.role, "site": t.site.code,
-                   "status": t.status, "ready_at": _iso(t.created_at), "due_at": _iso(t.due_at),
-                   "completed_at": _iso(t.completed_at), "completed_by": t.completed_by,
-                   "completed_by_name": names.get(t.completed_by or ""), "signature_meaning": t.signature,
-                   "data": t.data} for t in task_rows],
+        "tasks": [
+            {
+                "id": t.id,
+                "activity_id": t.activity_id,
+                "name": t.name,
+                "role": t.role,
+                "site": t.site.code,
+                "status": t.status,
+                "ready_at": _iso(t.created_at),
+                "due_at": _iso(t.due_at),
+                "completed_at": _iso(t.completed_at),
+                "completed_by": t.completed_by,
+                "completed_by_name": names.get(t.completed_by or ""),
+                "signature_meaning": t.signature,
+                "data": t.data,
+            }
+            for t in task_rows
+        ],
         "signatures": signatures(therapy, entries, tasks),
         "custody": {"transfers": [custody.transfer_item(t) for t in transfers], "breaks": custody.breaks(transfers)},
-        "conditions": {"range_now": conditions.allowed_range(therapy)[0], "summary": conditions.summary(therapy.id),
-                       "excursions": conditions.excursion_readings(therapy.id)},
+        "conditions": {
+            "range_now": conditions.allowed_range(therapy)[0],
+            "summary": conditions.summary(therapy.id),
+            "excursions": conditions.excursion_readings(therapy.id),
+        },
         "alerts": [alert_item(a) for a in alerts],
-        "audit": {"count": len(entries), "entries_intact": intact,
-                  "first_seq": entries[0].seq if entries else None, "last_seq": entries[-1].seq if entries else None,
-                  "entries": [_entry_item(e) for e in entries]},
+        "audit": {
+            "count": len(entries),
+            "entries_intact": intact,
+            "first_seq": entries[0].seq if entries else None,
+            "last_seq": entries[-1].seq if entries else None,
+            "entries": [_entry_item(e) for e in entries],
+        },
         "people": [{"username": username, "printed_name": name} for username, name in sorted(names.items())],
     }

@@ -17,9 +17,15 @@ from reportlab.platypus import LongTable, Paragraph, SimpleDocTemplate, Spacer, 
 _STYLES = getSampleStyleSheet()
 _BODY = ParagraphStyle("cell", parent=_STYLES["BodyText"], fontSize=7.5, leading=9)
 _SMALL = ParagraphStyle("small", parent=_BODY, fontSize=6.5, leading=8, fontName="Courier")
-_GRID = TableStyle([("GRID", (0, 0), (-1, -1), 0.25, colors.grey), ("VALIGN", (0, 0), (-1, -1), "TOP"),
-                    ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef4")),
-                    ("LEFTPADDING", (0, 0), (-1, -1), 2), ("RIGHTPADDING", (0, 0), (-1, -1), 2)])
+_GRID = TableStyle(
+    [
+        ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef4")),
+        ("LEFTPADDING", (0, 0), (-1, -1), 2),
+        ("RIGHTPADDING", (0, 0), (-1, -1), 2),
+    ]
+)
 _HEADING = ParagraphStyle("section", parent=_STYLES["Heading2"], keepWithNext=1)
 WIDTH = A4[0] - 30 * mm
 
@@ -40,8 +46,9 @@ def _text(value: Any, style: ParagraphStyle = _BODY) -> Paragraph:
 def _table(header: list[str], rows: list[list[Any]], widths: list[float]) -> LongTable | Paragraph:
     if not rows:
         return _text("None recorded.")
-    body = [[_text(h) for h in header]] + [[cell if isinstance(cell, Paragraph) else _text(cell) for cell in row]
-                                           for row in rows]
+    body = [[_text(h) for h in header]] + [
+        [cell if isinstance(cell, Paragraph) else _text(cell) for cell in row] for row in rows
+    ]
     table = LongTable(body, colWidths=[w * WIDTH for w in widths], repeatRows=1)
     table.setStyle(_GRID)
     return table
@@ -62,81 +69,214 @@ def record_pdf(record: dict[str, Any]) -> bytes:
     therapy, v2v = record["therapy"], record["vein_to_vein"]
     buffer = io.BytesIO()
     title = f"Therapy record {therapy['coi_eye_readable']}"
-    document = SimpleDocTemplate(buffer, pagesize=A4, leftMargin=15 * mm, rightMargin=15 * mm, topMargin=15 * mm,
-                                 bottomMargin=15 * mm, title=title, author="Tether",
-                                 subject="Complete therapy record with audit trail (21 CFR 11.10(b))")
+    document = SimpleDocTemplate(
+        buffer,
+        pagesize=A4,
+        leftMargin=15 * mm,
+        rightMargin=15 * mm,
+        topMargin=15 * mm,
+        bottomMargin=15 * mm,
+        title=title,
+        author="Tether",
+        subject="Complete therapy record with audit trail (21 CFR 11.10(b))",
+    )
 
     def footer(canvas, doc):
         canvas.saveState()
         canvas.setFont("Helvetica", 7)
-        canvas.drawString(15 * mm, 8 * mm, f"{title} - generated {record['record']['generated_at']} by "
-                                           f"{record['record']['generated_by']}")
+        canvas.drawString(
+            15 * mm,
+            8 * mm,
+            f"{title} - generated {record['record']['generated_at']} by {record['record']['generated_by']}",
+        )
         canvas.drawRightString(A4[0] - 15 * mm, 8 * mm, f"page {doc.page}")
         canvas.restoreState()
 
     heading = _HEADING
     story: list = [Paragraph(escape(title), _STYLES["Title"])]
-    story += [Paragraph("Identity", heading), _pairs([
-        ("COI (eye-readable)", therapy["coi_eye_readable"]), ("COI barcode content", therapy["coi_barcode"]),
-        ("Therapy id", therapy["id"]), ("Patient reference", therapy["patient_reference"]),
-        ("Process", f"{therapy['process']['name']} ({therapy['process']['key']} v{therapy['process']['version']}, "
-                    f"checksum {therapy['process']['checksum']})"),
-        ("Site", f"{therapy['site']['code']} - {therapy['site']['name']}"),
-        ("Status / stage", f"{therapy['status']} / {therapy['stage']}"),
-        ("Started", f"{therapy['created_at']} by {therapy['created_by']}"), ("Ended", therapy["ended_at"])])]
-    story += [Paragraph("Vein to vein", heading), _pairs([
-        ("Collection", f"{v2v['collection_at'] or '-'} ({v2v['collection_source'] or 'not yet collected'})"),
-        ("Infusion", v2v["infusion_at"] or "not yet infused"),
-        ("Elapsed", f"{v2v['elapsed_days']} days" if v2v["elapsed_days"] is not None else "-")])]
-    story += [Paragraph("Steps", heading), _table(
-        ["Seq", "When", "Step", "Who", "Activity"],
-        [[s["seq"], _when(s["at"]), f"{s['action']}: {s['name'] or ''}", _who(s["actor"], s["actor_name"]),
-          s["activity_id"]] for s in record["steps"]], [0.06, 0.2, 0.36, 0.2, 0.18])]
-    story += [Paragraph("Tasks and recorded data", heading), _table(
-        ["Task", "Role", "Ready / completed", "Completed by", "Data"],
-        [[t["name"], t["role"], f"{t['ready_at']} / {t['completed_at'] or t['status']}",
-          _who(t["completed_by"], t["completed_by_name"]), _text(t["data"], _SMALL)] for t in record["tasks"]],
-        [0.18, 0.1, 0.2, 0.16, 0.36])]
-    story += [Paragraph("Electronic signatures", heading), _table(
-        ["Printed name", "Signer", "Meaning", "Signed at", "Step", "Bound to (SHA-256)"],
-        [[s["printed_name"], s["signer"], s["meaning"], s["signed_at"], s["step"] or s["task_id"],
-          _text(s["content_hash"], _SMALL)] for s in record["signatures"]], [0.16, 0.12, 0.1, 0.18, 0.18, 0.26])]
+    story += [
+        Paragraph("Identity", heading),
+        _pairs(
+            [
+                ("COI (eye-readable)", therapy["coi_eye_readable"]),
+                ("COI barcode content", therapy["coi_barcode"]),
+                ("Therapy id", therapy["id"]),
+                ("Patient reference", therapy["patient_reference"]),
+                (
+                    "Process",
+                    f"{therapy['process']['name']} ({therapy['process']['key']} v{therapy['process']['version']}, "
+                    f"checksum {therapy['process']['checksum']})",
+                ),
+                ("Site", f"{therapy['site']['code']} - {therapy['site']['name']}"),
+                ("Status / stage", f"{therapy['status']} / {therapy['stage']}"),
+                ("Started", f"{therapy['created_at']} by {therapy['created_by']}"),
+                ("Ended", therapy["ended_at"]),
+            ]
+        ),
+    ]
+    story += [
+        Paragraph("Vein to vein", heading),
+        _pairs(
+            [
+                ("Collection", f"{v2v['collection_at'] or '-'} ({v2v['collection_source'] or 'not yet collected'})"),
+                ("Infusion", v2v["infusion_at"] or "not yet infused"),
+                ("Elapsed", f"{v2v['elapsed_days']} days" if v2v["elapsed_days"] is not None else "-"),
+            ]
+        ),
+    ]
+    story += [
+        Paragraph("Steps", heading),
+        _table(
+            ["Seq", "When", "Step", "Who", "Activity"],
+            [
+                [
+                    s["seq"],
+                    _when(s["at"]),
+                    f"{s['action']}: {s['name'] or ''}",
+                    _who(s["actor"], s["actor_name"]),
+                    s["activity_id"],
+                ]
+                for s in record["steps"]
+            ],
+            [0.06, 0.2, 0.36, 0.2, 0.18],
+        ),
+    ]
+    story += [
+        Paragraph("Tasks and recorded data", heading),
+        _table(
+            ["Task", "Role", "Ready / completed", "Completed by", "Data"],
+            [
+                [
+                    t["name"],
+                    t["role"],
+                    f"{t['ready_at']} / {t['completed_at'] or t['status']}",
+                    _who(t["completed_by"], t["completed_by_name"]),
+                    _text(t["data"], _SMALL),
+                ]
+                for t in record["tasks"]
+            ],
+            [0.18, 0.1, 0.2, 0.16, 0.36],
+        ),
+    ]
+    story += [
+        Paragraph("Electronic signatures", heading),
+        _table(
+            ["Printed name", "Signer", "Meaning", "Signed at", "Step", "Bound to (SHA-256)"],
+            [
+                [
+                    s["printed_name"],
+                    s["signer"],
+                    s["meaning"],
+                    s["signed_at"],
+                    s["step"] or s["task_id"],
+                    _text(s["content_hash"], _SMALL),
+                ]
+                for s in record["signatures"]
+            ],
+            [0.16, 0.12, 0.1, 0.18, 0.18, 0.26],
+        ),
+    ]
     custody = record["custody"]
-    story += [Paragraph("Chain of custody", heading), _table(
-        ["When", "Material", "From", "To", "Where", "Scanned label", "Recorded by"],
-        [[c["occurred_at"], c["material_id"], c["from_party"], c["to_party"], c["location"], c["scanned_coi"],
-          c["recorded_by"]] for c in custody["transfers"]], [0.17, 0.12, 0.15, 0.15, 0.15, 0.14, 0.12])]
+    story += [
+        Paragraph("Chain of custody", heading),
+        _table(
+            ["When", "Material", "From", "To", "Where", "Scanned label", "Recorded by"],
+            [
+                [
+                    c["occurred_at"],
+                    c["material_id"],
+                    c["from_party"],
+                    c["to_party"],
+                    c["location"],
+                    c["scanned_coi"],
+                    c["recorded_by"],
+                ]
+                for c in custody["transfers"]
+            ],
+            [0.17, 0.12, 0.15, 0.15, 0.15, 0.14, 0.12],
+        ),
+    ]
     if custody["breaks"]:
-        story.append(_text("Gaps in the chain: " + "; ".join(
-            f"{b['material_id']} handed over by {b['from_party']}, last received by {b['expected_from']}"
-            for b in custody["breaks"])))
+        story.append(
+            _text(
+                "Gaps in the chain: "
+                + "; ".join(
+                    f"{b['material_id']} handed over by {b['from_party']}, last received by {b['expected_from']}"
+                    for b in custody["breaks"]
+                )
+            )
+        )
     summary = record["conditions"]["summary"]
-    story += [Paragraph("Conditions", heading), _pairs([
-        ("Readings", f"{summary['count']} from {summary['first_at'] or '-'} to {summary['last_at'] or '-'}"),
-        ("Lowest / highest", f"{summary['min_c']} / {summary['max_c']} °C"),
-        ("Readings outside range", summary["excursions"])] + [
-        (f"  at {a['activity_id'] or 'no activity'}", f"{a['count']} readings, {a['min_c']}..{a['max_c']} °C, "
-                                                       f"{a['excursions']} outside range")
-        for a in summary["by_activity"]])]
-    story += [Spacer(1, 2 * mm), _table(
-        ["Excursion at", "Temperature", "Sensor", "Shipment", "Activity"],
-        [[e["recorded_at"], f"{e['temperature_c']} °C", e["sensor_id"], e["shipment_id"], e["activity_id"]]
-         for e in record["conditions"]["excursions"]], [0.24, 0.14, 0.18, 0.18, 0.26])]
-    story += [Paragraph("Alerts", heading), _table(
-        ["Raised", "Kind", "Severity", "Message", "Status"],
-        [[_when(a["raised_at"]), a["kind"], a["severity"], a["message"],
-          f"{a['status']}" + (f" by {a['acknowledged_by']}: {a['note']}" if a["acknowledged_by"] else "")]
-         for a in record["alerts"]], [0.18, 0.14, 0.1, 0.4, 0.18])]
+    story += [
+        Paragraph("Conditions", heading),
+        _pairs(
+            [
+                ("Readings", f"{summary['count']} from {summary['first_at'] or '-'} to {summary['last_at'] or '-'}"),
+                ("Lowest / highest", f"{summary['min_c']} / {summary['max_c']} °C"),
+                ("Readings outside range", summary["excursions"]),
+            ]
+            + [
+                (
+                    f"  at {a['activity_id'] or 'no activity'}",
+                    f"{a['count']} readings, {a['min_c']}..{a['max_c']} °C, {a['excursions']} outside range",
+                )
+                for a in summary["by_activity"]
+            ]
+        ),
+    ]
+    story += [
+        Spacer(1, 2 * mm),
+        _table(
+            ["Excursion at", "Temperature", "Sensor", "Shipment", "Activity"],
+            [
+                [e["recorded_at"], f"{e['temperature_c']} °C", e["sensor_id"], e["shipment_id"], e["activity_id"]]
+                for e in record["conditions"]["excursions"]
+            ],
+            [0.24, 0.14, 0.18, 0.18, 0.26],
+        ),
+    ]
+    story += [
+        Paragraph("Alerts", heading),
+        _table(
+            ["Raised", "Kind", "Severity", "Message", "Status"],
+            [
+                [
+                    _when(a["raised_at"]),
+                    a["kind"],
+                    a["severity"],
+                    a["message"],
+                    f"{a['status']}" + (f" by {a['acknowledged_by']}: {a['note']}" if a["acknowledged_by"] else ""),
+                ]
+                for a in record["alerts"]
+            ],
+            [0.18, 0.14, 0.1, 0.4, 0.18],
+        ),
+    ]
     trail = record["audit"]
-    story += [Paragraph("Audit trail", heading),
-              _text(f"{trail['count']} entries (seq {trail['first_seq']}..{trail['last_seq']}); every entry's hash "
-                    f"recomputed: {'intact' if trail['entries_intact'] else 'NOT INTACT'}."),
-              Spacer(1, 2 * mm), _table(
-                  ["Seq", "At", "Actor", "Action", "Data and hash"],
-                  [[e["seq"], _when(e["at"]), e["actor"],
+    story += [
+        Paragraph("Audit trail", heading),
+        _text(
+            f"{trail['count']} entries (seq {trail['first_seq']}..{trail['last_seq']}); every entry's hash "
+            f"recomputed: {'intact' if trail['entries_intact'] else 'NOT INTACT'}."
+        ),
+        Spacer(1, 2 * mm),
+        _table(
+            ["Seq", "At", "Actor", "Action", "Data and hash"],
+            [
+                [
+                    e["seq"],
+                    _when(e["at"]),
+                    e["actor"],
                     e["action"] + (f" (reason: {e['reason']})" if e["reason"] else ""),
-                    _text(json.dumps(e["data"], ensure_ascii=False, sort_keys=True, default=str)
-                          + f"\nhash {e['hash']}", _SMALL)] for e in trail["entries"]],
-                  [0.06, 0.17, 0.12, 0.17, 0.48])]
+                    _text(
+                        json.dumps(e["data"], ensure_ascii=False, sort_keys=True, default=str) + f"\nhash {e['hash']}",
+                        _SMALL,
+                    ),
+                ]
+                for e in trail["entries"]
+            ],
+            [0.06, 0.17, 0.12, 0.17, 0.48],
+        ),
+    ]
     document.build(story, onFirstPage=footer, onLaterPages=footer)
     return buffer.getvalue()

@@ -38,21 +38,46 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def content_hash(*, task_id: str, therapy_id: str, coi: str, activity_id: str, data: Any, meaning: str,
-                 signer: str, printed_name: str, signed_at: datetime) -> str:
+def content_hash(
+    *,
+    task_id: str,
+    therapy_id: str,
+    coi: str,
+    activity_id: str,
+    data: Any,
+    meaning: str,
+    signer: str,
+    printed_name: str,
+    signed_at: datetime,
+) -> str:
     """SHA-256 over a canonical JSON of what is signed: task identity, its data, meaning, signer and time."""
-    content = {"task_id": task_id, "therapy_id": therapy_id, "coi": coi, "activity_id": activity_id,
-               "data": data if data is not None else {}, "meaning": meaning, "signer": signer,
-               "printed_name": printed_name, "signed_at": _moment(signed_at)}
+    content = {
+        "task_id": task_id,
+        "therapy_id": therapy_id,
+        "coi": coi,
+        "activity_id": activity_id,
+        "data": data if data is not None else {},
+        "meaning": meaning,
+        "signer": signer,
+        "printed_name": printed_name,
+        "signed_at": _moment(signed_at),
+    }
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _hash_for(signature: Signature, task: TaskRecord, data: Any) -> str:
-    return content_hash(task_id=task.id, therapy_id=task.therapy_id, coi=task.therapy.coi,
-                        activity_id=task.activity_id, data=data, meaning=signature.meaning,
-                        signer=signature.signer_username, printed_name=signature.printed_name,
-                        signed_at=signature.signed_at)
+    return content_hash(
+        task_id=task.id,
+        therapy_id=task.therapy_id,
+        coi=task.therapy.coi,
+        activity_id=task.activity_id,
+        data=data,
+        meaning=signature.meaning,
+        signer=signature.signer_username,
+        printed_name=signature.printed_name,
+        signed_at=signature.signed_at,
+    )
 
 
 def check_signer(user: User, task: TaskRecord, signature: dict | None) -> None:
@@ -63,21 +88,30 @@ def check_signer(user: User, task: TaskRecord, signature: dict | None) -> None:
     transaction, and the fifth failure in a row locks the account until an administrator unlocks it.
     """
     if signature is None:
-        raise Invalid(f"This task needs an electronic signature with the meaning '{task.signature}': send "
-                      "your password and the meaning.", code="signature_required",
-                      details={"field": "signature", "meaning": task.signature})
+        raise Invalid(
+            f"This task needs an electronic signature with the meaning '{task.signature}': send "
+            "your password and the meaning.",
+            code="signature_required",
+            details={"field": "signature", "meaning": task.signature},
+        )
     if signature.get("meaning") != task.signature:
-        raise Invalid(f"The signature's meaning must be '{task.signature}'.", code="signature_meaning",
-                      details={"field": "signature.meaning", "meaning": task.signature})
+        raise Invalid(
+            f"The signature's meaning must be '{task.signature}'.",
+            code="signature_meaning",
+            details={"field": "signature.meaning", "meaning": task.signature},
+        )
     if user.locked:
         _audit_failure(user, task, signature["meaning"], "account_locked")
-        raise Unauthorized("Your account is locked after repeated failed signatures; ask an administrator.",
-                           code="account_locked")
+        raise Unauthorized(
+            "Your account is locked after repeated failed signatures; ask an administrator.", code="account_locked"
+        )
     if not verify_password(user, signature.get("password") or ""):
         _audit_failure(user, task, signature["meaning"], "wrong_password")
-        raise Unauthorized("The password is wrong; the task was not signed.", code="signature_failed",
-                           details={"failed_in_a_row": user.failed_signatures,
-                                    "account_locked": bool(user.locked)})
+        raise Unauthorized(
+            "The password is wrong; the task was not signed.",
+            code="signature_failed",
+            details={"failed_in_a_row": user.failed_signatures, "account_locked": bool(user.locked)},
+        )
 
 
 def _audit_failure(user: User, task: TaskRecord, meaning: str, reason: str) -> None:
@@ -88,30 +122,65 @@ def _audit_failure(user: User, task: TaskRecord, meaning: str, reason: str) -> N
             user.failed_signatures = (user.failed_signatures or 0) + 1
             locking = not user.locked and user.failed_signatures >= MAX_FAILED_SIGNATURES
             user.locked = user.locked or locking
-        audit.append(user.username, "signature.failed", "task", task.id, therapy_id=task.therapy_id,
-                     site_id=task.site_id, data={"meaning": meaning, "reason": reason,
-                                                 "activity_id": task.activity_id,
-                                                 "failed_in_a_row": user.failed_signatures,
-                                                 "account_locked": bool(user.locked)})
+        audit.append(
+            user.username,
+            "signature.failed",
+            "task",
+            task.id,
+            therapy_id=task.therapy_id,
+            site_id=task.site_id,
+            data={
+                "meaning": meaning,
+                "reason": reason,
+                "activity_id": task.activity_id,
+                "failed_in_a_row": user.failed_signatures,
+                "account_locked": bool(user.locked),
+            },
+        )
         if locking:
-            audit.append("system", "user.locked", "user", str(user.id), reason="repeated failed signatures",
-                         data={"username": user.username, "failed_in_a_row": user.failed_signatures})
+            audit.append(
+                "system",
+                "user.locked",
+                "user",
+                str(user.id),
+                reason="repeated failed signatures",
+                data={"username": user.username, "failed_in_a_row": user.failed_signatures},
+            )
 
 
 def apply_signature(task: TaskRecord, data: dict, signer: User, signed_at: datetime) -> Signature:
     """Record ``signer``'s signature of ``task`` with ``data``; call inside the completing transaction."""
-    signature = Signature(therapy_id=task.therapy_id, task_id=task.id, signer_id=signer.id,
-                          signer_username=signer.username, printed_name=signer.display_name,
-                          meaning=task.signature, signed_at=signed_at, content_hash="")
+    signature = Signature(
+        therapy_id=task.therapy_id,
+        task_id=task.id,
+        signer_id=signer.id,
+        signer_username=signer.username,
+        printed_name=signer.display_name,
+        meaning=task.signature,
+        signed_at=signed_at,
+        content_hash="",
+    )
     signature.content_hash = _hash_for(signature, task, data)
     db.session.add(signature)
     db.session.flush()
     signer.failed_signatures = 0
-    audit.append(signer.username, "signature.applied", "task", task.id, therapy_id=task.therapy_id,
-                 site_id=task.site_id, data={
-                     "signature_id": signature.id, "signer": signer.username, "printed_name": signer.display_name,
-                     "meaning": signature.meaning, "signed_at": _iso(signed_at),
-                     "signed_hash": signature.content_hash, "activity_id": task.activity_id})
+    audit.append(
+        signer.username,
+        "signature.applied",
+        "task",
+        task.id,
+        therapy_id=task.therapy_id,
+        site_id=task.site_id,
+        data={
+            "signature_id": signature.id,
+            "signer": signer.username,
+            "printed_name": signer.display_name,
+            "meaning": signature.meaning,
+            "signed_at": _iso(signed_at),
+            "signed_hash": signature.content_hash,
+            "activity_id": task.activity_id,
+        },
+    )
     return signature
 
 
@@ -125,24 +194,38 @@ def is_valid(signature: Signature, task: TaskRecord | None) -> bool:
 def signature_view(signature: Signature, task: TaskRecord | None) -> dict:
     """A signature as the API and the record show it: who, when, what it means, and whether it still holds."""
     return {
-        "id": signature.id, "task_id": signature.task_id, "therapy_id": signature.therapy_id,
-        "activity_id": task.activity_id if task else None, "task_name": task.name if task else None,
-        "signer": signature.signer_username, "printed_name": signature.printed_name,
-        "meaning": signature.meaning, "signed_at": _iso(signature.signed_at),
-        "content_hash": signature.content_hash, "valid": is_valid(signature, task),
+        "id": signature.id,
+        "task_id": signature.task_id,
+        "therapy_id": signature.therapy_id,
+        "activity_id": task.activity_id if task else None,
+        "task_name": task.name if task else None,
+        "signer": signature.signer_username,
+        "printed_name": signature.printed_name,
+        "meaning": signature.meaning,
+        "signed_at": _iso(signature.signed_at),
+        "content_hash": signature.content_hash,
+        "valid": is_valid(signature, task),
     }
 
 
 def signatures_for(therapy: Therapy) -> list[dict]:
     """Every signature of ``therapy`` in signing order, each with ``valid``."""
-    rows = db.session.execute(select(Signature, TaskRecord).outerjoin(TaskRecord, TaskRecord.id == Signature.task_id)
-                              .where(Signature.therapy_id == therapy.id)
-                              .order_by(Signature.signed_at, Signature.id)).all()
+    rows = db.session.execute(
+        select(Signature, TaskRecord)
+        .outerjoin(TaskRecord, TaskRecord.id == Signature.task_id)
+        .where(Signature.therapy_id == therapy.id)
+        .order_by(Signature.signed_at, Signature.id)
+    ).all()
     return [signature_view(signature, task) for signature, task in rows]
 
 
 def signatures_for_task(task: TaskRecord) -> list[dict]:
     """The signatures of one task (normally none or one)."""
-    rows = db.session.execute(select(Signature).where(Signature.task_id == task.id)
-                              .order_by(Signature.signed_at, Signature.id)).scalars().all()
+    rows = (
+        db.session.execute(
+            select(Signature).where(Signature.task_id == task.id).order_by(Signature.signed_at, Signature.id)
+        )
+        .scalars()
+        .all()
+    )
     return [signature_view(signature, task) for signature in rows]

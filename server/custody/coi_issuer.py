@@ -16,11 +16,14 @@ def next_coi() -> Coi:
     fin = validate_fin(current_app.config["FACILITY_FIN"])
     year = utcnow().year % 100
     bumped = rows_changed(
-        update(CoiCounter).where(CoiCounter.fin == fin, CoiCounter.year == year)
-        .values(next_number=CoiCounter.next_number + 1))
+        update(CoiCounter)
+        .where(CoiCounter.fin == fin, CoiCounter.year == year)
+        .values(next_number=CoiCounter.next_number + 1)
+    )
     if bumped == 0:
         db.session.add(CoiCounter(fin=fin, year=year, next_number=1))
         db.session.flush()
     number = db.session.execute(
-        select(CoiCounter.next_number).where(CoiCounter.fin == fin, CoiCounter.year == year)).scalar_one()
+        select(CoiCounter.next_number).where(CoiCounter.fin == fin, CoiCounter.year == year)
+    ).scalar_one()
     return issue_coi(fin, year, number)

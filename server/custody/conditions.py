@@ -57,8 +57,9 @@ def _distance(temperature: float, limits: list[float]) -> float:
 TellProcess = Callable[[Therapy, str, dict, str], bool]
 
 
-def record_readings(therapy: Therapy, readings: list[dict[str, Any]], actor: str, *,
-                    tell_process: TellProcess) -> dict[str, Any]:
+def record_readings(
+    therapy: Therapy, readings: list[dict[str, Any]], actor: str, *, tell_process: TellProcess
+) -> dict[str, Any]:
     """Store ``readings`` (one or up to MAX_BATCH) and act on an excursion among them; one transaction.
 
     ``tell_process(therapy, message, details, actor)`` delivers the excursion to the process when it waits
@@ -67,17 +68,33 @@ def record_readings(therapy: Therapy, readings: list[dict[str, Any]], actor: str
     now = clock()()
     for index, reading in enumerate(readings):
         if reading["recorded_at"] > now + FUTURE_TOLERANCE:
-            raise Invalid("A reading's recorded_at lies in the future.", code="invalid_request",
-                          details={"fields": {"recorded_at": ["must not lie in the future"]}, "index": index})
+            raise Invalid(
+                "A reading's recorded_at lies in the future.",
+                code="invalid_request",
+                details={"fields": {"recorded_at": ["must not lie in the future"]}, "index": index},
+            )
     limits, range_activity = allowed_range(therapy)
     activity_id = range_activity or next(iter(therapy.current_activities or []), None)
-    rows = [{"therapy_id": therapy.id, "sensor_id": r["sensor_id"], "shipment_id": r.get("shipment_id"),
-             "recorded_at": r["recorded_at"], "temperature_c": float(r["temperature_c"]),
-             "excursion": limits is not None and not limits[0] <= r["temperature_c"] <= limits[1],
-             "activity_id": activity_id} for r in readings]
+    rows = [
+        {
+            "therapy_id": therapy.id,
+            "sensor_id": r["sensor_id"],
+            "shipment_id": r.get("shipment_id"),
+            "recorded_at": r["recorded_at"],
+            "temperature_c": float(r["temperature_c"]),
+            "excursion": limits is not None and not limits[0] <= r["temperature_c"] <= limits[1],
+            "activity_id": activity_id,
+        }
+        for r in readings
+    ]
     outside = [(row, reading) for row, reading in zip(rows, readings, strict=True) if row["excursion"]]
-    result: dict[str, Any] = {"excursion": bool(outside), "range": limits, "activity_id": activity_id,
-                              "recorded": len(rows), "excursions": len(outside)}
+    result: dict[str, Any] = {
+        "excursion": bool(outside),
+        "range": limits,
+        "activity_id": activity_id,
+        "recorded": len(rows),
+        "excursions": len(outside),
+    }
     with unit_of_work():
         if len(rows) == 1:
             reading_row = ConditionReading(**rows[0])
@@ -86,12 +103,22 @@ def record_readings(therapy: Therapy, readings: list[dict[str, Any]], actor: str
             result["id"] = reading_row.id
         else:
             db.session.execute(insert(ConditionReading), rows)
-        audit.append(actor, "condition.recorded", "therapy", therapy.id, therapy_id=therapy.id,
-                     site_id=therapy.site_id, data=_audit_summary(rows, readings, limits, result.get("id")))
+        audit.append(
+            actor,
+            "condition.recorded",
+            "therapy",
+            therapy.id,
+            therapy_id=therapy.id,
+            site_id=therapy.site_id,
+            data=_audit_summary(rows, readings, limits, result.get("id")),
+        )
         if outside:
             worst_row, worst = max(outside, key=lambda pair: _distance(pair[0]["temperature_c"], limits or [0, 0]))
-            result.update(_handle_excursion(therapy, worst_row, worst, limits or [0, 0], activity_id, actor,
-                                            len(outside), tell_process))
+            result.update(
+                _handle_excursion(
+                    therapy, worst_row, worst, limits or [0, 0], activity_id, actor, len(outside), tell_process
+                )
+            )
     return result
 
 
@@ -99,38 +126,78 @@ def _audit_summary(rows: list[dict], readings: list[dict], limits, reading_id) -
     """What the audit entry keeps of a batch: its extent and a digest binding the exact values."""
     canonical = [[row["sensor_id"], _iso(row["recorded_at"]), row["temperature_c"]] for row in rows]
     temperatures = [row["temperature_c"] for row in rows]
-    summary = {"count": len(rows), "first_at": min(c[1] for c in canonical), "last_at": max(c[1] for c in canonical),
-               "min_c": min(temperatures), "max_c": max(temperatures), "range": limits,
-               "excursions": sum(1 for row in rows if row["excursion"]),
-               "sensors": sorted({row["sensor_id"] for row in rows}),
-               "locations": sorted({r["location"] for r in readings if r.get("location")}),
-               "digest": hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()}
+    summary = {
+        "count": len(rows),
+        "first_at": min(c[1] for c in canonical),
+        "last_at": max(c[1] for c in canonical),
+        "min_c": min(temperatures),
+        "max_c": max(temperatures),
+        "range": limits,
+        "excursions": sum(1 for row in rows if row["excursion"]),
+        "sensors": sorted({row["sensor_id"] for row in rows}),
+        "locations": sorted({r["location"] for r in readings if r.get("location")}),
+        "digest": hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest(),
+    }
     if len(rows) == 1:
-        summary.update({"reading_id": reading_id, "sensor_id": rows[0]["sensor_id"],
-                        "shipment_id": rows[0]["shipment_id"], "temperature_c": rows[0]["temperature_c"],
-                        "recorded_at": canonical[0][1], "location": readings[0].get("location")})
+        summary.update(
+            {
+                "reading_id": reading_id,
+                "sensor_id": rows[0]["sensor_id"],
+                "shipment_id": rows[0]["shipment_id"],
+                "temperature_c": rows[0]["temperature_c"],
+                "recorded_at": canonical[0][1],
+                "location": readings[0].get("location"),
+            }
+        )
     return summary
 
 
-def _handle_excursion(therapy: Therapy, row: dict, reading: dict, limits: list[float], activity_id: str | None,
-                      actor: str, count: int, tell_process: TellProcess) -> dict[str, Any]:
+def _handle_excursion(
+    therapy: Therapy,
+    row: dict,
+    reading: dict,
+    limits: list[float],
+    activity_id: str | None,
+    actor: str,
+    count: int,
+    tell_process: TellProcess,
+) -> dict[str, Any]:
     """Alert, publish and tell the process; an excursion already under an open alert is not raised twice."""
     waits = any(w.get("type") == "message" and w.get("name") == EXCURSION_MESSAGE for w in therapy.waits or [])
     if not waits:
-        open_alert = db.session.execute(select(Alert.id).where(
-            Alert.therapy_id == therapy.id, Alert.kind == ALERT_KIND, Alert.status == "open",
-            Alert.activity_id.is_(None) if activity_id is None else Alert.activity_id == activity_id)
-            .limit(1)).scalar_one_or_none()
+        open_alert = db.session.execute(
+            select(Alert.id)
+            .where(
+                Alert.therapy_id == therapy.id,
+                Alert.kind == ALERT_KIND,
+                Alert.status == "open",
+                Alert.activity_id.is_(None) if activity_id is None else Alert.activity_id == activity_id,
+            )
+            .limit(1)
+        ).scalar_one_or_none()
         if open_alert is not None:
             return {"alert_id": open_alert, "new_alert": False, "delivered": False}
     direction = "above" if row["temperature_c"] > limits[1] else "below"
-    details = {"temperature_c": row["temperature_c"], "recorded_at": _iso(row["recorded_at"]),
-               "sensor_id": row["sensor_id"], "shipment_id": row["shipment_id"], "location": reading.get("location"),
-               "range": limits, "activity_id": activity_id, "readings_outside": count}
-    alert = raise_alert(therapy, ALERT_KIND,
-                        f"Temperature excursion: {row['temperature_c']:g} °C is {direction} the allowed "
-                        f"{limits[0]:g}..{limits[1]:g} °C.", actor, severity="high", activity_id=activity_id,
-                        data=details)
+    details = {
+        "temperature_c": row["temperature_c"],
+        "recorded_at": _iso(row["recorded_at"]),
+        "sensor_id": row["sensor_id"],
+        "shipment_id": row["shipment_id"],
+        "location": reading.get("location"),
+        "range": limits,
+        "activity_id": activity_id,
+        "readings_outside": count,
+    }
+    alert = raise_alert(
+        therapy,
+        ALERT_KIND,
+        f"Temperature excursion: {row['temperature_c']:g} °C is {direction} the allowed "
+        f"{limits[0]:g}..{limits[1]:g} °C.",
+        actor,
+        severity="high",
+        activity_id=activity_id,
+        data=details,
+    )
     details["alert_id"] = alert.id
     outbox.record_event("condition.excursion", therapy, details, actor)
     delivered = tell_process(therapy, EXCURSION_MESSAGE, details, actor) if waits else False
@@ -138,13 +205,23 @@ def _handle_excursion(therapy: Therapy, row: dict, reading: dict, limits: list[f
 
 
 # -- reading the series ------------------------------------------------------------------------------
-SERIES_COLUMNS = (ConditionReading.id, ConditionReading.recorded_at, ConditionReading.temperature_c,
-                  ConditionReading.sensor_id, ConditionReading.shipment_id, ConditionReading.excursion,
-                  ConditionReading.activity_id)
+SERIES_COLUMNS = (
+    ConditionReading.id,
+    ConditionReading.recorded_at,
+    ConditionReading.temperature_c,
+    ConditionReading.sensor_id,
+    ConditionReading.shipment_id,
+    ConditionReading.excursion,
+    ConditionReading.activity_id,
+)
 
 
-def series_query(therapy_id: str, start: datetime | None = None, end: datetime | None = None,
-                 after: tuple[datetime, int] | None = None):
+def series_query(
+    therapy_id: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    after: tuple[datetime, int] | None = None,
+):
     """The readings of one therapy in [start, end), oldest first, after a keyset cursor (index range scan)."""
     query = select(*SERIES_COLUMNS).where(ConditionReading.therapy_id == therapy_id)
     if start is not None:
@@ -152,23 +229,35 @@ def series_query(therapy_id: str, start: datetime | None = None, end: datetime |
     if end is not None:
         query = query.where(ConditionReading.recorded_at < end)
     if after is not None:
-        query = query.where(or_(ConditionReading.recorded_at > after[0],
-                                and_(ConditionReading.recorded_at == after[0], ConditionReading.id > after[1])))
+        query = query.where(
+            or_(
+                ConditionReading.recorded_at > after[0],
+                and_(ConditionReading.recorded_at == after[0], ConditionReading.id > after[1]),
+            )
+        )
     return query.order_by(ConditionReading.recorded_at, ConditionReading.id)
 
 
 def reading_item(row) -> dict[str, Any]:
     """One reading as the API shows it."""
-    return {"id": row.id, "recorded_at": _iso(row.recorded_at), "temperature_c": row.temperature_c,
-            "sensor_id": row.sensor_id, "shipment_id": row.shipment_id, "excursion": bool(row.excursion),
-            "activity_id": row.activity_id}
+    return {
+        "id": row.id,
+        "recorded_at": _iso(row.recorded_at),
+        "temperature_c": row.temperature_c,
+        "sensor_id": row.sensor_id,
+        "shipment_id": row.shipment_id,
+        "excursion": bool(row.excursion),
+        "activity_id": row.activity_id,
+    }
 
 
 def downsample(therapy_id: str, start: datetime | None, end: datetime | None, points: int) -> list[dict]:
     """At most ``points`` time buckets over the window, each with count, min, max, mean and excursions."""
     rows = db.session.execute(
         series_query(therapy_id, start, end).with_only_columns(
-            ConditionReading.recorded_at, ConditionReading.temperature_c, ConditionReading.excursion)).all()
+            ConditionReading.recorded_at, ConditionReading.temperature_c, ConditionReading.excursion
+        )
+    ).all()
     if not rows:
         return []
     first, last = start or rows[0][0], end or rows[-1][0] + timedelta(microseconds=1)
@@ -181,32 +270,52 @@ def downsample(therapy_id: str, start: datetime | None, end: datetime | None, po
         bucket[1], bucket[2] = min(bucket[1], temperature), max(bucket[2], temperature)
         bucket[3] += temperature
         bucket[4] += 1 if excursion else 0
-    return [{"from": _iso(first + width * index), "to": _iso(first + width * (index + 1)), "count": count,
-             "min_c": low, "max_c": high, "mean_c": round(total / count, 3), "excursions": excursions}
-            for index, (count, low, high, total, excursions) in sorted(buckets.items())]
+    return [
+        {
+            "from": _iso(first + width * index),
+            "to": _iso(first + width * (index + 1)),
+            "count": count,
+            "min_c": low,
+            "max_c": high,
+            "mean_c": round(total / count, 3),
+            "excursions": excursions,
+        }
+        for index, (count, low, high, total, excursions) in sorted(buckets.items())
+    ]
 
 
 def summary(therapy_id: str) -> dict[str, Any]:
     """Count, extent, extremes and excursions of all readings, overall and per activity."""
     excursion_count = func.sum(case((ConditionReading.excursion.is_(True), 1), else_=0))
-    columns = (func.count(ConditionReading.id), func.min(ConditionReading.recorded_at),
-               func.max(ConditionReading.recorded_at), func.min(ConditionReading.temperature_c),
-               func.max(ConditionReading.temperature_c), excursion_count)
+    columns = (
+        func.count(ConditionReading.id),
+        func.min(ConditionReading.recorded_at),
+        func.max(ConditionReading.recorded_at),
+        func.min(ConditionReading.temperature_c),
+        func.max(ConditionReading.temperature_c),
+        excursion_count,
+    )
     where = ConditionReading.therapy_id == therapy_id
     total = db.session.execute(select(*columns).where(where)).one()
-    per_activity = db.session.execute(select(ConditionReading.activity_id, *columns).where(where)
-                                      .group_by(ConditionReading.activity_id)).all()
+    per_activity = db.session.execute(
+        select(ConditionReading.activity_id, *columns).where(where).group_by(ConditionReading.activity_id)
+    ).all()
 
     def shape(row) -> dict[str, Any]:
         count, first, last, low, high, excursions = row
-        return {"count": count, "first_at": _iso(first) if first else None, "last_at": _iso(last) if last else None,
-                "min_c": low, "max_c": high, "excursions": int(excursions or 0)}
+        return {
+            "count": count,
+            "first_at": _iso(first) if first else None,
+            "last_at": _iso(last) if last else None,
+            "min_c": low,
+            "max_c": high,
+            "excursions": int(excursions or 0),
+        }
 
     return {**shape(total), "by_activity": [{"activity_id": row[0], **shape(row[1:])} for row in per_activity]}
 
 
 def excursion_readings(therapy_id: str, limit: int = 1000) -> list[dict[str, Any]]:
     """The readings outside their range, oldest first."""
-    rows = db.session.execute(series_query(therapy_id).where(ConditionReading.excursion.is_(True))
-                              .limit(limit)).all()
+    rows = db.session.execute(series_query(therapy_id).where(ConditionReading.excursion.is_(True)).limit(limit)).all()
     return [reading_item(row) for row in rows]

@@ -26,15 +26,25 @@ MATERIAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 def check_material_id(material_id: str) -> str:
     """A material id fit for a label and a URL: letters, digits, '.', '_' and '-', at most 100 characters."""
     if not MATERIAL_ID.fullmatch(material_id or ""):
-        raise Invalid("A material id has 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or "
-                      "digit.", code="invalid_material_id", details={"field": "material_id"})
+        raise Invalid(
+            "A material id has 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+            code="invalid_material_id",
+            details={"field": "material_id"},
+        )
     return material_id
 
 
 def barcode_for(therapy: Therapy) -> Code128:
     """The label's barcode: Code 128 of the ISBT 128 COI data structure ``&/`` + 15 characters."""
-    return Code128(parse_coi(therapy.coi).barcode, barHeight=13 * mm, barWidth=0.3 * mm, quiet=True,
-                   lquiet=3 * mm, rquiet=3 * mm, humanReadable=False)
+    return Code128(
+        parse_coi(therapy.coi).barcode,
+        barHeight=13 * mm,
+        barWidth=0.3 * mm,
+        quiet=True,
+        lquiet=3 * mm,
+        rquiet=3 * mm,
+        humanReadable=False,
+    )
 
 
 def _fit(canvas: Canvas, text: str, font: str, size: float, width: float) -> float:
@@ -44,8 +54,14 @@ def _fit(canvas: Canvas, text: str, font: str, size: float, width: float) -> flo
     return size
 
 
-def label_pdf(therapy: Therapy, material_id: str, printed_at: datetime, *, product: str | None = None,
-              collected_at: str | None = None) -> bytes:
+def label_pdf(
+    therapy: Therapy,
+    material_id: str,
+    printed_at: datetime,
+    *,
+    product: str | None = None,
+    collected_at: str | None = None,
+) -> bytes:
     """One label page as PDF bytes."""
     coi = parse_coi(therapy.coi)
     product = product or therapy.definition.name
@@ -64,8 +80,13 @@ def label_pdf(therapy: Therapy, material_id: str, printed_at: datetime, *, produ
     canvas.drawCentredString(width / 2, y, coi.eye_readable)
     canvas.setFont("Helvetica", 6.5)
     canvas.drawCentredString(width / 2, y - 3.2 * mm, "Chain of identity (COI) with check character")
-    lines = [("Material", material_id), ("Product", product), ("Patient ref.", therapy.patient_reference),
-             ("Site", therapy.site.code), ("Date", printed_at.strftime("%Y-%m-%d"))]
+    lines = [
+        ("Material", material_id),
+        ("Product", product),
+        ("Patient ref.", therapy.patient_reference),
+        ("Site", therapy.site.code),
+        ("Date", printed_at.strftime("%Y-%m-%d")),
+    ]
     if collected_at:
         lines.insert(3, ("Collected", collected_at))
     y -= 8 * mm

@@ -34,8 +34,9 @@ def parse_scan(scanned: Any, field: str = SCAN_FIELD) -> Coi:
         raise Invalid(exc.message, code="coi_invalid", details={"field": field, "scanned": scanned}) from None
 
 
-def verify_scan(therapy: Therapy, scanned: Any, actor: str, *, context: dict[str, Any] | None = None,
-                field: str = SCAN_FIELD) -> Coi:
+def verify_scan(
+    therapy: Therapy, scanned: Any, actor: str, *, context: dict[str, Any] | None = None, field: str = SCAN_FIELD
+) -> Coi:
     """Return the scanned COI when it is ``therapy``'s; otherwise record the mismatch and raise 409.
 
     ``context`` says where the scan happened (a task, a custody transfer) and goes into the alert, the
@@ -45,11 +46,18 @@ def verify_scan(therapy: Therapy, scanned: Any, actor: str, *, context: dict[str
     if coi.value == therapy.coi:
         return coi
     alert_id = record_mismatch(therapy, str(scanned), coi, actor, context or {})
-    raise Conflict(f"The scanned label ({coi.eye_readable}) is not this therapy's COI "
-                   f"({parse_coi(therapy.coi).eye_readable}); the step was blocked and an alert raised.",
-                   code="coi_mismatch",
-                   details={"field": field, "scanned": str(scanned), "scanned_coi": coi.value,
-                            "expected_coi": therapy.coi, "alert_id": alert_id})
+    raise Conflict(
+        f"The scanned label ({coi.eye_readable}) is not this therapy's COI "
+        f"({parse_coi(therapy.coi).eye_readable}); the step was blocked and an alert raised.",
+        code="coi_mismatch",
+        details={
+            "field": field,
+            "scanned": str(scanned),
+            "scanned_coi": coi.value,
+            "expected_coi": therapy.coi,
+            "alert_id": alert_id,
+        },
+    )
 
 
 def record_mismatch(therapy: Therapy, scanned: str, coi: Coi, actor: str, context: dict[str, Any]) -> str:
@@ -57,17 +65,40 @@ def record_mismatch(therapy: Therapy, scanned: str, coi: Coi, actor: str, contex
     db.session.rollback()  # nothing of the refused step may ride along with the refusal
     therapy = db.session.get_one(Therapy, therapy.id)  # therapies are never deleted
     owner = db.session.execute(select(Therapy.id).where(Therapy.coi == coi.value)).scalar_one_or_none()
-    details = {"scanned": scanned, "scanned_coi": coi.value, "expected_coi": therapy.coi,
-               "scanned_therapy_id": owner, **context}
+    details = {
+        "scanned": scanned,
+        "scanned_coi": coi.value,
+        "expected_coi": therapy.coi,
+        "scanned_therapy_id": owner,
+        **context,
+    }
     with unit_of_work():
-        alert = raise_alert(therapy, "coi_mismatch",
-                            f"Scanned label {coi.eye_readable} does not match COI "
-                            f"{parse_coi(therapy.coi).eye_readable}: the step was blocked.",
-                            actor, severity="high", activity_id=context.get("activity_id"), data=details)
-        audit.append(actor, "coi.mismatch", "therapy", therapy.id, data={**details, "alert_id": alert.id},
-                     therapy_id=therapy.id, site_id=therapy.site_id, reason="scanned label does not match")
-        outbox.emit("coi.mismatch", {"therapy_id": therapy.id, "coi": therapy.coi, "alert_id": alert.id, **details},
-                    therapy_id=therapy.id, site_id=therapy.site_id)
+        alert = raise_alert(
+            therapy,
+            "coi_mismatch",
+            f"Scanned label {coi.eye_readable} does not match COI "
+            f"{parse_coi(therapy.coi).eye_readable}: the step was blocked.",
+            actor,
+            severity="high",
+            activity_id=context.get("activity_id"),
+            data=details,
+        )
+        audit.append(
+            actor,
+            "coi.mismatch",
+            "therapy",
+            therapy.id,
+            data={**details, "alert_id": alert.id},
+            therapy_id=therapy.id,
+            site_id=therapy.site_id,
+            reason="scanned label does not match",
+        )
+        outbox.emit(
+            "coi.mismatch",
+            {"therapy_id": therapy.id, "coi": therapy.coi, "alert_id": alert.id, **details},
+            therapy_id=therapy.id,
+            site_id=therapy.site_id,
+        )
         alert_id = alert.id
     return alert_id
 
@@ -77,11 +108,13 @@ def form_has_scan(schema: dict | None) -> bool:
     return isinstance(schema, dict) and SCAN_FIELD in (schema.get("properties") or {})
 
 
-def verify_task_scan(therapy: Therapy, form: str | None, activity_id: str, task_id: str, data: dict,
-                     actor: str) -> Coi | None:
+def verify_task_scan(
+    therapy: Therapy, form: str | None, activity_id: str, task_id: str, data: dict, actor: str
+) -> Coi | None:
     """Verify the ``scanned_coi`` of a task's form data (when its form has that field and it was given)."""
     schema = therapy.definition.forms.get(form) if form else None
     if not form_has_scan(schema) or data.get(SCAN_FIELD) in (None, ""):
         return None
-    return verify_scan(therapy, data[SCAN_FIELD], actor,
-                       context={"where": "task", "task_id": task_id, "activity_id": activity_id})
+    return verify_scan(
+        therapy, data[SCAN_FIELD], actor, context={"where": "task", "task_id": task_id, "activity_id": activity_id}
+    )

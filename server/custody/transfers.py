@@ -29,40 +29,86 @@ def _now() -> datetime:
     return clock()()
 
 
-def record_transfer(therapy: Therapy, *, material_id: str, from_party: str, to_party: str, scanned_coi: str,
-                    actor: str, location: str | None = None, occurred_at: datetime | None = None) -> CustodyTransfer:
+def record_transfer(
+    therapy: Therapy,
+    *,
+    material_id: str,
+    from_party: str,
+    to_party: str,
+    scanned_coi: str,
+    actor: str,
+    location: str | None = None,
+    occurred_at: datetime | None = None,
+) -> CustodyTransfer:
     """Verify the scan, then append one transfer (audited and published) in one transaction."""
     now = _now()
     if occurred_at is not None and occurred_at > now + FUTURE_TOLERANCE:
-        raise Invalid("occurred_at lies in the future.", code="invalid_request",
-                      details={"fields": {"occurred_at": ["must not lie in the future"]}})
+        raise Invalid(
+            "occurred_at lies in the future.",
+            code="invalid_request",
+            details={"fields": {"occurred_at": ["must not lie in the future"]}},
+        )
     if from_party.strip().casefold() == to_party.strip().casefold():
-        raise Invalid("A transfer needs two different parties.", code="invalid_request",
-                      details={"fields": {"to_party": ["must differ from from_party"]}})
-    verify_scan(therapy, scanned_coi, actor, context={
-        "where": "custody_transfer", "material_id": material_id, "from_party": from_party,
-        "to_party": to_party, "location": location})
+        raise Invalid(
+            "A transfer needs two different parties.",
+            code="invalid_request",
+            details={"fields": {"to_party": ["must differ from from_party"]}},
+        )
+    verify_scan(
+        therapy,
+        scanned_coi,
+        actor,
+        context={
+            "where": "custody_transfer",
+            "material_id": material_id,
+            "from_party": from_party,
+            "to_party": to_party,
+            "location": location,
+        },
+    )
     with unit_of_work():
-        transfer = CustodyTransfer(therapy_id=therapy.id, material_id=material_id, from_party=from_party,
-                                   to_party=to_party, location=location, scanned_coi=scanned_coi.strip(),
-                                   occurred_at=occurred_at or now, recorded_at=now, recorded_by=actor)
+        transfer = CustodyTransfer(
+            therapy_id=therapy.id,
+            material_id=material_id,
+            from_party=from_party,
+            to_party=to_party,
+            location=location,
+            scanned_coi=scanned_coi.strip(),
+            occurred_at=occurred_at or now,
+            recorded_at=now,
+            recorded_by=actor,
+        )
         db.session.add(transfer)
         db.session.flush()
         data = transfer_item(transfer)
-        audit.append(actor, "custody.transferred", "custody_transfer", transfer.id, data=data,
-                     therapy_id=therapy.id, site_id=therapy.site_id)
-        outbox.emit("custody.transferred", {"coi": therapy.coi, **data}, therapy_id=therapy.id,
-                    site_id=therapy.site_id)
+        audit.append(
+            actor,
+            "custody.transferred",
+            "custody_transfer",
+            transfer.id,
+            data=data,
+            therapy_id=therapy.id,
+            site_id=therapy.site_id,
+        )
+        outbox.emit("custody.transferred", {"coi": therapy.coi, **data}, therapy_id=therapy.id, site_id=therapy.site_id)
     return transfer
 
 
 def chain(therapy_id: str) -> list[CustodyTransfer]:
     """The therapy's transfers in the order they happened (then in the order they were recorded)."""
-    recorded = and_(AuditEntry.subject_type == "custody_transfer", AuditEntry.subject_id == CustodyTransfer.id,
-                    AuditEntry.action == "custody.transferred")
-    return list(db.session.execute(
-        select(CustodyTransfer).outerjoin(AuditEntry, recorded).where(CustodyTransfer.therapy_id == therapy_id)
-        .order_by(CustodyTransfer.occurred_at, CustodyTransfer.recorded_at, AuditEntry.seq)).scalars())
+    recorded = and_(
+        AuditEntry.subject_type == "custody_transfer",
+        AuditEntry.subject_id == CustodyTransfer.id,
+        AuditEntry.action == "custody.transferred",
+    )
+    return list(
+        db.session.execute(
+            select(CustodyTransfer)
+            .outerjoin(AuditEntry, recorded)
+            .where(CustodyTransfer.therapy_id == therapy_id)
+            .order_by(CustodyTransfer.occurred_at, CustodyTransfer.recorded_at, AuditEntry.seq)
+        ).scalars()
+    )
 
 
 def breaks(transfers: list[CustodyTransfer]) -> list[dict]:
@@ -72,8 +118,14 @@ def breaks(transfers: list[CustodyTransfer]) -> list[dict]:
     for transfer in transfers:
         previous = holder.get(transfer.material_id)
         if previous is not None and previous.casefold() != transfer.from_party.casefold():
-            gaps.append({"transfer_id": transfer.id, "material_id": transfer.material_id,
-                         "expected_from": previous, "from_party": transfer.from_party})
+            gaps.append(
+                {
+                    "transfer_id": transfer.id,
+                    "material_id": transfer.material_id,
+                    "expected_from": previous,
+                    "from_party": transfer.from_party,
+                }
+            )
         holder[transfer.material_id] = transfer.to_party
     return gaps
 
@@ -82,8 +134,16 @@ def transfer_item(transfer: CustodyTransfer) -> dict:
     """A transfer as the API and the therapy record show it."""
     from server.clock import iso
 
-    return {"id": transfer.id, "therapy_id": transfer.therapy_id, "material_id": transfer.material_id,
-            "from_party": transfer.from_party, "to_party": transfer.to_party, "location": transfer.location,
-            "occurred_at": iso(transfer.occurred_at), "recorded_at": iso(transfer.recorded_at),
-            "recorded_by": transfer.recorded_by, "scanned_coi": transfer.scanned_coi,
-            "verified_coi": parse_coi(transfer.scanned_coi).value}
+    return {
+        "id": transfer.id,
+        "therapy_id": transfer.therapy_id,
+        "material_id": transfer.material_id,
+        "from_party": transfer.from_party,
+        "to_party": transfer.to_party,
+        "location": transfer.location,
+        "occurred_at": iso(transfer.occurred_at),
+        "recorded_at": iso(transfer.recorded_at),
+        "recorded_by": transfer.recorded_by,
+        "scanned_coi": transfer.scanned_coi,
+        "verified_coi": parse_coi(transfer.scanned_coi).value,
+    }

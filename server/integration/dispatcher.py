@@ -81,19 +81,27 @@ def retry_delay(attempt: int, base: float, cap: float, rng=random.random) -> tim
 def _sendable(*columns):
     """A query for pending deliveries of active subscriptions that no earlier one of their therapy holds back."""
     earlier = aliased(WebhookDelivery)
-    blocked = exists().where(earlier.subscription_id == WebhookDelivery.subscription_id,
-                             earlier.therapy_id == WebhookDelivery.therapy_id, earlier.status == "pending",
-                             earlier.outbox_event_id < WebhookDelivery.outbox_event_id)
-    return (select(*columns)
-            .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
-            .where(WebhookDelivery.status == "pending", WebhookSubscription.active.is_(True), ~blocked))
+    blocked = exists().where(
+        earlier.subscription_id == WebhookDelivery.subscription_id,
+        earlier.therapy_id == WebhookDelivery.therapy_id,
+        earlier.status == "pending",
+        earlier.outbox_event_id < WebhookDelivery.outbox_event_id,
+    )
+    return (
+        select(*columns)
+        .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
+        .where(WebhookDelivery.status == "pending", WebhookSubscription.active.is_(True), ~blocked)
+    )
 
 
 def claim_due(moment: datetime, limit: int, lease: timedelta) -> list[Claim]:
     """Claim up to ``limit`` due deliveries, oldest event first, at most one per (subscription, therapy)."""
-    query = (_sendable(WebhookDelivery.id, WebhookDelivery.attempts, WebhookDelivery.next_attempt_at)
-             .where(WebhookDelivery.next_attempt_at <= moment)
-             .order_by(WebhookDelivery.outbox_event_id).limit(limit))
+    query = (
+        _sendable(WebhookDelivery.id, WebhookDelivery.attempts, WebhookDelivery.next_attempt_at)
+        .where(WebhookDelivery.next_attempt_at <= moment)
+        .order_by(WebhookDelivery.outbox_event_id)
+        .limit(limit)
+    )
     claims = []
     with unit_of_work():
         if db.engine.dialect.name == "postgresql":
@@ -102,10 +110,15 @@ def claim_due(moment: datetime, limit: int, lease: timedelta) -> list[Claim]:
             lease_until = moment + lease
             taken = rows_changed(
                 update(WebhookDelivery)
-                .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending",
-                       WebhookDelivery.attempts == attempts, WebhookDelivery.next_attempt_at == due)
+                .where(
+                    WebhookDelivery.id == delivery_id,
+                    WebhookDelivery.status == "pending",
+                    WebhookDelivery.attempts == attempts,
+                    WebhookDelivery.next_attempt_at == due,
+                )
                 .values(attempts=attempts + 1, next_attempt_at=lease_until, last_error=SENDING)
-                .execution_options(synchronize_session=False))
+                .execution_options(synchronize_session=False)
+            )
             if taken == 1:
                 claims.append(Claim(delivery_id, attempts + 1, lease_until))
     return claims
@@ -116,9 +129,13 @@ def signed_request(row: OutboxEvent, secret: str, source: str, sent_at: datetime
     body = cloud_event_json(row, source)
     timestamp = datetime.fromtimestamp(int(sent_at.timestamp()), tz=UTC)
     signature = Webhook(secret).sign(row.event_id, timestamp, body.decode())
-    headers = {"content-type": "application/cloudevents+json", "user-agent": USER_AGENT,
-               "webhook-id": row.event_id, "webhook-timestamp": str(int(timestamp.timestamp())),
-               "webhook-signature": signature}
+    headers = {
+        "content-type": "application/cloudevents+json",
+        "user-agent": USER_AGENT,
+        "webhook-id": row.event_id,
+        "webhook-timestamp": str(int(timestamp.timestamp())),
+        "webhook-signature": signature,
+    }
     return headers, body
 
 
@@ -178,12 +195,12 @@ def post(url: str, headers: dict[str, str], body: bytes, timeout: float, *, allo
         with requests.Session() as session:
             if not allow_private:
                 parts = urlsplit(url)
-                webhooks.check_public_host(parts.hostname or "", parts.port or (443 if parts.scheme == "https"
-                                                                                else 80))
+                webhooks.check_public_host(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
                 session.mount("http://", _PublicOnlyAdapter())
                 session.mount("https://", _PublicOnlyAdapter())
-            with session.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False,
-                              stream=True) as answer:
+            with session.post(
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
+            ) as answer:
                 raw = answer.raw.read(EXCERPT_CHARS * 4, decode_content=True) or b""
                 excerpt = raw.decode("utf-8", errors="replace")[:EXCERPT_CHARS]
                 return Response(answer.status_code, excerpt=excerpt or None)
@@ -209,8 +226,9 @@ class Dispatcher:
         self.cap = float(config["WEBHOOK_RETRY_CAP_SECONDS"])
         self.poll = float(config["WEBHOOK_POLL_SECONDS"])
         self.source = str(config["EVENT_SOURCE"])
-        self._pool = ThreadPoolExecutor(max_workers=max(1, int(config["WEBHOOK_CONCURRENCY"])),
-                                        thread_name_prefix="tether-webhook")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, int(config["WEBHOOK_CONCURRENCY"])), thread_name_prefix="tether-webhook"
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -309,8 +327,11 @@ class Dispatcher:
     def _record(self, claim: Claim, response: Response) -> None:
         """Store the outcome, unless the delivery changed meanwhile (redelivered, or its lease ran out)."""
         moment = now()
-        values: dict = {"last_status_code": response.status_code, "response_excerpt": response.excerpt,
-                        "last_error": response.error}
+        values: dict = {
+            "last_status_code": response.status_code,
+            "response_excerpt": response.excerpt,
+            "last_error": response.error,
+        }
         final_failure = False
         if response.ok:
             values.update(status="delivered", delivered_at=moment, next_attempt_at=None, last_error=None)
@@ -324,13 +345,26 @@ class Dispatcher:
         with unit_of_work():
             changed = rows_changed(
                 update(WebhookDelivery)
-                .where(WebhookDelivery.id == claim.delivery_id, WebhookDelivery.status == "pending",
-                       WebhookDelivery.attempts == claim.attempt,
-                       WebhookDelivery.next_attempt_at == claim.lease_until)
-                .values(**values).execution_options(synchronize_session=False))
+                .where(
+                    WebhookDelivery.id == claim.delivery_id,
+                    WebhookDelivery.status == "pending",
+                    WebhookDelivery.attempts == claim.attempt,
+                    WebhookDelivery.next_attempt_at == claim.lease_until,
+                )
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
             if changed and final_failure:
-                audit.append("dispatcher", "webhook.delivery_failed", "webhook_delivery", claim.delivery_id,
-                             data={"attempts": claim.attempt, "last_status_code": response.status_code,
-                                   "last_error": values["last_error"]})
+                audit.append(
+                    "dispatcher",
+                    "webhook.delivery_failed",
+                    "webhook_delivery",
+                    claim.delivery_id,
+                    data={
+                        "attempts": claim.attempt,
+                        "last_status_code": response.status_code,
+                        "last_error": values["last_error"],
+                    },
+                )
         if response.ok or final_failure:
             bell(self.app).ring()  # a later event of the same therapy may now be due

@@ -11,15 +11,35 @@ from server.store.models import OutboxEvent, Therapy
 # The engine's event types that are part of the public contract (API.md) and so go to the outbox; the
 # others (activity.completed, service.called, task.cancelled) stay in the audit trail. The `publish`
 # operator writes its custom types to the outbox directly.
-PUBLIC_TYPES = frozenset({
-    "definition.deployed", "therapy.started", "therapy.completed", "therapy.cancelled", "task.ready",
-    "task.completed", "task.escalated", "timer.fired", "message.received", "custody.transferred",
-    "coi.mismatch", "condition.excursion", "alert.raised", "incident.opened", "incident.resolved",
-})
+PUBLIC_TYPES = frozenset(
+    {
+        "definition.deployed",
+        "therapy.started",
+        "therapy.completed",
+        "therapy.cancelled",
+        "task.ready",
+        "task.completed",
+        "task.escalated",
+        "timer.fired",
+        "message.received",
+        "custody.transferred",
+        "coi.mismatch",
+        "condition.excursion",
+        "alert.raised",
+        "incident.opened",
+        "incident.resolved",
+    }
+)
 
 
-def emit(event_type: str, data: dict[str, Any], *, therapy_id: str | None = None, site_id: int | None = None,
-         subject: str | None = None) -> OutboxEvent:
+def emit(
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    therapy_id: str | None = None,
+    site_id: int | None = None,
+    subject: str | None = None,
+) -> OutboxEvent:
     """Queue one event for delivery once the transaction commits."""
     row = OutboxEvent(type=event_type, therapy_id=therapy_id or subject, site_id=site_id, data=data)
     db.session.add(row)
@@ -28,8 +48,20 @@ def emit(event_type: str, data: dict[str, Any], *, therapy_id: str | None = None
 
 def record_event(event_type: str, therapy: Therapy, data: dict, actor: str, reason: str | None = None) -> None:
     """Audit one event of ``therapy`` and, when it is public, queue it for integrators."""
-    audit.append(actor, event_type, "therapy", therapy.id, data=data, therapy_id=therapy.id,
-                 site_id=therapy.site_id, reason=reason)
+    audit.append(
+        actor,
+        event_type,
+        "therapy",
+        therapy.id,
+        data=data,
+        therapy_id=therapy.id,
+        site_id=therapy.site_id,
+        reason=reason,
+    )
     if event_type in PUBLIC_TYPES:
-        emit(event_type, {"therapy_id": therapy.id, "coi": therapy.coi, **data}, therapy_id=therapy.id,
-             site_id=therapy.site_id)
+        emit(
+            event_type,
+            {"therapy_id": therapy.id, "coi": therapy.coi, **data},
+            therapy_id=therapy.id,
+            site_id=therapy.site_id,
+        )

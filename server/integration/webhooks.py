@@ -55,8 +55,10 @@ _PATTERN_PARTS = set("abcdefghijklmnopqrstuvwxyz0123456789_.*-")
 
 # -- checking what a subscriber sends -----------------------------------------------------------
 
+
 def check_url(url: Any) -> str:
     """An absolute http(s) URL with a host and no credentials; 422 naming the field otherwise."""
+
     def refuse(message: str) -> Invalid:
         """The 422 for a bad URL."""
         return Invalid(message, code="invalid_webhook_url", details={"field": "url"})
@@ -87,8 +89,11 @@ def check_url(url: Any) -> str:
         try:
             check_public_host(parts.hostname, port or (443 if parts.scheme == "https" else 80))
         except PrivateDestination as exc:
-            raise Invalid(str(exc), code="invalid_webhook_url",
-                          details={"field": "url", "host": parts.hostname, "address": exc.address}) from None
+            raise Invalid(
+                str(exc),
+                code="invalid_webhook_url",
+                details={"field": "url", "host": parts.hostname, "address": exc.address},
+            ) from None
     return url
 
 
@@ -98,10 +103,28 @@ def check_url(url: Any) -> str:
 # NAT), link-local (cloud metadata at 169.254.169.254), unspecified, multicast and reserved addresses. Any other
 # address that is not globally reachable is refused as well; IPv4 addresses inside IPv6 ones (mapped, 6to4,
 # NAT64) are judged by their IPv4 address.
-BLOCKED_NETWORKS = tuple(ipaddress.ip_network(net) for net in (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-    "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4", "240.0.0.0/4",
-    "::/128", "::1/128", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8"))
+BLOCKED_NETWORKS = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/128",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",
+    )
+)
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
@@ -145,33 +168,48 @@ def check_public_host(host: str, port: int) -> list[str]:
     try:
         addresses = resolve(host, port)
     except (OSError, UnicodeError) as exc:
-        raise PrivateDestination(f"The host {host} cannot be resolved ({exc}); webhooks go to public hosts "
-                                 "only.") from None
+        raise PrivateDestination(
+            f"The host {host} cannot be resolved ({exc}); webhooks go to public hosts only."
+        ) from None
     if not addresses:
         raise PrivateDestination(f"The host {host} cannot be resolved; webhooks go to public hosts only.")
     for address in addresses:
         if blocked_address(address):
-            raise PrivateDestination(f"The host {host} is or resolves to {address}, a loopback, private, "
-                                     "link-local or otherwise non-public address; webhooks go to public hosts "
-                                     "only.", address)
+            raise PrivateDestination(
+                f"The host {host} is or resolves to {address}, a loopback, private, "
+                "link-local or otherwise non-public address; webhooks go to public hosts "
+                "only.",
+                address,
+            )
     return addresses
 
 
 def check_patterns(events: Any) -> list[str]:
     """Event type patterns such as ``therapy.*``, ``task.completed`` or ``*``; 422 naming the field otherwise."""
     if not isinstance(events, list) or not events:
-        raise Invalid("Give 'events' as a non-empty list of event types or patterns, e.g. [\"therapy.*\"].",
-                      code="invalid_event_patterns", details={"field": "events"})
+        raise Invalid(
+            "Give 'events' as a non-empty list of event types or patterns, e.g. [\"therapy.*\"].",
+            code="invalid_event_patterns",
+            details={"field": "events"},
+        )
     if len(events) > MAX_PATTERNS:
-        raise Invalid(f"Give at most {MAX_PATTERNS} event patterns.", code="invalid_event_patterns",
-                      details={"field": "events"})
+        raise Invalid(
+            f"Give at most {MAX_PATTERNS} event patterns.", code="invalid_event_patterns", details={"field": "events"}
+        )
     out: list[str] = []
     for index, pattern in enumerate(events):
-        valid = (isinstance(pattern, str) and 0 < len(pattern) <= 64 and set(pattern) <= _PATTERN_PARTS
-                 and (pattern == "*" or ("*" not in pattern[:-1] and not pattern.startswith("."))))
+        valid = (
+            isinstance(pattern, str)
+            and 0 < len(pattern) <= 64
+            and set(pattern) <= _PATTERN_PARTS
+            and (pattern == "*" or ("*" not in pattern[:-1] and not pattern.startswith(".")))
+        )
         if not valid:
-            raise Invalid(f"Event pattern {pattern!r} is not an event type or a pattern such as 'therapy.*'.",
-                          code="invalid_event_patterns", details={"field": f"events.{index}"})
+            raise Invalid(
+                f"Event pattern {pattern!r} is not an event type or a pattern such as 'therapy.*'.",
+                code="invalid_event_patterns",
+                details={"field": f"events.{index}"},
+            )
         if pattern not in out:
             out.append(pattern)
     return out
@@ -189,16 +227,23 @@ def new_secret() -> str:
 
 # -- subscriptions ---------------------------------------------------------------------------------
 
+
 def subscribe(url: Any, events: Any, user: User) -> WebhookSubscription:
     """Create a subscription for ``user`` (audited); it receives only events written from now on."""
     url, patterns = check_url(url), check_patterns(events)
     with unit_of_work():
-        subscription = WebhookSubscription(url=url, events=patterns, secret=new_secret(), active=True,
-                                           created_by=user.username, created_at=now())
+        subscription = WebhookSubscription(
+            url=url, events=patterns, secret=new_secret(), active=True, created_by=user.username, created_at=now()
+        )
         db.session.add(subscription)
         db.session.flush()
-        audit.append(user.username, "webhook.subscribed", "webhook_subscription", subscription.id,
-                     data={"url": url, "events": patterns, "sites": user.site_codes if user.scoped else None})
+        audit.append(
+            user.username,
+            "webhook.subscribed",
+            "webhook_subscription",
+            subscription.id,
+            data={"url": url, "events": patterns, "sites": user.site_codes if user.scoped else None},
+        )
     return subscription
 
 
@@ -206,33 +251,56 @@ def unsubscribe(subscription: WebhookSubscription, actor: str) -> None:
     """End a subscription (audited): nothing more is sent to it, and its pending deliveries are dropped."""
     with unit_of_work():
         subscription.active = False
-        dropped = db.session.execute(select(WebhookDelivery).where(
-            WebhookDelivery.subscription_id == subscription.id, WebhookDelivery.status == "pending")).scalars().all()
+        dropped = (
+            db.session.execute(
+                select(WebhookDelivery).where(
+                    WebhookDelivery.subscription_id == subscription.id, WebhookDelivery.status == "pending"
+                )
+            )
+            .scalars()
+            .all()
+        )
         for delivery in dropped:
             delivery.status, delivery.next_attempt_at = "failed", None
             delivery.last_error = "the subscription was deleted"
-        audit.append(actor, "webhook.unsubscribed", "webhook_subscription", subscription.id,
-                     data={"url": subscription.url, "pending_dropped": len(dropped)})
+        audit.append(
+            actor,
+            "webhook.unsubscribed",
+            "webhook_subscription",
+            subscription.id,
+            data={"url": subscription.url, "pending_dropped": len(dropped)},
+        )
 
 
 def redeliver(delivery: WebhookDelivery, actor: str) -> WebhookDelivery:
     """Send a delivery again from a fresh retry schedule, whatever its state (audited); 409 while it is being sent."""
     moment = now()
     previous = {"status": delivery.status, "attempts": delivery.attempts}
-    being_sent = and_(WebhookDelivery.status == "pending",
-                      func.coalesce(WebhookDelivery.last_error, "") == SENDING,
-                      WebhookDelivery.next_attempt_at > moment)
+    being_sent = and_(
+        WebhookDelivery.status == "pending",
+        func.coalesce(WebhookDelivery.last_error, "") == SENDING,
+        WebhookDelivery.next_attempt_at > moment,
+    )
     with unit_of_work():
         changed = rows_changed(
-            update(WebhookDelivery).where(WebhookDelivery.id == delivery.id, ~being_sent)
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery.id, ~being_sent)
             .values(status="pending", attempts=0, next_attempt_at=moment, last_error=None)
-            .execution_options(synchronize_session=False))
+            .execution_options(synchronize_session=False)
+        )
         if not changed:
-            raise Conflict("This delivery is being sent right now; look at its outcome before sending it again.",
-                           code="delivery_in_progress", details={"delivery_id": delivery.id})
-        audit.append(actor, "webhook.redelivery_requested", "webhook_delivery", delivery.id,
-                     data={"subscription_id": delivery.subscription_id, "event_type": delivery.event_type,
-                           "previous": previous})
+            raise Conflict(
+                "This delivery is being sent right now; look at its outcome before sending it again.",
+                code="delivery_in_progress",
+                details={"delivery_id": delivery.id},
+            )
+        audit.append(
+            actor,
+            "webhook.redelivery_requested",
+            "webhook_delivery",
+            delivery.id,
+            data={"subscription_id": delivery.subscription_id, "event_type": delivery.event_type, "previous": previous},
+        )
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         after_commit(lambda: bell(app).ring())
     db.session.refresh(delivery)
@@ -249,11 +317,18 @@ def visible_subscriptions(user: User):
 
 # -- CloudEvents -------------------------------------------------------------------------------------
 
+
 def cloud_event_json(row: OutboxEvent, source: str) -> bytes:
     """The event as one CloudEvents 1.0 structured-mode JSON document (the webhook body and SSE data)."""
     created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
-    attributes: dict[str, Any] = {"specversion": "1.0", "id": row.event_id, "source": source, "type": row.type,
-                                  "time": created.astimezone(UTC), "datacontenttype": "application/json"}
+    attributes: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": row.event_id,
+        "source": source,
+        "type": row.type,
+        "time": created.astimezone(UTC),
+        "datacontenttype": "application/json",
+    }
     if row.therapy_id:
         attributes["subject"] = row.therapy_id
     return to_structured_event(CloudEvent(attributes, _json_ready(row.data or {}))).body
@@ -266,6 +341,7 @@ def _json_ready(data: Any) -> Any:
 
 # -- time ---------------------------------------------------------------------------------------------
 
+
 def now() -> datetime:
     """The server's clock (tests inject a fake one through ``app.config['CLOCK']``)."""
     if has_app_context():
@@ -276,6 +352,7 @@ def now() -> datetime:
 
 
 # -- wake-ups within one process ----------------------------------------------------------------------
+
 
 class CommitBell:
     """Rings when this process commits outbox events or deliveries; live streams and the dispatcher wait on it."""
@@ -309,17 +386,22 @@ def bell(app: Flask) -> CommitBell:
 
 # -- fan-out ------------------------------------------------------------------------------------------
 
+
 def _subscribers(connection) -> list[tuple[str, list[str], set[int] | None]]:
     """(id, patterns, visible site ids or None for every site) of each active subscription whose owner is active."""
-    subscriptions = connection.execute(select(
-        WebhookSubscription.id, WebhookSubscription.events, WebhookSubscription.created_by).where(
-        WebhookSubscription.active.is_(True))).all()
+    subscriptions = connection.execute(
+        select(WebhookSubscription.id, WebhookSubscription.events, WebhookSubscription.created_by).where(
+            WebhookSubscription.active.is_(True)
+        )
+    ).all()
     if not subscriptions:
         return []
     owners = {name for _id, _events, name in subscriptions}
-    rows = connection.execute(select(User.username, User.roles, User.active, user_sites.c.site_id)
-                              .outerjoin(user_sites, user_sites.c.user_id == User.id)
-                              .where(User.username.in_(owners))).all()
+    rows = connection.execute(
+        select(User.username, User.roles, User.active, user_sites.c.site_id)
+        .outerjoin(user_sites, user_sites.c.user_id == User.id)
+        .where(User.username.in_(owners))
+    ).all()
     roles_of: dict[str, list[str]] = {}
     sites_of: dict[str, set[int]] = {}
     active: dict[str, bool] = {}
@@ -347,9 +429,19 @@ def fan_out(connection, events: list[OutboxEvent], moment: datetime) -> int:
                 continue
             if sites is not None and row.site_id is not None and row.site_id not in sites:
                 continue
-            rows.append({"id": new_id(), "subscription_id": subscription_id, "outbox_event_id": row.id,
-                         "event_type": row.type, "therapy_id": row.therapy_id, "status": "pending",
-                         "attempts": 0, "next_attempt_at": moment, "created_at": moment})
+            rows.append(
+                {
+                    "id": new_id(),
+                    "subscription_id": subscription_id,
+                    "outbox_event_id": row.id,
+                    "event_type": row.type,
+                    "therapy_id": row.therapy_id,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": moment,
+                    "created_at": moment,
+                }
+            )
     if rows:
         connection.execute(insert(table_of(WebhookDelivery)), rows)
     return len(rows)

@@ -25,11 +25,22 @@ def raise_escalation(therapy: Therapy, escalated: dict, actor: str) -> Alert:
     late_id = escalated["late_activity_id"]
     late_name = escalated.get("late_activity_name") or late_id
     role = escalated.get("role") or FALLBACK_ROLE
-    task = db.session.execute(select(TaskRecord).where(
-        TaskRecord.therapy_id == therapy.id, TaskRecord.activity_id == late_id,
-        TaskRecord.status == "ready")).scalars().first()
+    task = (
+        db.session.execute(
+            select(TaskRecord).where(
+                TaskRecord.therapy_id == therapy.id, TaskRecord.activity_id == late_id, TaskRecord.status == "ready"
+            )
+        )
+        .scalars()
+        .first()
+    )
     timer = escalated.get("name") or escalated.get("activity_id")
     message = f"'{late_name}' is late ({timer}); the {role} role is asked to act."
-    data = {"late_activity_id": late_id, "late_activity_name": late_name, "timer_activity_id":
-            escalated.get("activity_id"), "timer_name": timer, "task_id": task.id if task else None}
+    data = {
+        "late_activity_id": late_id,
+        "late_activity_name": late_name,
+        "timer_activity_id": escalated.get("activity_id"),
+        "timer_name": timer,
+        "task_id": task.id if task else None,
+    }
     return raise_alert(therapy, KIND, message, actor, severity="high", role=role, activity_id=late_id, data=data)

@@ -47,10 +47,17 @@ def _timestamp(moment: datetime) -> str:
 def canonical(entry: dict[str, Any]) -> bytes:
     """The canonical bytes of an entry's fields (everything but its own hash)."""
     body = {
-        "seq": entry["seq"], "at": _timestamp(entry["at"]), "actor": entry["actor"], "action": entry["action"],
-        "subject_type": entry["subject_type"], "subject_id": entry["subject_id"],
-        "therapy_id": entry.get("therapy_id"), "site_id": entry.get("site_id"), "reason": entry.get("reason"),
-        "data": entry.get("data") or {}, "prev_hash": entry["prev_hash"],
+        "seq": entry["seq"],
+        "at": _timestamp(entry["at"]),
+        "actor": entry["actor"],
+        "action": entry["action"],
+        "subject_type": entry["subject_type"],
+        "subject_id": entry["subject_id"],
+        "therapy_id": entry.get("therapy_id"),
+        "site_id": entry.get("site_id"),
+        "reason": entry.get("reason"),
+        "data": entry.get("data") or {},
+        "prev_hash": entry["prev_hash"],
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
@@ -72,18 +79,35 @@ def _json_ready(value: Any) -> Any:
 _STAGED = "audit"  # the transaction's entries waiting to be chained (``uow.staged``)
 
 
-def append(actor: str, action: str, subject_type: str, subject_id: str, *, data: dict | None = None,
-           therapy_id: str | None = None, site_id: int | None = None, reason: str | None = None,
-           at: datetime | None = None) -> AuditEntry:
+def append(
+    actor: str,
+    action: str,
+    subject_type: str,
+    subject_id: str,
+    *,
+    data: dict | None = None,
+    therapy_id: str | None = None,
+    site_id: int | None = None,
+    reason: str | None = None,
+    at: datetime | None = None,
+) -> AuditEntry:
     """Add one entry to the chain as part of the current transaction.
 
     The entry is staged in the session and chained when the transaction commits (``_chain_pending``): its
     ``seq``, ``prev_hash`` and ``hash`` are set then, so the chain's lock is held only while the entries are
     written, not for the whole transaction.
     """
-    entry = AuditEntry(at=at or utcnow(), actor=actor, action=action, subject_type=subject_type,
-                       subject_id=str(subject_id), therapy_id=therapy_id, site_id=site_id, reason=reason,
-                       data=_json_ready(data or {}))
+    entry = AuditEntry(
+        at=at or utcnow(),
+        actor=actor,
+        action=action,
+        subject_type=subject_type,
+        subject_id=str(subject_id),
+        therapy_id=therapy_id,
+        site_id=site_id,
+        reason=reason,
+        data=_json_ready(data or {}),
+    )
     pending = staged(_STAGED)
     pending.append(entry)
     if len(pending) == 1:
@@ -95,6 +119,7 @@ def append(actor: str, action: str, subject_type: str, subject_id: str, *, data:
 
 
 savepoint = uow_savepoint  # a SAVEPOINT whose rollback also takes back the entries appended inside it
+
 
 @event.listens_for(Session, "before_commit")
 def _chain_pending(session) -> None:
@@ -153,9 +178,19 @@ def _create_head() -> None:
     db.session.execute(statement)
 
 
-def audit_refusal(actor: str, action: str, subject_type: str, subject_id: str, *, status: int, code: str,
-                   message: str, therapy_id: str | None = None, site_id: int | None = None,
-                   data: dict | None = None) -> AuditEntry | None:
+def audit_refusal(
+    actor: str,
+    action: str,
+    subject_type: str,
+    subject_id: str,
+    *,
+    status: int,
+    code: str,
+    message: str,
+    therapy_id: str | None = None,
+    site_id: int | None = None,
+    data: dict | None = None,
+) -> AuditEntry | None:
     """Audit a refused request that touched GMP data, in its own transaction, before the error is answered.
 
     ``action`` names what was refused and ends in ``.refused`` (``task.refused``, ``custody.refused``); the
@@ -172,22 +207,32 @@ def audit_refusal(actor: str, action: str, subject_type: str, subject_id: str, *
 
     if not action.endswith(".refused"):
         raise ValueError(f"a refusal's action ends in '.refused', not '{action}'")
-    fields: dict[str, Any] = {"actor": actor[:64], "action": action, "subject_type": subject_type,
-              "subject_id": str(subject_id)[:64], "therapy_id": therapy_id, "site_id": site_id, "reason": None,
-              "at": utcnow(), "data": {"status": status, "code": code, "message": message, **(data or {})}}
+    fields: dict[str, Any] = {
+        "actor": actor[:64],
+        "action": action,
+        "subject_type": subject_type,
+        "subject_id": str(subject_id)[:64],
+        "therapy_id": therapy_id,
+        "site_id": site_id,
+        "reason": None,
+        "at": utcnow(),
+        "data": {"status": status, "code": code, "message": message, **(data or {})},
+    }
     attempts = max(1, int(current_app.config.get("AUDIT_REFUSAL_ATTEMPTS") or 1))
     for attempt in range(1, attempts + 1):
         try:
             with unit_of_work():
                 return _append_fields(fields)
         except (Conflict, DBAPIError) as exc:
-            log.warning("audit entry of a refused request not written (attempt %d of %d): %s", attempt,
-                        attempts, exc)
+            log.warning("audit entry of a refused request not written (attempt %d of %d): %s", attempt, attempts, exc)
             if attempt < attempts:
-                time.sleep(min(1.0, 0.05 * 2 ** attempt))
+                time.sleep(min(1.0, 0.05 * 2**attempt))
     audit_spool.keep(audit_spool.spool_path(), {**fields, "data": _json_ready({**fields["data"], "spooled": True})})
-    log.warning("audit entry of a refused request (%s by %s) kept in the audit spool until the database "
-                "accepts writes", action, fields["actor"])
+    log.warning(
+        "audit entry of a refused request (%s by %s) kept in the audit spool until the database accepts writes",
+        action,
+        fields["actor"],
+    )
     if has_request_context():
         g.audit_committed = True  # the refusal is recorded (in the spool): no second, generic entry
     return None
@@ -195,9 +240,17 @@ def audit_refusal(actor: str, action: str, subject_type: str, subject_id: str, *
 
 def _append_fields(fields: dict[str, Any]) -> AuditEntry:
     """``append`` with the fields of a spooled (or to be spooled) entry."""
-    return append(fields["actor"], fields["action"], fields["subject_type"], fields["subject_id"],
-                  data=fields.get("data"), therapy_id=fields.get("therapy_id"), site_id=fields.get("site_id"),
-                  reason=fields.get("reason"), at=fields["at"])
+    return append(
+        fields["actor"],
+        fields["action"],
+        fields["subject_type"],
+        fields["subject_id"],
+        data=fields.get("data"),
+        therapy_id=fields.get("therapy_id"),
+        site_id=fields.get("site_id"),
+        reason=fields.get("reason"),
+        at=fields["at"],
+    )
 
 
 _replaying: contextvars.ContextVar[bool] = contextvars.ContextVar("tether_audit_replaying", default=False)
@@ -236,9 +289,19 @@ def replay_spool() -> int:
 
 def _chained(fields: dict[str, Any]) -> bool:
     """Whether a spooled entry is in the chain already (same action, actor, subject and moment)."""
-    return db.session.execute(select(AuditEntry.seq).where(
-        AuditEntry.action == fields["action"], AuditEntry.actor == fields["actor"],
-        AuditEntry.subject_id == fields["subject_id"], AuditEntry.at == fields["at"]).limit(1)).first() is not None
+    return (
+        db.session.execute(
+            select(AuditEntry.seq)
+            .where(
+                AuditEntry.action == fields["action"],
+                AuditEntry.actor == fields["actor"],
+                AuditEntry.subject_id == fields["subject_id"],
+                AuditEntry.at == fields["at"],
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
 
 
 def _replay_after_commit() -> None:
@@ -264,27 +327,46 @@ def refusal_recorded() -> bool:
     return has_request_context() and bool(g.get("audit_committed"))
 
 
-
 def entry_dict(entry: AuditEntry) -> dict[str, Any]:
     """An entry as plain fields (for hashing and for the API)."""
     return {
-        "seq": entry.seq, "at": entry.at, "actor": entry.actor, "action": entry.action,
-        "subject_type": entry.subject_type, "subject_id": entry.subject_id, "therapy_id": entry.therapy_id,
-        "site_id": entry.site_id, "reason": entry.reason, "data": entry.data, "prev_hash": entry.prev_hash,
+        "seq": entry.seq,
+        "at": entry.at,
+        "actor": entry.actor,
+        "action": entry.action,
+        "subject_type": entry.subject_type,
+        "subject_id": entry.subject_id,
+        "therapy_id": entry.therapy_id,
+        "site_id": entry.site_id,
+        "reason": entry.reason,
+        "data": entry.data,
+        "prev_hash": entry.prev_hash,
         "hash": entry.hash,
     }
 
 
-_COLUMNS = ("seq", "at", "actor", "action", "subject_type", "subject_id", "therapy_id", "site_id", "reason", "data",
-            "prev_hash", "hash")
+_COLUMNS = (
+    "seq",
+    "at",
+    "actor",
+    "action",
+    "subject_type",
+    "subject_id",
+    "therapy_id",
+    "site_id",
+    "reason",
+    "data",
+    "prev_hash",
+    "hash",
+)
 # Every column, in _COLUMNS order, as the text the chain hashes (timestamp as _timestamp writes it, data undecoded).
 _ROWS = {
     "sqlite": "SELECT seq, replace(at, ' ', 'T') || 'Z', actor, action, subject_type, subject_id, therapy_id, "
-              "site_id, reason, CAST(data AS TEXT), prev_hash, hash FROM audit_entry WHERE seq > ? "
-              "ORDER BY seq LIMIT ?",
+    "site_id, reason, CAST(data AS TEXT), prev_hash, hash FROM audit_entry WHERE seq > ? "
+    "ORDER BY seq LIMIT ?",
     "postgresql": "SELECT seq, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), actor, action, "
-                  "subject_type, subject_id, therapy_id, site_id, reason, CAST(data AS TEXT), prev_hash, hash "
-                  "FROM audit_entry WHERE seq > %s ORDER BY seq LIMIT %s",
+    "subject_type, subject_id, therapy_id, site_id, reason, CAST(data AS TEXT), prev_hash, hash "
+    "FROM audit_entry WHERE seq > %s ORDER BY seq LIMIT %s",
 }
 
 
@@ -317,10 +399,12 @@ def stored_form(row: tuple) -> str:
     keys and compact separators, the timestamp with microseconds), so nothing needs decoding.
     """
     seq, at, actor, action, subject_type, subject_id, therapy_id, site_id, reason, data, prev_hash, _digest = row
-    return (f'{prev_hash}{{"action":{_quoted(action)},"actor":{_quoted(actor)},"at":"{at}","data":{data},'
-            f'"prev_hash":"{prev_hash}","reason":{_quoted(reason)},"seq":{seq},'
-            f'"site_id":{"null" if site_id is None else site_id},"subject_id":{_quoted(subject_id)},'
-            f'"subject_type":{_quoted(subject_type)},"therapy_id":{_quoted(therapy_id)}}}')
+    return (
+        f'{prev_hash}{{"action":{_quoted(action)},"actor":{_quoted(actor)},"at":"{at}","data":{data},'
+        f'"prev_hash":"{prev_hash}","reason":{_quoted(reason)},"seq":{seq},'
+        f'"site_id":{"null" if site_id is None else site_id},"subject_id":{_quoted(subject_id)},'
+        f'"subject_type":{_quoted(subject_type)},"therapy_id":{_quoted(therapy_id)}}}'
+    )
 
 
 def _intact(row: tuple) -> bool:

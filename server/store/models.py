@@ -174,13 +174,15 @@ class Therapy(Model):
     # The lists show the newest first: all therapies (created_at), the caller's sites' (site_id, created_at), with
     # a status filter (status, created_at), both (status, site_id, created_at), of one process (process_key,
     # created_at); each is read in order and stops at the end of the page.
-    __table_args__ = (Index("ix_therapy_created", "created_at"),
-                      Index("ix_therapy_site_created", "site_id", "created_at"),
-                      Index("ix_therapy_status_created", "status", "created_at"),
-                      Index("ix_therapy_status_site_created", "status", "site_id", "created_at"),
-                      Index("ix_therapy_process_created", "process_key", "created_at"),
-                      # The scheduler's re-arming at start and its sweep read only this index (it covers them).
-                      Index("ix_therapy_due", "status", "next_due_at", "id"))
+    __table_args__ = (
+        Index("ix_therapy_created", "created_at"),
+        Index("ix_therapy_site_created", "site_id", "created_at"),
+        Index("ix_therapy_status_created", "status", "created_at"),
+        Index("ix_therapy_status_site_created", "status", "site_id", "created_at"),
+        Index("ix_therapy_process_created", "process_key", "created_at"),
+        # The scheduler's re-arming at start and its sweep read only this index (it covers them).
+        Index("ix_therapy_due", "status", "next_due_at", "id"),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     definition_id: Mapped[str] = mapped_column(ForeignKey("process_definition.id"), index=True)
     process_key: Mapped[str] = mapped_column(String(200))  # first in ix_therapy_process_created
@@ -214,9 +216,10 @@ class TaskRecord(Model):
     # time last), so that a page is read in order and the scan stops at its end. A therapy's tasks of one
     # status (its open ones, its completed ones) by (therapy_id, status), which SQLite, without statistics,
     # then prefers to the inbox index for those queries.
-    __table_args__ = (Index("ix_task_inbox", "status", "role", "site_id", text("(due_at IS NULL)"), "due_at",
-                            "created_at", "id"),
-                      Index("ix_task_therapy_status", "therapy_id", "status"))
+    __table_args__ = (
+        Index("ix_task_inbox", "status", "role", "site_id", text("(due_at IS NULL)"), "due_at", "created_at", "id"),
+        Index("ix_task_therapy_status", "therapy_id", "status"),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"))
     activity_id: Mapped[str] = mapped_column(String(200))
@@ -242,8 +245,9 @@ class AuditEntry(Model):
     """One link of the tamper-evident audit chain; never updated, never deleted."""
 
     __tablename__ = "audit_entry"
-    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                     autoincrement=False)
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
     at: Mapped[datetime] = mapped_column(UtcDateTime)
     actor: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(64), index=True)
@@ -271,8 +275,7 @@ class OutboxEvent(Model):
 
     __tablename__ = "outbox_event"
     __table_args__ = {"sqlite_autoincrement": True}
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                    autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(36), unique=True, default=new_id)
     type: Mapped[str] = mapped_column(String(64), index=True)
     therapy_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
@@ -303,8 +306,6 @@ class CoiCounter(Model):
     fin: Mapped[str] = mapped_column(String(5), primary_key=True)
     year: Mapped[int] = mapped_column(Integer, primary_key=True)
     next_number: Mapped[int] = mapped_column(Integer, default=0)
-
-
 
 
 class Alert(Model):
@@ -400,8 +401,7 @@ class ConditionReading(Model):
     """One temperature reading of a therapy's material (a narrow row: 10,000 per therapy stay cheap)."""
 
     __tablename__ = "condition_reading"
-    __table_args__ = (Index("ix_reading_therapy_time", "therapy_id", "recorded_at"),
-                      {"sqlite_autoincrement": True})
+    __table_args__ = (Index("ix_reading_therapy_time", "therapy_id", "recorded_at"), {"sqlite_autoincrement": True})
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"))
     sensor_id: Mapped[str] = mapped_column(String(100))
@@ -429,8 +429,10 @@ class WebhookDelivery(Model):
     """One event to one subscription: attempts, outcome and when to try again."""
 
     __tablename__ = "webhook_delivery"
-    __table_args__ = (Index("ix_delivery_due", "status", "next_attempt_at"),
-                      UniqueConstraint("subscription_id", "outbox_event_id"))
+    __table_args__ = (
+        Index("ix_delivery_due", "status", "next_attempt_at"),
+        UniqueConstraint("subscription_id", "outbox_event_id"),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     subscription_id: Mapped[str] = mapped_column(ForeignKey("webhook_subscription.id"), index=True)
     outbox_event_id: Mapped[int] = mapped_column(ForeignKey("outbox_event.id"))

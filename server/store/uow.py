@@ -85,11 +85,15 @@ def _run_callbacks(callbacks: list) -> None:
 def conflict_for(exc: Exception) -> Conflict | None:
     """The 409 a database error stands for when a concurrent change caused it (None for any other error)."""
     if isinstance(exc, StaleDataError):
-        return Conflict("Someone else changed this therapy at the same moment; reload and try again.",
-                        code="version_conflict")
+        return Conflict(
+            "Someone else changed this therapy at the same moment; reload and try again.", code="version_conflict"
+        )
     if isinstance(exc, IntegrityError):
-        return Conflict("The change conflicts with one made at the same moment; reload and try again.",
-                        code="conflict", details={"reason": type(exc.orig).__name__})
+        return Conflict(
+            "The change conflicts with one made at the same moment; reload and try again.",
+            code="conflict",
+            details={"reason": type(exc.orig).__name__},
+        )
     if isinstance(exc, OperationalError) and ("locked" in str(exc).lower() or "deadlock" in str(exc).lower()):
         return Conflict("The database was busy with a concurrent change; try again.", code="busy")
     return None
@@ -152,7 +156,7 @@ def savepoint() -> Iterator[None]:
             yield
     except BaseException:
         for name, items in session.info.get(STAGED, {}).items():
-            del items[kept.get(name, 0):]
+            del items[kept.get(name, 0) :]
         raise
 
 
@@ -244,8 +248,12 @@ def enclosing_transaction() -> Iterator[Enclosing]:
 def _forget_rolled_back_hooks(session, previous_transaction) -> None:
     """A rollback of the whole enclosing transaction (not of a savepoint) drops the hooks registered so far."""
     enclosing = _enclosing.get()
-    if (enclosing is not None and not enclosing.committed and previous_transaction.parent is None
-            and not previous_transaction.nested):
+    if (
+        enclosing is not None
+        and not enclosing.committed
+        and previous_transaction.parent is None
+        and not previous_transaction.nested
+    ):
         enclosing.callbacks.clear()
 
 

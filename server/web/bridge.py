@@ -55,16 +55,31 @@ def has_route(method: str, path: str) -> bool:
     return True
 
 
-def forward(method: str, path: str, *, json: dict | None = None, data: dict | None = None,
-            headers: dict | None = None, query: dict | None = None) -> Response:
+def forward(
+    method: str,
+    path: str,
+    *,
+    json: dict | None = None,
+    data: dict | None = None,
+    headers: dict | None = None,
+    query: dict | None = None,
+) -> Response:
     """Hand one request to the API's handler as the session's user; its response as the API sent it.
 
     A streamed response (the live event stream) keeps its own request context while it streams.
     """
     environ = {"REMOTE_ADDR": request.remote_addr or "127.0.0.1"}
     user = g.user
-    with current_app.test_request_context(path, method=method, json=json, data=data, headers=headers or {},
-                                          query_string=query, environ_base=environ, base_url=request.host_url):
+    with current_app.test_request_context(
+        path,
+        method=method,
+        json=json,
+        data=data,
+        headers=headers or {},
+        query_string=query,
+        environ_base=environ,
+        base_url=request.host_url,
+    ):
         g.user = user
         response = current_app.full_dispatch_request()
     g.user = user

@@ -25,8 +25,11 @@ EVENTS_PATH = "/api/v1/events"
 
 def _filters() -> dict:
     status = request.args.get("status", "active")
-    return {"site": request.args.get("site", ""), "process": request.args.get("process", ""),
-            "status": status if status in STATUSES or status == "all" else "active"}
+    return {
+        "site": request.args.get("site", ""),
+        "process": request.args.get("process", ""),
+        "status": status if status in STATUSES or status == "all" else "active",
+    }
 
 
 def dashboard_rows(user, filters: dict) -> tuple[list[dict], Counter]:
@@ -43,16 +46,32 @@ def dashboard_rows(user, filters: dict) -> tuple[list[dict], Counter]:
         query = query.where(Therapy.site_id.in_(sites))
     therapies = db.session.execute(query.limit(1000)).scalars().all()
     ids = [t.id for t in therapies]
-    alerts = dict(db.session.execute(select(Alert.therapy_id, func.count()).where(
-        Alert.therapy_id.in_(ids), Alert.status == "open").group_by(Alert.therapy_id)).all()) if ids else {}
-    task_due = dict(db.session.execute(select(TaskRecord.therapy_id, func.min(TaskRecord.due_at)).where(
-        TaskRecord.therapy_id.in_(ids), TaskRecord.status == "ready").group_by(TaskRecord.therapy_id)).all()) \
-        if ids else {}
+    alerts = (
+        dict(
+            db.session.execute(
+                select(Alert.therapy_id, func.count())
+                .where(Alert.therapy_id.in_(ids), Alert.status == "open")
+                .group_by(Alert.therapy_id)
+            ).all()
+        )
+        if ids
+        else {}
+    )
+    task_due = (
+        dict(
+            db.session.execute(
+                select(TaskRecord.therapy_id, func.min(TaskRecord.due_at))
+                .where(TaskRecord.therapy_id.in_(ids), TaskRecord.status == "ready")
+                .group_by(TaskRecord.therapy_id)
+            ).all()
+        )
+        if ids
+        else {}
+    )
     rows: list[dict[str, Any]] = []
     for therapy in therapies:
         dues = [d for d in (parse_time(therapy.next_due_at), parse_time(task_due.get(therapy.id))) if d]
-        rows.append({"therapy": therapy, "next_due": min(dues) if dues else None,
-                     "alerts": alerts.get(therapy.id, 0)})
+        rows.append({"therapy": therapy, "next_due": min(dues) if dues else None, "alerts": alerts.get(therapy.id, 0)})
     return rows, Counter(r["therapy"].stage or "" for r in rows)
 
 
@@ -69,10 +88,18 @@ def dashboard():
     if sites is not None:
         site_query = site_query.where(Site.id.in_(sites))
     start_processes, start_sites = startable(user) if has_role(user, *STARTERS) else ([], [])
-    return render_template("web/dashboard.html", rows=rows, stages=stages, filters=filters,
-                           processes=list(processes), sites=db.session.execute(site_query).scalars().all(),
-                           statuses=STATUSES, start_processes=start_processes, start_sites=start_sites,
-                           poll_seconds=LIVE_POLL_SECONDS)
+    return render_template(
+        "web/dashboard.html",
+        rows=rows,
+        stages=stages,
+        filters=filters,
+        processes=list(processes),
+        sites=db.session.execute(site_query).scalars().all(),
+        statuses=STATUSES,
+        start_processes=start_processes,
+        start_sites=start_sites,
+        poll_seconds=LIVE_POLL_SECONDS,
+    )
 
 
 @bp.get("/dashboard/rows")
@@ -92,8 +119,7 @@ def live_events():
     refreshes itself every few seconds instead.
     """
     if not bridge.has_route("GET", EVENTS_PATH):
-        return Response("no live stream on this server; the page polls instead\n", status=404,
-                        mimetype="text/plain")
+        return Response("no live stream on this server; the page polls instead\n", status=404, mimetype="text/plain")
     headers = {"Accept": "text/event-stream"}
     if request.headers.get("Last-Event-ID"):
         headers["Last-Event-ID"] = request.headers["Last-Event-ID"]

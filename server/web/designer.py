@@ -15,7 +15,8 @@ from .session import DESIGNERS, has_role, login_required, session_user
 def _therapy_counts(key: str | None = None) -> dict[tuple[str, int], dict[str, int]]:
     """Therapies per (key, version), split by status."""
     query = select(Therapy.process_key, Therapy.process_version, Therapy.status, func.count()).group_by(
-        Therapy.process_key, Therapy.process_version, Therapy.status)
+        Therapy.process_key, Therapy.process_version, Therapy.status
+    )
     if key:
         query = query.where(Therapy.process_key == key)
     counts: dict[tuple[str, int], dict[str, int]] = {}
@@ -28,13 +29,21 @@ def _therapy_counts(key: str | None = None) -> dict[tuple[str, int], dict[str, i
 @login_required()
 def definitions():
     """Every process with its versions, and the upload form for designers."""
-    rows = db.session.execute(select(ProcessDefinition).order_by(ProcessDefinition.key,
-                                                                  ProcessDefinition.version)).scalars().all()
+    rows = (
+        db.session.execute(select(ProcessDefinition).order_by(ProcessDefinition.key, ProcessDefinition.version))
+        .scalars()
+        .all()
+    )
     by_key: dict[str, list[ProcessDefinition]] = {}
     for row in rows:
         by_key.setdefault(row.key, []).append(row)
-    return render_template("web/definitions.html", by_key=by_key, counts=_therapy_counts(),
-                           can_upload=has_role(session_user(), *DESIGNERS), upload=None)
+    return render_template(
+        "web/definitions.html",
+        by_key=by_key,
+        counts=_therapy_counts(),
+        can_upload=has_role(session_user(), *DESIGNERS),
+        upload=None,
+    )
 
 
 @bp.post("/definitions")
@@ -50,28 +59,45 @@ def upload_definition():
     answer = bridge.call("POST", "/api/v1/process-definitions", data={"bpmn": files[0], "forms": forms})
     if answer.ok:
         created = answer.status == 201
-        flash(f"{'Deployed' if created else 'Already deployed (identical content)'}: {answer.body['name']} "
-              f"version {answer.body['version']}.", "success")
+        flash(
+            f"{'Deployed' if created else 'Already deployed (identical content)'}: {answer.body['name']} "
+            f"version {answer.body['version']}.",
+            "success",
+        )
         return redirect(url_for("web.definition_version", key=answer.body["key"], version=answer.body["version"]))
-    rows = db.session.execute(select(ProcessDefinition).order_by(ProcessDefinition.key,
-                                                                  ProcessDefinition.version)).scalars().all()
+    rows = (
+        db.session.execute(select(ProcessDefinition).order_by(ProcessDefinition.key, ProcessDefinition.version))
+        .scalars()
+        .all()
+    )
     by_key: dict[str, list[ProcessDefinition]] = {}
     for row in rows:
         by_key.setdefault(row.key, []).append(row)
     details = answer.error.get("details") or {}
-    upload = {"filename": diagram.filename, "message": answer.message, "code": answer.error.get("code"),
-              "element": details.get("element_id") or details.get("element"), "line": details.get("line"),
-              "details": {k: v for k, v in details.items() if k not in ("element_id", "element", "line")}}
-    return render_template("web/definitions.html", by_key=by_key, counts=_therapy_counts(), can_upload=True,
-                           upload=upload), answer.status
+    upload = {
+        "filename": diagram.filename,
+        "message": answer.message,
+        "code": answer.error.get("code"),
+        "element": details.get("element_id") or details.get("element"),
+        "line": details.get("line"),
+        "details": {k: v for k, v in details.items() if k not in ("element_id", "element", "line")},
+    }
+    return render_template(
+        "web/definitions.html", by_key=by_key, counts=_therapy_counts(), can_upload=True, upload=upload
+    ), answer.status
 
 
 @bp.get("/definitions/<key>")
 @login_required()
 def definition(key: str):
     """One process: its versions with how many therapies run on each."""
-    rows = db.session.execute(select(ProcessDefinition).where(ProcessDefinition.key == key)
-                              .order_by(ProcessDefinition.version.desc())).scalars().all()
+    rows = (
+        db.session.execute(
+            select(ProcessDefinition).where(ProcessDefinition.key == key).order_by(ProcessDefinition.version.desc())
+        )
+        .scalars()
+        .all()
+    )
     if not rows:
         abort(404)
     return render_template("web/definition.html", key=key, rows=rows, counts=_therapy_counts(key))
@@ -81,8 +107,9 @@ def definition(key: str):
 @login_required()
 def definition_version(key: str, version: int):
     """One version: its diagram, its user tasks (role, form, signature) and its therapies."""
-    row = db.session.execute(select(ProcessDefinition).where(
-        ProcessDefinition.key == key, ProcessDefinition.version == version)).scalar_one_or_none()
+    row = db.session.execute(
+        select(ProcessDefinition).where(ProcessDefinition.key == key, ProcessDefinition.version == version)
+    ).scalar_one_or_none()
     if row is None:
         abort(404)
     counts = _therapy_counts(key).get((key, version), {})

@@ -14,8 +14,17 @@ from .vendor import viewer_installed
 
 present.register(bp)
 
-TITLES = {400: "Bad request", 401: "Please log in", 403: "Not allowed", 404: "Not found", 405: "Not allowed",
-          409: "Changed meanwhile", 413: "Too large", 422: "Not valid", 429: "Too many attempts"}
+TITLES = {
+    400: "Bad request",
+    401: "Please log in",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed",
+    409: "Changed meanwhile",
+    413: "Too large",
+    422: "Not valid",
+    429: "Too many attempts",
+}
 
 
 def menu(user) -> list[tuple[str, str]]:
@@ -41,20 +50,28 @@ def _page_context() -> dict:
 
 def error_page(status: int, message: str):
     """An error as a page (the API's JSON errors stay JSON)."""
-    return render_template("web/error.html", status=status, title=TITLES.get(status, "Something went wrong"),
-                           message=message), status
+    return render_template(
+        "web/error.html", status=status, title=TITLES.get(status, "Something went wrong"), message=message
+    ), status
 
 
 @bp.errorhandler(CSRFError)
 def _csrf_failed(exc: CSRFError):
-    return error_page(400, "The form had expired or did not come from this site. Go back, reload the page and "
-                           "try again; nothing was changed.")
+    return error_page(
+        400,
+        "The form had expired or did not come from this site. Go back, reload the page and "
+        "try again; nothing was changed.",
+    )
 
 
 @bp.errorhandler(RateLimitExceeded)
 def _too_many_logins(exc: RateLimitExceeded):
-    response = render_template("web/login.html", next_url=None, username="",
-                               error="Too many login attempts from this address; wait a minute and try again.")
+    response = render_template(
+        "web/login.html",
+        next_url=None,
+        username="",
+        error="Too many login attempts from this address; wait a minute and try again.",
+    )
     return response, 429
 
 
@@ -65,6 +82,9 @@ def _api_error(exc: ApiError):
 
 @bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException):
-    messages = {403: "Your roles do not give access to this page.", 404: "There is no such page, or it is not "
-                "visible to you.", 413: "The upload is too large."}
+    messages = {
+        403: "Your roles do not give access to this page.",
+        404: "There is no such page, or it is not visible to you.",
+        413: "The upload is too large.",
+    }
     return error_page(exc.code or 500, messages.get(exc.code or 0, exc.description or exc.name))

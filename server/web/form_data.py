@@ -23,8 +23,9 @@ class FormShapeError(Exception):
         self.errors = errors
 
 
-def parse_submission(schema: dict, ui_schema: dict | None, form: MultiDict,
-                     tz_offset_minutes: int = 0) -> dict[str, Any]:
+def parse_submission(
+    schema: dict, ui_schema: dict | None, form: MultiDict, tz_offset_minutes: int = 0
+) -> dict[str, Any]:
     """The form's data as JSON for ``schema``; empty optional inputs are left out."""
     errors: dict[str, str] = {}
     data = _object(schema, ui_schema or {}, form, "data", "", tz_offset_minutes, errors)
@@ -33,8 +34,7 @@ def parse_submission(schema: dict, ui_schema: dict | None, form: MultiDict,
     return data
 
 
-def _object(schema: dict, ui_schema: dict, form: MultiDict, prefix: str, path: str, offset: int,
-            errors: dict) -> dict:
+def _object(schema: dict, ui_schema: dict, form: MultiDict, prefix: str, path: str, offset: int, errors: dict) -> dict:
     out: dict[str, Any] = {}
     for key, prop in (schema.get("properties") or {}).items():
         prop = prop if isinstance(prop, dict) else {}
@@ -45,8 +45,7 @@ def _object(schema: dict, ui_schema: dict, form: MultiDict, prefix: str, path: s
     return out
 
 
-def _value(key: str, prop: dict, ui: dict, form: MultiDict, name: str, path: str, offset: int,
-           errors: dict) -> Any:
+def _value(key: str, prop: dict, ui: dict, form: MultiDict, name: str, path: str, offset: int, errors: dict) -> Any:
     kind = kind_of(key, prop, ui)
     raw = form.get(name)
     if kind == "checkbox":
@@ -78,13 +77,17 @@ def _value(key: str, prop: dict, ui: dict, form: MultiDict, name: str, path: str
     return text if kind in ("scan", "date", "time", "email", "url") else raw.rstrip()
 
 
-def _rows(prop: dict, item_ui: dict, form: MultiDict, name: str, path: str, offset: int,
-          errors: dict) -> list | None:
+def _rows(prop: dict, item_ui: dict, form: MultiDict, name: str, path: str, offset: int, errors: dict) -> list | None:
     items = prop.get("items") or {}
     wrapped = items.get("type") != "object"
     row_schema = {"type": "object", "properties": {"value": items}} if wrapped else items
-    indices = sorted({int(k[len(name) + 1:].split(".", 1)[0]) for k in form
-                      if k.startswith(name + ".") and k[len(name) + 1:].split(".", 1)[0].isdigit()})
+    indices = sorted(
+        {
+            int(k[len(name) + 1 :].split(".", 1)[0])
+            for k in form
+            if k.startswith(name + ".") and k[len(name) + 1 :].split(".", 1)[0].isdigit()
+        }
+    )
     rows: list[Any] = []
     for index in indices:
         row = _object(row_schema, item_ui, form, f"{name}.{index}", f"{path}.{len(rows)}", offset, errors)
@@ -139,15 +142,19 @@ _FRIENDLY = [
     (re.compile(r"is less than the minimum of (\S+)$"), lambda m: f"Must be at least {m.group(1)}."),
     (re.compile(r"is greater than the maximum of (\S+)$"), lambda m: f"Must be at most {m.group(1)}."),
     (re.compile(r"is less than or equal to the minimum of (\S+)$"), lambda m: f"Must be more than {m.group(1)}."),
-    (re.compile(r"is greater than or equal to the maximum of (\S+)$"),
-     lambda m: f"Must be less than {m.group(1)}."),
+    (re.compile(r"is greater than or equal to the maximum of (\S+)$"), lambda m: f"Must be less than {m.group(1)}."),
     (re.compile(r"should be non-empty$|is too short$"), lambda m: "This is too short."),
     (re.compile(r"is too long$|is expected to be empty$"), lambda m: "This is too long."),
-    (re.compile(r"is not a '(date-time|date|time)'$"),
-     lambda m: {"date": "Enter a valid date.", "time": "Enter a valid time."}.get(m.group(1),
-                                                                                 "Enter a valid date and time.")),
-    (re.compile(r"is not one of |is not valid under any of the given schemas$"),
-     lambda m: "Choose one of the options."),
+    (
+        re.compile(r"is not a '(date-time|date|time)'$"),
+        lambda m: {"date": "Enter a valid date.", "time": "Enter a valid time."}.get(
+            m.group(1), "Enter a valid date and time."
+        ),
+    ),
+    (
+        re.compile(r"is not one of |is not valid under any of the given schemas$"),
+        lambda m: "Choose one of the options.",
+    ),
     (re.compile(r"does not match "), lambda m: "This does not have the expected format."),
     (re.compile(r"is not of type '(number|integer)'$"), lambda m: "Enter a number."),
 ]

@@ -15,9 +15,22 @@ from typing import Any
 SCAN_FIELD = "scanned_coi"
 ROW_INDEX = "__index__"
 # Units named by a property's suffix, used when neither the schema nor the ui schema names one.
-UNIT_SUFFIXES = {"_c": "°C", "_ml": "mL", "_l": "L", "_min": "min", "_h": "h", "_hours": "h", "_days": "days",
-                 "_kg": "kg", "_g": "g", "_mg": "mg", "_e6": "×10⁶ cells", "_e9": "×10⁹ cells", "_pct": "%",
-                 "_percent": "%"}
+UNIT_SUFFIXES = {
+    "_c": "°C",
+    "_ml": "mL",
+    "_l": "L",
+    "_min": "min",
+    "_h": "h",
+    "_hours": "h",
+    "_days": "days",
+    "_kg": "kg",
+    "_g": "g",
+    "_mg": "mg",
+    "_e6": "×10⁶ cells",
+    "_e9": "×10⁹ cells",
+    "_pct": "%",
+    "_percent": "%",
+}
 
 
 @dataclass
@@ -61,7 +74,7 @@ def ordered_keys(properties: dict, ui_schema: dict) -> list[str]:
     if "*" in order:
         at = order.index("*")
         before = [k for k in order[:at] if k in properties]
-        after = [k for k in order[at + 1:] if k in properties]
+        after = [k for k in order[at + 1 :] if k in properties]
         return before + rest + after
     return listed + rest
 
@@ -146,8 +159,14 @@ def kind_of(key: str, prop: dict, ui: dict) -> str:
     return "text"
 
 
-def build_fields(schema: dict, ui_schema: dict | None, values: dict[str, Any], errors: dict[str, str],
-                 prefix: str = "data", path: str = "") -> list[Field]:
+def build_fields(
+    schema: dict,
+    ui_schema: dict | None,
+    values: dict[str, Any],
+    errors: dict[str, str],
+    prefix: str = "data",
+    path: str = "",
+) -> list[Field]:
     """The fields of an object schema; ``values`` are the inputs' texts by HTML name, ``errors`` by data path."""
     ui_schema = ui_schema or {}
     properties = schema.get("properties") or {}
@@ -156,19 +175,27 @@ def build_fields(schema: dict, ui_schema: dict | None, values: dict[str, Any], e
     for key in ordered_keys(properties, ui_schema):
         prop = properties[key] if isinstance(properties[key], dict) else {}
         ui = ui_schema.get(key) or {}
-        out.append(_field(key, prop, ui, key in required, values, errors, f"{prefix}.{key}",
-                          f"{path}.{key}" if path else key))
+        out.append(
+            _field(key, prop, ui, key in required, values, errors, f"{prefix}.{key}", f"{path}.{key}" if path else key)
+        )
     return out
 
 
-def _field(key: str, prop: dict, ui: dict, required: bool, values: dict, errors: dict, name: str,
-           path: str) -> Field:
+def _field(key: str, prop: dict, ui: dict, required: bool, values: dict, errors: dict, name: str, path: str) -> Field:
     kind = kind_of(key, prop, ui)
-    item = Field(name=name, key=key, path=path, kind=kind, required=required,
-                 label=ui.get("ui:title") or prop.get("title") or key.replace("_", " ").capitalize(),
-                 description=ui.get("ui:description") or prop.get("description"), help=ui.get("ui:help"),
-                 placeholder=ui.get("ui:placeholder"), autofocus=bool(ui.get("ui:autofocus")),
-                 error=errors.get(path))
+    item = Field(
+        name=name,
+        key=key,
+        path=path,
+        kind=kind,
+        required=required,
+        label=ui.get("ui:title") or prop.get("title") or key.replace("_", " ").capitalize(),
+        description=ui.get("ui:description") or prop.get("description"),
+        help=ui.get("ui:help"),
+        placeholder=ui.get("ui:placeholder"),
+        autofocus=bool(ui.get("ui:autofocus")),
+        error=errors.get(path),
+    )
     default = prop.get("default")
     item.value = values.get(name, "" if default is None else default)
     if kind in ("select", "radio"):
@@ -199,16 +226,22 @@ def _rows(item: Field, prop: dict, ui: dict, values: dict, errors: dict) -> None
     item_ui = ui.get("items") or {}
     wrapped = items.get("type") != "object"
     row_schema = {"type": "object", "properties": {"value": items}, "required": ["value"]} if wrapped else items
-    indices = sorted({int(k[len(item.name) + 1:].split(".", 1)[0]) for k in values
-                      if k.startswith(item.name + ".") and k[len(item.name) + 1:].split(".", 1)[0].isdigit()})
+    indices = sorted(
+        {
+            int(k[len(item.name) + 1 :].split(".", 1)[0])
+            for k in values
+            if k.startswith(item.name + ".") and k[len(item.name) + 1 :].split(".", 1)[0].isdigit()
+        }
+    )
     minimum = int(prop.get("minItems", 0) or 0)
     if not indices:
         indices = list(range(max(minimum, 1)))
     elif len(indices) < minimum:
         start = indices[-1] + 1
         indices += list(range(start, start + minimum - len(indices)))
-    item.rows = [build_fields(row_schema, item_ui, values, errors, f"{item.name}.{i}", f"{item.path}.{i}")
-                 for i in indices]
+    item.rows = [
+        build_fields(row_schema, item_ui, values, errors, f"{item.name}.{i}", f"{item.path}.{i}") for i in indices
+    ]
     item.template = build_fields(row_schema, item_ui, {}, {}, f"{item.name}.{ROW_INDEX}", "")
     item.attrs = {"data-min-items": prop.get("minItems", 0), "data-max-items": prop.get("maxItems", "")}
     if wrapped:

@@ -31,8 +31,12 @@ def login_submit():
     try:
         user = check_login(username, request.form.get("password") or "", channel="web")
     except ApiError:
-        return render_template("web/login.html", next_url=next_url, username=username,
-                               error="The username or password is wrong, or the account is locked."), 401
+        return render_template(
+            "web/login.html",
+            next_url=next_url,
+            username=username,
+            error="The username or password is wrong, or the account is locked.",
+        ), 401
     token = web_sessions.start(user)
     session.clear()  # a new session on every login (no fixation)
     session.permanent = True

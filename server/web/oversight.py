@@ -38,10 +38,23 @@ def alerts():
     user = page_user()
     status = request.args.get("status", "open")
     rows = db.session.execute(_visible_alerts(user, status).limit(500)).scalars().all()
-    therapies = {t.id: t for t in db.session.execute(select(Therapy).where(
-        Therapy.id.in_({a.therapy_id for a in rows if a.therapy_id}))).scalars()} if rows else {}
-    return render_template("web/alerts.html", alerts=rows, therapies=therapies, status=status,
-                           can_acknowledge=not (user.roles == ["auditor"]))
+    therapies = (
+        {
+            t.id: t
+            for t in db.session.execute(
+                select(Therapy).where(Therapy.id.in_({a.therapy_id for a in rows if a.therapy_id}))
+            ).scalars()
+        }
+        if rows
+        else {}
+    )
+    return render_template(
+        "web/alerts.html",
+        alerts=rows,
+        therapies=therapies,
+        status=status,
+        can_acknowledge=not (user.roles == ["auditor"]),
+    )
 
 
 @bp.post("/alerts/<alert_id>/acknowledge")
@@ -83,8 +96,13 @@ def _therapy_for(text: str) -> Therapy | None:
         coi = parse_coi(text).value
     except CoiError:
         coi = text.upper()
-    return db.session.execute(select(Therapy).where(or_(Therapy.id == text, Therapy.coi == coi,
-                                                        Therapy.patient_reference == text))).scalars().first()
+    return (
+        db.session.execute(
+            select(Therapy).where(or_(Therapy.id == text, Therapy.coi == coi, Therapy.patient_reference == text))
+        )
+        .scalars()
+        .first()
+    )
 
 
 def _sequence_number(text: str) -> int | None:
@@ -116,6 +134,14 @@ def audit_page():
     verification = None
     if request.args.get("verify"):
         verification = audit.verify()
-    return render_template("web/audit.html", entries=entries, therapy_text=therapy_text, therapy=therapy,
-                           action=action, actions=actions, verification=verification,
-                           page_size=AUDIT_PAGE_SIZE, can_verify=has_role(session_user(), *AUDIT_READERS))
+    return render_template(
+        "web/audit.html",
+        entries=entries,
+        therapy_text=therapy_text,
+        therapy=therapy,
+        action=action,
+        actions=actions,
+        verification=verification,
+        page_size=AUDIT_PAGE_SIZE,
+        can_verify=has_role(session_user(), *AUDIT_READERS),
+    )

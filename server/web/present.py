@@ -97,13 +97,22 @@ def vein_to_vein(therapy: Therapy) -> dict:
     if end is not None:
         return {"state": "stopped", "text": duration(end - start), "start": iso(start), "end": iso(end)}
     if therapy.status != "active":
-        return {"state": "stopped", "text": f"{duration((therapy.ended_at or utcnow()) - start)} (no infusion)",
-                "start": iso(start), "end": None}
+        return {
+            "state": "stopped",
+            "text": f"{duration((therapy.ended_at or utcnow()) - start)} (no infusion)",
+            "start": iso(start),
+            "end": None,
+        }
     return {"state": "running", "text": duration(now() - start), "start": iso(start), "end": None}
 
 
 def register(app_or_bp) -> None:
     """Make the formatters available as template filters."""
-    for name, function in (("when", when), ("iso", iso), ("relative", relative), ("late", is_late),
-                           ("eye_readable", eye_readable)):
+    for name, function in (
+        ("when", when),
+        ("iso", iso),
+        ("relative", relative),
+        ("late", is_late),
+        ("eye_readable", eye_readable),
+    ):
         app_or_bp.add_app_template_filter(function, name)

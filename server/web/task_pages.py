@@ -25,8 +25,13 @@ def inbox_query(user, therapy_filter: str = "", role: str = ""):
             coi = parse_coi(therapy_filter).value
         except CoiError:
             coi = therapy_filter.strip().upper()
-        query = query.where(or_(Therapy.id == therapy_filter.strip(), Therapy.coi == coi,
-                                Therapy.patient_reference == therapy_filter.strip()))
+        query = query.where(
+            or_(
+                Therapy.id == therapy_filter.strip(),
+                Therapy.coi == coi,
+                Therapy.patient_reference == therapy_filter.strip(),
+            )
+        )
     return query
 
 
@@ -37,8 +42,7 @@ def inbox():
     user = page_user()
     therapy_filter, role = request.args.get("therapy", "").strip(), request.args.get("role", "")
     tasks = db.session.execute(inbox_query(user, therapy_filter, role).limit(500)).scalars().all()
-    return render_template("web/inbox.html", tasks=tasks, therapy_filter=therapy_filter, role=role,
-                           roles=user.roles)
+    return render_template("web/inbox.html", tasks=tasks, therapy_filter=therapy_filter, role=role, roles=user.roles)
 
 
 def visible_task(task_id: str) -> TaskRecord | None:
@@ -67,20 +71,36 @@ def _initial_values(schema: dict, data: dict | None, offset: int) -> dict:
     return values
 
 
-def render_task(task: TaskRecord, values: dict | None = None, errors: dict | None = None,
-                form_errors: list[str] | None = None, signature_error: str | None = None, status: int = 200):
+def render_task(
+    task: TaskRecord,
+    values: dict | None = None,
+    errors: dict | None = None,
+    form_errors: list[str] | None = None,
+    signature_error: str | None = None,
+    status: int = 200,
+):
     """The task page with its form (inputs, errors next to their fields, the signature prompt)."""
     user = page_user()
     schema, ui_schema = _form_schemas(task)
     errors = errors or {}
     fields = build_fields(schema, ui_schema, values or _initial_values(schema, task.data, 0), errors)
     known = field_paths(fields)
-    extra = [f"{path}: {message}" if path not in ("", "_form") else message
-             for path, message in errors.items() if path not in known]
+    extra = [
+        f"{path}: {message}" if path not in ("", "_form") else message
+        for path, message in errors.items()
+        if path not in known
+    ]
     can_complete = task.status == "ready" and task.role in user.roles and task.therapy.status == "active"
-    return render_template("web/task.html", task=task, therapy=task.therapy, schema=schema, fields=fields,
-                           form_errors=(form_errors or []) + extra, signature_error=signature_error,
-                           can_complete=can_complete), status
+    return render_template(
+        "web/task.html",
+        task=task,
+        therapy=task.therapy,
+        schema=schema,
+        fields=fields,
+        form_errors=(form_errors or []) + extra,
+        signature_error=signature_error,
+        can_complete=can_complete,
+    ), status
 
 
 @bp.get("/tasks/<task_id>")
@@ -89,8 +109,12 @@ def task_page(task_id: str):
     """One task: instructions, therapy, form (or, once done, what was recorded and by whom)."""
     task = visible_task(task_id)
     if task is None:
-        return render_template("web/error.html", status=404, title="Not found",
-                               message="There is no such task, or it is not visible to you."), 404
+        return render_template(
+            "web/error.html",
+            status=404,
+            title="Not found",
+            message="There is no such task, or it is not visible to you.",
+        ), 404
     return render_task(task)
 
 
@@ -107,17 +131,23 @@ def complete_task(task_id: str):
     """Complete the task with the submitted form, through the API's completion handler."""
     task = visible_task(task_id)
     if task is None:
-        return render_template("web/error.html", status=404, title="Not found",
-                               message="There is no such task, or it is not visible to you."), 404
+        return render_template(
+            "web/error.html",
+            status=404,
+            title="Not found",
+            message="There is no such task, or it is not visible to you.",
+        ), 404
     schema, ui_schema = _form_schemas(task)
     # Each input's text, or its texts when several were sent (or the field is a list).
-    values: dict[str, str | list[str]] = {k: (v if len(v) > 1 or k in _multi_names(schema) else v[0])
-                                          for k, v in request.form.to_dict(flat=False).items()}
+    values: dict[str, str | list[str]] = {
+        k: (v if len(v) > 1 or k in _multi_names(schema) else v[0]) for k, v in request.form.to_dict(flat=False).items()
+    }
     try:
         data = parse_submission(schema, ui_schema, request.form, _offset())
     except FormShapeError as exc:
-        return render_task(task, values, exc.errors, ["Some answers need correcting; see the marked fields."],
-                           status=422)
+        return render_task(
+            task, values, exc.errors, ["Some answers need correcting; see the marked fields."], status=422
+        )
     body: dict = {"data": data}
     if task.signature:
         password = request.form.get("signature_password", "")
@@ -131,8 +161,11 @@ def complete_task(task_id: str):
 
 
 def _multi_names(schema: dict) -> set[str]:
-    return {f"data.{k}" for k, p in (schema.get("properties") or {}).items()
-            if isinstance(p, dict) and p.get("type") == "array"}
+    return {
+        f"data.{k}"
+        for k, p in (schema.get("properties") or {}).items()
+        if isinstance(p, dict) and p.get("type") == "array"
+    }
 
 
 def _refused(task: TaskRecord, values: dict, answer: bridge.ApiAnswer):
@@ -149,8 +182,11 @@ def _refused(task: TaskRecord, values: dict, answer: bridge.ApiAnswer):
             text = message if isinstance(message, str) else "; ".join(map(str, message))
             errors[path.removeprefix("data.")] = friendly(text)
         form_errors.append("Some answers need correcting; see the marked fields.")
-    elif code.startswith("signature") or code == "account_locked" or str(details.get("field", "")).startswith(
-            "signature"):
+    elif (
+        code.startswith("signature")
+        or code == "account_locked"
+        or str(details.get("field", "")).startswith("signature")
+    ):
         signature_error = answer.message
     elif isinstance(details.get("field"), str) and details["field"] not in ("", "data"):
         errors[details["field"].removeprefix("data.")] = answer.message
@@ -164,8 +200,9 @@ def _after_completion(task: TaskRecord):
     """Straight on to the therapy's next task when it is yours; else back to the inbox."""
     user = page_user()
     flash(f"Completed: {task.name} ({task.therapy.patient_reference}).", "success")
-    following = db.session.execute(inbox_query(user).where(TaskRecord.therapy_id == task.therapy_id)
-                                   .limit(1)).scalar_one_or_none()
+    following = db.session.execute(
+        inbox_query(user).where(TaskRecord.therapy_id == task.therapy_id).limit(1)
+    ).scalar_one_or_none()
     if following is not None:
         return redirect(url_for("web.task_page", task_id=following.id))
     return redirect(url_for("web.inbox"))

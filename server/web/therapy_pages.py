@@ -25,11 +25,29 @@ from . import bp, bridge, present
 from .session import CANCELLERS, STARTERS, has_role, login_required, page_user
 
 # Audit actions of a therapy that tell its story (the rest stays in the audit page).
-TIMELINE_ACTIONS = {"therapy.started", "task.ready", "task.completed", "message.received", "timer.fired",
-                    "task.escalated", "therapy.completed", "therapy.cancelled", "signature.applied",
-                    "signature.failed", "alert.raised", "alert.acknowledged", "custody.transferred",
-                    "coi.mismatch", "condition.excursion", "incident.opened", "incident.resolved",
-                    "notification.sent", "message.refused", "task.refused", "correction.recorded"}
+TIMELINE_ACTIONS = {
+    "therapy.started",
+    "task.ready",
+    "task.completed",
+    "message.received",
+    "timer.fired",
+    "task.escalated",
+    "therapy.completed",
+    "therapy.cancelled",
+    "signature.applied",
+    "signature.failed",
+    "alert.raised",
+    "alert.acknowledged",
+    "custody.transferred",
+    "coi.mismatch",
+    "condition.excursion",
+    "incident.opened",
+    "incident.resolved",
+    "notification.sent",
+    "message.refused",
+    "task.refused",
+    "correction.recorded",
+}
 
 
 def visible_therapy(therapy_id: str) -> Therapy:
@@ -47,22 +65,36 @@ def _waits(therapy: Therapy) -> list[dict]:
     for wait in therapy.waits or []:
         activity = activities.get(wait.get("activity_id"), {})
         attached = activities.get(wait.get("attached_to") or "", {})
-        out.append({**wait, "label": activity.get("name") or wait.get("name") or wait.get("activity_id"),
-                    "attached_label": attached.get("name")})
+        out.append(
+            {
+                **wait,
+                "label": activity.get("name") or wait.get("name") or wait.get("activity_id"),
+                "attached_label": attached.get("name"),
+            }
+        )
     return out
 
 
 def _timeline(therapy: Therapy) -> Sequence[AuditEntry]:
-    return db.session.execute(select(AuditEntry).where(AuditEntry.therapy_id == therapy.id,
-                                                       AuditEntry.action.in_(TIMELINE_ACTIONS))
-                              .order_by(AuditEntry.seq)).scalars().all()
+    return (
+        db.session.execute(
+            select(AuditEntry)
+            .where(AuditEntry.therapy_id == therapy.id, AuditEntry.action.in_(TIMELINE_ACTIONS))
+            .order_by(AuditEntry.seq)
+        )
+        .scalars()
+        .all()
+    )
 
 
 def completed_activities(therapy: Therapy) -> list[str]:
     """Activity ids the therapy has passed (from its audit trail), for the diagram's highlighting."""
-    rows = db.session.execute(select(AuditEntry.data).where(
-        AuditEntry.therapy_id == therapy.id,
-        AuditEntry.action.in_(("activity.completed", "task.completed", "message.received", "timer.fired")))).all()
+    rows = db.session.execute(
+        select(AuditEntry.data).where(
+            AuditEntry.therapy_id == therapy.id,
+            AuditEntry.action.in_(("activity.completed", "task.completed", "message.received", "timer.fired")),
+        )
+    ).all()
     done = {(row[0] or {}).get("activity_id") for row in rows}
     return sorted(a for a in done if a)
 
@@ -73,22 +105,50 @@ def therapy_page(therapy_id: str):
     """Everything about one therapy on one page."""
     therapy = visible_therapy(therapy_id)
     user = page_user()
-    tasks = db.session.execute(select(TaskRecord)
-                               .where(TaskRecord.therapy_id == therapy.id)
-                               .order_by(TaskRecord.created_at)).scalars().all()
-    alerts = db.session.execute(select(Alert).where(Alert.therapy_id == therapy.id)
-                                .order_by(Alert.raised_at.desc())).scalars().all()
-    custody = db.session.execute(select(CustodyTransfer).where(CustodyTransfer.therapy_id == therapy.id)
-                                 .order_by(CustodyTransfer.occurred_at)).scalars().all()
-    incidents = db.session.execute(select(Incident).where(Incident.therapy_id == therapy.id)
-                                   .order_by(Incident.opened_at.desc())).scalars().all()
+    tasks = (
+        db.session.execute(
+            select(TaskRecord).where(TaskRecord.therapy_id == therapy.id).order_by(TaskRecord.created_at)
+        )
+        .scalars()
+        .all()
+    )
+    alerts = (
+        db.session.execute(select(Alert).where(Alert.therapy_id == therapy.id).order_by(Alert.raised_at.desc()))
+        .scalars()
+        .all()
+    )
+    custody = (
+        db.session.execute(
+            select(CustodyTransfer)
+            .where(CustodyTransfer.therapy_id == therapy.id)
+            .order_by(CustodyTransfer.occurred_at)
+        )
+        .scalars()
+        .all()
+    )
+    incidents = (
+        db.session.execute(
+            select(Incident).where(Incident.therapy_id == therapy.id).order_by(Incident.opened_at.desc())
+        )
+        .scalars()
+        .all()
+    )
     return render_template(
-        "web/therapy.html", therapy=therapy, open_tasks=[t for t in tasks if t.status == "ready"],
-        done_tasks=[t for t in tasks if t.status != "ready"], waits=_waits(therapy), alerts=alerts,
-        custody=custody, signatures=signatures_for(therapy), incidents=incidents, timeline=_timeline(therapy),
+        "web/therapy.html",
+        therapy=therapy,
+        open_tasks=[t for t in tasks if t.status == "ready"],
+        done_tasks=[t for t in tasks if t.status != "ready"],
+        waits=_waits(therapy),
+        alerts=alerts,
+        custody=custody,
+        signatures=signatures_for(therapy),
+        incidents=incidents,
+        timeline=_timeline(therapy),
         v2v=present.vein_to_vein(therapy),
-        completed=completed_activities(therapy), current=therapy.current_activities or [],
-        can_cancel=therapy.status == "active" and has_role(user, *CANCELLERS))
+        completed=completed_activities(therapy),
+        current=therapy.current_activities or [],
+        can_cancel=therapy.status == "active" and has_role(user, *CANCELLERS),
+    )
 
 
 @bp.post("/therapies")
@@ -96,16 +156,18 @@ def therapy_page(therapy_id: str):
 def start_therapy():
     """Start a therapy from the control tower's form, through the API's handler."""
     patient_reference = request.form.get("patient_reference", "").strip()
-    body = {"process_key": request.form.get("process_key", ""), "site": request.form.get("site", ""),
-            "patient": {"reference": patient_reference}}
+    body = {
+        "process_key": request.form.get("process_key", ""),
+        "site": request.form.get("site", ""),
+        "patient": {"reference": patient_reference},
+    }
     answer = bridge.call("POST", "/api/v1/therapies", json=body)
     if not answer.ok:
         fields = (answer.error.get("details") or {}).get("fields") or {}
         detail = "; ".join(f"{k}: {v}" for k, v in fields.items()) if isinstance(fields, dict) else ""
         flash(f"The therapy was not started: {answer.message} {detail}".strip(), "error")
         return redirect(url_for("web.dashboard"))
-    flash(f"Therapy started for {patient_reference}: COI {present.eye_readable(answer.body['coi'])}.",
-          "success")
+    flash(f"Therapy started for {patient_reference}: COI {present.eye_readable(answer.body['coi'])}.", "success")
     return redirect(url_for("web.therapy_page", therapy_id=answer.body["id"]))
 
 
@@ -114,8 +176,9 @@ def start_therapy():
 def cancel_therapy(therapy_id: str):
     """Cancel with a reason, through the API's handler."""
     therapy = visible_therapy(therapy_id)
-    answer = bridge.call("POST", f"/api/v1/therapies/{therapy.id}/cancel",
-                         json={"reason": request.form.get("reason", "").strip()})
+    answer = bridge.call(
+        "POST", f"/api/v1/therapies/{therapy.id}/cancel", json={"reason": request.form.get("reason", "").strip()}
+    )
     if answer.ok:
         flash("The therapy was cancelled; its open tasks were withdrawn.", "success")
     else:
@@ -127,8 +190,9 @@ def cancel_therapy(therapy_id: str):
 @login_required()
 def diagram_xml(key: str, version: int):
     """The BPMN XML of a version, for the diagram viewer."""
-    row = db.session.execute(select(ProcessDefinition).where(
-        ProcessDefinition.key == key, ProcessDefinition.version == version)).scalar_one_or_none()
+    row = db.session.execute(
+        select(ProcessDefinition).where(ProcessDefinition.key == key, ProcessDefinition.version == version)
+    ).scalar_one_or_none()
     if row is None:
         abort(404)
     return Response(row.bpmn_xml, mimetype="application/xml")
@@ -136,8 +200,9 @@ def diagram_xml(key: str, version: int):
 
 def startable(user) -> tuple[list[ProcessDefinition], list[Site]]:
     """The processes (latest versions) and sites a user may start therapies at."""
-    rows = db.session.execute(select(ProcessDefinition).order_by(ProcessDefinition.key,
-                                                                  ProcessDefinition.version.desc())).scalars()
+    rows = db.session.execute(
+        select(ProcessDefinition).order_by(ProcessDefinition.key, ProcessDefinition.version.desc())
+    ).scalars()
     latest: dict[str, ProcessDefinition] = {}
     for row in rows:
         latest.setdefault(row.key, row)

@@ -33,13 +33,19 @@ def parse_path(path: str) -> list[str | int]:
     segments: list[str | int] = []
     for part in path.split("."):
         if not part.strip():
-            raise Invalid("The path names a value with dots between keys, e.g. 'qc.result'.", code="invalid_path",
-                          details={"field": "path"})
+            raise Invalid(
+                "The path names a value with dots between keys, e.g. 'qc.result'.",
+                code="invalid_path",
+                details={"field": "path"},
+            )
         segments.append(int(part) if part.isdigit() else part)
     first = segments[0]
     if not isinstance(first, str) or first in PROTECTED_KEYS or first.startswith(("_", "spiff__")):
-        raise Invalid(f"'{first}' cannot be corrected: it is part of the chain of identity or of the engine.",
-                      code="protected_field", details={"field": "path"})
+        raise Invalid(
+            f"'{first}' cannot be corrected: it is part of the chain of identity or of the engine.",
+            code="protected_field",
+            details={"field": "path"},
+        )
     return segments
 
 
@@ -67,23 +73,33 @@ def _with_value(data: dict, path: list[str | int], value: Any) -> dict:
 
 def _recording_task(therapy: Therapy, path: list[str | int]) -> TaskRecord | None:
     """The latest completed task whose recorded data holds ``path`` (the record the value came from)."""
-    tasks = db.session.execute(select(TaskRecord).where(
-        TaskRecord.therapy_id == therapy.id, TaskRecord.status == "completed")
-        .order_by(TaskRecord.completed_at.desc(), TaskRecord.id)).scalars()
+    tasks = db.session.execute(
+        select(TaskRecord)
+        .where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "completed")
+        .order_by(TaskRecord.completed_at.desc(), TaskRecord.id)
+    ).scalars()
     return next((t for t in tasks if value_at(t.data or {}, path) is not _MISSING), None)
 
 
 def correction_view(correction: Correction) -> dict:
     """A correction as the therapy detail and the record show it."""
-    return {"id": correction.id, "therapy_id": correction.therapy_id, "path": correction.path,
-            "old_value": correction.old_value, "new_value": correction.new_value, "reason": correction.reason,
-            "corrected_by": correction.corrected_by, "corrected_at": iso(correction.corrected_at)}
+    return {
+        "id": correction.id,
+        "therapy_id": correction.therapy_id,
+        "path": correction.path,
+        "old_value": correction.old_value,
+        "new_value": correction.new_value,
+        "reason": correction.reason,
+        "corrected_by": correction.corrected_by,
+        "corrected_at": iso(correction.corrected_at),
+    }
 
 
 def corrections_for(therapy: Therapy) -> list[dict]:
     """Every correction of ``therapy``'s data, oldest first."""
-    rows = db.session.execute(select(Correction).where(Correction.therapy_id == therapy.id)
-                              .order_by(Correction.corrected_at, Correction.id)).scalars()
+    rows = db.session.execute(
+        select(Correction).where(Correction.therapy_id == therapy.id).order_by(Correction.corrected_at, Correction.id)
+    ).scalars()
     return [correction_view(c) for c in rows]
 
 
@@ -95,11 +111,15 @@ def correct_value(therapy: Therapy, path_text: str, value: Any, reason: str | No
     path = parse_path(path_text)
     old = value_at(therapy.data or {}, path)
     if old is _MISSING:
-        raise Invalid(f"The therapy has no recorded value at '{path_text}'.", code="unknown_path",
-                      details={"field": "path"})
+        raise Invalid(
+            f"The therapy has no recorded value at '{path_text}'.", code="unknown_path", details={"field": "path"}
+        )
     if json.dumps(old, sort_keys=True) == json.dumps(value, sort_keys=True):
-        raise Invalid("The new value is the recorded value; there is nothing to correct.", code="no_change",
-                      details={"field": "value"})
+        raise Invalid(
+            "The new value is the recorded value; there is nothing to correct.",
+            code="no_change",
+            details={"field": "value"},
+        )
     task = _recording_task(therapy, path)
     task_data = _with_value(task.data or {}, path, value) if task is not None else None
     if task is not None and task_data is not None:
@@ -110,13 +130,33 @@ def correct_value(therapy: Therapy, path_text: str, value: Any, reason: str | No
         if task is not None:
             task.data = task_data
             signatures = list(db.session.execute(select(Signature.id).where(Signature.task_id == task.id)).scalars())
-        correction = Correction(therapy_id=therapy.id, path=path_text, old_value=old, new_value=value,
-                                reason=reason, corrected_by=actor, corrected_at=clock()())
+        correction = Correction(
+            therapy_id=therapy.id,
+            path=path_text,
+            old_value=old,
+            new_value=value,
+            reason=reason,
+            corrected_by=actor,
+            corrected_at=clock()(),
+        )
         db.session.add(correction)
         db.session.flush()
-        audit.append(actor, "data.corrected", "therapy", therapy.id, therapy_id=therapy.id, site_id=therapy.site_id,
-                     reason=reason, data={"correction_id": correction.id, "path": path_text, "old_value": old,
-                                          "new_value": value, "task_id": task.id if task else None,
-                                          "activity_id": task.activity_id if task else None,
-                                          "signatures_invalidated": signatures})
+        audit.append(
+            actor,
+            "data.corrected",
+            "therapy",
+            therapy.id,
+            therapy_id=therapy.id,
+            site_id=therapy.site_id,
+            reason=reason,
+            data={
+                "correction_id": correction.id,
+                "path": path_text,
+                "old_value": old,
+                "new_value": value,
+                "task_id": task.id if task else None,
+                "activity_id": task.activity_id if task else None,
+                "signatures_invalidated": signatures,
+            },
+        )
     return correction

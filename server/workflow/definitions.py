@@ -63,11 +63,19 @@ def deploy(bpmn: bytes, uploaded_forms: Mapping[str, bytes], actor: str) -> tupl
         return existing, False
     with unit_of_work():
         latest = db.session.execute(
-            select(func.max(ProcessDefinition.version)).where(ProcessDefinition.key == info.key)).scalar()
+            select(func.max(ProcessDefinition.version)).where(ProcessDefinition.key == info.key)
+        ).scalar()
         row = ProcessDefinition(
-            key=info.key, version=(latest or 0) + 1, name=info.name, checksum=digest,
-            bpmn_xml=bpmn.decode("utf-8"), forms={name: available[name] for name in info.forms},
-            info=info.to_dict(), spec=definition.to_document(), deployed_by=actor)
+            key=info.key,
+            version=(latest or 0) + 1,
+            name=info.name,
+            checksum=digest,
+            bpmn_xml=bpmn.decode("utf-8"),
+            forms={name: available[name] for name in info.forms},
+            info=info.to_dict(),
+            spec=definition.to_document(),
+            deployed_by=actor,
+        )
         db.session.add(row)
         db.session.flush()
         data = {"key": row.key, "version": row.version, "name": row.name, "checksum": digest}
@@ -117,8 +125,11 @@ def definition_forms(definition_id: str) -> dict:
 def latest_version(key: str) -> ProcessDefinition | None:
     """The newest version of ``key``."""
     return db.session.execute(
-        select(ProcessDefinition).where(ProcessDefinition.key == key)
-        .order_by(ProcessDefinition.version.desc()).limit(1)).scalar_one_or_none()
+        select(ProcessDefinition)
+        .where(ProcessDefinition.key == key)
+        .order_by(ProcessDefinition.version.desc())
+        .limit(1)
+    ).scalar_one_or_none()
 
 
 _start_messages: dict[str, frozenset[str]] = {}
@@ -132,12 +143,14 @@ def start_messages(definition_id: str) -> frozenset[str]:
         cached = _start_messages.get(definition_id)
     if cached is not None:
         return cached
-    key, xml = db.session.execute(select(ProcessDefinition.key, ProcessDefinition.bpmn_xml).where(
-        ProcessDefinition.id == definition_id)).one()
+    key, xml = db.session.execute(
+        select(ProcessDefinition.key, ProcessDefinition.bpmn_xml).where(ProcessDefinition.id == definition_id)
+    ).one()
     root = parse_bpmn(xml.encode("utf-8")).getroot()
     names = {node.get("id"): node.get("name") for node in root.xpath("//bpmn:message", namespaces=NS)}
-    refs = root.xpath("bpmn:process[@id=$key]/bpmn:startEvent/bpmn:messageEventDefinition/@messageRef",
-                      namespaces=NS, key=key)
+    refs = root.xpath(
+        "bpmn:process[@id=$key]/bpmn:startEvent/bpmn:messageEventDefinition/@messageRef", namespaces=NS, key=key
+    )
     found = frozenset(names[ref] for ref in refs if names.get(ref))
     with _cache_lock:
         _start_messages[definition_id] = found
@@ -146,15 +159,21 @@ def start_messages(definition_id: str) -> frozenset[str]:
 
 def started_by_message(name: str, process_key: str | None = None) -> list[ProcessDefinition]:
     """The latest version of every process (or of ``process_key``) that a message ``name`` starts."""
-    latest = (select(ProcessDefinition.key, func.max(ProcessDefinition.version).label("v"))
-              .group_by(ProcessDefinition.key).subquery())
-    query = (select(ProcessDefinition.id)
-             .join(latest, (ProcessDefinition.key == latest.c.key) & (ProcessDefinition.version == latest.c.v))
-             .order_by(ProcessDefinition.key))
+    latest = (
+        select(ProcessDefinition.key, func.max(ProcessDefinition.version).label("v"))
+        .group_by(ProcessDefinition.key)
+        .subquery()
+    )
+    query = (
+        select(ProcessDefinition.id)
+        .join(latest, (ProcessDefinition.key == latest.c.key) & (ProcessDefinition.version == latest.c.v))
+        .order_by(ProcessDefinition.key)
+    )
     if process_key:
         query = query.where(ProcessDefinition.key == process_key)
-    ids = [definition_id for definition_id in db.session.execute(query).scalars()
-           if name in start_messages(definition_id)]
+    ids = [
+        definition_id for definition_id in db.session.execute(query).scalars() if name in start_messages(definition_id)
+    ]
     return [db.session.get_one(ProcessDefinition, definition_id) for definition_id in ids]
 
 

@@ -40,13 +40,18 @@ STATUSES = ("retrying", "open", "resolved")
 def backoff(base: int | None, attempt: int) -> timedelta:
     """How long the ``attempt``-th retry waits: ``base ** attempt`` seconds (at least one second)."""
     base = base if base and base > 0 else DEFAULT_BACKOFF_BASE
-    return timedelta(seconds=max(1, base ** attempt))
+    return timedelta(seconds=max(1, base**attempt))
 
 
 def unresolved(therapy: Therapy) -> list[Incident]:
     """The therapy's incidents that still wait for a retry or for a person, oldest first."""
-    return list(db.session.execute(select(Incident).where(
-        Incident.therapy_id == therapy.id, Incident.status.in_(UNRESOLVED)).order_by(Incident.opened_at)).scalars())
+    return list(
+        db.session.execute(
+            select(Incident)
+            .where(Incident.therapy_id == therapy.id, Incident.status.in_(UNRESOLVED))
+            .order_by(Incident.opened_at)
+        ).scalars()
+    )
 
 
 def record_failure(therapy: Therapy, failure: dict, actor: str, now: datetime) -> Incident:
@@ -57,21 +62,45 @@ def record_failure(therapy: Therapy, failure: dict, actor: str, now: datetime) -
     retries = DEFAULT_RETRIES if retries is None else max(0, int(retries))
     if incident is None:
         incident = Incident(
-            therapy_id=therapy.id, site_id=therapy.site_id, activity_id=failure["activity_id"],
-            task_id=failure["task_id"], error_type=failure["error_type"], message=failure["message"], attempts=1,
-            status="retrying", opened_at=now,
-            details={"name": failure["name"], "operator": failure.get("operator"), "retries": retries,
-                     "backoff_base": failure.get("retry_backoff_base") or DEFAULT_BACKOFF_BASE,
-                     "history": [attempt]})
+            therapy_id=therapy.id,
+            site_id=therapy.site_id,
+            activity_id=failure["activity_id"],
+            task_id=failure["task_id"],
+            error_type=failure["error_type"],
+            message=failure["message"],
+            attempts=1,
+            status="retrying",
+            opened_at=now,
+            details={
+                "name": failure["name"],
+                "operator": failure.get("operator"),
+                "retries": retries,
+                "backoff_base": failure.get("retry_backoff_base") or DEFAULT_BACKOFF_BASE,
+                "history": [attempt],
+            },
+        )
         db.session.add(incident)
         db.session.flush()
     else:
         incident.attempts += 1
         incident.details = {**incident.details, "history": [*incident.details.get("history", []), attempt]}
-    audit.append(actor, "service.failed", "incident", incident.id, therapy_id=therapy.id, site_id=therapy.site_id,
-                 data={"incident_id": incident.id, "activity_id": incident.activity_id, "name": failure["name"],
-                       "operator": failure.get("operator"), "attempt": incident.attempts,
-                       "error_type": failure["error_type"], "message": failure["message"]})
+    audit.append(
+        actor,
+        "service.failed",
+        "incident",
+        incident.id,
+        therapy_id=therapy.id,
+        site_id=therapy.site_id,
+        data={
+            "incident_id": incident.id,
+            "activity_id": incident.activity_id,
+            "name": failure["name"],
+            "operator": failure.get("operator"),
+            "attempt": incident.attempts,
+            "error_type": failure["error_type"],
+            "message": failure["message"],
+        },
+    )
     if incident.status == "retrying" and incident.attempts <= retries:
         incident.next_retry_at = now + backoff(incident.details.get("backoff_base"), incident.attempts)
     else:
@@ -79,9 +108,16 @@ def record_failure(therapy: Therapy, failure: dict, actor: str, now: datetime) -
         if incident.status != "open":
             incident.status = "open"
             _publish("incident.opened", incident, therapy, actor)
-            raise_alert(therapy, "incident", f"'{failure['name']}' failed after {incident.attempts} attempt(s): "
-                        f"{incident.message}", actor, severity="high", role="admin",
-                        activity_id=incident.activity_id, data={"incident_id": incident.id})
+            raise_alert(
+                therapy,
+                "incident",
+                f"'{failure['name']}' failed after {incident.attempts} attempt(s): {incident.message}",
+                actor,
+                severity="high",
+                role="admin",
+                activity_id=incident.activity_id,
+                data={"incident_id": incident.id},
+            )
     return incident
 
 
@@ -89,28 +125,69 @@ def halt(therapy: Therapy, exc: EngineError, actor: str, now: datetime, *, comma
     """Record a step the engine could not take (already undone): open the therapy's halting incident, or add
     an attempt to the one that is open, and hold its timers. Call inside the transaction."""
     incident = next((i for i in unresolved(therapy) if i.task_id is None), None)
-    attempt = {"at": iso(now), "error_type": type(exc).__name__, "message": exc.message, "by": actor,
-               "command": command, **exc.as_details()}
+    attempt = {
+        "at": iso(now),
+        "error_type": type(exc).__name__,
+        "message": exc.message,
+        "by": actor,
+        "command": command,
+        **exc.as_details(),
+    }
     name = _activity_name(therapy, exc.element_id)
     if incident is None:
         incident = Incident(
-            therapy_id=therapy.id, site_id=therapy.site_id, activity_id=exc.element_id, task_id=None,
-            error_type=type(exc).__name__, message=exc.message, attempts=1, status="open", opened_at=now,
-            details={"name": name, "kind": "halted", "command": command, "retries": 0, "history": [attempt],
-                     **{k: v for k, v in exc.details.items() if k in ("steps", "seconds")}})
+            therapy_id=therapy.id,
+            site_id=therapy.site_id,
+            activity_id=exc.element_id,
+            task_id=None,
+            error_type=type(exc).__name__,
+            message=exc.message,
+            attempts=1,
+            status="open",
+            opened_at=now,
+            details={
+                "name": name,
+                "kind": "halted",
+                "command": command,
+                "retries": 0,
+                "history": [attempt],
+                **{k: v for k, v in exc.details.items() if k in ("steps", "seconds")},
+            },
+        )
         db.session.add(incident)
         db.session.flush()
     else:
         incident.attempts += 1
         incident.details = {**incident.details, "history": [*incident.details.get("history", []), attempt]}
-    audit.append(actor, "step.undone", "incident", incident.id, therapy_id=therapy.id, site_id=therapy.site_id,
-                 data={"incident_id": incident.id, "activity_id": exc.element_id, "command": command,
-                       "attempt": incident.attempts, "error_type": type(exc).__name__, "message": exc.message})
+    audit.append(
+        actor,
+        "step.undone",
+        "incident",
+        incident.id,
+        therapy_id=therapy.id,
+        site_id=therapy.site_id,
+        data={
+            "incident_id": incident.id,
+            "activity_id": exc.element_id,
+            "command": command,
+            "attempt": incident.attempts,
+            "error_type": type(exc).__name__,
+            "message": exc.message,
+        },
+    )
     if incident.attempts == 1:
         what = "ran past its budget" if isinstance(exc, StepBudgetExceeded) else "failed"
         _publish("incident.opened", incident, therapy, actor)
-        raise_alert(therapy, "incident", f"A step of the therapy {what} and was undone: {exc.message}", actor,
-                    severity="high", role="admin", activity_id=exc.element_id, data={"incident_id": incident.id})
+        raise_alert(
+            therapy,
+            "incident",
+            f"A step of the therapy {what} and was undone: {exc.message}",
+            actor,
+            severity="high",
+            role="admin",
+            activity_id=exc.element_id,
+            data={"incident_id": incident.id},
+        )
     therapy.next_due_at = None
     return incident
 
@@ -146,8 +223,11 @@ def settle(therapy: Therapy, outcome: Outcome, actor: str, now: datetime) -> dat
 
 def due_retry(therapy: Therapy, now: datetime) -> Incident | None:
     """The incident of ``therapy`` whose automatic retry is due, if any."""
-    due = [(i.next_retry_at, i) for i in unresolved(therapy)
-           if i.status == "retrying" and i.next_retry_at is not None and i.next_retry_at <= now]
+    due = [
+        (i.next_retry_at, i)
+        for i in unresolved(therapy)
+        if i.status == "retrying" and i.next_retry_at is not None and i.next_retry_at <= now
+    ]
     return min(due, key=lambda pair: pair[0])[1] if due else None
 
 
@@ -155,14 +235,27 @@ def incident_item(incident: Incident) -> dict:
     """An incident as the API shows it."""
     details = incident.details or {}
     history = details.get("history") or []
-    return {"id": incident.id, "therapy_id": incident.therapy_id, "activity_id": incident.activity_id,
-            "name": details.get("name"), "operator": details.get("operator"), "task_id": incident.task_id,
-            "status": incident.status, "error_type": incident.error_type, "message": incident.message,
-            "last_error": history[-1]["message"] if history else incident.message, "attempts": incident.attempts,
-            "retries": details.get("retries"), "history": history, "opened_at": iso(incident.opened_at),
-            "next_retry_at": iso(incident.next_retry_at), "resolved_at": iso(incident.resolved_at),
-            "resolved_by": incident.resolved_by, "resolution": incident.resolution,
-            "reason": incident.resolution_reason}
+    return {
+        "id": incident.id,
+        "therapy_id": incident.therapy_id,
+        "activity_id": incident.activity_id,
+        "name": details.get("name"),
+        "operator": details.get("operator"),
+        "task_id": incident.task_id,
+        "status": incident.status,
+        "error_type": incident.error_type,
+        "message": incident.message,
+        "last_error": history[-1]["message"] if history else incident.message,
+        "attempts": incident.attempts,
+        "retries": details.get("retries"),
+        "history": history,
+        "opened_at": iso(incident.opened_at),
+        "next_retry_at": iso(incident.next_retry_at),
+        "resolved_at": iso(incident.resolved_at),
+        "resolved_by": incident.resolved_by,
+        "resolution": incident.resolution,
+        "reason": incident.resolution_reason,
+    }
 
 
 def get_incident(incident_id: str) -> Incident:
@@ -173,8 +266,7 @@ def get_incident(incident_id: str) -> Incident:
     return incident
 
 
-def close(incident: Incident, therapy: Therapy, actor: str, now: datetime, resolution: str,
-           reason: str | None) -> None:
+def close(incident: Incident, therapy: Therapy, actor: str, now: datetime, resolution: str, reason: str | None) -> None:
     """Mark resolved; publish ``incident.resolved`` when people were told of it (or one resolves it with a
     reason), else only audit it."""
     was_open = incident.status == "open"
@@ -184,21 +276,52 @@ def close(incident: Incident, therapy: Therapy, actor: str, now: datetime, resol
         _publish("incident.resolved", incident, therapy, actor, reason=reason)
     else:  # closed before anyone was told: an automatic retry worked, or the therapy ended meanwhile
         action = "service.recovered" if resolution == "retried" else "incident.closed"
-        audit.append(actor, action, "incident", incident.id, therapy_id=therapy.id, site_id=therapy.site_id,
-                     data={"incident_id": incident.id, "activity_id": incident.activity_id,
-                           "attempts": incident.attempts, "resolution": resolution})
+        audit.append(
+            actor,
+            action,
+            "incident",
+            incident.id,
+            therapy_id=therapy.id,
+            site_id=therapy.site_id,
+            data={
+                "incident_id": incident.id,
+                "activity_id": incident.activity_id,
+                "attempts": incident.attempts,
+                "resolution": resolution,
+            },
+        )
 
 
 def _publish(event_type: str, incident: Incident, therapy: Therapy, actor: str, reason: str | None = None) -> None:
     """Audit an incident event and queue it for integrators, in the current transaction."""
     details = incident.details or {}
-    data = {"incident_id": incident.id, "activity_id": incident.activity_id, "name": details.get("name"),
-            "operator": details.get("operator"), "error_type": incident.error_type, "message": incident.message,
-            "attempts": incident.attempts, "status": incident.status, "resolution": incident.resolution}
-    audit.append(actor, event_type, "incident", incident.id, data=data, therapy_id=therapy.id,
-                 site_id=therapy.site_id, reason=reason)
-    outbox.emit(event_type, {"therapy_id": therapy.id, "coi": therapy.coi, **data, "reason": reason},
-                therapy_id=therapy.id, site_id=therapy.site_id)
+    data = {
+        "incident_id": incident.id,
+        "activity_id": incident.activity_id,
+        "name": details.get("name"),
+        "operator": details.get("operator"),
+        "error_type": incident.error_type,
+        "message": incident.message,
+        "attempts": incident.attempts,
+        "status": incident.status,
+        "resolution": incident.resolution,
+    }
+    audit.append(
+        actor,
+        event_type,
+        "incident",
+        incident.id,
+        data=data,
+        therapy_id=therapy.id,
+        site_id=therapy.site_id,
+        reason=reason,
+    )
+    outbox.emit(
+        event_type,
+        {"therapy_id": therapy.id, "coi": therapy.coi, **data, "reason": reason},
+        therapy_id=therapy.id,
+        site_id=therapy.site_id,
+    )
 
 
 def claim(incident: Incident) -> Therapy:
@@ -215,5 +338,8 @@ def claim(incident: Incident) -> Therapy:
 def still_unresolved(incident: Incident) -> None:
     """409 ``incident_resolved`` unless the incident still waits for a retry or a person."""
     if incident.status not in UNRESOLVED:
-        raise Conflict("The incident is already resolved.", code="incident_resolved",
-                       details={"incident_id": incident.id, "resolution": incident.resolution})
+        raise Conflict(
+            "The incident is already resolved.",
+            code="incident_resolved",
+            details={"incident_id": incident.id, "resolution": incident.resolution},
+        )

@@ -23,16 +23,32 @@ def retry(incident: Incident, actor: str) -> Incident:
     still_unresolved(incident)
     with unit_of_work():
         therapy = claim(incident)
-        audit.append(actor, "incident.retried", "incident", incident.id, therapy_id=therapy.id,
-                     site_id=therapy.site_id, data={"incident_id": incident.id, "activity_id": incident.activity_id,
-                                                    "attempts_so_far": incident.attempts})
+        audit.append(
+            actor,
+            "incident.retried",
+            "incident",
+            incident.id,
+            therapy_id=therapy.id,
+            site_id=therapy.site_id,
+            data={
+                "incident_id": incident.id,
+                "activity_id": incident.activity_id,
+                "attempts_so_far": incident.attempts,
+            },
+        )
         try:
             runtime = runtime_for(therapy, actor)
-            outcome = (runtime.fire_timers(therapy.state) if incident.task_id is None
-                       else runtime.retry_task(therapy.state, incident.task_id))
+            outcome = (
+                runtime.fire_timers(therapy.state)
+                if incident.task_id is None
+                else runtime.retry_task(therapy.state, incident.task_id)
+            )
         except EngineError as exc:
-            raise Conflict(f"The step cannot run again: {exc.message}", code="incident_not_retryable",
-                           details={"incident_id": incident.id}) from None
+            raise Conflict(
+                f"The step cannot run again: {exc.message}",
+                code="incident_not_retryable",
+                details={"incident_id": incident.id},
+            ) from None
         if incident.task_id is None:
             close(incident, therapy, actor, clock()(), "retried", None)
         apply_outcome(therapy, outcome, actor)

@@ -50,10 +50,12 @@ class TimerScheduler:
             dialect = make_url(app.config["SQLALCHEMY_DATABASE_URI"]).get_backend_name()
             workers = WORKERS.get(dialect, DEFAULT_WORKERS)
         self.scheduler = BackgroundScheduler(
-            timezone="UTC", executors={"default": ThreadPoolExecutor(workers)},
+            timezone="UTC",
+            executors={"default": ThreadPoolExecutor(workers)},
             # A firing re-arms its own therapy after it commits, while its job is still running: let the new
             # job start even then (the claim in ``fire_due_timers`` keeps two from stepping one therapy).
-            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 4})
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 4},
+        )
         # Jobs handed to the thread pool have left the job store: count them, so the sweep leaves them be.
         self._in_flight: Counter[str] = Counter()
         self._in_flight_lock = threading.Lock()
@@ -69,8 +71,7 @@ class TimerScheduler:
         self.scheduler.start()
         with self.app.app_context():
             armed = self.rearm_all()
-        self.scheduler.add_job(self.sweep, "interval", seconds=SWEEP_SECONDS, id="tether-sweep",
-                               replace_existing=True)
+        self.scheduler.add_job(self.sweep, "interval", seconds=SWEEP_SECONDS, id="tether-sweep", replace_existing=True)
         return armed
 
     def shutdown(self) -> None:
@@ -87,8 +88,9 @@ class TimerScheduler:
         """Arm every active therapy that has a due time; returns how many."""
         from server.store.extensions import db
 
-        rows = db.session.execute(select(Therapy.id, Therapy.next_due_at).where(
-            Therapy.status == "active", Therapy.next_due_at.is_not(None))).all()
+        rows = db.session.execute(
+            select(Therapy.id, Therapy.next_due_at).where(Therapy.status == "active", Therapy.next_due_at.is_not(None))
+        ).all()
         db.session.rollback()
         now, real_now = self.now(), utcnow()
         for therapy_id, due in rows:
@@ -136,8 +138,9 @@ class TimerScheduler:
         return self.scheduler.get_job(job_id) is not None
 
     def _add(self, therapy_id: str, run_at: datetime) -> None:
-        self.scheduler.add_job(self.fire, "date", run_date=run_at, args=[therapy_id], id=_job_id(therapy_id),
-                               replace_existing=True)
+        self.scheduler.add_job(
+            self.fire, "date", run_date=run_at, args=[therapy_id], id=_job_id(therapy_id), replace_existing=True
+        )
 
     def fire(self, therapy_id: str) -> bool:
         """Fire the therapy's due timers (or retry) in one transaction; a conflict re-arms it a moment later."""
@@ -163,8 +166,15 @@ class TimerScheduler:
         from server.store.extensions import db
 
         with self.app.app_context():
-            overdue = db.session.execute(select(Therapy.id).where(
-                Therapy.status == "active", Therapy.next_due_at <= self.now() - SWEEP_GRACE)).scalars().all()
+            overdue = (
+                db.session.execute(
+                    select(Therapy.id).where(
+                        Therapy.status == "active", Therapy.next_due_at <= self.now() - SWEEP_GRACE
+                    )
+                )
+                .scalars()
+                .all()
+            )
             db.session.rollback()
         missing = [therapy_id for therapy_id in overdue if not self._held(therapy_id)]
         for therapy_id in missing:

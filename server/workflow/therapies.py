@@ -45,11 +45,17 @@ def runtime_for(therapy: Therapy, actor: str) -> Runtime:
         with audit.savepoint():  # a failing operator leaves nothing half-written behind, in the chain neither
             return call_operator(operator, context, params)
 
-    return Runtime(engine_definition_by_id(therapy.definition_id), clock=clock(), service_caller=service_caller,
-                   time_limit=config["SCRIPT_TIME_LIMIT"], memory_limit_mb=int(config["SCRIPT_MEMORY_MB"]),
-                   max_steps=int(config["ENGINE_MAX_STEPS"]), time_budget=float(config["ENGINE_TIME_BUDGET"]),
-                   data_limits=DEFAULT_LIMITS.with_chars(int(config["MAX_PROCESS_DATA_CHARS"])),
-                   protected_keys=PROTECTED_KEYS)
+    return Runtime(
+        engine_definition_by_id(therapy.definition_id),
+        clock=clock(),
+        service_caller=service_caller,
+        time_limit=config["SCRIPT_TIME_LIMIT"],
+        memory_limit_mb=int(config["SCRIPT_MEMORY_MB"]),
+        max_steps=int(config["ENGINE_MAX_STEPS"]),
+        time_budget=float(config["ENGINE_TIME_BUDGET"]),
+        data_limits=DEFAULT_LIMITS.with_chars(int(config["MAX_PROCESS_DATA_CHARS"])),
+        protected_keys=PROTECTED_KEYS,
+    )
 
 
 def run_step(therapy: Therapy, actor: str, command: Callable[[Runtime], Outcome]) -> Outcome:
@@ -60,10 +66,15 @@ def run_step(therapy: Therapy, actor: str, command: Callable[[Runtime], Outcome]
 
 def halted_error(incident) -> Invalid:
     """The refusal of a request whose step ran past the engine's budget and was undone."""
-    return Invalid(f"{incident.message} An incident was opened; an admin can retry or resolve it.",
-                   code="step_budget_exceeded",
-                   details={"incident_id": incident.id, "element_id": incident.activity_id,
-                            **{k: v for k, v in (incident.details or {}).items() if k in ("steps", "seconds")}})
+    return Invalid(
+        f"{incident.message} An incident was opened; an admin can retry or resolve it.",
+        code="step_budget_exceeded",
+        details={
+            "incident_id": incident.id,
+            "element_id": incident.activity_id,
+            **{k: v for k, v in (incident.details or {}).items() if k in ("steps", "seconds")},
+        },
+    )
 
 
 def _stage(outcome: Outcome, therapy: Therapy) -> str:
@@ -92,16 +103,32 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
     if outcome.completed and therapy.status == "active":
         therapy.status, therapy.ended_at = "completed", now
     therapy.stage = _stage(outcome, therapy)
-    tasks = {t.id: t for t in db.session.execute(
-        select(TaskRecord).where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")).scalars()}
+    tasks = {
+        t.id: t
+        for t in db.session.execute(
+            select(TaskRecord).where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")
+        ).scalars()
+    }
     for ready in outcome.ready_tasks:
         row = tasks.get(ready.task_id)
         if row is None:
-            db.session.add(TaskRecord(
-                id=ready.task_id, therapy_id=therapy.id, activity_id=ready.activity_id, name=ready.name,
-                role=ready.role, site_id=therapy.site_id, form=ready.form, ui_form=ready.ui_form,
-                instructions=ready.instructions, signature=ready.signature, status="ready", due_at=ready.due_at,
-                created_at=now))
+            db.session.add(
+                TaskRecord(
+                    id=ready.task_id,
+                    therapy_id=therapy.id,
+                    activity_id=ready.activity_id,
+                    name=ready.name,
+                    role=ready.role,
+                    site_id=therapy.site_id,
+                    form=ready.form,
+                    ui_form=ready.ui_form,
+                    instructions=ready.instructions,
+                    signature=ready.signature,
+                    status="ready",
+                    due_at=ready.due_at,
+                    created_at=now,
+                )
+            )
         else:
             row.due_at = ready.due_at
     for event in outcome.events:
@@ -133,8 +160,16 @@ def _notify_scheduler(therapy_id: str, due) -> None:
         scheduler.arm(therapy_id, due)
 
 
-def start_therapy(process_key: str, version: int | None, site_code: str, patient_reference: str,
-                  data: dict | None, actor: str, *, start_message: tuple[str, Any] | None = None) -> Therapy:
+def start_therapy(
+    process_key: str,
+    version: int | None,
+    site_code: str,
+    patient_reference: str,
+    data: dict | None,
+    actor: str,
+    *,
+    start_message: tuple[str, Any] | None = None,
+) -> Therapy:
     """Start a therapy on a definition version (the latest when ``version`` is None).
 
     With ``start_message`` (name, payload), the new instance waits at a message start event and that
@@ -145,20 +180,34 @@ def start_therapy(process_key: str, version: int | None, site_code: str, patient
     if version is None:
         definition = latest_version(process_key)
     else:
-        definition = db.session.execute(select(ProcessDefinition).where(
-            ProcessDefinition.key == process_key, ProcessDefinition.version == version)).scalar_one_or_none()
+        definition = db.session.execute(
+            select(ProcessDefinition).where(ProcessDefinition.key == process_key, ProcessDefinition.version == version)
+        ).scalar_one_or_none()
     if definition is None:
-        raise Invalid(f"No deployed process '{process_key}'" + (f" version {version}" if version else "") + ".",
-                      code="unknown_process", details={"field": "process_key"})
+        raise Invalid(
+            f"No deployed process '{process_key}'" + (f" version {version}" if version else "") + ".",
+            code="unknown_process",
+            details={"field": "process_key"},
+        )
     site = db.session.execute(select(Site).where(Site.code == site_code)).scalar_one_or_none()
     if site is None:
         raise Invalid(f"No registered site '{site_code}'.", code="unknown_site", details={"field": "site"})
     with unit_of_work():
         coi = next_coi()
-        therapy = Therapy(definition=definition, definition_id=definition.id, process_key=definition.key,
-                          process_version=definition.version, site=site, site_id=site.id, coi=coi.value,
-                          patient_reference=patient_reference, status="active", state={}, created_by=actor,
-                          created_at=clock()())
+        therapy = Therapy(
+            definition=definition,
+            definition_id=definition.id,
+            process_key=definition.key,
+            process_version=definition.version,
+            site=site,
+            site_id=site.id,
+            coi=coi.value,
+            patient_reference=patient_reference,
+            status="active",
+            state={},
+            created_by=actor,
+            created_at=clock()(),
+        )
         db.session.add(therapy)
         db.session.flush()
         initial = {**(data or {}), "coi": coi.value, "patient_reference": patient_reference, "site": site.code}
@@ -170,8 +219,9 @@ def start_therapy(process_key: str, version: int | None, site_code: str, patient
         apply_outcome(therapy, outcome, actor)
         if start_message is not None:
             try:
-                outcome = run_step(therapy, actor, lambda runtime: runtime.deliver_message(therapy.state,
-                                                                                           *start_message))
+                outcome = run_step(
+                    therapy, actor, lambda runtime: runtime.deliver_message(therapy.state, *start_message)
+                )
             except StepBudgetExceeded as exc:  # the therapy exists; the message's step is undone
                 incidents.halt(therapy, exc, actor, clock()(), command="deliver_message")
             else:
@@ -204,8 +254,11 @@ def _form_validator(therapy: Therapy, form: str):
     key = (therapy.definition_id, form)
     if key not in _validators:
         schema = definition_forms(therapy.definition_id).get(form)
-        _validators[key] = (None if schema is None else
-                            jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()))
+        _validators[key] = (
+            None
+            if schema is None
+            else jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+        )
     return _validators[key]
 
 
@@ -224,12 +277,14 @@ def validate_form_data(therapy: Therapy, form: str | None, data: dict) -> None:
             if not path and error.validator == "required":
                 path = error.message.split("'")[1] if "'" in error.message else ""
             fields.setdefault(path or "_form", error.message)
-        raise Invalid("The form data is not valid; see the fields.", code="invalid_form_data",
-                      details={"fields": fields})
+        raise Invalid(
+            "The form data is not valid; see the fields.", code="invalid_form_data", details={"fields": fields}
+        )
 
 
-def complete_task(task: TaskRecord, data: dict, actor: str, extra_audit: dict | None = None,
-                  signer: User | None = None) -> Therapy:
+def complete_task(
+    task: TaskRecord, data: dict, actor: str, extra_audit: dict | None = None, signer: User | None = None
+) -> Therapy:
     """Complete a READY task with form ``data`` and run the therapy to its next wait state.
 
     With ``signer`` (whose password was checked), the electronic signature is recorded in the same
@@ -237,8 +292,11 @@ def complete_task(task: TaskRecord, data: dict, actor: str, extra_audit: dict | 
     """
     therapy = task.therapy
     if task.status != "ready" or therapy.status != "active":
-        raise Conflict("This task is no longer ready; someone may have completed it, or it was cancelled.",
-                       code="task_not_ready", details={"task_id": task.id, "status": task.status})
+        raise Conflict(
+            "This task is no longer ready; someone may have completed it, or it was cancelled.",
+            code="task_not_ready",
+            details={"task_id": task.id, "status": task.status},
+        )
     validate_form_data(therapy, task.form, data)
     verify_task_scan(therapy, task.form, task.activity_id, task.id, data, actor)
     halted: Incident | None
@@ -256,10 +314,18 @@ def complete_task(task: TaskRecord, data: dict, actor: str, extra_audit: dict | 
             apply_outcome(therapy, outcome, actor, completed_by=actor)
             if signer is not None:
                 from server.compliance.signatures import apply_signature
+
                 apply_signature(task, task.data if task.data is not None else data, signer, clock()())
             if extra_audit:
-                audit.append(actor, extra_audit.pop("action"), "task", task.id, data=extra_audit,
-                             therapy_id=therapy.id, site_id=therapy.site_id)
+                audit.append(
+                    actor,
+                    extra_audit.pop("action"),
+                    "task",
+                    task.id,
+                    data=extra_audit,
+                    therapy_id=therapy.id,
+                    site_id=therapy.site_id,
+                )
     if halted is not None:
         raise halted_error(halted)
     return therapy
@@ -267,8 +333,9 @@ def complete_task(task: TaskRecord, data: dict, actor: str, extra_audit: dict | 
 
 def deliver_waiting_message(therapy: Therapy, name: str, payload: Any, actor: str) -> bool:
     """Deliver message ``name`` inside the caller's transaction when the therapy waits for it; else False."""
-    if therapy.status != "active" or not any(w.get("type") == "message" and w.get("name") == name
-                                             for w in therapy.waits or []):
+    if therapy.status != "active" or not any(
+        w.get("type") == "message" and w.get("name") == name for w in therapy.waits or []
+    ):
         return False
     try:
         outcome = run_step(therapy, actor, lambda runtime: runtime.deliver_message(therapy.state, name, payload))
@@ -293,13 +360,24 @@ def deliver_message(therapy: Therapy, name: str, payload: Any, actor: str) -> tu
     """Deliver message ``name``; 409 ``not_waiting`` (audited, nothing else changed) when not awaited."""
     waiting = [w for w in therapy.waits if w.get("type") == "message" and w.get("name") == name]
     if therapy.status != "active" or not waiting:
-        refused = Conflict(f"The therapy is not waiting for a message named '{name}'.", code="not_waiting",
-                           details={"name": name, "waiting_for": [w.get("name") for w in therapy.waits
-                                                                  if w.get("type") == "message"]})
+        refused = Conflict(
+            f"The therapy is not waiting for a message named '{name}'.",
+            code="not_waiting",
+            details={"name": name, "waiting_for": [w.get("name") for w in therapy.waits if w.get("type") == "message"]},
+        )
         # Written even while the database is busy (spooled then), with its own reason.
-        audit.audit_refusal(actor, "message.refused", "therapy", therapy.id, status=refused.status,
-                            code=refused.code, message=refused.message, therapy_id=therapy.id,
-                            site_id=therapy.site_id, data={"name": name, "payload": payload, "reason": "not_waiting"})
+        audit.audit_refusal(
+            actor,
+            "message.refused",
+            "therapy",
+            therapy.id,
+            status=refused.status,
+            code=refused.code,
+            message=refused.message,
+            therapy_id=therapy.id,
+            site_id=therapy.site_id,
+            data={"name": name, "payload": payload, "reason": "not_waiting"},
+        )
         raise refused
     halted: Incident | None
     with unit_of_work():
@@ -330,9 +408,15 @@ def fire_due_timers(therapy_id: str, actor: str = "scheduler") -> bool:
         retry = incidents.due_retry(therapy, now)
         try:
             # A due retry is a failed service task's (only those retry by themselves; each names its task).
-            outcome = run_step(therapy, actor, lambda runtime: runtime.retry_task(therapy.state, retry.task_id)
-                               if retry is not None and retry.task_id is not None
-                               else runtime.fire_timers(therapy.state))
+            outcome = run_step(
+                therapy,
+                actor,
+                lambda runtime: (
+                    runtime.retry_task(therapy.state, retry.task_id)
+                    if retry is not None and retry.task_id is not None
+                    else runtime.fire_timers(therapy.state)
+                ),
+            )
         except EngineError as exc:  # undone; the therapy's timers wait for an admin to retry or resolve
             incidents.halt(therapy, exc, actor, now, command="fire_timers")
             return False

@@ -16,8 +16,16 @@ from ..conftest import ROOT
 from ..support.network import free_port
 
 CHROMIUM = Path(os.environ.get("TETHER_TEST_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWPORT = {"width": 1280, "height": 800}
 
 
@@ -32,8 +40,13 @@ class Served:
 
     def api(self, user: str, method: str, path: str, **kw) -> requests.Response:
         """Call the JSON API as one of the demo users."""
-        return requests.request(method, f"{self.base}/api/v1{path}", timeout=15,
-                                headers={"Authorization": f"Bearer {self.tokens[user]}"}, **kw)
+        return requests.request(
+            method,
+            f"{self.base}/api/v1{path}",
+            timeout=15,
+            headers={"Authorization": f"Bearer {self.tokens[user]}"},
+            **kw,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -43,18 +56,37 @@ def served(tmp_path_factory) -> Served:
         pytest.skip(f"Chromium is not installed at {CHROMIUM}; `make test` installs it (apt-get install chromium)")
     folder = tmp_path_factory.mktemp("browser-demo")
     database = folder / "db.sqlite3"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": f"sqlite:///{database}",
-           "TETHER_LOGIN_RATE_LIMIT": "1000 per minute"}  # every test logs in from 127.0.0.1
-    seeded = subprocess.run([sys.executable, "-m", "server.cli", "demo"], env=env, cwd=folder, capture_output=True,
-                            text=True, timeout=180, check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TETHER_DATABASE_URL": f"sqlite:///{database}",
+        "TETHER_LOGIN_RATE_LIMIT": "1000 per minute",
+    }  # every test logs in from 127.0.0.1
+    seeded = subprocess.run(
+        [sys.executable, "-m", "server.cli", "demo"],
+        env=env,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert seeded.returncode == 0, seeded.stderr
-    tokens = {line.split()[0]: line.split()[-1] for line in seeded.stdout.splitlines()
-              if line.strip().split(" ")[-1].startswith("tth_")}
+    tokens = {
+        line.split()[0]: line.split()[-1]
+        for line in seeded.stdout.splitlines()
+        if line.strip().split(" ")[-1].startswith("tth_")
+    }
     password = next(line.split(": ")[1].rstrip("):") for line in seeded.stdout.splitlines() if "password" in line)
     port = free_port()
     log = open(folder / "serve.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)], env=env, cwd=folder,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=folder,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -99,8 +131,7 @@ def new_page(browser, served):
     contexts = []
 
     def make(viewport=None):
-        context = browser.new_context(base_url=served.base, viewport=viewport or VIEWPORT,
-                                      timezone_id="Europe/Berlin")
+        context = browser.new_context(base_url=served.base, viewport=viewport or VIEWPORT, timezone_id="Europe/Berlin")
         context.set_default_timeout(15_000)
         contexts.append(context)
         return context.new_page()

@@ -34,8 +34,12 @@ def _complete_current_task(page: Page, served, user: str, coi: str, name: str, s
 def _messages(served, therapy_id: str, *names: str) -> None:
     payloads = {"qc.results": {"result": "pass", "report": "QC-1"}}
     for name in names:
-        answer = served.api("integrator", "POST", "/messages",
-                            json={"name": name, "therapy_id": therapy_id, "payload": payloads.get(name, {"ref": "X"})})
+        answer = served.api(
+            "integrator",
+            "POST",
+            "/messages",
+            json={"name": name, "therapy_id": therapy_id, "payload": payloads.get(name, {"ref": "X"})},
+        )
         assert answer.status_code == 200, answer.text
 
 
@@ -73,8 +77,9 @@ def test_coordinator_runs_a_therapy_from_enrolment_to_infusion_in_the_browser(pa
     _scan(maker, f"&/{coi}")
     expect(maker.get_by_label("Received at")).to_be_focused()  # Enter moved on; nothing was sent
     expect(maker.locator("[data-scan-status]")).to_have_text("✓ Matches this therapy's COI.")
-    _complete_current_task(maker, served, "manufacturing", coi, "Receive material at manufacturing",
-                           skip=("scanned_coi",))
+    _complete_current_task(
+        maker, served, "manufacturing", coi, "Receive material at manufacturing", skip=("scanned_coi",)
+    )
     _messages(served, therapy_id, "mes.manufacturing_started", "mes.manufacturing_completed", "qc.results")
 
     quality = new_page()

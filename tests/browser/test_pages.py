@@ -14,8 +14,12 @@ from .people import fill_form, log_in, open_task
 
 
 def _start_therapy(served, patient: str, site: str = "SITE-A") -> dict:
-    answer = served.api("coordinator" if site == "SITE-A" else "coordinator-b", "POST", "/therapies",
-                        json={"process_key": "autologous_car_t", "site": site, "patient": {"reference": patient}})
+    answer = served.api(
+        "coordinator" if site == "SITE-A" else "coordinator-b",
+        "POST",
+        "/therapies",
+        json={"process_key": "autologous_car_t", "site": site, "patient": {"reference": patient}},
+    )
     assert answer.status_code == 201, answer.text
     return answer.json()
 
@@ -91,7 +95,8 @@ def test_qa_signs_a_batch_release(page, served):
 
     page.get_by_role("button", name="Sign and complete").click()  # no password, meaning not confirmed
     expect(page.locator("#signature-error")).to_have_text(
-        "Confirm the meaning of your signature. Enter your password to sign.")
+        "Confirm the meaning of your signature. Enter your password to sign."
+    )
 
     page.get_by_label("I sign this record with the meaning “approval”").check()
     page.get_by_label("Your password").fill("not-my-password-1")
@@ -141,7 +146,8 @@ def test_designer_uploads_a_broken_then_a_valid_diagram(page, served):
     expect(page).to_have_url(re.compile(r"/definitions$"))
 
     page.get_by_label("BPMN diagram").set_input_files(
-        files=[{"name": "allogeneic-broken.bpmn", "mimeType": "application/xml", "buffer": broken.encode()}])
+        files=[{"name": "allogeneic-broken.bpmn", "mimeType": "application/xml", "buffer": broken.encode()}]
+    )
     page.get_by_role("button", name="Deploy").click()
     error = page.get_by_test_id("upload-error")
     expect(error).to_contain_text("allogeneic-broken.bpmn was not deployed")
@@ -150,7 +156,8 @@ def test_designer_uploads_a_broken_then_a_valid_diagram(page, served):
     expect(page.get_by_test_id("upload-error-line")).to_have_text(re.compile(r"^\d+$"))
 
     page.get_by_label("BPMN diagram").set_input_files(
-        files=[{"name": "allogeneic-rev-b.bpmn", "mimeType": "application/xml", "buffer": valid.encode()}])
+        files=[{"name": "allogeneic-rev-b.bpmn", "mimeType": "application/xml", "buffer": valid.encode()}]
+    )
     page.get_by_role("button", name="Deploy").click()
     expect(page.get_by_role("status")).to_contain_text("Deployed: Allogeneic off-the-shelf version 2")
     expect(page.locator("[data-diagram]")).to_have_attribute("data-rendered", "true")
@@ -164,8 +171,12 @@ def test_alert_acknowledged_with_a_note(page, served):
     therapy = _start_therapy(served, patient)
     for _ in ("enrolment", "scheduling"):  # booking the slot notifies manufacturing: an open alert
         task = served.api("coordinator", "GET", f"/tasks?therapy_id={therapy['id']}").json()["items"][0]
-        done = served.api("coordinator", "POST", f"/tasks/{task['id']}/complete",
-                          json={"data": form_data(task["form"]["name"], therapy["coi"])})
+        done = served.api(
+            "coordinator",
+            "POST",
+            f"/tasks/{task['id']}/complete",
+            json={"data": form_data(task["form"]["name"], therapy["coi"])},
+        )
         assert done.status_code == 200, done.text
     log_in(page, "coordinator", served.password)
     page.goto("/alerts")
@@ -177,6 +188,5 @@ def test_alert_acknowledged_with_a_note(page, served):
     expect(page.get_by_role("status")).to_have_text("Alert acknowledged.")
     expect(page.locator(f"[data-alert-id='{alert_id}']")).to_have_count(0)
     page.goto("/alerts?status=acknowledged")
-    expect(page.locator(f"[data-alert-id='{alert_id}']")).to_contain_text(
-        "Acknowledged by coordinator")
+    expect(page.locator(f"[data-alert-id='{alert_id}']")).to_contain_text("Acknowledged by coordinator")
     expect(page.locator(f"[data-alert-id='{alert_id}']")).to_contain_text("Slot confirmed by phone")

@@ -41,22 +41,42 @@ def _shoot(page: Page, folder, name: str, full_page: bool = True) -> None:
 def _therapy_at_release(served) -> tuple[str, str]:
     """A new therapy driven through the API to QA release; its id and COI."""
     patient = f"PT-SHOT-{uuid.uuid4().hex[:4]}"
-    therapy = served.api("coordinator", "POST", "/therapies", json={
-        "process_key": "autologous_car_t", "site": "SITE-A", "patient": {"reference": patient}}).json()
-    steps = [("coordinator", "Task_Enrolment"), ("coordinator", "Task_Scheduling"), ("coordinator", "Task_Apheresis"),
-             "courier.picked_up", "shipment.delivered", ("manufacturing", "Task_ReceiveAtManufacturing"),
-             "mes.manufacturing_started", "mes.manufacturing_completed", "qc.results"]
+    therapy = served.api(
+        "coordinator",
+        "POST",
+        "/therapies",
+        json={"process_key": "autologous_car_t", "site": "SITE-A", "patient": {"reference": patient}},
+    ).json()
+    steps = [
+        ("coordinator", "Task_Enrolment"),
+        ("coordinator", "Task_Scheduling"),
+        ("coordinator", "Task_Apheresis"),
+        "courier.picked_up",
+        "shipment.delivered",
+        ("manufacturing", "Task_ReceiveAtManufacturing"),
+        "mes.manufacturing_started",
+        "mes.manufacturing_completed",
+        "qc.results",
+    ]
     for step in steps:
         if isinstance(step, str):
             payload = {"result": "pass"} if step == "qc.results" else {"ref": "R-1"}
-            answer = served.api("integrator", "POST", "/messages",
-                                json={"name": step, "therapy_id": therapy["id"], "payload": payload})
+            answer = served.api(
+                "integrator", "POST", "/messages", json={"name": step, "therapy_id": therapy["id"], "payload": payload}
+            )
         else:
             user, activity = step
-            task = next(t for t in served.api(user, "GET", f"/tasks?therapy_id={therapy['id']}").json()["items"]
-                        if t["activity_id"] == activity)
-            answer = served.api(user, "POST", f"/tasks/{task['id']}/complete",
-                                json={"data": form_data(task["form"]["name"], therapy["coi"])})
+            task = next(
+                t
+                for t in served.api(user, "GET", f"/tasks?therapy_id={therapy['id']}").json()["items"]
+                if t["activity_id"] == activity
+            )
+            answer = served.api(
+                user,
+                "POST",
+                f"/tasks/{task['id']}/complete",
+                json={"data": form_data(task["form"]["name"], therapy["coi"])},
+            )
         assert answer.status_code == 200, answer.text
     return therapy["id"], patient
 

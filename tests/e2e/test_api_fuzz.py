@@ -64,18 +64,37 @@ def database(request, tmp_path_factory):
 def demo_server(database, tmp_path_factory):
     """``tether demo`` then ``tether serve``: (API base URL, tokens by demo user name, access log, database URL)."""
     folder = tmp_path_factory.mktemp("fuzz")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": database,
-           "TETHER_DISPATCHER": "0"}  # fuzzed webhooks must not be sent anywhere
-    seeded = subprocess.run([sys.executable, "-m", "server.cli", "demo"], env=env, cwd=folder, capture_output=True,
-                            text=True, timeout=300, check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TETHER_DATABASE_URL": database,
+        "TETHER_DISPATCHER": "0",
+    }  # fuzzed webhooks must not be sent anywhere
+    seeded = subprocess.run(
+        [sys.executable, "-m", "server.cli", "demo"],
+        env=env,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert seeded.returncode == 0, seeded.stderr
-    tokens = {line.split()[0]: line.split()[-1] for line in seeded.stdout.splitlines()
-              if line.strip().split(" ")[-1].startswith("tth_")}
+    tokens = {
+        line.split()[0]: line.split()[-1]
+        for line in seeded.stdout.splitlines()
+        if line.strip().split(" ")[-1].startswith("tth_")
+    }
     port = free_port()
     log_path = folder / "serve.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)], env=env,
-                                cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
+            env=env,
+            cwd=folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             base = f"http://127.0.0.1:{port}/api/v1"
             deadline = time.monotonic() + 60
@@ -97,16 +116,27 @@ def demo_server(database, tmp_path_factory):
 # Values the demo data holds, offered to the fuzzer for these parameters half of the time (the other half
 # stays random), so that calls reach past "no such therapy" into the code that handles a real one.
 KNOWN = {
-    "path.therapy_id": "SELECT id FROM therapy", "body.therapy_id": "SELECT id FROM therapy",
-    "query.therapy_id": "SELECT id FROM therapy", "body.coi": "SELECT coi FROM therapy",
-    "path.task_id": "SELECT id FROM task", "path.alert_id": "SELECT id FROM alert",
-    "path.incident_id": "SELECT id FROM incident", "path.key": "SELECT key FROM process_definition",
-    "body.process_key": "SELECT key FROM process_definition", "body.site": "SELECT code FROM site",
+    "path.therapy_id": "SELECT id FROM therapy",
+    "body.therapy_id": "SELECT id FROM therapy",
+    "query.therapy_id": "SELECT id FROM therapy",
+    "body.coi": "SELECT coi FROM therapy",
+    "path.task_id": "SELECT id FROM task",
+    "path.alert_id": "SELECT id FROM alert",
+    "path.incident_id": "SELECT id FROM incident",
+    "path.key": "SELECT key FROM process_definition",
+    "body.process_key": "SELECT key FROM process_definition",
+    "body.site": "SELECT code FROM site",
     "query.site": "SELECT code FROM site",
 }
 LITERALS = {
-    "body.name": ["shipment.delivered", "courier.picked_up", "return.picked_up", "return.delivered",
-                  "shipment.picked_up", "condition.excursion"],
+    "body.name": [
+        "shipment.delivered",
+        "courier.picked_up",
+        "return.picked_up",
+        "return.delivered",
+        "shipment.picked_up",
+        "condition.excursion",
+    ],
     "path.material_id": ["LEUKOPAK-1", "CAR-T-1", "LOT-1"],
     "body.material_id": ["LEUKOPAK-1", "CAR-T-1", "LOT-1"],
     "body.scanned_coi": [],  # filled with the demo's COIs
@@ -140,10 +170,32 @@ def _fuzz(base: str, token: str, workdir: Path, config: Path) -> subprocess.Comp
     One worker: with several threads, Python 3.11's ``ast.parse`` (which hypothesis uses to explain a case) can
     fail with "AST constructor recursion depth mismatch", an error of the tool rather than of the API.
     """
-    command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run", f"{base}/openapi.json",
-               "--header", f"Authorization: Bearer {token}", "--checks", CHECKS, "--seed", str(SEED),
-               "--max-examples", str(MAX_EXAMPLES), "--phases", "examples,coverage,fuzzing", "--workers", "1",
-               "--generation-database", "none", "--request-timeout", "30", "--no-color"]
+    command = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(config),
+        "run",
+        f"{base}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {token}",
+        "--checks",
+        CHECKS,
+        "--seed",
+        str(SEED),
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--workers",
+        "1",
+        "--generation-database",
+        "none",
+        "--request-timeout",
+        "30",
+        "--no-color",
+    ]
     for path in EXCLUDED:
         command += ["--exclude-path", path]
     return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600, check=False)
@@ -162,8 +214,9 @@ def test_fuzzing_finds_no_server_error_and_no_undocumented_answer(demo_server, t
 
 def _post(url: str, body: bytes, token: str, content_type: str = "application/json"):
     """urllib's POST: the whole body is written before the answer is read."""
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Authorization": f"Bearer {token}", "Content-Type": content_type})
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Authorization": f"Bearer {token}", "Content-Type": content_type}
+    )
     return urllib.request.urlopen(request, timeout=30)
 
 

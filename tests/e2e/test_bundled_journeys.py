@@ -10,8 +10,9 @@ ROLE_USER = {"coordinator": "coord", "manufacturing": "mfg", "qa": "qa", "logist
 
 def run_journey(api, world, clock, process_key, journey):
     coord = api.as_(world["coord"])
-    started = coord.post("/api/v1/therapies", json={"process_key": process_key, "site": "SITE-A",
-                                                   "patient": {"reference": "PT-42"}})
+    started = coord.post(
+        "/api/v1/therapies", json={"process_key": process_key, "site": "SITE-A", "patient": {"reference": "PT-42"}}
+    )
     assert started.status_code == 201, started.get_json()
     therapy = started.get_json()
     for step in journey:
@@ -26,11 +27,13 @@ def run_journey(api, world, clock, process_key, journey):
             done = api.as_(world[user]).post(f"/api/v1/tasks/{task['id']}/complete", json=body)
             assert done.status_code == 200, (step, done.get_json())
         elif step[0] == "message":
-            sent = api.as_(world["integrator"]).post("/api/v1/messages", json={
-                "name": step[1], "coi": therapy["coi"], "payload": step[2]})
+            sent = api.as_(world["integrator"]).post(
+                "/api/v1/messages", json={"name": step[1], "coi": therapy["coi"], "payload": step[2]}
+            )
             assert sent.status_code == 200, (step, sent.get_json())
         elif step[0] == "advance":
             from server.workflow.therapies import fire_due_timers
+
             clock.advance(**step[1])
             with api.client.application.app_context():
                 assert fire_due_timers(therapy["id"])

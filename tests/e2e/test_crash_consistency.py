@@ -41,9 +41,15 @@ def _environment(tmp_path: Path, database_url: str) -> dict:
     processes.mkdir()
     shutil.copy(FIXTURES / "mini.bpmn", processes / "mini.bpmn")
     shutil.copy(FIXTURES / "timers-due-date.bpmn", processes / "timers.bpmn")
-    return {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": database_url,
-            "TETHER_PROCESSES_DIR": str(processes), "TETHER_FORMS_DIR": str(FIXTURES),
-            "TETHER_SECRET_KEY": "crash-consistency", "TETHER_DISPATCHER": "false"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TETHER_DATABASE_URL": database_url,
+        "TETHER_PROCESSES_DIR": str(processes),
+        "TETHER_FORMS_DIR": str(FIXTURES),
+        "TETHER_SECRET_KEY": "crash-consistency",
+        "TETHER_DISPATCHER": "false",
+    }
 
 
 def _seed(env: dict) -> tuple[dict, list[tuple[str, str]]]:
@@ -61,8 +67,14 @@ def _seed(env: dict) -> tuple[dict, list[tuple[str, str]]]:
     from server.workflow.definitions import deploy
     from server.workflow.therapies import start_therapy
 
-    app = create_app({"DATABASE_URL": env["TETHER_DATABASE_URL"], "SCHEDULER": False, "SECRET_KEY": "t",
-                      "FORMS_DIR": env["TETHER_FORMS_DIR"]})
+    app = create_app(
+        {
+            "DATABASE_URL": env["TETHER_DATABASE_URL"],
+            "SCHEDULER": False,
+            "SECRET_KEY": "t",
+            "FORMS_DIR": env["TETHER_FORMS_DIR"],
+        }
+    )
     upgrade_database(app)
     with app.app_context():
         for path in sorted(Path(env["TETHER_PROCESSES_DIR"]).glob("*.bpmn")):
@@ -75,8 +87,9 @@ def _seed(env: dict) -> tuple[dict, list[tuple[str, str]]]:
         seeded = []
         for i in range(THERAPIES):
             therapy = start_therapy("mini_therapy", None, "SITE-A", f"PT-{i:03d}", None, "seed")
-            task_id = db.session.execute(select(TaskRecord.id).where(TaskRecord.therapy_id == therapy.id,
-                                                                     TaskRecord.status == "ready")).scalar_one()
+            task_id = db.session.execute(
+                select(TaskRecord.id).where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")
+            ).scalar_one()
             seeded.append((therapy.id, task_id))
         db.session.remove()
         db.engine.dispose()
@@ -95,14 +108,24 @@ class Workload:
 
     def requests_of(self, therapy_id: str, task_id: str) -> list[tuple[str, str, dict, str]]:
         """The two keyed requests of one therapy: (key, path, body, caller)."""
-        return [(f"enrol-{therapy_id}", f"/tasks/{task_id}/complete", ENROL, "coord"),
-                (f"deliver-{therapy_id}", "/messages",
-                 {"name": "shipment.delivered", "therapy_id": therapy_id, "payload": {"dock": 4}}, "courier")]
+        return [
+            (f"enrol-{therapy_id}", f"/tasks/{task_id}/complete", ENROL, "coord"),
+            (
+                f"deliver-{therapy_id}",
+                "/messages",
+                {"name": "shipment.delivered", "therapy_id": therapy_id, "payload": {"dock": 4}},
+                "courier",
+            ),
+        ]
 
     def post(self, session: requests.Session, key: str, path: str, body: dict, caller: str) -> requests.Response:
         """One keyed POST as ``caller``."""
-        return session.post(self.base + path, json=body, timeout=20, headers={
-            "Authorization": f"Bearer {self.tokens[caller]}", "Idempotency-Key": key})
+        return session.post(
+            self.base + path,
+            json=body,
+            timeout=20,
+            headers={"Authorization": f"Bearer {self.tokens[caller]}", "Idempotency-Key": key},
+        )
 
     def run(self, share: list[tuple[str, str]]) -> None:
         """Send the requests of ``share`` in order until the server is gone."""
@@ -151,10 +174,17 @@ def test_kill_9_mid_traffic_keeps_every_answer_and_every_key_final(tmp_path, ser
             time.sleep(0.01)
         assert workload.answered() >= THERAPIES * 2 // 3, "the workload got going"
         due = time.time() + 3.0
-        timer = requests.post(server.base + "/therapies", timeout=20, headers={
-            "Authorization": f"Bearer {tokens['coord']}", "Idempotency-Key": "timer-before-kill"}, json={
-            "process_key": "timers_due_date", "site": "SITE-A", "patient": {"reference": "PT-TIMER"},
-            "data": {"due_at": _iso(due)}})
+        timer = requests.post(
+            server.base + "/therapies",
+            timeout=20,
+            headers={"Authorization": f"Bearer {tokens['coord']}", "Idempotency-Key": "timer-before-kill"},
+            json={
+                "process_key": "timers_due_date",
+                "site": "SITE-A",
+                "patient": {"reference": "PT-TIMER"},
+                "data": {"due_at": _iso(due)},
+            },
+        )
         assert timer.status_code == 201, timer.text
         server.kill()  # requests are still in flight (the threads keep sending until they fail)
         killed_at = time.time()

@@ -69,35 +69,65 @@ class Stream:
 
 def _tether(*args, env, cwd, stdin=None) -> subprocess.CompletedProcess:
     """Run the tether command line."""
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], env=env, cwd=cwd, input=stdin,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", *args],
+        env=env,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.fixture
 def served(tmp_path):
     """A running ``tether serve`` on SQLite with two sites, site staff and an integrator."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-           "TETHER_PROCESSES_DIR": str(tmp_path / "processes"), "TETHER_FORMS_DIR": str(ROOT / "tests/fixtures"),
-           "TETHER_EVENTS_HEARTBEAT_SECONDS": "1", "TETHER_EVENTS_POLL_SECONDS": "0.5",
-           "TETHER_WEBHOOK_RETRY_BASE_SECONDS": "0.5", "TETHER_WEBHOOK_POLL_SECONDS": "0.5"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TETHER_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "TETHER_PROCESSES_DIR": str(tmp_path / "processes"),
+        "TETHER_FORMS_DIR": str(ROOT / "tests/fixtures"),
+        "TETHER_EVENTS_HEARTBEAT_SECONDS": "1",
+        "TETHER_EVENTS_POLL_SECONDS": "0.5",
+        "TETHER_WEBHOOK_RETRY_BASE_SECONDS": "0.5",
+        "TETHER_WEBHOOK_POLL_SECONDS": "0.5",
+    }
     (tmp_path / "processes").mkdir()
     shutil.copy(ROOT / "tests/fixtures/mini.bpmn", tmp_path / "processes" / "mini.bpmn")
     assert _tether("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
     for site in ("SITE-A", "SITE-B"):
         assert _tether("site", "add", site, env=env, cwd=tmp_path).returncode == 0
-    people = {"coord": ("coordinator", "SITE-A"), "coordb": ("coordinator", "SITE-B"),
-              "courier": ("integrator", None)}
+    people = {"coord": ("coordinator", "SITE-A"), "coordb": ("coordinator", "SITE-B"), "courier": ("integrator", None)}
     for name, (role, site) in people.items():
-        made = _tether("user", "add", name, "--role", role, "--password-stdin", *(["--site", site] if site else []),
-                       env=env, cwd=tmp_path, stdin=PASSWORD + "\n")
+        made = _tether(
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            *(["--site", site] if site else []),
+            env=env,
+            cwd=tmp_path,
+            stdin=PASSWORD + "\n",
+        )
         assert made.returncode == 0, made.stderr
-    tokens = {name: _tether("token", "create", name, env=env, cwd=tmp_path).stdout.strip().splitlines()[-1]
-              for name in people}
+    tokens = {
+        name: _tether("token", "create", name, env=env, cwd=tmp_path).stdout.strip().splitlines()[-1] for name in people
+    }
     log_path = tmp_path / "serve.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)], env=env,
-                                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}/api/v1"
     deadline = time.monotonic() + 30
     while True:
@@ -120,20 +150,28 @@ def test_stream_from_a_running_server_follows_changes_and_resumes(served):
     base, tokens = served
 
     def call(method, path, who, **kw):
-        answer = requests.request(method, base + path, headers={"Authorization": f"Bearer {tokens[who]}"},
-                                  timeout=10, **kw)
+        answer = requests.request(
+            method, base + path, headers={"Authorization": f"Bearer {tokens[who]}"}, timeout=10, **kw
+        )
         assert answer.status_code < 300, answer.text
         return answer.json()
 
     courier = Stream(base, tokens["courier"])
     site_b = Stream(base, tokens["coordb"])
-    therapy = call("POST", "/therapies", "coord", json={"process_key": "mini_therapy", "site": "SITE-A",
-                                                       "patient": {"reference": "PT-1"}})
+    therapy = call(
+        "POST",
+        "/therapies",
+        "coord",
+        json={"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-1"}},
+    )
     [task] = call("GET", f"/tasks?therapy_id={therapy['id']}", "coord")["items"]
-    call("POST", f"/tasks/{task['id']}/complete", "coord", json={"data": {"eligible": True,
-                                                                            "patient_initials": "AB"}})
-    call("POST", "/messages", "courier", json={"name": "shipment.delivered", "coi": therapy["coi"],
-                                               "payload": {"dock": 3}})
+    call("POST", f"/tasks/{task['id']}/complete", "coord", json={"data": {"eligible": True, "patient_initials": "AB"}})
+    call(
+        "POST",
+        "/messages",
+        "courier",
+        json={"name": "shipment.delivered", "coi": therapy["coi"], "payload": {"dock": 3}},
+    )
 
     seen = courier.read_until(lambda events: any(e["event"]["type"] == "message.received" for e in events))
     types = [e["event"]["type"] for e in seen]
@@ -152,8 +190,12 @@ def test_stream_from_a_running_server_follows_changes_and_resumes(served):
     assert [e["event"]["id"] for e in again] == [e["event"]["id"] for e in seen[2:]]
     resumed.close()
 
-    other = call("POST", "/therapies", "coordb", json={"process_key": "mini_therapy", "site": "SITE-B",
-                                                       "patient": {"reference": "PT-2"}})
+    other = call(
+        "POST",
+        "/therapies",
+        "coordb",
+        json={"process_key": "mini_therapy", "site": "SITE-B", "patient": {"reference": "PT-2"}},
+    )
     first = site_b.read_until(lambda events: len(events) >= 1)[0]
     assert first["event"]["type"] == "therapy.started" and first["event"]["subject"] == other["id"]
     site_b.close()
@@ -175,9 +217,12 @@ def test_stream_shows_each_caller_only_what_they_may_see_and_filters_types(api, 
 
     everything = read(world["integrator"])
     assert {e["event"]["subject"] for e in everything if e["event"]["type"] == "therapy.started"} == {
-        at_a["id"], at_b["id"]}
-    assert {e["event"].get("subject") for e in read(world["coordb"]) if e["event"]["type"] != "definition.deployed"} \
-        == {at_b["id"]}
+        at_a["id"],
+        at_b["id"],
+    }
+    assert {
+        e["event"].get("subject") for e in read(world["coordb"]) if e["event"]["type"] != "definition.deployed"
+    } == {at_b["id"]}
     started = read(world["auditor"], "?last_event_id=0&types=therapy.*")
     assert [e["event"]["type"] for e in started] == ["therapy.started", "therapy.started"]
     resumed = read(world["integrator"], "", **{"Last-Event-ID": str(everything[-2]["id"])})
@@ -226,8 +271,9 @@ def test_served_dispatcher_delivers_signed_webhooks_in_order_also_after_downtime
     endpoint = Receiver().start()
 
     def call(method, path, who, **kw):
-        answer = requests.request(method, base + path, headers={"Authorization": f"Bearer {tokens[who]}"},
-                                  timeout=10, **kw)
+        answer = requests.request(
+            method, base + path, headers={"Authorization": f"Bearer {tokens[who]}"}, timeout=10, **kw
+        )
         assert answer.status_code < 300, answer.text
         return answer.json()
 
@@ -238,16 +284,28 @@ def test_served_dispatcher_delivers_signed_webhooks_in_order_also_after_downtime
         return [json.loads(body) for _headers, body in endpoint.accepted]
 
     try:
-        hook = call("POST", "/webhooks", "courier", json={"url": endpoint.url, "events": ["therapy.*", "task.*",
-                                                                                         "message.received"]})
-        therapy = call("POST", "/therapies", "coord", json={"process_key": "mini_therapy", "site": "SITE-A",
-                                                           "patient": {"reference": "PT-1"}})
+        hook = call(
+            "POST",
+            "/webhooks",
+            "courier",
+            json={"url": endpoint.url, "events": ["therapy.*", "task.*", "message.received"]},
+        )
+        therapy = call(
+            "POST",
+            "/therapies",
+            "coord",
+            json={"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-1"}},
+        )
         assert [e["type"] for e in wait_for(2)] == ["therapy.started", "task.ready"]
 
         endpoint.stop()  # the receiver goes down; events keep happening
         [task] = call("GET", f"/tasks?therapy_id={therapy['id']}", "coord")["items"]
-        call("POST", f"/tasks/{task['id']}/complete", "coord", json={"data": {"eligible": True,
-                                                                                "patient_initials": "AB"}})
+        call(
+            "POST",
+            f"/tasks/{task['id']}/complete",
+            "coord",
+            json={"data": {"eligible": True, "patient_initials": "AB"}},
+        )
         call("POST", "/messages", "courier", json={"name": "shipment.delivered", "coi": therapy["coi"]})
         time.sleep(2)
         pending = call("GET", f"/webhooks/{hook['id']}/deliveries?status=pending", "courier")["items"]
@@ -255,8 +313,13 @@ def test_served_dispatcher_delivers_signed_webhooks_in_order_also_after_downtime
         endpoint.start()  # back up: the retries bring everything, in order
 
         events = wait_for(5)
-        assert [e["type"] for e in events] == ["therapy.started", "task.ready", "task.completed",
-                                               "message.received", "task.ready"]
+        assert [e["type"] for e in events] == [
+            "therapy.started",
+            "task.ready",
+            "task.completed",
+            "message.received",
+            "task.ready",
+        ]
         for headers, body in endpoint.accepted:
             Webhook(hook["secret"]).verify(body, headers)
         assert len({e["id"] for e in events}) == 5

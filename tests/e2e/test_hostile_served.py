@@ -32,8 +32,16 @@ def backend_url(request, tmp_path):
 
 
 def _tether(*args: str, env: dict, cwd: Path, stdin: str | None = None) -> str:
-    done = subprocess.run([sys.executable, "-m", "server.cli", *args], env=env, cwd=cwd, input=stdin,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "server.cli", *args],
+        env=env,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -42,16 +50,33 @@ def _prepare(tmp_path: Path, database_url: str) -> tuple[dict, dict]:
     """Migrate, register a site and users (designer, coordinator, admin); returns (env, tokens)."""
     (tmp_path / "processes").mkdir()
     (tmp_path / "processes" / "mini.bpmn").write_bytes((ROOT / "tests/fixtures/mini.bpmn").read_bytes())
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": database_url,
-           "TETHER_PROCESSES_DIR": str(tmp_path / "processes"), "TETHER_FORMS_DIR": str(ROOT / "tests/fixtures"),
-           "TETHER_SECRET_KEY": "hostile", "TETHER_DISPATCHER": "false", "TETHER_ENGINE_MAX_STEPS": "300",
-           "TETHER_SCRIPT_TIME_LIMIT": "1.0"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TETHER_DATABASE_URL": database_url,
+        "TETHER_PROCESSES_DIR": str(tmp_path / "processes"),
+        "TETHER_FORMS_DIR": str(ROOT / "tests/fixtures"),
+        "TETHER_SECRET_KEY": "hostile",
+        "TETHER_DISPATCHER": "false",
+        "TETHER_ENGINE_MAX_STEPS": "300",
+        "TETHER_SCRIPT_TIME_LIMIT": "1.0",
+    }
     _tether("db", "upgrade", env=env, cwd=tmp_path)
     _tether("site", "add", "SITE-A", "--name", "Centre A", env=env, cwd=tmp_path)
     tokens = {}
     for name, role in (("designer", "designer"), ("coord", "coordinator"), ("admin", "admin")):
-        _tether("user", "add", name, "--role", role, "--password-stdin",
-                *(["--site", "SITE-A"] if role == "coordinator" else []), env=env, cwd=tmp_path, stdin=PASSWORD)
+        _tether(
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            *(["--site", "SITE-A"] if role == "coordinator" else []),
+            env=env,
+            cwd=tmp_path,
+            stdin=PASSWORD,
+        )
         tokens[name] = _tether("token", "create", name, env=env, cwd=tmp_path).strip().splitlines()[-1]
     return env, tokens
 
@@ -64,8 +89,9 @@ class Client:
 
     def call(self, method: str, path: str, who: str, **kw) -> requests.Response:
         began = time.monotonic()
-        response = requests.request(method, f"{self.base}{path}", timeout=60,
-                                    headers={"Authorization": f"Bearer {self.tokens[who]}"}, **kw)
+        response = requests.request(
+            method, f"{self.base}{path}", timeout=60, headers={"Authorization": f"Bearer {self.tokens[who]}"}, **kw
+        )
         assert time.monotonic() - began < FAST, f"{method} {path} took {time.monotonic() - began:.1f} s"
         return response
 
@@ -73,8 +99,9 @@ class Client:
         return self.call("POST", "/process-definitions", "designer", files={"bpmn": ("d.bpmn", content)})
 
     def start(self, key: str) -> requests.Response:
-        return self.call("POST", "/therapies", "coord",
-                         json={"process_key": key, "site": "SITE-A", "patient": {"reference": "PT-9"}})
+        return self.call(
+            "POST", "/therapies", "coord", json={"process_key": key, "site": "SITE-A", "patient": {"reference": "PT-9"}}
+        )
 
     def incidents(self, therapy_id: str) -> list:
         return self.call("GET", f"/incidents?therapy_id={therapy_id}", "admin").json()["items"]
@@ -86,8 +113,12 @@ class Client:
         created = self.start("mini_therapy")
         assert created.status_code == 201, created.text
         tasks = self.call("GET", f"/tasks?therapy_id={created.json()['id']}", "coord").json()["items"]
-        done = self.call("POST", f"/tasks/{tasks[0]['id']}/complete", "coord",
-                         json={"data": {"eligible": False, "patient_initials": "CD"}})
+        done = self.call(
+            "POST",
+            f"/tasks/{tasks[0]['id']}/complete",
+            "coord",
+            json={"data": {"eligible": False, "patient_initials": "CD"}},
+        )
         assert done.status_code == 200, done.text
 
 
@@ -138,9 +169,12 @@ def test_hostile_diagrams_through_a_served_process(served):
         assert listed == []
 
     # 8. Diagrams that cannot run, or hide an expression, are refused at upload.
-    for content in (hostile.with_element("idle_task", "task"), hostile.with_element("idle_manual", "manualTask"),
-                    hostile.completion_condition("odd_completion", "().__class__"),
-                    hostile.conditional_event("odd_condition", "().__class__")):
+    for content in (
+        hostile.with_element("idle_task", "task"),
+        hostile.with_element("idle_manual", "manualTask"),
+        hostile.completion_condition("odd_completion", "().__class__"),
+        hostile.conditional_event("odd_condition", "().__class__"),
+    ):
         assert client.upload(content).status_code == 422
 
     # 9. A script may not rewrite the chain of identity.

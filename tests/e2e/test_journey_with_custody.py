@@ -38,8 +38,10 @@ class Journey:
 
     def __init__(self, api, world, clock, reference: str):
         self.api, self.world, self.clock = api, world, clock
-        started = api.as_(world["coord"]).post("/api/v1/therapies", json={
-            "process_key": "autologous_car_t", "site": "SITE-A", "patient": {"reference": reference}})
+        started = api.as_(world["coord"]).post(
+            "/api/v1/therapies",
+            json={"process_key": "autologous_car_t", "site": "SITE-A", "patient": {"reference": reference}},
+        )
         assert started.status_code == 201, started.get_json()
         self.therapy = started.get_json()
         self.id, self.coi = self.therapy["id"], self.therapy["coi"]
@@ -62,30 +64,46 @@ class Journey:
         if task["signature"]:
             body["signature"] = {"password": PASSWORD, "meaning": task["signature"]["meaning"]}
         response = self.api.as_(self.world[ROLE_USER[task["role"]]]).post(
-            f"/api/v1/tasks/{task['id']}/complete", json=body)
+            f"/api/v1/tasks/{task['id']}/complete", json=body
+        )
         assert response.status_code == 200, (activity_id, response.get_json())
         return response
 
     def message(self, name: str, payload: dict | None = None):
         self.clock.advance(minutes=30)
-        sent = self.api.as_(self.world["integrator"]).post("/api/v1/messages", json={
-            "name": name, "coi": self.coi, "payload": payload or {}})
+        sent = self.api.as_(self.world["integrator"]).post(
+            "/api/v1/messages", json={"name": name, "coi": self.coi, "payload": payload or {}}
+        )
         assert sent.status_code == 200, (name, sent.get_json())
 
     def handoff(self, who: str, material_id: str, from_party: str, to_party: str, location: str, scanned: str):
         """Scan the bag and record the transfer of custody."""
         self.clock.advance(minutes=10)
-        made = self.api.as_(self.world[who]).post(f"{self.url}/custody", json={
-            "material_id": material_id, "from_party": from_party, "to_party": to_party, "location": location,
-            "scanned_coi": scanned})
+        made = self.api.as_(self.world[who]).post(
+            f"{self.url}/custody",
+            json={
+                "material_id": material_id,
+                "from_party": from_party,
+                "to_party": to_party,
+                "location": location,
+                "scanned_coi": scanned,
+            },
+        )
         assert made.status_code == 201, made.get_json()
         return made.get_json()
 
     def log_temperatures(self, temperatures: list[float], shipment_id: str) -> dict:
         """A data logger uploads one reading a minute for the last len(temperatures) minutes."""
         first = self.clock() - timedelta(minutes=len(temperatures))
-        readings = [{"sensor_id": f"LOGGER-{shipment_id}", "shipment_id": shipment_id, "temperature_c": t,
-                     "recorded_at": iso(first + timedelta(minutes=i))} for i, t in enumerate(temperatures)]
+        readings = [
+            {
+                "sensor_id": f"LOGGER-{shipment_id}",
+                "shipment_id": shipment_id,
+                "temperature_c": t,
+                "recorded_at": iso(first + timedelta(minutes=i)),
+            }
+            for i, t in enumerate(temperatures)
+        ]
         posted = self.api.as_(self.world["integrator"]).post(f"{self.url}/conditions", json={"readings": readings})
         assert posted.status_code == 201, posted.get_json()
         return posted.get_json()
@@ -111,8 +129,9 @@ def test_bundled_journey_with_custody_conditions_and_scans_makes_a_complete_reco
     assert [r.text for r in zxingcpp.read_barcodes(image)] == ["&/" + journey.coi]
 
     # Fresh leg at 2-8 °C, every handoff scanned.
-    journey.handoff("logistics", "LEUKOPAK-1", "SITE-A apheresis unit", "ColdChain courier", "SITE-A dock",
-                    "&/" + journey.coi)
+    journey.handoff(
+        "logistics", "LEUKOPAK-1", "SITE-A apheresis unit", "ColdChain courier", "SITE-A dock", "&/" + journey.coi
+    )
     journey.message("courier.picked_up", {"courier": "ColdChain", "tracking": "CC-1"})
     clock.advance(hours=6)
     fresh = journey.log_temperatures([4.0 + (i % 5) * 0.5 for i in range(360)], "CC-1")
@@ -122,8 +141,9 @@ def test_bundled_journey_with_custody_conditions_and_scans_makes_a_complete_reco
 
     # Receipt at manufacturing: the wrong bag is blocked and alerted, the right one accepted.
     receipt = journey.task("Task_ReceiveAtManufacturing")
-    wrong_bag = api.as_(world["mfg"]).post(f"/api/v1/tasks/{receipt['id']}/complete", json={
-        "data": form_data(receipt["form"]["name"], other.coi)})
+    wrong_bag = api.as_(world["mfg"]).post(
+        f"/api/v1/tasks/{receipt['id']}/complete", json={"data": form_data(receipt["form"]["name"], other.coi)}
+    )
     assert wrong_bag.status_code == 409 and wrong_bag.get_json()["error"]["code"] == "coi_mismatch"
     mismatch_alert = wrong_bag.get_json()["error"]["details"]["alert_id"]
     assert journey.task("Task_ReceiveAtManufacturing")["id"] == receipt["id"]
@@ -145,23 +165,28 @@ def test_bundled_journey_with_custody_conditions_and_scans_makes_a_complete_reco
     assert cold["excursion"] is True and cold["range"] == [-196.0, -150.0] and cold["excursions"] == 1
     assert cold["delivered"] is True and cold["alert_id"]
     assert journey.detail()["current_activities"] == ["Task_AwaitQuarantinedDelivery"]
-    journey.handoff("logistics", "CAR-T-1", "ColdChain courier", "SITE-A cell therapy lab", "SITE-A lab",
-                    eye_readable)
+    journey.handoff("logistics", "CAR-T-1", "ColdChain courier", "SITE-A cell therapy lab", "SITE-A lab", eye_readable)
     journey.message("return.delivered", {"delivered_to": "SITE-A"})
     journey.complete("Task_QuarantineProduct")
-    journey.complete("Task_ExcursionAssessment", excursion_disposition="use",
-                     excursion_impact_assessment="One reading at -141.5 C for under a minute; within the budget.")
+    journey.complete(
+        "Task_ExcursionAssessment",
+        excursion_disposition="use",
+        excursion_impact_assessment="One reading at -141.5 C for under a minute; within the budget.",
+    )
     journey.complete("Task_ReceiveAtCentre")
     journey.complete("Task_ConfirmAvailability")
     journey.complete("Task_StartLymphodepletion")
-    journey.handoff("coord", "CAR-T-1", "SITE-A cell therapy lab", "SITE-A infusion ward", "Ward 3",
-                    "&/" + journey.coi)
+    journey.handoff("coord", "CAR-T-1", "SITE-A cell therapy lab", "SITE-A infusion ward", "Ward 3", "&/" + journey.coi)
     journey.complete("Task_BedsideCheck")
     infused_at = clock() + timedelta(minutes=5)
-    journey.complete("Task_RecordInfusion", infusion_started_at=iso(infused_at),
-                     infusion_completed_at=iso(infused_at + timedelta(minutes=15)))
+    journey.complete(
+        "Task_RecordInfusion",
+        infusion_started_at=iso(infused_at),
+        infusion_completed_at=iso(infused_at + timedelta(minutes=15)),
+    )
     clock.advance(days=29)
     from server.workflow.therapies import fire_due_timers
+
     with app_context(api):
         assert fire_due_timers(journey.id)
     journey.complete("Task_Day28FollowUp")
@@ -174,8 +199,12 @@ def test_bundled_journey_with_custody_conditions_and_scans_makes_a_complete_reco
 
     chain = api.as_(world["auditor"]).get(f"{journey.url}/custody").get_json()
     assert [(t["material_id"], t["to_party"]) for t in chain["items"]] == [
-        ("LEUKOPAK-1", "ColdChain courier"), ("LEUKOPAK-1", "MFG-1 goods-in"), ("CAR-T-1", "ColdChain courier"),
-        ("CAR-T-1", "SITE-A cell therapy lab"), ("CAR-T-1", "SITE-A infusion ward")]
+        ("LEUKOPAK-1", "ColdChain courier"),
+        ("LEUKOPAK-1", "MFG-1 goods-in"),
+        ("CAR-T-1", "ColdChain courier"),
+        ("CAR-T-1", "SITE-A cell therapy lab"),
+        ("CAR-T-1", "SITE-A infusion ward"),
+    ]
     assert chain["breaks"] == [] and all(t["verified_coi"] == journey.coi for t in chain["items"])
 
     # The record, electronic form.
@@ -184,15 +213,29 @@ def test_bundled_journey_with_custody_conditions_and_scans_makes_a_complete_reco
     assert record["vein_to_vein"] == {**v2v, "elapsed_days": v2v["elapsed_days"]}
     completed_steps = [s["activity_id"] for s in record["steps"] if s["action"] == "task.completed"]
     assert completed_steps == [
-        "Task_Enrolment", "Task_Scheduling", "Task_Apheresis", "Task_ReceiveAtManufacturing", "Task_QaRelease",
-        "Task_QuarantineProduct", "Task_ExcursionAssessment", "Task_ReceiveAtCentre", "Task_ConfirmAvailability",
-        "Task_StartLymphodepletion", "Task_BedsideCheck", "Task_RecordInfusion", "Task_Day28FollowUp"]
+        "Task_Enrolment",
+        "Task_Scheduling",
+        "Task_Apheresis",
+        "Task_ReceiveAtManufacturing",
+        "Task_QaRelease",
+        "Task_QuarantineProduct",
+        "Task_ExcursionAssessment",
+        "Task_ReceiveAtCentre",
+        "Task_ConfirmAvailability",
+        "Task_StartLymphodepletion",
+        "Task_BedsideCheck",
+        "Task_RecordInfusion",
+        "Task_Day28FollowUp",
+    ]
     assert all(s["actor"] and s["at"] for s in record["steps"])
     assert all(s["actor_name"] for s in record["steps"] if s["action"] == "task.completed")
     assert [s["actor_name"] for s in record["steps"] if s["action"] == "timer.fired"] == ["Timer scheduler"]
     [signature] = record["signatures"]
     assert (signature["printed_name"], signature["meaning"], signature["step"]) == (
-        "Qa Person", "approval", "Release batch (QA)")
+        "Qa Person",
+        "approval",
+        "Release batch (QA)",
+    )
     assert [t["id"] for t in record["custody"]["transfers"]] == [t["id"] for t in chain["items"]]
     assert record["conditions"]["summary"]["count"] == 480
     assert [e["temperature_c"] for e in record["conditions"]["excursions"]] == [-141.5]
@@ -201,12 +244,21 @@ def test_bundled_journey_with_custody_conditions_and_scans_makes_a_complete_reco
     assert alerts["coi_mismatch"]["data"]["scanned"] == "&/" + other.coi
     assert alerts["condition_excursion"]["id"] == cold["alert_id"]
     actions = [e["action"] for e in record["audit"]["entries"]]
-    for action in ("custody.transferred", "coi.mismatch", "condition.excursion", "alert.raised", "signature.applied",
-                   "therapy.completed"):
+    for action in (
+        "custody.transferred",
+        "coi.mismatch",
+        "condition.excursion",
+        "alert.raised",
+        "signature.applied",
+        "therapy.completed",
+    ):
         assert action in actions, action
     assert actions.count("custody.transferred") == 5
-    excursion_message = [e for e in record["audit"]["entries"] if e["action"] == "message.received"
-                         and e["data"]["name"] == "condition.excursion"]
+    excursion_message = [
+        e
+        for e in record["audit"]["entries"]
+        if e["action"] == "message.received" and e["data"]["name"] == "condition.excursion"
+    ]
     assert [e["data"]["activity_id"] for e in excursion_message] == ["Event_ReturnExcursion"]
     assert record["audit"]["entries_intact"] is True
 
@@ -214,11 +266,29 @@ def test_bundled_journey_with_custody_conditions_and_scans_makes_a_complete_reco
     pdf = api.as_(world["auditor"]).get(f"{journey.url}/record.pdf")
     assert pdf.status_code == 200 and pdf.mimetype == "application/pdf"
     words = pdf_words(pdf.data)
-    for expected in (eye_readable, "PT-42", "Autologous CAR-T", "Qa Person", "approval", "Release batch (QA)",
-                     "LEUKOPAK-1", "CAR-T-1", "SITE-A apheresis unit", "MFG-1 goods-in", "SITE-A infusion ward",
-                     "-141.5 °C", "coi_mismatch", "condition_excursion", "Bedside identity check and thaw",
-                     "Record infusion", f"{v2v['elapsed_days']} days", iso(collected_at), iso(infused_at),
-                     f"{record['audit']['count']} entries", "480 from"):
+    for expected in (
+        eye_readable,
+        "PT-42",
+        "Autologous CAR-T",
+        "Qa Person",
+        "approval",
+        "Release batch (QA)",
+        "LEUKOPAK-1",
+        "CAR-T-1",
+        "SITE-A apheresis unit",
+        "MFG-1 goods-in",
+        "SITE-A infusion ward",
+        "-141.5 °C",
+        "coi_mismatch",
+        "condition_excursion",
+        "Bedside identity check and thaw",
+        "Record infusion",
+        f"{v2v['elapsed_days']} days",
+        iso(collected_at),
+        iso(infused_at),
+        f"{record['audit']['count']} entries",
+        "480 from",
+    ):
         assert expected in words, expected
     for entry in record["audit"]["entries"]:
         assert f"{entry['seq']} " in words and entry["action"] in words

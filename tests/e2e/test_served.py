@@ -31,30 +31,59 @@ def _wait_healthy(base: str, proc, log_path: Path) -> None:
 
 
 def _tether(*args, env, cwd, stdin=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], env=env, cwd=cwd, input=stdin,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", *args],
+        env=env,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.fixture
 def served(tmp_path):
     """A running server on SQLite in a temporary folder, with a coordinator and an integrator."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-           "TETHER_PROCESSES_DIR": str(tmp_path / "processes"), "TETHER_FORMS_DIR": str(ROOT / "tests/fixtures")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TETHER_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "TETHER_PROCESSES_DIR": str(tmp_path / "processes"),
+        "TETHER_FORMS_DIR": str(ROOT / "tests/fixtures"),
+    }
     (tmp_path / "processes").mkdir()
     shutil.copy(ROOT / "tests/fixtures/mini.bpmn", tmp_path / "processes" / "mini.bpmn")
     assert _tether("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
     assert _tether("site", "add", "SITE-A", "--name", "Centre A", env=env, cwd=tmp_path).returncode == 0
     for name, role in (("coord", "coordinator"), ("courier", "integrator"), ("logi", "logistics")):
-        made = _tether("user", "add", name, "--role", role, "--password-stdin",
-                       *(["--site", "SITE-A"] if role != "integrator" else []),
-                       env=env, cwd=tmp_path, stdin="long-enough-pw-1\n")
+        made = _tether(
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            *(["--site", "SITE-A"] if role != "integrator" else []),
+            env=env,
+            cwd=tmp_path,
+            stdin="long-enough-pw-1\n",
+        )
         assert made.returncode == 0, made.stderr
-    tokens = {name: _tether("token", "create", name, env=env, cwd=tmp_path).stdout.strip().splitlines()[-1]
-              for name in ("coord", "courier", "logi")}
+    tokens = {
+        name: _tether("token", "create", name, env=env, cwd=tmp_path).stdout.strip().splitlines()[-1]
+        for name in ("coord", "courier", "logi")
+    }
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)], env=env,
-                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}/api/v1"
     _wait_healthy(base, proc, tmp_path / "serve.log")
     yield base, tokens
@@ -67,20 +96,34 @@ def test_served_process_runs_a_therapy(served):
     base, tokens = served
 
     def call(method, path, token, **kw):
-        return requests.request(method, base + path, headers={"Authorization": f"Bearer {tokens[token]}"},
-                                timeout=10, **kw)
+        return requests.request(
+            method, base + path, headers={"Authorization": f"Bearer {tokens[token]}"}, timeout=10, **kw
+        )
 
-    assert requests.get(f"{base}/health", timeout=5).json() == {"status": "ok", "database": "ok",
-                                                                "writes": "ok", "scheduler": "running"}
+    assert requests.get(f"{base}/health", timeout=5).json() == {
+        "status": "ok",
+        "database": "ok",
+        "writes": "ok",
+        "scheduler": "running",
+    }
     assert [d["key"] for d in call("GET", "/process-definitions", "coord").json()["items"]] == ["mini_therapy"]
-    therapy = call("POST", "/therapies", "coord", json={"process_key": "mini_therapy", "site": "SITE-A",
-                                                         "patient": {"reference": "PT-9"}}).json()
+    therapy = call(
+        "POST",
+        "/therapies",
+        "coord",
+        json={"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-9"}},
+    ).json()
     [task] = call("GET", f"/tasks?therapy_id={therapy['id']}", "coord").json()["items"]
-    done = call("POST", f"/tasks/{task['id']}/complete", "coord",
-                json={"data": {"eligible": True, "patient_initials": "ZZ"}})
+    done = call(
+        "POST", f"/tasks/{task['id']}/complete", "coord", json={"data": {"eligible": True, "patient_initials": "ZZ"}}
+    )
     assert done.status_code == 200, done.text
-    delivered = call("POST", "/messages", "courier", json={"name": "shipment.delivered", "therapy_id": therapy["id"],
-                                                            "payload": {"at": "dock 3"}})
+    delivered = call(
+        "POST",
+        "/messages",
+        "courier",
+        json={"name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {"at": "dock 3"}},
+    )
     assert delivered.json()["delivered"] is True
     [receive] = call("GET", f"/tasks?therapy_id={therapy['id']}", "logi").json()["items"]
     assert receive["name"] == "Receive shipment"
@@ -95,20 +138,41 @@ def test_demo_then_readme_walkthrough_with_curl(tmp_path):
     seeded = _tether("demo", env=env, cwd=tmp_path)
     assert seeded.returncode == 0, seeded.stderr
     assert "completed  Completed" in seeded.stdout and "Release batch (QA)" in seeded.stdout
-    tokens = {line.split()[0]: line.split()[-1] for line in seeded.stdout.splitlines()
-              if line.strip().split(" ")[-1].startswith("tth_")}
+    tokens = {
+        line.split()[0]: line.split()[-1]
+        for line in seeded.stdout.splitlines()
+        if line.strip().split(" ")[-1].startswith("tth_")
+    }
     password = next(line.split(": ")[1].rstrip("):") for line in seeded.stdout.splitlines() if "password" in line)
     with open(tmp_path / "serve.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)], env=env,
-                                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             base = f"http://127.0.0.1:{port}/api/v1"
             _wait_healthy(base, proc, tmp_path / "serve.log")
-            walk_env = {**env, "API": base, "COORD": tokens["coordinator"], "MFG": tokens["manufacturing"],
-                        "QA": tokens["qa"], "QA_PASSWORD": password, "INTEGRATOR": tokens["integrator"],
-                        "AUDITOR": tokens["auditor"]}
-            walk = subprocess.run(["bash", str(ROOT / "scripts" / "walkthrough")], env=walk_env, capture_output=True,
-                                  text=True, timeout=120, check=False)
+            walk_env = {
+                **env,
+                "API": base,
+                "COORD": tokens["coordinator"],
+                "MFG": tokens["manufacturing"],
+                "QA": tokens["qa"],
+                "QA_PASSWORD": password,
+                "INTEGRATOR": tokens["integrator"],
+                "AUDITOR": tokens["auditor"],
+            }
+            walk = subprocess.run(
+                ["bash", str(ROOT / "scripts" / "walkthrough")],
+                env=walk_env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
         finally:
             proc.terminate()
             proc.wait(timeout=10)

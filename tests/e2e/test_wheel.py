@@ -22,23 +22,29 @@ def _run(*args, **kw) -> subprocess.CompletedProcess:
 
 
 def test_the_wheel_carries_migrations_forms_and_processes(tmp_path):
-    _run(sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q",
-         "-w", str(tmp_path / "dist"))
+    _run(sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path / "dist"))
     [wheel] = (tmp_path / "dist").glob("tether-*.whl")
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", "--without-pip", str(venv))
-    site = Path(_run(str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-                .stdout.strip())
+    site = Path(
+        _run(
+            str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+        ).stdout.strip()
+    )
     # The dependencies come from this interpreter's site-packages as a plain path (its .pth files, among
     # them the editable install of this checkout, are not read), so only the wheel provides Tether.
     (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    _run(sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps", "-q",
-         str(wheel))
+    _run(
+        sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps", "-q", str(wheel)
+    )
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {key: value for key, value in os.environ.items() if not key.startswith("TETHER_") and key != "PYTHONPATH"}
-    env.update(TETHER_DATABASE_URL=f"sqlite:///{work / 'demo.sqlite3'}", TETHER_PASSWORD_HASH_TIME_COST="1",
-               TETHER_PASSWORD_HASH_MEMORY_KIB="64")
+    env.update(
+        TETHER_DATABASE_URL=f"sqlite:///{work / 'demo.sqlite3'}",
+        TETHER_PASSWORD_HASH_TIME_COST="1",
+        TETHER_PASSWORD_HASH_MEMORY_KIB="64",
+    )
     where = _run(str(venv / "bin" / "python"), "-c", "import server, engine; print(server.__file__)", cwd=work, env=env)
     assert where.stdout.strip().startswith(str(site)), "Tether is imported from the installed wheel"
     demo = _run(str(venv / "bin" / "tether"), "demo", cwd=work, env=env).stdout

@@ -39,6 +39,7 @@ def pg_template():
     upgrade_database(app)
     with app.app_context():
         from server.store.extensions import db
+
         db.engine.dispose()
     yield name
     with admin.connect() as conn:
@@ -74,13 +75,22 @@ def app(database_url, clock, tmp_path):
     from server import create_app
     from server.cli import upgrade_database
 
-    app = create_app({"DATABASE_URL": database_url, "SCHEDULER": False, "SECRET_KEY": "test-secret",
-                      "CLOCK": clock, "FORMS_DIR": str(ROOT / "forms"), "TESTING": True})
+    app = create_app(
+        {
+            "DATABASE_URL": database_url,
+            "SCHEDULER": False,
+            "SECRET_KEY": "test-secret",
+            "CLOCK": clock,
+            "FORMS_DIR": str(ROOT / "forms"),
+            "TESTING": True,
+        }
+    )
     if database_url.startswith("sqlite"):
         upgrade_database(app)
     yield app
     with app.app_context():
         from server.store.extensions import db
+
         db.session.remove()
         db.engine.dispose()
 
@@ -124,10 +134,15 @@ def world(app):
         accounts.add_site("SITE-B", "Treatment Centre B", "treatment-centre", "test")
         accounts.add_site("MFG-1", "Manufacturing 1", "manufacturing", "test")
         people = {
-            "admin": (["admin"], []), "designer": (["designer"], []), "auditor": (["auditor"], []),
-            "coord": (["coordinator"], ["SITE-A"]), "coordb": (["coordinator"], ["SITE-B"]),
-            "logistics": (["logistics"], ["SITE-A"]), "qa": (["qa"], []),
-            "integrator": (["integrator"], []), "mfg": (["manufacturing"], ["MFG-1", "SITE-A"]),
+            "admin": (["admin"], []),
+            "designer": (["designer"], []),
+            "auditor": (["auditor"], []),
+            "coord": (["coordinator"], ["SITE-A"]),
+            "coordb": (["coordinator"], ["SITE-B"]),
+            "logistics": (["logistics"], ["SITE-A"]),
+            "qa": (["qa"], []),
+            "integrator": (["integrator"], []),
+            "mfg": (["manufacturing"], ["MFG-1", "SITE-A"]),
         }
         for name, (roles, sites) in people.items():
             accounts.add_user(name, roles, sites, f"{name.title()} Person", PASSWORD, "test")

@@ -29,8 +29,9 @@ def stored(app, seq):
     from server.store.extensions import db
 
     with app.app_context():
-        return db.session.execute(sa.text("SELECT actor, action, hash FROM audit_entry WHERE seq = :seq"),
-                                  {"seq": seq}).one()
+        return db.session.execute(
+            sa.text("SELECT actor, action, hash FROM audit_entry WHERE seq = :seq"), {"seq": seq}
+        ).one()
 
 
 def head(app):
@@ -60,8 +61,10 @@ def append_one(app, action="test.appended"):
 
 
 _COLUMNS = "seq, at, actor, action, subject_type, subject_id, therapy_id, site_id, reason, data, prev_hash, hash"
-_FORGED = ("SELECT seq, at, 'mallory', action, subject_type, subject_id, therapy_id, site_id, reason, data, "
-           "prev_hash, hash FROM audit_entry WHERE seq = 3")
+_FORGED = (
+    "SELECT seq, at, 'mallory', action, subject_type, subject_id, therapy_id, site_id, reason, data, "
+    "prev_hash, hash FROM audit_entry WHERE seq = 3"
+)
 
 
 def test_insert_or_replace_cannot_swap_an_audit_entry(app, world):
@@ -72,8 +75,10 @@ def test_insert_or_replace_cannot_swap_an_audit_entry(app, world):
             with pytest.raises(sa.exc.DBAPIError, match="cannot be changed or deleted"):
                 sql(app, f"{verb} audit_entry ({_COLUMNS}) {_FORGED}")
     with pytest.raises(sa.exc.DBAPIError):  # an upsert is an update, refused on both backends
-        sql(app, f"INSERT INTO audit_entry ({_COLUMNS}) {_FORGED} "
-                 "ON CONFLICT (seq) DO UPDATE SET actor = excluded.actor")
+        sql(
+            app,
+            f"INSERT INTO audit_entry ({_COLUMNS}) {_FORGED} ON CONFLICT (seq) DO UPDATE SET actor = excluded.actor",
+        )
     assert stored(app, 3) == before
     assert verify(app) == chain
 

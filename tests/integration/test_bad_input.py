@@ -23,8 +23,10 @@ def counts(app) -> dict[str, int]:
     from server.store.extensions import db
 
     with app.app_context():
-        return {table.name: db.session.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-                for table in db.metadata.sorted_tables}
+        return {
+            table.name: db.session.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            for table in db.metadata.sorted_tables
+        }
 
 
 def refused(answer, *statuses: int) -> dict:
@@ -43,8 +45,9 @@ def _no_constants(name: str):
 def post_raw(api, path: str, text: str, token: str | None):
     """POST ``text`` as a JSON body, exactly as written (NaN, lone surrogates and all)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return api.client.post(path, data=text.encode("utf-8", "surrogatepass"), content_type="application/json",
-                           headers=headers)
+    return api.client.post(
+        path, data=text.encode("utf-8", "surrogatepass"), content_type="application/json", headers=headers
+    )
 
 
 def start_body(**changes) -> str:
@@ -70,18 +73,27 @@ def test_integers_beyond_64_bits_in_bodies_paths_and_query_strings(app, api, wor
     before = counts(app)
     error = refused(post_raw(api, "/api/v1/therapies", start_body(version=str(BIG)), world["coord"]), 422)
     assert error["details"] == {"field": "body.version", "reason": "integer_out_of_range"}
-    error = refused(post_raw(api, "/api/v1/therapies", start_body(data=f'{{"dose": {-BIG - 1}}}'), world["coord"]),
-                    422)
+    error = refused(post_raw(api, "/api/v1/therapies", start_body(data=f'{{"dose": {-BIG - 1}}}'), world["coord"]), 422)
     assert error["details"] == {"field": "body.data.dose", "reason": "integer_out_of_range"}
     admin, auditor = api.as_(world["admin"]), api.as_(world["auditor"])
-    for path in ("/api/v1/users/99999999999999999999", f"/api/v1/users/{BIG}", "/api/v1/users/" + "9" * 5000,
-                 "/api/v1/process-definitions/mini_therapy/versions/99999999999999999999/bpmn"):
+    for path in (
+        "/api/v1/users/99999999999999999999",
+        f"/api/v1/users/{BIG}",
+        "/api/v1/users/" + "9" * 5000,
+        "/api/v1/process-definitions/mini_therapy/versions/99999999999999999999/bpmn",
+    ):
         refused(admin.get(path), 404)
     for path in (f"/api/v1/tokens/{BIG}/revoke", f"/api/v1/tokens/{BIG}/expire", f"/api/v1/users/{BIG}/unlock"):
         refused(admin.post(path, json={}), 404)
     for user_id in (str(BIG), "99999999999999999999", "\u0663"):  # the last: ARABIC-INDIC DIGIT THREE
-        refused(admin.client.patch(f"/api/v1/users/{user_id}", json={"display_name": "X"},
-                                   headers={"Authorization": f"Bearer {world['admin']}"}), 404)
+        refused(
+            admin.client.patch(
+                f"/api/v1/users/{user_id}",
+                json={"display_name": "X"},
+                headers={"Authorization": f"Bearer {world['admin']}"},
+            ),
+            404,
+        )
     for after in (str(BIG), "99999999999999999999", str(-BIG - 1), "9" * 5000):
         error = refused(auditor.get(f"/api/v1/audit?after_seq={after}"), 422)
         assert error["details"] == {"field": "after_seq", "reason": "integer_out_of_range"}
@@ -121,12 +133,20 @@ def test_lone_surrogates_and_nul_characters_are_refused_everywhere_they_would_be
     cases = [
         ("/api/v1/therapies", start_body(patient=f'{{"reference": {text}}}'), coord, "body.patient.reference"),
         ("/api/v1/therapies", start_body(data=f'{{"note": {text}}}'), coord, "body.data.note"),
-        ("/api/v1/therapies", start_body(data=f'{{{text}: 1}}'), coord, "body.data."),
+        ("/api/v1/therapies", start_body(data=f"{{{text}: 1}}"), coord, "body.data."),
         ("/api/v1/auth/token", f'{{"username": {text}, "password": "x"}}', None, "body.username"),
-        ("/api/v1/messages", f'{{"name": "shipment.delivered", "therapy_id": {text}}}', world["integrator"],
-         "body.therapy_id"),
-        ("/api/v1/webhooks", f'{{"url": "https://mes.example/h", "events": [{text}]}}', world["integrator"],
-         "body.events[0]"),
+        (
+            "/api/v1/messages",
+            f'{{"name": "shipment.delivered", "therapy_id": {text}}}',
+            world["integrator"],
+            "body.therapy_id",
+        ),
+        (
+            "/api/v1/webhooks",
+            f'{{"url": "https://mes.example/h", "events": [{text}]}}',
+            world["integrator"],
+            "body.events[0]",
+        ),
     ]
     for path, body, token, field in cases:
         error = refused(post_raw(api, path, body, token), 422)
@@ -137,8 +157,14 @@ def test_lone_surrogates_and_nul_characters_are_refused_everywhere_they_would_be
 
 def test_nul_characters_in_paths_are_unknown_resources_and_in_query_strings_invalid(app, api, world):
     coord = api.as_(world["coord"])
-    for path in ("/api/v1/therapies/%00", "/api/v1/therapies/a%00b/timeline", "/api/v1/tasks/%00",
-                 "/api/v1/process-definitions/%00", "/api/v1/alerts/x%00", "/api/v1/webhooks/%00/deliveries"):
+    for path in (
+        "/api/v1/therapies/%00",
+        "/api/v1/therapies/a%00b/timeline",
+        "/api/v1/tasks/%00",
+        "/api/v1/process-definitions/%00",
+        "/api/v1/alerts/x%00",
+        "/api/v1/webhooks/%00/deliveries",
+    ):
         refused(coord.get(path), 404)
     refused(coord.post("/api/v1/therapies/%00/cancel", json={"reason": "r"}), 404)
     for query in ("status=%00", "site=A%00", "process_key=%00", "%00=1"):
@@ -152,13 +178,14 @@ def test_nul_characters_in_paths_are_unknown_resources_and_in_query_strings_inva
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"])
 def test_nan_and_infinity_never_enter_storage(app, api, world, number):
     before = counts(app)
-    error = refused(post_raw(api, "/api/v1/therapies", start_body(data=f'{{"t": [1, {number}]}}'), world["coord"]),
-                    422)
+    error = refused(post_raw(api, "/api/v1/therapies", start_body(data=f'{{"t": [1, {number}]}}'), world["coord"]), 422)
     assert error["details"] == {"field": "body.data.t[1]", "reason": "not_finite"}
     therapy = api.as_(world["coord"]).post("/api/v1/therapies", json=START).get_json()
     message = f'{{"name": "shipment.delivered", "therapy_id": "{therapy["id"]}", "payload": {{"t": {number}}}}}'
-    assert refused(post_raw(api, "/api/v1/messages", message, world["integrator"]), 422)["details"]["field"] == \
-        "body.payload.t"
+    assert (
+        refused(post_raw(api, "/api/v1/messages", message, world["integrator"]), 422)["details"]["field"]
+        == "body.payload.t"
+    )
     assert counts(app)["therapy"] == before["therapy"] + 1
     audit = api.as_(world["auditor"]).get("/api/v1/audit?limit=500")
     assert audit.status_code == 200
@@ -203,27 +230,47 @@ def test_bpmn_saved_in_another_encoding_is_stored_as_utf8(api, world, encoding):
     assert again.status_code == 200 and again.get_json()["id"] == upload.get_json()["id"]
 
 
-@pytest.mark.parametrize("content", [
-    _mini("Thérapie").encode("latin-1"),  # declared UTF-8, written in Latin-1
-    _mini("Mini").replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-8"),  # declared UTF-16, is not
-    _mini("Mini").replace('encoding="UTF-8"', 'encoding="no-such-charset"').encode("utf-8"),
-    _mini("Mini").replace('encoding="UTF-8"', 'encoding="base64"').encode("utf-8"),
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        _mini("Thérapie").encode("latin-1"),  # declared UTF-8, written in Latin-1
+        _mini("Mini").replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-8"),  # declared UTF-16, is not
+        _mini("Mini").replace('encoding="UTF-8"', 'encoding="no-such-charset"').encode("utf-8"),
+        _mini("Mini").replace('encoding="UTF-8"', 'encoding="base64"').encode("utf-8"),
+    ],
+)
 def test_bpmn_that_is_not_text_in_its_encoding_is_refused_asking_for_utf8(app, api, world, content):
     before = counts(app)
-    error = refused(api.as_(world["designer"]).post("/api/v1/process-definitions", content_type="multipart/form-data",
-                                                     data=_upload(content)), 422)
+    error = refused(
+        api.as_(world["designer"]).post(
+            "/api/v1/process-definitions", content_type="multipart/form-data", data=_upload(content)
+        ),
+        422,
+    )
     assert "UTF-8" in error["message"]
     assert counts(app) == before
 
 
-@pytest.mark.parametrize("form", [b'{"type": "object", "default": NaN}', b'{"title": "a\\u0000b"}',
-                                  b'{"title": "\\ud800"}', b"[" * 100_000 + b"]" * 100_000])
+@pytest.mark.parametrize(
+    "form",
+    [
+        b'{"type": "object", "default": NaN}',
+        b'{"title": "a\\u0000b"}',
+        b'{"title": "\\ud800"}',
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+)
 def test_uploaded_forms_that_could_not_be_stored_are_refused(app, api, world, form):
     before = counts(app)
     content = (FIXTURES / "mini.bpmn").read_bytes().replace(b"Mini therapy", b"Mini with forms")
-    refused(api.as_(world["designer"]).post("/api/v1/process-definitions", content_type="multipart/form-data",
-                                             data=_upload(content, [(io.BytesIO(form), "extra.schema.json")])), 422)
+    refused(
+        api.as_(world["designer"]).post(
+            "/api/v1/process-definitions",
+            content_type="multipart/form-data",
+            data=_upload(content, [(io.BytesIO(form), "extra.schema.json")]),
+        ),
+        422,
+    )
     assert counts(app) == before
 
 
@@ -233,12 +280,20 @@ def test_condition_series_filters_at_the_edges_of_time_and_of_integers(app, api,
     logistics = api.as_(world["logistics"])
     therapy = api.as_(world["coord"]).post("/api/v1/therapies", json=START).get_json()
     series = f"/api/v1/therapies/{therapy['id']}/conditions"
-    for query in ("from=0001-01-01T00:00:00%2B01:00", "to=9999-12-31T23:59:59-05:00",
-                  "from=0001-01-01T00:00:00%2B01:00&points=3", "limit=" + "9" * 5000):
+    for query in (
+        "from=0001-01-01T00:00:00%2B01:00",
+        "to=9999-12-31T23:59:59-05:00",
+        "from=0001-01-01T00:00:00%2B01:00&points=3",
+        "limit=" + "9" * 5000,
+    ):
         assert refused(logistics.get(f"{series}?{query}"), 400)["details"]["field"] in ("from", "to", "limit")
     assert logistics.get(f"{series}?from=0001-01-01T00:00:00Z&to=9999-12-31T23:59:59Z&points=7").status_code == 200
-    for text in ('{"t": "2026-01-01T00:00:00", "i": 99999999999999999999999}', '{"t": "2026-01-01", "i": -1}',
-                 '{"t": "0001-01-01T00:00:00+05:00", "i": 1}', "[" * 2000 + "]" * 2000):
+    for text in (
+        '{"t": "2026-01-01T00:00:00", "i": 99999999999999999999999}',
+        '{"t": "2026-01-01", "i": -1}',
+        '{"t": "0001-01-01T00:00:00+05:00", "i": 1}',
+        "[" * 2000 + "]" * 2000,
+    ):
         cursor = base64.urlsafe_b64encode(text.encode()).decode()
         assert refused(logistics.get(f"{series}?cursor={cursor}"), 400)["code"] == "invalid_cursor"
 
@@ -282,8 +337,9 @@ def test_every_refusal_and_success_seen_here_is_documented_with_its_schema(app, 
     for answer, status in answers:
         assert answer.status_code == status, (answer.request.path, answer.get_json())
         sent = answer.request
-        request = WerkzeugOpenAPIRequest(EnvironBuilder(path=sent.path, method=sent.method,
-                                                        query_string=sent.query_string.decode()).get_request())
+        request = WerkzeugOpenAPIRequest(
+            EnvironBuilder(path=sent.path, method=sent.method, query_string=sent.query_string.decode()).get_request()
+        )
         openapi.validate_response(request, WerkzeugOpenAPIResponse(answer))  # status, media type and body
 
 
@@ -292,13 +348,18 @@ def test_timestamps_that_leave_the_calendar_in_utc_are_refused(app, api, world, 
     therapy = api.as_(world["coord"]).post("/api/v1/therapies", json=START).get_json()
     before = counts(app)
     reading = {"sensor_id": "S1", "temperature_c": 4.0, "recorded_at": moment}
-    error = refused(api.as_(world["logistics"]).post(f"/api/v1/therapies/{therapy['id']}/conditions", json=reading),
-                    422)
+    error = refused(
+        api.as_(world["logistics"]).post(f"/api/v1/therapies/{therapy['id']}/conditions", json=reading), 422
+    )
     assert "recorded_at" in error["details"]["fields"]
-    handoff = {"material_id": "M1", "from_party": "a", "to_party": "b", "scanned_coi": therapy["coi"],
-               "occurred_at": moment}
-    error = refused(api.as_(world["logistics"]).post(f"/api/v1/therapies/{therapy['id']}/custody", json=handoff),
-                    422)
+    handoff = {
+        "material_id": "M1",
+        "from_party": "a",
+        "to_party": "b",
+        "scanned_coi": therapy["coi"],
+        "occurred_at": moment,
+    }
+    error = refused(api.as_(world["logistics"]).post(f"/api/v1/therapies/{therapy['id']}/custody", json=handoff), 422)
     assert "occurred_at" in error["details"]["fields"]
     error = refused(api.as_(world["admin"]).post("/api/v1/tokens/1/expire", json={"at": moment}), 422)
     assert "at" in error["details"]["fields"]

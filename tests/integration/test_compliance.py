@@ -42,8 +42,9 @@ def enrolled(api, world, **start_data):
     """A mini therapy past enrolment, waiting for the shipment message; returns the therapy."""
     therapy = start(api, world["coord"], **({"data": start_data} if start_data else {}))
     task = open_task(api, world["coord"], therapy["id"])
-    done = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete",
-                                        json={"data": {"eligible": True, "patient_initials": "AB"}})
+    done = api.as_(world["coord"]).post(
+        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
+    )
     assert done.status_code == 200, done.get_json()
     return therapy
 
@@ -51,16 +52,22 @@ def enrolled(api, world, **start_data):
 def at_receipt(api, world):
     """A mini therapy whose signed 'Receive shipment' task is ready for logistics: (therapy, task)."""
     therapy = enrolled(api, world)
-    sent = api.as_(world["integrator"]).post("/api/v1/messages", json={
-        "name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {"carrier": "ColdChain"}})
+    sent = api.as_(world["integrator"]).post(
+        "/api/v1/messages",
+        json={"name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {"carrier": "ColdChain"}},
+    )
     assert sent.status_code == 200, sent.get_json()
     return therapy, open_task(api, world["logistics"], therapy["id"])
 
 
 def sign(api, token, task_id, password=PASSWORD, data=None, meaning="approval"):
-    return api.as_(token).post(f"/api/v1/tasks/{task_id}/complete", json={
-        "data": data if data is not None else {"received_ok": True},
-        "signature": {"password": password, "meaning": meaning}})
+    return api.as_(token).post(
+        f"/api/v1/tasks/{task_id}/complete",
+        json={
+            "data": data if data is not None else {"received_ok": True},
+            "signature": {"password": password, "meaning": meaning},
+        },
+    )
 
 
 def audit_items(api, world, **filters):
@@ -208,8 +215,14 @@ def test_verify_detects_a_changed_field(app, api, world, busy_chain, database_ur
     sql(app, "UPDATE audit_entry SET actor = 'mallory' WHERE seq = 17")
     answer = api.as_(world["auditor"]).get("/api/v1/audit/verify").get_json()
     assert answer == {"ok": False, "checked": 16, "first_bad_seq": 17}
-    result = subprocess.run([sys.executable, "-m", "server.cli", "audit", "verify"], capture_output=True, text=True,
-                            env={**os.environ, "TETHER_DATABASE_URL": database_url}, cwd=project_root(), timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "audit", "verify"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TETHER_DATABASE_URL": database_url},
+        cwd=project_root(),
+        timeout=120,
+    )
     assert result.returncode == 1 and "seq 17" in result.stdout, result.stdout + result.stderr
 
 
@@ -219,8 +232,10 @@ def test_verify_detects_a_changed_data_value(app, world, busy_chain):
 
     with app.app_context():
         seq = db.session.execute(sa.text("SELECT max(seq) FROM audit_entry WHERE action = 'task.completed'")).scalar()
-        db.session.execute(sa.text("UPDATE audit_entry SET data = :data WHERE seq = :seq"),
-                           {"data": '{"patient_initials": "ZZ"}', "seq": seq})
+        db.session.execute(
+            sa.text("UPDATE audit_entry SET data = :data WHERE seq = :seq"),
+            {"data": '{"patient_initials": "ZZ"}', "seq": seq},
+        )
         db.session.commit()
     assert verify(app)["first_bad_seq"] == seq
 
@@ -243,9 +258,19 @@ def _forged_entry(app, seq, prev_hash):
 
     from server.store.audit import entry_hash
 
-    fields = {"seq": seq, "at": datetime(2026, 11, 23, 9, 30, tzinfo=UTC), "actor": "mallory",
-              "action": "task.completed", "subject_type": "task", "subject_id": "forged", "therapy_id": None,
-              "site_id": None, "reason": None, "data": {}, "prev_hash": prev_hash}
+    fields = {
+        "seq": seq,
+        "at": datetime(2026, 11, 23, 9, 30, tzinfo=UTC),
+        "actor": "mallory",
+        "action": "task.completed",
+        "subject_type": "task",
+        "subject_id": "forged",
+        "therapy_id": None,
+        "site_id": None,
+        "reason": None,
+        "data": {},
+        "prev_hash": prev_hash,
+    }
     fields["hash"] = entry_hash(fields)
     from server.store.extensions import db
     from server.store.models import AuditEntry
@@ -283,8 +308,19 @@ def test_verify_detects_reordered_entries(app, world, busy_chain):
     from server.store.models import AuditEntry
 
     drop_audit_triggers(app)
-    columns = ["at", "actor", "action", "subject_type", "subject_id", "therapy_id", "site_id", "reason", "data",
-               "prev_hash", "hash"]
+    columns = [
+        "at",
+        "actor",
+        "action",
+        "subject_type",
+        "subject_id",
+        "therapy_id",
+        "site_id",
+        "reason",
+        "data",
+        "prev_hash",
+        "hash",
+    ]
     with app.app_context():
         first, second = (db.session.get(AuditEntry, s) for s in (14, 15))
         values = [{c: getattr(e, c) for c in columns} for e in (first, second)]
@@ -304,8 +340,10 @@ def test_logins_success_and_failure_are_audited(api, world):
     assert nobody.status_code == 401 and nobody.get_json() == bad.get_json()
     logins = [e for e in audit_items(api, world) if e["action"].startswith("login.")]
     assert [(e["action"], e["actor"], e["data"].get("reason")) for e in logins] == [
-        ("login.succeeded", "coord", None), ("login.failed", "coord", "wrong_password"),
-        ("login.failed", "nobody", "unknown_user")]
+        ("login.succeeded", "coord", None),
+        ("login.failed", "coord", "wrong_password"),
+        ("login.failed", "nobody", "unknown_user"),
+    ]
     assert all(e["data"]["channel"] == "api" for e in logins)
     assert "token.created" in [e["action"] for e in audit_items(api, world)[-5:]]
 
@@ -315,45 +353,79 @@ def test_refused_requests_on_gmp_data_are_audited(api, world):
     task = open_task(api, world["coord"], therapy["id"])
     wrong_role = api.as_(world["logistics"]).post(f"/api/v1/tasks/{task['id']}/complete", json={"data": {}})
     assert wrong_role.status_code == 403
-    api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete",
-                                 json={"data": {"eligible": True, "patient_initials": "AB"}})
-    twice = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete",
-                                         json={"data": {"eligible": True, "patient_initials": "AB"}})
+    api.as_(world["coord"]).post(
+        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
+    )
+    twice = api.as_(world["coord"]).post(
+        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
+    )
     assert twice.status_code == 409
-    not_allowed = api.as_(world["designer"]).post("/api/v1/messages", json={
-        "name": "shipment.delivered", "coi": therapy["coi"], "payload": {}})
+    not_allowed = api.as_(world["designer"]).post(
+        "/api/v1/messages", json={"name": "shipment.delivered", "coi": therapy["coi"], "payload": {}}
+    )
     assert not_allowed.status_code == 403
-    not_waiting = api.as_(world["integrator"]).post("/api/v1/messages", json={
-        "name": "qc.results", "therapy_id": therapy["id"], "payload": {}})
+    not_waiting = api.as_(world["integrator"]).post(
+        "/api/v1/messages", json={"name": "qc.results", "therapy_id": therapy["id"], "payload": {}}
+    )
     assert not_waiting.status_code == 409
-    refusals = [(e["action"], e["actor"], e["data"].get("status") or e["data"].get("reason"))
-                for e in audit_items(api, world, therapy_id=therapy["id"]) if e["action"].endswith(".refused")]
-    assert refusals == [("task.refused", "logistics", 403), ("task.refused", "coord", 409),
-                        ("message.refused", "designer", 403), ("message.refused", "integrator", 409)]
+    refusals = [
+        (e["action"], e["actor"], e["data"].get("status") or e["data"].get("reason"))
+        for e in audit_items(api, world, therapy_id=therapy["id"])
+        if e["action"].endswith(".refused")
+    ]
+    assert refusals == [
+        ("task.refused", "logistics", 403),
+        ("task.refused", "coord", 409),
+        ("message.refused", "designer", 403),
+        ("message.refused", "integrator", 409),
+    ]
     last = [e for e in audit_items(api, world, therapy_id=therapy["id"]) if e["action"] == "message.refused"][-1]
-    assert (last["data"]["code"], last["data"]["reason"], last["data"]["name"]) == ("not_waiting", "not_waiting",
-                                                                                     "qc.results")
+    assert (last["data"]["code"], last["data"]["reason"], last["data"]["name"]) == (
+        "not_waiting",
+        "not_waiting",
+        "qc.results",
+    )
 
 
 def test_user_and_role_changes_are_audited_with_old_and_new_values(app, api, world):
     admin = api.as_(world["admin"])
     coord = user_id(app, "coord")
-    changed = admin.client.patch(f"/api/v1/users/{coord}", json={
-        "roles": ["coordinator", "logistics"], "sites": ["SITE-A", "SITE-B"], "display_name": "Cora Ordinator",
-        "reason": "covers logistics at both centres"}, headers={"Authorization": f"Bearer {world['admin']}"})
+    changed = admin.client.patch(
+        f"/api/v1/users/{coord}",
+        json={
+            "roles": ["coordinator", "logistics"],
+            "sites": ["SITE-A", "SITE-B"],
+            "display_name": "Cora Ordinator",
+            "reason": "covers logistics at both centres",
+        },
+        headers={"Authorization": f"Bearer {world['admin']}"},
+    )
     assert changed.status_code == 200, changed.get_json()
     assert changed.get_json()["roles"] == ["coordinator", "logistics"]
-    entries = {e["action"]: e for e in audit_items(api, world) if e["subject_type"] == "user"
-               and e["subject_id"] == str(coord)}
+    entries = {
+        e["action"]: e for e in audit_items(api, world) if e["subject_type"] == "user" and e["subject_id"] == str(coord)
+    }
     assert entries["user.roles_changed"]["data"]["old"] == ["coordinator"]
     assert entries["user.roles_changed"]["data"]["new"] == ["coordinator", "logistics"]
-    assert entries["user.sites_changed"]["data"] == {"username": "coord", "field": "sites", "old": ["SITE-A"],
-                                                     "new": ["SITE-A", "SITE-B"]}
+    assert entries["user.sites_changed"]["data"] == {
+        "username": "coord",
+        "field": "sites",
+        "old": ["SITE-A"],
+        "new": ["SITE-A", "SITE-B"],
+    }
     assert entries["user.renamed"]["data"]["old"] == "Coord Person"
     assert entries["user.roles_changed"]["actor"] == "admin"
     assert entries["user.roles_changed"]["reason"] == "covers logistics at both centres"
-    created = admin.post("/api/v1/users", json={"username": "nora", "display_name": "Nora Nurse",
-                                                "roles": ["coordinator"], "sites": ["SITE-B"], "password": PASSWORD})
+    created = admin.post(
+        "/api/v1/users",
+        json={
+            "username": "nora",
+            "display_name": "Nora Nurse",
+            "roles": ["coordinator"],
+            "sites": ["SITE-B"],
+            "password": PASSWORD,
+        },
+    )
     assert created.status_code == 201
     assert audit_items(api, world)[-1]["action"] == "user.created"
 
@@ -364,10 +436,15 @@ def test_token_creation_expiry_and_revocation_are_audited(api, world):
     second = mine.post("/api/v1/tokens", json={"label": "script", "ttl_days": 7}).get_json()
     assert mine.post(f"/api/v1/tokens/{first['id']}/revoke", json={"reason": "leaked"}).status_code == 200
     assert mine.post(f"/api/v1/tokens/{second['id']}/expire", json={}).status_code == 200
-    actions = [(e["action"], e["data"].get("token_id")) for e in audit_items(api, world)
-               if e["action"].startswith("token.")]
-    assert actions[-4:] == [("token.created", first["id"]), ("token.created", second["id"]),
-                            ("token.revoked", first["id"]), ("token.expired", second["id"])]
+    actions = [
+        (e["action"], e["data"].get("token_id")) for e in audit_items(api, world) if e["action"].startswith("token.")
+    ]
+    assert actions[-4:] == [
+        ("token.created", first["id"]),
+        ("token.created", second["id"]),
+        ("token.revoked", first["id"]),
+        ("token.expired", second["id"]),
+    ]
 
 
 # -- electronic signatures ----------------------------------------------------------------------------------
@@ -406,8 +483,9 @@ def test_five_failed_signatures_lock_the_account_until_an_admin_unlocks_it(app, 
 
     logistics_id = user_id(app, "logistics")
     assert api.as_(world["coord"]).post(f"/api/v1/users/{logistics_id}/unlock", json={}).status_code == 403
-    unlocked = api.as_(world["admin"]).post(f"/api/v1/users/{logistics_id}/unlock",
-                                            json={"reason": "verified by phone"})
+    unlocked = api.as_(world["admin"]).post(
+        f"/api/v1/users/{logistics_id}/unlock", json={"reason": "verified by phone"}
+    )
     assert unlocked.status_code == 200 and unlocked.get_json()["locked"] is False
     entry = [e for e in audit_items(api, world) if e["action"] == "user.unlocked"][-1]
     assert entry["actor"] == "admin" and entry["reason"] == "verified by phone"
@@ -430,8 +508,14 @@ def test_signature_shows_printed_name_time_and_meaning_wherever_the_record_is_sh
     therapy, task = at_receipt(api, world)
     signed = sign(api, world["logistics"], task["id"])
     assert signed.status_code == 200, signed.get_json()
-    expected = {"printed_name": "Logistics Person", "signer": "logistics", "meaning": "approval",
-                "signed_at": clock().isoformat().replace("+00:00", "Z"), "valid": True, "task_id": task["id"]}
+    expected = {
+        "printed_name": "Logistics Person",
+        "signer": "logistics",
+        "meaning": "approval",
+        "signed_at": clock().isoformat().replace("+00:00", "Z"),
+        "valid": True,
+        "task_id": task["id"],
+    }
     [in_response] = signed.get_json()["task"]["signatures"]
     [on_task] = api.as_(world["auditor"]).get(f"/api/v1/tasks/{task['id']}").get_json()["signatures"]
     [on_therapy] = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()["signatures"]
@@ -451,8 +535,10 @@ def test_signature_shows_printed_name_time_and_meaning_wherever_the_record_is_sh
 def test_signature_invalid_after_signed_data_changes(app, api, world):
     therapy, task = at_receipt(api, world)
     assert sign(api, world["logistics"], task["id"]).status_code == 200
-    corrected = api.as_(world["qa"]).post(f"/api/v1/therapies/{therapy['id']}/corrections", json={
-        "path": "received_ok", "value": False, "reason": "bag was found damaged on re-inspection"})
+    corrected = api.as_(world["qa"]).post(
+        f"/api/v1/therapies/{therapy['id']}/corrections",
+        json={"path": "received_ok", "value": False, "reason": "bag was found damaged on re-inspection"},
+    )
     assert corrected.status_code == 201, corrected.get_json()
     [shown] = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()["signatures"]
     assert shown["valid"] is False and shown["printed_name"] == "Logistics Person"
@@ -482,21 +568,33 @@ def bundled(app, world):
 
 def test_only_qa_may_sign_a_batch_release(api, world, bundled):
     role_user = {"coordinator": "coord", "manufacturing": "mfg", "qa": "qa", "logistics": "logistics"}
-    therapy = api.as_(world["coord"]).post("/api/v1/therapies", json={
-        "process_key": "autologous_car_t", "site": "SITE-A", "patient": {"reference": "PT-7"}}).get_json()
-    for step in AUTOLOGOUS_HAPPY_PATH[:AUTOLOGOUS_HAPPY_PATH.index(("task", "Task_QaRelease"))]:
+    therapy = (
+        api.as_(world["coord"])
+        .post(
+            "/api/v1/therapies",
+            json={"process_key": "autologous_car_t", "site": "SITE-A", "patient": {"reference": "PT-7"}},
+        )
+        .get_json()
+    )
+    for step in AUTOLOGOUS_HAPPY_PATH[: AUTOLOGOUS_HAPPY_PATH.index(("task", "Task_QaRelease"))]:
         if step[0] == "task":
             [task] = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()["open_tasks"]
             body = {"data": form_data(task["form"]["name"], therapy["coi"])}
             done = api.as_(world[role_user[task["role"]]]).post(f"/api/v1/tasks/{task['id']}/complete", json=body)
             assert done.status_code == 200, done.get_json()
         else:
-            assert api.as_(world["integrator"]).post("/api/v1/messages", json={
-                "name": step[1], "coi": therapy["coi"], "payload": step[2]}).status_code == 200
+            assert (
+                api.as_(world["integrator"])
+                .post("/api/v1/messages", json={"name": step[1], "coi": therapy["coi"], "payload": step[2]})
+                .status_code
+                == 200
+            )
     [release] = api.as_(world["qa"]).get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"]
     assert release["activity_id"] == "Task_QaRelease" and release["signature"] == {"meaning": "approval"}
-    body = {"data": form_data(release["form"]["name"], therapy["coi"]),
-            "signature": {"password": PASSWORD, "meaning": "approval"}}
+    body = {
+        "data": form_data(release["form"]["name"], therapy["coi"]),
+        "signature": {"password": PASSWORD, "meaning": "approval"},
+    }
     for outsider in ("admin", "coord", "mfg", "auditor"):
         refused = api.as_(world[outsider]).post(f"/api/v1/tasks/{release['id']}/complete", json=body)
         assert refused.status_code == 403, (outsider, refused.get_json())
@@ -532,8 +630,10 @@ def test_tokens_can_be_listed_without_secrets_expired_and_revoked(api, world):
 
 def test_passwords_meet_a_minimum_policy(api, world):
     for weak in ("short1", "onlyletterslong", "1234567890123"):
-        refused = api.as_(world["admin"]).post("/api/v1/users", json={
-            "username": "weakling", "display_name": "Weak Ling", "roles": ["qa"], "password": weak})
+        refused = api.as_(world["admin"]).post(
+            "/api/v1/users",
+            json={"username": "weakling", "display_name": "Weak Ling", "roles": ["qa"], "password": weak},
+        )
         assert refused.status_code == 422 and refused.get_json()["error"]["code"] == "weak_password", weak
     assert api.as_(world["admin"]).get("/api/v1/users?limit=500").get_json()["items"][-1]["username"] != "weakling"
 
@@ -564,12 +664,15 @@ def test_deactivated_user_cannot_use_existing_tokens(app, api, world):
 
 def test_only_admin_manages_users(app, api, world):
     for who in ("coord", "qa", "designer"):
-        refused = api.as_(world[who]).post("/api/v1/users", json={
-            "username": "sneaky", "display_name": "Sneaky", "roles": ["admin"], "password": PASSWORD})
+        refused = api.as_(world[who]).post(
+            "/api/v1/users",
+            json={"username": "sneaky", "display_name": "Sneaky", "roles": ["admin"], "password": PASSWORD},
+        )
         assert refused.status_code == 403
     coord = user_id(app, "coord")
-    grab = api.client.patch(f"/api/v1/users/{coord}", json={"roles": ["admin"]},
-                            headers={"Authorization": f"Bearer {world['coord']}"})
+    grab = api.client.patch(
+        f"/api/v1/users/{coord}", json={"roles": ["admin"]}, headers={"Authorization": f"Bearer {world['coord']}"}
+    )
     assert grab.status_code == 403
     assert api.as_(world["coord"]).get("/api/v1/users/me").get_json()["roles"] == ["coordinator"]
 
@@ -597,8 +700,10 @@ def test_scoped_user_cannot_learn_that_another_sites_therapy_exists(app, api, wo
             send = other.get if method == "GET" else other.post
             seen = send(real, json={}) if method == "POST" else send(real)
             unseen = send(unknown, json={}) if method == "POST" else send(unknown)
-            assert (seen.status_code, (seen.get_json() or {}).get("error", {}).get("code")) == \
-                (unseen.status_code, (unseen.get_json() or {}).get("error", {}).get("code")), (method, rule.rule)
+            assert (seen.status_code, (seen.get_json() or {}).get("error", {}).get("code")) == (
+                unseen.status_code,
+                (unseen.get_json() or {}).get("error", {}).get("code"),
+            ), (method, rule.rule)
             assert therapy["coi"] not in seen.get_data(as_text=True), (method, rule.rule)
             if method == "GET":
                 assert seen.status_code == 404, rule.rule
@@ -616,16 +721,23 @@ def test_scoped_user_sees_only_their_sites_in_lists_tasks_and_audit(api, world):
     assert api.as_(world["coordb"]).get(f"/api/v1/audit?therapy_id={theirs['id']}").get_json()["items"] == []
     seen = {e["therapy_id"] for e in api.as_(world["coordb"]).get("/api/v1/audit?limit=500").get_json()["items"]}
     assert theirs["id"] not in seen and mine["id"] in seen
-    by_coi = api.as_(world["coordb"]).post("/api/v1/messages", json={
-        "name": "shipment.delivered", "coi": theirs["coi"], "payload": {}})
+    by_coi = api.as_(world["coordb"]).post(
+        "/api/v1/messages", json={"name": "shipment.delivered", "coi": theirs["coi"], "payload": {}}
+    )
     assert by_coi.status_code == 404
 
 
 def test_auditor_is_read_only_everywhere(app, api, world):
     therapy, task = at_receipt(api, world)
     tokens = api.as_(world["auditor"]).get("/api/v1/tokens").get_json()["items"]
-    values = {"therapy_id": therapy["id"], "task_id": task["id"], "user_id": user_id(app, "coord"),
-              "token_id": tokens[0]["id"], "key": "mini_therapy", "version": 1}
+    values = {
+        "therapy_id": therapy["id"],
+        "task_id": task["id"],
+        "user_id": user_id(app, "coord"),
+        "token_id": tokens[0]["id"],
+        "key": "mini_therapy",
+        "version": 1,
+    }
     before = [e for e in all_audit(app)]
     auditor = {"Authorization": f"Bearer {world['auditor']}"}
     checked = []
@@ -638,7 +750,7 @@ def test_auditor_is_read_only_everywhere(app, api, world):
             assert response.get_json()["error"]["code"] == "read_only", (method, rule.rule)
             checked.append((method, rule.rule))
     assert ("POST", "/api/v1/tasks/<task_id>/complete") in checked and len(checked) >= 10
-    after = all_audit(app)[len(before):]
+    after = all_audit(app)[len(before) :]
     assert after and all(action.endswith(".refused") for _seq, action, _actor, _data in after)
     assert open_task(api, world["logistics"], therapy["id"])["status"] == "ready"
 
@@ -646,8 +758,10 @@ def test_auditor_is_read_only_everywhere(app, api, world):
 # -- corrections with a reason -------------------------------------------------------------------------------
 def test_correction_changes_the_recorded_value_and_audits_old_new_and_reason(api, world):
     therapy = enrolled(api, world)
-    corrected = api.as_(world["qa"]).post(f"/api/v1/therapies/{therapy['id']}/corrections", json={
-        "path": "patient_initials", "value": "CD", "reason": "transcription error on the enrolment form"})
+    corrected = api.as_(world["qa"]).post(
+        f"/api/v1/therapies/{therapy['id']}/corrections",
+        json={"path": "patient_initials", "value": "CD", "reason": "transcription error on the enrolment form"},
+    )
     assert corrected.status_code == 201, corrected.get_json()
     assert corrected.get_json()["old_value"] == "AB" and corrected.get_json()["corrected_by"] == "qa"
     detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
@@ -665,19 +779,25 @@ def test_correction_changes_the_recorded_value_and_audits_old_new_and_reason(api
 
 def test_correction_reaches_the_process_itself(api, world):
     therapy = enrolled(api, world)
-    api.as_(world["admin"]).post(f"/api/v1/therapies/{therapy['id']}/corrections", json={
-        "path": "patient_initials", "value": "CD", "reason": "wrong patient initials"})
+    api.as_(world["admin"]).post(
+        f"/api/v1/therapies/{therapy['id']}/corrections",
+        json={"path": "patient_initials", "value": "CD", "reason": "wrong patient initials"},
+    )
     # The next engine step recomputes the data from the engine state: the correction must be there.
-    api.as_(world["integrator"]).post("/api/v1/messages", json={
-        "name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {"carrier": "ColdChain"}})
+    api.as_(world["integrator"]).post(
+        "/api/v1/messages",
+        json={"name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {"carrier": "ColdChain"}},
+    )
     detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
     assert detail["stage"] == "Receive shipment" and detail["data"]["patient_initials"] == "CD"
 
 
 def test_correction_of_a_nested_value(api, world):
     therapy = enrolled(api, world, qc={"result": "fail", "report": "QC-1"})
-    corrected = api.as_(world["qa"]).post(f"/api/v1/therapies/{therapy['id']}/corrections", json={
-        "path": "qc.result", "value": "pass", "reason": "retest confirmed; first result was a sample mix-up"})
+    corrected = api.as_(world["qa"]).post(
+        f"/api/v1/therapies/{therapy['id']}/corrections",
+        json={"path": "qc.result", "value": "pass", "reason": "retest confirmed; first result was a sample mix-up"},
+    )
     assert corrected.status_code == 201, corrected.get_json()
     data = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()["data"]
     assert data["qc"] == {"result": "pass", "report": "QC-1"}
@@ -686,8 +806,10 @@ def test_correction_of_a_nested_value(api, world):
 def test_correction_without_a_reason_is_422_and_changes_nothing(app, api, world):
     therapy = enrolled(api, world)
     before = len(all_audit(app))
-    for body in ({"path": "patient_initials", "value": "CD"},
-                 {"path": "patient_initials", "value": "CD", "reason": "   "}):
+    for body in (
+        {"path": "patient_initials", "value": "CD"},
+        {"path": "patient_initials", "value": "CD", "reason": "   "},
+    ):
         refused = api.as_(world["qa"]).post(f"/api/v1/therapies/{therapy['id']}/corrections", json=body)
         assert refused.status_code == 422 and refused.get_json()["error"]["code"] == "reason_required"
         assert refused.get_json()["error"]["details"]["field"] == "reason"
@@ -700,11 +822,13 @@ def test_correction_refuses_identity_unknown_and_invalid_values(api, world):
     therapy = enrolled(api, world)
     qa = api.as_(world["qa"])
     url = f"/api/v1/therapies/{therapy['id']}/corrections"
-    cases = [({"path": "coi", "value": "CHW12342600A1B7"}, "protected_field"),
-             ({"path": "no_such_value", "value": 1}, "unknown_path"),
-             ({"path": "patient_initials", "value": "TOOLONG"}, "invalid_form_data"),
-             ({"path": "patient_initials", "value": "AB"}, "no_change"),
-             ({"path": "qc..result", "value": 1}, "invalid_path")]
+    cases = [
+        ({"path": "coi", "value": "CHW12342600A1B7"}, "protected_field"),
+        ({"path": "no_such_value", "value": 1}, "unknown_path"),
+        ({"path": "patient_initials", "value": "TOOLONG"}, "invalid_form_data"),
+        ({"path": "patient_initials", "value": "AB"}, "no_change"),
+        ({"path": "qc..result", "value": 1}, "invalid_path"),
+    ]
     for body, code in cases:
         refused = qa.post(url, json={**body, "reason": "testing"})
         assert refused.status_code == 422 and refused.get_json()["error"]["code"] == code, (body, refused.get_json())
@@ -733,8 +857,10 @@ def test_login_is_rate_limited(app, api, world):
 def test_json_body_over_the_limit_is_413(app, api, world):
     app.config["MAX_JSON_BYTES"] = 2000
     therapy = enrolled(api, world)
-    big = api.as_(world["integrator"]).post("/api/v1/messages", json={
-        "name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {"blob": "x" * 3000}})
+    big = api.as_(world["integrator"]).post(
+        "/api/v1/messages",
+        json={"name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {"blob": "x" * 3000}},
+    )
     assert big.status_code == 413 and big.get_json()["error"]["code"] == "too_large"
     assert api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()["stage"] != "Receive shipment"
 
@@ -745,7 +871,10 @@ def test_upload_over_the_limit_is_413(app, api, world):
     app.config["MAX_CONTENT_LENGTH"] = 4000
     bpmn = (project_root() / "tests" / "fixtures" / "mini.bpmn").read_bytes()
     assert len(bpmn) > 4000
-    response = api.client.post("/api/v1/process-definitions", data={"bpmn": (io.BytesIO(bpmn), "mini.bpmn")},
-                               headers={"Authorization": f"Bearer {world['designer']}"},
-                               content_type="multipart/form-data")
+    response = api.client.post(
+        "/api/v1/process-definitions",
+        data={"bpmn": (io.BytesIO(bpmn), "mini.bpmn")},
+        headers={"Authorization": f"Bearer {world['designer']}"},
+        content_type="multipart/form-data",
+    )
     assert response.status_code == 413 and response.get_json()["error"]["code"] == "too_large"

@@ -14,8 +14,9 @@ from .conftest import PASSWORD
 
 
 def start(api, world, reference="PT-0001"):
-    created = api.as_(world["coord"]).post("/api/v1/therapies", json={
-        "process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": reference}})
+    created = api.as_(world["coord"]).post(
+        "/api/v1/therapies", json={"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": reference}}
+    )
     assert created.status_code == 201, created.get_json()
     return created.get_json()
 
@@ -23,18 +24,26 @@ def start(api, world, reference="PT-0001"):
 def to_receipt(api, world, therapy):
     """Enrol and deliver: the mini therapy then waits at 'Receive shipment' (range 2..8 °C)."""
     task = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"][0]
-    done = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete",
-                                        json={"data": {"eligible": True, "patient_initials": "AB"}})
+    done = api.as_(world["coord"]).post(
+        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
+    )
     assert done.status_code == 200, done.get_json()
-    sent = api.as_(world["integrator"]).post("/api/v1/messages", json={
-        "name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {}})
+    sent = api.as_(world["integrator"]).post(
+        "/api/v1/messages", json={"name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {}}
+    )
     assert sent.status_code == 200, sent.get_json()
     return api.as_(world["logistics"]).get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"][0]
 
 
 def transfer(api, token, therapy, scanned, **extra):
-    body = {"material_id": "BAG-1", "from_party": "SITE-A apheresis", "to_party": "ColdChain courier",
-            "scanned_coi": scanned, "location": "SITE-A dock", **extra}
+    body = {
+        "material_id": "BAG-1",
+        "from_party": "SITE-A apheresis",
+        "to_party": "ColdChain courier",
+        "scanned_coi": scanned,
+        "location": "SITE-A dock",
+        **extra,
+    }
     return api.as_(token).post(f"/api/v1/therapies/{therapy['id']}/custody", json=body)
 
 
@@ -62,8 +71,14 @@ def test_custody_accepts_every_form_of_the_label_and_lists_the_chain_in_order(ap
     recorded = []
     for index, scanned in enumerate(forms):
         occurred = datetime(2026, 11, 22, 8, 0, tzinfo=UTC) + timedelta(hours=len(forms) - index)
-        response = transfer(api, world["logistics"], therapy, scanned, material_id=f"BAG-{index}",
-                            occurred_at=occurred.isoformat().replace("+00:00", "Z"))
+        response = transfer(
+            api,
+            world["logistics"],
+            therapy,
+            scanned,
+            material_id=f"BAG-{index}",
+            occurred_at=occurred.isoformat().replace("+00:00", "Z"),
+        )
         assert response.status_code == 201, response.get_json()
         body = response.get_json()
         assert {"id", "therapy_id", "material_id", "from_party", "to_party", "occurred_at", "recorded_by"} <= set(body)
@@ -80,6 +95,7 @@ def test_custody_accepts_every_form_of_the_label_and_lists_the_chain_in_order(ap
     assert transferred[0]["data"]["scanned_coi"] == "&/" + coi
 
     from server.store.models import OutboxEvent
+
     events = rows(api.client.application, OutboxEvent, type="custody.transferred")
     assert len(events) == len(forms) and events[0].data["coi"] == coi
 
@@ -93,8 +109,9 @@ def test_custody_defaults_its_time_and_is_append_only(api, world, clock):
     for method in ("put", "patch", "delete"):
         response = getattr(api.client, method)(url, headers={"Authorization": f"Bearer {world['admin']}"})
         assert response.status_code == 405
-    assert api.client.delete(f"{url}/{made.get_json()['id']}",
-                             headers={"Authorization": f"Bearer {world['admin']}"}).status_code in (404, 405)
+    assert api.client.delete(
+        f"{url}/{made.get_json()['id']}", headers={"Authorization": f"Bearer {world['admin']}"}
+    ).status_code in (404, 405)
     assert len(api.as_(world["coord"]).get(url).get_json()["items"]) == 1
 
 
@@ -106,6 +123,7 @@ def test_custody_wrong_check_character_is_refused_and_changes_nothing(api, world
     assert garbled.status_code == 422 and garbled.get_json()["error"]["code"] == "coi_invalid"
     assert api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}/custody").get_json()["items"] == []
     from server.store.models import Alert
+
     assert rows(api.client.application, Alert, therapy_id=therapy["id"], kind="coi_mismatch") == []
 
 
@@ -120,6 +138,7 @@ def test_custody_with_another_therapys_label_is_blocked_alerted_and_audited(api,
 
     app = api.client.application
     from server.store.models import Alert, OutboxEvent
+
     [alert] = rows(app, Alert, therapy_id=therapy["id"], kind="coi_mismatch")
     assert alert.kind == "coi_mismatch" and alert.severity == "high" and alert.id == error["details"]["alert_id"]
     [event] = rows(app, OutboxEvent, type="coi.mismatch")
@@ -150,10 +169,16 @@ def test_custody_roles_and_sites(api, world, clock):
 def test_custody_replay_with_idempotency_key_records_once(api, world, clock):
     therapy = start(api, world)
     headers = {"Idempotency-Key": "handoff-1"}
-    first = api.as_(world["logistics"]).post(f"/api/v1/therapies/{therapy['id']}/custody", headers=headers, json={
-        "material_id": "BAG-1", "from_party": "A", "to_party": "B", "scanned_coi": therapy["coi"]})
-    again = api.as_(world["logistics"]).post(f"/api/v1/therapies/{therapy['id']}/custody", headers=headers, json={
-        "material_id": "BAG-1", "from_party": "A", "to_party": "B", "scanned_coi": therapy["coi"]})
+    first = api.as_(world["logistics"]).post(
+        f"/api/v1/therapies/{therapy['id']}/custody",
+        headers=headers,
+        json={"material_id": "BAG-1", "from_party": "A", "to_party": "B", "scanned_coi": therapy["coi"]},
+    )
+    again = api.as_(world["logistics"]).post(
+        f"/api/v1/therapies/{therapy['id']}/custody",
+        headers=headers,
+        json={"material_id": "BAG-1", "from_party": "A", "to_party": "B", "scanned_coi": therapy["coi"]},
+    )
     assert first.status_code == again.status_code == 201
     assert again.headers.get("Idempotent-Replayed") == "true" and again.get_json()["id"] == first.get_json()["id"]
     assert len(api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}/custody").get_json()["items"]) == 1
@@ -164,13 +189,21 @@ def test_task_scan_of_the_wrong_bag_blocks_the_step_before_any_signature(api, wo
     therapy, other = start(api, world, "PT-0001"), start(api, world, "PT-0002")
     task = to_receipt(api, world, therapy)
     url = f"/api/v1/tasks/{task['id']}/complete"
-    wrong_bag = api.as_(world["logistics"]).post(url, json={
-        "data": {"received_ok": True, "scanned_coi": "&/" + other["coi"]},
-        "signature": {"password": "not-the-password-1", "meaning": "approval"}})
+    wrong_bag = api.as_(world["logistics"]).post(
+        url,
+        json={
+            "data": {"received_ok": True, "scanned_coi": "&/" + other["coi"]},
+            "signature": {"password": "not-the-password-1", "meaning": "approval"},
+        },
+    )
     assert wrong_bag.status_code == 409 and wrong_bag.get_json()["error"]["code"] == "coi_mismatch"
-    typo = api.as_(world["logistics"]).post(url, json={
-        "data": {"received_ok": True, "scanned_coi": wrong_check(therapy["coi"])},
-        "signature": {"password": PASSWORD, "meaning": "approval"}})
+    typo = api.as_(world["logistics"]).post(
+        url,
+        json={
+            "data": {"received_ok": True, "scanned_coi": wrong_check(therapy["coi"])},
+            "signature": {"password": PASSWORD, "meaning": "approval"},
+        },
+    )
     assert typo.status_code == 422 and typo.get_json()["error"]["code"] == "coi_check_failed"
     assert api.as_(world["logistics"]).get(f"/api/v1/tasks/{task['id']}").get_json()["status"] == "ready"
 
@@ -180,12 +213,17 @@ def test_task_scan_of_the_wrong_bag_blocks_the_step_before_any_signature(api, wo
     [mismatch] = [e for e in audit["items"] if e["action"] == "coi.mismatch"]
     assert mismatch["data"]["task_id"] == task["id"] and mismatch["data"]["activity_id"] == "Task_Receive"
     from server.store.models import Alert
+
     [alert] = rows(api.client.application, Alert, therapy_id=therapy["id"], kind="coi_mismatch")
     assert alert.kind == "coi_mismatch" and alert.severity == "high"
 
-    right = api.as_(world["logistics"]).post(url, json={
-        "data": {"received_ok": True, "scanned_coi": f"{therapy['coi']} {check_character(therapy['coi'])}"},
-        "signature": {"password": PASSWORD, "meaning": "approval"}})
+    right = api.as_(world["logistics"]).post(
+        url,
+        json={
+            "data": {"received_ok": True, "scanned_coi": f"{therapy['coi']} {check_character(therapy['coi'])}"},
+            "signature": {"password": PASSWORD, "meaning": "approval"},
+        },
+    )
     assert right.status_code == 200, right.get_json()
 
 
@@ -215,6 +253,7 @@ def test_readings_are_checked_against_the_range_of_the_current_activity(api, wor
 
     app = api.client.application
     from server.store.models import Alert, OutboxEvent
+
     [alert] = rows(app, Alert, therapy_id=therapy["id"], kind="condition_excursion")
     assert alert.id == body["alert_id"] and alert.severity == "high" and alert.kind == "condition_excursion"
     assert "12.5" in alert.message
@@ -233,9 +272,16 @@ def test_readings_are_checked_against_the_range_of_the_current_activity(api, wor
 def test_bad_readings_are_refused_and_nothing_is_stored(api, world, clock):
     therapy = start(api, world)
     url = f"/api/v1/therapies/{therapy['id']}/conditions"
-    for bad in (reading("warm"), reading(-300.0), reading(4.0, at="yesterday"), {"temperature_c": 4.0},
-                reading(4.0, at="2026-11-24T09:00:00Z"), {"readings": []},
-                {"readings": [reading(4.0)] * 1001}, {"readings": [reading(4.0), reading(None)]}):
+    for bad in (
+        reading("warm"),
+        reading(-300.0),
+        reading(4.0, at="yesterday"),
+        {"temperature_c": 4.0},
+        reading(4.0, at="2026-11-24T09:00:00Z"),
+        {"readings": []},
+        {"readings": [reading(4.0)] * 1001},
+        {"readings": [reading(4.0), reading(None)]},
+    ):
         response = api.as_(world["logistics"]).post(url, json=bad)
         assert response.status_code == 422, (bad if len(str(bad)) < 200 else "batch", response.get_json())
     assert api.as_(world["logistics"]).post(url, data="nope", content_type="application/json").status_code == 400
@@ -263,8 +309,10 @@ def test_ten_thousand_readings_insert_in_bulk_and_read_back_as_a_series(api, wor
     logger = api.as_(world["integrator"])
     began = time.perf_counter()
     for batch in range(10):
-        readings = [reading(4.0 + (i % 7) * 0.5, at=(first + timedelta(minutes=batch * 1000 + i)).isoformat())
-                    for i in range(1000)]
+        readings = [
+            reading(4.0 + (i % 7) * 0.5, at=(first + timedelta(minutes=batch * 1000 + i)).isoformat())
+            for i in range(1000)
+        ]
         response = logger.post(url, json={"readings": readings})
         assert response.status_code == 201, response.get_json()
         assert response.get_json()["recorded"] == 1000 and response.get_json()["excursion"] is False
@@ -296,8 +344,10 @@ def test_ten_thousand_readings_insert_in_bulk_and_read_back_as_a_series(api, wor
     assert logger.get(f"{url}?from=soon").status_code == 400
 
     with capsys.disabled():
-        print(f"\n[{api.client.application.config['DATABASE_URL'].split(':')[0]}] 10,000 readings in 10 batches: "
-              f"{insert_seconds:.2f} s; 1-hour window: {window_ms:.1f} ms; 200-point chart: {chart_ms:.1f} ms")
+        print(
+            f"\n[{api.client.application.config['DATABASE_URL'].split(':')[0]}] 10,000 readings in 10 batches: "
+            f"{insert_seconds:.2f} s; 1-hour window: {window_ms:.1f} ms; 200-point chart: {chart_ms:.1f} ms"
+        )
 
 
 def test_series_query_uses_the_therapy_time_index(api, world, clock):
@@ -309,14 +359,25 @@ def test_series_query_uses_the_therapy_time_index(api, world, clock):
     therapy = start(api, world)
     with app.app_context():
         first = datetime(2026, 11, 1, tzinfo=UTC)
-        db.session.execute(insert(ConditionReading), [
-            {"therapy_id": therapy["id"], "sensor_id": "S", "recorded_at": first + timedelta(minutes=i),
-             "temperature_c": 4.0, "excursion": False} for i in range(5000)])
+        db.session.execute(
+            insert(ConditionReading),
+            [
+                {
+                    "therapy_id": therapy["id"],
+                    "sensor_id": "S",
+                    "recorded_at": first + timedelta(minutes=i),
+                    "temperature_c": 4.0,
+                    "excursion": False,
+                }
+                for i in range(5000)
+            ],
+        )
         db.session.commit()
         if db.engine.dialect.name == "postgresql":
             db.session.execute(text("ANALYZE condition_reading"))
-        query = conditions.series_query(therapy["id"], datetime(2026, 11, 2, tzinfo=UTC),
-                                        datetime(2026, 11, 2, 1, tzinfo=UTC)).limit(501)
+        query = conditions.series_query(
+            therapy["id"], datetime(2026, 11, 2, tzinfo=UTC), datetime(2026, 11, 2, 1, tzinfo=UTC)
+        ).limit(501)
         compiled = query.compile(db.engine, compile_kwargs={"literal_binds": True})
         prefix = "EXPLAIN QUERY PLAN " if db.engine.dialect.name == "sqlite" else "EXPLAIN "
         plan = " ".join(str(row) for row in db.session.execute(text(prefix + str(compiled))))

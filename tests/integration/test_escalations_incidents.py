@@ -67,6 +67,7 @@ def outbox_types(app, therapy_id) -> list[str]:
 @pytest.fixture
 def no_outside_calls(monkeypatch):
     """Fail the test if anything makes an HTTP request."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("an escalation must not call anything outside synchronously")
 
@@ -79,8 +80,7 @@ def test_late_task_raises_an_escalation_alert_for_its_role(app, api, world, cloc
     [task] = tasks_of(api, world["coord"], therapy["id"])
     due = clock.now + timedelta(hours=24)
     assert task["due_at"] == due.isoformat().replace("+00:00", "Z"), "the boundary timer's due time shows"
-    assert api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()["next_due_at"] == task[
-        "due_at"]
+    assert api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()["next_due_at"] == task["due_at"]
 
     clock.advance(hours=23, minutes=59)
     assert fire(app, therapy["id"]) is False, "nothing is due yet"
@@ -91,7 +91,11 @@ def test_late_task_raises_an_escalation_alert_for_its_role(app, api, world, cloc
     assert len(alerts) == 1
     alert = alerts[0]
     assert (alert["kind"], alert["status"], alert["role"], alert["activity_id"]) == (
-        "escalation", "open", "coordinator", "Task_Enrol")
+        "escalation",
+        "open",
+        "coordinator",
+        "Task_Enrol",
+    )
     assert "Enrol patient" in alert["message"] and "coordinator" in alert["message"]
     assert alert["data"]["task_id"] == task["id"] and alert["acknowledged_by"] is None
     assert [t["id"] for t in tasks_of(api, world["coord"], therapy["id"])] == [task["id"]], "the task stays open"
@@ -116,11 +120,14 @@ def test_bundled_process_escalates_a_late_fresh_delivery(app, api, world, clock)
     for activity_id in ("Task_Enrolment", "Task_Scheduling", "Task_Apheresis"):
         [task] = tasks_of(api, world["coord"], therapy["id"])
         assert task["activity_id"] == activity_id
-        done = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete", json={
-            "data": form_data(task["form"]["name"], therapy["coi"])})
+        done = api.as_(world["coord"]).post(
+            f"/api/v1/tasks/{task['id']}/complete", json={"data": form_data(task["form"]["name"], therapy["coi"])}
+        )
         assert done.status_code == 200, done.get_json()
-    picked_up = api.as_(world["integrator"]).post("/api/v1/messages", json={
-        "name": "courier.picked_up", "therapy_id": therapy["id"], "payload": {"courier": "ColdChain"}})
+    picked_up = api.as_(world["integrator"]).post(
+        "/api/v1/messages",
+        json={"name": "courier.picked_up", "therapy_id": therapy["id"], "payload": {"courier": "ColdChain"}},
+    )
     assert picked_up.status_code == 200, picked_up.get_json()
     therapy = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
     [wait] = [w for w in therapy["waiting_for"] if w["activity_id"] == "Event_FreshDeliveryOverdue"]
@@ -132,8 +139,10 @@ def test_bundled_process_escalates_a_late_fresh_delivery(app, api, world, clock)
     assert "Fresh material in transit to manufacturing" in escalation["message"]
     assert any(a["kind"] == "notification" for a in alerts), "the diagram's own notify step ran too"
     assert fire(app, therapy["id"]) is False
-    delivered = api.as_(world["integrator"]).post("/api/v1/messages", json={
-        "name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {"delivered_to": "MFG-1"}})
+    delivered = api.as_(world["integrator"]).post(
+        "/api/v1/messages",
+        json={"name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {"delivered_to": "MFG-1"}},
+    )
     assert delivered.status_code == 200, "the late delivery is still awaited"
     assert wait["due_at"] is not None
 
@@ -145,14 +154,19 @@ def test_alerts_are_site_scoped_and_acknowledged_once(app, api, world, clock):
     [alert] = api.as_(world["coord"]).get("/api/v1/alerts?status=open").get_json()["items"]
 
     assert api.as_(world["coordb"]).get("/api/v1/alerts").get_json()["items"] == []
-    assert api.as_(world["coordb"]).post(f"/api/v1/alerts/{alert['id']}/acknowledge",
-                                         json={"note": "x"}).status_code == 404
-    assert api.as_(world["auditor"]).post(f"/api/v1/alerts/{alert['id']}/acknowledge",
-                                          json={"note": "x"}).status_code == 403
+    assert (
+        api.as_(world["coordb"]).post(f"/api/v1/alerts/{alert['id']}/acknowledge", json={"note": "x"}).status_code
+        == 404
+    )
+    assert (
+        api.as_(world["auditor"]).post(f"/api/v1/alerts/{alert['id']}/acknowledge", json={"note": "x"}).status_code
+        == 403
+    )
     assert api.as_(world["coord"]).get("/api/v1/alerts?status=closed").status_code == 400
 
-    done = api.as_(world["coord"]).post(f"/api/v1/alerts/{alert['id']}/acknowledge",
-                                        json={"note": "Called the patient; enrolment tomorrow"})
+    done = api.as_(world["coord"]).post(
+        f"/api/v1/alerts/{alert['id']}/acknowledge", json={"note": "Called the patient; enrolment tomorrow"}
+    )
     assert done.status_code == 200, done.get_json()
     assert (done.get_json()["status"], done.get_json()["acknowledged_by"]) == ("acknowledged", "coord")
     again = api.as_(world["coord"]).post(f"/api/v1/alerts/{alert['id']}/acknowledge", json={"note": "again"})
@@ -164,8 +178,11 @@ def test_alerts_are_site_scoped_and_acknowledged_once(app, api, world, clock):
 
 
 def test_cycle_timer_escalates_three_times(app, api, world, clock):
-    deploy(app, "timers-user-task.bpmn", (b"<bpmn:timeDuration>PT2H</bpmn:timeDuration>",
-                                          b"<bpmn:timeCycle>R3/PT1H</bpmn:timeCycle>"))
+    deploy(
+        app,
+        "timers-user-task.bpmn",
+        (b"<bpmn:timeDuration>PT2H</bpmn:timeDuration>", b"<bpmn:timeCycle>R3/PT1H</bpmn:timeCycle>"),
+    )
     therapy = start(api, world, "timers_user_task")
     for _hour in range(5):
         clock.advance(hours=1, seconds=1)
@@ -220,8 +237,7 @@ def test_failing_service_task_retries_with_backoff_then_opens_an_incident(app, a
     therapy, task = prepare_shipper(api, world)
     assert api.as_(world["logistics"]).get(f"/api/v1/tasks/{task['id']}").get_json()["status"] == "completed"
     incident = incident_of(api, world, therapy["id"])
-    assert (incident["status"], incident["attempts"], incident["activity_id"]) == (
-        "retrying", 1, "Service_BookCourier")
+    assert (incident["status"], incident["attempts"], incident["activity_id"]) == ("retrying", 1, "Service_BookCourier")
     assert incident["message"] == "http failed: courier API refused the connection"
     assert incident["error_type"] == "ConnectionError"
     first_retry = clock.now + timedelta(seconds=3)  # backoff_base 3 in the diagram: 3 s, then 9 s
@@ -298,16 +314,21 @@ def test_admin_resolves_an_incident_with_a_reason(app, api, world, clock, courie
     assert missing.status_code == 422
     assert incident_of(api, world, therapy["id"])["status"] == "open", "a refused request changes nothing"
 
-    done = api.as_(world["admin"]).post(url, json={"reason": "Booked by phone with the courier",
-                                                   "result": {"booking": "PHONE-1"}})
+    done = api.as_(world["admin"]).post(
+        url, json={"reason": "Booked by phone with the courier", "result": {"booking": "PHONE-1"}}
+    )
     assert done.status_code == 200, done.get_json()
     resolved = done.get_json()["incident"]
     assert (resolved["status"], resolved["resolution"], resolved["reason"]) == (
-        "resolved", "resolved", "Booked by phone with the courier")
+        "resolved",
+        "resolved",
+        "Booked by phone with the courier",
+    )
     assert courier.calls == 3, "resolving does not call the courier again"
     assert [t["activity_id"] for t in tasks_of(api, world["logistics"], therapy["id"])] == ["Task_Handover"]
     assert api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()["data"]["booking"] == {
-        "booking": "PHONE-1"}
+        "booking": "PHONE-1"
+    }
     entries = api.as_(world["auditor"]).get(f"/api/v1/audit?therapy_id={therapy['id']}&limit=500").get_json()
     [resolution] = [e for e in entries["items"] if e["action"] == "incident.resolved"]
     assert resolution["reason"] == "Booked by phone with the courier" and resolution["actor"] == "admin"
@@ -326,25 +347,33 @@ def test_automatic_retry_that_succeeds_closes_the_incident_quietly(app, api, wor
 
 
 def test_service_task_without_retry_settings_retries_three_times_and_leaves_nothing_half_done(
-        app, api, world, clock, monkeypatch):
+    app, api, world, clock, monkeypatch
+):
     from server.store import audit
     from server.workflow import operators
 
     def half_done_notify(context, params):
-        audit.append(context.actor, "notification.sent", "therapy", context.therapy.id,
-                     therapy_id=context.therapy.id, data={"role": params["role"]})
+        audit.append(
+            context.actor,
+            "notification.sent",
+            "therapy",
+            context.therapy.id,
+            therapy_id=context.therapy.id,
+            data={"role": params["role"]},
+        )
         raise OSError("mail relay unreachable")
 
     monkeypatch.setitem(operators.OPERATORS, "notify", (half_done_notify, ""))
     therapy = start(api, world)
     [task] = tasks_of(api, world["coord"], therapy["id"])
-    done = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete",
-                                        json={"data": {"eligible": True, "patient_initials": "AB"}})
+    done = api.as_(world["coord"]).post(
+        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
+    )
     assert done.status_code == 200, done.get_json()
     for attempt in range(1, 5):
         incident = incident_of(api, world, therapy["id"])
         assert incident["attempts"] == attempt and incident["retries"] == 3
-        clock.advance(seconds=5 ** attempt, milliseconds=1)
+        clock.advance(seconds=5**attempt, milliseconds=1)
         fire(app, therapy["id"])
     assert incident_of(api, world, therapy["id"])["status"] == "open"
     assert "notification.sent" not in audit_actions(api, world, therapy["id"]), "the failed call left nothing"
@@ -352,12 +381,16 @@ def test_service_task_without_retry_settings_retries_three_times_and_leaves_noth
 
 def test_cancelling_the_therapy_closes_its_incident_and_stops_the_retries(app, api, world, clock, courier):
     therapy, _task = prepare_shipper(api, world)
-    cancelled = api.as_(world["coord"]).post(f"/api/v1/therapies/{therapy['id']}/cancel",
-                                             json={"reason": "Patient withdrew consent"})
+    cancelled = api.as_(world["coord"]).post(
+        f"/api/v1/therapies/{therapy['id']}/cancel", json={"reason": "Patient withdrew consent"}
+    )
     assert cancelled.status_code == 200, cancelled.get_json()
     incident = incident_of(api, world, therapy["id"])
     assert (incident["status"], incident["resolution"], incident["next_retry_at"]) == (
-        "resolved", "therapy_ended", None)
+        "resolved",
+        "therapy_ended",
+        None,
+    )
     clock.advance(minutes=5)
     assert fire(app, therapy["id"]) is False and courier.calls == 1
 
@@ -423,8 +456,9 @@ def test_each_commit_arms_or_disarms_the_therapy_job(app, api, world, clock):
         assert job is not None
         assert timedelta(hours=23, minutes=59) < job.next_run_time - _real_now() <= timedelta(hours=24)
         [task] = tasks_of(api, world["coord"], therapy["id"])
-        api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete",
-                                     json={"data": {"eligible": False, "patient_initials": "AB"}})
+        api.as_(world["coord"]).post(
+            f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": False, "patient_initials": "AB"}}
+        )
         assert scheduler.scheduler.get_job(f"timer:{therapy['id']}") is None, "nothing left to wait for"
     finally:
         scheduler.shutdown()

@@ -17,14 +17,18 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExc
 def upload(api, token, content: bytes, name: str = "diagram.bpmn"):
     from io import BytesIO
 
-    return api.as_(token).client.post("/api/v1/process-definitions", data={"bpmn": (BytesIO(content), name)},
-                                      headers={"Authorization": f"Bearer {token}"},
-                                      content_type="multipart/form-data")
+    return api.as_(token).client.post(
+        "/api/v1/process-definitions",
+        data={"bpmn": (BytesIO(content), name)},
+        headers={"Authorization": f"Bearer {token}"},
+        content_type="multipart/form-data",
+    )
 
 
 def start(api, world, key: str, **data):
-    return api.as_(world["coord"]).post("/api/v1/therapies", json={
-        "process_key": key, "site": "SITE-A", "patient": {"reference": "PT-1"}, "data": data})
+    return api.as_(world["coord"]).post(
+        "/api/v1/therapies", json={"process_key": key, "site": "SITE-A", "patient": {"reference": "PT-1"}, "data": data}
+    )
 
 
 def therapy_count(app) -> int:
@@ -49,8 +53,9 @@ def mini_therapy_runs(api, world) -> None:
     created = start(api, world, "mini_therapy", patient_initials="AB")
     assert created.status_code == 201, created.get_json()
     tasks = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={created.get_json()['id']}").get_json()["items"]
-    done = api.as_(world["coord"]).post(f"/api/v1/tasks/{tasks[0]['id']}/complete",
-                                        json={"data": {"eligible": True, "patient_initials": "AB"}})
+    done = api.as_(world["coord"]).post(
+        f"/api/v1/tasks/{tasks[0]['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
+    )
     assert done.status_code == 200, done.get_json()
 
 
@@ -118,8 +123,9 @@ def test_a_loop_behind_a_timer_halts_the_timers_until_an_admin_acts(app, api, wo
     assert [w["activity_id"] for w in detail["waiting_for"]] == ["Timer_Soon"], "the firing was undone"
     retried = api.as_(world["admin"]).post(f"/api/v1/incidents/{incident['id']}/retry")
     assert retried.status_code == 409 and "loops" in retried.get_json()["error"]["message"]
-    resolved = api.as_(world["admin"]).post(f"/api/v1/incidents/{incident['id']}/resolve",
-                                            json={"reason": "diagram to be fixed; therapy will be cancelled"})
+    resolved = api.as_(world["admin"]).post(
+        f"/api/v1/incidents/{incident['id']}/resolve", json={"reason": "diagram to be fixed; therapy will be cancelled"}
+    )
     assert resolved.status_code == 200, resolved.get_json()
     cancelled = api.as_(world["coord"]).post(f"/api/v1/therapies/{therapy['id']}/cancel", json={"reason": "loops"})
     assert cancelled.status_code == 200
@@ -156,8 +162,7 @@ def test_one_long_builtin_call_is_cut_at_the_deadline(app, api, world):
     mini_therapy_runs(api, world)
 
 
-@pytest.mark.parametrize("script", ["coi = 'W123426000001'", "patient_reference = 'someone else'",
-                                    "del site"])
+@pytest.mark.parametrize("script", ["coi = 'W123426000001'", "patient_reference = 'someone else'", "del site"])
 def test_scripts_cannot_change_what_the_server_set(app, api, world, script):
     assert upload(api, world["designer"], hostile.scripted("protected", script)).status_code == 201
     refused = start(api, world, "protected")
@@ -168,8 +173,9 @@ def test_scripts_cannot_change_what_the_server_set(app, api, world, script):
 def test_form_data_cannot_overwrite_the_coi(app, api, world):
     created = start(api, world, "mini_therapy", patient_initials="AB").get_json()
     [task] = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={created['id']}").get_json()["items"]
-    refused = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete",
-                                           json={"data": {"eligible": True, "coi": "X"}})
+    refused = api.as_(world["coord"]).post(
+        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "coi": "X"}}
+    )
     assert refused.status_code == 422, refused.get_json()
     detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{created['id']}").get_json()
     assert detail["data"]["coi"] == created["coi"]

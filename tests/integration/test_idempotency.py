@@ -30,8 +30,9 @@ def therapies_of(app, reference: str) -> int:
     from server.store.models import Therapy
 
     with app.app_context():
-        count = db.session.execute(select(func.count()).select_from(Therapy)
-                                   .where(Therapy.patient_reference == reference)).scalar_one()
+        count = db.session.execute(
+            select(func.count()).select_from(Therapy).where(Therapy.patient_reference == reference)
+        ).scalar_one()
         db.session.rollback()
         return count
 
@@ -52,8 +53,16 @@ def other_app(database_url: str, **config):
     """A second app on the same database (another process's view of it), with extra settings."""
     from server import create_app
 
-    return create_app({"DATABASE_URL": database_url, "SCHEDULER": False, "SECRET_KEY": "test-secret",
-                       "FORMS_DIR": str(ROOT / "forms"), "TESTING": True, **config})
+    return create_app(
+        {
+            "DATABASE_URL": database_url,
+            "SCHEDULER": False,
+            "SECRET_KEY": "test-secret",
+            "FORMS_DIR": str(ROOT / "forms"),
+            "TESTING": True,
+            **config,
+        }
+    )
 
 
 def dispose(app) -> None:
@@ -67,8 +76,10 @@ def dispose(app) -> None:
 
 # -- (a) a write lock held longer than the busy timeout -------------------------------------------------------
 
-def test_a_key_under_a_write_lock_held_past_the_busy_timeout_is_done_once_then_replayed(api, world, app,
-                                                                                       database_url, tmp_path):
+
+def test_a_key_under_a_write_lock_held_past_the_busy_timeout_is_done_once_then_replayed(
+    api, world, app, database_url, tmp_path
+):
     if not database_url.startswith("sqlite"):
         pytest.skip("the database-wide write lock is SQLite's")
     busy_ms = 400
@@ -82,8 +93,7 @@ def test_a_key_under_a_write_lock_held_past_the_busy_timeout_is_done_once_then_r
         coord = Api(fast.test_client(), world["coord"])
         key = {"Idempotency-Key": "start-under-lock"}
 
-        holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None,
-                                 check_same_thread=False)
+        holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False)
         holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock past the busy timeout
         release = threading.Timer(busy_ms * 1.6 / 1000, holder.execute, args=("ROLLBACK",))
         release.start()
@@ -112,14 +122,18 @@ def test_a_key_under_a_write_lock_held_past_the_busy_timeout_is_done_once_then_r
 
 # -- (b) work that failed or never committed leaves no key --------------------------------------------------
 
+
 def test_a_key_left_unanswered_by_an_earlier_version_does_not_block_the_retry(api, world, app):
     from server.store.extensions import db
     from server.store.models import IdempotencyRecord, User
 
     with app.app_context():  # what a crash of an earlier version left: a key reserved, no answer, no effect
         user_id = db.session.execute(select(User.id).where(User.username == "coord")).scalar_one()
-        db.session.add(IdempotencyRecord(user_id=user_id, key="crashed-start", method="POST",
-                                         path="/api/v1/therapies", status=0, body={}))
+        db.session.add(
+            IdempotencyRecord(
+                user_id=user_id, key="crashed-start", method="POST", path="/api/v1/therapies", status=0, body={}
+            )
+        )
         db.session.commit()
     key = {"Idempotency-Key": "crashed-start"}
     retry = api.as_(world["coord"]).post("/api/v1/therapies", json=start_body("PT-CRASH"), headers=key)
@@ -165,8 +179,9 @@ def test_a_transient_refusal_is_not_the_keys_answer(api, world, app, monkeypatch
     def losing_once(*args, **kwargs):
         attempts.append(1)
         if len(attempts) == 1:
-            raise Conflict("Someone else changed this therapy at the same moment; reload and try again.",
-                           code="version_conflict")
+            raise Conflict(
+                "Someone else changed this therapy at the same moment; reload and try again.", code="version_conflict"
+            )
         return original(*args, **kwargs)
 
     monkeypatch.setattr(usecases, "start_therapy", losing_once)
@@ -191,8 +206,7 @@ def test_a_refusal_is_the_keys_answer_and_commits_with_what_it_recorded(api, wor
     assert_chain_intact(api, world)
 
 
-def test_a_refused_unit_takes_back_its_writes_and_audit_entries_but_the_refusal_is_kept(api, world, app,
-                                                                                       monkeypatch):
+def test_a_refused_unit_takes_back_its_writes_and_audit_entries_but_the_refusal_is_kept(api, world, app, monkeypatch):
     from server.errors import Invalid
     from server.workflow import therapies as usecases
 
@@ -221,15 +235,18 @@ def test_a_key_used_for_another_request_is_refused(api, world):
     key = {"Idempotency-Key": "one-key"}
     first = api.as_(world["coord"]).post("/api/v1/therapies", json=start_body("PT-KEY"), headers=key)
     assert first.status_code == 201
-    other = api.as_(world["coord"]).post(f"/api/v1/therapies/{first.get_json()['id']}/cancel",
-                                         json={"reason": "duplicate"}, headers=key)
+    other = api.as_(world["coord"]).post(
+        f"/api/v1/therapies/{first.get_json()['id']}/cancel", json={"reason": "duplicate"}, headers=key
+    )
     assert other.status_code == 409 and other.get_json()["error"]["code"] == "idempotency_key_reused"
-    too_long = api.as_(world["coord"]).post("/api/v1/therapies", json=start_body("PT-KEY"),
-                                            headers={"Idempotency-Key": "k" * 201})
+    too_long = api.as_(world["coord"]).post(
+        "/api/v1/therapies", json=start_body("PT-KEY"), headers={"Idempotency-Key": "k" * 201}
+    )
     assert too_long.status_code == 422 and too_long.get_json()["error"]["code"] == "invalid_idempotency_key"
 
 
 # -- (c) concurrent requests with one key -----------------------------------------------------------------
+
 
 def _together(count: int, send) -> list:
     """Call ``send()`` from ``count`` threads released at the same moment; their answers."""
@@ -266,8 +283,9 @@ def test_concurrent_completions_of_a_task_with_one_key_complete_it_once(api, wor
     client = app.test_client()
     headers = {"Idempotency-Key": "enrol-concurrently", "Authorization": f"Bearer {world['coord']}"}
     completion = {"data": {"eligible": True, "patient_initials": "TW"}}
-    answers = _together(5, lambda: client.post(f"/api/v1/tasks/{task['id']}/complete", json=completion,
-                                               headers=headers))
+    answers = _together(
+        5, lambda: client.post(f"/api/v1/tasks/{task['id']}/complete", json=completion, headers=headers)
+    )
     assert [a.status_code for a in answers] == [200] * 5, [a.get_json() for a in answers]
     assert all(a.get_json() == answers[0].get_json() for a in answers)
     assert audit_actions(api, world, therapy["id"]).count("task.completed") == 1
@@ -292,7 +310,8 @@ def test_a_replay_is_answered_while_another_writer_holds_the_lock(api, world, ap
 
 
 def test_post_commit_hooks_of_a_keyed_request_run_after_its_commit_and_only_for_committed_work(
-        api, world, app, monkeypatch):
+    api, world, app, monkeypatch
+):
     from server.api import therapies as views
     from server.store import audit
     from server.store.uow import unit_of_work
@@ -309,12 +328,14 @@ def test_post_commit_hooks_of_a_keyed_request_run_after_its_commit_and_only_for_
     monkeypatch.setattr(usecases, "_notify_scheduler", arm_and_record)
     summary = views.therapy_summary
     monkeypatch.setattr(views, "therapy_summary", lambda therapy: 1 / 0)
-    failed = api.as_(world["coord"]).post("/api/v1/therapies", json=start_body("PT-HOOK"),
-                                          headers={"Idempotency-Key": "hook-1"})
+    failed = api.as_(world["coord"]).post(
+        "/api/v1/therapies", json=start_body("PT-HOOK"), headers={"Idempotency-Key": "hook-1"}
+    )
     assert failed.status_code == 500 and armed == [], "no hook runs for work that was taken back"
     monkeypatch.setattr(views, "therapy_summary", summary)
-    done = api.as_(world["coord"]).post("/api/v1/therapies", json=start_body("PT-HOOK"),
-                                        headers={"Idempotency-Key": "hook-1"})
+    done = api.as_(world["coord"]).post(
+        "/api/v1/therapies", json=start_body("PT-HOOK"), headers={"Idempotency-Key": "hook-1"}
+    )
     assert done.status_code == 201 and armed == [done.get_json()["id"]]
     assert audit_actions(api, world, done.get_json()["id"]).count("hook.ran") == 1, "the hook's own write stays"
     assert_chain_intact(api, world)
@@ -335,16 +356,18 @@ def test_a_wrong_scan_under_a_key_records_its_alert_once_and_replays_the_refusal
     assert again.status_code == 409 and again.get_json() == refused.get_json()
     assert again.headers.get("Idempotent-Replayed") == "true"
     with app.app_context():
-        alerts = db.session.execute(select(func.count()).select_from(Alert).where(
-            Alert.therapy_id == therapy["id"], Alert.kind == "coi_mismatch")).scalar_one()
+        alerts = db.session.execute(
+            select(func.count())
+            .select_from(Alert)
+            .where(Alert.therapy_id == therapy["id"], Alert.kind == "coi_mismatch")
+        ).scalar_one()
     assert alerts == 1
     assert audit_actions(api, world, therapy["id"]).count("coi.mismatch") == 1
     assert api.as_(world["coord"]).get(url).get_json()["items"] == []
     assert_chain_intact(api, world)
 
 
-def test_a_stray_commit_inside_a_keyed_request_fails_instead_of_committing_part_of_it(api, world, app,
-                                                                                      monkeypatch):
+def test_a_stray_commit_inside_a_keyed_request_fails_instead_of_committing_part_of_it(api, world, app, monkeypatch):
     from server.api import therapies as views
     from server.store.extensions import db
 

@@ -14,12 +14,21 @@ def test_a_looping_therapy_keeps_its_state_small_and_its_history_audited(app, ap
 
     fixtures = ROOT / "tests" / "fixtures"
     with app.app_context():
-        deploy((fixtures / "daily-check-loop.bpmn").read_bytes(),
-               {"daily-check.schema.json": (fixtures / "daily-check.schema.json").read_bytes()}, "test")
+        deploy(
+            (fixtures / "daily-check-loop.bpmn").read_bytes(),
+            {"daily-check.schema.json": (fixtures / "daily-check.schema.json").read_bytes()},
+            "test",
+        )
     coord = api.as_(world["coord"])
-    started = coord.post("/api/v1/therapies", json={"process_key": "daily_check", "site": "SITE-A",
-                                                    "patient": {"reference": "PT-LOOP"},
-                                                    "data": {"day": 0, "days": 30, "summaries": 0}})
+    started = coord.post(
+        "/api/v1/therapies",
+        json={
+            "process_key": "daily_check",
+            "site": "SITE-A",
+            "patient": {"reference": "PT-LOOP"},
+            "data": {"day": 0, "days": 30, "summaries": 0},
+        },
+    )
     assert started.status_code == 201, started.get_json()
     therapy_id = started.get_json()["id"]
     sizes = []

@@ -12,8 +12,7 @@ def _differences(app) -> list:
     from server.store.extensions import db
 
     with app.app_context(), db.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True,
-                                                               "compare_server_default": False})
+        context = MigrationContext.configure(connection, opts={"compare_type": True, "compare_server_default": False})
         return compare_metadata(context, db.metadata)
 
 

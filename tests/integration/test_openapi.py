@@ -16,13 +16,25 @@ from ..conftest import FIXTURES
 from .conftest import PASSWORD
 
 MAIN = [
-    ("GET", "/api/v1/health"), ("POST", "/api/v1/process-definitions"), ("GET", "/api/v1/process-definitions"),
-    ("GET", "/api/v1/process-definitions/{key}"), ("POST", "/api/v1/therapies"), ("GET", "/api/v1/therapies"),
-    ("GET", "/api/v1/therapies/{therapy_id}"), ("POST", "/api/v1/therapies/{therapy_id}/cancel"),
-    ("GET", "/api/v1/therapies/{therapy_id}/timeline"), ("GET", "/api/v1/tasks"), ("GET", "/api/v1/tasks/{task_id}"),
-    ("POST", "/api/v1/tasks/{task_id}/complete"), ("POST", "/api/v1/messages"), ("GET", "/api/v1/audit"),
-    ("GET", "/api/v1/audit/verify"), ("POST", "/api/v1/webhooks"), ("GET", "/api/v1/webhooks"),
-    ("GET", "/api/v1/webhooks/{webhook_id}"), ("DELETE", "/api/v1/webhooks/{webhook_id}"),
+    ("GET", "/api/v1/health"),
+    ("POST", "/api/v1/process-definitions"),
+    ("GET", "/api/v1/process-definitions"),
+    ("GET", "/api/v1/process-definitions/{key}"),
+    ("POST", "/api/v1/therapies"),
+    ("GET", "/api/v1/therapies"),
+    ("GET", "/api/v1/therapies/{therapy_id}"),
+    ("POST", "/api/v1/therapies/{therapy_id}/cancel"),
+    ("GET", "/api/v1/therapies/{therapy_id}/timeline"),
+    ("GET", "/api/v1/tasks"),
+    ("GET", "/api/v1/tasks/{task_id}"),
+    ("POST", "/api/v1/tasks/{task_id}/complete"),
+    ("POST", "/api/v1/messages"),
+    ("GET", "/api/v1/audit"),
+    ("GET", "/api/v1/audit/verify"),
+    ("POST", "/api/v1/webhooks"),
+    ("GET", "/api/v1/webhooks"),
+    ("GET", "/api/v1/webhooks/{webhook_id}"),
+    ("DELETE", "/api/v1/webhooks/{webhook_id}"),
     ("GET", "/api/v1/webhooks/{webhook_id}/deliveries"),
     ("POST", "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"),
 ]
@@ -57,8 +69,9 @@ def test_every_route_is_documented_and_the_document_is_valid_openapi(app, docume
 def request_of(answer) -> WerkzeugOpenAPIRequest:
     """The request that got ``answer``, rebuilt without its (already read) body, for response validation."""
     sent = answer.request
-    return WerkzeugOpenAPIRequest(EnvironBuilder(path=sent.path, method=sent.method,
-                                                 query_string=sent.query_string.decode()).get_request())
+    return WerkzeugOpenAPIRequest(
+        EnvironBuilder(path=sent.path, method=sent.method, query_string=sent.query_string.decode()).get_request()
+    )
 
 
 class Checked:
@@ -85,40 +98,73 @@ def test_real_answers_of_the_main_endpoints_match_their_documented_schemas(api, 
     assert call("GET", "/api/v1/health", None).status_code == 200
     mini = (FIXTURES / "mini.bpmn").read_bytes().replace(b"Mini therapy", b"Mini therapy 2")
     forms = [(io.BytesIO(p.read_bytes()), p.name) for p in sorted(FIXTURES.glob("*.json"))]
-    uploaded = call("POST", "/api/v1/process-definitions", world["designer"], content_type="multipart/form-data",
-                    data={"bpmn": (io.BytesIO(mini), "mini.bpmn"), "forms": forms})
+    uploaded = call(
+        "POST",
+        "/api/v1/process-definitions",
+        world["designer"],
+        content_type="multipart/form-data",
+        data={"bpmn": (io.BytesIO(mini), "mini.bpmn"), "forms": forms},
+    )
     assert uploaded.status_code == 201, uploaded.get_json()
-    refused = call("POST", "/api/v1/process-definitions", world["designer"], content_type="multipart/form-data",
-                   data={"bpmn": (io.BytesIO(b"<not-bpmn/>"), "x.bpmn")})
+    refused = call(
+        "POST",
+        "/api/v1/process-definitions",
+        world["designer"],
+        content_type="multipart/form-data",
+        data={"bpmn": (io.BytesIO(b"<not-bpmn/>"), "x.bpmn")},
+    )
     assert refused.status_code == 422
     call("GET", "/api/v1/process-definitions", coord)
     call("GET", "/api/v1/process-definitions/mini_therapy", coord)
-    hook = call("POST", "/api/v1/webhooks", integrator, json={"url": "https://mes.example/hook",
-                                                               "events": ["therapy.*", "task.*"]}).get_json()
-    therapy = call("POST", "/api/v1/therapies", coord, json={
-        "process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-1"}}).get_json()
+    hook = call(
+        "POST",
+        "/api/v1/webhooks",
+        integrator,
+        json={"url": "https://mes.example/hook", "events": ["therapy.*", "task.*"]},
+    ).get_json()
+    therapy = call(
+        "POST",
+        "/api/v1/therapies",
+        coord,
+        json={"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-1"}},
+    ).get_json()
     call("GET", "/api/v1/therapies?status=active", coord)
     [task] = call("GET", f"/api/v1/tasks?therapy_id={therapy['id']}", coord).get_json()["items"]
     call("GET", f"/api/v1/tasks/{task['id']}", coord)
-    done = call("POST", f"/api/v1/tasks/{task['id']}/complete", coord,
-                json={"data": {"eligible": True, "patient_initials": "AB"}})
+    done = call(
+        "POST",
+        f"/api/v1/tasks/{task['id']}/complete",
+        coord,
+        json={"data": {"eligible": True, "patient_initials": "AB"}},
+    )
     assert done.status_code == 200
     assert call("POST", f"/api/v1/tasks/{task['id']}/complete", coord, json={"data": {}}).status_code == 409
-    message = call("POST", "/api/v1/messages", integrator, json={"name": "shipment.delivered",
-                                                                 "coi": therapy["coi"]})
+    message = call("POST", "/api/v1/messages", integrator, json={"name": "shipment.delivered", "coi": therapy["coi"]})
     assert message.status_code == 200
-    assert call("POST", "/api/v1/messages", integrator, json={"name": "shipment.delivered",
-                                                              "therapy_id": therapy["id"]}).status_code == 409
+    assert (
+        call(
+            "POST", "/api/v1/messages", integrator, json={"name": "shipment.delivered", "therapy_id": therapy["id"]}
+        ).status_code
+        == 409
+    )
     [receive] = call("GET", f"/api/v1/tasks?therapy_id={therapy['id']}", world["logistics"]).get_json()["items"]
     bad = call("POST", f"/api/v1/tasks/{receive['id']}/complete", world["logistics"], json={"data": {}})
     assert bad.status_code == 422
-    signed = call("POST", f"/api/v1/tasks/{receive['id']}/complete", world["logistics"], json={
-        "data": {"received_ok": True}, "signature": {"password": PASSWORD, "meaning": "approval"}})
+    signed = call(
+        "POST",
+        f"/api/v1/tasks/{receive['id']}/complete",
+        world["logistics"],
+        json={"data": {"received_ok": True}, "signature": {"password": PASSWORD, "meaning": "approval"}},
+    )
     assert signed.status_code == 200 and signed.get_json()["task"]["completed_by"] == "logistics"
     call("GET", f"/api/v1/therapies/{therapy['id']}", coord)
     call("GET", f"/api/v1/therapies/{therapy['id']}/timeline", coord)
-    other = call("POST", "/api/v1/therapies", coord, json={
-        "process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-2"}}).get_json()
+    other = call(
+        "POST",
+        "/api/v1/therapies",
+        coord,
+        json={"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-2"}},
+    ).get_json()
     call("POST", f"/api/v1/therapies/{other['id']}/cancel", coord, json={"reason": "patient withdrew consent"})
     assert call("GET", "/api/v1/therapies/no-such-id", coord).status_code == 404
     call("GET", f"/api/v1/audit?therapy_id={therapy['id']}", world["auditor"])
@@ -129,16 +175,24 @@ def test_real_answers_of_the_main_endpoints_match_their_documented_schemas(api, 
     call("POST", f"/api/v1/webhooks/{hook['id']}/deliveries/{deliveries[0]['id']}/redeliver", integrator)
     assert call("POST", "/api/v1/webhooks", integrator, json={"url": "ftp://x", "events": ["*"]}).status_code == 422
     assert call("DELETE", f"/api/v1/webhooks/{hook['id']}", integrator).status_code == 204
-    assert {(m, code) for m, _p, code in call.checked} >= {("GET", 200), ("POST", 201), ("POST", 200),
-                                                          ("POST", 202), ("DELETE", 204), ("POST", 409),
-                                                          ("POST", 422), ("GET", 404)}
+    assert {(m, code) for m, _p, code in call.checked} >= {
+        ("GET", 200),
+        ("POST", 201),
+        ("POST", 200),
+        ("POST", 202),
+        ("DELETE", 204),
+        ("POST", 409),
+        ("POST", 422),
+        ("GET", 404),
+    }
 
 
 def test_a_response_that_differs_from_its_schema_is_caught(api, world, document):
     broken = copy.deepcopy(document)
     broken["components"]["schemas"]["Therapy"]["properties"]["coi"] = {"type": "integer"}
-    therapy = api.as_(world["coord"]).post("/api/v1/therapies", json={
-        "process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-1"}})
+    therapy = api.as_(world["coord"]).post(
+        "/api/v1/therapies", json={"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-1"}}
+    )
     with pytest.raises(Exception, match="(?i)invalid|valid"):
         OpenAPI.from_dict(broken).validate_response(request_of(therapy), WerkzeugOpenAPIResponse(therapy))
 

@@ -87,8 +87,13 @@ def mailbox():
 
     class Handler:
         async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
-            received.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
-                             "text": envelope.content.decode("utf-8", errors="replace")})
+            received.append(
+                {
+                    "from": envelope.mail_from,
+                    "to": list(envelope.rcpt_tos),
+                    "text": envelope.content.decode("utf-8", errors="replace"),
+                }
+            )
             return "250 OK"
 
     controller = Controller(Handler(), hostname="127.0.0.1", port=_free_port())
@@ -107,8 +112,11 @@ def mes():
         def do_POST(self):  # noqa: N802 - the http.server naming
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"null")
             calls.append({"path": self.path, "json": body, "source": self.headers.get("X-Source")})
-            status, answer = (500, {"error": "MES database offline"}) if self.path == "/broken" else (
-                201, {"order": f"MO-{len(calls)}", "coi": body["coi"]})
+            status, answer = (
+                (500, {"error": "MES database offline"})
+                if self.path == "/broken"
+                else (201, {"order": f"MO-{len(calls)}", "coi": body["coi"]})
+            )
             data = json.dumps(answer).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -128,11 +136,18 @@ def mes():
 
 def start_mini(api, world):
     """Start a mini therapy and enrol it, which reaches the notify task."""
-    therapy = api.as_(world["coord"]).post("/api/v1/therapies", json={
-        "process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-1"}}).get_json()
+    therapy = (
+        api.as_(world["coord"])
+        .post(
+            "/api/v1/therapies",
+            json={"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-1"}},
+        )
+        .get_json()
+    )
     [task] = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"]
-    done = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete",
-                                        json={"data": {"eligible": True, "patient_initials": "AB"}})
+    done = api.as_(world["coord"]).post(
+        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
+    )
     assert done.status_code == 200, done.get_json()
     return therapy
 
@@ -143,8 +158,10 @@ def alerts_of(app, therapy_id):
     from server.store.models import Alert
 
     with app.app_context():
-        return [(a.kind, a.role, a.message, a.data) for a in db.session.execute(
-            select(Alert).where(Alert.therapy_id == therapy_id)).scalars()]
+        return [
+            (a.kind, a.role, a.message, a.data)
+            for a in db.session.execute(select(Alert).where(Alert.therapy_id == therapy_id)).scalars()
+        ]
 
 
 def test_notify_raises_an_alert_and_emails_the_role_at_the_site(api, world, app, mailbox):
@@ -154,8 +171,9 @@ def test_notify_raises_an_alert_and_emails_the_role_at_the_site(api, world, app,
     with app.app_context():
         accounts.add_user("logib", ["logistics"], ["SITE-B"], "Logistics B", PASSWORD, "test")
         accounts.add_user("hub", ["logistics"], [], "Logistics hub", PASSWORD, "test")
-    app.config.update(SMTP_URL=f"smtp://127.0.0.1:{port}", SMTP_RECIPIENT_DOMAIN="tether.test",
-                      SMTP_FROM="tether@tether.test")
+    app.config.update(
+        SMTP_URL=f"smtp://127.0.0.1:{port}", SMTP_RECIPIENT_DOMAIN="tether.test", SMTP_FROM="tether@tether.test"
+    )
     therapy = start_mini(api, world)
 
     deadline = time.monotonic() + 10
@@ -166,8 +184,9 @@ def test_notify_raises_an_alert_and_emails_the_role_at_the_site(api, world, app,
         assert mail["from"] == "tether@tether.test"
         assert re.search(r"^Subject: \[Tether\] logistics at SITE-A: Shipment expected for AB", mail["text"], re.M)
         assert therapy["coi"] in mail["text"]
-    assert alerts_of(app, therapy["id"]) == [("notification", "logistics", "Shipment expected for AB",
-                                              {"site": "SITE-A"})]
+    assert alerts_of(app, therapy["id"]) == [
+        ("notification", "logistics", "Shipment expected for AB", {"site": "SITE-A"})
+    ]
     detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
     assert detail["data"]["notified"]["emailed"] == 2 and detail["data"]["notified"]["site"] == "SITE-A"
     audit = api.as_(world["auditor"]).get(f"/api/v1/audit?therapy_id={therapy['id']}&limit=500").get_json()
@@ -187,16 +206,29 @@ def test_notify_without_smtp_still_raises_the_alert(api, world, app, mailbox):
 
 def deploy_service_process(api, world):
     """Deploy the MES order process (http, then publish)."""
-    answer = api.as_(world["designer"]).post("/api/v1/process-definitions", data={
-        "bpmn": (io.BytesIO(SERVICE_BPMN.encode()), "mes-order.bpmn")}, content_type="multipart/form-data")
+    answer = api.as_(world["designer"]).post(
+        "/api/v1/process-definitions",
+        data={"bpmn": (io.BytesIO(SERVICE_BPMN.encode()), "mes-order.bpmn")},
+        content_type="multipart/form-data",
+    )
     assert answer.status_code == 201, answer.get_json()
 
 
 def run_order(api, world, mes_url):
     """Start an order therapy and complete its first task, which calls the MES."""
-    therapy = api.as_(world["coord"]).post("/api/v1/therapies", json={
-        "process_key": "mes_order", "site": "SITE-A", "patient": {"reference": "PT-5"},
-        "data": {"mes_url": mes_url}}).get_json()
+    therapy = (
+        api.as_(world["coord"])
+        .post(
+            "/api/v1/therapies",
+            json={
+                "process_key": "mes_order",
+                "site": "SITE-A",
+                "patient": {"reference": "PT-5"},
+                "data": {"mes_url": mes_url},
+            },
+        )
+        .get_json()
+    )
     [task] = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"]
     done = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete", json={"data": {}})
     return therapy, done
@@ -205,8 +237,11 @@ def run_order(api, world, mes_url):
 def test_http_calls_the_external_api_and_publish_emits_a_custom_event_to_webhooks(api, world, app, mes):
     base, calls = mes
     deploy_service_process(api, world)
-    hook = api.as_(world["integrator"]).post("/api/v1/webhooks", json={
-        "url": "https://mes.example/events", "events": ["mes.*"]}).get_json()
+    hook = (
+        api.as_(world["integrator"])
+        .post("/api/v1/webhooks", json={"url": "https://mes.example/events", "events": ["mes.*"]})
+        .get_json()
+    )
     therapy, done = run_order(api, world, f"{base}/orders")
     assert done.status_code == 200, done.get_json()
     assert calls == [{"path": "/orders", "json": {"coi": therapy["coi"], "product": "CAR-T"}, "source": "tether"}]
@@ -240,8 +275,11 @@ def test_unknown_operators_are_refused_at_upload_and_every_operator_is_documente
     from server.workflow.operators import OPERATORS, operator_names
 
     unknown = SERVICE_BPMN.replace('serviceTaskOperator id="http"', 'serviceTaskOperator id="ftp"')
-    answer = api.as_(world["designer"]).post("/api/v1/process-definitions", data={
-        "bpmn": (io.BytesIO(unknown.encode()), "bad.bpmn")}, content_type="multipart/form-data")
+    answer = api.as_(world["designer"]).post(
+        "/api/v1/process-definitions",
+        data={"bpmn": (io.BytesIO(unknown.encode()), "bad.bpmn")},
+        content_type="multipart/form-data",
+    )
     assert answer.status_code == 422 and "ftp" in answer.get_json()["error"]["message"]
     assert operator_names() == {"coi.assign", "http", "notify", "publish"}
     documentation = (ROOT / "docs" / "operators.md").read_text()

@@ -28,23 +28,52 @@ def story(api, world, clock):
     """A mini therapy with a custody chain, an excursion, a refused wrong-bag scan and a signed receipt."""
     therapy, other = start(api, world, "PT-0001"), start(api, world, "PT-0002")
     coi = therapy["coi"]
-    assert transfer(api, world["coord"], therapy, "&/" + coi, material_id="BAG-1", from_party="SITE-A apheresis",
-                    to_party="ColdChain courier").status_code == 201
+    assert (
+        transfer(
+            api,
+            world["coord"],
+            therapy,
+            "&/" + coi,
+            material_id="BAG-1",
+            from_party="SITE-A apheresis",
+            to_party="ColdChain courier",
+        ).status_code
+        == 201
+    )
     task = to_receipt(api, world, therapy)
     url = f"/api/v1/therapies/{therapy['id']}/conditions"
     assert api.as_(world["logistics"]).post(url, json=reading(5.0)).get_json()["excursion"] is False
     warm = api.as_(world["logistics"]).post(url, json=reading(11.5, at="2026-11-23T08:50:00Z")).get_json()
     assert warm["excursion"] is True
-    assert transfer(api, world["logistics"], therapy, coi, material_id="BAG-1", from_party="ColdChain courier",
-                    to_party="MFG-1 goods-in", location="MFG-1 dock").status_code == 201
+    assert (
+        transfer(
+            api,
+            world["logistics"],
+            therapy,
+            coi,
+            material_id="BAG-1",
+            from_party="ColdChain courier",
+            to_party="MFG-1 goods-in",
+            location="MFG-1 dock",
+        ).status_code
+        == 201
+    )
     complete = f"/api/v1/tasks/{task['id']}/complete"
-    wrong = api.as_(world["logistics"]).post(complete, json={
-        "data": {"received_ok": True, "scanned_coi": "&/" + other["coi"]},
-        "signature": {"password": PASSWORD, "meaning": "approval"}})
+    wrong = api.as_(world["logistics"]).post(
+        complete,
+        json={
+            "data": {"received_ok": True, "scanned_coi": "&/" + other["coi"]},
+            "signature": {"password": PASSWORD, "meaning": "approval"},
+        },
+    )
     assert wrong.status_code == 409
-    right = api.as_(world["logistics"]).post(complete, json={
-        "data": {"received_ok": True, "scanned_coi": parse_coi(coi).eye_readable},
-        "signature": {"password": PASSWORD, "meaning": "approval"}})
+    right = api.as_(world["logistics"]).post(
+        complete,
+        json={
+            "data": {"received_ok": True, "scanned_coi": parse_coi(coi).eye_readable},
+            "signature": {"password": PASSWORD, "meaning": "approval"},
+        },
+    )
     assert right.status_code == 200, right.get_json()
     return {"therapy": therapy, "other": other, "task": task, "excursion_alert": warm["alert_id"]}
 
@@ -74,7 +103,9 @@ def test_record_json_holds_the_whole_story(api, world, story):
 
     transfers = record["custody"]["transfers"]
     assert [(t["from_party"], t["to_party"]) for t in transfers] == [
-        ("SITE-A apheresis", "ColdChain courier"), ("ColdChain courier", "MFG-1 goods-in")]
+        ("SITE-A apheresis", "ColdChain courier"),
+        ("ColdChain courier", "MFG-1 goods-in"),
+    ]
     assert record["custody"]["breaks"] == []
 
     conditions = record["conditions"]
@@ -102,11 +133,28 @@ def test_record_pdf_reads_the_same_story(api, world, story):
     assert response.status_code == 200 and response.mimetype == "application/pdf"
     words = pdf_words(response.data)
     record = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}/record.json").get_json()
-    for expected in (parse_coi(therapy["coi"]).eye_readable, "&/" + therapy["coi"], "PT-0001", "Mini therapy",
-                     "Electronic signatures", "Logistics Person", "approval", "Chain of custody", "SITE-A apheresis",
-                     "MFG-1 goods-in", "MFG-1 dock", "11.5 °C", "coi_mismatch", "condition_excursion",
-                     "Coord Person (coord)", "Audit trail", "custody.transferred", "coi.mismatch",
-                     f"{record['audit']['count']} entries", "intact"):
+    for expected in (
+        parse_coi(therapy["coi"]).eye_readable,
+        "&/" + therapy["coi"],
+        "PT-0001",
+        "Mini therapy",
+        "Electronic signatures",
+        "Logistics Person",
+        "approval",
+        "Chain of custody",
+        "SITE-A apheresis",
+        "MFG-1 goods-in",
+        "MFG-1 dock",
+        "11.5 °C",
+        "coi_mismatch",
+        "condition_excursion",
+        "Coord Person (coord)",
+        "Audit trail",
+        "custody.transferred",
+        "coi.mismatch",
+        f"{record['audit']['count']} entries",
+        "intact",
+    ):
         assert expected in words, expected
     for entry in record["audit"]["entries"]:
         assert entry["action"] in words
@@ -139,13 +187,18 @@ def test_vein_to_vein_runs_from_collection_and_stops_at_infusion(api, world, clo
     with api.client.application.app_context():
         deploy_bundled(project_root() / "processes")
     coord = api.as_(world["coord"])
-    therapy = coord.post("/api/v1/therapies", json={"process_key": "autologous_car_t", "site": "SITE-A",
-                                                    "patient": {"reference": "PT-7"}}).get_json()
+    therapy = coord.post(
+        "/api/v1/therapies",
+        json={"process_key": "autologous_car_t", "site": "SITE-A", "patient": {"reference": "PT-7"}},
+    ).get_json()
     detail = coord.get(f"/api/v1/therapies/{therapy['id']}").get_json()
     assert detail["vein_to_vein"]["collection_at"] is None and detail["vein_to_vein"]["elapsed_seconds"] is None
     for activity in ("Task_Enrolment", "Task_Scheduling", "Task_Apheresis"):
-        task = next(t for t in coord.get(f"/api/v1/therapies/{therapy['id']}").get_json()["open_tasks"]
-                    if t["activity_id"] == activity)
+        task = next(
+            t
+            for t in coord.get(f"/api/v1/therapies/{therapy['id']}").get_json()["open_tasks"]
+            if t["activity_id"] == activity
+        )
         data = form_data(task["form"]["name"], therapy["coi"])
         if activity == "Task_Apheresis":
             data["collection_completed_at"] = "2026-11-22T09:00:00Z"

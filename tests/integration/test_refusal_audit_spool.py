@@ -55,8 +55,13 @@ def refusals(app) -> list[tuple]:
     from server.store.models import AuditEntry
 
     with app.app_context():
-        rows = db.session.execute(sa.select(AuditEntry).where(AuditEntry.action.like("%.refused"))
-                                  .order_by(AuditEntry.seq)).scalars().all()
+        rows = (
+            db.session.execute(
+                sa.select(AuditEntry).where(AuditEntry.action.like("%.refused")).order_by(AuditEntry.seq)
+            )
+            .scalars()
+            .all()
+        )
         return [(e.action, e.actor, e.data["status"], e.data.get("code"), e.data.get("spooled")) for e in rows]
 
 
@@ -68,8 +73,9 @@ def verify(app):
 
 
 def start(api, world):
-    answer = api.as_(world["coord"]).post("/api/v1/therapies", json={
-        "process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-1"}})
+    answer = api.as_(world["coord"]).post(
+        "/api/v1/therapies", json={"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-1"}}
+    )
     assert answer.status_code == 201, answer.get_json()
     return answer.get_json()
 
@@ -79,35 +85,40 @@ def open_task(api, world, therapy):
     return task
 
 
-def test_a_refusal_during_a_busy_database_is_spooled_and_chained_at_the_next_write(busy_app, api, world,
-                                                                                    database_url):
+def test_a_refusal_during_a_busy_database_is_spooled_and_chained_at_the_next_write(busy_app, api, world, database_url):
     therapy = start(api, world)
     task = open_task(api, world, therapy)
     with write_lock(database_url):
         wrong_role = api.as_(world["logistics"]).post(f"/api/v1/tasks/{task['id']}/complete", json={"data": {}})
-        not_allowed = api.as_(world["designer"]).post("/api/v1/messages", json={
-            "name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {}})
+        not_allowed = api.as_(world["designer"]).post(
+            "/api/v1/messages", json={"name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {}}
+        )
     assert wrong_role.status_code == 403 and not_allowed.status_code == 403  # the refusals themselves stand
     assert [(e["action"], e["actor"], e["data"]["spooled"]) for e in spooled(busy_app)] == [
-        ("task.refused", "logistics", True), ("message.refused", "designer", True)]
+        ("task.refused", "logistics", True),
+        ("message.refused", "designer", True),
+    ]
     assert refusals(busy_app) == []
     start(api, world)  # the database takes writes again
-    assert refusals(busy_app) == [("task.refused", "logistics", 403, wrong_role.get_json()["error"]["code"], True),
-                                  ("message.refused", "designer", 403, "forbidden", True)]
+    assert refusals(busy_app) == [
+        ("task.refused", "logistics", 403, wrong_role.get_json()["error"]["code"], True),
+        ("message.refused", "designer", 403, "forbidden", True),
+    ]
     assert spooled(busy_app) == []
     assert verify(busy_app)["ok"] is True
 
 
-def test_an_endpoints_own_refusal_answers_as_itself_while_the_database_is_busy(busy_app, api, world,
-                                                                               database_url):
+def test_an_endpoints_own_refusal_answers_as_itself_while_the_database_is_busy(busy_app, api, world, database_url):
     therapy = start(api, world)
     task = open_task(api, world, therapy)
-    done = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete",
-                                        json={"data": {"eligible": True, "patient_initials": "AB"}})
+    done = api.as_(world["coord"]).post(
+        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
+    )
     assert done.status_code == 200, done.get_json()
     with write_lock(database_url):
-        twice = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete",
-                                             json={"data": {"eligible": True, "patient_initials": "AB"}})
+        twice = api.as_(world["coord"]).post(
+            f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
+        )
     assert twice.status_code == 409 and twice.get_json()["error"]["code"] != "busy", twice.get_json()
     [entry] = spooled(busy_app)
     assert (entry["action"], entry["data"]["status"]) == ("task.refused", 409)
@@ -144,16 +155,19 @@ def test_the_dispatcher_loop_chains_the_spool_once_the_lock_is_released(busy_app
     assert verify(busy_app)["ok"] is True
 
 
-def test_an_entry_chained_before_a_crash_is_not_chained_twice_and_a_torn_line_is_skipped(busy_app, api, world,
-                                                                                        database_url):
+def test_an_entry_chained_before_a_crash_is_not_chained_twice_and_a_torn_line_is_skipped(
+    busy_app, api, world, database_url
+):
     from server.store import audit
     from server.store.audit_spool import spool_path
 
     therapy = start(api, world)
     task = open_task(api, world, therapy)
     with write_lock(database_url):
-        assert api.as_(world["logistics"]).post(f"/api/v1/tasks/{task['id']}/complete",
-                                                json={"data": {}}).status_code == 403
+        assert (
+            api.as_(world["logistics"]).post(f"/api/v1/tasks/{task['id']}/complete", json={"data": {}}).status_code
+            == 403
+        )
     line = spool_path(busy_app).read_text()
     with busy_app.app_context():
         assert audit.replay_spool() == 1

@@ -62,8 +62,10 @@ def plan(app, statement: str, parameters) -> list[str]:
 
 def full_sort(lines: list[str]) -> bool:
     """Whether a plan sorts all the rows it reads (not only ties of an index order)."""
-    return any(line.startswith("USE TEMP B-TREE FOR ORDER BY") or re.search(r"(^|->\s*)Sort\s+\(", line.strip())
-               for line in lines)
+    return any(
+        line.startswith("USE TEMP B-TREE FOR ORDER BY") or re.search(r"(^|->\s*)Sort\s+\(", line.strip())
+        for line in lines
+    )
 
 
 def deploy(app, *paths) -> None:
@@ -75,8 +77,9 @@ def deploy(app, *paths) -> None:
 
 
 def start(api, token, process_key: str, patient: str) -> dict:
-    answer = api.as_(token).post("/api/v1/therapies", json={"process_key": process_key, "site": "SITE-A",
-                                                            "patient": {"reference": patient}})
+    answer = api.as_(token).post(
+        "/api/v1/therapies", json={"process_key": process_key, "site": "SITE-A", "patient": {"reference": patient}}
+    )
     assert answer.status_code == 201, answer.get_json()
     return answer.get_json()
 
@@ -85,18 +88,24 @@ def test_inbox_lists_soonest_due_first_and_undated_tasks_last_across_pages(api, 
     app = api.client.application
     deploy(app, PROCESSES / "autologous-car-t.bpmn", FIXTURES / "timers-user-task.bpmn")
     coord = api.as_(world["coord"])
-    first = start(api, world["coord"], "mini_therapy", "PT-1")                   # due in 24 h
+    first = start(api, world["coord"], "mini_therapy", "PT-1")  # due in 24 h
     clock.advance(hours=1)
-    undated_early = start(api, world["coord"], "autologous_car_t", "PT-2")      # no due time
-    second = start(api, world["coord"], "mini_therapy", "PT-3")                  # due in 25 h
+    undated_early = start(api, world["coord"], "autologous_car_t", "PT-2")  # no due time
+    second = start(api, world["coord"], "mini_therapy", "PT-3")  # due in 25 h
     clock.advance(hours=1)
-    soonest = start(api, world["coord"], "timers_user_task", "PT-4")             # due in 4 h
+    soonest = start(api, world["coord"], "timers_user_task", "PT-4")  # due in 4 h
     clock.advance(hours=1)
     undated_late = start(api, world["coord"], "autologous_car_t", "PT-5")
     cancelled = start(api, world["coord"], "mini_therapy", "PT-6")
     assert coord.post(f"/api/v1/therapies/{cancelled['id']}/cancel", json={"reason": "withdrawn"}).status_code == 200
-    elsewhere = api.as_(world["coordb"]).post("/api/v1/therapies", json={
-        "process_key": "mini_therapy", "site": "SITE-B", "patient": {"reference": "PT-7"}}).get_json()
+    elsewhere = (
+        api.as_(world["coordb"])
+        .post(
+            "/api/v1/therapies",
+            json={"process_key": "mini_therapy", "site": "SITE-B", "patient": {"reference": "PT-7"}},
+        )
+        .get_json()
+    )
 
     seen, cursor = [], None
     while True:
@@ -112,7 +121,8 @@ def test_inbox_lists_soonest_due_first_and_undated_tasks_last_across_pages(api, 
     dues = [t["due_at"] for t in seen[:3]]
     assert dues == sorted(dues)
     assert seen[1]["due_at"] == (clock.now - timedelta(hours=3) + timedelta(hours=24)).isoformat().replace(
-        "+00:00", "Z")
+        "+00:00", "Z"
+    )
     assert elsewhere["id"] not in {t["therapy_id"] for t in seen}
     assert all(t["coi"] for t in seen) and isinstance(seen[1]["form"]["schema"], dict)
     # The web inbox shows the same tasks in the same order.
@@ -138,14 +148,17 @@ def test_lists_read_their_index_in_order(api, world, clock):
     for path, index in wanted.items():
         with statements(app) as seen:
             assert api.as_(world["coord"]).get(path).status_code == 200
-        statement, parameters = next((s, p) for s, p in seen if "ORDER BY" in s and ("FROM task" in s or
-                                                                                      "FROM therapy" in s))
+        statement, parameters = next(
+            (s, p) for s, p in seen if "ORDER BY" in s and ("FROM task" in s or "FROM therapy" in s)
+        )
         lines = plan(app, statement, parameters)
         assert any(index in line for line in lines), (path, lines)
         assert not full_sort(lines), (path, lines)
     # Everyone's therapies (an admin), newest first, with and without a status filter.
-    for path, index in {"/api/v1/therapies": "ix_therapy_created",
-                        "/api/v1/therapies?status=active": "ix_therapy_status_created"}.items():
+    for path, index in {
+        "/api/v1/therapies": "ix_therapy_created",
+        "/api/v1/therapies?status=active": "ix_therapy_status_created",
+    }.items():
         with statements(app) as seen:
             assert api.as_(world["admin"]).get(path).status_code == 200
         statement, parameters = next((s, p) for s, p in seen if "ORDER BY" in s and "FROM therapy" in s)

@@ -52,15 +52,25 @@ def user_id(app, username="coord") -> int:
 def sessions(app, username="coord") -> list[tuple]:
     """(ended, end_reason) of the user's sessions, oldest first."""
     with app.app_context():
-        rows = db.session.execute(sa.select(WebSession).where(WebSession.user_id == user_id(app, username))
-                                  .order_by(WebSession.created_at)).scalars().all()
+        rows = (
+            db.session.execute(
+                sa.select(WebSession)
+                .where(WebSession.user_id == user_id(app, username))
+                .order_by(WebSession.created_at)
+            )
+            .scalars()
+            .all()
+        )
         return [(row.ended_at is not None, row.end_reason) for row in rows]
 
 
 def audit_actions(app, *actions):
     with app.app_context():
-        rows = db.session.execute(sa.select(AuditEntry).where(AuditEntry.action.in_(actions))
-                                  .order_by(AuditEntry.seq)).scalars().all()
+        rows = (
+            db.session.execute(sa.select(AuditEntry).where(AuditEntry.action.in_(actions)).order_by(AuditEntry.seq))
+            .scalars()
+            .all()
+        )
         return [(e.action, e.data) for e in rows]
 
 
@@ -128,8 +138,7 @@ def test_a_password_reset_ends_every_session_of_the_user(app, api, world):
     log_in(second)
     log_in(other, "coordb")
     thief = copy_of(app, first)
-    reset = api.as_(world["admin"]).post(f"/api/v1/users/{user_id(app)}/password",
-                                         json={"password": "new-password-42"})
+    reset = api.as_(world["admin"]).post(f"/api/v1/users/{user_id(app)}/password", json={"password": "new-password-42"})
     assert reset.status_code == 200, reset.get_json()
     assert not any(logged_in(c) for c in (first, second, thief))
     assert logged_in(other)  # another user's session is untouched
@@ -179,11 +188,19 @@ def test_a_deactivation_ends_the_session_for_good(app, api, world):
     client = app.test_client()
     log_in(client)
     path = f"/api/v1/users/{user_id(app)}"
-    assert api.as_(world["admin"]).client.patch(path, json={"active": False}, headers={
-        "Authorization": f"Bearer {world['admin']}"}).status_code == 200
+    assert (
+        api.as_(world["admin"])
+        .client.patch(path, json={"active": False}, headers={"Authorization": f"Bearer {world['admin']}"})
+        .status_code
+        == 200
+    )
     assert sessions(app) == [(True, "account_deactivated")]
-    assert api.as_(world["admin"]).client.patch(path, json={"active": True}, headers={
-        "Authorization": f"Bearer {world['admin']}"}).status_code == 200
+    assert (
+        api.as_(world["admin"])
+        .client.patch(path, json={"active": True}, headers={"Authorization": f"Bearer {world['admin']}"})
+        .status_code
+        == 200
+    )
     assert not logged_in(client)
     [(_action, data)] = audit_actions(app, "user.deactivated")
     assert data["sessions_ended"] == 1
@@ -210,5 +227,6 @@ def test_the_database_keeps_only_a_digest_of_the_session_token(app, world):
         from flask import current_app
 
         cookie = current_app.session_interface.get_signing_serializer(current_app).loads(
-            client.get_cookie("session").value)
+            client.get_cookie("session").value
+        )
     assert row.id == web_sessions.token_digest(cookie["sid"]) != cookie["sid"]

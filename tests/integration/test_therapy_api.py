@@ -34,32 +34,41 @@ def test_therapy_runs_to_completion_through_the_api(api, world, clock):
     assert bad.status_code == 422
     assert set(bad.get_json()["error"]["details"]["fields"]) == {"eligible", "patient_initials"}
 
-    done = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete",
-                                        json={"data": {"eligible": True, "patient_initials": "AB"}})
+    done = api.as_(world["coord"]).post(
+        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
+    )
     assert done.status_code == 200, done.get_json()
     assert done.get_json()["task"]["status"] == "completed"
     assert done.get_json()["task"]["completed_by"] == "coord"
 
     detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
     assert detail["open_tasks"] == []
-    assert detail["waiting_for"] == [{"type": "message", "activity_id": "Event_Delivered",
-                                      "name": "shipment.delivered"}]
+    assert detail["waiting_for"] == [
+        {"type": "message", "activity_id": "Event_Delivered", "name": "shipment.delivered"}
+    ]
 
-    msg = api.as_(world["integrator"]).post("/api/v1/messages", json={
-        "name": "shipment.delivered", "coi": therapy["coi"], "payload": {"carrier": "ColdChain"}})
+    msg = api.as_(world["integrator"]).post(
+        "/api/v1/messages",
+        json={"name": "shipment.delivered", "coi": therapy["coi"], "payload": {"carrier": "ColdChain"}},
+    )
     assert msg.status_code == 200, msg.get_json()
     assert msg.get_json()["activity_id"] == "Event_Delivered"
 
     receive = only_task(api, world["logistics"], therapy["id"])
     assert receive["signature"] == {"meaning": "approval"}
-    unsigned = api.as_(world["logistics"]).post(f"/api/v1/tasks/{receive['id']}/complete",
-                                                json={"data": {"received_ok": True}})
+    unsigned = api.as_(world["logistics"]).post(
+        f"/api/v1/tasks/{receive['id']}/complete", json={"data": {"received_ok": True}}
+    )
     assert unsigned.status_code == 422 and unsigned.get_json()["error"]["code"] == "signature_required"
-    wrong = api.as_(world["logistics"]).post(f"/api/v1/tasks/{receive['id']}/complete", json={
-        "data": {"received_ok": True}, "signature": {"password": "nope-nope-1", "meaning": "approval"}})
+    wrong = api.as_(world["logistics"]).post(
+        f"/api/v1/tasks/{receive['id']}/complete",
+        json={"data": {"received_ok": True}, "signature": {"password": "nope-nope-1", "meaning": "approval"}},
+    )
     assert wrong.status_code == 401 and wrong.get_json()["error"]["code"] == "signature_failed"
-    signed = api.as_(world["logistics"]).post(f"/api/v1/tasks/{receive['id']}/complete", json={
-        "data": {"received_ok": True}, "signature": {"password": PASSWORD, "meaning": "approval"}})
+    signed = api.as_(world["logistics"]).post(
+        f"/api/v1/tasks/{receive['id']}/complete",
+        json={"data": {"received_ok": True}, "signature": {"password": PASSWORD, "meaning": "approval"}},
+    )
     assert signed.status_code == 200, signed.get_json()
 
     detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
@@ -68,6 +77,7 @@ def test_therapy_runs_to_completion_through_the_api(api, world, clock):
 
     clock.advance(days=1, seconds=5)
     from server.workflow.therapies import fire_due_timers
+
     with api.client.application.app_context():
         assert fire_due_timers(therapy["id"]) is True
     detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
@@ -75,8 +85,17 @@ def test_therapy_runs_to_completion_through_the_api(api, world, clock):
 
     audit = api.as_(world["auditor"]).get(f"/api/v1/audit?therapy_id={therapy['id']}&limit=500").get_json()
     actions = [e["action"] for e in audit["items"]]
-    for expected in ["therapy.started", "task.ready", "task.completed", "service.called", "message.received",
-                     "signature.failed", "signature.applied", "timer.fired", "therapy.completed"]:
+    for expected in [
+        "therapy.started",
+        "task.ready",
+        "task.completed",
+        "service.called",
+        "message.received",
+        "signature.failed",
+        "signature.applied",
+        "timer.fired",
+        "therapy.completed",
+    ]:
         assert expected in actions, expected
     assert actions.index("therapy.started") < actions.index("message.received") < actions.index("therapy.completed")
     verify = api.as_(world["auditor"]).get("/api/v1/audit/verify").get_json()
@@ -89,15 +108,21 @@ def test_therapy_runs_to_completion_through_the_api(api, world, clock):
 
 def test_running_therapy_stays_on_its_version(api, world):
     from pathlib import Path
+
     first = start(api, world["coord"]).get_json()
     mini = (Path(__file__).parent.parent / "fixtures" / "mini.bpmn").read_bytes()
     changed = mini.replace(b'name="Enrol patient"', b'name="Enrol the patient"')
     import io
-    forms = [(io.BytesIO(p.read_bytes()), p.name) for p in sorted(Path(__file__).parent.parent.joinpath(
-        "fixtures").glob("*.json"))]
-    up = api.as_(world["designer"]).post("/api/v1/process-definitions",
-                                         data={"bpmn": (io.BytesIO(changed), "mini.bpmn"), "forms": forms},
-                                         content_type="multipart/form-data")
+
+    forms = [
+        (io.BytesIO(p.read_bytes()), p.name)
+        for p in sorted(Path(__file__).parent.parent.joinpath("fixtures").glob("*.json"))
+    ]
+    up = api.as_(world["designer"]).post(
+        "/api/v1/process-definitions",
+        data={"bpmn": (io.BytesIO(changed), "mini.bpmn"), "forms": forms},
+        content_type="multipart/form-data",
+    )
     assert up.status_code == 201 and up.get_json()["version"] == 2
     second = start(api, world["coord"]).get_json()
     assert first["process"]["version"] == 1 and second["process"]["version"] == 2
@@ -107,8 +132,9 @@ def test_running_therapy_stays_on_its_version(api, world):
 
 def test_message_nobody_waits_for_is_refused_and_audited(api, world):
     therapy = start(api, world["coord"]).get_json()
-    refused = api.as_(world["integrator"]).post("/api/v1/messages", json={
-        "name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {}})
+    refused = api.as_(world["integrator"]).post(
+        "/api/v1/messages", json={"name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {}}
+    )
     assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "not_waiting"
     audit = api.as_(world["auditor"]).get(f"/api/v1/audit?therapy_id={therapy['id']}").get_json()["items"]
     assert audit[-1]["action"] == "message.refused"
@@ -139,18 +165,25 @@ def test_wrong_role_gets_403_and_other_site_gets_404(api, world):
 def test_cancel_withdraws_tasks(api, world):
     therapy = start(api, world["coord"]).get_json()
     assert api.as_(world["coord"]).post(f"/api/v1/therapies/{therapy['id']}/cancel", json={}).status_code == 422
-    ok = api.as_(world["coord"]).post(f"/api/v1/therapies/{therapy['id']}/cancel",
-                                      json={"reason": "patient withdrew consent"})
+    ok = api.as_(world["coord"]).post(
+        f"/api/v1/therapies/{therapy['id']}/cancel", json={"reason": "patient withdrew consent"}
+    )
     assert ok.status_code == 200 and ok.get_json()["status"] == "cancelled"
     assert api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"] == []
 
 
 def test_idempotency_key_replays_the_first_answer(api, world):
     headers = {"Idempotency-Key": "start-PT-0001"}
-    first = api.as_(world["coord"]).post("/api/v1/therapies", headers=headers, json={
-        "process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-0001"}})
-    again = api.as_(world["coord"]).post("/api/v1/therapies", headers=headers, json={
-        "process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-0001"}})
+    first = api.as_(world["coord"]).post(
+        "/api/v1/therapies",
+        headers=headers,
+        json={"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-0001"}},
+    )
+    again = api.as_(world["coord"]).post(
+        "/api/v1/therapies",
+        headers=headers,
+        json={"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-0001"}},
+    )
     assert first.status_code == again.status_code == 201
     assert first.get_json()["id"] == again.get_json()["id"]
     assert len(api.as_(world["coord"]).get("/api/v1/therapies").get_json()["items"]) == 1
@@ -175,11 +208,17 @@ def test_bad_input_gets_clear_errors_never_500(api, world):
 
 def test_hostile_upload_is_422_and_changes_nothing(api, world):
     import io
-    evil = (b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-            b'<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL">&x;</bpmn:definitions>')
+
+    evil = (
+        b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        b'<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL">&x;</bpmn:definitions>'
+    )
     designer = api.as_(world["designer"])
-    response = designer.post("/api/v1/process-definitions", data={"bpmn": (io.BytesIO(evil), "evil.bpmn")},
-                             content_type="multipart/form-data")
+    response = designer.post(
+        "/api/v1/process-definitions",
+        data={"bpmn": (io.BytesIO(evil), "evil.bpmn")},
+        content_type="multipart/form-data",
+    )
     assert response.status_code == 422 and "root:" not in response.get_data(as_text=True)
     assert [d["key"] for d in designer.get("/api/v1/process-definitions").get_json()["items"]] == ["mini_therapy"]
     assert api.as_(world["coord"]).post("/api/v1/process-definitions").status_code == 403
@@ -188,11 +227,15 @@ def test_hostile_upload_is_422_and_changes_nothing(api, world):
 def test_identical_upload_returns_the_existing_version(api, world):
     import io
     from pathlib import Path
+
     fixtures = Path(__file__).parent.parent / "fixtures"
-    files = {"bpmn": (io.BytesIO((fixtures / "mini.bpmn").read_bytes()), "mini.bpmn"),
-             "forms": [(io.BytesIO(p.read_bytes()), p.name) for p in sorted(fixtures.glob("*.json"))]}
-    again = api.as_(world["designer"]).post("/api/v1/process-definitions", data=files,
-                                            content_type="multipart/form-data")
+    files = {
+        "bpmn": (io.BytesIO((fixtures / "mini.bpmn").read_bytes()), "mini.bpmn"),
+        "forms": [(io.BytesIO(p.read_bytes()), p.name) for p in sorted(fixtures.glob("*.json"))],
+    }
+    again = api.as_(world["designer"]).post(
+        "/api/v1/process-definitions", data=files, content_type="multipart/form-data"
+    )
     assert again.status_code == 200 and again.get_json()["version"] == 1
     xml = api.as_(world["designer"]).get("/api/v1/process-definitions/mini_therapy/versions/1/bpmn")
     assert xml.data == (fixtures / "mini.bpmn").read_bytes()
@@ -203,8 +246,13 @@ def test_health_and_openapi_need_no_token(api, world):
     assert health.status_code == 200 and health.get_json()["database"] == "ok"
     doc = api.get("/api/v1/openapi.json").get_json()
     assert doc["openapi"].startswith("3.")
-    for path in ["/api/v1/therapies", "/api/v1/tasks/{task_id}/complete", "/api/v1/messages",
-                 "/api/v1/audit/verify", "/api/v1/process-definitions"]:
+    for path in [
+        "/api/v1/therapies",
+        "/api/v1/tasks/{task_id}/complete",
+        "/api/v1/messages",
+        "/api/v1/audit/verify",
+        "/api/v1/process-definitions",
+    ]:
         assert path in doc["paths"], path
 
 
@@ -219,8 +267,9 @@ def test_concurrent_completion_of_one_task_exactly_one_succeeds(api, world):
     def complete():
         client = api.client.application.test_client()
         barrier.wait()
-        response = client.post(f"/api/v1/tasks/{task['id']}/complete", json=body,
-                               headers={"Authorization": f"Bearer {world['coord']}"})
+        response = client.post(
+            f"/api/v1/tasks/{task['id']}/complete", json=body, headers={"Authorization": f"Bearer {world['coord']}"}
+        )
         statuses.append(response.status_code)
 
     threads = [threading.Thread(target=complete) for _ in range(4)]

@@ -32,8 +32,13 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}/api/v1"
         self.log_path = cwd / f"{name}.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(self.port)],
-                                     env=env, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port)],
+            env=env,
+            cwd=cwd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_healthy(self, seconds: float = 45) -> None:
         deadline = time.monotonic() + seconds
@@ -65,9 +70,15 @@ def _environment(tmp_path: Path, database_url: str, diagram: bytes) -> dict:
     processes = tmp_path / "processes"
     processes.mkdir()
     (processes / "timers.bpmn").write_bytes(diagram)
-    return {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": database_url,
-            "TETHER_PROCESSES_DIR": str(processes), "TETHER_FORMS_DIR": str(FIXTURES),
-            "TETHER_SECRET_KEY": "two-servers", "TETHER_DISPATCHER": "false"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TETHER_DATABASE_URL": database_url,
+        "TETHER_PROCESSES_DIR": str(processes),
+        "TETHER_FORMS_DIR": str(FIXTURES),
+        "TETHER_SECRET_KEY": "two-servers",
+        "TETHER_DISPATCHER": "false",
+    }
 
 
 def _prepare(env: dict, therapies: int = 0, first_due_in: float = 0, spread: float = 0) -> tuple[str, list[str]]:
@@ -81,8 +92,14 @@ def _prepare(env: dict, therapies: int = 0, first_due_in: float = 0, spread: flo
     from server.workflow.definitions import deploy
     from server.workflow.therapies import start_therapy
 
-    app = create_app({"DATABASE_URL": env["TETHER_DATABASE_URL"], "SCHEDULER": False, "SECRET_KEY": "t",
-                      "FORMS_DIR": env["TETHER_FORMS_DIR"]})
+    app = create_app(
+        {
+            "DATABASE_URL": env["TETHER_DATABASE_URL"],
+            "SCHEDULER": False,
+            "SECRET_KEY": "t",
+            "FORMS_DIR": env["TETHER_FORMS_DIR"],
+        }
+    )
     upgrade_database(app)
     ids = []
     with app.app_context():
@@ -94,8 +111,9 @@ def _prepare(env: dict, therapies: int = 0, first_due_in: float = 0, spread: flo
         first = utcnow() + timedelta(seconds=first_due_in)
         for i in range(therapies):
             due = first + timedelta(seconds=spread * i / therapies)
-            ids.append(start_therapy("timers_due_date", None, "SITE-A", f"PT-{i:04d}", {"due_at": due.isoformat()},
-                                     "seed").id)
+            ids.append(
+                start_therapy("timers_due_date", None, "SITE-A", f"PT-{i:04d}", {"due_at": due.isoformat()}, "seed").id
+            )
         db.session.remove()
         db.engine.dispose()
     return token, ids
@@ -137,8 +155,13 @@ def test_two_servers_fire_each_of_200_timers_exactly_once(tmp_path, postgres_dat
         assert completed() == TIMERS, "every timer fired"
         time.sleep(1.5)  # a duplicate firing, if there were one, would land now
         with engine.connect() as conn:
-            fired = dict(conn.execute(sa.text(
-                "SELECT therapy_id, count(*) FROM audit_entry WHERE action = 'timer.fired' GROUP BY therapy_id")).all())
+            fired = dict(
+                conn.execute(
+                    sa.text(
+                        "SELECT therapy_id, count(*) FROM audit_entry WHERE action = 'timer.fired' GROUP BY therapy_id"
+                    )
+                ).all()
+            )
             versions = dict(conn.execute(sa.text("SELECT id, row_version FROM therapy")).all())
         assert sorted(fired) == sorted(ids)
         assert set(fired.values()) == {1}, "no timer fired twice"
@@ -147,21 +170,35 @@ def test_two_servers_fire_each_of_200_timers_exactly_once(tmp_path, postgres_dat
         for server in servers:
             server.stop()
         engine.dispose()
-    verified = subprocess.run([sys.executable, "-m", "server.cli", "audit", "verify"], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120, check=False)
+    verified = subprocess.run(
+        [sys.executable, "-m", "server.cli", "audit", "verify"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert verified.returncode == 0, "the audit chain never forked: " + verified.stdout + verified.stderr
 
 
 def test_short_timer_fires_in_a_running_server_and_after_a_restart(tmp_path):
-    diagram = (FIXTURES / "timers-user-task.bpmn").read_bytes().replace(
-        b"<bpmn:timeDuration>PT2H</bpmn:timeDuration>", b"<bpmn:timeDuration>PT2S</bpmn:timeDuration>")
+    diagram = (
+        (FIXTURES / "timers-user-task.bpmn")
+        .read_bytes()
+        .replace(b"<bpmn:timeDuration>PT2H</bpmn:timeDuration>", b"<bpmn:timeDuration>PT2S</bpmn:timeDuration>")
+    )
     env = _environment(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}", diagram)
     token, _ids = _prepare(env)
     headers = {"Authorization": f"Bearer {token}"}
 
     def start_therapy(base: str) -> dict:
-        created = requests.post(f"{base}/therapies", headers=headers, timeout=10, json={
-            "process_key": "timers_user_task", "site": "SITE-A", "patient": {"reference": "PT-1"}})
+        created = requests.post(
+            f"{base}/therapies",
+            headers=headers,
+            timeout=10,
+            json={"process_key": "timers_user_task", "site": "SITE-A", "patient": {"reference": "PT-1"}},
+        )
         assert created.status_code == 201, created.text
         return created.json()
 
@@ -173,8 +210,9 @@ def test_short_timer_fires_in_a_running_server_and_after_a_restart(tmp_path):
         server.wait_healthy()
         therapy = start_therapy(server.base)
         started = time.monotonic()
-        [task] = requests.get(f"{server.base}/tasks?therapy_id={therapy['id']}", headers=headers,
-                              timeout=10).json()["items"]
+        [task] = requests.get(f"{server.base}/tasks?therapy_id={therapy['id']}", headers=headers, timeout=10).json()[
+            "items"
+        ]
         assert task["due_at"] is not None
         while not escalations(server.base, therapy["id"]) and time.monotonic() - started < 10:
             time.sleep(0.1)

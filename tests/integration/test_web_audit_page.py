@@ -13,8 +13,10 @@ def _auditor(app):
     client = app.test_client()
     page = client.get("/login")
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
-    assert client.post("/login", data={"username": "auditor", "password": PASSWORD,
-                                       "csrf_token": token}).status_code == 302
+    assert (
+        client.post("/login", data={"username": "auditor", "password": PASSWORD, "csrf_token": token}).status_code
+        == 302
+    )
     return client
 
 

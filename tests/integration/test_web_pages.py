@@ -16,13 +16,13 @@ def _csrf(client, path: str = "/login") -> str:
 
 
 def _log_in(client, username: str, password: str = PASSWORD, **kw):
-    return client.post("/login", data={"username": username, "password": password, "csrf_token": _csrf(client)},
-                       **kw)
+    return client.post("/login", data={"username": username, "password": password, "csrf_token": _csrf(client)}, **kw)
 
 
 def _start(api, token, site="SITE-A", patient="PT-1") -> dict:
-    answer = api.as_(token).post("/api/v1/therapies", json={"process_key": "mini_therapy", "site": site,
-                                                            "patient": {"reference": patient}})
+    answer = api.as_(token).post(
+        "/api/v1/therapies", json={"process_key": "mini_therapy", "site": site, "patient": {"reference": patient}}
+    )
     assert answer.status_code == 201, answer.get_json()
     return answer.get_json()
 
@@ -43,9 +43,12 @@ def test_session_cookie_is_httponly_lax_and_secure_over_https(app, world):
     secure_client = app.test_client()
     page = secure_client.get("/login", base_url="https://tether.example")
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
-    secure = secure_client.post("/login", base_url="https://tether.example",
-                                headers={"Referer": "https://tether.example/login"},
-                                data={"username": "coord", "password": PASSWORD, "csrf_token": token})
+    secure = secure_client.post(
+        "/login",
+        base_url="https://tether.example",
+        headers={"Referer": "https://tether.example/login"},
+        data={"username": "coord", "password": PASSWORD, "csrf_token": token},
+    )
     assert secure.status_code == 302 and "Secure" in secure.headers["Set-Cookie"]
 
 
@@ -99,13 +102,15 @@ def test_task_completed_in_a_page_goes_through_the_api_checks(app, api, world):
     client = app.test_client()
     _log_in(client, "coord")
     token = _csrf(client, f"/tasks/{task['id']}")
-    too_long = client.post(f"/tasks/{task['id']}", data={"csrf_token": token, "data.eligible": "true",
-                                                          "data.patient_initials": "ABCDEFG"})
+    too_long = client.post(
+        f"/tasks/{task['id']}", data={"csrf_token": token, "data.eligible": "true", "data.patient_initials": "ABCDEFG"}
+    )
     assert too_long.status_code == 422
     assert 'id="f-data-patient_initials-error"' in too_long.get_data(as_text=True)
     assert "This is too long." in too_long.get_data(as_text=True)
-    done = client.post(f"/tasks/{task['id']}", data={"csrf_token": token, "data.eligible": "true",
-                                                      "data.patient_initials": "ZZ"})
+    done = client.post(
+        f"/tasks/{task['id']}", data={"csrf_token": token, "data.eligible": "true", "data.patient_initials": "ZZ"}
+    )
     assert done.status_code == 302
     completed = api.as_(world["coord"]).get(f"/api/v1/tasks/{task['id']}").get_json()
     assert completed["status"] == "completed" and completed["completed_by"] == "coord"
@@ -118,7 +123,13 @@ def test_an_auditor_reads_pages_but_changes_nothing(app, api, world):
     _log_in(client, "auditor")
     assert client.get(f"/therapies/{therapy['id']}").status_code == 200
     assert "The chain is intact" in client.get("/audit?verify=1").get_data(as_text=True)
-    refused = client.post(f"/tasks/{task['id']}", data={"csrf_token": _csrf(client, f"/tasks/{task['id']}"),
-                                                         "data.eligible": "true", "data.patient_initials": "ZZ"})
+    refused = client.post(
+        f"/tasks/{task['id']}",
+        data={
+            "csrf_token": _csrf(client, f"/tasks/{task['id']}"),
+            "data.eligible": "true",
+            "data.patient_initials": "ZZ",
+        },
+    )
     assert refused.status_code == 403
     assert api.as_(world["coord"]).get(f"/api/v1/tasks/{task['id']}").get_json()["status"] == "ready"

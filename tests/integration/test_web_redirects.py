@@ -16,8 +16,16 @@ from .conftest import PASSWORD
 
 # Targets a browser resolves to another host: scheme-relative, with a backslash (read as a slash), with a
 # tab or newline (dropped by the URL parser), absolute, or not a path at all.
-FOREIGN = ["//evil.example/x", "/\\evil.example/x", "/\\/evil.example", "/\t/evil.example", "/\n/evil.example",
-           "https://evil.example/", "evil.example", "javascript:alert(1)"]
+FOREIGN = [
+    "//evil.example/x",
+    "/\\evil.example/x",
+    "/\\/evil.example",
+    "/\t/evil.example",
+    "/\n/evil.example",
+    "https://evil.example/",
+    "evil.example",
+    "javascript:alert(1)",
+]
 
 
 def _csrf(client, path: str) -> str:
@@ -56,8 +64,10 @@ def test_acknowledging_an_alert_never_sends_the_browser_to_another_site(app, wor
     alert_id = _open_alert(app)
     client = app.test_client()
     _log_in(client)
-    answer = client.post(f"/alerts/{alert_id}/acknowledge",
-                         data={"csrf_token": _csrf(client, "/alerts"), "note": "Checked", "back": target})
+    answer = client.post(
+        f"/alerts/{alert_id}/acknowledge",
+        data={"csrf_token": _csrf(client, "/alerts"), "note": "Checked", "back": target},
+    )
     assert answer.status_code == 302 and answer.headers["Location"] == "/alerts"
     with app.app_context():
         assert db.session.get(Alert, alert_id).status == "acknowledged"
@@ -67,6 +77,8 @@ def test_acknowledging_an_alert_goes_back_to_a_local_page(app, world):
     alert_id = _open_alert(app)
     client = app.test_client()
     _log_in(client)
-    answer = client.post(f"/alerts/{alert_id}/acknowledge",
-                         data={"csrf_token": _csrf(client, "/alerts"), "note": "Checked", "back": "/alerts?status=all"})
+    answer = client.post(
+        f"/alerts/{alert_id}/acknowledge",
+        data={"csrf_token": _csrf(client, "/alerts"), "note": "Checked", "back": "/alerts?status=all"},
+    )
     assert answer.status_code == 302 and answer.headers["Location"] == "/alerts?status=all"

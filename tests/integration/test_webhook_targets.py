@@ -59,19 +59,35 @@ def subscriptions(app):
 
     with app.app_context():
         rows = db.session.execute(sa.select(WebhookSubscription.url)).scalars().all()
-        audited = db.session.execute(sa.select(sa.func.count()).select_from(AuditEntry)
-                                     .where(AuditEntry.action == "webhook.subscribed")).scalar()
+        audited = db.session.execute(
+            sa.select(sa.func.count()).select_from(AuditEntry).where(AuditEntry.action == "webhook.subscribed")
+        ).scalar()
         return rows, audited
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:8080/hook", "http://localhost/hook", "http://127.1/hook", "http://2130706433/hook",
-    "http://[::1]/hook", "http://[::ffff:127.0.0.1]/hook", "http://[::ffff:169.254.169.254]/hook",
-    "http://169.254.169.254/latest/meta-data/", "https://10.0.0.5/hook", "http://172.16.3.4/hook",
-    "http://172.31.255.1/hook", "http://192.168.1.10/hook", "http://0.0.0.0/hook", "http://100.64.0.1/hook",
-    "http://[fd12:3456::1]/hook", "http://[fe80::1]/hook", "http://[64:ff9b::a9fe:a9fe]/hook",
-    "http://[2002:7f00:1::]/hook",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "http://127.1/hook",
+        "http://2130706433/hook",
+        "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://[::ffff:169.254.169.254]/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.5/hook",
+        "http://172.16.3.4/hook",
+        "http://172.31.255.1/hook",
+        "http://192.168.1.10/hook",
+        "http://0.0.0.0/hook",
+        "http://100.64.0.1/hook",
+        "http://[fd12:3456::1]/hook",
+        "http://[fe80::1]/hook",
+        "http://[64:ff9b::a9fe:a9fe]/hook",
+        "http://[2002:7f00:1::]/hook",
+    ],
+)
 def test_private_loopback_link_local_and_metadata_urls_are_refused(api, world, private_refused, url):
     error = refused(api, world, url)
     assert "public" in error["message"]
@@ -79,8 +95,14 @@ def test_private_loopback_link_local_and_metadata_urls_are_refused(api, world, p
 
 
 def test_host_names_are_judged_by_every_address_they_resolve_to(api, world, private_refused, dns):
-    dns.update({"metadata.test": ["169.254.169.254"], "mixed.test": [PUBLIC, "10.1.2.3"],
-                "nowhere.test": [], "public.test": [PUBLIC, "2606:2800:220:1:248:1893:25c8:1946"]})
+    dns.update(
+        {
+            "metadata.test": ["169.254.169.254"],
+            "mixed.test": [PUBLIC, "10.1.2.3"],
+            "nowhere.test": [],
+            "public.test": [PUBLIC, "2606:2800:220:1:248:1893:25c8:1946"],
+        }
+    )
     assert refused(api, world, "https://metadata.test/hook")["details"]["address"] == "169.254.169.254"
     assert refused(api, world, "https://mixed.test/hook")["details"]["address"] == "10.1.2.3"
     assert "cannot be resolved" in refused(api, world, "https://nowhere.test/hook")["message"]
@@ -94,8 +116,7 @@ def test_the_allow_private_setting_lets_loopback_through(api, world, app):
     subscribe(api, world["integrator"], "http://127.0.0.1:9/hook", ["*"])
 
 
-def test_a_host_that_now_resolves_to_a_private_address_gets_nothing(api, world, private_refused, dns,
-                                                                     dispatcher):  # noqa: F811
+def test_a_host_that_now_resolves_to_a_private_address_gets_nothing(api, world, private_refused, dns, dispatcher):  # noqa: F811
     dns["moved.test"] = [PUBLIC]
     hook = subscribe(api, world["integrator"], "http://moved.test/hook", ["therapy.started"])
     dns["moved.test"] = ["169.254.169.254"]
@@ -107,9 +128,14 @@ def test_a_host_that_now_resolves_to_a_private_address_gets_nothing(api, world, 
     assert delivery["last_status_code"] is None
 
 
-def test_a_name_that_rebinds_to_loopback_between_check_and_connect_gets_nothing(api, world, private_refused, dns,
-                                                                                receiver,  # noqa: F811
-                                                                                dispatcher):  # noqa: F811
+def test_a_name_that_rebinds_to_loopback_between_check_and_connect_gets_nothing(
+    api,
+    world,
+    private_refused,
+    dns,
+    receiver,  # noqa: F811
+    dispatcher,  # noqa: F811
+):
     target = receiver()
     dns["localhost"] = [PUBLIC]  # what the check sees; the connection itself resolves to 127.0.0.1
     hook = subscribe(api, world["integrator"], f"http://localhost:{target.port}/hooks/tether", ["therapy.started"])
@@ -162,13 +188,31 @@ def test_redirects_are_never_followed(api, world, app, receiver, dispatcher):  #
         redirector.stop()
 
 
-@pytest.mark.parametrize(("address", "blocked"), [
-    ("93.184.216.34", False), ("8.8.8.8", False), ("2606:4700:4700::1111", False), ("::ffff:8.8.8.8", False),
-    ("64:ff9b::808:808", False), ("127.0.0.1", True), ("127.255.255.254", True), ("::1", True),
-    ("169.254.169.254", True), ("::ffff:169.254.169.254", True), ("fd00:ec2::254", True), ("fe80::1%eth0", True),
-    ("100.100.100.200", True), ("192.0.0.192", True), ("198.18.0.1", True), ("224.0.0.1", True),
-    ("255.255.255.255", True), ("::", True), ("ff02::1", True), ("not an address", True),
-])
+@pytest.mark.parametrize(
+    ("address", "blocked"),
+    [
+        ("93.184.216.34", False),
+        ("8.8.8.8", False),
+        ("2606:4700:4700::1111", False),
+        ("::ffff:8.8.8.8", False),
+        ("64:ff9b::808:808", False),
+        ("127.0.0.1", True),
+        ("127.255.255.254", True),
+        ("::1", True),
+        ("169.254.169.254", True),
+        ("::ffff:169.254.169.254", True),
+        ("fd00:ec2::254", True),
+        ("fe80::1%eth0", True),
+        ("100.100.100.200", True),
+        ("192.0.0.192", True),
+        ("198.18.0.1", True),
+        ("224.0.0.1", True),
+        ("255.255.255.255", True),
+        ("::", True),
+        ("ff02::1", True),
+        ("not an address", True),
+    ],
+)
 def test_which_addresses_are_public(address, blocked):
     from server.integration.webhooks import blocked_address
 

@@ -23,8 +23,7 @@ from .conftest import PASSWORD
 class Receiver:
     """A real HTTP endpoint on a free loopback port: fails the first ``fail_first`` attempts, then accepts."""
 
-    def __init__(self, fail_first: int = 0, fail_status: int = 503, fail_body: bytes = b"not now",
-                 delay: float = 0.0):
+    def __init__(self, fail_first: int = 0, fail_status: int = 503, fail_body: bytes = b"not now", delay: float = 0.0):
         self.fail_first, self.fail_status, self.fail_body, self.delay = fail_first, fail_status, fail_body, delay
         self.attempts = 0
         self.accepted: list[tuple[dict, bytes]] = []
@@ -131,8 +130,9 @@ def deliveries(api, token, webhook_id, **filters):
 
 def start(api, token, site="SITE-A", reference="PT-1"):
     """Start a mini therapy."""
-    answer = api.as_(token).post("/api/v1/therapies", json={"process_key": "mini_therapy", "site": site,
-                                                           "patient": {"reference": reference}})
+    answer = api.as_(token).post(
+        "/api/v1/therapies", json={"process_key": "mini_therapy", "site": site, "patient": {"reference": reference}}
+    )
     assert answer.status_code == 201, answer.get_json()
     return answer.get_json()
 
@@ -150,8 +150,11 @@ def outbox(app, after_id=0):
     from server.store.models import OutboxEvent
 
     with app.app_context():
-        rows = db.session.execute(select(OutboxEvent).where(OutboxEvent.id > after_id)
-                                  .order_by(OutboxEvent.id)).scalars().all()
+        rows = (
+            db.session.execute(select(OutboxEvent).where(OutboxEvent.id > after_id).order_by(OutboxEvent.id))
+            .scalars()
+            .all()
+        )
         return [{"id": r.id, "event_id": r.event_id, "type": r.type, "therapy_id": r.therapy_id} for r in rows]
 
 
@@ -162,25 +165,33 @@ def hmac_signature(secret: str, headers: dict, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-def test_every_event_arrives_once_in_order_and_signed_after_early_failures(api, world, app, clock, receiver,
-                                                                           dispatcher):
+def test_every_event_arrives_once_in_order_and_signed_after_early_failures(
+    api, world, app, clock, receiver, dispatcher
+):
     endpoint = receiver(fail_first=3)
     hook = subscribe(api, world["integrator"], endpoint.url, ["therapy.*", "task.*", "message.received"])
     assert hook["secret"].startswith("whsec_") and hook["events"] == ["therapy.*", "task.*", "message.received"]
 
     first, second = start(api, world["coord"], reference="PT-A"), start(api, world["coord"], reference="PT-B")
     complete_only_task(api, world["coord"], first["id"], {"eligible": True, "patient_initials": "AB"})
-    posted = api.as_(world["integrator"]).post("/api/v1/messages", json={
-        "name": "shipment.delivered", "therapy_id": first["id"], "payload": {"dock": 3}})
+    posted = api.as_(world["integrator"]).post(
+        "/api/v1/messages", json={"name": "shipment.delivered", "therapy_id": first["id"], "payload": {"dock": 3}}
+    )
     assert posted.status_code == 200
-    complete_only_task(api, world["logistics"], first["id"], {"received_ok": True},
-                       signature={"password": PASSWORD, "meaning": "approval"})
+    complete_only_task(
+        api,
+        world["logistics"],
+        first["id"],
+        {"received_ok": True},
+        signature={"password": PASSWORD, "meaning": "approval"},
+    )
     complete_only_task(api, world["coord"], second["id"], {"eligible": False, "patient_initials": "CD"})
 
     deliver_all(dispatcher, clock)
 
-    wanted = [e for e in outbox(app) if e["type"].split(".")[0] in ("therapy", "task")
-              or e["type"] == "message.received"]
+    wanted = [
+        e for e in outbox(app) if e["type"].split(".")[0] in ("therapy", "task") or e["type"] == "message.received"
+    ]
     assert len(wanted) >= 10
     ids = [headers["webhook-id"] for headers, _body in endpoint.accepted]
     assert Counter(ids) == Counter(e["event_id"] for e in wanted)  # every event once, nothing else
@@ -207,8 +218,7 @@ def test_every_event_arrives_once_in_order_and_signed_after_early_failures(api, 
     assert all(d["last_status_code"] == 200 and d["next_attempt_at"] is None for d in listed)
 
 
-def test_an_endpoint_that_was_down_for_a_while_gets_everything_in_order(api, world, app, clock, receiver,
-                                                                        dispatcher):
+def test_an_endpoint_that_was_down_for_a_while_gets_everything_in_order(api, world, app, clock, receiver, dispatcher):
     endpoint = receiver()
     endpoint.stop()
     hook = subscribe(api, world["integrator"], endpoint.url, ["*"])
@@ -231,8 +241,9 @@ def test_an_endpoint_that_was_down_for_a_while_gets_everything_in_order(api, wor
     assert {d["status"] for d in deliveries(api, world["integrator"], hook["id"])} == {"delivered"}
 
 
-def test_retries_back_off_for_over_an_hour_then_fail_and_redeliver_resends(api, world, app, clock, receiver,
-                                                                            dispatcher):
+def test_retries_back_off_for_over_an_hour_then_fail_and_redeliver_resends(
+    api, world, app, clock, receiver, dispatcher
+):
     endpoint = receiver(fail_first=10**6, fail_status=500, fail_body=b"x" * 5000)
     hook = subscribe(api, world["integrator"], endpoint.url, ["therapy.started"])
     therapy = start(api, world["coord"])
@@ -255,8 +266,7 @@ def test_retries_back_off_for_over_an_hour_then_fail_and_redeliver_resends(api, 
     assert [e["subject_id"] for e in failures if e["action"] == "webhook.delivery_failed"] == [delivery["id"]]
 
     endpoint.fail_first = endpoint.attempts  # the receiver is fixed
-    again = api.as_(world["integrator"]).post(
-        f"/api/v1/webhooks/{hook['id']}/deliveries/{delivery['id']}/redeliver")
+    again = api.as_(world["integrator"]).post(f"/api/v1/webhooks/{hook['id']}/deliveries/{delivery['id']}/redeliver")
     assert again.status_code == 202 and again.get_json()["status"] == "pending"
     deliver_all(dispatcher, clock)
     [event] = endpoint.events()
@@ -272,8 +282,10 @@ def test_default_retry_schedule_is_at_least_eight_attempts_over_an_hour(app):
 
     config = app.config
     attempts = config["WEBHOOK_MAX_ATTEMPTS"]
-    waits = [retry_delay(n, config["WEBHOOK_RETRY_BASE_SECONDS"], config["WEBHOOK_RETRY_CAP_SECONDS"],
-                         rng=lambda: 0.0) for n in range(1, attempts)]
+    waits = [
+        retry_delay(n, config["WEBHOOK_RETRY_BASE_SECONDS"], config["WEBHOOK_RETRY_CAP_SECONDS"], rng=lambda: 0.0)
+        for n in range(1, attempts)
+    ]
     assert attempts >= 8 and sum(waits, timedelta()) >= timedelta(hours=1)
     assert waits == sorted(waits) and waits[0] < timedelta(minutes=1)
     jittered = retry_delay(3, 30, 7200, rng=lambda: 0.999)
@@ -328,23 +340,37 @@ def test_fan_out_by_pattern_and_site_only_for_events_after_subscribing(api, worl
     assert seen(completions) == [e["event_id"] for e in events if e["type"] == "task.completed"]
     assert seen(site_b, scoped_token) == [e["event_id"] for e in events if e["therapy_id"] == at_b["id"]]
     assert {"therapy.started", "therapy.completed", "task.ready", "task.completed"} <= {
-        by_id[i]["type"] for i in seen(site_b, scoped_token)}
+        by_id[i]["type"] for i in seen(site_b, scoped_token)
+    }
     assert before["id"] not in {by_id[i]["therapy_id"] for i in seen(everything)}
 
 
 def test_webhook_urls_and_patterns_are_checked_and_roles_enforced(api, world):
     integrator = api.as_(world["integrator"])
-    for url in ["ftp://files.example/x", "http://", "https://user:secret@hooks.example/x", "not a url",
-                "http://hooks.example/x#part", "https://hooks.example:99999/", 42, "http://hooks .example/"]:
+    for url in [
+        "ftp://files.example/x",
+        "http://",
+        "https://user:secret@hooks.example/x",
+        "not a url",
+        "http://hooks.example/x#part",
+        "https://hooks.example:99999/",
+        42,
+        "http://hooks .example/",
+    ]:
         answer = integrator.post("/api/v1/webhooks", json={"url": url, "events": ["*"]})
         assert answer.status_code == 422, url
-        assert answer.get_json()["error"]["details"].get("field") == "url" or "url" in answer.get_json()[
-            "error"]["details"].get("fields", {}), url
+        assert answer.get_json()["error"]["details"].get("field") == "url" or "url" in answer.get_json()["error"][
+            "details"
+        ].get("fields", {}), url
     for events in [[], ["therapy.**x"], ["Therapy.Started"], "therapy.*", [7]]:
         answer = integrator.post("/api/v1/webhooks", json={"url": "https://hooks.example/x", "events": events})
         assert answer.status_code == 422, events
-    assert api.as_(world["coord"]).post("/api/v1/webhooks", json={
-        "url": "https://hooks.example/x", "events": ["*"]}).status_code == 403
+    assert (
+        api.as_(world["coord"])
+        .post("/api/v1/webhooks", json={"url": "https://hooks.example/x", "events": ["*"]})
+        .status_code
+        == 403
+    )
     assert integrator.get("/api/v1/webhooks").get_json()["items"] == []
 
 
@@ -359,7 +385,9 @@ def test_subscriptions_are_listed_to_their_owner_and_admin_and_can_be_deleted(ap
     listed = api.as_(world["integrator"]).get("/api/v1/webhooks").get_json()["items"]
     assert [h["id"] for h in listed] == [mine["id"]] and "secret" not in listed[0]
     assert {h["id"] for h in api.as_(world["admin"]).get("/api/v1/webhooks").get_json()["items"]} == {
-        mine["id"], theirs["id"]}
+        mine["id"],
+        theirs["id"],
+    }
     assert api.as_(world["integrator"]).get(f"/api/v1/webhooks/{theirs['id']}").status_code == 404
     assert api.as_(world["integrator"]).get(f"/api/v1/webhooks/{theirs['id']}/deliveries").status_code == 404
 
@@ -423,15 +451,16 @@ def test_two_dispatchers_never_send_one_delivery_twice(api, world, app, clock, r
     assert len(expected) == 6 * 2 and Counter(ids) == Counter(expected) and endpoint.attempts == len(expected)
 
 
-def test_the_docs_verification_snippets_accept_real_deliveries_and_refuse_altered_ones(api, world, clock,
-                                                                                      receiver, dispatcher):
+def test_the_docs_verification_snippets_accept_real_deliveries_and_refuse_altered_ones(
+    api, world, clock, receiver, dispatcher
+):
     from standardwebhooks.webhooks import WebhookVerificationError
 
     from ..conftest import ROOT
 
     documentation = (ROOT / "docs" / "integration.md").read_text()
-    section = documentation[documentation.index("## 3. What arrives, and how to check it"):]
-    section = section[:section.index("\n## ")]
+    section = documentation[documentation.index("## 3. What arrives, and how to check it") :]
+    section = section[: section.index("\n## ")]
     namespace: dict = {}
     for snippet in re.findall(r"```python\n(.*?)```", section, re.S):
         exec(snippet, namespace)  # noqa: S102 - the documentation's own code

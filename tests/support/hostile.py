@@ -38,8 +38,10 @@ def _flow(flow_id: str, source: str, target: str) -> str:
 
 
 def _user_task(task_id: str, incoming: str, outgoing: str) -> str:
-    return (f'    <bpmn:userTask id="{task_id}" name="Check {task_id}"><bpmn:incoming>{incoming}</bpmn:incoming>'
-            f'<bpmn:outgoing>{outgoing}</bpmn:outgoing></bpmn:userTask>\n')
+    return (
+        f'    <bpmn:userTask id="{task_id}" name="Check {task_id}"><bpmn:incoming>{incoming}</bpmn:incoming>'
+        f"<bpmn:outgoing>{outgoing}</bpmn:outgoing></bpmn:userTask>\n"
+    )
 
 
 def looping(key: str, *, before: str = "none") -> bytes:
@@ -51,9 +53,11 @@ def looping(key: str, *, before: str = "none") -> bytes:
     body, refs = '    <bpmn:startEvent id="Start_1"><bpmn:outgoing>F_start</bpmn:outgoing></bpmn:startEvent>\n', []
     entry = "Start_1"
     if before == "timer":
-        body += ('    <bpmn:intermediateCatchEvent id="Timer_Soon" name="Soon"><bpmn:incoming>F_start</bpmn:incoming>'
-                 '<bpmn:outgoing>F_timer</bpmn:outgoing><bpmn:timerEventDefinition><bpmn:timeDuration>PT1S'
-                 '</bpmn:timeDuration></bpmn:timerEventDefinition></bpmn:intermediateCatchEvent>\n')
+        body += (
+            '    <bpmn:intermediateCatchEvent id="Timer_Soon" name="Soon"><bpmn:incoming>F_start</bpmn:incoming>'
+            "<bpmn:outgoing>F_timer</bpmn:outgoing><bpmn:timerEventDefinition><bpmn:timeDuration>PT1S"
+            "</bpmn:timeDuration></bpmn:timerEventDefinition></bpmn:intermediateCatchEvent>\n"
+        )
         body += _flow("F_start", "Start_1", "Timer_Soon")
         entry, first = "Timer_Soon", "F_timer"
     elif before == "task":
@@ -62,58 +66,74 @@ def looping(key: str, *, before: str = "none") -> bytes:
         entry, first, refs = "Task_First", "F_task", ["Start_1", "Task_First"]
     else:
         first = "F_start"
-    body += (f'    <bpmn:scriptTask id="Script_Loop" name="Count"><bpmn:incoming>{first}</bpmn:incoming>'
-             '<bpmn:incoming>F_back</bpmn:incoming><bpmn:outgoing>F_gw</bpmn:outgoing>'
-             '<bpmn:script>laps = 1</bpmn:script></bpmn:scriptTask>\n')
+    body += (
+        f'    <bpmn:scriptTask id="Script_Loop" name="Count"><bpmn:incoming>{first}</bpmn:incoming>'
+        "<bpmn:incoming>F_back</bpmn:incoming><bpmn:outgoing>F_gw</bpmn:outgoing>"
+        "<bpmn:script>laps = 1</bpmn:script></bpmn:scriptTask>\n"
+    )
     body += _flow(first, entry, "Script_Loop")
-    body += ('    <bpmn:exclusiveGateway id="Gateway_Again" default="F_back"><bpmn:incoming>F_gw</bpmn:incoming>'
-             '<bpmn:outgoing>F_back</bpmn:outgoing></bpmn:exclusiveGateway>\n')
+    body += (
+        '    <bpmn:exclusiveGateway id="Gateway_Again" default="F_back"><bpmn:incoming>F_gw</bpmn:incoming>'
+        "<bpmn:outgoing>F_back</bpmn:outgoing></bpmn:exclusiveGateway>\n"
+    )
     body += _flow("F_gw", "Script_Loop", "Gateway_Again") + _flow("F_back", "Gateway_Again", "Script_Loop")
     return _document(key, body, refs)
 
 
 def scripted(key: str, script: str) -> bytes:
     """Start, one script task, then a coordinator's user task: the script runs as the therapy starts."""
-    body = ('    <bpmn:startEvent id="Start_1"><bpmn:outgoing>F_1</bpmn:outgoing></bpmn:startEvent>\n'
-            '    <bpmn:scriptTask id="Script_Hostile" name="Hostile"><bpmn:incoming>F_1</bpmn:incoming>'
-            f'<bpmn:outgoing>F_2</bpmn:outgoing><bpmn:script>{escape(script)}</bpmn:script></bpmn:scriptTask>\n'
-            + _user_task("Task_After", "F_2", "F_3")
-            + '    <bpmn:endEvent id="End_1"><bpmn:incoming>F_3</bpmn:incoming></bpmn:endEvent>\n'
-            + _flow("F_1", "Start_1", "Script_Hostile") + _flow("F_2", "Script_Hostile", "Task_After")
-            + _flow("F_3", "Task_After", "End_1"))
+    body = (
+        '    <bpmn:startEvent id="Start_1"><bpmn:outgoing>F_1</bpmn:outgoing></bpmn:startEvent>\n'
+        '    <bpmn:scriptTask id="Script_Hostile" name="Hostile"><bpmn:incoming>F_1</bpmn:incoming>'
+        f"<bpmn:outgoing>F_2</bpmn:outgoing><bpmn:script>{escape(script)}</bpmn:script></bpmn:scriptTask>\n"
+        + _user_task("Task_After", "F_2", "F_3")
+        + '    <bpmn:endEvent id="End_1"><bpmn:incoming>F_3</bpmn:incoming></bpmn:endEvent>\n'
+        + _flow("F_1", "Start_1", "Script_Hostile")
+        + _flow("F_2", "Script_Hostile", "Task_After")
+        + _flow("F_3", "Task_After", "End_1")
+    )
     return _document(key, body, ["Start_1", "Task_After", "End_1"])
 
 
 def with_element(key: str, element: str) -> bytes:
     """Start, one element of the given tag (``task``, ``manualTask``), end."""
-    body = ('    <bpmn:startEvent id="Start_1"><bpmn:outgoing>F_1</bpmn:outgoing></bpmn:startEvent>\n'
-            f'    <bpmn:{element} id="Odd_1" name="Does what?"><bpmn:incoming>F_1</bpmn:incoming>'
-            f'<bpmn:outgoing>F_2</bpmn:outgoing></bpmn:{element}>\n'
-            '    <bpmn:endEvent id="End_1"><bpmn:incoming>F_2</bpmn:incoming></bpmn:endEvent>\n'
-            + _flow("F_1", "Start_1", "Odd_1") + _flow("F_2", "Odd_1", "End_1"))
+    body = (
+        '    <bpmn:startEvent id="Start_1"><bpmn:outgoing>F_1</bpmn:outgoing></bpmn:startEvent>\n'
+        f'    <bpmn:{element} id="Odd_1" name="Does what?"><bpmn:incoming>F_1</bpmn:incoming>'
+        f"<bpmn:outgoing>F_2</bpmn:outgoing></bpmn:{element}>\n"
+        '    <bpmn:endEvent id="End_1"><bpmn:incoming>F_2</bpmn:incoming></bpmn:endEvent>\n'
+        + _flow("F_1", "Start_1", "Odd_1")
+        + _flow("F_2", "Odd_1", "End_1")
+    )
     return _document(key, body)
 
 
 def completion_condition(key: str, condition: str) -> bytes:
     """A multi-instance user task whose completionCondition is ``condition``."""
-    body = ('    <bpmn:startEvent id="Start_1"><bpmn:outgoing>F_1</bpmn:outgoing></bpmn:startEvent>\n'
-            '    <bpmn:userTask id="Task_Many" name="Many"><bpmn:incoming>F_1</bpmn:incoming>'
-            '<bpmn:outgoing>F_2</bpmn:outgoing><bpmn:multiInstanceLoopCharacteristics>'
-            '<bpmn:loopCardinality>3</bpmn:loopCardinality>'
-            f'<bpmn:completionCondition>{escape(condition)}</bpmn:completionCondition>'
-            '</bpmn:multiInstanceLoopCharacteristics></bpmn:userTask>\n'
-            '    <bpmn:endEvent id="End_1"><bpmn:incoming>F_2</bpmn:incoming></bpmn:endEvent>\n'
-            + _flow("F_1", "Start_1", "Task_Many") + _flow("F_2", "Task_Many", "End_1"))
+    body = (
+        '    <bpmn:startEvent id="Start_1"><bpmn:outgoing>F_1</bpmn:outgoing></bpmn:startEvent>\n'
+        '    <bpmn:userTask id="Task_Many" name="Many"><bpmn:incoming>F_1</bpmn:incoming>'
+        "<bpmn:outgoing>F_2</bpmn:outgoing><bpmn:multiInstanceLoopCharacteristics>"
+        "<bpmn:loopCardinality>3</bpmn:loopCardinality>"
+        f"<bpmn:completionCondition>{escape(condition)}</bpmn:completionCondition>"
+        "</bpmn:multiInstanceLoopCharacteristics></bpmn:userTask>\n"
+        '    <bpmn:endEvent id="End_1"><bpmn:incoming>F_2</bpmn:incoming></bpmn:endEvent>\n'
+        + _flow("F_1", "Start_1", "Task_Many")
+        + _flow("F_2", "Task_Many", "End_1")
+    )
     return _document(key, body, ["Start_1", "Task_Many", "End_1"])
 
 
 def conditional_event(key: str, condition: str) -> bytes:
     """An intermediate conditional catch event whose condition is ``condition``."""
-    body = ('    <bpmn:startEvent id="Start_1"><bpmn:outgoing>F_1</bpmn:outgoing></bpmn:startEvent>\n'
-            '    <bpmn:intermediateCatchEvent id="Wait_Condition" name="Until"><bpmn:incoming>F_1</bpmn:incoming>'
-            '<bpmn:outgoing>F_2</bpmn:outgoing><bpmn:conditionalEventDefinition>'
-            f'<bpmn:condition xsi:type="bpmn:tFormalExpression">{escape(condition)}</bpmn:condition>'
-            '</bpmn:conditionalEventDefinition></bpmn:intermediateCatchEvent>\n'
-            '    <bpmn:endEvent id="End_1"><bpmn:incoming>F_2</bpmn:incoming></bpmn:endEvent>\n'
-            + _flow("F_1", "Start_1", "Wait_Condition") + _flow("F_2", "Wait_Condition", "End_1"))
+    body = (
+        '    <bpmn:startEvent id="Start_1"><bpmn:outgoing>F_1</bpmn:outgoing></bpmn:startEvent>\n'
+        '    <bpmn:intermediateCatchEvent id="Wait_Condition" name="Until"><bpmn:incoming>F_1</bpmn:incoming>'
+        "<bpmn:outgoing>F_2</bpmn:outgoing><bpmn:conditionalEventDefinition>"
+        f'<bpmn:condition xsi:type="bpmn:tFormalExpression">{escape(condition)}</bpmn:condition>'
+        "</bpmn:conditionalEventDefinition></bpmn:intermediateCatchEvent>\n"
+        '    <bpmn:endEvent id="End_1"><bpmn:incoming>F_2</bpmn:incoming></bpmn:endEvent>\n'
+        + _flow("F_1", "Start_1", "Wait_Condition")
+        + _flow("F_2", "Wait_Condition", "End_1")
+    )
     return _document(key, body)

@@ -28,7 +28,12 @@ class KillableServer(Server):
         self.log = open(self.log_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
-            env=env, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            env=env,
+            cwd=cwd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def kill(self) -> None:
         """SIGKILL to the whole process group: the master and every worker die mid-request, nothing is flushed."""

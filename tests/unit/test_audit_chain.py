@@ -8,10 +8,19 @@ import pytest
 
 from server.store.audit import GENESIS, canonical, entry_hash
 
-ENTRY = {"seq": 7, "at": datetime(2026, 11, 23, 9, 30, 15, 250000, tzinfo=UTC), "actor": "qa",
-         "action": "data.corrected", "subject_type": "therapy", "subject_id": "t-1", "therapy_id": "t-1",
-         "site_id": 2, "reason": "typo é", "data": {"path": "qc.result", "old_value": "fail", "new_value": "pass",
-                                                    "n": 1.5}, "prev_hash": "a" * 64}
+ENTRY = {
+    "seq": 7,
+    "at": datetime(2026, 11, 23, 9, 30, 15, 250000, tzinfo=UTC),
+    "actor": "qa",
+    "action": "data.corrected",
+    "subject_type": "therapy",
+    "subject_id": "t-1",
+    "therapy_id": "t-1",
+    "site_id": 2,
+    "reason": "typo é",
+    "data": {"path": "qc.result", "old_value": "fail", "new_value": "pass", "n": 1.5},
+    "prev_hash": "a" * 64,
+}
 
 
 def test_canonical_form_is_stable():
@@ -31,10 +40,22 @@ def test_key_order_of_data_does_not_matter():
     assert entry_hash(reordered) == entry_hash(ENTRY)
 
 
-@pytest.mark.parametrize("field, value", [
-    ("seq", 8), ("at", ENTRY["at"] + timedelta(microseconds=1)), ("actor", "qa2"), ("action", "data.changed"),
-    ("subject_type", "task"), ("subject_id", "t-2"), ("therapy_id", None), ("site_id", 3), ("reason", "typo"),
-    ("data", {**ENTRY["data"], "new_value": "fail"}), ("prev_hash", GENESIS)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("seq", 8),
+        ("at", ENTRY["at"] + timedelta(microseconds=1)),
+        ("actor", "qa2"),
+        ("action", "data.changed"),
+        ("subject_type", "task"),
+        ("subject_id", "t-2"),
+        ("therapy_id", None),
+        ("site_id", 3),
+        ("reason", "typo"),
+        ("data", {**ENTRY["data"], "new_value": "fail"}),
+        ("prev_hash", GENESIS),
+    ],
+)
 def test_every_field_is_covered_by_the_hash(field, value):
     assert entry_hash({**ENTRY, field: value}) != entry_hash(ENTRY)
 
@@ -44,18 +65,33 @@ def _stored_row(entry: dict, data_text: str | None = None) -> tuple:
     from server.store.audit import _json_ready, _timestamp
     from server.store.extensions import compact_json
 
-    return (entry["seq"], _timestamp(entry["at"]), entry["actor"], entry["action"], entry["subject_type"],
-            entry["subject_id"], entry["therapy_id"], entry["site_id"], entry["reason"],
-            data_text if data_text is not None else compact_json(_json_ready(entry["data"])), entry["prev_hash"],
-            entry_hash(entry))
+    return (
+        entry["seq"],
+        _timestamp(entry["at"]),
+        entry["actor"],
+        entry["action"],
+        entry["subject_type"],
+        entry["subject_id"],
+        entry["therapy_id"],
+        entry["site_id"],
+        entry["reason"],
+        data_text if data_text is not None else compact_json(_json_ready(entry["data"])),
+        entry["prev_hash"],
+        entry_hash(entry),
+    )
 
 
-@pytest.mark.parametrize("changes", [
-    {}, {"therapy_id": None, "site_id": None, "reason": None},
-    {"actor": 'quote " and \\ backslash', "reason": "line\nbreak\ttab \u2028 \x01 ünïcode 😀"},
-    {"data": {"z": [1, 2.5, None, True], "a": {"ü": "é", "nested": {"b": 1, "a": -0.1}}, "m": "😀"}},
-    {"data": {}}, {"data": {"big": 10**30, "small": 1e-7, "exp": 1e16}},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"therapy_id": None, "site_id": None, "reason": None},
+        {"actor": 'quote " and \\ backslash', "reason": "line\nbreak\ttab \u2028 \x01 ünïcode 😀"},
+        {"data": {"z": [1, 2.5, None, True], "a": {"ü": "é", "nested": {"b": 1, "a": -0.1}}, "m": "😀"}},
+        {"data": {}},
+        {"data": {"big": 10**30, "small": 1e-7, "exp": 1e16}},
+    ],
+)
 def test_verifier_reads_the_stored_form_exactly_as_the_chain_hashes_it(changes):
     from server.store.audit import _intact, stored_form
 

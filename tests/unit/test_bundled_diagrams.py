@@ -46,17 +46,40 @@ OPERATORS = {
     "http": ({"method", "url"}, {"headers", "json"}),
 }
 NOTIFY_ROLES = {
-    "admin", "designer", "coordinator", "manufacturing", "logistics", "qa", "integrator", "auditor",
+    "admin",
+    "designer",
+    "coordinator",
+    "manufacturing",
+    "logistics",
+    "qa",
+    "integrator",
+    "auditor",
 }
 FLOW_NODES = (
-    "startEvent", "endEvent", "intermediateCatchEvent", "intermediateThrowEvent", "boundaryEvent",
-    "task", "userTask", "serviceTask", "scriptTask", "receiveTask", "sendTask", "manualTask",
-    "businessRuleTask", "callActivity", "subProcess",
-    "exclusiveGateway", "parallelGateway", "inclusiveGateway", "eventBasedGateway",
+    "startEvent",
+    "endEvent",
+    "intermediateCatchEvent",
+    "intermediateThrowEvent",
+    "boundaryEvent",
+    "task",
+    "userTask",
+    "serviceTask",
+    "scriptTask",
+    "receiveTask",
+    "sendTask",
+    "manualTask",
+    "businessRuleTask",
+    "callActivity",
+    "subProcess",
+    "exclusiveGateway",
+    "parallelGateway",
+    "inclusiveGateway",
+    "eventBasedGateway",
 )
 from ..scenario_data import COI, FORM_DATA  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------- helpers
+
 
 def q(tag):
     prefix, local = tag.split(":")
@@ -83,13 +106,18 @@ def flow_nodes(process):
 
 
 def properties(el):
-    return {p.get("name"): p.get("value")
-            for p in xp(el, "./bpmn:extensionElements/spiffworkflow:properties/spiffworkflow:property")}
+    return {
+        p.get("name"): p.get("value")
+        for p in xp(el, "./bpmn:extensionElements/spiffworkflow:properties/spiffworkflow:property")
+    }
 
 
 def lane_of(process, node_id):
-    return [lane.get("name") for lane in xp(process, ".//bpmn:lane")
-            if node_id in [ref.text for ref in xp(lane, "./bpmn:flowNodeRef")]]
+    return [
+        lane.get("name")
+        for lane in xp(process, ".//bpmn:lane")
+        if node_id in [ref.text for ref in xp(lane, "./bpmn:flowNodeRef")]
+    ]
 
 
 @cache
@@ -121,14 +149,31 @@ def expression_problems(expression):
             problems.append(f"name {node.id}")
         if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
             problems.append(f"attribute {node.attr}")
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in {
-                "eval", "exec", "compile", "getattr", "setattr", "delattr", "globals", "locals", "vars",
-                "open", "__import__", "type"}:
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id
+            in {
+                "eval",
+                "exec",
+                "compile",
+                "getattr",
+                "setattr",
+                "delattr",
+                "globals",
+                "locals",
+                "vars",
+                "open",
+                "__import__",
+                "type",
+            }
+        ):
             problems.append(f"call to {node.func.id}")
     return problems
 
 
 # ------------------------------------------------------------------------------------- structural checks
+
 
 def test_bundled_diagrams_exist():
     names = {p.name for p in DIAGRAMS}
@@ -206,8 +251,7 @@ def test_service_tasks_use_known_operators(path):
         op = ops[0]
         assert op.get("id") in OPERATORS, op.get("id")
         assert op.get("resultVariable"), task.get("id")
-        params = {p.get("id"): p.get("value")
-                  for p in xp(op, "./spiffworkflow:parameters/spiffworkflow:parameter")}
+        params = {p.get("id"): p.get("value") for p in xp(op, "./spiffworkflow:parameters/spiffworkflow:parameter")}
         required, optional = OPERATORS[op.get("id")]
         assert required <= set(params) <= required | optional, task.get("id")
         for value in params.values():
@@ -273,8 +317,10 @@ def test_diagram_interchange_is_complete_and_tidy(path):
     for shape in xp(plane, "./bpmndi:BPMNShape"):
         (b,) = xp(shape, "./dc:Bounds")
         shapes[shape.get("bpmnElement")] = tuple(float(b.get(k)) for k in ("x", "y", "width", "height"))
-    edges = {e.get("bpmnElement"): [(float(w.get("x")), float(w.get("y"))) for w in xp(e, "./di:waypoint")]
-             for e in xp(plane, "./bpmndi:BPMNEdge")}
+    edges = {
+        e.get("bpmnElement"): [(float(w.get("x")), float(w.get("y"))) for w in xp(e, "./di:waypoint")]
+        for e in xp(plane, "./bpmndi:BPMNEdge")
+    }
     participant = xp(tree, "//bpmn:participant")[0].get("id")
     lanes = {lane.get("id"): lane for lane in xp(process, ".//bpmn:lane")}
     nodes = {el.get("id"): el for el in flow_nodes(process)}
@@ -283,8 +329,12 @@ def test_diagram_interchange_is_complete_and_tidy(path):
     assert all(len(points) >= 2 for points in edges.values())
 
     def inside(inner, outer):
-        return (outer[0] <= inner[0] and outer[1] <= inner[1] and inner[0] + inner[2] <= outer[0] + outer[2]
-                and inner[1] + inner[3] <= outer[1] + outer[3])
+        return (
+            outer[0] <= inner[0]
+            and outer[1] <= inner[1]
+            and inner[0] + inner[2] <= outer[0] + outer[2]
+            and inner[1] + inner[3] <= outer[1] + outer[3]
+        )
 
     def overlaps(a, b):
         return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
@@ -295,7 +345,7 @@ def test_diagram_interchange_is_complete_and_tidy(path):
             assert inside(shapes[ref.text], shapes[lane_id]), f"{ref.text} is drawn outside its lane"
     lane_ids = list(lanes)
     for i, a in enumerate(lane_ids):
-        for b in lane_ids[i + 1:]:
+        for b in lane_ids[i + 1 :]:
             assert not overlaps(shapes[a], shapes[b])
     # boundary events sit on their host's border
     for el in xp(process, "./bpmn:boundaryEvent"):
@@ -308,7 +358,7 @@ def test_diagram_interchange_is_complete_and_tidy(path):
     # no two flow nodes overlap (boundary events excepted on their host)
     ids = [n for n in nodes if etree.QName(nodes[n]).localname != "boundaryEvent"]
     for i, a in enumerate(ids):
-        for b in ids[i + 1:]:
+        for b in ids[i + 1 :]:
             assert not overlaps(shapes[a], shapes[b]), f"{a} overlaps {b}"
     # edges start and end on their nodes and are drawn left to right except for loops back
     for flow in xp(process, "./bpmn:sequenceFlow"):
@@ -371,14 +421,18 @@ def test_autologous_conventions():
     assert properties(nodes["Task_PhysicianDecision"])["signature"] == "responsibility"
     signed = {tid for tid, el in nodes.items() if "signature" in properties(el)}
     assert signed == {"Task_QaRelease", "Task_PhysicianDecision"}
-    scanned = {tid for tid, el in nodes.items()
-               if etree.QName(el).localname == "userTask" and "scanned_coi" in form_fields(tid)}
+    scanned = {
+        tid
+        for tid, el in nodes.items()
+        if etree.QName(el).localname == "userTask" and "scanned_coi" in form_fields(tid)
+    }
     assert {"Task_ReceiveAtManufacturing", "Task_ReceiveAtCentre", "Task_BedsideCheck"} <= scanned
     assert properties(nodes["Task_AwaitFreshDelivery"])["conditionRange"] == "2..8"
     assert properties(nodes["Task_AwaitReturnDelivery"])["conditionRange"] == "-196..-150"
     # the chain of identity is assigned once, right after enrolment
-    coi_tasks = xp(process, "./bpmn:serviceTask[bpmn:extensionElements/spiffworkflow:serviceTaskOperator"
-                            "[@id='coi.assign']]")
+    coi_tasks = xp(
+        process, "./bpmn:serviceTask[bpmn:extensionElements/spiffworkflow:serviceTaskOperator[@id='coi.assign']]"
+    )
     assert [t.get("id") for t in coi_tasks] == ["Task_AssignCoi"]
     assert xp(process, "./bpmn:sequenceFlow[@sourceRef='Task_Enrolment']/@targetRef") == ["Task_AssignCoi"]
     # the excursion on the return leg is caught while waiting for delivery
@@ -412,6 +466,7 @@ def test_lymphodepletion_only_after_availability_is_confirmed():
 
 
 # --------------------------------------------------------------------------------------- executable paths
+
 
 class RecordingServices(PythonScriptEngine):
     """Answers service tasks locally and records them (operator id, evaluated parameters)."""
@@ -458,8 +513,9 @@ class Therapy:
         parser = parse(path)
         self.services = RecordingServices()
         self.clock = clock
-        self.workflow = BpmnWorkflow(parser.get_spec(process_id), parser.get_subprocess_specs(process_id),
-                                     script_engine=self.services)
+        self.workflow = BpmnWorkflow(
+            parser.get_spec(process_id), parser.get_subprocess_specs(process_id), script_engine=self.services
+        )
         self.log = []
         self.workflow.do_engine_steps()
 
@@ -477,14 +533,16 @@ class Therapy:
 
     # -- what people and systems do
     def complete(self, bpmn_id, **changes):
-        tasks = [t for t in self.workflow.get_tasks(state=TaskState.READY, manual=True)
-                 if t.task_spec.bpmn_id == bpmn_id]
+        tasks = [
+            t for t in self.workflow.get_tasks(state=TaskState.READY, manual=True) if t.task_spec.bpmn_id == bpmn_id
+        ]
         assert len(tasks) == 1, f"{bpmn_id} is not ready; ready: {self.ready()}"
         task = tasks[0]
         schema_file = task.task_spec.extensions["properties"]["formJsonSchemaFilename"]
         data = {**FORM_DATA[schema_file], **changes}
-        validator = jsonschema.Draft202012Validator(form_schema(schema_file),
-                                                    format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+        validator = jsonschema.Draft202012Validator(
+            form_schema(schema_file), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+        )
         validator.validate(data)
         task.set_data(**data)
         task.run()
@@ -554,10 +612,23 @@ def receive_and_infuse(t):
 
 
 HAPPY_PATH = [
-    "Task_Enrolment", "Task_Scheduling", "Task_Apheresis", "courier.picked_up", "shipment.delivered",
-    "Task_ReceiveAtManufacturing", "mes.manufacturing_started", "mes.manufacturing_completed", "qc.results",
-    "Task_QaRelease", "return.picked_up", "return.delivered", "Task_ReceiveAtCentre",
-    "Task_ConfirmAvailability", "Task_StartLymphodepletion", "Task_BedsideCheck", "Task_RecordInfusion",
+    "Task_Enrolment",
+    "Task_Scheduling",
+    "Task_Apheresis",
+    "courier.picked_up",
+    "shipment.delivered",
+    "Task_ReceiveAtManufacturing",
+    "mes.manufacturing_started",
+    "mes.manufacturing_completed",
+    "qc.results",
+    "Task_QaRelease",
+    "return.picked_up",
+    "return.delivered",
+    "Task_ReceiveAtCentre",
+    "Task_ConfirmAvailability",
+    "Task_StartLymphodepletion",
+    "Task_BedsideCheck",
+    "Task_RecordInfusion",
     "Task_Day28FollowUp",
 ]
 
@@ -575,8 +646,10 @@ def test_autologous_happy_path_runs_to_completion(clock):
     assert t.log == HAPPY_PATH
     assert t.reached("EndEvent_TherapyCompleted")
     assert t.notifications() == [
-        ("manufacturing", "Task_NotifyManufacturingSlot"), ("logistics", "Task_NotifyCourierPickup"),
-        ("qa", "Task_NotifyQaReleaseReview"), ("logistics", "Task_NotifyReturnPickup"),
+        ("manufacturing", "Task_NotifyManufacturingSlot"),
+        ("logistics", "Task_NotifyCourierPickup"),
+        ("qa", "Task_NotifyQaReleaseReview"),
+        ("logistics", "Task_NotifyReturnPickup"),
         ("coordinator", "Task_NotifyProductShipped"),
     ]
     data = t.workflow.last_task.data
@@ -585,8 +658,12 @@ def test_autologous_happy_path_runs_to_completion(clock):
     assert data["fresh_delivery"]["tracking"] == "CC-1" and data["return_delivery"] == {"tracking": "CC-2"}
     assert data["release_decision"] == "released" and data["response_assessment"] == "complete_response"
     # no escalation fired on time
-    for escalation in ("Task_NotifyFreshDeliveryOverdue", "Task_NotifyManufacturingOverdue",
-                       "Task_NotifyInfusionWindow", "Task_NotifyThawToInfusion"):
+    for escalation in (
+        "Task_NotifyFreshDeliveryOverdue",
+        "Task_NotifyManufacturingOverdue",
+        "Task_NotifyInfusionWindow",
+        "Task_NotifyThawToInfusion",
+    ):
         assert not t.reached(escalation)
 
 
@@ -601,8 +678,12 @@ def test_messages_are_refused_out_of_order(clock):
 def test_material_rejected_at_receipt_ends_the_therapy(clock):
     t = Therapy(AUTOLOGOUS, clock)
     to_manufacturing_receipt(t)
-    t.complete("Task_ReceiveAtManufacturing", receipt_decision="rejected", bags_intact=False,
-               rejection_reason="Bag leaking on arrival")
+    t.complete(
+        "Task_ReceiveAtManufacturing",
+        receipt_decision="rejected",
+        bags_intact=False,
+        rejection_reason="Bag leaking on arrival",
+    )
     assert t.workflow.completed
     assert t.reached("EndEvent_MaterialRejected") and not t.reached("EndEvent_TherapyCompleted")
     assert t.notifications()[-1] == ("coordinator", "Task_NotifyMaterialRejected")
@@ -630,8 +711,11 @@ def test_qc_fail_then_end_therapy(clock):
     to_manufacturing_receipt(t)
     t.complete("Task_ReceiveAtManufacturing")
     manufacture_and_test(t, "fail")
-    t.complete("Task_PhysicianDecision", physician_decision="end_therapy",
-               physician_decision_rationale="Patient no longer fit for treatment.")
+    t.complete(
+        "Task_PhysicianDecision",
+        physician_decision="end_therapy",
+        physician_decision_rationale="Patient no longer fit for treatment.",
+    )
     assert t.workflow.completed
     assert t.reached("EndEvent_TherapyEnded") and not t.reached("Task_QaRelease")
 
@@ -745,8 +829,13 @@ def test_allogeneic_happy_path_runs_to_completion(clock):
     t.complete("Task_RecordInfusion")
     assert t.workflow.completed and t.reached("EndEvent_TherapyCompleted")
     assert t.log == [
-        "Task_OrderFromInventory", "Task_AllocateLot", "shipment.picked_up", "shipment.delivered",
-        "Task_ReceiveAtSite", "Task_BedsideCheck", "Task_RecordInfusion",
+        "Task_OrderFromInventory",
+        "Task_AllocateLot",
+        "shipment.picked_up",
+        "shipment.delivered",
+        "Task_ReceiveAtSite",
+        "Task_BedsideCheck",
+        "Task_RecordInfusion",
     ]
     assert t.workflow.last_task.data["coi_assignment"] == {"coi": COI}
     assert not t.reached("Task_NotifyDeliveryOverdue")

@@ -34,8 +34,9 @@ def drive(diagram: str, journey, mode: str):
     definition = load_definition((ROOT / "processes" / diagram).read_bytes(), FORMS, OPERATORS)
     clock = FakeClock()
     through_json = mode != "straight"
-    runtime = Runtime(definition, clock=clock, service_caller=services,
-                      compact_above=0 if mode == "compacted" else None)
+    runtime = Runtime(
+        definition, clock=clock, service_caller=services, compact_above=0 if mode == "compacted" else None
+    )
     outcome = runtime.start({"patient_reference": "PT-1"})
     visited = []
 

@@ -42,6 +42,7 @@ def _differs_by_one_typo(a: str, b: str) -> bool:
 
 # --- check character ------------------------------------------------------------------------------------
 
+
 def test_check_character_vectors():
     assert check_character("G123498654321") == "H"
     assert check_character("CHW12342600A1B7") == "C"
@@ -64,10 +65,11 @@ def test_check_character_detects_every_single_substitution():
     for i in range(len(value)):
         for c in alphabet:
             if c != value[i]:
-                assert check_character(value[:i] + c + value[i + 1:]) != check
+                assert check_character(value[:i] + c + value[i + 1 :]) != check
 
 
 # --- Coi ------------------------------------------------------------------------------------------------
+
 
 def test_coi_forms():
     assert EXAMPLE.value == "CHW12342600A1B7"
@@ -85,16 +87,19 @@ def test_coi_pads_year_and_normalises_case():
     assert coi == Coi("W1234", 5, "00A1B7")
 
 
-@pytest.mark.parametrize("fin, year, sequence", [
-    ("O1234", 26, "00A1B7"),
-    ("W123", 26, "00A1B7"),
-    ("W1234", 100, "00A1B7"),
-    ("W1234", -1, "00A1B7"),
-    ("W1234", "26", "00A1B7"),
-    ("W1234", True, "00A1B7"),
-    ("W1234", 26, "00A1B"),
-    ("W1234", 26, "00A1B-"),
-])
+@pytest.mark.parametrize(
+    "fin, year, sequence",
+    [
+        ("O1234", 26, "00A1B7"),
+        ("W123", 26, "00A1B7"),
+        ("W1234", 100, "00A1B7"),
+        ("W1234", -1, "00A1B7"),
+        ("W1234", "26", "00A1B7"),
+        ("W1234", True, "00A1B7"),
+        ("W1234", 26, "00A1B"),
+        ("W1234", 26, "00A1B-"),
+    ],
+)
 def test_coi_rejects_bad_parts(fin, year, sequence):
     with pytest.raises(CoiError) as info:
         Coi(fin, year, sequence)
@@ -108,6 +113,7 @@ def test_coi_is_frozen():
 
 # --- FIN ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fin", ["W1234", "A0000", "N9999", "P1234", "Z0001", "I1234", "11234", "91234"])
 def test_validate_fin_accepts(fin):
     assert validate_fin(fin) == fin
@@ -118,15 +124,18 @@ def test_validate_fin_normalises():
     assert validate_fin(" w1234 ") == "W1234"
 
 
-@pytest.mark.parametrize("fin, words", [
-    ("O1234", "must start with"),
-    ("01234", "must start with"),
-    ("*1234", "must start with"),
-    ("WA234", "4 digits"),
-    ("W123", "5 characters"),
-    ("W12345", "5 characters"),
-    ("", "5 characters"),
-])
+@pytest.mark.parametrize(
+    "fin, words",
+    [
+        ("O1234", "must start with"),
+        ("01234", "must start with"),
+        ("*1234", "must start with"),
+        ("WA234", "4 digits"),
+        ("W123", "5 characters"),
+        ("W12345", "5 characters"),
+        ("", "5 characters"),
+    ],
+)
 def test_validate_fin_rejects(fin, words):
     with pytest.raises(CoiError, match=words) as info:
         validate_fin(fin)
@@ -141,16 +150,20 @@ def test_validate_fin_rejects_non_string():
 
 # --- parse_coi ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text", [
-    "&/CHW12342600A1B7",
-    "CHW12342600A1B7",
-    "CHW12342600A1B7 C",
-    "CHW12342600A1B7C",
-    "  CHW12342600A1B7 C\n",
-    "chw12342600a1b7 c",
-    "&/chw12342600a1b7",
-    "\t&/CHW12342600A1B7 ",
-])
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "&/CHW12342600A1B7",
+        "CHW12342600A1B7",
+        "CHW12342600A1B7 C",
+        "CHW12342600A1B7C",
+        "  CHW12342600A1B7 C\n",
+        "chw12342600a1b7 c",
+        "&/chw12342600a1b7",
+        "\t&/CHW12342600A1B7 ",
+    ],
+)
 def test_parse_accepted_forms(text):
     assert parse_coi(text) == EXAMPLE
 
@@ -180,26 +193,29 @@ def test_parse_detects_transposition_in_eye_readable_form():
         parse_coi("CHW12342600AB17 C")
 
 
-@pytest.mark.parametrize("text, words", [
-    ("", "empty"),
-    ("   ", "empty"),
-    ("CHW12342600A1B", "15 characters"),
-    ("CHW12342600A1B7CC", "15 characters"),
-    ("CHW12342600A1B7 CC", "15 characters"),
-    ("CHW1234 2600A1B7", "15 characters"),
-    ("&/CHW12342600A1B", "15 characters after"),
-    ("&/CHW12342600A1B7C", "15 characters after"),
-    ("=/CHW12342600A1B7", "data identifier"),
-    ("&!CHW12342600A1B7", "data identifier"),
-    ("XHW12342600A1B7", "must start with 'CH'"),
-    ("CHO12342600A1B7", "A-N or P-Z"),
-    ("CH012342600A1B7", "A-N or P-Z"),
-    ("CHWA2342600A1B7", "4 digits"),
-    ("CHW1234X600A1B7", "year"),
-    ("CHW1234260#A1B7", "sequence"),
-    ("CHW12342600A1B_", "sequence"),
-    ("CHW12342600A1B7 #", "check character must be"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("CHW12342600A1B", "15 characters"),
+        ("CHW12342600A1B7CC", "15 characters"),
+        ("CHW12342600A1B7 CC", "15 characters"),
+        ("CHW1234 2600A1B7", "15 characters"),
+        ("&/CHW12342600A1B", "15 characters after"),
+        ("&/CHW12342600A1B7C", "15 characters after"),
+        ("=/CHW12342600A1B7", "data identifier"),
+        ("&!CHW12342600A1B7", "data identifier"),
+        ("XHW12342600A1B7", "must start with 'CH'"),
+        ("CHO12342600A1B7", "A-N or P-Z"),
+        ("CH012342600A1B7", "A-N or P-Z"),
+        ("CHWA2342600A1B7", "4 digits"),
+        ("CHW1234X600A1B7", "year"),
+        ("CHW1234260#A1B7", "sequence"),
+        ("CHW12342600A1B_", "sequence"),
+        ("CHW12342600A1B7 #", "check character must be"),
+    ],
+)
 def test_parse_malformed(text, words):
     with pytest.raises(CoiError, match=words) as info:
         parse_coi(text)
@@ -214,6 +230,7 @@ def test_parse_rejects_non_string():
 
 
 # --- sequence_for / issue_coi ---------------------------------------------------------------------------
+
 
 def test_sequence_for_format():
     for number in (0, 1, 35, 36, 12345, SEQUENCE_SPACE - 1):
@@ -322,8 +339,10 @@ if given is not None:
         assert (sequence_for(a) == sequence_for(b)) == (a == b)
 
     @settings(database=None, max_examples=300)
-    @given(number=st.integers(min_value=0, max_value=SEQUENCE_SPACE - 1_000_001),
-           distance=st.integers(min_value=1, max_value=1_000_000))
+    @given(
+        number=st.integers(min_value=0, max_value=SEQUENCE_SPACE - 1_000_001),
+        distance=st.integers(min_value=1, max_value=1_000_000),
+    )
     def test_property_near_numbers_are_not_one_typo_apart(number, distance):
         assert not _differs_by_one_typo(sequence_for(number), sequence_for(number + distance))
 
@@ -336,6 +355,7 @@ if given is not None:
             return
         assert parse_coi(coi.eye_readable) == coi
 else:  # pragma: no cover
+
     @pytest.mark.skip(reason="hypothesis is not installed")
     def test_properties_need_hypothesis():
         pass

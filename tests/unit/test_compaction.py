@@ -13,8 +13,11 @@ from engine.definition import load_definition, parse_form
 from engine.runtime import Runtime
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-FORMS = {"daily-check.schema.json": parse_form("daily-check.schema.json",
-                                               (FIXTURES / "daily-check.schema.json").read_bytes())}
+FORMS = {
+    "daily-check.schema.json": parse_form(
+        "daily-check.schema.json", (FIXTURES / "daily-check.schema.json").read_bytes()
+    )
+}
 
 
 def follow_up(days: int, compact_above: int | None, remind_every: int = 4):
@@ -30,8 +33,9 @@ def follow_up(days: int, compact_above: int | None, remind_every: int = 4):
     happened, sizes = [], []
 
     def step(result):
-        happened.extend((e.type, getattr(e, "activity_id", None)) for e in result.events
-                        if e.type != "history.compacted")
+        happened.extend(
+            (e.type, getattr(e, "activity_id", None)) for e in result.events if e.type != "history.compacted"
+        )
         sizes.append(len(result.state["tasks"]))
         return result
 

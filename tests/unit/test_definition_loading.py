@@ -30,8 +30,9 @@ def test_fixture_loads_with_roles_forms_and_properties():
 def test_xxe_is_refused_without_reading_the_file(tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET")
-    doc = (f'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file://{secret}">]>'
-           + MINI.split("?>", 1)[1].replace('name="Mini therapy"', 'name="&x;"'))
+    doc = f'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file://{secret}">]>' + MINI.split("?>", 1)[1].replace(
+        'name="Mini therapy"', 'name="&x;"'
+    )
     with pytest.raises(DefinitionInvalid) as caught:
         load(doc)
     assert "DOCTYPE" in str(caught.value)
@@ -39,11 +40,12 @@ def test_xxe_is_refused_without_reading_the_file(tmp_path):
 
 
 def test_billion_laughs_is_refused():
-    lol = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-           + "".join(f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10 if i else "&lol;" * 10}">'
-                     for i in range(9))
-           + ']><bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL">&lol8;'
-           '</bpmn:definitions>')
+    lol = (
+        '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+        + "".join(f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10 if i else "&lol;" * 10}">' for i in range(9))
+        + ']><bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL">&lol8;'
+        "</bpmn:definitions>"
+    )
     with pytest.raises(DefinitionInvalid):
         load(lol)
 
@@ -54,7 +56,8 @@ def test_script_task_importing_os_is_refused_and_never_runs(tmp_path):
     doc = MINI.replace(
         '<bpmn:intermediateCatchEvent id="Timer_Wait"',
         f'<bpmn:scriptTask id="Script_Evil" name="Evil"><bpmn:script>{script}</bpmn:script></bpmn:scriptTask>'
-        '<bpmn:intermediateCatchEvent id="Timer_Wait"')
+        '<bpmn:intermediateCatchEvent id="Timer_Wait"',
+    )
     with pytest.raises(UnsafeCode) as caught:
         load(doc)
     assert caught.value.element_id == "Script_Evil"
@@ -90,11 +93,14 @@ def test_user_task_outside_a_known_role_lane_is_refused():
     assert caught.value.element_id == "Task_Receive"
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("not xml at all", "not well-formed"),
-    ('<?xml version="1.0"?><html/>', "not a BPMN 2.0 document"),
-    ("", "empty"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("not xml at all", "not well-formed"),
+        ('<?xml version="1.0"?><html/>', "not a BPMN 2.0 document"),
+        ("", "empty"),
+    ],
+)
 def test_non_bpmn_files_are_refused(text, fragment):
     with pytest.raises(DefinitionInvalid) as caught:
         load(text)
@@ -130,11 +136,17 @@ def test_bad_condition_range_is_refused():
     assert caught.value.element_id == "Task_Receive"
 
 
-@pytest.mark.parametrize("plain, expected", [
-    ("PT24H", "'PT24H'"), ("p1d", "'P1D'"), ("R3/PT1H", "'R3/PT1H'"),
-    ("2026-12-01T08:00:00Z", "'2026-12-01T08:00:00Z'"), ('"PT24H"', '"PT24H"'),
-    ("timedelta_iso", "timedelta_iso"),
-])
+@pytest.mark.parametrize(
+    "plain, expected",
+    [
+        ("PT24H", "'PT24H'"),
+        ("p1d", "'P1D'"),
+        ("R3/PT1H", "'R3/PT1H'"),
+        ("2026-12-01T08:00:00Z", "'2026-12-01T08:00:00Z'"),
+        ('"PT24H"', '"PT24H"'),
+        ("timedelta_iso", "timedelta_iso"),
+    ],
+)
 def test_timer_values_are_accepted_plain_or_as_expressions(plain, expected):
     assert normalise_timer_expression(plain) == expected
 

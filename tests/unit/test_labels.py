@@ -18,8 +18,12 @@ from server.errors import Invalid
 
 def therapy(coi: str) -> SimpleNamespace:
     """What a label reads of a therapy."""
-    return SimpleNamespace(coi=coi, patient_reference="PT-0042", site=SimpleNamespace(code="SITE-A"),
-                           definition=SimpleNamespace(name="Autologous CAR-T"))
+    return SimpleNamespace(
+        coi=coi,
+        patient_reference="PT-0042",
+        site=SimpleNamespace(code="SITE-A"),
+        definition=SimpleNamespace(name="Autologous CAR-T"),
+    )
 
 
 def decode(pdf: bytes) -> list[tuple[str, str]]:
@@ -42,12 +46,16 @@ def test_the_barcode_carries_the_data_identifier_and_the_fifteen_characters(numb
 
 def test_the_label_shows_the_eye_readable_coi_material_product_and_date():
     coi = issue_coi("W1234", 2026, 77)
-    pdf = label_pdf(therapy(coi.value), "BAG-2", datetime(2026, 11, 23, 14, 5, tzinfo=UTC),
-                    collected_at="2026-11-16")
+    pdf = label_pdf(therapy(coi.value), "BAG-2", datetime(2026, 11, 23, 14, 5, tzinfo=UTC), collected_at="2026-11-16")
     words = page_text(pdf)
     assert coi.eye_readable in words and coi.eye_readable.endswith(" " + coi.check)
-    for expected in ("Material: BAG-2", "Product: Autologous CAR-T", "Date: 2026-11-23", "Collected: 2026-11-16",
-                     "Patient ref.: PT-0042"):
+    for expected in (
+        "Material: BAG-2",
+        "Product: Autologous CAR-T",
+        "Date: 2026-11-23",
+        "Collected: 2026-11-16",
+        "Patient ref.: PT-0042",
+    ):
         assert expected in words, (expected, words)
     reader = pypdf.PdfReader(io.BytesIO(pdf))
     assert len(reader.pages) == 1

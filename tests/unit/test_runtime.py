@@ -45,8 +45,9 @@ def test_mini_journey_runs_to_completion(through_json):
     assert enrol.due_at == clock.now + timedelta(hours=24)
     assert [w.to_dict()["type"] for w in out.waiting_for] == ["timer"]
 
-    out = runtime.complete_task(roundtrip(out.state, through_json), enrol.task_id,
-                                {"eligible": True, "patient_initials": "AB"})
+    out = runtime.complete_task(
+        roundtrip(out.state, through_json), enrol.task_id, {"eligible": True, "patient_initials": "AB"}
+    )
     assert calls.calls == [("notify", {"role": "logistics", "message": "Shipment expected for AB"})]
     assert "task.completed" in types(out) and "service.called" in types(out)
     assert out.ready_tasks == []
@@ -78,8 +79,9 @@ def test_mini_journey_runs_to_completion(through_json):
 def test_gateway_default_path_ends_the_therapy(through_json):
     runtime = Runtime(load_fixture(), service_caller=Calls())
     out = runtime.start()
-    out = runtime.complete_task(roundtrip(out.state, through_json), out.ready_tasks[0].task_id,
-                                {"eligible": False, "patient_initials": "AB"})
+    out = runtime.complete_task(
+        roundtrip(out.state, through_json), out.ready_tasks[0].task_id, {"eligible": False, "patient_initials": "AB"}
+    )
     assert out.completed and out.events[-1].end_activity_id == "End_NotEligible"
 
 

@@ -21,31 +21,40 @@ from engine.sandbox import (
     check_script,
 )
 
-DATA = {"dose": 4, "limit": 10, "sample": {"id": "S-1", "volumes": [1.5, 2.5]}, "name": "cart",
-        "collected": "2024-03-01T08:00:00", "type": "autologous"}
+DATA = {
+    "dose": 4,
+    "limit": 10,
+    "sample": {"id": "S-1", "volumes": [1.5, 2.5]},
+    "name": "cart",
+    "collected": "2024-03-01T08:00:00",
+    "type": "autologous",
+}
 
 
-@pytest.mark.parametrize(("expression", "expected"), [
-    ("dose * 2 + 1", 9),
-    ("dose ** 2 - limit // 3", 13),
-    ("dose < limit and not dose == 5", True),
-    ("sample['id']", "S-1"),
-    ("sample['volumes'][-1]", 2.5),
-    ("sample['volumes'][:1]", [1.5]),
-    ("sample.get('missing', 'none')", "none"),
-    ("[v * 2 for v in sample['volumes'] if v > 2]", [5.0]),
-    ("{k: len(k) for k in ['a', 'bb']}", {"a": 1, "bb": 2}),
-    ("sum(sample['volumes']) + max(1, 2) + len(sorted({3, 1}))", 8.0),
-    ("name.upper() + '-' + str(dose).zfill(3)", "CART-004"),
-    ("f'{name}:{dose:03d}'", "cart:004"),
-    ("(datetime.fromisoformat(collected) + timedelta(hours=24)).isoformat()", "2024-03-02T08:00:00"),
-    ("datetime(2024, 1, 1, tzinfo=timezone.utc).year == date(2024, 1, 1).year", True),
-    ("type == 'autologous'", True),
-    ("'ab' * 3", "ababab"),
-    ("datetime.strptime('2024-01-02', '%Y-%m-%d').day + len(datetime(2024, 1, 1).strftime('%Y-%m'))", 9),
-    ("date.today() <= date.today() + timedelta(days=1)", True),
-    ("\n  dose > 1\n", True),
-])
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("dose * 2 + 1", 9),
+        ("dose ** 2 - limit // 3", 13),
+        ("dose < limit and not dose == 5", True),
+        ("sample['id']", "S-1"),
+        ("sample['volumes'][-1]", 2.5),
+        ("sample['volumes'][:1]", [1.5]),
+        ("sample.get('missing', 'none')", "none"),
+        ("[v * 2 for v in sample['volumes'] if v > 2]", [5.0]),
+        ("{k: len(k) for k in ['a', 'bb']}", {"a": 1, "bb": 2}),
+        ("sum(sample['volumes']) + max(1, 2) + len(sorted({3, 1}))", 8.0),
+        ("name.upper() + '-' + str(dose).zfill(3)", "CART-004"),
+        ("f'{name}:{dose:03d}'", "cart:004"),
+        ("(datetime.fromisoformat(collected) + timedelta(hours=24)).isoformat()", "2024-03-02T08:00:00"),
+        ("datetime(2024, 1, 1, tzinfo=timezone.utc).year == date(2024, 1, 1).year", True),
+        ("type == 'autologous'", True),
+        ("'ab' * 3", "ababab"),
+        ("datetime.strptime('2024-01-02', '%Y-%m-%d').day + len(datetime(2024, 1, 1).strftime('%Y-%m'))", 9),
+        ("date.today() <= date.today() + timedelta(days=1)", True),
+        ("\n  dose > 1\n", True),
+    ],
+)
 def test_expressions_that_work(expression, expected):
     check_expression(expression)
     assert SandboxEnvironment().evaluate(expression, dict(DATA)) == expected
@@ -81,9 +90,19 @@ def test_script_reads_and_assigns_task_data_like_task_data_environment():
     context = {"count": 1, "counts": {"a": 1}, "items": [7], "pairs": [(1, 2), (3, 4)], "_private": 1}
     assert SandboxEnvironment().execute(script, context) is True
     assert context == {
-        "count": 5, "counts": {"a": 1, "b": 2}, "items": [7], "pairs": [(1, 2), (3, 4)], "first": 7,
-        "a": 3, "b": 4, "total": 14, "label": "BIG", "squares": [0, 1, 4, 9], "helped": 2,
-        "due": "2024-01-03", "_private": 1,
+        "count": 5,
+        "counts": {"a": 1, "b": 2},
+        "items": [7],
+        "pairs": [(1, 2), (3, 4)],
+        "first": 7,
+        "a": 3,
+        "b": 4,
+        "total": 14,
+        "label": "BIG",
+        "squares": [0, 1, 4, 9],
+        "helped": 2,
+        "due": "2024-01-03",
+        "_private": 1,
     }
 
 
@@ -101,47 +120,53 @@ def test_script_leaves_no_injected_names_in_task_data():
     assert context == {"x": 3}
 
 
-@pytest.mark.parametrize("expression", [
-    "__import__('os')",
-    "().__class__.__base__.__subclasses__()",
-    "[c for c in ().__class__.__mro__[1].__subclasses__()]",
-    "getattr(x, '__class__')",
-    "open('/etc/passwd')",
-    "eval('1')",
-    "exec('import os')",
-    "compile('1', 'f', 'eval')",
-    "globals()",
-    "vars()",
-    "type(x)",
-    "_hidden",
-    "__builtins__",
-    "(lambda: 0).__globals__",
-    "(lambda f=dose: f).__code__",
-    "(lambda: 0).__closure__",
-    "(y for y in ()).gi_frame.f_back.f_globals",
-    "int.mro()",
-    "'{0.__class__}'.format(1)",
-    "'{x}'.format_map(data)",
-    "x = 1",
-    "dose +",
-])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "__import__('os')",
+        "().__class__.__base__.__subclasses__()",
+        "[c for c in ().__class__.__mro__[1].__subclasses__()]",
+        "getattr(x, '__class__')",
+        "open('/etc/passwd')",
+        "eval('1')",
+        "exec('import os')",
+        "compile('1', 'f', 'eval')",
+        "globals()",
+        "vars()",
+        "type(x)",
+        "_hidden",
+        "__builtins__",
+        "(lambda: 0).__globals__",
+        "(lambda f=dose: f).__code__",
+        "(lambda: 0).__closure__",
+        "(y for y in ()).gi_frame.f_back.f_globals",
+        "int.mro()",
+        "'{0.__class__}'.format(1)",
+        "'{x}'.format_map(data)",
+        "x = 1",
+        "dose +",
+    ],
+)
 def test_hostile_or_invalid_expressions_refused_at_check_time(expression):
     with pytest.raises(UnsafeCode) as info:
         check_expression(expression)
     assert info.value.line == 1
 
 
-@pytest.mark.parametrize(("script", "line"), [
-    ("import os", 1),
-    ("x = 1\nfrom os import system", 2),
-    ("x = 1\ny = 2\nclass A:\n    pass", 3),
-    ("try:\n    x = 1\nexcept Exception:\n    pass", 1),
-    ("with x as y:\n    pass", 1),
-    ("x = 1\nf = lambda: __import__('os')", 2),
-    ("def f(_self):\n    return 1", 1),
-    ("r = sorted(data, key=lambda d: d.__class__)", 1),
-    ("g = (lambda: 0).__globals__\ng['__builtins__']", 1),
-])
+@pytest.mark.parametrize(
+    ("script", "line"),
+    [
+        ("import os", 1),
+        ("x = 1\nfrom os import system", 2),
+        ("x = 1\ny = 2\nclass A:\n    pass", 3),
+        ("try:\n    x = 1\nexcept Exception:\n    pass", 1),
+        ("with x as y:\n    pass", 1),
+        ("x = 1\nf = lambda: __import__('os')", 2),
+        ("def f(_self):\n    return 1", 1),
+        ("r = sorted(data, key=lambda d: d.__class__)", 1),
+        ("g = (lambda: 0).__globals__\ng['__builtins__']", 1),
+    ],
+)
 def test_hostile_scripts_refused_at_check_time_with_line(script, line):
     with pytest.raises(UnsafeCode) as info:
         check_script(script)
@@ -174,13 +199,16 @@ def test_guards_refuse_at_run_time_what_compiled_code_asks_for():
         assert name not in env.builtins
 
 
-@pytest.mark.parametrize("script", [
-    "f = open\nf('/etc/passwd')",
-    "t = type\nt('X', (), {})",
-    "d = datetime(2024, 1, 1)\nd.year = 3",
-    "x = [].append\nx.y = 1",
-    "raise ValueError('dose too high')",
-])
+@pytest.mark.parametrize(
+    "script",
+    [
+        "f = open\nf('/etc/passwd')",
+        "t = type\nt('X', (), {})",
+        "d = datetime(2024, 1, 1)\nd.year = 3",
+        "x = [].append\nx.y = 1",
+        "raise ValueError('dose too high')",
+    ],
+)
 def test_unavailable_builtins_and_writes_fail_at_run_time(script):
     check_script(script)
     with pytest.raises(ScriptFailed) as info:
@@ -220,15 +248,18 @@ def test_previous_trace_function_is_restored():
         sys.settrace(previous)
 
 
-@pytest.mark.parametrize("script", [
-    "x = 'x' * 10**10",
-    "x = 10**10 * [0]",
-    "x = 10 ** 10 ** 6",
-    "x = 1 << 10**9",
-    "x = 2**60000 * 2**60000",
-    "x = 'abc'\nx *= 10**9",
-    "x = list(range(10**9))",
-])
+@pytest.mark.parametrize(
+    "script",
+    [
+        "x = 'x' * 10**10",
+        "x = 10**10 * [0]",
+        "x = 10 ** 10 ** 6",
+        "x = 1 << 10**9",
+        "x = 2**60000 * 2**60000",
+        "x = 'abc'\nx *= 10**9",
+        "x = list(range(10**9))",
+    ],
+)
 def test_huge_allocations_are_refused(script):
     started = time.monotonic()
     with pytest.raises(ScriptFailed, match="too large|limited"):
@@ -287,8 +318,9 @@ total = sum(doses)</bpmn:script></bpmn:scriptTask>
 """
 
 
-def run_process(base: list, *, high_script: str = "branch = 'high'", high_condition: str = "total &gt; 10",
-                service_caller=None) -> BpmnWorkflow:
+def run_process(
+    base: list, *, high_script: str = "branch = 'high'", high_condition: str = "total &gt; 10", service_caller=None
+) -> BpmnWorkflow:
     """Parse the test diagram, start it with ``base`` in the task data and run it as far as it goes."""
     parser = SpiffBpmnParser()
     xml = BPMN.replace("HIGH_SCRIPT", high_script).replace("HIGH_CONDITION", high_condition)

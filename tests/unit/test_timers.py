@@ -66,7 +66,8 @@ def test_catch_event_waits_until_due_then_moves_on(kind, value, data, through_js
     runtime = runtime_for(diagram("timers-catch.bpmn", Timer_Wait=(kind, value)), clock)
     out = runtime.start(data)
     assert [w.to_dict() for w in out.waiting_for] == [
-        {"type": "timer", "activity_id": "Timer_Wait", "due_at": "2026-11-23T12:00:00Z"}]
+        {"type": "timer", "activity_id": "Timer_Wait", "due_at": "2026-11-23T12:00:00Z"}
+    ]
     assert out.next_due == NOON and out.ready_tasks == []
 
     clock.now = NOON - timedelta(seconds=1)
@@ -108,23 +109,48 @@ def test_cycle_on_a_catch_event_sends_a_token_on_per_occurrence():
 # -- boundary events ---------------------------------------------------------------------------------------
 HOSTS = {
     # fixture: (host activity, its late timer and due delay, its expiry timer and delay, expiry end, role)
-    "user task": ("timers-user-task.bpmn", "Task_Review", timedelta(hours=2), timedelta(days=1), "End_Expired",
-                  "coordinator"),
-    "receive task": ("timers-receive-task.bpmn", "Task_AwaitDelivery", timedelta(hours=24), timedelta(hours=72),
-                     "End_Lost", "logistics"),
-    "subprocess": ("timers-subprocess.bpmn", "Sub_Manufacture", timedelta(days=14), timedelta(days=28),
-                   "End_Abandoned", "manufacturing"),
+    "user task": (
+        "timers-user-task.bpmn",
+        "Task_Review",
+        timedelta(hours=2),
+        timedelta(days=1),
+        "End_Expired",
+        "coordinator",
+    ),
+    "receive task": (
+        "timers-receive-task.bpmn",
+        "Task_AwaitDelivery",
+        timedelta(hours=24),
+        timedelta(hours=72),
+        "End_Lost",
+        "logistics",
+    ),
+    "subprocess": (
+        "timers-subprocess.bpmn",
+        "Sub_Manufacture",
+        timedelta(days=14),
+        timedelta(days=28),
+        "End_Abandoned",
+        "manufacturing",
+    ),
 }
-LATE_TIMER = {"timers-user-task.bpmn": "Timer_Late", "timers-receive-task.bpmn": "Timer_Late",
-              "timers-subprocess.bpmn": "Timer_Late"}
-EXPIRY_TIMER = {"timers-user-task.bpmn": "Timer_Expired", "timers-receive-task.bpmn": "Timer_Lost",
-                "timers-subprocess.bpmn": "Timer_Abandoned"}
+LATE_TIMER = {
+    "timers-user-task.bpmn": "Timer_Late",
+    "timers-receive-task.bpmn": "Timer_Late",
+    "timers-subprocess.bpmn": "Timer_Late",
+}
+EXPIRY_TIMER = {
+    "timers-user-task.bpmn": "Timer_Expired",
+    "timers-receive-task.bpmn": "Timer_Lost",
+    "timers-subprocess.bpmn": "Timer_Abandoned",
+}
 
 
 def open_work(outcome) -> set[str]:
     """What is still open: ready user tasks and awaited messages."""
-    return {t.activity_id for t in outcome.ready_tasks} | {w.activity_id for w in outcome.waiting_for
-                                                           if w.type == "message"}
+    return {t.activity_id for t in outcome.ready_tasks} | {
+        w.activity_id for w in outcome.waiting_for if w.type == "message"
+    }
 
 
 @MODES
@@ -191,8 +217,9 @@ def test_every_timer_kind_watches_a_user_task(kind, value, through_json):
 
 
 @MODES
-@pytest.mark.parametrize("kind, value", [("timeDuration", "PT2H"), ("timeDate", "2026-11-23T11:00:00Z")],
-                         ids=["duration", "date"])
+@pytest.mark.parametrize(
+    "kind, value", [("timeDuration", "PT2H"), ("timeDate", "2026-11-23T11:00:00Z")], ids=["duration", "date"]
+)
 def test_interrupting_timer_of_each_kind_cancels_a_user_task(kind, value, through_json):
     clock = FakeClock()
     runtime = runtime_for(diagram("timers-user-task.bpmn", Timer_Expired=(kind, value)), clock)
@@ -347,14 +374,21 @@ def _mini_forms() -> dict:
 
 
 def test_retrying_a_failed_task_inside_a_subprocess_keeps_its_deadlines():
-    source = (FIXTURES / "timers-subprocess.bpmn").read_text().replace(
-        '<bpmn:userTask id="Task_Fill" name="Fill and finish">',
-        '<bpmn:serviceTask id="Task_Fill" name="Book the fill slot"><bpmn:extensionElements>'
-        '<spiffworkflow:serviceTaskOperator id="http" resultVariable="slot"><spiffworkflow:parameters>'
-        '<spiffworkflow:parameter id="url" type="str" value="\'https://mes.example/slots\'"/>'
-        '</spiffworkflow:parameters></spiffworkflow:serviceTaskOperator></bpmn:extensionElements>',
-    ).replace('<bpmn:outgoing>Flow_sub3</bpmn:outgoing>\n      </bpmn:userTask>',
-              '<bpmn:outgoing>Flow_sub3</bpmn:outgoing>\n      </bpmn:serviceTask>')
+    source = (
+        (FIXTURES / "timers-subprocess.bpmn")
+        .read_text()
+        .replace(
+            '<bpmn:userTask id="Task_Fill" name="Fill and finish">',
+            '<bpmn:serviceTask id="Task_Fill" name="Book the fill slot"><bpmn:extensionElements>'
+            '<spiffworkflow:serviceTaskOperator id="http" resultVariable="slot"><spiffworkflow:parameters>'
+            '<spiffworkflow:parameter id="url" type="str" value="\'https://mes.example/slots\'"/>'
+            "</spiffworkflow:parameters></spiffworkflow:serviceTaskOperator></bpmn:extensionElements>",
+        )
+        .replace(
+            "<bpmn:outgoing>Flow_sub3</bpmn:outgoing>\n      </bpmn:userTask>",
+            "<bpmn:outgoing>Flow_sub3</bpmn:outgoing>\n      </bpmn:serviceTask>",
+        )
+    )
     clock, courier = FakeClock(), Courier()
     runtime = runtime_for(load_definition(source.encode(), {}, OPERATORS), clock, courier)
     out = runtime.start()

@@ -16,12 +16,26 @@ SCHEMA = {
         "collected_at": {"type": "string", "format": "date-time", "title": "Collected"},
         "ok": {"type": "boolean", "title": "OK"},
         "decision": {"type": "string", "oneOf": [{"const": "yes", "title": "Go"}, {"const": "no", "title": "Stop"}]},
-        "bags": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["din"], "properties": {
-            "din": {"type": "string", "title": "DIN"}, "count": {"type": "integer", "title": "Count"}}}},
+        "bags": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["din"],
+                "properties": {
+                    "din": {"type": "string", "title": "DIN"},
+                    "count": {"type": "integer", "title": "Count"},
+                },
+            },
+        },
     },
 }
-UI = {"ui:order": ["bags", "*", "note"], "decision": {"ui:widget": "radio"}, "ok": {"ui:widget": "radio"},
-      "note": {"ui:widget": "textarea", "ui:help": "Anything unusual"}}
+UI = {
+    "ui:order": ["bags", "*", "note"],
+    "decision": {"ui:widget": "radio"},
+    "ok": {"ui:widget": "radio"},
+    "note": {"ui:widget": "textarea", "ui:help": "Anything unusual"},
+}
 
 
 def test_fields_follow_the_ui_order_with_widgets_units_and_rows():
@@ -41,12 +55,27 @@ def test_fields_follow_the_ui_order_with_widgets_units_and_rows():
 
 
 def test_a_submitted_form_becomes_the_schemas_json():
-    form = MultiDict([("data.volume_ml", "250.5"), ("data.collected_at", "2026-11-16T09:30"), ("data.ok", "false"),
-                      ("data.decision", "yes"), ("data.note", ""), ("data.bags.0.din", "G1234"),
-                      ("data.bags.0.count", "2"), ("data.bags.3.din", "G9999"), ("data.bags.5.din", "")])
+    form = MultiDict(
+        [
+            ("data.volume_ml", "250.5"),
+            ("data.collected_at", "2026-11-16T09:30"),
+            ("data.ok", "false"),
+            ("data.decision", "yes"),
+            ("data.note", ""),
+            ("data.bags.0.din", "G1234"),
+            ("data.bags.0.count", "2"),
+            ("data.bags.3.din", "G9999"),
+            ("data.bags.5.din", ""),
+        ]
+    )
     data = parse_submission(SCHEMA, UI, form, tz_offset_minutes=-60)  # the browser is at UTC+01:00
-    assert data == {"volume_ml": 250.5, "collected_at": "2026-11-16T08:30:00Z", "ok": False, "decision": "yes",
-                    "bags": [{"din": "G1234", "count": 2}, {"din": "G9999"}]}
+    assert data == {
+        "volume_ml": 250.5,
+        "collected_at": "2026-11-16T08:30:00Z",
+        "ok": False,
+        "decision": "yes",
+        "bags": [{"din": "G1234", "count": 2}, {"din": "G9999"}],
+    }
 
 
 def test_validation_messages_are_put_in_plain_words():

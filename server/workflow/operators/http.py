@@ -22,8 +22,13 @@ def run(context, params: dict) -> dict:
         raise ValueError(f"http method must be one of {', '.join(sorted(METHODS))}, got '{method}'")
     if urlparse(url).scheme not in ("http", "https") or not urlparse(url).netloc:
         raise ValueError(f"http needs an absolute http(s) url, got '{url}'")
-    response = requests.request(method, url, headers=params.get("headers") or {}, json=params.get("json"),
-                                timeout=float(params.get("timeout") or 10))
+    response = requests.request(
+        method,
+        url,
+        headers=params.get("headers") or {},
+        json=params.get("json"),
+        timeout=float(params.get("timeout") or 10),
+    )
     try:
         body = response.json()
     except ValueError:

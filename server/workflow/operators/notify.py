@@ -46,17 +46,34 @@ def run(context, params: dict) -> dict:
     site = str(params.get("site") or therapy.site.code)
     if db.session.execute(select(Site.id).where(Site.code == site)).scalar_one_or_none() is None:
         raise ValueError(f"notify names site '{site}', which is not registered")
-    alert = raise_alert(therapy, "notification", message, context.actor, severity=severity, role=role,
-                        data={"site": site})
+    alert = raise_alert(
+        therapy, "notification", message, context.actor, severity=severity, role=role, data={"site": site}
+    )
     people = recipients(role, site)
     config = current_app.config
     addresses = [smtp.address_of(u.username, config["SMTP_RECIPIENT_DOMAIN"]) for u in people]
     emailed = len(addresses) if config.get("SMTP_URL") else 0
-    audit.append(context.actor, "notification.sent", "therapy", therapy.id, therapy_id=therapy.id,
-                 site_id=therapy.site_id, data={"role": role, "site": site, "message": message, "coi": therapy.coi,
-                                                "alert_id": alert.id, "emailed": emailed})
+    audit.append(
+        context.actor,
+        "notification.sent",
+        "therapy",
+        therapy.id,
+        therapy_id=therapy.id,
+        site_id=therapy.site_id,
+        data={
+            "role": role,
+            "site": site,
+            "message": message,
+            "coi": therapy.coi,
+            "alert_id": alert.id,
+            "emailed": emailed,
+        },
+    )
     if emailed:
-        mail = smtp.Mail(subject=f"[Tether] {role} at {site}: {message[:80]}",
-                         body=smtp.body_for(message, role, site, therapy.coi, therapy.id), to=addresses)
+        mail = smtp.Mail(
+            subject=f"[Tether] {role} at {site}: {message[:80]}",
+            body=smtp.body_for(message, role, site, therapy.coi, therapy.id),
+            to=addresses,
+        )
         after_commit(lambda: smtp.send_in_background(config["SMTP_URL"], config["SMTP_FROM"], mail))
     return {"notified_role": role, "site": site, "alert_id": alert.id, "emailed": emailed}

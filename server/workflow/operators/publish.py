@@ -17,13 +17,21 @@ def run(context, params: dict) -> dict:
 
     event_type = str(params.get("type") or "")
     if not _TYPE.match(event_type):
-        raise ValueError(f"publish needs a dotted lower-case event type such as 'mes.order.created', "
-                         f"got '{event_type}'")
+        raise ValueError(
+            f"publish needs a dotted lower-case event type such as 'mes.order.created', got '{event_type}'"
+        )
     data = params.get("data") or {}
     if not isinstance(data, dict):
         raise ValueError("publish needs 'data' to be an object")
     therapy = context.therapy
     outbox.emit(event_type, data, therapy_id=therapy.id, site_id=therapy.site_id)
-    audit.append(context.actor, "event.published", "therapy", therapy.id, data={"type": event_type, **data},
-                 therapy_id=therapy.id, site_id=therapy.site_id)
+    audit.append(
+        context.actor,
+        "event.published",
+        "therapy",
+        therapy.id,
+        data={"type": event_type, **data},
+        therapy_id=therapy.id,
+        site_id=therapy.site_id,
+    )
     return {"published": event_type}

@@ -34,8 +34,10 @@ def address_of(username: str, domain: str) -> str:
 
 def body_for(message: str, role: str, site: str, coi: str, therapy_id: str) -> str:
     """The plain-text e-mail body."""
-    return (f"{message}\n\nFor: the {role} role at {site}\nTherapy: {therapy_id}\nCOI: {coi}\n\n"
-            "The alert is also in Tether's alert list.\n")
+    return (
+        f"{message}\n\nFor: the {role} role at {site}\nTherapy: {therapy_id}\nCOI: {coi}\n\n"
+        "The alert is also in Tether's alert list.\n"
+    )
 
 
 def send(url: str, sender: str, mail: Mail) -> int:
@@ -64,6 +66,7 @@ def send(url: str, sender: str, mail: Mail) -> int:
 
 def send_in_background(url: str, sender: str, mail: Mail) -> threading.Thread:
     """Send on a daemon thread so that the request that committed the step does not wait for the mail server."""
+
     def work() -> None:
         """Send, logging instead of raising."""
         try:
