@@ -37,6 +37,25 @@ UNRESOLVED = ("retrying", "open")
 STATUSES = ("retrying", "open", "resolved")
 
 
+def audit_incident(incident: Incident, therapy: Therapy, actor: str, action: str, **data) -> None:
+    """Audit one thing that happened to ``incident`` (its id and activity go with ``data``)."""
+    audit.append(
+        actor,
+        action,
+        "incident",
+        incident.id,
+        therapy_id=therapy.id,
+        site_id=therapy.site_id,
+        data={"incident_id": incident.id, "activity_id": incident.activity_id, **data},
+    )
+
+
+def _add_attempt(incident: Incident, attempt: dict) -> None:
+    """Count one more failed attempt of an open incident, keeping its history."""
+    incident.attempts += 1
+    incident.details = {**incident.details, "history": [*incident.details.get("history", []), attempt]}
+
+
 def backoff(base: int | None, attempt: int) -> timedelta:
     """How long the ``attempt``-th retry waits: ``base ** attempt`` seconds (at least one second)."""
     base = base if base and base > 0 else DEFAULT_BACKOFF_BASE
@@ -82,24 +101,17 @@ def record_failure(therapy: Therapy, failure: dict, actor: str, now: datetime) -
         db.session.add(incident)
         db.session.flush()
     else:
-        incident.attempts += 1
-        incident.details = {**incident.details, "history": [*incident.details.get("history", []), attempt]}
-    audit.append(
+        _add_attempt(incident, attempt)
+    audit_incident(
+        incident,
+        therapy,
         actor,
         "service.failed",
-        "incident",
-        incident.id,
-        therapy_id=therapy.id,
-        site_id=therapy.site_id,
-        data={
-            "incident_id": incident.id,
-            "activity_id": incident.activity_id,
-            "name": failure["name"],
-            "operator": failure.get("operator"),
-            "attempt": incident.attempts,
-            "error_type": failure["error_type"],
-            "message": failure["message"],
-        },
+        name=failure["name"],
+        operator=failure.get("operator"),
+        attempt=incident.attempts,
+        error_type=failure["error_type"],
+        message=failure["message"],
     )
     if incident.status == "retrying" and incident.attempts <= retries:
         incident.next_retry_at = now + backoff(incident.details.get("backoff_base"), incident.attempts)
@@ -157,23 +169,17 @@ def halt(therapy: Therapy, exc: EngineError, actor: str, now: datetime, *, comma
         db.session.add(incident)
         db.session.flush()
     else:
-        incident.attempts += 1
-        incident.details = {**incident.details, "history": [*incident.details.get("history", []), attempt]}
-    audit.append(
+        _add_attempt(incident, attempt)
+    audit_incident(
+        incident,
+        therapy,
         actor,
         "step.undone",
-        "incident",
-        incident.id,
-        therapy_id=therapy.id,
-        site_id=therapy.site_id,
-        data={
-            "incident_id": incident.id,
-            "activity_id": exc.element_id,
-            "command": command,
-            "attempt": incident.attempts,
-            "error_type": type(exc).__name__,
-            "message": exc.message,
-        },
+        activity_id=exc.element_id,
+        command=command,
+        attempt=incident.attempts,
+        error_type=type(exc).__name__,
+        message=exc.message,
     )
     if incident.attempts == 1:
         what = "ran past its budget" if isinstance(exc, StepBudgetExceeded) else "failed"
@@ -276,20 +282,7 @@ def close(incident: Incident, therapy: Therapy, actor: str, now: datetime, resol
         _publish("incident.resolved", incident, therapy, actor, reason=reason)
     else:  # closed before anyone was told: an automatic retry worked, or the therapy ended meanwhile
         action = "service.recovered" if resolution == "retried" else "incident.closed"
-        audit.append(
-            actor,
-            action,
-            "incident",
-            incident.id,
-            therapy_id=therapy.id,
-            site_id=therapy.site_id,
-            data={
-                "incident_id": incident.id,
-                "activity_id": incident.activity_id,
-                "attempts": incident.attempts,
-                "resolution": resolution,
-            },
-        )
+        audit_incident(incident, therapy, actor, action, attempts=incident.attempts, resolution=resolution)
 
 
 def _publish(event_type: str, incident: Incident, therapy: Therapy, actor: str, reason: str | None = None) -> None:

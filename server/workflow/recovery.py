@@ -11,10 +11,9 @@ from typing import Any
 from engine.errors import EngineError
 from server.clock import clock
 from server.errors import Conflict
-from server.store import audit
 from server.store.models import Incident
 from server.store.uow import unit_of_work
-from server.workflow.incidents import claim, close, still_unresolved
+from server.workflow.incidents import audit_incident, claim, close, still_unresolved
 from server.workflow.therapies import apply_outcome, runtime_for
 
 
@@ -23,19 +22,7 @@ def retry(incident: Incident, actor: str) -> Incident:
     still_unresolved(incident)
     with unit_of_work():
         therapy = claim(incident)
-        audit.append(
-            actor,
-            "incident.retried",
-            "incident",
-            incident.id,
-            therapy_id=therapy.id,
-            site_id=therapy.site_id,
-            data={
-                "incident_id": incident.id,
-                "activity_id": incident.activity_id,
-                "attempts_so_far": incident.attempts,
-            },
-        )
+        audit_incident(incident, therapy, actor, "incident.retried", attempts_so_far=incident.attempts)
         try:
             runtime = runtime_for(therapy, actor)
             outcome = (
