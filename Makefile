@@ -12,6 +12,8 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 # Extra pytest arguments, e.g. make test PYTEST_ARGS='-k runtime'
 PYTEST_ARGS ?=
+# Test processes running side by side (pytest-xdist): one per core.
+PYTEST_JOBS ?= auto
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -72,10 +74,10 @@ test: install chromium
 	$(BIN)/ruff format --check engine server tests bench
 	$(BIN)/mypy engine server
 	$(BIN)/lint-imports
-	bash scripts/with-postgres $(BIN)/pytest -q $(PYTEST_ARGS)
+	bash scripts/with-postgres $(BIN)/pytest -q -n $(PYTEST_JOBS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/pytest -q -m "not slow" --ignore=tests/browser $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_JOBS) --dist worksteal -m "not slow" --ignore=tests/browser $(PYTEST_ARGS)
 
 screenshots: install chromium
 	TETHER_UPDATE_SCREENSHOTS=1 $(BIN)/pytest -q tests/browser/test_screenshots.py
