@@ -21,12 +21,11 @@ from server.clock import clock
 from server.custody.scans import verify_task_scan
 from server.errors import Conflict, Invalid, NotFound
 from server.integration import outbox
-from server.oversight import escalations
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import Incident, ProcessDefinition, Site, TaskRecord, Therapy, User
 from server.store.uow import after_commit, unit_of_work
-from server.workflow import incidents
+from server.workflow import effects, incidents
 from server.workflow.definitions import definition_forms, engine_definition_by_id, latest_version
 from server.workflow.operators import OperatorContext
 from server.workflow.operators import call as call_operator
@@ -131,20 +130,7 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
             )
         else:
             row.due_at = ready.due_at
-    for event in outcome.events:
-        payload = event.payload()
-        if event.type == "task.completed" and payload["task_id"] in tasks:
-            row = tasks[payload["task_id"]]
-            row.status, row.completed_at, row.completed_by, row.data = "completed", now, completed_by, payload["data"]
-        elif event.type == "task.cancelled" and payload["task_id"] in tasks:
-            row = tasks[payload["task_id"]]
-            row.status, row.completed_at = "cancelled", now
-        if event.type == "incident.opened":  # a failed service task: an incident retries it, or opens
-            incidents.record_failure(therapy, payload, actor, now)
-            continue
-        outbox.record_event(event.type, therapy, payload, actor)
-        if event.type == "task.escalated":
-            escalations.raise_escalation(therapy, payload, actor)
+    effects.apply_events(effects.Step(therapy, actor, now, completed_by, tasks), outcome.events)
     retry_at = incidents.settle(therapy, outcome, actor, now)
     due = min((d for d in (outcome.next_due, retry_at) if d is not None), default=None)
     if incidents.halting(therapy):  # a step the engine could not take holds the therapy's timers
