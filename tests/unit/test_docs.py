@@ -47,6 +47,8 @@ def test_every_setting_is_documented_in_operations():
     operations = (DOCS / "operations.md").read_text(encoding="utf-8")
     missing = [f"TETHER_{s.name}" for s in SETTINGS if f"`TETHER_{s.name}`" not in operations]
     assert not missing, f"settings missing from docs/operations.md: {missing}"
+    unknown = sorted(set(re.findall(r"`(TETHER_[A-Z0-9_]+)`", operations)) - {f"TETHER_{s.name}" for s in SETTINGS})
+    assert not unknown, f"docs/operations.md names settings that server/config.py does not have: {unknown}"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.relative_to(ROOT).as_posix())
