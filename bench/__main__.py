@@ -3,7 +3,7 @@
     python -m bench [NAME ...]      (e.g. python -m bench overhead audit)
 
 Each benchmark prints its details as it runs; at the end the headline figures of all of them, with their
-targets, are printed as one Markdown table with the machine they ran on (the table the README keeps).
+targets, are printed as one Markdown table with the machine they ran on (the table docs/performance.md keeps).
 """
 
 from __future__ import annotations

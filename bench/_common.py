@@ -53,7 +53,7 @@ class Figure:
 
 
 def table(figures: list[Figure]) -> str:
-    """The figures as a Markdown table (what the README keeps)."""
+    """The figures as a Markdown table (what docs/performance.md keeps)."""
     lines = ["| Figure | Measured | Target | |", "|---|---|---|---|"]
     for figure in figures:
         note = f" ({figure.note})" if figure.note else ""

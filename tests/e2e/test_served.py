@@ -132,7 +132,7 @@ def test_served_process_runs_a_therapy(served):
 
 
 def test_demo_then_readme_walkthrough_with_curl(tmp_path):
-    """`tether demo` seeds users and tokens; scripts/walkthrough (the README's curl session) runs a therapy."""
+    """`tether demo` seeds users and tokens; scripts/walkthrough (the curl session of docs/api.md) runs a therapy."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
     seeded = _tether("demo", env=env, cwd=tmp_path)
