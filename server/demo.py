@@ -52,7 +52,7 @@ THERAPIES = [
     ("autologous_car_t", "SITE-B", "PT-B-0003", 17, 36),
     ("autologous_car_t", "SITE-A", "PT-A-0006", len(AUTOLOGOUS_HAPPY_PATH), 70),  # completed
     ("allogeneic", "SITE-A", "PT-A-0101", 2, 1),
-    ("allogeneic", "SITE-B", "PT-B-0101", 4, 4),  # delivery overdue: the 48 h escalation fires
+    ("allogeneic", "SITE-B", "PT-B-0101", 4, 4),  # the product delivered: the centre receives and stores it
     ("allogeneic", "SITE-B", "PT-B-0102", len(ALLOGENEIC_HAPPY_PATH), 10),
     ("autologous_car_t", "SITE-B", "PT-B-0004", 11, 25),  # return shipment warms up: excursion, quarantine path
 ]
