@@ -5,18 +5,17 @@ from __future__ import annotations
 from flask import g
 from sqlalchemy import select
 
-from engine.coi import CoiError, parse_coi
 from server.access.auth import can_see_site, require
 from server.api.idempotency import idempotent
 from server.api.schemas import MessageSchema, load_json
 from server.store.extensions import db
-from server.store.models import AuditEntry, Site, Therapy
+from server.store.models import AuditEntry, Site
+from server.workflow import commands
 from server.workflow import therapies as usecases
 from server.workflow.definitions import started_by_message
 
 from ..errors import Forbidden, Invalid
 from . import bp
-from .therapies import visible_therapy
 
 STARTERS = ("coordinator", "integrator", "admin")
 
@@ -27,24 +26,13 @@ STARTERS = ("coordinator", "integrator", "admin")
 def post_message():
     """Deliver a named message to the therapy (by id or COI) that waits for it, or start one by a start message."""
     body = load_json(MessageSchema())
-    if body["therapy_id"] and body["coi"]:
-        raise Invalid(
-            "Name the therapy by one of 'therapy_id' or 'coi', not both.",
-            code="invalid_request",
-            details={"field": "therapy_id"},
-        )
     if not body["therapy_id"] and not body["coi"]:
         return _start_by_message(body)
-    if body["coi"]:
-        try:
-            coi = parse_coi(body["coi"])
-        except CoiError as exc:
-            raise Invalid(str(exc), code=exc.code, details={"field": "coi"}) from None
-        therapy_id = db.session.execute(select(Therapy.id).where(Therapy.coi == coi.value)).scalar_one_or_none()
-        therapy = visible_therapy(therapy_id or "none")
-    else:
-        therapy = visible_therapy(body["therapy_id"])
-    therapy, activity_id = usecases.deliver_message(therapy, body["name"], body["payload"], g.user.username)
+    therapy, activity_id = commands.deliver_message(
+        commands.DeliverMessage(
+            name=body["name"], by=g.user, therapy_id=body["therapy_id"], coi=body["coi"], payload=body["payload"]
+        )
+    )
     return {
         "delivered": True,
         "therapy_id": therapy.id,

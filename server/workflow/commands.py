@@ -3,7 +3,7 @@
 A handler holds every check of its use case (who may, whether it still can, what the data must be), audits
 a refusal on GMP data before the error is answered, and runs the change in one transaction. The API, the
 pages, the command line and the scheduler build commands and call handlers; they hold no rule themselves.
-(``CompleteTask`` is the first; the other use cases still take their arguments directly.)
+(``CompleteTask`` and ``DeliverMessage`` so far; the other use cases still take their arguments directly.)
 """
 
 from __future__ import annotations
@@ -11,15 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
+from engine.coi import CoiError, parse_coi
 from server.access.auth import can_see_site
 from server.compliance.signatures import check_signer
 from server.custody.scans import verify_task_scan
-from server.errors import Conflict, Forbidden, NotFound
+from server.errors import Conflict, Forbidden, Invalid, NotFound
 from server.store import audit
 from server.store.extensions import db
-from server.store.models import TaskRecord, User
+from server.store.models import TaskRecord, Therapy, User
 from server.workflow import therapies
 
 
@@ -32,6 +34,51 @@ class CompleteTask:
     by: User
     data: dict[str, Any] = field(default_factory=dict)
     signature: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DeliverMessage:
+    """``by`` delivers the message ``name`` with ``payload`` to the therapy named by ``therapy_id`` or by its
+    ``coi`` (any of the COI's written forms), which must wait for a message of that name."""
+
+    name: str
+    by: User
+    therapy_id: str | None = None
+    coi: str | None = None
+    payload: Any = None
+
+
+def visible_therapy(user: User, therapy_id: str) -> Therapy:
+    """The therapy if ``user`` may see it; 404 otherwise (another site's therapy does not exist for them)."""
+    therapy = db.session.get(Therapy, therapy_id)
+    if therapy is None or not can_see_site(user, therapy.site_id):
+        raise NotFound("No such therapy.", details={"therapy_id": therapy_id})
+    return therapy
+
+
+def deliver_message(command: DeliverMessage) -> tuple[Therapy, str | None]:
+    """Deliver the message; returns the therapy and the activity that took it.
+
+    422 when the therapy is named both ways or the COI is malformed (a wrong check character included), 404
+    when no therapy the sender may see has that id or COI, 409 ``not_waiting`` (audited, nothing else
+    changed) when the therapy waits for no message of that name.
+    """
+    if command.therapy_id and command.coi:
+        raise Invalid(
+            "Name the therapy by one of 'therapy_id' or 'coi', not both.",
+            code="invalid_request",
+            details={"field": "therapy_id"},
+        )
+    if command.coi:
+        try:
+            coi = parse_coi(command.coi)
+        except CoiError as exc:
+            raise Invalid(str(exc), code=exc.code, details={"field": "coi"}) from None
+        therapy_id = db.session.execute(select(Therapy.id).where(Therapy.coi == coi.value)).scalar_one_or_none()
+        therapy = visible_therapy(command.by, therapy_id or "none")
+    else:
+        therapy = visible_therapy(command.by, command.therapy_id or "none")
+    return therapies.deliver_message(therapy, command.name, command.payload, command.by.username)
 
 
 def visible_task(user: User, task_id: str) -> TaskRecord:
