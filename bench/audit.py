@@ -28,21 +28,6 @@ from ._common import Figure, backends, fresh_database, make_app
 TARGET_RATE = 200_000  # entries per second
 FLAT_MIB = 32  # growth from the first progress report to the end that still counts as flat
 
-COLUMNS = (
-    "seq",
-    "at",
-    "actor",
-    "action",
-    "subject_type",
-    "subject_id",
-    "therapy_id",
-    "site_id",
-    "reason",
-    "data",
-    "prev_hash",
-    "hash",
-)
-
 
 def _payload(rng: random.Random, seq: int) -> tuple[str, str, str, dict, str | None]:
     """action, actor, subject type, data and reason of a plausible entry."""
@@ -126,7 +111,7 @@ def entries(count: int, seed: int = 7):
         ]
         row[11] = hashlib.sha256(audit.stored_form(tuple(row)).encode()).hexdigest()
         if seq % 1000 == 1:
-            fields = dict(zip(COLUMNS, row, strict=True))
+            fields = dict(zip(audit.COLUMNS, row, strict=True))
             fields.update(at=at, data=json.loads(text))
             assert audit.entry_hash(fields) == row[11], f"stored form and canonical form differ at {seq}"
         prev = row[11]
@@ -136,6 +121,7 @@ def entries(count: int, seed: int = 7):
 
 def seed(app, count: int, progress) -> None:
     """Write ``count`` entries and move the chain head to the last one."""
+    from server.store import audit
     from server.store.extensions import db
 
     with app.app_context():
@@ -146,7 +132,7 @@ def seed(app, count: int, progress) -> None:
             postgres = db.engine.dialect.name == "postgresql"
             mark = "%s" if postgres else "?"
             if postgres:
-                with cursor.copy(f"COPY audit_entry ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                with cursor.copy(f"COPY audit_entry ({', '.join(audit.COLUMNS)}) FROM STDIN") as copy:
                     for row in entries(count):
                         copy.write_row(row)
                         written += 1
@@ -155,7 +141,8 @@ def seed(app, count: int, progress) -> None:
                             progress(written)
             else:
                 cursor.execute("BEGIN")  # the app's SQLite connections leave transactions to the caller
-                statement = f"INSERT INTO audit_entry ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+                places = ", ".join("?" * len(audit.COLUMNS))
+                statement = f"INSERT INTO audit_entry ({', '.join(audit.COLUMNS)}) VALUES ({places})"
                 batch = []
                 for row in entries(count):
                     batch.append((*row[:1], row[1].strftime("%Y-%m-%d %H:%M:%S.%f"), *row[2:]))

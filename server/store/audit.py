@@ -31,7 +31,6 @@ from server.store import audit_spool
 from server.store.extensions import db
 from server.store.models import AuditEntry, AuditHead, table_of, utcnow
 from server.store.uow import after_commit, staged, take_staged
-from server.store.uow import savepoint as uow_savepoint
 
 GENESIS = "0" * 64
 log = logging.getLogger(__name__)
@@ -116,9 +115,6 @@ def append(
         if not _replaying.get() and has_app_context() and audit_spool.waiting(audit_spool.spool_path()):
             after_commit(_replay_after_commit)  # the database takes writes again: chain the spool next
     return entry
-
-
-savepoint = uow_savepoint  # a SAVEPOINT whose rollback also takes back the entries appended inside it
 
 
 @event.listens_for(Session, "before_commit")
@@ -345,7 +341,7 @@ def entry_dict(entry: AuditEntry) -> dict[str, Any]:
     }
 
 
-_COLUMNS = (
+COLUMNS = (
     "seq",
     "at",
     "actor",
@@ -359,7 +355,7 @@ _COLUMNS = (
     "prev_hash",
     "hash",
 )
-# Every column, in _COLUMNS order, as the text the chain hashes (timestamp as _timestamp writes it, data undecoded).
+# Every column, in COLUMNS order, as the text the chain hashes (timestamp as _timestamp writes it, data undecoded).
 _ROWS = {
     "sqlite": "SELECT seq, replace(at, ' ', 'T') || 'Z', actor, action, subject_type, subject_id, therapy_id, "
     "site_id, reason, CAST(data AS TEXT), prev_hash, hash FROM audit_entry WHERE seq > ? "
@@ -415,7 +411,7 @@ def _intact(row: tuple) -> bool:
     """
     if hashlib.sha256(stored_form(row).encode()).hexdigest() == row[11]:
         return True
-    entry = dict(zip(_COLUMNS, row, strict=True))
+    entry = dict(zip(COLUMNS, row, strict=True))
     try:
         entry.update(at=datetime.fromisoformat(entry["at"]), data=json.loads(entry["data"]))
     except (TypeError, ValueError):

@@ -24,7 +24,7 @@ from server.integration import outbox
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import Incident, ProcessDefinition, Site, TaskRecord, Therapy, User
-from server.store.uow import after_commit, unit_of_work
+from server.store.uow import after_commit, savepoint, unit_of_work
 from server.workflow import effects, incidents
 from server.workflow.definitions import definition_forms, engine_definition_by_id, latest_version
 from server.workflow.operators import OperatorContext
@@ -41,7 +41,7 @@ def runtime_for(therapy: Therapy, actor: str) -> Runtime:
     config = current_app.config
 
     def service_caller(operator: str, params: dict, data: dict) -> Any:
-        with audit.savepoint():  # a failing operator leaves nothing half-written behind, in the chain neither
+        with savepoint():  # a failing operator leaves nothing half-written behind, in the chain neither
             return call_operator(operator, context, params)
 
     return Runtime(
@@ -59,7 +59,7 @@ def runtime_for(therapy: Therapy, actor: str) -> Runtime:
 
 def run_step(therapy: Therapy, actor: str, command: Callable[[Runtime], Outcome]) -> Outcome:
     """Run one engine command on ``therapy``; when it fails, what its service tasks wrote is undone too."""
-    with audit.savepoint():
+    with savepoint():
         return command(runtime_for(therapy, actor))
 
 

@@ -16,6 +16,7 @@ import requests
 
 from ..conftest import ROOT
 from ..support.network import free_port
+from ..support.served import tether_cli
 
 PASSWORD = "long-enough-pw-1"
 
@@ -67,20 +68,6 @@ class Stream:
         self.response.close()
 
 
-def _tether(*args, env, cwd, stdin=None) -> subprocess.CompletedProcess:
-    """Run the tether command line."""
-    return subprocess.run(
-        [sys.executable, "-m", "server.cli", *args],
-        env=env,
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 @pytest.fixture
 def served(tmp_path):
     """A running ``tether serve`` on SQLite with two sites, site staff and an integrator."""
@@ -98,12 +85,12 @@ def served(tmp_path):
     }
     (tmp_path / "processes").mkdir()
     shutil.copy(ROOT / "tests/fixtures/mini.bpmn", tmp_path / "processes" / "mini.bpmn")
-    assert _tether("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
+    assert tether_cli("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
     for site in ("SITE-A", "SITE-B"):
-        assert _tether("site", "add", site, env=env, cwd=tmp_path).returncode == 0
+        assert tether_cli("site", "add", site, env=env, cwd=tmp_path).returncode == 0
     people = {"coord": ("coordinator", "SITE-A"), "coordb": ("coordinator", "SITE-B"), "courier": ("integrator", None)}
     for name, (role, site) in people.items():
-        made = _tether(
+        made = tether_cli(
             "user",
             "add",
             name,
@@ -117,7 +104,8 @@ def served(tmp_path):
         )
         assert made.returncode == 0, made.stderr
     tokens = {
-        name: _tether("token", "create", name, env=env, cwd=tmp_path).stdout.strip().splitlines()[-1] for name in people
+        name: tether_cli("token", "create", name, env=env, cwd=tmp_path).stdout.strip().splitlines()[-1]
+        for name in people
     }
     log_path = tmp_path / "serve.log"
     with open(log_path, "w") as log:

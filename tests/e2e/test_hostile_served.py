@@ -8,8 +8,6 @@ check, a script that rewrites the chain of identity, tasks nobody would do and u
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import requests
 from ..conftest import ROOT
 from ..integration.test_two_servers import Server
 from ..support import hostile
-from ..support.served import database_for
+from ..support.served import database_for, tether_cli
 
 pytestmark = pytest.mark.slow
 PASSWORD = "long-enough-pw-1"
@@ -29,21 +27,6 @@ FAST = 8.0  # seconds within which every answer below must come, whatever the di
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend_url(request, tmp_path):
     yield from database_for(request.param, tmp_path)
-
-
-def _tether(*args: str, env: dict, cwd: Path, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "server.cli", *args],
-        env=env,
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def _prepare(tmp_path: Path, database_url: str) -> tuple[dict, dict]:
@@ -61,11 +44,11 @@ def _prepare(tmp_path: Path, database_url: str) -> tuple[dict, dict]:
         "TETHER_ENGINE_MAX_STEPS": "300",
         "TETHER_SCRIPT_TIME_LIMIT": "1.0",
     }
-    _tether("db", "upgrade", env=env, cwd=tmp_path)
-    _tether("site", "add", "SITE-A", "--name", "Centre A", env=env, cwd=tmp_path)
+    tether_cli("db", "upgrade", env=env, cwd=tmp_path, check=True)
+    tether_cli("site", "add", "SITE-A", "--name", "Centre A", env=env, cwd=tmp_path, check=True)
     tokens = {}
     for name, role in (("designer", "designer"), ("coord", "coordinator"), ("admin", "admin")):
-        _tether(
+        tether_cli(
             "user",
             "add",
             name,
@@ -76,8 +59,10 @@ def _prepare(tmp_path: Path, database_url: str) -> tuple[dict, dict]:
             env=env,
             cwd=tmp_path,
             stdin=PASSWORD,
+            check=True,
         )
-        tokens[name] = _tether("token", "create", name, env=env, cwd=tmp_path).strip().splitlines()[-1]
+        made = tether_cli("token", "create", name, env=env, cwd=tmp_path, check=True)
+        tokens[name] = made.stdout.strip().splitlines()[-1]
     return env, tokens
 
 

@@ -14,6 +14,7 @@ import requests
 
 from ..conftest import ROOT
 from ..support.network import free_port
+from ..support.served import tether_cli
 
 pytestmark = pytest.mark.slow
 
@@ -30,19 +31,6 @@ def _wait_healthy(base: str, proc, log_path: Path) -> None:
     pytest.fail("server did not start:\n" + log_path.read_text())
 
 
-def _tether(*args, env, cwd, stdin=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "server.cli", *args],
-        env=env,
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 @pytest.fixture
 def served(tmp_path):
     """A running server on SQLite in a temporary folder, with a coordinator and an integrator."""
@@ -56,10 +44,10 @@ def served(tmp_path):
     }
     (tmp_path / "processes").mkdir()
     shutil.copy(ROOT / "tests/fixtures/mini.bpmn", tmp_path / "processes" / "mini.bpmn")
-    assert _tether("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
-    assert _tether("site", "add", "SITE-A", "--name", "Centre A", env=env, cwd=tmp_path).returncode == 0
+    assert tether_cli("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
+    assert tether_cli("site", "add", "SITE-A", "--name", "Centre A", env=env, cwd=tmp_path).returncode == 0
     for name, role in (("coord", "coordinator"), ("courier", "integrator"), ("logi", "logistics")):
-        made = _tether(
+        made = tether_cli(
             "user",
             "add",
             name,
@@ -73,7 +61,7 @@ def served(tmp_path):
         )
         assert made.returncode == 0, made.stderr
     tokens = {
-        name: _tether("token", "create", name, env=env, cwd=tmp_path).stdout.strip().splitlines()[-1]
+        name: tether_cli("token", "create", name, env=env, cwd=tmp_path).stdout.strip().splitlines()[-1]
         for name in ("coord", "courier", "logi")
     }
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
@@ -135,7 +123,7 @@ def test_demo_then_readme_walkthrough_with_curl(tmp_path):
     """`tether demo` seeds users and tokens; scripts/walkthrough (the curl session of docs/api.md) runs a therapy."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
-    seeded = _tether("demo", env=env, cwd=tmp_path)
+    seeded = tether_cli("demo", env=env, cwd=tmp_path)
     assert seeded.returncode == 0, seeded.stderr
     assert "completed  Completed" in seeded.stdout and "Release batch (QA)" in seeded.stdout
     tokens = {

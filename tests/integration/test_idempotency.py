@@ -390,14 +390,14 @@ def test_a_stray_commit_inside_a_keyed_request_fails_instead_of_committing_part_
 def test_a_failed_unit_inside_a_request_keeps_the_audit_entries_staged_before_it(api, world, app):
     from server.errors import Invalid
     from server.store import audit
-    from server.store.uow import enclosing_transaction, unit_of_work
+    from server.store.uow import enclosing_transaction, savepoint, unit_of_work
 
     with app.test_request_context("/api/v1/therapies", method="POST"):
         with enclosing_transaction() as transaction:
             audit.append("test", "before.unit", "endpoint", "test")
             with pytest.raises(Invalid):
                 with unit_of_work():
-                    with audit.savepoint():  # an operator's savepoint, released inside the unit
+                    with savepoint():  # an operator's savepoint, released inside the unit
                         audit.append("test", "inside.unit", "endpoint", "test")
                     raise Invalid("The unit is refused after its operator ran.")
             transaction.commit()

@@ -18,6 +18,23 @@ from ..integration.test_two_servers import Server
 from .network import free_port
 
 
+def tether_cli(*args: str, env: dict, cwd: Path, stdin: str | None = None, check: bool = False):
+    """Run the ``tether`` command line (``python -m server.cli``); with ``check``, fail the test on an error."""
+    done = subprocess.run(
+        [sys.executable, "-m", "server.cli", *args],
+        env=env,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
 class KillableServer(Server):
     """``tether serve`` with ``workers`` worker processes, started as the leader of a new process group."""
 
