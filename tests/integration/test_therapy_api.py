@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
+from ..support.journeys import ENROLMENT, complete, fire, only_task, post_therapy, start, therapy_request
 from .conftest import PASSWORD
 
 
-def start(api, token, **overrides):
-    body = {"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-0001"}}
-    body.update(overrides)
-    return api.as_(token).post("/api/v1/therapies", json=body)
-
-
-def only_task(api, token, therapy_id):
-    items = api.as_(token).get(f"/api/v1/tasks?therapy_id={therapy_id}").get_json()["items"]
-    assert len(items) == 1, items
-    return items[0]
-
-
 def test_therapy_runs_to_completion_through_the_api(api, world, clock):
-    created = start(api, world["coord"])
+    created = post_therapy(api, world["coord"])
     assert created.status_code == 201, created.get_json()
     therapy = created.get_json()
     assert therapy["status"] == "active" and therapy["process"] == {"key": "mini_therapy", "version": 1}
@@ -30,13 +19,11 @@ def test_therapy_runs_to_completion_through_the_api(api, world, clock):
     assert task["instructions"] == "Confirm consent and eligibility."
     assert task["due_at"] is not None
 
-    bad = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": "yes"}})
+    bad = complete(api, world["coord"], task["id"], {"eligible": "yes"})
     assert bad.status_code == 422
     assert set(bad.get_json()["error"]["details"]["fields"]) == {"eligible", "patient_initials"}
 
-    done = api.as_(world["coord"]).post(
-        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
-    )
+    done = complete(api, world["coord"], task["id"], ENROLMENT)
     assert done.status_code == 200, done.get_json()
     assert done.get_json()["task"]["status"] == "completed"
     assert done.get_json()["task"]["completed_by"] == "coord"
@@ -56,18 +43,22 @@ def test_therapy_runs_to_completion_through_the_api(api, world, clock):
 
     receive = only_task(api, world["logistics"], therapy["id"])
     assert receive["signature"] == {"meaning": "approval"}
-    unsigned = api.as_(world["logistics"]).post(
-        f"/api/v1/tasks/{receive['id']}/complete", json={"data": {"received_ok": True}}
-    )
+    unsigned = complete(api, world["logistics"], receive["id"], {"received_ok": True})
     assert unsigned.status_code == 422 and unsigned.get_json()["error"]["code"] == "signature_required"
-    wrong = api.as_(world["logistics"]).post(
-        f"/api/v1/tasks/{receive['id']}/complete",
-        json={"data": {"received_ok": True}, "signature": {"password": "nope-nope-1", "meaning": "approval"}},
+    wrong = complete(
+        api,
+        world["logistics"],
+        receive["id"],
+        {"received_ok": True},
+        signature={"password": "nope-nope-1", "meaning": "approval"},
     )
     assert wrong.status_code == 401 and wrong.get_json()["error"]["code"] == "signature_failed"
-    signed = api.as_(world["logistics"]).post(
-        f"/api/v1/tasks/{receive['id']}/complete",
-        json={"data": {"received_ok": True}, "signature": {"password": PASSWORD, "meaning": "approval"}},
+    signed = complete(
+        api,
+        world["logistics"],
+        receive["id"],
+        {"received_ok": True},
+        signature={"password": PASSWORD, "meaning": "approval"},
     )
     assert signed.status_code == 200, signed.get_json()
 
@@ -76,10 +67,7 @@ def test_therapy_runs_to_completion_through_the_api(api, world, clock):
     assert timer["type"] == "timer" and timer["activity_id"] == "Timer_Wait"
 
     clock.advance(days=1, seconds=5)
-    from server.workflow.therapies import fire_due_timers
-
-    with api.client.application.app_context():
-        assert fire_due_timers(therapy["id"]) is True
+    assert fire(api.client.application, therapy["id"]) is True
     detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
     assert detail["status"] == "completed" and detail["stage"] == "Completed"
 
@@ -109,7 +97,7 @@ def test_therapy_runs_to_completion_through_the_api(api, world, clock):
 def test_running_therapy_stays_on_its_version(api, world):
     from pathlib import Path
 
-    first = start(api, world["coord"]).get_json()
+    first = start(api, world["coord"])
     mini = (Path(__file__).parent.parent / "fixtures" / "mini.bpmn").read_bytes()
     changed = mini.replace(b'name="Enrol patient"', b'name="Enrol the patient"')
     import io
@@ -124,14 +112,14 @@ def test_running_therapy_stays_on_its_version(api, world):
         content_type="multipart/form-data",
     )
     assert up.status_code == 201 and up.get_json()["version"] == 2
-    second = start(api, world["coord"]).get_json()
+    second = start(api, world["coord"])
     assert first["process"]["version"] == 1 and second["process"]["version"] == 2
     assert only_task(api, world["coord"], first["id"])["name"] == "Enrol patient"
     assert only_task(api, world["coord"], second["id"])["name"] == "Enrol the patient"
 
 
 def test_message_nobody_waits_for_is_refused_and_audited(api, world):
-    therapy = start(api, world["coord"]).get_json()
+    therapy = start(api, world["coord"])
     refused = api.as_(world["integrator"]).post(
         "/api/v1/messages", json={"name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {}}
     )
@@ -142,28 +130,28 @@ def test_message_nobody_waits_for_is_refused_and_audited(api, world):
 
 
 def test_completing_a_task_twice_gives_409(api, world):
-    therapy = start(api, world["coord"]).get_json()
+    therapy = start(api, world["coord"])
     task = only_task(api, world["coord"], therapy["id"])
-    body = {"data": {"eligible": False, "patient_initials": "AB"}}
-    assert api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete", json=body).status_code == 200
-    again = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete", json=body)
+    not_eligible = {"eligible": False, "patient_initials": "AB"}
+    assert complete(api, world["coord"], task["id"], not_eligible).status_code == 200
+    again = complete(api, world["coord"], task["id"], not_eligible)
     assert again.status_code == 409 and again.get_json()["error"]["code"] == "task_not_ready"
 
 
 def test_wrong_role_gets_403_and_other_site_gets_404(api, world):
-    therapy = start(api, world["coord"]).get_json()
+    therapy = start(api, world["coord"])
     task = only_task(api, world["coord"], therapy["id"])
-    body = {"data": {"eligible": False, "patient_initials": "AB"}}
-    forbidden = api.as_(world["logistics"]).post(f"/api/v1/tasks/{task['id']}/complete", json=body)
+    not_eligible = {"eligible": False, "patient_initials": "AB"}
+    forbidden = complete(api, world["logistics"], task["id"], not_eligible)
     assert forbidden.status_code == 403
     assert api.as_(world["coordb"]).get(f"/api/v1/therapies/{therapy['id']}").status_code == 404
-    assert api.as_(world["coordb"]).post(f"/api/v1/tasks/{task['id']}/complete", json=body).status_code == 404
+    assert complete(api, world["coordb"], task["id"], not_eligible).status_code == 404
     assert api.as_(world["coordb"]).get("/api/v1/therapies").get_json()["items"] == []
     assert [t["id"] for t in api.as_(world["coord"]).get("/api/v1/therapies").get_json()["items"]] == [therapy["id"]]
 
 
 def test_cancel_withdraws_tasks(api, world):
-    therapy = start(api, world["coord"]).get_json()
+    therapy = start(api, world["coord"])
     assert api.as_(world["coord"]).post(f"/api/v1/therapies/{therapy['id']}/cancel", json={}).status_code == 422
     ok = api.as_(world["coord"]).post(
         f"/api/v1/therapies/{therapy['id']}/cancel", json={"reason": "patient withdrew consent"}
@@ -174,16 +162,9 @@ def test_cancel_withdraws_tasks(api, world):
 
 def test_idempotency_key_replays_the_first_answer(api, world):
     headers = {"Idempotency-Key": "start-PT-0001"}
-    first = api.as_(world["coord"]).post(
-        "/api/v1/therapies",
-        headers=headers,
-        json={"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-0001"}},
-    )
-    again = api.as_(world["coord"]).post(
-        "/api/v1/therapies",
-        headers=headers,
-        json={"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-0001"}},
-    )
+    request = therapy_request(reference="PT-0001")
+    first = api.as_(world["coord"]).post("/api/v1/therapies", headers=headers, json=request)
+    again = api.as_(world["coord"]).post("/api/v1/therapies", headers=headers, json=request)
     assert first.status_code == again.status_code == 201
     assert first.get_json()["id"] == again.get_json()["id"]
     assert len(api.as_(world["coord"]).get("/api/v1/therapies").get_json()["items"]) == 1
@@ -195,7 +176,7 @@ def test_bad_input_gets_clear_errors_never_500(api, world):
     assert api.as_("tth_wrong").get("/api/v1/therapies").status_code == 401
     assert coord.post("/api/v1/therapies", data="{not json", content_type="application/json").status_code == 400
     assert coord.post("/api/v1/therapies", data="x", content_type="text/plain").status_code == 415
-    unknown_site = start(api, world["coord"], site="NOPE")
+    unknown_site = post_therapy(api, world["coord"], site="NOPE")
     assert unknown_site.status_code == 422 and unknown_site.get_json()["error"]["details"]["field"] == "site"
     missing = coord.post("/api/v1/therapies", json={"site": "SITE-A"})
     assert missing.status_code == 422 and "process_key" in missing.get_json()["error"]["details"]["fields"]
@@ -259,7 +240,7 @@ def test_health_and_openapi_need_no_token(api, world):
 def test_concurrent_completion_of_one_task_exactly_one_succeeds(api, world):
     import threading
 
-    therapy = start(api, world["coord"]).get_json()
+    therapy = start(api, world["coord"])
     task = only_task(api, world["coord"], therapy["id"])
     body = {"data": {"eligible": False, "patient_initials": "AB"}}
     barrier, statuses = threading.Barrier(4), []
