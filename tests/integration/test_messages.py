@@ -6,6 +6,8 @@ import io
 
 from sqlalchemy import func, select
 
+from ..support.journeys import ENROLMENT, complete, enrol, only_task, start
+
 ORDER_BPMN = b"""<?xml version="1.0" encoding="UTF-8"?>
 <bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="Definitions_order"
                   targetNamespace="http://tether.example/bpmn">
@@ -29,25 +31,6 @@ ORDER_BPMN = b"""<?xml version="1.0" encoding="UTF-8"?>
   </bpmn:process>
 </bpmn:definitions>
 """
-
-
-def start(api, token, site="SITE-A"):
-    """Start a mini therapy."""
-    answer = api.as_(token).post(
-        "/api/v1/therapies", json={"process_key": "mini_therapy", "site": site, "patient": {"reference": "PT-1"}}
-    )
-    assert answer.status_code == 201, answer.get_json()
-    return answer.get_json()
-
-
-def enrol(api, world, therapy):
-    """Complete the enrolment task (eligible), so the therapy waits for the delivery."""
-    [task] = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"]
-    done = api.as_(world["coord"]).post(
-        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
-    )
-    assert done.status_code == 200
-    return task
 
 
 def counts(app):
@@ -121,7 +104,7 @@ def test_a_message_for_a_therapy_that_is_not_waiting_is_refused_audited_and_chan
             "/api/v1/messages",
             json={  # another site's therapy does not exist
                 "name": "shipment.delivered",
-                "therapy_id": start(api, world["coordb"], "SITE-B")["id"],
+                "therapy_id": start(api, world["coordb"], site="SITE-B")["id"],
             },
         )
         .status_code
@@ -137,8 +120,8 @@ def test_a_replayed_message_or_task_completion_returns_the_first_answer_and_does
     api, world, app, database_url
 ):
     therapy = start(api, world["coord"])
-    task = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"][0]
-    completion = {"data": {"eligible": True, "patient_initials": "AB"}}
+    task = only_task(api, world["coord"], therapy["id"])
+    completion = {"data": ENROLMENT}
     key = {"Idempotency-Key": "enrol-PT-1"}
     first = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete", json=completion, headers=key)
     assert first.status_code == 200
@@ -146,7 +129,7 @@ def test_a_replayed_message_or_task_completion_returns_the_first_answer_and_does
     again = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete", json=completion, headers=key)
     assert again.status_code == 200 and again.get_json() == first.get_json()
     assert again.headers["Idempotent-Replayed"] == "true" and counts(app) == after_first
-    without_key = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete", json=completion)
+    without_key = complete(api, world["coord"], task["id"], ENROLMENT)
     assert without_key.status_code == 409  # a second completion without the key is refused, as it should be
 
     message = {"name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {"dock": 3}}

@@ -13,6 +13,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from ..support.journeys import ENROLMENT, complete, enrol, only_task, start
 from .conftest import PASSWORD  # noqa: F401  (the world's users log in with it)
 
 
@@ -72,24 +73,11 @@ def verify(app):
         return audit.verify()
 
 
-def start(api, world):
-    answer = api.as_(world["coord"]).post(
-        "/api/v1/therapies", json={"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-1"}}
-    )
-    assert answer.status_code == 201, answer.get_json()
-    return answer.get_json()
-
-
-def open_task(api, world, therapy):
-    [task] = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"]
-    return task
-
-
 def test_a_refusal_during_a_busy_database_is_spooled_and_chained_at_the_next_write(busy_app, api, world, database_url):
-    therapy = start(api, world)
-    task = open_task(api, world, therapy)
+    therapy = start(api, world["coord"])
+    task = only_task(api, world["coord"], therapy["id"])
     with write_lock(database_url):
-        wrong_role = api.as_(world["logistics"]).post(f"/api/v1/tasks/{task['id']}/complete", json={"data": {}})
+        wrong_role = complete(api, world["logistics"], task["id"], {})
         not_allowed = api.as_(world["designer"]).post(
             "/api/v1/messages", json={"name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {}}
         )
@@ -99,7 +87,7 @@ def test_a_refusal_during_a_busy_database_is_spooled_and_chained_at_the_next_wri
         ("message.refused", "designer", True),
     ]
     assert refusals(busy_app) == []
-    start(api, world)  # the database takes writes again
+    start(api, world["coord"])  # the database takes writes again
     assert refusals(busy_app) == [
         ("task.refused", "logistics", 403, wrong_role.get_json()["error"]["code"], True),
         ("message.refused", "designer", 403, "forbidden", True),
@@ -109,16 +97,10 @@ def test_a_refusal_during_a_busy_database_is_spooled_and_chained_at_the_next_wri
 
 
 def test_an_endpoints_own_refusal_answers_as_itself_while_the_database_is_busy(busy_app, api, world, database_url):
-    therapy = start(api, world)
-    task = open_task(api, world, therapy)
-    done = api.as_(world["coord"]).post(
-        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
-    )
-    assert done.status_code == 200, done.get_json()
+    therapy = start(api, world["coord"])
+    task = enrol(api, world, therapy)
     with write_lock(database_url):
-        twice = api.as_(world["coord"]).post(
-            f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
-        )
+        twice = complete(api, world["coord"], task["id"], ENROLMENT)
     assert twice.status_code == 409 and twice.get_json()["error"]["code"] != "busy", twice.get_json()
     [entry] = spooled(busy_app)
     assert (entry["action"], entry["data"]["status"]) == ("task.refused", 409)
@@ -134,13 +116,13 @@ def test_an_endpoints_own_refusal_answers_as_itself_while_the_database_is_busy(b
 def test_the_dispatcher_loop_chains_the_spool_once_the_lock_is_released(busy_app, api, world, database_url):
     from server.integration.dispatcher import Dispatcher
 
-    therapy = start(api, world)
-    task = open_task(api, world, therapy)
+    therapy = start(api, world["coord"])
+    task = only_task(api, world["coord"], therapy["id"])
     busy_app.config["WEBHOOK_POLL_SECONDS"] = 0.05
     dispatcher = Dispatcher(busy_app)
     try:
         with write_lock(database_url):
-            refused = api.as_(world["logistics"]).post(f"/api/v1/tasks/{task['id']}/complete", json={"data": {}})
+            refused = complete(api, world["logistics"], task["id"], {})
             assert refused.status_code == 403
             dispatcher.start()
             time.sleep(0.5)  # the loop tries while the lock is held, and keeps the spool
@@ -161,13 +143,10 @@ def test_an_entry_chained_before_a_crash_is_not_chained_twice_and_a_torn_line_is
     from server.store import audit
     from server.store.audit_spool import spool_path
 
-    therapy = start(api, world)
-    task = open_task(api, world, therapy)
+    therapy = start(api, world["coord"])
+    task = only_task(api, world["coord"], therapy["id"])
     with write_lock(database_url):
-        assert (
-            api.as_(world["logistics"]).post(f"/api/v1/tasks/{task['id']}/complete", json={"data": {}}).status_code
-            == 403
-        )
+        assert complete(api, world["logistics"], task["id"], {}).status_code == 403
     line = spool_path(busy_app).read_text()
     with busy_app.app_context():
         assert audit.replay_spool() == 1

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
+from ..support.journeys import complete_only_task, deliver, enrol, start
 from .conftest import PASSWORD
 
 
@@ -128,22 +129,6 @@ def deliveries(api, token, webhook_id, **filters):
     return answer.get_json()["items"]
 
 
-def start(api, token, site="SITE-A", reference="PT-1"):
-    """Start a mini therapy."""
-    answer = api.as_(token).post(
-        "/api/v1/therapies", json={"process_key": "mini_therapy", "site": site, "patient": {"reference": reference}}
-    )
-    assert answer.status_code == 201, answer.get_json()
-    return answer.get_json()
-
-
-def complete_only_task(api, token, therapy_id, data, **extra):
-    """Complete the therapy's one open task."""
-    [task] = api.as_(token).get(f"/api/v1/tasks?therapy_id={therapy_id}").get_json()["items"]
-    done = api.as_(token).post(f"/api/v1/tasks/{task['id']}/complete", json={"data": data, **extra})
-    assert done.status_code == 200, done.get_json()
-
-
 def outbox(app, after_id=0):
     """The outbox events after ``after_id``, in order."""
     from server.store.extensions import db
@@ -173,11 +158,8 @@ def test_every_event_arrives_once_in_order_and_signed_after_early_failures(
     assert hook["secret"].startswith("whsec_") and hook["events"] == ["therapy.*", "task.*", "message.received"]
 
     first, second = start(api, world["coord"], reference="PT-A"), start(api, world["coord"], reference="PT-B")
-    complete_only_task(api, world["coord"], first["id"], {"eligible": True, "patient_initials": "AB"})
-    posted = api.as_(world["integrator"]).post(
-        "/api/v1/messages", json={"name": "shipment.delivered", "therapy_id": first["id"], "payload": {"dock": 3}}
-    )
-    assert posted.status_code == 200
+    enrol(api, world, first)
+    deliver(api, world, first, payload={"dock": 3})
     complete_only_task(
         api,
         world["logistics"],
@@ -185,7 +167,7 @@ def test_every_event_arrives_once_in_order_and_signed_after_early_failures(
         {"received_ok": True},
         signature={"password": PASSWORD, "meaning": "approval"},
     )
-    complete_only_task(api, world["coord"], second["id"], {"eligible": False, "patient_initials": "CD"})
+    enrol(api, world, second, eligible=False, patient_initials="CD")
 
     deliver_all(dispatcher, clock)
 
@@ -223,7 +205,7 @@ def test_an_endpoint_that_was_down_for_a_while_gets_everything_in_order(api, wor
     endpoint.stop()
     hook = subscribe(api, world["integrator"], endpoint.url, ["*"])
     therapy = start(api, world["coord"])
-    complete_only_task(api, world["coord"], therapy["id"], {"eligible": True, "patient_initials": "AB"})
+    enrol(api, world, therapy)
 
     for _ in range(4):  # about four minutes of refused connections
         dispatcher.drain()
@@ -325,8 +307,11 @@ def test_fan_out_by_pattern_and_site_only_for_events_after_subscribing(api, worl
     everything = subscribe(api, world["integrator"], url, ["*"])
     site_b = subscribe(api, scoped_token, url, ["*"])
 
-    at_a, at_b = start(api, world["coord"], reference="PT-A"), start(api, world["coordb"], "SITE-B", "PT-B")
-    complete_only_task(api, world["coord"], at_a["id"], {"eligible": True, "patient_initials": "AB"})
+    at_a, at_b = (
+        start(api, world["coord"], reference="PT-A"),
+        start(api, world["coordb"], site="SITE-B", reference="PT-B"),
+    )
+    enrol(api, world, at_a)
     complete_only_task(api, world["coordb"], at_b["id"], {"eligible": False, "patient_initials": "CD"})
     events = outbox(app, mark)
     by_id = {e["event_id"]: e for e in events}
@@ -436,7 +421,7 @@ def test_two_dispatchers_never_send_one_delivery_twice(api, world, app, clock, r
     endpoint = receiver()
     second = subscribe(api, world["integrator"], endpoint.url, ["*"])
     for therapy in therapies[:6]:
-        complete_only_task(api, world["coord"], therapy["id"], {"eligible": False, "patient_initials": "AB"})
+        enrol(api, world, therapy, eligible=False)
     senders = [Dispatcher(app, rng=lambda: 0.0) for _ in range(2)]
     runners = [threading.Thread(target=sender.drain) for sender in senders]
     for runner in runners:
