@@ -17,57 +17,32 @@ import sqlalchemy as sa
 
 from server.config import project_root
 
+from ..e2e.test_bundled_journeys import run_journey
 from ..scenario_data import AUTOLOGOUS_HAPPY_PATH, form_data
+from ..support.journeys import ENROLMENT, complete, enrol, only_task, start, to_receipt
 from .conftest import PASSWORD
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
-def start(api, token, **overrides):
-    body = {"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-0001"}}
-    body.update(overrides)
-    created = api.as_(token).post("/api/v1/therapies", json=body)
-    assert created.status_code == 201, created.get_json()
-    return created.get_json()
-
-
-def open_task(api, token, therapy_id):
-    items = api.as_(token).get(f"/api/v1/tasks?therapy_id={therapy_id}").get_json()["items"]
-    assert len(items) == 1, items
-    return items[0]
-
-
 def enrolled(api, world, **start_data):
     """A mini therapy past enrolment, waiting for the shipment message; returns the therapy."""
-    therapy = start(api, world["coord"], **({"data": start_data} if start_data else {}))
-    task = open_task(api, world["coord"], therapy["id"])
-    done = api.as_(world["coord"]).post(
-        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
-    )
-    assert done.status_code == 200, done.get_json()
+    therapy = start(api, world["coord"], data=start_data or None)
+    enrol(api, world, therapy)
     return therapy
 
 
 def at_receipt(api, world):
     """A mini therapy whose signed 'Receive shipment' task is ready for logistics: (therapy, task)."""
-    therapy = enrolled(api, world)
-    sent = api.as_(world["integrator"]).post(
-        "/api/v1/messages",
-        json={"name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {"carrier": "ColdChain"}},
-    )
-    assert sent.status_code == 200, sent.get_json()
-    return therapy, open_task(api, world["logistics"], therapy["id"])
+    therapy = start(api, world["coord"])
+    return therapy, to_receipt(api, world, therapy, payload={"carrier": "ColdChain"})
 
 
 def sign(api, token, task_id, password=PASSWORD, data=None, meaning="approval"):
-    return api.as_(token).post(
-        f"/api/v1/tasks/{task_id}/complete",
-        json={
-            "data": data if data is not None else {"received_ok": True},
-            "signature": {"password": password, "meaning": meaning},
-        },
-    )
+    """Complete a signed task (by default 'Receive shipment', received ok) with the signature's password."""
+    data = data if data is not None else {"received_ok": True}
+    return complete(api, token, task_id, data, signature={"password": password, "meaning": meaning})
 
 
 def audit_items(api, world, **filters):
@@ -350,15 +325,11 @@ def test_logins_success_and_failure_are_audited(api, world):
 
 def test_refused_requests_on_gmp_data_are_audited(api, world):
     therapy = start(api, world["coord"])
-    task = open_task(api, world["coord"], therapy["id"])
-    wrong_role = api.as_(world["logistics"]).post(f"/api/v1/tasks/{task['id']}/complete", json={"data": {}})
+    task = only_task(api, world["coord"], therapy["id"])
+    wrong_role = complete(api, world["logistics"], task["id"], {})
     assert wrong_role.status_code == 403
-    api.as_(world["coord"]).post(
-        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
-    )
-    twice = api.as_(world["coord"]).post(
-        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
-    )
+    complete(api, world["coord"], task["id"], ENROLMENT)
+    twice = complete(api, world["coord"], task["id"], ENROLMENT)
     assert twice.status_code == 409
     not_allowed = api.as_(world["designer"]).post(
         "/api/v1/messages", json={"name": "shipment.delivered", "coi": therapy["coi"], "payload": {}}
@@ -450,12 +421,11 @@ def test_token_creation_expiry_and_revocation_are_audited(api, world):
 # -- electronic signatures ----------------------------------------------------------------------------------
 def test_signature_needs_the_password_and_the_meaning(api, world):
     _therapy, task = at_receipt(api, world)
-    logistics = api.as_(world["logistics"])
-    missing = logistics.post(f"/api/v1/tasks/{task['id']}/complete", json={"data": {"received_ok": True}})
+    missing = complete(api, world["logistics"], task["id"], {"received_ok": True})
     assert missing.status_code == 422 and missing.get_json()["error"]["code"] == "signature_required"
     wrong_meaning = sign(api, world["logistics"], task["id"], meaning="review")
     assert wrong_meaning.status_code == 422 and wrong_meaning.get_json()["error"]["code"] == "signature_meaning"
-    assert open_task(api, world["logistics"], task["therapy_id"])["status"] == "ready"
+    assert only_task(api, world["logistics"], task["therapy_id"])["status"] == "ready"
 
 
 def test_failed_signature_is_401_and_audited(api, world):
@@ -465,7 +435,7 @@ def test_failed_signature_is_401_and_audited(api, world):
     entry = audit_items(api, world, therapy_id=therapy["id"])[-1]
     assert entry["action"] == "signature.failed" and entry["actor"] == "logistics"
     assert entry["data"]["failed_in_a_row"] == 1 and entry["data"]["account_locked"] is False
-    assert open_task(api, world["logistics"], therapy["id"])["status"] == "ready"
+    assert only_task(api, world["logistics"], therapy["id"])["status"] == "ready"
 
 
 def test_five_failed_signatures_lock_the_account_until_an_admin_unlocks_it(app, api, world):
@@ -566,40 +536,18 @@ def bundled(app, world):
         return {row.key: row.version for row, _created in deploy_bundled(project_root() / "processes")}
 
 
-def test_only_qa_may_sign_a_batch_release(api, world, bundled):
-    role_user = {"coordinator": "coord", "manufacturing": "mfg", "qa": "qa", "logistics": "logistics"}
-    therapy = (
-        api.as_(world["coord"])
-        .post(
-            "/api/v1/therapies",
-            json={"process_key": "autologous_car_t", "site": "SITE-A", "patient": {"reference": "PT-7"}},
-        )
-        .get_json()
-    )
-    for step in AUTOLOGOUS_HAPPY_PATH[: AUTOLOGOUS_HAPPY_PATH.index(("task", "Task_QaRelease"))]:
-        if step[0] == "task":
-            [task] = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()["open_tasks"]
-            body = {"data": form_data(task["form"]["name"], therapy["coi"])}
-            done = api.as_(world[role_user[task["role"]]]).post(f"/api/v1/tasks/{task['id']}/complete", json=body)
-            assert done.status_code == 200, done.get_json()
-        else:
-            assert (
-                api.as_(world["integrator"])
-                .post("/api/v1/messages", json={"name": step[1], "coi": therapy["coi"], "payload": step[2]})
-                .status_code
-                == 200
-            )
-    [release] = api.as_(world["qa"]).get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"]
+def test_only_qa_may_sign_a_batch_release(api, world, clock, bundled):
+    before_release = AUTOLOGOUS_HAPPY_PATH[: AUTOLOGOUS_HAPPY_PATH.index(("task", "Task_QaRelease"))]
+    therapy = run_journey(api, world, clock, "autologous_car_t", before_release)
+    release = only_task(api, world["qa"], therapy["id"])
     assert release["activity_id"] == "Task_QaRelease" and release["signature"] == {"meaning": "approval"}
-    body = {
-        "data": form_data(release["form"]["name"], therapy["coi"]),
-        "signature": {"password": PASSWORD, "meaning": "approval"},
-    }
+    data = form_data(release["form"]["name"], therapy["coi"])
+    signature = {"password": PASSWORD, "meaning": "approval"}
     for outsider in ("admin", "coord", "mfg", "auditor"):
-        refused = api.as_(world[outsider]).post(f"/api/v1/tasks/{release['id']}/complete", json=body)
+        refused = complete(api, world[outsider], release["id"], data, signature=signature)
         assert refused.status_code == 403, (outsider, refused.get_json())
     assert api.as_(world["qa"]).get(f"/api/v1/tasks/{release['id']}").get_json()["status"] == "ready"
-    released = api.as_(world["qa"]).post(f"/api/v1/tasks/{release['id']}/complete", json=body)
+    released = complete(api, world["qa"], release["id"], data, signature=signature)
     assert released.status_code == 200, released.get_json()
     [signature] = released.get_json()["task"]["signatures"]
     assert signature["printed_name"] == "Qa Person" and signature["meaning"] == "approval"
@@ -752,7 +700,7 @@ def test_auditor_is_read_only_everywhere(app, api, world):
     assert ("POST", "/api/v1/tasks/<task_id>/complete") in checked and len(checked) >= 10
     after = all_audit(app)[len(before) :]
     assert after and all(action.endswith(".refused") for _seq, action, _actor, _data in after)
-    assert open_task(api, world["logistics"], therapy["id"])["status"] == "ready"
+    assert only_task(api, world["logistics"], therapy["id"])["status"] == "ready"
 
 
 # -- corrections with a reason -------------------------------------------------------------------------------
