@@ -10,29 +10,14 @@ from sqlalchemy import insert, select, text
 
 from engine.coi import check_character
 
+from ..support.journeys import complete, to_receipt
+from ..support.journeys import start as start_therapy
 from .conftest import PASSWORD
 
 
 def start(api, world, reference="PT-0001"):
-    created = api.as_(world["coord"]).post(
-        "/api/v1/therapies", json={"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": reference}}
-    )
-    assert created.status_code == 201, created.get_json()
-    return created.get_json()
-
-
-def to_receipt(api, world, therapy):
-    """Enrol and deliver: the mini therapy then waits at 'Receive shipment' (range 2..8 °C)."""
-    task = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"][0]
-    done = api.as_(world["coord"]).post(
-        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
-    )
-    assert done.status_code == 200, done.get_json()
-    sent = api.as_(world["integrator"]).post(
-        "/api/v1/messages", json={"name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {}}
-    )
-    assert sent.status_code == 200, sent.get_json()
-    return api.as_(world["logistics"]).get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"][0]
+    """A mini therapy for patient ``reference``, started by SITE-A's coordinator."""
+    return start_therapy(api, world["coord"], reference=reference)
 
 
 def transfer(api, token, therapy, scanned, **extra):
@@ -188,22 +173,17 @@ def test_custody_replay_with_idempotency_key_records_once(api, world, clock):
 def test_task_scan_of_the_wrong_bag_blocks_the_step_before_any_signature(api, world, clock):
     therapy, other = start(api, world, "PT-0001"), start(api, world, "PT-0002")
     task = to_receipt(api, world, therapy)
-    url = f"/api/v1/tasks/{task['id']}/complete"
-    wrong_bag = api.as_(world["logistics"]).post(
-        url,
-        json={
-            "data": {"received_ok": True, "scanned_coi": "&/" + other["coi"]},
-            "signature": {"password": "not-the-password-1", "meaning": "approval"},
-        },
-    )
+
+    def receive(scanned: str, password: str):
+        """Logistics completes 'Receive shipment', signed, with the label scanned on the bag."""
+        data = {"received_ok": True, "scanned_coi": scanned}
+        return complete(
+            api, world["logistics"], task["id"], data, signature={"password": password, "meaning": "approval"}
+        )
+
+    wrong_bag = receive("&/" + other["coi"], "not-the-password-1")
     assert wrong_bag.status_code == 409 and wrong_bag.get_json()["error"]["code"] == "coi_mismatch"
-    typo = api.as_(world["logistics"]).post(
-        url,
-        json={
-            "data": {"received_ok": True, "scanned_coi": wrong_check(therapy["coi"])},
-            "signature": {"password": PASSWORD, "meaning": "approval"},
-        },
-    )
+    typo = receive(wrong_check(therapy["coi"]), PASSWORD)
     assert typo.status_code == 422 and typo.get_json()["error"]["code"] == "coi_check_failed"
     assert api.as_(world["logistics"]).get(f"/api/v1/tasks/{task['id']}").get_json()["status"] == "ready"
 
@@ -217,13 +197,7 @@ def test_task_scan_of_the_wrong_bag_blocks_the_step_before_any_signature(api, wo
     [alert] = rows(api.client.application, Alert, therapy_id=therapy["id"], kind="coi_mismatch")
     assert alert.kind == "coi_mismatch" and alert.severity == "high"
 
-    right = api.as_(world["logistics"]).post(
-        url,
-        json={
-            "data": {"received_ok": True, "scanned_coi": f"{therapy['coi']} {check_character(therapy['coi'])}"},
-            "signature": {"password": PASSWORD, "meaning": "approval"},
-        },
-    )
+    right = receive(f"{therapy['coi']} {check_character(therapy['coi'])}", PASSWORD)
     assert right.status_code == 200, right.get_json()
 
 
