@@ -11,26 +11,9 @@ import requests
 import sqlalchemy as sa
 
 from ..conftest import FIXTURES
+from ..support.journeys import audit_actions, complete, deliver, enrol, fire, start, tasks_of
 
 COURIER_URL = "https://courier.example/book"
-
-
-def start(api, world, process_key="mini_therapy", **data):
-    body = {"process_key": process_key, "site": "SITE-A", "patient": {"reference": "PT-0042"}, "data": data}
-    created = api.as_(world["coord"]).post("/api/v1/therapies", json=body)
-    assert created.status_code == 201, created.get_json()
-    return created.get_json()
-
-
-def tasks_of(api, token, therapy_id):
-    return api.as_(token).get(f"/api/v1/tasks?therapy_id={therapy_id}").get_json()["items"]
-
-
-def fire(app, therapy_id) -> bool:
-    from server.workflow.therapies import fire_due_timers
-
-    with app.app_context():
-        return fire_due_timers(therapy_id)
 
 
 def deploy(app, name: str, replace: tuple[bytes, bytes] | None = None) -> None:
@@ -53,11 +36,6 @@ def rows(app, model, **where) -> list:
         return found
 
 
-def audit_actions(api, world, therapy_id) -> list[str]:
-    items = api.as_(world["auditor"]).get(f"/api/v1/audit?therapy_id={therapy_id}&limit=500").get_json()["items"]
-    return [e["action"] for e in items]
-
-
 def outbox_types(app, therapy_id) -> list[str]:
     from server.store.models import OutboxEvent
 
@@ -76,7 +54,7 @@ def no_outside_calls(monkeypatch):
 
 # -- escalations -------------------------------------------------------------------------------------------
 def test_late_task_raises_an_escalation_alert_for_its_role(app, api, world, clock, no_outside_calls):
-    therapy = start(api, world)
+    therapy = start(api, world["coord"])
     [task] = tasks_of(api, world["coord"], therapy["id"])
     due = clock.now + timedelta(hours=24)
     assert task["due_at"] == due.isoformat().replace("+00:00", "Z"), "the boundary timer's due time shows"
@@ -116,19 +94,13 @@ def test_bundled_process_escalates_a_late_fresh_delivery(app, api, world, clock)
 
     with app.app_context():
         deploy_bundled(project_root() / "processes")
-    therapy = start(api, world, "autologous_car_t")
+    therapy = start(api, world["coord"], "autologous_car_t")
     for activity_id in ("Task_Enrolment", "Task_Scheduling", "Task_Apheresis"):
         [task] = tasks_of(api, world["coord"], therapy["id"])
         assert task["activity_id"] == activity_id
-        done = api.as_(world["coord"]).post(
-            f"/api/v1/tasks/{task['id']}/complete", json={"data": form_data(task["form"]["name"], therapy["coi"])}
-        )
+        done = complete(api, world["coord"], task["id"], form_data(task["form"]["name"], therapy["coi"]))
         assert done.status_code == 200, done.get_json()
-    picked_up = api.as_(world["integrator"]).post(
-        "/api/v1/messages",
-        json={"name": "courier.picked_up", "therapy_id": therapy["id"], "payload": {"courier": "ColdChain"}},
-    )
-    assert picked_up.status_code == 200, picked_up.get_json()
+    deliver(api, world, therapy, "courier.picked_up", {"courier": "ColdChain"})
     therapy = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
     [wait] = [w for w in therapy["waiting_for"] if w["activity_id"] == "Event_FreshDeliveryOverdue"]
     clock.advance(hours=24, seconds=1)
@@ -139,16 +111,12 @@ def test_bundled_process_escalates_a_late_fresh_delivery(app, api, world, clock)
     assert "Fresh material in transit to manufacturing" in escalation["message"]
     assert any(a["kind"] == "notification" for a in alerts), "the diagram's own notify step ran too"
     assert fire(app, therapy["id"]) is False
-    delivered = api.as_(world["integrator"]).post(
-        "/api/v1/messages",
-        json={"name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {"delivered_to": "MFG-1"}},
-    )
-    assert delivered.status_code == 200, "the late delivery is still awaited"
+    deliver(api, world, therapy, payload={"delivered_to": "MFG-1"})  # the late delivery is still awaited
     assert wait["due_at"] is not None
 
 
 def test_alerts_are_site_scoped_and_acknowledged_once(app, api, world, clock):
-    therapy = start(api, world)
+    therapy = start(api, world["coord"])
     clock.advance(hours=25)
     assert fire(app, therapy["id"])
     [alert] = api.as_(world["coord"]).get("/api/v1/alerts?status=open").get_json()["items"]
@@ -183,7 +151,7 @@ def test_cycle_timer_escalates_three_times(app, api, world, clock):
         "timers-user-task.bpmn",
         (b"<bpmn:timeDuration>PT2H</bpmn:timeDuration>", b"<bpmn:timeCycle>R3/PT1H</bpmn:timeCycle>"),
     )
-    therapy = start(api, world, "timers_user_task")
+    therapy = start(api, world["coord"], "timers_user_task")
     for _hour in range(5):
         clock.advance(hours=1, seconds=1)
         fire(app, therapy["id"])
@@ -220,9 +188,9 @@ def courier(app, monkeypatch):
 
 def prepare_shipper(api, world):
     """Start a booking therapy and complete its first task, which reaches the courier booking."""
-    therapy = start(api, world, "incident_service", courier_url=COURIER_URL)
+    therapy = start(api, world["coord"], "incident_service", data={"courier_url": COURIER_URL})
     [task] = tasks_of(api, world["logistics"], therapy["id"])
-    done = api.as_(world["logistics"]).post(f"/api/v1/tasks/{task['id']}/complete", json={"data": {"boxes": 2}})
+    done = complete(api, world["logistics"], task["id"], {"boxes": 2})
     assert done.status_code == 200, done.get_json()
     assert done.get_json()["task"]["status"] == "completed", "the completion is kept although the next step failed"
     return therapy, task
@@ -364,12 +332,8 @@ def test_service_task_without_retry_settings_retries_three_times_and_leaves_noth
         raise OSError("mail relay unreachable")
 
     monkeypatch.setitem(operators.OPERATORS, "notify", (half_done_notify, ""))
-    therapy = start(api, world)
-    [task] = tasks_of(api, world["coord"], therapy["id"])
-    done = api.as_(world["coord"]).post(
-        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
-    )
-    assert done.status_code == 200, done.get_json()
+    therapy = start(api, world["coord"])
+    enrol(api, world, therapy)
     for attempt in range(1, 5):
         incident = incident_of(api, world, therapy["id"])
         assert incident["attempts"] == attempt and incident["retries"] == 3
@@ -408,7 +372,7 @@ def wait_until(predicate, seconds=10.0):
 def test_timer_that_came_due_while_the_server_was_down_fires_once_at_start(app, api, world, clock):
     from server.workflow.scheduler import TimerScheduler
 
-    therapy = start(api, world)
+    therapy = start(api, world["coord"])
     clock.advance(hours=30)  # the server was down when the escalation came due
 
     def fired_count():
@@ -435,7 +399,7 @@ def test_the_sweep_arms_an_overdue_therapy_that_lost_its_job(app, api, world, cl
 
     scheduler = start_scheduler(app)
     try:
-        therapy = start(api, world)
+        therapy = start(api, world["coord"])
         scheduler.disarm(therapy["id"])  # as if the process died between the commit and the arming
         clock.advance(hours=25)
         assert scheduler.sweep() == 1
@@ -451,14 +415,11 @@ def test_each_commit_arms_or_disarms_the_therapy_job(app, api, world, clock):
 
     scheduler = start_scheduler(app)
     try:
-        therapy = start(api, world)
+        therapy = start(api, world["coord"])
         job = scheduler.scheduler.get_job(f"timer:{therapy['id']}")
         assert job is not None
         assert timedelta(hours=23, minutes=59) < job.next_run_time - _real_now() <= timedelta(hours=24)
-        [task] = tasks_of(api, world["coord"], therapy["id"])
-        api.as_(world["coord"]).post(
-            f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": False, "patient_initials": "AB"}}
-        )
+        enrol(api, world, therapy, eligible=False)
         assert scheduler.scheduler.get_job(f"timer:{therapy['id']}") is None, "nothing left to wait for"
     finally:
         scheduler.shutdown()
