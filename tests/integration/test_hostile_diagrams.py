@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from ..support import hostile
+from ..support.journeys import audit_actions, complete, enrol, fire, only_task, post_therapy, start
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 
@@ -25,12 +26,6 @@ def upload(api, token, content: bytes, name: str = "diagram.bpmn"):
     )
 
 
-def start(api, world, key: str, **data):
-    return api.as_(world["coord"]).post(
-        "/api/v1/therapies", json={"process_key": key, "site": "SITE-A", "patient": {"reference": "PT-1"}, "data": data}
-    )
-
-
 def therapy_count(app) -> int:
     from server.store.extensions import db
     from server.store.models import Therapy
@@ -43,20 +38,9 @@ def incidents_of(api, world, therapy_id):
     return api.as_(world["admin"]).get(f"/api/v1/incidents?therapy_id={therapy_id}").get_json()["items"]
 
 
-def audit_actions(api, world, therapy_id) -> list[str]:
-    items = api.as_(world["auditor"]).get(f"/api/v1/audit?therapy_id={therapy_id}&limit=500").get_json()["items"]
-    return [e["action"] for e in items]
-
-
 def mini_therapy_runs(api, world) -> None:
     """Another therapy starts and its first task completes: the service is not stuck."""
-    created = start(api, world, "mini_therapy", patient_initials="AB")
-    assert created.status_code == 201, created.get_json()
-    tasks = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={created.get_json()['id']}").get_json()["items"]
-    done = api.as_(world["coord"]).post(
-        f"/api/v1/tasks/{tasks[0]['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
-    )
-    assert done.status_code == 200, done.get_json()
+    enrol(api, world, start(api, world["coord"], data={"patient_initials": "AB"}))
 
 
 @pytest.fixture
@@ -68,7 +52,7 @@ def budget(app):
 def test_a_loop_at_start_is_stopped_undone_and_leaves_an_incident(app, api, world, budget):
     assert upload(api, world["designer"], hostile.looping("loop_start")).status_code == 201
     began = time.monotonic()
-    created = start(api, world, "loop_start")
+    created = post_therapy(api, world["coord"], "loop_start")
     assert time.monotonic() - began < 10
     assert created.status_code == 201, created.get_json()
     therapy = created.get_json()
@@ -87,16 +71,16 @@ def test_a_loop_at_start_is_stopped_undone_and_leaves_an_incident(app, api, worl
 
 def test_a_loop_after_a_task_refuses_the_completion_and_keeps_the_task(app, api, world, budget):
     assert upload(api, world["designer"], hostile.looping("loop_task", before="task")).status_code == 201
-    therapy = start(api, world, "loop_task").get_json()
-    [task] = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"]
-    refused = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete", json={"data": {}})
+    therapy = start(api, world["coord"], "loop_task")
+    task = only_task(api, world["coord"], therapy["id"])
+    refused = complete(api, world["coord"], task["id"], {})
     assert refused.status_code == 422
     error = refused.get_json()["error"]
     assert error["code"] == "step_budget_exceeded" and error["details"]["incident_id"]
     again = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"]
     assert [t["id"] for t in again] == [task["id"]], "the completion was undone: the task is still ready"
     assert api.as_(world["coord"]).get(f"/api/v1/tasks/{task['id']}").get_json()["status"] == "ready"
-    refused_twice = api.as_(world["coord"]).post(f"/api/v1/tasks/{task['id']}/complete", json={"data": {}})
+    refused_twice = complete(api, world["coord"], task["id"], {})
     assert refused_twice.get_json()["error"]["details"]["incident_id"] == error["details"]["incident_id"]
     [incident] = incidents_of(api, world, therapy["id"])
     assert incident["attempts"] == 2 and incident["status"] == "open"
@@ -106,17 +90,15 @@ def test_a_loop_after_a_task_refuses_the_completion_and_keeps_the_task(app, api,
 def test_a_loop_behind_a_timer_halts_the_timers_until_an_admin_acts(app, api, world, clock, budget):
     from server.store.extensions import db
     from server.store.models import Therapy
-    from server.workflow.therapies import fire_due_timers
 
     assert upload(api, world["designer"], hostile.looping("loop_timer", before="timer")).status_code == 201
-    therapy = start(api, world, "loop_timer").get_json()
+    therapy = start(api, world["coord"], "loop_timer")
     clock.advance(seconds=2)
+    assert fire(app, therapy["id"]) is False
     with app.app_context():
-        assert fire_due_timers(therapy["id"]) is False
         stored = db.session.get(Therapy, therapy["id"])
         assert stored.next_due_at is None, "the scheduler does not come back to it (nor after a restart)"
-        db.session.rollback()
-        assert fire_due_timers(therapy["id"]) is False
+    assert fire(app, therapy["id"]) is False
     [incident] = incidents_of(api, world, therapy["id"])
     assert incident["status"] == "open" and incident["attempts"] == 1
     detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
@@ -136,7 +118,7 @@ def test_huge_text_from_a_script_is_refused_and_stores_nothing(app, api, world, 
     key = f"huge_{name}"
     assert upload(api, world["designer"], hostile.scripted(key, hostile.HUGE_TEXT[name])).status_code == 201
     before = therapy_count(app)
-    refused = start(api, world, key)
+    refused = post_therapy(api, world["coord"], key)
     assert refused.status_code == 422, refused.get_json()
     assert refused.get_json()["error"]["code"] == "script_failed"
     assert "memory" in refused.get_json()["error"]["message"] or "stored" in refused.get_json()["error"]["message"]
@@ -146,17 +128,17 @@ def test_huge_text_from_a_script_is_refused_and_stores_nothing(app, api, world, 
 def test_process_data_over_the_limit_is_refused(app, api, world):
     app.config.update(MAX_PROCESS_DATA_CHARS=10_000)
     assert upload(api, world["designer"], hostile.scripted("big_data", "s = 'x' * 20000")).status_code == 201
-    refused = start(api, world, "big_data")
+    refused = post_therapy(api, world["coord"], "big_data")
     assert refused.status_code == 422 and "10000 characters" in refused.get_json()["error"]["message"]
     assert upload(api, world["designer"], hostile.scripted("small_data", "s = 'x' * 2000")).status_code == 201
-    assert start(api, world, "small_data").status_code == 201
+    assert post_therapy(api, world["coord"], "small_data").status_code == 201
 
 
 def test_one_long_builtin_call_is_cut_at_the_deadline(app, api, world):
     app.config.update(SCRIPT_TIME_LIMIT=0.5)
     assert upload(api, world["designer"], hostile.scripted("slow_call", hostile.SLOW_CALL)).status_code == 201
     began = time.monotonic()
-    refused = start(api, world, "slow_call")
+    refused = post_therapy(api, world["coord"], "slow_call")
     assert time.monotonic() - began < 5
     assert refused.status_code == 422 and "time limit" in refused.get_json()["error"]["message"]
     mini_therapy_runs(api, world)
@@ -165,17 +147,15 @@ def test_one_long_builtin_call_is_cut_at_the_deadline(app, api, world):
 @pytest.mark.parametrize("script", ["coi = 'W123426000001'", "patient_reference = 'someone else'", "del site"])
 def test_scripts_cannot_change_what_the_server_set(app, api, world, script):
     assert upload(api, world["designer"], hostile.scripted("protected", script)).status_code == 201
-    refused = start(api, world, "protected")
+    refused = post_therapy(api, world["coord"], "protected")
     assert refused.status_code == 422, refused.get_json()
     assert "may not change" in refused.get_json()["error"]["message"]
 
 
 def test_form_data_cannot_overwrite_the_coi(app, api, world):
-    created = start(api, world, "mini_therapy", patient_initials="AB").get_json()
-    [task] = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={created['id']}").get_json()["items"]
-    refused = api.as_(world["coord"]).post(
-        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "coi": "X"}}
-    )
+    created = start(api, world["coord"], data={"patient_initials": "AB"})
+    task = only_task(api, world["coord"], created["id"])
+    refused = complete(api, world["coord"], task["id"], {"eligible": True, "coi": "X"})
     assert refused.status_code == 422, refused.get_json()
     detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{created['id']}").get_json()
     assert detail["data"]["coi"] == created["coi"]

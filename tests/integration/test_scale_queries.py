@@ -13,6 +13,7 @@ from datetime import timedelta
 from sqlalchemy import event
 
 from ..conftest import ROOT
+from ..support.journeys import start
 from .test_web_pages import _log_in
 
 PROCESSES = ROOT / "processes"
@@ -76,36 +77,21 @@ def deploy(app, *paths) -> None:
             deploy_definition(path.read_bytes(), {}, "test")
 
 
-def start(api, token, process_key: str, patient: str) -> dict:
-    answer = api.as_(token).post(
-        "/api/v1/therapies", json={"process_key": process_key, "site": "SITE-A", "patient": {"reference": patient}}
-    )
-    assert answer.status_code == 201, answer.get_json()
-    return answer.get_json()
-
-
 def test_inbox_lists_soonest_due_first_and_undated_tasks_last_across_pages(api, world, clock):
     app = api.client.application
     deploy(app, PROCESSES / "autologous-car-t.bpmn", FIXTURES / "timers-user-task.bpmn")
     coord = api.as_(world["coord"])
-    first = start(api, world["coord"], "mini_therapy", "PT-1")  # due in 24 h
+    first = start(api, world["coord"], "mini_therapy", reference="PT-1")  # due in 24 h
     clock.advance(hours=1)
-    undated_early = start(api, world["coord"], "autologous_car_t", "PT-2")  # no due time
-    second = start(api, world["coord"], "mini_therapy", "PT-3")  # due in 25 h
+    undated_early = start(api, world["coord"], "autologous_car_t", reference="PT-2")  # no due time
+    second = start(api, world["coord"], "mini_therapy", reference="PT-3")  # due in 25 h
     clock.advance(hours=1)
-    soonest = start(api, world["coord"], "timers_user_task", "PT-4")  # due in 4 h
+    soonest = start(api, world["coord"], "timers_user_task", reference="PT-4")  # due in 4 h
     clock.advance(hours=1)
-    undated_late = start(api, world["coord"], "autologous_car_t", "PT-5")
-    cancelled = start(api, world["coord"], "mini_therapy", "PT-6")
+    undated_late = start(api, world["coord"], "autologous_car_t", reference="PT-5")
+    cancelled = start(api, world["coord"], "mini_therapy", reference="PT-6")
     assert coord.post(f"/api/v1/therapies/{cancelled['id']}/cancel", json={"reason": "withdrawn"}).status_code == 200
-    elsewhere = (
-        api.as_(world["coordb"])
-        .post(
-            "/api/v1/therapies",
-            json={"process_key": "mini_therapy", "site": "SITE-B", "patient": {"reference": "PT-7"}},
-        )
-        .get_json()
-    )
+    elsewhere = start(api, world["coordb"], site="SITE-B", reference="PT-7")
 
     seen, cursor = [], None
     while True:
@@ -137,7 +123,7 @@ def test_inbox_lists_soonest_due_first_and_undated_tasks_last_across_pages(api, 
 def test_lists_read_their_index_in_order(api, world, clock):
     app = api.client.application
     for number in range(3):
-        start(api, world["coord"], "mini_therapy", f"PT-{number}")
+        start(api, world["coord"], "mini_therapy", reference=f"PT-{number}")
         clock.advance(minutes=5)
     wanted = {
         "/api/v1/tasks": "ix_task_inbox",
@@ -169,7 +155,7 @@ def test_lists_read_their_index_in_order(api, world, clock):
 def test_a_therapys_tasks_of_one_status_are_read_by_therapy(api, world):
     """Looking up one therapy's open (or completed) tasks reads that therapy's rows, not every open task."""
     app = api.client.application
-    therapy = start(api, world["coord"], "mini_therapy", "PT-1")
+    therapy = start(api, world["coord"], "mini_therapy", reference="PT-1")
     with statements(app) as seen:
         assert api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").status_code == 200
     for statement, parameters in seen:
@@ -180,7 +166,7 @@ def test_a_therapys_tasks_of_one_status_are_read_by_therapy(api, world):
 
 def test_lists_and_detail_leave_the_engine_state_in_the_database(api, world):
     app = api.client.application
-    therapy = start(api, world["coord"], "mini_therapy", "PT-1")
+    therapy = start(api, world["coord"], "mini_therapy", reference="PT-1")
     client = app.test_client()
     _log_in(client, "coord")
     reads = {
