@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import current_app, g, request
+from flask import current_app, g, has_request_context, request
 from sqlalchemy import select
 
 from server.errors import ApiError, Forbidden, Invalid, Unauthorized
@@ -205,6 +205,16 @@ def authenticate() -> User:
     return user
 
 
+def check_roles(user: User, roles: tuple[str, ...]) -> None:
+    """403 unless ``user`` holds one of ``roles`` (no roles: anyone signed in)."""
+    if roles and not any(r in user.roles for r in roles):
+        raise Forbidden(
+            f"This needs one of the roles: {', '.join(roles)}.",
+            code="forbidden",
+            details={"required_roles": list(roles)},
+        )
+
+
 def require(*roles: str):
     """Decorator: the caller must be authenticated and hold one of ``roles`` (any role when empty)."""
 
@@ -212,13 +222,8 @@ def require(*roles: str):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
             try:
-                user = authenticate()
-                if roles and not any(r in user.roles for r in roles):
-                    raise Forbidden(
-                        f"This needs one of the roles: {', '.join(roles)}.",
-                        code="forbidden",
-                        details={"required_roles": list(roles)},
-                    )
+                check_roles(authenticate(), roles)
+                g.refusal_audited_on_answer = True  # by this wrapper, after the view (and its idempotency) ended
                 return view(*args, **kwargs)
             except ApiError as exc:
                 caller = getattr(g, "user", None)
@@ -249,6 +254,11 @@ def _refused_subject() -> tuple[str, str, Therapy | None]:
     if therapy_id:
         return "therapy", str(therapy_id), db.session.get(Therapy, str(therapy_id))
     return "endpoint", request.endpoint or request.path, None
+
+
+def refusal_audited_on_answer() -> bool:
+    """Whether this request's refusal is audited as it is answered (an API endpoint's ``require`` does it)."""
+    return has_request_context() and bool(g.get("refusal_audited_on_answer"))
 
 
 def audit_refused_request(user: User, exc: ApiError) -> None:

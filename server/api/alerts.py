@@ -6,22 +6,19 @@ from flask import g, request
 from marshmallow import EXCLUDE, Schema, fields, validate
 from sqlalchemy import select
 
-from server.access.auth import can_see_site, require, visible_site_ids
+from server import usecases
+from server.access.auth import require
 from server.api.idempotency import idempotent
 from server.api.schemas import load_json
 from server.oversight import alerts as alert_cases
-from server.store.extensions import db
-from server.store.models import ROLES, Alert
-from server.store.uow import unit_of_work
+from server.store.models import Alert
+from server.usecases.checks import visible_alert
 
-from ..errors import Conflict, NotFound
 from . import bp
 from .filters import by_status, within_caller_sites
 from .paging import page
 
 STATUSES = ("open", "acknowledged")
-# Everyone who works on therapies may acknowledge what they see; the auditor only reads.
-ACKNOWLEDGING_ROLES = tuple(r for r in ROLES if r != "auditor")
 
 
 class AcknowledgeSchema(Schema):
@@ -31,20 +28,6 @@ class AcknowledgeSchema(Schema):
         unknown = EXCLUDE
 
     note = fields.String(load_default="", validate=validate.Length(max=2000))
-
-
-def visible_alert(alert_id: str) -> Alert:
-    """The alert if the caller may see its site (alerts without a site: unscoped users only); 404 otherwise."""
-    alert = db.session.get(Alert, alert_id)
-    if alert is None or not _may_see(alert):
-        raise NotFound("No such alert.", details={"alert_id": alert_id})
-    return alert
-
-
-def _may_see(alert: Alert) -> bool:
-    if alert.site_id is None:
-        return visible_site_ids(g.user) is None
-    return can_see_site(g.user, alert.site_id)
 
 
 @bp.get("/alerts")
@@ -64,23 +47,15 @@ def list_alerts():
 @require()
 def get_alert(alert_id: str):
     """One alert."""
-    return alert_cases.alert_item(visible_alert(alert_id))
+    return alert_cases.alert_item(visible_alert(g.user, alert_id))
 
 
 @bp.post("/alerts/<alert_id>/acknowledge")
-@require(*ACKNOWLEDGING_ROLES)
+@require(*usecases.AcknowledgeAlert.ROLES)
 @idempotent
 def acknowledge_alert(alert_id: str):
     """Acknowledge an open alert with a note (audited); 409 when it was acknowledged already."""
-    alert = visible_alert(alert_id)
+    visible_alert(g.user, alert_id)  # an unknown or unseen alert is 404 before the body is read
     body = load_json(AcknowledgeSchema())
-    with unit_of_work():
-        db.session.refresh(alert)
-        if alert.status != "open":
-            raise Conflict(
-                f"The alert was already acknowledged by {alert.acknowledged_by}.",
-                code="already_acknowledged",
-                details={"alert_id": alert.id},
-            )
-        alert_cases.acknowledge(alert, g.user.username, body["note"])
+    alert = usecases.acknowledge_alert(usecases.AcknowledgeAlert(alert_id=alert_id, by=g.user, note=body["note"]))
     return alert_cases.alert_item(alert), 200

@@ -10,16 +10,16 @@ from flask import g, request
 from marshmallow import RAISE, Schema, fields, validate
 
 from engine.values import INT_MAX
+from server import usecases
 from server.access.auth import require
 from server.api.idempotency import idempotent
 from server.api.schemas import in_utc_years, load_json
 from server.custody import conditions
 from server.store.extensions import db
-from server.workflow import therapies as usecases
+from server.usecases.checks import visible_therapy
 
 from ..errors import BadRequest
 from . import bp
-from .therapies import visible_therapy
 
 MAX_LIMIT = 500
 MAX_POINTS = 2000
@@ -50,19 +50,17 @@ class ReadingBatchSchema(Schema):
 
 
 @bp.post("/therapies/<therapy_id>/conditions")
-@require("logistics", "integrator")
+@require(*usecases.RecordReadings.ROLES)
 @idempotent
 def record_conditions(therapy_id: str):
     """Record one reading, or ``{"readings": [...]}`` (up to 1,000), against the range that applies now."""
-    therapy = visible_therapy(therapy_id)
+    visible_therapy(g.user, therapy_id)  # an unknown or unseen therapy is 404 before the body is read
     raw = request.get_json(silent=True)
     if isinstance(raw, dict) and "readings" in raw:
         readings = load_json(ReadingBatchSchema())["readings"]
     else:
         readings = [load_json(ReadingSchema())]
-    result = conditions.record_readings(
-        therapy, readings, g.user.username, tell_process=usecases.deliver_waiting_message
-    )
+    result = usecases.record_readings(usecases.RecordReadings(therapy_id=therapy_id, readings=readings, by=g.user))
     if "readings" not in (raw or {}):
         result.pop("recorded")
         result.pop("excursions")
@@ -123,7 +121,7 @@ def _cursor() -> tuple[datetime, int] | None:
 @require()
 def list_conditions(therapy_id: str):
     """The readings in ``[from, to)`` oldest first (``limit``, ``cursor``), or ``points`` buckets for a chart."""
-    therapy = visible_therapy(therapy_id)
+    therapy = visible_therapy(g.user, therapy_id)
     start, end = _moment("from"), _moment("to")
     if start and end and start >= end:
         raise BadRequest("'from' must be before 'to'.", code="invalid_filter", details={"field": "from"})

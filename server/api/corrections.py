@@ -1,17 +1,18 @@
-"""``POST`` and ``GET /therapies/{id}/corrections``: the routes of ``server.workflow.corrections``."""
+"""``POST`` and ``GET /therapies/{id}/corrections``: correct one recorded value, list the corrections."""
 
 from __future__ import annotations
 
 from flask import g
 from marshmallow import RAISE, Schema, fields, validate
 
+from server import usecases
 from server.access.auth import require
 from server.api.idempotency import idempotent
 from server.api.schemas import load_json
-from server.workflow.corrections import correct_value, correction_view, corrections_for
+from server.usecases.checks import visible_therapy
+from server.workflow.corrections import correction_view, corrections_for
 
 from . import bp
-from .therapies import visible_therapy
 
 
 class CorrectionSchema(Schema):
@@ -26,13 +27,14 @@ class CorrectionSchema(Schema):
 
 
 @bp.post("/therapies/<therapy_id>/corrections")
-@require("qa", "admin")
+@require(*usecases.CorrectValue.ROLES)
 @idempotent
 def create_correction(therapy_id: str):
     """Correct one recorded process-data value; the reason is mandatory and old and new values are audited."""
-    therapy = visible_therapy(therapy_id)
-    body = load_json(CorrectionSchema())
-    correction = correct_value(therapy, body["path"], body["value"], body["reason"], g.user.username)
+    visible_therapy(g.user, therapy_id)  # an unknown or unseen therapy is 404 before the body is read
+    correction = usecases.correct_value(
+        usecases.CorrectValue(therapy_id=therapy_id, by=g.user, **load_json(CorrectionSchema()))
+    )
     return correction_view(correction), 201
 
 
@@ -40,5 +42,5 @@ def create_correction(therapy_id: str):
 @require()
 def list_corrections(therapy_id: str):
     """The corrections of one therapy's data, oldest first."""
-    therapy = visible_therapy(therapy_id)
+    therapy = visible_therapy(g.user, therapy_id)
     return {"items": corrections_for(therapy), "next_cursor": None}

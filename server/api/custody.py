@@ -7,13 +7,14 @@ from datetime import UTC
 from flask import g
 from marshmallow import RAISE, Schema, fields, validate
 
+from server import usecases
 from server.access.auth import require
 from server.api.idempotency import idempotent
 from server.api.schemas import in_utc_years, load_json
 from server.custody import transfers as custody
+from server.usecases.checks import visible_therapy
 
 from . import bp
-from .therapies import visible_therapy
 
 _PARTY = validate.Length(min=1, max=200)
 
@@ -33,21 +34,13 @@ class CustodyTransferSchema(Schema):
 
 
 @bp.post("/therapies/<therapy_id>/custody")
-@require("logistics", "manufacturing", "coordinator", "integrator")
+@require(*usecases.RecordCustody.ROLES)
 @idempotent
 def record_custody_transfer(therapy_id: str):
     """Record one handoff of a material; the scanned label must be this therapy's COI (409 otherwise)."""
-    therapy = visible_therapy(therapy_id)
-    body = load_json(CustodyTransferSchema())
-    transfer = custody.record_transfer(
-        therapy,
-        material_id=body["material_id"].strip(),
-        from_party=body["from_party"].strip(),
-        to_party=body["to_party"].strip(),
-        scanned_coi=body["scanned_coi"],
-        actor=g.user.username,
-        location=(body["location"] or "").strip() or None,
-        occurred_at=body["occurred_at"],
+    visible_therapy(g.user, therapy_id)  # an unknown or unseen therapy is 404 before the body is read
+    transfer = usecases.record_custody(
+        usecases.RecordCustody(therapy_id=therapy_id, by=g.user, **load_json(CustodyTransferSchema()))
     )
     return custody.transfer_item(transfer), 201
 
@@ -56,7 +49,7 @@ def record_custody_transfer(therapy_id: str):
 @require()
 def list_custody_transfers(therapy_id: str):
     """The therapy's chain of custody in the order the handoffs happened, with any gap in it."""
-    therapy = visible_therapy(therapy_id)
+    therapy = visible_therapy(g.user, therapy_id)
     transfers = custody.chain(therapy.id)
     return {
         "therapy_id": therapy.id,

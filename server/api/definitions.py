@@ -5,11 +5,11 @@ from __future__ import annotations
 from flask import Response, g, request
 from sqlalchemy import func, select
 
+from server import usecases
 from server.access.auth import require
 from server.api.idempotency import idempotent
 from server.store.extensions import db
 from server.store.models import ProcessDefinition, Therapy
-from server.workflow.definitions import deploy
 
 from ..errors import BadRequest, NotFound
 from . import bp
@@ -18,7 +18,7 @@ from .views import definition_version
 
 
 @bp.post("/process-definitions")
-@require("designer", "admin")
+@require(*usecases.DeployDefinition.ROLES)
 @idempotent
 def upload_definition():
     """Deploy a BPMN diagram (field ``bpmn``) with zero or more JSON Schema ``forms`` files."""
@@ -35,7 +35,7 @@ def upload_definition():
         if not name:
             raise BadRequest("Every 'forms' file needs a file name.", code="missing_file", details={"field": "forms"})
         forms[name] = form.read()
-    row, created = deploy(upload.read(), forms, g.user.username)
+    row, created = usecases.deploy_definition(usecases.DeployDefinition(bpmn=upload.read(), forms=forms, by=g.user))
     return definition_version(row), (201 if created else 200)
 
 

@@ -6,13 +6,13 @@ from flask import g, request
 from marshmallow import EXCLUDE, Schema, fields, validate
 from sqlalchemy import select
 
+from server import usecases
 from server.access.auth import require
 from server.api.idempotency import idempotent
 from server.api.schemas import load_json
 from server.store.extensions import db
 from server.store.models import Incident, Therapy
 from server.workflow import incidents as incident_cases
-from server.workflow import recovery
 
 from ..errors import BadRequest
 from . import bp
@@ -58,23 +58,21 @@ def _answer(incident: Incident) -> dict:
 
 
 @bp.post("/incidents/<incident_id>/retry")
-@require("admin")
+@require(*usecases.RetryIncident.ROLES)
 @idempotent
 def retry_incident(incident_id: str):
     """Run the failed task again now; when it fails again the incident stays open with the new error."""
-    incident = incident_cases.get_incident(incident_id)
-    recovery.retry(incident, g.user.username)
-    db.session.refresh(incident)
-    return _answer(incident), 200
+    return _answer(usecases.retry_incident(usecases.RetryIncident(incident_id=incident_id, by=g.user))), 200
 
 
 @bp.post("/incidents/<incident_id>/resolve")
-@require("admin")
+@require(*usecases.ResolveIncident.ROLES)
 @idempotent
 def resolve_incident(incident_id: str):
     """Close the incident with a reason: the failed step counts as done by hand and the therapy runs on."""
-    incident = incident_cases.get_incident(incident_id)
+    incident_cases.get_incident(incident_id)  # an unknown incident is 404 before the body is read
     body = load_json(ResolveSchema())
-    recovery.resolve(incident, body["reason"], g.user.username, body["result"])
-    db.session.refresh(incident)
+    incident = usecases.resolve_incident(
+        usecases.ResolveIncident(incident_id=incident_id, reason=body["reason"], result=body["result"], by=g.user)
+    )
     return _answer(incident), 200

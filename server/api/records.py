@@ -8,9 +8,9 @@ from server.access.auth import require
 from server.compliance.record import therapy_record, vein_to_vein
 from server.compliance.record_pdf import record_pdf
 from server.custody.labels import check_material_id, label_pdf
+from server.usecases.checks import visible_therapy
 
 from . import bp
-from .therapies import visible_therapy
 
 
 def _pdf(content: bytes, filename: str) -> Response:
@@ -26,7 +26,7 @@ def therapy_label(therapy_id: str, material_id: str):
     """A printable label for one material: the COI as a Code 128 barcode and eye-readable, product and date."""
     from server.clock import clock
 
-    therapy = visible_therapy(therapy_id)
+    therapy = visible_therapy(g.user, therapy_id)
     check_material_id(material_id)
     collected = vein_to_vein(therapy)["collection_at"]
     content = label_pdf(therapy, material_id, clock()(), collected_at=collected[:10] if collected else None)
@@ -37,7 +37,7 @@ def therapy_label(therapy_id: str, material_id: str):
 @require()
 def therapy_record_json(therapy_id: str):
     """The complete therapy record, electronic form: identity, steps, signatures, custody, conditions, audit."""
-    therapy = visible_therapy(therapy_id)
+    therapy = visible_therapy(g.user, therapy_id)
     return therapy_record(therapy, g.user.username)
 
 
@@ -45,5 +45,5 @@ def therapy_record_json(therapy_id: str):
 @require()
 def therapy_record_pdf(therapy_id: str):
     """The complete therapy record, human-readable form (PDF)."""
-    therapy = visible_therapy(therapy_id)
+    therapy = visible_therapy(g.user, therapy_id)
     return _pdf(record_pdf(therapy_record(therapy, g.user.username)), f"therapy-record-{therapy.coi}.pdf")

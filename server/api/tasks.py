@@ -5,21 +5,17 @@ from __future__ import annotations
 from flask import g, request
 from sqlalchemy import select
 
+from server import usecases
 from server.access.auth import require, visible_site_ids
 from server.api.idempotency import idempotent
 from server.api.schemas import CompleteTaskSchema, load_json
 from server.compliance.signatures import signatures_for_task
 from server.store.models import TaskRecord, Therapy
-from server.workflow import commands
+from server.usecases.checks import visible_task
 
 from . import bp
 from .paging import page
 from .views import task_item, task_list_options, therapy_summary
-
-
-def visible_task(task_id: str) -> TaskRecord:
-    """The task (with its therapy) if the caller may see it; 404 otherwise."""
-    return commands.visible_task(g.user, task_id)
 
 
 @bp.get("/tasks")
@@ -51,7 +47,7 @@ def inbox_query(user, role: str = ""):
 @require()
 def get_task(task_id: str):
     """One task, ready or done, with its recorded data and signatures once completed."""
-    return task_detail(visible_task(task_id))
+    return task_detail(visible_task(g.user, task_id))
 
 
 def task_detail(task: TaskRecord) -> dict:
@@ -68,9 +64,9 @@ def task_detail(task: TaskRecord) -> dict:
 @idempotent
 def complete_task(task_id: str):
     """Complete a READY task with form data (and a signature when the diagram asks for one)."""
-    visible_task(task_id)  # an unknown or unseen task is 404 before its body is read
+    visible_task(g.user, task_id)  # an unknown or unseen task is 404 before its body is read
     body = load_json(CompleteTaskSchema())
-    task = commands.complete_task(
-        commands.CompleteTask(task_id=task_id, by=g.user, data=body["data"], signature=body["signature"])
+    task = usecases.complete_task(
+        usecases.CompleteTask(task_id=task_id, by=g.user, data=body["data"], signature=body["signature"])
     )
     return {"task": task_detail(task), "therapy": therapy_summary(task.therapy)}, 200

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import g, request
 from sqlalchemy import select
-from sqlalchemy.orm import defer
 
-from server.access.auth import can_see_site, require
+from server import usecases
+from server.access.auth import require
 from server.api.idempotency import idempotent
 from server.api.schemas import CancelSchema, StartTherapySchema, load_json
 from server.clock import iso
@@ -14,10 +14,9 @@ from server.compliance.record import vein_to_vein
 from server.compliance.signatures import signatures_for
 from server.store.extensions import db
 from server.store.models import AuditEntry, Site, TaskRecord, Therapy
-from server.workflow import therapies as usecases
+from server.usecases.checks import visible_therapy
 from server.workflow.definitions import definition_forms
 
-from ..errors import Forbidden, NotFound
 from . import bp
 from .filters import by_status, within_caller_sites
 from .paging import page
@@ -26,28 +25,21 @@ from .views import summary_options, task_item, therapy_summary
 STATUSES = ("active", "completed", "cancelled", "failed")
 
 
-def visible_therapy(therapy_id: str, *, state: bool = True) -> Therapy:
-    """The therapy if the caller may see it; 404 otherwise (another site's therapy does not exist for them).
-
-    With ``state=False`` its engine state is not read (a read that shows the therapy but does not step it).
-    """
-    therapy = db.session.get(Therapy, therapy_id, options=() if state else (defer(Therapy.state),))
-    if therapy is None or not can_see_site(g.user, therapy.site_id):
-        raise NotFound("No such therapy.", details={"therapy_id": therapy_id})
-    return therapy
-
-
 @bp.post("/therapies")
-@require("coordinator", "integrator", "admin")
+@require(*usecases.StartTherapy.ROLES)
 @idempotent
 def start_therapy():
     """Start one patient's therapy on a deployed process (its latest version unless ``version`` is given)."""
     body = load_json(StartTherapySchema())
-    site = db.session.execute(select(Site).where(Site.code == body["site"])).scalar_one_or_none()
-    if site is not None and not can_see_site(g.user, site.id):
-        raise Forbidden("You may not start therapies at this site.", details={"field": "site"})
     therapy = usecases.start_therapy(
-        body["process_key"], body["version"], body["site"], body["patient"]["reference"], body["data"], g.user.username
+        usecases.StartTherapy(
+            process_key=body["process_key"],
+            site=body["site"],
+            patient_reference=body["patient"]["reference"],
+            by=g.user,
+            version=body["version"],
+            data=body["data"],
+        )
     )
     return therapy_summary(therapy), 201
 
@@ -69,7 +61,7 @@ def list_therapies():
 @require()
 def get_therapy(therapy_id: str):
     """One therapy with its open tasks, what it waits for, and its process data."""
-    therapy = visible_therapy(therapy_id, state=False)
+    therapy = visible_therapy(g.user, therapy_id, state=False)
     tasks = (
         db.session.execute(select(TaskRecord).where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready"))
         .scalars()
@@ -118,13 +110,13 @@ def therapy_alerts(therapy: Therapy) -> list[dict]:
 
 
 @bp.post("/therapies/<therapy_id>/cancel")
-@require("coordinator", "admin")
+@require(*usecases.CancelTherapy.ROLES)
 @idempotent
 def cancel_therapy(therapy_id: str):
     """End a therapy with a reason; its open tasks are withdrawn."""
-    therapy = visible_therapy(therapy_id)
+    visible_therapy(g.user, therapy_id)  # an unknown or unseen therapy is 404 before the body is read
     body = load_json(CancelSchema())
-    usecases.cancel_therapy(therapy, body["reason"], g.user.username)
+    therapy = usecases.cancel_therapy(usecases.CancelTherapy(therapy_id=therapy_id, reason=body["reason"], by=g.user))
     return therapy_summary(therapy), 200
 
 
@@ -132,7 +124,7 @@ def cancel_therapy(therapy_id: str):
 @require()
 def therapy_timeline(therapy_id: str):
     """The therapy's history in order, from the audit trail."""
-    therapy = visible_therapy(therapy_id)
+    therapy = visible_therapy(g.user, therapy_id)
     entries = (
         db.session.execute(select(AuditEntry).where(AuditEntry.therapy_id == therapy.id).order_by(AuditEntry.seq))
         .scalars()

@@ -153,14 +153,28 @@ def start_therapy(
     patient_reference: str,
     data: dict | None,
     actor: str,
-    *,
-    start_message: tuple[str, Any] | None = None,
 ) -> Therapy:
-    """Start a therapy on a definition version (the latest when ``version`` is None).
+    """Start a therapy on a definition version (the latest when ``version`` is None)."""
+    return _start(process_key, version, site_code, patient_reference, data, actor, None)[0]
 
-    With ``start_message`` (name, payload), the new instance waits at a message start event and that
-    message is delivered to it in the same transaction (a therapy started by an integrator's message).
-    """
+
+def start_by_message(
+    process_key: str, version: int, site_code: str, patient_reference: str, message: tuple[str, Any], actor: str
+) -> tuple[Therapy, str | None]:
+    """Start a therapy whose process waits at a message start event, and deliver ``message`` (name, payload)
+    to it in the same transaction; returns the therapy and the activity that took the message."""
+    return _start(process_key, version, site_code, patient_reference, None, actor, message)
+
+
+def _start(
+    process_key: str,
+    version: int | None,
+    site_code: str,
+    patient_reference: str,
+    data: dict | None,
+    actor: str,
+    start_message: tuple[str, Any] | None,
+) -> tuple[Therapy, str | None]:
     from server.custody.coi_issuer import next_coi
 
     if version is None:
@@ -201,18 +215,23 @@ def start_therapy(
             outcome = run_step(therapy, actor, lambda runtime: runtime.start(initial))
         except StepBudgetExceeded as exc:  # the therapy stays as created, before its first step, with an incident
             _keep_unstarted(therapy, exc, initial, actor)
-            return therapy
+            return therapy, None
         apply_outcome(therapy, outcome, actor)
-        if start_message is not None:
-            try:
-                outcome = run_step(
-                    therapy, actor, lambda runtime: runtime.deliver_message(therapy.state, *start_message)
-                )
-            except StepBudgetExceeded as exc:  # the therapy exists; the message's step is undone
-                incidents.halt(therapy, exc, actor, clock()(), command="deliver_message")
-            else:
-                apply_outcome(therapy, outcome, actor)
-    return therapy
+        if start_message is None:
+            return therapy, None
+        try:
+            outcome = run_step(therapy, actor, lambda runtime: runtime.deliver_message(therapy.state, *start_message))
+        except StepBudgetExceeded as exc:  # the therapy exists; the message's step is undone
+            incidents.halt(therapy, exc, actor, clock()(), command="deliver_message")
+            return therapy, None
+        apply_outcome(therapy, outcome, actor)
+    return therapy, _receiver(outcome)
+
+
+def _receiver(outcome: Outcome) -> str | None:
+    """The activity that took the message a step delivered, if one did."""
+    received = [e for e in outcome.events if isinstance(e, MessageReceived)]
+    return received[0].activity_id if received else None
 
 
 def _keep_unstarted(therapy: Therapy, exc: StepBudgetExceeded, initial: dict, actor: str) -> None:
@@ -376,8 +395,7 @@ def deliver_message(therapy: Therapy, name: str, payload: Any, actor: str) -> tu
             apply_outcome(therapy, outcome, actor)
     if halted is not None:
         raise halted_error(halted)
-    received = [e for e in outcome.events if isinstance(e, MessageReceived)]
-    return therapy, received[0].activity_id if received else waiting[0].get("activity_id")
+    return therapy, _receiver(outcome) or waiting[0].get("activity_id")
 
 
 def fire_due_timers(therapy_id: str, actor: str = "scheduler") -> bool:

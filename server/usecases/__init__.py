@@ -1,0 +1,54 @@
+"""The use cases: the only way in. What a person or a system asks Tether to do is a command, a frozen
+dataclass naming who asks (``by``) and with what; each command has one handler.
+
+A handler holds every check of its use case (what the caller may see and do, whether the thing can still
+happen, what the data must be), audits a refusal before the error is answered (``checks.audits_refusals``),
+and runs the change in one transaction through the capability packages below it. The API, the web pages and
+the command line build commands and call handlers; they hold no rule of their own. (The scheduler fires due
+timers and retries: the engine's clock, not a caller's request, see ``server.workflow.scheduler``.)
+
+``HANDLERS`` lists every command with its handler; ``handle`` calls the one a command names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .alert_commands import AcknowledgeAlert, acknowledge_alert
+from .definition_commands import DeployDefinition, deploy_definition
+from .incident_commands import ResolveIncident, RetryIncident, resolve_incident, retry_incident
+from .material_commands import RecordCustody, RecordReadings, record_custody, record_readings
+from .task_commands import CompleteTask, complete_task
+from .therapy_commands import (
+    CancelTherapy,
+    CorrectValue,
+    DeliverMessage,
+    StartTherapy,
+    StartTherapyByMessage,
+    cancel_therapy,
+    correct_value,
+    deliver_message,
+    start_therapy,
+    start_therapy_by_message,
+)
+
+HANDLERS: dict[type, Callable[[Any], Any]] = {
+    StartTherapy: start_therapy,
+    StartTherapyByMessage: start_therapy_by_message,
+    CompleteTask: complete_task,
+    DeliverMessage: deliver_message,
+    CorrectValue: correct_value,
+    CancelTherapy: cancel_therapy,
+    RecordCustody: record_custody,
+    RecordReadings: record_readings,
+    AcknowledgeAlert: acknowledge_alert,
+    RetryIncident: retry_incident,
+    ResolveIncident: resolve_incident,
+    DeployDefinition: deploy_definition,
+}
+
+
+def handle(command: Any) -> Any:
+    """Run the handler of ``command``."""
+    return HANDLERS[type(command)](command)

@@ -1,0 +1,73 @@
+"""Completing a user task: every check a person meets, in the order they meet them, then the step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.compliance.signatures import check_signer
+from server.custody.scans import verify_task_scan
+from server.errors import Conflict, Forbidden
+from server.store import audit
+from server.store.extensions import db
+from server.store.models import TaskRecord, User
+from server.workflow import therapies
+
+from .checks import audits_refusals, visible_task
+
+
+@dataclass(frozen=True)
+class CompleteTask:
+    """``by`` completes the READY user task ``task_id`` with form ``data`` (and ``signature``, its password and
+    meaning, when the diagram asks for one)."""
+
+    task_id: str
+    by: User
+    data: dict[str, Any] = field(default_factory=dict)
+    signature: dict[str, Any] | None = None
+
+
+@audits_refusals
+def complete_task(command: CompleteTask) -> TaskRecord:
+    """Check and complete the task, run its therapy to the next wait state; returns the task row.
+
+    The order of the checks is what a person sees: the task must be one they may see (404), their role and
+    the task's state (each refusal audited as ``task.refused``), the form data, then the scanned COI (a wrong
+    bag is refused and alerted whatever the password), then the signature, and only then the step, in one
+    transaction with the signature and the audit entries.
+    """
+    user = command.by
+    task = visible_task(user, command.task_id)
+    if task.role not in user.roles:
+        message = f"Only the role '{task.role}' may complete this task."
+        _refuse(user, task, 403, "forbidden", message)
+        raise Forbidden(message, details={"role": task.role})
+    if task.status != "ready":
+        message = "This task is no longer ready; someone may have completed it, or it was cancelled."
+        _refuse(user, task, 409, "task_not_ready", message)
+        raise Conflict(message, code="task_not_ready", details={"task_id": task.id, "status": task.status})
+    therapies.validate_form_data(task.therapy, task.form, command.data)
+    verify_task_scan(task.therapy, task.form, task.activity_id, task.id, command.data, user.username)
+    signer = None
+    if task.signature:
+        check_signer(user, task, command.signature)
+        signer = user
+    therapies.complete_task(task, command.data, user.username, signer=signer)
+    db.session.refresh(task)
+    return task
+
+
+def _refuse(user: User, task: TaskRecord, status: int, code: str, message: str) -> None:
+    """Audit a refused attempt on the task (in its own transaction) before the error is answered."""
+    audit.audit_refusal(
+        user.username,
+        "task.refused",
+        "task",
+        task.id,
+        status=status,
+        code=code,
+        message=message,
+        therapy_id=task.therapy_id,
+        site_id=task.site_id,
+        data={"reason": code, "activity_id": task.activity_id},
+    )
