@@ -17,6 +17,7 @@ import requests
 from ..conftest import ROOT
 from ..integration.test_two_servers import Server
 from ..support import hostile
+from ..support.journeys import therapy_request
 from ..support.served import database_for, tether_cli
 
 pytestmark = pytest.mark.slow
@@ -84,9 +85,7 @@ class Client:
         return self.call("POST", "/process-definitions", "designer", files={"bpmn": ("d.bpmn", content)})
 
     def start(self, key: str) -> requests.Response:
-        return self.call(
-            "POST", "/therapies", "coord", json={"process_key": key, "site": "SITE-A", "patient": {"reference": "PT-9"}}
-        )
+        return self.call("POST", "/therapies", "coord", json=therapy_request(key, reference="PT-9"))
 
     def incidents(self, therapy_id: str) -> list:
         return self.call("GET", f"/incidents?therapy_id={therapy_id}", "admin").json()["items"]
