@@ -1,171 +1,140 @@
-"""Every deviation and escalation path of the bundled autologous diagram, through the REST API."""
+"""Every deviation and escalation path of the bundled diagrams, through the REST API.
+
+Each case is a journey written as its steps (``task``, ``message``, ``advance`` of tests/support/journeys.py),
+built from the stretches of the autologous journey below, and what the therapy shows once they are taken.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import pytest
+
+from ..support.journeys import advance, message, task
 from .test_bundled_journeys import audit_actions, run_journey
 
-TO_RECEIPT = [
-    ("task", "Task_Enrolment"),
-    ("task", "Task_Scheduling"),
-    ("task", "Task_Apheresis"),
-    ("message", "courier.picked_up", {"courier": "ColdChain"}),
-    ("message", "shipment.delivered", {}),
+# -- the autologous journey in the stretches the cases share ----------------------------------------------
+COLLECTED = [task("Task_Enrolment"), task("Task_Scheduling"), task("Task_Apheresis")]
+TO_RECEIPT = [*COLLECTED, message("courier.picked_up", courier="ColdChain"), message("shipment.delivered")]
+RECEIVED = task("Task_ReceiveAtManufacturing")
+MANUFACTURE = [message("mes.manufacturing_started", batch="B-1"), message("mes.manufacturing_completed", batch="B-1")]
+TO_QC = [*TO_RECEIPT, RECEIVED, *MANUFACTURE]
+QC_FAILED = message("qc.results", result="fail")
+RELEASED = [message("qc.results", result="pass"), task("Task_QaRelease")]
+RETURNED = [
+    message("return.picked_up"),
+    message("return.delivered"),
+    task("Task_ReceiveAtCentre"),
+    task("Task_ConfirmAvailability"),
+    task("Task_StartLymphodepletion"),
 ]
-MANUFACTURE = [
-    ("message", "mes.manufacturing_started", {"batch": "B-1"}),
-    ("message", "mes.manufacturing_completed", {"batch": "B-1"}),
-]
-RETURN_AND_INFUSE = [
-    ("message", "return.picked_up", {}),
-    ("message", "return.delivered", {}),
-    ("task", "Task_ReceiveAtCentre"),
-    ("task", "Task_ConfirmAvailability"),
-    ("task", "Task_StartLymphodepletion"),
-    ("task", "Task_BedsideCheck"),
-    ("task", "Task_RecordInfusion"),
-    ("advance", {"days": 29}),
-    ("task", "Task_Day28FollowUp"),
+INFUSED_AND_FOLLOWED_UP = [
+    task("Task_BedsideCheck"),
+    task("Task_RecordInfusion"),
+    advance(days=29),
+    task("Task_Day28FollowUp"),
 ]
 
 
-def ended_at(api, world, therapy):
-    """The end event the therapy reached."""
-    completed = [e for e in audit_actions(api, world, therapy["id"]) if e["action"] == "therapy.completed"]
-    assert len(completed) == 1
-    return completed[0]["data"]["end_activity_id"]
+@pytest.fixture
+def journey(api, world, clock, bundled):
+    """Take the steps in a new therapy of a bundled process; returns the therapy as the API then shows it."""
+
+    def take(process_key: str, *steps: tuple) -> dict:
+        return run_journey(api, world, clock, process_key, list(steps))
+
+    return take
 
 
-def test_material_rejected_at_receipt_ends_the_therapy(api, world, clock, bundled):
-    final = run_journey(
-        api,
-        world,
-        clock,
-        "autologous_car_t",
-        TO_RECEIPT
-        + [
-            (
-                "task",
-                "Task_ReceiveAtManufacturing",
-                {"receipt_decision": "rejected", "bags_intact": False, "rejection_reason": "Bag leaking on arrival"},
-            )
-        ],
-    )
-    assert final["status"] == "completed" and ended_at(api, world, final) == "EndEvent_MaterialRejected"
+# -- deviations that end the therapy ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Ending:
+    """An autologous journey that ends the therapy at ``end_event``, signed on the way with ``signatures``."""
+
+    steps: list[tuple]
+    end_event: str
+    signatures: list[str]  # the meanings of the signatures applied, in order
 
 
-def test_qc_fail_then_remanufacture_then_release_completes(api, world, clock, bundled):
-    final = run_journey(
-        api,
-        world,
-        clock,
-        "autologous_car_t",
-        TO_RECEIPT
-        + [
-            ("task", "Task_ReceiveAtManufacturing"),
-            *MANUFACTURE,
-            ("message", "qc.results", {"result": "fail"}),
-            ("task", "Task_PhysicianDecision", {"physician_decision": "remanufacture"}),
-            *MANUFACTURE,
-            ("message", "qc.results", {"result": "pass"}),
-            ("task", "Task_QaRelease"),
-            *RETURN_AND_INFUSE,
-        ],
-    )
-    assert ended_at(api, world, final) == "EndEvent_TherapyCompleted"
-    signatures = [e for e in audit_actions(api, world, final["id"]) if e["action"] == "signature.applied"]
-    assert [s["data"]["meaning"] for s in signatures] == ["responsibility", "approval"]
-
-
-def test_qc_fail_then_end_therapy(api, world, clock, bundled):
-    final = run_journey(
-        api,
-        world,
-        clock,
-        "autologous_car_t",
-        TO_RECEIPT
-        + [
-            ("task", "Task_ReceiveAtManufacturing"),
-            *MANUFACTURE,
-            ("message", "qc.results", {"result": "fail"}),
-            (
-                "task",
-                "Task_PhysicianDecision",
-                {"physician_decision": "end_therapy", "physician_decision_rationale": "Patient no longer fit."},
-            ),
-        ],
-    )
-    assert ended_at(api, world, final) == "EndEvent_TherapyEnded"
-
-
-def test_release_rejected_then_infuse_under_exception_with_second_signature(api, world, clock, bundled):
-    final = run_journey(
-        api,
-        world,
-        clock,
-        "autologous_car_t",
-        TO_RECEIPT
-        + [
-            ("task", "Task_ReceiveAtManufacturing"),
-            *MANUFACTURE,
-            ("message", "qc.results", {"result": "pass"}),
-            (
-                "task",
-                "Task_QaRelease",
-                {"release_decision": "rejected", "release_comment": "Sterility sample invalid."},
-            ),
-            ("task", "Task_PhysicianDecision", {"physician_decision": "infuse_under_exception"}),
-            *RETURN_AND_INFUSE,
-        ],
-    )
-    assert ended_at(api, world, final) == "EndEvent_TherapyCompleted"
-    signatures = [e for e in audit_actions(api, world, final["id"]) if e["action"] == "signature.applied"]
-    assert [s["data"]["meaning"] for s in signatures] == ["approval", "responsibility"]
-
-
-def test_excursion_on_return_leg_quarantine_then_discard(api, world, clock, bundled):
-    final = run_journey(
-        api,
-        world,
-        clock,
-        "autologous_car_t",
-        TO_RECEIPT
-        + [
-            ("task", "Task_ReceiveAtManufacturing"),
-            *MANUFACTURE,
-            ("message", "qc.results", {"result": "pass"}),
-            ("task", "Task_QaRelease"),
-            ("message", "return.picked_up", {}),
-            ("message", "condition.excursion", {"temperature_c": -131.0}),
-            ("message", "return.delivered", {}),
-            ("task", "Task_QuarantineProduct"),
-            ("task", "Task_ExcursionAssessment", {"excursion_disposition": "discard"}),
-        ],
-    )
-    assert ended_at(api, world, final) == "EndEvent_ProductDiscarded"
-
-
-def test_late_fresh_delivery_escalates_and_the_journey_goes_on(api, world, clock, bundled):
-    final = run_journey(
-        api,
-        world,
-        clock,
-        "autologous_car_t",
+ENDINGS = {
+    "material_rejected_at_receipt": Ending(
         [
-            ("task", "Task_Enrolment"),
-            ("task", "Task_Scheduling"),
-            ("task", "Task_Apheresis"),
-            ("message", "courier.picked_up", {}),
-            ("advance", {"hours": 25}),
-            ("message", "shipment.delivered", {}),
-            ("task", "Task_ReceiveAtManufacturing"),
+            *TO_RECEIPT,
+            task(
+                "Task_ReceiveAtManufacturing",
+                receipt_decision="rejected",
+                bags_intact=False,
+                rejection_reason="Bag leaking on arrival",
+            ),
         ],
-    )
+        "EndEvent_MaterialRejected",
+        [],
+    ),
+    "qc_fail_then_remanufacture_then_release": Ending(
+        [
+            *TO_QC,
+            QC_FAILED,
+            task("Task_PhysicianDecision", physician_decision="remanufacture"),
+            *MANUFACTURE,
+            *RELEASED,
+            *RETURNED,
+            *INFUSED_AND_FOLLOWED_UP,
+        ],
+        "EndEvent_TherapyCompleted",
+        ["responsibility", "approval"],
+    ),
+    "qc_fail_then_end_therapy": Ending(
+        [
+            *TO_QC,
+            QC_FAILED,
+            task(
+                "Task_PhysicianDecision",
+                physician_decision="end_therapy",
+                physician_decision_rationale="Patient no longer fit.",
+            ),
+        ],
+        "EndEvent_TherapyEnded",
+        ["responsibility"],
+    ),
+    "release_rejected_then_infuse_under_exception_with_second_signature": Ending(
+        [
+            *TO_QC,
+            message("qc.results", result="pass"),
+            task("Task_QaRelease", release_decision="rejected", release_comment="Sterility sample invalid."),
+            task("Task_PhysicianDecision", physician_decision="infuse_under_exception"),
+            *RETURNED,
+            *INFUSED_AND_FOLLOWED_UP,
+        ],
+        "EndEvent_TherapyCompleted",
+        ["approval", "responsibility"],
+    ),
+    "excursion_on_return_leg_quarantine_then_discard": Ending(
+        [
+            *TO_QC,
+            *RELEASED,
+            message("return.picked_up"),
+            message("condition.excursion", temperature_c=-131.0),
+            message("return.delivered"),
+            task("Task_QuarantineProduct"),
+            task("Task_ExcursionAssessment", excursion_disposition="discard"),
+        ],
+        "EndEvent_ProductDiscarded",
+        ["approval"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", ENDINGS)
+def test_a_deviation_ends_the_therapy_at_its_end_event(journey, api, world, case):
+    ending = ENDINGS[case]
+    final = journey("autologous_car_t", *ending.steps)
     entries = audit_actions(api, world, final["id"])
-    escalated = [e for e in entries if e["action"] == "task.escalated"]
-    assert len(escalated) == 1 and escalated[0]["data"]["late_activity_id"] == "Task_AwaitFreshDelivery"
-    assert final["status"] == "active"
+    [completed] = [e for e in entries if e["action"] == "therapy.completed"]
+    assert final["status"] == "completed" and completed["data"]["end_activity_id"] == ending.end_event
+    assert [e["data"]["meaning"] for e in entries if e["action"] == "signature.applied"] == ending.signatures
 
 
+# -- escalations: the journey goes on, the late activity is named and alerted -------------------------------
 def escalations(api, world, therapy):
     """The late activities named by the therapy's escalations, and its open escalation alerts."""
     late = [
@@ -177,79 +146,65 @@ def escalations(api, world, therapy):
     return late, [a for a in alerts if a["kind"] == "escalation"]
 
 
-TO_RETURN_RECEIPT = TO_RECEIPT + [
-    ("task", "Task_ReceiveAtManufacturing"),
-    *MANUFACTURE,
-    ("message", "qc.results", {"result": "pass"}),
-    ("task", "Task_QaRelease"),
-    ("message", "return.picked_up", {}),
-    ("message", "return.delivered", {}),
-    ("task", "Task_ReceiveAtCentre"),
-    ("task", "Task_ConfirmAvailability"),
-    ("task", "Task_StartLymphodepletion"),
-]
-
-
-def test_manufacturing_past_its_planned_duration_escalates(api, world, clock, bundled):
-    final = run_journey(
-        api,
-        world,
-        clock,
+def test_late_fresh_delivery_escalates_and_the_journey_goes_on(journey, api, world):
+    final = journey(
         "autologous_car_t",
-        TO_RECEIPT
-        + [
-            ("task", "Task_ReceiveAtManufacturing"),
-            ("message", "mes.manufacturing_started", {}),
-            ("advance", {"days": 29}),
-            ("message", "mes.manufacturing_completed", {}),
-        ],
+        *COLLECTED,
+        message("courier.picked_up"),
+        advance(hours=25),
+        message("shipment.delivered"),
+        RECEIVED,
+    )
+    late, _alerts = escalations(api, world, final)
+    assert late == ["Task_AwaitFreshDelivery"]
+    assert final["status"] == "active"
+
+
+def test_manufacturing_past_its_planned_duration_escalates(journey, api, world):
+    final = journey(
+        "autologous_car_t",
+        *TO_RECEIPT,
+        RECEIVED,
+        message("mes.manufacturing_started"),
+        advance(days=29),
+        message("mes.manufacturing_completed"),
     )
     late, alerts = escalations(api, world, final)
     assert late == ["Task_AwaitManufacturingCompleted"] and len(alerts) == 1
     assert final["waiting_for"][0]["name"] == "qc.results"
 
 
-def test_product_not_infused_within_its_window_escalates(api, world, clock, bundled):
-    final = run_journey(
-        api,
-        world,
-        clock,
-        "autologous_car_t",
-        TO_RETURN_RECEIPT + [("advance", {"days": 15}), ("task", "Task_BedsideCheck")],
-    )
+def test_product_not_infused_within_its_window_escalates(journey, api, world):
+    final = journey("autologous_car_t", *TO_QC, *RELEASED, *RETURNED, advance(days=15), task("Task_BedsideCheck"))
     late, alerts = escalations(api, world, final)
     assert late == ["Task_BedsideCheck"] and alerts[0]["role"] == "coordinator"
     assert [t["activity_id"] for t in final["open_tasks"]] == ["Task_RecordInfusion"]
 
 
-def test_thaw_to_infusion_over_30_minutes_escalates(api, world, clock, bundled):
-    final = run_journey(
-        api,
-        world,
-        clock,
+def test_thaw_to_infusion_over_30_minutes_escalates(journey, api, world):
+    final = journey(
         "autologous_car_t",
-        TO_RETURN_RECEIPT
-        + [("task", "Task_BedsideCheck"), ("advance", {"minutes": 31}), ("task", "Task_RecordInfusion")],
+        *TO_QC,
+        *RELEASED,
+        *RETURNED,
+        task("Task_BedsideCheck"),
+        advance(minutes=31),
+        task("Task_RecordInfusion"),
     )
     late, _alerts = escalations(api, world, final)
     assert late == ["Task_RecordInfusion"]
     assert final["waiting_for"][0]["activity_id"] == "Event_Day28"
 
 
-def test_allogeneic_delivery_overdue_escalates(api, world, clock, bundled):
-    final = run_journey(
-        api,
-        world,
-        clock,
+def test_allogeneic_delivery_overdue_escalates(journey, api, world):
+    final = journey(
         "allogeneic",
-        [
-            ("task", "Task_OrderFromInventory"),
-            ("task", "Task_AllocateLot"),
-            ("message", "shipment.picked_up", {}),
-            ("advance", {"hours": 49}),
-            ("message", "shipment.delivered", {}),
-            ("task", "Task_ReceiveAtSite"),
-        ],
+        task("Task_OrderFromInventory"),
+        task("Task_AllocateLot"),
+        message("shipment.picked_up"),
+        advance(hours=49),
+        message("shipment.delivered"),
+        task("Task_ReceiveAtSite"),
     )
     late, alerts = escalations(api, world, final)
     assert late == ["Task_AwaitDelivery"] and len(alerts) == 1
