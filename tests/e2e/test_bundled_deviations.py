@@ -146,17 +146,43 @@ def escalations(api, world, therapy):
     return late, [a for a in alerts if a["kind"] == "escalation"]
 
 
-def test_late_fresh_delivery_escalates_and_the_journey_goes_on(journey, api, world):
+@dataclass(frozen=True)
+class LateDelivery:
+    """A journey of ``process_key`` whose delivery comes ``hours`` after the pick-up, past its deadline."""
+
+    process_key: str
+    to_pick_up: list[tuple]  # the steps up to and including the pick-up
+    hours: int
+    receipt: tuple  # the task that receives the delivery
+    late_activity: str
+
+
+LATE_DELIVERIES = {
+    "autologous_fresh_material": LateDelivery(
+        "autologous_car_t", [*COLLECTED, message("courier.picked_up")], 25, RECEIVED, "Task_AwaitFreshDelivery"
+    ),
+    "allogeneic_product": LateDelivery(
+        "allogeneic",
+        [task("Task_OrderFromInventory"), task("Task_AllocateLot"), message("shipment.picked_up")],
+        49,
+        task("Task_ReceiveAtSite"),
+        "Task_AwaitDelivery",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", LATE_DELIVERIES)
+def test_a_late_delivery_escalates_and_the_journey_goes_on(journey, api, world, case):
+    late_delivery = LATE_DELIVERIES[case]
     final = journey(
-        "autologous_car_t",
-        *COLLECTED,
-        message("courier.picked_up"),
-        advance(hours=25),
+        late_delivery.process_key,
+        *late_delivery.to_pick_up,
+        advance(hours=late_delivery.hours),
         message("shipment.delivered"),
-        RECEIVED,
+        late_delivery.receipt,
     )
-    late, _alerts = escalations(api, world, final)
-    assert late == ["Task_AwaitFreshDelivery"]
+    late, alerts = escalations(api, world, final)
+    assert late == [late_delivery.late_activity] and len(alerts) == 1
     assert final["status"] == "active"
 
 
@@ -194,17 +220,3 @@ def test_thaw_to_infusion_over_30_minutes_escalates(journey, api, world):
     late, _alerts = escalations(api, world, final)
     assert late == ["Task_RecordInfusion"]
     assert final["waiting_for"][0]["activity_id"] == "Event_Day28"
-
-
-def test_allogeneic_delivery_overdue_escalates(journey, api, world):
-    final = journey(
-        "allogeneic",
-        task("Task_OrderFromInventory"),
-        task("Task_AllocateLot"),
-        message("shipment.picked_up"),
-        advance(hours=49),
-        message("shipment.delivered"),
-        task("Task_ReceiveAtSite"),
-    )
-    late, alerts = escalations(api, world, final)
-    assert late == ["Task_AwaitDelivery"] and len(alerts) == 1
