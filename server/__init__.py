@@ -65,10 +65,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     inputs.init_app(app)  # strict JSON in and out, bounded path and query values; before any blueprint
     app.register_blueprint(api_bp)
     from server.integration import webhooks
+    from server.store import audit, uow
 
     from .api.docs import docs_bp
 
-    webhooks.install()  # outbox events fan out to webhook deliveries in the transaction that writes them
+    # What every unit of work runs before it commits, in this order (server/store/uow.py): the staged outbox
+    # events fan out to webhook deliveries, then the staged audit entries are chained (it locks the chain's head).
+    uow.init_app(app, (webhooks.fan_out_staged, audit.chain_staged))
     app.register_blueprint(docs_bp)  # /api/docs: the OpenAPI document as a page
     from . import web
 

@@ -1,4 +1,8 @@
-"""Writing domain events to the outbox, in the transaction of the change that caused them."""
+"""Writing domain events to the outbox, in the transaction of the change that caused them.
+
+Each event is staged in the transaction (``STAGED``) for the unit of work's commit step that fans it out to
+the webhook subscriptions (``server.integration.webhooks.fan_out_staged``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ from typing import Any
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import OutboxEvent, Therapy
+from server.store.uow import staged
+
+STAGED = "outbox"  # the transaction's events waiting to be fanned out (``uow.staged``)
 
 # The engine's event types that are part of the public contract (API.md) and so go to the outbox; the
 # others (activity.completed, service.called, task.cancelled) stay in the audit trail. The `publish`
@@ -40,9 +47,10 @@ def emit(
     site_id: int | None = None,
     subject: str | None = None,
 ) -> OutboxEvent:
-    """Queue one event for delivery once the transaction commits."""
+    """Queue one event for delivery once the transaction commits (staged for the fan-out)."""
     row = OutboxEvent(type=event_type, therapy_id=therapy_id or subject, site_id=site_id, data=data)
     db.session.add(row)
+    staged(STAGED).append(row)
     return row
 
 

@@ -4,11 +4,12 @@ Webhooks go to public addresses only (unless ``TETHER_WEBHOOK_ALLOW_PRIVATE``): 
 resolves to a loopback, private, link-local or metadata address is refused at registration, and the
 dispatcher checks again before each attempt and refuses to talk to such an address when it connects.
 
-Fan-out happens inside the transaction that writes an outbox event: a flush that inserts
-``outbox_event`` rows also inserts one ``webhook_delivery`` row per active subscription whose event
-patterns match and whose owner may see the event's site. So a delivery exists exactly when its event
-committed, a subscription sees only events written after it was created, and nothing is lost between
-the commit and the dispatcher (``server/integration/dispatcher.py``), which only sends what is already there.
+Fan-out happens inside the transaction that writes an outbox event: the first of the unit of work's commit
+steps (``fan_out_staged``, named by the app factory) inserts one ``webhook_delivery`` row per staged
+``outbox_event`` and active subscription whose event patterns match and whose owner may see the event's site.
+So a delivery exists exactly when its event committed, a subscription sees only events written after it
+was created, and nothing is lost between the commit and the dispatcher (``server/integration/dispatcher.py``),
+which only sends what is already there.
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ from cloudevents.core.bindings.http import to_structured_event
 from cloudevents.core.v1.event import CloudEvent
 from flask import Flask, current_app, has_app_context
 from sqlalchemy import and_, func, insert, select, update
-from sqlalchemy import event as sa_event
-from sqlalchemy.orm import Session
 
 from server.errors import Conflict, Invalid
+from server.integration import outbox
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import (
@@ -45,7 +45,7 @@ from server.store.models import (
     user_sites,
     utcnow,
 )
-from server.store.uow import after_commit, rows_changed, unit_of_work
+from server.store.uow import after_commit, rows_changed, take_staged, unit_of_work
 
 SENDING = "sending"  # a delivery's last_error while a dispatcher holds it (until its lease ends)
 MAX_URL_LENGTH = 2000
@@ -301,8 +301,7 @@ def redeliver(delivery: WebhookDelivery, actor: str) -> WebhookDelivery:
             delivery.id,
             data={"subscription_id": delivery.subscription_id, "event_type": delivery.event_type, "previous": previous},
         )
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        after_commit(lambda: bell(app).ring())
+        ring_after_commit()
     db.session.refresh(delivery)
     return delivery
 
@@ -384,6 +383,12 @@ def bell(app: Flask) -> CommitBell:
         return app.extensions.setdefault("tether_bell", CommitBell())
 
 
+def ring_after_commit() -> None:
+    """Ring this app's bell once the current unit of work has committed (not at all if it rolls back)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    after_commit(lambda: bell(app).ring())
+
+
 # -- fan-out ------------------------------------------------------------------------------------------
 
 
@@ -447,36 +452,12 @@ def fan_out(connection, events: list[OutboxEvent], moment: datetime) -> int:
     return len(rows)
 
 
-def _after_flush(session: Session, _flush_context) -> None:
-    """Fan the outbox events this flush inserted out to the subscriptions, in the same transaction."""
-    written = [obj for obj in session.new if isinstance(obj, OutboxEvent)]
-    if not written:
+def fan_out_staged() -> None:
+    """The unit of work's commit step for the outbox: fan the transaction's staged events out to the
+    subscriptions, in the same transaction, and ring the bell once it has committed."""
+    events = take_staged(outbox.STAGED)
+    if not events:
         return
-    session.info["tether_ring"] = True
-    fan_out(session.connection(), written, now())
-
-
-def _after_commit(session: Session) -> None:
-    """Ring the bell once events or deliveries are committed."""
-    if session.info.pop("tether_ring", False) and has_app_context():
-        bell(current_app._get_current_object()).ring()  # type: ignore[attr-defined]
-
-
-def _after_rollback(session: Session) -> None:
-    """Forget what a rolled-back transaction wrote."""
-    session.info.pop("tether_ring", None)
-
-
-_installed = False
-
-
-def install() -> None:
-    """Listen to every session's flushes and commits (once per process; the app factory calls this)."""
-    global _installed
-    with _bell_lock:
-        if _installed:
-            return
-        sa_event.listen(Session, "after_flush", _after_flush)
-        sa_event.listen(Session, "after_commit", _after_commit)
-        sa_event.listen(Session, "after_soft_rollback", lambda session, _previous: _after_rollback(session))
-        _installed = True
+    db.session.flush()
+    fan_out(db.session.connection(), events, now())
+    ring_after_commit()

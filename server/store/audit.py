@@ -20,10 +20,9 @@ from json.encoder import encode_basestring as _encode_string  # the C encoder js
 from typing import Any
 
 from flask import current_app, g, has_app_context, has_request_context
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
 from server.errors import Conflict
@@ -92,9 +91,9 @@ def append(
 ) -> AuditEntry:
     """Add one entry to the chain as part of the current transaction.
 
-    The entry is staged in the session and chained when the transaction commits (``_chain_pending``): its
-    ``seq``, ``prev_hash`` and ``hash`` are set then, so the chain's lock is held only while the entries are
-    written, not for the whole transaction.
+    The entry is staged in the transaction and chained by the unit of work's commit step (``chain_staged``):
+    its ``seq``, ``prev_hash`` and ``hash`` are set then, so the chain's lock is held only while the entries
+    are written, not for the whole transaction.
     """
     entry = AuditEntry(
         at=at or utcnow(),
@@ -117,17 +116,17 @@ def append(
     return entry
 
 
-@event.listens_for(Session, "before_commit")
-def _chain_pending(session) -> None:
-    """Chain the transaction's staged entries onto the tip, as the transaction commits.
+def chain_staged() -> None:
+    """The unit of work's commit step for the audit trail: chain the transaction's staged entries onto the tip.
 
     Everything else is flushed first; then the ``audit_head`` row is locked (an UPDATE, which serialises
     appenders on PostgreSQL and SQLite alike) and read, the entries get their places and hashes, and the head
     moves to the last of them, once. The lock is released by the commit that follows.
     """
-    pending = take_staged(session, _STAGED)
+    pending = take_staged(_STAGED)
     if not pending:
         return
+    session = db.session
     session.flush()
     table = table_of(AuditHead)
     lock = update(table).where(table.c.id == 1).values(seq=table.c.seq).returning(table.c.seq, table.c.hash)
@@ -143,13 +142,6 @@ def _chain_pending(session) -> None:
     session.add_all(pending)
     session.flush()
     session.execute(update(table).where(table.c.id == 1).values(seq=seq, hash=last_hash))
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_pending(session, transaction) -> None:
-    """Entries of a transaction that ended without committing (rolled back, closed) never join the chain."""
-    if transaction.parent is None:
-        take_staged(session, _STAGED)
 
 
 def _mark_request_audited() -> None:

@@ -4,6 +4,13 @@ On SQLite a writing transaction starts with ``BEGIN IMMEDIATE`` so two writers q
 deadlocking; on PostgreSQL row versions and row locks do the same job. Work that must wait for the
 commit (arming timers, waking live streams) is registered with ``after_commit``.
 
+What a use case records for others (audit entries, outbox events) is staged in the transaction
+(``staged``) and sealed when the unit of work ends, by the commit steps the app factory names with
+``init_app``, in their order: the outbox events are fanned out to webhook deliveries
+(``server.integration.webhooks.fan_out_staged``, which also rings the dispatcher's bell after the commit),
+then the audit entries are chained onto the trail (``server.store.audit.chain_staged``, last because it
+locks the chain's head until the commit). Then the transaction commits and the ``after_commit`` hooks run.
+
 A request that must commit as a whole (one carrying an ``Idempotency-Key``, see ``server/api/idempotency.py``)
 runs inside ``enclosing_transaction()``: every ``unit_of_work()`` within it becomes a SAVEPOINT that is
 released, not committed, and the request's own answer is written and committed together with its effect.
@@ -13,10 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import cast
 
-from flask import current_app
+from flask import Flask, current_app
 from sqlalchemy import CursorResult, Executable, event
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -30,6 +37,22 @@ _after_commit: contextvars.ContextVar[list | None] = contextvars.ContextVar("tet
 _enclosing: contextvars.ContextVar[Enclosing | None] = contextvars.ContextVar("tether_enclosing", default=None)
 
 DEFAULT_BUSY_TIMEOUT_MS = 30000
+COMMIT_STEPS = "tether_commit_steps"  # in app.extensions: what a unit of work runs before it commits, in order
+
+
+def init_app(app: Flask, commit_steps: Sequence[Callable[[], object]]) -> None:
+    """Name the steps every unit of work runs, in this order, as its last writes before it commits.
+
+    Each step seals what the transaction staged under one name (``take_staged``); a step that fails fails
+    the unit of work like any of its writes. The app factory names them (the store cannot name the outbox's).
+    """
+    app.extensions[COMMIT_STEPS] = tuple(commit_steps)
+
+
+def _run_commit_steps() -> None:
+    """Run the commit steps of the app (``init_app``), in order, inside the transaction about to commit."""
+    for step in current_app.extensions.get(COMMIT_STEPS, ()):
+        step()
 
 
 def configure_sqlite(engine) -> None:
@@ -116,6 +139,7 @@ def unit_of_work() -> Iterator[None]:
     pending = _after_commit.set(callbacks)
     try:
         yield
+        _run_commit_steps()
         db.session.commit()
     except (StaleDataError, IntegrityError, OperationalError) as exc:
         db.session.rollback()
@@ -137,34 +161,43 @@ STAGED = "tether_staged"  # in session.info: name -> what the transaction stages
 
 def staged(name: str) -> list:
     """The list of objects staged under ``name`` in the current transaction (the audit trail stages its
-    entries here until the commit chains them); a savepoint's rollback takes back what it staged."""
+    entries here, the outbox its events) until a commit step takes them; a savepoint's rollback takes back
+    what it staged, and a transaction that ends without committing drops them."""
     return db.session.info.setdefault(STAGED, {}).setdefault(name, [])
 
 
-def take_staged(session, name: str) -> list:
-    """Remove and return what ``session``'s transaction staged under ``name``."""
-    return session.info.get(STAGED, {}).pop(name, None) or []
+def take_staged(name: str) -> list:
+    """Remove and return what the current transaction staged under ``name`` (a commit step's input)."""
+    return db.session.info.get(STAGED, {}).pop(name, None) or []
 
 
 @contextlib.contextmanager
 def savepoint() -> Iterator[None]:
-    """A SAVEPOINT whose rollback also takes back what was staged inside it (audit entries among them)."""
+    """A SAVEPOINT whose rollback also puts back what was staged as it was when the savepoint began.
+
+    The staging of the transaction is put back in place: when the whole transaction was rolled back
+    meanwhile, its staging went with it (``_drop_staged``) and stays gone.
+    """
     session = db.session
-    kept = {name: len(items) for name, items in session.info.get(STAGED, {}).items()}
+    staging = session.info.setdefault(STAGED, {})
+    before = {name: list(items) for name, items in staging.items()}
     try:
         with session.begin_nested():
             yield
     except BaseException:
-        for name, items in session.info.get(STAGED, {}).items():
-            del items[kept.get(name, 0) :]
+        staging.clear()
+        staging.update(before)
         raise
 
 
 @contextlib.contextmanager
 def _savepoint_unit() -> Iterator[None]:
-    """A unit of work inside an enclosing transaction: a SAVEPOINT, released when the unit succeeds."""
-    with db.session.begin_nested():
-        pass  # releasing a savepoint chains the audit entries staged so far: this unit's rollback keeps them
+    """A unit of work inside an enclosing transaction: a SAVEPOINT, released when the unit succeeds.
+
+    The commit steps run at its end, inside the savepoint, so what the unit returns is sealed (its audit
+    entries have their places in the chain); when the unit fails, what was staged before it stays staged
+    for the enclosing commit.
+    """
     outer = _after_commit.get()
     callbacks: list = []
     pending = _after_commit.set(callbacks)
@@ -172,6 +205,7 @@ def _savepoint_unit() -> Iterator[None]:
         with savepoint():
             yield
             db.session.flush()  # a failing write fails here, inside the savepoint it belongs to
+            _run_commit_steps()
     except (StaleDataError, IntegrityError, OperationalError) as exc:
         conflict = conflict_for(exc)
         if conflict is None:
@@ -193,13 +227,15 @@ class Enclosing:
         self.committing = False
 
     def commit(self) -> None:
-        """Commit everything written so far; its post-commit hooks run when the enclosing block ends.
+        """Run the commit steps, then commit everything written so far; its post-commit hooks run when the
+        enclosing block ends.
 
         Raises the database error itself (an ``IntegrityError`` included) so the caller can tell a lost race
         for its own row from other failures; the transaction is rolled back in that case.
         """
         self.committing = True
         try:
+            _run_commit_steps()
             db.session.commit()
         except BaseException:
             self.rollback()
@@ -264,3 +300,21 @@ def _refuse_a_commit_inside(session) -> None:
     enclosing = _enclosing.get()
     if enclosing is not None and not enclosing.committing and not session.in_nested_transaction():
         raise RuntimeError("a commit inside a request that commits as a whole; use unit_of_work() instead")
+
+
+@event.listens_for(Session, "before_commit")
+def _refuse_unsealed_commit(session) -> None:
+    """A guard, not the path: a commit that bypasses the unit of work while audit entries or outbox events
+    are staged fails instead of committing the change without them (only the commit steps seal them)."""
+    if session.in_nested_transaction():
+        return
+    unsealed = sorted(name for name, items in session.info.get(STAGED, {}).items() if items)
+    if unsealed:
+        raise RuntimeError(f"a commit outside unit_of_work() with {' and '.join(unsealed)} staged; use unit_of_work()")
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _drop_staged(session, transaction) -> None:
+    """What a transaction staged ends with it: when it ended without committing, it never happened."""
+    if transaction.parent is None:
+        session.info.pop(STAGED, None)
