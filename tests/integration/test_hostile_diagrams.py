@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from ..support import hostile
-from ..support.journeys import audit_actions, complete, enrol, fire, only_task, post_therapy, start
+from ..support.journeys import audit_actions, complete, enrol, fire, only_task, post_therapy, start, tasks_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 
@@ -77,7 +77,7 @@ def test_a_loop_after_a_task_refuses_the_completion_and_keeps_the_task(app, api,
     assert refused.status_code == 422
     error = refused.get_json()["error"]
     assert error["code"] == "step_budget_exceeded" and error["details"]["incident_id"]
-    again = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"]
+    again = tasks_of(api, world["coord"], therapy["id"])
     assert [t["id"] for t in again] == [task["id"]], "the completion was undone: the task is still ready"
     assert api.as_(world["coord"]).get(f"/api/v1/tasks/{task['id']}").get_json()["status"] == "ready"
     refused_twice = complete(api, world["coord"], task["id"], {})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..support.journeys import ENROLMENT, complete, fire, only_task, post_therapy, start, therapy_request
+from ..support.journeys import ENROLMENT, complete, fire, only_task, post_therapy, start, tasks_of, therapy_request
 from .conftest import PASSWORD
 
 
@@ -157,7 +157,7 @@ def test_cancel_withdraws_tasks(api, world):
         f"/api/v1/therapies/{therapy['id']}/cancel", json={"reason": "patient withdrew consent"}
     )
     assert ok.status_code == 200 and ok.get_json()["status"] == "cancelled"
-    assert api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"] == []
+    assert tasks_of(api, world["coord"], therapy["id"]) == []
 
 
 def test_idempotency_key_replays_the_first_answer(api, world):
