@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from flask import g, request
-from sqlalchemy import select
 
 from server import usecases
-from server.access.auth import require, visible_site_ids
+from server.access.auth import require
 from server.api.idempotency import idempotent
 from server.api.schemas import CompleteTaskSchema, load_json
 from server.compliance.signatures import signatures_for_task
-from server.store.models import TaskRecord, Therapy
+from server.store.models import TaskRecord
 from server.usecases.checks import visible_task
+from server.usecases.reads import inbox_query
 
 from . import bp
 from .paging import page
-from .views import task_item, task_list_options, therapy_summary
+from .views import task_item, therapy_summary
 
 
 @bp.get("/tasks")
@@ -26,21 +26,6 @@ def list_tasks():
     if request.args.get("therapy_id"):
         query = query.where(TaskRecord.therapy_id == request.args["therapy_id"])
     return page(query, task_item)
-
-
-def inbox_query(user, role: str = ""):
-    """READY tasks of active therapies that ``user`` may complete (of their roles, or just ``role``, at their
-    sites), soonest due first and undated last: the order of the inbox index. The API and the web inbox."""
-    query = (
-        select(TaskRecord)
-        .join(Therapy)
-        .where(TaskRecord.status == "ready", Therapy.status == "active")
-        .options(*task_list_options())
-        .where(TaskRecord.role.in_([r for r in user.roles if not role or r == role]))
-        .order_by(TaskRecord.due_at.is_(None), TaskRecord.due_at, TaskRecord.created_at, TaskRecord.id)
-    )
-    sites = visible_site_ids(user)
-    return query if sites is None else query.where(TaskRecord.site_id.in_(sites))
 
 
 @bp.get("/tasks/<task_id>")

@@ -15,12 +15,13 @@ from server.compliance.signatures import signatures_for
 from server.store.extensions import db
 from server.store.models import AuditEntry, Site, TaskRecord, Therapy
 from server.usecases.checks import visible_therapy
+from server.usecases.reads import summary_options
 from server.workflow.definitions import definition_forms
 
 from . import bp
 from .filters import by_status, within_caller_sites
 from .paging import page
-from .views import summary_options, task_item, therapy_summary
+from .views import task_item, therapy_summary
 
 STATUSES = ("active", "completed", "cancelled", "failed")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import contains_eager, defer
-
 from engine.coi import parse_coi
 from server.clock import iso
 from server.store.models import ProcessDefinition, TaskRecord, Therapy
@@ -20,31 +18,6 @@ def definition_version(row: ProcessDefinition) -> dict:
         "checksum": row.checksum,
         "deployed_at": iso(row.deployed_at),
     }
-
-
-# Large JSON documents of a therapy that a summary does not show: left in the database when listing.
-SUMMARY_DEFERRED = (Therapy.state, Therapy.data, Therapy.waits, Therapy.current_activities)
-# The therapy columns a task in a list shows (its COI, patient reference) or needs (its definition's forms).
-TASK_THERAPY_COLUMNS = (
-    Therapy.id,
-    Therapy.coi,
-    Therapy.patient_reference,
-    Therapy.definition_id,
-    Therapy.status,
-    Therapy.site_id,
-)
-
-
-def summary_options() -> tuple:
-    """Loader options for therapies shown as summaries: their engine state and process data are not read."""
-    return tuple(defer(column) for column in SUMMARY_DEFERRED)
-
-
-def task_list_options() -> tuple:
-    """Loader options for a list of tasks selected with ``.join(Therapy)``: that join fills ``task.therapy``
-    (no second join) with the few columns a list shows, never the therapy's engine state; the therapy's site is
-    the task's (joined with the task)."""
-    return (contains_eager(TaskRecord.therapy).load_only(*TASK_THERAPY_COLUMNS).lazyload(Therapy.site),)
 
 
 def therapy_summary(therapy: Therapy) -> dict:

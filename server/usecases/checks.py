@@ -15,8 +15,9 @@ from typing import Any, Protocol, TypeVar
 from flask import has_request_context
 from sqlalchemy.orm import defer, joinedload
 
+from engine.errors import EngineError
 from server.access.auth import audit_refused_request, can_see_site, refusal_audited_on_answer, visible_site_ids
-from server.errors import ApiError, NotFound
+from server.errors import ApiError, Invalid, NotFound, engine_error_status
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import Alert, TaskRecord, Therapy, User
@@ -63,8 +64,23 @@ def visible_alert(user: User, alert_id: str) -> Alert:
     raise NotFound("No such alert.", details={"alert_id": alert_id})
 
 
+def required_text(value: object, field: str, longest: int) -> str:
+    """``value`` when it is text of at most ``longest`` characters, not only spaces; 422 naming ``field``
+    otherwise (the answer the API's body schemas give, so a page and an integration meet one rule)."""
+    text = value if isinstance(value, str) else ""
+    if not text.strip() or len(text) > longest:
+        raise Invalid(
+            "The request is not valid; see the fields.",
+            code="invalid_request",
+            details={"fields": {field: [f"Write 1 to {longest} characters."]}},
+        )
+    return text
+
+
 def audits_refusals(handler: Callable[[C], R]) -> Callable[[C], R]:
-    """Decorate a handler: a 403 or 409 it raises is audited (unless already recorded) and raised on.
+    """Decorate a handler: a 403 or 409 it raises is audited (unless already recorded) and raised on, and an
+    engine error that stands for a refusal (a task no longer ready, a message not awaited) is raised as the
+    ``ApiError`` it stands for, so every caller meets one kind of refusal.
 
     In a request, the entry names the request's method, path and subject (``server.access.auth``); an API
     endpoint writes it once the request is answered (after its idempotency record commits), a page right
@@ -74,7 +90,13 @@ def audits_refusals(handler: Callable[[C], R]) -> Callable[[C], R]:
     @functools.wraps(handler)
     def handle(command: C) -> R:
         try:
-            return handler(command)
+            try:
+                return handler(command)
+            except EngineError as exc:
+                status = engine_error_status(exc)
+                if status >= 500:
+                    raise
+                raise ApiError(exc.message, code=exc.code, status=status, details=exc.as_details()) from exc
         except ApiError as exc:
             if exc.status in (403, 409):
                 _record_refusal(command, exc)

@@ -16,7 +16,7 @@ from server.store.models import Correction, Site, Therapy, User
 from server.workflow import corrections, therapies
 from server.workflow.definitions import started_by_message
 
-from .checks import audits_refusals, visible_therapy
+from .checks import audits_refusals, required_text, visible_therapy
 
 STARTERS = ("coordinator", "integrator", "admin")
 
@@ -94,12 +94,13 @@ class CancelTherapy:
 def start_therapy(command: StartTherapy) -> Therapy:
     """Start the therapy; 403 for a site the caller is not scoped to, 422 for an unknown process or site."""
     check_roles(command.by, command.ROLES)
+    reference = required_text(command.patient_reference, "patient.reference", 100)
     _check_site(command.by, command.site)
     return therapies.start_therapy(
-        command.process_key,
+        required_text(command.process_key, "process_key", 200),
         command.version,
-        command.site,
-        command.patient_reference,
+        required_text(command.site, "site", 32),
+        reference,
         command.data,
         command.by.username,
     )
@@ -208,4 +209,4 @@ def cancel_therapy(command: CancelTherapy) -> Therapy:
     """Cancel the therapy; 409 ``not_active`` when it has ended already."""
     check_roles(command.by, command.ROLES)
     therapy = visible_therapy(command.by, command.therapy_id)
-    return therapies.cancel_therapy(therapy, command.reason, command.by.username)
+    return therapies.cancel_therapy(therapy, required_text(command.reason, "reason", 2000), command.by.username)

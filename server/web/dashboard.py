@@ -5,22 +5,22 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from flask import Response, render_template, request
+from flask import render_template, request
 from sqlalchemy import func, select
 
 from server.access.auth import visible_site_ids
+from server.integration import stream
 from server.store.extensions import db
 from server.store.models import Alert, ProcessDefinition, Site, TaskRecord, Therapy
+from server.usecases.reads import summary_options
 
-from ..api.views import summary_options
-from . import bp, bridge
+from . import bp
 from .present import parse_time
 from .session import STARTERS, has_role, login_required, page_user
 from .therapy_pages import startable
 
 STATUSES = ("active", "completed", "cancelled", "failed")
 LIVE_POLL_SECONDS = 3
-EVENTS_PATH = "/api/v1/events"
 
 
 def _filters() -> dict:
@@ -113,14 +113,9 @@ def dashboard_fragment():
 @bp.get("/live/events")
 @login_required()
 def live_events():
-    """The API's live event stream (``GET /api/v1/events``) for the pages, with the session's user as caller.
+    """The live event stream (``server.integration.stream``, as ``GET /api/v1/events`` serves it) of what the
+    session's user may see, resumable with ``Last-Event-ID``.
 
-    404 while the server has no stream, and the API's 429 when too many streams are open: the page then
-    refreshes itself every few seconds instead.
+    429 when too many streams are open: the page then refreshes itself every few seconds instead.
     """
-    if not bridge.has_route("GET", EVENTS_PATH):
-        return Response("no live stream on this server; the page polls instead\n", status=404, mimetype="text/plain")
-    headers = {"Accept": "text/event-stream"}
-    if request.headers.get("Last-Event-ID"):
-        headers["Last-Event-ID"] = request.headers["Last-Event-ID"]
-    return bridge.forward("GET", EVENTS_PATH, headers=headers)
+    return stream.open_stream(page_user(), stream.resume_point(request.headers.get("Last-Event-ID")))

@@ -5,10 +5,12 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 
+from server import usecases
+from server.errors import ApiError
 from server.store.extensions import db
 from server.store.models import ProcessDefinition, Therapy
 
-from . import bp, bridge
+from . import bp
 from .session import DESIGNERS, has_role, login_required, session_user
 
 
@@ -49,22 +51,28 @@ def definitions():
 @bp.post("/definitions")
 @login_required(*DESIGNERS)
 def upload_definition():
-    """Deploy an uploaded diagram with its forms through the API's handler; errors name element and line."""
+    """Deploy an uploaded diagram with its forms (the ``DeployDefinition`` command); errors name element and line."""
     diagram = request.files.get("bpmn")
     if diagram is None or not diagram.filename:
         flash("Choose a BPMN file to upload.", "error")
         return redirect(url_for("web.definitions"))
-    files = [(diagram.stream, diagram.filename, "application/xml")]
-    forms = [(f.stream, f.filename, "application/json") for f in request.files.getlist("forms") if f.filename]
-    answer = bridge.call("POST", "/api/v1/process-definitions", data={"bpmn": files[0], "forms": forms})
-    if answer.ok:
-        created = answer.status == 201
-        flash(
-            f"{'Deployed' if created else 'Already deployed (identical content)'}: {answer.body['name']} "
-            f"version {answer.body['version']}.",
-            "success",
+    forms = {f.filename.rsplit("/", 1)[-1]: f.read() for f in request.files.getlist("forms") if f.filename}
+    try:
+        row, created = usecases.deploy_definition(
+            usecases.DeployDefinition(bpmn=diagram.read(), forms=forms, by=session_user())
         )
-        return redirect(url_for("web.definition_version", key=answer.body["key"], version=answer.body["version"]))
+    except ApiError as exc:
+        db.session.rollback()
+        return _refused_upload(diagram.filename, exc)
+    flash(
+        f"{'Deployed' if created else 'Already deployed (identical content)'}: {row.name} version {row.version}.",
+        "success",
+    )
+    return redirect(url_for("web.definition_version", key=row.key, version=row.version))
+
+
+def _refused_upload(filename: str, refusal: ApiError):
+    """The definitions page again, with what is wrong with the upload (element and line when known)."""
     rows = (
         db.session.execute(select(ProcessDefinition).order_by(ProcessDefinition.key, ProcessDefinition.version))
         .scalars()
@@ -73,18 +81,18 @@ def upload_definition():
     by_key: dict[str, list[ProcessDefinition]] = {}
     for row in rows:
         by_key.setdefault(row.key, []).append(row)
-    details = answer.error.get("details") or {}
+    details = refusal.details
     upload = {
-        "filename": diagram.filename,
-        "message": answer.message,
-        "code": answer.error.get("code"),
+        "filename": filename,
+        "message": refusal.message,
+        "code": refusal.code,
         "element": details.get("element_id") or details.get("element"),
         "line": details.get("line"),
         "details": {k: v for k, v in details.items() if k not in ("element_id", "element", "line")},
     }
     return render_template(
         "web/definitions.html", by_key=by_key, counts=_therapy_counts(), can_upload=True, upload=upload
-    ), answer.status
+    ), refusal.status
 
 
 @bp.get("/definitions/<key>")

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import or_, select
 
 from engine.coi import CoiError, parse_coi
+from server import usecases
 from server.access.auth import visible_site_ids
-from server.oversight import alerts as alert_cases
+from server.errors import ApiError
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import Alert, AuditEntry, Therapy
-from server.store.uow import unit_of_work
+from server.usecases.checks import visible_alert
 
-from . import bp, bridge
+from . import bp
 from .session import AUDIT_READERS, has_role, login_required, page_user, safe_next, session_user
 
 AUDIT_PAGE_SIZE = 200
@@ -53,37 +54,28 @@ def alerts():
         alerts=rows,
         therapies=therapies,
         status=status,
-        can_acknowledge=not (user.roles == ["auditor"]),
+        can_acknowledge=has_role(user, *usecases.AcknowledgeAlert.ROLES),
     )
 
 
 @bp.post("/alerts/<alert_id>/acknowledge")
-@login_required()
+@login_required(*usecases.AcknowledgeAlert.ROLES)
 def acknowledge_alert(alert_id: str):
-    """Acknowledge an open alert with a note (through the API's endpoint when the server has one)."""
-    user = page_user()
-    if user.roles == ["auditor"]:
-        abort(403)
-    alert = db.session.execute(_visible_alerts(user, "all").where(Alert.id == alert_id)).scalar_one_or_none()
-    if alert is None:
-        abort(404)
+    """Acknowledge an open alert with a note: the ``AcknowledgeAlert`` command (the page asks for a note)."""
     note = request.form.get("note", "").strip()
     back = redirect(safe_next(request.form.get("back")) or url_for("web.alerts"))
     if not note:
+        visible_alert(page_user(), alert_id)  # an unseen alert is 404 whatever the form says
         flash("Write a note saying what was done about the alert.", "error")
         return back
-    path = f"/api/v1/alerts/{alert.id}/acknowledge"
-    if bridge.has_route("POST", path):
-        answer = bridge.call("POST", path, json={"note": note})
-        if not answer.ok:
-            flash(f"Not acknowledged: {answer.message}", "error")
-            return back
-    elif alert.status != "open":
-        flash("This alert was already acknowledged.", "error")
+    try:
+        usecases.acknowledge_alert(usecases.AcknowledgeAlert(alert_id=alert_id, by=page_user(), note=note))
+    except ApiError as exc:
+        db.session.rollback()
+        if exc.status == 404:
+            raise
+        flash(f"Not acknowledged: {exc.message}", "error")
         return back
-    else:
-        with unit_of_work():
-            alert_cases.acknowledge(db.session.get_one(Alert, alert.id), user.username, note)
     flash("Alert acknowledged.", "success")
     return back
 

@@ -7,14 +7,15 @@ from urllib.parse import urlsplit
 
 from flask import abort, g, redirect, request, session, url_for
 
+from server import usecases
 from server.access import web_sessions
 from server.store.models import User
 
-# Roles that may see the pages of each area (any role may see therapies it can see).
-DESIGNERS = ("designer", "admin")
+# Roles that may see the pages of each area (any role may see therapies it can see); an action's roles are its
+# command's.
+DESIGNERS = usecases.DeployDefinition.ROLES
 AUDIT_READERS = ("auditor", "qa", "admin")
-STARTERS = ("coordinator", "integrator", "admin")
-CANCELLERS = ("coordinator", "admin")
+STARTERS = usecases.StartTherapy.ROLES
 
 
 SESSION_KEY = "sid"  # the cookie's key for the token of the server-side session (``server.access.web_sessions``)

@@ -1,4 +1,4 @@
-"""The task inbox and the task page: the form drawn from its JSON Schema, completed through the API's handler."""
+"""The task inbox and the task page: the form drawn from its JSON Schema, completed by the ``CompleteTask`` command."""
 
 from __future__ import annotations
 
@@ -6,20 +6,21 @@ from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import or_
 
 from engine.coi import CoiError, parse_coi
-from server.access.auth import can_see_site
+from server import usecases
+from server.errors import ApiError, NotFound
 from server.store.extensions import db
 from server.store.models import TaskRecord, Therapy
+from server.usecases import checks, reads
 
-from ..api.tasks import inbox_query as api_inbox_query
-from . import bp, bridge
+from . import bp
 from .form_data import FormShapeError, friendly, parse_submission, utc_to_local
 from .form_fields import build_fields, field_paths
 from .session import login_required, page_user
 
 
 def inbox_query(user, therapy_filter: str = "", role: str = ""):
-    """The API's inbox (``api.tasks.inbox_query``), narrowed to a therapy by id, COI or patient reference."""
-    query = api_inbox_query(user, role)
+    """The inbox (``usecases.reads.inbox_query``), narrowed to a therapy by id, COI or patient reference."""
+    query = reads.inbox_query(user, role)
     if therapy_filter:
         try:
             coi = parse_coi(therapy_filter).value
@@ -47,8 +48,10 @@ def inbox():
 
 def visible_task(task_id: str) -> TaskRecord | None:
     """The task when its site is visible to the session's user."""
-    task = db.session.get(TaskRecord, task_id)
-    return task if task is not None and can_see_site(page_user(), task.site_id) else None
+    try:
+        return checks.visible_task(page_user(), task_id)
+    except NotFound:
+        return None
 
 
 def _form_schemas(task: TaskRecord) -> tuple[dict, dict]:
@@ -128,7 +131,7 @@ def _offset() -> int:
 @bp.post("/tasks/<task_id>")
 @login_required()
 def complete_task(task_id: str):
-    """Complete the task with the submitted form, through the API's completion handler."""
+    """Complete the task with the submitted form: the ``CompleteTask`` command, as the API runs it."""
     task = visible_task(task_id)
     if task is None:
         return render_template(
@@ -148,16 +151,18 @@ def complete_task(task_id: str):
         return render_task(
             task, values, exc.errors, ["Some answers need correcting; see the marked fields."], status=422
         )
-    body: dict = {"data": data}
+    signature = None
     if task.signature:
         password = request.form.get("signature_password", "")
         confirmed = request.form.get("signature_meaning") == task.signature
         if password or confirmed:
-            body["signature"] = {"password": password, "meaning": task.signature if confirmed else ""}
-    answer = bridge.call("POST", f"/api/v1/tasks/{task.id}/complete", json=body)
-    if answer.ok:
-        return _after_completion(task)
-    return _refused(task, values, answer)
+            signature = {"password": password, "meaning": task.signature if confirmed else ""}
+    try:
+        usecases.complete_task(usecases.CompleteTask(task_id=task.id, by=page_user(), data=data, signature=signature))
+    except ApiError as exc:
+        db.session.rollback()  # whatever the refused command left open is closed before the page reads
+        return _refused(task, values, exc)
+    return _after_completion(task)
 
 
 def _multi_names(schema: dict) -> set[str]:
@@ -168,12 +173,11 @@ def _multi_names(schema: dict) -> set[str]:
     }
 
 
-def _refused(task: TaskRecord, values: dict, answer: bridge.ApiAnswer):
-    """Show the API's refusal on the page: field errors next to their fields, the rest above the form."""
+def _refused(task: TaskRecord, values: dict, refusal: ApiError):
+    """Show the refusal on the page: field errors next to their fields, the rest above the form."""
     task = db.session.get_one(TaskRecord, task.id)  # tasks are never deleted
-    error = answer.error
-    details = error.get("details") or {}
-    code = error.get("code", "")
+    details = refusal.details
+    code = refusal.code
     errors: dict[str, str] = {}
     form_errors: list[str] = []
     signature_error = None
@@ -187,13 +191,13 @@ def _refused(task: TaskRecord, values: dict, answer: bridge.ApiAnswer):
         or code == "account_locked"
         or str(details.get("field", "")).startswith("signature")
     ):
-        signature_error = answer.message
+        signature_error = refusal.message
     elif isinstance(details.get("field"), str) and details["field"] not in ("", "data"):
-        errors[details["field"].removeprefix("data.")] = answer.message
-        form_errors.append(answer.message)
+        errors[details["field"].removeprefix("data.")] = refusal.message
+        form_errors.append(refusal.message)
     else:
-        form_errors.append(answer.message)
-    return render_task(task, values, errors, form_errors, signature_error, status=answer.status)
+        form_errors.append(refusal.message)
+    return render_task(task, values, errors, form_errors, signature_error, status=refusal.status)
 
 
 def _after_completion(task: TaskRecord):

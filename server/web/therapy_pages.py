@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from server.access.auth import can_see_site, visible_site_ids
+from server import usecases
+from server.access.auth import visible_site_ids
 from server.compliance.signatures import signatures_for
+from server.errors import ApiError, NotFound
 from server.store.extensions import db
 from server.store.models import (
     Alert,
@@ -20,9 +22,10 @@ from server.store.models import (
     TaskRecord,
     Therapy,
 )
+from server.usecases import checks
 
-from . import bp, bridge, present
-from .session import CANCELLERS, STARTERS, has_role, login_required, page_user
+from . import bp, present
+from .session import has_role, login_required, page_user
 
 # Audit actions of a therapy that tell its story (the rest stays in the audit page).
 TIMELINE_ACTIONS = {
@@ -52,10 +55,10 @@ TIMELINE_ACTIONS = {
 
 def visible_therapy(therapy_id: str) -> Therapy:
     """The therapy when the session's user may see it; 404 otherwise (as the API answers)."""
-    therapy = db.session.get(Therapy, therapy_id)
-    if therapy is None or not can_see_site(page_user(), therapy.site_id):
+    try:
+        return checks.visible_therapy(page_user(), therapy_id)
+    except NotFound:
         abort(404)
-    return therapy
 
 
 def _waits(therapy: Therapy) -> list[dict]:
@@ -147,43 +150,47 @@ def therapy_page(therapy_id: str):
         v2v=present.vein_to_vein(therapy),
         completed=completed_activities(therapy),
         current=therapy.current_activities or [],
-        can_cancel=therapy.status == "active" and has_role(user, *CANCELLERS),
+        can_cancel=therapy.status == "active" and has_role(user, *usecases.CancelTherapy.ROLES),
     )
 
 
 @bp.post("/therapies")
-@login_required(*STARTERS)
+@login_required(*usecases.StartTherapy.ROLES)
 def start_therapy():
-    """Start a therapy from the control tower's form, through the API's handler."""
+    """Start a therapy from the control tower's form: the ``StartTherapy`` command."""
     patient_reference = request.form.get("patient_reference", "").strip()
-    body = {
-        "process_key": request.form.get("process_key", ""),
-        "site": request.form.get("site", ""),
-        "patient": {"reference": patient_reference},
-    }
-    answer = bridge.call("POST", "/api/v1/therapies", json=body)
-    if not answer.ok:
-        fields = (answer.error.get("details") or {}).get("fields") or {}
+    command = usecases.StartTherapy(
+        process_key=request.form.get("process_key", ""),
+        site=request.form.get("site", ""),
+        patient_reference=patient_reference,
+        by=page_user(),
+    )
+    try:
+        therapy = usecases.start_therapy(command)
+    except ApiError as exc:
+        db.session.rollback()
+        fields = exc.details.get("fields") or {}
         detail = "; ".join(f"{k}: {v}" for k, v in fields.items()) if isinstance(fields, dict) else ""
-        flash(f"The therapy was not started: {answer.message} {detail}".strip(), "error")
+        flash(f"The therapy was not started: {exc.message} {detail}".strip(), "error")
         return redirect(url_for("web.dashboard"))
-    flash(f"Therapy started for {patient_reference}: COI {present.eye_readable(answer.body['coi'])}.", "success")
-    return redirect(url_for("web.therapy_page", therapy_id=answer.body["id"]))
+    flash(f"Therapy started for {patient_reference}: COI {present.eye_readable(therapy.coi)}.", "success")
+    return redirect(url_for("web.therapy_page", therapy_id=therapy.id))
 
 
 @bp.post("/therapies/<therapy_id>/cancel")
-@login_required(*CANCELLERS)
+@login_required(*usecases.CancelTherapy.ROLES)
 def cancel_therapy(therapy_id: str):
-    """Cancel with a reason, through the API's handler."""
+    """Cancel with a reason: the ``CancelTherapy`` command."""
     therapy = visible_therapy(therapy_id)
-    answer = bridge.call(
-        "POST", f"/api/v1/therapies/{therapy.id}/cancel", json={"reason": request.form.get("reason", "").strip()}
-    )
-    if answer.ok:
-        flash("The therapy was cancelled; its open tasks were withdrawn.", "success")
+    reason = request.form.get("reason", "").strip()
+    try:
+        usecases.cancel_therapy(usecases.CancelTherapy(therapy_id=therapy.id, reason=reason, by=page_user()))
+    except ApiError as exc:
+        db.session.rollback()
+        flash(f"Not cancelled: {exc.message}", "error")
     else:
-        flash(f"Not cancelled: {answer.message}", "error")
-    return redirect(url_for("web.therapy_page", therapy_id=therapy.id))
+        flash("The therapy was cancelled; its open tasks were withdrawn.", "success")
+    return redirect(url_for("web.therapy_page", therapy_id=therapy_id))
 
 
 @bp.get("/definitions/<key>/versions/<int:version>/diagram.bpmn")

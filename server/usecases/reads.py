@@ -1,0 +1,49 @@
+"""The reads the API and the pages share: what a user's inbox holds, and how lists load therapies and tasks
+without their engine state."""
+
+from __future__ import annotations
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import contains_eager, defer
+
+from server.access.auth import visible_site_ids
+from server.store.models import TaskRecord, Therapy, User
+
+# Large JSON documents of a therapy that a summary does not show: left in the database when listing.
+SUMMARY_DEFERRED = (Therapy.state, Therapy.data, Therapy.waits, Therapy.current_activities)
+# The therapy columns a task in a list shows (its COI, patient reference) or needs (its definition's forms).
+TASK_THERAPY_COLUMNS = (
+    Therapy.id,
+    Therapy.coi,
+    Therapy.patient_reference,
+    Therapy.definition_id,
+    Therapy.status,
+    Therapy.site_id,
+)
+
+
+def summary_options() -> tuple:
+    """Loader options for therapies shown as summaries: their engine state and process data are not read."""
+    return tuple(defer(column) for column in SUMMARY_DEFERRED)
+
+
+def task_list_options() -> tuple:
+    """Loader options for a list of tasks selected with ``.join(Therapy)``: that join fills ``task.therapy``
+    (no second join) with the few columns a list shows, never the therapy's engine state; the therapy's site is
+    the task's (joined with the task)."""
+    return (contains_eager(TaskRecord.therapy).load_only(*TASK_THERAPY_COLUMNS).lazyload(Therapy.site),)
+
+
+def inbox_query(user: User, role: str = "") -> Select:
+    """READY tasks of active therapies that ``user`` may complete (of their roles, or just ``role``, at their
+    sites), soonest due first and undated last: the order of the inbox index."""
+    query = (
+        select(TaskRecord)
+        .join(Therapy)
+        .where(TaskRecord.status == "ready", Therapy.status == "active")
+        .options(*task_list_options())
+        .where(TaskRecord.role.in_([r for r in user.roles if not role or r == role]))
+        .order_by(TaskRecord.due_at.is_(None), TaskRecord.due_at, TaskRecord.created_at, TaskRecord.id)
+    )
+    sites = visible_site_ids(user)
+    return query if sites is None else query.where(TaskRecord.site_id.in_(sites))
