@@ -1,8 +1,8 @@
 """The web pages for site staff, designers, coordinators and auditors (server-rendered, served at ``/``).
 
 The pages use a session cookie and CSRF tokens; the JSON API under ``/api/v1`` stays token-based and
-is not touched by either. Actions go through the API's own handlers (see ``bridge``), reads through the
-same site scoping as the API.
+is not touched by either. An action builds the same command the API builds and calls its handler
+(``server.usecases``), so a page and an integration meet the same rules; reads use the same site scoping.
 """
 
 from __future__ import annotations
