@@ -1,7 +1,11 @@
 """``tether demo``: sites, users of every role, tokens, and therapies spread over the journey's stages.
 
-Therapies are seeded as if started days ago (the engine runs on a clock set back for the seeding), so
-that escalation timers which would have fired by now do fire when the seeding catches up with the present.
+The demo users do the seeding through the same commands (``server.usecases``) a page or an integration sends:
+a coordinator of the site starts each therapy, the task's role completes it (signing with the demo
+password where the diagram asks), the integrator delivers messages and uploads logger readings, logistics
+records the handoffs. Therapies are seeded as if started days ago (the engine runs on a clock set back for
+the seeding), so that escalation timers which would have fired by now do fire when the seeding catches up
+with the present.
 """
 
 from __future__ import annotations
@@ -13,9 +17,8 @@ from flask import current_app
 from sqlalchemy import select
 
 from engine.clock import FakeClock
+from server import usecases
 from server.access import accounts
-from server.custody import conditions
-from server.custody import transfers as custody
 from server.store.extensions import db
 from server.store.models import Site, TaskRecord, Therapy, User, utcnow
 from server.workflow import therapies
@@ -40,6 +43,7 @@ USERS = [  # username, printed name, roles, sites
     ("auditor", "Avery Auditor", ["auditor"], []),
 ]
 ROLE_USER = {"coordinator": "coordinator", "manufacturing": "manufacturing", "qa": "qa", "logistics": "logistics"}
+SITE_COORDINATOR = {"SITE-A": "coordinator", "SITE-B": "coordinator-b"}
 # (process, site, patient reference, steps of the happy path to run, days ago it started)
 THERAPIES = [
     ("autologous_car_t", "SITE-A", "PT-A-0001", 0, 0),
@@ -129,7 +133,11 @@ def _seed_therapies(echo: Callable[[str], None]) -> None:
         for process_key, site, patient, steps, days_ago in THERAPIES:
             clock = FakeClock(utcnow() - timedelta(days=days_ago))
             app.config["CLOCK"] = clock
-            therapy = therapies.start_therapy(process_key, None, site, patient, {}, actor="coordinator")
+            therapy = usecases.start_therapy(
+                usecases.StartTherapy(
+                    process_key=process_key, site=site, patient_reference=patient, by=_user(SITE_COORDINATOR[site])
+                )
+            )
             journey = AUTOLOGOUS_HAPPY_PATH if process_key == "autologous_car_t" else ALLOGENEIC_HAPPY_PATH
             for step in journey[:steps]:
                 clock.advance(hours=2)
@@ -155,14 +163,16 @@ def _record_cold_chain(therapy_id: str, process_key: str, step: tuple, clock: Fa
     if handoff is not None:
         material, giver, taker, where, role = (part.replace("{site}", therapy.site.code) for part in handoff)
         clock.advance(minutes=5)
-        custody.record_transfer(
-            therapy,
-            material_id=material,
-            from_party=giver,
-            to_party=taker,
-            scanned_coi="&/" + therapy.coi,
-            actor=ROLE_USER.get(role, role),
-            location=where,
+        usecases.record_custody(
+            usecases.RecordCustody(
+                therapy_id=therapy.id,
+                material_id=material,
+                from_party=giver,
+                to_party=taker,
+                scanned_coi="&/" + therapy.coi,
+                by=_user(_acting(role, therapy.site.code)),
+                location=where,
+            )
         )
     if step[0] == "message" and step[1] in LOGGED_LEGS:
         base = LOGGED_LEGS[step[1]]
@@ -172,7 +182,6 @@ def _record_cold_chain(therapy_id: str, process_key: str, step: tuple, clock: Fa
 
 def _log_temperatures(therapy_id: str, clock: FakeClock, temperatures: list[float], shipment_id: str) -> None:
     """A data logger uploads readings taken every 10 minutes up to now."""
-    therapy = db.session.get_one(Therapy, therapy_id)
     first = clock() - timedelta(minutes=10 * len(temperatures))
     readings = [
         {
@@ -184,7 +193,7 @@ def _log_temperatures(therapy_id: str, clock: FakeClock, temperatures: list[floa
         }
         for i, temperature in enumerate(temperatures)
     ]
-    conditions.record_readings(therapy, readings, actor="integrator", tell_process=therapies.deliver_waiting_message)
+    usecases.record_readings(usecases.RecordReadings(therapy_id=therapy_id, readings=readings, by=_user("integrator")))
 
 
 def _run_step(therapy_id: str, step: tuple, clock: FakeClock) -> None:
@@ -195,15 +204,31 @@ def _run_step(therapy_id: str, step: tuple, clock: FakeClock) -> None:
                 TaskRecord.therapy_id == therapy_id, TaskRecord.status == "ready", TaskRecord.activity_id == step[1]
             )
         ).scalar_one()
-        username = ROLE_USER[task.role]
-        user = db.session.execute(select(User).where(User.username == username)).scalar_one()
         if task.form is None:  # every user task of the demo's journeys has a form
             raise RuntimeError(f"demo task {task.activity_id} has no form to fill in")
-        therapies.complete_task(
-            task, form_data(task.form, therapy.coi), user.username, signer=user if task.signature else None
+        signature = {"password": DEMO_PASSWORD, "meaning": task.signature} if task.signature else None
+        usecases.complete_task(
+            usecases.CompleteTask(
+                task_id=task.id,
+                by=_user(_acting(task.role, therapy.site.code)),
+                data=form_data(task.form, therapy.coi),
+                signature=signature,
+            )
         )
     elif step[0] == "message":
-        therapies.deliver_message(therapy, step[1], step[2], actor="integrator")
+        usecases.deliver_message(
+            usecases.DeliverMessage(name=step[1], by=_user("integrator"), therapy_id=therapy_id, payload=step[2])
+        )
     elif step[0] == "advance":
         clock.advance(**step[1])
         therapies.fire_due_timers(therapy_id, actor="scheduler")
+
+
+def _user(username: str) -> User:
+    """The demo user ``username``."""
+    return db.session.execute(select(User).where(User.username == username)).scalar_one()
+
+
+def _acting(role: str, site: str) -> str:
+    """The demo user who acts in ``role`` for a therapy of ``site`` (each coordinator works at one centre)."""
+    return SITE_COORDINATOR[site] if role == "coordinator" else ROLE_USER.get(role, role)
