@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from flask import Flask
+
+if TYPE_CHECKING:
+    from server.store.models import User
 
 
 def _app() -> Flask:
@@ -15,7 +20,7 @@ def _app() -> Flask:
     return create_app()
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(2)
 
@@ -73,6 +78,24 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     run(host, port, workers, threads)
 
 
+def _run(command: Any, *, not_found: str | None = None) -> Any:
+    """Hand ``command`` to its handler (in an app context); a refusal ends the command line with its reason,
+    in the words of the rule that refused it (``not_found`` instead for something that does not exist)."""
+    from engine.errors import EngineError
+    from server.access.accounts import AccountError
+    from server.errors import ApiError
+    from server.usecases import handle
+
+    try:
+        return handle(command)
+    except EngineError as exc:
+        _fail(str(exc))
+    except ApiError as exc:
+        if not_found is not None and exc.status == 404:
+            _fail(not_found)
+        _fail(str(exc.__cause__) if isinstance(exc.__cause__, (AccountError, EngineError)) else exc.message)
+
+
 @main.group()
 def site() -> None:
     """Sites: treatment centres, manufacturing sites, logistics hubs."""
@@ -89,14 +112,12 @@ def site() -> None:
 )
 def site_add(code: str, name: str | None, kind: str) -> None:
     """Register a site with a short unique CODE (SITE-A, MFG-1)."""
-    from server.access import accounts
+    from server.usecases.account_commands import AddSite
+    from server.usecases.console import OPERATOR
 
     app = _app()
     with app.app_context():
-        try:
-            accounts.add_site(code, name or code, kind, actor="cli")
-        except accounts.AccountError as exc:
-            _fail(str(exc))
+        _run(AddSite(code, name or code, kind, OPERATOR))
     click.echo(f"site {code} added")
 
 
@@ -115,28 +136,27 @@ def user_add(
     name: str, roles: tuple[str, ...], sites: tuple[str, ...], display_name: str | None, password_stdin: bool
 ) -> None:
     """Create user NAME with roles and sites."""
-    from server.access import accounts
+    from server.usecases.account_commands import AddUser
+    from server.usecases.console import OPERATOR
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
     app = _app()
     with app.app_context():
-        try:
-            accounts.add_user(name, list(roles), list(sites), display_name or name, password, actor="cli")
-        except accounts.AccountError as exc:
-            _fail(str(exc))
+        _run(AddUser(name, roles, sites, display_name or name, password, OPERATOR))
     click.echo(f"user {name} added with roles {', '.join(roles)}")
 
 
-def _change_user(name: str, change) -> None:
-    """Run ``change(accounts, user)`` on user NAME in an app context; errors end the command."""
+def _change_user(name: str, change: Callable[[User], None]) -> None:
+    """Run ``change(user)`` on user NAME in an app context; an unknown name ends the command."""
     from server.access import accounts
 
     app = _app()
     with app.app_context():
         try:
-            change(accounts, accounts.find_user(name))
+            account = accounts.find_user(name)
         except accounts.AccountError as exc:
             _fail(str(exc))
+        change(account)
 
 
 @user.command("list")
@@ -163,9 +183,11 @@ def user_list() -> None:
 @click.option("--reason", default=None)
 def user_unlock(name: str, reason: str | None) -> None:
     """Unlock user NAME after repeated failed signatures."""
+    from server.usecases.account_commands import UnlockUser
+    from server.usecases.console import OPERATOR
 
-    def change(accounts, account):
-        done = accounts.unlock_user(account, "cli", reason)
+    def change(account: User) -> None:
+        _, done = _run(UnlockUser(account.id, OPERATOR, reason))
         click.echo(f"user {name} unlocked" if done else f"user {name} was not locked")
 
     _change_user(name, change)
@@ -188,8 +210,11 @@ def user_reactivate(name: str, reason: str | None) -> None:
 
 
 def _set_active(name: str, active: bool, reason: str | None) -> None:
-    def change(accounts, account):
-        accounts.update_user(account, "cli", active=active, reason=reason)
+    from server.usecases.account_commands import ChangeUser
+    from server.usecases.console import OPERATOR
+
+    def change(account: User) -> None:
+        _run(ChangeUser(account.id, OPERATOR, active=active, reason=reason))
         click.echo(f"user {name} {'reactivated' if active else 'deactivated'}")
 
     _change_user(name, change)
@@ -206,12 +231,7 @@ def user_role() -> None:
 @click.option("--reason", default=None)
 def user_role_add(name: str, role: str, reason: str | None) -> None:
     """Grant ROLE to user NAME."""
-
-    def change(accounts, account):
-        accounts.update_user(account, "cli", roles=[*account.roles, role], reason=reason)
-        click.echo(f"user {name} now has roles {', '.join(account.roles)}")
-
-    _change_user(name, change)
+    _set_roles(name, lambda roles: [*roles, role], reason)
 
 
 @user_role.command("remove")
@@ -221,11 +241,22 @@ def user_role_add(name: str, role: str, reason: str | None) -> None:
 def user_role_remove(name: str, role: str, reason: str | None) -> None:
     """Withdraw ROLE from user NAME."""
 
-    def change(accounts, account):
-        if role not in account.roles:
-            raise accounts.AccountError(f"user {name} does not have the role {role}")
-        accounts.update_user(account, "cli", roles=[r for r in account.roles if r != role], reason=reason)
-        click.echo(f"user {name} now has roles {', '.join(account.roles)}")
+    def without(roles: list[str]) -> list[str]:
+        if role not in roles:
+            _fail(f"user {name} does not have the role {role}")
+        return [r for r in roles if r != role]
+
+    _set_roles(name, without, reason)
+
+
+def _set_roles(name: str, new_roles: Callable[[list[str]], list[str]], reason: str | None) -> None:
+    """Give user NAME the roles ``new_roles(their roles)`` and say which they now have."""
+    from server.usecases.account_commands import ChangeUser
+    from server.usecases.console import OPERATOR
+
+    def change(account: User) -> None:
+        user, _ = _run(ChangeUser(account.id, OPERATOR, roles=tuple(new_roles(list(account.roles))), reason=reason))
+        click.echo(f"user {name} now has roles {', '.join(user.roles)}")
 
     _change_user(name, change)
 
@@ -240,14 +271,16 @@ def token() -> None:
 @click.option("--label", default="cli")
 def token_create(name: str, label: str) -> None:
     """Create an API token for user NAME; the token is the last line printed."""
-    from server.access import accounts
+    from server.usecases.account_commands import IssueToken
+    from server.usecases.console import OPERATOR
 
-    app = _app()
-    with app.app_context():
-        try:
-            value = accounts.issue_token(name, label, actor="cli")
-        except accounts.AccountError as exc:
-            _fail(str(exc))
+    value = ""
+
+    def issue(account: User) -> None:
+        nonlocal value
+        value, _ = _run(IssueToken(OPERATOR, label=label, user_id=account.id))
+
+    _change_user(name, issue)
     click.echo(f"token for {name} (shown once):")
     click.echo(value)
 
@@ -277,21 +310,14 @@ def token_list(name: str | None) -> None:
             )
 
 
-def _change_token(token_id: int, change) -> None:
-    """Run ``change(accounts, token)`` on token TOKEN_ID in an app context; errors end the command."""
-    from server.access import accounts
-    from server.store.extensions import db as database
-    from server.store.models import ApiToken
-
+def _run_on_token(command: Any) -> bool:
+    """Run a command on the token ``command.token_id`` in an app context; whether it changed the token."""
     app = _app()
     with app.app_context():
-        record = database.session.get(ApiToken, token_id)
-        if record is None:
-            _fail(f"token {token_id} does not exist ('tether token list' shows the ids)")
-        try:
-            change(accounts, record)
-        except accounts.AccountError as exc:
-            _fail(str(exc))
+        _, changed = _run(
+            command, not_found=f"token {command.token_id} does not exist ('tether token list' shows the ids)"
+        )
+    return changed
 
 
 @token.command("revoke")
@@ -299,12 +325,11 @@ def _change_token(token_id: int, change) -> None:
 @click.option("--reason", default=None)
 def token_revoke(token_id: int, reason: str | None) -> None:
     """Revoke token TOKEN_ID at once."""
+    from server.usecases.account_commands import RevokeToken
+    from server.usecases.console import OPERATOR
 
-    def change(accounts, record):
-        done = accounts.revoke_token(record, "cli", reason)
-        click.echo(f"token {token_id} revoked" if done else f"token {token_id} was already revoked")
-
-    _change_token(token_id, change)
+    done = _run_on_token(RevokeToken(token_id, OPERATOR, reason=reason))
+    click.echo(f"token {token_id} revoked" if done else f"token {token_id} was already revoked")
 
 
 @token.command("expire")
@@ -312,12 +337,11 @@ def token_revoke(token_id: int, reason: str | None) -> None:
 @click.option("--reason", default=None)
 def token_expire(token_id: int, reason: str | None) -> None:
     """Expire token TOKEN_ID now."""
+    from server.usecases.account_commands import ExpireToken
+    from server.usecases.console import OPERATOR
 
-    def change(accounts, record):
-        done = accounts.expire_token(record, "cli", reason=reason)
-        click.echo(f"token {token_id} expired" if done else f"token {token_id} had expired already")
-
-    _change_token(token_id, change)
+    done = _run_on_token(ExpireToken(token_id, OPERATOR, reason=reason))
+    click.echo(f"token {token_id} expired" if done else f"token {token_id} had expired already")
 
 
 @main.command()
@@ -325,15 +349,12 @@ def token_expire(token_id: int, reason: str | None) -> None:
 @click.argument("forms", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def deploy(bpmn: Path, forms: tuple[Path, ...]) -> None:
     """Deploy a BPMN definition with its forms, as the upload endpoint does."""
-    from engine.errors import EngineError
-    from server.workflow.definitions import deploy as deploy_definition
+    from server.usecases.console import OPERATOR
+    from server.usecases.definition_commands import DeployDefinition
 
     app = _app()
     with app.app_context():
-        try:
-            row, created = deploy_definition(bpmn.read_bytes(), {f.name: f.read_bytes() for f in forms}, "cli")
-        except EngineError as exc:
-            _fail(str(exc))
+        row, created = _run(DeployDefinition(bpmn.read_bytes(), OPERATOR, {f.name: f.read_bytes() for f in forms}))
     click.echo(f"{'deployed' if created else 'already deployed'}: {row.key} version {row.version} ({row.id})")
 
 

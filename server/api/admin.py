@@ -10,15 +10,22 @@ from flask import g, request
 from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import select
 
-from server.access import accounts
 from server.access.auth import require
 from server.api.idempotency import idempotent
 from server.api.schemas import load_json
 from server.clock import iso
-from server.store.extensions import db
 from server.store.models import User
+from server.usecases import handle
+from server.usecases.account_commands import (
+    AddUser,
+    ChangeUser,
+    ResetPassword,
+    UnlockUser,
+    existing_user,
+    is_admin,
+)
 
-from ..errors import ApiError, BadRequest, Conflict, Invalid, NotFound
+from ..errors import BadRequest, NotFound
 from . import bp
 from .paging import page
 
@@ -82,21 +89,6 @@ def user_view(user: User) -> dict:
     }
 
 
-def account_error(exc: accounts.AccountError) -> ApiError:
-    """The API error for a refused account change: 409 when it clashes with what exists, else 422."""
-    details = {"field": exc.field} if exc.field else {}
-    if exc.conflict:
-        return Conflict(str(exc).capitalize() + ".", code="account_conflict", details=details)
-    return Invalid(str(exc).capitalize() + ".", code=exc.code or "invalid_account_change", details=details)
-
-
-def _user(user_id: int) -> User:
-    user = db.session.get(User, user_id)
-    if user is None:
-        raise NotFound("No such user.", details={"user_id": user_id})
-    return user
-
-
 @bp.get("/users")
 @require("admin")
 def list_users():
@@ -111,22 +103,21 @@ def list_users():
 
 
 @bp.post("/users")
-@require("admin")
+@require(*AddUser.ROLES)
 @idempotent
 def create_user():
     """Create a user with roles, sites (for site staff) and a password that meets the policy."""
     body = load_json(NewUserSchema())
-    try:
-        user = accounts.add_user(
+    user = handle(
+        AddUser(
             body["username"],
-            body["roles"],
-            body["sites"],
+            tuple(body["roles"]),
+            tuple(body["sites"]),
             body["display_name"],
             body["password"],
-            actor=g.user.username,
+            by=g.user,
         )
-    except accounts.AccountError as exc:
-        raise account_error(exc) from None
+    )
     return user_view(user), 201
 
 
@@ -141,53 +132,43 @@ def current_user():
 @require()
 def get_user(user_id: int):
     """One user: administrators see anyone, everyone else only themselves."""
-    if "admin" not in g.user.roles and g.user.id != user_id:
+    if not is_admin(g.user) and g.user.id != user_id:
         raise NotFound("No such user.", details={"user_id": user_id})
-    return user_view(_user(user_id))
+    return user_view(existing_user(user_id))
 
 
 @bp.patch("/users/<int:user_id>")
-@require("admin")
+@require(*ChangeUser.ROLES)
 def change_user(user_id: int):
     """Change a user's printed name, roles, sites or active flag (audited with old and new values)."""
-    user = _user(user_id)
     body = load_json(UserChangeSchema())
-    if user.id == g.user.id and (body.get("active") is False or ("roles" in body and "admin" not in body["roles"])):
-        raise Conflict("Administrators cannot deactivate themselves or drop their own admin role.", code="self_lockout")
-    try:
-        changed = accounts.update_user(
-            user,
-            g.user.username,
+    user, changed = handle(
+        ChangeUser(
+            user_id,
+            by=g.user,
             display_name=body.get("display_name"),
-            roles=body.get("roles"),
-            site_codes=body.get("sites"),
+            roles=tuple(body["roles"]) if "roles" in body else None,
+            sites=tuple(body["sites"]) if "sites" in body else None,
             active=body.get("active"),
             reason=body.get("reason"),
         )
-    except accounts.AccountError as exc:
-        raise account_error(exc) from None
+    )
     return {**user_view(user), "changes": changed}, 200
 
 
 @bp.post("/users/<int:user_id>/unlock")
-@require("admin")
+@require(*UnlockUser.ROLES)
 @idempotent
 def unlock_user(user_id: int):
     """Unlock an account locked after failed signatures (audited)."""
-    user = _user(user_id)
     body = load_json(ReasonSchema())
-    unlocked = accounts.unlock_user(user, g.user.username, body["reason"])
+    user, unlocked = handle(UnlockUser(user_id, by=g.user, reason=body["reason"]))
     return {**user_view(user), "unlocked": unlocked}, 200
 
 
 @bp.post("/users/<int:user_id>/password")
-@require("admin")
+@require(*ResetPassword.ROLES)
 def reset_password(user_id: int):
     """Set a new password for a user (it must meet the policy; audited without the password)."""
-    user = _user(user_id)
     body = load_json(PasswordSchema())
-    try:
-        accounts.set_password(user, body["password"], g.user.username)
-    except accounts.AccountError as exc:
-        raise account_error(exc) from None
-    return user_view(user), 200
+    return user_view(handle(ResetPassword(user_id, body["password"], by=g.user))), 200

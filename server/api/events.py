@@ -1,200 +1,20 @@
-"""Live events: the outbox as Server-Sent Events, the same CloudEvents as webhooks, resumable.
-
-Each SSE message has ``id:`` = the outbox id and ``data:`` = the CloudEvents structured JSON. A client
-that reconnects with ``Last-Event-ID`` (browsers' EventSource do this by themselves) gets every event
-after that id. A stream waits on the commit bell of its own process and polls for events written by
-other processes; it sends a comment line as a heartbeat and closes after ``EVENTS_STREAM_SECONDS`` so
-that a gthread worker's threads are never held for good (the client just reconnects).
-"""
+"""Live events: ``GET /api/v1/events``, the outbox as Server-Sent Events of the CloudEvents the caller may see
+(``server.integration.stream``), resumable with ``Last-Event-ID`` and filtered by ``types``."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Sequence
-from typing import Any
+from flask import g, request
 
-from flask import Response, current_app, g, request, stream_with_context
-from sqlalchemy import func, or_, select
+from server.access.auth import require
+from server.integration import stream
 
-from engine.values import INT_MAX
-from server.access.auth import require, visible_site_ids
-from server.integration import webhooks
-from server.store.extensions import db
-from server.store.models import OutboxEvent
-
-from ..errors import ApiError, BadRequest
 from . import bp
-
-BATCH = 200
-GAP_SECONDS = 30.0  # how long an id skipped by a still-open transaction is looked for again
-MAX_GAPS = 1000
-RETRY_MILLISECONDS = 2000
-_slots_lock = threading.Lock()
-
-
-def _slots(app) -> threading.BoundedSemaphore:
-    """The stream slots of this process."""
-    with _slots_lock:
-        return app.extensions.setdefault(
-            "tether_event_streams", threading.BoundedSemaphore(max(1, int(app.config["EVENTS_MAX_STREAMS"])))
-        )
-
-
-def _resume_point() -> int:
-    """The outbox id to stream after: ``Last-Event-ID`` (header or query), else the newest event now."""
-    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-    if raw is None or raw.strip() == "":
-        newest = db.session.execute(select(func.max(OutboxEvent.id))).scalar()
-        return int(newest or 0)
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise BadRequest(
-            "Last-Event-ID must be the id of an event this stream sent (a whole number).",
-            code="invalid_last_event_id",
-            details={"field": "Last-Event-ID"},
-        ) from None
-    if not 0 <= value <= INT_MAX:
-        raise BadRequest(
-            "Last-Event-ID must be an event id: a whole number from 0 to 2^63 - 1.",
-            code="invalid_last_event_id",
-            details={"field": "Last-Event-ID"},
-        )
-    return value
-
-
-def _patterns() -> list[str] | None:
-    """The ``types`` filter (comma-separated patterns), or None for every type."""
-    raw = request.args.get("types")
-    if not raw:
-        return None
-    try:
-        return webhooks.check_patterns([part.strip() for part in raw.split(",") if part.strip()])
-    except ApiError as exc:
-        exc.details = {"field": "types"}
-        raise
-
-
-class _Cursor:
-    """Where a stream is: the highest id sent, and ids skipped over that a slower transaction may still commit."""
-
-    def __init__(self, after: int):
-        self.after = after
-        self.gaps: dict[int, float] = {}
-
-    def fetch(self) -> Sequence[Any]:
-        """The next events after the cursor, and any late ones filling a gap, in id order (plain rows)."""
-        condition = OutboxEvent.id > self.after
-        if self.gaps:
-            condition = or_(condition, OutboxEvent.id.in_(list(self.gaps)))
-        columns = (
-            OutboxEvent.id,
-            OutboxEvent.event_id,
-            OutboxEvent.type,
-            OutboxEvent.therapy_id,
-            OutboxEvent.site_id,
-            OutboxEvent.data,
-            OutboxEvent.created_at,
-        )
-        rows = db.session.execute(select(*columns).where(condition).order_by(OutboxEvent.id).limit(BATCH)).all()
-        db.session.rollback()  # hand the connection back between polls
-        return rows
-
-    def advance(self, row_id: int) -> None:
-        """Note that ``row_id`` was seen; ids jumped over become gaps for a while."""
-        if row_id in self.gaps:
-            del self.gaps[row_id]
-            return
-        deadline = time.monotonic() + GAP_SECONDS
-        for missing in range(max(self.after + 1, row_id - MAX_GAPS), row_id):
-            self.gaps.setdefault(missing, deadline)
-        self.after = max(self.after, row_id)
-
-    def forget_old_gaps(self) -> None:
-        """Stop looking for ids that never committed (rolled back)."""
-        moment = time.monotonic()
-        self.gaps = {gap: deadline for gap, deadline in self.gaps.items() if deadline > moment}
-
-
-def _visible(row, sites: set[int] | None, patterns: list[str] | None) -> bool:
-    """Whether a caller seeing ``sites`` (None: all) and asking for ``patterns`` gets ``row``."""
-    if patterns is not None and not webhooks.matches(patterns, row.type):
-        return False
-    return sites is None or row.site_id is None or row.site_id in sites
-
-
-def _events(
-    cursor: _Cursor,
-    sites: set[int] | None,
-    patterns: list[str] | None,
-    ringing,
-    source: str,
-    *,
-    heartbeat: float,
-    poll: float,
-    lifetime: float,
-):
-    """The SSE text of one connection: events as they commit, heartbeats in between, until ``lifetime`` ends."""
-    seen = ringing.rings
-    started = last_sent = time.monotonic()
-    yield f"retry: {RETRY_MILLISECONDS}\n: stream after event {cursor.after}\n\n"
-    while time.monotonic() - started < lifetime:
-        rows = cursor.fetch()
-        for row in rows:
-            cursor.advance(row.id)
-            if _visible(row, sites, patterns):
-                body = webhooks.cloud_event_json(row, source).decode()
-                last_sent = time.monotonic()
-                yield f"id: {row.id}\ndata: {body}\n\n"
-        cursor.forget_old_gaps()
-        if len(rows) == BATCH:
-            continue
-        if time.monotonic() - last_sent >= heartbeat:
-            last_sent = time.monotonic()
-            yield ": heartbeat\n\n"
-        remaining = lifetime - (time.monotonic() - started)
-        seen = ringing.wait(seen, max(0.0, min(poll, heartbeat, remaining)))
 
 
 @bp.get("/events")
 @require()
 def stream_events():
     """A live stream (Server-Sent Events) of the CloudEvents the caller may see; resumable with Last-Event-ID."""
-    sites = visible_site_ids(g.user)
-    patterns = _patterns()
-    cursor = _Cursor(_resume_point())
-    db.session.rollback()
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    config = app.config
-    heartbeat, poll = float(config["EVENTS_HEARTBEAT_SECONDS"]), float(config["EVENTS_POLL_SECONDS"])
-    lifetime, source = float(config["EVENTS_STREAM_SECONDS"]), str(config["EVENT_SOURCE"])
-    slots = _slots(app)
-    if not slots.acquire(blocking=False):
-        raise ApiError(
-            "Too many live event streams are open on this server; try again shortly.",
-            status=429,
-            code="too_many_requests",
-        )
-    released = threading.Event()
-
-    def release() -> None:
-        """Give the stream's slot back (once)."""
-        if not released.is_set():
-            released.set()
-            slots.release()
-
-    def generate():
-        """The stream, releasing its slot when it ends or the client goes."""
-        try:
-            yield from _events(
-                cursor, sites, patterns, webhooks.bell(app), source, heartbeat=heartbeat, poll=poll, lifetime=lifetime
-            )
-        finally:
-            release()
-
-    response = Response(stream_with_context(generate()), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    response.call_on_close(release)
-    return response
+    patterns = stream.type_patterns(request.args.get("types"))
+    after = stream.resume_point(request.headers.get("Last-Event-ID") or request.args.get("last_event_id"))
+    return stream.open_stream(g.user, after, patterns)

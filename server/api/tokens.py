@@ -6,7 +6,7 @@ never listed: only their SHA-256 is stored.
 
 from __future__ import annotations
 
-from flask import current_app, g, request
+from flask import g, request
 from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import select
 
@@ -15,14 +15,14 @@ from server.access.auth import check_login, require
 from server.api.idempotency import idempotent
 from server.api.schemas import TokenRequestSchema, in_utc_years, load_json
 from server.clock import iso
-from server.store.extensions import db
 from server.store.models import ApiToken, User, utcnow
+from server.usecases import handle
+from server.usecases.account_commands import ExpireToken, IssueToken, RevokeToken, is_admin
 
-from ..errors import BadRequest, Invalid, NotFound
+from ..errors import BadRequest, Invalid
 from ..inputs import ID_MAX
 from ..ratelimit import login_limited
 from . import bp
-from .admin import account_error
 from .filters import whole_number
 from .paging import page
 
@@ -73,18 +73,6 @@ def token_view(record: ApiToken) -> dict:
     }
 
 
-def _is_admin() -> bool:
-    return "admin" in g.user.roles
-
-
-def _token(token_id: int) -> ApiToken:
-    """A token the caller may manage (their own, or any for an administrator); 404 otherwise."""
-    record = db.session.get(ApiToken, token_id)
-    if record is None or (record.user_id != g.user.id and not _is_admin()):
-        raise NotFound("No such token.", details={"token_id": token_id})
-    return record
-
-
 @bp.post("/auth/token")
 @login_limited
 def login_for_token():
@@ -106,7 +94,7 @@ def login_for_token():
 def list_tokens():
     """The caller's tokens (administrators: everyone's, ``user_id=`` to narrow), newest first."""
     query = select(ApiToken).join(User).order_by(ApiToken.id.desc())
-    if not _is_admin():
+    if not is_admin(g.user):
         query = query.where(ApiToken.user_id == g.user.id)
     elif (user_id := whole_number("user_id", 0, ID_MAX)) is not None:
         query = query.where(ApiToken.user_id == user_id)
@@ -127,52 +115,32 @@ def list_tokens():
 
 
 @bp.post("/tokens")
-@require()
+@require(*IssueToken.ROLES)
 def create_token():
     """A new token for the caller (or, for an administrator, for ``user_id``); the secret is shown once.
 
     ``Idempotency-Key`` is not honoured here on purpose: replaying the answer would mean storing the secret.
     """
     body = load_json(NewTokenSchema())
-    owner = g.user
-    if body["user_id"] is not None and body["user_id"] != g.user.id:
-        owner = db.session.get(User, body["user_id"]) if _is_admin() else None
-        if owner is None:
-            raise Invalid("No such user.", code="unknown_user", details={"field": "user_id"})
-    limit = current_app.config["TOKEN_TTL_DAYS"]
-    if body["ttl_days"] is not None and limit and body["ttl_days"] > limit:
-        raise Invalid(
-            f"A token lives at most {limit} days.",
-            code="invalid_request",
-            details={"fields": {"ttl_days": f"at most {limit}"}},
-        )
-    try:
-        token, record = accounts.issue_token_for(owner, body["label"], g.user.username, body["ttl_days"])
-    except accounts.AccountError as exc:
-        raise account_error(exc) from None
+    token, record = handle(IssueToken(g.user, label=body["label"], ttl_days=body["ttl_days"], user_id=body["user_id"]))
     return {**token_view(record), "token": token}, 201
 
 
 @bp.post("/tokens/<int:token_id>/revoke")
-@require()
+@require(*RevokeToken.ROLES)
 @idempotent
 def revoke_token(token_id: int):
     """Revoke a token at once (audited)."""
-    record = _token(token_id)
     body = load_json(RevokeSchema())
-    revoked = accounts.revoke_token(record, g.user.username, body["reason"])
+    record, revoked = handle(RevokeToken(token_id, g.user, reason=body["reason"]))
     return {**token_view(record), "revoked_now": revoked}, 200
 
 
 @bp.post("/tokens/<int:token_id>/expire")
-@require()
+@require(*ExpireToken.ROLES)
 @idempotent
 def expire_token(token_id: int):
     """Bring a token's expiry forward, to now unless ``at`` is given (audited; never extends a token)."""
-    record = _token(token_id)
     body = load_json(ExpireSchema())
-    try:
-        changed = accounts.expire_token(record, g.user.username, body["at"], body["reason"])
-    except accounts.AccountError as exc:
-        raise account_error(exc) from None
+    record, changed = handle(ExpireToken(token_id, g.user, at=body["at"], reason=body["reason"]))
     return {**token_view(record), "expired_now": changed}, 200

@@ -15,8 +15,10 @@ from server.clock import iso
 from server.integration import webhooks
 from server.store.extensions import db
 from server.store.models import OutboxEvent, WebhookDelivery, WebhookSubscription
+from server.usecases import handle
+from server.usecases.webhook_commands import SUBSCRIBERS, Redeliver, Subscribe, Unsubscribe, visible_subscription
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest
 from . import bp
 from .paging import page, page_params
 
@@ -57,27 +59,18 @@ def delivery_item(delivery: WebhookDelivery, event_id: str) -> dict:
     }
 
 
-def visible_subscription(subscription_id: str) -> WebhookSubscription:
-    """The caller's active subscription (any, for admin); 404 otherwise."""
-    query = webhooks.visible_subscriptions(g.user).where(WebhookSubscription.id == subscription_id)
-    subscription = db.session.execute(query).scalar_one_or_none()
-    if subscription is None:
-        raise NotFound("No such webhook subscription.", details={"webhook_id": subscription_id})
-    return subscription
-
-
 @bp.post("/webhooks")
-@require("integrator", "admin")
+@require(*Subscribe.ROLES)
 @idempotent
 def create_webhook():
     """Subscribe an endpoint to event types (patterns such as ``therapy.*``); the answer carries its secret."""
     body = load_json(WebhookCreateSchema())
-    subscription = webhooks.subscribe(body["url"], body["events"], g.user)
+    subscription = handle(Subscribe(body["url"], tuple(body["events"]), g.user))
     return subscription_item(subscription, with_secret=True), 201
 
 
 @bp.get("/webhooks")
-@require("integrator", "admin")
+@require(*SUBSCRIBERS)
 def list_webhooks():
     """The caller's webhook subscriptions (every one, for admin), oldest first."""
     query = webhooks.visible_subscriptions(g.user).order_by(WebhookSubscription.created_at, WebhookSubscription.id)
@@ -85,25 +78,25 @@ def list_webhooks():
 
 
 @bp.get("/webhooks/<webhook_id>")
-@require("integrator", "admin")
+@require(*SUBSCRIBERS)
 def get_webhook(webhook_id: str):
     """One webhook subscription (without its secret)."""
-    return subscription_item(visible_subscription(webhook_id))
+    return subscription_item(visible_subscription(g.user, webhook_id))
 
 
 @bp.delete("/webhooks/<webhook_id>")
-@require("integrator", "admin")
+@require(*Unsubscribe.ROLES)
 def delete_webhook(webhook_id: str):
     """End a subscription: nothing more is sent to it and its pending deliveries are dropped."""
-    webhooks.unsubscribe(visible_subscription(webhook_id), g.user.username)
+    handle(Unsubscribe(webhook_id, g.user))
     return "", 204
 
 
 @bp.get("/webhooks/<webhook_id>/deliveries")
-@require("integrator", "admin")
+@require(*SUBSCRIBERS)
 def list_deliveries(webhook_id: str):
     """The subscription's deliveries, newest event first, optionally by ``status``."""
-    subscription = visible_subscription(webhook_id)
+    subscription = visible_subscription(g.user, webhook_id)
     query = (
         select(WebhookDelivery, OutboxEvent.event_id)
         .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.outbox_event_id)
@@ -126,18 +119,9 @@ def list_deliveries(webhook_id: str):
 
 
 @bp.post("/webhooks/<webhook_id>/deliveries/<delivery_id>/redeliver")
-@require("integrator", "admin")
+@require(*Redeliver.ROLES)
 @idempotent
 def redeliver(webhook_id: str, delivery_id: str):
     """Send a delivery again (for instance after the receiver was down), with a fresh retry schedule."""
-    subscription = visible_subscription(webhook_id)
-    row = db.session.execute(
-        select(WebhookDelivery, OutboxEvent.event_id)
-        .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.outbox_event_id)
-        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.subscription_id == subscription.id)
-    ).first()
-    if row is None:
-        raise NotFound("No such delivery of this webhook.", details={"delivery_id": delivery_id})
-    delivery, event_id = row
-    webhooks.redeliver(delivery, g.user.username)
+    delivery, event_id = handle(Redeliver(webhook_id, delivery_id, g.user))
     return delivery_item(delivery, event_id), 202

@@ -15,6 +15,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .account_commands import (
+    AddSite,
+    AddUser,
+    ChangeUser,
+    ExpireToken,
+    IssueToken,
+    ResetPassword,
+    RevokeToken,
+    UnlockUser,
+    add_site,
+    add_user,
+    change_user,
+    expire_token,
+    issue_token,
+    reset_password,
+    revoke_token,
+    unlock_user,
+)
 from .alert_commands import AcknowledgeAlert, acknowledge_alert
 from .definition_commands import DeployDefinition, deploy_definition
 from .incident_commands import ResolveIncident, RetryIncident, resolve_incident, retry_incident
@@ -32,6 +50,7 @@ from .therapy_commands import (
     start_therapy,
     start_therapy_by_message,
 )
+from .webhook_commands import Redeliver, Subscribe, Unsubscribe, redeliver, subscribe, unsubscribe
 
 HANDLERS: dict[type, Callable[[Any], Any]] = {
     StartTherapy: start_therapy,
@@ -46,6 +65,17 @@ HANDLERS: dict[type, Callable[[Any], Any]] = {
     RetryIncident: retry_incident,
     ResolveIncident: resolve_incident,
     DeployDefinition: deploy_definition,
+    AddSite: add_site,
+    AddUser: add_user,
+    ChangeUser: change_user,
+    UnlockUser: unlock_user,
+    ResetPassword: reset_password,
+    IssueToken: issue_token,
+    RevokeToken: revoke_token,
+    ExpireToken: expire_token,
+    Subscribe: subscribe,
+    Unsubscribe: unsubscribe,
+    Redeliver: redeliver,
 }
 
 
