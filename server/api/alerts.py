@@ -10,7 +10,7 @@ from server import usecases
 from server.access.auth import require
 from server.api.idempotency import idempotent
 from server.api.schemas import load_json
-from server.oversight import alerts as alert_cases
+from server.oversight.alerts import alert_item
 from server.store.models import Alert
 from server.usecases.checks import visible_alert
 
@@ -40,14 +40,14 @@ def list_alerts():
         query = query.where(Alert.therapy_id == request.args["therapy_id"])
     if request.args.get("kind"):
         query = query.where(Alert.kind == request.args["kind"])
-    return page(within_caller_sites(query, Alert.site_id), alert_cases.alert_item)
+    return page(within_caller_sites(query, Alert.site_id), alert_item)
 
 
 @bp.get("/alerts/<alert_id>")
 @require()
 def get_alert(alert_id: str):
     """One alert."""
-    return alert_cases.alert_item(visible_alert(g.user, alert_id))
+    return alert_item(visible_alert(g.user, alert_id))
 
 
 @bp.post("/alerts/<alert_id>/acknowledge")
@@ -58,4 +58,4 @@ def acknowledge_alert(alert_id: str):
     visible_alert(g.user, alert_id)  # an unknown or unseen alert is 404 before the body is read
     body = load_json(AcknowledgeSchema())
     alert = usecases.acknowledge_alert(usecases.AcknowledgeAlert(alert_id=alert_id, by=g.user, note=body["note"]))
-    return alert_cases.alert_item(alert), 200
+    return alert_item(alert), 200

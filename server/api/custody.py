@@ -11,7 +11,7 @@ from server import usecases
 from server.access.auth import require
 from server.api.idempotency import idempotent
 from server.api.schemas import in_utc_years, load_json
-from server.custody import transfers as custody
+from server.custody import transfers
 from server.usecases.checks import visible_therapy
 
 from . import bp
@@ -42,7 +42,7 @@ def record_custody_transfer(therapy_id: str):
     transfer = usecases.record_custody(
         usecases.RecordCustody(therapy_id=therapy_id, by=g.user, **load_json(CustodyTransferSchema()))
     )
-    return custody.transfer_item(transfer), 201
+    return transfers.transfer_item(transfer), 201
 
 
 @bp.get("/therapies/<therapy_id>/custody")
@@ -50,11 +50,11 @@ def record_custody_transfer(therapy_id: str):
 def list_custody_transfers(therapy_id: str):
     """The therapy's chain of custody in the order the handoffs happened, with any gap in it."""
     therapy = visible_therapy(g.user, therapy_id)
-    transfers = custody.chain(therapy.id)
+    chain = transfers.chain(therapy.id)
     return {
         "therapy_id": therapy.id,
         "coi": therapy.coi,
-        "items": [custody.transfer_item(t) for t in transfers],
-        "breaks": custody.breaks(transfers),
+        "items": [transfers.transfer_item(t) for t in chain],
+        "breaks": transfers.breaks(chain),
         "next_cursor": None,
     }

@@ -12,7 +12,7 @@ from server.api.idempotency import idempotent
 from server.api.schemas import load_json
 from server.store.extensions import db
 from server.store.models import Incident, Therapy
-from server.workflow import incidents as incident_cases
+from server.workflow import incidents
 
 from ..errors import BadRequest
 from . import bp
@@ -37,24 +37,24 @@ def list_incidents():
     query = select(Incident).order_by(Incident.opened_at.desc(), Incident.id)
     status = request.args.get("status")
     if status:
-        if status not in incident_cases.STATUSES:
-            raise BadRequest(f"status must be one of {', '.join(incident_cases.STATUSES)}.", code="invalid_filter")
+        if status not in incidents.STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(incidents.STATUSES)}.", code="invalid_filter")
         query = query.where(Incident.status == status)
     if request.args.get("therapy_id"):
         query = query.where(Incident.therapy_id == request.args["therapy_id"])
-    return page(query, incident_cases.incident_item)
+    return page(query, incidents.incident_item)
 
 
 @bp.get("/incidents/<incident_id>")
 @require("admin", "auditor")
 def get_incident(incident_id: str):
     """One incident with every attempt's error."""
-    return incident_cases.incident_item(incident_cases.get_incident(incident_id))
+    return incidents.incident_item(incidents.get_incident(incident_id))
 
 
 def _answer(incident: Incident) -> dict:
     therapy = db.session.get_one(Therapy, incident.therapy_id)  # an incident's therapy is never deleted
-    return {"incident": incident_cases.incident_item(incident), "therapy": therapy_summary(therapy)}
+    return {"incident": incidents.incident_item(incident), "therapy": therapy_summary(therapy)}
 
 
 @bp.post("/incidents/<incident_id>/retry")
@@ -70,7 +70,7 @@ def retry_incident(incident_id: str):
 @idempotent
 def resolve_incident(incident_id: str):
     """Close the incident with a reason: the failed step counts as done by hand and the therapy runs on."""
-    incident_cases.get_incident(incident_id)  # an unknown incident is 404 before the body is read
+    incidents.get_incident(incident_id)  # an unknown incident is 404 before the body is read
     body = load_json(ResolveSchema())
     incident = usecases.resolve_incident(
         usecases.ResolveIncident(incident_id=incident_id, reason=body["reason"], result=body["result"], by=g.user)

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from engine.coi import parse_coi
 from server.compliance.signatures import signatures_for
 from server.custody import conditions
-from server.custody import transfers as custody
+from server.custody.transfers import breaks, chain, transfer_item
 from server.oversight.alerts import alert_item
 from server.store import audit
 from server.store.extensions import db
@@ -244,7 +244,7 @@ def therapy_record(therapy: Therapy, generated_by: str) -> dict[str, Any]:
     )
     tasks = {t.id: t for t in task_rows}
     names = _printed_names({e.actor for e in entries} | {t.completed_by for t in task_rows if t.completed_by})
-    transfers = custody.chain(therapy.id)
+    transfers = chain(therapy.id)
     alerts = list(
         db.session.execute(
             select(Alert).where(Alert.therapy_id == therapy.id).order_by(Alert.raised_at, Alert.id)
@@ -302,7 +302,7 @@ def therapy_record(therapy: Therapy, generated_by: str) -> dict[str, Any]:
             for t in task_rows
         ],
         "signatures": signatures(therapy, entries, tasks),
-        "custody": {"transfers": [custody.transfer_item(t) for t in transfers], "breaks": custody.breaks(transfers)},
+        "custody": {"transfers": [transfer_item(t) for t in transfers], "breaks": breaks(transfers)},
         "conditions": {
             "range_now": conditions.allowed_range(therapy)[0],
             "summary": conditions.summary(therapy.id),

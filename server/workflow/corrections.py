@@ -21,7 +21,7 @@ from server.store import audit
 from server.store.extensions import db
 from server.store.models import Correction, Signature, TaskRecord, Therapy
 from server.store.uow import unit_of_work
-from server.workflow import therapies as usecases
+from server.workflow import therapies
 
 # The chain of identity is not process data a correction may touch.
 PROTECTED_KEYS = {"coi", "coi_assignment", "patient_reference", "site"}
@@ -123,9 +123,9 @@ def correct_value(therapy: Therapy, path_text: str, value: Any, reason: str | No
     task = _recording_task(therapy, path)
     task_data = _with_value(task.data or {}, path, value) if task is not None else None
     if task is not None and task_data is not None:
-        usecases.validate_form_data(therapy, task.form, task_data)
+        therapies.validate_form_data(therapy, task.form, task_data)
     with unit_of_work():
-        usecases.correct_process_value(therapy, path, value, actor)
+        therapies.correct_process_value(therapy, path, value, actor)
         signatures = []
         if task is not None:
             task.data = task_data
