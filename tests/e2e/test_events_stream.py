@@ -236,20 +236,6 @@ def test_open_streams_per_process_are_bounded(api, world, app):
     assert api.as_(world["integrator"]).get("/api/v1/events").status_code == 200
 
 
-def test_an_id_skipped_by_a_slower_transaction_is_still_sent_when_it_commits():
-    from server.api.events import _Cursor
-
-    cursor = _Cursor(after=2)
-    cursor.advance(5)  # 3 and 4 not committed yet
-    assert cursor.after == 5 and set(cursor.gaps) == {3, 4}
-    cursor.advance(4)  # 4 commits late and is sent
-    assert cursor.after == 5 and set(cursor.gaps) == {3}
-    cursor.gaps[3] = 0.0  # 3 never commits (rolled back): forgotten after a while
-    cursor.forget_old_gaps()
-    assert cursor.gaps == {}
-
-
-@pytest.mark.slow
 def test_served_dispatcher_delivers_signed_webhooks_in_order_also_after_downtime(served):
     from standardwebhooks.webhooks import Webhook
 
