@@ -126,6 +126,7 @@ class ElementInfo:
     name: str | None
     line: int | None
     lane: str | None = None
+    lane_properties: dict[str, str] = field(default_factory=dict)
     attached_to: str | None = None
     cancel_activity: bool = True
     properties: dict[str, str] = field(default_factory=dict)
@@ -147,11 +148,11 @@ def _properties(element) -> dict[str, str]:
 
 def index_process(process) -> dict[str, ElementInfo]:
     """Map every element id inside ``process`` (and the process itself) to its ``ElementInfo``."""
-    lanes: dict[str, str] = {}
+    lanes: dict[str, tuple[str, dict[str, str]]] = {}
     for lane in process.xpath(".//bpmn:lane", namespaces=NS):
         for ref in lane.xpath("./bpmn:flowNodeRef", namespaces=NS):
             if ref.text:
-                lanes[ref.text.strip()] = lane.get("name") or lane.get("id")
+                lanes[ref.text.strip()] = (lane.get("name") or lane.get("id"), _properties(lane))
     index = {
         process.get("id"): ElementInfo(
             id=process.get("id"),
@@ -172,7 +173,8 @@ def index_process(process) -> dict[str, ElementInfo]:
             tag=_local(element.tag),
             name=element.get("name"),
             line=element.sourceline,
-            lane=lanes.get(element_id),
+            lane=lanes[element_id][0] if element_id in lanes else None,
+            lane_properties=lanes[element_id][1] if element_id in lanes else {},
             attached_to=element.get("attachedToRef"),
             cancel_activity=element.get("cancelActivity", "true").lower() != "false",
             properties=_properties(element),

@@ -22,7 +22,11 @@ from .bpmn_xml import NS, ElementInfo, element_at_line, index_process, line_of, 
 from .errors import DefinitionInvalid, EngineError, UnsafeCode
 
 # Roles whose members may complete user tasks; a lane names one of them.
-TASK_ROLES = ("coordinator", "manufacturing", "logistics", "qa", "integrator", "admin")
+TASK_ROLES = ("coordinator", "manufacturing", "logistics", "qa", "integrator", "admin", "planner")
+# The parties of a therapy: the sites that act in it. A user task belongs to one (its own ``party`` property,
+# else its lane's, else the treatment centre's).
+PARTIES = ("treatment", "apheresis", "manufacturing", "logistics")
+DEFAULT_PARTY = "treatment"
 SIGNATURE_MEANINGS = ("approval", "review", "responsibility", "authorship", "verification")
 _RANGE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*\.\.\s*(-?\d+(?:\.\d+)?)\s*$")
 # Timer values as modelers write them: durations, cycles, and dates with an optional time and offset.
@@ -45,6 +49,7 @@ class UserTaskInfo:
     ui_form: str | None = None
     instructions: str | None = None
     signature: str | None = None
+    party: str = DEFAULT_PARTY
 
 
 @dataclass(frozen=True)
@@ -475,6 +480,14 @@ class _Checker:
                 f"{', '.join(SIGNATURE_MEANINGS)}.",
                 bpmn_id,
             )
+        party = ext_props.get("party") or (element.lane_properties.get("party") if element else None)
+        party = (party or DEFAULT_PARTY).strip().lower()
+        if party not in PARTIES:
+            self.fail(
+                f"User task {bpmn_id} belongs to the party '{party}'; a task's or its lane's 'party' property "
+                f"names one of {', '.join(PARTIES)}.",
+                bpmn_id,
+            )
         self.info.user_tasks[bpmn_id] = UserTaskInfo(
             activity_id=bpmn_id,
             name=task_spec.bpmn_name or bpmn_id,
@@ -483,6 +496,7 @@ class _Checker:
             ui_form=ui_form,
             instructions=extensions.get("instructionsForEndUser"),
             signature=signature,
+            party=party,
         )
 
     def check_service_task(self, task_spec, bpmn_id: str) -> None:

@@ -111,6 +111,7 @@ class ProcessCompleted(DomainEvent):
 class ProcessCancelled(DomainEvent):
     type = "therapy.cancelled"
     reason: str = ""
+    reason_code: str = ""
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ class ReadyTask:
     instructions: str | None
     signature: str | None
     due_at: datetime | None
+    party: str = "treatment"
 
 
 @dataclass(frozen=True)

@@ -175,8 +175,8 @@ class Runtime:
 
         return self._run(workflow, [], act)
 
-    def cancel(self, state: Mapping, reason: str = "") -> Outcome:
-        """End the instance: every open task is cancelled."""
+    def cancel(self, state: Mapping, reason: str = "", reason_code: str = "") -> Outcome:
+        """End the instance: every open task is cancelled (``reason_code`` classifies ``reason``)."""
         workflow = self._restore(state)
         before = self._ready_user_tasks(workflow)
         with engine_clock.using(self.clock):
@@ -185,7 +185,7 @@ class Runtime:
             ev.TaskCancelled(task_id=str(t.id), activity_id=t.task_spec.bpmn_id, name=self._task_name(t))
             for t in before
         ]
-        events.append(ev.ProcessCancelled(reason=reason))
+        events.append(ev.ProcessCancelled(reason=reason, reason_code=reason_code))
         return self._outcome(workflow, events)
 
     def inspect(self, state: Mapping) -> Outcome:
@@ -526,6 +526,7 @@ class Runtime:
                     instructions=info.instructions,
                     signature=info.signature,
                     due_at=min(dues) if dues else None,
+                    party=info.party,
                 )
             )
         activities = [t.activity_id for t in ready]

@@ -21,12 +21,14 @@ from sqlalchemy import select
 from server.errors import ApiError, Forbidden, Invalid, Unauthorized
 from server.store import audit
 from server.store.extensions import db
-from server.store.models import ApiToken, TaskRecord, Therapy, User, utcnow
+from server.store.models import PATIENT_PARTIES, ApiToken, TaskRecord, Therapy, User, utcnow
 
 log = logging.getLogger(__name__)
 
 MIN_PASSWORD_LENGTH = 10
 READ_ONLY_ROLES = ("auditor",)
+# Roles that see every therapy's patient reference (the others: only at the sites that meet the patient).
+NEED_TO_KNOW_ROLES = ("admin", "auditor")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _dummy_hash: dict[tuple[int, int], str] = {}
 _hashers: dict[tuple[int, int], PasswordHasher] = {}
@@ -300,7 +302,25 @@ def visible_site_ids(user: User) -> set[int] | None:
     return {s.id for s in user.sites} if user.scoped else None
 
 
-def can_see_site(user: User, site_id: int) -> bool:
-    """Whether ``user`` may see therapies of ``site_id``."""
+def can_see_site(user: User, site_id: int | None) -> bool:
+    """Whether ``user`` may see what belongs to ``site_id`` (a site-scoped user: one of their sites)."""
     sites = visible_site_ids(user)
     return sites is None or site_id in sites
+
+
+def can_see_therapy(user: User, therapy: Therapy) -> bool:
+    """Whether ``user`` may see ``therapy``: one of their sites takes part in it (any party), or they are not
+    scoped to sites."""
+    sites = visible_site_ids(user)
+    return sites is None or not sites.isdisjoint(therapy.party_site_ids.values()) or therapy.site_id in sites
+
+
+def sees_patient(user: User, therapy: Therapy) -> bool:
+    """Whether ``user`` needs to know the therapy's patient reference: admin and auditor, and the users of the
+    sites that meet the patient (the treatment and apheresis parties)."""
+    if any(role in NEED_TO_KNOW_ROLES for role in user.roles):
+        return True
+    if not user.sites:
+        return False
+    meeting = {site_id for party, site_id in therapy.party_site_ids.items() if party in PATIENT_PARTIES}
+    return not meeting.isdisjoint(s.id for s in user.sites)

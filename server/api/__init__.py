@@ -16,6 +16,7 @@ from . import (  # noqa: E402,F401
     health,
     incidents,
     messages,
+    reason_codes,
     records,
     tasks,
     therapies,

@@ -21,6 +21,7 @@ from marshmallow import Schema
 from engine.values import INT_MAX, INT_MIN
 from server.api import schemas
 from server.inputs import ID_MAX
+from server.store.models import REASON_KINDS
 
 
 @dataclass(frozen=True)
@@ -140,10 +141,28 @@ def _operations() -> dict[tuple[str, str], Op]:
             answer=schemas.TherapyPageSchema,
             query=(
                 status("therapies"),
-                ("site", _string(), "site code"),
+                ("site", _string(), "the treatment centre's site code"),
+                ("apheresis", _string(), "the apheresis party's site code"),
+                ("manufacturing", _string(), "the manufacturing party's site code"),
+                ("logistics", _string(), "the logistics party's site code"),
                 ("process_key", _string(), "process key"),
                 *PAGING,
             ),
+        ),
+        ("POST", "/api/v1/therapies/{therapy_id}/parties"): Op(
+            answer=schemas.TherapySchema,
+            body=schemas.ChangePartiesSchema,
+            errors={"403": "Not the treatment centre's coordinator (nor a planner, nor an admin)"},
+        ),
+        ("GET", "/api/v1/reason-codes"): Op(
+            answer=schemas.ReasonCodePageSchema,
+            query=(("kind", {"type": "string", "enum": list(REASON_KINDS)}, "cancel, hold, reschedule or reassign"),),
+        ),
+        ("POST", "/api/v1/reason-codes"): Op(
+            "201",
+            schemas.ReasonCodeItemSchema,
+            schemas.ReasonCodeSchema,
+            errors={"409": "The kind has this code already"},
         ),
         ("GET", "/api/v1/therapies/{therapy_id}"): Op(answer=schemas.TherapyDetailSchema),
         ("POST", "/api/v1/therapies/{therapy_id}/cancel"): Op(answer=schemas.TherapySchema, body=schemas.CancelSchema),

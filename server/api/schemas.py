@@ -7,8 +7,10 @@ from typing import Any
 
 from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, validate
 
+from engine.definition import PARTIES
 from server.errors import BadRequest, Invalid
 from server.inputs import ID_MAX
+from server.store.models import REASON_KINDS
 
 
 class PatientSchema(Schema):
@@ -31,6 +33,15 @@ class StartTherapySchema(Schema):
     site = fields.String(required=True, validate=validate.Length(min=1, max=32))
     patient = fields.Nested(PatientSchema, required=True)
     data = fields.Dict(keys=fields.String(), load_default=dict)
+    parties = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(PARTIES)),
+        values=fields.String(allow_none=True, validate=validate.Length(min=1, max=32)),
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "site codes of the other parties: apheresis (default: site), manufacturing, logistics"
+        },
+    )
 
 
 class SignatureSchema(Schema):
@@ -103,7 +114,38 @@ class CancelSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=2000))
+    reason_code = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(min=1, max=32),
+        metadata={"description": "a reason code of kind cancel; without it, 'reason' is required and means OTHER"},
+    )
+
+
+class ChangePartiesSchema(Schema):
+    """POST /therapies/{id}/parties: the parties to hand to other sites (site codes), and why."""
+
+    class Meta:
+        unknown = RAISE
+
+    treatment = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=32))
+    apheresis = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=32))
+    manufacturing = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=32))
+    logistics = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=32))
+    reason_code = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+
+
+class ReasonCodeSchema(Schema):
+    """POST /reason-codes."""
+
+    class Meta:
+        unknown = RAISE
+
+    code = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    kind = fields.String(required=True)
+    description = fields.String(required=True, validate=validate.Length(min=1, max=200))
 
 
 class TokenRequestSchema(Schema):
@@ -177,6 +219,23 @@ class ProcessRefSchema(_Answer):
     version = fields.Integer(required=True)
 
 
+class PartiesSchema(_Answer):
+    """The site (code) that takes each party's part in a therapy, or null while none is assigned."""
+
+    treatment = _text()
+    apheresis = _text(nullable=True)
+    manufacturing = _text(nullable=True)
+    logistics = _text(nullable=True)
+
+
+class ReasonCodeItemSchema(_Answer):
+    """A reason code as the API shows it."""
+
+    code = _text()
+    kind = _text(validate=validate.OneOf(REASON_KINDS))
+    description = _text()
+
+
 class TherapySchema(_Answer):
     """A therapy as lists show it."""
 
@@ -186,8 +245,16 @@ class TherapySchema(_Answer):
     status = _text(validate=validate.OneOf(["active", "completed", "cancelled", "failed"]))
     stage = _text(nullable=True)
     process = fields.Nested(ProcessRefSchema, required=True)
-    site = _text()
-    patient = fields.Nested(PatientSchema, required=True)
+    site = _text(metadata={"description": "the treatment centre (the treatment party)"})
+    parties = fields.Nested(PartiesSchema, required=True)
+    patient = fields.Nested(
+        PatientSchema,
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "null unless the caller needs to know it (treatment or apheresis site, admin, auditor)"
+        },
+    )
     next_due_at = _moment(nullable=True)
     created_at = _moment()
     updated_at = _moment(nullable=True)
@@ -217,7 +284,8 @@ class TaskSchema(_Answer):
     activity_id = _text()
     name = _text()
     role = _text()
-    site = _text()
+    party = _text(validate=validate.OneOf(PARTIES))
+    site = _text(nullable=True, metadata={"description": "the party's site; null while the party has none"})
     instructions = _text(nullable=True)
     form = fields.Nested(FormSchema, required=True, allow_none=True)
     signature = fields.Nested(SignatureMeaningSchema, required=True, allow_none=True)
@@ -577,5 +645,6 @@ DeliveryPageSchema = page_of(DeliverySchema, "DeliveryPageSchema")
 TokenPageSchema = page_of(TokenSchema, "TokenPageSchema")
 UserPageSchema = page_of(UserSchema, "UserPageSchema")
 AlertPageSchema = page_of(AlertSchema, "AlertPageSchema")
+ReasonCodePageSchema = page_of(ReasonCodeItemSchema, "ReasonCodePageSchema")
 IncidentPageSchema = page_of(IncidentSchema, "IncidentPageSchema")
 CorrectionPageSchema = page_of(CorrectionRecordSchema, "CorrectionPageSchema")

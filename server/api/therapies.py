@@ -5,21 +5,22 @@ from __future__ import annotations
 from flask import g, request
 from sqlalchemy import select
 
+from engine.definition import PARTIES
 from server import usecases
 from server.access.auth import require
 from server.api.idempotency import idempotent
-from server.api.schemas import CancelSchema, StartTherapySchema, load_json
+from server.api.schemas import CancelSchema, ChangePartiesSchema, StartTherapySchema, load_json
 from server.clock import iso
 from server.compliance.record import vein_to_vein
 from server.compliance.signatures import signatures_for
 from server.store.extensions import db
-from server.store.models import AuditEntry, Site, TaskRecord, Therapy
+from server.store.models import AuditEntry, Site, TaskRecord, Therapy, TherapyParty
 from server.usecases.checks import visible_therapy
-from server.usecases.reads import summary_options
+from server.usecases.reads import summary_options, therapies_for
 from server.workflow.definitions import definition_forms
 
 from . import bp
-from .filters import by_status, within_caller_sites
+from .filters import by_status
 from .paging import page
 from .views import task_item, therapy_summary
 
@@ -40,6 +41,7 @@ def start_therapy():
             by=g.user,
             version=body["version"],
             data=body["data"],
+            parties=body["parties"],
         )
     )
     return therapy_summary(therapy), 201
@@ -48,14 +50,20 @@ def start_therapy():
 @bp.get("/therapies")
 @require()
 def list_therapies():
-    """Therapies the caller may see, newest first, filtered by status, site and process."""
-    query = select(Therapy).options(*summary_options()).order_by(Therapy.created_at.desc(), Therapy.id)
-    query = by_status(query, Therapy.status, STATUSES)
+    """Therapies the caller may see (one of their sites takes part), newest first, filtered by status, treatment
+    site (``site``), the site of a party (``apheresis``, ``manufacturing``, ``logistics``) and process."""
+    query = by_status(select(Therapy).options(*summary_options()), Therapy.status, STATUSES)
     if request.args.get("site"):
         query = query.join(Site).where(Site.code == request.args["site"])
+    for party in PARTIES:
+        if request.args.get(party):
+            at_site = select(TherapyParty.therapy_id).join(Site, Site.id == TherapyParty.site_id)
+            query = query.where(
+                Therapy.id.in_(at_site.where(TherapyParty.party == party, Site.code == request.args[party]))
+            )
     if request.args.get("process_key"):
         query = query.where(Therapy.process_key == request.args["process_key"])
-    return page(within_caller_sites(query, Therapy.site_id), therapy_summary)
+    return page(therapies_for(g.user, query), therapy_summary)
 
 
 @bp.get("/therapies/<therapy_id>")
@@ -117,7 +125,25 @@ def cancel_therapy(therapy_id: str):
     """End a therapy with a reason; its open tasks are withdrawn."""
     visible_therapy(g.user, therapy_id)  # an unknown or unseen therapy is 404 before the body is read
     body = load_json(CancelSchema())
-    therapy = usecases.cancel_therapy(usecases.CancelTherapy(therapy_id=therapy_id, reason=body["reason"], by=g.user))
+    therapy = usecases.cancel_therapy(
+        usecases.CancelTherapy(therapy_id=therapy_id, reason=body["reason"], reason_code=body["reason_code"], by=g.user)
+    )
+    return therapy_summary(therapy), 200
+
+
+@bp.post("/therapies/<therapy_id>/parties")
+@require(*usecases.ChangeParties.ROLES)
+@idempotent
+def change_parties(therapy_id: str):
+    """Hand parties of a therapy to other sites (with a reason code of kind reassign); their open tasks move."""
+    visible_therapy(g.user, therapy_id)  # an unknown or unseen therapy is 404 before the body is read
+    body = load_json(ChangePartiesSchema())
+    sites = {party: body[party] for party in PARTIES if body.get(party) is not None}
+    therapy = usecases.change_parties(
+        usecases.ChangeParties(
+            therapy_id=therapy_id, sites=sites, reason_code=body["reason_code"], reason=body["reason"], by=g.user
+        )
+    )
     return therapy_summary(therapy), 200
 
 

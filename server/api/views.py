@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from flask import g
+
 from engine.coi import parse_coi
+from server.access.auth import sees_patient
 from server.clock import iso
 from server.store.models import ProcessDefinition, TaskRecord, Therapy
 from server.workflow.definitions import definition_forms
@@ -21,7 +24,8 @@ def definition_version(row: ProcessDefinition) -> dict:
 
 
 def therapy_summary(therapy: Therapy) -> dict:
-    """A therapy as lists show it."""
+    """A therapy as lists show it, to the caller: the patient reference only when they need to know it
+    (``access.auth.sees_patient``), else ``"patient": null``."""
     return {
         "id": therapy.id,
         "coi": therapy.coi,
@@ -30,7 +34,8 @@ def therapy_summary(therapy: Therapy) -> dict:
         "stage": therapy.stage,
         "process": {"key": therapy.process_key, "version": therapy.process_version},
         "site": therapy.site.code,
-        "patient": {"reference": therapy.patient_reference},
+        "parties": therapy.parties,
+        "patient": {"reference": therapy.patient_reference} if sees_patient(g.user, therapy) else None,
         "next_due_at": iso(therapy.next_due_at),
         "created_at": iso(therapy.created_at),
         "updated_at": iso(therapy.updated_at),
@@ -52,7 +57,8 @@ def task_item(task: TaskRecord, forms: dict | None = None) -> dict:
         "activity_id": task.activity_id,
         "name": task.name,
         "role": task.role,
-        "site": task.site.code,
+        "party": task.party,
+        "site": task.site.code if task.site else None,
         "instructions": task.instructions,
         "form": form,
         "signature": {"meaning": task.signature} if task.signature else None,

@@ -289,7 +289,7 @@ def therapy_record(therapy: Therapy, generated_by: str) -> dict[str, Any]:
                 "activity_id": t.activity_id,
                 "name": t.name,
                 "role": t.role,
-                "site": t.site.code,
+                "site": t.site.code if t.site else None,
                 "status": t.status,
                 "ready_at": _iso(t.created_at),
                 "due_at": _iso(t.due_at),

@@ -24,6 +24,7 @@ PUBLIC_TYPES = frozenset(
         "therapy.started",
         "therapy.completed",
         "therapy.cancelled",
+        "therapy.parties_changed",
         "task.ready",
         "task.completed",
         "task.escalated",

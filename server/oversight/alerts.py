@@ -24,12 +24,13 @@ def raise_alert(
     data: dict[str, Any] | None = None,
     site_id: int | None = None,
 ) -> Alert:
-    """Record an open alert inside the current transaction (audit entry and ``alert.raised`` event)."""
+    """Record an open alert inside the current transaction (audit entry and ``alert.raised`` event), for the
+    people of ``site_id`` (default: the therapy's treatment centre)."""
     if severity not in SEVERITIES:
         raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}")
     alert = Alert(
         therapy_id=therapy.id if therapy else None,
-        site_id=therapy.site_id if therapy else site_id,
+        site_id=site_id if site_id is not None or therapy is None else therapy.site_id,
         kind=kind,
         severity=severity,
         message=message,

@@ -1,7 +1,8 @@
 """Escalations: a non-interrupting boundary timer that fires on a task still open says "this is late".
 
 The engine reports ``task.escalated`` (audited and published like every engine event); here it becomes an
-open alert of kind ``escalation`` that names the late task and the role to wake, raised in the same
+open alert of kind ``escalation`` that names the late task and the role to wake at the task's site (its
+party's; the treatment centre when the late work is no user task), raised in the same
 transaction (``alert.raised`` goes out through the outbox). Nothing external is called from here: e-mail
 and webhooks are delivered from the outbox after the commit.
 """
@@ -35,12 +36,16 @@ def raise_escalation(therapy: Therapy, escalated: dict, actor: str) -> Alert:
         .first()
     )
     timer = escalated.get("name") or escalated.get("activity_id")
-    message = f"'{late_name}' is late ({timer}); the {role} role is asked to act."
+    site = task.site if task is not None and task.site is not None else therapy.site
+    message = f"'{late_name}' is late ({timer}); the {role} role at {site.code} is asked to act."
     data = {
         "late_activity_id": late_id,
         "late_activity_name": late_name,
         "timer_activity_id": escalated.get("activity_id"),
         "timer_name": timer,
         "task_id": task.id if task else None,
+        "site": site.code,
     }
-    return raise_alert(therapy, KIND, message, actor, severity="high", role=role, activity_id=late_id, data=data)
+    return raise_alert(
+        therapy, KIND, message, actor, severity="high", role=role, activity_id=late_id, data=data, site_id=site.id
+    )

@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from engine.definition import DEFAULT_PARTY, PARTIES
 from server.clock import utcnow
 from server.store.extensions import db
 
@@ -35,9 +36,20 @@ if TYPE_CHECKING:
 else:
     Model = db.Model
 
-ROLES = ("admin", "designer", "coordinator", "manufacturing", "logistics", "qa", "integrator", "auditor")
+ROLES = ("admin", "designer", "coordinator", "planner", "manufacturing", "logistics", "qa", "integrator", "auditor")
 UNSCOPED_ROLES = ("admin", "designer", "auditor")
-SITE_KINDS = ("treatment-centre", "manufacturing", "logistics")
+SITE_KINDS = ("treatment-centre", "apheresis-centre", "manufacturing", "logistics")
+# The kinds of site that may take each party of a therapy (an apheresis unit may sit in a treatment centre).
+PARTY_SITE_KINDS = {
+    "treatment": ("treatment-centre",),
+    "apheresis": ("apheresis-centre", "treatment-centre"),
+    "manufacturing": ("manufacturing",),
+    "logistics": ("logistics",),
+}
+# The parties that see the patient reference (need to know): the sites that meet the patient.
+PATIENT_PARTIES = ("treatment", "apheresis")
+REASON_KINDS = ("cancel", "hold", "reschedule", "reassign")
+assert tuple(PARTY_SITE_KINDS) == PARTIES
 
 
 def new_id() -> str:
@@ -81,7 +93,7 @@ user_sites = db.Table(
 
 
 class Site(Model):
-    """A treatment centre, manufacturing site or logistics hub."""
+    """A treatment centre, apheresis centre, manufacturing site or logistics hub (a courier)."""
 
     __tablename__ = "site"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -204,8 +216,45 @@ class Therapy(Model):
     created_by: Mapped[str] = mapped_column(String(64))
     site: Mapped[Site] = relationship(lazy="joined", innerjoin=True)
     definition: Mapped[ProcessDefinition] = relationship(lazy="select")
+    # The sites that act in the therapy, one row per assigned party whose site is not the treatment centre's
+    # already (the treatment party is ``site`` too; the apheresis party is the treatment centre unless named).
+    party_rows: Mapped[list[TherapyParty]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", order_by="TherapyParty.party"
+    )
 
     __mapper_args__ = {"version_id_col": row_version}
+
+    @property
+    def parties(self) -> dict[str, str | None]:
+        """Each party's site code, or None while it is not assigned."""
+        assigned = {"treatment": self.site.code, "apheresis": self.site.code}
+        assigned.update({row.party: row.site.code for row in self.party_rows})
+        return {party: assigned.get(party) for party in PARTIES}
+
+    @property
+    def party_site_ids(self) -> dict[str, int]:
+        """The site id of each assigned party."""
+        return {"treatment": self.site_id, "apheresis": self.site_id} | {
+            row.party: row.site_id for row in self.party_rows
+        }
+
+
+class TherapyParty(Model):
+    """The site that takes one party's part in a therapy (apheresis when not the treatment centre,
+    manufacturing, logistics). The treatment centre is the therapy's ``site`` and gets a row too, so that every
+    site of a therapy has one row (no two parties of a therapy are one site: their kinds differ)."""
+
+    __tablename__ = "therapy_party"
+    # A site's therapies, newest first (the therapy's creation time copied here; it never changes): a
+    # site-scoped user's list reads this index in order.
+    __table_args__ = (Index("ix_therapy_party_site", "site_id", "therapy_created_at", "therapy_id"),)
+    therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"), primary_key=True)
+    party: Mapped[str] = mapped_column(String(16), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
+    therapy_created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    assigned_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    assigned_by: Mapped[str] = mapped_column(String(64))
+    site: Mapped[Site] = relationship(lazy="joined", innerjoin=True)
 
 
 class TaskRecord(Model):
@@ -225,7 +274,9 @@ class TaskRecord(Model):
     activity_id: Mapped[str] = mapped_column(String(200))
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(32))
-    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    # The party that acts (from the diagram) and its site; no site while that party is not assigned yet.
+    party: Mapped[str] = mapped_column(String(16), default=DEFAULT_PARTY, server_default=DEFAULT_PARTY)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"), index=True, nullable=True)
     form: Mapped[str | None] = mapped_column(String(200), nullable=True)
     ui_form: Mapped[str | None] = mapped_column(String(200), nullable=True)
     instructions: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -238,7 +289,19 @@ class TaskRecord(Model):
     data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     # Loaded when first used (from the identity map when the therapy is at hand); lists join it themselves.
     therapy: Mapped[Therapy] = relationship()
-    site: Mapped[Site] = relationship(lazy="joined", innerjoin=True)
+    site: Mapped[Site | None] = relationship(lazy="joined")
+
+
+class ReasonCode(Model):
+    """Why a therapy was cancelled, held, rescheduled or handed to another site: master data per kind."""
+
+    __tablename__ = "reason_code"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    description: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64))
 
 
 class AuditEntry(Model):

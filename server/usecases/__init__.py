@@ -37,6 +37,7 @@ from .alert_commands import AcknowledgeAlert, acknowledge_alert
 from .definition_commands import DeployDefinition, deploy_definition
 from .incident_commands import ResolveIncident, RetryIncident, resolve_incident, retry_incident
 from .material_commands import RecordCustody, RecordReadings, record_custody, record_readings
+from .network_commands import AddReasonCode, ChangeParties, add_reason_code, change_parties
 from .task_commands import CompleteTask, complete_task
 from .therapy_commands import (
     CancelTherapy,
@@ -76,6 +77,8 @@ HANDLERS: dict[type, Callable[[Any], Any]] = {
     Subscribe: subscribe,
     Unsubscribe: unsubscribe,
     Redeliver: redeliver,
+    ChangeParties: change_parties,
+    AddReasonCode: add_reason_code,
 }
 
 

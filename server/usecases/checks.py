@@ -16,8 +16,14 @@ from flask import has_request_context
 from sqlalchemy.orm import defer, joinedload
 
 from engine.errors import EngineError
-from server.access.auth import audit_refused_request, can_see_site, refusal_audited_on_answer, visible_site_ids
-from server.errors import ApiError, Invalid, NotFound, engine_error_status
+from server.access.auth import (
+    audit_refused_request,
+    can_see_site,
+    can_see_therapy,
+    refusal_audited_on_answer,
+    visible_site_ids,
+)
+from server.errors import ApiError, Forbidden, Invalid, NotFound, engine_error_status
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import Alert, TaskRecord, Therapy, User
@@ -35,20 +41,22 @@ R = TypeVar("R")
 
 
 def visible_therapy(user: User, therapy_id: str, *, state: bool = True) -> Therapy:
-    """The therapy if ``user`` may see it; 404 otherwise (another site's therapy does not exist for them).
+    """The therapy if ``user`` may see it (one of their sites takes part in it); 404 otherwise (another
+    network's therapy does not exist for them).
 
     With ``state=False`` its engine state is not loaded (a read that shows the therapy but does not step it).
     """
     therapy = db.session.get(Therapy, therapy_id, options=() if state else (defer(Therapy.state),))
-    if therapy is None or not can_see_site(user, therapy.site_id):
+    if therapy is None or not can_see_therapy(user, therapy):
         raise NotFound("No such therapy.", details={"therapy_id": therapy_id})
     return therapy
 
 
 def visible_task(user: User, task_id: str) -> TaskRecord:
-    """The task (with its therapy) if ``user`` may see it; 404 otherwise, as for a task that does not exist."""
+    """The task (with its therapy) if ``user`` may see it: a user of the task's site, or, while its party has no
+    site yet, of the treatment centre (which names one); 404 otherwise, as for a task that does not exist."""
     task = db.session.get(TaskRecord, task_id, options=(joinedload(TaskRecord.therapy, innerjoin=True),))
-    if task is None or not can_see_site(user, task.site_id):
+    if task is None or not can_see_site(user, task.site_id if task.site_id is not None else task.therapy.site_id):
         raise NotFound("No such task.", details={"task_id": task_id})
     return task
 
@@ -62,6 +70,16 @@ def visible_alert(user: User, alert_id: str) -> Alert:
         if alert.site_id is not None and can_see_site(user, alert.site_id):
             return alert
     raise NotFound("No such alert.", details={"alert_id": alert_id})
+
+
+def check_treatment_site(user: User, therapy: Therapy, doing: str) -> None:
+    """403 unless ``user`` works at the therapy's treatment centre (or is not scoped to sites): the centre
+    that owns the therapy decides ``doing`` (cancelling it, handing its parties to other sites)."""
+    if not can_see_site(user, therapy.site_id):
+        raise Forbidden(
+            f"Only the treatment centre ({therapy.site.code}) {doing}.",
+            details={"site": therapy.site.code},
+        )
 
 
 def required_text(value: object, field: str, longest: int) -> str:

@@ -1,5 +1,5 @@
-"""The reads the API and the pages share: what a user's inbox holds, and how lists load therapies and tasks
-without their engine state."""
+"""The reads the API and the pages share: the therapies a user may see, newest first, what their inbox
+holds, and how lists load therapies and tasks without their engine state."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import contains_eager, defer
 
 from server.access.auth import visible_site_ids
-from server.store.models import TaskRecord, Therapy, User
+from server.store.models import TaskRecord, Therapy, TherapyParty, User
 
 # Large JSON documents of a therapy that a summary does not show: left in the database when listing.
 SUMMARY_DEFERRED = (Therapy.state, Therapy.data, Therapy.waits, Therapy.current_activities)
@@ -25,6 +25,26 @@ TASK_THERAPY_COLUMNS = (
 def summary_options() -> tuple:
     """Loader options for therapies shown as summaries: their engine state and process data are not read."""
     return tuple(defer(column) for column in SUMMARY_DEFERRED)
+
+
+def therapies_for(user: User, query: Select | None = None) -> Select:
+    """``query`` (by default every therapy, as summaries) kept to the therapies ``user`` may see, newest first.
+
+    A user of one site reads that site's rows of ``therapy_party`` in index order (its therapies newest first,
+    whichever party the site is); a user of several sites gets the therapies any of them takes part in.
+    """
+    query = query if query is not None else select(Therapy).options(*summary_options())
+    sites = visible_site_ids(user)
+    if sites is None:
+        return query.order_by(Therapy.created_at.desc(), Therapy.id)
+    if len(sites) == 1:
+        return (
+            query.join(TherapyParty, TherapyParty.therapy_id == Therapy.id)
+            .where(TherapyParty.site_id == next(iter(sites)))
+            .order_by(TherapyParty.therapy_created_at.desc(), TherapyParty.therapy_id.desc())
+        )
+    taking_part = select(TherapyParty.therapy_id).where(TherapyParty.site_id.in_(sites))
+    return query.where(Therapy.id.in_(taking_part)).order_by(Therapy.created_at.desc(), Therapy.id)
 
 
 def task_list_options() -> tuple:

@@ -46,6 +46,13 @@ def complete_task(command: CompleteTask) -> TaskRecord:
         message = "This task is no longer ready; someone may have completed it, or it was cancelled."
         _refuse(user, task, 409, "task_not_ready", message)
         raise Conflict(message, code="task_not_ready", details={"task_id": task.id, "status": task.status})
+    if task.site_id is None:
+        message = (
+            f"This task is the {task.party} party's, and the therapy has no {task.party} site yet; "
+            f"the treatment centre names one (POST /api/v1/therapies/{task.therapy_id}/parties)."
+        )
+        _refuse(user, task, 409, "party_unassigned", message)
+        raise Conflict(message, code="party_unassigned", details={"party": task.party})
     therapies.validate_form_data(task.therapy, task.form, command.data)
     verify_task_scan(task.therapy, task.form, task.activity_id, task.id, command.data, user.username)
     signer = None

@@ -3,6 +3,7 @@ correct one of its recorded values, cancel it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -13,10 +14,10 @@ from server.access.auth import can_see_site, check_roles
 from server.errors import Forbidden, Invalid
 from server.store.extensions import db
 from server.store.models import Correction, Site, Therapy, User
-from server.workflow import corrections, therapies
+from server.workflow import corrections, reason_codes, therapies
 from server.workflow.definitions import started_by_message
 
-from .checks import audits_refusals, required_text, visible_therapy
+from .checks import audits_refusals, check_treatment_site, required_text, visible_therapy
 
 STARTERS = ("coordinator", "integrator", "admin")
 
@@ -34,6 +35,8 @@ class StartTherapy:
     by: User
     version: int | None = None
     data: dict[str, Any] | None = None
+    # The other parties' sites (apheresis, manufacturing, logistics), by site code; see workflow/parties.py.
+    parties: Mapping[str, str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class StartTherapyByMessage:
     site: str | None = None
     patient: dict[str, Any] | None = None
     payload: Any = None
+    parties: Mapping[str, str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,13 +85,15 @@ class CorrectValue:
 
 @dataclass(frozen=True)
 class CancelTherapy:
-    """``by`` ends an active therapy for ``reason``; its open tasks are withdrawn."""
+    """``by`` (of the treatment centre) ends an active therapy for ``reason_code`` (of kind ``cancel``) and
+    ``reason``; its open tasks are withdrawn. Without a code, ``reason`` is required and the code is OTHER."""
 
     ROLES: ClassVar[tuple[str, ...]] = ("coordinator", "admin")
 
     therapy_id: str
-    reason: str
+    reason: str | None
     by: User
+    reason_code: str | None = None
 
 
 @audits_refusals
@@ -103,6 +109,7 @@ def start_therapy(command: StartTherapy) -> Therapy:
         reference,
         command.data,
         command.by.username,
+        command.parties,
     )
 
 
@@ -159,6 +166,7 @@ def start_therapy_by_message(command: StartTherapyByMessage) -> tuple[Therapy, s
         reference,
         (command.name, command.payload),
         command.by.username,
+        command.parties or payload.get("parties"),
     )
 
 
@@ -206,7 +214,14 @@ def correct_value(command: CorrectValue) -> Correction:
 
 @audits_refusals
 def cancel_therapy(command: CancelTherapy) -> Therapy:
-    """Cancel the therapy; 409 ``not_active`` when it has ended already."""
+    """Cancel the therapy; 403 for a site other than its treatment centre, 422 for an unknown reason code (or
+    OTHER without a reason), 409 ``not_active`` when it has ended already."""
     check_roles(command.by, command.ROLES)
     therapy = visible_therapy(command.by, command.therapy_id)
-    return therapies.cancel_therapy(therapy, required_text(command.reason, "reason", 2000), command.by.username)
+    check_treatment_site(command.by, therapy, "cancels its therapies")
+    if command.reason_code is None:
+        code, reason = reason_codes.OTHER, required_text(command.reason, "reason", 2000)
+    else:
+        code, given = reason_codes.checked("cancel", command.reason_code, command.reason)
+        reason = given or code
+    return therapies.cancel_therapy(therapy, reason, command.by.username, code)

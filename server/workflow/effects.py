@@ -39,6 +39,11 @@ def record(step: Step, event: ev.DomainEvent, payload: dict) -> None:
     outbox.record_event(event.type, step.therapy, payload, step.actor)
 
 
+def record_start(step: Step, event: ev.DomainEvent, payload: dict) -> None:
+    """Record the start with the sites that take part (the parties)."""
+    record(step, event, {**payload, "parties": step.therapy.parties})
+
+
 def complete_task_row(step: Step, event: ev.DomainEvent, payload: dict) -> None:
     """Mark the completed task's row: when, by whom, with what data."""
     row = step.ready_rows.get(payload["task_id"])
@@ -69,6 +74,7 @@ def record_failure(step: Step, event: ev.DomainEvent, payload: dict) -> None:
 
 
 SIDE_EFFECTS: dict[type[ev.DomainEvent], tuple[Effect, ...]] = {
+    ev.ProcessStarted: (record_start,),
     ev.TaskCompleted: (complete_task_row, record),
     ev.TaskCancelled: (cancel_task_row, record),
     ev.TaskEscalated: (record, raise_escalation),

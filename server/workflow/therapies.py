@@ -6,7 +6,7 @@ audit entries and the outbox rows in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jsonschema
@@ -23,9 +23,9 @@ from server.errors import Conflict, Invalid, NotFound
 from server.integration import outbox
 from server.store import audit
 from server.store.extensions import db
-from server.store.models import Incident, ProcessDefinition, Site, TaskRecord, Therapy, User
+from server.store.models import PARTY_SITE_KINDS, Incident, ProcessDefinition, Site, TaskRecord, Therapy, User
 from server.store.uow import after_commit, savepoint, unit_of_work
-from server.workflow import effects, incidents
+from server.workflow import effects, incidents, parties
 from server.workflow.definitions import definition_forms, engine_definition_by_id, latest_version
 from server.workflow.operators import OperatorContext
 from server.workflow.operators import call as call_operator
@@ -118,7 +118,8 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
                     activity_id=ready.activity_id,
                     name=ready.name,
                     role=ready.role,
-                    site_id=therapy.site_id,
+                    party=ready.party,
+                    site_id=parties.task_site(therapy, ready.party),
                     form=ready.form,
                     ui_form=ready.ui_form,
                     instructions=ready.instructions,
@@ -153,17 +154,25 @@ def start_therapy(
     patient_reference: str,
     data: dict | None,
     actor: str,
+    party_sites: Mapping[str, str | None] | None = None,
 ) -> Therapy:
-    """Start a therapy on a definition version (the latest when ``version`` is None)."""
-    return _start(process_key, version, site_code, patient_reference, data, actor, None)[0]
+    """Start a therapy on a definition version (the latest when ``version`` is None) at the treatment centre
+    ``site_code``, with the other parties' sites ``party_sites`` names (see ``parties.requested_sites``)."""
+    return _start(process_key, version, site_code, patient_reference, data, actor, None, party_sites)[0]
 
 
 def start_by_message(
-    process_key: str, version: int, site_code: str, patient_reference: str, message: tuple[str, Any], actor: str
+    process_key: str,
+    version: int,
+    site_code: str,
+    patient_reference: str,
+    message: tuple[str, Any],
+    actor: str,
+    party_sites: Mapping[str, str | None] | None = None,
 ) -> tuple[Therapy, str | None]:
     """Start a therapy whose process waits at a message start event, and deliver ``message`` (name, payload)
     to it in the same transaction; returns the therapy and the activity that took the message."""
-    return _start(process_key, version, site_code, patient_reference, None, actor, message)
+    return _start(process_key, version, site_code, patient_reference, None, actor, message, party_sites)
 
 
 def _start(
@@ -174,6 +183,7 @@ def _start(
     data: dict | None,
     actor: str,
     start_message: tuple[str, Any] | None,
+    party_sites: Mapping[str, str | None] | None,
 ) -> tuple[Therapy, str | None]:
     from server.custody.coi_issuer import next_coi
 
@@ -192,6 +202,13 @@ def _start(
     site = db.session.execute(select(Site).where(Site.code == site_code)).scalar_one_or_none()
     if site is None:
         raise Invalid(f"No registered site '{site_code}'.", code="unknown_site", details={"field": "site"})
+    if site.kind not in PARTY_SITE_KINDS[parties.TREATMENT]:
+        raise Invalid(
+            f"Site {site.code} is a {site.kind}; a therapy starts at a treatment centre.",
+            code="wrong_site_kind",
+            details={"field": "site", "site": site.code, "kind": site.kind},
+        )
+    sites = parties.requested_sites(site, party_sites)
     with unit_of_work():
         coi = next_coi()
         therapy = Therapy(
@@ -209,6 +226,7 @@ def _start(
             created_at=clock()(),
         )
         db.session.add(therapy)
+        parties.assign(therapy, sites, actor)
         db.session.flush()
         initial = {**(data or {}), "coi": coi.value, "patient_reference": patient_reference, "site": site.code}
         try:
@@ -428,12 +446,12 @@ def fire_due_timers(therapy_id: str, actor: str = "scheduler") -> bool:
     return True
 
 
-def cancel_therapy(therapy: Therapy, reason: str, actor: str) -> Therapy:
-    """End an active therapy with a reason; its open tasks are withdrawn."""
+def cancel_therapy(therapy: Therapy, reason: str, actor: str, reason_code: str = "OTHER") -> Therapy:
+    """End an active therapy with a reason (its code of kind ``cancel``); its open tasks are withdrawn."""
     if therapy.status != "active":
         raise Conflict(f"The therapy is already {therapy.status}.", code="not_active")
     with unit_of_work():
-        outcome = runtime_for(therapy, actor).cancel(therapy.state, reason)
+        outcome = runtime_for(therapy, actor).cancel(therapy.state, reason, reason_code)
         therapy.status, therapy.ended_at = "cancelled", clock()()
         apply_outcome(therapy, outcome, actor)
         therapy.stage = "Cancelled"

@@ -49,6 +49,11 @@ def test_login_shows_who_you_are_and_refuses_a_wrong_password(page, served):
 
 
 def test_logins_are_in_the_audit_trail(page, served):
+    page.goto("/login")
+    page.get_by_label("User name").fill("auditor")
+    page.get_by_label("Password").fill("not-the-password-2")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_contain_text("wrong")
     log_in(page, "auditor", served.password)
     page.goto("/audit?action=login.failed")
     expect(page.get_by_test_id("audit-entries")).to_contain_text("login.failed")
@@ -107,7 +112,7 @@ def test_qa_signs_a_batch_release(page, served):
     page.get_by_label("Your password").fill(served.password)
     page.get_by_role("button", name="Sign and complete").click()
     expect(page.get_by_role("status")).to_contain_text("Completed: Release batch (QA)")
-    therapies = served.api("qa", "GET", "/therapies?site=SITE-B").json()["items"]
+    therapies = served.api("admin", "GET", "/therapies?site=SITE-B").json()["items"]
     therapy = next(t for t in therapies if t["patient"]["reference"] == "PT-B-0002")
     page.goto(f"/therapies/{therapy['id']}")
     expect(page.get_by_test_id("timeline")).to_contain_text("signed by Quinn Quality (approval)")

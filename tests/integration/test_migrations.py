@@ -40,3 +40,60 @@ def test_a_column_without_its_migration_is_caught(app):
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         differences = compare_metadata(context, metadata)
     assert [(d[0], d[3].name) for d in differences] == [("add_column", "not_migrated")]
+
+
+def test_the_network_migration_gives_existing_therapies_their_parties(database_url):
+    """A database at the schema before parties: its therapies get the treatment party (their site) and the
+    manufacturing site their data names when it is registered as one; its tasks belong to the treatment party."""
+    import sqlalchemy as sa
+    from flask_migrate import upgrade
+
+    from server import create_app
+    from server.store.extensions import db
+
+    app = create_app({"DATABASE_URL": database_url, "SCHEDULER": False, "SECRET_KEY": "t"})
+    directory = app.extensions["migrate"].directory
+    with app.app_context():
+        upgrade(directory=directory, revision="0005")
+        now = "2026-01-01 00:00:00+00:00"
+        statements = [
+            "INSERT INTO site (id, code, name, kind, created_at) VALUES (1, 'SITE-A', 'A', 'treatment-centre', :now)",
+            "INSERT INTO site (id, code, name, kind, created_at) VALUES (2, 'MFG-1', 'M', 'manufacturing', :now)",
+            "INSERT INTO process_definition (id, key, version, name, checksum, bpmn_xml, forms, info, spec,"
+            " deployed_at, deployed_by) VALUES ('d1', 'p', 1, 'P', 'c', '<x/>', '{}', '{}', '{}', :now, 't')",
+        ]
+        statements.append(
+            "INSERT INTO therapy (id, definition_id, process_key, process_version, site_id, coi, patient_reference,"
+            " status, state, data, waits, current_activities, row_version, created_at, updated_at, created_by)"
+            " VALUES ('t1', 'd1', 'p', 1, 1, 'W000026000001', 'PT-1', 'active', '{}',"
+            " '{\"manufacturing_site\": \"mfg-1\"}', '[]', '[]', 1, :now, :now, 't'),"
+            " ('t2', 'd1', 'p', 1, 1, 'W000026000002', 'PT-2', 'active', '{}',"
+            " '{\"manufacturing_site\": \"Somewhere\"}', '[]', '[]', 1, :now, :now, 't')"
+        )
+        statements.append(
+            "INSERT INTO task (id, therapy_id, activity_id, name, role, site_id, status, created_at)"
+            " VALUES ('k1', 't1', 'a', 'A', 'coordinator', 1, 'ready', :now)"
+        )
+        for statement in statements:
+            db.session.execute(sa.text(statement), {"now": now})
+        db.session.commit()
+        upgrade(directory=directory)
+        parties = db.session.execute(
+            sa.text("SELECT therapy_id, party, site_id FROM therapy_party ORDER BY therapy_id, party")
+        ).all()
+        assert [tuple(row) for row in parties] == [
+            ("t1", "manufacturing", 2),
+            ("t1", "treatment", 1),
+            ("t2", "treatment", 1),
+        ]
+        assert db.session.execute(sa.text("SELECT party, site_id FROM task")).one() == ("treatment", 1)
+        indexes = (
+            "SELECT name FROM sqlite_master WHERE type = 'index'"
+            if db.engine.dialect.name == "sqlite"
+            else "SELECT indexname FROM pg_indexes WHERE tablename = 'task'"
+        )
+        assert "ix_task_inbox" in set(db.session.execute(sa.text(indexes)).scalars())  # kept through the table copy
+        kinds = db.session.execute(sa.text("SELECT kind, code FROM reason_code WHERE code = 'OTHER'")).all()
+        assert sorted(kind for kind, _code in kinds) == ["cancel", "hold", "reassign", "reschedule"]
+        db.session.remove()
+        db.engine.dispose()

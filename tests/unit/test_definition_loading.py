@@ -93,6 +93,22 @@ def test_user_task_outside_a_known_role_lane_is_refused():
     assert caught.value.element_id == "Task_Receive"
 
 
+def test_a_user_task_belongs_to_its_own_party_else_its_lanes_else_the_treatment_centre():
+    network = load((FIXTURES / "network.bpmn").read_text()).info.user_tasks
+    assert network["Task_Enrol"].party == "treatment"  # a lane without a party
+    assert network["Task_Manufacture"].party == "manufacturing"  # its lane's
+    assert network["Task_Ship"].party == "logistics"  # its own property, in a lane without one
+    assert load_fixture().info.user_tasks["Task_Receive"].party == "treatment"
+
+
+def test_a_party_that_is_none_of_a_therapys_is_refused_naming_the_task():
+    text = (FIXTURES / "network.bpmn").read_text().replace('value="manufacturing"', 'value="laboratory"')
+    with pytest.raises(DefinitionInvalid) as caught:
+        load(text)
+    assert caught.value.element_id == "Task_Manufacture"
+    assert "party 'laboratory'" in caught.value.message and "treatment, apheresis" in caught.value.message
+
+
 @pytest.mark.parametrize(
     "text, fragment",
     [

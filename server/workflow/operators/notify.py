@@ -1,6 +1,7 @@
 """`notify`: tells the people of a role (optionally at one site) that something needs them.
 
-Parameters: `role` (required), `message` (required), `site` (optional site code; default the therapy's),
+Parameters: `role` (required), `message` (required), `site` (optional site code) or `party` (optional: the
+site of that party of the therapy; default: the treatment centre),
 `severity` (optional: low, medium (default), high or critical). Raises an alert for the role (audited, and
 published as `alert.raised`); when `TETHER_SMTP_URL` is set, the active users of that role who work at the
 site (or at every site) also get an e-mail once the step has committed. Result:
@@ -43,11 +44,22 @@ def run(context, params: dict) -> dict:
     if severity not in SEVERITIES:
         raise ValueError(f"notify severity must be one of {', '.join(SEVERITIES)}, got '{severity}'")
     therapy = context.therapy
-    site = str(params.get("site") or therapy.site.code)
-    if db.session.execute(select(Site.id).where(Site.code == site)).scalar_one_or_none() is None:
+    party = params.get("party")
+    if party is not None and party not in therapy.parties:
+        raise ValueError(f"notify names the party '{party}'; the parties are {', '.join(therapy.parties)}")
+    site = str(params.get("site") or (therapy.parties.get(party) if party else None) or therapy.site.code)
+    site_id = db.session.execute(select(Site.id).where(Site.code == site)).scalar_one_or_none()
+    if site_id is None:
         raise ValueError(f"notify names site '{site}', which is not registered")
     alert = raise_alert(
-        therapy, "notification", message, context.actor, severity=severity, role=role, data={"site": site}
+        therapy,
+        "notification",
+        message,
+        context.actor,
+        severity=severity,
+        role=role,
+        data={"site": site},
+        site_id=site_id,
     )
     people = recipients(role, site)
     config = current_app.config
