@@ -70,13 +70,16 @@ def upgrade():
     sa.Column('created_by', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('kind', 'code')
     )
-    # SQLite's batch mode copies the table and cannot carry an expression index over: the inbox index is
-    # dropped first and made again after.
-    op.drop_index('ix_task_inbox', table_name='task')
+    # SQLite's batch mode copies the table and cannot carry an expression index over: there the inbox index
+    # is dropped first and made again after (PostgreSQL alters the table in place).
+    copied = op.get_bind().dialect.name == 'sqlite'
+    if copied:
+        op.drop_index('ix_task_inbox', table_name='task')
     with op.batch_alter_table('task', schema=None) as batch_op:
         batch_op.add_column(sa.Column('party', sa.String(length=16), server_default='treatment', nullable=False))
         batch_op.alter_column('site_id', existing_type=sa.Integer(), nullable=True)
-    _create_inbox_index()
+    if copied:
+        _create_inbox_index()
 
     now = datetime.now(UTC)
     op.bulk_insert(reason_code, [
@@ -121,11 +124,14 @@ def _create_inbox_index():
 
 
 def downgrade():
-    op.drop_index('ix_task_inbox', table_name='task')
+    copied = op.get_bind().dialect.name == 'sqlite'
+    if copied:
+        op.drop_index('ix_task_inbox', table_name='task')
     with op.batch_alter_table('task', schema=None) as batch_op:
         batch_op.alter_column('site_id', existing_type=sa.Integer(), nullable=False)
         batch_op.drop_column('party')
-    _create_inbox_index()
+    if copied:
+        _create_inbox_index()
     op.drop_table('reason_code')
     with op.batch_alter_table('therapy_party', schema=None) as batch_op:
         batch_op.drop_index('ix_therapy_party_site')

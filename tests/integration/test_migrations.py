@@ -46,7 +46,7 @@ def test_the_network_migration_gives_existing_therapies_their_parties(database_u
     """A database at the schema before parties: its therapies get the treatment party (their site) and the
     manufacturing site their data names when it is registered as one; its tasks belong to the treatment party."""
     import sqlalchemy as sa
-    from flask_migrate import upgrade
+    from flask_migrate import downgrade, upgrade
 
     from server import create_app
     from server.store.extensions import db
@@ -54,7 +54,8 @@ def test_the_network_migration_gives_existing_therapies_their_parties(database_u
     app = create_app({"DATABASE_URL": database_url, "SCHEDULER": False, "SECRET_KEY": "t"})
     directory = app.extensions["migrate"].directory
     with app.app_context():
-        upgrade(directory=directory, revision="0005")
+        upgrade(directory=directory, revision="0005")  # a new database (SQLite) ...
+        downgrade(directory=directory, revision="0005")  # ... or one migrated to the end (PostgreSQL's template)
         now = "2026-01-01 00:00:00+00:00"
         statements = [
             "INSERT INTO site (id, code, name, kind, created_at) VALUES (1, 'SITE-A', 'A', 'treatment-centre', :now)",
