@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from ..support.journeys import advance, message, task
-from .test_bundled_journeys import audit_actions, run_journey
+from .test_bundled_journeys import NETWORK_PARTIES, audit_actions, run_journey
 
 # -- the autologous journey in the stretches the cases share ----------------------------------------------
 COLLECTED = [task("Task_Enrolment"), task("Task_Scheduling"), task("Task_Apheresis")]
@@ -37,11 +37,12 @@ INFUSED_AND_FOLLOWED_UP = [
 
 
 @pytest.fixture
-def journey(api, world, clock, bundled):
-    """Take the steps in a new therapy of a bundled process; returns the therapy as the API then shows it."""
+def journey(api, network, clock, bundled):
+    """Take the steps in a new therapy of a bundled process, collected at APH-1, made at MFG-2 and shipped by
+    COURIER-1; returns the therapy as the API then shows it."""
 
     def take(process_key: str, *steps: tuple) -> dict:
-        return run_journey(api, world, clock, process_key, list(steps))
+        return run_journey(api, network, clock, process_key, list(steps), NETWORK_PARTIES)
 
     return take
 

@@ -1,4 +1,5 @@
-"""Every bundled diagram runs to completion through Tether's own runtime and sandbox, once straight and
+"""Every bundled diagram, as Tether's own loader reads it: each user task belongs to the party that does it in
+the therapy network, and the diagram runs to completion through Tether's runtime and sandbox, once straight and
 once with its state saved and restored (through JSON) at every wait state."""
 
 from __future__ import annotations
@@ -25,17 +26,57 @@ def services(operator, params, data):
     return {"coi": COI} if operator == "coi.assign" else {"ok": True}
 
 
+# The party of every user task (the domain: the treatment centre enrols, schedules, receives and infuses; the
+# apheresis unit collects; the manufacturing site receives, manufactures and its QA releases and assesses
+# excursions; the courier has no user task of its own). A task missing here or at another party fails.
+PARTIES = {
+    "autologous-car-t.bpmn": {
+        "Task_Enrolment": "treatment",
+        "Task_Scheduling": "treatment",
+        "Task_Apheresis": "apheresis",
+        "Task_ReceiveAtManufacturing": "manufacturing",
+        "Task_QaRelease": "manufacturing",
+        "Task_PhysicianDecision": "treatment",
+        "Task_QuarantineProduct": "treatment",
+        "Task_ExcursionAssessment": "manufacturing",
+        "Task_ReceiveAtCentre": "treatment",
+        "Task_ConfirmAvailability": "treatment",
+        "Task_StartLymphodepletion": "treatment",
+        "Task_BedsideCheck": "treatment",
+        "Task_RecordInfusion": "treatment",
+        "Task_Day28FollowUp": "treatment",
+    },
+    "allogeneic.bpmn": {
+        "Task_OrderFromInventory": "treatment",
+        "Task_AllocateLot": "manufacturing",
+        "Task_ReceiveAtSite": "treatment",
+        "Task_BedsideCheck": "treatment",
+        "Task_RecordInfusion": "treatment",
+    },
+}
+
+
+def definition(diagram: str):
+    """The bundled ``diagram`` as Tether loads it."""
+    return load_definition((ROOT / "processes" / diagram).read_bytes(), FORMS, OPERATORS)
+
+
+@pytest.mark.parametrize("diagram", sorted(p.name for p in (ROOT / "processes").glob("*.bpmn")))
+def test_every_user_task_belongs_to_the_party_that_does_it(diagram):
+    user_tasks = definition(diagram).info.user_tasks
+    assert {activity_id: task.party for activity_id, task in user_tasks.items()} == PARTIES[diagram]
+
+
 def drive(diagram: str, journey, mode: str):
     """Run ``journey`` on ``diagram``; return the activity ids completed, in order, and the last outcome.
 
     ``mode``: ``straight`` hands each state on as it is; ``save-restore`` through JSON at every wait state;
     ``compacted`` also cuts finished history out of the state after every step, however small it is.
     """
-    definition = load_definition((ROOT / "processes" / diagram).read_bytes(), FORMS, OPERATORS)
     clock = FakeClock()
     through_json = mode != "straight"
     runtime = Runtime(
-        definition, clock=clock, service_caller=services, compact_above=0 if mode == "compacted" else None
+        definition(diagram), clock=clock, service_caller=services, compact_above=0 if mode == "compacted" else None
     )
     outcome = runtime.start({"patient_reference": "PT-1"})
     visited = []
