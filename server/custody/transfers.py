@@ -1,7 +1,9 @@
 """The chain of custody: every handoff of a therapy's material, with the verified scan of its label.
 
 Transfers are appended, never changed or removed; each one is an audit entry and a ``custody.transferred``
-event written in the same transaction as the row.
+event written in the same transaction as the row. A handoff names its giver and taker by the therapy's party
+("manufacturing") or by a site code, and is recorded with the site's code; any other text (a courier's
+driver, a ward) is kept as written.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from server.errors import Invalid
 from server.integration import outbox
 from server.store import audit
 from server.store.extensions import db
-from server.store.models import AuditEntry, CustodyTransfer, Therapy
+from server.store.models import AuditEntry, CustodyTransfer, Site, Therapy
 from server.store.uow import unit_of_work
 
 # A handheld's clock may run a little ahead of the server's; more than this is a mistake, not skew.
@@ -42,6 +44,7 @@ def record_transfer(
 ) -> CustodyTransfer:
     """Verify the scan, then append one transfer (audited and published) in one transaction."""
     now = _now()
+    from_party, to_party = _by_site(therapy, from_party, "from_party"), _by_site(therapy, to_party, "to_party")
     if occurred_at is not None and occurred_at > now + FUTURE_TOLERANCE:
         raise Invalid(
             "occurred_at lies in the future.",
@@ -92,6 +95,34 @@ def record_transfer(
         )
         outbox.emit("custody.transferred", {"coi": therapy.coi, **data}, therapy_id=therapy.id, site_id=therapy.site_id)
     return transfer
+
+
+def _by_site(therapy: Therapy, named: str, field: str) -> str:
+    """The site code for a party of ``therapy`` or a site code; other text as written. 422 for a party with no
+    site yet, or a registered site that takes no part in the therapy."""
+    parties = therapy.parties
+    text = named.strip()
+    if text.casefold() in parties:
+        site = parties[text.casefold()]
+        if site is None:
+            raise Invalid(
+                f"The therapy has no {text.casefold()} site yet; name the party by its site once it has one.",
+                code="party_unassigned",
+                details={"field": field},
+            )
+        return site
+    code = text.upper()
+    if code in parties.values():
+        return code
+    if db.session.execute(select(Site.id).where(Site.code == code)).scalar_one_or_none() is not None:
+        raise Invalid(
+            f"Site {code} takes no part in this therapy (its parties: "
+            + ", ".join(f"{party} {site}" for party, site in parties.items() if site)
+            + ").",
+            code="not_a_party",
+            details={"field": field},
+        )
+    return text
 
 
 def chain(therapy_id: str) -> list[CustodyTransfer]:

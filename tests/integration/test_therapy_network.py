@@ -257,3 +257,20 @@ def test_a_late_task_wakes_its_role_at_its_party_site_and_a_planner_there_may_ha
     )
     assert moved.status_code == 200, moved.get_json()
     assert [t["site"] for t in tasks_of(api, network["mfg2"], therapy["id"])] == ["MFG-2"]
+
+
+def test_a_handoff_names_the_parties_by_their_sites(api, network):
+    therapy = _enrolled(api, network)
+    url = f"/api/v1/therapies/{therapy['id']}/custody"
+    handoff = {"material_id": "BAG-1", "scanned_coi": therapy["coi"]}
+    by_party = api.as_(network["courier"]).post(
+        url, json={**handoff, "from_party": "manufacturing", "to_party": "logistics"}
+    )
+    assert by_party.status_code == 201, by_party.get_json()
+    assert (by_party.get_json()["from_party"], by_party.get_json()["to_party"]) == ("MFG-1", "COURIER-1")
+    free_text = api.as_(network["courier"]).post(url, json={**handoff, "from_party": "courier-1", "to_party": "Ward 3"})
+    assert (free_text.get_json()["from_party"], free_text.get_json()["to_party"]) == ("COURIER-1", "Ward 3")
+    outsider = api.as_(network["courier"]).post(url, json={**handoff, "from_party": "COURIER-1", "to_party": "MFG-2"})
+    assert outsider.status_code == 422 and outsider.get_json()["error"]["code"] == "not_a_party"
+    chain = api.as_(network["coord"]).get(url).get_json()["items"]
+    assert [(t["from_party"], t["to_party"]) for t in chain] == [("MFG-1", "COURIER-1"), ("COURIER-1", "Ward 3")]
