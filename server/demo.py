@@ -1,11 +1,13 @@
-"""``tether demo``: sites, users of every role, tokens, and therapies spread over the journey's stages.
+"""``tether demo``: a therapy network (two treatment centres, an apheresis centre, two manufacturing sites and
+a courier), users of every role at its sites, tokens, and therapies spread over the journey's stages and the
+network.
 
 The demo users do the seeding through the same commands (``server.usecases``) a page or an integration sends:
-a coordinator of the site starts each therapy, the task's role completes it (signing with the demo
-password where the diagram asks), the integrator delivers messages and uploads logger readings, logistics
-records the handoffs. Therapies are seeded as if started days ago (the engine runs on a clock set back for
-the seeding), so that escalation timers which would have fired by now do fire when the seeding catches up
-with the present.
+the coordinator of the treatment centre starts each therapy and names its parties, each task is completed by
+the user of its role at the site of its party (signing with the demo password where the diagram asks), the
+integrator delivers messages and uploads logger readings, the courier and the manufacturing site record the
+handoffs. Therapies are seeded as if started days ago (the engine runs on a clock set back for the seeding),
+so that escalation timers which would have fired by now do fire when the seeding catches up with the present.
 """
 
 from __future__ import annotations
@@ -29,79 +31,108 @@ DEMO_PASSWORD = "tether-demo-2026"  # noqa: S105  (printed for the demo on purpo
 SITES = [
     ("SITE-A", "St Elsewhere Treatment Centre", "treatment-centre"),
     ("SITE-B", "Riverside Cancer Centre", "treatment-centre"),
+    ("APH-1", "Eastgate Apheresis Centre", "apheresis-centre"),
     ("MFG-1", "Northfield Cell Manufacturing", "manufacturing"),
+    ("MFG-2", "Southbank Contract Manufacturing", "manufacturing"),
+    ("COURIER-1", "ColdChain Couriers", "logistics"),
 ]
-USERS = [  # username, printed name, roles, sites
+USERS = [  # username, printed name, roles, sites; a task is taken by the first of its role at its site
     ("admin", "Ada Admin", ["admin"], []),
     ("designer", "Dana Designer", ["designer"], []),
     ("coordinator", "Chris Coordinator", ["coordinator"], ["SITE-A"]),
     ("coordinator-b", "Casey Coordinator", ["coordinator"], ["SITE-B"]),
-    ("manufacturing", "Morgan Maker", ["manufacturing"], ["MFG-1", "SITE-A", "SITE-B"]),
-    ("logistics", "Lee Logistics", ["logistics"], ["SITE-A", "SITE-B"]),
+    ("apheresis", "Ari Apheresis", ["coordinator"], ["APH-1"]),
+    ("manufacturing", "Morgan Maker", ["manufacturing"], ["MFG-1"]),
+    ("manufacturing-2", "Mika Maker", ["manufacturing"], ["MFG-2"]),
+    ("logistics", "Lee Logistics", ["logistics"], ["COURIER-1"]),
+    ("planner", "Pat Planner", ["planner"], ["MFG-1"]),
     ("qa", "Quinn Quality", ["qa"], []),
     ("integrator", "Courier and MES gateway", ["integrator"], []),
     ("auditor", "Avery Auditor", ["auditor"], []),
 ]
-ROLE_USER = {"coordinator": "coordinator", "manufacturing": "manufacturing", "qa": "qa", "logistics": "logistics"}
-SITE_COORDINATOR = {"SITE-A": "coordinator", "SITE-B": "coordinator-b"}
-# (process, site, patient reference, steps of the happy path to run, days ago it started)
+# The parties of the demo's therapies beside their treatment centre: COURIER-1 ships every one, MFG-1 or MFG-2
+# manufactures it, and some are collected at APH-1 (the others at their treatment centre).
+AT_MFG_1 = {"manufacturing": "MFG-1", "logistics": "COURIER-1"}
+AT_MFG_2 = {"manufacturing": "MFG-2", "logistics": "COURIER-1"}
+AT_APH_1 = {"apheresis": "APH-1"}
+# (process, site, patient reference, steps of the happy path to run, days ago it started, parties)
 THERAPIES = [
-    ("autologous_car_t", "SITE-A", "PT-A-0001", 0, 0),
-    ("autologous_car_t", "SITE-A", "PT-A-0002", 2, 1),
-    ("autologous_car_t", "SITE-A", "PT-A-0003", 4, 3),  # fresh material overdue: the 24 h escalation fires
-    ("autologous_car_t", "SITE-B", "PT-B-0001", 6, 6),
-    ("autologous_car_t", "SITE-B", "PT-B-0002", 9, 20),  # awaiting QA release (signature)
-    ("autologous_car_t", "SITE-A", "PT-A-0004", 12, 30),
-    ("autologous_car_t", "SITE-A", "PT-A-0005", 15, 34),
-    ("autologous_car_t", "SITE-B", "PT-B-0003", 17, 36),
-    ("autologous_car_t", "SITE-A", "PT-A-0006", len(AUTOLOGOUS_HAPPY_PATH), 70),  # completed
-    ("allogeneic", "SITE-A", "PT-A-0101", 2, 1),
-    ("allogeneic", "SITE-B", "PT-B-0101", 4, 4),  # the product delivered: the centre receives and stores it
-    ("allogeneic", "SITE-B", "PT-B-0102", len(ALLOGENEIC_HAPPY_PATH), 10),
-    ("autologous_car_t", "SITE-B", "PT-B-0004", 11, 25),  # return shipment warms up: excursion, quarantine path
+    ("autologous_car_t", "SITE-A", "PT-A-0001", 0, 0, AT_MFG_1 | AT_APH_1),
+    ("autologous_car_t", "SITE-A", "PT-A-0002", 2, 1, AT_MFG_1 | AT_APH_1),  # APH-1 collects the cells next
+    ("autologous_car_t", "SITE-A", "PT-A-0003", 4, 3, AT_MFG_1),  # fresh material overdue: the 24 h escalation
+    ("autologous_car_t", "SITE-B", "PT-B-0001", 6, 6, AT_MFG_2 | AT_APH_1),
+    ("autologous_car_t", "SITE-B", "PT-B-0002", 9, 20, AT_MFG_1),  # awaiting QA release (signature)
+    ("autologous_car_t", "SITE-A", "PT-A-0004", 12, 30, AT_MFG_2),
+    ("autologous_car_t", "SITE-A", "PT-A-0005", 15, 34, AT_MFG_1 | AT_APH_1),
+    ("autologous_car_t", "SITE-B", "PT-B-0003", 17, 36, AT_MFG_2),
+    ("autologous_car_t", "SITE-A", "PT-A-0006", len(AUTOLOGOUS_HAPPY_PATH), 70, AT_MFG_1),  # completed
+    ("allogeneic", "SITE-A", "PT-A-0101", 2, 1, AT_MFG_2),
+    ("allogeneic", "SITE-B", "PT-B-0101", 4, 4, AT_MFG_1),  # the product delivered: the centre receives it
+    ("allogeneic", "SITE-B", "PT-B-0102", len(ALLOGENEIC_HAPPY_PATH), 10, AT_MFG_2),
+    ("autologous_car_t", "SITE-B", "PT-B-0004", 11, 25, AT_MFG_2 | AT_APH_1),  # return leg warms up: quarantine
 ]
 # Therapies whose return shipment logs a temperature excursion once seeded.
 EXCURSION_PATIENTS = {"PT-B-0004"}
 # Handoffs recorded (with a scan of the bag label) right after a step of a journey:
-# (process, step) -> (material, from, to, where, recorded by); "{site}" is the therapy's site.
+# (process, step) -> (material, from, to, where, role, party): the user of ``role`` at the therapy's site for
+# ``party`` records it; "{treatment}", "{apheresis}", "{manufacturing}" and "{logistics}" are the parties' sites.
 HANDOFFS = {
     ("autologous_car_t", "courier.picked_up"): (
         "LEUKOPAK-1",
-        "{site} apheresis unit",
-        "ColdChain courier",
-        "{site} dock",
+        "{apheresis} apheresis unit",
+        "{logistics} courier",
+        "{apheresis} dock",
+        "logistics",
         "logistics",
     ),
     ("autologous_car_t", "shipment.delivered"): (
         "LEUKOPAK-1",
-        "ColdChain courier",
-        "MFG-1 goods-in",
-        "MFG-1 dock",
+        "{logistics} courier",
+        "{manufacturing} goods-in",
+        "{manufacturing} dock",
+        "manufacturing",
         "manufacturing",
     ),
     ("autologous_car_t", "return.picked_up"): (
         "CAR-T-1",
-        "MFG-1 release",
-        "ColdChain courier",
-        "MFG-1 dock",
+        "{manufacturing} release",
+        "{logistics} courier",
+        "{manufacturing} dock",
+        "manufacturing",
         "manufacturing",
     ),
     ("autologous_car_t", "return.delivered"): (
         "CAR-T-1",
-        "ColdChain courier",
-        "{site} cell therapy lab",
-        "{site} lab",
+        "{logistics} courier",
+        "{treatment} cell therapy lab",
+        "{treatment} lab",
+        "logistics",
         "logistics",
     ),
     ("autologous_car_t", "Task_StartLymphodepletion"): (
         "CAR-T-1",
-        "{site} cell therapy lab",
-        "{site} infusion ward",
-        "{site} ward",
+        "{treatment} cell therapy lab",
+        "{treatment} infusion ward",
+        "{treatment} ward",
         "coordinator",
+        "treatment",
     ),
-    ("allogeneic", "shipment.picked_up"): ("LOT-1", "Cell bank depot", "ColdChain courier", "Depot dock", "logistics"),
-    ("allogeneic", "shipment.delivered"): ("LOT-1", "ColdChain courier", "{site} pharmacy", "{site} dock", "logistics"),
+    ("allogeneic", "shipment.picked_up"): (
+        "LOT-1",
+        "{manufacturing} cell bank depot",
+        "{logistics} courier",
+        "{manufacturing} dock",
+        "logistics",
+        "logistics",
+    ),
+    ("allogeneic", "shipment.delivered"): (
+        "LOT-1",
+        "{logistics} courier",
+        "{treatment} pharmacy",
+        "{treatment} dock",
+        "logistics",
+        "logistics",
+    ),
 }
 # Temperatures a shipper's data logger reports after a pickup (one reading every 10 minutes for two hours).
 LOGGED_LEGS = {"courier.picked_up": 5.0, "return.picked_up": -182.0, "shipment.picked_up": -180.0}
@@ -121,7 +152,7 @@ def seed(echo: Callable[[str], None]) -> None:
     echo(f"Demo users (password for all: {DEMO_PASSWORD}):")
     for username, _name, roles, sites in USERS:
         token = accounts.issue_token(username, "demo", actor="demo")
-        echo(f"  {username:<14} {', '.join(roles):<14} {', '.join(sites) or 'all sites':<22} {token}")
+        echo(f"  {username:<16} {', '.join(roles):<14} {', '.join(sites) or 'all sites':<10} {token}")
     echo("")
     echo("Try: curl -H 'Authorization: Bearer <coordinator token>' http://127.0.0.1:5000/api/v1/tasks")
 
@@ -130,12 +161,16 @@ def _seed_therapies(echo: Callable[[str], None]) -> None:
     app = current_app
     original = app.config.get("CLOCK")
     try:
-        for process_key, site, patient, steps, days_ago in THERAPIES:
+        for process_key, site, patient, steps, days_ago, parties in THERAPIES:
             clock = FakeClock(utcnow() - timedelta(days=days_ago))
             app.config["CLOCK"] = clock
             therapy = usecases.start_therapy(
                 usecases.StartTherapy(
-                    process_key=process_key, site=site, patient_reference=patient, by=_user(SITE_COORDINATOR[site])
+                    process_key=process_key,
+                    site=site,
+                    patient_reference=patient,
+                    by=_user(_acting("coordinator", site)),
+                    parties=parties,
                 )
             )
             journey = AUTOLOGOUS_HAPPY_PATH if process_key == "autologous_car_t" else ALLOGENEIC_HAPPY_PATH
@@ -149,7 +184,8 @@ def _seed_therapies(echo: Callable[[str], None]) -> None:
             app.config["CLOCK"] = None
             therapies.fire_due_timers(therapy.id, actor="scheduler")
             therapy = db.session.get_one(Therapy, therapy.id)
-            echo(f"therapy {therapy.coi} {process_key:<17} {site:<7} {therapy.status:<10} {therapy.stage}")
+            made_at = parties["manufacturing"]
+            echo(f"therapy {therapy.coi} {process_key:<17} {site:<7} {made_at:<6} {therapy.status:<10} {therapy.stage}")
     finally:
         app.config["CLOCK"] = original
 
@@ -161,7 +197,7 @@ def _record_cold_chain(therapy_id: str, process_key: str, step: tuple, clock: Fa
     therapy = db.session.get_one(Therapy, therapy_id)
     handoff = HANDOFFS.get((process_key, step[1]))
     if handoff is not None:
-        material, giver, taker, where, role = (part.replace("{site}", therapy.site.code) for part in handoff)
+        material, giver, taker, where, role, party = (part.format_map(therapy.parties) for part in handoff)
         clock.advance(minutes=5)
         usecases.record_custody(
             usecases.RecordCustody(
@@ -170,7 +206,7 @@ def _record_cold_chain(therapy_id: str, process_key: str, step: tuple, clock: Fa
                 from_party=giver,
                 to_party=taker,
                 scanned_coi="&/" + therapy.coi,
-                by=_user(_acting(role, therapy.site.code)),
+                by=_user(_acting(role, therapy.parties[party])),
                 location=where,
             )
         )
@@ -204,13 +240,13 @@ def _run_step(therapy_id: str, step: tuple, clock: FakeClock) -> None:
                 TaskRecord.therapy_id == therapy_id, TaskRecord.status == "ready", TaskRecord.activity_id == step[1]
             )
         ).scalar_one()
-        if task.form is None:  # every user task of the demo's journeys has a form
-            raise RuntimeError(f"demo task {task.activity_id} has no form to fill in")
+        if task.form is None or task.site is None:  # every user task of the demo's journeys has both
+            raise RuntimeError(f"demo task {task.activity_id} has no form to fill in or no site to act")
         signature = {"password": DEMO_PASSWORD, "meaning": task.signature} if task.signature else None
         usecases.complete_task(
             usecases.CompleteTask(
                 task_id=task.id,
-                by=_user(_acting(task.role, therapy.site.code)),
+                by=_user(_acting(task.role, task.site.code)),
                 data=form_data(task.form, therapy.coi),
                 signature=signature,
             )
@@ -229,6 +265,7 @@ def _user(username: str) -> User:
     return db.session.execute(select(User).where(User.username == username)).scalar_one()
 
 
-def _acting(role: str, site: str) -> str:
-    """The demo user who acts in ``role`` for a therapy of ``site`` (each coordinator works at one centre)."""
-    return SITE_COORDINATOR[site] if role == "coordinator" else ROLE_USER.get(role, role)
+def _acting(role: str, site: str | None) -> str:
+    """The demo user who acts in ``role`` at ``site``: the first of ``USERS`` with that role and site, or with
+    that role and no sites (qa and the integrator act for every site)."""
+    return next(name for name, _name, roles, sites in USERS if role in roles and (site in sites or not sites))

@@ -132,6 +132,7 @@ def test_demo_then_readme_walkthrough_with_curl(tmp_path):
         if line.strip().split(" ")[-1].startswith("tth_")
     }
     password = next(line.split(": ")[1].rstrip("):") for line in seeded.stdout.splitlines() if "password" in line)
+    assert {"coordinator", "coordinator-b", "apheresis", "manufacturing", "manufacturing-2", "logistics"} <= set(tokens)
     with open(tmp_path / "serve.log", "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
