@@ -10,8 +10,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import re
 import secrets
+from collections.abc import Collection, Iterable
 from datetime import timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -29,6 +32,8 @@ MIN_PASSWORD_LENGTH = 10
 READ_ONLY_ROLES = ("auditor",)
 # Roles that see every therapy's patient reference (the others: only at the sites that meet the patient).
 NEED_TO_KNOW_ROLES = ("admin", "auditor")
+# The fields that hold a patient reference wherever they appear in data (process data, events, the record).
+PATIENT_FIELDS = ("patient", "patient_reference")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _dummy_hash: dict[tuple[int, int], str] = {}
 _hashers: dict[tuple[int, int], PasswordHasher] = {}
@@ -315,12 +320,46 @@ def can_see_therapy(user: User, therapy: Therapy) -> bool:
     return sites is None or not sites.isdisjoint(therapy.party_site_ids.values()) or therapy.site_id in sites
 
 
+def patient_site_ids(therapy: Therapy) -> set[int]:
+    """The sites that meet the therapy's patient (its treatment and apheresis parties): their users need to know
+    the patient reference."""
+    return {site_id for party, site_id in therapy.party_site_ids.items() if party in PATIENT_PARTIES}
+
+
+def knows_patient(roles: Iterable[str], site_ids: Iterable[int], meeting: Collection[int]) -> bool:
+    """Whether someone with ``roles`` at ``site_ids`` may know the patient of a therapy whose sites that meet the
+    patient are ``meeting``: admin and auditor always, anyone else only as a user of one of those sites."""
+    return any(role in NEED_TO_KNOW_ROLES for role in roles) or any(site_id in meeting for site_id in site_ids)
+
+
 def sees_patient(user: User, therapy: Therapy) -> bool:
     """Whether ``user`` needs to know the therapy's patient reference: admin and auditor, and the users of the
     sites that meet the patient (the treatment and apheresis parties)."""
-    if any(role in NEED_TO_KNOW_ROLES for role in user.roles):
-        return True
-    if not user.sites:
-        return False
-    meeting = {site_id for party, site_id in therapy.party_site_ids.items() if party in PATIENT_PARTIES}
-    return not meeting.isdisjoint(s.id for s in user.sites)
+    return knows_patient(user.roles, (s.id for s in user.sites), patient_site_ids(therapy))
+
+
+WITHHELD = "[withheld]"
+
+
+def withhold_patient(value: Any, reference: str) -> Any:
+    """``value`` (JSON-like data) as someone who may not know the patient ``reference`` may read it: a
+    ``patient`` or ``patient_reference`` field, and any value that is the reference, become null, and a text
+    that quotes it has it replaced by ``[withheld]``; everything else is unchanged (a copy, never the original)."""
+    quoted = re.compile(rf"(?<![A-Za-z0-9]){re.escape(reference)}(?![A-Za-z0-9])") if reference else None
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {key: None if key in PATIENT_FIELDS else walk(inner) for key, inner in item.items()}
+        if isinstance(item, list | tuple):
+            return [walk(inner) for inner in item]
+        if isinstance(item, str) and quoted is not None:
+            return None if item == reference else quoted.sub(WITHHELD, item)
+        return item
+
+    return walk(value)
+
+
+def as_known_to(user: User, therapy: Therapy, value: Any) -> Any:
+    """``value`` (data of ``therapy``) as ``user`` may read it: whole when they may know the patient
+    (``sees_patient``), else with the patient reference withheld (``withhold_patient``)."""
+    return value if sees_patient(user, therapy) else withhold_patient(value, therapy.patient_reference)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from flask import g, request
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from server.access.auth import require, visible_site_ids
 from server.clock import iso
+from server.integration import outbox
 from server.store import audit
-from server.store.models import AuditEntry
+from server.store.extensions import db
+from server.store.models import AuditEntry, TherapyParty
 
 from . import bp
 from .filters import whole_number
@@ -36,7 +38,8 @@ def _item(entry: AuditEntry) -> dict:
 @bp.get("/audit")
 @require()
 def list_audit():
-    """Audit entries in ``seq`` order; site staff see only entries of their sites' therapies."""
+    """Audit entries in ``seq`` order; site staff see only the entries of their sites and of the therapies their
+    sites take part in (any party); the patient reference is withheld from a caller who may not know it."""
     query = select(AuditEntry).order_by(AuditEntry.seq)
     if request.args.get("therapy_id"):
         query = query.where(AuditEntry.therapy_id == request.args["therapy_id"])
@@ -45,8 +48,13 @@ def list_audit():
         query = query.where(AuditEntry.seq > after_seq)
     sites = None if any(r in READ_ALL for r in g.user.roles) else visible_site_ids(g.user)
     if sites is not None:
-        query = query.where(AuditEntry.site_id.in_(sites))
-    return page(query, _item)
+        taking_part = select(TherapyParty.therapy_id).where(TherapyParty.site_id.in_(sites))
+        query = query.where(or_(AuditEntry.site_id.in_(sites), AuditEntry.therapy_id.in_(taking_part)))
+    answer = page(query, _item)
+    reader = outbox.Reader.user(g.user)
+    audience = outbox.audiences(db.session, (item["therapy_id"] for item in answer["items"]))
+    answer["items"] = [reader.view(item, audience.get(item["therapy_id"] or "")) for item in answer["items"]]
+    return answer
 
 
 @bp.get("/audit/verify")

@@ -36,9 +36,10 @@ def therapy_label(therapy_id: str, material_id: str):
 @bp.get("/therapies/<therapy_id>/record.json")
 @require()
 def therapy_record_json(therapy_id: str):
-    """The complete therapy record, electronic form: identity, steps, signatures, custody, conditions, audit."""
+    """The complete therapy record, electronic form: identity, steps, signatures, custody, conditions, audit
+    (the patient reference withheld from a caller who may not know it)."""
     therapy = visible_therapy(g.user, therapy_id)
-    return therapy_record(therapy, g.user.username)
+    return therapy_record(therapy, g.user)
 
 
 @bp.get("/therapies/<therapy_id>/record.pdf")
@@ -46,4 +47,4 @@ def therapy_record_json(therapy_id: str):
 def therapy_record_pdf(therapy_id: str):
     """The complete therapy record, human-readable form (PDF)."""
     therapy = visible_therapy(g.user, therapy_id)
-    return _pdf(record_pdf(therapy_record(therapy, g.user.username)), f"therapy-record-{therapy.coi}.pdf")
+    return _pdf(record_pdf(therapy_record(therapy, g.user)), f"therapy-record-{therapy.coi}.pdf")

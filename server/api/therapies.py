@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from engine.definition import PARTIES
 from server import usecases
-from server.access.auth import require
+from server.access.auth import as_known_to, require
 from server.api.idempotency import idempotent
 from server.api.schemas import CancelSchema, ChangePartiesSchema, StartTherapySchema, load_json
 from server.clock import iso
@@ -69,7 +69,8 @@ def list_therapies():
 @bp.get("/therapies/<therapy_id>")
 @require()
 def get_therapy(therapy_id: str):
-    """One therapy with its open tasks, what it waits for, and its process data."""
+    """One therapy with its open tasks, what it waits for, and its process data; for a caller who may not know
+    the patient, the patient reference is withheld wherever it appears (``access.auth.as_known_to``)."""
     therapy = visible_therapy(g.user, therapy_id, state=False)
     tasks = (
         db.session.execute(select(TaskRecord).where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready"))
@@ -93,7 +94,7 @@ def get_therapy(therapy_id: str):
 
     out["signatures"] = signatures_for(therapy)
     out["corrections"] = corrections_for(therapy)
-    return out
+    return as_known_to(g.user, therapy, out)
 
 
 def therapy_incidents(therapy: Therapy) -> list[dict]:
@@ -150,7 +151,8 @@ def change_parties(therapy_id: str):
 @bp.get("/therapies/<therapy_id>/timeline")
 @require()
 def therapy_timeline(therapy_id: str):
-    """The therapy's history in order, from the audit trail."""
+    """The therapy's history in order, from the audit trail (the patient reference withheld from a caller who
+    may not know it)."""
     therapy = visible_therapy(g.user, therapy_id)
     entries = (
         db.session.execute(select(AuditEntry).where(AuditEntry.therapy_id == therapy.id).order_by(AuditEntry.seq))
@@ -170,4 +172,4 @@ def therapy_timeline(therapy_id: str):
         }
         for e in entries
     ]
-    return {"therapy_id": therapy.id, "items": items}
+    return {"therapy_id": therapy.id, "items": as_known_to(g.user, therapy, items)}

@@ -2,7 +2,8 @@
 
 It gathers the therapy's identity, its vein-to-vein times, every step with who and when, every electronic
 signature with printed name, time and meaning, the chain of custody, the condition readings (summary and
-excursions), the alerts and the therapy's audit entries with their hashes. ``record_pdf`` renders it.
+excursions), the alerts and the therapy's audit entries with their hashes. ``record_pdf`` renders it. The
+patient reference is need-to-know: withheld from a reader who may not know it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 
 from engine.coi import parse_coi
+from server.access.auth import sees_patient, withhold_patient
 from server.compliance.signatures import signatures_for
 from server.custody import conditions
 from server.custody.transfers import breaks, chain, transfer_item
@@ -23,6 +25,7 @@ from server.store.models import Alert, AuditEntry, Signature, TaskRecord, Therap
 
 RECORD_FORMAT = "tether.therapy-record"
 RECORD_VERSION = 1
+WITHHELD_FIELD = "patient_reference"  # what a record names as withheld from a reader who may not know the patient
 # Audit actions that are steps of the therapy's story (the full trail follows in "audit").
 STEP_ACTIONS = (
     "therapy.started",
@@ -229,8 +232,10 @@ def _step_item(entry: AuditEntry, names: dict[str, str], tasks: dict[str, TaskRe
     return step
 
 
-def therapy_record(therapy: Therapy, generated_by: str) -> dict[str, Any]:
-    """The whole record of ``therapy`` as one JSON-ready document."""
+def therapy_record(therapy: Therapy, reader: User) -> dict[str, Any]:
+    """The whole record of ``therapy`` as one JSON-ready document, for ``reader``: one who may not know the
+    patient (``access.auth.sees_patient``) gets it with the patient reference withheld wherever it appears
+    (``"patient_reference": null``, and ``record.withheld`` names it), the hashes still those of the full entries."""
     coi = parse_coi(therapy.coi)
     entries = list(
         db.session.execute(
@@ -252,13 +257,15 @@ def therapy_record(therapy: Therapy, generated_by: str) -> dict[str, Any]:
     )
     definition = therapy.definition
     intact = all(audit.entry_hash(audit.entry_dict(e)) == e.hash for e in entries)
-    return {
+    known = sees_patient(reader, therapy)
+    document = {
         "record": {
             "format": RECORD_FORMAT,
             "version": RECORD_VERSION,
             "generated_at": _iso(datetime.now(UTC)),
-            "generated_by": generated_by,
+            "generated_by": reader.username,
             "basis": "21 CFR 11.10(b); EU GMP Annex 11 §8",
+            "withheld": [] if known else [WITHHELD_FIELD],
         },
         "therapy": {
             "id": therapy.id,
@@ -318,3 +325,4 @@ def therapy_record(therapy: Therapy, generated_by: str) -> dict[str, Any]:
         },
         "people": [{"username": username, "printed_name": name} for username, name in sorted(names.items())],
     }
+    return document if known else withhold_patient(document, therapy.patient_reference)

@@ -64,6 +64,13 @@ def _who(username: str | None, name: str | None) -> str:
     return f"{name} ({username})" if name and username else (username or "-")
 
 
+def _patient(record: dict[str, Any]) -> str | None:
+    """The patient reference, or why it is not shown (withheld from a reader who may not know it)."""
+    if "patient_reference" in record["record"].get("withheld", []):
+        return "withheld (need to know: the treatment and apheresis sites only)"
+    return record["therapy"]["patient_reference"]
+
+
 def record_pdf(record: dict[str, Any]) -> bytes:
     """Render the therapy record as PDF bytes."""
     therapy, v2v = record["therapy"], record["vein_to_vein"]
@@ -101,7 +108,7 @@ def record_pdf(record: dict[str, Any]) -> bytes:
                 ("COI (eye-readable)", therapy["coi_eye_readable"]),
                 ("COI barcode content", therapy["coi_barcode"]),
                 ("Therapy id", therapy["id"]),
-                ("Patient reference", therapy["patient_reference"]),
+                ("Patient reference", _patient(record)),
                 (
                     "Process",
                     f"{therapy['process']['name']} ({therapy['process']['key']} v{therapy['process']['version']}, "

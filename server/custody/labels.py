@@ -1,7 +1,9 @@
 """Printable bag labels: the COI as a Code 128 barcode (``&/`` + 15 characters) and in eye-readable form.
 
 A label is one PDF page of 100 x 60 mm (a common thermal-printer bag label) with the barcode, the
-eye-readable COI with its check character, the material id, the product, the patient reference and the date.
+eye-readable COI with its check character, the material id, the product, the site and the date. A label
+carries the COI, never the patient reference: whoever handles the bag (manufacturing, couriers) need not know
+the patient, and the COI is what ties the bag to them.
 """
 
 from __future__ import annotations
@@ -83,7 +85,6 @@ def label_pdf(
     lines = [
         ("Material", material_id),
         ("Product", product),
-        ("Patient ref.", therapy.patient_reference),
         ("Site", therapy.site.code),
         ("Date", printed_at.strftime("%Y-%m-%d")),
     ]

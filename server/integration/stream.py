@@ -4,7 +4,9 @@ Each SSE message has ``id:`` = the outbox id and ``data:`` = the CloudEvents str
 that reconnects with ``Last-Event-ID`` (browsers' EventSource do this by themselves) gets every event
 after that id. A stream waits on the commit bell of its own process and polls for events written by
 other processes; it sends a comment line as a heartbeat and closes after ``EVENTS_STREAM_SECONDS`` so
-that a gthread worker's threads are never held for good (the client just reconnects). One process holds
+that a gthread worker's threads are never held for good (the client just reconnects). A caller gets a
+therapy's events when one of their sites is one of its parties, with the patient reference withheld unless
+they may know it (``outbox.Reader``), decided as each event is streamed. One process holds
 at most ``EVENTS_MAX_STREAMS`` streams open at once (429 beyond). The API (``GET /api/v1/events``) and the
 control tower page open it alike, for their caller.
 """
@@ -20,9 +22,8 @@ from flask import Flask, Response, current_app, stream_with_context
 from sqlalchemy import func, or_, select
 
 from engine.values import INT_MAX
-from server.access.auth import visible_site_ids
 from server.errors import ApiError, BadRequest
-from server.integration import webhooks
+from server.integration import outbox, webhooks
 from server.store.extensions import db
 from server.store.models import OutboxEvent, User
 
@@ -108,16 +109,23 @@ class Cursor:
         self.gaps = {gap: deadline for gap, deadline in self.gaps.items() if deadline > moment}
 
 
-def _visible(row, sites: set[int] | None, patterns: list[str] | None) -> bool:
-    """Whether a caller seeing ``sites`` (None: all) and asking for ``patterns`` gets ``row``."""
-    if patterns is not None and not webhooks.matches(patterns, row.type):
-        return False
-    return sites is None or row.site_id is None or row.site_id in sites
+def _sent(rows: Sequence[Any], reader: outbox.Reader, patterns: list[str] | None) -> list[tuple[Any, dict]]:
+    """The rows of ``patterns`` (None: all) that ``reader`` may see, each with its data as they may read it
+    (the therapies' parties and patients as they are now)."""
+    wanted = [row for row in rows if patterns is None or webhooks.matches(patterns, row.type)]
+    audience = outbox.audiences(db.session, (row.therapy_id for row in wanted))
+    db.session.rollback()  # hand the connection back between polls
+    out = []
+    for row in wanted:
+        of_row = audience.get(row.therapy_id or "")
+        if reader.sees_event(row.therapy_id, row.site_id, of_row):
+            out.append((row, reader.view(row.data or {}, of_row)))
+    return out
 
 
 def _events(
     cursor: Cursor,
-    sites: set[int] | None,
+    reader: outbox.Reader,
     patterns: list[str] | None,
     ringing: webhooks.CommitBell,
     source: str,
@@ -134,10 +142,10 @@ def _events(
         rows = cursor.fetch()
         for row in rows:
             cursor.advance(row.id)
-            if _visible(row, sites, patterns):
-                body = webhooks.cloud_event_json(row, source).decode()
-                last_sent = time.monotonic()
-                yield f"id: {row.id}\ndata: {body}\n\n"
+        for row, data in _sent(rows, reader, patterns):
+            body = webhooks.cloud_event_json(row, source, data).decode()
+            last_sent = time.monotonic()
+            yield f"id: {row.id}\ndata: {body}\n\n"
         cursor.forget_old_gaps()
         if len(rows) == BATCH:
             continue
@@ -157,13 +165,14 @@ def _slots(app: Flask) -> threading.BoundedSemaphore:
 
 
 def open_stream(user: User, after: int | None, patterns: list[str] | None = None) -> Response:
-    """The streaming response of the events ``user`` may see (their sites' and those of no site), of
-    ``patterns`` (None: every type), after the outbox id ``after`` (None: from the newest event now on).
+    """The streaming response of the events ``user`` may see (a therapy's when one of their sites is one of its
+    parties, others of their sites or of none), with the patient reference withheld unless they may know it,
+    of ``patterns`` (None: every type), after the outbox id ``after`` (None: from the newest event now on).
 
     429 ``too_many_requests`` when this process has no free stream slot; the slot is given back when the
     stream ends or the client goes.
     """
-    sites = visible_site_ids(user)
+    reader = outbox.Reader.user(user)
     if after is None:
         after = int(db.session.execute(select(func.max(OutboxEvent.id))).scalar() or 0)
     cursor = Cursor(after)
@@ -191,7 +200,7 @@ def open_stream(user: User, after: int | None, patterns: list[str] | None = None
         """The stream, releasing its slot when it ends or the client goes."""
         try:
             yield from _events(
-                cursor, sites, patterns, webhooks.bell(app), source, heartbeat=heartbeat, poll=poll, lifetime=lifetime
+                cursor, reader, patterns, webhooks.bell(app), source, heartbeat=heartbeat, poll=poll, lifetime=lifetime
             )
         finally:
             release()

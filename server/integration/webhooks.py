@@ -6,10 +6,12 @@ dispatcher checks again before each attempt and refuses to talk to such an addre
 
 Fan-out happens inside the transaction that writes an outbox event: the first of the unit of work's commit
 steps (``fan_out_staged``, named by the app factory) inserts one ``webhook_delivery`` row per staged
-``outbox_event`` and active subscription whose event patterns match and whose owner may see the event's site.
+``outbox_event`` and active subscription whose event patterns match and whose owner may see the event (a
+therapy's event: one of the owner's sites is one of the therapy's parties; another event: its site, if any).
 So a delivery exists exactly when its event committed, a subscription sees only events written after it
 was created, and nothing is lost between the commit and the dispatcher (``server/integration/dispatcher.py``),
-which only sends what is already there.
+which only sends what is already there. A delivery's body is the outbox event as its subscription's owner
+may read it (``delivery_json``): the patient reference withheld unless the owner may know it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from server.integration import outbox
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import (
-    UNSCOPED_ROLES,
     OutboxEvent,
     User,
     WebhookDelivery,
@@ -317,8 +318,9 @@ def visible_subscriptions(user: User):
 # -- CloudEvents -------------------------------------------------------------------------------------
 
 
-def cloud_event_json(row: OutboxEvent, source: str) -> bytes:
-    """The event as one CloudEvents 1.0 structured-mode JSON document (the webhook body and SSE data)."""
+def cloud_event_json(row: Any, source: str, data: dict | None = None) -> bytes:
+    """The event as one CloudEvents 1.0 structured-mode JSON document (the webhook body and SSE data), with
+    ``data`` in place of the row's own (a reader's view of it, ``outbox.Reader.view``) when given."""
     created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
     attributes: dict[str, Any] = {
         "specversion": "1.0",
@@ -330,7 +332,18 @@ def cloud_event_json(row: OutboxEvent, source: str) -> bytes:
     }
     if row.therapy_id:
         attributes["subject"] = row.therapy_id
-    return to_structured_event(CloudEvent(attributes, _json_ready(row.data or {}))).body
+    return to_structured_event(CloudEvent(attributes, _json_ready(row.data or {} if data is None else data))).body
+
+
+def delivery_json(row: OutboxEvent, subscription: WebhookSubscription, source: str) -> bytes:
+    """The body of the event ``row`` for ``subscription``: the patient reference withheld unless the
+    subscription's owner may know it (decided as it is sent, by the owner's roles and sites then)."""
+    connection = db.session.connection()
+    owner = _owners(connection, {subscription.created_by}).get(subscription.created_by)
+    audience = outbox.audiences(connection, [row.therapy_id]).get(row.therapy_id or "")
+    if owner is None:  # the owner was deactivated since: the delivery goes out as nobody's to know
+        owner = outbox.Reader.of((), ())
+    return cloud_event_json(row, source, owner.view(row.data or {}, audience))
 
 
 def _json_ready(data: Any) -> Any:
@@ -392,8 +405,8 @@ def ring_after_commit() -> None:
 # -- fan-out ------------------------------------------------------------------------------------------
 
 
-def _subscribers(connection) -> list[tuple[str, list[str], set[int] | None]]:
-    """(id, patterns, visible site ids or None for every site) of each active subscription whose owner is active."""
+def _subscribers(connection) -> list[tuple[str, list[str], outbox.Reader]]:
+    """(id, patterns, owner as a reader) of each active subscription whose owner is active."""
     subscriptions = connection.execute(
         select(WebhookSubscription.id, WebhookSubscription.events, WebhookSubscription.created_by).where(
             WebhookSubscription.active.is_(True)
@@ -401,38 +414,42 @@ def _subscribers(connection) -> list[tuple[str, list[str], set[int] | None]]:
     ).all()
     if not subscriptions:
         return []
-    owners = {name for _id, _events, name in subscriptions}
+    owners = _owners(connection, {name for _id, _events, name in subscriptions})
+    return [
+        (subscription_id, list(patterns or []), owners[owner])
+        for subscription_id, patterns, owner in subscriptions
+        if owner in owners
+    ]
+
+
+def _owners(connection, usernames: set[str]) -> dict[str, outbox.Reader]:
+    """Each active user of ``usernames`` as a reader of events (their roles and sites now)."""
     rows = connection.execute(
-        select(User.username, User.roles, User.active, user_sites.c.site_id)
+        select(User.username, User.roles, user_sites.c.site_id)
         .outerjoin(user_sites, user_sites.c.user_id == User.id)
-        .where(User.username.in_(owners))
+        .where(User.username.in_(usernames), User.active.is_(True))
     ).all()
     roles_of: dict[str, list[str]] = {}
     sites_of: dict[str, set[int]] = {}
-    active: dict[str, bool] = {}
-    for username, roles, is_active, site_id in rows:
-        roles_of[username], active[username] = list(roles or []), bool(is_active)
+    for username, roles, site_id in rows:
+        roles_of[username] = list(roles or [])
         sites_of.setdefault(username, set()).update({site_id} if site_id is not None else set())
-    out = []
-    for subscription_id, patterns, owner in subscriptions:
-        if not active.get(owner):
-            continue
-        sites: set[int] | None = sites_of.get(owner) or None
-        if any(r in UNSCOPED_ROLES for r in roles_of.get(owner, [])):
-            sites = None
-        out.append((subscription_id, list(patterns or []), sites))
-    return out
+    return {username: outbox.Reader.of(roles_of[username], sites_of[username]) for username in roles_of}
 
 
 def fan_out(connection, events: list[OutboxEvent], moment: datetime) -> int:
-    """Insert one pending delivery per (event, matching subscription); returns how many."""
+    """Insert one pending delivery per (event, matching subscription whose owner may see it: a therapy's event
+    when one of the owner's sites is one of its parties now); returns how many."""
     subscribers = _subscribers(connection)
+    if not subscribers:
+        return 0
+    audience = outbox.audiences(connection, (row.therapy_id for row in events))
     rows = []
     for row in sorted(events, key=lambda e: e.id):
-        for subscription_id, patterns, sites in subscribers:
+        for subscription_id, patterns, owner in subscribers:
             if not matches(patterns, row.type):
                 continue
-            if sites is not None and row.site_id is not None and row.site_id not in sites:
+            if not owner.sees_event(row.therapy_id, row.site_id, audience.get(row.therapy_id or "")):
                 continue
             rows.append(
                 {

@@ -1,4 +1,5 @@
-"""Bag labels: the barcode decodes to the ISBT 128 COI data structure, the text is there for people."""
+"""Bag labels: the barcode decodes to the ISBT 128 COI data structure, the text is there for people, and the
+patient reference is never on a label (the COI is)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_the_barcode_carries_the_data_identifier_and_the_fifteen_characters(numb
     assert decode(pdf) == [("Code128", f"&/{coi.value}")]
 
 
-def test_the_label_shows_the_eye_readable_coi_material_product_and_date():
+def test_the_label_shows_the_eye_readable_coi_material_product_and_date_but_never_the_patient():
     coi = issue_coi("W1234", 2026, 77)
     pdf = label_pdf(therapy(coi.value), "BAG-2", datetime(2026, 11, 23, 14, 5, tzinfo=UTC), collected_at="2026-11-16")
     words = page_text(pdf)
@@ -54,9 +55,10 @@ def test_the_label_shows_the_eye_readable_coi_material_product_and_date():
         "Product: Autologous CAR-T",
         "Date: 2026-11-23",
         "Collected: 2026-11-16",
-        "Patient ref.: PT-0042",
+        "Site: SITE-A",
     ):
         assert expected in words, (expected, words)
+    assert "PT-0042" not in words and "Patient" not in words
     reader = pypdf.PdfReader(io.BytesIO(pdf))
     assert len(reader.pages) == 1
     box = reader.pages[0].mediabox
