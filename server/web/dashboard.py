@@ -8,13 +8,13 @@ from typing import Any
 from flask import render_template, request
 from sqlalchemy import func, select
 
-from server.access.auth import visible_site_ids
 from server.integration import stream
 from server.store.extensions import db
 from server.store.models import Alert, ProcessDefinition, Site, TaskRecord, Therapy
-from server.usecases.reads import summary_options
+from server.usecases.reads import summary_options, therapies_for
 
 from . import bp
+from .network import FILTERED_PARTIES, at_party_sites, party_sites
 from .present import parse_time
 from .session import STARTERS, has_role, login_required, page_user
 from .therapy_pages import startable
@@ -27,24 +27,24 @@ def _filters() -> dict:
     status = request.args.get("status", "active")
     return {
         "site": request.args.get("site", ""),
+        **{party: request.args.get(party, "") for party in FILTERED_PARTIES},
         "process": request.args.get("process", ""),
         "status": status if status in STATUSES or status == "all" else "active",
     }
 
 
 def dashboard_rows(user, filters: dict) -> tuple[list[dict], Counter]:
-    """One row per visible therapy (newest first) and the count of therapies per stage."""
-    query = select(Therapy).options(*summary_options()).order_by(Therapy.created_at.desc(), Therapy.id)
+    """One row per therapy the user may see (one of their sites takes part in it), newest first, and the count
+    of therapies per stage."""
+    query = select(Therapy).options(*summary_options())
     if filters["status"] != "all":
         query = query.where(Therapy.status == filters["status"])
     if filters["site"]:
         query = query.join(Site).where(Site.code == filters["site"])
     if filters["process"]:
         query = query.where(Therapy.process_key == filters["process"])
-    sites = visible_site_ids(user)
-    if sites is not None:
-        query = query.where(Therapy.site_id.in_(sites))
-    therapies = db.session.execute(query.limit(1000)).scalars().all()
+    query = at_party_sites(query, {party: filters[party] for party in FILTERED_PARTIES})
+    therapies = db.session.execute(therapies_for(user, query).limit(1000)).scalars().all()
     ids = [t.id for t in therapies]
     alerts = (
         dict(
@@ -83,21 +83,20 @@ def dashboard():
     filters = _filters()
     rows, stages = dashboard_rows(user, filters)
     processes = db.session.execute(select(ProcessDefinition.key).distinct().order_by(ProcessDefinition.key)).scalars()
-    sites = visible_site_ids(user)
-    site_query = select(Site).order_by(Site.code)
-    if sites is not None:
-        site_query = site_query.where(Site.id.in_(sites))
-    start_processes, start_sites = startable(user) if has_role(user, *STARTERS) else ([], [])
+    starting = has_role(user, *STARTERS)
+    start_processes, start_sites = startable(user) if starting else ([], [])
     return render_template(
         "web/dashboard.html",
         rows=rows,
         stages=stages,
         filters=filters,
         processes=list(processes),
-        sites=db.session.execute(site_query).scalars().all(),
+        filter_sites=party_sites(user),
+        filtered_parties=FILTERED_PARTIES,
         statuses=STATUSES,
         start_processes=start_processes,
         start_sites=start_sites,
+        start_party_sites=party_sites() if start_sites else {},
         poll_seconds=LIVE_POLL_SECONDS,
     )
 

@@ -8,11 +8,12 @@ from flask_wtf.csrf import CSRFError, generate_csrf
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ApiError
-from . import bp, present
+from . import bp, network, present
 from .session import AUDIT_READERS, DESIGNERS, has_role, session_user
 from .vendor import viewer_installed
 
 present.register(bp)
+network.register(bp)
 
 TITLES = {
     400: "Bad request",

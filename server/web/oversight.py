@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from flask import flash, redirect, render_template, request, url_for
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
-from engine.coi import CoiError, parse_coi
 from server import usecases
 from server.access.auth import visible_site_ids
 from server.errors import ApiError
@@ -17,6 +16,7 @@ from server.store.models import Alert, AuditEntry, Therapy
 from server.usecases.checks import visible_alert
 
 from . import bp
+from .network import therapies_named
 from .session import AUDIT_READERS, has_role, login_required, page_user, safe_next, session_user
 
 AUDIT_PAGE_SIZE = 200
@@ -80,23 +80,6 @@ def acknowledge_alert(alert_id: str):
     return back
 
 
-def _therapy_for(text: str) -> Therapy | None:
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        coi = parse_coi(text).value
-    except CoiError:
-        coi = text.upper()
-    return (
-        db.session.execute(
-            select(Therapy).where(or_(Therapy.id == text, Therapy.coi == coi, Therapy.patient_reference == text))
-        )
-        .scalars()
-        .first()
-    )
-
-
 def _sequence_number(text: str) -> int | None:
     """An audit entry's sequence number written as ASCII digits (at most 18: within 64 bits), else None."""
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
@@ -108,7 +91,7 @@ def audit_page():
     """The audit trail in sequence, filtered by therapy (id, COI or patient reference) and action."""
     therapy_text = request.args.get("therapy", "")
     action = request.args.get("action", "").strip()
-    therapy = _therapy_for(therapy_text)
+    therapy = next(iter(therapies_named(page_user(), therapy_text)), None)
     query = select(AuditEntry).order_by(AuditEntry.seq.desc())
     entries: Sequence[AuditEntry]
     if therapy_text and therapy is None:

@@ -3,36 +3,26 @@
 from __future__ import annotations
 
 from flask import flash, redirect, render_template, request, url_for
-from sqlalchemy import or_
 
-from engine.coi import CoiError, parse_coi
 from server import usecases
 from server.errors import ApiError, NotFound
 from server.store.extensions import db
-from server.store.models import TaskRecord, Therapy
+from server.store.models import TaskRecord
 from server.usecases import checks, reads
 
 from . import bp
 from .form_data import FormShapeError, friendly, parse_submission, utc_to_local
 from .form_fields import build_fields, field_paths
+from .network import patient_reference, therapies_named
 from .session import login_required, page_user
 
 
 def inbox_query(user, therapy_filter: str = "", role: str = ""):
-    """The inbox (``usecases.reads.inbox_query``), narrowed to a therapy by id, COI or patient reference."""
+    """The inbox (``usecases.reads.inbox_query``), narrowed to the therapies ``therapy_filter`` names (id, COI,
+    or a patient reference the user may know)."""
     query = reads.inbox_query(user, role)
     if therapy_filter:
-        try:
-            coi = parse_coi(therapy_filter).value
-        except CoiError:
-            coi = therapy_filter.strip().upper()
-        query = query.where(
-            or_(
-                Therapy.id == therapy_filter.strip(),
-                Therapy.coi == coi,
-                Therapy.patient_reference == therapy_filter.strip(),
-            )
-        )
+        query = query.where(TaskRecord.therapy_id.in_([t.id for t in therapies_named(user, therapy_filter)]))
     return query
 
 
@@ -93,7 +83,12 @@ def render_task(
         for path, message in errors.items()
         if path not in known
     ]
-    can_complete = task.status == "ready" and task.role in user.roles and task.therapy.status == "active"
+    can_complete = (
+        task.status == "ready"
+        and task.role in user.roles
+        and task.therapy.status == "active"
+        and task.site_id is not None
+    )
     return render_template(
         "web/task.html",
         task=task,
@@ -203,7 +198,7 @@ def _refused(task: TaskRecord, values: dict, refusal: ApiError):
 def _after_completion(task: TaskRecord):
     """Straight on to the therapy's next task when it is yours; else back to the inbox."""
     user = page_user()
-    flash(f"Completed: {task.name} ({task.therapy.patient_reference}).", "success")
+    flash(f"Completed: {task.name} ({patient_reference(task.therapy)}).", "success")
     following = db.session.execute(
         inbox_query(user).where(TaskRecord.therapy_id == task.therapy_id).limit(1)
     ).scalar_one_or_none()

@@ -8,7 +8,7 @@ from flask import Response, abort, flash, redirect, render_template, request, ur
 from sqlalchemy import select
 
 from server import usecases
-from server.access.auth import visible_site_ids
+from server.access.auth import can_see_site, visible_site_ids
 from server.compliance.signatures import signatures_for
 from server.errors import ApiError, NotFound
 from server.store.extensions import db
@@ -23,8 +23,10 @@ from server.store.models import (
     Therapy,
 )
 from server.usecases import checks
+from server.workflow.parties import CHANGEABLE
 
 from . import bp, present
+from .network import party_sites, reasons
 from .session import has_role, login_required, page_user
 
 # Audit actions of a therapy that tell its story (the rest stays in the audit page).
@@ -136,6 +138,13 @@ def therapy_page(therapy_id: str):
         .scalars()
         .all()
     )
+    treatment_centre = can_see_site(user, therapy.site_id)
+    can_cancel = therapy.status == "active" and treatment_centre and has_role(user, *usecases.CancelTherapy.ROLES)
+    can_change = (
+        therapy.status in ("active", "on_hold")
+        and has_role(user, *usecases.ChangeParties.ROLES)
+        and (treatment_centre or has_role(user, "planner"))
+    )
     return render_template(
         "web/therapy.html",
         therapy=therapy,
@@ -150,7 +159,12 @@ def therapy_page(therapy_id: str):
         v2v=present.vein_to_vein(therapy),
         completed=completed_activities(therapy),
         current=therapy.current_activities or [],
-        can_cancel=therapy.status == "active" and has_role(user, *usecases.CancelTherapy.ROLES),
+        can_cancel=can_cancel,
+        can_change_parties=can_change,
+        changeable=CHANGEABLE,
+        party_sites=party_sites() if can_change else {},
+        cancel_reasons=reasons("cancel") if can_cancel else [],
+        reassign_reasons=reasons("reassign") if can_change else [],
     )
 
 
@@ -159,19 +173,19 @@ def therapy_page(therapy_id: str):
 def start_therapy():
     """Start a therapy from the control tower's form: the ``StartTherapy`` command."""
     patient_reference = request.form.get("patient_reference", "").strip()
+    named = {party: request.form.get(party, "").strip() for party in CHANGEABLE}
     command = usecases.StartTherapy(
         process_key=request.form.get("process_key", ""),
         site=request.form.get("site", ""),
         patient_reference=patient_reference,
         by=page_user(),
+        parties={party: code for party, code in named.items() if code} or None,
     )
     try:
         therapy = usecases.start_therapy(command)
     except ApiError as exc:
         db.session.rollback()
-        fields = exc.details.get("fields") or {}
-        detail = "; ".join(f"{k}: {v}" for k, v in fields.items()) if isinstance(fields, dict) else ""
-        flash(f"The therapy was not started: {exc.message} {detail}".strip(), "error")
+        flash(f"The therapy was not started: {_refusal(exc)}", "error")
         return redirect(url_for("web.dashboard"))
     flash(f"Therapy started for {patient_reference}: COI {present.eye_readable(therapy.coi)}.", "success")
     return redirect(url_for("web.therapy_page", therapy_id=therapy.id))
@@ -180,17 +194,59 @@ def start_therapy():
 @bp.post("/therapies/<therapy_id>/cancel")
 @login_required(*usecases.CancelTherapy.ROLES)
 def cancel_therapy(therapy_id: str):
-    """Cancel with a reason: the ``CancelTherapy`` command."""
+    """Cancel with a reason code and a reason (OTHER, or no code, needs the reason): the ``CancelTherapy``
+    command."""
     therapy = visible_therapy(therapy_id)
-    reason = request.form.get("reason", "").strip()
+    code, reason = _reason()
     try:
-        usecases.cancel_therapy(usecases.CancelTherapy(therapy_id=therapy.id, reason=reason, by=page_user()))
+        usecases.cancel_therapy(
+            usecases.CancelTherapy(therapy_id=therapy.id, reason=reason, reason_code=code, by=page_user())
+        )
     except ApiError as exc:
         db.session.rollback()
-        flash(f"Not cancelled: {exc.message}", "error")
+        flash(f"Not cancelled: {_refusal(exc)}", "error")
     else:
         flash("The therapy was cancelled; its open tasks were withdrawn.", "success")
     return redirect(url_for("web.therapy_page", therapy_id=therapy_id))
+
+
+@bp.post("/therapies/<therapy_id>/parties")
+@login_required(*usecases.ChangeParties.ROLES)
+def change_parties(therapy_id: str):
+    """Hand a party of the therapy to another site, with a reason code and a reason: the ``ChangeParties``
+    command (the party's open tasks move with it)."""
+    therapy = visible_therapy(therapy_id)
+    party, site = request.form.get("party", ""), request.form.get("site", "").strip()
+    code, reason = _reason()
+    try:
+        usecases.change_parties(
+            usecases.ChangeParties(
+                therapy_id=therapy.id, sites={party: site}, reason_code=code or "", reason=reason, by=page_user()
+            )
+        )
+    except ApiError as exc:
+        db.session.rollback()
+        flash(f"The {party} party was not handed over: {_refusal(exc)}", "error")
+    else:
+        flash(f"The {party} party is now {site}; its open tasks moved there.", "success")
+    return redirect(url_for("web.therapy_page", therapy_id=therapy_id))
+
+
+def _reason() -> tuple[str | None, str | None]:
+    """The form's reason code and free-text reason, each None when left empty."""
+    code, reason = request.form.get("reason_code", "").strip(), request.form.get("reason", "").strip()
+    return code or None, reason or None
+
+
+def _refusal(exc: ApiError) -> str:
+    """A command's refusal as one sentence, with the fields it names."""
+    fields = exc.details.get("fields") or {}
+    detail = (
+        "; ".join(f"{k}: {v if isinstance(v, str) else ' '.join(map(str, v))}" for k, v in fields.items())
+        if isinstance(fields, dict)
+        else ""
+    )
+    return f"{exc.message} {detail}".strip()
 
 
 @bp.get("/definitions/<key>/versions/<int:version>/diagram.bpmn")
