@@ -115,8 +115,9 @@ def test_each_site_sees_the_therapies_it_takes_part_in_and_the_patient_only_when
     assert maker2.get(f"/therapies/{therapy['id']}").status_code == 404
 
 
-def test_the_control_tower_filters_by_a_partys_site(app, api, network):
+def test_the_control_tower_filters_by_a_partys_site(app, api, network, clock):
     elsewhere = _enrolled(api, network, parties={"manufacturing": "MFG-2", "apheresis": "APH-1"})
+    clock.advance(minutes=1)  # newest first
     here = _enrolled(api, network)
     admin = _client(app, "admin")
     for query, shown in (
