@@ -75,37 +75,38 @@ THERAPIES = [
 EXCURSION_PATIENTS = {"PT-B-0004"}
 # Handoffs recorded (with a scan of the bag label) right after a step of a journey:
 # (process, step) -> (material, from, to, where, role, party): the user of ``role`` at the therapy's site for
-# ``party`` records it; "{treatment}", "{apheresis}", "{manufacturing}" and "{logistics}" are the parties' sites.
+# ``party`` records it. A giver or taker named by its party is recorded as that party's site; in the other
+# texts "{treatment}", "{apheresis}", "{manufacturing}" and "{logistics}" stand for the parties' sites.
 HANDOFFS = {
     ("autologous_car_t", "courier.picked_up"): (
         "LEUKOPAK-1",
-        "{apheresis} apheresis unit",
-        "{logistics} courier",
+        "apheresis",
+        "logistics",
         "{apheresis} dock",
         "logistics",
         "logistics",
     ),
     ("autologous_car_t", "shipment.delivered"): (
         "LEUKOPAK-1",
-        "{logistics} courier",
-        "{manufacturing} goods-in",
+        "logistics",
+        "manufacturing",
         "{manufacturing} dock",
         "manufacturing",
         "manufacturing",
     ),
     ("autologous_car_t", "return.picked_up"): (
         "CAR-T-1",
-        "{manufacturing} release",
-        "{logistics} courier",
+        "manufacturing",
+        "logistics",
         "{manufacturing} dock",
         "manufacturing",
         "manufacturing",
     ),
     ("autologous_car_t", "return.delivered"): (
         "CAR-T-1",
-        "{logistics} courier",
+        "logistics",
+        "treatment",
         "{treatment} cell therapy lab",
-        "{treatment} lab",
         "logistics",
         "logistics",
     ),
@@ -119,17 +120,17 @@ HANDOFFS = {
     ),
     ("allogeneic", "shipment.picked_up"): (
         "LOT-1",
+        "manufacturing",
+        "logistics",
         "{manufacturing} cell bank depot",
-        "{logistics} courier",
-        "{manufacturing} dock",
         "logistics",
         "logistics",
     ),
     ("allogeneic", "shipment.delivered"): (
         "LOT-1",
-        "{logistics} courier",
+        "logistics",
+        "treatment",
         "{treatment} pharmacy",
-        "{treatment} dock",
         "logistics",
         "logistics",
     ),
