@@ -45,8 +45,8 @@ def fill_form(page: Page, data: dict, skip: tuple[str, ...] = ()) -> None:
             inputs.first.fill(str(value))
 
 
-def open_task(page: Page, patient: str, task_name: str) -> None:
-    """Find a task of a patient in the inbox and open it."""
-    page.goto(f"/tasks?therapy={patient}")
+def open_task(page: Page, therapy: str, task_name: str) -> None:
+    """Find a task of a therapy in the inbox (by its COI, or a patient reference the user may know) and open it."""
+    page.goto(f"/tasks?therapy={therapy}")
     page.get_by_role("link", name=task_name).click()
     expect(page.get_by_role("heading", level=1)).to_have_text(task_name)

@@ -57,6 +57,8 @@ def test_coordinator_runs_a_therapy_from_enrolment_to_infusion_in_the_browser(pa
     page.goto("/dashboard")
     page.get_by_label("Process", exact=True).last.select_option("autologous_car_t")
     page.locator("#start-site").select_option("SITE-A")
+    page.locator("#start-manufacturing").select_option("MFG-1")
+    page.locator("#start-logistics").select_option("COURIER-1")
     page.get_by_label(re.compile("Patient reference")).fill(patient)
     page.get_by_role("button", name="Start therapy").click()
     expect(page.get_by_role("heading", level=1)).to_have_text(f"Therapy {patient}")
@@ -72,7 +74,7 @@ def test_coordinator_runs_a_therapy_from_enrolment_to_infusion_in_the_browser(pa
 
     maker = new_page()
     log_in(maker, "manufacturing", served.password)
-    maker.goto(f"/tasks?therapy={patient}")
+    maker.goto(f"/tasks?therapy={coi}")  # MFG-1 does not know the patient: it finds the COI
     maker.get_by_role("link", name="Receive material at manufacturing").click()
     _scan(maker, f"&/{coi}")
     expect(maker.get_by_label("Received at")).to_be_focused()  # Enter moved on; nothing was sent
@@ -84,7 +86,7 @@ def test_coordinator_runs_a_therapy_from_enrolment_to_infusion_in_the_browser(pa
 
     quality = new_page()
     log_in(quality, "qa", served.password)
-    quality.goto(f"/tasks?therapy={patient}")
+    quality.goto(f"/tasks?therapy={coi}")
     quality.get_by_role("link", name="Release batch (QA)").click()
     _complete_current_task(quality, served, "qa", coi, "Release batch (QA)", signature=True)
     _messages(served, therapy_id, "return.picked_up", "return.delivered")

@@ -2,9 +2,9 @@
 therapy naming its manufacturing site and courier, MFG-1's maker completes the manufacturing without learning the
 patient, the courier ships, and MFG-2's maker sees nothing of it.
 
-The sites, people and diagram the journey needs are added to the served demo through the command line (a site
-the demo already holds is kept): the network diagram (tests/fixtures/network.bpmn) puts manufacturing in a lane
-of the manufacturing party and shipping with the logistics party.
+The demo's people do it (``coordinator`` at SITE-A, ``manufacturing`` at MFG-1, ``logistics`` at COURIER-1,
+``manufacturing-2`` at MFG-2) on the network diagram of the tests (tests/fixtures/network.bpmn: manufacturing in
+a lane of the manufacturing party, shipping with the logistics party), deployed through the command line.
 """
 
 from __future__ import annotations
@@ -20,40 +20,13 @@ from ..conftest import FIXTURES, ROOT
 from ..support.served import tether_cli
 from .people import log_in
 
-SITES = {"MFG-2": "manufacturing", "COURIER-1": "logistics"}  # MFG-1 and SITE-A are the demo's
-PEOPLE = {"maker-mfg-1": ("manufacturing", "MFG-1"), "maker-mfg-2": ("manufacturing", "MFG-2")}
-PEOPLE["courier-1"] = ("logistics", "COURIER-1")
-
 
 @pytest.fixture(scope="module")
-def network(served) -> dict[str, str]:
-    """The served demo with MFG-2, COURIER-1, a person of one site each, and the network diagram deployed;
-    the people's user names by their part."""
+def network_diagram(served) -> str:
+    """The network diagram deployed to the served demo; its process key."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": f"sqlite:///{served.database}"}
-    cwd = served.database.parent
-    for code, kind in SITES.items():
-        added = tether_cli("site", "add", code, "--kind", kind, env=env, cwd=cwd)
-        assert added.returncode == 0 or "already exists" in added.stderr, added.stderr
-    suffix = uuid.uuid4().hex[:4]
-    names = {}
-    for part, (role, site) in PEOPLE.items():
-        names[part] = f"{part}-{suffix}"
-        tether_cli(
-            "user",
-            "add",
-            names[part],
-            "--role",
-            role,
-            "--site",
-            site,
-            "--password-stdin",
-            env=env,
-            cwd=cwd,
-            stdin=served.password + "\n",
-            check=True,
-        )
-    tether_cli("deploy", str(FIXTURES / "network.bpmn"), env=env, cwd=cwd, check=True)
-    return names
+    tether_cli("deploy", str(FIXTURES / "network.bpmn"), env=env, cwd=served.database.parent, check=True)
+    return "network_therapy"
 
 
 def _complete(page: Page, name: str, patient: str) -> None:
@@ -63,11 +36,11 @@ def _complete(page: Page, name: str, patient: str) -> None:
     expect(page.get_by_role("status")).to_contain_text(f"Completed: {name} ({patient}).")
 
 
-def test_three_sites_work_one_therapy_and_a_fourth_sees_nothing_of_it(page, new_page, served, network):
+def test_three_sites_work_one_therapy_and_a_fourth_sees_nothing_of_it(page, new_page, served, network_diagram):
     patient = f"PT-NET-{uuid.uuid4().hex[:6]}"
     log_in(page, "coordinator", served.password)
     page.goto("/dashboard")
-    page.locator("#start-process").select_option("network_therapy")
+    page.locator("#start-process").select_option(network_diagram)
     page.locator("#start-site").select_option("SITE-A")
     page.locator("#start-manufacturing").select_option("MFG-1")
     page.locator("#start-logistics").select_option("COURIER-1")
@@ -83,7 +56,7 @@ def test_three_sites_work_one_therapy_and_a_fourth_sees_nothing_of_it(page, new_
     _complete(page, "Enrol patient", patient)
 
     maker = new_page()
-    log_in(maker, network["maker-mfg-1"], served.password)
+    log_in(maker, "manufacturing", served.password)
     maker.goto("/tasks")
     row = maker.get_by_test_id("inbox").locator("tr", has_text=coi)
     expect(row).to_contain_text("withheld")
@@ -97,7 +70,7 @@ def test_three_sites_work_one_therapy_and_a_fourth_sees_nothing_of_it(page, new_
     expect(maker.get_by_role("heading", level=1)).not_to_contain_text(patient)
 
     courier = new_page()
-    log_in(courier, network["courier-1"], served.password)
+    log_in(courier, "logistics", served.password)
     courier.goto(f"/tasks?therapy={coi}")
     courier.get_by_role("link", name="Ship the product").click()
     _complete(courier, "Ship the product", "withheld")
@@ -107,7 +80,7 @@ def test_three_sites_work_one_therapy_and_a_fourth_sees_nothing_of_it(page, new_
     expect(page.get_by_test_id("patient")).to_have_text(patient)
 
     other = new_page()
-    log_in(other, network["maker-mfg-2"], served.password)
+    log_in(other, "manufacturing-2", served.password)
     other.goto("/dashboard?status=all")
     expect(other.locator(f"[data-therapy-id='{therapy_id}']")).to_have_count(0)
     other.goto(f"/tasks?therapy={coi}")

@@ -93,8 +93,10 @@ def test_form_task_shows_errors_next_to_fields_then_completes(page, served):
 
 
 def test_qa_signs_a_batch_release(page, served):
+    therapies = served.api("admin", "GET", "/therapies?site=SITE-B").json()["items"]
+    therapy = next(t for t in therapies if t["patient"]["reference"] == "PT-B-0002")
     log_in(page, "qa", served.password)
-    open_task(page, "PT-B-0002", "Release batch (QA)")
+    open_task(page, therapy["coi"], "Release batch (QA)")  # QA does not know the patient: it finds the COI
     expect(page.get_by_test_id("signature-meaning")).to_have_text("approval")
     fill_form(page, form_data("qa-release.schema.json"))
 
@@ -111,9 +113,7 @@ def test_qa_signs_a_batch_release(page, served):
     page.get_by_label("I sign this record with the meaning “approval”").check()
     page.get_by_label("Your password").fill(served.password)
     page.get_by_role("button", name="Sign and complete").click()
-    expect(page.get_by_role("status")).to_contain_text("Completed: Release batch (QA)")
-    therapies = served.api("admin", "GET", "/therapies?site=SITE-B").json()["items"]
-    therapy = next(t for t in therapies if t["patient"]["reference"] == "PT-B-0002")
+    expect(page.get_by_role("status")).to_contain_text("Completed: Release batch (QA) (withheld).")
     page.goto(f"/therapies/{therapy['id']}")
     expect(page.get_by_test_id("timeline")).to_contain_text("signed by Quinn Quality (approval)")
     expect(page.get_by_test_id("therapy-stage")).to_contain_text("Waiting")

@@ -38,14 +38,19 @@ def _shoot(page: Page, folder, name: str, full_page: bool = True) -> None:
     assert (folder / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _therapy_at_release(served) -> tuple[str, str]:
-    """A new therapy driven through the API to QA release; its id and COI."""
+def _therapy_at_release(served) -> tuple[str, str, str]:
+    """A new therapy driven through the API to QA release; its id, patient reference and COI."""
     patient = f"PT-SHOT-{uuid.uuid4().hex[:4]}"
     therapy = served.api(
         "coordinator",
         "POST",
         "/therapies",
-        json={"process_key": "autologous_car_t", "site": "SITE-A", "patient": {"reference": patient}},
+        json={
+            "process_key": "autologous_car_t",
+            "site": "SITE-A",
+            "patient": {"reference": patient},
+            "parties": {"manufacturing": "MFG-1", "logistics": "COURIER-1"},
+        },
     ).json()
     steps = [
         ("coordinator", "Task_Enrolment"),
@@ -78,11 +83,11 @@ def _therapy_at_release(served) -> tuple[str, str]:
                 json={"data": form_data(task["form"]["name"], therapy["coi"])},
             )
         assert answer.status_code == 200, answer.text
-    return therapy["id"], patient
+    return therapy["id"], patient, therapy["coi"]
 
 
 def test_main_pages_fit_the_window_and_are_captured(page, new_page, served, shots):
-    therapy_id, patient = _therapy_at_release(served)
+    therapy_id, patient, coi = _therapy_at_release(served)
     page.goto("/login")
     _shoot(page, shots, "login")
 
@@ -108,7 +113,7 @@ def test_main_pages_fit_the_window_and_are_captured(page, new_page, served, shot
 
     quality = new_page()
     log_in(quality, "qa", served.password)
-    quality.goto(f"/tasks?therapy={patient}")
+    quality.goto(f"/tasks?therapy={coi}")
     quality.get_by_role("link", name="Release batch (QA)").click()
     expect(quality.get_by_test_id("signature-meaning")).to_have_text("approval")
     _shoot(quality, shots, "task-signature")
