@@ -192,6 +192,11 @@ class Runtime:
         """Describe an instance without changing it."""
         return self._outcome(self._restore(state), [])
 
+    def put_value(self, state: Mapping, key: str, value: Any) -> Outcome:
+        """Set the top-level process-data value ``key`` that the server owns (bookings, for example), where the
+        process goes on from, creating it when it is not there yet. Nothing runs."""
+        return self._set(state, [key], value, create=True)
+
     def correct_value(self, state: Mapping, path: list[str | int], value: Any) -> Outcome:
         """Set one recorded process-data value, so that the process itself goes on with it (a correction).
 
@@ -199,6 +204,9 @@ class Runtime:
         when nothing is open, in its last task's, and in the tasks before them (a waiting event takes its
         parent's data again when it fires). Nothing runs; containers that do not hold ``path`` are left alone.
         """
+        return self._set(state, path, value, create=False)
+
+    def _set(self, state: Mapping, path: list[str | int], value: Any, *, create: bool) -> Outcome:
         workflow = self._restore(state)
         open_tasks = [
             t
@@ -214,7 +222,7 @@ class Runtime:
             container = task.data
             for key in path[:-1]:
                 container = container[key] if _holds(container, key) else None
-            if container is not None and _holds(container, path[-1]):
+            if container is not None and (_holds(container, path[-1]) or (create and isinstance(container, dict))):
                 container[path[-1]] = value
         return self._outcome(workflow, [])
 

@@ -61,6 +61,7 @@ SETTINGS = [
     Setting("SMTP_URL", None, "mail server for notify e-mails, e.g. smtp://mail.example:25 (none: no e-mail)"),
     Setting("SMTP_FROM", "tether@localhost", "sender address of notify e-mails"),
     Setting("SMTP_RECIPIENT_DOMAIN", "localhost", "a user's e-mail address is USERNAME@this domain"),
+    Setting("CAPACITY_MAX_OCCURRENCES", 500, "slots one capacity request (a recurrence) may create at most"),
 ]
 
 

@@ -8,6 +8,7 @@ from . import (  # noqa: E402,F401
     admin,
     alerts,
     audit_views,
+    capacity,
     conditions,
     corrections,
     custody,

@@ -20,6 +20,7 @@ from server.usecases.checks import visible_therapy
 
 from ..errors import BadRequest
 from . import bp
+from .filters import as_utc, moment_arg
 
 MAX_LIMIT = 500
 MAX_POINTS = 2000
@@ -69,25 +70,6 @@ def record_conditions(therapy_id: str):
     return result, 201
 
 
-def _moment(name: str) -> datetime | None:
-    value = request.args.get(name)
-    if not value:
-        return None
-    try:
-        return _utc(datetime.fromisoformat(value))
-    except (ValueError, OverflowError):  # OverflowError: an offset that takes it past year 1 or 9999 in UTC
-        raise BadRequest(
-            f"'{name}' must be an ISO 8601 timestamp between the years 1 and 9999 in UTC.",
-            code="invalid_filter",
-            details={"field": name},
-        ) from None
-
-
-def _utc(moment: datetime) -> datetime:
-    """``moment`` in UTC (a moment without an offset is taken as UTC)."""
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
     value = request.args.get(name)
     if value in (None, ""):
@@ -107,7 +89,7 @@ def _cursor() -> tuple[datetime, int] | None:
         return None
     try:
         decoded = json.loads(base64.urlsafe_b64decode(value.encode()).decode())
-        after = _utc(datetime.fromisoformat(decoded["t"])), decoded["i"]
+        after = as_utc(datetime.fromisoformat(decoded["t"])), decoded["i"]
         if type(after[1]) is not int or not 0 <= after[1] <= INT_MAX:
             raise ValueError("the id is not a 64-bit integer")
         return after
@@ -122,7 +104,7 @@ def _cursor() -> tuple[datetime, int] | None:
 def list_conditions(therapy_id: str):
     """The readings in ``[from, to)`` oldest first (``limit``, ``cursor``), or ``points`` buckets for a chart."""
     therapy = visible_therapy(g.user, therapy_id)
-    start, end = _moment("from"), _moment("to")
+    start, end = moment_arg("from"), moment_arg("to")
     if start and end and start >= end:
         raise BadRequest("'from' must be before 'to'.", code="invalid_filter", details={"field": "from"})
     limits, activity_id = conditions.allowed_range(therapy)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from flask import g, request
 
@@ -51,3 +52,24 @@ def whole_number(name: str, low: int = INT_MIN, high: int = INT_MAX) -> int | No
             details={"field": name, "reason": "integer_out_of_range"},
         )
     return int(text)
+
+
+def moment_arg(name: str) -> datetime | None:
+    """The query argument ``name`` as a UTC moment (ISO 8601; no offset means UTC), None when absent; 400 when it
+    is not one."""
+    value = request.args.get(name)
+    if not value:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(value))
+    except (ValueError, OverflowError):  # OverflowError: an offset that takes it past year 1 or 9999 in UTC
+        raise BadRequest(
+            f"'{name}' must be an ISO 8601 timestamp between the years 1 and 9999 in UTC.",
+            code="invalid_filter",
+            details={"field": name},
+        ) from None
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC (a moment without an offset is taken as UTC)."""
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)

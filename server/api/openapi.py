@@ -21,7 +21,7 @@ from marshmallow import Schema
 from engine.values import INT_MAX, INT_MIN
 from server.api import schemas
 from server.inputs import ID_MAX
-from server.store.models import REASON_KINDS
+from server.store.models import REASON_KINDS, SLOT_KINDS
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ CONFLICT = "Conflict with the current state (or a concurrent change, or an Idemp
 
 def _operations() -> dict[tuple[str, str], Op]:
     """Every /api/v1 operation's declaration (request schemas of single endpoints live beside their views)."""
-    from server.api import admin, alerts, conditions, corrections, custody, incidents, tokens
+    from server.api import admin, alerts, capacity, conditions, corrections, custody, incidents, tokens
 
     statuses = {
         "therapies": ["active", "completed", "cancelled", "failed"],
@@ -153,6 +153,52 @@ def _operations() -> dict[tuple[str, str], Op]:
             answer=schemas.TherapySchema,
             body=schemas.ChangePartiesSchema,
             errors={"403": "Not the treatment centre's coordinator (nor a planner, nor an admin)"},
+        ),
+        ("POST", "/api/v1/capacity"): Op(
+            "201",
+            schemas.SlotsOpenedSchema,
+            capacity.CapacitySchema,
+            errors={"409": "A window overlaps an open slot of the site and kind (overlapping_slot)"},
+        ),
+        ("GET", "/api/v1/slots"): Op(
+            answer=schemas.SlotPageSchema,
+            query=(
+                ("site", _string(), "site code"),
+                ("kind", {"type": "string", "enum": list(SLOT_KINDS)}, "apheresis, manufacturing or infusion"),
+                ("from", _string(format="date-time"), "slots ending after"),
+                ("to", _string(format="date-time"), "slots starting before"),
+                ("available", {"type": "string", "enum": ["true", "false"]}, "only slots with a place left"),
+                *PAGING,
+            ),
+        ),
+        ("PATCH", "/api/v1/slots/{slot_id}"): Op(
+            answer=schemas.SlotSchema,
+            body=capacity.SlotChangeSchema,
+            errors={"409": "Below the places booked (below_booked), or the slot is closed"},
+        ),
+        ("DELETE", "/api/v1/slots/{slot_id}"): Op(
+            answer=schemas.SlotSchema, errors={"409": "Places are booked (slot_booked)"}
+        ),
+        ("POST", "/api/v1/capacity/blackouts"): Op(
+            "201",
+            schemas.BlackoutItemSchema,
+            capacity.BlackoutSchema,
+            errors={"409": "A slot that day has bookings (slot_booked), or the day is dark already"},
+        ),
+        ("GET", "/api/v1/capacity/blackouts"): Op(
+            answer=schemas.BlackoutPageSchema, query=(("site", _string(), "site code"), *PAGING)
+        ),
+        ("POST", "/api/v1/therapies/{therapy_id}/bookings"): Op(
+            "201",
+            schemas.BookingItemSchema,
+            capacity.BookingRequestSchema,
+            errors={"409": "No place left (slot_full), the slot closed, already booked there, or the therapy ended"},
+        ),
+        ("GET", "/api/v1/therapies/{therapy_id}/bookings"): Op(answer=schemas.BookingPageSchema),
+        ("POST", "/api/v1/therapies/{therapy_id}/bookings/{booking_id}/cancel"): Op(
+            answer=schemas.BookingItemSchema,
+            body=capacity.BookingCancelSchema,
+            errors={"409": "The booking was moved or cancelled already (not_booked)"},
         ),
         ("GET", "/api/v1/reason-codes"): Op(
             answer=schemas.ReasonCodePageSchema,

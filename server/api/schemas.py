@@ -10,7 +10,7 @@ from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields
 from engine.definition import PARTIES
 from server.errors import BadRequest, Invalid
 from server.inputs import ID_MAX
-from server.store.models import REASON_KINDS
+from server.store.models import REASON_KINDS, SLOT_KINDS
 
 
 class PatientSchema(Schema):
@@ -646,5 +646,55 @@ TokenPageSchema = page_of(TokenSchema, "TokenPageSchema")
 UserPageSchema = page_of(UserSchema, "UserPageSchema")
 AlertPageSchema = page_of(AlertSchema, "AlertPageSchema")
 ReasonCodePageSchema = page_of(ReasonCodeItemSchema, "ReasonCodePageSchema")
+
+
+class SlotSchema(_Answer):
+    """A slot of capacity: its site and kind, window, places and places booked."""
+
+    id = _text()
+    site = _text()
+    kind = _text(validate=validate.OneOf(SLOT_KINDS))
+    start = _moment()
+    end = _moment()
+    capacity = fields.Integer(required=True)
+    booked = fields.Integer(required=True)
+    available = fields.Integer(required=True)
+    status = _text(validate=validate.OneOf(["open", "closed"]))
+
+
+class SlotsOpenedSchema(_Answer):
+    """The slots one capacity request opened, and the blackout days its recurrence skipped."""
+
+    slots = fields.List(fields.Nested(SlotSchema), required=True)
+    skipped_blackout_days = fields.List(fields.String(), required=True)
+
+
+class BlackoutItemSchema(_Answer):
+    """A day a site takes no bookings."""
+
+    site = _text()
+    day = _text(metadata={"format": "date"})
+    reason = _text()
+
+
+class BookingItemSchema(_Answer):
+    """A therapy's place in a slot."""
+
+    id = _text()
+    therapy_id = _text()
+    slot_id = _text()
+    kind = _text(validate=validate.OneOf(SLOT_KINDS))
+    site = _text()
+    start = _moment()
+    end = _moment()
+    status = _text(validate=validate.OneOf(["booked", "moved", "cancelled"]))
+    reason_code = _text(nullable=True)
+    created_at = _moment()
+    created_by = _text()
+
+
+SlotPageSchema = page_of(SlotSchema, "SlotPageSchema")
+BlackoutPageSchema = page_of(BlackoutItemSchema, "BlackoutPageSchema")
+BookingPageSchema = page_of(BookingItemSchema, "BookingPageSchema")
 IncidentPageSchema = page_of(IncidentSchema, "IncidentPageSchema")
 CorrectionPageSchema = page_of(CorrectionRecordSchema, "CorrectionPageSchema")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -49,6 +51,8 @@ PARTY_SITE_KINDS = {
 # The parties that see the patient reference (need to know): the sites that meet the patient.
 PATIENT_PARTIES = ("treatment", "apheresis")
 REASON_KINDS = ("cancel", "hold", "reschedule", "reassign")
+# Scarce capacity a therapy books: a collection (apheresis), a manufacturing run, an infusion.
+SLOT_KINDS = ("apheresis", "manufacturing", "infusion")
 assert tuple(PARTY_SITE_KINDS) == PARTIES
 
 
@@ -302,6 +306,76 @@ class ReasonCode(Model):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(64))
+
+
+class Slot(Model):
+    """A window of capacity at a site (apheresis, manufacturing or infusion) with a number of places.
+
+    ``booked`` counts the places taken; the database refuses more than ``capacity`` (a booking takes its place
+    with one guarded UPDATE, so of concurrent requests for the last places exactly as many win as there are
+    places). A closed slot takes no bookings and is no longer listed.
+    """
+
+    __tablename__ = "slot"
+    __table_args__ = (
+        # A site's slots of a kind in time order (calendars, options, overlap checks).
+        Index("ix_slot_site_kind_start", "site_id", "kind", "start_at"),
+        CheckConstraint("booked >= 0 AND booked <= capacity", name="ck_slot_places"),
+        CheckConstraint("end_at > start_at", name="ck_slot_window"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    start_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    end_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    capacity: Mapped[int] = mapped_column(Integer)
+    booked: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64))
+    site: Mapped[Site] = relationship(lazy="joined", innerjoin=True)
+
+
+class Blackout(Model):
+    """A day a site takes no bookings of any kind (a holiday, a shutdown): no slot is opened on it."""
+
+    __tablename__ = "blackout"
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    reason: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64))
+    site: Mapped[Site] = relationship(lazy="joined", innerjoin=True)
+
+
+class Booking(Model):
+    """A therapy's place in a slot. At most one booking of each kind is ``booked`` per therapy (a unique
+    index over the booked ones); moving one marks it ``moved``, cancelling ``cancelled``."""
+
+    __tablename__ = "booking"
+    __table_args__ = (
+        Index(
+            "ux_booking_therapy_kind",
+            "therapy_id",
+            "kind",
+            unique=True,
+            sqlite_where=text("status = 'booked'"),
+            postgresql_where=text("status = 'booked'"),
+        ),
+        Index("ix_booking_slot", "slot_id", "status"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"))
+    slot_id: Mapped[str] = mapped_column(ForeignKey("slot.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="booked")
+    reason_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64))
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    ended_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    slot: Mapped[Slot] = relationship(lazy="joined", innerjoin=True)
 
 
 class AuditEntry(Model):

@@ -34,6 +34,20 @@ from .account_commands import (
     unlock_user,
 )
 from .alert_commands import AcknowledgeAlert, acknowledge_alert
+from .capacity_commands import (
+    AddBlackout,
+    BookSlot,
+    CancelBooking,
+    ChangeSlotCapacity,
+    CloseSlot,
+    OpenCapacity,
+    add_blackout,
+    book_slot,
+    cancel_booking,
+    change_slot_capacity,
+    close_slot,
+    open_capacity,
+)
 from .definition_commands import DeployDefinition, deploy_definition
 from .incident_commands import ResolveIncident, RetryIncident, resolve_incident, retry_incident
 from .material_commands import RecordCustody, RecordReadings, record_custody, record_readings
@@ -79,6 +93,12 @@ HANDLERS: dict[type, Callable[[Any], Any]] = {
     Redeliver: redeliver,
     ChangeParties: change_parties,
     AddReasonCode: add_reason_code,
+    OpenCapacity: open_capacity,
+    ChangeSlotCapacity: change_slot_capacity,
+    CloseSlot: close_slot,
+    AddBlackout: add_blackout,
+    BookSlot: book_slot,
+    CancelBooking: cancel_booking,
 }
 
 

@@ -14,7 +14,7 @@ from server.access.auth import can_see_site, check_roles
 from server.errors import Forbidden, Invalid
 from server.store.extensions import db
 from server.store.models import Correction, Site, Therapy, User
-from server.workflow import corrections, reason_codes, therapies
+from server.workflow import bookings, corrections, reason_codes, therapies
 from server.workflow.definitions import started_by_message
 
 from .checks import audits_refusals, check_treatment_site, required_text, visible_therapy
@@ -224,4 +224,7 @@ def cancel_therapy(command: CancelTherapy) -> Therapy:
     else:
         code, given = reason_codes.checked("cancel", command.reason_code, command.reason)
         reason = given or code
-    return therapies.cancel_therapy(therapy, reason, command.by.username, code)
+    actor = command.by.username
+    return therapies.cancel_therapy(
+        therapy, reason, actor, code, also=lambda ended: bookings.free_all(ended, actor, "The therapy was cancelled.")
+    )

@@ -24,7 +24,7 @@ from server.store.uow import unit_of_work
 from server.workflow import therapies
 
 # The chain of identity is not process data a correction may touch.
-PROTECTED_KEYS = {"coi", "coi_assignment", "patient_reference", "site"}
+PROTECTED_KEYS = {"coi", "coi_assignment", "patient_reference", "site", "bookings"}
 _MISSING = object()
 
 

@@ -30,8 +30,9 @@ from server.workflow.definitions import definition_forms, engine_definition_by_i
 from server.workflow.operators import OperatorContext
 from server.workflow.operators import call as call_operator
 
-# Process data the server sets when a therapy starts; no script, form or message may change it.
-PROTECTED_KEYS = ("coi", "patient_reference", "site")
+# Process data the server sets (at start; ``bookings`` as slots are booked); no script, form or message may
+# change it.
+PROTECTED_KEYS = ("coi", "patient_reference", "site", "bookings")
 
 
 def runtime_for(therapy: Therapy, actor: str) -> Runtime:
@@ -369,6 +370,13 @@ def deliver_waiting_message(therapy: Therapy, name: str, payload: Any, actor: st
     return True
 
 
+def put_process_value(therapy: Therapy, key: str, value: Any, actor: str) -> None:
+    """Set process data the server owns (``bookings``) where the process goes on from; inside the caller's
+    transaction."""
+    outcome = runtime_for(therapy, actor).put_value(therapy.state, key, value)
+    therapy.state, therapy.data, therapy.updated_at = outcome.state, outcome.data, clock()()
+
+
 def correct_process_value(therapy: Therapy, path: list[str | int], value: Any, actor: str) -> None:
     """Set one recorded process-data value in the engine state, so that the process itself goes on with it.
 
@@ -446,11 +454,20 @@ def fire_due_timers(therapy_id: str, actor: str = "scheduler") -> bool:
     return True
 
 
-def cancel_therapy(therapy: Therapy, reason: str, actor: str, reason_code: str = "OTHER") -> Therapy:
-    """End an active therapy with a reason (its code of kind ``cancel``); its open tasks are withdrawn."""
+def cancel_therapy(
+    therapy: Therapy,
+    reason: str,
+    actor: str,
+    reason_code: str = "OTHER",
+    also: Callable[[Therapy], None] | None = None,
+) -> Therapy:
+    """End an active therapy with a reason (its code of kind ``cancel``); its open tasks are withdrawn, and
+    ``also`` (freeing its bookings) runs in the same transaction."""
     if therapy.status != "active":
         raise Conflict(f"The therapy is already {therapy.status}.", code="not_active")
     with unit_of_work():
+        if also is not None:
+            also(therapy)
         outcome = runtime_for(therapy, actor).cancel(therapy.state, reason, reason_code)
         therapy.status, therapy.ended_at = "cancelled", clock()()
         apply_outcome(therapy, outcome, actor)
