@@ -37,7 +37,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 
 from server.integration import webhooks
-from server.integration.webhooks import SENDING, bell, cloud_event_json, now
+from server.integration.webhooks import SENDING, bell, delivery_json, now
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import OutboxEvent, WebhookDelivery, WebhookSubscription
@@ -124,9 +124,9 @@ def claim_due(moment: datetime, limit: int, lease: timedelta) -> list[Claim]:
     return claims
 
 
-def signed_request(row: OutboxEvent, secret: str, source: str, sent_at: datetime) -> tuple[dict[str, str], bytes]:
-    """The headers and body of one delivery: CloudEvents structured JSON, signed as Standard Webhooks says."""
-    body = cloud_event_json(row, source)
+def signed_request(row: OutboxEvent, body: bytes, secret: str, sent_at: datetime) -> tuple[dict[str, str], bytes]:
+    """The headers and body of one delivery of ``row``: ``body`` (its CloudEvents structured JSON), signed as
+    Standard Webhooks says."""
     timestamp = datetime.fromtimestamp(int(sent_at.timestamp()), tz=UTC)
     signature = Webhook(secret).sign(row.event_id, timestamp, body.decode())
     headers = {
@@ -314,9 +314,10 @@ class Dispatcher:
                 row = db.session.get_one(OutboxEvent, delivery.outbox_event_id)
                 subscription = db.session.get_one(WebhookSubscription, delivery.subscription_id)
                 url, secret = subscription.url, subscription.secret
+                body = delivery_json(row, subscription, self.source)  # what the owner may know of it
                 db.session.rollback()
                 allow_private = bool(self.app.config.get("WEBHOOK_ALLOW_PRIVATE"))
-                headers, body = signed_request(row, secret, self.source, datetime.now(UTC))
+                headers, body = signed_request(row, body, secret, datetime.now(UTC))
                 response = post(url, headers, body, self.timeout, allow_private=allow_private)
                 self._record(claim, response)
             except Exception:
