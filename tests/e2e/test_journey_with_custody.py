@@ -40,7 +40,12 @@ class Journey:
         self.api, self.world, self.clock = api, world, clock
         started = api.as_(world["coord"]).post(
             "/api/v1/therapies",
-            json={"process_key": "autologous_car_t", "site": "SITE-A", "patient": {"reference": reference}},
+            json={
+                "process_key": "autologous_car_t",
+                "site": "SITE-A",
+                "patient": {"reference": reference},
+                "parties": {"manufacturing": "MFG-1"},
+            },
         )
         assert started.status_code == 201, started.get_json()
         self.therapy = started.get_json()
