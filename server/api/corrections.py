@@ -6,7 +6,7 @@ from flask import g
 from marshmallow import RAISE, Schema, fields, validate
 
 from server import usecases
-from server.access.auth import require
+from server.access.auth import as_known_to, require
 from server.api.idempotency import idempotent
 from server.api.schemas import load_json
 from server.usecases.checks import visible_therapy
@@ -41,6 +41,7 @@ def create_correction(therapy_id: str):
 @bp.get("/therapies/<therapy_id>/corrections")
 @require()
 def list_corrections(therapy_id: str):
-    """The corrections of one therapy's data, oldest first."""
+    """The corrections of one therapy's data, oldest first (a quoted patient reference withheld from those who
+    need not know it)."""
     therapy = visible_therapy(g.user, therapy_id)
-    return {"items": corrections_for(therapy), "next_cursor": None}
+    return {"items": as_known_to(g.user, therapy, corrections_for(therapy)), "next_cursor": None}
