@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -27,6 +28,10 @@ TASK_ROLES = ("coordinator", "manufacturing", "logistics", "qa", "integrator", "
 # else its lane's, else the treatment centre's).
 PARTIES = ("treatment", "apheresis", "manufacturing", "logistics")
 DEFAULT_PARTY = "treatment"
+# Lead times a process may declare (process properties ``leadTime.<name>``, "MIN/MAX" or "MAX" ISO 8601
+# durations): from the end of the collection to the start of manufacturing, and from the end of manufacturing
+# to the start of the infusion.
+LEAD_TIMES = ("apheresisToManufacturing", "manufacturingToInfusion")
 SIGNATURE_MEANINGS = ("approval", "review", "responsibility", "authorship", "verification")
 _RANGE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*\.\.\s*(-?\d+(?:\.\d+)?)\s*$")
 # Timer values as modelers write them: durations, cycles, and dates with an optional time and offset.
@@ -78,6 +83,8 @@ class DefinitionInfo:
     operators: list[str] = field(default_factory=list)
     forms: list[str] = field(default_factory=list)
     condition_range: tuple[float, float] | None = None
+    # name -> (least, most) seconds between the two steps; see LEAD_TIMES
+    lead_times: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """A JSON-ready copy."""
@@ -103,6 +110,7 @@ class DefinitionInfo:
             operators=list(dct.get("operators", [])),
             forms=list(dct.get("forms", [])),
             condition_range=_range(dct.get("condition_range")),
+            lead_times={k: (float(v[0]), float(v[1])) for k, v in dct.get("lead_times", {}).items()},
         )
 
 
@@ -153,6 +161,39 @@ def parse_form(name: str, content: bytes) -> dict:
             f"Form {name} is not a valid JSON Schema: {exc.message}", details={"form": name}
         ) from None
     return schema
+
+
+def lead_times(properties: Mapping[str, str], *, element_id: str | None, line: int | None) -> dict:
+    """The lead times among a process's properties (``leadTime.<name>``: "MIN/MAX" or "MAX"), in seconds."""
+    from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+
+    out: dict[str, tuple[float, float]] = {}
+    for key, text in properties.items():
+        if not key.startswith("leadTime."):
+            continue
+        name = key.removeprefix("leadTime.")
+        if name not in LEAD_TIMES:
+            raise DefinitionInvalid(
+                f"'{key}' names no lead time; use leadTime.{' or leadTime.'.join(LEAD_TIMES)}.",
+                element_id=element_id,
+                line=line,
+            )
+        parts = [p.strip() for p in (text or "").split("/")]
+        try:
+            seconds = [timedelta(**TimerEventDefinition.parse_iso_duration(p)).total_seconds() for p in parts]
+        except Exception:  # noqa: BLE001 - any parse failure is the same mistake for the designer
+            seconds = []
+        if len(seconds) == 1:
+            seconds = [0.0, seconds[0]]
+        if len(seconds) != 2 or seconds[0] > seconds[1]:
+            raise DefinitionInvalid(
+                f"{key} = '{text}' is not a lead time: write the longest as an ISO 8601 duration (PT48H), or the "
+                "shortest and the longest (P10D/P21D).",
+                element_id=element_id,
+                line=line,
+            )
+        out[name] = (seconds[0], seconds[1])
+    return out
 
 
 def parse_range(text: str, *, element_id: str | None, line: int | None) -> tuple[float, float]:
@@ -290,6 +331,8 @@ class _Checker:
             self.info.condition_range = parse_range(
                 process_info.properties["conditionRange"], element_id=self.info.key, line=process_info.line
             )
+        if process_info:
+            self.info.lead_times = lead_times(process_info.properties, element_id=self.info.key, line=process_info.line)
         self.check_references()
         self.check_no_idle_tasks()
         self.check_all_code()

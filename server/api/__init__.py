@@ -19,6 +19,7 @@ from . import (  # noqa: E402,F401
     messages,
     reason_codes,
     records,
+    scheduling,
     tasks,
     therapies,
     tokens,

@@ -200,6 +200,18 @@ def _operations() -> dict[tuple[str, str], Op]:
             body=capacity.BookingCancelSchema,
             errors={"409": "The booking was moved or cancelled already (not_booked)"},
         ),
+        ("GET", "/api/v1/schedule/options"): Op(
+            answer=schemas.ScheduleOptionsSchema,
+            query=(
+                ("therapy_id", _string(), "plan for this therapy (its process and parties)"),
+                ("process_key", _string(), "or for a planned therapy of this process"),
+                ("site", _string(), "its treatment centre"),
+                ("apheresis", _string(), "its apheresis site (default: the treatment centre)"),
+                ("manufacturing", _string(), "its manufacturing site"),
+                ("from", _string(format="date-time"), "chains starting after (default: now)"),
+                ("limit", {"type": "integer", "minimum": 1, "maximum": 20}, "how many chains (default 5)"),
+            ),
+        ),
         ("GET", "/api/v1/reason-codes"): Op(
             answer=schemas.ReasonCodePageSchema,
             query=(("kind", {"type": "string", "enum": list(REASON_KINDS)}, "cancel, hold, reschedule or reassign"),),

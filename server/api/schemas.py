@@ -693,6 +693,22 @@ class BookingItemSchema(_Answer):
     created_by = _text()
 
 
+class ChainSchema(_Answer):
+    """Free slots that fit together: a collection, a manufacturing run, and an infusion (or null)."""
+
+    apheresis = fields.Nested(SlotSchema, required=True)
+    manufacturing = fields.Nested(SlotSchema, required=True)
+    infusion = fields.Nested(SlotSchema, required=True, allow_none=True)
+
+
+class ScheduleOptionsSchema(_Answer):
+    """The earliest feasible chains, and the lead times they respect (seconds, least and most)."""
+
+    items = fields.List(fields.Nested(ChainSchema), required=True)
+    lead_times = fields.Dict(required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
 SlotPageSchema = page_of(SlotSchema, "SlotPageSchema")
 BlackoutPageSchema = page_of(BlackoutItemSchema, "BlackoutPageSchema")
 BookingPageSchema = page_of(BookingItemSchema, "BookingPageSchema")

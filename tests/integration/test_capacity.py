@@ -217,3 +217,49 @@ def test_a_booking_is_cancelled_with_a_reason_code(api, network, clock):
     again = api.as_(network["coord"]).post(url, json={"reason_code": "PATIENT_INELIGIBLE"})
     assert again.status_code == 409 and again.get_json()["error"]["code"] == "not_booked"
     assert api.as_(network["admin"]).get("/api/v1/slots").get_json()["items"][0]["booked"] == 0
+
+
+def test_schedule_options_chain_free_slots_within_the_declared_lead_times(api, network, clock):
+    admin = network["admin"]
+    collection = _slot(api, admin, clock, site="SITE-A", kind="apheresis", days=2, hours=4)  # 08:00-12:00
+    too_soon = _slot(api, admin, clock, days=2, hours=1)  # 08:00: before the collection ends
+    first_fit = _slot(api, admin, clock, days=3, hours=8)  # the next morning: within 2 h to 48 h
+    _slot(api, admin, clock, days=6, hours=8)  # day 6: beyond 48 h after the collection
+    infusion = _slot(api, admin, clock, site="SITE-A", kind="infusion", days=5, hours=2)  # 1 to 10 days after
+    later_collection = _slot(api, admin, clock, site="SITE-A", kind="apheresis", days=9, hours=4)
+    answer = api.as_(network["coord"]).get(
+        "/api/v1/schedule/options?process_key=network_therapy&site=SITE-A&manufacturing=MFG-1"
+    )
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert body["lead_times"] == {
+        "apheresisToManufacturing": [7200.0, 172800.0],
+        "manufacturingToInfusion": [86400.0, 864000.0],
+    }
+    [chain] = body["items"]  # the later collection has no manufacturing slot within 48 h
+    assert (chain["apheresis"]["id"], chain["manufacturing"]["id"], chain["infusion"]["id"]) == (
+        collection["id"],
+        first_fit["id"],
+        infusion["id"],
+    )
+    assert too_soon["id"] not in str(body) and later_collection["id"] not in str(body)
+    therapy = _start(api, network["coord"]).get_json()
+    by_therapy = api.as_(network["coord"]).get(f"/api/v1/schedule/options?therapy_id={therapy['id']}").get_json()
+    assert by_therapy["items"] == body["items"]
+    assert _book(api, network["coord"], therapy["id"], first_fit["id"]).status_code == 201
+    after = api.as_(network["coord"]).get(f"/api/v1/schedule/options?therapy_id={therapy['id']}").get_json()
+    assert after["items"] == []  # the one manufacturing slot that fits is taken
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("process_key=nope&site=SITE-A&manufacturing=MFG-1", "unknown_process"),
+        ("process_key=network_therapy&site=SITE-A", "invalid_request"),
+        ("process_key=network_therapy&site=SITE-A&manufacturing=SITE-B", "wrong_site_kind"),
+        ("process_key=network_therapy&site=SITE-A&manufacturing=MFG-1&limit=0", "invalid_filter"),
+    ],
+)
+def test_schedule_options_explain_a_wrong_question(api, network, query, code):
+    refused = api.as_(network["coord"]).get(f"/api/v1/schedule/options?{query}")
+    assert refused.status_code == 422 and refused.get_json()["error"]["code"] == code, refused.get_json()

@@ -172,3 +172,20 @@ def test_invalid_form_file_is_refused():
         parse_form("x.schema.json", b"{not json")
     with pytest.raises(DefinitionInvalid):
         parse_form("x.schema.json", b'{"type": "no-such-type"}')
+
+
+def test_lead_times_are_read_from_the_process_and_checked():
+    network = (FIXTURES / "network.bpmn").read_text()
+    assert load(network).info.lead_times == {
+        "apheresisToManufacturing": (7200.0, 172800.0),
+        "manufacturingToInfusion": (86400.0, 864000.0),
+    }
+    for wrong in ('value="P10D/P1D"/>', 'value="P1D/soon"/>'):  # the longest first; not a duration
+        with pytest.raises(DefinitionInvalid) as caught:
+            load(network.replace('value="P1D/P10D"/>', wrong))
+        assert (
+            caught.value.element_id == "network_therapy" and "leadTime.manufacturingToInfusion" in caught.value.message
+        )
+    with pytest.raises(DefinitionInvalid) as caught:
+        load(network.replace("leadTime.apheresisToManufacturing", "leadTime.whenever"))
+    assert "names no lead time" in caught.value.message
