@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 from flask import Flask
 
+from server.store.models import SITE_KINDS
+
 if TYPE_CHECKING:
     from server.store.models import User
 
@@ -106,7 +108,7 @@ def site() -> None:
 @click.option("--name", default=None)
 @click.option(
     "--kind",
-    type=click.Choice(["treatment-centre", "manufacturing", "logistics"]),
+    type=click.Choice(SITE_KINDS),
     default="treatment-centre",
     show_default=True,
 )

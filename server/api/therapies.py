@@ -14,9 +14,9 @@ from server.clock import iso
 from server.compliance.record import vein_to_vein
 from server.compliance.signatures import signatures_for
 from server.store.extensions import db
-from server.store.models import AuditEntry, Site, TaskRecord, Therapy, TherapyParty
+from server.store.models import AuditEntry, Site, TaskRecord, Therapy
 from server.usecases.checks import visible_therapy
-from server.usecases.reads import summary_options, therapies_for
+from server.usecases.reads import at_party_sites, summary_options, therapies_for
 from server.workflow.definitions import definition_forms
 
 from . import bp
@@ -55,12 +55,7 @@ def list_therapies():
     query = by_status(select(Therapy).options(*summary_options()), Therapy.status, STATUSES)
     if request.args.get("site"):
         query = query.join(Site).where(Site.code == request.args["site"])
-    for party in PARTIES:
-        if request.args.get(party):
-            at_site = select(TherapyParty.therapy_id).join(Site, Site.id == TherapyParty.site_id)
-            query = query.where(
-                Therapy.id.in_(at_site.where(TherapyParty.party == party, Site.code == request.args[party]))
-            )
+    query = at_party_sites(query, {party: request.args.get(party, "") for party in PARTIES if party != "treatment"})
     if request.args.get("process_key"):
         query = query.where(Therapy.process_key == request.args["process_key"])
     return page(therapies_for(g.user, query), therapy_summary)

@@ -3,11 +3,11 @@ holds, and how lists load therapies and tasks without their engine state."""
 
 from __future__ import annotations
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, and_, or_, select
 from sqlalchemy.orm import contains_eager, defer
 
 from server.access.auth import visible_site_ids
-from server.store.models import TaskRecord, Therapy, TherapyParty, User
+from server.store.models import Site, TaskRecord, Therapy, TherapyParty, User
 
 # Large JSON documents of a therapy that a summary does not show: left in the database when listing.
 SUMMARY_DEFERRED = (Therapy.state, Therapy.data, Therapy.waits, Therapy.current_activities)
@@ -45,6 +45,22 @@ def therapies_for(user: User, query: Select | None = None) -> Select:
         )
     taking_part = select(TherapyParty.therapy_id).where(TherapyParty.site_id.in_(sites))
     return query.where(Therapy.id.in_(taking_part)).order_by(Therapy.created_at.desc(), Therapy.id)
+
+
+def at_party_sites(query: Select, wanted: dict[str, str]) -> Select:
+    """``query`` of therapies kept to those whose parties are at the sites ``wanted`` names (party to code); an
+    apheresis party without a row of its own is at the treatment centre."""
+    for party, code in wanted.items():
+        if not code:
+            continue
+        site_ids = select(Site.id).where(Site.code == code)
+        at_site = select(TherapyParty.therapy_id).where(TherapyParty.party == party, TherapyParty.site_id.in_(site_ids))
+        condition: ColumnElement[bool] = Therapy.id.in_(at_site)
+        if party == "apheresis":
+            elsewhere = select(TherapyParty.therapy_id).where(TherapyParty.party == party)
+            condition = or_(condition, and_(Therapy.site_id.in_(site_ids), Therapy.id.not_in(elsewhere)))
+        query = query.where(condition)
+    return query
 
 
 def task_list_options() -> tuple:

@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 from server.integration import stream
 from server.store.extensions import db
 from server.store.models import Alert, ProcessDefinition, Site, TaskRecord, Therapy
-from server.usecases.reads import summary_options, therapies_for
+from server.usecases.reads import at_party_sites, summary_options, therapies_for
 
 from . import bp
-from .network import FILTERED_PARTIES, at_party_sites, party_sites
+from .network import FILTERED_PARTIES, party_sites
 from .present import parse_time
 from .session import STARTERS, has_role, login_required, page_user
 from .therapy_pages import startable

@@ -8,7 +8,7 @@ therapy by a patient reference they may not know.
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, Select, and_, or_, select
+from sqlalchemy import or_, select
 
 from engine.coi import CoiError, parse_coi
 from engine.definition import PARTIES
@@ -70,22 +70,6 @@ def party_sites(user: User | None = None) -> dict[str, list[Site]]:
 def reasons(kind: str) -> list[ReasonCode]:
     """The active reason codes of ``kind`` (``cancel``, ``reassign``, ...), for a form's select."""
     return reason_codes.listed(kind)
-
-
-def at_party_sites(query: Select, wanted: dict[str, str]) -> Select:
-    """``query`` of therapies kept to those whose parties are at the sites ``wanted`` names (party to code); an
-    apheresis party without a row of its own is at the treatment centre."""
-    for party, code in wanted.items():
-        if not code:
-            continue
-        site_ids = select(Site.id).where(Site.code == code)
-        at_site = select(TherapyParty.therapy_id).where(TherapyParty.party == party, TherapyParty.site_id.in_(site_ids))
-        condition: ColumnElement[bool] = Therapy.id.in_(at_site)
-        if party == "apheresis":
-            elsewhere = select(TherapyParty.therapy_id).where(TherapyParty.party == party)
-            condition = or_(condition, and_(Therapy.site_id.in_(site_ids), Therapy.id.not_in(elsewhere)))
-        query = query.where(condition)
-    return query
 
 
 def therapies_named(user: User, text: str) -> list[Therapy]:

@@ -211,6 +211,11 @@ def test_lists_filter_by_the_site_of_a_party(api, network):
     assert [t["id"] for t in by_maker] == [second["id"]]
     by_courier = api.as_(network["admin"]).get("/api/v1/therapies?logistics=COURIER-1").get_json()["items"]
     assert [t["id"] for t in by_courier] == [first["id"]]
+    third = _start(api, network["coord"], {"apheresis": "APH-1"}).get_json()
+    at_centre = api.as_(network["admin"]).get("/api/v1/therapies?apheresis=SITE-A").get_json()["items"]
+    assert {t["id"] for t in at_centre} == {first["id"], second["id"]}  # collected where they are treated
+    at_aph = api.as_(network["admin"]).get("/api/v1/therapies?apheresis=APH-1").get_json()["items"]
+    assert [t["id"] for t in at_aph] == [third["id"]]
 
 
 def test_reason_codes_are_master_data_used_by_cancellation(app, api, network):
