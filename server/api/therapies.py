@@ -17,6 +17,7 @@ from server.store.extensions import db
 from server.store.models import AuditEntry, Site, TaskRecord, Therapy
 from server.usecases.checks import visible_therapy
 from server.usecases.reads import at_party_sites, summary_options, therapies_for
+from server.workflow import bookings
 from server.workflow.definitions import definition_forms
 
 from . import bp
@@ -89,6 +90,7 @@ def get_therapy(therapy_id: str):
 
     out["signatures"] = signatures_for(therapy)
     out["corrections"] = corrections_for(therapy)
+    out["bookings"] = [bookings.booking_item(b) for b in bookings.booked(therapy.id)]
     return as_known_to(g.user, therapy, out)
 
 

@@ -284,6 +284,7 @@ def therapy_record(therapy: Therapy, reader: User) -> dict[str, Any]:
                 "checksum": definition.checksum,
             },
             "site": {"code": therapy.site.code, "name": therapy.site.name},
+            "parties": therapy.parties,
             "created_at": _iso(therapy.created_at),
             "created_by": therapy.created_by,
             "ended_at": _iso(therapy.ended_at),

@@ -115,6 +115,10 @@ def record_pdf(record: dict[str, Any]) -> bytes:
                     f"checksum {therapy['process']['checksum']})",
                 ),
                 ("Site", f"{therapy['site']['code']} - {therapy['site']['name']}"),
+                (
+                    "Parties",
+                    ", ".join(f"{party} {code}" for party, code in (therapy.get("parties") or {}).items() if code),
+                ),
                 ("Status / stage", f"{therapy['status']} / {therapy['stage']}"),
                 ("Started", f"{therapy['created_at']} by {therapy['created_by']}"),
                 ("Ended", therapy["ended_at"]),

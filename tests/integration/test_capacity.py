@@ -99,6 +99,7 @@ def test_booking_takes_a_place_carries_the_dates_into_the_process_and_moves_with
     }
     detail = _therapy(api, network["coord"], therapy["id"]).get_json()
     assert detail["data"]["bookings"]["manufacturing"]["start"] == first["start"]
+    assert [(b["kind"], b["slot_id"]) for b in detail["bookings"]] == [("manufacturing", first["id"])]
     unexplained = _book(api, network["coord"], therapy["id"], later["id"])
     assert unexplained.status_code == 422 and unexplained.get_json()["error"]["code"] == "reason_code_required"
     moved = _book(api, network["coord"], therapy["id"], later["id"], reason_code="SITE_CAPACITY")

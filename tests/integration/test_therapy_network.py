@@ -279,3 +279,10 @@ def test_a_handoff_names_the_parties_by_their_sites(api, network):
     assert outsider.status_code == 422 and outsider.get_json()["error"]["code"] == "not_a_party"
     chain = api.as_(network["coord"]).get(url).get_json()["items"]
     assert [(t["from_party"], t["to_party"]) for t in chain] == [("MFG-1", "COURIER-1"), ("COURIER-1", "Ward 3")]
+
+
+def test_the_record_and_the_detail_name_the_parties_and_the_detail_its_bookings(api, network):
+    therapy = _enrolled(api, network)
+    record = api.as_(network["coord"]).get(f"/api/v1/therapies/{therapy['id']}/record.json").get_json()
+    assert record["therapy"]["parties"]["manufacturing"] == "MFG-1"
+    assert _therapy(api, network["coord"], therapy["id"]).get_json()["bookings"] == []
