@@ -55,11 +55,26 @@ PLANNER, COORDINATOR = "bench-planner", "bench-coordinator"
 TEMPLATE_REFERENCE = "PT-BOOK-TEMPLATE"
 RUN = 1000  # slots per open_slots call (the recurrence's COUNT)
 SLOT_LENGTH = timedelta(minutes=30)  # one slot an hour
+LEAD_TIMES = {"apheresisToManufacturing": "PT2H/PT48H", "manufacturingToInfusion": "P1D/P10D"}
 MAX_FAILURES = 20  # unexpected answers a client takes before it gives up
+WARMUP = 10  # requests not timed
 
 
-def seed(app, database_url: str, clients: int, slots: int, therapies: int) -> dict:
-    """Sites, people, the slots and the therapies; returns the clients' tokens and the therapies' ids."""
+def diagram() -> bytes:
+    """``bench.overhead``'s journey without user tasks (it waits for a message), declaring lead times."""
+    opening = f'<bpmn:process id="{PROCESS_KEY}"'
+    xml = journey_diagram(0, PROCESS_KEY).decode()
+    head, _, tail = xml.partition(opening)
+    declared, _, rest = tail.partition(">")
+    properties = "".join(f'<spiffworkflow:property name="leadTime.{k}" value="{v}"/>' for k, v in LEAD_TIMES.items())
+    extension = f"<bpmn:extensionElements><spiffworkflow:properties>{properties}</spiffworkflow:properties>"
+    return f"{head}{opening}{declared}>{extension}</bpmn:extensionElements>{rest}".encode()
+
+
+def seed(app, database_url: str, clients: int, slots: dict[str, int], therapies: int, bookings: int = 0) -> dict:
+    """Sites, people, ``slots`` (count by kind, one place each, hourly from tomorrow), ``therapies`` and
+    ``bookings`` (the earliest slots of each kind in turn, a therapy booking one place of each kind); returns
+    the clients' tokens, the therapies' ids (the booked ones first) and the slots' ids by kind in time order."""
     from server.access import accounts
     from server.store.extensions import db
     from server.store.models import Therapy, utcnow
@@ -67,19 +82,29 @@ def seed(app, database_url: str, clients: int, slots: int, therapies: int) -> di
     from server.workflow.definitions import deploy
     from server.workflow.therapies import start_therapy
 
+    kinds = list(slots)
+    if bookings and (therapies < -(-bookings // len(kinds)) or bookings > len(kinds) * min(slots.values())):
+        raise ValueError("too few therapies or slots for the bookings")
     with app.app_context():
-        accounts.add_site(CENTRE, "Bench centre", "treatment-centre", "bench")
-        maker = accounts.add_site(MAKER, "Bench manufacturing", "manufacturing", "bench")
-        accounts.add_user(PLANNER, ["planner"], [MAKER], "Bench planner", None, actor="bench")
+        sites = {
+            CENTRE: accounts.add_site(CENTRE, "Bench centre", "treatment-centre", "bench"),
+            MAKER: accounts.add_site(MAKER, "Bench manufacturing", "manufacturing", "bench"),
+        }
+        accounts.add_user(PLANNER, ["planner"], [CENTRE, MAKER], "Bench planner", None, actor="bench")
         accounts.add_user(COORDINATOR, ["coordinator"], [CENTRE], "Bench coordinator", None, actor="bench")
         tokens = [accounts.issue_token(COORDINATOR, f"client {k + 1}", actor="bench") for k in range(clients)]
-        deploy(journey_diagram(0, PROCESS_KEY), {}, "bench")
+        deploy(diagram(), {}, "bench")
         template = start_therapy(PROCESS_KEY, None, CENTRE, TEMPLATE_REFERENCE, {}, "bench", {"manufacturing": MAKER})
         first = utcnow().replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
-        for opened in range(0, slots, RUN):
-            start = first + timedelta(hours=opened)
-            recurrence = f"FREQ=HOURLY;COUNT={min(RUN, slots - opened)}"
-            capacity.open_slots(maker, "manufacturing", start, start + SLOT_LENGTH, 1, recurrence, PLANNER)
+        slot_ids: dict[str, list[str]] = {}
+        for kind, count in slots.items():
+            site = sites[MAKER if kind == "manufacturing" else CENTRE]
+            slot_ids[kind] = []
+            for opened in range(0, count, RUN):
+                start = first + timedelta(hours=opened)
+                recurrence = f"FREQ=HOURLY;COUNT={min(RUN, count - opened)}"
+                made, _ = capacity.open_slots(site, kind, start, start + SLOT_LENGTH, 1, recurrence, PLANNER)
+                slot_ids[kind] += [slot.id for slot in made]
         db.session.commit()
         row = {c.key: getattr(template, c.key) for c in Therapy.__mapper__.column_attrs}
         parties = [
@@ -88,14 +113,44 @@ def seed(app, database_url: str, clients: int, slots: int, therapies: int) -> di
         ]
         cois = _reserve_cois(app, therapies - 1)
         writer = Writer(database_url)
-        writer.columns["therapy_party"] = [c.name for c in db.metadata.tables["therapy_party"].columns]
+        for table in ("therapy_party", "booking"):
+            writer.columns[table] = [c.name for c in db.metadata.tables[table].columns]
+        now = utcnow()
         db.session.remove()
         db.engine.dispose()
-    return {"tokens": tokens, "therapies": [row["id"], *_copy(writer, row, parties, cois, therapies - 1)]}
+    copied, tables = _copies(writer, row, parties, cois, therapies - 1)
+    ids = [row["id"], *copied]
+    tables["booking"] = [
+        {
+            "id": str(uuid.uuid4()),
+            "therapy_id": ids[number // len(kinds)],
+            "slot_id": slot_ids[kinds[number % len(kinds)]][number // len(kinds)],
+            "kind": kinds[number % len(kinds)],
+            "status": "booked",
+            "reason_code": None,
+            "reason": None,
+            "created_at": writer.out_time(writer.base_time(now)),
+            "created_by": COORDINATOR,
+            "ended_at": None,
+            "ended_by": None,
+        }
+        for number in range(bookings)
+    ]
+    writer.open()
+    try:
+        writer.write(
+            {name: writer.rows(name, records) for name, records in tables.items() if records},
+            [("UPDATE slot SET booked = 1 WHERE id IN (SELECT slot_id FROM booking WHERE status = 'booked')", ())],
+        )
+    finally:
+        writer.close()
+    return {"tokens": tokens, "therapies": ids, "slots": slot_ids}
 
 
-def _copy(writer: Writer, row: dict, parties: list[dict], cois: tuple[str, int, int], count: int) -> list[str]:
-    """``count`` copies of the template therapy ``row`` and its ``parties``, written in bulk; returns their ids."""
+def _copies(
+    writer: Writer, row: dict, parties: list[dict], cois: tuple[str, int, int], count: int
+) -> tuple[list[str], dict[str, list[dict]]]:
+    """``count`` copies of the template therapy ``row`` and its ``parties``: their ids, and their rows by table."""
     from engine.coi import issue_coi, parse_coi
     from server.store.extensions import compact_json
 
@@ -131,14 +186,7 @@ def _copy(writer: Writer, row: dict, parties: list[dict], cois: tuple[str, int, 
         therapy_rows.append(copy)
         party_rows.extend({**p, "therapy_id": therapy_id} for p in parties)
         ids.append(therapy_id)
-    writer.open()
-    try:
-        writer.write(
-            {"therapy": writer.rows("therapy", therapy_rows), "therapy_party": writer.rows("therapy_party", party_rows)}
-        )
-    finally:
-        writer.close()
-    return ids
+    return ids, {"therapy": therapy_rows, "therapy_party": party_rows}
 
 
 def session(token: str):
@@ -279,7 +327,7 @@ def run(backend: str, options) -> dict:
     with fresh_database(backend) as url:
         app = make_app(url, CAPACITY_MAX_OCCURRENCES=RUN)
         began = time.perf_counter()
-        seeded = seed(app, url, options.clients, options.slots, options.therapies)
+        seeded = seed(app, url, options.clients, {"manufacturing": options.slots}, options.therapies)
         print(
             f"  {backend}: seeded {options.slots:,} slots and {options.therapies:,} therapies in "
             f"{time.perf_counter() - began:.1f} s",
@@ -349,6 +397,44 @@ def run(backend: str, options) -> dict:
     return result
 
 
+def measure_options(backend: str, options) -> dict:
+    """``GET /schedule/options`` for a therapy with ``--options-slots`` slots (apheresis, manufacturing and
+    infusion in turn) of which ``--options-bookings`` are booked (the earliest of each kind): p50 and p95."""
+    kinds = ("apheresis", "manufacturing", "infusion")
+    slots = {kind: options.options_slots // 3 + (i < options.options_slots % 3) for i, kind in enumerate(kinds)}
+    booked_collections = -(-options.options_bookings // len(kinds))  # the first kind gets the odd ones
+    with fresh_database(backend) as url:
+        app = make_app(url, CAPACITY_MAX_OCCURRENCES=RUN)
+        began = time.perf_counter()
+        seeded = seed(app, url, 1, slots, booked_collections + 1, options.options_bookings)
+        print(
+            f"  {backend}: seeded {options.options_slots:,} slots with {options.options_bookings:,} booked in "
+            f"{time.perf_counter() - began:.1f} s",
+            flush=True,
+        )
+        with served(url) as (base, _):
+            http = session(seeded["tokens"][0])
+            ask = {"therapy_id": seeded["therapies"][-1]}  # the one therapy that books nothing
+            latencies = []
+            for number in range(WARMUP + options.options_requests):
+                began = time.perf_counter()
+                response = http.get(f"{base}/schedule/options", params=ask)
+                if number >= WARMUP:
+                    latencies.append(time.perf_counter() - began)
+                response.raise_for_status()
+    chains = response.json()["items"]
+    earliest_free = seeded["slots"]["apheresis"][booked_collections]
+    first_ok = bool(chains) and chains[0]["apheresis"]["id"] == earliest_free
+    result = {"p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95), "chains": len(chains)}
+    print(
+        f"    GET /schedule/options (a therapy, {len(chains)} chains): p50 {result['p50'] * 1000:.1f} ms, p95 "
+        f"{result['p95'] * 1000:.1f} ms over {len(latencies)} requests; the first chain starts at the earliest "
+        f"free collection slot: {'yes' if first_ok else 'NO'}",
+        flush=True,
+    )
+    return {**result, "first_ok": first_ok}
+
+
 def problems(result: dict) -> int:
     """Every way the database disagrees with itself or with what the clients were told."""
     return (
@@ -374,6 +460,11 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     parser.add_argument("--servers", type=int, default=2, help="tether serve processes on the database (default 2)")
     parser.add_argument("--threads", type=int, default=8, help="threads of each server's worker (default 8)")
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), help="only this backend")
+    parser.add_argument(
+        "--options-slots", type=int, default=10_000, help="slots for timing GET /schedule/options (0: skip it)"
+    )
+    parser.add_argument("--options-bookings", type=int, default=5_000, help="of them booked (default 5000)")
+    parser.add_argument("--options-requests", type=int, default=200, help="timed requests (default 200)")
     options = parser.parse_args(argv if argv is not None else [])
     if options.therapies is None:
         options.therapies = options.slots + max(1, options.slots // 5)
@@ -408,6 +499,18 @@ def main(argv: list[str] | None = None) -> list[Figure]:
                 note=f"p50 {result['p50'] * 1000:.1f} ms" if result["p50"] is not None else "",
             ),
         ]
+        if options.options_slots:
+            timed = measure_options(backend, options)
+            figures.append(
+                Figure(
+                    f"booking: GET /schedule/options p95, {options.options_slots:,} slots, "
+                    f"{options.options_bookings:,} booked, {backend}",
+                    timed["p95"] * 1000,
+                    "ms",
+                    note=f"p50 {timed['p50'] * 1000:.1f} ms; {timed['chains']} chains"
+                    + ("" if timed["first_ok"] else "; NOT the earliest free"),
+                )
+            )
     return figures
 
 
