@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -150,6 +150,25 @@ class Runtime:
         """Fire every timer that is due by the clock and run the engine on."""
         workflow = self._restore(state)
         return self._run(workflow, [], workflow.refresh_timers)
+
+    def shift_timers(self, state: Mapping, seconds: float) -> Outcome:
+        """Move every armed timer's due time ``seconds`` later: a hold stopped the instance's clocks that long, so
+        each timer keeps the time it had left (a cycle's next occurrence moves too). Nothing runs."""
+        workflow = self._restore(state)
+        later = timedelta(seconds=seconds)
+        for task in list(workflow.event_manager.tasks.values()):
+            if task.state != TaskState.WAITING or not isinstance(task.task_spec.event_definition, TimerEventDefinition):
+                continue
+            value = task._get_internal_data("event_value")
+            if value is None or task._get_internal_data("event_fired"):
+                continue  # not armed yet: it counts from when it is
+            if isinstance(value, dict):
+                if value.get("next"):
+                    value = {**value, "next": (TimerEventDefinition.get_datetime(value["next"]) + later).isoformat()}
+            else:
+                value = (TimerEventDefinition.get_datetime(value) + later).isoformat()
+            task._set_internal_data(event_value=value)
+        return self._outcome(workflow, [])
 
     def retry_task(self, state: Mapping, task_id: str) -> Outcome:
         """Run the failed service task ``task_id`` again (and fire whatever timers are due meanwhile)."""

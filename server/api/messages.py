@@ -43,6 +43,15 @@ def post_message():
             name=body["name"], by=g.user, therapy_id=body["therapy_id"], coi=body["coi"], payload=body["payload"]
         )
     )
+    if therapy.status == "on_hold":  # kept, and taken when the therapy resumes
+        return {
+            "delivered": False,
+            "held": True,
+            "therapy_id": therapy.id,
+            "activity_id": None,
+            "status": therapy.status,
+            "stage": therapy.stage,
+        }, 202
     return {
         "delivered": True,
         "therapy_id": therapy.id,

@@ -84,7 +84,7 @@ def _operations() -> dict[tuple[str, str], Op]:
     from server.api import admin, alerts, capacity, conditions, corrections, custody, incidents, tokens
 
     statuses = {
-        "therapies": ["active", "completed", "cancelled", "failed"],
+        "therapies": ["active", "on_hold", "completed", "cancelled", "failed"],
         "alerts": ["open", "acknowledged"],
         "incidents": ["retrying", "open", "resolved"],
         "deliveries": ["pending", "delivered", "failed"],
@@ -148,6 +148,17 @@ def _operations() -> dict[tuple[str, str], Op]:
                 ("process_key", _string(), "process key"),
                 *PAGING,
             ),
+        ),
+        ("POST", "/api/v1/therapies/{therapy_id}/hold"): Op(
+            answer=schemas.TherapySchema,
+            body=schemas.HoldSchema,
+            errors={"409": "Already held (already_held), or the therapy has ended (not_active)"},
+        ),
+        ("POST", "/api/v1/therapies/{therapy_id}/resume"): Op(
+            answer=schemas.TherapySchema,
+            body=schemas.ResumeSchema,
+            body_required=False,
+            errors={"409": "The therapy is not on hold (not_held)"},
         ),
         ("POST", "/api/v1/therapies/{therapy_id}/parties"): Op(
             answer=schemas.TherapySchema,
@@ -267,7 +278,13 @@ def _operations() -> dict[tuple[str, str], Op]:
         ("POST", "/api/v1/messages"): Op(
             answer=schemas.MessageResultSchema,
             body=schemas.MessageSchema,
-            also={"201": ("The message started a new therapy", schemas.MessageResultSchema)},
+            also={
+                "201": ("The message started a new therapy", schemas.MessageResultSchema),
+                "202": (
+                    "The therapy is on hold: the message is kept and taken when it resumes",
+                    schemas.MessageResultSchema,
+                ),
+            },
             errors={
                 "404": "No such therapy (by id or COI), or not visible to the caller",
                 "409": "The therapy waits for no message of that name (audited)",

@@ -123,6 +123,25 @@ class CancelSchema(Schema):
     )
 
 
+class HoldSchema(Schema):
+    """POST /therapies/{id}/hold."""
+
+    class Meta:
+        unknown = RAISE
+
+    reason_code = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+
+
+class ResumeSchema(Schema):
+    """POST /therapies/{id}/resume."""
+
+    class Meta:
+        unknown = RAISE
+
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+
+
 class ChangePartiesSchema(Schema):
     """POST /therapies/{id}/parties: the parties to hand to other sites (site codes), and why."""
 
@@ -242,7 +261,8 @@ class TherapySchema(_Answer):
     id = _text()
     coi = _text(metadata={"description": "chain-of-identity identifier (15 characters)"})
     coi_check = _text(metadata={"description": "ISO/IEC 7064 mod 37-2 check character"})
-    status = _text(validate=validate.OneOf(["active", "completed", "cancelled", "failed"]))
+    status = _text(validate=validate.OneOf(["active", "on_hold", "completed", "cancelled", "failed"]))
+    held_since = _moment(nullable=True)
     stage = _text(nullable=True)
     process = fields.Nested(ProcessRefSchema, required=True)
     site = _text(metadata={"description": "the treatment centre (the treatment party)"})

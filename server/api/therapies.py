@@ -9,7 +9,14 @@ from engine.definition import PARTIES
 from server import usecases
 from server.access.auth import as_known_to, require
 from server.api.idempotency import idempotent
-from server.api.schemas import CancelSchema, ChangePartiesSchema, StartTherapySchema, load_json
+from server.api.schemas import (
+    CancelSchema,
+    ChangePartiesSchema,
+    HoldSchema,
+    ResumeSchema,
+    StartTherapySchema,
+    load_json,
+)
 from server.clock import iso
 from server.compliance.record import vein_to_vein
 from server.compliance.signatures import signatures_for
@@ -25,7 +32,7 @@ from .filters import by_status
 from .paging import page
 from .views import task_item, therapy_summary
 
-STATUSES = ("active", "completed", "cancelled", "failed")
+STATUSES = ("active", "on_hold", "completed", "cancelled", "failed")
 
 
 @bp.post("/therapies")
@@ -126,6 +133,28 @@ def cancel_therapy(therapy_id: str):
     therapy = usecases.cancel_therapy(
         usecases.CancelTherapy(therapy_id=therapy_id, reason=body["reason"], reason_code=body["reason_code"], by=g.user)
     )
+    return therapy_summary(therapy), 200
+
+
+@bp.post("/therapies/<therapy_id>/hold")
+@require(*usecases.HoldTherapy.ROLES)
+@idempotent
+def hold_therapy(therapy_id: str):
+    """Hold a therapy (a reason code of kind hold): no task, timer, escalation or retry moves until it resumes."""
+    visible_therapy(g.user, therapy_id)  # an unknown or unseen therapy is 404 before the body is read
+    body = load_json(HoldSchema())
+    therapy = usecases.hold_therapy(usecases.HoldTherapy(therapy_id=therapy_id, by=g.user, **body))
+    return therapy_summary(therapy), 200
+
+
+@bp.post("/therapies/<therapy_id>/resume")
+@require(*usecases.ResumeTherapy.ROLES)
+@idempotent
+def resume_therapy(therapy_id: str):
+    """Resume a held therapy; every pending timer goes on with the time it had left."""
+    visible_therapy(g.user, therapy_id)
+    body = load_json(ResumeSchema())
+    therapy = usecases.resume_therapy(usecases.ResumeTherapy(therapy_id=therapy_id, by=g.user, **body))
     return therapy_summary(therapy), 200
 
 

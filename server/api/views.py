@@ -36,6 +36,7 @@ def therapy_summary(therapy: Therapy) -> dict:
         "site": therapy.site.code,
         "parties": therapy.parties,
         "patient": {"reference": therapy.patient_reference} if sees_patient(g.user, therapy) else None,
+        "held_since": iso(therapy.held_at),
         "next_due_at": iso(therapy.next_due_at),
         "created_at": iso(therapy.created_at),
         "updated_at": iso(therapy.updated_at),

@@ -33,6 +33,8 @@ PUBLIC_TYPES = frozenset(
         "therapy.completed",
         "therapy.cancelled",
         "therapy.parties_changed",
+        "therapy.held",
+        "therapy.resumed",
         "booking.created",
         "booking.moved",
         "booking.cancelled",

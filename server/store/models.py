@@ -218,6 +218,10 @@ class Therapy(Model):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_by: Mapped[str] = mapped_column(String(64))
+    # While held (status ``on_hold``): since when, why, and the messages that came meanwhile (delivered on resume).
+    held_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    hold_reason_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    held_messages: Mapped[list | None] = mapped_column(JSON, nullable=True)
     site: Mapped[Site] = relationship(lazy="joined", innerjoin=True)
     definition: Mapped[ProcessDefinition] = relationship(lazy="select")
     # The sites that act in the therapy, one row per assigned party whose site is not the treatment centre's

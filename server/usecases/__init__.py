@@ -57,11 +57,15 @@ from .therapy_commands import (
     CancelTherapy,
     CorrectValue,
     DeliverMessage,
+    HoldTherapy,
+    ResumeTherapy,
     StartTherapy,
     StartTherapyByMessage,
     cancel_therapy,
     correct_value,
     deliver_message,
+    hold_therapy,
+    resume_therapy,
     start_therapy,
     start_therapy_by_message,
 )
@@ -99,6 +103,8 @@ HANDLERS: dict[type, Callable[[Any], Any]] = {
     AddBlackout: add_blackout,
     BookSlot: book_slot,
     CancelBooking: cancel_booking,
+    HoldTherapy: hold_therapy,
+    ResumeTherapy: resume_therapy,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.clock import iso
 from server.compliance.signatures import check_signer
 from server.custody.scans import verify_task_scan
 from server.errors import Conflict, Forbidden
@@ -46,6 +47,10 @@ def complete_task(command: CompleteTask) -> TaskRecord:
         message = "This task is no longer ready; someone may have completed it, or it was cancelled."
         _refuse(user, task, 409, "task_not_ready", message)
         raise Conflict(message, code="task_not_ready", details={"task_id": task.id, "status": task.status})
+    if task.therapy.status == "on_hold":
+        message = "The therapy is on hold; its tasks wait until the treatment centre resumes it."
+        _refuse(user, task, 409, "on_hold", message)
+        raise Conflict(message, code="on_hold", details={"held_since": iso(task.therapy.held_at)})
     if task.site_id is None:
         message = (
             f"This task is the {task.party} party's, and the therapy has no {task.party} site yet; "

@@ -14,7 +14,7 @@ from server.access.auth import can_see_site, check_roles
 from server.errors import Forbidden, Invalid
 from server.store.extensions import db
 from server.store.models import Correction, Site, Therapy, User
-from server.workflow import bookings, corrections, reason_codes, therapies
+from server.workflow import bookings, corrections, lifecycle, reason_codes, therapies
 from server.workflow.definitions import started_by_message
 
 from .checks import audits_refusals, check_treatment_site, required_text, visible_therapy
@@ -94,6 +94,30 @@ class CancelTherapy:
     reason: str | None
     by: User
     reason_code: str | None = None
+
+
+@dataclass(frozen=True)
+class HoldTherapy:
+    """``by`` (of the treatment centre) holds an active therapy for ``reason_code`` (kind hold) and ``reason``:
+    nothing of it moves until it is resumed."""
+
+    ROLES: ClassVar[tuple[str, ...]] = ("coordinator", "admin")
+
+    therapy_id: str
+    reason_code: str
+    by: User
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ResumeTherapy:
+    """``by`` (of the treatment centre) resumes a held therapy; its clocks go on with the time they had left."""
+
+    ROLES: ClassVar[tuple[str, ...]] = ("coordinator", "admin")
+
+    therapy_id: str
+    by: User
+    reason: str | None = None
 
 
 @audits_refusals
@@ -228,3 +252,24 @@ def cancel_therapy(command: CancelTherapy) -> Therapy:
     return therapies.cancel_therapy(
         therapy, reason, actor, code, also=lambda ended: bookings.free_all(ended, actor, "The therapy was cancelled.")
     )
+
+
+@audits_refusals
+def hold_therapy(command: HoldTherapy) -> Therapy:
+    """Hold the therapy; 403 for a site other than its treatment centre, 422 for an unknown reason code (or
+    OTHER without a reason), 409 ``already_held`` or ``not_active``."""
+    check_roles(command.by, command.ROLES)
+    therapy = visible_therapy(command.by, command.therapy_id)
+    check_treatment_site(command.by, therapy, "holds its therapies")
+    code, reason = reason_codes.checked("hold", command.reason_code, command.reason)
+    return lifecycle.hold(therapy, code, reason, command.by.username)
+
+
+@audits_refusals
+def resume_therapy(command: ResumeTherapy) -> Therapy:
+    """Resume the therapy; 409 ``not_held`` when it is not on hold."""
+    check_roles(command.by, command.ROLES)
+    therapy = visible_therapy(command.by, command.therapy_id)
+    check_treatment_site(command.by, therapy, "resumes its therapies")
+    reason = command.reason.strip() if isinstance(command.reason, str) and command.reason.strip() else None
+    return lifecycle.resume(therapy, reason, command.by.username)

@@ -77,7 +77,8 @@ def halted_error(incident) -> Invalid:
     )
 
 
-def _stage(outcome: Outcome, therapy: Therapy) -> str:
+def stage_of(outcome: Outcome, therapy: Therapy) -> str:
+    """Where the therapy stands, in a few words: its first open task, else what it waits for."""
     if outcome.completed:
         return "Completed"
     if outcome.ready_tasks:
@@ -102,7 +103,7 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
     therapy.updated_at = now
     if outcome.completed and therapy.status == "active":
         therapy.status, therapy.ended_at = "completed", now
-    therapy.stage = _stage(outcome, therapy)
+    therapy.stage = stage_of(outcome, therapy)
     tasks = {
         t.id: t
         for t in db.session.execute(
@@ -139,10 +140,11 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
         due = None
     therapy.next_due_at = due
     therapy_id = therapy.id  # read now: after the commit the row is expired and reading it would reload it
-    after_commit(lambda: _notify_scheduler(therapy_id, due))
+    after_commit(lambda: notify_scheduler(therapy_id, due))
 
 
-def _notify_scheduler(therapy_id: str, due) -> None:
+def notify_scheduler(therapy_id: str, due) -> None:
+    """Arm this process's scheduler for the therapy's next due time (after a commit)."""
     scheduler = current_app.extensions.get("tether_scheduler")
     if scheduler is not None:
         scheduler.arm(therapy_id, due)
@@ -388,9 +390,10 @@ def correct_process_value(therapy: Therapy, path: list[str | int], value: Any, a
 
 
 def deliver_message(therapy: Therapy, name: str, payload: Any, actor: str) -> tuple[Therapy, str | None]:
-    """Deliver message ``name``; 409 ``not_waiting`` (audited, nothing else changed) when not awaited."""
+    """Deliver message ``name``; 409 ``not_waiting`` (audited, nothing else changed) when not awaited. A held
+    therapy keeps the message (audited ``message.held``) and takes it when it resumes; the activity is then None."""
     waiting = [w for w in therapy.waits if w.get("type") == "message" and w.get("name") == name]
-    if therapy.status != "active" or not waiting:
+    if therapy.status not in ("active", "on_hold") or not waiting:
         refused = Conflict(
             f"The therapy is not waiting for a message named '{name}'.",
             code="not_waiting",
@@ -410,6 +413,9 @@ def deliver_message(therapy: Therapy, name: str, payload: Any, actor: str) -> tu
             data={"name": name, "payload": payload, "reason": "not_waiting"},
         )
         raise refused
+    if therapy.status == "on_hold":
+        _keep_for_resume(therapy, name, payload, actor)
+        return therapy, None
     halted: Incident | None
     with unit_of_work():
         try:
@@ -422,6 +428,24 @@ def deliver_message(therapy: Therapy, name: str, payload: Any, actor: str) -> tu
     if halted is not None:
         raise halted_error(halted)
     return therapy, _receiver(outcome) or waiting[0].get("activity_id")
+
+
+def _keep_for_resume(therapy: Therapy, name: str, payload: Any, actor: str) -> None:
+    """Record a message that came while the therapy is held; it is delivered, in order, when it resumes."""
+    with unit_of_work():
+        therapy.held_messages = [
+            *(therapy.held_messages or []),
+            {"name": name, "payload": payload, "actor": actor, "at": clock()().isoformat()},
+        ]
+        audit.append(
+            actor,
+            "message.held",
+            "therapy",
+            therapy.id,
+            therapy_id=therapy.id,
+            site_id=therapy.site_id,
+            data={"name": name, "payload": payload},
+        )
 
 
 def fire_due_timers(therapy_id: str, actor: str = "scheduler") -> bool:
@@ -463,9 +487,10 @@ def cancel_therapy(
 ) -> Therapy:
     """End an active therapy with a reason (its code of kind ``cancel``); its open tasks are withdrawn, and
     ``also`` (freeing its bookings) runs in the same transaction."""
-    if therapy.status != "active":
+    if therapy.status not in ("active", "on_hold"):
         raise Conflict(f"The therapy is already {therapy.status}.", code="not_active")
     with unit_of_work():
+        therapy.held_at, therapy.held_messages = None, None
         if also is not None:
             also(therapy)
         outcome = runtime_for(therapy, actor).cancel(therapy.state, reason, reason_code)

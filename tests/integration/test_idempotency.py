@@ -325,7 +325,7 @@ def test_post_commit_hooks_of_a_keyed_request_run_after_its_commit_and_only_for_
         with unit_of_work():
             audit.append("system", "hook.ran", "therapy", therapy_id, therapy_id=therapy_id)
 
-    monkeypatch.setattr(usecases, "_notify_scheduler", arm_and_record)
+    monkeypatch.setattr(usecases, "notify_scheduler", arm_and_record)
     summary = views.therapy_summary
     monkeypatch.setattr(views, "therapy_summary", lambda therapy: 1 / 0)
     failed = api.as_(world["coord"]).post(

@@ -1,0 +1,85 @@
+"""A therapy's lifecycle beyond its diagram: held (a patient unwell, results awaited) and resumed.
+
+While held nothing of the therapy moves: no task can be completed (409 ``on_hold``), no timer, escalation or
+retry fires (the scheduler looks only at active therapies), and messages from outside are recorded and kept for
+the resume. Resuming moves every armed timer, and every waiting retry, later by the time the therapy was held,
+so each keeps the time it had left (a 24 h window held for 3 h after 1 h fires 23 h after the resume); then the
+kept messages are delivered in the order they came.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from server.clock import clock, iso
+from server.errors import Conflict
+from server.integration import outbox
+from server.store.extensions import db
+from server.store.models import Incident, Therapy
+from server.store.uow import after_commit, unit_of_work
+from server.workflow import incidents, therapies
+
+
+def hold(therapy: Therapy, reason_code: str, reason: str | None, actor: str) -> Therapy:
+    """Hold an active therapy (audited, ``therapy.held``); 409 ``already_held`` or ``not_active``."""
+    if therapy.status == "on_hold":
+        raise Conflict(f"The therapy has been held since {iso(therapy.held_at)}.", code="already_held")
+    if therapy.status != "active":
+        raise Conflict(f"The therapy is {therapy.status}; only an active therapy is held.", code="not_active")
+    now = clock()()
+    with unit_of_work():
+        therapy.status, therapy.held_at, therapy.hold_reason_code = "on_hold", now, reason_code
+        therapy.held_messages, therapy.next_due_at, therapy.updated_at = [], None, now
+        therapy.stage = f"On hold ({reason_code})"
+        outbox.record_event("therapy.held", therapy, {"reason_code": reason_code}, actor, reason=reason)
+    return therapy
+
+
+def resume(therapy: Therapy, reason: str | None, actor: str) -> Therapy:
+    """Resume a held therapy: its clocks go on with the time they had left, then the messages kept while it
+    was held are delivered in order (one that is no longer awaited is refused and audited, as at any time).
+    409 ``not_held`` for a therapy that is not on hold."""
+    if therapy.status != "on_hold" or therapy.held_at is None:
+        raise Conflict(f"The therapy is {therapy.status}, not on hold.", code="not_held")
+    now = clock()()
+    held_for = now - therapy.held_at
+    kept = list(therapy.held_messages or [])
+    with unit_of_work():
+        outcome = therapies.runtime_for(therapy, actor).shift_timers(therapy.state, held_for.total_seconds())
+        retries = _shift_retries(therapy, held_for)
+        therapy.state, therapy.data = outcome.state, outcome.data
+        therapy.waits = [w.to_dict() for w in outcome.waiting_for]
+        due = min((d for d in (outcome.next_due, *retries) if d is not None), default=None)
+        if incidents.halting(therapy):
+            due = None
+        therapy.status, therapy.next_due_at, therapy.updated_at = "active", due, now
+        therapy.stage = therapies.stage_of(outcome, therapy)
+        therapy.held_at, therapy.hold_reason_code, therapy.held_messages = None, None, None
+        data = {"held_seconds": int(held_for.total_seconds()), "messages_kept": len(kept)}
+        outbox.record_event("therapy.resumed", therapy, data, actor, reason=reason)
+        therapy_id = therapy.id
+        after_commit(lambda: therapies.notify_scheduler(therapy_id, due))
+    for message in kept:
+        try:
+            therapies.deliver_message(therapy, message["name"], message["payload"], message["actor"])
+        except Conflict:  # no longer awaited: refused and audited by deliver_message, the rest still go in
+            db.session.rollback()
+            therapy = db.session.get_one(Therapy, therapy_id)
+    return therapy
+
+
+def _shift_retries(therapy: Therapy, held_for: timedelta) -> list:
+    """Move the therapy's waiting retries later by ``held_for``; their new times."""
+    waiting = db.session.execute(
+        select(Incident).where(
+            Incident.therapy_id == therapy.id, Incident.status == "retrying", Incident.next_retry_at.is_not(None)
+        )
+    ).scalars()
+    moved = []
+    for incident in waiting:
+        if incident.next_retry_at is not None:
+            incident.next_retry_at = later = incident.next_retry_at + held_for
+            moved.append(later)
+    return moved

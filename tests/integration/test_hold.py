@@ -1,0 +1,104 @@
+"""Hold and resume: nothing of a held therapy moves, and its clocks go on with the time they had left."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from server.store.extensions import db
+from server.store.models import Alert, AuditEntry, Therapy
+
+from ..support.journeys import ENROLMENT, complete, enrol, fire, only_task, start
+
+
+def _hold(api, world, therapy, **body):
+    return api.as_(world["coord"]).post(
+        f"/api/v1/therapies/{therapy['id']}/hold", json={"reason_code": "PATIENT_UNWELL", **body}
+    )
+
+
+def _resume(api, world, therapy):
+    return api.as_(world["coord"]).post(f"/api/v1/therapies/{therapy['id']}/resume", json={})
+
+
+def _escalations(app, therapy_id: str) -> int:
+    with app.app_context():
+        rows = db.session.execute(select(Alert).where(Alert.therapy_id == therapy_id, Alert.kind == "escalation"))
+        return len(rows.scalars().all())
+
+
+def test_a_held_window_fires_later_by_the_time_it_was_held(app, api, world, clock):
+    therapy = start(api, world["coord"])  # enrolment has a 24 h escalation window
+    started = clock.now
+    task = only_task(api, world["coord"], therapy["id"])
+    clock.advance(hours=1)
+    held = _hold(api, world, therapy, reason="Fever")
+    assert held.status_code == 200, held.get_json()
+    assert held.get_json()["status"] == "on_hold" and held.get_json()["held_since"]
+    refused = complete(api, world["coord"], task["id"], ENROLMENT)
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "on_hold"
+    clock.advance(hours=24)  # past the original window: nothing fires while held
+    assert not fire(app, therapy["id"]) and _escalations(app, therapy["id"]) == 0
+    resumed_at = started + timedelta(hours=26)
+    clock.now = resumed_at  # held for 25 h in all
+    resumed = _resume(api, world, therapy)
+    assert resumed.status_code == 200 and resumed.get_json()["status"] == "active"
+    assert resumed.get_json()["next_due_at"].startswith((resumed_at + timedelta(hours=23)).isoformat()[:16])
+    clock.advance(hours=22, minutes=59)
+    fire(app, therapy["id"])
+    assert _escalations(app, therapy["id"]) == 0
+    clock.advance(minutes=2)
+    assert fire(app, therapy["id"]) and _escalations(app, therapy["id"]) == 1
+    with app.app_context():
+        actions = db.session.execute(
+            select(AuditEntry.action).where(AuditEntry.therapy_id == therapy["id"]).order_by(AuditEntry.seq)
+        ).scalars()
+        listed = list(actions)
+        assert listed.index("therapy.held") < listed.index("therapy.resumed") < listed.index("task.escalated")
+
+
+def test_a_message_that_comes_while_held_is_taken_on_resume(app, api, world):
+    therapy = start(api, world["coord"])
+    enrol(api, world, therapy)  # now waiting for shipment.delivered
+    assert _hold(api, world, therapy).status_code == 200
+    body = {"name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {"carrier": "X"}}
+    kept = api.as_(world["integrator"]).post("/api/v1/messages", json=body)
+    assert kept.status_code == 202 and kept.get_json()["held"] is True
+    with app.app_context():
+        assert db.session.get_one(Therapy, therapy["id"]).stage.startswith("On hold")
+    assert _resume(api, world, therapy).status_code == 200
+    receipt = only_task(api, world["logistics"], therapy["id"])
+    assert receipt["activity_id"] == "Task_Receive"
+
+
+@pytest.mark.parametrize(
+    ("who", "path", "body", "status", "code"),
+    [
+        ("coord", "resume", {}, 409, "not_held"),
+        ("coord", "hold", {"reason_code": "NOPE"}, 422, "unknown_reason_code"),
+        ("coord", "hold", {"reason_code": "OTHER"}, 422, "reason_required"),
+        ("coord", "hold", {}, 422, "invalid_request"),
+        ("coordb", "hold", {"reason_code": "CAPACITY"}, 404, "not_found"),
+        ("logistics", "hold", {"reason_code": "CAPACITY"}, 403, "forbidden"),
+    ],
+)
+def test_wrong_holds_and_resumes_are_refused(api, world, who, path, body, status, code):
+    therapy = start(api, world["coord"])
+    refused = api.as_(world[who]).post(f"/api/v1/therapies/{therapy['id']}/{path}", json=body)
+    assert (refused.status_code, refused.get_json()["error"]["code"]) == (status, code), refused.get_json()
+    assert api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()["status"] == "active"
+
+
+def test_a_held_therapy_cannot_be_held_again_but_can_be_cancelled(api, world):
+    therapy = start(api, world["coord"])
+    assert _hold(api, world, therapy).status_code == 200
+    again = _hold(api, world, therapy)
+    assert again.status_code == 409 and again.get_json()["error"]["code"] == "already_held"
+    listed = api.as_(world["coord"]).get("/api/v1/therapies?status=on_hold").get_json()["items"]
+    assert [t["id"] for t in listed] == [therapy["id"]]
+    cancelled = api.as_(world["coord"]).post(f"/api/v1/therapies/{therapy['id']}/cancel", json={"reason": "Withdrew"})
+    assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
+    ended = _hold(api, world, therapy)
+    assert ended.status_code == 409 and ended.get_json()["error"]["code"] == "not_active"
