@@ -401,3 +401,25 @@ def test_retrying_a_failed_task_inside_a_subprocess_keeps_its_deadlines():
     courier.up = True
     done = runtime.retry_task(again.state, out.failed_tasks[0].task_id)
     assert done.completed and done.events[-1].end_activity_id == "End_Made"
+
+
+@MODES
+@pytest.mark.parametrize(
+    ("kind", "value", "due"),
+    [
+        ("timeDuration", "PT24H", datetime(2026, 11, 24, 12, 0, tzinfo=UTC)),  # 09:00 + 24 h + 3 h held
+        ("timeDate", "2026-11-23T18:00:00Z", datetime(2026, 11, 23, 21, 0, tzinfo=UTC)),
+        ("timeCycle", "R3/PT1H", datetime(2026, 11, 23, 13, 0, tzinfo=UTC)),  # the first occurrence, 3 h later
+    ],
+)
+def test_shifting_the_timers_keeps_the_time_each_had_left(kind, value, due, through_json):
+    clock = FakeClock()
+    runtime = runtime_for(diagram("timers-user-task.bpmn", Timer_Late=(kind, value)), clock)
+    out = runtime.start()
+    out = runtime.shift_timers(roundtrip(out.state, through_json), 3 * 3600)
+    [late] = [w for w in out.waiting_for if w.activity_id == "Timer_Late"]
+    assert late.due_at == due
+    clock.now = due - timedelta(seconds=1)
+    assert escalations(runtime.fire_timers(roundtrip(out.state, through_json))) == []
+    clock.now = due + timedelta(seconds=1)
+    assert len(escalations(runtime.fire_timers(roundtrip(out.state, through_json)))) == 1
