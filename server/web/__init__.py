@@ -46,6 +46,8 @@ def _check_csrf() -> None:
 
 
 from . import (  # noqa: E402,F401  (the routes register themselves on the blueprint)
+    booking_pages,
+    capacity_pages,
     dashboard,
     designer,
     errors,

@@ -17,6 +17,7 @@ from . import bp
 from .network import FILTERED_PARTIES, party_sites
 from .present import parse_time
 from .session import STARTERS, has_role, login_required, page_user
+from .slots import UTILISATION_DAYS, utilisation
 from .therapy_pages import startable
 
 STATUSES = ("active", "completed", "cancelled", "failed")
@@ -98,6 +99,8 @@ def dashboard():
         start_sites=start_sites,
         start_party_sites=party_sites() if start_sites else {},
         poll_seconds=LIVE_POLL_SECONDS,
+        utilisation=utilisation(user),
+        utilisation_days=UTILISATION_DAYS,
     )
 
 

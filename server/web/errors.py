@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import ApiError
 from . import bp, network, present
-from .session import AUDIT_READERS, DESIGNERS, has_role, session_user
+from .session import AUDIT_READERS, DESIGNERS, PLANNERS, has_role, session_user
 from .vendor import viewer_installed
 
 present.register(bp)
@@ -37,6 +37,8 @@ def menu(user) -> list[tuple[str, str]]:
         items.append(("web.definitions", "Processes"))
     if has_role(user, *AUDIT_READERS):
         items.append(("web.audit", "Audit trail"))
+    if has_role(user, *PLANNERS):
+        items.append(("web.capacity", "Capacity"))
     return items
 
 

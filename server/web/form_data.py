@@ -74,7 +74,7 @@ def _value(key: str, prop: dict, ui: dict, form: MultiDict, name: str, path: str
         return _number(text, kind == "integer", path, errors)
     if kind == "datetime":
         return local_to_utc(text, offset, path, errors)
-    return text if kind in ("scan", "date", "time", "email", "url") else raw.rstrip()
+    return text if kind in ("scan", "slot", "date", "time", "email", "url") else raw.rstrip()
 
 
 def _rows(prop: dict, item_ui: dict, form: MultiDict, name: str, path: str, offset: int, errors: dict) -> list | None:

@@ -1,8 +1,10 @@
 """A task's JSON Schema form as HTML fields: what to draw for each property, with its value and error.
 
 Supports what the bundled forms and designers use: text, textarea, numbers (with units and bounds),
-dates, date-times and times, enums (select or radios), booleans (checkbox or yes/no), COI scans, nested
-objects, arrays of objects or of simple values (rows), and the ui-schema hints ``ui:order``,
+dates, date-times and times, enums (select or radios), booleans (checkbox or yes/no), COI scans, slot pickers
+(a string named ``<kind>_slot_id``, or with ``ui:widget: slot`` and ``ui:options.kind``, for a kind of capacity;
+the task page fills in the free slots), nested objects, arrays of objects or of simple values (rows), and the
+ui-schema hints ``ui:order``,
 ``ui:widget``, ``ui:help``, ``ui:placeholder``, ``ui:autofocus``, ``ui:title``, ``ui:description``,
 ``ui:enumNames`` and ``ui:unit``.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from server.store.models import SLOT_KINDS
 
 SCAN_FIELD = "scanned_coi"
 ROW_INDEX = "__index__"
@@ -53,6 +57,7 @@ class Field:
     value: Any = ""
     error: str | None = None
     must_tick: bool = False
+    slot_kind: str | None = None
     children: list[Field] = field(default_factory=list)
     rows: list[list[Field]] = field(default_factory=list)
     template: list[Field] = field(default_factory=list)
@@ -124,6 +129,18 @@ def _string_attrs(prop: dict) -> dict[str, Any]:
     return attrs
 
 
+def slot_kind(key: str, prop: dict, ui: dict) -> str | None:
+    """The kind of capacity a string property picks a slot of: ``ui:options.kind`` with ``ui:widget: slot``, or
+    the ``<kind>`` of a property named ``<kind>_slot_id``; None for any other property."""
+    if prop.get("type") not in ("string", ["string", "null"], ["null", "string"]):
+        return None
+    if ui.get("ui:widget") == "slot":
+        kind = (ui.get("ui:options") or {}).get("kind")
+        return kind if kind in SLOT_KINDS else None
+    named = key.removesuffix("_slot_id")
+    return named if named != key and named in SLOT_KINDS else None
+
+
 def kind_of(key: str, prop: dict, ui: dict) -> str:
     """Which widget draws a property."""
     widget = ui.get("ui:widget")
@@ -145,6 +162,8 @@ def kind_of(key: str, prop: dict, ui: dict) -> str:
         return "table"
     if kind == "object":
         return "group"
+    if slot_kind(key, prop, ui):
+        return "slot"
     if key == SCAN_FIELD or widget == "scan":
         return "scan"
     fmt = prop.get("format")
@@ -215,6 +234,8 @@ def _field(key: str, prop: dict, ui: dict, required: bool, values: dict, errors:
         item.children = build_fields(prop, ui, values, errors, name, path)
     elif kind == "table":
         _rows(item, prop, ui, values, errors)
+    elif kind == "slot":
+        item.slot_kind, item.value = slot_kind(key, prop, ui), _text(item.value)
     else:
         item.attrs = _string_attrs(prop)
     return item
@@ -256,6 +277,16 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def walk(fields: list[Field]):
+    """Every field, nested ones (groups, rows and row templates) included."""
+    for item in fields:
+        yield item
+        yield from walk(item.children)
+        yield from walk(item.template)
+        for row in item.rows:
+            yield from walk(row)
 
 
 def field_paths(fields: list[Field]) -> set[str]:

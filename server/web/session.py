@@ -16,6 +16,7 @@ from server.store.models import User
 DESIGNERS = usecases.DeployDefinition.ROLES
 AUDIT_READERS = ("auditor", "qa", "admin")
 STARTERS = usecases.StartTherapy.ROLES
+PLANNERS = usecases.OpenCapacity.ROLES
 
 
 SESSION_KEY = "sid"  # the cookie's key for the token of the server-side session (``server.access.web_sessions``)

@@ -15,6 +15,7 @@ from .form_data import FormShapeError, friendly, parse_submission, utc_to_local
 from .form_fields import build_fields, field_paths
 from .network import patient_reference, therapies_named
 from .session import login_required, page_user
+from .slots import fill_pickers
 
 
 def inbox_query(user, therapy_filter: str = "", role: str = ""):
@@ -77,6 +78,7 @@ def render_task(
     schema, ui_schema = _form_schemas(task)
     errors = errors or {}
     fields = build_fields(schema, ui_schema, values or _initial_values(schema, task.data, 0), errors)
+    fill_pickers(fields, task.therapy)
     known = field_paths(fields)
     extra = [
         f"{path}: {message}" if path not in ("", "_form") else message

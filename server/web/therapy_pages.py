@@ -28,6 +28,7 @@ from server.workflow.parties import CHANGEABLE
 from . import bp, present
 from .network import party_sites, reasons
 from .session import has_role, login_required, page_user
+from .slots import booking_context
 
 # Audit actions of a therapy that tell its story (the rest stays in the audit page).
 TIMELINE_ACTIONS = {
@@ -165,6 +166,7 @@ def therapy_page(therapy_id: str):
         party_sites=party_sites() if can_change else {},
         cancel_reasons=reasons("cancel") if can_cancel else [],
         reassign_reasons=reasons("reassign") if can_change else [],
+        **booking_context(user, therapy),
     )
 
 
@@ -185,7 +187,7 @@ def start_therapy():
         therapy = usecases.start_therapy(command)
     except ApiError as exc:
         db.session.rollback()
-        flash(f"The therapy was not started: {_refusal(exc)}", "error")
+        flash(f"The therapy was not started: {refusal(exc)}", "error")
         return redirect(url_for("web.dashboard"))
     flash(f"Therapy started for {patient_reference}: COI {present.eye_readable(therapy.coi)}.", "success")
     return redirect(url_for("web.therapy_page", therapy_id=therapy.id))
@@ -197,14 +199,14 @@ def cancel_therapy(therapy_id: str):
     """Cancel with a reason code and a reason (OTHER, or no code, needs the reason): the ``CancelTherapy``
     command."""
     therapy = visible_therapy(therapy_id)
-    code, reason = _reason()
+    code, reason = reason_fields()
     try:
         usecases.cancel_therapy(
             usecases.CancelTherapy(therapy_id=therapy.id, reason=reason, reason_code=code, by=page_user())
         )
     except ApiError as exc:
         db.session.rollback()
-        flash(f"Not cancelled: {_refusal(exc)}", "error")
+        flash(f"Not cancelled: {refusal(exc)}", "error")
     else:
         flash("The therapy was cancelled; its open tasks were withdrawn.", "success")
     return redirect(url_for("web.therapy_page", therapy_id=therapy_id))
@@ -217,7 +219,7 @@ def change_parties(therapy_id: str):
     command (the party's open tasks move with it)."""
     therapy = visible_therapy(therapy_id)
     party, site = request.form.get("party", ""), request.form.get("site", "").strip()
-    code, reason = _reason()
+    code, reason = reason_fields()
     try:
         usecases.change_parties(
             usecases.ChangeParties(
@@ -226,19 +228,19 @@ def change_parties(therapy_id: str):
         )
     except ApiError as exc:
         db.session.rollback()
-        flash(f"The {party} party was not handed over: {_refusal(exc)}", "error")
+        flash(f"The {party} party was not handed over: {refusal(exc)}", "error")
     else:
         flash(f"The {party} party is now {site}; its open tasks moved there.", "success")
     return redirect(url_for("web.therapy_page", therapy_id=therapy_id))
 
 
-def _reason() -> tuple[str | None, str | None]:
+def reason_fields() -> tuple[str | None, str | None]:
     """The form's reason code and free-text reason, each None when left empty."""
     code, reason = request.form.get("reason_code", "").strip(), request.form.get("reason", "").strip()
     return code or None, reason or None
 
 
-def _refusal(exc: ApiError) -> str:
+def refusal(exc: ApiError) -> str:
     """A command's refusal as one sentence, with the fields it names."""
     fields = exc.details.get("fields") or {}
     detail = (
