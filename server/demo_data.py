@@ -59,6 +59,13 @@ AUTOLOGOUS_HAPPY_PATH = [
     ("task", "Task_Day28FollowUp"),
 ]
 
+
+def with_slots(journey: list, apheresis_slot_id: str, manufacturing_slot_id: str) -> list:
+    """``journey`` with its scheduling task naming the apheresis and manufacturing slots it books."""
+    slots = {"apheresis_slot_id": apheresis_slot_id, "manufacturing_slot_id": manufacturing_slot_id}
+    return [(*step[:2], slots) if step[:2] == ("task", "Task_Scheduling") else step for step in journey]
+
+
 ALLOGENEIC_HAPPY_PATH = [
     ("task", "Task_OrderFromInventory"),
     ("task", "Task_AllocateLot"),

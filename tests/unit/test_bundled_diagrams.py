@@ -8,7 +8,7 @@ service calls are recorded and answered locally.
 import ast
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import pytest
 from lxml import etree
 from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
 from SpiffWorkflow.bpmn.parser import BpmnValidator
-from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine
+from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine, TaskDataEnvironment
 from SpiffWorkflow.bpmn.specs.event_definitions import timer as timer_module
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.spiff.parser import SpiffBpmnParser
@@ -41,9 +41,10 @@ ROLES = {"Coordinator", "Logistics", "Manufacturing", "QA"}
 SIGNATURE_MEANINGS = {"approval", "review", "responsibility"}
 OPERATORS = {
     "coi.assign": (set(), set()),
-    "notify": ({"role", "message"}, {"site"}),
+    "notify": ({"role", "message"}, {"site", "party", "severity"}),
     "publish": ({"type", "data"}, set()),
     "http": ({"method", "url"}, {"headers", "json"}),
+    "slot.book": ({"slot_id"}, {"reason_code"}),
 }
 NOTIFY_ROLES = {
     "admin",
@@ -285,9 +286,12 @@ def test_timers_messages_and_condition_ranges(path):
     process = executable_process(path)
     for expr in xp(process, ".//bpmn:timerEventDefinition/*"):
         text = expr.text.strip()
-        assert text.startswith('"') and text.endswith('"'), f"timer {text} should be a quoted expression"
-        value = ast.literal_eval(text)
+        assert not expression_problems(text), text
         local = etree.QName(expr).localname
+        if not (text.startswith('"') and text.endswith('"')):
+            assert local == "timeDate", f"timer {text} should be a quoted duration or cycle"
+            continue  # a date computed from the process data (the booked dates)
+        value = ast.literal_eval(text)
         if local == "timeDuration":
             assert TimerEventDefinition.parse_iso_duration(value)
         elif local == "timeDate":
@@ -435,6 +439,13 @@ def test_autologous_conventions():
     )
     assert [t.get("id") for t in coi_tasks] == ["Task_AssignCoi"]
     assert xp(process, "./bpmn:sequenceFlow[@sourceRef='Task_Enrolment']/@targetRef") == ["Task_AssignCoi"]
+    # the slots named on the scheduling form are booked right after it, into the server's `bookings`
+    assert xp(process, "./bpmn:sequenceFlow[@sourceRef='Task_Scheduling']/@targetRef") == ["Task_BookSlots"]
+    (book,) = xp(nodes["Task_BookSlots"], ".//spiffworkflow:serviceTaskOperator")
+    assert (book.get("id"), book.get("resultVariable")) == ("slot.book", "bookings")
+    # the booked manufacturing start times a warning while the material waits for its pickup
+    (not_left,) = xp(process, "./bpmn:boundaryEvent[@attachedToRef='Event_CourierPickedUp']")
+    assert 'bookings["manufacturing"]["start"]' in xp(not_left, ".//bpmn:timeDate")[0].text
     # the excursion on the return leg is caught while waiting for delivery
     (excursion,) = xp(process, "./bpmn:boundaryEvent[@attachedToRef='Task_AwaitReturnDelivery']")
     assert xp(excursion, "./bpmn:messageEventDefinition/@messageRef") == ["Message_condition_excursion"]
@@ -469,10 +480,11 @@ def test_lymphodepletion_only_after_availability_is_confirmed():
 
 
 class RecordingServices(PythonScriptEngine):
-    """Answers service tasks locally and records them (operator id, evaluated parameters)."""
+    """Answers service tasks locally and records them (operator id, evaluated parameters); expressions see
+    ``datetime`` and ``timedelta`` as in Tether's sandbox."""
 
     def __init__(self):
-        super().__init__()
+        super().__init__(environment=TaskDataEnvironment({"datetime": datetime, "timedelta": timedelta}))
         self.calls = []
 
     def call_service(self, task, operation_name, operation_params):
@@ -480,6 +492,9 @@ class RecordingServices(PythonScriptEngine):
         self.calls.append((task.task_spec.bpmn_id, operation_name, params))
         if operation_name == "coi.assign":
             return json.dumps({"coi": COI})
+        if operation_name == "slot.book":  # manufacturing booked to start three days from now
+            start = datetime.now(UTC) + timedelta(days=3)
+            return json.dumps({"manufacturing": {"slot_id": "slot-mfg", "site": "MFG-1", "start": start.isoformat()}})
         return "{}"
 
 

@@ -5,6 +5,7 @@ once with its state saved and restored (through JSON) at every wait state."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
@@ -13,17 +14,35 @@ import pytest
 from engine.clock import FakeClock
 from engine.definition import load_definition, parse_form
 from engine.runtime import Runtime
+from server.demo_data import with_slots
 
 from ..scenario_data import ALLOGENEIC_HAPPY_PATH, AUTOLOGOUS_HAPPY_PATH, COI, form_data
 
 ROOT = Path(__file__).resolve().parents[2]
 FORMS = {p.name: parse_form(p.name, p.read_bytes()) for p in (ROOT / "forms").glob("*.json")}
-OPERATORS = {"notify", "publish", "http", "coi.assign"}
+OPERATORS = {"notify", "publish", "http", "coi.assign", "slot.book"}
+# The slots a scenario's scheduling form names, and what the server books for them (the fake clock starts on
+# 2026-11-23 at 09:00 UTC): collection on the 24th, manufacturing from the 25th at 08:00.
+SLOTS = {"apheresis_slot_id": "slot-aph", "manufacturing_slot_id": "slot-mfg"}
+BOOKED = {
+    "slot-aph": ("apheresis", {"site": "APH-1", "start": "2026-11-24T08:00:00Z", "end": "2026-11-24T12:00:00Z"}),
+    "slot-mfg": ("manufacturing", {"site": "MFG-1", "start": "2026-11-25T08:00:00Z", "end": "2026-11-26T08:00:00Z"}),
+}
 
 
 def services(operator, params, data):
-    """Stand-in operators: the COI and an acknowledgement."""
-    return {"coi": COI} if operator == "coi.assign" else {"ok": True}
+    """Stand-in operators: the COI, the bookings of the named slots (as ``slot.book`` returns them) and an
+    acknowledgement; every call is recorded in ``CALLS``."""
+    CALLS.append((operator, params))
+    if operator == "coi.assign":
+        return {"coi": COI}
+    if operator == "slot.book":
+        named = [slot_id for slot_id in params["slot_id"] if slot_id]
+        return {BOOKED[slot_id][0]: {"slot_id": slot_id, **BOOKED[slot_id][1]} for slot_id in named}
+    return {"ok": True}
+
+
+CALLS: list[tuple[str, dict]] = []
 
 
 # The party of every user task (the domain: the treatment centre enrols, schedules, receives and infuses; the
@@ -70,6 +89,8 @@ def test_every_user_task_belongs_to_the_party_that_does_it(diagram):
 def drive(diagram: str, journey, mode: str):
     """Run ``journey`` on ``diagram``; return the activity ids completed, in order, and the last outcome.
 
+    A task step's own data (``("task", activity_id, data)``) changes its form's usual data.
+
     ``mode``: ``straight`` hands each state on as it is; ``save-restore`` through JSON at every wait state;
     ``compacted`` also cuts finished history out of the state after every step, however small it is.
     """
@@ -90,7 +111,7 @@ def drive(diagram: str, journey, mode: str):
             ready = {t.activity_id: t for t in outcome.ready_tasks}
             assert step[1] in ready, f"expected {step[1]} to be ready, have {sorted(ready)}"
             task = ready[step[1]]
-            data = form_data(task.form)
+            data = {**form_data(task.form), **(step[2] if len(step) > 2 else {})}
             jsonschema.Draft202012Validator(FORMS[task.form]).validate(data)
             outcome = runtime.complete_task(save(outcome.state), task.task_id, data)
         elif kind == "message":
@@ -105,13 +126,67 @@ def drive(diagram: str, journey, mode: str):
 MODES = pytest.mark.parametrize("mode", ["straight", "save-restore", "compacted"])
 
 
+BOOKED_JOURNEY = with_slots(AUTOLOGOUS_HAPPY_PATH, SLOTS["apheresis_slot_id"], SLOTS["manufacturing_slot_id"])
+# The autologous journey up to the wait for the courier to pick the fresh material up.
+TO_PICKUP = BOOKED_JOURNEY[:3]
+
+
 @MODES
 def test_autologous_journey_completes(mode):
-    visited, outcome = drive("autologous-car-t.bpmn", AUTOLOGOUS_HAPPY_PATH, mode)
+    visited, outcome = drive("autologous-car-t.bpmn", BOOKED_JOURNEY, mode)
     assert outcome.completed
     assert visited[0] == "Task_Enrolment" and visited[-1] == "Task_Day28FollowUp"
     assert outcome.data["coi_assignment"] == {"coi": COI}
     assert outcome.data["qc"]["result"] == "pass"
+    assert outcome.data["bookings"]["manufacturing"]["start"] == "2026-11-25T08:00:00Z"
+
+
+def notified(role: str) -> list[str]:
+    """The messages ``notify`` was called with for ``role`` since the list of calls was last cleared."""
+    return [params["message"] for operator, params in CALLS if operator == "notify" and params["role"] == role]
+
+
+def waits_at_pickup(outcome) -> list:
+    """The timer waits on the wait for the courier pickup."""
+    return [w for w in outcome.waiting_for if w.type == "timer" and w.attached_to == "Event_CourierPickedUp"]
+
+
+WARNING = "Fresh material not picked up 12 h before the booked manufacturing start: collect it now or rebook the slot"
+
+
+@MODES
+def test_logistics_is_warned_when_the_material_has_not_left_12_h_before_the_booked_manufacturing_start(mode):
+    CALLS.clear()
+    _visited, outcome = drive("autologous-car-t.bpmn", TO_PICKUP, mode)
+    assert [call[1] for call in CALLS if call[0] == "slot.book"] == [{"slot_id": ["slot-aph", "slot-mfg"]}]
+    (timer,) = waits_at_pickup(outcome)
+    assert timer.due_at == datetime(2026, 11, 24, 20, 0, tzinfo=UTC)  # the clock starts on the 23rd at 09:00
+    CALLS.clear()
+    drive("autologous-car-t.bpmn", [*TO_PICKUP, ("advance", {"hours": 34, "minutes": 59})], mode)
+    assert WARNING not in notified("logistics")
+    CALLS.clear()
+    journey = [*TO_PICKUP, ("advance", {"hours": 35, "minutes": 1}), *BOOKED_JOURNEY[3:]]
+    _visited, outcome = drive("autologous-car-t.bpmn", journey, mode)
+    assert notified("logistics").count(WARNING) == 1
+    assert outcome.completed, "the warning does not stop the journey"
+
+
+def test_no_warning_once_the_courier_has_picked_the_material_up():
+    CALLS.clear()
+    journey = [*BOOKED_JOURNEY[:4], ("advance", {"days": 3})]
+    _visited, outcome = drive("autologous-car-t.bpmn", journey, "straight")
+    assert WARNING not in notified("logistics")
+    assert not waits_at_pickup(outcome)
+
+
+def test_without_booked_slots_the_warning_uses_the_typed_manufacturing_slot_date():
+    CALLS.clear()
+    _visited, outcome = drive("autologous-car-t.bpmn", AUTOLOGOUS_HAPPY_PATH[:3], "straight")
+    assert [call[1] for call in CALLS if call[0] == "slot.book"] == [{"slot_id": [None, None]}]
+    assert outcome.data["bookings"] == {}
+    (timer,) = waits_at_pickup(outcome)
+    typed = form_data("scheduling.schema.json")["manufacturing_slot_date"]
+    assert timer.due_at == datetime.fromisoformat(typed + "T00:00:00+00:00") - timedelta(hours=12)
 
 
 @MODES

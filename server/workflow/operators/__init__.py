@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.workflow.operators import coi_assign, http, notify, publish
+from server.workflow.operators import coi_assign, http, notify, publish, slot_book
 
 
 @dataclass
@@ -29,6 +29,7 @@ OPERATORS: dict[str, tuple[Operator, str]] = {
     "http": (http.run, http.__doc__ or ""),
     "notify": (notify.run, notify.__doc__ or ""),
     "publish": (publish.run, publish.__doc__ or ""),
+    "slot.book": (slot_book.run, slot_book.__doc__ or ""),
 }
 
 
