@@ -1,11 +1,12 @@
 """Booking under contention: concurrent clients taking the places of capacity-1 slots through two servers.
 
     python -m bench.booking [--clients 64] [--slots 1000] [--therapies 1200] [--servers 2] [--threads 8]
+                            [--options-slots 10000] [--options-bookings 5000] [--options-requests 200]
                             [--backend sqlite|postgresql]
 
 Each backend (SQLite, and PostgreSQL when a server is configured; see bench/_common.py) gets a fresh database,
 seeded through the server's own functions: a treatment centre ``SITE-A`` and a manufacturing site ``MFG-1``, a
-planner of MFG-1 and a coordinator of SITE-A (an API token per client), a diagram that waits for a message
+planner of both and a coordinator of SITE-A (an API token per client), a diagram that waits for a message
 (``bench.overhead``'s journey without user tasks), and ``--slots`` manufacturing slots of one place each at
 MFG-1, hourly from tomorrow, opened by the planner with ``server.workflow.capacity.open_slots`` (an RFC 5545
 recurrence, in runs of ``TETHER_CAPACITY_MAX_OCCURRENCES``). Starting ``--therapies`` therapies one by one
@@ -27,6 +28,13 @@ Afterwards, with the servers stopped, the database is checked: no slot has more 
 capacity, every slot's count of booked places equals its booked bookings, no slot holds more bookings than
 places (a double booking), the bookings the clients were answered 201 for are exactly the booked ones, each
 booked therapy's process data names its slot (``bookings.manufacturing``), and the audit chain verifies.
+
+Then, on a fresh database, ``GET /schedule/options`` is timed for a therapy (``--options-requests`` requests
+after 10 untimed, one at a time, through one server): ``--options-slots`` slots, a third each of apheresis and
+infusion at SITE-A and manufacturing at MFG-1, hourly from tomorrow, of which ``--options-bookings`` are booked
+(the earliest of each kind; the booking rows written in bulk with their slots' counts, as a therapy books one
+place of each kind). The diagram declares lead times (``LEAD_TIMES``); the first chain must start at the
+earliest free collection slot.
 """
 
 from __future__ import annotations
