@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import date, timedelta
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -86,8 +87,33 @@ def _therapy_at_release(served) -> tuple[str, str, str]:
     return therapy["id"], patient, therapy["coi"]
 
 
+def _capacity_booked(served, therapy_id: str) -> str:
+    """A week of MFG-1's manufacturing capacity far ahead (its Monday), the therapy booked on its Tuesday."""
+    today = date.today()
+    monday = today + timedelta(days=7 * 30 - today.weekday())
+    opened = served.api(
+        "planner",
+        "POST",
+        "/capacity",
+        json={
+            "site": "MFG-1",
+            "kind": "manufacturing",
+            "start": f"{monday.isoformat()}T08:00:00Z",
+            "end": f"{monday.isoformat()}T16:00:00Z",
+            "capacity": 2,
+            "recurrence": "FREQ=DAILY;BYDAY=MO,TU,WE,TH,FR;COUNT=5",
+        },
+    )
+    assert opened.status_code == 201, opened.text
+    tuesday = opened.json()["slots"][1]["id"]
+    booked = served.api("coordinator", "POST", f"/therapies/{therapy_id}/bookings", json={"slot_id": tuesday})
+    assert booked.status_code == 201, booked.text
+    return monday.isoformat()
+
+
 def test_main_pages_fit_the_window_and_are_captured(page, new_page, served, shots):
     therapy_id, patient, coi = _therapy_at_release(served)
+    week = _capacity_booked(served, therapy_id)
     page.goto("/login")
     _shoot(page, shots, "login")
 
@@ -130,6 +156,12 @@ def test_main_pages_fit_the_window_and_are_captured(page, new_page, served, shot
     admin.goto("/definitions/autologous_car_t/versions/1")
     expect(admin.locator("[data-diagram]")).to_have_attribute("data-rendered", "true")
     _shoot(admin, shots, "definition-version")
+
+    planner = new_page()
+    log_in(planner, "planner", served.password)
+    planner.goto(f"/capacity?site=MFG-1&week={week}")
+    expect(planner.get_by_test_id("calendar").get_by_role("link")).to_have_count(1)
+    _shoot(planner, shots, "capacity")
 
     auditor = new_page()
     log_in(auditor, "auditor", served.password)
