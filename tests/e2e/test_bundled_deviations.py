@@ -221,3 +221,61 @@ def test_thaw_to_infusion_over_30_minutes_escalates(journey, api, world):
     late, _alerts = escalations(api, world, final)
     assert late == ["Task_RecordInfusion"]
     assert final["waiting_for"][0]["activity_id"] == "Event_Day28"
+
+
+# -- the booked slots ----------------------------------------------------------------------------------------
+NOT_PICKED_UP = (
+    "Fresh material not picked up 12 h before the booked manufacturing start: collect it now or rebook the slot"
+)
+
+
+def notifications(api, world, therapy):
+    """The therapy's notification alerts: (role, message)."""
+    alerts = api.as_(world["auditor"]).get(f"/api/v1/alerts?therapy_id={therapy['id']}").get_json()["items"]
+    return [(a["role"], a["message"]) for a in alerts if a["kind"] == "notification"]
+
+
+def test_logistics_is_warned_when_the_material_has_not_left_12_h_before_the_booked_manufacturing_start(
+    journey, api, world
+):
+    # Collected at once; manufacturing is booked from 2026-11-25 08:00, the clock stands at 2026-11-23 09:00.
+    waiting = journey("autologous_car_t", *COLLECTED)
+    (due,) = [w["due_at"] for w in waiting["waiting_for"] if w["type"] == "timer"]
+    assert due == "2026-11-24T20:00:00Z"
+    assert ("logistics", NOT_PICKED_UP) not in notifications(api, world, waiting)
+    final = journey("autologous_car_t", *COLLECTED, advance(hours=35, minutes=1), message("courier.picked_up"))
+    assert notifications(api, world, final).count(("logistics", NOT_PICKED_UP)) == 1
+    assert final["status"] == "active" and final["waiting_for"][0]["name"] == "shipment.delivered"
+
+
+def test_a_refused_booking_opens_an_incident_and_a_booking_through_the_api_lets_the_therapy_go_on(
+    journey, api, network
+):
+    from ..support.journeys import APHERESIS_WINDOW, MANUFACTURING_WINDOW, complete, free_slot, only_task
+
+    therapy = journey("autologous_car_t", task("Task_Enrolment"))
+    apheresis = free_slot(api, network["admin"], "APH-1", "apheresis", APHERESIS_WINDOW)
+    at_mfg_1 = free_slot(api, network["admin"], "MFG-1", "manufacturing", MANUFACTURING_WINDOW)
+    scheduling = only_task(api, network["coord"], therapy["id"])
+    data = {"apheresis_slot_id": apheresis, "manufacturing_slot_id": at_mfg_1}
+    assert complete(api, network["coord"], scheduling["id"], data).status_code == 200
+    coord = api.as_(network["coord"])
+    held = coord.get(f"/api/v1/therapies/{therapy['id']}").get_json()
+    assert (
+        held["open_tasks"] == [] and coord.get(f"/api/v1/therapies/{therapy['id']}/bookings").get_json()["items"] == []
+    ), "all the places or none"
+    (incident,) = api.as_(network["admin"]).get(f"/api/v1/incidents?therapy_id={therapy['id']}").get_json()["items"]
+    assert incident["activity_id"] == "Task_BookSlots" and f"slot {at_mfg_1} (wrong_site)" in incident["message"]
+    # The coordinator books the chain through the API, MFG-2's slot this time; the retry keeps what is booked.
+    at_mfg_2 = free_slot(api, network["admin"], "MFG-2", "manufacturing", MANUFACTURING_WINDOW)
+    for slot_id in (apheresis, at_mfg_2):
+        booked = coord.post(f"/api/v1/therapies/{therapy['id']}/bookings", json={"slot_id": slot_id})
+        assert booked.status_code == 201, booked.get_json()
+    retried = api.as_(network["admin"]).post(f"/api/v1/incidents/{incident['id']}/retry")
+    assert retried.status_code == 200, retried.get_json()
+    after = coord.get(f"/api/v1/therapies/{therapy['id']}").get_json()
+    assert [t["activity_id"] for t in after["open_tasks"]] == ["Task_Apheresis"]
+    assert {k: v["site"] for k, v in after["data"]["bookings"].items()} == {
+        "apheresis": "APH-1",
+        "manufacturing": "MFG-2",
+    }

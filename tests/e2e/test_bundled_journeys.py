@@ -3,8 +3,11 @@ task taken by the user of its party's site."""
 
 from __future__ import annotations
 
+from server.demo_data import with_slots
+
 from ..integration.conftest import PASSWORD
 from ..scenario_data import ALLOGENEIC_HAPPY_PATH, AUTOLOGOUS_HAPPY_PATH, form_data
+from ..support.journeys import MANUFACTURING_WINDOW, free_chain
 
 # Who takes a task of a role at a site: the world's users (tests/integration/conftest.py) and the network's
 # (tests/e2e/conftest.py); qa is not scoped to sites.
@@ -25,15 +28,20 @@ NETWORK_PARTIES = {"apheresis": "APH-1", "manufacturing": "MFG-2", "logistics": 
 def run_journey(api, world, clock, process_key, journey, parties=None):
     """Start a therapy of ``process_key`` at SITE-A with ``parties`` (``WORLD_PARTIES`` unless given) and take
     the ``journey``'s steps: each task as the user of its role at its site, each message as the integrator,
-    each clock move with the timers it makes due. Returns the therapy as its coordinator then sees it."""
+    each clock move with the timers it makes due. The scheduling task books an apheresis and a manufacturing
+    slot at the therapy's sites (opened by the admin first). Returns the therapy as its coordinator then sees it."""
     coord = api.as_(world["coord"])
+    parties = WORLD_PARTIES if parties is None else parties
+    if any(step[:2] == ("task", "Task_Scheduling") for step in journey):
+        slots = free_chain(api, world["admin"], parties.get("apheresis", "SITE-A"), parties["manufacturing"])
+        journey = with_slots(journey, *slots)
     started = coord.post(
         "/api/v1/therapies",
         json={
             "process_key": process_key,
             "site": "SITE-A",
             "patient": {"reference": "PT-42"},
-            "parties": WORLD_PARTIES if parties is None else parties,
+            "parties": parties,
         },
     )
     assert started.status_code == 201, started.get_json()
@@ -82,9 +90,16 @@ def test_autologous_journey_through_the_api(api, network, clock, bundled):
     final = run_journey(api, network, clock, "autologous_car_t", AUTOLOGOUS_HAPPY_PATH, NETWORK_PARTIES)
     assert final["status"] == "completed", final
     assert final["data"]["coi_assignment"]["coi"] == final["coi"]
+    booked = api.as_(network["coord"]).get(f"/api/v1/therapies/{final['id']}/bookings").get_json()["items"]
+    assert {(b["kind"], b["site"], b["status"]) for b in booked} == {
+        ("apheresis", "APH-1", "booked"),
+        ("manufacturing", "MFG-2", "booked"),
+    }
+    assert final["data"]["bookings"]["manufacturing"]["start"] == MANUFACTURING_WINDOW[0]
     actions = [e["action"] for e in audit_actions(api, network, final["id"])]
     assert actions.count("task.completed") == sum(1 for step in AUTOLOGOUS_HAPPY_PATH if step[0] == "task")
     assert "signature.applied" in actions and "notification.sent" in actions
+    assert actions.count("booking.created") == 2
     by = completed_by(api, network, final["id"])
     assert (by["Task_Enrolment"], by["Task_Apheresis"], by["Task_ReceiveAtManufacturing"], by["Task_QaRelease"]) == (
         "coord",

@@ -99,6 +99,35 @@ def audit_actions(api, world, therapy_id: str) -> list[str]:
     return [e["action"] for e in audit_entries(api, world, therapy_id)]
 
 
+# -- capacity ------------------------------------------------------------------------------------------------
+# The chain an autologous therapy books as the test clock starts (2026-11-23 09:00 UTC): collection on the
+# 24th, manufacturing from the 25th.
+APHERESIS_WINDOW = ("2026-11-24T08:00:00Z", "2026-11-24T12:00:00Z")
+MANUFACTURING_WINDOW = ("2026-11-25T08:00:00Z", "2026-11-26T08:00:00Z")
+
+
+def free_slot(api, token: str, site: str, kind: str, window: tuple[str, str], places: int = 10) -> str:
+    """The id of the slot of ``kind`` at ``site`` over ``window`` (start, end): the open one, or one the token's
+    planner or admin opens with ``places`` places."""
+    listed = api.as_(token).get(f"/api/v1/slots?site={site}&kind={kind}&available=true").get_json()["items"]
+    same = [s["id"] for s in listed if (s["start"], s["end"]) == window]
+    if same:
+        return same[0]
+    body = {"site": site, "kind": kind, "start": window[0], "end": window[1], "capacity": places}
+    opened = api.as_(token).post("/api/v1/capacity", json=body)
+    assert opened.status_code == 201, opened.get_json()
+    return opened.get_json()["slots"][0]["id"]
+
+
+def free_chain(api, token: str, apheresis_site: str, manufacturing_site: str) -> tuple[str, str]:
+    """The apheresis slot at ``apheresis_site`` and the manufacturing slot at ``manufacturing_site`` an
+    autologous therapy books (``APHERESIS_WINDOW``, ``MANUFACTURING_WINDOW``), opened as needed."""
+    return (
+        free_slot(api, token, apheresis_site, "apheresis", APHERESIS_WINDOW),
+        free_slot(api, token, manufacturing_site, "manufacturing", MANUFACTURING_WINDOW),
+    )
+
+
 # -- steps of a scripted journey, in the form of tests/scenario_data.py -------------------------------------
 def task(activity_id: str, **data) -> tuple:
     """Complete the ready task of ``activity_id``, its form filled in as usual and changed by ``data``."""

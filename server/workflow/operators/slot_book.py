@@ -50,5 +50,4 @@ def run(context, params: dict) -> dict:
             bookings.book(therapy, slot, context.actor, reason_code, None)
         except ApiError as refused:
             raise ValueError(f"slot {slot_id} ({refused.code}): {refused.message}") from None
-    # Booking carries the therapy's bookings into its stored process data; the step goes on from there.
-    return dict((therapy.data or {}).get("bookings") or {})
+    return bookings.process_value(therapy.id)
