@@ -71,6 +71,13 @@ class NotWaiting(EngineError):
     code = "not_waiting"
 
 
+class NotMigratable(EngineError):
+    """An instance cannot move to another version: an open activity has no counterpart there (map it), or a
+    map names an activity that does not exist."""
+
+    code = "not_migratable"
+
+
 class StateCorrupt(EngineError):
     """A stored instance state cannot be restored with its definition."""
 

@@ -29,6 +29,7 @@ from . import events as ev
 from .definition import Definition
 from .errors import (
     EngineError,
+    NotMigratable,
     NotWaiting,
     ProcessDataRejected,
     ScriptFailed,
@@ -169,6 +170,67 @@ class Runtime:
                 value = (TimerEventDefinition.get_datetime(value) + later).isoformat()
             task._set_internal_data(event_value=value)
         return self._outcome(workflow, [])
+
+    def migrate_from(self, old: Definition, state: Mapping, activity_map: Mapping[str, str] | None = None) -> Outcome:
+        """Move an instance of ``old`` onto this runtime's definition (a later version of the process), from where
+        it stands: every task keeps its id where its element id is the same (or ``activity_map`` maps the old id
+        to the new one), the open ones are taken up again on the new version, and nothing else runs.
+
+        Raises ``NotMigratable`` naming the activity when an open task or waiting event would be left without a
+        counterpart, when the map names an activity either version does not have, or when a subprocess the
+        instance is inside does not exist in the new version. Uses SpiffWorkflow's spec diff and migration.
+        """
+        from SpiffWorkflow.bpmn.util.diff import SpecDiff, WorkflowDiff, migrate_workflow
+
+        from .serialization import spec_registry, state_from_dict
+
+        mapping = dict(activity_map or {})
+        workflow = state_from_dict(state, old.spec, old.subprocess_specs, self._script_engine())
+        for before, after in mapping.items():
+            if before not in workflow.spec.task_specs:
+                raise NotMigratable(f"The activity map names '{before}', which version being left does not have.")
+            if after not in self.definition.spec.task_specs:
+                raise NotMigratable(f"The activity map names '{after}', which the new version does not have.")
+        for sub in workflow.subprocesses.values():
+            if sub.spec.name not in self.definition.subprocess_specs:
+                raise NotMigratable(f"The instance is inside '{sub.spec.name}', which the new version does not have.")
+        new_specs = self.definition.spec.task_specs
+        for before, after in list(mapping.items()):  # what the engine derives from a mapped element follows it
+            for name in workflow.spec.task_specs:
+                if name.startswith(f"{before}.") and f"{after}{name[len(before) :]}" in new_specs:
+                    mapping.setdefault(name, f"{after}{name[len(before) :]}")
+        diff = SpecDiff(spec_registry(), workflow.spec, self.definition.spec)
+        for spec in list(diff.alignment):
+            if spec.name in mapping:
+                diff.alignment[spec] = new_specs[mapping[spec.name]]
+        aligned = WorkflowDiff(workflow, diff)
+        open_states = TaskState.READY | TaskState.WAITING | TaskState.STARTED | TaskState.ERROR
+        for task in aligned.removed:
+            if task.state & open_states and getattr(task.task_spec, "bpmn_id", None):
+                raise NotMigratable(
+                    f"The open activity '{task.task_spec.bpmn_id}' has no counterpart in the new version; map it to "
+                    "one with activity_map.",
+                    element_id=task.task_spec.bpmn_id,
+                )
+        # SpiffWorkflow resets the open tasks onto the new specs; a waiting timer keeps the time it was due.
+        kept = {t.id: dict(t.internal_data) for t in workflow.get_tasks(state=TaskState.WAITING) if t.internal_data}
+        migrate_workflow(aligned, workflow, self.definition.spec)
+        for task_id, internal in kept.items():
+            if task_id in workflow.tasks:
+                workflow.tasks[task_id].internal_data.update(internal)
+        known = set(map(id, new_specs.values()))
+        for task in workflow.get_tasks(skip_subprocesses=True):
+            if id(task.task_spec) not in known:
+                name = getattr(task.task_spec, "bpmn_id", None) or task.task_spec.name.split(".", 1)[0]
+                raise NotMigratable(
+                    f"The instance has passed '{name}', which the new version no longer has; map it to its "
+                    "counterpart with activity_map.",
+                    element_id=getattr(task.task_spec, "bpmn_id", None),
+                )
+        for sub in list(workflow.subprocesses.values()):
+            new_sub = self.definition.subprocess_specs[sub.spec.name]
+            migrate_workflow(WorkflowDiff(sub, SpecDiff(spec_registry(), sub.spec, new_sub)), sub, new_sub)
+        return self._run(workflow, [], lambda: None)
 
     def retry_task(self, state: Mapping, task_id: str) -> Outcome:
         """Run the failed service task ``task_id`` again (and fire whatever timers are due meanwhile)."""

@@ -70,6 +70,11 @@ def spec_from_dict(document: Mapping[str, Any]):
     return spec, subprocess_specs
 
 
+def spec_registry():
+    """The serializer's registry (SpiffWorkflow's spec diff compares specs through it)."""
+    return _SERIALIZER.registry
+
+
 def state_to_dict(workflow) -> dict:
     """The instance state of ``workflow``, JSON-ready, without the spec."""
     dct = _SERIALIZER.to_dict(workflow)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from flask import Response, g, request
+from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import func, select
 
 from server import usecases
 from server.access.auth import require
 from server.api.idempotency import idempotent
+from server.api.schemas import load_json
+from server.inputs import ID_MAX
 from server.store.extensions import db
 from server.store.models import ProcessDefinition, Therapy
+from server.workflow import migrations
 
 from ..errors import BadRequest, NotFound
 from . import bp
+from .filters import whole_number
 from .paging import page
 from .views import definition_version
 
@@ -99,3 +104,40 @@ def get_definition_xml(key: str, version: int):
     if row is None:
         raise NotFound(f"No version {version} of process definition '{key}'.")
     return Response(row.bpmn_xml, mimetype="application/xml")
+
+
+class MigrationSchema(Schema):
+    """POST /process-definitions/{key}/migrations."""
+
+    class Meta:
+        unknown = RAISE
+
+    from_version = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=ID_MAX))
+    to_version = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=ID_MAX))
+    therapy_ids = fields.List(
+        fields.String(validate=validate.Length(min=1, max=36)), load_default=None, allow_none=True
+    )
+    activity_map = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=200)),
+        values=fields.String(validate=validate.Length(min=1, max=200)),
+        load_default=dict,
+    )
+    dry_run = fields.Boolean(load_default=False)
+
+
+@bp.post("/process-definitions/<key>/migrations")
+@require(*usecases.MigrateTherapies.ROLES)
+def migrate_therapies(key: str):
+    """Move running therapies of one version to another (``dry_run`` first: which could move, and why not)."""
+    body = load_json(MigrationSchema())
+    results = usecases.migrate_therapies(usecases.MigrateTherapies(key=key, by=g.user, **body))
+    return {"dry_run": body["dry_run"], "results": results}, 200
+
+
+@bp.get("/process-definitions/<key>/diff")
+@require()
+def version_diff(key: str):
+    """What changed between two versions (``from``, ``to``): element ids added, removed and changed."""
+    old = migrations.version(key, whole_number("from", 1, ID_MAX), "from")
+    new = migrations.version(key, whole_number("to", 1, ID_MAX), "to")
+    return {"from": old.version, "to": new.version, **migrations.spec_diff(old, new)}

@@ -81,7 +81,7 @@ CONFLICT = "Conflict with the current state (or a concurrent change, or an Idemp
 
 def _operations() -> dict[tuple[str, str], Op]:
     """Every /api/v1 operation's declaration (request schemas of single endpoints live beside their views)."""
-    from server.api import admin, alerts, capacity, conditions, corrections, custody, incidents, tokens
+    from server.api import admin, alerts, capacity, conditions, corrections, custody, definitions, incidents, tokens
 
     statuses = {
         "therapies": ["active", "on_hold", "completed", "cancelled", "failed"],
@@ -210,6 +210,18 @@ def _operations() -> dict[tuple[str, str], Op]:
             answer=schemas.BookingItemSchema,
             body=capacity.BookingCancelSchema,
             errors={"409": "The booking was moved or cancelled already (not_booked)"},
+        ),
+        ("POST", "/api/v1/process-definitions/{key}/migrations"): Op(
+            answer=schemas.MigrationResultSchema,
+            body=definitions.MigrationSchema,
+            errors={"404": "A chosen therapy does not run on from_version"},
+        ),
+        ("GET", "/api/v1/process-definitions/{key}/diff"): Op(
+            answer=schemas.VersionDiffSchema,
+            query=(
+                ("from", {"type": "integer", "minimum": 1}, "the version compared"),
+                ("to", {"type": "integer", "minimum": 1}, "the version compared with"),
+            ),
         ),
         ("GET", "/api/v1/schedule/options"): Op(
             answer=schemas.ScheduleOptionsSchema,

@@ -729,6 +729,29 @@ class ScheduleOptionsSchema(_Answer):
     next_cursor = fields.String(required=True, allow_none=True)
 
 
+class MigrationOutcomeSchema(_Answer):
+    """Whether one therapy moved (or, in a dry run, could move), and why not."""
+
+    therapy_id = _text()
+    ok = fields.Boolean(required=True)
+    reason = fields.String()
+
+
+class MigrationResultSchema(_Answer):
+    """One result per therapy of the version being left."""
+
+    dry_run = fields.Boolean(required=True)
+    results = fields.List(fields.Nested(MigrationOutcomeSchema), required=True)
+
+
+class VersionDiffSchema(_Answer):
+    """The BPMN elements one version added, removed and changed against another (by element id)."""
+
+    added = fields.List(fields.String(), required=True)
+    removed = fields.List(fields.String(), required=True)
+    changed = fields.List(fields.String(), required=True)
+
+
 SlotPageSchema = page_of(SlotSchema, "SlotPageSchema")
 BlackoutPageSchema = page_of(BlackoutItemSchema, "BlackoutPageSchema")
 BookingPageSchema = page_of(BookingItemSchema, "BookingPageSchema")

@@ -126,10 +126,12 @@ def conflict_for(exc: Exception) -> Conflict | None:
 def unit_of_work() -> Iterator[None]:
     """Run the enclosed writes as one transaction; a concurrent change turns into 409.
 
-    Inside ``enclosing_transaction()`` the writes form a SAVEPOINT instead: an error inside takes back only
-    this unit's writes (and its audit entries), and its post-commit hooks wait for the enclosing commit.
+    Inside ``enclosing_transaction()``, or inside another unit of work (a use case that books a place and
+    records it in the process data, an operator that books inside an engine step), the writes form a SAVEPOINT
+    instead: an error inside takes back only this unit's writes (and its audit entries), and its post-commit
+    hooks wait for the outer commit.
     """
-    if _enclosing.get() is not None:
+    if _enclosing.get() is not None or _after_commit.get() is not None:
         with _savepoint_unit():
             yield
         return

@@ -48,7 +48,7 @@ from .capacity_commands import (
     close_slot,
     open_capacity,
 )
-from .definition_commands import DeployDefinition, deploy_definition
+from .definition_commands import DeployDefinition, MigrateTherapies, deploy_definition, migrate_therapies
 from .incident_commands import ResolveIncident, RetryIncident, resolve_incident, retry_incident
 from .material_commands import RecordCustody, RecordReadings, record_custody, record_readings
 from .network_commands import AddReasonCode, ChangeParties, add_reason_code, change_parties
@@ -105,6 +105,7 @@ HANDLERS: dict[type, Callable[[Any], Any]] = {
     CancelBooking: cancel_booking,
     HoldTherapy: hold_therapy,
     ResumeTherapy: resume_therapy,
+    MigrateTherapies: migrate_therapies,
 }
 
 

@@ -13,7 +13,8 @@ from server.access.auth import can_see_site, check_roles
 from server.errors import Forbidden, Invalid
 from server.store.extensions import db
 from server.store.models import Blackout, Booking, Site, Slot, User
-from server.workflow import bookings, capacity
+from server.store.uow import unit_of_work
+from server.workflow import bookings, capacity, therapies
 
 from .checks import audits_refusals, check_treatment_site, required_text, visible_therapy
 
@@ -169,7 +170,10 @@ def book_slot(command: BookSlot) -> Booking:
     therapy = visible_therapy(command.by, command.therapy_id)
     slot = bookings.get_slot(command.slot_id)
     _may_book(command.by, therapy, slot)
-    return bookings.book(therapy, slot, command.by.username, command.reason_code, command.reason)
+    with unit_of_work():  # the place and the process data's bookings, together
+        booking = bookings.book(therapy, slot, command.by.username, command.reason_code, command.reason)
+        therapies.put_process_value(therapy, "bookings", bookings.process_value(therapy.id), command.by.username)
+    return booking
 
 
 @audits_refusals
@@ -180,4 +184,7 @@ def cancel_booking(command: CancelBooking) -> Booking:
     booking = db.session.get(Booking, command.booking_id)
     if booking is not None and booking.therapy_id == therapy.id:
         _may_book(command.by, therapy, booking.slot)
-    return bookings.cancel(therapy, command.booking_id, command.by.username, command.reason_code, command.reason)
+    with unit_of_work():
+        booking = bookings.cancel(therapy, command.booking_id, command.by.username, command.reason_code, command.reason)
+        therapies.put_process_value(therapy, "bookings", bookings.process_value(therapy.id), command.by.username)
+    return booking

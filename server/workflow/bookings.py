@@ -18,7 +18,7 @@ from server.integration import outbox
 from server.store.extensions import db
 from server.store.models import Booking, Slot, Therapy
 from server.store.uow import rows_changed, unit_of_work
-from server.workflow import reason_codes, therapies
+from server.workflow import reason_codes
 
 # Which party's site holds each kind of capacity a therapy books.
 PARTIES_FOR = {"apheresis": ("apheresis", "treatment"), "manufacturing": ("manufacturing",), "infusion": ("treatment",)}
@@ -124,7 +124,6 @@ def book(therapy: Therapy, slot: Slot, actor: str, reason_code: str | None, reas
         outbox.record_event(
             "booking.moved" if current is not None else "booking.created", therapy, data, actor, reason=reason
         )
-        _carry_into_process(therapy, actor)
     return booking
 
 
@@ -142,7 +141,6 @@ def cancel(therapy: Therapy, booking_id: str, actor: str, reason_code: str, reas
         outbox.record_event(
             "booking.cancelled", therapy, {**booking_item(booking), "reason_code": code}, actor, reason=text
         )
-        _carry_into_process(therapy, actor)
     return booking
 
 
@@ -165,20 +163,18 @@ def _release(
     db.session.expire(booking.slot)
 
 
-def _carry_into_process(therapy: Therapy, actor: str) -> None:
-    """The therapy's booked dates into its process data (``bookings``), where the process goes on from."""
-    if therapy.status not in BOOKABLE:
-        return
-    value = {
+def process_value(therapy_id: str) -> dict:
+    """The therapy's booked places as its process data carries them (``bookings``): kind to slot id, site,
+    start and end."""
+    return {
         b.kind: {
             "slot_id": b.slot_id,
             "site": b.slot.site.code,
             "start": iso(b.slot.start_at),
             "end": iso(b.slot.end_at),
         }
-        for b in booked(therapy.id)
+        for b in booked(therapy_id)
     }
-    therapies.put_process_value(therapy, "bookings", value, actor)
 
 
 def booking_item(booking: Booking) -> dict:

@@ -35,9 +35,9 @@ from server.workflow.operators import call as call_operator
 PROTECTED_KEYS = ("coi", "patient_reference", "site", "bookings")
 
 
-def runtime_for(therapy: Therapy, actor: str) -> Runtime:
-    """A runtime for ``therapy``'s definition version whose service tasks call the registered operators,
-    with the configured limits on scripts, on one command and on the process data."""
+def runtime_for(therapy: Therapy, actor: str, definition_id: str | None = None) -> Runtime:
+    """A runtime for ``therapy``'s definition version (or ``definition_id``'s) whose service tasks call the
+    registered operators, with the configured limits on scripts, on one command and on the process data."""
     context = OperatorContext(therapy=therapy, actor=actor)
     config = current_app.config
 
@@ -46,7 +46,7 @@ def runtime_for(therapy: Therapy, actor: str) -> Runtime:
             return call_operator(operator, context, params)
 
     return Runtime(
-        engine_definition_by_id(therapy.definition_id),
+        engine_definition_by_id(definition_id or therapy.definition_id),
         clock=clock(),
         service_caller=service_caller,
         time_limit=config["SCRIPT_TIME_LIMIT"],
