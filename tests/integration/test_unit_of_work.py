@@ -175,3 +175,21 @@ def test_a_commit_that_bypasses_the_unit_of_work_with_something_staged_is_refuse
         assert chained("stray.append") == [] and events_of("stray.emit") == 0
         db.session.commit()  # once nothing is staged, a plain commit is allowed again
         assert chain_verifies()
+
+
+def test_a_unit_inside_another_joins_it_and_its_failure_takes_back_only_its_own_writes(app, world):
+    from server.store.uow import unit_of_work
+
+    with app.app_context():
+        with unit_of_work():
+            record("outer.first", "test.outer")
+            with pytest.raises(Invalid), unit_of_work():
+                record("inner.failed", "test.inner")
+                raise Invalid("refused inside")
+            with unit_of_work():
+                record("inner.kept", "test.inner")
+            record("outer.last", "test.outer")
+        kept = [chained(a) for a in ("outer.first", "inner.kept", "outer.last")]
+        assert all(len(rows) == 1 for rows in kept) and chained("inner.failed") == []
+        seqs = [rows[0][0] for rows in kept]
+        assert seqs == sorted(seqs)  # chained in the order they were written, in one commit
