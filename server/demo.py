@@ -8,12 +8,17 @@ the user of its role at the site of its party (signing with the demo password wh
 integrator delivers messages and uploads logger readings, the courier and the manufacturing site record the
 handoffs. Therapies are seeded as if started days ago (the engine runs on a clock set back for the seeding),
 so that escalation timers which would have fired by now do fire when the seeding catches up with the present.
+
+The planner of MFG-1 and the admin open weekday capacity from before the oldest therapy to a few weeks ahead
+(``CAPACITY``); each autologous therapy's scheduling task books the first free apheresis slot at its collecting
+site and the first manufacturing slot after it at its manufacturing site, so the recent therapies hold places
+in the weeks to come.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
 from flask import current_app
 from sqlalchemy import select
@@ -22,7 +27,7 @@ from engine.clock import FakeClock
 from server import usecases
 from server.access import accounts
 from server.store.extensions import db
-from server.store.models import Site, TaskRecord, Therapy, User, utcnow
+from server.store.models import Site, Slot, TaskRecord, Therapy, User, utcnow
 from server.workflow import therapies
 
 from .demo_data import ALLOGENEIC_HAPPY_PATH, AUTOLOGOUS_HAPPY_PATH, form_data
@@ -71,6 +76,18 @@ THERAPIES = [
     ("allogeneic", "SITE-B", "PT-B-0102", len(ALLOGENEIC_HAPPY_PATH), 10, AT_MFG_2),
     ("autologous_car_t", "SITE-B", "PT-B-0004", 11, 25, AT_MFG_2 | AT_APH_1),  # return leg warms up: quarantine
 ]
+# Weekday capacity (Monday to Friday) from before the oldest therapy to about four weeks ahead:
+# (site, kind, start and end hour (UTC), places, who opens it).
+CAPACITY = [
+    ("APH-1", "apheresis", 8, 12, 2, "admin"),
+    ("SITE-A", "apheresis", 8, 12, 1, "admin"),
+    ("SITE-B", "apheresis", 8, 12, 1, "admin"),
+    ("MFG-1", "manufacturing", 8, 18, 2, "planner"),
+    ("MFG-2", "manufacturing", 8, 18, 1, "admin"),
+    ("SITE-A", "infusion", 9, 17, 2, "admin"),
+    ("SITE-B", "infusion", 9, 17, 2, "admin"),
+]
+CAPACITY_WEEKS_AHEAD = 4
 # Therapies whose return shipment logs a temperature excursion once seeded.
 EXCURSION_PATIENTS = {"PT-B-0004"}
 # Handoffs recorded (with a scan of the bag label) right after a step of a journey:
@@ -158,10 +175,54 @@ def seed(echo: Callable[[str], None]) -> None:
     echo("Try: curl -H 'Authorization: Bearer <coordinator token>' http://127.0.0.1:5000/api/v1/tasks")
 
 
+def _open_capacity(app) -> None:
+    """Open ``CAPACITY`` by weekly recurrences, from the first weekday after the oldest therapy's start (the
+    clock set back to then) to ``CAPACITY_WEEKS_AHEAD`` weeks from now."""
+    oldest = utcnow() - timedelta(days=max(days_ago for *_rest, days_ago, _parties in THERAPIES) + 1)
+    first = oldest.date() + timedelta(days=1)
+    weeks = (utcnow().date() - first).days // 7 + CAPACITY_WEEKS_AHEAD + 1
+    app.config["CLOCK"] = FakeClock(oldest)
+    for site, kind, start_hour, end_hour, places, planner in CAPACITY:
+        start = datetime.combine(first, time(start_hour), oldest.tzinfo)
+        usecases.open_capacity(
+            usecases.OpenCapacity(
+                site=site,
+                kind=kind,
+                start=start,
+                end=start.replace(hour=end_hour),
+                capacity=places,
+                recurrence=f"FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR;COUNT={5 * weeks}",
+                by=_user(planner),
+            )
+        )
+
+
+def _free_slot(site: str, kind: str, after: datetime) -> Slot:
+    """The first open slot of ``kind`` at ``site`` starting after ``after`` with a place left."""
+    return db.session.execute(
+        select(Slot)
+        .join(Site)
+        .where(Site.code == site, Slot.kind == kind, Slot.status == "open", Slot.start_at > after)
+        .where(Slot.booked < Slot.capacity)
+        .order_by(Slot.start_at)
+        .limit(1)
+    ).scalar_one()
+
+
+def _slots_to_book(therapy: Therapy, now: datetime) -> dict:
+    """The scheduling form's slots: the first free apheresis slot at the collecting site from 12 h on, and the
+    first free manufacturing slot at the manufacturing site from 12 h after the collection."""
+    parties = therapy.parties
+    apheresis = _free_slot(parties["apheresis"], "apheresis", now + timedelta(hours=12))
+    manufacturing = _free_slot(parties["manufacturing"], "manufacturing", apheresis.end_at + timedelta(hours=12))
+    return {"apheresis_slot_id": apheresis.id, "manufacturing_slot_id": manufacturing.id}
+
+
 def _seed_therapies(echo: Callable[[str], None]) -> None:
     app = current_app
     original = app.config.get("CLOCK")
     try:
+        _open_capacity(app)
         for process_key, site, patient, steps, days_ago, parties in THERAPIES:
             clock = FakeClock(utcnow() - timedelta(days=days_ago))
             app.config["CLOCK"] = clock
@@ -244,11 +305,12 @@ def _run_step(therapy_id: str, step: tuple, clock: FakeClock) -> None:
         if task.form is None or task.site is None:  # every user task of the demo's journeys has both
             raise RuntimeError(f"demo task {task.activity_id} has no form to fill in or no site to act")
         signature = {"password": DEMO_PASSWORD, "meaning": task.signature} if task.signature else None
+        booking = task.activity_id == "Task_Scheduling"
         usecases.complete_task(
             usecases.CompleteTask(
                 task_id=task.id,
                 by=_user(_acting(task.role, task.site.code)),
-                data=form_data(task.form, therapy.coi),
+                data=_slots_to_book(therapy, clock()) if booking else form_data(task.form, therapy.coi),
                 signature=signature,
             )
         )
