@@ -42,7 +42,43 @@ STEP_ACTIONS = (
     "therapy.completed",
     "therapy.cancelled",
     "alert.acknowledged",
+    "therapy.parties_changed",
+    "therapy.held",
+    "therapy.resumed",
+    "therapy.migrated",
+    "message.held",
+    "booking.created",
+    "booking.moved",
+    "booking.cancelled",
 )
+
+
+def _why(code: Any, reason: str | None) -> str:
+    return f" ({code}{': ' + reason if reason and reason != code else ''})" if code else ""
+
+
+def _slot(data: dict) -> str:
+    return f"{data.get('kind')} at {data.get('site')}, {data.get('start')}"
+
+
+# How the record says the lifecycle's steps, from each entry's data and reason.
+PLAIN_WORDS: dict[str, Any] = {
+    "therapy.parties_changed": lambda d, r: (
+        "Handed on: "
+        + ", ".join(f"{p} {c.get('from')} -> {c.get('to')}" for p, c in (d.get("changes") or {}).items())
+        + _why(d.get("reason_code"), r)
+    ),
+    "therapy.held": lambda d, r: "Held" + _why(d.get("reason_code"), r),
+    "therapy.resumed": lambda d, r: (
+        f"Resumed after {round((d.get('held_seconds') or 0) / 3600, 1)} h on hold"
+        + (f"; {d.get('messages_kept')} message(s) kept meanwhile" if d.get("messages_kept") else "")
+    ),
+    "therapy.migrated": lambda d, r: f"Moved from version {d.get('from_version')} to {d.get('to_version')}",
+    "message.held": lambda d, r: f"Message {d.get('name')} kept while on hold",
+    "booking.created": lambda d, r: f"Booked {_slot(d)}",
+    "booking.moved": lambda d, r: f"Rebooked {_slot(d)}" + _why(d.get("reason_code"), r),
+    "booking.cancelled": lambda d, r: f"Booking cancelled: {_slot(d)}" + _why(d.get("reason_code"), r),
+}
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -211,6 +247,8 @@ def _step_item(entry: AuditEntry, names: dict[str, str], tasks: dict[str, TaskRe
         name = f"{data.get('role')}: {data.get('message')}"
     elif entry.action == "condition.excursion":
         name = f"{data.get('temperature_c')} °C outside {data.get('range')}"
+    elif entry.action in PLAIN_WORDS:
+        name = PLAIN_WORDS[entry.action](data, entry.reason)
     step = {
         "seq": entry.seq,
         "at": _iso(entry.at),

@@ -102,3 +102,13 @@ def test_a_held_therapy_cannot_be_held_again_but_can_be_cancelled(api, world):
     assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
     ended = _hold(api, world, therapy)
     assert ended.status_code == 409 and ended.get_json()["error"]["code"] == "not_active"
+
+
+def test_the_record_tells_the_hold_and_the_resume_in_plain_words(api, world, clock):
+    therapy = start(api, world["coord"])
+    assert _hold(api, world, therapy, reason="Fever").status_code == 200
+    clock.advance(hours=3)
+    assert _resume(api, world, therapy).status_code == 200
+    record = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}/record.json").get_json()
+    names = [s["name"] for s in record["steps"] if s["action"] in ("therapy.held", "therapy.resumed")]
+    assert names == ["Held (PATIENT_UNWELL: Fever)", "Resumed after 3.0 h on hold"]
