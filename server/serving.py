@@ -42,5 +42,8 @@ def run(host: str, port: int, workers: int, threads: int) -> None:
             "accesslog": "-",
             "timeout": 60,
             "graceful_timeout": 5,
+            # gunicorn's control socket has one default path for every server of a user: servers side by side
+            # (several environments on one machine, the tests) would fight over it. Tether does not use it.
+            "control_socket_disable": True,
         }
     ).run()
