@@ -79,6 +79,12 @@ def windows(start: datetime, end: datetime, recurrence: str | None) -> list[tupl
         raise Invalid(
             f"The recurrence cannot be expanded: {exc}.", code="invalid_recurrence", details={"field": "recurrence"}
         ) from None
+    if not starts:
+        raise Invalid(
+            "The recurrence makes no slot (its COUNT is 0, or its UNTIL lies before the start).",
+            code="invalid_recurrence",
+            details={"field": "recurrence"},
+        )
     if len(starts) > most:
         raise Invalid(
             f"The recurrence makes more than {most} slots; open them in several requests.",

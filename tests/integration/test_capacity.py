@@ -64,6 +64,8 @@ def test_a_planner_opens_a_weekly_recurrence_at_its_own_site(api, network, clock
         ({"recurrence": "FREQ=DAILY"}, 422, "invalid_recurrence"),
         ({"recurrence": "FREQ=DAILY;COUNT=10000"}, 422, "too_many_occurrences"),
         ({"recurrence": "FREQ=SOMETIMES;COUNT=2"}, 422, "invalid_recurrence"),
+        ({"recurrence": "FREQ=DAILY;COUNT=0"}, 422, "invalid_recurrence"),
+        ({"recurrence": "FREQ=DAILY;UNTIL=20000101T000000Z"}, 422, "invalid_recurrence"),
         ({"days": -1}, 422, "slot_in_past"),
         ({"site": "SITE-A"}, 422, "wrong_site_kind"),
         ({"capacity": 0}, 422, "invalid_request"),
