@@ -281,7 +281,7 @@ def test_unknown_operators_are_refused_at_upload_and_every_operator_is_documente
         content_type="multipart/form-data",
     )
     assert answer.status_code == 422 and "ftp" in answer.get_json()["error"]["message"]
-    assert operator_names() == {"coi.assign", "http", "notify", "publish"}
+    assert operator_names() == {"coi.assign", "http", "notify", "publish", "slot.book"}
     documentation = (ROOT / "docs" / "operators.md").read_text()
     for name, (_run, doc) in OPERATORS.items():
         assert f"\n## `{name}`\n" in documentation and "Parameters" in doc, name
