@@ -197,7 +197,7 @@ def _open_capacity(app) -> None:
         )
 
 
-def _free_slot(site: str, kind: str, after: datetime) -> Slot:
+def _free_slot(site: str | None, kind: str, after: datetime) -> Slot:
     """The first open slot of ``kind`` at ``site`` starting after ``after`` with a place left."""
     return db.session.execute(
         select(Slot)
