@@ -20,7 +20,10 @@ from .session import STARTERS, has_role, login_required, page_user
 from .slots import UTILISATION_DAYS, utilisation
 from .therapy_pages import startable
 
-STATUSES = ("active", "completed", "cancelled", "failed")
+STATUSES = ("active", "on_hold", "completed", "cancelled", "failed")
+# How the status filter names each status; "active" lists the held therapies too (marked held), as they are
+# still under way.
+STATUS_NAMES = {"active": "active (held too)", "on_hold": "on hold"}
 LIVE_POLL_SECONDS = 3
 
 
@@ -38,7 +41,9 @@ def dashboard_rows(user, filters: dict) -> tuple[list[dict], Counter]:
     """One row per therapy the user may see (one of their sites takes part in it), newest first, and the count
     of therapies per stage."""
     query = select(Therapy).options(*summary_options())
-    if filters["status"] != "all":
+    if filters["status"] == "active":
+        query = query.where(Therapy.status.in_(("active", "on_hold")))
+    elif filters["status"] != "all":
         query = query.where(Therapy.status == filters["status"])
     if filters["site"]:
         query = query.join(Site).where(Site.code == filters["site"])
@@ -95,6 +100,7 @@ def dashboard():
         filter_sites=party_sites(user),
         filtered_parties=FILTERED_PARTIES,
         statuses=STATUSES,
+        status_names=STATUS_NAMES,
         start_processes=start_processes,
         start_sites=start_sites,
         start_party_sites=party_sites() if start_sites else {},

@@ -98,7 +98,8 @@ def _refused_upload(filename: str, refusal: ApiError):
 @bp.get("/definitions/<key>")
 @login_required()
 def definition(key: str):
-    """One process: its versions with how many therapies run on each."""
+    """One process: its versions with how many therapies run (or wait on hold) on each, and for designers the
+    link to compare each version with the one before and migrate therapies between them."""
     rows = (
         db.session.execute(
             select(ProcessDefinition).where(ProcessDefinition.key == key).order_by(ProcessDefinition.version.desc())
@@ -108,7 +109,13 @@ def definition(key: str):
     )
     if not rows:
         abort(404)
-    return render_template("web/definition.html", key=key, rows=rows, counts=_therapy_counts(key))
+    return render_template(
+        "web/definition.html",
+        key=key,
+        rows=rows,
+        counts=_therapy_counts(key),
+        can_migrate=has_role(session_user(), *usecases.MigrateTherapies.ROLES),
+    )
 
 
 @bp.get("/definitions/<key>/versions/<int:version>")

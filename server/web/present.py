@@ -1,4 +1,5 @@
-"""How values look on the pages: times, due dates, the COI with its check character, the vein-to-vein clock."""
+"""How values look on the pages: times, due dates, the COI with its check character, the vein-to-vein clock, how
+long a therapy has been held."""
 
 from __future__ import annotations
 
@@ -50,6 +51,22 @@ def duration(delta: timedelta) -> str:
     if hours:
         return f"{hours} h {mins} min"
     return f"{mins} min"
+
+
+def short_duration(delta: timedelta) -> str:
+    """A span in its largest units only: '2 d 4 h', '3 h' or '25 min' (for badges)."""
+    minutes = int(abs(delta.total_seconds()) // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    return f"{hours} h" if hours else f"{mins} min"
+
+
+def held_for(therapy: Therapy) -> str:
+    """How long a held therapy has been held ('3 h'); empty when it is not on hold."""
+    since = parse_time(therapy.held_at) if therapy.status == "on_hold" else None
+    return short_duration(now() - since) if since else ""
 
 
 def relative(value) -> str:
@@ -114,5 +131,6 @@ def register(app_or_bp) -> None:
         ("relative", relative),
         ("late", is_late),
         ("eye_readable", eye_readable),
+        ("held_for", held_for),
     ):
         app_or_bp.add_app_template_filter(function, name)

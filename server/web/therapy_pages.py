@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from server import usecases
 from server.access.auth import can_see_site, visible_site_ids
+from server.compliance.record import PLAIN_WORDS
 from server.compliance.signatures import signatures_for
 from server.errors import ApiError, NotFound
 from server.store.extensions import db
@@ -53,7 +54,23 @@ TIMELINE_ACTIONS = {
     "message.refused",
     "task.refused",
     "correction.recorded",
+    "therapy.held",
+    "therapy.resumed",
+    "therapy.migrated",
 }
+
+
+def step_words(entry: AuditEntry) -> str:
+    """A lifecycle step of the timeline (a hold, a resume, a migration, ...) in the record's plain words, with
+    its reason when the words do not already carry it; empty for other steps."""
+    words = PLAIN_WORDS.get(entry.action)
+    if words is None:
+        return ""
+    text = words(entry.data or {}, entry.reason)
+    return f"{text} · reason: {entry.reason}" if entry.reason and entry.reason not in text else text
+
+
+bp.add_app_template_filter(step_words, "step_words")
 
 
 def visible_therapy(therapy_id: str) -> Therapy:
@@ -141,6 +158,7 @@ def therapy_page(therapy_id: str):
     )
     treatment_centre = can_see_site(user, therapy.site_id)
     can_cancel = therapy.status == "active" and treatment_centre and has_role(user, *usecases.CancelTherapy.ROLES)
+    lifecycle_role = treatment_centre and has_role(user, *usecases.HoldTherapy.ROLES)
     can_change = (
         therapy.status in ("active", "on_hold")
         and has_role(user, *usecases.ChangeParties.ROLES)
@@ -161,6 +179,9 @@ def therapy_page(therapy_id: str):
         completed=completed_activities(therapy),
         current=therapy.current_activities or [],
         can_cancel=can_cancel,
+        can_hold=lifecycle_role and therapy.status == "active",
+        can_resume=lifecycle_role and therapy.status == "on_hold",
+        hold_reasons=reasons("hold") if lifecycle_role and therapy.status == "active" else [],
         can_change_parties=can_change,
         changeable=CHANGEABLE,
         party_sites=party_sites() if can_change else {},

@@ -1,4 +1,5 @@
-/* Draws a version's BPMN diagram with bpmn-js (served locally) and marks completed and current steps. */
+/* Draws a version's BPMN diagram with bpmn-js (served locally) and marks completed and current steps, or the
+   elements a version added, removed or changed. */
 (function () {
   "use strict";
 
@@ -45,6 +46,8 @@
           }
           mark(viewer, completed.filter(function (id) { return current.indexOf(id) < 0; }), "tether-done");
           mark(viewer, current, "tether-current");
+          var marks = JSON.parse(container.getAttribute("data-marks") || "{}");
+          Object.keys(marks).forEach(function (name) { mark(viewer, marks[name], "tether-" + name); });
           zoomButtons(container.parentNode, canvas);
           container.setAttribute("data-rendered", "true");
         })
