@@ -70,6 +70,7 @@ class Runtime:
         data_limits: ValueLimits = DEFAULT_LIMITS,
         protected_keys: tuple[str, ...] = (),
         memory_limit_mb: int | None = None,
+        server_value: Callable[[str], Any] | None = None,
     ):
         """Run commands on instances of ``definition``.
 
@@ -77,8 +78,9 @@ class Runtime:
         take (scripts run in a separate process). ``max_steps`` and ``time_budget``: elements one command may
         complete and seconds it may take before it is stopped and undone (``StepBudgetExceeded``).
         ``data_limits``: how large the process data a step leaves may be; ``protected_keys``: process data
-        no step may change once set (``ProcessDataRejected``). ``compact_above``: cut finished history once the
-        task tree holds more tasks (None: never).
+        no step may change once set (``ProcessDataRejected``), unless the step leaves exactly what
+        ``server_value(key)`` says the server holds (a booking operator reporting the places it booked).
+        ``compact_above``: cut finished history once the task tree holds more tasks (None: never).
         """
         spiff_patches.apply()
         self.definition = definition
@@ -89,6 +91,7 @@ class Runtime:
         self.memory_limit_mb = memory_limit_mb
         self.max_steps, self.time_budget = max_steps, time_budget
         self.data_limits, self.protected_keys = data_limits, tuple(protected_keys)
+        self.server_value = server_value
 
     # -- commands -------------------------------------------------------------------------------
     def start(self, data: Mapping[str, Any] | None = None) -> Outcome:
@@ -439,7 +442,12 @@ class Runtime:
             raise ProcessDataRejected(
                 f"The step would leave process data that cannot be stored: {exc.message}", details=exc.details
             ) from None
-        changed = sorted(key for key, value in protected_before.items() if data.get(key, _ABSENT) != value)
+        changed = sorted(
+            key
+            for key, value in protected_before.items()
+            if data.get(key, _ABSENT) != value
+            and (self.server_value is None or data.get(key, _ABSENT) != self.server_value(key))
+        )
         if changed:
             raise ProcessDataRejected(
                 f"The step would change {', '.join(changed)}, which the server set and no step may change.",

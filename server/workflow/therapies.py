@@ -25,7 +25,7 @@ from server.store import audit
 from server.store.extensions import db
 from server.store.models import PARTY_SITE_KINDS, Incident, ProcessDefinition, Site, TaskRecord, Therapy, User
 from server.store.uow import after_commit, savepoint, unit_of_work
-from server.workflow import effects, incidents, parties
+from server.workflow import bookings, effects, incidents, parties
 from server.workflow.definitions import definition_forms, engine_definition_by_id, latest_version
 from server.workflow.operators import OperatorContext
 from server.workflow.operators import call as call_operator
@@ -33,6 +33,8 @@ from server.workflow.operators import call as call_operator
 # Process data the server sets (at start; ``bookings`` as slots are booked); no script, form or message may
 # change it.
 PROTECTED_KEYS = ("coi", "patient_reference", "site", "bookings")
+# What the server holds for a protected key it keeps nowhere else: nothing a step could leave equals it.
+NOT_HELD_HERE = object()
 
 
 def runtime_for(therapy: Therapy, actor: str, definition_id: str | None = None) -> Runtime:
@@ -55,6 +57,7 @@ def runtime_for(therapy: Therapy, actor: str, definition_id: str | None = None) 
         time_budget=float(config["ENGINE_TIME_BUDGET"]),
         data_limits=DEFAULT_LIMITS.with_chars(int(config["MAX_PROCESS_DATA_CHARS"])),
         protected_keys=PROTECTED_KEYS,
+        server_value=lambda key: bookings.process_value(therapy.id) if key == "bookings" else NOT_HELD_HERE,
     )
 
 

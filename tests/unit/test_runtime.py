@@ -145,3 +145,25 @@ def test_cancel_withdraws_open_tasks():
     out = runtime.cancel(out.state, "patient withdrew consent")
     assert types(out) == ["task.cancelled", "therapy.cancelled"]
     assert out.ready_tasks == [] and out.waiting_for == []
+
+
+@pytest.mark.parametrize(("held", "allowed"), [("booked by the server", True), ("something else", False)])
+def test_a_protected_key_may_change_only_to_what_the_server_holds(held, allowed):
+    from engine.errors import ProcessDataRejected
+
+    runtime = Runtime(
+        load_fixture(),
+        service_caller=lambda operator, params, data: "booked by the server",
+        protected_keys=("notified",),
+        server_value=lambda key: held,
+    )
+    out = runtime.start({"notified": "nothing yet"})
+    enrol = out.ready_tasks[0].task_id
+    if allowed:  # the notify task's result lands in the protected key: what the server holds
+        assert (
+            runtime.complete_task(out.state, enrol, {"eligible": True, "patient_initials": "AB"}).data["notified"]
+            == "booked by the server"
+        )
+    else:
+        with pytest.raises(ProcessDataRejected):
+            runtime.complete_task(out.state, enrol, {"eligible": True, "patient_initials": "AB"})
