@@ -81,7 +81,18 @@ CONFLICT = "Conflict with the current state (or a concurrent change, or an Idemp
 
 def _operations() -> dict[tuple[str, str], Op]:
     """Every /api/v1 operation's declaration (request schemas of single endpoints live beside their views)."""
-    from server.api import admin, alerts, capacity, conditions, corrections, custody, definitions, incidents, tokens
+    from server.api import (
+        admin,
+        alerts,
+        capacity,
+        conditions,
+        corrections,
+        custody,
+        definitions,
+        incidents,
+        reason_codes,
+        tokens,
+    )
 
     statuses = {
         "therapies": ["active", "on_hold", "completed", "cancelled", "failed"],
@@ -234,6 +245,9 @@ def _operations() -> dict[tuple[str, str], Op]:
                 ("from", _string(format="date-time"), "chains starting after (default: now)"),
                 ("limit", {"type": "integer", "minimum": 1, "maximum": 20}, "how many chains (default 5)"),
             ),
+        ),
+        ("PATCH", "/api/v1/reason-codes/{kind}/{code}"): Op(
+            answer=schemas.ReasonCodeItemSchema, body=reason_codes.ReasonCodeChangeSchema
         ),
         ("GET", "/api/v1/reason-codes"): Op(
             answer=schemas.ReasonCodePageSchema,

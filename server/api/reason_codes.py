@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import g, request
+from marshmallow import RAISE, Schema, fields, validate
 
 from server import usecases
 from server.access.auth import require
@@ -16,11 +17,13 @@ from . import bp
 @bp.get("/reason-codes")
 @require()
 def list_reason_codes():
-    """The active reason codes, of one ``kind`` (cancel, hold, reschedule, reassign) or all."""
+    """The active reason codes, of one ``kind`` (cancel, hold, reschedule, reassign) or all; ``all=true`` adds
+    the retired ones."""
     kind = request.args.get("kind") or None
     if kind is not None:
         reason_codes.check_kind(kind)
-    return {"items": [reason_codes.item(r) for r in reason_codes.listed(kind)], "next_cursor": None}
+    rows = reason_codes.every(kind) if request.args.get("all") == "true" else reason_codes.listed(kind)
+    return {"items": [reason_codes.item(r) for r in rows], "next_cursor": None}
 
 
 @bp.post("/reason-codes")
@@ -33,3 +36,23 @@ def add_reason_code():
         usecases.AddReasonCode(kind=body["kind"], code=body["code"], description=body["description"], by=g.user)
     )
     return reason_codes.item(row), 201
+
+
+class ReasonCodeChangeSchema(Schema):
+    """PATCH /reason-codes/{kind}/{code}."""
+
+    class Meta:
+        unknown = RAISE
+
+    description = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+    active = fields.Boolean(load_default=None)
+
+
+@bp.patch("/reason-codes/<kind>/<code>")
+@require(*usecases.ChangeReasonCode.ROLES)
+@idempotent
+def change_reason_code(kind: str, code: str):
+    """Change a code's description, or retire it (``"active": false``) or bring it back (admin)."""
+    body = load_json(ReasonCodeChangeSchema())
+    row = usecases.change_reason_code(usecases.ChangeReasonCode(kind=kind, code=code, by=g.user, **body))
+    return reason_codes.item(row), 200

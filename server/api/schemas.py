@@ -253,6 +253,7 @@ class ReasonCodeItemSchema(_Answer):
     code = _text()
     kind = _text(validate=validate.OneOf(REASON_KINDS))
     description = _text()
+    active = fields.Boolean(required=True)
 
 
 class TherapySchema(_Answer):

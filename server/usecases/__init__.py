@@ -51,7 +51,14 @@ from .capacity_commands import (
 from .definition_commands import DeployDefinition, MigrateTherapies, deploy_definition, migrate_therapies
 from .incident_commands import ResolveIncident, RetryIncident, resolve_incident, retry_incident
 from .material_commands import RecordCustody, RecordReadings, record_custody, record_readings
-from .network_commands import AddReasonCode, ChangeParties, add_reason_code, change_parties
+from .network_commands import (
+    AddReasonCode,
+    ChangeParties,
+    ChangeReasonCode,
+    add_reason_code,
+    change_parties,
+    change_reason_code,
+)
 from .task_commands import CompleteTask, complete_task
 from .therapy_commands import (
     CancelTherapy,
@@ -97,6 +104,7 @@ HANDLERS: dict[type, Callable[[Any], Any]] = {
     Redeliver: redeliver,
     ChangeParties: change_parties,
     AddReasonCode: add_reason_code,
+    ChangeReasonCode: change_reason_code,
     OpenCapacity: open_capacity,
     ChangeSlotCapacity: change_slot_capacity,
     CloseSlot: close_slot,

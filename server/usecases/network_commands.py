@@ -40,6 +40,20 @@ class AddReasonCode:
     by: User
 
 
+@dataclass(frozen=True)
+class ChangeReasonCode:
+    """``by`` (an administrator) changes the description of reason code ``code`` of ``kind``, or retires it
+    (``active`` false) or brings it back."""
+
+    ROLES: ClassVar[tuple[str, ...]] = ("admin",)
+
+    kind: str
+    code: str
+    by: User
+    description: str | None = None
+    active: bool | None = None
+
+
 @audits_refusals
 def change_parties(command: ChangeParties) -> Therapy:
     """Change the sites; a coordinator must be of the treatment centre (a planner of a site taking part may
@@ -69,3 +83,11 @@ def add_reason_code(command: AddReasonCode) -> ReasonCode:
     return reason_codes.add(
         command.kind, code, required_text(command.description, "description", 200), command.by.username
     )
+
+
+@audits_refusals
+def change_reason_code(command: ChangeReasonCode) -> ReasonCode:
+    """Change or retire the code; 404 for an unknown one, 422 for an empty description."""
+    check_roles(command.by, command.ROLES)
+    description = None if command.description is None else required_text(command.description, "description", 200)
+    return reason_codes.change(command.kind, command.code, description, command.active, command.by.username)

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from server.errors import Conflict, Invalid
+from server.errors import Conflict, Invalid, NotFound
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import REASON_KINDS, ReasonCode
@@ -47,6 +47,14 @@ def listed(kind: str | None = None) -> list[ReasonCode]:
     return list(db.session.execute(query).scalars())
 
 
+def every(kind: str | None = None) -> list[ReasonCode]:
+    """Every code (of ``kind``), retired ones too, by kind and code: what an administrator manages."""
+    query = select(ReasonCode).order_by(ReasonCode.kind, ReasonCode.code)
+    if kind is not None:
+        query = query.where(ReasonCode.kind == kind)
+    return list(db.session.execute(query).scalars())
+
+
 def check_kind(kind: Any) -> str:
     """``kind`` when it is one of the reason kinds; 422 naming them otherwise."""
     if kind not in REASON_KINDS:
@@ -73,6 +81,25 @@ def add(kind: str, code: str, description: str, actor: str) -> ReasonCode:
     return row
 
 
+def change(kind: str, code: str, description: str | None, active: bool | None, actor: str) -> ReasonCode:
+    """Change a code's description or retire it (``active`` false: no longer offered or accepted; what was
+    recorded with it stays); audited with old and new values. 404 for an unknown code."""
+    row = db.session.get(ReasonCode, (check_kind(kind), code.strip().upper()))
+    if row is None:
+        raise NotFound(f"No {kind} reason code {code}.", details={"kind": kind, "code": code})
+    with unit_of_work():
+        before = {"description": row.description, "active": row.active}
+        if description is not None:
+            row.description = description.strip()
+        if active is not None:
+            row.active = active
+        after = {"description": row.description, "active": row.active}
+        audit.append(
+            actor, "reason_code.changed", "reason_code", f"{row.kind}:{row.code}", data={"from": before, "to": after}
+        )
+    return row
+
+
 def item(row: ReasonCode) -> dict:
     """A reason code as the API shows it."""
-    return {"code": row.code, "kind": row.kind, "description": row.description}
+    return {"code": row.code, "kind": row.kind, "description": row.description, "active": row.active}

@@ -117,6 +117,9 @@ class Api:
     def post(self, path, json=None, **kw):
         return self.client.post(path, json=json, headers=self._headers(kw.pop("headers", None)), **kw)
 
+    def patch(self, path, json=None, **kw):
+        return self.client.patch(path, json=json, headers=self._headers(kw.pop("headers", None)), **kw)
+
 
 PASSWORD = "correct-horse-9"
 

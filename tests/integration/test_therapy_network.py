@@ -286,3 +286,27 @@ def test_the_record_and_the_detail_name_the_parties_and_the_detail_its_bookings(
     record = api.as_(network["coord"]).get(f"/api/v1/therapies/{therapy['id']}/record.json").get_json()
     assert record["therapy"]["parties"]["manufacturing"] == "MFG-1"
     assert _therapy(api, network["coord"], therapy["id"]).get_json()["bookings"] == []
+
+
+def test_an_administrator_retires_a_reason_code_and_brings_it_back(api, network):
+    url = "/api/v1/reason-codes/reassign/capacity"
+    assert api.as_(network["coord"]).patch(url, json={"active": False}).status_code == 403
+    retired = api.as_(network["admin"]).patch(url, json={"active": False, "description": "No capacity left"})
+    assert retired.status_code == 200 and retired.get_json() == {
+        "code": "CAPACITY",
+        "kind": "reassign",
+        "description": "No capacity left",
+        "active": False,
+    }
+    offered = api.as_(network["coord"]).get("/api/v1/reason-codes?kind=reassign").get_json()["items"]
+    assert "CAPACITY" not in {c["code"] for c in offered}
+    everything = api.as_(network["admin"]).get("/api/v1/reason-codes?kind=reassign&all=true").get_json()["items"]
+    assert "CAPACITY" in {c["code"] for c in everything}
+    therapy = _enrolled(api, network)
+    body = {"manufacturing": "MFG-2", "reason_code": "CAPACITY"}
+    refused = api.as_(network["coord"]).post(f"/api/v1/therapies/{therapy['id']}/parties", json=body)
+    assert refused.status_code == 422 and refused.get_json()["error"]["code"] == "unknown_reason_code"
+    assert api.as_(network["admin"]).patch(url, json={"active": True}).status_code == 200
+    moved = api.as_(network["coord"]).post(f"/api/v1/therapies/{therapy['id']}/parties", json=body)
+    assert moved.status_code == 200
+    assert api.as_(network["admin"]).patch("/api/v1/reason-codes/reassign/nope", json={}).status_code == 404
