@@ -236,6 +236,7 @@ def _operations() -> dict[tuple[str, str], Op]:
         ),
         ("GET", "/api/v1/schedule/options"): Op(
             answer=schemas.ScheduleOptionsSchema,
+            errors={"404": "No such therapy (therapy_id), or not visible to the caller"},
             query=(
                 ("therapy_id", _string(), "plan for this therapy (its process and parties)"),
                 ("process_key", _string(), "or for a planned therapy of this process"),
