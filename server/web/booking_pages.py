@@ -7,14 +7,13 @@ from __future__ import annotations
 from flask import flash, redirect, request, url_for
 
 from server import usecases
-from server.errors import ApiError
 from server.store.extensions import db
 from server.store.models import Slot
 
 from . import bp
 from .session import login_required, page_user
 from .slots import slot_label
-from .therapy_pages import reason_fields, refusal, visible_therapy
+from .therapy_pages import attempt, reason_fields, visible_therapy
 
 
 @bp.post("/therapies/<therapy_id>/bookings")
@@ -27,14 +26,8 @@ def book_slot(therapy_id: str):
     code, reason = reason_fields()
     slot = db.session.get(Slot, slot_id) if slot_id else None
     label = slot_label(slot) if slot is not None else slot_id
-    try:
-        usecases.book_slot(
-            usecases.BookSlot(therapy_id=therapy.id, slot_id=slot_id, by=page_user(), reason_code=code, reason=reason)
-        )
-    except ApiError as exc:
-        db.session.rollback()
-        flash(f"Not booked: {refusal(exc)}", "error")
-    else:
+    command = usecases.BookSlot(therapy_id=therapy.id, slot_id=slot_id, by=page_user(), reason_code=code, reason=reason)
+    if attempt(lambda: usecases.book_slot(command), "Not booked") is not None:
         flash(f"Booked: {label.rsplit(', ', 1)[0]}.", "success")
     return redirect(url_for("web.therapy_page", therapy_id=therapy_id, _anchor="bookings-title"))
 
@@ -45,15 +38,10 @@ def cancel_booking(therapy_id: str, booking_id: str):
     """Cancel one of the therapy's bookings with a cancel reason code, freeing its place."""
     therapy = visible_therapy(therapy_id)
     code, reason = reason_fields()
-    try:
-        cancelled = usecases.cancel_booking(
-            usecases.CancelBooking(
-                therapy_id=therapy.id, booking_id=booking_id, reason_code=code or "", reason=reason, by=page_user()
-            )
-        )
-    except ApiError as exc:
-        db.session.rollback()
-        flash(f"The booking was not cancelled: {refusal(exc)}", "error")
-    else:
+    command = usecases.CancelBooking(
+        therapy_id=therapy.id, booking_id=booking_id, reason_code=code or "", reason=reason, by=page_user()
+    )
+    cancelled = attempt(lambda: usecases.cancel_booking(command), "The booking was not cancelled")
+    if cancelled is not None:
         flash(f"The {cancelled.kind} booking was cancelled; its place is free again.", "success")
     return redirect(url_for("web.therapy_page", therapy_id=therapy_id, _anchor="bookings-title"))

@@ -18,7 +18,7 @@ from server.workflow.capacity import SITE_KINDS_FOR
 from . import bp
 from .session import PLANNERS, login_required, page_user
 from .slots import capacity_sites, slot_label, week, week_start
-from .therapy_pages import refusal
+from .therapy_pages import attempt, refusal
 
 WEEKDAYS = (("MO", "Mon"), ("TU", "Tue"), ("WE", "Wed"), ("TH", "Thu"), ("FR", "Fri"), ("SA", "Sat"), ("SU", "Sun"))
 
@@ -124,14 +124,9 @@ def change_slot_capacity(slot_id: str):
     """Set a slot's places (not below those booked)."""
     slot = _slot(slot_id)
     site, day = slot.site.code, slot.start_at.date()
-    try:
-        changed = usecases.change_slot_capacity(
-            usecases.ChangeSlotCapacity(slot_id=slot_id, capacity=_whole("capacity"), by=page_user())
-        )
-    except ApiError as exc:
-        db.session.rollback()
-        flash(f"The capacity was not changed: {refusal(exc)}", "error")
-    else:
+    command = usecases.ChangeSlotCapacity(slot_id=slot_id, capacity=_whole("capacity"), by=page_user())
+    changed = attempt(lambda: usecases.change_slot_capacity(command), "The capacity was not changed")
+    if changed is not None:
         flash(f"Changed: {slot_label(changed)} of {changed.capacity}.", "success")
     return _back(site, day)
 
@@ -142,12 +137,8 @@ def close_slot(slot_id: str):
     """Close a slot nobody booked."""
     slot = _slot(slot_id)
     site, day, label = slot.site.code, slot.start_at.date(), slot_label(slot)
-    try:
-        usecases.close_slot(usecases.CloseSlot(slot_id=slot_id, by=page_user()))
-    except ApiError as exc:
-        db.session.rollback()
-        flash(f"The slot was not closed: {refusal(exc)}", "error")
-    else:
+    command = usecases.CloseSlot(slot_id=slot_id, by=page_user())
+    if attempt(lambda: usecases.close_slot(command), "The slot was not closed") is not None:
         flash(f"Closed: the {slot.kind} slot {label.rsplit(', ', 1)[0]}.", "success")
     return _back(site, day)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
@@ -221,14 +222,8 @@ def cancel_therapy(therapy_id: str):
     command."""
     therapy = visible_therapy(therapy_id)
     code, reason = reason_fields()
-    try:
-        usecases.cancel_therapy(
-            usecases.CancelTherapy(therapy_id=therapy.id, reason=reason, reason_code=code, by=page_user())
-        )
-    except ApiError as exc:
-        db.session.rollback()
-        flash(f"Not cancelled: {refusal(exc)}", "error")
-    else:
+    command = usecases.CancelTherapy(therapy_id=therapy.id, reason=reason, reason_code=code, by=page_user())
+    if attempt(lambda: usecases.cancel_therapy(command), "Not cancelled") is not None:
         flash("The therapy was cancelled; its open tasks were withdrawn.", "success")
     return redirect(url_for("web.therapy_page", therapy_id=therapy_id))
 
@@ -259,6 +254,20 @@ def reason_fields() -> tuple[str | None, str | None]:
     """The form's reason code and free-text reason, each None when left empty."""
     code, reason = request.form.get("reason_code", "").strip(), request.form.get("reason", "").strip()
     return code or None, reason or None
+
+
+T = TypeVar("T")
+
+
+def attempt(run: Callable[[], T], refused: str) -> T | None:
+    """A page's action: ``run`` the command and return its result; on a refusal roll back what it left open,
+    show ``refused: <the command's reason>`` and return None."""
+    try:
+        return run()
+    except ApiError as exc:
+        db.session.rollback()
+        flash(f"{refused}: {refusal(exc)}", "error")
+        return None
 
 
 def refusal(exc: ApiError) -> str:
