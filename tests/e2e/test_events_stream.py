@@ -16,7 +16,7 @@ import requests
 
 from ..conftest import ROOT
 from ..support.network import free_port
-from ..support.served import tether_cli
+from ..support.served import cli_user, tether_cli
 
 PASSWORD = "long-enough-pw-1"
 
@@ -89,23 +89,8 @@ def served(tmp_path):
     for site in ("SITE-A", "SITE-B"):
         assert tether_cli("site", "add", site, env=env, cwd=tmp_path).returncode == 0
     people = {"coord": ("coordinator", "SITE-A"), "coordb": ("coordinator", "SITE-B"), "courier": ("integrator", None)}
-    for name, (role, site) in people.items():
-        made = tether_cli(
-            "user",
-            "add",
-            name,
-            "--role",
-            role,
-            "--password-stdin",
-            *(["--site", site] if site else []),
-            env=env,
-            cwd=tmp_path,
-            stdin=PASSWORD + "\n",
-        )
-        assert made.returncode == 0, made.stderr
     tokens = {
-        name: tether_cli("token", "create", name, env=env, cwd=tmp_path).stdout.strip().splitlines()[-1]
-        for name in people
+        name: cli_user(name, role, site, PASSWORD, env=env, cwd=tmp_path) for name, (role, site) in people.items()
     }
     log_path = tmp_path / "serve.log"
     with open(log_path, "w") as log:

@@ -18,7 +18,7 @@ from ..conftest import ROOT
 from ..integration.test_two_servers import Server
 from ..support import hostile
 from ..support.journeys import therapy_request
-from ..support.served import database_for, tether_cli
+from ..support.served import cli_user, database_for, tether_cli
 
 pytestmark = pytest.mark.slow
 PASSWORD = "long-enough-pw-1"
@@ -49,21 +49,8 @@ def _prepare(tmp_path: Path, database_url: str) -> tuple[dict, dict]:
     tether_cli("site", "add", "SITE-A", "--name", "Centre A", env=env, cwd=tmp_path, check=True)
     tokens = {}
     for name, role in (("designer", "designer"), ("coord", "coordinator"), ("admin", "admin")):
-        tether_cli(
-            "user",
-            "add",
-            name,
-            "--role",
-            role,
-            "--password-stdin",
-            *(["--site", "SITE-A"] if role == "coordinator" else []),
-            env=env,
-            cwd=tmp_path,
-            stdin=PASSWORD,
-            check=True,
-        )
-        made = tether_cli("token", "create", name, env=env, cwd=tmp_path, check=True)
-        tokens[name] = made.stdout.strip().splitlines()[-1]
+        site = "SITE-A" if role == "coordinator" else None
+        tokens[name] = cli_user(name, role, site, PASSWORD, env=env, cwd=tmp_path)
     return env, tokens
 
 

@@ -14,7 +14,7 @@ import requests
 
 from ..conftest import ROOT
 from ..support.network import free_port
-from ..support.served import tether_cli
+from ..support.served import cli_user, tether_cli
 
 pytestmark = pytest.mark.slow
 
@@ -46,23 +46,11 @@ def served(tmp_path):
     shutil.copy(ROOT / "tests/fixtures/mini.bpmn", tmp_path / "processes" / "mini.bpmn")
     assert tether_cli("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
     assert tether_cli("site", "add", "SITE-A", "--name", "Centre A", env=env, cwd=tmp_path).returncode == 0
-    for name, role in (("coord", "coordinator"), ("courier", "integrator"), ("logi", "logistics")):
-        made = tether_cli(
-            "user",
-            "add",
-            name,
-            "--role",
-            role,
-            "--password-stdin",
-            *(["--site", "SITE-A"] if role != "integrator" else []),
-            env=env,
-            cwd=tmp_path,
-            stdin="long-enough-pw-1\n",
-        )
-        assert made.returncode == 0, made.stderr
     tokens = {
-        name: tether_cli("token", "create", name, env=env, cwd=tmp_path).stdout.strip().splitlines()[-1]
-        for name in ("coord", "courier", "logi")
+        name: cli_user(
+            name, role, None if role == "integrator" else "SITE-A", "long-enough-pw-1", env=env, cwd=tmp_path
+        )
+        for name, role in (("coord", "coordinator"), ("courier", "integrator"), ("logi", "logistics"))
     }
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(

@@ -87,3 +87,22 @@ def database_for(backend: str, tmp_path: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def cli_user(name: str, role: str, site: str | None, password: str, *, env: dict, cwd: Path) -> str:
+    """Add a user (``tether user add``, the password on stdin, scoped to ``site`` when given) and return a new
+    API token for it (``tether token create``); fails the test on an error."""
+    tether_cli(
+        "user",
+        "add",
+        name,
+        "--role",
+        role,
+        "--password-stdin",
+        *(["--site", site] if site else []),
+        env=env,
+        cwd=cwd,
+        stdin=password + "\n",
+        check=True,
+    )
+    return tether_cli("token", "create", name, env=env, cwd=cwd, check=True).stdout.strip().splitlines()[-1]
