@@ -21,7 +21,11 @@ from server.store.uow import rows_changed, unit_of_work
 from server.workflow import reason_codes
 
 # Which party's site holds each kind of capacity a therapy books.
-PARTIES_FOR = {"apheresis": ("apheresis", "treatment"), "manufacturing": ("manufacturing",), "infusion": ("treatment",)}
+PARTIES_FOR = {
+    "apheresis": ("apheresis", "treatment"),
+    "manufacturing": ("manufacturing",),
+    "infusion": ("apheresis", "treatment"),
+}
 BOOKABLE = ("active", "on_hold")
 
 

@@ -266,3 +266,17 @@ def test_schedule_options_chain_free_slots_within_the_declared_lead_times(api, n
 def test_schedule_options_explain_a_wrong_question(api, network, query, code):
     refused = api.as_(network["coord"]).get(f"/api/v1/schedule/options?{query}")
     assert refused.status_code == 422 and refused.get_json()["error"]["code"] == code, refused.get_json()
+
+
+def test_an_infusion_is_booked_at_the_apheresis_or_the_treatment_site(api, network, clock):
+    therapy = _start(api, network["coord"], {"apheresis": "SITE-B"}).get_json()  # collected at another centre
+    at_apheresis = _slot(api, network["admin"], clock, site="SITE-B", kind="infusion")
+    assert _book(api, network["coord"], therapy["id"], at_apheresis["id"]).status_code == 201
+    elsewhere = _start(api, network["coord"]).get_json()  # collected and treated at SITE-A
+    wrong = _book(
+        api,
+        network["coord"],
+        elsewhere["id"],
+        _slot(api, network["admin"], clock, site="SITE-B", kind="infusion", days=4)["id"],
+    )
+    assert wrong.status_code == 422 and wrong.get_json()["error"]["code"] == "wrong_site"
