@@ -106,6 +106,7 @@ SAFE_BUILTINS = (
     "IndexError",
     "KeyError",
     "LookupError",
+    "NameError",
     "RuntimeError",
     "TypeError",
     "ValueError",
@@ -174,7 +175,15 @@ class _Policy(RestrictingNodeTransformer):
 
     # try and with are refused so that no handler, finally or __exit__ runs while the budget's exception
     # unwinds (the tracer is off by then); classes are not needed and would need __metaclass__.
-    visit_Import = visit_ImportFrom = visit_ClassDef = visit_Try = visit_With = _refuse
+    visit_Import = visit_ImportFrom = visit_ClassDef = visit_With = _refuse
+
+    def visit_Try(self, node: ast.Try) -> Any:
+        """Only the default guard: ``try: name`` / ``except NameError: name = constant`` (a variable a diagram
+        may not have set yet, for instance in a therapy moved from an older version). Its body reads one name
+        and its handler catches only NameError, so nothing runs while another exception unwinds."""
+        if _is_default_guard(node):
+            return self.node_contents_visit(node)
+        return self._refuse(node, "Try statements (other than 'try: name' / 'except NameError: name = default') are")
 
     def visit_Name(self, node: ast.Name) -> Any:
         if node.id in _REFUSED_NAMES:
@@ -201,6 +210,31 @@ class _Policy(RestrictingNodeTransformer):
         for new in (call, call.func, call.args[0]):
             copy_locations(new, node)
         return call
+
+
+def _is_default_guard(node: ast.Try) -> bool:
+    """``try: x`` / ``except NameError: x = <constant>`` and nothing else (no else, no finally)."""
+    if node.orelse or node.finalbody or len(node.body) != 1 or len(node.handlers) != 1:
+        return False
+    body, handler = node.body[0], node.handlers[0]
+    if not (isinstance(body, ast.Expr) and isinstance(body.value, ast.Name)):
+        return False
+    if not (isinstance(handler.type, ast.Name) and handler.type.id == "NameError" and handler.name is None):
+        return False
+    return len(handler.body) == 1 and _assigns_constant(handler.body[0], body.value.id)
+
+
+def _assigns_constant(statement: ast.stmt, name: str) -> bool:
+    """``name = <constant, or a list, tuple or dict of constants>``."""
+    if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1):
+        return False
+    target = statement.targets[0]
+    allowed = (ast.Constant, ast.List, ast.Tuple, ast.Dict, ast.Load)
+    return (
+        isinstance(target, ast.Name)
+        and target.id == name
+        and all(isinstance(n, allowed) for n in ast.walk(statement.value))
+    )
 
 
 @functools.lru_cache(maxsize=2048)

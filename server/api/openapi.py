@@ -171,6 +171,14 @@ def _operations() -> dict[tuple[str, str], Op]:
             body_required=False,
             errors={"409": "The therapy is not on hold (not_held)"},
         ),
+        ("POST", "/api/v1/therapies/{therapy_id}/reschedule"): Op(
+            answer=schemas.TherapySchema,
+            body=schemas.RescheduleSchema,
+            errors={
+                "409": "Held (on_hold), ended (not_active), or its diagram does not allow it at the current step "
+                "(not_reschedulable)"
+            },
+        ),
         ("POST", "/api/v1/therapies/{therapy_id}/parties"): Op(
             answer=schemas.TherapySchema,
             body=schemas.ChangePartiesSchema,

@@ -133,6 +133,20 @@ class HoldSchema(Schema):
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
 
 
+class RescheduleSchema(Schema):
+    """POST /therapies/{id}/reschedule."""
+
+    class Meta:
+        unknown = RAISE
+
+    reason_code = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=32),
+        metadata={"description": "a reason code of kind reschedule"},
+    )
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+
+
 class ResumeSchema(Schema):
     """POST /therapies/{id}/resume."""
 
@@ -264,6 +278,10 @@ class TherapySchema(_Answer):
     coi_check = _text(metadata={"description": "ISO/IEC 7064 mod 37-2 check character"})
     status = _text(validate=validate.OneOf(["active", "on_hold", "completed", "cancelled", "failed"]))
     held_since = _moment(nullable=True)
+    reschedulable = fields.Boolean(
+        required=True,
+        metadata={"description": "whether POST .../reschedule can send it back to scheduling now"},
+    )
     stage = _text(nullable=True)
     process = fields.Nested(ProcessRefSchema, required=True)
     site = _text(metadata={"description": "the treatment centre (the treatment party)"})

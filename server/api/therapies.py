@@ -13,6 +13,7 @@ from server.api.schemas import (
     CancelSchema,
     ChangePartiesSchema,
     HoldSchema,
+    RescheduleSchema,
     ResumeSchema,
     StartTherapySchema,
     load_json,
@@ -155,6 +156,18 @@ def resume_therapy(therapy_id: str):
     visible_therapy(g.user, therapy_id)
     body = load_json(ResumeSchema())
     therapy = usecases.resume_therapy(usecases.ResumeTherapy(therapy_id=therapy_id, by=g.user, **body))
+    return therapy_summary(therapy), 200
+
+
+@bp.post("/therapies/<therapy_id>/reschedule")
+@require(*usecases.RescheduleTherapy.ROLES)
+@idempotent
+def reschedule_therapy(therapy_id: str):
+    """Send a therapy back to scheduling (a reason code of kind reschedule), where its diagram allows it; the
+    slots chosen there move its bookings with that code."""
+    visible_therapy(g.user, therapy_id)
+    body = load_json(RescheduleSchema())
+    therapy = usecases.reschedule_therapy(usecases.RescheduleTherapy(therapy_id=therapy_id, by=g.user, **body))
     return therapy_summary(therapy), 200
 
 

@@ -9,6 +9,7 @@ from server.access.auth import sees_patient
 from server.clock import iso
 from server.store.models import ProcessDefinition, TaskRecord, Therapy
 from server.workflow.definitions import definition_forms
+from server.workflow.lifecycle import can_reschedule
 
 
 def definition_version(row: ProcessDefinition) -> dict:
@@ -37,6 +38,7 @@ def therapy_summary(therapy: Therapy) -> dict:
         "parties": therapy.parties,
         "patient": {"reference": therapy.patient_reference} if sees_patient(g.user, therapy) else None,
         "held_since": iso(therapy.held_at),
+        "reschedulable": can_reschedule(therapy),
         "next_due_at": iso(therapy.next_due_at),
         "created_at": iso(therapy.created_at),
         "updated_at": iso(therapy.updated_at),

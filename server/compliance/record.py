@@ -46,6 +46,7 @@ STEP_ACTIONS = (
     "therapy.held",
     "therapy.resumed",
     "therapy.migrated",
+    "therapy.rescheduled",
     "message.held",
     "booking.created",
     "booking.moved",
@@ -74,6 +75,7 @@ PLAIN_WORDS: dict[str, Any] = {
         + (f"; {d.get('messages_kept')} message(s) kept meanwhile" if d.get("messages_kept") else "")
     ),
     "therapy.migrated": lambda d, r: f"Moved from version {d.get('from_version')} to {d.get('to_version')}",
+    "therapy.rescheduled": lambda d, r: "Sent back to scheduling" + _why(d.get("reason_code"), r),
     "message.held": lambda d, r: f"Message {d.get('name')} kept while on hold",
     "booking.created": lambda d, r: f"Booked {_slot(d)}",
     "booking.moved": lambda d, r: f"Rebooked {_slot(d)}" + _why(d.get("reason_code"), r),
@@ -108,29 +110,73 @@ def _completed_tasks(therapy_id: str) -> list[TaskRecord]:
     )
 
 
+# Messages that say the collected material was lost on its way (the bundled autologous diagram's shipment.lost).
+LOSS_MESSAGES = ("shipment.lost",)
+
+
 def _is_collection(task: TaskRecord) -> bool:
+    """A completed collection: its form recorded the collection (a DIN or its end time), or failing that its
+    activity or form is named for apheresis or collection (not the decision on a new collection)."""
+    data = task.data or {}
+    if "din" in data or "collection_completed_at" in data:
+        return True
     names = f"{task.activity_id} {task.form or ''}".lower()
-    return "apheresis" in names or "collect" in names
+    return ("apheresis" in names or "collect" in names) and "recollect" not in names
+
+
+def collections(tasks: list[TaskRecord], entries: list[AuditEntry]) -> list[dict[str, Any]]:
+    """Every collection of the patient's cells, in the order of the audit trail, under the one COI: the material
+    id (the DIN), when it was collected and recorded by whom, and what became of it (accepted or rejected at the
+    manufacturing receipt, lost in transit, or null while on its way)."""
+    by_id = {t.id: t for t in tasks}
+    out: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for entry in sorted(entries, key=lambda e: e.seq):
+        data = entry.data or {}
+        if entry.action == "task.completed":
+            task = by_id.get(data.get("task_id") or entry.subject_id)
+            if task is None:
+                continue
+            recorded = task.data or {}
+            if _is_collection(task):
+                current = {
+                    "number": len(out) + 1,
+                    "material_id": recorded.get("din"),
+                    "collected_at": _iso(_parse_time(recorded.get("collection_completed_at")) or task.completed_at),
+                    "task_id": task.id,
+                    "recorded_by": task.completed_by,
+                    "outcome": None,
+                    "outcome_at": None,
+                    "outcome_reason": None,
+                }
+                out.append(current)
+            elif current is not None and current["outcome"] is None and recorded.get("receipt_decision"):
+                current.update(
+                    outcome=recorded["receipt_decision"],
+                    outcome_at=_iso(task.completed_at),
+                    outcome_reason=recorded.get("rejection_reason"),
+                )
+        elif entry.action == "message.received" and data.get("name") in LOSS_MESSAGES:
+            if current is not None and current["outcome"] is None:
+                current.update(outcome="lost", outcome_at=_iso(entry.at))
+    return out
 
 
 def vein_to_vein(therapy: Therapy, now: datetime | None = None) -> dict[str, Any]:
     """Collection time, infusion time when known, the elapsed vein-to-vein time and the current stage.
 
     Collection is the ``collection_completed_at`` a form recorded, else the completion of the collection
-    (apheresis) task; infusion is the ``infusion_started_at`` a form recorded. Until the infusion the
-    elapsed time runs to ``now``.
+    (apheresis) task; where the patient was collected again, the last collection (the one the product is made
+    from). Infusion is the ``infusion_started_at`` a form recorded. Until the infusion the elapsed time runs to
+    ``now``.
     """
     tasks = _completed_tasks(therapy.id)
     collection_at, source = None, None
-    for task in tasks:
+    for task in reversed([t for t in tasks if _is_collection(t)]):
         collection_at = _parse_time((task.data or {}).get("collection_completed_at"))
-        if collection_at:
-            source = f"form:{task.activity_id}"
-            break
-    if collection_at is None:
-        collected = next((t for t in tasks if _is_collection(t)), None)
-        if collected is not None:
-            collection_at, source = collected.completed_at, f"task:{collected.activity_id}"
+        source = f"form:{task.activity_id}" if collection_at else f"task:{task.activity_id}"
+        collection_at = collection_at or task.completed_at
+        break
     infusion_at = next(
         (moment for moment in (_parse_time((t.data or {}).get("infusion_started_at")) for t in tasks) if moment), None
     )
@@ -328,6 +374,7 @@ def therapy_record(therapy: Therapy, reader: User) -> dict[str, Any]:
             "ended_at": _iso(therapy.ended_at),
         },
         "vein_to_vein": vein_to_vein(therapy),
+        "collections": collections(task_rows, entries),
         "steps": [_step_item(e, names, tasks) for e in entries if e.action in STEP_ACTIONS],
         "tasks": [
             {

@@ -135,6 +135,32 @@ def record_pdf(record: dict[str, Any]) -> bytes:
             ]
         ),
     ]
+    if len(record["collections"]) > 0:
+        story += [
+            Paragraph("Collections (one COI)", heading),
+            _table(
+                ["#", "Material (DIN)", "Collected", "Recorded by", "Outcome"],
+                [
+                    [
+                        c["number"],
+                        c["material_id"] or "-",
+                        c["collected_at"],
+                        c["recorded_by"],
+                        " ".join(
+                            part
+                            for part in (
+                                c["outcome"] or "on its way",
+                                c["outcome_at"] and f"at {c['outcome_at']}",
+                                c["outcome_reason"] and f"({c['outcome_reason']})",
+                            )
+                            if part
+                        ),
+                    ]
+                    for c in record["collections"]
+                ],
+                [0.06, 0.2, 0.22, 0.16, 0.36],
+            ),
+        ]
     story += [
         Paragraph("Steps", heading),
         _table(

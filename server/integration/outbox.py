@@ -35,6 +35,8 @@ PUBLIC_TYPES = frozenset(
         "therapy.parties_changed",
         "therapy.held",
         "therapy.resumed",
+        "therapy.rescheduled",
+        "therapy.migrated",
         "booking.created",
         "booking.moved",
         "booking.cancelled",

@@ -65,6 +65,7 @@ from .therapy_commands import (
     CorrectValue,
     DeliverMessage,
     HoldTherapy,
+    RescheduleTherapy,
     ResumeTherapy,
     StartTherapy,
     StartTherapyByMessage,
@@ -72,6 +73,7 @@ from .therapy_commands import (
     correct_value,
     deliver_message,
     hold_therapy,
+    reschedule_therapy,
     resume_therapy,
     start_therapy,
     start_therapy_by_message,
@@ -113,6 +115,7 @@ HANDLERS: dict[type, Callable[[Any], Any]] = {
     CancelBooking: cancel_booking,
     HoldTherapy: hold_therapy,
     ResumeTherapy: resume_therapy,
+    RescheduleTherapy: reschedule_therapy,
     MigrateTherapies: migrate_therapies,
 }
 

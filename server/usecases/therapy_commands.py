@@ -120,6 +120,19 @@ class ResumeTherapy:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class RescheduleTherapy:
+    """``by`` (of the treatment centre) sends the therapy back to scheduling for ``reason_code`` (kind
+    reschedule) and ``reason``, where its diagram allows it; the new slots move its bookings with that code."""
+
+    ROLES: ClassVar[tuple[str, ...]] = ("coordinator", "admin")
+
+    therapy_id: str
+    reason_code: str
+    by: User
+    reason: str | None = None
+
+
 @audits_refusals
 def start_therapy(command: StartTherapy) -> Therapy:
     """Start the therapy; 403 for a site the caller is not scoped to, 422 for an unknown process or site."""
@@ -210,6 +223,13 @@ def deliver_message(command: DeliverMessage) -> tuple[Therapy, str | None]:
     changed) when the therapy waits for no message of that name.
     """
     check_roles(command.by, command.ROLES)
+    if command.name == lifecycle.RESCHEDULE_MESSAGE:
+        raise Invalid(
+            f"'{command.name}' is sent by POST /api/v1/therapies/{{id}}/reschedule (with a reason code), "
+            "not as a message.",
+            code="reserved_message",
+            details={"field": "name"},
+        )
     if command.therapy_id and command.coi:
         raise Invalid(
             "Name the therapy by one of 'therapy_id' or 'coi', not both.",
@@ -273,3 +293,14 @@ def resume_therapy(command: ResumeTherapy) -> Therapy:
     check_treatment_site(command.by, therapy, "resumes its therapies")
     reason = command.reason.strip() if isinstance(command.reason, str) and command.reason.strip() else None
     return lifecycle.resume(therapy, reason, command.by.username)
+
+
+@audits_refusals
+def reschedule_therapy(command: RescheduleTherapy) -> Therapy:
+    """Send the therapy back to scheduling; 403 for a site other than its treatment centre, 422 for an unknown
+    reason code (or OTHER without a reason), 409 ``on_hold``, ``not_active`` or ``not_reschedulable``."""
+    check_roles(command.by, command.ROLES)
+    therapy = visible_therapy(command.by, command.therapy_id)
+    check_treatment_site(command.by, therapy, "sends its therapies back to scheduling")
+    code, reason = reason_codes.checked("reschedule", command.reason_code, command.reason)
+    return lifecycle.reschedule(therapy, code, reason, command.by.username)

@@ -1,4 +1,5 @@
-"""Holding a therapy and resuming it from its page: the ``HoldTherapy`` and ``ResumeTherapy`` commands."""
+"""Holding a therapy, resuming it and sending it back to scheduling from its page: the ``HoldTherapy``,
+``ResumeTherapy`` and ``RescheduleTherapy`` commands."""
 
 from __future__ import annotations
 
@@ -32,4 +33,19 @@ def resume_therapy(therapy_id: str):
     command = usecases.ResumeTherapy(therapy_id=therapy.id, reason=reason, by=page_user())
     if attempt(lambda: usecases.resume_therapy(command), "Not resumed") is not None:
         flash("The therapy is active again; its clocks go on with the time they had left.", "success")
+    return redirect(url_for("web.therapy_page", therapy_id=therapy_id))
+
+
+@bp.post("/therapies/<therapy_id>/reschedule")
+@login_required(*usecases.RescheduleTherapy.ROLES)
+def reschedule_therapy(therapy_id: str):
+    """Send the therapy back to scheduling with a reschedule reason code (and a reason, needed with OTHER)."""
+    therapy = visible_therapy(therapy_id)
+    code, reason = reason_fields()
+    command = usecases.RescheduleTherapy(therapy_id=therapy.id, reason_code=code or "", reason=reason, by=page_user())
+    if attempt(lambda: usecases.reschedule_therapy(command), "Not sent back to scheduling") is not None:
+        flash(
+            "The therapy is back at scheduling: choose the new slots there; its bookings move with this reason.",
+            "success",
+        )
     return redirect(url_for("web.therapy_page", therapy_id=therapy_id))

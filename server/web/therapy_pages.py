@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from server import usecases
 from server.access.auth import can_see_site, visible_site_ids
+from server.compliance import record
 from server.compliance.record import PLAIN_WORDS
 from server.compliance.signatures import signatures_for
 from server.errors import ApiError, NotFound
@@ -25,6 +26,7 @@ from server.store.models import (
     Therapy,
 )
 from server.usecases import checks
+from server.workflow import lifecycle
 from server.workflow.parties import CHANGEABLE
 
 from . import bp, present
@@ -58,6 +60,7 @@ TIMELINE_ACTIONS = {
     "therapy.held",
     "therapy.resumed",
     "therapy.migrated",
+    "therapy.rescheduled",
 }
 
 
@@ -165,6 +168,7 @@ def therapy_page(therapy_id: str):
         and has_role(user, *usecases.ChangeParties.ROLES)
         and (treatment_centre or has_role(user, "planner"))
     )
+    timeline = _timeline(therapy)
     return render_template(
         "web/therapy.html",
         therapy=therapy,
@@ -175,13 +179,16 @@ def therapy_page(therapy_id: str):
         custody=custody,
         signatures=signatures_for(therapy),
         incidents=incidents,
-        timeline=_timeline(therapy),
+        timeline=timeline,
         v2v=present.vein_to_vein(therapy),
         completed=completed_activities(therapy),
         current=therapy.current_activities or [],
         can_cancel=can_cancel,
         can_hold=lifecycle_role and therapy.status == "active",
         can_resume=lifecycle_role and therapy.status == "on_hold",
+        can_reschedule=lifecycle_role and lifecycle.can_reschedule(therapy),
+        send_back_reasons=reasons("reschedule") if lifecycle_role and lifecycle.can_reschedule(therapy) else [],
+        collections=record.collections(list(tasks), list(timeline)),
         hold_reasons=reasons("hold") if lifecycle_role and therapy.status == "active" else [],
         can_change_parties=can_change,
         changeable=CHANGEABLE,

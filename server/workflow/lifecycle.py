@@ -1,10 +1,17 @@
-"""A therapy's lifecycle beyond its diagram: held (a patient unwell, results awaited) and resumed.
+"""A therapy's lifecycle beyond its diagram: held (a patient unwell, results awaited) and resumed; sent back to
+scheduling.
 
 While held nothing of the therapy moves: no task can be completed (409 ``on_hold``), no timer, escalation or
 retry fires (the scheduler looks only at active therapies), and messages from outside are recorded and kept for
 the resume. Resuming moves every armed timer, and every waiting retry, later by the time the therapy was held,
 so each keeps the time it had left (a 24 h window held for 3 h after 1 h fires 23 h after the resume); then the
 kept messages are delivered in the order they came.
+
+Sending a therapy back to scheduling is a path of its diagram: the diagram catches the message
+``therapy.reschedule`` (a boundary event on the tasks before which the dates may still move, in the bundled
+autologous process the collection) and leads back to its scheduling task; the message carries the reschedule
+reason code, with which the new slots move the therapy's bookings. A therapy whose diagram does not catch it
+there and then cannot be sent back (409 ``not_reschedulable``).
 """
 
 from __future__ import annotations
@@ -67,6 +74,40 @@ def resume(therapy: Therapy, reason: str | None, actor: str) -> Therapy:
         except Conflict:  # no longer awaited: refused and audited by deliver_message, the rest still go in
             db.session.rollback()
             therapy = db.session.get_one(Therapy, therapy_id)
+    return therapy
+
+
+RESCHEDULE_MESSAGE = "therapy.reschedule"
+
+
+def can_reschedule(therapy: Therapy) -> bool:
+    """Whether the therapy can be sent back to scheduling now (active, and its diagram catches the message)."""
+    return therapy.status == "active" and any(
+        w.get("type") == "message" and w.get("name") == RESCHEDULE_MESSAGE for w in therapy.waits or []
+    )
+
+
+def reschedule(therapy: Therapy, reason_code: str, reason: str | None, actor: str) -> Therapy:
+    """Send the therapy back to scheduling (audited, ``therapy.rescheduled``): the diagram takes the message
+    ``therapy.reschedule`` with the reason code, withdraws the tasks it interrupts and opens its scheduling
+    task again. 409 ``on_hold`` (resume it first), ``not_active``, or ``not_reschedulable`` where the diagram
+    does not allow it at the therapy's current step."""
+    if therapy.status == "on_hold":
+        raise Conflict("The therapy is on hold: resume it before sending it back to scheduling.", code="on_hold")
+    if therapy.status != "active":
+        raise Conflict(f"The therapy is {therapy.status}; it is not scheduled again.", code="not_active")
+    if not can_reschedule(therapy):
+        raise Conflict(
+            f"The therapy cannot be sent back to scheduling at its current step ({therapy.stage}): its diagram "
+            f"allows it only where it catches the message '{RESCHEDULE_MESSAGE}' (in the bundled autologous "
+            "process: until the cells are collected). Move a booking instead (POST .../bookings).",
+            code="not_reschedulable",
+            details={"stage": therapy.stage},
+        )
+    payload = {"reason_code": reason_code, "reason": reason, "requested_by": actor}
+    with unit_of_work():
+        therapies.deliver_message(therapy, RESCHEDULE_MESSAGE, payload, actor)
+        outbox.record_event("therapy.rescheduled", therapy, {"reason_code": reason_code}, actor, reason=reason)
     return therapy
 
 

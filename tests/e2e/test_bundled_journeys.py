@@ -27,9 +27,8 @@ NETWORK_PARTIES = {"apheresis": "APH-1", "manufacturing": "MFG-2", "logistics": 
 
 def run_journey(api, world, clock, process_key, journey, parties=None):
     """Start a therapy of ``process_key`` at SITE-A with ``parties`` (``WORLD_PARTIES`` unless given) and take
-    the ``journey``'s steps: each task as the user of its role at its site, each message as the integrator,
-    each clock move with the timers it makes due. The scheduling task books an apheresis and a manufacturing
-    slot at the therapy's sites (opened by the admin first). Returns the therapy as its coordinator then sees it."""
+    the ``journey``'s steps (``take_steps``). The scheduling task books an apheresis and a manufacturing slot at
+    the therapy's sites (opened by the admin first). Returns the therapy as its coordinator then sees it."""
     coord = api.as_(world["coord"])
     parties = WORLD_PARTIES if parties is None else parties
     if any(step[:2] == ("task", "Task_Scheduling") for step in journey):
@@ -45,7 +44,14 @@ def run_journey(api, world, clock, process_key, journey, parties=None):
         },
     )
     assert started.status_code == 201, started.get_json()
-    therapy = started.get_json()
+    return take_steps(api, world, clock, started.get_json(), journey)
+
+
+def take_steps(api, world, clock, therapy: dict, journey: list) -> dict:
+    """Take the ``journey``'s steps in ``therapy``: each task as the user of its role at its site, each message
+    as the integrator, each clock move with the timers it makes due. Returns the therapy as its coordinator
+    then sees it."""
+    coord = api.as_(world["coord"])
     for step in journey:
         if step[0] == "task":
             ready = coord.get(f"/api/v1/therapies/{therapy['id']}").get_json()["open_tasks"]

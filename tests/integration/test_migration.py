@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from server.store.extensions import db
-from server.store.models import AuditEntry
+from server.store.models import AuditEntry, OutboxEvent
 
 from ..conftest import ROOT
 from ..support.journeys import ENROLMENT, complete, fire, only_task, start
@@ -77,6 +77,10 @@ def test_therapies_at_a_task_and_at_a_timer_move_and_finish_on_the_new_version(a
     with app.app_context():
         entries = db.session.execute(select(AuditEntry).where(AuditEntry.action == "therapy.migrated")).scalars().all()
         assert len(entries) == 2 and {e.data["to_version"] for e in entries} == {2}
+        published = db.session.execute(
+            select(OutboxEvent.therapy_id).where(OutboxEvent.type == "therapy.migrated")
+        ).scalars()
+        assert sorted(published) == sorted([at_task["id"], at_timer["id"]])  # integrators hear of each move
 
 
 def test_a_therapy_that_cannot_move_is_left_as_it_was(app, api, world):

@@ -592,7 +592,7 @@ def to_manufacturing_receipt(t):
     t.complete("Task_Apheresis")
     assert t.ready() == [] and t.waiting_messages() == ["courier.picked_up"]
     t.message("courier.picked_up", {"carrier": "Cryo Courier", "tracking": "CC-1"})
-    assert t.waiting_messages() == ["shipment.delivered"]
+    assert t.waiting_messages() == ["shipment.delivered", "shipment.lost"]
     t.message("shipment.delivered", {"tracking": "CC-1", "delivered_at": "2026-11-17T07:50:00Z"})
     assert t.ready() == ["Task_ReceiveAtManufacturing"]
 
@@ -690,18 +690,76 @@ def test_messages_are_refused_out_of_order(clock):
         t.workflow.send_event(BpmnEvent(MessageEventDefinition("shipment.delivered"), {}))
 
 
-def test_material_rejected_at_receipt_ends_the_therapy(clock):
-    t = Therapy(AUTOLOGOUS, clock)
-    to_manufacturing_receipt(t)
+def reject_at_receipt(t):
     t.complete(
         "Task_ReceiveAtManufacturing",
         receipt_decision="rejected",
         bags_intact=False,
         rejection_reason="Bag leaking on arrival",
     )
+
+
+def booked_with(t):
+    """The reason code each ``slot.book`` call was made with, in order."""
+    return [params.get("reason_code") for _task, operator, params in t.services.calls if operator == "slot.book"]
+
+
+def test_material_rejected_at_receipt_then_no_new_collection_ends_the_therapy(clock):
+    t = Therapy(AUTOLOGOUS, clock)
+    to_manufacturing_receipt(t)
+    reject_at_receipt(t)
+    assert t.notifications()[-1] == ("coordinator", "Task_NotifyMaterialRejected")
+    assert t.ready() == ["Task_RecollectionDecision"]
+    t.complete("Task_RecollectionDecision", recollection_decision="end_therapy")
     assert t.workflow.completed
     assert t.reached("EndEvent_MaterialRejected") and not t.reached("EndEvent_TherapyCompleted")
-    assert t.notifications()[-1] == ("coordinator", "Task_NotifyMaterialRejected")
+
+
+def test_rejected_material_is_collected_again_under_the_same_coi_and_the_therapy_completes(clock):
+    t = Therapy(AUTOLOGOUS, clock)
+    to_manufacturing_receipt(t)
+    reject_at_receipt(t)
+    t.complete("Task_RecollectionDecision", recollection_decision="recollect")
+    assert t.ready() == ["Task_Scheduling"]
+    t.complete("Task_Scheduling")
+    t.complete("Task_Apheresis", din="G123498654322")
+    t.message("courier.picked_up", {"carrier": "Cryo Courier", "tracking": "CC-3"})
+    t.message("shipment.delivered", {"tracking": "CC-3"})
+    t.complete("Task_ReceiveAtManufacturing")
+    manufacture_and_test(t, "pass")
+    t.complete("Task_QaRelease")
+    return_and_infuse(t)
+    assert t.workflow.completed and t.reached("EndEvent_TherapyCompleted")
+    assert [c for c in t.services.calls if c[1] == "coi.assign"] == [("Task_AssignCoi", "coi.assign", {})]
+    assert booked_with(t) == [None, "RECOLLECTION"]  # the second booking moves the first, with its reason
+    assert t.log.count("Task_Apheresis") == 2 and t.workflow.last_task.data["din"] == "G123498654322"
+
+
+def test_material_lost_in_transit_leads_to_the_decision_on_a_new_collection(clock):
+    t = Therapy(AUTOLOGOUS, clock)
+    t.complete("Task_Enrolment")
+    t.complete("Task_Scheduling")
+    t.complete("Task_Apheresis")
+    t.message("courier.picked_up", {"carrier": "Cryo Courier", "tracking": "CC-1"})
+    t.message("shipment.lost", {"tracking": "CC-1", "reason": "Shipper damaged in a road accident"})
+    assert t.ready() == ["Task_RecollectionDecision"] and t.waiting_messages() == []
+    t.advance(hours=25)
+    assert not t.reached("Task_NotifyFreshDeliveryOverdue"), "the lost shipment's delivery clock stopped"
+    t.complete("Task_RecollectionDecision", recollection_decision="recollect")
+    assert t.ready() == ["Task_Scheduling"]
+
+
+def test_sent_back_to_scheduling_before_the_collection_rebooks_with_the_reason(clock):
+    t = Therapy(AUTOLOGOUS, clock)
+    t.complete("Task_Enrolment")
+    t.complete("Task_Scheduling")
+    assert t.ready() == ["Task_Apheresis"] and t.waiting_messages() == ["therapy.reschedule"]
+    t.message("therapy.reschedule", {"reason_code": "PATIENT_REQUEST", "reason": "Family event"})
+    assert t.ready() == ["Task_Scheduling"]
+    t.complete("Task_Scheduling")
+    t.complete("Task_Apheresis")
+    assert booked_with(t) == [None, "PATIENT_REQUEST"]
+    assert t.waiting_messages() == ["courier.picked_up"], "once collected, it is not sent back any more"
 
 
 def test_qc_fail_then_remanufacture_then_pass_completes(clock):
@@ -792,7 +850,7 @@ def test_late_fresh_delivery_escalates_without_interrupting(clock):
     t.advance(hours=2)
     assert t.reached("Task_NotifyFreshDeliveryOverdue") and t.reached("EndEvent_FreshDeliveryEscalated")
     assert t.notifications()[-1] == ("logistics", "Task_NotifyFreshDeliveryOverdue")
-    assert not t.workflow.completed and t.waiting_messages() == ["shipment.delivered"]
+    assert not t.workflow.completed and t.waiting_messages() == ["shipment.delivered", "shipment.lost"]
     t.message("shipment.delivered")
     t.complete("Task_ReceiveAtManufacturing")
     manufacture_and_test(t, "pass")

@@ -55,6 +55,7 @@ PARTIES = {
         "Task_Apheresis": "apheresis",
         "Task_ReceiveAtManufacturing": "manufacturing",
         "Task_QaRelease": "manufacturing",
+        "Task_RecollectionDecision": "treatment",
         "Task_PhysicianDecision": "treatment",
         "Task_QuarantineProduct": "treatment",
         "Task_ExcursionAssessment": "manufacturing",
@@ -141,6 +142,45 @@ def test_autologous_journey_completes(mode):
     assert outcome.data["bookings"]["manufacturing"]["start"] == "2026-11-25T08:00:00Z"
 
 
+REJECTED = {"receipt_decision": "rejected", "bags_intact": False, "rejection_reason": "Bag leaking on arrival"}
+# Collected, shipped, rejected at receipt, collected again under the same COI (a new DIN), then on to infusion.
+RECOLLECTED_JOURNEY = [
+    *BOOKED_JOURNEY[:5],
+    ("task", "Task_ReceiveAtManufacturing", REJECTED),
+    ("task", "Task_RecollectionDecision", {"recollection_decision": "recollect"}),
+    BOOKED_JOURNEY[1],
+    ("task", "Task_Apheresis", {"din": "G123498654322"}),
+    *BOOKED_JOURNEY[3:],
+]
+
+
+@MODES
+def test_rejected_material_is_collected_again_under_the_same_coi(mode):
+    CALLS.clear()
+    visited, outcome = drive("autologous-car-t.bpmn", RECOLLECTED_JOURNEY, mode)
+    assert outcome.completed
+    assert visited.count("Task_Apheresis") == 2 and visited.count("Task_ReceiveAtManufacturing") == 2
+    assert [operator for operator, _ in CALLS].count("coi.assign") == 1
+    assert [params["reason_code"] for operator, params in CALLS if operator == "slot.book"] == [None, "RECOLLECTION"]
+    assert outcome.data["coi_assignment"] == {"coi": COI} and outcome.data["din"] == "G123498654322"
+
+
+@MODES
+def test_sent_back_to_scheduling_before_the_collection(mode):
+    CALLS.clear()
+    journey = [
+        *BOOKED_JOURNEY[:2],
+        ("message", "therapy.reschedule", {"reason_code": "PATIENT_REQUEST", "reason": None}),
+        *BOOKED_JOURNEY[1:],
+    ]
+    visited, outcome = drive("autologous-car-t.bpmn", journey, mode)
+    assert outcome.completed and visited.count("Task_Scheduling") == 2
+    assert [params["reason_code"] for operator, params in CALLS if operator == "slot.book"] == [
+        None,
+        "PATIENT_REQUEST",
+    ]
+
+
 def notified(role: str) -> list[str]:
     """The messages ``notify`` was called with for ``role`` since the list of calls was last cleared."""
     return [params["message"] for operator, params in CALLS if operator == "notify" and params["role"] == role]
@@ -158,7 +198,9 @@ WARNING = "Fresh material not picked up 12 h before the booked manufacturing sta
 def test_logistics_is_warned_when_the_material_has_not_left_12_h_before_the_booked_manufacturing_start(mode):
     CALLS.clear()
     _visited, outcome = drive("autologous-car-t.bpmn", TO_PICKUP, mode)
-    assert [call[1] for call in CALLS if call[0] == "slot.book"] == [{"slot_id": ["slot-aph", "slot-mfg"]}]
+    assert [call[1] for call in CALLS if call[0] == "slot.book"] == [
+        {"slot_id": ["slot-aph", "slot-mfg"], "reason_code": None}
+    ]
     (timer,) = waits_at_pickup(outcome)
     assert timer.due_at == datetime(2026, 11, 24, 20, 0, tzinfo=UTC)  # the clock starts on the 23rd at 09:00
     CALLS.clear()
@@ -182,7 +224,7 @@ def test_no_warning_once_the_courier_has_picked_the_material_up():
 def test_without_booked_slots_the_warning_uses_the_typed_manufacturing_slot_date():
     CALLS.clear()
     _visited, outcome = drive("autologous-car-t.bpmn", AUTOLOGOUS_HAPPY_PATH[:3], "straight")
-    assert [call[1] for call in CALLS if call[0] == "slot.book"] == [{"slot_id": [None, None]}]
+    assert [call[1] for call in CALLS if call[0] == "slot.book"] == [{"slot_id": [None, None], "reason_code": None}]
     assert outcome.data["bookings"] == {}
     (timer,) = waits_at_pickup(outcome)
     typed = form_data("scheduling.schema.json")["manufacturing_slot_date"]

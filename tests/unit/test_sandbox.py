@@ -173,6 +173,37 @@ def test_hostile_scripts_refused_at_check_time_with_line(script, line):
     assert info.value.line == line
 
 
+DEFAULT_GUARD = "try:\n    rebooking\nexcept NameError:\n    rebooking = None\n"
+
+
+def test_a_variable_not_yet_set_gets_its_default_and_a_set_one_is_kept():
+    check_script(DEFAULT_GUARD)
+    unset: dict = {}
+    assert SandboxEnvironment().execute(DEFAULT_GUARD, unset) is True
+    assert unset == {"rebooking": None}
+    already = {"rebooking": {"reason_code": "PATIENT_REQUEST"}}
+    SandboxEnvironment().execute(DEFAULT_GUARD, already)
+    assert already == {"rebooking": {"reason_code": "PATIENT_REQUEST"}}
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "try:\n    x\nexcept Exception:\n    x = None",  # catches more than a missing name
+        "try:\n    x\nexcept NameError:\n    y = None",  # sets another name
+        "try:\n    x\nexcept NameError:\n    x = f()",  # runs code in the handler
+        "try:\n    f()\nexcept NameError:\n    x = None",  # runs code in the body
+        "try:\n    x\nexcept NameError as e:\n    x = None",
+        "try:\n    x\nexcept NameError:\n    x = None\nfinally:\n    x = 1",
+        "try:\n    x\nexcept NameError:\n    x = None\nelse:\n    x = 1",
+        "try:\n    x\nexcept:\n    x = None",
+    ],
+)
+def test_only_the_default_guard_form_of_try_is_allowed(script):
+    with pytest.raises(UnsafeCode, match="Try statements"):
+        check_script(script)
+
+
 def test_syntax_errors_are_unsafe_code_and_syntax_errors():
     with pytest.raises(UnsafeSyntax) as info:
         check_script("x = 1\nif x\n    y = 2")
