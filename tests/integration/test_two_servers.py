@@ -236,3 +236,56 @@ def test_short_timer_fires_in_a_running_server_and_after_a_restart(tmp_path):
     finally:
         restarted.stop()
     shutil.rmtree(tmp_path / "processes")
+
+
+def test_a_therapy_held_across_a_restart_keeps_the_time_its_window_had_left(tmp_path):
+    """An 8 s escalation window held after 2 s, through a restart of the server and past its original due time:
+    nothing fires while held, and after the resume it fires when the 6 s it had left have run."""
+    diagram = (
+        (FIXTURES / "timers-user-task.bpmn")
+        .read_bytes()
+        .replace(b"<bpmn:timeDuration>PT2H</bpmn:timeDuration>", b"<bpmn:timeDuration>PT8S</bpmn:timeDuration>")
+    )
+    env = _environment(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}", diagram)
+    token, _ids = _prepare(env)
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def escalations(base: str, therapy_id: str) -> list:
+        return requests.get(f"{base}/alerts?therapy_id={therapy_id}", headers=headers, timeout=10).json()["items"]
+
+    def post(base: str, path: str, body: dict) -> dict:
+        answer = requests.post(f"{base}{path}", headers=headers, json=body, timeout=10)
+        assert answer.status_code in (200, 201), answer.text
+        return answer.json()
+
+    server = Server(env, tmp_path, "before")
+    try:
+        server.wait_healthy()
+        body = {"process_key": "timers_user_task", "site": "SITE-A", "patient": {"reference": "PT-1"}}
+        therapy = post(server.base, "/therapies", body)
+        started = time.monotonic()
+        time.sleep(2)
+        held = post(server.base, f"/therapies/{therapy['id']}/hold", {"reason_code": "PATIENT_UNWELL"})
+        assert held["status"] == "on_hold" and held["next_due_at"] is None
+    finally:
+        server.stop()
+    time.sleep(max(0.0, 10 - (time.monotonic() - started)))  # past the original due time, no server running
+    restarted = Server(env, tmp_path, "after")
+    try:
+        restarted.wait_healthy()
+        time.sleep(1.5)
+        assert escalations(restarted.base, therapy["id"]) == [], "nothing fires while the therapy is held"
+        resumed = post(restarted.base, f"/therapies/{therapy['id']}/resume", {})
+        back = time.monotonic()
+        assert resumed["status"] == "active"
+        time.sleep(4)
+        assert escalations(restarted.base, therapy["id"]) == [], "the window has about 6 s left after the resume"
+        while not escalations(restarted.base, therapy["id"]) and time.monotonic() - back < 15:
+            time.sleep(0.1)
+        waited = time.monotonic() - back
+        [alert] = escalations(restarted.base, therapy["id"])
+        assert alert["kind"] == "escalation" and alert["activity_id"] == "Task_Review"
+        assert 5.0 <= waited <= 12.0, f"the escalation fired {waited:.2f} s after the resume"
+    finally:
+        restarted.stop()
+    shutil.rmtree(tmp_path / "processes")
