@@ -4,12 +4,16 @@ collected again under the same COI (a new DIN, the custody chain going on, both 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import select
 
 from server.store.extensions import db
 from server.store.models import OutboxEvent
 
+from ..integration.test_web_lifecycle import _words
+from ..integration.test_web_network import _client, _post, _section, _text
 from ..scenario_data import AUTOLOGOUS_HAPPY_PATH
 from ..support.journeys import free_slot, message, task
 from .test_bundled_journeys import NETWORK_PARTIES, run_journey, take_steps
@@ -226,3 +230,51 @@ def test_material_lost_in_transit_is_collected_again(api, network, clock, bundle
     assert _open(again) == ["Task_Apheresis"]
     record = _record(api, network, therapy["id"])
     assert [(c["material_id"], c["outcome"]) for c in record["collections"]] == [(FIRST_DIN, "lost")]
+
+
+# -- on the web pages ---------------------------------------------------------------------------------------
+def test_a_coordinator_sends_a_therapy_back_to_scheduling_from_its_page(app, api, network, clock, bundled):
+    therapy = run_journey(api, network, clock, "autologous_car_t", SCHEDULED, NETWORK_PARTIES)
+    page_path = f"/therapies/{therapy['id']}"
+    coordinator = _client(app, "coord")
+    offered = _section(_text(coordinator, page_path), "reschedule-title")
+    assert '<option value="PATIENT_REQUEST">' in offered and '<option value="PATIENT_UNWELL">' not in offered
+    assert 'id="reschedule-title"' not in _text(_client(app, "apheresis"), page_path)  # collects, does not treat
+
+    refused = _post(coordinator, f"{page_path}/reschedule", page_path, reason_code="OTHER")
+    assert "Not sent back to scheduling: With the reason code OTHER, say the reason in 'reason'." in refused
+    assert _open(_detail(api, network, therapy["id"])) == ["Task_Apheresis"]
+
+    sent = _post(coordinator, f"{page_path}/reschedule", page_path, reason_code="SITE_CAPACITY", reason="Unit closed")
+    assert "The therapy is back at scheduling" in sent
+    assert 'id="reschedule-title"' not in sent
+    assert "Schedule apheresis and manufacturing slot" in _section(sent, "open-title")
+    assert "Sent back to scheduling (SITE_CAPACITY: Unit closed)" in _words(_section(sent, "timeline-title"))
+
+
+def test_the_therapy_page_lists_each_collection_and_what_became_of_it(app, api, network, clock, bundled):
+    steps = [
+        *SCHEDULED,
+        task("Task_Apheresis", din=FIRST_DIN),
+        message("courier.picked_up", courier="ColdChain"),
+        message("shipment.delivered"),
+        REJECTED,
+        task("Task_RecollectionDecision", recollection_decision="recollect"),
+    ]
+    therapy = run_journey(api, network, clock, "autologous_car_t", steps, NETWORK_PARTIES)
+    take_steps(
+        api,
+        network,
+        clock,
+        therapy,
+        [task("Task_Scheduling", **_later_slots(api, network)), task("Task_Apheresis", din=SECOND_DIN)],
+    )
+    page = _text(_client(app, "coord"), f"/therapies/{therapy['id']}")
+    rows = re.findall(r"<tr data-outcome=\"([^\"]+)\">(.*?)</tr>", _section(page, "collections-title"), re.S)
+    assert [(outcome, _words(cells)) for outcome, cells in rows] == [
+        (
+            "rejected",
+            f"1{FIRST_DIN}2026-11-16T12:40:00Zapheresis Rejected at manufacturing (Bag leaking on arrival)",
+        ),
+        ("on-its-way", f"2{SECOND_DIN}2026-11-16T12:40:00Zapheresis On its way"),
+    ]
