@@ -100,7 +100,11 @@ def drive(diagram: str, journey, mode: str):
     runtime = Runtime(
         definition(diagram), clock=clock, service_caller=services, compact_above=0 if mode == "compacted" else None
     )
-    outcome = runtime.start({"patient_reference": "PT-1"})
+    return take(runtime, clock, runtime.start({"patient_reference": "PT-1"}), journey, through_json)
+
+
+def take(runtime, clock, outcome, journey, through_json: bool):
+    """Take ``journey``'s steps on ``runtime`` from ``outcome``; the activity ids completed and the last outcome."""
     visited = []
 
     def save(state):
@@ -179,6 +183,46 @@ def test_sent_back_to_scheduling_before_the_collection(mode):
         None,
         "PATIENT_REQUEST",
     ]
+
+
+# Version 2 of the bundled autologous diagram: the day-28 wait and follow-up renamed.
+RENAMED = {"Event_Day28": "Event_FollowUpDue", "Task_Day28FollowUp": "Task_FollowUp28"}
+
+
+def version_two():
+    text = (ROOT / "processes" / "autologous-car-t.bpmn").read_text()
+    for before, after in RENAMED.items():
+        text = text.replace(f'"{before}"', f'"{after}"').replace(f">{before}<", f">{after}<")
+    return load_definition(text.encode(), FORMS, OPERATORS)
+
+
+@pytest.mark.parametrize("mode", ["straight", "save-restore"])
+@pytest.mark.parametrize(
+    ("waiting_at", "steps_taken"),
+    [("the collection task", 2), ("the day-28 timer", BOOKED_JOURNEY.index(("advance", {"days": 29})))],
+)
+def test_a_therapy_moves_to_a_new_version_and_completes_there(mode, waiting_at, steps_taken):
+    clock = FakeClock()
+    old = definition("autologous-car-t.bpmn")
+    before = Runtime(old, clock=clock, service_caller=services)
+    _visited, outcome = take(
+        before, clock, before.start({"patient_reference": "PT-1"}), BOOKED_JOURNEY[:steps_taken], mode != "straight"
+    )
+    assert bool(outcome.ready_tasks) == (waiting_at == "the collection task")
+    state = json.loads(json.dumps(outcome.state)) if mode != "straight" else outcome.state
+    runtime = Runtime(version_two(), clock=clock, service_caller=services)
+    moved = runtime.migrate_from(old, state, RENAMED)
+    assert {t.task_id for t in moved.ready_tasks} == {t.task_id for t in outcome.ready_tasks}, "tasks keep their ids"
+    assert [(w.type, w.name if w.type == "message" else w.activity_id) for w in moved.waiting_for] == (
+        [("message", "therapy.reschedule")] if waiting_at == "the collection task" else [("timer", "Event_FollowUpDue")]
+    )
+    rest = [
+        (step[0], RENAMED.get(step[1], step[1]) if step[0] == "task" else step[1], *step[2:])
+        for step in BOOKED_JOURNEY[steps_taken:]
+    ]
+    visited, final = take(runtime, clock, moved, rest, mode != "straight")
+    assert final.completed, waiting_at
+    assert visited[-1] == "Task_FollowUp28"
 
 
 def notified(role: str) -> list[str]:
