@@ -19,7 +19,7 @@ from server.api.schemas import (
     load_json,
 )
 from server.clock import iso
-from server.compliance.record import vein_to_vein
+from server.compliance.record import PLAIN_WORDS, vein_to_vein
 from server.compliance.signatures import signatures_for
 from server.store.extensions import db
 from server.store.models import AuditEntry, Site, TaskRecord, Therapy
@@ -191,7 +191,7 @@ def change_parties(therapy_id: str):
 @require()
 def therapy_timeline(therapy_id: str):
     """The therapy's history in order, from the audit trail (the patient reference withheld from a caller who
-    may not know it)."""
+    may not know it); the lifecycle's steps (holds, reschedules, rebookings, migrations) also in ``words``."""
     therapy = visible_therapy(g.user, therapy_id)
     entries = (
         db.session.execute(select(AuditEntry).where(AuditEntry.therapy_id == therapy.id).order_by(AuditEntry.seq))
@@ -207,6 +207,7 @@ def therapy_timeline(therapy_id: str):
             "reason": e.reason,
             "activity_id": (e.data or {}).get("activity_id"),
             "name": (e.data or {}).get("name"),
+            "words": PLAIN_WORDS[e.action](e.data or {}, e.reason) if e.action in PLAIN_WORDS else None,
             "data": e.data,
         }
         for e in entries

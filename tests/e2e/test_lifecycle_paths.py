@@ -76,6 +76,10 @@ def test_sent_back_to_scheduling_before_the_collection_its_bookings_move_with_th
     assert "Sent back to scheduling (PATIENT_REQUEST: Family event)" in steps
     assert f"Rebooked apheresis at APH-1, {LATER_APHERESIS[0]} (PATIENT_REQUEST: Family event)" not in steps
     assert f"Rebooked apheresis at APH-1, {LATER_APHERESIS[0]} (PATIENT_REQUEST)" in steps
+    timeline = api.as_(network["coord"]).get(f"/api/v1/therapies/{therapy['id']}/timeline").get_json()["items"]
+    assert [i["words"] for i in timeline if i["action"] == "therapy.rescheduled"] == [
+        "Sent back to scheduling (PATIENT_REQUEST: Family event)"
+    ]
     with app.app_context():
         published = db.session.execute(
             select(OutboxEvent.type).where(OutboxEvent.therapy_id == therapy["id"]).order_by(OutboxEvent.id)
