@@ -68,6 +68,8 @@ class ActivityInfo:
     condition_range: tuple[float, float] | None = None
     attached_to: str | None = None
     interrupting: bool = True
+    # For an element that catches a message: the JSON Schema file its payload must satisfy (``payloadSchema``).
+    payload_schema: str | None = None
 
 
 @dataclass
@@ -85,6 +87,9 @@ class DefinitionInfo:
     condition_range: tuple[float, float] | None = None
     # name -> (least, most) seconds between the two steps; see LEAD_TIMES
     lead_times: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # message name -> the JSON Schema file (among ``forms``) its payload must satisfy, for every message whose
+    # catching elements declare ``payloadSchema``
+    message_schemas: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """A JSON-ready copy."""
@@ -111,6 +116,7 @@ class DefinitionInfo:
             forms=list(dct.get("forms", [])),
             condition_range=_range(dct.get("condition_range")),
             lead_times={k: (float(v[0]), float(v[1])) for k, v in dct.get("lead_times", {}).items()},
+            message_schemas=dict(dct.get("message_schemas", {})),
         )
 
 
@@ -136,6 +142,43 @@ class Definition:
         spiff_patches.apply()
         spec, subprocess_specs = spec_from_dict(document)
         return cls(info=info, spec=spec, subprocess_specs=subprocess_specs)
+
+
+@dataclass(frozen=True)
+class MessageCatcher:
+    """An element that waits for a named message: a receive task, an intermediate catch event, a boundary event or
+    a message start event (``starts``: one of the process's own start events, which begins an instance)."""
+
+    name: str
+    activity_id: str
+    starts: bool = False
+
+
+def message_catchers(definition: Definition) -> list[MessageCatcher]:
+    """Every element of ``definition`` that catches a message, in the order of the document."""
+    from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+    from SpiffWorkflow.bpmn.specs.mixins.events.event_types import CatchingEvent
+    from SpiffWorkflow.bpmn.specs.mixins.events.start_event import StartEvent
+
+    found: dict[str, MessageCatcher] = {}
+    top = set(definition.spec.task_specs)
+    specs = [definition.spec, *definition.subprocess_specs.values()]
+    for spec in specs:
+        for name, task_spec in spec.task_specs.items():
+            bpmn_id = getattr(task_spec, "bpmn_id", None)
+            event = getattr(task_spec, "event_definition", None)
+            if bpmn_id is None or bpmn_id in found or not isinstance(task_spec, CatchingEvent):
+                continue
+            if isinstance(event, MessageEventDefinition):
+                starts = isinstance(task_spec, StartEvent) and spec is definition.spec and name in top
+                found[bpmn_id] = MessageCatcher(event.name, bpmn_id, starts)
+    activities = definition.info.activities
+
+    def line(catcher: MessageCatcher) -> tuple[int, str]:
+        activity = activities.get(catcher.activity_id)
+        return (activity.line if activity and activity.line else 0, catcher.activity_id)
+
+    return sorted(found.values(), key=line)
 
 
 def checksum(content: bytes, forms: Mapping[str, bytes] | None = None) -> str:
@@ -321,6 +364,7 @@ class _Checker:
         self, tree, index: dict[str, ElementInfo], info: DefinitionInfo, forms: Mapping[str, dict], operators: set[str]
     ):
         self.tree, self.index, self.info, self.forms, self.operators = tree, index, info, forms, operators
+        self.catchers: list[tuple[str, str, str | None]] = []  # (message name, element id, payloadSchema)
 
     def fail(self, message: str, element_id: str | None):
         raise DefinitionInvalid(message, element_id=element_id, line=self._line(element_id))
@@ -338,6 +382,7 @@ class _Checker:
         self.check_all_code()
         for task_spec in self._all_task_specs(spec, subprocess_specs):
             self.check_task_spec(task_spec)
+        self.check_payload_schemas()
         self.info.messages = sorted(set(self.info.messages))
         self.info.operators = sorted(set(self.info.operators))
         self.info.forms = sorted(set(self.info.forms))
@@ -370,12 +415,68 @@ class _Checker:
             condition_range=condition_range,
             attached_to=element.attached_to if element else None,
             interrupting=element.cancel_activity if element else True,
+            payload_schema=self.payload_schema(task_spec, bpmn_id, props),
         )
         self.check_event_definition(task_spec, bpmn_id)
         if isinstance(task_spec, UserTask):
             self.check_user_task(task_spec, bpmn_id, element, props)
         if isinstance(task_spec, ServiceTask):
             self.check_service_task(task_spec, bpmn_id)
+
+    def payload_schema(self, task_spec, bpmn_id: str, props: Mapping[str, str]) -> str | None:
+        """The ``payloadSchema`` an element declares for the message it catches (a file among the forms), noted
+        for ``check_payload_schemas``; refused on an element that catches no message and for an unknown file."""
+        from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+        from SpiffWorkflow.bpmn.specs.mixins.events.event_types import CatchingEvent
+
+        schema = (props.get("payloadSchema") or "").strip() or None
+        event = getattr(task_spec, "event_definition", None)
+        message = (
+            event.name if isinstance(task_spec, CatchingEvent) and isinstance(event, MessageEventDefinition) else None
+        )
+        if schema and message is None:
+            self.fail(
+                f"{bpmn_id} declares the payloadSchema {schema}, but it catches no message; declare it on the "
+                "receive task or message event that waits for the message.",
+                bpmn_id,
+            )
+        if message is None or any(seen == bpmn_id for _name, seen, _schema in self.catchers):
+            return schema
+        if schema and schema not in self.forms:
+            self.fail(
+                f"{bpmn_id} declares the payloadSchema {schema} for the message '{message}', which was neither "
+                "uploaded with the diagram nor shipped in forms/.",
+                bpmn_id,
+            )
+        self.catchers.append((message, bpmn_id, schema))
+        return schema
+
+    def check_payload_schemas(self) -> None:
+        """One schema per message: every element that catches a message declares the same ``payloadSchema``, or
+        none does (a message reaches every element waiting for it, so it is checked against one schema)."""
+        by_name: dict[str, list[tuple[int, str, str | None]]] = {}
+        for name, bpmn_id, schema in self.catchers:
+            by_name.setdefault(name, []).append((self._line(bpmn_id) or 0, bpmn_id, schema))
+        for name, catchers in sorted(by_name.items()):
+            catchers.sort()
+            declared = {schema for _line, _id, schema in catchers}
+            if len(declared) > 1:
+                first = next(c for c in catchers if c[2] is not None)
+                other = next(c for c in catchers if c[2] != first[2])
+
+                def says(schema: str | None) -> str:
+                    return f"the payloadSchema {schema}" if schema else "no payloadSchema"
+
+                self.fail(
+                    f"The message '{name}' is caught by {first[1]} with {says(first[2])} and by {other[1]} with "
+                    f"{says(other[2])}; every element that catches one message declares the same payloadSchema "
+                    "(or none does).",
+                    other[1],
+                )
+            schema = declared.pop()
+            if schema:
+                self.info.message_schemas[name] = schema
+                self.info.forms.append(schema)
 
     def check_references(self) -> None:
         """Every boundary event sits on an existing activity; every flow joins existing elements."""

@@ -14,6 +14,7 @@ from server.inputs import ID_MAX
 from server.store.extensions import db
 from server.store.models import ProcessDefinition, Therapy
 from server.workflow import migrations
+from server.workflow.definitions import latest_version, version_messages
 
 from ..errors import BadRequest, NotFound
 from . import bp
@@ -104,6 +105,26 @@ def get_definition_xml(key: str, version: int):
     if row is None:
         raise NotFound(f"No version {version} of process definition '{key}'.")
     return Response(row.bpmn_xml, mimetype="application/xml")
+
+
+@bp.get("/process-definitions/<key>/messages")
+@require()
+def definition_messages(key: str):
+    """The messages a version (``version``, default the latest) waits for or starts on, each with its catching
+    element and the JSON Schema its payload must satisfy (null when the diagram declares none)."""
+    number = whole_number("version", 1, ID_MAX)
+    if number is None:
+        row = latest_version(key)
+    else:
+        row = db.session.execute(
+            select(ProcessDefinition).where(ProcessDefinition.key == key, ProcessDefinition.version == number)
+        ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(
+            f"No process definition '{key}'" + (f" version {number}" if number is not None else "") + ".",
+            details={"key": key, "version": number},
+        )
+    return {"key": row.key, "version": row.version, "items": version_messages(row)}
 
 
 class MigrationSchema(Schema):

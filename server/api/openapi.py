@@ -147,6 +147,13 @@ def _operations() -> dict[tuple[str, str], Op]:
         ("GET", "/api/v1/process-definitions"): Op(answer=schemas.DefinitionPageSchema, query=PAGING),
         ("GET", "/api/v1/process-definitions/{key}"): Op(answer=schemas.DefinitionDetailSchema),
         ("GET", "/api/v1/process-definitions/{key}/versions/{version}/bpmn"): Op(answer=XML),
+        ("GET", "/api/v1/process-definitions/{key}/messages"): Op(
+            answer=schemas.DefinitionMessagesSchema,
+            errors={"404": "No such process definition, or no such version of it"},
+            query=(
+                ("version", {"type": "integer", "minimum": 1, "maximum": ID_MAX}, "the version (default: the latest)"),
+            ),
+        ),
         ("POST", "/api/v1/therapies"): Op("201", schemas.TherapySchema, schemas.StartTherapySchema),
         ("GET", "/api/v1/therapies"): Op(
             answer=schemas.TherapyPageSchema,
@@ -323,6 +330,8 @@ def _operations() -> dict[tuple[str, str], Op]:
             errors={
                 "404": "No such therapy (by id or COI), or not visible to the caller",
                 "409": "The therapy waits for no message of that name (audited)",
+                "422": "The payload fails the JSON Schema the diagram declares for the message (invalid_payload, "
+                "audited; details.errors has one error per field), or the request is invalid",
             },
         ),
         ("GET", "/api/v1/alerts"): Op(

@@ -771,6 +771,27 @@ class VersionDiffSchema(_Answer):
     changed = fields.List(fields.String(), required=True)
 
 
+class DefinitionMessageSchema(_Answer):
+    """A message a definition version waits for or starts on, at one catching element."""
+
+    name = _text()
+    activity_id = _text()
+    activity_name = _text()
+    starts_therapy = fields.Boolean(required=True, metadata={"description": "a message start event of the process"})
+    schema_file = _text(nullable=True, metadata={"description": "the payloadSchema file the element declares"})
+    schema = fields.Dict(
+        required=True, allow_none=True, metadata={"description": "the JSON Schema (2020-12) the payload must satisfy"}
+    )
+
+
+class DefinitionMessagesSchema(_Answer):
+    """The messages of one definition version, by catching element in document order."""
+
+    key = _text()
+    version = fields.Integer(required=True)
+    items = fields.List(fields.Nested(DefinitionMessageSchema), required=True)
+
+
 SlotPageSchema = page_of(SlotSchema, "SlotPageSchema")
 BlackoutPageSchema = page_of(BlackoutItemSchema, "BlackoutPageSchema")
 BookingPageSchema = page_of(BookingItemSchema, "BookingPageSchema")

@@ -10,7 +10,7 @@ from flask import current_app
 from sqlalchemy import func, select
 
 from engine.bpmn_xml import as_utf8
-from engine.definition import Definition, DefinitionInfo, checksum, load_definition, parse_form
+from engine.definition import Definition, DefinitionInfo, checksum, load_definition, message_catchers, parse_form
 from engine.errors import DefinitionInvalid
 from engine.values import check_value
 from server.integration import outbox
@@ -120,6 +120,37 @@ def definition_forms(definition_id: str) -> dict:
         row = db.session.get(ProcessDefinition, definition_id)
         forms = _forms[definition_id] = dict(row.forms) if row is not None else {}
     return forms
+
+
+def message_schema(definition_id: str, name: str) -> tuple[str, dict] | None:
+    """The file name and JSON Schema that a message ``name``'s payload must satisfy in a stored version (its
+    catching elements' ``payloadSchema``), or None when the version declares none for it."""
+    file = engine_definition_by_id(definition_id).info.message_schemas.get(name)
+    schema = definition_forms(definition_id).get(file) if file else None
+    return (file, schema) if file and schema is not None else None
+
+
+def version_messages(row: ProcessDefinition) -> list[dict]:
+    """Every message a stored version waits for or starts on, by catching element in document order: its name, the
+    element, whether it starts a therapy, and the payload's JSON Schema (null when none is declared)."""
+    definition = engine_definition(row)
+    activities, schemas = definition.info.activities, definition.info.message_schemas
+    forms = definition_forms(row.id)
+    items = []
+    for catcher in message_catchers(definition):
+        file = schemas.get(catcher.name)
+        activity = activities.get(catcher.activity_id)
+        items.append(
+            {
+                "name": catcher.name,
+                "activity_id": catcher.activity_id,
+                "activity_name": activity.name if activity else catcher.activity_id,
+                "starts_therapy": catcher.starts,
+                "schema_file": file,
+                "schema": forms.get(file) if file else None,
+            }
+        )
+    return items
 
 
 def latest_version(key: str) -> ProcessDefinition | None:

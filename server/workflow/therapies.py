@@ -13,6 +13,7 @@ import jsonschema
 from flask import current_app
 from sqlalchemy import select
 
+from engine.definition import message_catchers
 from engine.errors import EngineError, StepBudgetExceeded
 from engine.events import MessageReceived
 from engine.runtime import Outcome, Runtime
@@ -26,7 +27,7 @@ from server.store.extensions import db
 from server.store.models import PARTY_SITE_KINDS, Incident, ProcessDefinition, Site, TaskRecord, Therapy, User
 from server.store.uow import after_commit, savepoint, unit_of_work
 from server.workflow import bookings, effects, incidents, parties
-from server.workflow.definitions import definition_forms, engine_definition_by_id, latest_version
+from server.workflow.definitions import definition_forms, engine_definition_by_id, latest_version, message_schema
 from server.workflow.operators import OperatorContext
 from server.workflow.operators import call as call_operator
 
@@ -215,6 +216,23 @@ def _start(
             details={"field": "site", "site": site.code, "kind": site.kind},
         )
     sites = parties.requested_sites(site, party_sites)
+    if start_message is not None:  # checked before anything is created
+        check_payload(
+            definition.id,
+            start_message[0],
+            start_message[1],
+            actor,
+            subject=("process_definition", definition.id),
+            activity_id=next(
+                (
+                    c.activity_id
+                    for c in message_catchers(engine_definition_by_id(definition.id))
+                    if c.starts and c.name == start_message[0]
+                ),
+                None,
+            ),
+            site_id=site.id,
+        )
     with unit_of_work():
         coi = next_coi()
         therapy = Therapy(
@@ -360,6 +378,71 @@ def complete_task(
     return therapy
 
 
+def payload_errors(definition_id: str, name: str, payload: Any) -> tuple[str, list[dict]] | None:
+    """Check a message's payload against the JSON Schema its catching elements declare (``payloadSchema``) in a
+    stored version: None when it declares none, else the schema's file name and one error per field, as
+    ``{"field": "payload.<path>", "message"}`` (none when the payload is valid)."""
+    found = message_schema(definition_id, name)
+    if found is None:
+        return None
+    file, schema = found
+    key = (definition_id, file)
+    if key not in _validators:
+        _validators[key] = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    fields: dict[str, str] = {}
+    for error in _validators[key].iter_errors(payload):
+        path = ["payload", *(str(p) for p in error.absolute_path)]
+        if error.validator == "required" and isinstance(error.instance, dict):
+            missing = [p for p in error.validator_value if p not in error.instance and repr(p) in error.message]
+            path += [str(p) for p in missing[:1]]
+        text = error.message if len(error.message) <= 300 else error.message[:297] + "..."
+        fields.setdefault(".".join(path), text)
+    return file, [{"field": field, "message": fields[field]} for field in sorted(fields)]
+
+
+def check_payload(
+    definition_id: str,
+    name: str,
+    payload: Any,
+    actor: str,
+    *,
+    subject: tuple[str, str],
+    activity_id: str | None,
+    therapy_id: str | None = None,
+    site_id: int | None = None,
+) -> None:
+    """Refuse (422 ``invalid_payload``, one error per field, audited as ``message.refused``) a payload that fails
+    its message's declared JSON Schema; nothing else changes. A message without a declared schema passes."""
+    checked = payload_errors(definition_id, name, payload)
+    if checked is None or not checked[1]:
+        return
+    file, errors = checked
+    refused = Invalid(
+        f"The payload of '{name}' does not match its schema {file}; see the fields.",
+        code="invalid_payload",
+        details={
+            "name": name,
+            "activity_id": activity_id,
+            "schema": file,
+            "errors": errors,
+            "fields": {e["field"]: e["message"] for e in errors},
+        },
+    )
+    audit.audit_refusal(
+        actor,
+        "message.refused",
+        subject[0],
+        subject[1],
+        status=refused.status,
+        code=refused.code,
+        message=refused.message,
+        therapy_id=therapy_id,
+        site_id=site_id,
+        data={"name": name, "payload": payload, "reason": "invalid_payload", "schema": file, "errors": errors},
+    )
+    raise refused
+
+
 def deliver_waiting_message(therapy: Therapy, name: str, payload: Any, actor: str) -> bool:
     """Deliver message ``name`` inside the caller's transaction when the therapy waits for it; else False."""
     if therapy.status != "active" or not any(
@@ -393,8 +476,10 @@ def correct_process_value(therapy: Therapy, path: list[str | int], value: Any, a
 
 
 def deliver_message(therapy: Therapy, name: str, payload: Any, actor: str) -> tuple[Therapy, str | None]:
-    """Deliver message ``name``; 409 ``not_waiting`` (audited, nothing else changed) when not awaited. A held
-    therapy keeps the message (audited ``message.held``) and takes it when it resumes; the activity is then None."""
+    """Deliver message ``name``; 409 ``not_waiting`` (audited, nothing else changed) when not awaited, 422
+    ``invalid_payload`` (audited, nothing else changed) when the payload fails the JSON Schema its catching elements
+    declare. A held therapy keeps the message (audited ``message.held``), once its payload passed, and takes it when
+    it resumes; the activity is then None."""
     waiting = [w for w in therapy.waits if w.get("type") == "message" and w.get("name") == name]
     if therapy.status not in ("active", "on_hold") or not waiting:
         refused = Conflict(
@@ -416,6 +501,16 @@ def deliver_message(therapy: Therapy, name: str, payload: Any, actor: str) -> tu
             data={"name": name, "payload": payload, "reason": "not_waiting"},
         )
         raise refused
+    check_payload(
+        therapy.definition_id,
+        name,
+        payload,
+        actor,
+        subject=("therapy", therapy.id),
+        activity_id=waiting[0].get("activity_id"),
+        therapy_id=therapy.id,
+        site_id=therapy.site_id,
+    )
     if therapy.status == "on_hold":
         _keep_for_resume(therapy, name, payload, actor)
         return therapy, None

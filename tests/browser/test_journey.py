@@ -32,7 +32,12 @@ def _complete_current_task(page: Page, served, user: str, coi: str, name: str, s
 
 
 def _messages(served, therapy_id: str, *names: str) -> None:
-    payloads = {"qc.results": {"result": "pass", "report": "QC-1"}}
+    payloads = {
+        "courier.picked_up": {"courier": "ColdChain", "tracking": "CC-1"},
+        "mes.manufacturing_started": {"batch": "B-1"},
+        "mes.manufacturing_completed": {"batch": "B-1"},
+        "qc.results": {"result": "pass", "report": "QC-1"},
+    }
     for name in names:
         answer = served.api(
             "integrator",

@@ -66,7 +66,7 @@ def _therapy_at_release(served) -> tuple[str, str, str]:
     ]
     for step in steps:
         if isinstance(step, str):
-            payload = {"result": "pass"} if step == "qc.results" else {"ref": "R-1"}
+            payload = {"result": "pass"} if step == "qc.results" else {"ref": "R-1", "tracking": "CC-1", "batch": "B-1"}
             answer = served.api(
                 "integrator", "POST", "/messages", json={"name": step, "therapy_id": therapy["id"], "payload": payload}
             )

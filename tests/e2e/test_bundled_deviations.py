@@ -15,7 +15,11 @@ from .test_bundled_journeys import NETWORK_PARTIES, audit_actions, run_journey
 
 # -- the autologous journey in the stretches the cases share ----------------------------------------------
 COLLECTED = [task("Task_Enrolment"), task("Task_Scheduling"), task("Task_Apheresis")]
-TO_RECEIPT = [*COLLECTED, message("courier.picked_up", courier="ColdChain"), message("shipment.delivered")]
+TO_RECEIPT = [
+    *COLLECTED,
+    message("courier.picked_up", courier="ColdChain", tracking="CC-1"),
+    message("shipment.delivered"),
+]
 RECEIVED = task("Task_ReceiveAtManufacturing")
 MANUFACTURE = [message("mes.manufacturing_started", batch="B-1"), message("mes.manufacturing_completed", batch="B-1")]
 TO_QC = [*TO_RECEIPT, RECEIVED, *MANUFACTURE]
@@ -161,7 +165,11 @@ class LateDelivery:
 
 LATE_DELIVERIES = {
     "autologous_fresh_material": LateDelivery(
-        "autologous_car_t", [*COLLECTED, message("courier.picked_up")], 25, RECEIVED, "Task_AwaitFreshDelivery"
+        "autologous_car_t",
+        [*COLLECTED, message("courier.picked_up", tracking="CC-1")],
+        25,
+        RECEIVED,
+        "Task_AwaitFreshDelivery",
     ),
     "allogeneic_product": LateDelivery(
         "allogeneic",
@@ -193,9 +201,9 @@ def test_manufacturing_past_its_planned_duration_escalates(journey, api, world):
         "autologous_car_t",
         *TO_RECEIPT,
         RECEIVED,
-        message("mes.manufacturing_started"),
+        message("mes.manufacturing_started", batch="B-1"),
         advance(days=29),
-        message("mes.manufacturing_completed"),
+        message("mes.manufacturing_completed", batch="B-1"),
     )
     late, alerts = escalations(api, world, final)
     assert late == ["Task_AwaitManufacturingCompleted"] and len(alerts) == 1
@@ -244,7 +252,9 @@ def test_logistics_is_warned_when_the_material_has_not_left_12_h_before_the_book
     (due,) = [w["due_at"] for w in waiting["waiting_for"] if w["type"] == "timer"]
     assert due == "2026-11-24T20:00:00Z"
     assert ("logistics", NOT_PICKED_UP) not in notifications(api, world, waiting)
-    final = journey("autologous_car_t", *COLLECTED, advance(hours=35, minutes=1), message("courier.picked_up"))
+    final = journey(
+        "autologous_car_t", *COLLECTED, advance(hours=35, minutes=1), message("courier.picked_up", tracking="CC-1")
+    )
     assert notifications(api, world, final).count(("logistics", NOT_PICKED_UP)) == 1
     assert final["status"] == "active" and "shipment.delivered" in [w.get("name") for w in final["waiting_for"]]
 

@@ -166,7 +166,7 @@ def test_rejected_material_is_collected_again_under_the_same_coi(api, network, c
     first = [
         *SCHEDULED,
         task("Task_Apheresis", din=FIRST_DIN),
-        message("courier.picked_up", courier="ColdChain"),
+        message("courier.picked_up", courier="ColdChain", tracking="CC-1"),
         message("shipment.delivered"),
     ]
     therapy = run_journey(api, network, clock, "autologous_car_t", first, NETWORK_PARTIES)
@@ -216,7 +216,7 @@ def test_material_lost_in_transit_is_collected_again(api, network, clock, bundle
     lost = [
         *SCHEDULED,
         task("Task_Apheresis", din=FIRST_DIN),
-        message("courier.picked_up", courier="ColdChain"),
+        message("courier.picked_up", courier="ColdChain", tracking="CC-1"),
         message("shipment.lost", reason="Shipper damaged"),
     ]
     therapy = run_journey(api, network, clock, "autologous_car_t", lost, NETWORK_PARTIES)
@@ -260,7 +260,7 @@ def test_the_therapy_page_lists_each_collection_and_what_became_of_it(app, api, 
     steps = [
         *SCHEDULED,
         task("Task_Apheresis", din=FIRST_DIN),
-        message("courier.picked_up", courier="ColdChain"),
+        message("courier.picked_up", courier="ColdChain", tracking="CC-1"),
         message("shipment.delivered"),
         REJECTED,
         task("Task_RecollectionDecision", recollection_decision="recollect"),

@@ -100,7 +100,7 @@ def test_bundled_process_escalates_a_late_fresh_delivery(app, api, world, clock)
         assert task["activity_id"] == activity_id
         done = complete(api, world["coord"], task["id"], form_data(task["form"]["name"], therapy["coi"]))
         assert done.status_code == 200, done.get_json()
-    deliver(api, world, therapy, "courier.picked_up", {"courier": "ColdChain"})
+    deliver(api, world, therapy, "courier.picked_up", {"courier": "ColdChain", "tracking": "CC-1"})
     therapy = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
     [wait] = [w for w in therapy["waiting_for"] if w["activity_id"] == "Event_FreshDeliveryOverdue"]
     clock.advance(hours=24, seconds=1)

@@ -941,3 +941,97 @@ def test_allogeneic_conventions():
     for tid in ("Task_ReceiveAtSite", "Task_BedsideCheck"):
         schema = form_schema(properties(nodes[tid])["formJsonSchemaFilename"])
         assert "scanned_coi" in schema["properties"] and "scanned_coi" in schema["required"]
+
+
+# ------------------------------------------------------------------------------ typed messages (payloadSchema)
+SERVER_SENT = {"therapy.reschedule"}  # sent by the server itself (POST /therapies/{id}/reschedule): no schema
+
+
+def message_schema(name_or_file: str):
+    schema = load_json(FORMS / name_or_file)
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def bundled_message_schemas() -> dict[str, str]:
+    """Message name -> payloadSchema file over both bundled diagrams (one file per message)."""
+    out: dict[str, str] = {}
+    for path in DIAGRAMS:
+        process = executable_process(path)
+        names = {m.get("id"): m.get("name") for m in xp(load_tree(path), "/bpmn:definitions/bpmn:message")}
+        catchers = xp(
+            process,
+            ".//bpmn:receiveTask | .//*[self::bpmn:intermediateCatchEvent or self::bpmn:boundaryEvent or "
+            "self::bpmn:startEvent][bpmn:messageEventDefinition]",
+        )
+        for el in catchers:
+            ref = el.get("messageRef") or xp(el, "./bpmn:messageEventDefinition/@messageRef")[0]
+            name, schema = names[ref], properties(el).get("payloadSchema")
+            if name in SERVER_SENT:
+                assert schema is None, f"{el.get('id')}: {name} is the server's own message"
+                continue
+            assert schema and (FORMS / schema).is_file(), f"{path.name} {el.get('id')}: no payloadSchema for {name}"
+            assert out.setdefault(name, schema) == schema, f"{name}: one schema in every diagram"
+    return out
+
+
+def test_every_message_the_bundled_diagrams_wait_for_declares_a_payload_schema():
+    assert bundled_message_schemas() == {
+        "courier.picked_up": "courier-picked-up.message.json",
+        "shipment.delivered": "shipment-delivered.message.json",
+        "shipment.lost": "shipment-lost.message.json",
+        "mes.manufacturing_started": "mes-manufacturing-started.message.json",
+        "mes.manufacturing_completed": "mes-manufacturing-completed.message.json",
+        "qc.results": "qc-results.message.json",
+        "return.picked_up": "return-picked-up.message.json",
+        "return.delivered": "return-delivered.message.json",
+        "condition.excursion": "condition-excursion.message.json",
+        "shipment.picked_up": "shipment-picked-up.message.json",
+    }
+    assert sorted(set(bundled_message_schemas().values())) == sorted(p.name for p in FORMS.glob("*.message.json"))
+
+
+def test_every_message_schema_is_documented_and_its_examples_pass():
+    for path in sorted(FORMS.glob("*.message.json")):
+        schema = load_json(path)
+        jsonschema.Draft202012Validator.check_schema(schema)
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        assert schema["type"] == "object" and schema["title"] and schema["description"], path.name
+        assert "additionalProperties" not in schema, f"{path.name}: real systems send more fields; they are kept"
+        assert set(schema.get("required", [])) <= set(schema["properties"])
+        assert len(schema.get("required", [])) <= 1, f"{path.name}: keep required fields few"
+        for name, prop in schema["properties"].items():
+            assert prop.get("title") and prop.get("description"), f"{path.name}: {name}"
+        assert schema["examples"], path.name
+        for example in schema["examples"]:
+            assert list(message_schema(path.name).iter_errors(example)) == [], path.name
+
+
+def sent_payloads() -> list[tuple[str, str, object]]:
+    """(where, message name, payload) of every message the demo, the walkthrough script and the integration guide
+    send to the bundled processes."""
+    from server.demo_data import ALLOGENEIC_HAPPY_PATH, AUTOLOGOUS_HAPPY_PATH
+
+    sent = [
+        ("demo", step[1], step[2]) for step in (*AUTOLOGOUS_HAPPY_PATH, *ALLOGENEIC_HAPPY_PATH) if step[0] == "message"
+    ]
+    walkthrough = (ROOT / "scripts" / "walkthrough").read_text()
+    sent += [("walkthrough", n, json.loads(p)) for n, p in re.findall(r"^message ([\w.]+) '(.*)'$", walkthrough, re.M)]
+    guide = (ROOT / "docs" / "integration.md").read_text()
+    sent += [("integration.md", n, json.loads(p)) for n, p in re.findall(r"^msg ([\w.]+) '(.*)' \S+$", guide, re.M)]
+    return sent
+
+
+def test_the_payloads_the_demo_and_the_guides_send_pass_the_schemas():
+    schemas = bundled_message_schemas()
+    sent = sent_payloads()
+    assert {where for where, _name, _payload in sent} == {"demo", "walkthrough", "integration.md"}
+    for where, name, payload in sent:
+        errors = [e.message for e in message_schema(schemas[name]).iter_errors(payload)]
+        assert errors == [], (where, name, payload)
+
+
+def test_a_courier_pickup_without_its_tracking_number_fails_its_schema():
+    errors = [e.message for e in message_schema("courier-picked-up.message.json").iter_errors({"courier": "X"})]
+    assert errors == ["'tracking' is a required property"]
+    qc = message_schema("qc-results.message.json")
+    assert [e.message for e in qc.iter_errors({"result": "passed"})] == ["'passed' is not one of ['pass', 'fail']"]

@@ -189,3 +189,84 @@ def test_lead_times_are_read_from_the_process_and_checked():
     with pytest.raises(DefinitionInvalid) as caught:
         load(network.replace("leadTime.apheresisToManufacturing", "leadTime.whenever"))
     assert "names no lead time" in caught.value.message
+
+
+# -- typed messages: payloadSchema on the element that catches a message --------------------------------------
+DELIVERY_SCHEMA = {"type": "object", "properties": {"tracking": {"type": "string"}}, "required": ["tracking"]}
+TYPED_FORMS = {**FORMS, "delivery.message.json": DELIVERY_SCHEMA, "other.message.json": {"type": "object"}}
+CATCH = '<bpmn:intermediateCatchEvent id="Event_Delivered" name="Shipment delivered">'
+
+
+def with_payload_schema(text: str, schema: str, element: str = CATCH) -> str:
+    """``text`` with ``element`` declaring ``payloadSchema`` ``schema``."""
+    declared = (
+        "<bpmn:extensionElements><spiffworkflow:properties>"
+        f'<spiffworkflow:property name="payloadSchema" value="{schema}"/>'
+        "</spiffworkflow:properties></bpmn:extensionElements>"
+    )
+    assert element in text
+    return text.replace(element, element + declared, 1)
+
+
+def test_a_payload_schema_is_recorded_for_the_message_and_stored_with_the_forms():
+    info = load(with_payload_schema(MINI, "delivery.message.json"), forms=TYPED_FORMS).info
+    assert info.message_schemas == {"shipment.delivered": "delivery.message.json"}
+    assert info.activities["Event_Delivered"].payload_schema == "delivery.message.json"
+    assert "delivery.message.json" in info.forms
+    assert load(MINI).info.message_schemas == {}, "a message without one is accepted as it comes"
+
+
+def test_an_unknown_payload_schema_file_is_refused_naming_the_element_and_line():
+    text = with_payload_schema(MINI, "nowhere.message.json")
+    with pytest.raises(DefinitionInvalid) as caught:
+        load(text, forms=TYPED_FORMS)
+    assert caught.value.element_id == "Event_Delivered" and "nowhere.message.json" in caught.value.message
+    assert caught.value.line == next(n for n, line in enumerate(text.splitlines(), 1) if CATCH in line)
+
+
+def test_a_payload_schema_on_an_element_that_catches_no_message_is_refused():
+    timer = '<bpmn:intermediateCatchEvent id="Timer_Wait" name="Wait a day">'
+    with pytest.raises(DefinitionInvalid) as caught:
+        load(with_payload_schema(MINI, "delivery.message.json", timer), forms=TYPED_FORMS)
+    assert caught.value.element_id == "Timer_Wait" and "catches no message" in caught.value.message
+
+
+RECEIVE_AGAIN = (
+    '<bpmn:receiveTask id="Task_DeliveredAgain" name="Delivered again" messageRef="Message_delivered">'
+    "<bpmn:incoming>Flow_6</bpmn:incoming><bpmn:outgoing>Flow_7</bpmn:outgoing></bpmn:receiveTask>"
+)
+
+
+def twice_caught(first: str | None, second: str | None) -> str:
+    """The mini diagram with a second element catching ``shipment.delivered`` (a receive task in the Logistics
+    lane after the timer), each declaring the given payloadSchema (or none)."""
+    text = MINI.replace(
+        '<bpmn:sequenceFlow id="Flow_6" sourceRef="Timer_Wait" targetRef="End_Done"/>',
+        '<bpmn:sequenceFlow id="Flow_6" sourceRef="Timer_Wait" targetRef="Task_DeliveredAgain"/>'
+        '<bpmn:sequenceFlow id="Flow_7" sourceRef="Task_DeliveredAgain" targetRef="End_Done"/>',
+    ).replace('<bpmn:endEvent id="End_Done"', RECEIVE_AGAIN + '<bpmn:endEvent id="End_Done"')
+    text = text.replace("<bpmn:incoming>Flow_6</bpmn:incoming>\n", "<bpmn:incoming>Flow_7</bpmn:incoming>\n")
+    if first:
+        text = with_payload_schema(text, first)
+    if second:
+        text = with_payload_schema(
+            text,
+            second,
+            '<bpmn:receiveTask id="Task_DeliveredAgain" name="Delivered again" messageRef="Message_delivered">',
+        )
+    return text
+
+
+def test_the_elements_catching_one_message_declare_one_schema():
+    same = load(twice_caught("delivery.message.json", "delivery.message.json"), forms=TYPED_FORMS).info
+    assert same.message_schemas == {"shipment.delivered": "delivery.message.json"}
+    assert load(twice_caught(None, None), forms=TYPED_FORMS).info.message_schemas == {}
+    for first, second in (("delivery.message.json", "other.message.json"), ("delivery.message.json", None)):
+        text = twice_caught(first, second)
+        with pytest.raises(DefinitionInvalid) as caught:
+            load(text, forms=TYPED_FORMS)
+        assert caught.value.element_id == "Task_DeliveredAgain", caught.value.message
+        assert "Event_Delivered" in caught.value.message and "declares the same payloadSchema" in caught.value.message
+        assert caught.value.line == next(
+            n for n, line in enumerate(text.splitlines(), 1) if "Task_DeliveredAgain" in line
+        )
