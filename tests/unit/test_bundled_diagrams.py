@@ -1035,3 +1035,16 @@ def test_a_courier_pickup_without_its_tracking_number_fails_its_schema():
     assert errors == ["'tracking' is a required property"]
     qc = message_schema("qc-results.message.json")
     assert [e.message for e in qc.iter_errors({"result": "passed"})] == ["'passed' is not one of ['pass', 'fail']"]
+
+
+def test_docs_list_every_bundled_message_with_its_fields_and_example():
+    page = (ROOT / "docs" / "messages.md").read_text(encoding="utf-8")
+    sections = dict(re.findall(r"^### `([\w.]+)`\n(.*?)(?=^### |\Z)", page, re.M | re.S))
+    for name, file in bundled_message_schemas().items():
+        schema, section = load_json(FORMS / file), sections[name]
+        assert f"`forms/{file}`" in section, name
+        for field in schema["properties"]:
+            marked = f"| `{field}` **required** |" if field in schema.get("required", []) else f"| `{field}` |"
+            assert marked in section, (name, field)
+        [example] = re.findall(r"```json\n(.*?)\n```", section, re.S)
+        assert json.loads(example) == schema["examples"][0], name
