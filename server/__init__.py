@@ -92,6 +92,14 @@ def start_scheduler(app: Flask):
     return scheduler
 
 
+def start_broker(app: Flask) -> None:
+    """Publish events to the message broker and take messages from it (``tether serve`` does when
+    ``TETHER_BROKER_URL`` is set)."""
+    from server import broker
+
+    broker.start(app)
+
+
 def start_dispatcher(app: Flask):
     """Start the webhook dispatcher for ``app`` (``tether serve`` does; tests drive deliveries themselves)."""
     from server.integration.dispatcher import Dispatcher

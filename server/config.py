@@ -62,6 +62,12 @@ SETTINGS = [
     Setting("SMTP_FROM", "tether@localhost", "sender address of notify e-mails"),
     Setting("SMTP_RECIPIENT_DOMAIN", "localhost", "a user's e-mail address is USERNAME@this domain"),
     Setting("CAPACITY_MAX_OCCURRENCES", 500, "slots one capacity request (a recurrence) may create at most"),
+    Setting(
+        "BROKER_URL", None, "RabbitMQ to publish events to and take messages from, amqp://user:pass@host:5672/vhost"
+    ),
+    Setting("BROKER_USER", "broker", "the user whose roles and sites apply to messages taken from the broker"),
+    Setting("BROKER_CONSUME", True, "take messages from the broker's queue tether.messages in this process"),
+    Setting("BROKER_RETRY_SECONDS", 5.0, "wait before reconnecting to an unreachable broker (doubled up to 60 s)"),
 ]
 
 

@@ -1,4 +1,5 @@
-"""Serving with gunicorn (threads per worker), each worker running its own timer scheduler and webhook dispatcher."""
+"""Serving with gunicorn (threads per worker), each worker running its own timer scheduler and webhook dispatcher
+(and, with a message broker configured, its own broker publisher and consumer)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,15 @@ class _Server(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        from . import create_app, start_dispatcher, start_scheduler
+        from . import create_app, start_broker, start_dispatcher, start_scheduler
 
         app = create_app()
         if app.config.get("SCHEDULER"):
             start_scheduler(app)
         if app.config.get("DISPATCHER"):
             start_dispatcher(app)
+        if app.config.get("BROKER_URL"):
+            start_broker(app)
         # What the app loaded stays for the life of the worker: out of the collector's way, a full collection
         # (every few requests) walks only what requests allocate.
         gc.collect()

@@ -15,7 +15,8 @@ from . import bp
 
 @bp.get("/health")
 def health():
-    """Whether the database answers, writes get through and the timer scheduler runs (200), else 503."""
+    """Whether the database answers, writes get through and the timer scheduler runs (200), else 503; and
+    whether the message broker is reached (reported, never a 503)."""
     database = "ok"
     try:
         db.session.execute(text("SELECT 1"))
@@ -28,9 +29,21 @@ def health():
     if not current_app.config.get("SCHEDULER"):
         state = "disabled"
     ok = database == "ok" and writes == "ok" and state in ("running", "disabled")
-    return jsonify(
-        {"status": "ok" if ok else "degraded", "database": database, "writes": writes, "scheduler": state}
-    ), (200 if ok else 503)
+    answer = {"status": "ok" if ok else "degraded", "database": database, "writes": writes, "scheduler": state}
+    answer["broker"] = _broker_state()
+    return jsonify(answer), (200 if ok else 503)
+
+
+def _broker_state() -> str:
+    """``off`` without a broker; ``connected`` while this process's publisher (and consumer) reach it, else
+    ``unreachable`` (events wait in the outbox and messages in the broker's queue, so the API stays up)."""
+    if not current_app.config.get("BROKER_URL"):
+        return "off"
+    links = [current_app.extensions.get(n) for n in ("tether_broker_publisher", "tether_broker_consumer")]
+    running = [link for link in links if link is not None]
+    if not running:
+        return "not started"
+    return "connected" if all(link.connected for link in running) else "unreachable"
 
 
 def _write_probe(timeout: float) -> str:

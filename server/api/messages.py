@@ -8,6 +8,7 @@ from server import usecases
 from server.access.auth import require
 from server.api.idempotency import idempotent
 from server.api.schemas import MessageSchema, load_json
+from server.store.models import User
 
 from . import bp
 
@@ -17,12 +18,17 @@ from . import bp
 @idempotent
 def post_message():
     """Deliver a named message to the therapy (by id or COI) that waits for it, or start one by a start message."""
-    body = load_json(MessageSchema())
+    return take_message(load_json(MessageSchema()), g.user)
+
+
+def take_message(body: dict, user: User) -> tuple[dict, int]:
+    """Take one message (the parsed body of ``POST /messages``) as ``user``: the answer and its status (201 a
+    therapy started, 202 kept for a held therapy, 200 delivered). The broker's consumer takes its messages here."""
     if not body["therapy_id"] and not body["coi"]:
         therapy, activity_id = usecases.start_therapy_by_message(
             usecases.StartTherapyByMessage(
                 name=body["name"],
-                by=g.user,
+                by=user,
                 process_key=body["process_key"],
                 site=body["site"],
                 patient=body["patient"],
@@ -40,7 +46,7 @@ def post_message():
         }, 201
     therapy, activity_id = usecases.deliver_message(
         usecases.DeliverMessage(
-            name=body["name"], by=g.user, therapy_id=body["therapy_id"], coi=body["coi"], payload=body["payload"]
+            name=body["name"], by=user, therapy_id=body["therapy_id"], coi=body["coi"], payload=body["payload"]
         )
     )
     if therapy.status == "on_hold":  # kept, and taken when the therapy resumes

@@ -4,24 +4,29 @@ Each event is staged in the transaction (``STAGED``) for the unit of work's comm
 the webhook subscriptions (``server.integration.webhooks.fan_out_staged``). The outbox row keeps the whole
 event; what a reader gets (a subscription's owner, a stream's user) is decided as it goes out: a therapy's
 events reach the sites of all its parties (``Audience``), and the patient reference only those who may know
-it (``Reader.view``).
+it (``Reader.view``). With a message broker configured (``TETHER_BROKER_URL``) each event is also marked
+``pending`` for the broker's publisher (``server/broker/publisher.py``), which ``BROKER_BELL`` wakes once the
+transaction has committed.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app, has_app_context
 from sqlalchemy import select
 
 from server.access.auth import knows_patient, withhold_patient
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import PATIENT_PARTIES, UNSCOPED_ROLES, OutboxEvent, Therapy, TherapyParty, User
-from server.store.uow import staged
+from server.store.uow import after_commit, staged
 
 STAGED = "outbox"  # the transaction's events waiting to be fanned out (``uow.staged``)
+BROKER_BELL = threading.Event()  # set when events for the broker have committed
 
 # The engine's event types that are part of the public contract (API.md) and so go to the outbox; the
 # others (activity.completed, service.called, task.cancelled) stay in the audit trail. The `publish`
@@ -65,6 +70,9 @@ def emit(
 ) -> OutboxEvent:
     """Queue one event for delivery once the transaction commits (staged for the fan-out)."""
     row = OutboxEvent(type=event_type, therapy_id=therapy_id or subject, site_id=site_id, data=data)
+    if has_app_context() and current_app.config.get("BROKER_URL"):
+        row.broker_state = "pending"  # published to the broker from here (server/broker/publisher.py)
+        after_commit(BROKER_BELL.set)
     db.session.add(row)
     staged(STAGED).append(row)
     return row

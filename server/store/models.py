@@ -415,7 +415,10 @@ class OutboxEvent(Model):
     """A domain event written in the same transaction as the change that caused it."""
 
     __tablename__ = "outbox_event"
-    __table_args__ = {"sqlite_autoincrement": True}
+    __table_args__ = (
+        Index("ix_outbox_broker", "broker_state", "therapy_id", "id"),
+        {"sqlite_autoincrement": True},
+    )
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(36), unique=True, default=new_id)
     type: Mapped[str] = mapped_column(String(64), index=True)
@@ -423,6 +426,22 @@ class OutboxEvent(Model):
     site_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     data: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # With a message broker configured: "pending" until published to it, then "published" (else None).
+    broker_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    broker_lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    broker_published_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class BrokerMessage(Model):
+    """A message consumed from the broker's queue, by its id: taken once however often it is redelivered."""
+
+    __tablename__ = "broker_message"
+    message_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(16))  # delivered, started, held or refused
+    therapy_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class IdempotencyRecord(Model):
