@@ -20,12 +20,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 NODE_STAMP := node_modules/.tether-installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: help install run test test-fast lint bench clean chromium screenshots
+.PHONY: help install run test test-fast lint bench clean chromium rabbitmq screenshots
 
 help:
 	@echo "make install   create $(VENV) and install Tether with its test tools"
 	@echo "make run       seed the demo (tether demo) and serve on http://$(HOST):$(PORT)"
-	@echo "make test      lint, then the whole suite on SQLite and a throwaway PostgreSQL"
+	@echo "make test      lint, then the whole suite on SQLite and a throwaway PostgreSQL and RabbitMQ"
 	@echo "               (extra pytest arguments: make test PYTEST_ARGS='-k runtime')"
 	@echo "make test-fast the inner loop: SQLite only, no browser, no server processes"
 	@echo "make lint      ruff (lint and format), mypy and the import layers (lint-imports)"
@@ -65,16 +65,27 @@ chromium:
 		echo "install it with 'sudo apt-get install chromium'"; \
 	fi
 
+# Debian's RabbitMQ for the broker tests (a throwaway node per run: scripts/with-rabbitmq; skipped without it).
+rabbitmq:
+	@if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing RabbitMQ for the broker tests (apt-get install rabbitmq-server)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null; \
+	else \
+		echo "RabbitMQ is not installed and this is not root: the broker tests will be skipped;"; \
+		echo "install it with 'sudo apt-get install rabbitmq-server'"; \
+	fi
+
 run: install
 	$(BIN)/tether demo
 	$(BIN)/tether serve --host $(HOST) --port $(PORT)
 
-test: install chromium
+test: install chromium rabbitmq
 	$(BIN)/ruff check engine server tests bench
 	$(BIN)/ruff format --check engine server tests bench
 	$(BIN)/mypy engine server
 	$(BIN)/lint-imports
-	bash scripts/with-postgres $(BIN)/pytest -q -n $(PYTEST_JOBS) --dist worksteal $(PYTEST_ARGS)
+	bash scripts/with-postgres bash scripts/with-rabbitmq $(BIN)/pytest -q -n $(PYTEST_JOBS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/pytest -q -n $(PYTEST_JOBS) --dist worksteal -m "not slow" --ignore=tests/browser $(PYTEST_ARGS)
