@@ -15,6 +15,7 @@ from pathlib import Path
 
 import kombu
 import pytest
+import requests
 from sqlalchemy import select, update
 
 from server.broker import DEAD_LETTER_QUEUE, MESSAGES_QUEUE
@@ -23,6 +24,7 @@ from server.broker.publisher import Publisher, connection, exchange
 from server.store.extensions import db
 from server.store.models import AuditEntry, BrokerMessage, OutboxEvent
 
+from ..conftest import ROOT
 from ..support.journeys import deliver, enrol, start
 from .conftest import PASSWORD
 
@@ -257,3 +259,62 @@ def test_without_a_broker_nothing_is_marked_for_it(app, api, world):
     deliver(api, world, therapy)
     with app.app_context():
         assert set(db.session.execute(select(OutboxEvent.broker_state)).scalars()) == {None}
+
+
+@pytest.mark.slow
+def test_a_served_tether_publishes_its_events_and_takes_messages_from_the_queue(tmp_path, broker_node):
+    """A real ``tether serve`` with TETHER_BROKER_URL: a therapy started over HTTP is announced on the exchange,
+    and a courier's message put on tether.messages moves it on."""
+    from server import create_app
+    from server.access import accounts
+
+    from .test_two_servers import Server, _environment, _prepare
+
+    env = _environment(
+        tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}", (ROOT / "tests/fixtures/mini.bpmn").read_bytes()
+    )
+    token, _ids = _prepare(env)
+    app = create_app({"DATABASE_URL": env["TETHER_DATABASE_URL"], "SCHEDULER": False, "SECRET_KEY": "t"})
+    with app.app_context():
+        accounts.add_user("broker", ["integrator"], [], "Broker Link", PASSWORD, "test")
+        db.session.remove()
+        db.engine.dispose()
+    listen = f"test.served.{uuid.uuid4().hex[:8]}"
+    with connection(BROKER_URL) as conn:
+        channel = conn.channel()
+        exchange()(channel).declare()
+        kombu.Queue(listen, exchange=exchange(), routing_key="therapy.*")(channel).declare()
+        for name in (MESSAGES_QUEUE, DEAD_LETTER_QUEUE):
+            kombu.Queue(name, durable=True)(channel).declare()
+            channel.queue_purge(name)
+    server = Server({**env, "TETHER_BROKER_URL": BROKER_URL, "TETHER_BROKER_RETRY_SECONDS": "0.5"}, tmp_path, "broker")
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        server.wait_healthy()
+        assert wait_for(lambda: requests.get(f"{server.base}/health", timeout=5).json()["broker"] == "connected")
+        body = {"process_key": "mini_therapy", "site": "SITE-A", "patient": {"reference": "PT-7"}}
+        therapy = requests.post(f"{server.base}/therapies", json=body, headers=headers, timeout=10).json()
+        [started] = published(listen, 1)
+        assert json.loads(started.body)["type"] == "therapy.started"
+        assert json.loads(started.body)["subject"] == therapy["id"]
+        [task] = requests.get(f"{server.base}/tasks?therapy_id={therapy['id']}", headers=headers, timeout=10).json()[
+            "items"
+        ]
+        done = requests.post(
+            f"{server.base}/tasks/{task['id']}/complete",
+            json={"data": {"eligible": True, "patient_initials": "AB"}},
+            headers=headers,
+            timeout=10,
+        )
+        assert done.status_code == 200, done.text
+        send({"id": "courier-1", "name": "shipment.delivered", "coi": therapy["coi"], "payload": {}})
+
+        def received() -> bool:
+            detail = requests.get(f"{server.base}/therapies/{therapy['id']}", headers=headers, timeout=10).json()
+            return [t["activity_id"] for t in detail["open_tasks"]] == ["Task_Receive"]
+
+        assert wait_for(received, seconds=20), server.log_path.read_text()[-2000:]
+    finally:
+        server.stop()
+        with connection(BROKER_URL) as conn:
+            conn.channel().queue_delete(listen)
