@@ -99,10 +99,10 @@ lint: install
 	$(BIN)/mypy engine server
 	$(BIN)/lint-imports
 
-# Every benchmark on SQLite and on a throwaway PostgreSQL (make bench BENCH='overhead audit' runs some).
+# Every benchmark on SQLite and on a throwaway PostgreSQL and RabbitMQ (make bench BENCH='overhead audit' runs some).
 BENCH ?=
 bench: install
-	bash scripts/with-postgres $(BIN)/python -m bench $(BENCH)
+	bash scripts/with-postgres bash scripts/with-rabbitmq $(BIN)/python -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) instance build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis node_modules

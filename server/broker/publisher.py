@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 import kombu
 from flask import Flask
-from sqlalchemy import and_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import aliased
 
 from server.integration import outbox, webhooks
@@ -81,9 +81,10 @@ def claim(now: datetime, limit: int) -> list[int]:
     return claimed
 
 
-def message(row: OutboxEvent, source: str) -> tuple[bytes, dict]:
-    """The event as the broker carries it: the structured CloudEvent body and the AMQP properties."""
-    body = webhooks.cloud_event_json(row, source, outbox.Reader.of((), ()).view(row.data or {}, _audience(row)))
+def message(row: OutboxEvent, source: str, audience=None) -> tuple[bytes, dict]:
+    """The event as the broker carries it: the structured CloudEvent body and the AMQP properties.
+    ``audience`` is the therapy's (``outbox.audiences``), which decides what is withheld."""
+    body = webhooks.cloud_event_json(row, source, outbox.Reader.of((), ()).view(row.data or {}, audience))
     properties = {
         "content_type": CONTENT_TYPE,
         "content_encoding": "utf-8",
@@ -93,12 +94,6 @@ def message(row: OutboxEvent, source: str) -> tuple[bytes, dict]:
         "delivery_mode": 2,  # persistent
     }
     return body, properties
-
-
-def _audience(row: OutboxEvent):
-    if not row.therapy_id:
-        return None
-    return outbox.audiences(db.session.connection(), [row.therapy_id]).get(row.therapy_id)
 
 
 class Publisher:
@@ -137,33 +132,42 @@ class Publisher:
         published = 0
         while not self._stop.is_set():
             with self.app.app_context():
-                now = webhooks.now()
-                claimed = claim(now, self.batch)
+                claimed = claim(webhooks.now(), self.batch)
                 if not claimed:
                     return published
-                for event_id in claimed:
-                    row = db.session.get_one(OutboxEvent, event_id)
-                    body, properties = message(row, self.source)
-                    try:
+                rows = db.session.execute(
+                    select(OutboxEvent).where(OutboxEvent.id.in_(claimed)).order_by(OutboxEvent.id)
+                ).scalars()
+                rows = list(rows)
+                therapy_ids = sorted({row.therapy_id for row in rows if row.therapy_id})
+                audience = outbox.audiences(db.session.connection(), therapy_ids) if therapy_ids else {}
+                done: list[int] = []
+                try:
+                    for row in rows:
+                        body, properties = message(row, self.source, audience.get(row.therapy_id or ""))
                         producer.publish(body, exchange=exchange(), routing_key=row.type, retry=False, **properties)
-                    except Exception:
-                        self._release(claimed[claimed.index(event_id) :])
-                        raise
-                    self._mark_published(event_id)
-                    published += 1
+                        done.append(row.id)
+                finally:  # what the broker confirmed is published; the rest goes back for the next try
+                    self._mark_published(done)
+                    self._release([event_id for event_id in claimed if event_id not in set(done)])
+                published += len(done)
                 db.session.remove()
         return published
 
-    def _mark_published(self, event_id: int) -> None:
+    def _mark_published(self, event_ids: list[int]) -> None:
+        if not event_ids:
+            return
         with unit_of_work():
             rows_changed(
                 update(OutboxEvent)
-                .where(and_(OutboxEvent.id == event_id, OutboxEvent.broker_state == "pending"))
+                .where(OutboxEvent.id.in_(event_ids), OutboxEvent.broker_state == "pending")
                 .values(broker_state="published", broker_published_at=webhooks.now(), broker_lease_until=None)
             )
 
     def _release(self, event_ids: list[int]) -> None:
         """Give back the leases of events that were not published (the broker went away)."""
+        if not event_ids:
+            return
         with unit_of_work():
             rows_changed(
                 update(OutboxEvent)
