@@ -606,3 +606,44 @@ class WebhookDelivery(Model):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+SHIPMENT_STATUSES = ("in_transit", "delivered", "lost")
+
+
+class Shipment(Model):
+    """A courier's shipment of a therapy's material: who carries it under which tracking number, from and to
+    whom, when it is expected and in what temperature range it travels."""
+
+    __tablename__ = "shipment"
+    __table_args__ = (Index("ix_shipment_therapy_created", "therapy_id", "created_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"))
+    carrier: Mapped[str] = mapped_column(String(100))
+    tracking_number: Mapped[str] = mapped_column(String(100))
+    from_party: Mapped[str] = mapped_column(String(200))
+    to_party: Mapped[str] = mapped_column(String(200))
+    expected_arrival: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    temperature_min_c: Mapped[float | None] = mapped_column(Float, nullable=True)
+    temperature_max_c: Mapped[float | None] = mapped_column(Float, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="in_transit")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ShipmentPosition(Model):
+    """Where a shipment was at one moment, as its courier reported it."""
+
+    __tablename__ = "shipment_position"
+    __table_args__ = (
+        Index("ix_shipment_position_time", "shipment_id", "recorded_at"),
+        {"sqlite_autoincrement": True},
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    shipment_id: Mapped[str] = mapped_column(ForeignKey("shipment.id"))
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    latitude: Mapped[float] = mapped_column(Float)
+    longitude: Mapped[float] = mapped_column(Float)
+    note: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    recorded_by: Mapped[str] = mapped_column(String(64))
