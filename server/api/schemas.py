@@ -330,7 +330,15 @@ class TaskSchema(_Answer):
     signature = fields.Nested(SignatureMeaningSchema, required=True, allow_none=True)
     status = _text(validate=validate.OneOf(["ready", "completed", "cancelled"]))
     created_at = _moment()
-    due_at = _moment(nullable=True)
+    due_at = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={
+            "format": "date-time",
+            "description": "the task's deadline; once passed it stays (the task is late since then) until done",
+        },
+    )
+    late = fields.Boolean(required=True, metadata={"description": "open and past its deadline"})
     completed_at = _moment(nullable=True)
     completed_by = _text(nullable=True)
 

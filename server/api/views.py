@@ -6,7 +6,7 @@ from flask import g
 
 from engine.coi import parse_coi
 from server.access.auth import sees_patient
-from server.clock import iso
+from server.clock import clock, iso
 from server.store.models import ProcessDefinition, TaskRecord, Therapy
 from server.workflow.definitions import definition_forms
 from server.workflow.lifecycle import can_reschedule
@@ -68,6 +68,7 @@ def task_item(task: TaskRecord, forms: dict | None = None) -> dict:
         "status": task.status,
         "created_at": iso(task.created_at),
         "due_at": iso(task.due_at),
+        "late": task.status == "ready" and task.due_at is not None and task.due_at <= clock()(),
         "completed_at": iso(task.completed_at),
         "completed_by": task.completed_by,
     }

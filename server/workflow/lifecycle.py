@@ -24,7 +24,7 @@ from server.clock import clock, iso
 from server.errors import Conflict
 from server.integration import outbox
 from server.store.extensions import db
-from server.store.models import Incident, Therapy
+from server.store.models import Incident, TaskRecord, Therapy
 from server.store.uow import after_commit, unit_of_work
 from server.workflow import incidents, therapies
 
@@ -56,6 +56,7 @@ def resume(therapy: Therapy, reason: str | None, actor: str) -> Therapy:
     with unit_of_work():
         outcome = therapies.runtime_for(therapy, actor).shift_timers(therapy.state, held_for.total_seconds())
         retries = _shift_retries(therapy, held_for)
+        _shift_task_deadlines(therapy, held_for)
         therapy.state, therapy.data = outcome.state, outcome.data
         therapy.waits = [w.to_dict() for w in outcome.waiting_for]
         due = min((d for d in (outcome.next_due, *retries) if d is not None), default=None)
@@ -109,6 +110,17 @@ def reschedule(therapy: Therapy, reason_code: str, reason: str | None, actor: st
         therapies.deliver_message(therapy, RESCHEDULE_MESSAGE, payload, actor)
         outbox.record_event("therapy.rescheduled", therapy, {"reason_code": reason_code}, actor, reason=reason)
     return therapy
+
+
+def _shift_task_deadlines(therapy: Therapy, held_for: timedelta) -> None:
+    """Move the deadlines of the therapy's open tasks that were still ahead when it was held later by
+    ``held_for``, as their timers move; a deadline missed before the hold stays (the task is late since then)."""
+    open_tasks = db.session.execute(
+        select(TaskRecord).where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")
+    ).scalars()
+    for task in open_tasks:
+        if task.due_at is not None and therapy.held_at is not None and task.due_at > therapy.held_at:
+            task.due_at = task.due_at + held_for
 
 
 def _shift_retries(therapy: Therapy, held_for: timedelta) -> list:

@@ -135,8 +135,9 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
                     created_at=now,
                 )
             )
-        else:
+        elif row.due_at is None or row.due_at > now:
             row.due_at = ready.due_at
+        # else: the task's deadline has passed (its escalation fired); it keeps it, late since then, until done
     effects.apply_events(effects.Step(therapy, actor, now, completed_by, tasks), outcome.events)
     retry_at = incidents.settle(therapy, outcome, actor, now)
     due = min((d for d in (outcome.next_due, retry_at) if d is not None), default=None)

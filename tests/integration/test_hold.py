@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -112,3 +113,38 @@ def test_the_record_tells_the_hold_and_the_resume_in_plain_words(api, world, clo
     record = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}/record.json").get_json()
     names = [s["name"] for s in record["steps"] if s["action"] in ("therapy.held", "therapy.resumed")]
     assert names == ["Held (PATIENT_UNWELL: Fever)", "Resumed after 3.0 h on hold"]
+
+
+def test_a_task_keeps_its_missed_deadline_until_done_and_a_hold_moves_one_still_ahead(app, api, world, clock):
+    late = start(api, world["coord"])  # enrolment: a 24 h escalation window, not interrupting
+    clock.advance(hours=25)
+    assert fire(app, late["id"])
+    [task] = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={late['id']}").get_json()["items"]
+    assert task["late"] is True and task["due_at"] is not None, "the escalation fired; the task is still late"
+    assert task["due_at"] < clock.now.isoformat()
+    ahead = start(api, world["coord"])
+    [before] = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={ahead['id']}").get_json()["items"]
+    inbox = api.as_(world["coord"]).get("/api/v1/tasks").get_json()["items"]
+    assert [t["therapy_id"] for t in inbox][:2] == [late["id"], ahead["id"]], "the late task first"
+    clock.advance(hours=2)
+    assert _hold(api, world, ahead).status_code == 200
+    clock.advance(hours=5)
+    assert _resume(api, world, ahead).status_code == 200
+    [after] = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={ahead['id']}").get_json()["items"]
+    moved = datetime.fromisoformat(after["due_at"]) - datetime.fromisoformat(before["due_at"])
+    assert moved == timedelta(hours=5) and after["late"] is False
+    [still] = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={late['id']}").get_json()["items"]
+    assert still["due_at"] == task["due_at"] and still["late"] is True
+
+
+def test_the_task_page_says_late_since_when_after_its_escalation_fired(app, api, world, clock):
+    from .test_web_lifecycle import _words
+    from .test_web_network import _client, _text
+
+    therapy = start(api, world["coord"])
+    task = only_task(api, world["coord"], therapy["id"])
+    clock.advance(hours=30)
+    assert fire(app, therapy["id"])
+    page = _words(_text(_client(app, "coord"), f"/tasks/{task['id']}"))
+    assert re.search(r"DueLate since \d{4}-\d\d-\d\d \d\d:\d\d UTC \(6 h 0 min ago\)", page), page[:2000]
+    assert "Late" in _words(_text(_client(app, "coord"), "/tasks"))
