@@ -5,9 +5,7 @@ from __future__ import annotations
 from flask import Response, g
 
 from server.access.auth import require
-from server.compliance.record import therapy_record, vein_to_vein
-from server.compliance.record_pdf import record_pdf
-from server.custody.labels import check_material_id, label_pdf
+from server.compliance import documents
 from server.usecases.checks import visible_therapy
 
 from . import bp
@@ -24,13 +22,7 @@ def _pdf(content: bytes, filename: str) -> Response:
 @require()
 def therapy_label(therapy_id: str, material_id: str):
     """A printable label for one material: the COI as a Code 128 barcode and eye-readable, product and date."""
-    from server.clock import clock
-
-    therapy = visible_therapy(g.user, therapy_id)
-    check_material_id(material_id)
-    collected = vein_to_vein(therapy)["collection_at"]
-    content = label_pdf(therapy, material_id, clock()(), collected_at=collected[:10] if collected else None)
-    return _pdf(content, f"label-{therapy.coi}-{material_id}.pdf")
+    return _pdf(*documents.label_file(visible_therapy(g.user, therapy_id), material_id))
 
 
 @bp.get("/therapies/<therapy_id>/record.json")
@@ -38,13 +30,11 @@ def therapy_label(therapy_id: str, material_id: str):
 def therapy_record_json(therapy_id: str):
     """The complete therapy record, electronic form: identity, steps, signatures, custody, conditions, audit
     (the patient reference withheld from a caller who may not know it)."""
-    therapy = visible_therapy(g.user, therapy_id)
-    return therapy_record(therapy, g.user)
+    return documents.record_json(visible_therapy(g.user, therapy_id), g.user)
 
 
 @bp.get("/therapies/<therapy_id>/record.pdf")
 @require()
 def therapy_record_pdf(therapy_id: str):
     """The complete therapy record, human-readable form (PDF)."""
-    therapy = visible_therapy(g.user, therapy_id)
-    return _pdf(record_pdf(therapy_record(therapy, g.user)), f"therapy-record-{therapy.coi}.pdf")
+    return _pdf(*documents.record_file(visible_therapy(g.user, therapy_id), g.user))

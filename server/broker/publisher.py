@@ -135,10 +135,11 @@ class Publisher:
                 claimed = claim(webhooks.now(), self.batch)
                 if not claimed:
                     return published
-                rows = db.session.execute(
-                    select(OutboxEvent).where(OutboxEvent.id.in_(claimed)).order_by(OutboxEvent.id)
-                ).scalars()
-                rows = list(rows)
+                rows = list(
+                    db.session.execute(
+                        select(OutboxEvent).where(OutboxEvent.id.in_(claimed)).order_by(OutboxEvent.id)
+                    ).scalars()
+                )
                 therapy_ids = sorted({row.therapy_id for row in rows if row.therapy_id})
                 audience = outbox.audiences(db.session.connection(), therapy_ids) if therapy_ids else {}
                 done: list[int] = []

@@ -162,6 +162,19 @@ def collections(tasks: list[TaskRecord], entries: list[AuditEntry]) -> list[dict
     return out
 
 
+def collections_of(therapy: Therapy) -> list[dict[str, Any]]:
+    """``collections`` of one therapy, read from its task rows and audit trail."""
+    tasks = list(db.session.execute(select(TaskRecord).where(TaskRecord.therapy_id == therapy.id)).scalars())
+    entries = list(
+        db.session.execute(
+            select(AuditEntry).where(
+                AuditEntry.therapy_id == therapy.id, AuditEntry.action.in_(("task.completed", "message.received"))
+            )
+        ).scalars()
+    )
+    return collections(tasks, entries)
+
+
 def vein_to_vein(therapy: Therapy, now: datetime | None = None) -> dict[str, Any]:
     """Collection time, infusion time when known, the elapsed vein-to-vein time and the current stage.
 

@@ -50,6 +50,7 @@ from . import (  # noqa: E402,F401  (the routes register themselves on the bluep
     capacity_pages,
     dashboard,
     designer,
+    document_pages,
     errors,
     lifecycle_pages,
     login,
