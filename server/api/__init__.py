@@ -20,6 +20,7 @@ from . import (  # noqa: E402,F401
     reason_codes,
     records,
     scheduling,
+    shipments,
     tasks,
     therapies,
     tokens,

@@ -11,6 +11,7 @@ from server.api.schemas import MessageSchema, load_json
 from server.store.models import User
 
 from . import bp
+from .shipments import is_shipment_message, take_shipment_message
 
 
 @bp.post("/messages")
@@ -23,7 +24,11 @@ def post_message():
 
 def take_message(body: dict, user: User) -> tuple[dict, int]:
     """Take one message (the parsed body of ``POST /messages``) as ``user``: the answer and its status (201 a
-    therapy started, 202 kept for a held therapy, 200 delivered). The broker's consumer takes its messages here."""
+    therapy started, 202 kept for a held therapy, 200 delivered). The broker's consumer takes its messages here.
+    A courier's tracking of a shipment (``shipment.position``, ``shipment.readings``, ``shipment.eta`` with
+    ``shipment_id`` in the payload) goes to the shipment's handlers, not to the engine."""
+    if is_shipment_message(body):
+        return take_shipment_message(body, user)
     if not body["therapy_id"] and not body["coi"]:
         therapy, activity_id = usecases.start_therapy_by_message(
             usecases.StartTherapyByMessage(

@@ -91,6 +91,7 @@ def _operations() -> dict[tuple[str, str], Op]:
         definitions,
         incidents,
         reason_codes,
+        shipments,
         tokens,
     )
 
@@ -282,6 +283,31 @@ def _operations() -> dict[tuple[str, str], Op]:
             "201", schemas.HandoffSchema, custody.CustodyTransferSchema
         ),
         ("GET", "/api/v1/therapies/{therapy_id}/custody"): Op(answer=schemas.CustodyChainSchema),
+        ("POST", "/api/v1/therapies/{therapy_id}/shipments"): Op(
+            "201",
+            shipments.ShipmentSchema,
+            shipments.ShipmentCreateSchema,
+            errors={"409": "The therapy has ended, or the carrier's tracking number is a shipment of it already"},
+        ),
+        ("GET", "/api/v1/therapies/{therapy_id}/shipments"): Op(answer=shipments.ShipmentListSchema),
+        ("GET", "/api/v1/shipments/{shipment_id}"): Op(answer=shipments.ShipmentDetailSchema),
+        ("POST", "/api/v1/shipments/{shipment_id}/positions"): Op(
+            "201",
+            shipments.PositionRecordedSchema,
+            shipments.PositionSchema,
+            errors={"409": "The shipment is delivered or lost"},
+        ),
+        ("POST", "/api/v1/shipments/{shipment_id}/readings"): Op(
+            "201",
+            shipments.ShipmentReadingsResultSchema,
+            shipments.ShipmentReadingsSchema,
+            errors={"409": "The shipment is delivered or lost"},
+        ),
+        ("PATCH", "/api/v1/shipments/{shipment_id}"): Op(
+            answer=shipments.ShipmentSchema,
+            body=shipments.ShipmentChangeSchema,
+            errors={"409": "The shipment is delivered or lost"},
+        ),
         ("POST", "/api/v1/therapies/{therapy_id}/conditions"): Op("201", schemas.ConditionResultSchema, readings),
         ("GET", "/api/v1/therapies/{therapy_id}/conditions"): Op(
             answer=schemas.ConditionSeriesSchema,

@@ -59,6 +59,16 @@ from .network_commands import (
     change_parties,
     change_reason_code,
 )
+from .shipment_commands import (
+    AddShipmentPosition,
+    CreateShipment,
+    RecordShipmentReadings,
+    UpdateShipment,
+    add_shipment_position,
+    create_shipment,
+    record_shipment_readings,
+    update_shipment,
+)
 from .task_commands import CompleteTask, complete_task
 from .therapy_commands import (
     CancelTherapy,
@@ -117,6 +127,10 @@ HANDLERS: dict[type, Callable[[Any], Any]] = {
     ResumeTherapy: resume_therapy,
     RescheduleTherapy: reschedule_therapy,
     MigrateTherapies: migrate_therapies,
+    CreateShipment: create_shipment,
+    AddShipmentPosition: add_shipment_position,
+    RecordShipmentReadings: record_shipment_readings,
+    UpdateShipment: update_shipment,
 }
 
 

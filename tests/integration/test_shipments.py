@@ -1,0 +1,296 @@
+"""Courier tracking: shipments, their positions and data-logger readings, the late warning and the therapy page."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from ..support.journeys import start as start_therapy
+from ..support.journeys import to_receipt
+from .conftest import PASSWORD
+
+
+def z(moment) -> str:
+    """A moment as the API writes it."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def start(api, world, reference="PT-1") -> dict:
+    """A mini therapy at SITE-A: it waits on 'Enrol patient', whose 24-hour timer is the window."""
+    return start_therapy(api, world["coord"], reference=reference)
+
+
+def new_shipment(api, token, therapy, **extra):
+    body = {
+        "carrier": "ColdChain",
+        "tracking_number": "CC-1001",
+        "from_party": "treatment",
+        "to_party": "MFG-1",
+        "temperature_min_c": 2,
+        "temperature_max_c": 8,
+        **extra,
+    }
+    return api.as_(token).post(f"/api/v1/therapies/{therapy['id']}/shipments", json=body)
+
+
+def created(api, token, therapy, **extra) -> dict:
+    answer = new_shipment(api, token, therapy, **extra)
+    assert answer.status_code == 201, answer.get_json()
+    return answer.get_json()
+
+
+def count(app, model, **where) -> int:
+    from server.store.extensions import db
+
+    with app.app_context():
+        query = select(func.count()).select_from(model)
+        for key, value in where.items():
+            query = query.where(getattr(model, key) == value)
+        return db.session.execute(query).scalar_one()
+
+
+def late_alerts(api, token, therapy) -> list[dict]:
+    answer = api.as_(token).get(f"/api/v1/alerts?therapy_id={therapy['id']}&kind=shipment_late")
+    return answer.get_json()["items"]
+
+
+def test_a_shipment_is_recorded_tracked_and_delivered_with_its_events(app, api, world, clock):
+    therapy = start(api, world)
+    eta = clock() + timedelta(hours=10)
+    shipment = created(api, world["coord"], therapy, expected_arrival=z(eta))
+    assert shipment["from_party"] == "SITE-A" and shipment["to_party"] == "MFG-1"  # a party as its site
+    assert shipment["status"] == "in_transit" and shipment["expected_arrival"] == z(eta)
+    assert shipment["temperature_range"] == [2, 8] and shipment["coi"] == therapy["coi"]
+    assert shipment["window"]["activity_id"] == "Timer_EnrolLate" and shipment["late"] is False
+    courier = api.as_(world["logistics"])
+    route = [(48.14, 11.58), (48.4, 11.0), (48.78, 9.18)]
+    for hours, (lat, lng) in enumerate(route):
+        clock.advance(hours=1)
+        moved = courier.post(
+            f"/api/v1/shipments/{shipment['id']}/positions",
+            json={"latitude": lat, "longitude": lng, "note": f"hub {hours}"},
+        )
+        assert moved.status_code == 201, moved.get_json()
+        assert moved.get_json()["shipment"]["last_position"]["latitude"] == lat
+    readings = courier.post(
+        f"/api/v1/shipments/{shipment['id']}/readings",
+        json={"readings": [{"recorded_at": z(clock() - timedelta(minutes=m)), "temperature_c": 5.0} for m in (9, 3)]},
+    )
+    assert readings.status_code == 201, readings.get_json()
+    assert readings.get_json() == {"shipment_id": shipment["id"], "recorded": 2, "excursions": 0, "excursion": False}
+
+    detail = api.as_(world["auditor"]).get(f"/api/v1/shipments/{shipment['id']}").get_json()
+    assert [(p["latitude"], p["longitude"]) for p in detail["positions"]] == route
+    assert [r["sensor_id"] for r in detail["readings"]] == ["CC-1001", "CC-1001"]  # the tracking number by default
+    assert all(r["shipment_id"] == shipment["id"] for r in detail["readings"])
+    conditions = api.as_(world["auditor"]).get(f"/api/v1/therapies/{therapy['id']}/conditions").get_json()
+    assert len(conditions["items"]) == 2  # the therapy's condition readings, as any reading
+
+    delivered = api.as_(world["coord"]).patch(f"/api/v1/shipments/{shipment['id']}", json={"status": "delivered"})
+    assert delivered.status_code == 200 and delivered.get_json()["status"] == "delivered"
+    refused = courier.post(f"/api/v1/shipments/{shipment['id']}/positions", json={"latitude": 1, "longitude": 1})
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "shipment_closed"
+
+    listed = api.as_(world["mfg"]).get(f"/api/v1/therapies/{therapy['id']}/shipments").get_json()
+    assert [s["id"] for s in listed["items"]] == [shipment["id"]]
+    assert listed["items"][0]["last_position"]["note"] == "hub 2"
+    audit = api.as_(world["auditor"]).get(f"/api/v1/audit?therapy_id={therapy['id']}&limit=500").get_json()
+    actions = [e["action"] for e in audit["items"]]
+    assert actions.count("shipment.position") == 3
+    assert {"shipment.created", "shipment.delivered", "condition.recorded"} <= set(actions)
+    from server.store.models import OutboxEvent
+
+    for kind in ("shipment.created", "shipment.position", "shipment.delivered"):
+        assert count(app, OutboxEvent, type=kind) >= 1, kind
+
+
+def test_bad_input_is_refused_clearly_and_nothing_is_half_applied(app, api, world, clock):
+    from server.store.models import ConditionReading, Shipment, ShipmentPosition
+
+    therapy = start(api, world)
+    shipment = created(api, world["coord"], therapy)
+    courier = api.as_(world["logistics"])
+    path = f"/api/v1/shipments/{shipment['id']}"
+
+    unknown = courier.post("/api/v1/shipments/no-such-shipment/positions", json={"latitude": 1, "longitude": 2})
+    assert unknown.status_code == 404 and unknown.get_json()["error"]["message"] == "No such shipment."
+    assert api.as_(world["coord"]).get("/api/v1/shipments/" + "x" * 300).status_code == 404
+    for body, field in (
+        ({"latitude": 91, "longitude": 2}, "latitude"),
+        ({"latitude": 10, "longitude": -180.5}, "longitude"),
+        ({"longitude": 2}, "latitude"),
+        ({"latitude": 1, "longitude": 2, "recorded_at": z(clock() + timedelta(hours=1))}, "recorded_at"),
+        ({"latitude": 1, "longitude": 2, "speed": 80}, "speed"),
+    ):
+        answer = courier.post(f"{path}/positions", json=body)
+        assert answer.status_code == 422, (body, answer.get_json())
+        assert field in answer.get_json()["error"]["details"]["fields"], answer.get_json()
+    malformed = courier.post(f"{path}/positions", data='{"latitude": 1,', headers={"Content-Type": "application/json"})
+    assert malformed.status_code == 400 and malformed.get_json()["error"]["code"] == "malformed_json"
+    one_in_the_future = courier.post(
+        f"{path}/readings",
+        json={
+            "readings": [
+                {"recorded_at": z(clock()), "temperature_c": 4},
+                {"recorded_at": z(clock() + timedelta(hours=2)), "temperature_c": 4},
+            ]
+        },
+    )
+    assert one_in_the_future.status_code == 422
+    assert api.as_(world["coordb"]).get(path).status_code == 404  # another site's coordinator
+    other_site = api.as_(world["coordb"]).patch(path, json={"status": "lost"})
+    assert other_site.status_code == 404
+    assert api.as_(world["qa"]).post(f"{path}/positions", json={"latitude": 1, "longitude": 2}).status_code == 403
+    assert api.as_(world["coord"]).patch(path, json={}).status_code == 422
+    assert api.as_(world["coord"]).patch(path, json={"status": "misplaced"}).status_code == 422
+    inverted = new_shipment(api, world["coord"], therapy, tracking_number="CC-2", temperature_min_c=9)
+    assert inverted.status_code == 422
+    twice = new_shipment(api, world["coord"], therapy)
+    assert twice.status_code == 409 and twice.get_json()["error"]["code"] == "shipment_exists"
+    assert new_shipment(api, world["coordb"], therapy, tracking_number="CC-3").status_code == 404
+
+    assert count(app, ShipmentPosition) == 0 and count(app, ConditionReading) == 0
+    assert count(app, Shipment) == 1
+
+
+def test_positions_are_idempotent_under_a_key(app, api, world):
+    from server.store.models import ShipmentPosition
+
+    therapy = start(api, world)
+    shipment = created(api, world["coord"], therapy)
+    headers = {"Idempotency-Key": "pos-1"}
+    path = f"/api/v1/shipments/{shipment['id']}/positions"
+    first = api.as_(world["logistics"]).post(path, json={"latitude": 1, "longitude": 2}, headers=headers)
+    again = api.as_(world["logistics"]).post(path, json={"latitude": 1, "longitude": 2}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.get_json() == again.get_json() and count(app, ShipmentPosition) == 1
+
+
+def _courier_world(app):
+    """A courier site COURIER-1 with its logistics user, for a therapy that names it as its logistics party."""
+    from server.access import accounts
+
+    with app.app_context():
+        accounts.add_site("COURIER-1", "Courier One", "logistics", "test")
+        accounts.add_user("courier", ["logistics"], ["COURIER-1"], "Courier Person", PASSWORD, "test")
+        return accounts.issue_token("courier", "test", "test")
+
+
+def test_an_arrival_expected_after_the_window_raises_a_high_alert_when_the_estimate_changes(app, api, world, clock):
+    courier_token = _courier_world(app)
+    answer = api.as_(world["coord"]).post(
+        "/api/v1/therapies",
+        json={
+            "process_key": "mini_therapy",
+            "site": "SITE-A",
+            "patient": {"reference": "PT-LATE"},
+            "parties": {"logistics": "COURIER-1"},
+        },
+    )
+    assert answer.status_code == 201, answer.get_json()
+    therapy = answer.get_json()
+    window_closes = clock() + timedelta(hours=24)  # 'Enrolment overdue', 24 h on 'Enrol patient'
+    shipment = created(
+        api, courier_token, therapy, from_party="SITE-A", expected_arrival=z(clock() + timedelta(hours=20))
+    )
+    assert shipment["from_party"] == "SITE-A" and late_alerts(api, world["coord"], therapy) == []
+
+    clock.advance(hours=3)
+    path = f"/api/v1/shipments/{shipment['id']}"
+    later = window_closes + timedelta(hours=6, minutes=30)
+    changed = api.as_(courier_token).patch(path, json={"expected_arrival": z(later)})
+    assert changed.status_code == 200, changed.get_json()
+    assert changed.get_json()["late"] is True and changed.get_json()["late_by_minutes"] == 390
+    coordinator_alerts = late_alerts(api, world["coord"], therapy)
+    courier_alerts = late_alerts(api, courier_token, therapy)
+    assert len(coordinator_alerts) == len(courier_alerts) == 1
+    alert = coordinator_alerts[0]
+    assert alert["severity"] == "high" and alert["role"] == "coordinator" and courier_alerts[0]["role"] == "logistics"
+    assert "6 h 30 min after the window" in alert["message"] and "Ask the courier" in alert["message"]
+    assert alert["data"]["shipment_id"] == shipment["id"] and alert["data"]["window_due_at"] == z(window_closes)
+    assert alert["activity_id"] == "Task_Enrol"
+    # The warning comes before the window: the timer has not fired.
+    timers = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()["waiting_for"]
+    assert [w["activity_id"] for w in timers if w["type"] == "timer"] == ["Timer_EnrolLate"]
+
+    # The same estimate again (as a PATCH or with a position) raises nothing more.
+    assert api.as_(courier_token).patch(path, json={"expected_arrival": z(later)}).status_code == 200
+    moved = api.as_(courier_token).post(
+        f"{path}/positions", json={"latitude": 50.1, "longitude": 8.6, "expected_arrival": z(later)}
+    )
+    assert moved.status_code == 201
+    assert len(late_alerts(api, world["coord"], therapy)) == 1
+    # Acknowledged as any alert; a later estimate is a new warning.
+    acknowledged = api.as_(world["coord"]).post(f"/api/v1/alerts/{alert['id']}/acknowledge", json={"note": "rerouted"})
+    assert acknowledged.status_code == 200
+    clock.advance(hours=1)
+    even_later = later + timedelta(hours=2)
+    moved = api.as_(courier_token).post(
+        f"{path}/positions", json={"latitude": 50.2, "longitude": 8.7, "expected_arrival": z(even_later)}
+    )
+    assert moved.status_code == 201 and moved.get_json()["shipment"]["late_by_minutes"] == 510
+    assert [a["data"]["expected_arrival"] for a in late_alerts(api, world["coord"], therapy)] == [
+        z(even_later),
+        z(later),
+    ]
+    # Back within the window: no warning, and the shipment is no longer late.
+    back = api.as_(courier_token).patch(path, json={"expected_arrival": z(window_closes - timedelta(hours=1))})
+    assert back.get_json()["late"] is False and len(late_alerts(api, world["coord"], therapy)) == 2
+    audit = api.as_(world["auditor"]).get(f"/api/v1/audit?therapy_id={therapy['id']}&limit=500").get_json()
+    assert [e["action"] for e in audit["items"]].count("shipment.eta_changed") == 3
+
+
+def test_no_window_no_warning(api, world, clock):
+    """A therapy that waits for a message alone (no timer) has no window to miss."""
+    therapy = start(api, world)
+    to_receipt(api, world, therapy)  # now at 'Receive shipment': no timer runs
+    shipment = created(api, world["coord"], therapy, expected_arrival=z(clock() + timedelta(days=30)))
+    assert shipment["window"] is None and shipment["late"] is False
+    assert late_alerts(api, world["coord"], therapy) == []
+
+
+# -- the courier's messages, over POST /messages (the broker takes them the same way) ----------------------------
+def test_tracking_messages_reach_the_shipment_not_the_engine(app, api, world, clock):
+    from server.store.models import ShipmentPosition
+
+    therapy = start(api, world)
+    to_receipt(api, world, therapy)  # 'Receive shipment' holds 2..8 °C
+    shipment = created(api, world["coord"], therapy)
+    integrator = api.as_(world["integrator"])
+
+    def send(name, payload, **extra):
+        return integrator.post("/api/v1/messages", json={"name": name, "payload": payload, **extra})
+
+    position = send("shipment.position", {"shipment_id": shipment["id"], "latitude": 52.5, "longitude": 13.4})
+    assert position.status_code == 200, position.get_json()
+    assert position.get_json()["delivered"] is True and position.get_json()["shipment_id"] == shipment["id"]
+    assert position.get_json()["position"]["recorded_by"] == "integrator"
+    eta = z(clock() + timedelta(hours=5))
+    assert send("shipment.eta", {"shipment_id": shipment["id"], "expected_arrival": eta}).status_code == 200
+    readings = send(
+        "shipment.readings",
+        {"shipment_id": shipment["id"], "readings": [{"recorded_at": z(clock()), "temperature_c": 12.5}]},
+        therapy_id=therapy["id"],
+    )
+    assert readings.status_code == 200, readings.get_json()
+    assert readings.get_json()["readings"]["excursion"] is True  # detected as any reading is
+    alerts = api.as_(world["coord"]).get(f"/api/v1/alerts?therapy_id={therapy['id']}").get_json()["items"]
+    assert [a["kind"] for a in alerts if a["kind"] != "notification"] == ["condition_excursion"]
+    detail = api.as_(world["coord"]).get(f"/api/v1/shipments/{shipment['id']}").get_json()
+    assert detail["expected_arrival"] == eta and len(detail["positions"]) == 1 and len(detail["readings"]) == 1
+
+    unknown = send("shipment.position", {"shipment_id": "nope", "latitude": 1, "longitude": 1})
+    assert unknown.status_code == 404
+    bad = send("shipment.position", {"shipment_id": shipment["id"], "latitude": 91, "longitude": 1})
+    assert bad.status_code == 422 and bad.get_json()["error"]["code"] == "invalid_payload"
+    assert "latitude" in bad.get_json()["error"]["details"]["fields"]["payload"]
+    other = start(api, world, reference="PT-2")
+    mismatched = send(
+        "shipment.position", {"shipment_id": shipment["id"], "latitude": 1, "longitude": 1}, therapy_id=other["id"]
+    )
+    assert mismatched.status_code == 404
+    assert count(app, ShipmentPosition) == 1
+    # Without a shipment_id it is an ordinary message for the engine (which does not wait for it).
+    plain = send("shipment.position", {"latitude": 1, "longitude": 1}, therapy_id=therapy["id"])
+    assert plain.status_code == 409 and plain.get_json()["error"]["code"] == "not_waiting"
