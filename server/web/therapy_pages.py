@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from datetime import datetime
+from typing import Any, TypeVar
 
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
@@ -13,6 +14,7 @@ from server.access.auth import can_see_site, visible_site_ids
 from server.compliance import record
 from server.compliance.record import PLAIN_WORDS
 from server.compliance.signatures import signatures_for
+from server.custody import shipments as shipment_records
 from server.errors import ApiError, NotFound
 from server.store.extensions import db
 from server.store.models import (
@@ -33,6 +35,7 @@ from . import bp, present
 from .network import party_sites, reasons
 from .session import has_role, login_required, page_user
 from .slots import booking_context
+from .vendor import map_installed
 
 # Audit actions of a therapy that tell its story (the rest stays in the audit page).
 TIMELINE_ACTIONS = {
@@ -112,6 +115,40 @@ def _timeline(therapy: Therapy) -> Sequence[AuditEntry]:
         .scalars()
         .all()
     )
+
+
+def shipment_views(therapy: Therapy) -> list[dict]:
+    """Each shipment of the therapy as the page shows it: its record (with the window and whether it is late),
+    the positions for its map (oldest first) and a timeline of its positions and data-logger readings."""
+    views = []
+    for shipment in shipment_records.of_therapy(therapy.id):
+        positions = shipment_records.positions(shipment.id)
+        readings = shipment_records.readings(shipment)
+        item = shipment_records.shipment_item(shipment, therapy, last=positions[-1] if positions else None)
+        events: list[dict[str, Any]] = [
+            {"at": p.recorded_at, "kind": "position", "position": shipment_records.position_item(p)} for p in positions
+        ]
+        events += [{"at": _parsed(r["recorded_at"]), "kind": "reading", "reading": r} for r in readings]
+        events.sort(key=lambda event: event["at"])
+        views.append(
+            {
+                "item": item,
+                "timeline": events,
+                "map": {
+                    "origin": shipment.from_party,
+                    "destination": shipment.to_party,
+                    "points": [
+                        {"lat": p.latitude, "lng": p.longitude, "at": present.when(p.recorded_at), "note": p.note or ""}
+                        for p in positions
+                    ],
+                },
+            }
+        )
+    return views
+
+
+def _parsed(moment: str) -> datetime:
+    return datetime.fromisoformat(moment.replace("Z", "+00:00"))
 
 
 def completed_activities(therapy: Therapy) -> list[str]:
@@ -195,6 +232,8 @@ def therapy_page(therapy_id: str):
         party_sites=party_sites() if can_change else {},
         cancel_reasons=reasons("cancel") if can_cancel else [],
         reassign_reasons=reasons("reassign") if can_change else [],
+        shipments=shipment_views(therapy),
+        map_viewer=map_installed(),
         **booking_context(user, therapy),
     )
 

@@ -1,4 +1,5 @@
-"""The diagram viewer's files (bpmn-js), served from node_modules: nothing is fetched from the internet."""
+"""The browser packages' files (bpmn-js for diagrams, Leaflet for shipment maps), served from node_modules: nothing
+is fetched from the internet."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from flask import abort, current_app, send_from_directory
 from ..config import project_root
 from . import bp
 
-VENDOR_PACKAGES = {"bpmn-js": Path("bpmn-js") / "dist"}
+VENDOR_PACKAGES = {"bpmn-js": Path("bpmn-js") / "dist", "leaflet": Path("leaflet") / "dist"}
 
 
 def vendor_dir(package: str) -> Path | None:
@@ -33,3 +34,8 @@ def vendor_file(package: str, filename: str):
 def viewer_installed() -> bool:
     """Whether the diagram viewer is installed."""
     return vendor_dir("bpmn-js") is not None
+
+
+def map_installed() -> bool:
+    """Whether the map library (Leaflet) is installed."""
+    return vendor_dir("leaflet") is not None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from ..support.journeys import start as start_therapy
@@ -294,3 +296,47 @@ def test_tracking_messages_reach_the_shipment_not_the_engine(app, api, world, cl
     # Without a shipment_id it is an ordinary message for the engine (which does not wait for it).
     plain = send("shipment.position", {"latitude": 1, "longitude": 1}, therapy_id=therapy["id"])
     assert plain.status_code == 409 and plain.get_json()["error"]["code"] == "not_waiting"
+
+
+# -- the therapy page --------------------------------------------------------------------------------------------
+def _csrf(client, path: str = "/login") -> str:
+    page = client.get(path)
+    return re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+
+
+def _page(app, username, therapy_id):
+    client = app.test_client()
+    client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": _csrf(client)})
+    page = client.get(f"/therapies/{therapy_id}")
+    assert page.status_code == 200
+    return page.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_the_therapy_page_shows_its_shipments(app, api, world, clock, installed, tmp_path):
+    therapy = start(api, world)
+    empty = _page(app, "coord", therapy["id"])
+    assert 'data-testid="shipments"' in empty and "No shipments recorded." in empty
+    late = clock() + timedelta(hours=30)
+    shipment = created(api, world["coord"], therapy, expected_arrival=z(late))
+    for lat, lng in ((48.1, 11.5), (48.7, 9.1)):
+        api.as_(world["logistics"]).post(
+            f"/api/v1/shipments/{shipment['id']}/positions", json={"latitude": lat, "longitude": lng}
+        )
+    api.as_(world["logistics"]).post(
+        f"/api/v1/shipments/{shipment['id']}/readings",
+        json={"readings": [{"recorded_at": z(clock()), "temperature_c": 4.5}]},
+    )
+    if not installed:
+        app.config["NODE_MODULES"] = str(tmp_path)  # no node_modules: the page still renders
+    html = _page(app, "coord", therapy["id"])
+    assert "ColdChain" in html and "CC-1001" in html and "SITE-A" in html and "MFG-1" in html
+    assert 'data-testid="shipment-late"' in html and "late by 6 h 0 min" in html
+    assert html.count('class="tl-shipment-position"') == 2 and "4.5 °C" in html
+    assert "data-shipment-map" in html and "48.1" in html
+    if installed:
+        assert "/vendor/leaflet/leaflet.js" in html and "shipment-map.js" in html
+        assert 'data-testid="map-unavailable"' not in html
+    else:
+        assert "/vendor/leaflet/" not in html and 'data-testid="map-unavailable"' in html
+    assert _page(app, "mfg", therapy["id"]).count("CC-1001") >= 1  # the manufacturing party sees it too
