@@ -2,17 +2,27 @@
 
 import pytest
 
-from ..integration.conftest import PASSWORD, Api, api, app, clock, database_url, pg_template, world  # noqa: F401
+from ..integration.conftest import (  # noqa: F401
+    PASSWORD,
+    SEEDED,
+    Api,
+    api,
+    app,
+    clock,
+    database_url,
+    seed_bundled,
+    templates,
+    world,
+)
 
 
 @pytest.fixture
-def bundled(app, world):  # noqa: F811  (the fixtures imported above)
-    """Deploy processes/ as the server does at start; returns each key's version."""
-    from server.config import project_root
-    from server.workflow.definitions import deploy_bundled
-
-    with app.app_context():
-        return {row.key: row.version for row, _created in deploy_bundled(project_root() / "processes")}
+def bundled(app, world, database_url):  # noqa: F811  (the fixtures imported above)
+    """Deploy processes/ as the server does at start (copied from a template); returns each key's version."""
+    seeded = SEEDED.get(database_url)
+    if seeded is not None and seeded.versions is not None:
+        return dict(seeded.versions)
+    return seed_bundled(app)
 
 
 @pytest.fixture
