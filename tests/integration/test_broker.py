@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import kombu
@@ -318,3 +319,30 @@ def test_a_served_tether_publishes_its_events_and_takes_messages_from_the_queue(
         server.stop()
         with connection(BROKER_URL) as conn:
             conn.channel().queue_delete(listen)
+
+
+def test_a_courier_tracking_message_from_the_queue_reaches_its_shipment(app, api, world, broker, clock):
+    """``shipment.position`` with a shipment_id is taken by the shipment, as over ``POST /messages``; an unknown
+    shipment is dead-lettered as not found."""
+    therapy = start(api, world["coord"])
+    created = api.as_(world["coord"]).post(
+        f"/api/v1/therapies/{therapy['id']}/shipments",
+        json={"carrier": "ColdChain", "tracking_number": "CC-Q1", "from_party": "SITE-A", "to_party": "MFG-1"},
+    )
+    assert created.status_code == 201, created.get_json()
+    shipment = created.get_json()
+    consumer = Consumer(app)
+    broker["links"].append(consumer)
+    consumer.start()
+    eta = (clock() + timedelta(hours=6)).isoformat().replace("+00:00", "Z")
+    payload = {"shipment_id": shipment["id"], "latitude": 50.1, "longitude": 8.7, "expected_arrival": eta}
+    send({"id": "track-1", "name": "shipment.position", "therapy_id": therapy["id"], "payload": payload})
+    send({"id": "track-2", "name": "shipment.position", "payload": {**payload, "shipment_id": "no-such-shipment"}})
+    assert wait_for(lambda: consumer.taken == 1 and consumer.refused == 1)
+    detail = api.as_(world["coord"]).get(f"/api/v1/shipments/{shipment['id']}").get_json()
+    assert [(p["latitude"], p["recorded_by"]) for p in detail["positions"]] == [(50.1, "broker")]
+    assert detail["expected_arrival"] == eta
+    [dead] = published(DEAD_LETTER_QUEUE, 1)
+    assert dead.headers["x-tether-code"] == "not_found"
+    with app.app_context():
+        assert db.session.get_one(BrokerMessage, "track-1").therapy_id == therapy["id"]
