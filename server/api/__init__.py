@@ -17,6 +17,7 @@ from . import (  # noqa: E402,F401
     health,
     incidents,
     messages,
+    metrics,
     reason_codes,
     records,
     scheduling,

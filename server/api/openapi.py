@@ -330,6 +330,22 @@ def _operations() -> dict[tuple[str, str], Op]:
         ("GET", "/api/v1/therapies/{therapy_id}/labels/{material_id}.pdf"): Op(answer=PDF),
         ("GET", "/api/v1/therapies/{therapy_id}/record.json"): Op(answer=schemas.TherapyRecordSchema),
         ("GET", "/api/v1/therapies/{therapy_id}/record.pdf"): Op(answer=PDF),
+        ("GET", "/api/v1/metrics"): Op(
+            answer={
+                "application/json": {"schema": {"$ref": "#/components/schemas/Metrics"}},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+            query=(
+                ("from", _string(format="date-time"), "therapies started at or after"),
+                ("to", _string(format="date-time"), "therapies started before"),
+                (
+                    "group_by",
+                    {"type": "string", "enum": ["site", "process", "month"]},
+                    "site (default), process or month",
+                ),
+                ("format", {"type": "string", "enum": ["json", "csv"]}, "json (default) or csv"),
+            ),
+        ),
         ("GET", "/api/v1/tasks"): Op(
             answer=schemas.TaskPageSchema,
             query=(("therapy_id", _string(), "one therapy's tasks"), ("role", _string(), "one role's"), *PAGING),
@@ -568,6 +584,7 @@ def build_document(app: Flask) -> dict:
     from server.api.conditions import ReadingBatchSchema, ReadingSchema
 
     documented |= {ReadingSchema, ReadingBatchSchema}  # the oneOf of the conditions body refers to them
+    documented |= {schemas.MetricsSchema}  # the metrics' JSON answer (beside its CSV)
     for schema in sorted(documented, key=_name):
         if _name(schema) not in spec.components.schemas:  # a nested schema may have registered it already
             spec.components.schema(_name(schema), schema=schema)

@@ -805,3 +805,32 @@ BlackoutPageSchema = page_of(BlackoutItemSchema, "BlackoutPageSchema")
 BookingPageSchema = page_of(BookingItemSchema, "BookingPageSchema")
 IncidentPageSchema = page_of(IncidentSchema, "IncidentPageSchema")
 CorrectionPageSchema = page_of(CorrectionRecordSchema, "CorrectionPageSchema")
+
+
+class VeinToVeinHoursSchema(_Answer):
+    """Vein-to-vein hours of the infused therapies of a group: the median and the 90th percentile."""
+
+    p50 = fields.Float(required=True, allow_none=True)
+    p90 = fields.Float(required=True, allow_none=True)
+
+
+class MetricsGroupSchema(_Answer):
+    """One group of the metrics (a site, a process or a month)."""
+
+    key = _text(metadata={"description": "the site code, process key or month (YYYY-MM)"})
+    started = fields.Integer(required=True)
+    completed = fields.Integer(required=True)
+    cancelled = fields.Integer(required=True)
+    vein_to_vein_hours = fields.Nested(VeinToVeinHoursSchema, required=True)
+    on_time_rate = fields.Float(
+        required=True, allow_none=True, metadata={"description": "share of judged milestones on time (0..1)"}
+    )
+    excursions = fields.Integer(required=True)
+    escalations = fields.Integer(required=True)
+    coi_mismatches = fields.Integer(required=True)
+
+
+class MetricsSchema(_Answer):
+    """GET /metrics."""
+
+    groups = fields.List(fields.Nested(MetricsGroupSchema), required=True)

@@ -183,16 +183,7 @@ def vein_to_vein(therapy: Therapy, now: datetime | None = None) -> dict[str, Any
     from). Infusion is the ``infusion_started_at`` a form recorded. Until the infusion the elapsed time runs to
     ``now``.
     """
-    tasks = _completed_tasks(therapy.id)
-    collection_at, source = None, None
-    for task in reversed([t for t in tasks if _is_collection(t)]):
-        collection_at = _parse_time((task.data or {}).get("collection_completed_at"))
-        source = f"form:{task.activity_id}" if collection_at else f"task:{task.activity_id}"
-        collection_at = collection_at or task.completed_at
-        break
-    infusion_at = next(
-        (moment for moment in (_parse_time((t.data or {}).get("infusion_started_at")) for t in tasks) if moment), None
-    )
+    collection_at, source, infusion_at = collection_and_infusion(_completed_tasks(therapy.id))
     elapsed = None
     if collection_at is not None:
         if now is None:
@@ -210,6 +201,22 @@ def vein_to_vein(therapy: Therapy, now: datetime | None = None) -> dict[str, Any
         "stage": therapy.stage,
         "status": therapy.status,
     }
+
+
+def collection_and_infusion(tasks: list[TaskRecord]) -> tuple[datetime | None, str | None, datetime | None]:
+    """From a therapy's completed tasks in completion order: when the cells were last collected (and where that
+    came from: ``form:<activity>`` or ``task:<activity>``) and when the product was infused, each None when not
+    yet known (the rules of ``vein_to_vein``)."""
+    collection_at, source = None, None
+    for task in reversed([t for t in tasks if _is_collection(t)]):
+        collection_at = _parse_time((task.data or {}).get("collection_completed_at"))
+        source = f"form:{task.activity_id}" if collection_at else f"task:{task.activity_id}"
+        collection_at = collection_at or task.completed_at
+        break
+    infusion_at = next(
+        (moment for moment in (_parse_time((t.data or {}).get("infusion_started_at")) for t in tasks) if moment), None
+    )
+    return collection_at, source, infusion_at
 
 
 # Actors that are the system itself rather than a person.
