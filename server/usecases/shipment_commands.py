@@ -81,7 +81,8 @@ class UpdateShipment:
 def visible_shipment(user: User, shipment_id: str) -> tuple[Shipment, Therapy]:
     """The shipment and its therapy when ``user`` may see the therapy (one of their sites is a party of it); 404
     otherwise, as for a shipment that does not exist."""
-    shipment = db.session.get(Shipment, shipment_id) if len(shipment_id) <= 36 else None
+    readable = len(shipment_id) <= 36 and "\x00" not in shipment_id  # no id is longer; PostgreSQL refuses NUL
+    shipment = db.session.get(Shipment, shipment_id) if readable else None
     therapy = db.session.get(Therapy, shipment.therapy_id) if shipment is not None else None
     if shipment is None or therapy is None or not can_see_therapy(user, therapy):
         raise NotFound("No such shipment.", details={"shipment_id": shipment_id})
