@@ -93,7 +93,7 @@ def served(tmp_path_factory) -> Served:
         try:
             if requests.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
             time.sleep(0.2)
     else:
         proc.terminate()

@@ -104,7 +104,7 @@ def demo_server(database, tmp_path_factory):
                 try:
                     if requests.get(f"{base}/health", timeout=1).status_code == 200:
                         break
-                except requests.ConnectionError:
+                except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
                     pass
                 if time.monotonic() > deadline or proc.poll() is not None:
                     pytest.fail("server did not start:\n" + log_path.read_text())

@@ -107,7 +107,7 @@ def served(tmp_path):
         try:
             if requests.get(f"{base}/health", timeout=1).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
             pass
         if time.monotonic() > deadline:
             proc.terminate()

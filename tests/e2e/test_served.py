@@ -25,7 +25,7 @@ def _wait_healthy(base: str, proc, log_path: Path) -> None:
         try:
             if requests.get(f"{base}/health", timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
             time.sleep(0.2)
     proc.terminate()
     pytest.fail("server did not start:\n" + log_path.read_text())

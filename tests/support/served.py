@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import traceback
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,20 +21,62 @@ from .network import free_port
 
 
 def tether_cli(*args: str, env: dict, cwd: Path, stdin: str | None = None, check: bool = False):
-    """Run the ``tether`` command line (``python -m server.cli``); with ``check``, fail the test on an error."""
-    done = subprocess.run(
-        [sys.executable, "-m", "server.cli", *args],
-        env=env,
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    """Run the ``tether`` command line with ``env`` as its environment and ``cwd`` as its folder; with ``check``,
+    fail the test on an error. Returns a ``CompletedProcess`` (``returncode``, ``stdout``, ``stderr``).
+
+    The command runs in this process through click's test runner: the same command, arguments, input and
+    settings, without the second or two a new interpreter needs to import the server (set
+    ``TETHER_TEST_CLI_SUBPROCESS=1`` to run ``python -m server.cli`` instead). Each app the command makes is
+    disposed of afterwards, so no connection outlives it.
+    """
+    if os.environ.get("TETHER_TEST_CLI_SUBPROCESS") == "1":
+        done = subprocess.run(
+            [sys.executable, "-m", "server.cli", *args],
+            env=env,
+            cwd=cwd,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    else:
+        done = _in_process(list(args), env, cwd, stdin)
     if check:
         assert done.returncode == 0, done.stderr
     return done
+
+
+def _in_process(args: list[str], env: dict, cwd: Path, stdin: str | None) -> subprocess.CompletedProcess:
+    from click.testing import CliRunner
+
+    from server import cli
+
+    made = []
+    make = cli._app
+
+    def app():
+        made.append(make())
+        return made[-1]
+
+    overrides: dict[str, str | None] = {name: None for name in os.environ if name not in env}
+    overrides.update(env)
+    try:
+        cli._app = app
+        with contextlib.chdir(cwd):
+            result = CliRunner().invoke(cli.main, args, input=stdin, env=overrides, catch_exceptions=True)
+    finally:
+        cli._app = make
+        for each in made:
+            with each.app_context():
+                from server.store.extensions import db
+
+                db.session.remove()
+                db.engine.dispose()
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["tether", *args], result.exit_code, result.stdout, stderr)
 
 
 class KillableServer(Server):
