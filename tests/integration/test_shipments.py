@@ -243,6 +243,43 @@ def test_an_arrival_expected_after_the_window_raises_a_high_alert_when_the_estim
     assert [e["action"] for e in audit["items"]].count("shipment.eta_changed") == 3
 
 
+def test_the_bundled_fresh_shipment_is_warned_about_before_its_24_hour_window_runs_out(app, api, world, clock):
+    """In the bundled autologous diagram the window is the 24-hour delivery timer of the fresh material: a
+    courier's estimate past it raises the alert hours before the escalation would."""
+    from server.config import project_root
+    from server.workflow.definitions import deploy_bundled
+
+    from ..scenario_data import form_data
+    from ..support.journeys import complete, deliver, fire, tasks_of
+
+    with app.app_context():
+        deploy_bundled(project_root() / "processes")
+    therapy = start_therapy(api, world["coord"], "autologous_car_t")
+    for activity_id in ("Task_Enrolment", "Task_Scheduling", "Task_Apheresis"):
+        [task] = tasks_of(api, world["coord"], therapy["id"])
+        assert task["activity_id"] == activity_id
+        done = complete(api, world["coord"], task["id"], form_data(task["form"]["name"], therapy["coi"]))
+        assert done.status_code == 200, done.get_json()
+    deliver(api, world, therapy, "courier.picked_up", {"courier": "ColdChain", "tracking": "CC-1"})
+    picked_up = clock()
+    shipment = created(api, world["integrator"], therapy, from_party="apheresis", to_party="MFG-1")
+    assert shipment["window"]["activity_id"] == "Event_FreshDeliveryOverdue"
+    assert shipment["window"]["due_at"] == z(picked_up + timedelta(hours=24))
+    assert "Not delivered within 24 h" in shipment["window"]["label"]
+
+    clock.advance(hours=2)
+    estimate = picked_up + timedelta(hours=27)
+    moved = api.as_(world["logistics"]).post(
+        f"/api/v1/shipments/{shipment['id']}/positions",
+        json={"latitude": 49.0, "longitude": 10.0, "note": "road closed", "expected_arrival": z(estimate)},
+    )
+    assert moved.status_code == 201 and moved.get_json()["shipment"]["late_by_minutes"] == 180
+    [alert] = late_alerts(api, world["logistics"], therapy)
+    assert alert["activity_id"] == "Task_AwaitFreshDelivery" and alert["severity"] == "high"
+    assert "3 h after the window" in alert["message"]
+    assert fire(app, therapy["id"]) is False, "the escalation is still 22 hours away"
+
+
 def test_no_window_no_warning(api, world, clock):
     """A therapy that waits for a message alone (no timer) has no window to miss."""
     therapy = start(api, world)
