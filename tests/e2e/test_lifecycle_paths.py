@@ -278,7 +278,7 @@ def test_the_therapy_page_lists_each_collection_and_what_became_of_it(app, api, 
     assert [(outcome, _words(cells)) for outcome, cells in rows] == [
         (
             "rejected",
-            f"1{FIRST_DIN}2026-11-16T12:40:00Zapheresis Rejected at manufacturing (Bag leaking on arrival)",
+            f"1{FIRST_DIN} label2026-11-16T12:40:00Zapheresis Rejected at manufacturing (Bag leaking on arrival)",
         ),
-        ("on-its-way", f"2{SECOND_DIN}2026-11-16T12:40:00Zapheresis On its way"),
+        ("on-its-way", f"2{SECOND_DIN} label2026-11-16T12:40:00Zapheresis On its way"),
     ]

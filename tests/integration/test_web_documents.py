@@ -47,3 +47,12 @@ def test_the_collection_task_prints_its_label_and_every_task_links_the_record(ap
     assert form and form.group(1) == f"/therapies/{therapy['id']}/label"
     assert 'name="material_id" value="BAG-1"' in page
     assert f'href="/therapies/{therapy["id"]}/record.pdf"' in page
+
+
+def test_the_therapy_page_links_its_record_and_label(app, api, world):
+    therapy = start(api, world["coord"])
+    page = _text(_client(app, "coord"), f"/therapies/{therapy['id']}")
+    documents = page[page.index('data-testid="documents"') :]
+    documents = documents[: documents.index("</dd>")]
+    for href in ("record.pdf", "record.json", "labels/BAG-1.pdf"):
+        assert f'href="/therapies/{therapy["id"]}/{href}"' in documents
