@@ -54,6 +54,7 @@ from . import (  # noqa: E402,F401  (the routes register themselves on the bluep
     errors,
     lifecycle_pages,
     login,
+    metrics_pages,
     migration_pages,
     oversight,
     task_pages,

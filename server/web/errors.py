@@ -39,6 +39,8 @@ def menu(user) -> list[tuple[str, str]]:
         items.append(("web.audit", "Audit trail"))
     if has_role(user, *PLANNERS):
         items.append(("web.capacity", "Capacity"))
+    if has_role(user, "coordinator", "planner", "qa", "auditor", "admin"):
+        items.append(("web.metrics_page", "Metrics"))
     return items
 
 

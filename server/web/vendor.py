@@ -1,5 +1,5 @@
-"""The browser packages' files (bpmn-js for diagrams, Leaflet for shipment maps), served from node_modules: nothing
-is fetched from the internet."""
+"""The browser packages' files (bpmn-js for diagrams, Leaflet for shipment maps, Chart.js for the metrics), served
+from node_modules: nothing is fetched from the internet."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from flask import abort, current_app, send_from_directory
 from ..config import project_root
 from . import bp
 
-VENDOR_PACKAGES = {"bpmn-js": Path("bpmn-js") / "dist", "leaflet": Path("leaflet") / "dist"}
+VENDOR_PACKAGES = {
+    "bpmn-js": Path("bpmn-js") / "dist",
+    "leaflet": Path("leaflet") / "dist",
+    "chart.js": Path("chart.js") / "dist",
+}
 
 
 def vendor_dir(package: str) -> Path | None:
