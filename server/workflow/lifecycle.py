@@ -21,7 +21,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from server.clock import clock, iso
-from server.errors import Conflict
+from server.errors import ApiError, Conflict
 from server.integration import outbox
 from server.store.extensions import db
 from server.store.models import Incident, TaskRecord, Therapy
@@ -72,7 +72,9 @@ def resume(therapy: Therapy, reason: str | None, actor: str) -> Therapy:
     for message in kept:
         try:
             therapies.deliver_message(therapy, message["name"], message["payload"], message["actor"])
-        except Conflict:  # no longer awaited: refused and audited by deliver_message, the rest still go in
+        except ApiError as refused:  # no longer awaited, or (moved to a new version) no longer fitting its
+            if refused.status not in (409, 422):  # schema: refused and audited by deliver_message; the rest go in
+                raise
             db.session.rollback()
             therapy = db.session.get_one(Therapy, therapy_id)
     return therapy

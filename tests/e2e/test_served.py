@@ -81,6 +81,7 @@ def test_served_process_runs_a_therapy(served):
         "database": "ok",
         "writes": "ok",
         "scheduler": "running",
+        "broker": "off",
     }
     assert [d["key"] for d in call("GET", "/process-definitions", "coord").json()["items"]] == ["mini_therapy"]
     therapy = call(

@@ -148,3 +148,42 @@ def test_the_task_page_says_late_since_when_after_its_escalation_fired(app, api,
     page = _words(_text(_client(app, "coord"), f"/tasks/{task['id']}"))
     assert re.search(r"DueLate since \d{4}-\d\d-\d\d \d\d:\d\d UTC \(6 h 0 min ago\)", page), page[:2000]
     assert "Late" in _words(_text(_client(app, "coord"), "/tasks"))
+
+
+def test_a_kept_message_that_no_longer_fits_after_a_migration_is_refused_on_resume(app, api, world):
+    """Held, a message kept, then moved to a version whose schema the message fails: the resume goes through,
+    the message is refused (audited) and the therapy still waits for it."""
+    from server.workflow.definitions import deploy
+
+    from ..conftest import ROOT
+
+    therapy = start(api, world["coord"])
+    enrol(api, world, therapy)  # waits for shipment.delivered
+    assert _hold(api, world, therapy).status_code == 200
+    body = {"name": "shipment.delivered", "therapy_id": therapy["id"], "payload": {"dock": 3}}
+    assert api.as_(world["integrator"]).post("/api/v1/messages", json=body).status_code == 202
+    mini = (ROOT / "tests" / "fixtures" / "mini.bpmn").read_text()
+    strict = mini.replace(
+        '<bpmn:intermediateCatchEvent id="Event_Delivered" name="Shipment delivered">',
+        '<bpmn:intermediateCatchEvent id="Event_Delivered" name="Shipment delivered"><bpmn:extensionElements>'
+        '<spiffworkflow:properties><spiffworkflow:property name="payloadSchema" value="strict.message.json"/>'
+        "</spiffworkflow:properties></bpmn:extensionElements>",
+    )
+    schema = b'{"type": "object", "required": ["tracking"], "properties": {"tracking": {"type": "string"}}}'
+    forms = {p.name: p.read_bytes() for p in (ROOT / "tests" / "fixtures").glob("*.json")}
+    with app.app_context():
+        row, created = deploy(strict.encode(), {**forms, "strict.message.json": schema}, "test")
+        assert created and row.version == 2
+    moved = api.as_(world["designer"]).post(
+        "/api/v1/process-definitions/mini_therapy/migrations", json={"from_version": 1, "to_version": 2}
+    )
+    assert moved.status_code == 200 and moved.get_json()["results"][0]["ok"], moved.get_json()
+    resumed = _resume(api, world, therapy)
+    assert resumed.status_code == 200 and resumed.get_json()["status"] == "active"
+    detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
+    assert [w.get("name") for w in detail["waiting_for"]] == ["shipment.delivered"]
+    with app.app_context():
+        refusals = db.session.execute(
+            select(AuditEntry).where(AuditEntry.therapy_id == therapy["id"], AuditEntry.action == "message.refused")
+        ).scalars()
+        assert [e.data.get("reason") for e in refusals] == ["invalid_payload"]
