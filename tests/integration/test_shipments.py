@@ -377,3 +377,24 @@ def test_the_therapy_page_shows_its_shipments(app, api, world, clock, installed,
     else:
         assert "/vendor/leaflet/" not in html and 'data-testid="map-unavailable"' in html
     assert _page(app, "mfg", therapy["id"]).count("CC-1001") >= 1  # the manufacturing party sees it too
+
+
+def test_the_answers_match_the_openapi_document(api, world, clock):
+    from .test_openapi import Checked
+
+    document = api.get("/api/v1/openapi.json").get_json()
+    call = Checked(api, document)
+    therapy = start(api, world)
+    body = {"carrier": "ColdChain", "tracking_number": "CC-9", "from_party": "SITE-A", "to_party": "MFG-1"}
+    shipment = call("POST", f"/api/v1/therapies/{therapy['id']}/shipments", world["coord"], json=body).get_json()
+    path = f"/api/v1/shipments/{shipment['id']}"
+    assert (
+        call("POST", f"{path}/positions", world["logistics"], json={"latitude": 1, "longitude": 2}).status_code == 201
+    )
+    readings = {"readings": [{"recorded_at": z(clock()), "temperature_c": 30}]}
+    assert call("POST", f"{path}/readings", world["logistics"], json=readings).status_code == 201
+    eta = {"expected_arrival": z(clock() + timedelta(days=3))}
+    assert call("PATCH", path, world["coord"], json=eta).get_json()["late"] is True
+    assert call("GET", path, world["coord"]).status_code == 200
+    assert call("GET", f"/api/v1/therapies/{therapy['id']}/shipments", world["coord"]).status_code == 200
+    assert call("GET", "/api/v1/shipments/unknown", world["coord"]).status_code == 404
