@@ -37,6 +37,9 @@ def init_app(app: Flask) -> None:
     app.session_interface = WebSessionInterface()
     csrf.init_app(app)
     app.register_blueprint(bp)
+    from .errors import unknown_url
+
+    app.register_error_handler(404, unknown_url)  # a URL no route knows: a page for browsers, JSON for the API
 
 
 @bp.before_request

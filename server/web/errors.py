@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from flask import render_template, request
+from flask import jsonify, render_template, request
 from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError, generate_csrf
 from werkzeug.exceptions import HTTPException
 
-from ..errors import ApiError
+from ..errors import ApiError, error_body
 from . import bp, network, present
 from .session import AUDIT_READERS, DESIGNERS, PLANNERS, has_role, session_user
 from .vendor import viewer_installed
@@ -93,3 +93,12 @@ def _http_error(exc: HTTPException):
         413: "The upload is too large.",
     }
     return error_page(exc.code or 500, messages.get(exc.code or 0, exc.description or exc.name))
+
+
+def unknown_url(exc: HTTPException):
+    """A URL that no route knows (or a 404 outside the pages): the error page for a browser, the API's JSON error
+    for the API and for clients that do not ask for HTML."""
+    wants_page = not request.path.startswith("/api/") and request.accept_mimetypes.accept_html
+    if wants_page and request.accept_mimetypes["text/html"] >= request.accept_mimetypes["application/json"]:
+        return error_page(404, "There is no such page. Check the address, or start from the control tower.")
+    return jsonify(error_body("not_found", "No such resource; check the URL.")), 404
