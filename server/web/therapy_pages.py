@@ -67,6 +67,45 @@ TIMELINE_ACTIONS = {
 }
 
 
+# What each step of the timeline is called on the page (the audit action stays in the element's title).
+ACTION_LABELS = {
+    "therapy.started": "Started",
+    "task.ready": "Task ready",
+    "task.completed": "Done",
+    "task.cancelled": "Withdrawn",
+    "message.received": "Message received",
+    "timer.fired": "Time reached",
+    "task.escalated": "Late",
+    "therapy.completed": "Completed",
+    "therapy.cancelled": "Cancelled",
+    "signature.applied": "Signed",
+    "signature.failed": "Signature refused",
+    "alert.raised": "Alert",
+    "alert.acknowledged": "Alert acknowledged",
+    "custody.transferred": "Handed over",
+    "coi.mismatch": "COI mismatch",
+    "condition.excursion": "Temperature excursion",
+    "incident.opened": "Incident",
+    "incident.resolved": "Incident resolved",
+    "notification.sent": "Notified",
+    "message.refused": "Message refused",
+    "task.refused": "Refused",
+    "correction.recorded": "Corrected",
+    "therapy.held": "Held",
+    "therapy.resumed": "Resumed",
+    "therapy.migrated": "New version",
+    "therapy.rescheduled": "Back to scheduling",
+}
+
+
+def action_label(action: str) -> str:
+    """The timeline's name for an audit action (the action itself when it has none)."""
+    return ACTION_LABELS.get(action, action)
+
+
+bp.add_app_template_filter(action_label, "action_label")
+
+
 def step_words(entry: AuditEntry) -> str:
     """A lifecycle step of the timeline (a hold, a resume, a migration, ...) in the record's plain words, with
     its reason when the words do not already carry it; empty for other steps."""

@@ -165,3 +165,14 @@ def test_only_designers_and_administrators_open_the_migration_page(app, world):
     assert _client(app, "admin").get("/definitions/mini_therapy/migrate").status_code == 200
     same = _client(app, "designer").get("/definitions/mini_therapy/migrate?from=2&to=2")
     assert same.status_code == 422 and "Choose two different versions to compare." in _plain(same)
+
+
+def test_the_timeline_names_each_step_in_words(app, api, world):
+    from server.web.therapy_pages import ACTION_LABELS, TIMELINE_ACTIONS
+
+    assert TIMELINE_ACTIONS <= set(ACTION_LABELS), "every step the timeline shows has a name"
+    therapy = start(api, world["coord"])
+    page = _text(_client(app, "coord"), f"/therapies/{therapy['id']}")
+    labels = re.findall(r'<span class="tl-action" title="([^"]+)">([^<]+)</span>', _section(page, "timeline-title"))
+    assert ("therapy.started", "Started") in labels and ("task.ready", "Task ready") in labels
+    assert all(code != label for code, label in labels)
