@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
-from flask import flash, redirect, render_template, request, url_for
-from sqlalchemy import select
+from flask import Response, flash, redirect, render_template, request, stream_with_context, url_for
+from sqlalchemy import Select, select
 
 from server import usecases
 from server.access.auth import visible_site_ids
+from server.clock import iso
 from server.errors import ApiError
 from server.store import audit
 from server.store.extensions import db
-from server.store.models import Alert, AuditEntry, Therapy
+from server.store.models import Alert, AuditEntry, AuditHead, Therapy
 from server.usecases.checks import visible_alert
 
 from . import bp
@@ -20,6 +25,19 @@ from .network import therapies_named
 from .session import AUDIT_READERS, has_role, login_required, page_user, safe_next, session_user
 
 AUDIT_PAGE_SIZE = 200
+CSV_COLUMNS = (
+    "seq",
+    "at",
+    "actor",
+    "action",
+    "subject_type",
+    "subject_id",
+    "therapy_id",
+    "reason",
+    "data",
+    "prev_hash",
+    "hash",
+)
 
 
 def _visible_alerts(user, status: str):
@@ -85,26 +103,47 @@ def _sequence_number(text: str) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
+def _day(text: str) -> datetime | None:
+    """A form's date (YYYY-MM-DD) as midnight UTC, None when empty or not a date."""
+    try:
+        return datetime.strptime(text.strip(), "%Y-%m-%d").replace(tzinfo=UTC) if text.strip() else None
+    except ValueError:
+        return None
+
+
+def _audit_filters() -> tuple[dict[str, str], Therapy | None, Select | None]:
+    """The audit page's filters as given, the therapy they name, and the query they make (None: nothing matches)."""
+    given = {k: request.args.get(k, "").strip() for k in ("therapy", "action", "actor", "from", "to")}
+    therapy = next(iter(therapies_named(page_user(), given["therapy"])), None)
+    if given["therapy"] and therapy is None:
+        return given, None, None
+    query = select(AuditEntry)
+    if therapy is not None:
+        query = query.where(AuditEntry.therapy_id == therapy.id)
+    if given["action"]:
+        query = query.where(AuditEntry.action == given["action"])
+    if given["actor"]:
+        query = query.where(AuditEntry.actor == given["actor"])
+    start, end = _day(given["from"]), _day(given["to"])
+    if start is not None:
+        query = query.where(AuditEntry.at >= start)
+    if end is not None:
+        query = query.where(AuditEntry.at < end + timedelta(days=1))  # the "to" day itself is included
+    return given, therapy, query
+
+
 @bp.get("/audit", endpoint="audit")
 @login_required(*AUDIT_READERS)
 def audit_page():
-    """The audit trail in sequence, filtered by therapy (id, COI or patient reference) and action."""
-    therapy_text = request.args.get("therapy", "")
-    action = request.args.get("action", "").strip()
-    therapy = next(iter(therapies_named(page_user(), therapy_text)), None)
-    query = select(AuditEntry).order_by(AuditEntry.seq.desc())
-    entries: Sequence[AuditEntry]
-    if therapy_text and therapy is None:
-        entries = []
-    else:
-        if therapy is not None:
-            query = query.where(AuditEntry.therapy_id == therapy.id)
-        if action:
-            query = query.where(AuditEntry.action == action)
+    """The audit trail in sequence, filtered by therapy (id, COI or patient reference), action, actor and dates;
+    each entry's subject linked; the chain's head (its last hash) to record outside the database."""
+    given, therapy, query = _audit_filters()
+    entries: Sequence[AuditEntry] = []
+    if query is not None:
         before = _sequence_number(request.args.get("before", ""))
         if before is not None:
             query = query.where(AuditEntry.seq < before)
-        entries = db.session.execute(query.limit(AUDIT_PAGE_SIZE)).scalars().all()
+        entries = db.session.execute(query.order_by(AuditEntry.seq.desc()).limit(AUDIT_PAGE_SIZE)).scalars().all()
     actions = db.session.execute(select(AuditEntry.action).distinct().order_by(AuditEntry.action)).scalars().all()
     verification = None
     if request.args.get("verify"):
@@ -112,11 +151,51 @@ def audit_page():
     return render_template(
         "web/audit.html",
         entries=entries,
-        therapy_text=therapy_text,
+        given=given,
+        therapy_text=given["therapy"],
         therapy=therapy,
-        action=action,
+        action=given["action"],
         actions=actions,
         verification=verification,
+        head=db.session.get(AuditHead, 1),
         page_size=AUDIT_PAGE_SIZE,
         can_verify=has_role(session_user(), *AUDIT_READERS),
     )
+
+
+@bp.get("/audit.csv", endpoint="audit_csv")
+@login_required(*AUDIT_READERS)
+def audit_csv():
+    """The filtered audit trail as CSV, oldest first, every column including the hashes."""
+    _given, _therapy, query = _audit_filters()
+
+    def rows():
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        yield out.getvalue()
+        if query is None:
+            return
+        for entry in db.session.execute(query.order_by(AuditEntry.seq)).yield_per(1000).scalars():
+            out.seek(0)
+            out.truncate()
+            writer.writerow(
+                [
+                    entry.seq,
+                    iso(entry.at),
+                    entry.actor,
+                    entry.action,
+                    entry.subject_type,
+                    entry.subject_id,
+                    entry.therapy_id or "",
+                    entry.reason or "",
+                    json.dumps(entry.data or {}, sort_keys=True),
+                    entry.prev_hash,
+                    entry.hash,
+                ]
+            )
+            yield out.getvalue()
+
+    response = Response(stream_with_context(rows()), mimetype="text/csv")
+    response.headers["Content-Disposition"] = 'attachment; filename="tether-audit.csv"'
+    return response

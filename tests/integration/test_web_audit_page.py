@@ -40,3 +40,45 @@ def test_a_before_that_is_no_sequence_number_is_ignored(app, world, before):
     answer = client.get("/audit", query_string={"before": before})
     assert answer.status_code == 200
     assert _sequence_numbers(answer.get_data(as_text=True)) == newest
+
+
+def test_the_audit_page_filters_by_actor_and_date_links_subjects_and_shows_the_chain_head(app, api, world, clock):
+    from server.store import audit
+
+    from ..support.journeys import start
+
+    therapy = start(api, world["coord"])
+    auditor = _auditor(app)
+    page = auditor.get("/audit?actor=coord").get_data(as_text=True)
+    actors = set(re.findall(r"<tr><td>\d+</td><td>[^<]*</td><td>([^<]+)</td>", page))
+    assert actors == {"coord"}
+    assert f'href="/therapies/{therapy["id"]}"' in page, "a therapy subject links to its page"
+    with app.app_context():
+        head = audit.verify()
+    shown = re.search(
+        r'data-testid="chain-head">Chain head: entry (\d+), hash <span class="mono">([0-9a-f]+)</span>', page
+    )
+    assert shown and (int(shown.group(1)), shown.group(2)) == (head["checked"], head["last_hash"])
+    from datetime import UTC, datetime, timedelta
+
+    today = datetime.now(UTC).date()  # the audit trail records the server's real time
+    around = f"from={(today - timedelta(days=1)).isoformat()}&to={today.isoformat()}"
+    assert _sequence_numbers(auditor.get(f"/audit?{around}").get_data(as_text=True))
+    assert _sequence_numbers(auditor.get("/audit?from=2000-01-01&to=2000-01-02").get_data(as_text=True)) == []
+
+
+def test_the_audit_trail_downloads_as_csv_with_its_hashes(app, api, world):
+    import csv
+    import io
+
+    from ..support.journeys import start
+
+    start(api, world["coord"])
+    exported = _auditor(app).get("/audit.csv?action=therapy.started")
+    assert exported.status_code == 200 and exported.mimetype == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(exported.get_data(as_text=True))))
+    assert [r["action"] for r in rows] == ["therapy.started"]
+    assert len(rows[0]["hash"]) == 64 and rows[0]["actor"] == "coord"
+    everything = list(csv.DictReader(io.StringIO(_auditor(app).get("/audit.csv").get_data(as_text=True))))
+    assert [int(r["seq"]) for r in everything] == list(range(1, len(everything) + 1))
+    assert all(r["prev_hash"] == p["hash"] for p, r in zip(everything, everything[1:], strict=False))
