@@ -33,6 +33,12 @@ DEFAULT_PARTY = "treatment"
 # to the start of the infusion.
 LEAD_TIMES = ("apheresisToManufacturing", "manufacturingToInfusion")
 SIGNATURE_MEANINGS = ("approval", "review", "responsibility", "authorship", "verification")
+# The phase of a therapy's journey an activity belongs to (its ``phase`` property, else its lane's): a short
+# lowercase word or hyphenated words. These are the phases the bundled diagrams use, in journey order (the
+# control tower lists them in this order, any other phase after them).
+PHASES = ("referral", "collection", "manufacturing", "release", "shipment", "infusion", "follow-up")
+_PHASE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+PHASE_MAX_LENGTH = 40
 _RANGE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*\.\.\s*(-?\d+(?:\.\d+)?)\s*$")
 # Timer values as modelers write them: durations, cycles, and dates with an optional time and offset.
 _PLAIN_ISO = re.compile(
@@ -70,6 +76,8 @@ class ActivityInfo:
     interrupting: bool = True
     # For an element that catches a message: the JSON Schema file its payload must satisfy (``payloadSchema``).
     payload_schema: str | None = None
+    # The phase of the journey a therapy is in while it waits here (``phase`` property, else its lane's), or None.
+    phase: str | None = None
 
 
 @dataclass
@@ -416,6 +424,7 @@ class _Checker:
             attached_to=element.attached_to if element else None,
             interrupting=element.cancel_activity if element else True,
             payload_schema=self.payload_schema(task_spec, bpmn_id, props),
+            phase=self.phase(element, bpmn_id),
         )
         self.check_event_definition(task_spec, bpmn_id)
         if isinstance(task_spec, UserTask):
@@ -642,6 +651,26 @@ class _Checker:
             signature=signature,
             party=party,
         )
+
+    def phase(self, element: ElementInfo | None, bpmn_id: str) -> str | None:
+        """The activity's phase: its own ``phase`` property, else its lane's; None when neither declares one."""
+        if element is None:
+            return None
+        own = element.properties.get("phase")
+        text = own if own is not None else element.lane_properties.get("phase")
+        if text is None:
+            return None
+        phase = text.strip().lower()
+        if not phase:
+            return None
+        if len(phase) > PHASE_MAX_LENGTH or not _PHASE.match(phase):
+            where = "Its" if own is not None else "Its lane's"
+            self.fail(
+                f"{where} 'phase' property of {bpmn_id} is '{text}'; a phase is a lowercase word or words joined "
+                f"by hyphens (at most {PHASE_MAX_LENGTH} characters), such as {', '.join(PHASES)}.",
+                bpmn_id,
+            )
+        return phase
 
     def check_service_task(self, task_spec, bpmn_id: str) -> None:
         operator = task_spec.operation_name
