@@ -42,7 +42,8 @@ $(STAMP): setup.cfg pyproject.toml
 		$(or $(PYTHON),python3) -m venv $(VENV) || { rm -rf $(VENV); python3 -m venv $(VENV); }; \
 	fi
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# setuptools' notes about editable installs are noise here: the repository is the package's home by design.
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
 # The web pages' browser packages (bpmn-js), from the npm registry into node_modules/ (served locally, no CDN).
@@ -77,7 +78,7 @@ rabbitmq:
 	fi
 
 run: install
-	$(BIN)/tether demo
+	$(BIN)/tether demo --url http://$(HOST):$(PORT)
 	$(BIN)/tether serve --host $(HOST) --port $(PORT)
 
 test: install chromium rabbitmq

@@ -395,7 +395,13 @@ def audit_verify() -> None:
 
 
 @main.command()
-def demo() -> None:
+@click.option(
+    "--url",
+    default="http://127.0.0.1:5000",
+    show_default=True,
+    help="where the server will answer (tether serve's --host and --port), for the hints printed",
+)
+def demo(url: str) -> None:
     """Seed sites, users, tokens and therapies at different stages, for a first look."""
     from .demo import seed
 
@@ -403,7 +409,7 @@ def demo() -> None:
     upgrade_database(app)
     deploy_bundled(app)
     with app.app_context():
-        seed(click.echo)
+        seed(click.echo, base_url=url.rstrip("/"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -156,7 +156,7 @@ HANDOFFS = {
 LOGGED_LEGS = {"courier.picked_up": 5.0, "return.picked_up": -182.0, "shipment.picked_up": -180.0}
 
 
-def seed(echo: Callable[[str], None]) -> None:
+def seed(echo: Callable[[str], None], base_url: str = "http://127.0.0.1:5000") -> None:
     """Create what is missing and print how to log in."""
     if db.session.execute(select(Site).where(Site.code == "SITE-A")).scalar_one_or_none() is None:
         for code, name, kind in SITES:
@@ -172,7 +172,8 @@ def seed(echo: Callable[[str], None]) -> None:
         token = accounts.issue_token(username, "demo", actor="demo")
         echo(f"  {username:<16} {', '.join(roles):<14} {', '.join(sites) or 'all sites':<10} {token}")
     echo("")
-    echo("Try: curl -H 'Authorization: Bearer <coordinator token>' http://127.0.0.1:5000/api/v1/tasks")
+    echo(f"Open {base_url}/ in a browser, or try:")
+    echo(f"  curl -H 'Authorization: Bearer <coordinator token>' {base_url}/api/v1/tasks")
 
 
 def _open_capacity(app) -> None:
