@@ -11,12 +11,19 @@
     });
   }
 
-  function zoomButtons(figure, canvas) {
+  function showCurrent(canvas, focus) {
+    canvas.zoom(0.85);
+    canvas.scrollToElement(focus, { top: 150, bottom: 150, left: 300, right: 300 });
+  }
+
+  function zoomButtons(figure, canvas, focus) {
     var bar = document.createElement("div");
     bar.className = "diagram-zoom";
-    [["Zoom in", function () { canvas.zoom(canvas.zoom() * 1.25); }],
+    var buttons = [["Zoom in", function () { canvas.zoom(canvas.zoom() * 1.25); }],
      ["Zoom out", function () { canvas.zoom(canvas.zoom() / 1.25); }],
-     ["Fit", function () { canvas.zoom("fit-viewport", "auto"); }]].forEach(function (entry) {
+     ["Whole process", function () { canvas.zoom("fit-viewport", "auto"); }]];
+    if (focus) { buttons.push(["Current step", function () { showCurrent(canvas, focus); }]); }
+    buttons.forEach(function (entry) {
       var button = document.createElement("button");
       button.type = "button";
       button.textContent = entry[0];
@@ -40,15 +47,12 @@
           var registry = viewer.get("elementRegistry");
           var focus = current.map(function (id) { return registry.get(id); }).filter(Boolean)[0];
           canvas.zoom("fit-viewport", "auto");
-          if (focus && canvas.zoom() < 0.75) {  // a wide diagram: show the current step readably
-            canvas.zoom(0.85);
-            canvas.scrollToElement(focus, { top: 150, bottom: 150, left: 300, right: 300 });
-          }
+          if (focus && canvas.zoom() < 0.75) { showCurrent(canvas, focus); }  // a wide diagram: the step readable
           mark(viewer, completed.filter(function (id) { return current.indexOf(id) < 0; }), "tether-done");
           mark(viewer, current, "tether-current");
           var marks = JSON.parse(container.getAttribute("data-marks") || "{}");
           Object.keys(marks).forEach(function (name) { mark(viewer, marks[name], "tether-" + name); });
-          zoomButtons(container.parentNode, canvas);
+          zoomButtons(container.parentNode, canvas, focus);
           container.setAttribute("data-rendered", "true");
         })
         .catch(function (error) {
