@@ -38,7 +38,7 @@ def _query() -> ReadMetrics:
     )
 
 
-@bp.get("/metrics")
+@bp.get("/reports")
 @login_required(*ReadMetrics.ROLES)
 def metrics_page():
     """Vein-to-vein, on-time rate, excursions and escalations by site, process or month, as charts and a table."""
@@ -61,7 +61,7 @@ def metrics_page():
     )
 
 
-@bp.get("/metrics.csv")
+@bp.get("/reports.csv")
 @login_required(*ReadMetrics.ROLES)
 def metrics_csv():
     """The page's numbers as CSV, for a spreadsheet."""

@@ -10,7 +10,7 @@ from .people import log_in
 
 def test_the_metrics_page_draws_its_charts(page, served):
     log_in(page, "admin", served.password)
-    page.goto("/metrics?group_by=site")
+    page.goto("/reports?group_by=site")
     rows = page.get_by_test_id("metrics-table").locator("tbody tr")
     expect(rows.first).to_be_visible()
     keys = rows.evaluate_all("rows => rows.map(r => r.dataset.key)")

@@ -16,7 +16,7 @@ def test_the_metrics_page_shows_the_table_and_the_chart_data(app, api, world):
     for _ in range(2):
         start(api, world["coord"])
     start(api, world["coordb"], site="SITE-B")
-    page = _text(_client(app, "admin"), "/metrics?group_by=site")
+    page = _text(_client(app, "admin"), "/reports?group_by=site")
     rows = re.findall(r'<tr data-key="([^"]+)"><th scope="row">[^<]+</th><td>(\d+)</td>', page)
     assert rows == [("SITE-A", "2"), ("SITE-B", "1")]
     data = json.loads(
@@ -24,22 +24,22 @@ def test_the_metrics_page_shows_the_table_and_the_chart_data(app, api, world):
     )
     assert [(g["key"], g["started"]) for g in data] == [("SITE-A", 2), ("SITE-B", 1)]
     assert 'id="chart-v2v"' in page and "chart.umd.min.js" in page
-    assert '<a href="/metrics"' in page, "the menu offers it"
+    assert '<a href="/reports"' in page, "the menu offers it"
 
 
 def test_a_site_coordinator_sees_their_site_and_downloads_it(app, api, world):
     start(api, world["coord"])
     start(api, world["coordb"], site="SITE-B")
     coordinator = _client(app, "coordb")
-    page = _text(coordinator, "/metrics")
+    page = _text(coordinator, "/reports")
     assert re.findall(r'<tr data-key="([^"]+)">', page) == ["SITE-B"]
-    exported = coordinator.get("/metrics.csv?group_by=process")
+    exported = coordinator.get("/reports.csv?group_by=process")
     assert exported.status_code == 200 and exported.mimetype == "text/csv"
     assert [r["key"] for r in csv.DictReader(io.StringIO(exported.get_data(as_text=True)))] == ["mini_therapy"]
 
 
 def test_the_page_is_for_metrics_readers_only(app, api, world):
-    assert _client(app, "logistics").get("/metrics").status_code == 403
-    assert '<a href="/metrics"' not in _text(_client(app, "logistics"), "/tasks")
-    empty = _text(_client(app, "auditor"), "/metrics?from=2030-01-01")
+    assert _client(app, "logistics").get("/reports").status_code == 403
+    assert '<a href="/reports"' not in _text(_client(app, "logistics"), "/tasks")
+    empty = _text(_client(app, "auditor"), "/reports?from=2030-01-01")
     assert "No therapies started in this period." in empty
