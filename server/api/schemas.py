@@ -283,6 +283,13 @@ class TherapySchema(_Answer):
         metadata={"description": "whether POST .../reschedule can send it back to scheduling now"},
     )
     stage = _text(nullable=True)
+    phase = _text(
+        nullable=True,
+        metadata={
+            "description": "the phase of the journey (the diagram's phase of where it stands, such as "
+            "collection or manufacturing; completed at the end), null before the first that declares one"
+        },
+    )
     process = fields.Nested(ProcessRefSchema, required=True)
     site = _text(metadata={"description": "the treatment centre (the treatment party)"})
     parties = fields.Nested(PartiesSchema, required=True)

@@ -33,6 +33,7 @@ def therapy_summary(therapy: Therapy) -> dict:
         "coi_check": parse_coi(therapy.coi).check,
         "status": therapy.status,
         "stage": therapy.stage,
+        "phase": therapy.phase,
         "process": {"key": therapy.process_key, "version": therapy.process_version},
         "site": therapy.site.code,
         "parties": therapy.parties,

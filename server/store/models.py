@@ -198,6 +198,8 @@ class Therapy(Model):
         Index("ix_therapy_process_created", "process_key", "created_at"),
         # The scheduler's re-arming at start and its sweep read only this index (it covers them).
         Index("ix_therapy_due", "status", "next_due_at", "id"),
+        # The control tower: therapies of a status by phase (its counts read only this index).
+        Index("ix_therapy_status_phase", "status", "phase"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     definition_id: Mapped[str] = mapped_column(ForeignKey("process_definition.id"), index=True)
@@ -208,6 +210,9 @@ class Therapy(Model):
     patient_reference: Mapped[str] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(16), default="active")  # first in ix_therapy_status_created
     stage: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The phase of the journey (the diagram's ``phase`` of where it stands; ``completed`` at the end), in
+    # ix_therapy_status_phase for the control tower's counts and filter.
+    phase: Mapped[str | None] = mapped_column(String(40), nullable=True)
     state: Mapped[dict] = mapped_column(JSON)
     data: Mapped[dict] = mapped_column(JSON, default=dict)
     waits: Mapped[list] = mapped_column(JSON, default=list)
@@ -222,6 +227,10 @@ class Therapy(Model):
     held_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     hold_reason_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
     held_messages: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    # When the cells were last collected and the product first infused (as the record's vein-to-vein clock
+    # reads them from the tasks), kept here as those tasks complete so that lists need no query per therapy.
+    collected_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    infused_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     site: Mapped[Site] = relationship(lazy="joined", innerjoin=True)
     definition: Mapped[ProcessDefinition] = relationship(lazy="select")
     # The sites that act in the therapy, one row per assigned party whose site is not the treatment centre's

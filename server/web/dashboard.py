@@ -25,6 +25,15 @@ STATUSES = ("active", "on_hold", "completed", "cancelled", "failed")
 # still under way.
 STATUS_NAMES = {"active": "active (held too)", "on_hold": "on hold"}
 LIVE_POLL_SECONDS = 3
+PHASE_NAMES = {"follow-up": "Follow-up"}
+
+
+@bp.app_template_filter("phase_name")
+def phase_name(phase: str | None) -> str:
+    """A phase as people read it: ``manufacturing`` is "Manufacturing", ``follow-up`` "Follow-up"."""
+    if not phase:
+        return "—"
+    return PHASE_NAMES.get(phase) or phase.replace("-", " ").capitalize()
 
 
 def _filters() -> dict:

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from engine import events as ev
 from engine.outcome import IncidentOpened
+from server.compliance.record import collection_and_infusion
 from server.integration import outbox
 from server.oversight import escalations
 from server.store.models import TaskRecord, Therapy
@@ -54,6 +55,17 @@ def complete_task_row(step: Step, event: ev.DomainEvent, payload: dict) -> None:
             step.completed_by,
             payload["data"],
         )
+        _vein_to_vein(step.therapy, row)
+
+
+def _vein_to_vein(therapy: Therapy, row: TaskRecord) -> None:
+    """Keep the therapy's collection time (the last collection's) and infusion time (the first recorded) as the
+    record's vein-to-vein clock reads them from the completed tasks."""
+    collected, _, infused = collection_and_infusion([row])
+    if collected is not None:
+        therapy.collected_at = collected
+    if infused is not None and therapy.infused_at is None:
+        therapy.infused_at = infused
 
 
 def cancel_task_row(step: Step, event: ev.DomainEvent, payload: dict) -> None:

@@ -96,6 +96,22 @@ def stage_of(outcome: Outcome, therapy: Therapy) -> str:
     return therapy.stage or "Active"
 
 
+def phase_of(outcome: Outcome, therapy: Therapy) -> str | None:
+    """The phase of the journey the therapy is in (``engine.definition`` ``ActivityInfo.phase``): that of its
+    first open task, else of what it waits for; ``completed`` once completed (a cancelled therapy keeps the
+    phase it stopped in). Where none of these declares a phase, the therapy keeps the one it had."""
+    if outcome.completed:
+        return "completed" if therapy.status == "completed" else therapy.phase
+    activities = engine_definition_by_id(therapy.definition_id).info.activities
+    places = [task.activity_id for task in outcome.ready_tasks]
+    places += [wait.activity_id for wait in outcome.waiting_for if not wait.attached_to]
+    for activity_id in places:
+        activity = activities.get(activity_id)
+        if activity is not None and activity.phase:
+            return activity.phase
+    return therapy.phase
+
+
 def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_by: str | None = None) -> None:
     """Store what a command did: state, status, task rows, audit entries and outbox events."""
     now = clock()()
@@ -107,7 +123,7 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
     therapy.updated_at = now
     if outcome.completed and therapy.status == "active":
         therapy.status, therapy.ended_at = "completed", now
-    therapy.stage = stage_of(outcome, therapy)
+    therapy.stage, therapy.phase = stage_of(outcome, therapy), phase_of(outcome, therapy)
     tasks = {
         t.id: t
         for t in db.session.execute(
