@@ -18,7 +18,7 @@ Every change is audited and published through the outbox (``shipment.created``, 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -250,7 +250,7 @@ def window(therapy: Therapy) -> dict[str, Any] | None:
             due = datetime.fromisoformat(str(wait["due_at"]).replace("Z", "+00:00"))
         except ValueError:
             continue
-        timers.append((due, wait))
+        timers.append((due if due.tzinfo else due.replace(tzinfo=UTC), wait))
     if not timers:
         return None
     due, wait = min(timers, key=lambda pair: pair[0])
