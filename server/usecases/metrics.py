@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -168,7 +169,7 @@ def _rank(ordered: list[float], share: float) -> float | None:
     """Nearest-rank percentile of sorted values (None for none), to one decimal."""
     if not ordered:
         return None
-    return round(ordered[min(len(ordered) - 1, max(0, -(-len(ordered) * share // 1) - 1))], 1)
+    return round(ordered[min(len(ordered) - 1, max(0, math.ceil(len(ordered) * share) - 1))], 1)
 
 
 def _chunks(ids: list[str]) -> Iterable[list[str]]:
@@ -205,12 +206,13 @@ def _facts(ids: list[str]) -> dict[str, dict[str, Any]]:
             .where(Booking.therapy_id.in_(chunk), Booking.status == "booked")
         ).all():
             booked[therapy_id][kind] = end
-        for therapy_id, action, count in db.session.execute(
+        for counted_id, action, count in db.session.execute(
             select(AuditEntry.therapy_id, AuditEntry.action, func.count())
             .where(AuditEntry.therapy_id.in_(chunk), AuditEntry.action.in_(tuple(COUNTED)))
             .group_by(AuditEntry.therapy_id, AuditEntry.action)
         ).all():
-            facts[therapy_id][COUNTED[action]] = count
+            if counted_id is not None:
+                facts[counted_id][COUNTED[action]] = count
         for therapy_id in chunk:
             collection_at, _source, infusion_at = collection_and_infusion(tasks.get(therapy_id, []))
             fact = facts[therapy_id]

@@ -34,7 +34,7 @@ def _query() -> ReadMetrics:
         by=page_user(),
         start=_day("from"),
         end=end + timedelta(days=1) if end else None,  # the "to" day itself is included
-        group_by=request.args.get("group_by") if request.args.get("group_by") in GROUPINGS else "site",
+        group_by=wanted if (wanted := request.args.get("group_by") or "site") in GROUPINGS else "site",
     )
 
 
