@@ -77,6 +77,15 @@ def _json_ready(value: Any) -> Any:
 _STAGED = "audit"  # the transaction's entries waiting to be chained (``uow.staged``)
 
 
+def _now() -> datetime:
+    """The server's clock (``server.clock``: real time, a fake one in tests and the demo's back-dated seeding)."""
+    if has_app_context():
+        from server.clock import clock
+
+        return clock()()
+    return utcnow()
+
+
 def append(
     actor: str,
     action: str,
@@ -96,7 +105,7 @@ def append(
     are written, not for the whole transaction.
     """
     entry = AuditEntry(
-        at=at or utcnow(),
+        at=at or _now(),
         actor=actor,
         action=action,
         subject_type=subject_type,
@@ -203,7 +212,7 @@ def audit_refusal(
         "therapy_id": therapy_id,
         "site_id": site_id,
         "reason": None,
-        "at": utcnow(),
+        "at": _now(),
         "data": {"status": status, "code": code, "message": message, **(data or {})},
     }
     attempts = max(1, int(current_app.config.get("AUDIT_REFUSAL_ATTEMPTS") or 1))
