@@ -18,7 +18,7 @@ in the weeks to come.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 from flask import current_app
 from sqlalchemy import select
@@ -311,7 +311,7 @@ def _run_step(therapy_id: str, step: tuple, clock: FakeClock) -> None:
             usecases.CompleteTask(
                 task_id=task.id,
                 by=_user(_acting(task.role, task.site.code)),
-                data=_slots_to_book(therapy, clock()) if booking else form_data(task.form, therapy.coi),
+                data=_slots_to_book(therapy, clock()) if booking else dated(form_data(task.form, therapy.coi), clock()),
                 signature=signature,
             )
         )
@@ -322,6 +322,31 @@ def _run_step(therapy_id: str, step: tuple, clock: FakeClock) -> None:
     elif step[0] == "advance":
         clock.advance(**step[1])
         therapies.fire_due_timers(therapy_id, actor="scheduler")
+
+
+def dated(data: dict, moment: datetime) -> dict:
+    """A form's example ``data`` with its dates and times moved so that the latest of them is ``moment`` (their
+    spacing kept): a collection recorded by the demo ends when the demo collected, not on the example's day."""
+    times, days = {}, {}
+    for key, value in data.items():
+        if not isinstance(value, str) or len(value) < 10 or value[4:5] != "-":
+            continue
+        try:
+            if len(value) == 10:
+                days[key] = date.fromisoformat(value)
+            else:
+                times[key] = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+    if not times and not days:
+        return data
+    shift = moment - max(times.values()) if times else timedelta(days=(moment.date() - max(days.values())).days)
+    out = dict(data)
+    for key, value in times.items():
+        out[key] = (value + shift).isoformat().replace("+00:00", "Z")
+    for key, day in days.items():
+        out[key] = (day + timedelta(days=shift.days)).isoformat()
+    return out
 
 
 def _user(username: str) -> User:
