@@ -10,6 +10,7 @@ from ..integration.conftest import (  # noqa: F401
     app,
     clock,
     database_url,
+    reused,
     seed_bundled,
     templates,
     world,

@@ -111,6 +111,7 @@ class Templates:
 
     folder: Path
     built: dict[tuple[str, str], tuple[str, Seeded]] = field(default_factory=dict)
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
 
     def get(self, backend: str, kind: str) -> tuple[str, Seeded]:
         """(the SQLite file or PostgreSQL database name, what it holds) of one template."""
@@ -152,6 +153,12 @@ class Templates:
             conn.close()
         return where, seeded
 
+    def snapshot(self, kind: str) -> Snapshot:
+        """The rows and sequence values of one PostgreSQL template, read on first use."""
+        if kind not in self.snapshots:
+            self.snapshots[kind] = Snapshot.read(_with_database(PG_URL, self.get("postgresql", kind)[0]))
+        return self.snapshots[kind]
+
     def drop(self) -> None:
         """Remove the PostgreSQL templates (the SQLite files go with the temporary folder)."""
         names = [where for (backend, _kind), (where, _seeded) in self.built.items() if backend == "postgresql"]
@@ -159,6 +166,136 @@ class Templates:
             with _admin() as conn:
                 for name in reversed(names):
                     conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# The shape of a PostgreSQL database: columns (in their order), indexes, constraints, triggers (and whether
+# they are enabled) and functions. A test that changed any of it leaves a database that is not reused.
+SHAPE = """
+SELECT md5(string_agg(item, '|' ORDER BY item)) FROM (
+    SELECT table_name || '.' || column_name || ':' || ordinal_position || ':' || data_type || ':' || is_nullable
+           || ':' || coalesce(column_default, '') AS item
+      FROM information_schema.columns WHERE table_schema = 'public'
+    UNION ALL SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'
+    UNION ALL SELECT conrelid::regclass::text || '.' || conname || ':' || pg_get_constraintdef(oid)
+      FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+    UNION ALL SELECT tgrelid::regclass::text || '.' || tgname || ':' || tgenabled::text
+      FROM pg_trigger WHERE NOT tgisinternal
+    UNION ALL SELECT proname || ':' || md5(prosrc) FROM pg_proc WHERE pronamespace = 'public'::regnamespace
+) AS shape
+"""
+
+
+@dataclass
+class Snapshot:
+    """Everything a PostgreSQL template holds: its shape, every table's rows and every sequence's value."""
+
+    shape: str
+    tables: list[sa.Table]
+    rows: dict[str, list[dict]]
+    sequences: dict[str, tuple[int, bool]]
+
+    @classmethod
+    def read(cls, url: str) -> Snapshot:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                metadata = sa.MetaData()
+                metadata.reflect(bind=conn)
+                rows = {t.name: [dict(r._mapping) for r in conn.execute(t.select())] for t in metadata.sorted_tables}
+                sequences = {
+                    name: (value, True) if value is not None else (start, False)
+                    for name, value, start in conn.execute(
+                        sa.text(
+                            "SELECT quote_ident(sequencename), last_value, start_value"
+                            " FROM pg_sequences WHERE schemaname = 'public'"
+                        )
+                    )
+                }
+                shape = conn.execute(sa.text(SHAPE)).scalar_one()
+        finally:
+            engine.dispose()
+        return cls(shape, list(metadata.sorted_tables), rows, sequences)
+
+
+class Reused:
+    """One PostgreSQL database per test process, given back to each test exactly as a template left it.
+
+    Creating a database from a template costs a few tenths of a second of the server's time; emptying this one
+    and writing the template's few rows back costs a few hundredths. Before each test every other connection to
+    it is ended (as ``DROP DATABASE ... WITH (FORCE)`` would), its tables are emptied and refilled with triggers
+    and foreign keys off for the copy (``session_replication_role``, which needs a superuser, as the throwaway
+    cluster of scripts/with-postgres has) and its sequences are set to the template's values. When a test
+    changed the database's shape (a migration down and up, a dropped trigger), it is dropped and made again.
+    """
+
+    def __init__(self, templates: Templates):
+        self.templates = templates
+        self.name: str | None = None
+        with _admin() as conn:
+            self.possible = bool(
+                conn.execute(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar()
+            )
+
+    @property
+    def url(self) -> str:
+        assert self.name is not None
+        return _with_database(PG_URL, self.name)
+
+    def database(self, kind: str) -> str:
+        """The reused database's URL, holding exactly what the template of ``kind`` holds."""
+        snapshot = self.templates.snapshot(kind)
+        if self.name is not None:
+            try:
+                self._restore(snapshot, check=True)
+                return self.url
+            except _Reshaped:
+                pass
+            self.drop()
+        self.name = f"tether_reused_{uuid.uuid4().hex[:10]}"
+        with _admin() as conn:
+            conn.execute(
+                sa.text(f'CREATE DATABASE "{self.name}" TEMPLATE "{self.templates.get("postgresql", "migrated")[0]}"')
+            )
+        self._restore(snapshot, check=False)
+        return self.url
+
+    def _restore(self, snapshot: Snapshot, check: bool) -> None:
+        engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+                if check and conn.execute(sa.text(SHAPE)).scalar_one() != snapshot.shape:
+                    raise _Reshaped
+                conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
+                names = ", ".join(f'"{table.name}"' for table in snapshot.tables)
+                conn.execute(sa.text(f"TRUNCATE {names}"))
+                for table in snapshot.tables:
+                    if snapshot.rows[table.name]:
+                        conn.execute(table.insert(), snapshot.rows[table.name])
+                for name, (value, called) in snapshot.sequences.items():
+                    conn.execute(
+                        sa.text("SELECT setval(:name, :value, :called)"),
+                        {"name": name, "value": value, "called": called},
+                    )
+                conn.commit()
+        finally:
+            engine.dispose()
+
+    def drop(self) -> None:
+        """Drop the reused database (at the end, or when a test changed its shape)."""
+        if self.name is not None:
+            with _admin() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+            self.name = None
+
+
+class _Reshaped(Exception):
+    """A test changed the reused database's shape."""
 
 
 class _admin:
@@ -192,12 +329,34 @@ def templates(tmp_path_factory):
     built.drop()
 
 
+@pytest.fixture(scope="session")
+def reused(templates):
+    """This test process's reused PostgreSQL database (None when each test gets a new one)."""
+    if not PG_URL or os.environ.get("TETHER_TEST_POSTGRES_REUSE", "1") != "1":
+        yield None
+        return
+    database = Reused(templates)
+    if not database.possible:
+        yield None
+        return
+    yield database
+    database.drop()
+
+
 @pytest.fixture(params=BACKENDS)
-def database_url(request, tmp_path, templates):
+def database_url(request, tmp_path, templates, reused):
     """A fresh database for one test: an empty SQLite file (the ``app`` fixture fills it), or a PostgreSQL
-    database copied from the template the test's fixtures need."""
+    database holding what the template the test's fixtures need holds (the reused database, restored, or
+    with TETHER_TEST_POSTGRES_REUSE=0 a new copy of the template)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'tether.sqlite3'}"
+        return
+    if reused is not None:
+        kind = _kind(request)
+        url = reused.database(kind)
+        SEEDED[url] = templates.get("postgresql", kind)[1]
+        yield url
+        SEEDED.pop(url, None)
         return
     template, seeded = templates.get("postgresql", _kind(request))
     name = f"tether_t_{uuid.uuid4().hex[:10]}"
