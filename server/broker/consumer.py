@@ -29,9 +29,11 @@ from marshmallow import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from engine.values import ValueRejected
 from server.api.messages import take_message
 from server.api.schemas import MessageSchema
 from server.errors import ApiError
+from server.inputs import loads_request_body
 from server.store.extensions import db
 from server.store.models import BrokerMessage, User
 from server.store.uow import unit_of_work
@@ -64,7 +66,9 @@ def queues() -> tuple[kombu.Queue, kombu.Queue]:
 def parse(raw: bytes | str) -> tuple[str, dict]:
     """The message's id and its body as ``POST /messages`` would read it; ``Refused`` saying why not."""
     try:
-        body = json.loads(raw)
+        body = loads_request_body(raw)  # the checks every API body gets: no NUL, NaN, lone surrogate, 64-bit ints
+    except ValueRejected as exc:
+        raise Refused(exc.code, 422, exc.message, exc.as_details()) from None
     except (ValueError, UnicodeDecodeError):
         raise Refused("malformed_json", 400, "The message body is not valid JSON.") from None
     if not isinstance(body, dict):

@@ -215,6 +215,11 @@ def test_a_message_from_the_queue_is_taken_once_however_often_it_comes(app, api,
         ({"id": "m-2", "name": "shipment.delivered", "therapy": "x"}, None, "invalid_request"),  # unknown field
         ({"id": "m-3", "name": "qc.results", "coi": "<coi>", "payload": {}}, None, "not_waiting"),
         ({"id": "m-4", "name": "shipment.delivered", "therapy_id": "no-such-therapy"}, None, "not_found"),
+        (
+            {"id": "m-5", "name": "shipment.delivered", "coi": "<coi>", "payload": {"note": "a\u0000b"}},
+            None,
+            "invalid_value",
+        ),
     ],
 )
 def test_a_message_that_cannot_be_taken_is_dead_lettered_with_the_reason(app, api, world, broker, body, raw, code):
