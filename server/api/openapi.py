@@ -165,6 +165,13 @@ def _operations() -> dict[tuple[str, str], Op]:
                 ("manufacturing", _string(), "the manufacturing party's site code"),
                 ("logistics", _string(), "the logistics party's site code"),
                 ("process_key", _string(), "process key"),
+                ("phase", _string(), "the phase of the journey (such as manufacturing; none: not yet in one)"),
+                (
+                    "q",
+                    _string(),
+                    "search: an id, a COI in any written form (or part of one), the code of a site taking part, "
+                    "or the beginning of a patient reference where the caller may know the patient",
+                ),
                 *PAGING,
             ),
         ),

@@ -25,6 +25,7 @@ from server.store.extensions import db
 from server.store.models import AuditEntry, Site, TaskRecord, Therapy
 from server.usecases.checks import visible_therapy
 from server.usecases.reads import at_party_sites, summary_options, therapies_for
+from server.usecases.tower import NO_PHASE, therapy_search
 from server.workflow import bookings
 from server.workflow.definitions import definition_forms
 
@@ -60,13 +61,19 @@ def start_therapy():
 @require()
 def list_therapies():
     """Therapies the caller may see (one of their sites takes part), newest first, filtered by status, treatment
-    site (``site``), the site of a party (``apheresis``, ``manufacturing``, ``logistics``) and process."""
+    site (``site``), the site of a party (``apheresis``, ``manufacturing``, ``logistics``), process, phase
+    (``none`` for those not yet in one) and a search ``q`` (as the control tower's: ``usecases.tower``)."""
     query = by_status(select(Therapy).options(*summary_options()), Therapy.status, STATUSES)
     if request.args.get("site"):
         query = query.join(Site).where(Site.code == request.args["site"])
     query = at_party_sites(query, {party: request.args.get(party, "") for party in PARTIES if party != "treatment"})
     if request.args.get("process_key"):
         query = query.where(Therapy.process_key == request.args["process_key"])
+    if request.args.get("phase"):
+        phase = request.args["phase"]
+        query = query.where(Therapy.phase.is_(None) if phase == NO_PHASE else Therapy.phase == phase)
+    if request.args.get("q"):
+        query = query.where(therapy_search(g.user, request.args["q"]))
     return page(therapies_for(g.user, query), therapy_summary)
 
 
