@@ -32,7 +32,12 @@ DEFAULT_PARTY = "treatment"
 # durations): from the end of the collection to the start of manufacturing, and from the end of manufacturing
 # to the start of the infusion.
 LEAD_TIMES = ("apheresisToManufacturing", "manufacturingToInfusion")
-SIGNATURE_MEANINGS = ("approval", "review", "responsibility", "authorship", "verification")
+SIGNATURE_MEANINGS = ("approval", "rejection", "review", "responsibility", "authorship", "verification")
+# A signature whose meaning follows a decision: ``field: value=meaning, value=meaning`` (the form's field, then
+# each of its values with the meaning a signature of that choice carries).
+_SIGNATURE_BY_DECISION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:(.*)$", re.DOTALL)
+# What a task's ``evidence`` property may name besides messages: the therapy's records a decision rests on.
+EVIDENCE_RECORDS = ("conditions", "custody", "shipments", "alerts")
 # The phase of a therapy's journey an activity belongs to (its ``phase`` property, else its lane's): a short
 # lowercase word or hyphenated words. These are the phases the bundled diagrams use, in journey order (the
 # control tower lists them in this order, any other phase after them).
@@ -61,6 +66,13 @@ class UserTaskInfo:
     instructions: str | None = None
     signature: str | None = None
     party: str = DEFAULT_PARTY
+    # When the signature's meaning follows a decision: the form's field and each of its values' meaning
+    # (``signature`` is then the first one's meaning).
+    signature_field: str | None = None
+    signature_meanings: dict[str, str] = field(default_factory=dict)
+    # What the task's page shows beside the form (its ``evidence`` property): messages (by name, or by the part
+    # of their names before the first dot) and records (EVIDENCE_RECORDS), in the order declared.
+    evidence: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -187,6 +199,26 @@ def message_catchers(definition: Definition) -> list[MessageCatcher]:
         return (activity.line if activity and activity.line else 0, catcher.activity_id)
 
     return sorted(found.values(), key=line)
+
+
+def _field_choices(prop: Mapping[str, Any]) -> list[Any]:
+    """The values a form field offers (its enum, its oneOf/anyOf of consts, or true and false); empty for a free
+    field."""
+    if prop.get("type") == "boolean":
+        return [True, False]
+    if isinstance(prop.get("enum"), list):
+        return list(prop["enum"])
+    choices = prop.get("oneOf") or prop.get("anyOf") or []
+    if choices and all(isinstance(c, dict) and "const" in c for c in choices):
+        return [c["const"] for c in choices]
+    return []
+
+
+def choice_text(value: Any) -> str:
+    """A field's value as a signature declaration writes it (true/false for booleans)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def checksum(content: bytes, forms: Mapping[str, bytes] | None = None) -> str:
@@ -373,6 +405,7 @@ class _Checker:
     ):
         self.tree, self.index, self.info, self.forms, self.operators = tree, index, info, forms, operators
         self.catchers: list[tuple[str, str, str | None]] = []  # (message name, element id, payloadSchema)
+        self.evidence: dict[str, tuple[str, ...]] = {}  # user task id -> its evidence property, checked at the end
 
     def fail(self, message: str, element_id: str | None):
         raise DefinitionInvalid(message, element_id=element_id, line=self._line(element_id))
@@ -391,6 +424,7 @@ class _Checker:
         for task_spec in self._all_task_specs(spec, subprocess_specs):
             self.check_task_spec(task_spec)
         self.check_payload_schemas()
+        self.check_evidence()
         self.info.messages = sorted(set(self.info.messages))
         self.info.operators = sorted(set(self.info.operators))
         self.info.forms = sorted(set(self.info.forms))
@@ -626,13 +660,10 @@ class _Checker:
                 )
             if name:
                 self.info.forms.append(name)
-        signature = ext_props.get("signature") or None
-        if signature and signature not in SIGNATURE_MEANINGS:
-            self.fail(
-                f"User task {bpmn_id} asks for a signature meaning '{signature}'; use one of "
-                f"{', '.join(SIGNATURE_MEANINGS)}.",
-                bpmn_id,
-            )
+        signature, signature_field, signature_meanings = self.signature(bpmn_id, ext_props.get("signature"), form)
+        evidence = tuple(e.strip() for e in (ext_props.get("evidence") or "").split(",") if e.strip())
+        if evidence:
+            self.evidence[bpmn_id] = evidence
         party = ext_props.get("party") or (element.lane_properties.get("party") if element else None)
         party = (party or DEFAULT_PARTY).strip().lower()
         if party not in PARTIES:
@@ -650,7 +681,82 @@ class _Checker:
             instructions=extensions.get("instructionsForEndUser"),
             signature=signature,
             party=party,
+            signature_field=signature_field,
+            signature_meanings=signature_meanings,
+            evidence=evidence,
         )
+
+    def signature(self, bpmn_id: str, text: str | None, form: str | None) -> tuple[str | None, str | None, dict]:
+        """A user task's ``signature`` property: one meaning (``approval``), or a meaning per value of a field of
+        its form (``release_decision: released=approval, rejected=rejection``). Returns the first (or only)
+        meaning, the field and the meaning of each value."""
+        text = (text or "").strip()
+        if not text:
+            return None, None, {}
+        by_decision = _SIGNATURE_BY_DECISION.match(text)
+        if by_decision is None:
+            self.check_meaning(bpmn_id, text)
+            return text, None, {}
+        field_name, rest = by_decision.group(1), by_decision.group(2)
+        meanings: dict[str, str] = {}
+        for pair in rest.split(","):
+            value, equals, meaning = (part.strip() for part in pair.partition("="))
+            if not equals or not value or not meaning:
+                self.fail(
+                    f"User task {bpmn_id}'s signature '{text}' is not 'field: value=meaning, value=meaning' "
+                    f"('{pair.strip()}' is no value=meaning pair).",
+                    bpmn_id,
+                )
+            if value in meanings:
+                self.fail(f"User task {bpmn_id}'s signature names the value '{value}' twice.", bpmn_id)
+            self.check_meaning(bpmn_id, meaning)
+            meanings[value] = meaning
+        schema = self.forms.get(form) if form else None
+        prop = ((schema or {}).get("properties") or {}).get(field_name)
+        if not isinstance(prop, dict):
+            where = f"its form {form}" if form else "its form (it has none)"
+            self.fail(
+                f"User task {bpmn_id}'s signature follows the field '{field_name}', which is not a field of {where}.",
+                bpmn_id,
+            )
+        choices = [choice_text(c) for c in _field_choices(prop or {})]
+        if choices:
+            unknown = [v for v in meanings if v not in choices]
+            missing = [c for c in choices if c not in meanings]
+            if unknown or missing:
+                problem = (
+                    f"names {', '.join(repr(v) for v in unknown)}, not a value of the field"
+                    if unknown
+                    else f"gives no meaning for {', '.join(repr(c) for c in missing)}"
+                )
+                self.fail(
+                    f"User task {bpmn_id}'s signature {problem} '{field_name}' (its values: {', '.join(choices)}).",
+                    bpmn_id,
+                )
+        return next(iter(meanings.values())), field_name, meanings
+
+    def check_meaning(self, bpmn_id: str, meaning: str) -> None:
+        if meaning not in SIGNATURE_MEANINGS:
+            self.fail(
+                f"User task {bpmn_id} asks for a signature meaning '{meaning}'; use one of "
+                f"{', '.join(SIGNATURE_MEANINGS)}.",
+                bpmn_id,
+            )
+
+    def check_evidence(self) -> None:
+        """Each task's ``evidence`` names records or messages the diagram waits for (checked once every message
+        is known)."""
+        names = set(self.info.messages)
+        prefixes = {name.split(".", 1)[0] for name in names}
+        for bpmn_id, items in self.evidence.items():
+            for item in items:
+                if item not in EVIDENCE_RECORDS and item not in names and item not in prefixes:
+                    self.fail(
+                        f"User task {bpmn_id}'s evidence names '{item}', which is neither a record "
+                        f"({', '.join(EVIDENCE_RECORDS)}) nor a message the diagram waits for (by its name, or the "
+                        f"part before its first dot: {', '.join(sorted(prefixes)) or 'none'}).",
+                        bpmn_id,
+                    )
 
     def phase(self, element: ElementInfo | None, bpmn_id: str) -> str | None:
         """The activity's phase: its own ``phase`` property, else its lane's; None when neither declares one."""

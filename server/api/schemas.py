@@ -318,7 +318,17 @@ class FormSchema(_Answer):
 class SignatureMeaningSchema(_Answer):
     """The signature a task asks for."""
 
-    meaning = _text()
+    meaning = _text(
+        metadata={"description": "the meaning of the signature (when it follows a decision: its first choice's)"}
+    )
+    field = fields.String(
+        metadata={"description": "present when the meaning follows a decision: the form field that decides it"}
+    )
+    meanings = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        metadata={"description": "with field: each value of the field and the meaning a signature of it carries"},
+    )
 
 
 class TaskSchema(_Answer):

@@ -7,6 +7,7 @@ from flask import g
 from engine.coi import parse_coi
 from server.access.auth import sees_patient
 from server.clock import clock, iso
+from server.compliance.signatures import signature_rule
 from server.store.models import ProcessDefinition, TaskRecord, Therapy
 from server.workflow.definitions import definition_forms
 from server.workflow.lifecycle import can_reschedule
@@ -47,6 +48,17 @@ def therapy_summary(therapy: Therapy) -> dict:
     }
 
 
+def signature_item(task: TaskRecord) -> dict | None:
+    """The signature a task asks for: its meaning, and, when the meaning follows a decision, the deciding field
+    and each of its values' meaning (``meaning`` is then the first one's)."""
+    if not task.signature:
+        return None
+    field, meanings = signature_rule(task)
+    if not field:
+        return {"meaning": task.signature}
+    return {"meaning": task.signature, "field": field, "meanings": meanings}
+
+
 def task_item(task: TaskRecord, forms: dict | None = None) -> dict:
     """A user task as the task list shows it."""
     forms = forms if forms is not None else definition_forms(task.therapy.definition_id)
@@ -65,7 +77,7 @@ def task_item(task: TaskRecord, forms: dict | None = None) -> dict:
         "site": task.site.code if task.site else None,
         "instructions": task.instructions,
         "form": form,
-        "signature": {"meaning": task.signature} if task.signature else None,
+        "signature": signature_item(task),
         "status": task.status,
         "created_at": iso(task.created_at),
         "due_at": iso(task.due_at),

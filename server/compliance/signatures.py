@@ -1,6 +1,8 @@
 """Electronic signatures (21 CFR 11.50, 11.70, 11.200): checking the signer, recording and showing signatures.
 
-A signature is re-entered for every signing: the signer's password plus the meaning the diagram asks for.
+A signature is re-entered for every signing: the signer's password plus the meaning the diagram asks for,
+which may follow the decision recorded in the form (``release_decision: released=approval,
+rejected=rejection``: releasing signs with the meaning "approval", rejecting with "rejection").
 Its record holds the printed name, the time, the meaning and the SHA-256 of exactly what was signed (the
 task's identity, the data it recorded, the meaning and the signer). Whenever a signature is shown, that hash
 is computed again from the task as it is stored now, so a signature whose signed data changed afterwards
@@ -16,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from engine.definition import choice_text
 from server.access.auth import verify_password
 from server.errors import Invalid, Unauthorized
 from server.store import audit
@@ -80,25 +83,48 @@ def _hash_for(signature: Signature, task: TaskRecord, data: Any) -> str:
     )
 
 
-def check_signer(user: User, task: TaskRecord, signature: dict | None) -> None:
-    """Check a signing attempt for ``task`` before anything changes.
+def signature_rule(task: TaskRecord) -> tuple[str | None, dict[str, str]]:
+    """The form field whose value sets the meaning of ``task``'s signature, and each value's meaning; (None, {})
+    when the diagram declares one meaning for the task."""
+    definition = task.therapy.definition
+    declared = ((definition.info or {}).get("user_tasks") or {}).get(task.activity_id) or {}
+    return declared.get("signature_field"), dict(declared.get("signature_meanings") or {})
 
-    422 when the signature is missing or has the wrong meaning; 401 ``account_locked`` for a locked
-    account; 401 ``signature_failed`` for a wrong password. Every failed attempt is audited in its own
-    transaction, and the fifth failure in a row locks the account until an administrator unlocks it.
+
+def meaning_for(task: TaskRecord, data: Any) -> str | None:
+    """The meaning a signature of ``task`` with ``data`` carries: the one its decision field's value selects when
+    the diagram declares a meaning per value, else the task's one meaning."""
+    if not task.signature:
+        return None
+    field, meanings = signature_rule(task)
+    if field and isinstance(data, dict) and data.get(field) is not None:
+        return meanings.get(choice_text(data[field]), task.signature)
+    return task.signature
+
+
+def check_signer(user: User, task: TaskRecord, signature: dict | None, data: Any = None) -> None:
+    """Check a signing attempt for ``task`` with the form ``data`` before anything changes.
+
+    422 when the signature is missing or has another meaning than the one ``data`` selects; 401
+    ``account_locked`` for a locked account; 401 ``signature_failed`` for a wrong password. Every failed attempt
+    is audited in its own transaction, and the fifth failure in a row locks the account until an administrator
+    unlocks it.
     """
+    expected = meaning_for(task, data)
+    field, _meanings = signature_rule(task)
+    chosen = f" ({field} is '{choice_text(data[field])}')" if field and isinstance(data, dict) and field in data else ""
     if signature is None:
         raise Invalid(
-            f"This task needs an electronic signature with the meaning '{task.signature}': send "
+            f"This task needs an electronic signature with the meaning '{expected}'{chosen}: send "
             "your password and the meaning.",
             code="signature_required",
-            details={"field": "signature", "meaning": task.signature},
+            details={"field": "signature", "meaning": expected},
         )
-    if signature.get("meaning") != task.signature:
+    if signature.get("meaning") != expected:
         raise Invalid(
-            f"The signature's meaning must be '{task.signature}'.",
+            f"The signature's meaning must be '{expected}'{chosen}.",
             code="signature_meaning",
-            details={"field": "signature.meaning", "meaning": task.signature},
+            details={"field": "signature.meaning", "meaning": expected},
         )
     if user.locked:
         _audit_failure(user, task, signature["meaning"], "account_locked")
@@ -156,7 +182,7 @@ def apply_signature(task: TaskRecord, data: dict, signer: User, signed_at: datet
         signer_id=signer.id,
         signer_username=signer.username,
         printed_name=signer.display_name,
-        meaning=task.signature,
+        meaning=meaning_for(task, data),
         signed_at=signed_at,
         content_hash="",
     )

@@ -62,7 +62,7 @@ def complete_task(command: CompleteTask) -> TaskRecord:
     verify_task_scan(task.therapy, task.form, task.activity_id, task.id, command.data, user.username)
     signer = None
     if task.signature:
-        check_signer(user, task, command.signature)
+        check_signer(user, task, command.signature, command.data)
         signer = user
     therapies.complete_task(task, command.data, user.username, signer=signer)
     db.session.refresh(task)

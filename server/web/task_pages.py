@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flask import flash, redirect, render_template, request, url_for
 
+from engine.definition import choice_text
 from server import usecases
+from server.compliance.signatures import signature_rule
 from server.errors import ApiError, NotFound
 from server.store.extensions import db
 from server.store.models import TaskRecord
@@ -12,7 +14,7 @@ from server.usecases import checks, reads
 
 from . import bp
 from .form_data import FormShapeError, friendly, parse_submission, utc_to_local
-from .form_fields import build_fields, field_paths
+from .form_fields import build_fields, field_paths, options_of
 from .network import patient_reference, therapies_named
 from .session import login_required, page_user
 from .slots import fill_pickers
@@ -65,6 +67,27 @@ def _initial_values(schema: dict, data: dict | None, offset: int) -> dict:
     return values
 
 
+def signing(task: TaskRecord, schema: dict, ui_schema: dict, values: dict) -> dict | None:
+    """The signature prompt: the meaning the chosen decision selects (the first when none is chosen yet) and,
+    when the meaning follows a decision, the field's input name and each choice's label and meaning."""
+    if not task.signature:
+        return None
+    field, meanings = signature_rule(task)
+    if not field:
+        return {"meaning": task.signature, "field": None, "meanings": {}, "choices": []}
+    chosen = values.get(f"data.{field}")
+    if isinstance(chosen, list):
+        chosen = chosen[0] if chosen else None
+    prop = (schema.get("properties") or {}).get(field) or {}
+    labels = {choice_text(value): label for value, label in options_of(prop, ui_schema.get(field) or {})}
+    return {
+        "meaning": meanings.get(str(chosen), task.signature) if chosen not in (None, "") else task.signature,
+        "field": f"data.{field}",
+        "meanings": meanings,
+        "choices": [(str(labels.get(value, value)), meaning) for value, meaning in meanings.items()],
+    }
+
+
 def render_task(
     task: TaskRecord,
     values: dict | None = None,
@@ -77,7 +100,8 @@ def render_task(
     user = page_user()
     schema, ui_schema = _form_schemas(task)
     errors = errors or {}
-    fields = build_fields(schema, ui_schema, values or _initial_values(schema, task.data, 0), errors)
+    values = values or _initial_values(schema, task.data, 0)
+    fields = build_fields(schema, ui_schema, values, errors)
     fill_pickers(fields, task.therapy)
     known = field_paths(fields)
     extra = [
@@ -99,6 +123,7 @@ def render_task(
         fields=fields,
         form_errors=(form_errors or []) + extra,
         signature_error=signature_error,
+        signing=signing(task, schema, ui_schema, values),
         can_complete=can_complete,
     ), status
 
@@ -150,10 +175,10 @@ def complete_task(task_id: str):
         )
     signature = None
     if task.signature:
-        password = request.form.get("signature_password", "")
-        confirmed = request.form.get("signature_meaning") == task.signature
+        # The meaning the user confirmed (the prompt shows the one their decision selects); the command checks it.
+        password, confirmed = request.form.get("signature_password", ""), request.form.get("signature_meaning", "")
         if password or confirmed:
-            signature = {"password": password, "meaning": task.signature if confirmed else ""}
+            signature = {"password": password, "meaning": confirmed}
     try:
         usecases.complete_task(usecases.CompleteTask(task_id=task.id, by=page_user(), data=data, signature=signature))
     except ApiError as exc:

@@ -112,7 +112,7 @@ ENDINGS = {
             *INFUSED_AND_FOLLOWED_UP,
         ],
         "EndEvent_TherapyCompleted",
-        ["approval", "responsibility"],
+        ["rejection", "responsibility"],
     ),
     "excursion_on_return_leg_quarantine_then_discard": Ending(
         [

@@ -47,6 +47,15 @@ def run_journey(api, world, clock, process_key, journey, parties=None):
     return take_steps(api, world, clock, started.get_json(), journey)
 
 
+def signing_meaning(task: dict, data: dict) -> str:
+    """The meaning a signature of ``task`` with ``data`` must carry: the one its decision field's value selects
+    when the task declares a meaning per value, else its one meaning."""
+    signature = task["signature"]
+    if signature.get("field") and signature["field"] in data:
+        return signature["meanings"][str(data[signature["field"]])]
+    return signature["meaning"]
+
+
 def take_steps(api, world, clock, therapy: dict, journey: list) -> dict:
     """Take the ``journey``'s steps in ``therapy``: each task as the user of its role at its site, each message
     as the integrator, each clock move with the timers it makes due. Returns the therapy as its coordinator
@@ -59,7 +68,7 @@ def take_steps(api, world, clock, therapy: dict, journey: list) -> dict:
             assert task is not None, f"{step[1]} not ready; open: {[t['activity_id'] for t in ready]}"
             body = {"data": {**form_data(task["form"]["name"], therapy["coi"]), **(step[2] if len(step) > 2 else {})}}
             if task["signature"]:
-                body["signature"] = {"password": PASSWORD, "meaning": task["signature"]["meaning"]}
+                body["signature"] = {"password": PASSWORD, "meaning": signing_meaning(task, body["data"])}
             user = ACTING[task["role"], task["site"]]
             done = api.as_(world[user]).post(f"/api/v1/tasks/{task['id']}/complete", json=body)
             assert done.status_code == 200, (step, done.get_json())

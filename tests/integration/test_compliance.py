@@ -529,7 +529,11 @@ def test_only_qa_may_sign_a_batch_release(api, world, clock, bundled):
     before_release = AUTOLOGOUS_HAPPY_PATH[: AUTOLOGOUS_HAPPY_PATH.index(("task", "Task_QaRelease"))]
     therapy = run_journey(api, world, clock, "autologous_car_t", before_release)
     release = only_task(api, world["qa"], therapy["id"])
-    assert release["activity_id"] == "Task_QaRelease" and release["signature"] == {"meaning": "approval"}
+    assert release["activity_id"] == "Task_QaRelease" and release["signature"] == {
+        "meaning": "approval",
+        "field": "release_decision",
+        "meanings": {"released": "approval", "rejected": "rejection"},
+    }
     data = form_data(release["form"]["name"], therapy["coi"])
     signature = {"password": PASSWORD, "meaning": "approval"}
     # The release is the manufacturing site's: other roles there are refused, the treatment centre does not see it.

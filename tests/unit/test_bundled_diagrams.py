@@ -38,7 +38,7 @@ NS = {
     "spiffworkflow": "http://spiffworkflow.org/bpmn/schema/1.0/core",
 }
 ROLES = {"Coordinator", "Logistics", "Manufacturing", "QA"}
-SIGNATURE_MEANINGS = {"approval", "review", "responsibility"}
+SIGNATURE_MEANINGS = {"approval", "rejection", "review", "responsibility"}
 OPERATORS = {
     "coi.assign": (set(), set()),
     "notify": ({"role", "message"}, {"site", "party", "severity"}),
@@ -238,7 +238,9 @@ def test_user_tasks_have_forms_instructions_and_roles(path):
         assert schema_file and (FORMS / schema_file).is_file(), f"{tid}: missing form {schema_file}"
         assert ui_file and (FORMS / ui_file).is_file(), f"{tid}: missing ui schema {ui_file}"
         if "signature" in props:
-            assert props["signature"] in SIGNATURE_MEANINGS
+            # one meaning, or "field: value=meaning, ..." (a meaning per value of a decision field)
+            meanings = [pair.split("=")[-1].strip() for pair in props["signature"].split(":")[-1].split(",")]
+            assert meanings and all(m in SIGNATURE_MEANINGS for m in meanings), tid
         instructions = xp(task, "./bpmn:extensionElements/spiffworkflow:instructionsForEndUser")
         assert len(instructions) == 1 and len(instructions[0].text.strip()) > 20, tid
 
@@ -420,7 +422,7 @@ def test_autologous_conventions():
         return form_schema(properties(nodes[tid])["formJsonSchemaFilename"])["properties"]
 
     assert lane_of(process, "Task_QaRelease") == ["QA"]
-    assert properties(nodes["Task_QaRelease"])["signature"] == "approval"
+    assert properties(nodes["Task_QaRelease"])["signature"] == "release_decision: released=approval, rejected=rejection"
     assert lane_of(process, "Task_PhysicianDecision") == ["Coordinator"]
     assert properties(nodes["Task_PhysicianDecision"])["signature"] == "responsibility"
     signed = {tid for tid, el in nodes.items() if "signature" in properties(el)}
