@@ -21,6 +21,7 @@ from marshmallow import Schema
 from engine.values import INT_MAX, INT_MIN
 from server.api import schemas
 from server.inputs import ID_MAX
+from server.oversight.alerts import OLDER_THAN, SEVERITIES
 from server.store.models import REASON_KINDS, SLOT_KINDS
 
 
@@ -388,7 +389,14 @@ def _operations() -> dict[tuple[str, str], Op]:
             query=(
                 status("alerts"),
                 ("therapy_id", _string(), "one therapy's alerts"),
-                ("kind", _string(), "one kind"),
+                ("kind", _string(), "one kind (escalation, notification, coi_mismatch, excursion, ...)"),
+                ("severity", _string(enum=list(SEVERITIES)), "one severity"),
+                (
+                    "for_me",
+                    {"type": "string", "enum": ["true", "false"]},
+                    "true: only those for one of the caller's roles (or for no role in particular)",
+                ),
+                ("older_than", _string(enum=list(OLDER_THAN)), "raised at least 1 hour, 24 hours or 7 days ago"),
                 *PAGING,
             ),
         ),
@@ -397,7 +405,19 @@ def _operations() -> dict[tuple[str, str], Op]:
             answer=schemas.AlertSchema,
             body=alerts.AcknowledgeSchema,
             body_required=False,
-            errors={"409": "The alert was acknowledged already"},
+            errors={
+                "409": "The alert was acknowledged already",
+                "422": "A high or critical alert without a note (note_required), or the request is invalid",
+            },
+        ),
+        ("POST", "/api/v1/alerts/acknowledge"): Op(
+            answer=alerts.AlertListSchema,
+            body=alerts.AcknowledgeManySchema,
+            errors={
+                "404": "An alert named is unknown or not visible to the caller (nothing acknowledged)",
+                "409": "Some were acknowledged already: details.alert_ids names them (nothing acknowledged)",
+                "422": "Any of them high or critical without a note (note_required), or the request is invalid",
+            },
         ),
         ("GET", "/api/v1/incidents"): Op(
             answer=schemas.IncidentPageSchema,

@@ -33,7 +33,7 @@ from .account_commands import (
     revoke_token,
     unlock_user,
 )
-from .alert_commands import AcknowledgeAlert, acknowledge_alert
+from .alert_commands import AcknowledgeAlert, AcknowledgeAlerts, acknowledge_alert, acknowledge_alerts
 from .capacity_commands import (
     AddBlackout,
     BookSlot,
@@ -100,6 +100,7 @@ HANDLERS: dict[type, Callable[[Any], Any]] = {
     RecordCustody: record_custody,
     RecordReadings: record_readings,
     AcknowledgeAlert: acknowledge_alert,
+    AcknowledgeAlerts: acknowledge_alerts,
     RetryIncident: retry_incident,
     ResolveIncident: resolve_incident,
     DeployDefinition: deploy_definition,

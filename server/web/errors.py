@@ -5,7 +5,10 @@ from __future__ import annotations
 from flask import jsonify, render_template, request
 from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError, generate_csrf
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
+
+from server.oversight.alerts import SEVERITIES, open_counts
 
 from ..errors import ApiError, error_body
 from . import bp, network, present
@@ -50,7 +53,25 @@ def _page_context() -> dict:
     if request.blueprint != "web":
         return {}
     user = session_user()
-    return {"viewer": user, "menu": menu(user), "csrf_token": generate_csrf, "diagram_viewer": viewer_installed()}
+    return {
+        "viewer": user,
+        "menu": menu(user),
+        "csrf_token": generate_csrf,
+        "diagram_viewer": viewer_installed(),
+        "alert_counts": _alert_counts(user),
+    }
+
+
+def _alert_counts(user) -> list[tuple[str, int]]:
+    """The open alerts meant for ``user``, by severity from critical down (one grouped query); none when nobody
+    is logged in or the database cannot answer (an error page must still render)."""
+    if user is None:
+        return []
+    try:
+        counts = open_counts(user)
+    except SQLAlchemyError:
+        return []
+    return [(severity, counts[severity]) for severity in reversed(SEVERITIES) if counts.get(severity)]
 
 
 def error_page(status: int, message: str):

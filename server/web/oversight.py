@@ -1,4 +1,4 @@
-"""The alerts page (acknowledge with a note) and the audit page for auditors (filter, verify the chain)."""
+"""The alerts page (filters, acknowledge one or several) and the audit page for auditors (filter, verify the chain)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from flask import Response, flash, redirect, render_template, request, stream_with_context, url_for
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 
 from server import usecases
-from server.access.auth import visible_site_ids
-from server.clock import iso
+from server.clock import clock, iso
 from server.errors import ApiError
+from server.oversight.alerts import NOTE_REQUIRED, OLDER_THAN, SEVERITIES, STATUSES, AlertFilter
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import Alert, AuditEntry, AuditHead, Therapy
-from server.usecases.checks import visible_alert
 
 from . import bp
 from .network import therapies_named
@@ -40,23 +39,52 @@ CSV_COLUMNS = (
 )
 
 
-def _visible_alerts(user, status: str):
-    query = select(Alert).order_by(Alert.raised_at.desc())
-    if status in ("open", "acknowledged"):
-        query = query.where(Alert.status == status)
-    sites = visible_site_ids(user)
-    if sites is not None:
-        query = query.where(Alert.site_id.in_(sites))
-    return query
+ALERTS_PAGE_SIZE = 25
+AGES = (("", "Any age"), ("1h", "Older than 1 hour"), ("24h", "Older than 24 hours"), ("7d", "Older than 7 days"))
+
+
+def _page_number(text: str) -> int:
+    """A page number written as ASCII digits (1 when absent or not one)."""
+    return int(text) if text.isascii() and text.isdigit() and 0 < len(text) <= 6 and int(text) > 0 else 1
+
+
+def _alert_filters(user) -> tuple[dict[str, str], AlertFilter | None]:
+    """The alerts page's filters as given (values it does not know are dropped) and the filter they make (None:
+    a therapy was named that the viewer may not see or that does not exist, so nothing matches)."""
+    given = {k: request.args.get(k, "").strip() for k in ("status", "scope", "severity", "kind", "therapy", "age")}
+    given["status"] = given["status"] if given["status"] in (*STATUSES, "all") else "open"
+    given["scope"] = "all" if given["scope"] == "all" else "mine"
+    given["severity"] = given["severity"] if given["severity"] in SEVERITIES else ""
+    given["age"] = given["age"] if given["age"] in OLDER_THAN else ""
+    therapy_ids = None
+    if given["therapy"]:
+        therapy_ids = [t.id for t in therapies_named(user, given["therapy"])]
+        if not therapy_ids:
+            return given, None
+    return given, AlertFilter(
+        status=None if given["status"] == "all" else given["status"],
+        severity=given["severity"] or None,
+        kind=given["kind"] or None,
+        therapy_ids=therapy_ids,
+        for_me=given["scope"] == "mine",
+        older_than=given["age"] or None,
+    )
 
 
 @bp.get("/alerts")
 @login_required()
 def alerts():
-    """Alerts you may see, open ones first (filter by status)."""
+    """The alerts meant for you (your roles, your sites) or all you may see, filtered by status, severity,
+    kind, therapy and age, a page at a time; open ones can be acknowledged one by one or together."""
     user = page_user()
-    status = request.args.get("status", "open")
-    rows = db.session.execute(_visible_alerts(user, status).limit(500)).scalars().all()
+    given, chosen = _alert_filters(user)
+    number = _page_number(request.args.get("page", ""))
+    rows: Sequence[Alert] = []
+    total = 0
+    if chosen is not None:
+        query = chosen.query(user, clock()())
+        total = db.session.execute(select(func.count()).select_from(query.order_by(None).subquery())).scalar_one()
+        rows = db.session.execute(query.limit(ALERTS_PAGE_SIZE).offset((number - 1) * ALERTS_PAGE_SIZE)).scalars().all()
     therapies = (
         {
             t.id: t
@@ -67,35 +95,61 @@ def alerts():
         if rows
         else {}
     )
+    kinds = db.session.execute(select(Alert.kind).distinct().order_by(Alert.kind)).scalars().all()
+    links = {k: v for k, v in given.items() if v and (k, v) not in (("status", "open"), ("scope", "mine"))}
     return render_template(
         "web/alerts.html",
         alerts=rows,
         therapies=therapies,
-        status=status,
+        given=given,
+        status=given["status"],
+        links=links,
+        kinds=kinds,
+        severities=SEVERITIES,
+        ages=AGES,
+        note_required=NOTE_REQUIRED,
+        total=total,
+        page=number,
+        pages=max(1, -(-total // ALERTS_PAGE_SIZE)),
         can_acknowledge=has_role(user, *usecases.AcknowledgeAlert.ROLES),
     )
 
 
-@bp.post("/alerts/<alert_id>/acknowledge")
-@login_required(*usecases.AcknowledgeAlert.ROLES)
-def acknowledge_alert(alert_id: str):
-    """Acknowledge an open alert with a note: the ``AcknowledgeAlert`` command (the page asks for a note)."""
-    note = request.form.get("note", "").strip()
-    back = redirect(safe_next(request.form.get("back")) or url_for("web.alerts"))
-    if not note:
-        visible_alert(page_user(), alert_id)  # an unseen alert is 404 whatever the form says
-        flash("Write a note saying what was done about the alert.", "error")
-        return back
+def _acknowledged(command, back, done: str):
+    """Run an acknowledgement command; a refusal (but 404) is flashed, and the browser goes ``back``."""
     try:
-        usecases.acknowledge_alert(usecases.AcknowledgeAlert(alert_id=alert_id, by=page_user(), note=note))
+        usecases.handle(command)
     except ApiError as exc:
         db.session.rollback()
         if exc.status == 404:
             raise
         flash(f"Not acknowledged: {exc.message}", "error")
         return back
-    flash("Alert acknowledged.", "success")
+    flash(done, "success")
     return back
+
+
+@bp.post("/alerts/<alert_id>/acknowledge")
+@login_required(*usecases.AcknowledgeAlert.ROLES)
+def acknowledge_alert(alert_id: str):
+    """Acknowledge an open alert: the ``AcknowledgeAlert`` command (a note for high and critical alerts)."""
+    note = request.form.get("note", "")
+    back = redirect(safe_next(request.form.get("back")) or url_for("web.alerts"))
+    command = usecases.AcknowledgeAlert(alert_id=alert_id, by=page_user(), note=note)
+    return _acknowledged(command, back, "Alert acknowledged.")
+
+
+@bp.post("/alerts/acknowledge")
+@login_required(*usecases.AcknowledgeAlerts.ROLES)
+def acknowledge_alerts():
+    """Acknowledge the ticked alerts with one note: the ``AcknowledgeAlerts`` command, all or none."""
+    ids = [i for i in request.form.getlist("alert_id") if i]
+    back = redirect(safe_next(request.form.get("back")) or url_for("web.alerts"))
+    if not ids:
+        flash("Tick the alerts to acknowledge first.", "error")
+        return back
+    command = usecases.AcknowledgeAlerts(alert_ids=ids, by=page_user(), note=request.form.get("note", ""))
+    return _acknowledged(command, back, f"{len(set(ids))} alert{'s' if len(set(ids)) != 1 else ''} acknowledged.")
 
 
 def _sequence_number(text: str) -> int | None:

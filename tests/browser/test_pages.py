@@ -184,7 +184,7 @@ def test_alert_acknowledged_with_a_note(page, served):
         )
         assert done.status_code == 200, done.text
     log_in(page, "coordinator", served.password)
-    page.goto("/alerts")
+    page.goto("/alerts?scope=all")  # the notification is for manufacturing: not among the coordinator's own
     item = page.locator("[data-testid='alerts'] > li", has_text=patient).first
     expect(item).to_be_visible()
     alert_id = item.get_attribute("data-alert-id")
@@ -192,6 +192,6 @@ def test_alert_acknowledged_with_a_note(page, served):
     item.get_by_role("button", name="Acknowledge").click()
     expect(page.get_by_role("status")).to_have_text("Alert acknowledged.")
     expect(page.locator(f"[data-alert-id='{alert_id}']")).to_have_count(0)
-    page.goto("/alerts?status=acknowledged")
+    page.goto("/alerts?status=acknowledged&scope=all")
     expect(page.locator(f"[data-alert-id='{alert_id}']")).to_contain_text("Acknowledged by coordinator")
     expect(page.locator(f"[data-alert-id='{alert_id}']")).to_contain_text("Slot confirmed by phone")
