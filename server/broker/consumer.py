@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import threading
 import time
 from typing import Any
 
@@ -34,6 +33,7 @@ from server.api.messages import take_message
 from server.api.schemas import MessageSchema
 from server.errors import ApiError
 from server.inputs import loads_request_body
+from server.integration.worker import Worker
 from server.store.extensions import db
 from server.store.models import BrokerMessage, User
 from server.store.uow import unit_of_work
@@ -155,8 +155,10 @@ def _record_refusal(message_id: str, raw: bytes | str, refused: Refused) -> None
         db.session.remove()
 
 
-class Consumer:
+class Consumer(Worker):
     """Takes this process's share of ``tether.messages``; ``start`` runs it in a thread, tests call ``handle``."""
+
+    thread_name = "tether-broker-consumer"
 
     def __init__(self, app: Flask):
         self.app = app
@@ -165,24 +167,7 @@ class Consumer:
         self.connected = False
         self.taken = 0
         self.refused = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def running(self) -> bool:
-        """Whether the background thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        """Run in a daemon thread until ``stop``."""
-        self._thread = threading.Thread(target=self._loop, name="tether-broker-consumer", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread (within about a second)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        super().__init__()
 
     def handle(self, message: kombu.Message, producer: kombu.Producer) -> None:
         """Take one delivered message (its raw body, whatever its content type says) and acknowledge it,

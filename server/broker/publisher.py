@@ -17,7 +17,6 @@ consumer of the exchange may read it, so it carries what nobody in particular ma
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta
 
 import kombu
@@ -26,6 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import aliased
 
 from server.integration import outbox, webhooks
+from server.integration.worker import Worker
 from server.store.extensions import db
 from server.store.models import OutboxEvent
 from server.store.uow import rows_changed, unit_of_work
@@ -96,9 +96,11 @@ def message(row: OutboxEvent, source: str, audience=None) -> tuple[bytes, dict]:
     return body, properties
 
 
-class Publisher:
+class Publisher(Worker):
     """Publishes this process's share of the pending events; ``start`` runs it in a thread, tests call
     ``publish_pending``."""
+
+    thread_name = "tether-broker-publisher"
 
     def __init__(self, app: Flask, *, batch: int = 100):
         self.app = app
@@ -107,25 +109,11 @@ class Publisher:
         self.source = str(app.config["EVENT_SOURCE"])
         self.retry = float(app.config.get("BROKER_RETRY_SECONDS", 5.0))
         self.connected = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
-    @property
-    def running(self) -> bool:
-        """Whether the background thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        """Run in a daemon thread until ``stop``."""
-        self._thread = threading.Thread(target=self._loop, name="tether-broker-publisher", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread (within about a second)."""
-        self._stop.set()
+    def wake(self) -> None:
+        """Ring the outbox's bell the loop waits on."""
         outbox.BROKER_BELL.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
     def publish_pending(self, producer: kombu.Producer) -> int:
         """Publish every event that may go out now, round after round; how many were published."""

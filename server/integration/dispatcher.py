@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,6 +37,7 @@ from urllib3.exceptions import NewConnectionError
 
 from server.integration import webhooks
 from server.integration.webhooks import SENDING, bell, delivery_json, now
+from server.integration.worker import Worker
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import OutboxEvent, WebhookDelivery, WebhookSubscription
@@ -212,8 +212,10 @@ def post(url: str, headers: dict[str, str], body: bytes, timeout: float, *, allo
         return Response(None, error=f"{type(exc).__name__}: {exc}"[:500])
 
 
-class Dispatcher:
+class Dispatcher(Worker):
     """Sends the webhook deliveries of one server process; ``start`` runs it in a thread, tests call ``run_once``."""
+
+    thread_name = "tether-dispatcher"
 
     def __init__(self, app: Flask, *, batch: int = 50, rng=random.random):
         self.app = app
@@ -229,25 +231,15 @@ class Dispatcher:
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, int(config["WEBHOOK_CONCURRENCY"])), thread_name_prefix="tether-webhook"
         )
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
-    @property
-    def running(self) -> bool:
-        """Whether the background thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        """Run in a background thread until ``stop``."""
-        self._thread = threading.Thread(target=self._loop, name="tether-dispatcher", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread (a send in progress finishes) and the senders."""
-        self._stop.set()
+    def wake(self) -> None:
+        """Ring the bell the loop waits on."""
         bell(self.app).ring()
-        if self._thread is not None:
-            self._thread.join(timeout=self.timeout + 5)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the thread (a send in progress finishes) and the senders."""
+        super().stop(self.timeout + 5 if timeout is None else timeout)
         self._pool.shutdown(wait=False)
 
     def run_once(self) -> int:
