@@ -250,3 +250,31 @@ def test_every_page_header_counts_my_open_alerts_by_severity(app, api, world, ra
     assert _header_counts(_client(app, "mfg").get("/tasks").get_data(as_text=True)) == {
         "low": (1, "/alerts?severity=low")
     }
+
+
+def test_a_notification_goes_to_the_site_of_the_party_its_role_works_for(app, api, world):
+    from server.access import accounts
+
+    with app.app_context():
+        accounts.add_site("COURIER-9", "Courier 9", "logistics", "test")
+        accounts.add_user("courier", ["logistics"], ["COURIER-9"], "Courier Person", PASSWORD, "test")
+        courier = accounts.issue_token("courier", "test", "test")
+    coord = api.as_(world["coord"])
+    therapy = coord.post(
+        "/api/v1/therapies",
+        json={
+            "process_key": "mini_therapy",
+            "site": "SITE-A",
+            "patient": {"reference": "PT-9"},
+            "parties": {"logistics": "COURIER-9"},
+        },
+    ).get_json()
+    [task] = coord.get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"]
+    done = coord.post(
+        f"/api/v1/tasks/{task['id']}/complete", json={"data": {"eligible": True, "patient_initials": "AB"}}
+    )
+    assert done.status_code == 200, done.get_json()
+    # The diagram's notify names the logistics role and no site: the courier's people are told, not SITE-A's.
+    [alert] = api.as_(courier).get(f"/api/v1/alerts?therapy_id={therapy['id']}&for_me=true").get_json()["items"]
+    assert (alert["kind"], alert["role"], alert["data"]["site"]) == ("notification", "logistics", "COURIER-9")
+    assert _ids(api, world["logistics"], f"?therapy_id={therapy['id']}") == set()

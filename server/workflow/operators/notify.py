@@ -1,7 +1,8 @@
 """`notify`: tells the people of a role (optionally at one site) that something needs them.
 
 Parameters: `role` (required), `message` (required), `site` (optional site code) or `party` (optional: the
-site of that party of the therapy; default: the treatment centre),
+site of that party of the therapy; default: the site of the party the role works for, when the therapy has one
+(manufacturing, logistics), else the treatment centre),
 `severity` (optional: low, medium (default), high or critical). Raises an alert for the role (audited, and
 published as `alert.raised`); when `TETHER_SMTP_URL` is set, the active users of that role who work at the
 site (or at every site) also get an e-mail once the step has committed. Result:
@@ -17,6 +18,8 @@ from server.store.models import ROLES, Site, User
 from server.workflow.operators import smtp
 
 SEVERITIES = ("low", "medium", "high", "critical")
+# Roles that work for one party of a therapy: told at that party's site unless the diagram names another.
+ROLE_PARTIES = {"manufacturing": "manufacturing", "logistics": "logistics"}
 
 
 def recipients(role: str, site_code: str) -> list[User]:
@@ -47,7 +50,8 @@ def run(context, params: dict) -> dict:
     party = params.get("party")
     if party is not None and party not in therapy.parties:
         raise ValueError(f"notify names the party '{party}'; the parties are {', '.join(therapy.parties)}")
-    site = str(params.get("site") or (therapy.parties.get(party) if party else None) or therapy.site.code)
+    acting = therapy.parties.get(ROLE_PARTIES[role]) if role in ROLE_PARTIES else None
+    site = str(params.get("site") or (therapy.parties.get(party) if party else None) or acting or therapy.site.code)
     site_id = db.session.execute(select(Site.id).where(Site.code == site)).scalar_one_or_none()
     if site_id is None:
         raise ValueError(f"notify names site '{site}', which is not registered")
