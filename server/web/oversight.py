@@ -24,19 +24,6 @@ from .network import therapies_named
 from .session import AUDIT_READERS, has_role, login_required, page_user, safe_next, session_user
 
 AUDIT_PAGE_SIZE = 200
-CSV_COLUMNS = (
-    "seq",
-    "at",
-    "actor",
-    "action",
-    "subject_type",
-    "subject_id",
-    "therapy_id",
-    "reason",
-    "data",
-    "prev_hash",
-    "hash",
-)
 
 
 ALERTS_PAGE_SIZE = 25
@@ -217,6 +204,11 @@ def audit_page():
     )
 
 
+def _entry_fields(entry: AuditEntry) -> dict:
+    """An entry's columns (``audit.COLUMNS``), its time in ISO 8601."""
+    return {column: getattr(entry, column) for column in audit.COLUMNS} | {"at": iso(entry.at)}
+
+
 @bp.get("/audit.csv", endpoint="audit_csv")
 @login_required(*AUDIT_READERS)
 def audit_csv():
@@ -226,28 +218,15 @@ def audit_csv():
     def rows():
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(audit.COLUMNS)
         yield out.getvalue()
         if query is None:
             return
         for entry in db.session.execute(query.order_by(AuditEntry.seq)).yield_per(1000).scalars():
             out.seek(0)
             out.truncate()
-            writer.writerow(
-                [
-                    entry.seq,
-                    iso(entry.at),
-                    entry.actor,
-                    entry.action,
-                    entry.subject_type,
-                    entry.subject_id,
-                    entry.therapy_id or "",
-                    entry.reason or "",
-                    json.dumps(entry.data or {}, sort_keys=True),
-                    entry.prev_hash,
-                    entry.hash,
-                ]
-            )
+            values = {**_entry_fields(entry), "data": json.dumps(entry.data or {}, sort_keys=True)}
+            writer.writerow(["" if values[c] is None else values[c] for c in audit.COLUMNS])
             yield out.getvalue()
 
     response = Response(stream_with_context(rows()), mimetype="text/csv")
