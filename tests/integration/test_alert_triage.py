@@ -278,3 +278,12 @@ def test_a_notification_goes_to_the_site_of_the_party_its_role_works_for(app, ap
     [alert] = api.as_(courier).get(f"/api/v1/alerts?therapy_id={therapy['id']}&for_me=true").get_json()["items"]
     assert (alert["kind"], alert["role"], alert["data"]["site"]) == ("notification", "logistics", "COURIER-9")
     assert _ids(api, world["logistics"], f"?therapy_id={therapy['id']}") == set()
+
+
+def test_the_therapy_page_links_to_its_alerts_on_the_alerts_page(app, api, world, clock, raised):
+    therapy = start(api, world["coord"])
+    mine = _raise(app, clock, "notification", "low", "manufacturing", "SITE-A", 1, therapy_id=therapy["id"])
+    client = _client(app)
+    page = client.get(f"/therapies/{therapy['id']}").get_data(as_text=True)
+    [href] = re.findall(r'href="(/alerts\?[^"]+)">This therapy.s alerts', page)
+    assert _shown(client.get(href.replace("&amp;", "&")).get_data(as_text=True)) == {mine}
