@@ -172,6 +172,8 @@ class MessageCatcher:
     name: str
     activity_id: str
     starts: bool = False
+    # Where the payload lands in the process data (the event's messageVariable, else the message's name).
+    variable: str | None = None
 
 
 def message_catchers(definition: Definition) -> list[MessageCatcher]:
@@ -191,7 +193,8 @@ def message_catchers(definition: Definition) -> list[MessageCatcher]:
                 continue
             if isinstance(event, MessageEventDefinition):
                 starts = isinstance(task_spec, StartEvent) and spec is definition.spec and name in top
-                found[bpmn_id] = MessageCatcher(event.name, bpmn_id, starts)
+                variable = getattr(event, "message_var", None) or event.name
+                found[bpmn_id] = MessageCatcher(event.name, bpmn_id, starts, variable)
     activities = definition.info.activities
 
     def line(catcher: MessageCatcher) -> tuple[int, str]:

@@ -313,6 +313,13 @@ class FormSchema(_Answer):
     name = _text()
     schema = fields.Dict(required=True)
     ui_schema = fields.Dict(required=True)
+    prefill = fields.Dict(
+        keys=fields.String(),
+        metadata={
+            "description": "for a ready task, the values the system already knows for fields whose ui schema "
+            "names ui:prefill (a dotted path into the therapy's process data); the user may change them"
+        },
+    )
 
 
 class SignatureMeaningSchema(_Answer):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from flask import g
 
 from engine.coi import parse_coi
-from server.access.auth import sees_patient
+from server.access.auth import sees_patient, withhold_patient
 from server.clock import clock, iso
 from server.compliance.signatures import signature_rule
 from server.store.models import ProcessDefinition, TaskRecord, Therapy
+from server.usecases.task_commands import prefilled
 from server.workflow.definitions import definition_forms
 from server.workflow.lifecycle import can_reschedule
 
@@ -65,7 +66,12 @@ def task_item(task: TaskRecord, forms: dict | None = None) -> dict:
     form = None
     if task.form:
         ui_schema = forms.get(task.ui_form, {}) if task.ui_form else {}
-        form = {"name": task.form, "schema": forms.get(task.form, {}), "ui_schema": ui_schema}
+        schema = forms.get(task.form, {})
+        form = {"name": task.form, "schema": schema, "ui_schema": ui_schema}
+        known = prefilled(task, schema, ui_schema)
+        if known:
+            sees = sees_patient(g.user, task.therapy)
+            form["prefill"] = known if sees else withhold_patient(known, task.therapy.patient_reference)
     return {
         "id": task.id,
         "therapy_id": task.therapy_id,

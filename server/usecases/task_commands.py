@@ -69,6 +69,42 @@ def complete_task(command: CompleteTask) -> TaskRecord:
     return task
 
 
+def prefill_path(ui: Any) -> str | None:
+    """A field's ``ui:prefill`` (a dotted path into the therapy's process data), or None."""
+    path = ui.get("ui:prefill") if isinstance(ui, dict) else None
+    return path if isinstance(path, str) and path.strip() else None
+
+
+def process_value(data: Any, path: str) -> Any:
+    """The value at a dotted ``path`` (``mes_started.batch``, ``qc.tests.0.result``) of process data; None when
+    there is none."""
+    value = data
+    for part in path.strip().split("."):
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+def prefilled(task: TaskRecord, schema: dict, ui_schema: dict) -> dict[str, Any]:
+    """What the system already knows for the ready task's form: each top-level field whose ui schema names
+    ``ui:prefill`` and whose path holds a value of the therapy's process data (none once the task is done)."""
+    if task.status != "ready" or not isinstance(ui_schema, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for key in (schema.get("properties") or {}) if isinstance(schema, dict) else ():
+        path = prefill_path(ui_schema.get(key))
+        if path is None:
+            continue
+        value = process_value(task.therapy.data or {}, path)
+        if value is not None and not isinstance(value, dict | list):
+            out[key] = value
+    return out
+
+
 def _refuse(user: User, task: TaskRecord, status: int, code: str, message: str) -> None:
     """Audit a refused attempt on the task (in its own transaction) before the error is answered."""
     audit.audit_refusal(

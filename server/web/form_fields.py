@@ -6,7 +6,8 @@ dates, date-times and times, enums (select or radios), booleans (checkbox or yes
 the task page fills in the free slots), nested objects, arrays of objects or of simple values (rows), and the
 ui-schema hints ``ui:order``,
 ``ui:widget``, ``ui:help``, ``ui:placeholder``, ``ui:autofocus``, ``ui:title``, ``ui:description``,
-``ui:enumNames`` and ``ui:unit``.
+``ui:enumNames``, ``ui:unit`` and ``ui:prefill`` (a dotted path into the therapy's process data whose value fills
+the field in before the user types: the task page passes it among the values; the field says where it comes from).
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ def _field(key: str, prop: dict, ui: dict, required: bool, values: dict, errors:
         required=required,
         label=ui.get("ui:title") or prop.get("title") or key.replace("_", " ").capitalize(),
         description=ui.get("ui:description") or prop.get("description"),
-        help=ui.get("ui:help"),
+        help=_help(ui),
         placeholder=ui.get("ui:placeholder"),
         autofocus=bool(ui.get("ui:autofocus")),
         error=errors.get(path),
@@ -239,6 +240,16 @@ def _field(key: str, prop: dict, ui: dict, required: bool, values: dict, errors:
     else:
         item.attrs = _string_attrs(prop)
     return item
+
+
+def _help(ui: dict) -> str | None:
+    """The field's ``ui:help``, and where a prefilled value comes from."""
+    text = ui.get("ui:help")
+    path = ui.get("ui:prefill")
+    if isinstance(path, str) and path.strip():
+        source = f"Filled in from the therapy's data ({path.strip()}) when known; you may change it."
+        return f"{text} {source}" if text else source
+    return text
 
 
 def _rows(item: Field, prop: dict, ui: dict, values: dict, errors: dict) -> None:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, request, url_for
+from typing import Any
 
-from engine.definition import choice_text
+from flask import flash, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from engine.definition import EVIDENCE_RECORDS, choice_text, message_catchers
 from server import usecases
+from server.access.auth import sees_patient, withhold_patient
 from server.compliance.signatures import signature_rule
+from server.custody import conditions, transfers
+from server.custody import shipments as shipment_records
 from server.errors import ApiError, NotFound
 from server.store.extensions import db
-from server.store.models import TaskRecord
+from server.store.models import Alert, AuditEntry, TaskRecord
 from server.usecases import checks, reads
+from server.usecases.task_commands import prefilled
+from server.workflow.definitions import engine_definition
 
 from . import bp
 from .form_data import FormShapeError, friendly, parse_submission, utc_to_local
@@ -55,7 +63,8 @@ def _form_schemas(task: TaskRecord) -> tuple[dict, dict]:
 
 
 def _initial_values(schema: dict, data: dict | None, offset: int) -> dict:
-    """Inputs' texts for data already recorded (a completed task shown read-only)."""
+    """Inputs' texts for data already recorded (a completed task shown read-only), or for what the system already
+    knows of a ready task's fields (``ui:prefill``, in ``data`` too)."""
     values: dict = {}
     for key, prop in (schema.get("properties") or {}).items():
         if not data or key not in data:
@@ -88,6 +97,94 @@ def signing(task: TaskRecord, schema: dict, ui_schema: dict, values: dict) -> di
     }
 
 
+# At most this many excursion readings and open alerts beside a form (the therapy page has them all).
+EVIDENCE_ROWS = 50
+
+
+def evidence(task: TaskRecord, user) -> dict[str, Any] | None:
+    """What the task's decision rests on, as its diagram's ``evidence`` property names it: the messages received
+    (each payload from the process data, under its catching element's variable, with when it came), the
+    condition readings' summary and excursions, the custody chain and its breaks, the shipments and the open
+    alerts. None when the task declares no evidence."""
+    therapy = task.therapy
+    declared = ((therapy.definition.info or {}).get("user_tasks") or {}).get(task.activity_id) or {}
+    items = list(declared.get("evidence") or [])
+    if not items:
+        return None
+    asked = set(items)
+    out: dict[str, Any] = {"items": items}
+    selectors = [i for i in items if i not in EVIDENCE_RECORDS]
+    if selectors:
+        out["messages"] = _evidence_messages(task, selectors, user)
+    if "conditions" in asked:
+        out["conditions"] = {
+            "summary": conditions.summary(therapy.id),
+            "excursions": conditions.excursion_readings(therapy.id, limit=EVIDENCE_ROWS),
+        }
+    if "custody" in asked:
+        chain = transfers.chain(therapy.id)
+        out["custody"] = {"chain": chain, "breaks": transfers.breaks(chain)}
+    if "shipments" in asked:
+        out["shipments"] = [shipment_records.shipment_item(s, therapy) for s in shipment_records.of_therapy(therapy.id)]
+    if "alerts" in asked:
+        out["alerts"] = (
+            db.session.execute(
+                select(Alert)
+                .where(Alert.therapy_id == therapy.id, Alert.status == "open")
+                .order_by(Alert.raised_at.desc())
+                .limit(EVIDENCE_ROWS)
+            )
+            .scalars()
+            .all()
+        )
+    return out
+
+
+def _evidence_messages(task: TaskRecord, selectors: list[str], user) -> list[dict[str, Any]]:
+    """The messages the selectors name (a message's name, or the part of names before the first dot), in the
+    order of the diagram: each once per variable it lands in, with its payload and when it was last received."""
+    therapy = task.therapy
+    catchers = message_catchers(engine_definition(therapy.definition))
+    received: dict[str | None, Any] = {}
+    for at, data in db.session.execute(
+        select(AuditEntry.at, AuditEntry.data)
+        .where(AuditEntry.therapy_id == therapy.id, AuditEntry.action == "message.received")
+        .order_by(AuditEntry.seq)
+    ):
+        received[(data or {}).get("activity_id")] = at
+    process_data = therapy.data or {}
+    hidden = not sees_patient(user, therapy)
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, str | None]] = set()
+    for catcher in catchers:
+        prefix = catcher.name.split(".", 1)[0]
+        if catcher.starts or not (catcher.name in selectors or prefix in selectors):
+            continue
+        key = (catcher.name, catcher.variable)
+        when = received.get(catcher.activity_id)
+        if key in seen:
+            if when is not None:  # the same message caught by another element: keep the latest time
+                for item in out:
+                    if (item["name"], item["variable"]) == key and (item["at"] is None or item["at"] < when):
+                        item["at"] = when
+            continue
+        seen.add(key)
+        payload = process_data.get(catcher.variable) if catcher.variable else None
+        if hidden and payload is not None:
+            payload = withhold_patient(payload, therapy.patient_reference)
+        activity = (therapy.definition.info.get("activities") or {}).get(catcher.activity_id) or {}
+        out.append(
+            {
+                "name": catcher.name,
+                "variable": catcher.variable,
+                "activity": activity.get("name") or catcher.activity_id,
+                "at": when,
+                "payload": payload,
+            }
+        )
+    return out
+
+
 def render_task(
     task: TaskRecord,
     values: dict | None = None,
@@ -100,7 +197,11 @@ def render_task(
     user = page_user()
     schema, ui_schema = _form_schemas(task)
     errors = errors or {}
-    values = values or _initial_values(schema, task.data, 0)
+    if not values:
+        prefill = prefilled(task, schema, ui_schema)
+        if prefill and not sees_patient(user, task.therapy):
+            prefill = withhold_patient(prefill, task.therapy.patient_reference)
+        values = _initial_values(schema, task.data or prefill, 0)
     fields = build_fields(schema, ui_schema, values, errors)
     fill_pickers(fields, task.therapy)
     known = field_paths(fields)
@@ -124,6 +225,7 @@ def render_task(
         form_errors=(form_errors or []) + extra,
         signature_error=signature_error,
         signing=signing(task, schema, ui_schema, values),
+        evidence=evidence(task, user),
         can_complete=can_complete,
     ), status
 
