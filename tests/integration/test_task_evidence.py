@@ -124,6 +124,9 @@ def test_the_release_page_shows_what_the_decision_rests_on_and_prefills_the_batc
     assert completed["status"] == "completed" and "prefill" not in completed["form"]
     detail = api.as_(world["auditor"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
     assert detail["data"]["batch_number"] == "B-26-0413-A"
+    # Read afterwards, the panel says it shows the records as they stand now, not as they were when signed.
+    later = client.get(f"/tasks/{release['id']}").get_data(as_text=True)
+    assert 'data-testid="evidence-as-of"' in later and 'value="B-26-0413-A"' in later
 
 
 def test_a_task_without_evidence_shows_no_panel(app, api, world, clock, bundled):
