@@ -1,4 +1,5 @@
-"""phase: a therapy's phase of the journey, and when its cells were collected and its product infused
+"""phase: a therapy's phase of the journey, when its cells were collected and its product infused, and the
+control tower's indexes
 
 Revision ID: 0012
 Revises: 0011
@@ -43,7 +44,12 @@ def upgrade():
         batch_op.add_column(sa.Column('phase', sa.String(length=40), nullable=True))
         batch_op.add_column(sa.Column('collected_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('infused_at', sa.DateTime(timezone=True), nullable=True))
-    op.create_index('ix_therapy_status_phase', 'therapy', ['status', 'phase'], unique=False)
+    op.create_index(
+        'ix_therapy_tower', 'therapy',
+        ['status', 'phase', 'next_due_at', 'created_at', 'site_id', 'process_key', 'id', 'coi', 'patient_reference'],
+        unique=False,
+    )
+    op.create_index('ix_task_ready_due', 'task', ['status', 'therapy_id', 'due_at'], unique=False)
     _backfill_vein_to_vein()
 
 
@@ -98,7 +104,8 @@ def _backfill_vein_to_vein():
 
 
 def downgrade():
-    op.drop_index('ix_therapy_status_phase', table_name='therapy')
+    op.drop_index('ix_task_ready_due', table_name='task')
+    op.drop_index('ix_therapy_tower', table_name='therapy')
     with op.batch_alter_table('therapy', schema=None) as batch_op:
         batch_op.drop_column('infused_at')
         batch_op.drop_column('collected_at')

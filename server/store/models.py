@@ -198,8 +198,21 @@ class Therapy(Model):
         Index("ix_therapy_process_created", "process_key", "created_at"),
         # The scheduler's re-arming at start and its sweep read only this index (it covers them).
         Index("ix_therapy_due", "status", "next_due_at", "id"),
-        # The control tower: therapies of a status by phase (its counts read only this index).
-        Index("ix_therapy_status_phase", "status", "phase"),
+        # The control tower reads only this index for its counts by phase, its order (the deadline from
+        # next_due_at, then created_at), its filters by phase, treatment site and process and its search by COI
+        # and patient: the therapy row itself, behind its engine state, is read only for the page's rows.
+        Index(
+            "ix_therapy_tower",
+            "status",
+            "phase",
+            "next_due_at",
+            "created_at",
+            "site_id",
+            "process_key",
+            "id",
+            "coi",
+            "patient_reference",
+        ),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     definition_id: Mapped[str] = mapped_column(ForeignKey("process_definition.id"), index=True)
@@ -211,7 +224,7 @@ class Therapy(Model):
     status: Mapped[str] = mapped_column(String(16), default="active")  # first in ix_therapy_status_created
     stage: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # The phase of the journey (the diagram's ``phase`` of where it stands; ``completed`` at the end), in
-    # ix_therapy_status_phase for the control tower's counts and filter.
+    # ix_therapy_tower for the control tower's counts and filter.
     phase: Mapped[str | None] = mapped_column(String(40), nullable=True)
     state: Mapped[dict] = mapped_column(JSON)
     data: Mapped[dict] = mapped_column(JSON, default=dict)
@@ -285,6 +298,9 @@ class TaskRecord(Model):
     __table_args__ = (
         Index("ix_task_inbox", "status", "role", "site_id", text("(due_at IS NULL)"), "due_at", "created_at", "id"),
         Index("ix_task_therapy_status", "therapy_id", "status"),
+        # The control tower's earliest open deadline per therapy, read from this index alone (it serves a
+        # therapy's tasks of one status as well as ix_task_therapy_status).
+        Index("ix_task_ready_due", "status", "therapy_id", "due_at"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"))
