@@ -19,6 +19,8 @@ SEVERITIES = ("low", "medium", "high", "critical")
 STATUSES = ("open", "acknowledged")
 # An acknowledgement of a high or critical alert says what was done; low and medium ones may go without a note.
 NOTE_REQUIRED = ("high", "critical")
+# Roles that work for one party of a therapy: an alert for them goes to that party's site when the therapy has one.
+ROLE_PARTIES = {"manufacturing": "manufacturing", "logistics": "logistics"}
 # How old an alert may be asked to be at least: the age filter's choices.
 OLDER_THAN = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 

@@ -287,3 +287,35 @@ def test_the_therapy_page_links_to_its_alerts_on_the_alerts_page(app, api, world
     page = client.get(f"/therapies/{therapy['id']}").get_data(as_text=True)
     [href] = re.findall(r'href="(/alerts\?[^"]+)">This therapy.s alerts', page)
     assert _shown(client.get(href.replace("&amp;", "&")).get_data(as_text=True)) == {mine}
+
+
+def test_a_late_delivery_escalates_to_the_therapys_courier(app, api, world, clock):
+    from server.access import accounts
+    from server.config import project_root
+    from server.workflow.definitions import deploy_bundled
+
+    from ..scenario_data import form_data
+    from ..support.journeys import complete, deliver, fire, tasks_of
+
+    with app.app_context():
+        deploy_bundled(project_root() / "processes")
+        accounts.add_site("COURIER-9", "Courier 9", "logistics", "test")
+        accounts.add_user("courier", ["logistics"], ["COURIER-9"], "Courier Person", PASSWORD, "test")
+        courier = accounts.issue_token("courier", "test", "test")
+    body = {"process_key": "autologous_car_t", "site": "SITE-A", "patient": {"reference": "PT-LATE"}}
+    answer = api.as_(world["coord"]).post("/api/v1/therapies", json={**body, "parties": {"logistics": "COURIER-9"}})
+    assert answer.status_code == 201, answer.get_json()
+    therapy = answer.get_json()
+    for _ in ("Task_Enrolment", "Task_Scheduling", "Task_Apheresis"):
+        [task] = tasks_of(api, world["coord"], therapy["id"])
+        done = complete(api, world["coord"], task["id"], form_data(task["form"]["name"], therapy["coi"]))
+        assert done.status_code == 200, done.get_json()
+    deliver(api, world, therapy, "courier.picked_up", {"courier": "ColdChain", "tracking": "CC-1"})
+    clock.advance(hours=24, seconds=1)
+    assert fire(app, therapy["id"]) is True
+    # The late receipt is manufacturing's task, but the escalation asks logistics: the therapy's courier.
+    mine = api.as_(courier).get(f"/api/v1/alerts?therapy_id={therapy['id']}&for_me=true&kind=escalation")
+    [escalation] = mine.get_json()["items"]
+    assert (escalation["role"], escalation["data"]["site"]) == ("logistics", "COURIER-9")
+    assert "the logistics role at COURIER-9 is asked to act" in escalation["message"]
+    assert _ids(api, world["logistics"], f"?therapy_id={therapy['id']}&kind=escalation") == set()

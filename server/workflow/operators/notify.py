@@ -18,8 +18,6 @@ from server.store.models import ROLES, Site, User
 from server.workflow.operators import smtp
 
 SEVERITIES = ("low", "medium", "high", "critical")
-# Roles that work for one party of a therapy: told at that party's site unless the diagram names another.
-ROLE_PARTIES = {"manufacturing": "manufacturing", "logistics": "logistics"}
 
 
 def recipients(role: str, site_code: str) -> list[User]:
@@ -32,7 +30,7 @@ def recipients(role: str, site_code: str) -> list[User]:
 
 def run(context, params: dict) -> dict:
     """Raise the alert and, with SMTP configured, e-mail the role's people after the commit."""
-    from server.oversight.alerts import raise_alert
+    from server.oversight.alerts import ROLE_PARTIES, raise_alert
     from server.store import audit
     from server.store.extensions import db
     from server.store.uow import after_commit
