@@ -4,8 +4,8 @@ The engine reports ``task.escalated`` (audited and published like every engine e
 open alert of kind ``escalation`` that names the late task and the role to wake where that role works for the
 therapy: at the site of the party the role works for (the courier for logistics, the manufacturer for
 manufacturing) when the therapy has one, else at the task's site (its party's; the treatment centre when the
-late work is no user task), raised in the same transaction (``alert.raised`` goes out through the outbox). Nothing external is called from here: e-mail
-and webhooks are delivered from the outbox after the commit.
+late work is no user task), raised in the same transaction (``alert.raised`` goes out through the outbox).
+Nothing external is called from here: e-mail and webhooks are delivered from the outbox after the commit.
 """
 
 from __future__ import annotations
