@@ -27,3 +27,59 @@ def pytest_report_header(config):
     """Say which databases the run uses."""
     url = os.environ.get("TETHER_TEST_POSTGRES_URL")
     return f"databases: sqlite{' + postgresql' if url else ''}"
+
+
+# The parts of the suite that take far longer than the rest (real servers, a browser, the fuzzer), with a rough
+# weight in seconds; a part is a module, or the whole browser folder (its tests share one server and browser).
+LONG_PARTS = {
+    "tests/e2e/test_api_fuzz.py": 180,
+    "tests/e2e/test_hostile_served.py": 90,
+    "tests/e2e/test_events_stream.py": 60,
+    "tests/integration/test_two_servers.py": 60,
+    "tests/e2e/test_served.py": 50,
+    "tests/browser": 50,
+    "tests/e2e/test_lifecycle_paths.py": 40,
+    "tests/e2e/test_wheel.py": 30,
+    "tests/e2e/test_bundled_deviations.py": 30,
+    "tests/e2e/test_crash_consistency.py": 25,
+}
+
+
+def _part(item) -> str:
+    path = Path(str(item.path)).relative_to(ROOT).as_posix()
+    return "tests/browser" if path.startswith("tests/browser/") else path
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items):
+    """With several test processes, start the long parts first and spread them over the processes.
+
+    pytest-xdist's worksteal hands each process an equal share of the tests in collection order and lets an idle
+    process take the tail of another's share. Each share here starts with long parts (the longest first, each
+    to the share with the least so far) and is filled up with the other tests in their order, so that no long
+    part is left for the end, when only one process would be running it.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers < 2 or not items:
+        return
+    parts: dict[str, list] = {}
+    for item in items:
+        parts.setdefault(_part(item), []).append(item)
+    long = sorted((p for p in parts if p in LONG_PARTS), key=lambda p: -LONG_PARTS[p])
+    shares: list[list] = [[] for _ in range(workers)]
+    loads = [0] * workers
+    for part in long:
+        share = loads.index(min(loads))
+        shares[share].extend(parts[part])
+        loads[share] += LONG_PARTS[part]
+    rest = [item for item in items if _part(item) not in LONG_PARTS]
+    sizes, left = [], len(items)
+    for share in range(workers):  # the sizes worksteal gives out: what is left, shared by the processes left
+        sizes.append(left // (workers - share))
+        left -= sizes[-1]
+    for share in range(workers):
+        room = max(0, sizes[share] - len(shares[share]))
+        shares[share].extend(rest[:room])
+        rest = rest[room:]
+    shares[-1].extend(rest)
+    items[:] = [item for share in shares for item in share]
