@@ -88,6 +88,26 @@ CAPACITY = [
     ("SITE-B", "infusion", 9, 17, 2, "admin"),
 ]
 CAPACITY_WEEKS_AHEAD = 4
+# Therapies whose shipment the courier tracks: (tracking number, from party, to party, range °C, route as
+# (latitude, longitude) positions an hour apart, hours to the expected arrival after the last position).
+TRACKED = {
+    "PT-A-0003": (
+        "CC-A-0003",
+        "apheresis",
+        "manufacturing",
+        (2.0, 8.0),
+        [(48.137, 11.575), (48.366, 10.898), (48.401, 9.987), (48.560, 9.200)],
+        30,
+    ),
+    "PT-B-0004": (
+        "CC-B-0004-RET",
+        "manufacturing",
+        "treatment",
+        (-196.0, -150.0),
+        [(50.110, 8.682), (49.487, 8.466)],
+        5,
+    ),
+}
 # Therapies whose return shipment logs a temperature excursion once seeded.
 EXCURSION_PATIENTS = {"PT-B-0004"}
 # Handoffs recorded (with a scan of the bag label) right after a step of a journey:
@@ -241,6 +261,8 @@ def _seed_therapies(echo: Callable[[str], None]) -> None:
                 clock.advance(hours=2)
                 _run_step(therapy.id, step, clock)
                 _record_cold_chain(therapy.id, process_key, step, clock)
+            if patient in TRACKED:
+                _track_shipment(therapy.id, clock, *TRACKED[patient])
             if patient in EXCURSION_PATIENTS:
                 clock.advance(hours=1)
                 _log_temperatures(therapy.id, clock, [-181.0, -176.5, -158.0, -139.5, -147.0, -171.0], "CC-RETURN")
@@ -251,6 +273,40 @@ def _seed_therapies(echo: Callable[[str], None]) -> None:
             echo(f"therapy {therapy.coi} {process_key:<17} {site:<7} {made_at:<6} {therapy.status:<10} {therapy.stage}")
     finally:
         app.config["CLOCK"] = original
+
+
+def _track_shipment(
+    therapy_id: str, clock: FakeClock, tracking: str, from_party: str, to_party: str, limits, route, hours_left
+) -> None:
+    """The courier's shipment of a therapy in transit: created, then one position an hour, and the arrival it
+    expects (for PT-A-0003, after the fresh material's 24 h window: the late-shipment alert shows)."""
+    therapy = db.session.get_one(Therapy, therapy_id)
+    courier = _user("integrator")
+    shipment = usecases.create_shipment(
+        usecases.CreateShipment(
+            therapy_id=therapy_id,
+            carrier="ColdChain",
+            tracking_number=tracking,
+            from_party=therapy.parties[from_party],
+            to_party=therapy.parties[to_party],
+            by=courier,
+            temperature_min_c=limits[0],
+            temperature_max_c=limits[1],
+        )
+    )
+    for number, (latitude, longitude) in enumerate(route, start=1):
+        clock.advance(hours=1)
+        last = number == len(route)
+        usecases.add_shipment_position(
+            usecases.AddShipmentPosition(
+                shipment_id=shipment.id,
+                latitude=latitude,
+                longitude=longitude,
+                by=courier,
+                recorded_at=clock(),
+                expected_arrival=clock() + timedelta(hours=hours_left) if last else None,
+            )
+        )
 
 
 def _record_cold_chain(therapy_id: str, process_key: str, step: tuple, clock: FakeClock) -> None:
