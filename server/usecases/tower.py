@@ -6,8 +6,9 @@ times: a task keeps its due time once its escalation has fired, so late work sta
 It is *late* when that moment has passed, *at risk* when it comes within ``AT_RISK``. The order is the
 deadline, soonest (most overdue) first, therapies without one last, then the newest first; a page ends with a
 cursor naming its last row, and the next page starts after it (keyset paging: a page never repeats or skips a
-row because rows before it changed). Everything is one statement over the therapy table and the open tasks'
-earliest due times (``ix_task_ready_due``), so no query is made per row.
+row because rows before it changed). The counts and the page are one statement over two covering indexes
+(``ix_therapy_tower`` and the open tasks' earliest due times, ``ix_task_ready_due``), then the page's rows
+are loaded: no query is made per row.
 """
 
 from __future__ import annotations
@@ -20,7 +21,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select, true, type_coerce
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    type_coerce,
+    union_all,
+)
 
 from engine.coi import CoiError, parse_coi
 from engine.definition import PHASES
@@ -172,10 +186,6 @@ def _filtered(user: User, filters: Mapping[str, str], columns: Select) -> Select
     return query.where(Therapy.id.in_(select(TherapyParty.therapy_id).where(TherapyParty.site_id.in_(sites))))
 
 
-def _phase_condition(phase: str) -> ColumnElement[bool]:
-    return Therapy.phase.is_(None) if phase == NO_PHASE else Therapy.phase == phase
-
-
 def read_tower(query: ReadTower) -> Tower:
     """The page of the tower ``query`` asks for; 400 for a cursor this server did not hand out or a filter
     value that is none of its choices."""
@@ -185,37 +195,52 @@ def read_tower(query: ReadTower) -> Tower:
     limit = max(1, min(MAX_PAGE_SIZE, query.limit))
     soon = now + AT_RISK
     task_due = _task_due()
-    due = _due(task_due)
-    late = and_(due.is_not(None), due <= literal(now, UtcDateTime))
-    at_risk = and_(due.is_not(None), due > literal(now, UtcDateTime), due <= literal(soon, UtcDateTime))
-
-    counted = _filtered(
+    # Every therapy the filters keep (but the phase and urgency) with its deadline, computed once and read twice
+    # by one statement: for the counts by phase, and for the page (the databases materialise a common table
+    # expression that is used twice).
+    kept = _filtered(
         query.by,
         filters,
-        select(
-            Therapy.phase,
-            func.count().label("n"),
-            func.sum(case((Therapy.status == "on_hold", 1), else_=0)).label("held"),
-            func.sum(case((late, 1), else_=0)).label("late"),
-            func.sum(case((at_risk, 1), else_=0)).label("at_risk"),
-        ).outerjoin(task_due, task_due.c.therapy_id == Therapy.id),
-    ).group_by(Therapy.phase)
-    groups = db.session.execute(counted).all()
+        select(Therapy.id, Therapy.phase, Therapy.status, Therapy.created_at, _due(task_due).label("due")).outerjoin(
+            task_due, task_due.c.therapy_id == Therapy.id
+        ),
+    ).cte("kept")
+    due = type_coerce(kept.c.due, UtcDateTime)
+    late = and_(due.is_not(None), due <= literal(now, UtcDateTime))
+    at_risk = and_(due.is_not(None), due > literal(now, UtcDateTime), due <= literal(soon, UtcDateTime))
     phase, urgency = filters.get("phase", ""), filters.get("urgency", "")
-    chosen = [g for g in groups if not phase or (g.phase or NO_PHASE) == phase]
-    total = sum(int({"late": g.late, "at_risk": g.at_risk}.get(urgency, g.n) or 0) for g in chosen)
-
-    listed = _filtered(
-        query.by, filters, select(Therapy.id, due.label("due")).outerjoin(task_due, task_due.c.therapy_id == Therapy.id)
+    listed = select(
+        literal(0).label("part"),
+        kept.c.id,
+        due.label("due"),
+        kept.c.phase,
+        literal(0).label("n"),
+        literal(0).label("held"),
+        literal(0).label("late"),
+        literal(0).label("at_risk"),
     )
     if phase:
-        listed = listed.where(_phase_condition(phase))
+        listed = listed.where(kept.c.phase.is_(None) if phase == NO_PHASE else kept.c.phase == phase)
     if urgency:
         listed = listed.where(late if urgency == "late" else at_risk)
     if after is not None:
-        listed = listed.where(_after(due, after))
-    listed = listed.order_by(due.is_(None), due, Therapy.created_at.desc(), Therapy.id).limit(limit + 1)
-    page = db.session.execute(listed).all()
+        listed = listed.where(_after(due, kept.c.created_at, kept.c.id, after))
+    first = listed.order_by(due.is_(None), due, kept.c.created_at.desc(), kept.c.id).limit(limit + 1).subquery()
+    counted = select(
+        literal(1),
+        literal(None, String),
+        literal(None, UtcDateTime),
+        kept.c.phase,
+        func.count(),
+        func.sum(case((kept.c.status == "on_hold", 1), else_=0)),
+        func.sum(case((late, 1), else_=0)),
+        func.sum(case((at_risk, 1), else_=0)),
+    ).group_by(kept.c.phase)
+    answer = db.session.execute(union_all(select(*first.c), counted)).all()
+    groups = [r for r in answer if r.part == 1]
+    page = [r for r in answer if r.part == 0]
+    chosen = [g for g in groups if not phase or (g.phase or NO_PHASE) == phase]
+    total = sum(int({"late": g.late, "at_risk": g.at_risk}.get(urgency, g.n) or 0) for g in chosen)
     more = len(page) > limit
     page = page[:limit]
     ids = [r.id for r in page]
@@ -265,10 +290,11 @@ def _ordered_phases(groups) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda item: (item[0] == NO_PHASE, order.get(item[0], len(order)), item[0]))
 
 
-def _after(due: ColumnElement[Any], after: dict) -> ColumnElement[bool]:
+def _after(due: ColumnElement[Any], created_at, therapy_id, after: dict) -> ColumnElement[bool]:
     """The rows after the cursor's row in the tower's order (deadline, undated last; newest first; id)."""
     created = literal(after["created"], UtcDateTime)
-    later_same_due = or_(Therapy.created_at < created, and_(Therapy.created_at == created, Therapy.id > after["id"]))
+    created_at = type_coerce(created_at, UtcDateTime)
+    later_same_due = or_(created_at < created, and_(created_at == created, therapy_id > after["id"]))
     if after["due"] is None:
         return and_(due.is_(None), later_same_due)
     moment = literal(after["due"], UtcDateTime)
