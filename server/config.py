@@ -62,6 +62,7 @@ SETTINGS = [
     Setting("SMTP_FROM", "tether@localhost", "sender address of notify e-mails"),
     Setting("SMTP_RECIPIENT_DOMAIN", "localhost", "a user's e-mail address is USERNAME@this domain"),
     Setting("CAPACITY_MAX_OCCURRENCES", 500, "slots one capacity request (a recurrence) may create at most"),
+    Setting("METRICS", True, "serve GET /metrics, the Prometheus text exposition (counts and durations only)"),
     Setting(
         "BROKER_URL", None, "RabbitMQ to publish events to and take messages from, amqp://user:pass@host:5672/vhost"
     ),

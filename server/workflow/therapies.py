@@ -6,6 +6,7 @@ audit entries and the outbox rows in one transaction.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from engine.errors import EngineError, StepBudgetExceeded
 from engine.events import MessageReceived
 from engine.runtime import Outcome, Runtime
 from engine.values import DEFAULT_LIMITS
+from server import monitoring
 from server.clock import clock
 from server.custody.scans import verify_task_scan
 from server.errors import Conflict, Invalid, NotFound
@@ -64,8 +66,12 @@ def runtime_for(therapy: Therapy, actor: str, definition_id: str | None = None) 
 
 def run_step(therapy: Therapy, actor: str, command: Callable[[Runtime], Outcome]) -> Outcome:
     """Run one engine command on ``therapy``; when it fails, what its service tasks wrote is undone too."""
-    with savepoint():
-        return command(runtime_for(therapy, actor))
+    started = time.perf_counter()
+    try:
+        with savepoint():
+            return command(runtime_for(therapy, actor))
+    finally:
+        monitoring.observe_step(time.perf_counter() - started)
 
 
 def halted_error(incident) -> Invalid:
@@ -574,6 +580,7 @@ def fire_due_timers(therapy_id: str, actor: str = "scheduler") -> bool:
         now = clock()()
         if therapy is None or therapy.status != "active" or therapy.next_due_at is None or therapy.next_due_at > now:
             return False
+        monitoring.observe_timer_lateness((now - therapy.next_due_at).total_seconds())
         retry = incidents.due_retry(therapy, now)
         try:
             # A due retry is a failed service task's (only those retry by themselves; each names its task).
