@@ -73,8 +73,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     # events fan out to webhook deliveries, then the staged audit entries are chained (it locks the chain's head).
     uow.init_app(app, (webhooks.fan_out_staged, audit.chain_staged))
     app.register_blueprint(docs_bp)  # /api/docs: the OpenAPI document as a page
-    from . import monitoring, web
+    from . import logs, monitoring, web
 
+    logs.init_app(app)  # request ids (X-Request-ID) and the log lines' format
     monitoring.init_app(app)  # request timing and GET /metrics (Prometheus)
     web.init_app(app)  # the pages at /: session cookie and CSRF; /api/v1 stays token-based and CSRF-free
     from . import ratelimit

@@ -62,6 +62,8 @@ SETTINGS = [
     Setting("SMTP_FROM", "tether@localhost", "sender address of notify e-mails"),
     Setting("SMTP_RECIPIENT_DOMAIN", "localhost", "a user's e-mail address is USERNAME@this domain"),
     Setting("CAPACITY_MAX_OCCURRENCES", 500, "slots one capacity request (a recurrence) may create at most"),
+    Setting("LOG_FORMAT", "text", "log lines as text or json (one object a line, with the request id)"),
+    Setting("LOG_LEVEL", "INFO", "the lowest level logged: DEBUG, INFO, WARNING, ERROR"),
     Setting("METRICS", True, "serve GET /metrics, the Prometheus text exposition (counts and durations only)"),
     Setting(
         "BROKER_URL", None, "RabbitMQ to publish events to and take messages from, amqp://user:pass@host:5672/vhost"
