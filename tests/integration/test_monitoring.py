@@ -39,9 +39,11 @@ def test_the_metrics_count_requests_steps_timers_and_open_work(app, api, world, 
         "tether_timer_lateness_seconds_bucket", le="1200.0"
     ) in (0, None)
     assert after[("tether_therapies", (("status", "active"),))] == 2
-    assert after[("tether_alerts_open", (("severity", "high"),))] + after.get(
-        ("tether_alerts_open", (("severity", "medium"),)), 0
-    ) >= 1
+    assert (
+        after[("tether_alerts_open", (("severity", "high"),))]
+        + after.get(("tether_alerts_open", (("severity", "medium"),)), 0)
+        >= 1
+    )
     assert after[("tether_incidents_open", ())] == 0
     assert after[("tether_broker_events_pending", ())] == 0
     assert ("tether_webhook_deliveries", (("status", "pending"),)) in after
