@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -21,6 +21,9 @@ from jsonschema.exceptions import SchemaError
 from . import spiff_patches
 from .bpmn_xml import NS, ElementInfo, element_at_line, index_process, line_of, parse_bpmn
 from .errors import DefinitionInvalid, EngineError, UnsafeCode
+
+if TYPE_CHECKING:
+    from .decisions import DecisionFile
 
 # Roles whose members may complete user tasks; a lane names one of them.
 TASK_ROLES = ("coordinator", "manufacturing", "logistics", "qa", "integrator", "admin", "planner")
@@ -110,6 +113,8 @@ class DefinitionInfo:
     # message name -> the JSON Schema file (among ``forms``) its payload must satisfy, for every message whose
     # catching elements declare ``payloadSchema``
     message_schemas: dict[str, str] = field(default_factory=dict)
+    # business rule task id -> the id of the DMN decision it evaluates
+    decisions: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """A JSON-ready copy."""
@@ -137,6 +142,7 @@ class DefinitionInfo:
             condition_range=_range(dct.get("condition_range")),
             lead_times={k: (float(v[0]), float(v[1])) for k, v in dct.get("lead_times", {}).items()},
             message_schemas=dict(dct.get("message_schemas", {})),
+            decisions=dict(dct.get("decisions", {})),
         )
 
 
@@ -305,8 +311,14 @@ def normalise_timer_expression(expression: str) -> str:
     return text
 
 
-def load_definition(content: bytes, forms: Mapping[str, dict], operators: Iterable[str]) -> Definition:
-    """Parse, validate and check ``content``; ``forms`` maps file names to parsed schemas.
+def load_definition(
+    content: bytes,
+    forms: Mapping[str, dict],
+    operators: Iterable[str],
+    decisions: Mapping[str, DecisionFile] | None = None,
+) -> Definition:
+    """Parse, validate and check ``content``; ``forms`` maps file names to parsed schemas, ``decisions`` decision
+    ids to the checked DMN files its business rule tasks may name (``engine.decisions.parse_decisions``).
 
     Raises ``DefinitionInvalid`` (or ``UnsafeCode``) naming the element and line of the first problem.
     """
@@ -329,12 +341,14 @@ def load_definition(content: bytes, forms: Mapping[str, dict], operators: Iterab
                 element_id=reserved,
                 line=clash[0].sourceline,
             )
-    spec, subprocess_specs = _parse_specs(tree, key)
+    used = _called_decisions(tree, decisions or {})
+    spec, subprocess_specs = _parse_specs(tree, key, {d: (decisions or {})[d] for d in set(used.values())})
     index = index_process(process)
     for other in tree.getroot().xpath("./bpmn:process", namespaces=NS):
         if other is not process:
             index.update({k: v for k, v in index_process(other).items() if k not in index})
     info = DefinitionInfo(key=key, name=process.get("name") or key, checksum="")
+    info.decisions = used
     _Checker(tree, index, info, forms, set(operators)).check(spec, subprocess_specs)
     return Definition(info=info, spec=spec, subprocess_specs=subprocess_specs)
 
@@ -360,11 +374,41 @@ def _validate_schema(tree) -> None:
         ) from None
 
 
-def _parse_specs(tree, key: str):
+def _called_decisions(tree, decisions: Mapping[str, DecisionFile]) -> dict[str, str]:
+    """Each business rule task's decision id; a task naming none, or one no decision file holds, is refused."""
+    used: dict[str, str] = {}
+    for node in tree.getroot().xpath("//bpmn:businessRuleTask", namespaces=NS):
+        called = node.xpath("./bpmn:extensionElements/spiffworkflow:calledDecisionId", namespaces=NS)
+        decision_id = (called[0].text or "").strip() if called else ""
+        if not decision_id:
+            raise DefinitionInvalid(
+                f"Business rule task {node.get('id')} names no decision: add "
+                "<spiffworkflow:calledDecisionId>ID</spiffworkflow:calledDecisionId> to its extensionElements, with "
+                "the id of a decision uploaded with the diagram (field 'decisions') or shipped in processes/.",
+                element_id=node.get("id"),
+                line=node.sourceline,
+            )
+        if decision_id not in decisions:
+            known = ", ".join(sorted(decisions)) or "none"
+            raise DefinitionInvalid(
+                f"Business rule task {node.get('id')} calls the decision '{decision_id}', which no decision file has "
+                f"(upload its DMN file with the diagram in the field 'decisions'; decisions available: {known}).",
+                element_id=node.get("id"),
+                line=called[0].sourceline,
+                details={"decision": decision_id},
+            )
+        used[node.get("id")] = decision_id
+    return used
+
+
+def _parse_specs(tree, key: str, decisions: Mapping[str, DecisionFile] | None = None):
     from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
     from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
 
+    from .decisions import register
+
     parser = SpiffBpmnParser(validator=None)
+    register(parser, decisions or {})
     try:
         parser.add_bpmn_xml(tree, filename=f"{key}.bpmn")
         spec = parser.get_spec(key)

@@ -23,11 +23,23 @@ from .paging import page
 from .views import definition_version
 
 
+def _files(field: str) -> dict[str, bytes]:
+    """The upload's files of one multipart field, by file name (a folder in the name is dropped)."""
+    files = {}
+    for upload in request.files.getlist(field):
+        name = (upload.filename or "").rsplit("/", 1)[-1]
+        if not name:
+            raise BadRequest(f"Every '{field}' file needs a file name.", code="missing_file", details={"field": field})
+        files[name] = upload.read()
+    return files
+
+
 @bp.post("/process-definitions")
 @require(*usecases.DeployDefinition.ROLES)
 @idempotent
 def upload_definition():
-    """Deploy a BPMN diagram (field ``bpmn``) with zero or more JSON Schema ``forms`` files."""
+    """Deploy a BPMN diagram (field ``bpmn``) with zero or more JSON Schema ``forms`` files and DMN ``decisions``
+    files (the decision tables of its business rule tasks)."""
     if not request.content_type or not request.content_type.startswith("multipart/form-data"):
         from werkzeug.exceptions import UnsupportedMediaType
 
@@ -35,13 +47,9 @@ def upload_definition():
     upload = request.files.get("bpmn")
     if upload is None:
         raise BadRequest("The upload has no 'bpmn' file field.", code="missing_file", details={"field": "bpmn"})
-    forms = {}
-    for form in request.files.getlist("forms"):
-        name = (form.filename or "").rsplit("/", 1)[-1]
-        if not name:
-            raise BadRequest("Every 'forms' file needs a file name.", code="missing_file", details={"field": "forms"})
-        forms[name] = form.read()
-    row, created = usecases.deploy_definition(usecases.DeployDefinition(bpmn=upload.read(), forms=forms, by=g.user))
+    forms, decisions = _files("forms"), _files("decisions")
+    command = usecases.DeployDefinition(bpmn=upload.read(), forms=forms, decisions=decisions, by=g.user)
+    row, created = usecases.deploy_definition(command)
     return definition_version(row), (201 if created else 200)
 
 

@@ -73,6 +73,14 @@ UPLOAD = {
                     "items": {"type": "string", "format": "binary"},
                     "description": "JSON Schema forms the diagram's user tasks reference",
                 },
+                "decisions": {
+                    "type": "array",
+                    "items": {"type": "string", "format": "binary"},
+                    "description": (
+                        "DMN 1.2/1.3 decision tables (one decision per file) the diagram's business rule tasks call "
+                        "by <spiffworkflow:calledDecisionId>"
+                    ),
+                },
             },
         }
     }

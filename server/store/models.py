@@ -181,6 +181,9 @@ class ProcessDefinition(Model):
     spec: Mapped[dict] = mapped_column(JSON, deferred=True)
     deployed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     deployed_by: Mapped[str] = mapped_column(String(64))
+    # The DMN files its business rule tasks evaluate (file name -> XML text); null when it has none. The tables
+    # themselves run from the spec; these are kept to show them and to say what was deployed.
+    decisions: Mapped[dict | None] = mapped_column(JSON, nullable=True, default=None)
 
 
 class Therapy(Model):

@@ -15,13 +15,14 @@ from .checks import audits_refusals
 
 @dataclass(frozen=True)
 class DeployDefinition:
-    """``by`` deploys the diagram ``bpmn`` with ``forms`` (file name to content)."""
+    """``by`` deploys the diagram ``bpmn`` with ``forms`` and ``decisions`` (DMN files; file name to content)."""
 
     ROLES: ClassVar[tuple[str, ...]] = ("designer", "admin")
 
     bpmn: bytes
     by: User
     forms: Mapping[str, bytes] = field(default_factory=dict)
+    decisions: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,9 @@ class MigrateTherapies:
 @audits_refusals
 def deploy_definition(command: DeployDefinition) -> tuple[ProcessDefinition, bool]:
     """Check and deploy; returns the version and whether it is new (identical content deploys nothing new).
-    422 naming the element and line of what is wrong with the diagram or a form."""
+    422 naming the element and line of what is wrong with the diagram, a form or a decision."""
     check_roles(command.by, command.ROLES)
-    return definitions.deploy(command.bpmn, command.forms, command.by.username)
+    return definitions.deploy(command.bpmn, command.forms, command.by.username, command.decisions)
 
 
 @audits_refusals

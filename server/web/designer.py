@@ -1,4 +1,5 @@
-"""Designer pages: definitions and their versions, upload of a diagram with its forms, a version's diagram."""
+"""Designer pages: definitions and their versions, upload of a diagram with its forms and decisions, a version's
+diagram and decision tables."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from server import usecases
 from server.errors import ApiError
 from server.store.extensions import db
 from server.store.models import ProcessDefinition, Therapy
+from server.workflow.definitions import version_decisions
 
 from . import bp
 from .session import DESIGNERS, has_role, login_required, session_user
@@ -57,9 +59,10 @@ def upload_definition():
         flash("Choose a BPMN file to upload.", "error")
         return redirect(url_for("web.definitions"))
     forms = {f.filename.rsplit("/", 1)[-1]: f.read() for f in request.files.getlist("forms") if f.filename}
+    decisions = {f.filename.rsplit("/", 1)[-1]: f.read() for f in request.files.getlist("decisions") if f.filename}
     try:
         row, created = usecases.deploy_definition(
-            usecases.DeployDefinition(bpmn=diagram.read(), forms=forms, by=session_user())
+            usecases.DeployDefinition(bpmn=diagram.read(), forms=forms, decisions=decisions, by=session_user())
         )
     except ApiError as exc:
         db.session.rollback()
@@ -121,7 +124,8 @@ def definition(key: str):
 @bp.get("/definitions/<key>/versions/<int:version>")
 @login_required()
 def definition_version(key: str, version: int):
-    """One version: its diagram, its user tasks (role, form, signature) and its therapies."""
+    """One version: its diagram, its user tasks (role, form, signature), its decision tables (each rule a row) and
+    its therapies."""
     row = db.session.execute(
         select(ProcessDefinition).where(ProcessDefinition.key == key, ProcessDefinition.version == version)
     ).scalar_one_or_none()
@@ -129,4 +133,10 @@ def definition_version(key: str, version: int):
         abort(404)
     counts = _therapy_counts(key).get((key, version), {})
     user_tasks = list(((row.info or {}).get("user_tasks") or {}).values())
-    return render_template("web/definition_version.html", row=row, counts=counts, user_tasks=user_tasks)
+    return render_template(
+        "web/definition_version.html",
+        row=row,
+        counts=counts,
+        user_tasks=user_tasks,
+        decisions=version_decisions(row),
+    )

@@ -10,6 +10,7 @@ from flask import current_app
 from sqlalchemy import func, select
 
 from engine.bpmn_xml import as_utf8
+from engine.decisions import describe, parse_decisions
 from engine.definition import Definition, DefinitionInfo, checksum, load_definition, message_catchers, parse_form
 from engine.errors import DefinitionInvalid
 from engine.values import check_value
@@ -46,15 +47,43 @@ def uploaded_form(name: str, content: bytes) -> dict:
     return form
 
 
-def deploy(bpmn: bytes, uploaded_forms: Mapping[str, bytes], actor: str) -> tuple[ProcessDefinition, bool]:
-    """Validate and store a new version; an identical upload returns the existing version (created=False)."""
+def bundled_decisions_dir() -> Path:
+    """The folder of DMN decisions shipped with the server (beside the bundled diagrams)."""
+    configured = current_app.config.get("PROCESSES_DIR")
+    return Path(configured) if configured else Path(current_app.root_path).parent / "processes"
+
+
+def bundled_decisions(folder: Path | None = None) -> dict[str, bytes]:
+    """Every DMN file in the folder of bundled diagrams, by file name."""
+    folder = folder or bundled_decisions_dir()
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.dmn"))} if folder.is_dir() else {}
+
+
+def deploy(
+    bpmn: bytes,
+    uploaded_forms: Mapping[str, bytes],
+    actor: str,
+    uploaded_decisions: Mapping[str, bytes] | None = None,
+    shipped_decisions: Mapping[str, bytes] | None = None,
+) -> tuple[ProcessDefinition, bool]:
+    """Validate and store a new version; an identical upload returns the existing version (created=False).
+
+    ``uploaded_decisions`` (DMN files by name) are checked, every one, and win over a shipped decision with the
+    same id; ``shipped_decisions`` default to the DMN files of the bundled diagrams' folder."""
     bpmn = as_utf8(bpmn)  # stored and served as UTF-8 text, whatever encoding the file was saved in
-    digest = checksum(bpmn, uploaded_forms)
+    uploaded = parse_decisions(dict(uploaded_decisions or {}))
+    decisions = {
+        **parse_decisions(bundled_decisions() if shipped_decisions is None else dict(shipped_decisions)),
+        **uploaded,
+    }
     available = {name: parse_form(name, content) for name, content in bundled_forms().items()}
     for name, content in uploaded_forms.items():
         available[name] = uploaded_form(name, content)
-    definition = load_definition(bpmn, available, operator_names())
+    definition = load_definition(bpmn, available, operator_names(), decisions)
     info = definition.info
+    used = {decisions[d].file: decisions[d].xml for d in sorted(set(info.decisions.values()))}
+    # The decisions a version evaluates are part of what it is: a changed table is a new version.
+    digest = checksum(bpmn, {**uploaded_forms, **{f"decision:{n}": x.encode() for n, x in used.items()}})
     info.checksum = digest
     existing = db.session.execute(
         select(ProcessDefinition).where(ProcessDefinition.key == info.key, ProcessDefinition.checksum == digest)
@@ -72,6 +101,7 @@ def deploy(bpmn: bytes, uploaded_forms: Mapping[str, bytes], actor: str) -> tupl
             checksum=digest,
             bpmn_xml=bpmn.decode("utf-8"),
             forms={name: available[name] for name in info.forms},
+            decisions=used or None,
             info=info.to_dict(),
             spec=definition.to_document(),
             deployed_by=actor,
@@ -211,6 +241,17 @@ def started_by_message(name: str, process_key: str | None = None) -> list[Proces
 def deploy_bundled(folder: Path, actor: str = "system") -> list[tuple[ProcessDefinition, bool]]:
     """Deploy every diagram in ``folder`` whose content is new."""
     results = []
+    shipped = bundled_decisions(folder)
     for path in sorted(folder.glob("*.bpmn")):
-        results.append(deploy(path.read_bytes(), {}, actor))
+        results.append(deploy(path.read_bytes(), {}, actor, shipped_decisions=shipped))
     return results
+
+
+def version_decisions(row: ProcessDefinition) -> list[dict]:
+    """The decision tables a stored version evaluates, each with the business rule tasks that call it: id, name,
+    file, hit policy, input and output columns and rules (``engine.decisions.describe``)."""
+    callers: dict[str, list[str]] = {}
+    for task_id, decision_id in sorted(engine_definition(row).info.decisions.items()):
+        callers.setdefault(decision_id, []).append(task_id)
+    tables = [describe(file, xml) for file, xml in sorted((row.decisions or {}).items())]
+    return [{**table, "called_by": callers.get(table["id"], [])} for table in tables]

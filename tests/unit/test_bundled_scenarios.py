@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 
 from engine.clock import FakeClock
+from engine.decisions import parse_decisions
 from engine.definition import load_definition, parse_form
 from engine.runtime import Runtime
 from server.demo_data import with_slots
@@ -21,6 +22,7 @@ from ..scenario_data import ALLOGENEIC_HAPPY_PATH, AUTOLOGOUS_HAPPY_PATH, COI, f
 ROOT = Path(__file__).resolve().parents[2]
 FORMS = {p.name: parse_form(p.name, p.read_bytes()) for p in (ROOT / "forms").glob("*.json")}
 OPERATORS = {"notify", "publish", "http", "coi.assign", "slot.book"}
+DECISIONS = parse_decisions({p.name: p.read_bytes() for p in (ROOT / "processes").glob("*.dmn")})
 # The slots a scenario's scheduling form names, and what the server books for them (the fake clock starts on
 # 2026-11-23 at 09:00 UTC): collection on the 24th, manufacturing from the 25th at 08:00.
 SLOTS = {"apheresis_slot_id": "slot-aph", "manufacturing_slot_id": "slot-mfg"}
@@ -78,7 +80,7 @@ PARTIES = {
 
 def definition(diagram: str):
     """The bundled ``diagram`` as Tether loads it."""
-    return load_definition((ROOT / "processes" / diagram).read_bytes(), FORMS, OPERATORS)
+    return load_definition((ROOT / "processes" / diagram).read_bytes(), FORMS, OPERATORS, DECISIONS)
 
 
 @pytest.mark.parametrize("diagram", sorted(p.name for p in (ROOT / "processes").glob("*.bpmn")))
@@ -193,7 +195,7 @@ def version_two():
     text = (ROOT / "processes" / "autologous-car-t.bpmn").read_text()
     for before, after in RENAMED.items():
         text = text.replace(f'"{before}"', f'"{after}"').replace(f">{before}<", f">{after}<")
-    return load_definition(text.encode(), FORMS, OPERATORS)
+    return load_definition(text.encode(), FORMS, OPERATORS, DECISIONS)
 
 
 @pytest.mark.parametrize("mode", ["straight", "save-restore"])

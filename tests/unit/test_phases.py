@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.decisions import parse_decisions
 from engine.definition import PHASES, load_definition, parse_form
 from engine.errors import DefinitionInvalid
 
@@ -70,7 +71,8 @@ def test_a_lanes_bad_phase_is_refused_naming_an_activity_of_it():
 @pytest.mark.parametrize("name", ["autologous-car-t.bpmn", "allogeneic.bpmn"])
 def test_every_place_a_bundled_therapy_waits_at_has_a_known_phase(name):
     forms = {p.name: parse_form(p.name, p.read_bytes()) for p in (ROOT / "forms").glob("*.json")}
-    info = load_definition((ROOT / "processes" / name).read_bytes(), forms, BUNDLED_OPERATORS).info
+    decisions = parse_decisions({p.name: p.read_bytes() for p in (ROOT / "processes").glob("*.dmn")})
+    info = load_definition((ROOT / "processes" / name).read_bytes(), forms, BUNDLED_OPERATORS, decisions).info
     waiting = [
         a
         for a in info.activities.values()
