@@ -28,6 +28,7 @@ PAGES = {
     "control tower": ("coordinator", "/dashboard"),
     "tasks": ("coordinator", "/tasks"),
     "task form": ("coordinator", lambda served: f"/tasks/{_first(served, 'coordinator', '/tasks')['id']}"),
+    "signed task form": ("qa", lambda served: f"/tasks/{_first(served, 'qa', '/tasks')['id']}"),
     "therapy": ("coordinator", lambda served: f"/therapies/{_first(served, 'coordinator', '/therapies')['id']}"),
     "alerts": ("coordinator", "/alerts?scope=all"),
     "alerts for me": ("logistics", "/alerts"),

@@ -31,10 +31,20 @@ def shots(tmp_path):
     return tmp_path
 
 
+WIDE = """() => { const width = window.innerWidth; const out = [];
+  for (const el of document.querySelectorAll('body *')) { const box = el.getBoundingClientRect();
+    const parent = el.parentElement ? el.parentElement.getBoundingClientRect() : null;
+    if (box.right > width + 1 && box.width > 0 && (!parent || parent.right <= width + 1))
+      { const near = el.closest('[data-testid], [id]');
+        out.push(el.tagName.toLowerCase() + (typeof el.className === 'string' && el.className ? '.' + el.className : '')
+                 + (near ? ' in ' + (near.dataset.testid || near.id) : '') + ' ends at ' + Math.round(box.right)); }
+  } return out.slice(0, 10); }"""
+
+
 def _shoot(page: Page, folder, name: str, full_page: bool = True) -> None:
-    """Check the page fits its window's width, then save a screenshot of it."""
+    """Check the page fits its window's width (naming what runs off it), then save a screenshot of it."""
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 0, f"{name}: {overflow}px wider than the window"
+    assert overflow <= 0, f"{name}: {overflow}px wider than the window: {page.evaluate(WIDE)}"
     page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
     assert (folder / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -169,3 +179,46 @@ def test_main_pages_fit_the_window_and_are_captured(page, new_page, served, shot
     auditor.get_by_role("button", name="Verify the whole chain").click()
     expect(auditor.get_by_test_id("verification")).to_contain_text("The chain is intact")
     _shoot(auditor, shots, "audit", full_page=False)
+
+
+PHONE = {"width": 375, "height": 812}
+
+
+def test_every_page_fits_a_phone_and_is_captured(new_page, served, shots):
+    """Each page at 375 px wide, as its users would open it: nothing runs off the side (tables scroll inside
+    their box), a screenshot of each (``<name>-phone.png``)."""
+    therapy_id, patient, coi = _therapy_at_release(served)
+    page = new_page(PHONE)
+    context = page.context
+    if True:
+        page.goto("/login")
+        _shoot(page, shots, "login-phone")
+        pages = {
+            "coordinator": [
+                ("inbox-phone", "/tasks"),
+                ("dashboard-phone", "/dashboard"),
+                ("therapy-phone", f"/therapies/{therapy_id}"),
+                ("alerts-phone", "/alerts"),
+                ("reports-phone", "/reports"),
+            ],
+            "qa": [("task-signature-phone", None)],
+            "planner": [("capacity-phone", "/capacity?site=MFG-1")],
+            "designer": [
+                ("definitions-phone", "/definitions"),
+                ("definition-version-phone", "/definitions/autologous_car_t/versions/1"),
+                ("migrate-phone", "/definitions/autologous_car_t/migrate"),
+            ],
+            "auditor": [("audit-phone", f"/audit?therapy={patient}")],
+        }
+        for user, visits in pages.items():
+            context.clear_cookies()
+            log_in(page, user, served.password)
+            for name, path in visits:
+                if path is None:  # the QA release of the therapy
+                    page.goto(f"/tasks?therapy={coi}")
+                    page.get_by_role("link", name="Release batch (QA)").click()
+                else:
+                    page.goto(path)
+                if page.locator("[data-diagram]").count():
+                    expect(page.locator("[data-diagram]").first).to_have_attribute("data-rendered", "true")
+                _shoot(page, shots, name, full_page=False)
