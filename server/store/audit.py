@@ -102,8 +102,13 @@ def append(
 
     The entry is staged in the transaction and chained by the unit of work's commit step (``chain_staged``):
     its ``seq``, ``prev_hash`` and ``hash`` are set then, so the chain's lock is held only while the entries
-    are written, not for the whole transaction.
+    are written, not for the whole transaction. An entry written while serving a request names the request's id
+    in its data (``request_id``, as the response's ``X-Request-ID`` header and the log lines give it), so that the
+    entry, the request and its log lines can be found from one another.
     """
+    request_id = g.get("request_id") if has_request_context() else None
+    if request_id and "request_id" not in (data or {}):
+        data = {**(data or {}), "request_id": request_id}
     entry = AuditEntry(
         at=at or _now(),
         actor=actor,

@@ -372,6 +372,7 @@ def test_user_and_role_changes_are_audited_with_old_and_new_values(app, api, wor
         "field": "sites",
         "old": ["SITE-A"],
         "new": ["SITE-A", "SITE-B"],
+        "request_id": changed.headers["X-Request-ID"],  # the request that made the change, as its answer named it
     }
     assert entries["user.renamed"]["data"]["old"] == "Coord Person"
     assert entries["user.roles_changed"]["actor"] == "admin"
