@@ -651,6 +651,55 @@ def _ahead(items, depth: int = 2):
                 pass
 
 
+def seeded_benchmark(
+    prog: str, description: str, therapies: int, argv: list[str] | None, measure: Callable[..., list]
+) -> list:
+    """The command line of the benchmarks over bulk-seeded therapies (``bench.scale``, ``bench.tower``): parse
+    the options, then on each database (or the one ``--database`` names) seed unless it already holds data and
+    return ``measure(url, backend, options, seconds)``'s figures (``seconds``: the seeding's, or None)."""
+    from ._common import backends, fresh_database
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--therapies", type=int, default=therapies)
+    parser.add_argument("--active", type=int, default=10_000)
+    parser.add_argument("--sites", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=200, help="timed requests per URL")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), help="only this database")
+    parser.add_argument("--database", help="an existing database to use (seeded first when empty)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed")
+    options = parser.parse_args(argv if argv is not None else [])
+
+    def on(url: str, backend: str) -> list:
+        seconds = None
+        if not _holds_data(url):
+            seconds = seed(url, options.therapies, options.active, options.sites).seconds
+            print(f"{backend}: seeded in {seconds:.1f} s", flush=True)
+        return measure(url, backend, options, seconds)
+
+    if options.database:
+        return on(options.database, "postgresql" if options.database.startswith("postgresql") else "sqlite")
+    figures: list = []
+    for backend in backends(options.backend):
+        with fresh_database(backend) as url:
+            figures.extend(on(url, backend))
+    return figures
+
+
+def _holds_data(database_url: str) -> bool:
+    """Whether the database was seeded already (it has a site)."""
+    from server.store.extensions import db
+    from server.store.models import Site
+
+    from ._common import make_app
+
+    app = make_app(database_url)
+    with app.app_context():
+        found = db.session.execute(select(Site.id).limit(1)).first() is not None
+        db.session.remove()
+        db.engine.dispose()
+    return found
+
+
 def main(argv: list[str] | None = None) -> Seeded:
     """Seed the database named on the command line and print the API tokens."""
     import os

@@ -28,14 +28,13 @@ one seeded once with ``python -m bench._seed``, so that the measurement can be r
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 import tempfile
 import time
 from pathlib import Path
 
-from ._common import Figure, backends, fresh_database, make_app, percentile, rss_mib, served
+from ._common import Figure, make_app, percentile, rss_mib, served
 
 TARGET_LIST_MS = 50.0
 TARGET_DETAIL_MS = 30.0
@@ -204,54 +203,19 @@ def measure(
     return figures
 
 
-def run(backend: str, options, database_url: str | None = None) -> list[Figure]:
-    """Seed (unless the database already holds data) and measure on one database."""
-    from ._seed import seed
-
-    def go(url: str) -> list[Figure]:
-        seconds = None
-        if not _seeded(url):
-            seconds = seed(url, options.therapies, options.active, options.sites).seconds
-        return measure(url, backend, options.requests, seconds, random.Random(options.seed))
-
-    if database_url:
-        return go(database_url)
-    with fresh_database(backend) as url:
-        return go(url)
-
-
-def _seeded(database_url: str) -> bool:
-    from sqlalchemy import select
-
-    from server.store.extensions import db
-    from server.store.models import Site
-
-    app = make_app(database_url)
-    with app.app_context():
-        found = db.session.execute(select(Site.id).limit(1)).first() is not None
-        db.session.remove()
-        db.engine.dispose()
-    return found
-
-
 def main(argv: list[str] | None = None) -> list[Figure]:
     """Run the benchmark with command-line options; returns its figures."""
-    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n")[0])
-    parser.add_argument("--therapies", type=int, default=100_000)
-    parser.add_argument("--active", type=int, default=10_000)
-    parser.add_argument("--sites", type=int, default=4)
-    parser.add_argument("--requests", type=int, default=200, help="timed requests per endpoint")
-    parser.add_argument("--backend", choices=("sqlite", "postgresql"), help="only this database")
-    parser.add_argument("--database", help="an existing database to use (seeded first when empty)")
-    parser.add_argument("--seed", type=int, default=1, help="random seed for picking therapies")
-    options = parser.parse_args(argv if argv is not None else [])
-    if options.database:
-        backend = "postgresql" if options.database.startswith("postgresql") else "sqlite"
-        return run(backend, options, options.database)
-    figures: list[Figure] = []
-    for backend in backends(options.backend):
-        figures.extend(run(backend, options))
-    return figures
+    from ._seed import seeded_benchmark
+
+    return seeded_benchmark(
+        "python -m bench.scale",
+        __doc__.split("\n")[0],
+        100_000,
+        argv,
+        lambda url, backend, options, seconds: measure(
+            url, backend, options.requests, seconds, random.Random(options.seed)
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -25,13 +25,12 @@ Target: the page and its rows p95 <= 100 ms.
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 import tempfile
 from pathlib import Path
 
-from ._common import Figure, backends, fresh_database, make_app, percentile, served
+from ._common import Figure, make_app, percentile, served
 from .scale import timed, web_login
 
 TARGET_MS = 100.0
@@ -168,41 +167,17 @@ def _timed_204(session, url: str, count: int) -> tuple[list[float], int]:
     return times, 0
 
 
-def run(backend: str, options, database_url: str | None = None) -> list[Figure]:
-    """Seed (unless the database already holds data) and measure on one database."""
-    from ._seed import seed
-    from .scale import _seeded
-
-    def go(url: str) -> list[Figure]:
-        if not _seeded(url):
-            took = seed(url, options.therapies, options.active, options.sites).seconds
-            print(f"{backend}: seeded in {took:.1f} s", flush=True)
-        return measure(url, backend, options.requests, random.Random(options.seed))
-
-    if database_url:
-        return go(database_url)
-    with fresh_database(backend) as url:
-        return go(url)
-
-
 def main(argv: list[str] | None = None) -> list[Figure]:
     """Run the benchmark with command-line options; returns its figures."""
-    parser = argparse.ArgumentParser(prog="python -m bench.tower", description=__doc__.split("\n")[0])
-    parser.add_argument("--therapies", type=int, default=20_000)
-    parser.add_argument("--active", type=int, default=10_000)
-    parser.add_argument("--sites", type=int, default=4)
-    parser.add_argument("--requests", type=int, default=200, help="timed requests per URL")
-    parser.add_argument("--backend", choices=("sqlite", "postgresql"), help="only this database")
-    parser.add_argument("--database", help="an existing database to use (seeded first when empty)")
-    parser.add_argument("--seed", type=int, default=1, help="random seed")
-    options = parser.parse_args(argv if argv is not None else [])
-    if options.database:
-        backend = "postgresql" if options.database.startswith("postgresql") else "sqlite"
-        return run(backend, options, options.database)
-    figures: list[Figure] = []
-    for backend in backends(options.backend):
-        figures.extend(run(backend, options))
-    return figures
+    from ._seed import seeded_benchmark
+
+    return seeded_benchmark(
+        "python -m bench.tower",
+        __doc__.split("\n")[0],
+        20_000,
+        argv,
+        lambda url, backend, options, seconds: measure(url, backend, options.requests, random.Random(options.seed)),
+    )
 
 
 if __name__ == "__main__":
