@@ -8,6 +8,7 @@ from ..integration.conftest import (  # noqa: F401
     Api,
     api,
     app,
+    bundled,
     clock,
     database_url,
     reused,
@@ -15,15 +16,6 @@ from ..integration.conftest import (  # noqa: F401
     templates,
     world,
 )
-
-
-@pytest.fixture
-def bundled(app, world, database_url):  # noqa: F811  (the fixtures imported above)
-    """Deploy processes/ as the server does at start (copied from a template); returns each key's version."""
-    seeded = SEEDED.get(database_url)
-    if seeded is not None and seeded.versions is not None:
-        return dict(seeded.versions)
-    return seed_bundled(app)
 
 
 @pytest.fixture

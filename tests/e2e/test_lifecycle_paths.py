@@ -13,9 +13,10 @@ from server.store.extensions import db
 from server.store.models import OutboxEvent
 
 from ..integration.test_web_lifecycle import _words
-from ..integration.test_web_network import _client, _post, _section, _text
+from ..integration.test_web_network import _post, _section, _text
 from ..scenario_data import AUTOLOGOUS_HAPPY_PATH
 from ..support.journeys import free_slot, message, task
+from ..support.pages import signed_in
 from .test_bundled_journeys import NETWORK_PARTIES, run_journey, take_steps
 
 SCHEDULED = [task("Task_Enrolment"), task("Task_Scheduling")]
@@ -240,10 +241,10 @@ def test_material_lost_in_transit_is_collected_again(api, network, clock, bundle
 def test_a_coordinator_sends_a_therapy_back_to_scheduling_from_its_page(app, api, network, clock, bundled):
     therapy = run_journey(api, network, clock, "autologous_car_t", SCHEDULED, NETWORK_PARTIES)
     page_path = f"/therapies/{therapy['id']}"
-    coordinator = _client(app, "coord")
+    coordinator = signed_in(app, "coord")
     offered = _section(_text(coordinator, page_path), "reschedule-title")
     assert '<option value="PATIENT_REQUEST">' in offered and '<option value="PATIENT_UNWELL">' not in offered
-    assert 'id="reschedule-title"' not in _text(_client(app, "apheresis"), page_path)  # collects, does not treat
+    assert 'id="reschedule-title"' not in _text(signed_in(app, "apheresis"), page_path)  # collects, does not treat
 
     refused = _post(coordinator, f"{page_path}/reschedule", page_path, reason_code="OTHER")
     assert "Not sent back to scheduling: With the reason code OTHER, say the reason in 'reason'." in refused
@@ -273,7 +274,7 @@ def test_the_therapy_page_lists_each_collection_and_what_became_of_it(app, api, 
         therapy,
         [task("Task_Scheduling", **_later_slots(api, network)), task("Task_Apheresis", din=SECOND_DIN)],
     )
-    page = _text(_client(app, "coord"), f"/therapies/{therapy['id']}")
+    page = _text(signed_in(app, "coord"), f"/therapies/{therapy['id']}")
     rows = re.findall(r"<tr data-outcome=\"([^\"]+)\">(.*?)</tr>", _section(page, "collections-title"), re.S)
     assert [(outcome, _words(cells)) for outcome, cells in rows] == [
         (

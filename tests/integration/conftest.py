@@ -428,6 +428,15 @@ def world(app, database_url):
 
 
 @pytest.fixture
+def bundled(app, world, database_url):
+    """Deploy processes/ as the server does at start (copied from a template); returns each key's version."""
+    seeded = SEEDED.get(database_url)
+    if seeded is not None and seeded.versions is not None:
+        return dict(seeded.versions)
+    return seed_bundled(app)
+
+
+@pytest.fixture
 def api(app, world):
     """A JSON client; ``api.as_(world['coord'])`` acts as a user."""
     return Api(app.test_client())

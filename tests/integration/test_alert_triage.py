@@ -16,6 +16,7 @@ from server.store.models import Alert, AuditEntry, Site, Therapy
 from server.store.uow import unit_of_work
 
 from ..support.journeys import start
+from ..support.pages import signed_in
 from .conftest import PASSWORD
 
 # name: (kind, severity, role, site, hours ago)
@@ -145,15 +146,6 @@ def test_a_note_is_required_for_high_and_critical_alerts_only(app, api, world, r
 
 
 # -- the page ------------------------------------------------------------------------------------------------
-def _client(app, username="coord"):
-    client = app.test_client()
-    page = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    answer = client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token})
-    assert answer.status_code == 302
-    return client
-
-
 def _csrf(page: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
 
@@ -163,7 +155,7 @@ def _shown(page: str) -> set[str]:
 
 
 def test_the_page_shows_mine_by_default_and_keeps_its_filters_in_the_url(app, world, raised):
-    client = _client(app)
+    client = signed_in(app)
     mine = client.get("/alerts").get_data(as_text=True)
     assert _shown(mine) == _names(raised, "late", "label")
     assert "manufacturing" not in mine.split('data-testid="alerts"')[1]  # no other role's notification
@@ -184,7 +176,7 @@ def test_the_page_shows_mine_by_default_and_keeps_its_filters_in_the_url(app, wo
 def test_the_page_filters_by_therapy_coi_or_patient(app, api, world, clock, raised):
     therapy = start(api, world["coord"])
     mine = _raise(app, clock, "escalation", "high", "coordinator", "SITE-A", 1, therapy_id=therapy["id"])
-    client = _client(app)
+    client = signed_in(app)
     for text in (therapy["coi"], therapy["id"], "PT-1"):
         assert _shown(client.get("/alerts", query_string={"therapy": text}).get_data(as_text=True)) == {mine}
     nothing = client.get("/alerts", query_string={"therapy": "PT-NOBODY"}).get_data(as_text=True)
@@ -194,7 +186,7 @@ def test_the_page_filters_by_therapy_coi_or_patient(app, api, world, clock, rais
 
 def test_the_page_goes_a_page_at_a_time(app, world, clock):
     made = [_raise(app, clock, "notification", "low", "coordinator", "SITE-A", hours) for hours in range(30)]
-    client = _client(app)
+    client = signed_in(app)
     first = client.get("/alerts").get_data(as_text=True)
     second = client.get("/alerts?page=2").get_data(as_text=True)
     assert len(_shown(first)) == 25 and _shown(second) == set(made[25:])
@@ -203,7 +195,7 @@ def test_the_page_goes_a_page_at_a_time(app, world, clock):
 
 
 def test_the_page_acknowledges_ticked_alerts_with_one_note(app, world, raised):
-    client = _client(app)
+    client = signed_in(app)
     page = client.get("/alerts").get_data(as_text=True)
     assert 'form="bulk-ack"' in page and 'action="/alerts/acknowledge"' in page
     answer = client.post(
@@ -238,7 +230,7 @@ def _header_counts(page: str) -> dict[str, tuple[int, str]]:
 
 
 def test_every_page_header_counts_my_open_alerts_by_severity(app, api, world, raised, clock):
-    client = _client(app)
+    client = signed_in(app)
     counts = _header_counts(client.get("/tasks").get_data(as_text=True))
     assert counts == {"critical": (1, "/alerts?severity=critical"), "high": (1, "/alerts?severity=high")}
     for severity, (count, href) in counts.items():
@@ -247,7 +239,7 @@ def test_every_page_header_counts_my_open_alerts_by_severity(app, api, world, ra
     assert _header_counts(client.get("/alerts").get_data(as_text=True))["high"][0] == 2
     api.as_(world["coord"]).post(f"/api/v1/alerts/{raised['label']}/acknowledge", json={"note": "relabelled"})
     assert "critical" not in _header_counts(client.get("/dashboard").get_data(as_text=True))
-    assert _header_counts(_client(app, "mfg").get("/tasks").get_data(as_text=True)) == {
+    assert _header_counts(signed_in(app, "mfg").get("/tasks").get_data(as_text=True)) == {
         "low": (1, "/alerts?severity=low")
     }
 
@@ -283,7 +275,7 @@ def test_a_notification_goes_to_the_site_of_the_party_its_role_works_for(app, ap
 def test_the_therapy_page_links_to_its_alerts_on_the_alerts_page(app, api, world, clock, raised):
     therapy = start(api, world["coord"])
     mine = _raise(app, clock, "notification", "low", "manufacturing", "SITE-A", 1, therapy_id=therapy["id"])
-    client = _client(app)
+    client = signed_in(app)
     page = client.get(f"/therapies/{therapy['id']}").get_data(as_text=True)
     [href] = re.findall(r'href="(/alerts\?[^"]+)">This therapy.s alerts', page)
     assert _shown(client.get(href.replace("&amp;", "&")).get_data(as_text=True)) == {mine}

@@ -517,15 +517,6 @@ def test_signature_invalid_after_signed_data_changes_behind_the_servers_back(app
     assert shown["printed_name"] == "Someone Else" and shown["valid"] is False
 
 
-@pytest.fixture
-def bundled(app, world):
-    """The bundled processes, deployed as the server does at start."""
-    from server.workflow.definitions import deploy_bundled
-
-    with app.app_context():
-        return {row.key: row.version for row, _created in deploy_bundled(project_root() / "processes")}
-
-
 def test_only_qa_may_sign_a_batch_release(api, world, clock, bundled):
     before_release = AUTOLOGOUS_HAPPY_PATH[: AUTOLOGOUS_HAPPY_PATH.index(("task", "Task_QaRelease"))]
     therapy = run_journey(api, world, clock, "autologous_car_t", before_release)

@@ -8,10 +8,9 @@ import io
 from xml.sax.saxutils import escape
 
 from ..conftest import FIXTURES
-from ..e2e.conftest import bundled  # noqa: F401  (the bundled diagrams, copied from the template)
 from ..support.journeys import complete_only_task, only_task, start
+from ..support.pages import signed_in
 from .test_bad_input import counts, refused
-from .test_web_network import _client
 
 DIAGRAM = (FIXTURES / "decision.bpmn").read_bytes()
 TABLE = (FIXTURES / "manufacturing-site.dmn").read_bytes()
@@ -47,16 +46,16 @@ def test_a_changed_table_is_a_new_version_and_the_same_one_is_not(api, world):
 
 def test_the_version_page_shows_the_decision_table(app, api, world):
     _upload(api, world["designer"])
-    page = _client(app, "designer").get("/definitions/decision_therapy/versions/1")
+    page = signed_in(app, "designer").get("/definitions/decision_therapy/versions/1")
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and 'data-testid="decision-manufacturing_site"' in html
     assert 'called by <span class="mono">Rule_Site</span>' in html
     assert escape('in ("EU", "UK")', {'"': "&#34;"}) in html and "0 &lt; ? &lt;= 500" in html
 
 
-def test_the_bundled_autologous_diagram_shows_its_infusion_window_table(app, world, bundled):  # noqa: F811
+def test_the_bundled_autologous_diagram_shows_its_infusion_window_table(app, world, bundled):
     version = bundled["autologous_car_t"]
-    html = _client(app, "designer").get(f"/definitions/autologous_car_t/versions/{version}").get_data(as_text=True)
+    html = signed_in(app, "designer").get(f"/definitions/autologous_car_t/versions/{version}").get_data(as_text=True)
     assert 'data-testid="decision-infusion_window"' in html and "Rule_InfusionWindow" in html
 
 

@@ -138,16 +138,17 @@ def test_a_task_keeps_its_missed_deadline_until_done_and_a_hold_moves_one_still_
 
 
 def test_the_task_page_says_late_since_when_after_its_escalation_fired(app, api, world, clock):
+    from ..support.pages import signed_in
     from .test_web_lifecycle import _words
-    from .test_web_network import _client, _text
+    from .test_web_network import _text
 
     therapy = start(api, world["coord"])
     task = only_task(api, world["coord"], therapy["id"])
     clock.advance(hours=30)
     assert fire(app, therapy["id"])
-    page = _words(_text(_client(app, "coord"), f"/tasks/{task['id']}"))
+    page = _words(_text(signed_in(app, "coord"), f"/tasks/{task['id']}"))
     assert re.search(r"DueLate since \d{4}-\d\d-\d\d \d\d:\d\d UTC \(6 h 0 min ago\)", page), page[:2000]
-    assert "Late" in _words(_text(_client(app, "coord"), "/tasks"))
+    assert "Late" in _words(_text(signed_in(app, "coord"), "/tasks"))
 
 
 def test_a_kept_message_that_no_longer_fits_after_a_migration_is_refused_on_resume(app, api, world):

@@ -11,7 +11,6 @@ import pytest
 from ..e2e.test_bundled_journeys import run_journey
 from ..scenario_data import AUTOLOGOUS_HAPPY_PATH
 from ..support.journeys import fire, start
-from .test_compliance import bundled as bundled  # noqa: F401  (the fixture)
 
 # The form examples the journey records: collected 2026-11-16 12:40, infused 2026-12-26 09:25 (UTC).
 VEIN_TO_VEIN_HOURS = 956.8

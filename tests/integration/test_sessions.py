@@ -13,16 +13,12 @@ from server.access import web_sessions
 from server.store.extensions import db
 from server.store.models import AuditEntry, User, WebSession, utcnow
 
+from ..support.pages import csrf
 from .conftest import PASSWORD
 
 
-def _csrf(client, path: str = "/login") -> str:
-    page = client.get(path)
-    return re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
-
-
 def log_in(client, username: str = "coord", password: str = PASSWORD):
-    answer = client.post("/login", data={"username": username, "password": password, "csrf_token": _csrf(client)})
+    answer = client.post("/login", data={"username": username, "password": password, "csrf_token": csrf(client)})
     assert answer.status_code == 302, answer.get_data(as_text=True)
     return answer
 
@@ -126,7 +122,7 @@ def test_a_copied_cookie_opens_nothing_after_logout(app, world):
     log_in(client)
     thief = copy_of(app, client)
     assert logged_in(thief)
-    assert client.post("/logout", data={"csrf_token": _csrf(client, "/tasks")}).status_code == 302
+    assert client.post("/logout", data={"csrf_token": csrf(client, "/tasks")}).status_code == 302
     assert not logged_in(client)
     assert not logged_in(thief)
     assert sessions(app) == [(True, "logout")]

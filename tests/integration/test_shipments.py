@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import pytest
@@ -10,6 +9,7 @@ from sqlalchemy import func, select
 
 from ..support.journeys import start as start_therapy
 from ..support.journeys import to_receipt
+from ..support.pages import csrf
 from .conftest import PASSWORD
 
 
@@ -336,14 +336,9 @@ def test_tracking_messages_reach_the_shipment_not_the_engine(app, api, world, cl
 
 
 # -- the therapy page --------------------------------------------------------------------------------------------
-def _csrf(client, path: str = "/login") -> str:
-    page = client.get(path)
-    return re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
-
-
 def _page(app, username, therapy_id):
     client = app.test_client()
-    client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": _csrf(client)})
+    client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": csrf(client)})
     page = client.get(f"/therapies/{therapy_id}")
     assert page.status_code == 200
     return page.get_data(as_text=True)

@@ -13,6 +13,7 @@ from server.config import project_root
 from ..e2e.test_bundled_journeys import run_journey
 from ..scenario_data import AUTOLOGOUS_HAPPY_PATH, form_data
 from ..support.journeys import complete, only_task, start, to_receipt
+from ..support.pages import csrf, signed_in
 from .conftest import PASSWORD
 
 FIXTURES = project_root() / "tests" / "fixtures"
@@ -20,15 +21,6 @@ MINI = (FIXTURES / "mini.bpmn").read_text()
 MINI_FORMS = {p.name: p.read_bytes() for p in FIXTURES.glob("mini-*.json")}
 BEFORE_RELEASE = AUTOLOGOUS_HAPPY_PATH[: AUTOLOGOUS_HAPPY_PATH.index(("task", "Task_QaRelease"))]
 REJECTED = {"release_decision": "rejected", "release_comment": "Sterility sample invalid."}
-
-
-@pytest.fixture
-def bundled(app, world):
-    """The bundled processes, deployed as the server does at start."""
-    from server.workflow.definitions import deploy_bundled
-
-    with app.app_context():
-        return {row.key: row.version for row, _created in deploy_bundled(project_root() / "processes")}
 
 
 def upload(api, token, bpmn: str):
@@ -169,18 +161,6 @@ def test_a_diagram_declaring_an_unknown_meaning_or_field_is_refused_with_element
 
 
 # -- the task page ------------------------------------------------------------------------------------------
-def _csrf(client, path: str = "/login") -> str:
-    page = client.get(path)
-    return re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
-
-
-def logged_in(app, username: str):
-    client = app.test_client()
-    answer = client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": _csrf(client)})
-    assert answer.status_code == 302
-    return client
-
-
 def release_form(therapy: dict, token: str, **extra) -> dict:
     return {
         "csrf_token": token,
@@ -196,7 +176,7 @@ def test_the_release_page_names_each_decisions_meaning_and_signs_a_rejection_as_
     app, api, world, clock, bundled
 ):
     therapy, release = release_task(api, world, clock)
-    client = logged_in(app, "qa")
+    client = signed_in(app, "qa")
     page = client.get(f"/tasks/{release['id']}").get_data(as_text=True)
     assert re.search(r'data-testid="signature-meaning"[^>]*>approval<', page)
     meanings = re.search(r'data-testid="signature-meanings">(.*?)</p>', page, re.S).group(1)
@@ -204,7 +184,7 @@ def test_the_release_page_names_each_decisions_meaning_and_signs_a_rejection_as_
         "Release batch: <strong>approval</strong>" in meanings
         and "Reject batch: <strong>rejection</strong>" in meanings
     )
-    token = _csrf(client, f"/tasks/{release['id']}")
+    token = csrf(client, f"/tasks/{release['id']}")
     rejecting = {"data.release_decision": "rejected", "data.release_comment": "Sterility sample invalid."}
 
     # Confirming "approval" for a rejection is refused; the prompt then shows the meaning the decision selects.

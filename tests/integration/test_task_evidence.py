@@ -6,13 +6,12 @@ from __future__ import annotations
 import io
 import re
 
-import pytest
-
 from server.config import project_root
 
 from ..e2e.test_bundled_journeys import run_journey, take_steps
 from ..scenario_data import AUTOLOGOUS_HAPPY_PATH
 from ..support.journeys import only_task
+from ..support.pages import csrf, signed_in
 from .conftest import PASSWORD
 
 RELEASE = AUTOLOGOUS_HAPPY_PATH.index(("task", "Task_QaRelease"))
@@ -20,27 +19,6 @@ DELIVERED = next(i for i, step in enumerate(AUTOLOGOUS_HAPPY_PATH) if step[:2] =
 FIXTURES = project_root() / "tests" / "fixtures"
 MINI = (FIXTURES / "mini.bpmn").read_text()
 MINI_FORMS = {p.name: p.read_bytes() for p in FIXTURES.glob("mini-*.json")}
-
-
-@pytest.fixture
-def bundled(app, world):
-    """The bundled processes, deployed as the server does at start."""
-    from server.workflow.definitions import deploy_bundled
-
-    with app.app_context():
-        return {row.key: row.version for row, _created in deploy_bundled(project_root() / "processes")}
-
-
-def _csrf(client, path: str = "/login") -> str:
-    page = client.get(path)
-    return re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
-
-
-def logged_in(app, username: str):
-    client = app.test_client()
-    answer = client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": _csrf(client)})
-    assert answer.status_code == 302
-    return client
 
 
 def at_release_with_a_warm_leg(api, world, clock):
@@ -67,7 +45,7 @@ def at_release_with_a_warm_leg(api, world, clock):
 
 def test_the_release_page_shows_what_the_decision_rests_on_and_prefills_the_batch(app, api, world, clock, bundled):
     therapy, release = at_release_with_a_warm_leg(api, world, clock)
-    page = logged_in(app, "qa").get(f"/tasks/{release['id']}")
+    page = signed_in(app, "qa").get(f"/tasks/{release['id']}")
     assert page.status_code == 200
     text = page.get_data(as_text=True)
     panel = re.search(r'<section class="evidence".*?</section>', text, re.S).group(0)
@@ -105,8 +83,8 @@ def test_the_release_page_shows_what_the_decision_rests_on_and_prefills_the_batc
     item = api.as_(world["qa"]).get(f"/api/v1/tasks/{release['id']}").get_json()
     assert item["form"]["prefill"] == {"batch_number": "B-26-0413"}
     assert item["form"]["ui_schema"]["batch_number"]["ui:prefill"] == "mes_started.batch"
-    client = logged_in(app, "qa")
-    token = _csrf(client, f"/tasks/{release['id']}")
+    client = signed_in(app, "qa")
+    token = csrf(client, f"/tasks/{release['id']}")
     done = client.post(
         f"/tasks/{release['id']}",
         data={
@@ -133,7 +111,7 @@ def test_a_task_without_evidence_shows_no_panel(app, api, world, clock, bundled)
     therapy = run_journey(api, world, clock, "autologous_car_t", AUTOLOGOUS_HAPPY_PATH[:1])
     task = only_task(api, world["coord"], therapy["id"])
     assert task["activity_id"] == "Task_Scheduling" and "prefill" not in task["form"]
-    page = logged_in(app, "coord").get(f"/tasks/{task['id']}").get_data(as_text=True)
+    page = signed_in(app, "coord").get(f"/tasks/{task['id']}").get_data(as_text=True)
     assert "What this decision rests on" not in page
 
 
@@ -149,7 +127,7 @@ def test_the_evidence_withholds_the_patient_from_who_may_not_know_it(app, api, w
         row.data = {**row.data, "qc": {**row.data["qc"], "report": "QC for PT-42"}}
         db.session.commit()
     release = only_task(api, world["qa"], therapy["id"])
-    page = logged_in(app, "qa").get(f"/tasks/{release['id']}").get_data(as_text=True)
+    page = signed_in(app, "qa").get(f"/tasks/{release['id']}").get_data(as_text=True)
     assert "QC for [withheld]" in page and "PT-42" not in page
 
 

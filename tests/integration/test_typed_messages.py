@@ -7,10 +7,7 @@ import io
 import json
 
 import jsonschema
-import pytest
 from sqlalchemy import func, select
-
-from server.config import project_root
 
 from ..e2e.test_bundled_journeys import run_journey
 from ..scenario_data import AUTOLOGOUS_HAPPY_PATH
@@ -62,15 +59,6 @@ ORDER_BPMN = b"""<?xml version="1.0" encoding="UTF-8"?>
   </bpmn:process>
 </bpmn:definitions>
 """
-
-
-@pytest.fixture
-def bundled(app, world):
-    """The bundled processes, deployed as the server does at start."""
-    from server.workflow.definitions import deploy_bundled
-
-    with app.app_context():
-        return {row.key: row.version for row, _created in deploy_bundled(project_root() / "processes")}
 
 
 def upload(api, token, bpmn: bytes, forms: dict[str, bytes]):

@@ -14,7 +14,8 @@ from server.store.extensions import db
 from server.store.models import AuditEntry, Therapy, User
 
 from ..support.journeys import start
-from .test_web_pages import _csrf, _log_in
+from ..support.pages import csrf
+from .test_web_pages import _log_in
 
 
 def _commands() -> list[type]:
@@ -57,7 +58,7 @@ def test_a_page_and_the_api_meet_the_same_rule_for_a_cancellation_reason(app, ap
     _log_in(client, "coord")
     page = client.post(
         f"/therapies/{therapy['id']}/cancel",
-        data={"reason": "  ", "csrf_token": _csrf(client, f"/therapies/{therapy['id']}")},
+        data={"reason": "  ", "csrf_token": csrf(client, f"/therapies/{therapy['id']}")},
         follow_redirects=True,
     )
     assert "Not cancelled" in page.get_data(as_text=True)
@@ -73,7 +74,7 @@ def test_a_refused_page_action_is_audited_as_the_api_audits_it(app, world):
             "process_key": "mini_therapy",
             "site": "SITE-B",
             "patient_reference": "PT-ELSEWHERE",
-            "csrf_token": _csrf(client, "/dashboard"),
+            "csrf_token": csrf(client, "/dashboard"),
         },
         follow_redirects=True,
     )

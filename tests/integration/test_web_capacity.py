@@ -9,10 +9,11 @@ import re
 from datetime import date, timedelta
 
 from ..conftest import FIXTURES
+from ..support.pages import signed_in
 from .test_capacity import _book, _slot
 from .test_therapy_network import _enrolled, _start
 from .test_therapy_network import network as network  # noqa: F401  (the fixture)
-from .test_web_network import PATIENT, _client, _post, _section, _text
+from .test_web_network import PATIENT, _post, _section, _text
 
 
 def _monday(clock) -> str:
@@ -38,11 +39,11 @@ def _flash(page: str) -> str:
 
 
 def test_a_planner_opens_a_weekly_recurrence_in_the_calendar_of_its_site(app, api, network, clock):
-    planner = _client(app, "planner1")
+    planner = signed_in(app, "planner1")
     dashboard = _text(planner, "/dashboard")
     assert 'href="/capacity">Capacity</a>' in dashboard
-    assert 'href="/capacity"' not in _text(_client(app, "coord"), "/dashboard")
-    assert _client(app, "coord").get("/capacity").status_code == 403
+    assert 'href="/capacity"' not in _text(signed_in(app, "coord"), "/dashboard")
+    assert signed_in(app, "coord").get("/capacity").status_code == 403
     page = _text(planner, "/capacity")
     sites = re.search(r'id="capacity-site".*?</select>', page, re.S).group(0)
     assert re.findall(r'<option value="([^"]+)"', sites) == ["MFG-1"]  # its own sites only
@@ -74,7 +75,7 @@ def test_a_planner_opens_a_weekly_recurrence_in_the_calendar_of_its_site(app, ap
 def test_a_planner_of_mfg_1_cannot_open_capacity_at_mfg_2(app, api, network, clock):
     start = clock.now + timedelta(days=2)
     page = _post(
-        _client(app, "planner1"),
+        signed_in(app, "planner1"),
         "/capacity",
         "/capacity",
         site="MFG-2",
@@ -87,7 +88,7 @@ def test_a_planner_of_mfg_1_cannot_open_capacity_at_mfg_2(app, api, network, clo
     assert api.as_(network["admin"]).get("/api/v1/slots").get_json()["items"] == []
     # Bad input is refused with the command's message, and opens nothing.
     bad = _post(
-        _client(app, "planner1"),
+        signed_in(app, "planner1"),
         "/capacity",
         "/capacity",
         site="MFG-1",
@@ -97,7 +98,7 @@ def test_a_planner_of_mfg_1_cannot_open_capacity_at_mfg_2(app, api, network, clo
     )
     assert "Not opened: end must be after start." in bad
     unended = _post(
-        _client(app, "planner1"),
+        signed_in(app, "planner1"),
         "/capacity",
         "/capacity",
         site="MFG-1",
@@ -115,7 +116,7 @@ def test_the_calendar_changes_and_closes_slots_and_blacks_out_days_with_refusals
     booked = _slot(api, network["planner1"], clock, days=2)
     free = _slot(api, network["planner1"], clock, days=3)
     assert _book(api, network["coord"], therapy["id"], booked["id"]).status_code == 201
-    planner = _client(app, "planner1")
+    planner = signed_in(app, "planner1")
     week = booked["start"][:10]
     calendar = f"/capacity?site=MFG-1&week={week}"
 
@@ -144,7 +145,7 @@ def test_the_calendar_names_the_booked_therapies_by_coi_and_never_the_patient(ap
     slot = _slot(api, network["planner1"], clock, capacity=2)
     assert _book(api, network["coord"], therapy["id"], slot["id"]).status_code == 201
     for reader in ("planner1", "admin"):
-        page = _calendar(_client(app, reader), "MFG-1", slot["start"][:10])
+        page = _calendar(signed_in(app, reader), "MFG-1", slot["start"][:10])
         assert _places(page, slot["id"]) == "1 left of 2"
         link = re.search(rf'href="/therapies/{therapy["id"]}">([^<]*)<', page)
         assert link is not None and link.group(1).replace(" ", "").startswith(therapy["coi"]), reader
@@ -156,7 +157,7 @@ def test_a_coordinator_books_moves_and_cancels_places_from_the_therapy_page(app,
     first = _slot(api, network["planner1"], clock, days=2)
     later = _slot(api, network["planner1"], clock, days=4, capacity=2)
     _slot(api, network["admin"], clock, days=2, site="MFG-2")  # not this therapy's manufacturing site
-    coordinator = _client(app, "coord")
+    coordinator = signed_in(app, "coord")
     path = f"/therapies/{therapy['id']}"
     page = _text(coordinator, path)
     assert "No places booked." in page
@@ -187,9 +188,9 @@ def test_a_coordinator_books_moves_and_cancels_places_from_the_therapy_page(app,
     slots = {s["id"]: s["booked"] for s in api.as_(network["admin"]).get("/api/v1/slots").get_json()["items"]}
     assert slots[first["id"]] == 0 and slots[later["id"]] == 0
     # MFG-1's planner books at MFG-1 only; the maker sees the bookings but books nothing.
-    planner = _text(_client(app, "planner1"), path)
+    planner = _text(signed_in(app, "planner1"), path)
     assert 'id="book-manufacturing"' in planner and 'id="book-infusion"' not in planner
-    maker = _text(_client(app, "mfg1"), path)
+    maker = _text(signed_in(app, "mfg1"), path)
     assert 'data-booking-id="' in maker and 'id="book-manufacturing"' not in maker
 
 
@@ -197,7 +198,7 @@ def test_a_full_slot_is_refused_with_its_message(app, api, network, clock):
     therapy = _enrolled(api, network)
     other = _enrolled(api, network)
     slot = _slot(api, network["planner1"], clock)
-    coordinator = _client(app, "coord")
+    coordinator = signed_in(app, "coord")
     path = f"/therapies/{therapy['id']}"
     page = _text(coordinator, path)  # the picker offered the slot while it was free
     assert slot["id"] in _section(page, "bookings-title")
@@ -217,7 +218,7 @@ def test_the_control_tower_shows_the_capacity_booked_in_the_coming_two_weeks(app
     assert _book(api, network["coord"], therapy["id"], slot["id"]).status_code == 201
 
     def shown(reader: str) -> dict:
-        table = _section(_text(_client(app, reader), "/dashboard"), "utilisation-title")
+        table = _section(_text(signed_in(app, reader), "/dashboard"), "utilisation-title")
         return dict(
             re.findall(r'data-site="([^"]+)" data-kind="manufacturing">.*?data-col="booked">([^<]*)<', table, re.S)
         )
@@ -273,7 +274,7 @@ def test_a_task_form_draws_slot_ids_as_pickers_of_the_free_slots_soonest_first(a
     other = _start(api, network["coord"]).get_json()
     assert _book(api, network["coord"], other["id"], full["id"]).status_code == 201
     (task,) = api.as_(network["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()["open_tasks"]
-    coordinator = _client(app, "coord")
+    coordinator = signed_in(app, "coord")
     page = _text(coordinator, f"/tasks/{task['id']}")
     picker = re.search(r'<select id="f-data-manufacturing_slot_id".*?</select>', page, re.S).group(0)
     assert 'data-slot-kind="manufacturing"' in picker
@@ -293,7 +294,7 @@ def test_a_task_form_draws_slot_ids_as_pickers_of_the_free_slots_soonest_first(a
 
 def test_the_week_moves_back_and_forth(app, network, clock):
     monday = _monday(clock)
-    page = _calendar(_client(app, "admin"), "MFG-1", monday)
+    page = _calendar(signed_in(app, "admin"), "MFG-1", monday)
     previous = re.search(r'href="([^"]+)" rel="prev"', page).group(1)
     following = re.search(r'href="([^"]+)" rel="next"', page).group(1)
     assert previous.endswith(f"week={_iso_day(monday, -7)}") and following.endswith(f"week={_iso_day(monday, 7)}")

@@ -7,13 +7,13 @@ import re
 
 from ..e2e.test_bundled_journeys import run_journey
 from ..support.journeys import start, task
-from .test_compliance import bundled as bundled  # noqa: F401  (the fixture)
-from .test_web_network import _client, _text
+from ..support.pages import signed_in
+from .test_web_network import _text
 
 
 def test_the_record_and_labels_open_with_the_session(app, api, world):
     therapy = start(api, world["coord"])
-    coordinator = _client(app, "coord")
+    coordinator = signed_in(app, "coord")
     pdf = coordinator.get(f"/therapies/{therapy['id']}/record.pdf")
     assert pdf.status_code == 200 and pdf.mimetype == "application/pdf" and pdf.data.startswith(b"%PDF")
     record = coordinator.get(f"/therapies/{therapy['id']}/record.json")
@@ -29,12 +29,12 @@ def test_the_record_and_labels_open_with_the_session(app, api, world):
 
 def test_nobody_else_gets_them(app, api, world):
     therapy = start(api, world["coord"])
-    other_centre = _client(app, "coordb")
+    other_centre = signed_in(app, "coordb")
     for path in ("record.pdf", "record.json", "labels/BAG-1.pdf"):
         assert other_centre.get(f"/therapies/{therapy['id']}/{path}").status_code == 404
         anonymous = app.test_client().get(f"/therapies/{therapy['id']}/{path}")
         assert anonymous.status_code == 302 and "/login" in anonymous.location
-    maker = _client(app, "qa")  # sees the therapy, not the patient
+    maker = signed_in(app, "qa")  # sees the therapy, not the patient
     record = maker.get(f"/therapies/{therapy['id']}/record.json").get_json()
     assert record["therapy"]["patient_reference"] is None and record["record"]["withheld"] == ["patient_reference"]
 
@@ -42,7 +42,7 @@ def test_nobody_else_gets_them(app, api, world):
 def test_the_collection_task_prints_its_label_and_every_task_links_the_record(app, api, world, clock, bundled):
     therapy = run_journey(api, world, clock, "autologous_car_t", [task("Task_Enrolment"), task("Task_Scheduling")])
     [collection] = [t for t in therapy["open_tasks"] if t["activity_id"] == "Task_Apheresis"]
-    page = _text(_client(app, "coord"), f"/tasks/{collection['id']}")
+    page = _text(signed_in(app, "coord"), f"/tasks/{collection['id']}")
     form = re.search(r'<form method="get" action="([^"]+)"[^>]*data-testid="print-label">', page)
     assert form and form.group(1) == f"/therapies/{therapy['id']}/label"
     assert 'name="material_id" value="BAG-1"' in page
@@ -51,7 +51,7 @@ def test_the_collection_task_prints_its_label_and_every_task_links_the_record(ap
 
 def test_the_therapy_page_links_its_record_and_label(app, api, world):
     therapy = start(api, world["coord"])
-    page = _text(_client(app, "coord"), f"/therapies/{therapy['id']}")
+    page = _text(signed_in(app, "coord"), f"/therapies/{therapy['id']}")
     documents = page[page.index('data-testid="documents"') :]
     documents = documents[: documents.index("</dd>")]
     for href in ("record.pdf", "record.json", "labels/BAG-1.pdf"):

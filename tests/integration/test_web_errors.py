@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from .test_web_network import _client
+from ..support.pages import signed_in
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
 @pytest.mark.parametrize("path", ["/no-such-page", "/therapies/x/y/z", "/dashboard/nothing/here"])
 def test_a_browser_gets_a_page_for_an_unknown_url(app, world, path):
-    answer = _client(app, "coord").get(path, headers={"Accept": BROWSER})
+    answer = signed_in(app, "coord").get(path, headers={"Accept": BROWSER})
     assert answer.status_code == 404 and answer.mimetype == "text/html"
     assert "There is no such page" in answer.get_data(as_text=True)
 

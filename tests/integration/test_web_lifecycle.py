@@ -10,9 +10,9 @@ import re
 import pytest
 
 from ..support.journeys import ENROLMENT, only_task, start
+from ..support.pages import csrf, signed_in
 from .test_migration import deploy_version_two
-from .test_web_network import _client, _post, _row, _section, _text
-from .test_web_pages import _csrf
+from .test_web_network import _post, _row, _section, _text
 
 
 def _plain(page) -> str:
@@ -36,7 +36,7 @@ def _resume(client, therapy_id: str, **form) -> str:
 def test_a_held_therapy_says_since_when_and_why_refuses_its_tasks_and_resumes(app, api, world, clock):
     therapy = start(api, world["coord"])
     task = only_task(api, world["coord"], therapy["id"])
-    coordinator = _client(app, "coord")
+    coordinator = signed_in(app, "coord")
     page = _text(coordinator, f"/therapies/{therapy['id']}")
     assert '<option value="PATIENT_UNWELL">' in _section(page, "hold-title")
     assert 'id="resume-title"' not in page
@@ -58,7 +58,7 @@ def test_a_held_therapy_says_since_when_and_why_refuses_its_tasks_and_resumes(ap
 
     task_page = _plain(coordinator.get(f"/tasks/{task['id']}"))
     assert "this task waits for the resume" in task_page and "Complete task" not in task_page
-    token = _csrf(coordinator, f"/therapies/{therapy['id']}")
+    token = csrf(coordinator, f"/therapies/{therapy['id']}")
     refused = coordinator.post(
         f"/tasks/{task['id']}", data={"csrf_token": token, "data.eligible": "true", "data.patient_initials": "AB"}
     )
@@ -77,7 +77,7 @@ def test_a_held_therapy_says_since_when_and_why_refuses_its_tasks_and_resumes(ap
 
 def test_wrong_holds_and_resumes_are_refused_with_the_reason_on_the_page(app, api, world):
     therapy = start(api, world["coord"])
-    coordinator = _client(app, "coord")
+    coordinator = signed_in(app, "coord")
     assert "Not held: " in _hold(coordinator, therapy["id"], reason_code="")
     assert "Not resumed: The therapy is active, not on hold." in _resume(coordinator, therapy["id"])
     assert "Not held: " in _hold(coordinator, therapy["id"], reason_code="OTHER")  # OTHER needs a reason
@@ -85,21 +85,21 @@ def test_wrong_holds_and_resumes_are_refused_with_the_reason_on_the_page(app, ap
     again = _hold(coordinator, therapy["id"], reason_code="PATIENT_UNWELL")
     assert "Not held: The therapy has been held since" in again
     # Manufacturing sees the therapy but not the forms, and may not hold or resume it.
-    manufacturing = _client(app, "mfg")
+    manufacturing = signed_in(app, "mfg")
     page = _text(manufacturing, f"/therapies/{therapy['id']}")
     assert 'data-testid="held"' in page and 'id="resume-title"' not in page
-    token = _csrf(manufacturing, f"/therapies/{therapy['id']}")
+    token = csrf(manufacturing, f"/therapies/{therapy['id']}")
     assert manufacturing.post(f"/therapies/{therapy['id']}/resume", data={"csrf_token": token}).status_code == 403
     # Another centre's coordinator does not see it at all.
-    other = _client(app, "coordb")
-    token = _csrf(other, "/dashboard")
+    other = signed_in(app, "coordb")
+    token = csrf(other, "/dashboard")
     assert other.post(f"/therapies/{therapy['id']}/resume", data={"csrf_token": token}).status_code == 404
     assert api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()["status"] == "on_hold"
 
 
 def _migrate(client, **form) -> object:
     path = "/definitions/mini_therapy/migrate"
-    return client.post(path, data={"from": "1", "to": "2", **form, "csrf_token": _csrf(client, path)})
+    return client.post(path, data={"from": "1", "to": "2", **form, "csrf_token": csrf(client, path)})
 
 
 def _results(page) -> dict[str, str]:
@@ -114,7 +114,7 @@ def _results(page) -> dict[str, str]:
 def test_a_designer_compares_two_versions_dry_runs_and_migrates(app, api, world):
     therapy = start(api, world["coord"])
     deploy_version_two(app)
-    designer = _client(app, "designer")
+    designer = signed_in(app, "designer")
     listing = _text(designer, "/definitions/mini_therapy")
     assert "/definitions/mini_therapy/migrate?from=1&amp;to=2" in listing and "Compare with v1 and migrate" in listing
     page = _text(designer, "/definitions/mini_therapy/migrate?from=1&to=2")
@@ -139,7 +139,7 @@ def test_a_designer_compares_two_versions_dry_runs_and_migrates(app, api, world)
     assert re.search(r"v2\s*moved", _results(moved)[therapy["id"]])
     detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
     assert detail["process"]["version"] == 2 and detail["open_tasks"][0]["activity_id"] == "Task_Enrolment"
-    assert "Moved from version 1 to 2" in _text(_client(app, "coord"), f"/therapies/{therapy['id']}")
+    assert "Moved from version 1 to 2" in _text(signed_in(app, "coord"), f"/therapies/{therapy['id']}")
 
 
 @pytest.mark.parametrize(
@@ -153,17 +153,17 @@ def test_a_designer_compares_two_versions_dry_runs_and_migrates(app, api, world)
 def test_a_wrong_migration_is_refused_on_the_page_and_moves_nothing(app, api, world, who, form, status, shown):
     therapy = start(api, world["coord"])
     deploy_version_two(app)
-    refused = _migrate(_client(app, who), action="migrate", **form)
+    refused = _migrate(signed_in(app, who), action="migrate", **form)
     assert refused.status_code == status and shown in _plain(refused)
     assert api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()["process"]["version"] == 1
 
 
 def test_only_designers_and_administrators_open_the_migration_page(app, world):
     deploy_version_two(app)
-    assert _client(app, "coord").get("/definitions/mini_therapy/migrate").status_code == 403
-    assert "Compare with v1" not in _text(_client(app, "coord"), "/definitions/mini_therapy")
-    assert _client(app, "admin").get("/definitions/mini_therapy/migrate").status_code == 200
-    same = _client(app, "designer").get("/definitions/mini_therapy/migrate?from=2&to=2")
+    assert signed_in(app, "coord").get("/definitions/mini_therapy/migrate").status_code == 403
+    assert "Compare with v1" not in _text(signed_in(app, "coord"), "/definitions/mini_therapy")
+    assert signed_in(app, "admin").get("/definitions/mini_therapy/migrate").status_code == 200
+    same = signed_in(app, "designer").get("/definitions/mini_therapy/migrate?from=2&to=2")
     assert same.status_code == 422 and "Choose two different versions to compare." in _plain(same)
 
 
@@ -172,7 +172,7 @@ def test_the_timeline_names_each_step_in_words(app, api, world):
 
     assert TIMELINE_ACTIONS <= set(ACTION_LABELS), "every step the timeline shows has a name"
     therapy = start(api, world["coord"])
-    page = _text(_client(app, "coord"), f"/therapies/{therapy['id']}")
+    page = _text(signed_in(app, "coord"), f"/therapies/{therapy['id']}")
     labels = re.findall(r'<span class="tl-action" title="([^"]+)">([^<]+)</span>', _section(page, "timeline-title"))
     assert ("therapy.started", "Started") in labels and ("task.ready", "Task ready") in labels
     assert all(code != label for code, label in labels)

@@ -9,14 +9,15 @@ import json
 import re
 
 from ..support.journeys import start
-from .test_web_network import _client, _text
+from ..support.pages import signed_in
+from .test_web_network import _text
 
 
 def test_the_metrics_page_shows_the_table_and_the_chart_data(app, api, world):
     for _ in range(2):
         start(api, world["coord"])
     start(api, world["coordb"], site="SITE-B")
-    page = _text(_client(app, "admin"), "/reports?group_by=site")
+    page = _text(signed_in(app, "admin"), "/reports?group_by=site")
     rows = re.findall(r'<tr data-key="([^"]+)"><th scope="row">[^<]+</th><td>(\d+)</td>', page)
     assert rows == [("SITE-A", "2"), ("SITE-B", "1")]
     data = json.loads(
@@ -30,7 +31,7 @@ def test_the_metrics_page_shows_the_table_and_the_chart_data(app, api, world):
 def test_a_site_coordinator_sees_their_site_and_downloads_it(app, api, world):
     start(api, world["coord"])
     start(api, world["coordb"], site="SITE-B")
-    coordinator = _client(app, "coordb")
+    coordinator = signed_in(app, "coordb")
     page = _text(coordinator, "/reports")
     assert re.findall(r'<tr data-key="([^"]+)">', page) == ["SITE-B"]
     exported = coordinator.get("/reports.csv?group_by=process")
@@ -39,7 +40,7 @@ def test_a_site_coordinator_sees_their_site_and_downloads_it(app, api, world):
 
 
 def test_the_page_is_for_metrics_readers_only(app, api, world):
-    assert _client(app, "logistics").get("/reports").status_code == 403
-    assert '<a href="/reports"' not in _text(_client(app, "logistics"), "/tasks")
-    empty = _text(_client(app, "auditor"), "/reports?from=2030-01-01")
+    assert signed_in(app, "logistics").get("/reports").status_code == 403
+    assert '<a href="/reports"' not in _text(signed_in(app, "logistics"), "/tasks")
+    empty = _text(signed_in(app, "auditor"), "/reports?from=2030-01-01")
     assert "No therapies started in this period." in empty

@@ -14,17 +14,11 @@ from server.store.extensions import db
 from server.store.models import AuditEntry
 
 from ..support.journeys import fire, tasks_of
+from ..support.pages import csrf, signed_in
 from .test_therapy_network import NETWORK, _enrolled, _therapy
 from .test_therapy_network import network as network  # noqa: F401  (the fixture, for the tests here)
-from .test_web_pages import _csrf, _log_in
 
 PATIENT = "PT-NET-1"  # the patient of the therapies test_therapy_network starts
-
-
-def _client(app, username: str):
-    client = app.test_client()
-    _log_in(client, username)
-    return client
 
 
 def _text(client, path: str) -> str:
@@ -36,7 +30,7 @@ def _text(client, path: str) -> str:
 def _post(client, path: str, form_page: str, **form) -> str:
     """Send a page's form (with the CSRF token of ``form_page``), follow the redirect, and read the page (its
     text unescaped) that it shows."""
-    page = client.post(path, data={**form, "csrf_token": _csrf(client, form_page)}, follow_redirects=True)
+    page = client.post(path, data={**form, "csrf_token": csrf(client, form_page)}, follow_redirects=True)
     assert page.status_code == 200, path
     return html.unescape(page.get_data(as_text=True))
 
@@ -53,7 +47,7 @@ def _row(rows: str, therapy_id: str) -> str:
 
 
 def test_a_therapy_started_in_the_control_tower_names_its_manufacturing_and_logistics_sites(app, api, network):
-    coordinator = _client(app, "coord")
+    coordinator = signed_in(app, "coord")
     dashboard = _text(coordinator, "/dashboard")
     start_form = _section(dashboard, "start-title")
     for site in ("MFG-1", "MFG-2", "COURIER-1", "APH-1"):
@@ -84,7 +78,7 @@ def test_a_therapy_started_in_the_control_tower_names_its_manufacturing_and_logi
 
 def test_a_wrong_site_at_start_is_refused_with_the_commands_message(app, api, network):
     page = _post(
-        _client(app, "coord"),
+        signed_in(app, "coord"),
         "/therapies",
         "/dashboard",
         process_key="network_therapy",
@@ -101,7 +95,7 @@ def test_a_wrong_site_at_start_is_refused_with_the_commands_message(app, api, ne
 def test_each_site_sees_the_therapies_it_takes_part_in_and_the_patient_only_when_it_meets_them(app, api, network):
     therapy = _enrolled(api, network)
     for name, sees in (("coord", True), ("admin", True), ("auditor", True), ("mfg1", False), ("courier", False)):
-        client = _client(app, name)
+        client = signed_in(app, name)
         row = _row(_text(client, "/dashboard/rows?status=all"), therapy["id"])
         assert "MFG-1" in row and "COURIER-1" in row, name
         assert (PATIENT in row, "withheld" in row) == (sees, not sees), name
@@ -110,7 +104,7 @@ def test_each_site_sees_the_therapies_it_takes_part_in_and_the_patient_only_when
         assert re.search(r'data-testid="patient">(.*?)<', page).group(1) == (PATIENT if sees else "withheld")
         assert therapy["coi"][:8] in page.replace(" ", ""), name
     # MFG-2 takes no part: nothing of the therapy shows.
-    maker2 = _client(app, "mfg2")
+    maker2 = signed_in(app, "mfg2")
     assert "No therapies match." in _text(maker2, "/dashboard/rows?status=all")
     assert maker2.get(f"/therapies/{therapy['id']}").status_code == 404
 
@@ -119,7 +113,7 @@ def test_the_control_tower_filters_by_a_partys_site(app, api, network, clock):
     elsewhere = _enrolled(api, network, parties={"manufacturing": "MFG-2", "apheresis": "APH-1"})
     clock.advance(minutes=1)
     here = _enrolled(api, network)
-    admin = _client(app, "admin")
+    admin = signed_in(app, "admin")
     for query, shown in (
         ("manufacturing=MFG-1", [here]),
         ("manufacturing=MFG-2", [elsewhere]),
@@ -132,21 +126,21 @@ def test_the_control_tower_filters_by_a_partys_site(app, api, network, clock):
         # (in the tower's order: the soonest deadline first)
         assert sorted(re.findall(r'data-therapy-id="([^"]+)"', rows)) == sorted(t["id"] for t in shown), query
     # The filters offer the sites that take part in what the user sees.
-    filters = _text(_client(app, "mfg1"), "/dashboard")
+    filters = _text(signed_in(app, "mfg1"), "/dashboard")
     manufacturing = re.search(r'id="filter-manufacturing".*?</select>', filters, re.S).group(0)
     assert "MFG-1" in manufacturing and "MFG-2" not in manufacturing
 
 
 def test_a_maker_works_the_task_without_learning_the_patient(app, api, network):
     therapy = _enrolled(api, network)
-    maker = _client(app, "mfg1")
+    maker = signed_in(app, "mfg1")
     inbox = _text(maker, "/tasks")
     assert "Manufacture the batch" in inbox and "withheld" in inbox and PATIENT not in inbox
     assert "manufacturing · MFG-1" in inbox
     # Nobody finds a therapy by a patient reference they may not know; the COI finds it.
     assert "Nothing to do right now for this filter." in _text(maker, f"/tasks?therapy={PATIENT}")
     assert "Manufacture the batch" in _text(maker, f"/tasks?therapy={therapy['coi']}")
-    assert "Enrol patient" not in _text(_client(app, "coord"), f"/tasks?therapy={PATIENT}")  # done; nothing open
+    assert "Enrol patient" not in _text(signed_in(app, "coord"), f"/tasks?therapy={PATIENT}")  # done; nothing open
     (task,) = tasks_of(api, network["mfg1"], therapy["id"])
     page = _text(maker, f"/tasks/{task['id']}")
     assert re.search(r'data-testid="task-patient">(.*?)<', page).group(1) == "withheld"
@@ -160,9 +154,9 @@ def test_the_alerts_withhold_the_patient_from_a_manufacturing_site(app, api, net
     therapy = _enrolled(api, network)
     clock.advance(days=15)
     assert fire(app, therapy["id"])
-    maker = _text(_client(app, "mfg1"), "/alerts")
+    maker = _text(signed_in(app, "mfg1"), "/alerts")
     assert "is late" in maker and "withheld" in maker and PATIENT not in maker
-    assert PATIENT in _text(_client(app, "admin"), "/alerts?scope=all")  # the escalation is manufacturing's
+    assert PATIENT in _text(signed_in(app, "admin"), "/alerts?scope=all")  # the escalation is manufacturing's
 
 
 @pytest.mark.parametrize(("reader", "finds"), [("auditor", True), ("admin", True), ("qa", False)])
@@ -170,7 +164,7 @@ def test_the_audit_page_finds_a_therapy_by_patient_reference_only_for_those_who_
     app, api, network, reader, finds
 ):
     therapy = _enrolled(api, network)
-    client = _client(app, reader)
+    client = signed_in(app, reader)
     by_patient = _text(client, f"/audit?therapy={PATIENT}")
     assert ("No therapy matches" not in by_patient) == finds
     by_coi = _text(client, f"/audit?therapy={therapy['coi']}")
@@ -183,11 +177,11 @@ def test_a_task_without_a_site_says_what_it_waits_for_until_the_centre_hands_it_
     therapy = _enrolled(api, network, parties={"logistics": "COURIER-1"})
     (task,) = _therapy(api, network["coord"], therapy["id"]).get_json()["open_tasks"]
     waiting = "waiting for the treatment centre to name a manufacturing site"
-    coordinator = _client(app, "coord")
+    coordinator = signed_in(app, "coord")
     therapy_page = _text(coordinator, f"/therapies/{therapy['id']}")
     assert waiting in therapy_page
     assert re.search(r'data-party="manufacturing">(.*?)<', therapy_page).group(1) == "not named yet"
-    maker = _client(app, "maker")  # of no particular site: sees the task
+    maker = signed_in(app, "maker")  # of no particular site: sees the task
     task_page = _text(maker, f"/tasks/{task['id']}")
     assert waiting in task_page and "Complete task" not in task_page
     handed = _post(
@@ -200,12 +194,12 @@ def test_a_task_without_a_site_says_what_it_waits_for_until_the_centre_hands_it_
     )
     text = handed
     assert "The manufacturing party is now MFG-1; its open tasks moved there." in text and waiting not in text
-    assert "Complete task" in _text(_client(app, "mfg1"), f"/tasks/{task['id']}")
+    assert "Complete task" in _text(signed_in(app, "mfg1"), f"/tasks/{task['id']}")
 
 
 def test_a_party_is_handed_to_another_site_with_a_reason_code(app, api, network):
     therapy = _enrolled(api, network)
-    coordinator = _client(app, "coord")
+    coordinator = signed_in(app, "coord")
     page = _text(coordinator, f"/therapies/{therapy['id']}")
     form = _section(page, "parties-change-title")
     assert '<option value="EQUIPMENT_FAILURE">' in form and '<option value="PATIENT_WITHDREW">' not in form
@@ -232,8 +226,8 @@ def test_a_party_is_handed_to_another_site_with_a_reason_code(app, api, network)
         reason="Incubator down",
     )
     assert "The manufacturing party is now MFG-2" in moved
-    assert _client(app, "mfg1").get(f"/therapies/{therapy['id']}").status_code == 404
-    assert "Manufacture the batch" in _text(_client(app, "mfg2"), "/tasks")
+    assert signed_in(app, "mfg1").get(f"/therapies/{therapy['id']}").status_code == 404
+    assert "Manufacture the batch" in _text(signed_in(app, "mfg2"), "/tasks")
     with app.app_context():
         entry = db.session.execute(
             select(AuditEntry).where(AuditEntry.action == "therapy.parties_changed")
@@ -253,20 +247,20 @@ def test_the_treatment_centre_hands_parties_over_and_cancels_and_a_planner_hands
     app, api, network, user, forms
 ):
     therapy = _enrolled(api, network, parties={**NETWORK, "apheresis": "APH-1"})
-    page = _text(_client(app, user), f"/therapies/{therapy['id']}")
+    page = _text(signed_in(app, user), f"/therapies/{therapy['id']}")
     assert ("Hand a party to another site" in page, "Cancel this therapy" in page) == forms
 
 
 def test_a_maker_cannot_hand_a_party_over(app, api, network):
     therapy = _enrolled(api, network)
-    maker = _client(app, "mfg1")
+    maker = signed_in(app, "mfg1")
     refused = maker.post(
         f"/therapies/{therapy['id']}/parties",
         data={
             "party": "manufacturing",
             "site": "MFG-2",
             "reason_code": "CAPACITY",
-            "csrf_token": _csrf(maker, f"/therapies/{therapy['id']}"),
+            "csrf_token": csrf(maker, f"/therapies/{therapy['id']}"),
         },
     )
     assert refused.status_code == 403
@@ -275,7 +269,7 @@ def test_a_maker_cannot_hand_a_party_over(app, api, network):
 
 def test_a_therapy_is_cancelled_with_a_reason_code(app, api, network):
     therapy = _enrolled(api, network)
-    coordinator = _client(app, "coord")
+    coordinator = signed_in(app, "coord")
     page = _text(coordinator, f"/therapies/{therapy['id']}")
     form = _section(page, "cancel-title")
     assert '<option value="PATIENT_WITHDREW">' in form and '<option value="EQUIPMENT_FAILURE">' not in form

@@ -7,16 +7,12 @@ import re
 from server.store.extensions import db
 from server.store.models import AuditEntry, User
 
+from ..support.pages import csrf
 from .conftest import PASSWORD
 
 
-def _csrf(client, path: str = "/login") -> str:
-    page = client.get(path)
-    return re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
-
-
 def _log_in(client, username: str, password: str = PASSWORD, **kw):
-    return client.post("/login", data={"username": username, "password": password, "csrf_token": _csrf(client)}, **kw)
+    return client.post("/login", data={"username": username, "password": password, "csrf_token": csrf(client)}, **kw)
 
 
 def _start(api, token, site="SITE-A", patient="PT-1") -> dict:
@@ -101,7 +97,7 @@ def test_task_completed_in_a_page_goes_through_the_api_checks(app, api, world):
     task = api.as_(world["coord"]).get(f"/api/v1/tasks?therapy_id={therapy['id']}").get_json()["items"][0]
     client = app.test_client()
     _log_in(client, "coord")
-    token = _csrf(client, f"/tasks/{task['id']}")
+    token = csrf(client, f"/tasks/{task['id']}")
     too_long = client.post(
         f"/tasks/{task['id']}", data={"csrf_token": token, "data.eligible": "true", "data.patient_initials": "ABCDEFG"}
     )
@@ -126,7 +122,7 @@ def test_an_auditor_reads_pages_but_changes_nothing(app, api, world):
     refused = client.post(
         f"/tasks/{task['id']}",
         data={
-            "csrf_token": _csrf(client, f"/tasks/{task['id']}"),
+            "csrf_token": csrf(client, f"/tasks/{task['id']}"),
             "data.eligible": "true",
             "data.patient_initials": "ZZ",
         },

@@ -18,17 +18,7 @@ from server.store.models import Therapy
 from ..e2e.test_bundled_journeys import run_journey, take_steps
 from ..scenario_data import AUTOLOGOUS_HAPPY_PATH
 from ..support.journeys import complete_only_task, fire
-from .conftest import PASSWORD
-from .test_compliance import bundled as bundled  # noqa: F401  (the fixture)
-
-
-def _client(app, username: str):
-    client = app.test_client()
-    page = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    answer = client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token})
-    assert answer.status_code == 302
-    return client
+from ..support.pages import signed_in
 
 
 def _text(client, path: str) -> str:
@@ -80,7 +70,7 @@ def test_a_therapy_moves_through_the_phases_its_diagram_declares(app, api, world
 
 def test_the_therapy_page_header_shows_the_phase(app, api, world, clock, bundled):
     therapy = run_journey(api, world, clock, "autologous_car_t", AUTOLOGOUS_HAPPY_PATH[:2])
-    page = _text(_client(app, "coord"), f"/therapies/{therapy['id']}")
+    page = _text(signed_in(app, "coord"), f"/therapies/{therapy['id']}")
     assert re.search(r'data-testid="therapy-phase"[^>]*>Collection<', page)
 
 
@@ -126,7 +116,7 @@ def test_chips_count_the_phases_and_filter_by_them(app, api, world):
         f"/api/v1/therapies/{made[0]['id']}/hold", json={"reason_code": "PATIENT_UNWELL"}
     )
     assert held.status_code == 200, held.get_json()
-    coordinator = _client(app, "coord")
+    coordinator = signed_in(app, "coord")
     page = _text(coordinator, "/dashboard")
     chips = _chips(page)
     assert chips == {
@@ -167,7 +157,7 @@ def test_search_by_coi_site_and_patient_only_where_the_patient_may_be_known(app,
     here = _start(api, world["coord"], patient="PT-ALPHA-7")
     other = _start(api, world["coord"], patient="PT-BETA-9")
     there = _start(api, world["coordb"], site="SITE-B", patient="PT-GAMMA-3")
-    coordinator, admin, qa = _client(app, "coord"), _client(app, "admin"), _client(app, "qa")
+    coordinator, admin, qa = signed_in(app, "coord"), signed_in(app, "admin"), signed_in(app, "qa")
     eye = parse_coi(here["coi"]).eye_readable
     for written in (here["coi"], eye, eye.lower(), f"&/{here['coi']}"):  # any written form of the COI
         assert _ids(_text(coordinator, f"/dashboard?q={quote(written)}")) == [here["id"]], written
@@ -183,7 +173,7 @@ def test_search_by_coi_site_and_patient_only_where_the_patient_may_be_known(app,
     # ... and not for the others: QA sees every therapy but knows no patient, SITE-B knows its own only
     assert "No therapies match." in _text(qa, "/dashboard?q=PT-ALPHA-7")
     assert 'placeholder="COI, site"' in _text(qa, "/dashboard")
-    assert "No therapies match." in _text(_client(app, "coordb"), "/dashboard?q=PT-ALPHA-7")
+    assert "No therapies match." in _text(signed_in(app, "coordb"), "/dashboard?q=PT-ALPHA-7")
     # the API's list searches alike
     found = api.as_(world["qa"]).get("/api/v1/therapies", query_string={"q": eye}).get_json()["items"]
     assert [t["id"] for t in found] == [here["id"]]
@@ -208,14 +198,14 @@ def test_the_late_come_first_then_the_at_risk_then_by_deadline_then_the_newest(a
     soon = _start(api, world["coord"], patient="PT-SOON")
     clock.advance(hours=5)  # the first enrolment is 1 h late; the second is due in 19 h
     assert fire(app, late["id"])  # its escalation fires: the task keeps its deadline, and stays late
-    page = _text(_client(app, "coord"), "/dashboard")
+    page = _text(signed_in(app, "coord"), "/dashboard")
     assert _ids(page) == [late["id"], soon["id"], waiting_newer["id"], waiting_older["id"]]
     rows = dict(zip(_ids(page), re.findall(r"<tr data-therapy-id=[^>]*>(.*?)</tr>", page, re.S), strict=True))
     assert 'badge-late">Late' in rows[late["id"]] and "Within 24 h" in rows[soon["id"]]
     assert re.search(rf'data-therapy-id="{late["id"]}" class="late"', page)
     assert _chips(page)["late"] == 1 and _chips(page)["at_risk"] == 1
-    assert _ids(_text(_client(app, "coord"), "/dashboard?urgency=late")) == [late["id"]]
-    assert _ids(_text(_client(app, "coord"), "/dashboard?urgency=at_risk")) == [soon["id"]]
+    assert _ids(_text(signed_in(app, "coord"), "/dashboard?urgency=late")) == [late["id"]]
+    assert _ids(_text(signed_in(app, "coord"), "/dashboard?urgency=at_risk")) == [soon["id"]]
 
 
 def test_cursor_paging_walks_every_row_once_in_order(app, api, world, clock):
@@ -225,7 +215,7 @@ def test_cursor_paging_walks_every_row_once_in_order(app, api, world, clock):
         if i % 2:
             complete_only_task(api, world["coord"], made[-1]["id"], ENROLMENT)
         clock.advance(minutes=10)
-    coordinator = _client(app, "coord")
+    coordinator = signed_in(app, "coord")
     whole = _ids(_text(coordinator, "/dashboard"))
     assert sorted(whole) == sorted(t["id"] for t in made)
     seen, url, pages = [], "/dashboard?limit=3", 0
@@ -255,7 +245,7 @@ def test_the_vein_to_vein_column(app, api, world, clock):
         collected_at=now - timedelta(days=30),
         infused_at=now - timedelta(days=30) + timedelta(days=20, hours=12),
     )
-    page = _text(_client(app, "coord"), "/dashboard")
+    page = _text(signed_in(app, "coord"), "/dashboard")
     cells = dict(re.findall(r'data-therapy-id="([^"]+)".*?data-col="v2v"[^>]*>([^<]*)<', page, re.S))
     assert cells == {running["id"]: "10.2 d", infused["id"]: "20.5 d", waiting["id"]: "—"}
     assert 'title="Collection to infusion: 20 d 12 h"' in page and 'title="Since collection: 10 d 6 h"' in page
@@ -267,7 +257,7 @@ def test_the_vein_to_vein_column(app, api, world, clock):
 def test_every_open_tab_gets_updates_and_none_holds_a_stream(app, api, world):
     app.config["EVENTS_MAX_STREAMS"] = 1  # a tab that polls needs no stream slot
     first = _start(api, world["coord"], patient="PT-L1")
-    tabs = [_client(app, "coord") for _ in range(10)]
+    tabs = [signed_in(app, "coord") for _ in range(10)]
     versions = []
     for tab in tabs:
         answer = tab.get("/dashboard/rows")
@@ -294,7 +284,7 @@ def test_every_open_tab_gets_updates_and_none_holds_a_stream(app, api, world):
 
 
 def test_the_tower_page_polls_instead_of_opening_a_stream(app, world):
-    page = _text(_client(app, "coord"), "/dashboard")
+    page = _text(signed_in(app, "coord"), "/dashboard")
     assert re.search(r'data-rows-url="/dashboard/rows[^"]*" data-version="\d+\.\d+"', page)
     script = (Path(__file__).resolve().parents[2] / "server/web/static/dashboard.js").read_text()
     assert "since=" in script and "EventSource" not in script
