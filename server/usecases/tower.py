@@ -110,7 +110,7 @@ def therapy_search(user: User, text: str) -> ColumnElement[bool]:
     conditions: list[ColumnElement[bool]] = [Therapy.id == text]
     if coi is not None:
         conditions.append(Therapy.coi == coi)
-    elif len(squeezed) >= 3:
+    elif len(squeezed) >= 3 and squeezed.isascii() and squeezed.isalnum():  # a COI has letters and digits only
         conditions.append(Therapy.coi.like(f"%{_escaped(squeezed)}%", escape="\\"))
     at_sites = select(TherapyParty.therapy_id).join(Site, Site.id == TherapyParty.site_id)
     conditions.append(Therapy.id.in_(at_sites.where(func.upper(Site.code) == text.upper())))
