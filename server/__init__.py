@@ -81,7 +81,22 @@ def create_app(test_config: dict | None = None) -> Flask:
     from . import ratelimit
 
     ratelimit.init_app(app)  # login rate limit and body size limits; after every blueprint is registered
+    _trust_proxies(app)
     return app
+
+
+def _trust_proxies(app: Flask) -> None:
+    """Behind ``TETHER_TRUSTED_PROXIES`` proxies, take the client's address, scheme, host and path prefix from the
+    X-Forwarded-* headers they add (werkzeug's ProxyFix, one value per proxy): the login limit then counts the
+    client rather than the proxy, a page served over https marks its session cookie Secure, and links keep the
+    public host and prefix. Without trusted proxies the headers are ignored, since any client could send them."""
+    hops = int(app.config.get("TRUSTED_PROXIES") or 0)
+    if hops < 0:
+        raise ValueError("TETHER_TRUSTED_PROXIES is a number of proxies: 0 or more")
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)
 
 
 def start_scheduler(app: Flask):

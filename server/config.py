@@ -40,6 +40,11 @@ SETTINGS = [
         64 * 1024 * 1024,
         "bytes of a refused (413) body read and dropped so the client can read the answer; a longer body is cut off",
     ),
+    Setting(
+        "TRUSTED_PROXIES",
+        0,
+        "proxies in front of the server whose X-Forwarded-For/-Proto/-Host/-Port/-Prefix headers are believed (0: none)",
+    ),
     Setting("LOGIN_RATE_LIMIT", "10 per minute", "login attempts one client address may make (API and web)"),
     Setting("DISPATCHER", True, "run the webhook dispatcher in this process"),
     Setting("EVENT_SOURCE", "urn:tether", "the CloudEvents 'source' of every event this server publishes"),
