@@ -43,7 +43,7 @@ SETTINGS = [
     Setting(
         "TRUSTED_PROXIES",
         0,
-        "proxies in front of the server whose X-Forwarded-For/-Proto/-Host/-Port/-Prefix headers are believed (0: none)",
+        "proxies in front of the server whose X-Forwarded-* headers are believed (0: none)",
     ),
     Setting("LOGIN_RATE_LIMIT", "10 per minute", "login attempts one client address may make (API and web)"),
     Setting("DISPATCHER", True, "run the webhook dispatcher in this process"),
