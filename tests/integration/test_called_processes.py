@@ -59,7 +59,7 @@ def into_release(api, world) -> tuple[dict, dict]:
     return therapy, only_task(api, world["qa"], therapy["id"])
 
 
-def test_a_caller_runs_the_called_process_of_the_version_it_bound(api, world):
+def test_a_caller_runs_the_called_process_of_the_version_it_bound(app, api, world):
     called = deployed(api, world["designer"], CALLED, RELEASE_FORM)
     assert called["calls"] == []
     # The called process's form came with its own version: the caller's upload does not carry it.
@@ -81,6 +81,13 @@ def test_a_caller_runs_the_called_process_of_the_version_it_bound(api, world):
     complete_only_task(api, world["coord"], therapy["id"], {})
     detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
     assert detail["status"] == "completed" and detail["data"]["released"] is True
+    # The called process's steps are the therapy's: in its timeline, its record and its page.
+    timeline = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}/timeline").get_data(as_text=True)
+    assert "Task_Release" in timeline and "Release the batch" in timeline
+    record = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}/record.json").get_data(as_text=True)
+    assert "Release the batch" in record
+    page = _client(app, "coord").get(f"/therapies/{therapy['id']}").get_data(as_text=True)
+    assert "Release the batch" in page
 
 
 def test_a_new_called_version_changes_no_running_caller_until_the_caller_is_deployed_again(api, world):
@@ -157,3 +164,19 @@ def test_the_version_page_says_which_version_it_calls(app, api, world):
     assert '<a href="/definitions/called_release/versions/1">' in html
     plain = _client(app, "designer").get("/definitions/called_release/versions/1").get_data(as_text=True)
     assert "This version calls no other deployed process." in plain
+
+
+def test_bundled_diagrams_deploy_a_called_process_before_its_callers(app, world, tmp_path):
+    from server.workflow.definitions import deploy_bundled
+
+    def formless(diagram: bytes) -> bytes:
+        lines = [line for line in diagram.splitlines(keepends=True) if b"formJsonSchemaFilename" not in line]
+        return b"".join(lines)
+
+    # By name the caller comes first; it is deployed after the process it calls all the same.
+    (tmp_path / "a-caller.bpmn").write_bytes(formless(CALLER))
+    (tmp_path / "b-called.bpmn").write_bytes(formless(CALLED))
+    with app.app_context():
+        results = deploy_bundled(tmp_path)
+        assert [(row.key, created) for row, created in results] == [("called_release", True), ("caller_therapy", True)]
+        assert results[1][0].info["called"] == {"Call_Release": {"key": "called_release", "version": 1}}

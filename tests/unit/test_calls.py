@@ -6,8 +6,9 @@ import pytest
 
 from engine.bpmn_xml import parse_bpmn
 from engine.calls import CalledDefinition, CallSite, call_sites
+from engine.clock import FakeClock
 from engine.definition import Definition, DefinitionInfo, load_definition, parse_form
-from engine.errors import DefinitionInvalid
+from engine.errors import DefinitionInvalid, NotMigratable
 from engine.runtime import Runtime
 
 from .engine_helpers import FIXTURES, OPERATORS, roundtrip
@@ -197,3 +198,106 @@ def test_a_called_user_task_with_the_id_of_one_of_the_callers_is_refused():
     content = CALLER.replace(b"Task_Infuse", b"Task_Release")
     error = refusal(lambda: caller(content, called_release=called_version()))
     assert error.element_id == "Call_Release" and "user task Task_Release" in error.message
+
+
+def follow_up_inside_a_called_process(days: int, compact_above: int | None):
+    """A caller whose call activity runs the daily-check loop for ``days`` days, through JSON every step: what
+    happened (event types with their activity), the task count of every saved state, and the last outcome."""
+    daily = load_definition((FIXTURES / "daily-check-loop.bpmn").read_bytes(), FORMS, set())
+    loop = CalledDefinition("daily_check", 1, daily, {"daily-check.schema.json": FORMS["daily-check.schema.json"]})
+    content = CALLER.replace(b'calledElement="called_release"', b'calledElement="daily_check"')
+    clock = FakeClock()
+    runtime = Runtime(stored(caller(content, daily_check=loop)), clock=clock, compact_above=compact_above)
+    happened, sizes = [], []
+
+    def step(result):
+        happened.extend(
+            (e.type, getattr(e, "activity_id", None)) for e in result.events if e.type != "history.compacted"
+        )
+        inside = sum(len(sub["tasks"]) for sub in result.state["subprocesses"].values())
+        sizes.append(len(result.state["tasks"]) + inside)
+        return result
+
+    out = step(runtime.start({"patient_reference": "PT-1", "day": 0, "days": days, "summaries": 0}))
+    out = step(runtime.complete_task(roundtrip(out.state, True), out.ready_tasks[0].task_id, {"eligible": True}))
+    for day in range(days):
+        if day % 4 == 0:  # the check is late: the reminder branch runs
+            clock.advance(hours=7)
+            out = step(runtime.fire_timers(roundtrip(out.state, True)))
+        (check,) = out.ready_tasks
+        assert check.activity_id == "Task_DailyCheck" and check.role == "coordinator"
+        out = step(runtime.complete_task(roundtrip(out.state, True), check.task_id, {"well": True}))
+        if day < days - 1:
+            clock.advance(hours=25)
+            out = step(runtime.fire_timers(roundtrip(out.state, True)))
+    (infuse,) = out.ready_tasks
+    assert infuse.activity_id == "Task_Infuse", "the called process ended and the caller went on"
+    out = step(runtime.complete_task(roundtrip(out.state, True), infuse.task_id, {}))
+    return happened, sizes, out
+
+
+def test_history_compaction_inside_a_called_process_changes_nothing_it_does():
+    plain, plain_sizes, plain_end = follow_up_inside_a_called_process(16, compact_above=None)
+    cut, cut_sizes, cut_end = follow_up_inside_a_called_process(16, compact_above=0)
+    assert cut == plain and cut_end.completed and plain_end.completed
+    assert cut_end.data == plain_end.data and cut_end.data["summaries"] == 16
+    assert max(cut_sizes) < max(plain_sizes) / 2
+
+
+def test_a_therapy_cannot_move_onto_a_called_version_without_its_open_task():
+    old = stored(caller(called_release=called_version()))
+    out = Runtime(old).start({"patient_reference": "PT-1"})
+    out = Runtime(old).complete_task(out.state, out.ready_tasks[0].task_id, {"eligible": True})
+    task = CALLED[CALLED.index(b'    <bpmn:userTask id="Task_Release"') : CALLED.index(b"    <bpmn:endEvent")]
+    without = (
+        CALLED.replace(task, b"")
+        .replace(b"        <bpmn:flowNodeRef>Task_Release</bpmn:flowNodeRef>\n", b"")
+        .replace(b'<bpmn:sequenceFlow id="Flow_r2" sourceRef="Task_Release" targetRef="End_Released"/>', b"")
+        .replace(b'targetRef="Task_Release"', b'targetRef="End_Released"')
+        .replace(b"<bpmn:incoming>Flow_r2</bpmn:incoming>", b"<bpmn:incoming>Flow_r1</bpmn:incoming>")
+    )
+    new = stored(caller(called_release=called_version(without, version=2)))
+    assert "Task_Release" not in new.info.user_tasks
+    with pytest.raises(NotMigratable) as caught:
+        Runtime(new).migrate_from(old, roundtrip(out.state, True))
+    assert caught.value.element_id == "Task_Release" and "inside 'called_release'" in caught.value.message
+
+
+def waits_for_the_certificate() -> bytes:
+    """The called process, waiting for the message ``qc.certificate`` (payload schema declared) before its task."""
+    return (
+        CALLED.replace(
+            b'  <bpmn:process id="called_release"',
+            b'  <bpmn:message id="Message_Certificate" name="qc.certificate"/>\n  <bpmn:process id="called_release"',
+        )
+        .replace(
+            b'<bpmn:sequenceFlow id="Flow_r1" sourceRef="Start_Release" targetRef="Task_Release"/>',
+            b'<bpmn:sequenceFlow id="Flow_r1" sourceRef="Start_Release" targetRef="Event_Certificate"/>'
+            b'<bpmn:sequenceFlow id="Flow_r0" sourceRef="Event_Certificate" targetRef="Task_Release"/>'
+            b'<bpmn:intermediateCatchEvent id="Event_Certificate" name="Certificate received">'
+            b"<bpmn:extensionElements><spiffworkflow:properties>"
+            b'<spiffworkflow:property name="payloadSchema" value="called-release.schema.json"/>'
+            b"</spiffworkflow:properties></bpmn:extensionElements>"
+            b"<bpmn:incoming>Flow_r1</bpmn:incoming><bpmn:outgoing>Flow_r0</bpmn:outgoing>"
+            b'<bpmn:messageEventDefinition id="Def_Certificate" messageRef="Message_Certificate"/>'
+            b"</bpmn:intermediateCatchEvent>",
+        )
+        .replace(
+            b"<bpmn:incoming>Flow_r1</bpmn:incoming>\n      <bpmn:outgoing>Flow_r2",
+            b"<bpmn:incoming>Flow_r0</bpmn:incoming>\n      <bpmn:outgoing>Flow_r2",
+        )
+    )
+
+
+@MODES
+def test_a_message_reaches_the_event_waiting_inside_the_called_process(through_json):
+    definition = caller(called_release=called_version(waits_for_the_certificate()))
+    assert definition.info.messages == ["qc.certificate"]
+    assert definition.info.message_schemas == {"qc.certificate": RELEASE_FORM}
+    runtime = Runtime(stored(definition) if through_json else definition)
+    out = runtime.start({"patient_reference": "PT-1"})
+    out = runtime.complete_task(roundtrip(out.state, through_json), out.ready_tasks[0].task_id, {"eligible": True})
+    assert out.ready_tasks == [] and [(w.type, w.name) for w in out.waiting_for] == [("message", "qc.certificate")]
+    out = runtime.deliver_message(roundtrip(out.state, through_json), "qc.certificate", {"released": True})
+    [release] = out.ready_tasks
+    assert release.activity_id == "Task_Release" and out.data["qc.certificate"] == {"released": True}
