@@ -62,7 +62,22 @@ def call_sites(tree) -> list[CallSite]:
     in_file = set(root.xpath("./bpmn:process/@id", namespaces=NS))
     sites = []
     for node in root.xpath("//bpmn:callActivity", namespaces=NS):
-        activity_id, called = node.get("id"), (node.get("calledElement") or "").strip()
+        activity_id, called = node.get("id"), node.get("calledElement") or ""
+        if not called.strip():
+            raise DefinitionInvalid(
+                f"Call activity {activity_id} names no process to call: set its calledElement to the id of a "
+                "process of this file or the key of a deployed definition.",
+                element_id=activity_id,
+                line=node.sourceline,
+            )
+        owner = node.xpath("ancestor::bpmn:process[1]/@id", namespaces=NS)
+        if owner and owner[0] == called:
+            raise DefinitionInvalid(
+                f"Call activity {activity_id} calls its own process '{called}': a cycle of call activities never "
+                "ends. Call another process.",
+                element_id=activity_id,
+                line=node.sourceline,
+            )
         text = _properties(node).get("calledVersion")
         version = None
         if text is not None:
@@ -83,7 +98,7 @@ def call_sites(tree) -> list[CallSite]:
                     line=node.sourceline,
                 )
             version = int(value)
-        if not called or called in in_file:
+        if called in in_file:
             if version is not None:
                 raise DefinitionInvalid(
                     f"Call activity {activity_id} has a calledVersion, but '{called}' is a process of this file; "

@@ -83,7 +83,9 @@ def deploy(
     bound = bound_versions(bpmn)
     definition = load_definition(bpmn, available, operator_names(), decisions, called_definitions(bound))
     info = definition.info
-    used = {decisions[d].file: decisions[d].xml for d in sorted(set(info.decisions.values()))}
+    theirs = {task for row in bound.values() for task in (row.info.get("decisions") or {})}
+    own = {d for task, d in info.decisions.items() if task not in theirs}
+    used = {decisions[d].file: decisions[d].xml for d in sorted(own)}
     used = {**called_decisions(bound), **used}
     # The decisions a version evaluates are part of what it is: a changed table is a new version.
     digest = checksum(bpmn, {**uploaded_forms, **{f"decision:{n}": x.encode() for n, x in used.items()}})

@@ -94,6 +94,7 @@ def test_a_new_called_version_changes_no_running_caller_until_the_caller_is_depl
     deployed(api, world["designer"], CALLED, RELEASE_FORM)
     deployed(api, world["designer"], CALLER, ENROL_FORM)
     therapy, task = into_release(api, world)
+    assert deployed(api, world["designer"], CALLER, ENROL_FORM, status=200)["version"] == 1, "the same upload"
 
     assert deployed(api, world["designer"], renamed_release(), RELEASE_FORM)["version"] == 2
     assert only_task(api, world["qa"], therapy["id"])["name"] == "Release the batch"
@@ -180,3 +181,25 @@ def test_bundled_diagrams_deploy_a_called_process_before_its_callers(app, world,
         results = deploy_bundled(tmp_path)
         assert [(row.key, created) for row, created in results] == [("called_release", True), ("caller_therapy", True)]
         assert results[1][0].info["called"] == {"Call_Release": {"key": "called_release", "version": 1}}
+
+
+def test_a_called_process_brings_its_decision_tables(app, api, world):
+    from .test_decisions_api import _upload as upload_decision_diagram
+
+    assert upload_decision_diagram(api, world["designer"]).status_code == 201
+    caller = deployed(
+        api,
+        world["designer"],
+        CALLER.replace(b'calledElement="called_release"', b'calledElement="decision_therapy"'),
+        ENROL_FORM,
+    )
+    assert caller["calls"] == [{"activity_id": "Call_Release", "key": "decision_therapy", "version": 1}]
+    html = _client(app, "designer").get("/definitions/caller_therapy/versions/1").get_data(as_text=True)
+    assert 'data-testid="decision-manufacturing_site"' in html and "Rule_Site" in html
+
+    therapy = start_caller(api, world)
+    complete_only_task(api, world["coord"], therapy["id"], ENROLMENT)
+    complete_only_task(api, world["coord"], therapy["id"], {"region": "UK", "weight_kg": 80})
+    assert only_task(api, world["coord"], therapy["id"])["activity_id"] == "Task_Confirm"
+    detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
+    assert detail["data"]["manufacturing_site"] == "MFG-2"

@@ -301,3 +301,13 @@ def test_a_message_reaches_the_event_waiting_inside_the_called_process(through_j
     out = runtime.deliver_message(roundtrip(out.state, through_json), "qc.certificate", {"released": True})
     [release] = out.ready_tasks
     assert release.activity_id == "Task_Release" and out.data["qc.certificate"] == {"released": True}
+
+
+def test_a_call_of_its_own_process_or_of_nothing_is_refused():
+    content = CALLER.replace(b'calledElement="called_release"', b'calledElement="caller_therapy"')
+    error = refusal(lambda: caller(content))
+    assert (error.element_id, error.line) == ("Call_Release", 27)
+    assert "calls its own process 'caller_therapy'" in error.message
+    blank = CALLER.replace(b'calledElement="called_release"', b'calledElement="  "')
+    error = refusal(lambda: call_sites(parse_bpmn(blank)))
+    assert error.element_id == "Call_Release" and "names no process to call" in error.message
