@@ -10,6 +10,7 @@ import io
 from ..conftest import FIXTURES
 from ..support.journeys import ENROLMENT, complete_only_task, only_task, therapy_request
 from .test_bad_input import counts, refused
+from .test_record import pdf_words
 from .test_web_network import _client
 
 CALLER = (FIXTURES / "caller.bpmn").read_bytes()
@@ -81,6 +82,10 @@ def test_a_caller_runs_the_called_process_of_the_version_it_bound(app, api, worl
     complete_only_task(api, world["coord"], therapy["id"], {})
     detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
     assert detail["status"] == "completed" and detail["data"]["released"] is True
+    record = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}/record.json").get_json()
+    assert record["therapy"]["process"]["calls"] == [binding]
+    pdf = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}/record.pdf").get_data()
+    assert "Calls called_release v1 (Call_Release)" in pdf_words(pdf)
     # The called process's steps are the therapy's: in its timeline, its record and its page.
     timeline = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}/timeline").get_data(as_text=True)
     assert "Task_Release" in timeline and "Release the batch" in timeline
@@ -113,13 +118,19 @@ def test_a_new_called_version_changes_no_running_caller_until_the_caller_is_depl
     assert api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()["status"] == "completed"
 
 
-def test_a_therapy_inside_the_called_process_migrates_onto_the_newer_binding(api, world):
+def test_a_therapy_inside_the_called_process_migrates_onto_the_newer_binding(app, api, world):
     deployed(api, world["designer"], CALLED, RELEASE_FORM)
     deployed(api, world["designer"], CALLER, ENROL_FORM)
     therapy, task = into_release(api, world)
     deployed(api, world["designer"], renamed_release(), RELEASE_FORM)
     deployed(api, world["designer"], CALLER, ENROL_FORM)
 
+    diff = api.as_(world["designer"]).get("/api/v1/process-definitions/caller_therapy/diff?from=1&to=2").get_json()
+    change = {"activity_id": "Call_Release", "from": {"key": "called_release", "version": 1}}
+    assert diff["calls"] == [{**change, "to": {"key": "called_release", "version": 2}}]
+    assert diff["added"] == diff["removed"] == [], "the caller's own diagram is the same"
+    page = _client(app, "designer").get("/definitions/caller_therapy/migrate?from=1&to=2").get_data(as_text=True)
+    assert 'data-testid="diff-calls"' in page and "version 2</li>" in page.replace("\n", "")
     moved = api.as_(world["designer"]).post(
         "/api/v1/process-definitions/caller_therapy/migrations", json={"from_version": 1, "to_version": 2}
     )
