@@ -20,6 +20,7 @@ from jsonschema.exceptions import SchemaError
 
 from . import spiff_patches
 from .bpmn_xml import NS, ElementInfo, element_at_line, index_process, line_of, parse_bpmn
+from .calls import CalledDefinition, bind_calls, in_file_subprocess_specs
 from .errors import DefinitionInvalid, EngineError, UnsafeCode
 
 if TYPE_CHECKING:
@@ -115,6 +116,9 @@ class DefinitionInfo:
     message_schemas: dict[str, str] = field(default_factory=dict)
     # business rule task id -> the id of the DMN decision it evaluates
     decisions: dict[str, str] = field(default_factory=dict)
+    # call activity id -> {"key", "version"} of the deployed definition it calls (engine.calls), for every call
+    # activity whose called process is not in the file, those of the called versions included
+    called: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """A JSON-ready copy."""
@@ -143,6 +147,7 @@ class DefinitionInfo:
             lead_times={k: (float(v[0]), float(v[1])) for k, v in dct.get("lead_times", {}).items()},
             message_schemas=dict(dct.get("message_schemas", {})),
             decisions=dict(dct.get("decisions", {})),
+            called={k: dict(v) for k, v in dct.get("called", {}).items()},
         )
 
 
@@ -316,9 +321,12 @@ def load_definition(
     forms: Mapping[str, dict],
     operators: Iterable[str],
     decisions: Mapping[str, DecisionFile] | None = None,
+    called: Mapping[str, CalledDefinition] | None = None,
 ) -> Definition:
     """Parse, validate and check ``content``; ``forms`` maps file names to parsed schemas, ``decisions`` decision
-    ids to the checked DMN files its business rule tasks may name (``engine.decisions.parse_decisions``).
+    ids to the checked DMN files its business rule tasks may name (``engine.decisions.parse_decisions``), ``called``
+    process keys to the deployed versions its call activities bind when the file does not hold the called process
+    (``engine.calls``).
 
     Raises ``DefinitionInvalid`` (or ``UnsafeCode``) naming the element and line of the first problem.
     """
@@ -350,6 +358,7 @@ def load_definition(
     info = DefinitionInfo(key=key, name=process.get("name") or key, checksum="")
     info.decisions = used
     _Checker(tree, index, info, forms, set(operators)).check(spec, subprocess_specs)
+    bind_calls(tree, subprocess_specs, info, forms, called or {})
     return Definition(info=info, spec=spec, subprocess_specs=subprocess_specs)
 
 
@@ -412,7 +421,7 @@ def _parse_specs(tree, key: str, decisions: Mapping[str, DecisionFile] | None = 
     try:
         parser.add_bpmn_xml(tree, filename=f"{key}.bpmn")
         spec = parser.get_spec(key)
-        subprocess_specs = parser.get_subprocess_specs(key)
+        subprocess_specs = in_file_subprocess_specs(parser, key)
     except ValidationException as exc:
         element_id = getattr(exc, "id", None) or None
         line = getattr(exc, "line_number", None) or line_of(tree, element_id)

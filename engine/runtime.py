@@ -232,7 +232,15 @@ class Runtime:
                 )
         for sub in list(workflow.subprocesses.values()):
             new_sub = self.definition.subprocess_specs[sub.spec.name]
-            migrate_workflow(WorkflowDiff(sub, SpecDiff(spec_registry(), sub.spec, new_sub)), sub, new_sub)
+            sub_diff = WorkflowDiff(sub, SpecDiff(spec_registry(), sub.spec, new_sub))
+            for task in sub_diff.removed:  # inside a subprocess or a called process, as at the top
+                if task.state & open_states and getattr(task.task_spec, "bpmn_id", None):
+                    raise NotMigratable(
+                        f"The open activity '{task.task_spec.bpmn_id}' inside '{sub.spec.name}' has no counterpart "
+                        "in the new version.",
+                        element_id=task.task_spec.bpmn_id,
+                    )
+            migrate_workflow(sub_diff, sub, new_sub)
         return self._run(workflow, [], lambda: None)
 
     def retry_task(self, state: Mapping, task_id: str) -> Outcome:

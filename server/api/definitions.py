@@ -14,7 +14,7 @@ from server.inputs import ID_MAX
 from server.store.extensions import db
 from server.store.models import ProcessDefinition, Therapy
 from server.workflow import migrations
-from server.workflow.definitions import latest_version, version_messages
+from server.workflow.definitions import latest_version, version_calls, version_messages
 
 from ..errors import BadRequest, NotFound
 from . import bp
@@ -97,6 +97,7 @@ def get_definition(key: str):
             "deployed_at": definition_version(r)["deployed_at"],
             "checksum": r.checksum,
             "active_therapies": counts.get(r.version, 0),
+            "calls": version_calls(r),
         }
         for r in rows
     ]

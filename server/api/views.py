@@ -10,7 +10,7 @@ from server.clock import clock, iso
 from server.compliance.signatures import signature_rule
 from server.store.models import ProcessDefinition, TaskRecord, Therapy
 from server.usecases.task_commands import prefilled
-from server.workflow.definitions import definition_forms
+from server.workflow.definitions import definition_forms, version_calls
 from server.workflow.lifecycle import can_reschedule
 
 
@@ -23,6 +23,7 @@ def definition_version(row: ProcessDefinition) -> dict:
         "name": row.name,
         "checksum": row.checksum,
         "deployed_at": iso(row.deployed_at),
+        "calls": version_calls(row),
     }
 
 

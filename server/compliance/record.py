@@ -386,6 +386,12 @@ def therapy_record(therapy: Therapy, reader: User) -> dict[str, Any]:
                 "name": definition.name,
                 "definition_id": definition.id,
                 "checksum": definition.checksum,
+                # the deployed definitions its call activities ran, as bound when this version was deployed
+                "calls": [
+                    {"activity_id": activity_id, "key": binding["key"], "version": binding["version"]}
+                    for activity_id, binding in sorted(((definition.info or {}).get("called") or {}).items())
+                    if not binding.get("via")
+                ],
             },
             "site": {"code": therapy.site.code, "name": therapy.site.name},
             "parties": therapy.parties,

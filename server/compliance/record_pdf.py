@@ -114,6 +114,14 @@ def record_pdf(record: dict[str, Any]) -> bytes:
                     f"{therapy['process']['name']} ({therapy['process']['key']} v{therapy['process']['version']}, "
                     f"checksum {therapy['process']['checksum']})",
                 ),
+                (
+                    "Calls",
+                    ", ".join(
+                        f"{call['key']} v{call['version']} ({call['activity_id']})"
+                        for call in therapy["process"].get("calls") or []
+                    )
+                    or "none",
+                ),
                 ("Site", f"{therapy['site']['code']} - {therapy['site']['name']}"),
                 (
                     "Parties",

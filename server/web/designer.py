@@ -10,7 +10,7 @@ from server import usecases
 from server.errors import ApiError
 from server.store.extensions import db
 from server.store.models import ProcessDefinition, Therapy
-from server.workflow.definitions import version_decisions
+from server.workflow.definitions import version_calls, version_decisions
 
 from . import bp
 from .session import DESIGNERS, has_role, login_required, session_user
@@ -139,4 +139,5 @@ def definition_version(key: str, version: int):
         counts=counts,
         user_tasks=user_tasks,
         decisions=version_decisions(row),
+        calls=version_calls(row),
     )

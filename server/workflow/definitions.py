@@ -9,7 +9,8 @@ from pathlib import Path
 from flask import current_app
 from sqlalchemy import func, select
 
-from engine.bpmn_xml import as_utf8
+from engine.bpmn_xml import as_utf8, parse_bpmn
+from engine.calls import CalledDefinition, call_sites
 from engine.decisions import describe, parse_decisions
 from engine.definition import Definition, DefinitionInfo, checksum, load_definition, message_catchers, parse_form
 from engine.errors import DefinitionInvalid
@@ -79,11 +80,16 @@ def deploy(
     available = {name: parse_form(name, content) for name, content in bundled_forms().items()}
     for name, content in uploaded_forms.items():
         available[name] = uploaded_form(name, content)
-    definition = load_definition(bpmn, available, operator_names(), decisions)
+    bound = bound_versions(bpmn)
+    definition = load_definition(bpmn, available, operator_names(), decisions, called_definitions(bound))
     info = definition.info
-    used = {decisions[d].file: decisions[d].xml for d in sorted(set(info.decisions.values()))}
+    theirs = {task for row in bound.values() for task in (row.info.get("decisions") or {})}
+    own = {d for task, d in info.decisions.items() if task not in theirs}
+    used = {decisions[d].file: decisions[d].xml for d in sorted(own)}
+    used = {**called_decisions(bound), **used}
     # The decisions a version evaluates are part of what it is: a changed table is a new version.
     digest = checksum(bpmn, {**uploaded_forms, **{f"decision:{n}": x.encode() for n, x in used.items()}})
+    digest = checksum(digest.encode(), called_checksums(bound)) if bound else digest
     info.checksum = digest
     existing = db.session.execute(
         select(ProcessDefinition).where(ProcessDefinition.key == info.key, ProcessDefinition.checksum == digest)
@@ -100,7 +106,7 @@ def deploy(
             name=info.name,
             checksum=digest,
             bpmn_xml=bpmn.decode("utf-8"),
-            forms={name: available[name] for name in info.forms},
+            forms=version_forms(info, available, bound),
             decisions=used or None,
             info=info.to_dict(),
             spec=definition.to_document(),
@@ -242,7 +248,7 @@ def deploy_bundled(folder: Path, actor: str = "system") -> list[tuple[ProcessDef
     """Deploy every diagram in ``folder`` whose content is new."""
     results = []
     shipped = bundled_decisions(folder)
-    for path in sorted(folder.glob("*.bpmn")):
+    for path in in_call_order(sorted(folder.glob("*.bpmn"))):
         results.append(deploy(path.read_bytes(), {}, actor, shipped_decisions=shipped))
     return results
 
@@ -255,3 +261,115 @@ def version_decisions(row: ProcessDefinition) -> list[dict]:
         callers.setdefault(decision_id, []).append(task_id)
     tables = [describe(file, xml) for file, xml in sorted((row.decisions or {}).items())]
     return [{**table, "called_by": callers.get(table["id"], [])} for table in tables]
+
+
+def bound_versions(bpmn: bytes) -> dict[str, ProcessDefinition]:
+    """The deployed version each call activity of ``bpmn`` binds, by called key, for the call activities whose
+    called process the file does not hold: the version its ``calledVersion`` names, else the latest. A key nothing
+    is deployed under is left out (``load_definition`` refuses the call activity); a ``calledVersion`` that is not
+    deployed, and two call activities binding different versions of one key, are refused naming the element."""
+    bound: dict[str, ProcessDefinition] = {}
+    for site in call_sites(parse_bpmn(bpmn)):
+        if site.version is None:
+            row = latest_version(site.called)
+        else:
+            row = db.session.execute(
+                select(ProcessDefinition).where(
+                    ProcessDefinition.key == site.called, ProcessDefinition.version == site.version
+                )
+            ).scalar_one_or_none()
+        if row is None and site.version is not None:
+            versions = db.session.execute(
+                select(ProcessDefinition.version)
+                .where(ProcessDefinition.key == site.called)
+                .order_by(ProcessDefinition.version)
+            ).scalars()
+            deployed = ", ".join(map(str, versions)) or "none"
+            raise DefinitionInvalid(
+                f"Call activity {site.activity_id} binds version {site.version} of '{site.called}' (calledVersion), "
+                f"which is not deployed (deployed versions: {deployed}). Deploy it first, or name a deployed version.",
+                element_id=site.activity_id,
+                line=site.line,
+                details={"called_element": site.called, "version": site.version},
+            )
+        if row is None:
+            continue
+        if site.called in bound and bound[site.called].version != row.version:
+            raise DefinitionInvalid(
+                f"Call activity {site.activity_id} binds version {row.version} of '{site.called}', while another call "
+                f"activity binds version {bound[site.called].version}; one version of a called process runs in a "
+                "therapy: give both call activities the same calledVersion.",
+                element_id=site.activity_id,
+                line=site.line,
+                details={"called_element": site.called},
+            )
+        bound[site.called] = row
+    return bound
+
+
+def called_definitions(bound: Mapping[str, ProcessDefinition]) -> dict[str, CalledDefinition]:
+    """The engine's view of the bound versions: each one's definition and the forms it was deployed with."""
+    return {
+        key: CalledDefinition(key=row.key, version=row.version, definition=engine_definition(row), forms=row.forms)
+        for key, row in bound.items()
+    }
+
+
+def called_decisions(bound: Mapping[str, ProcessDefinition]) -> dict[str, str]:
+    """The DMN files the bound versions evaluate (file name -> XML), kept with the caller's version."""
+    files: dict[str, str] = {}
+    for row in bound.values():
+        for name, xml in (row.decisions or {}).items():
+            files.setdefault(name, xml)
+    return files
+
+
+def called_checksums(bound: Mapping[str, ProcessDefinition]) -> dict[str, bytes]:
+    """What a caller's checksum covers of the versions it binds: deploying the same caller after a new version of
+    a called process binds that version, as a new version of the caller."""
+    return {f"called:{key}": f"{row.version}:{row.checksum}".encode() for key, row in bound.items()}
+
+
+def version_forms(info: DefinitionInfo, available: Mapping[str, dict], bound: Mapping[str, ProcessDefinition]) -> dict:
+    """The forms a new version keeps: those of the versions it calls as they were deployed with (the engine
+    refused any that differ from this upload's), then the uploaded or shipped ones."""
+    stored: dict[str, dict] = {}
+    for row in bound.values():
+        stored.update(row.forms or {})
+    return {name: stored[name] if name in stored else available[name] for name in info.forms}
+
+
+def version_calls(row: ProcessDefinition) -> list[dict]:
+    """The deployed definitions a stored version calls, by call activity of its own diagram, in activity order:
+    ``{"activity_id", "key", "version"}`` (the versions those call in turn are bound with them)."""
+    called = (row.info or {}).get("called") or {}
+    return [
+        {"activity_id": activity_id, "key": binding["key"], "version": binding["version"]}
+        for activity_id, binding in sorted(called.items())
+        if not binding.get("via")
+    ]
+
+
+def in_call_order(paths: list[Path]) -> list[Path]:
+    """Bundled diagrams in an order that deploys a called process before the diagrams that call it (else by
+    name)."""
+    keys: dict[Path, str | None] = {}
+    calls: dict[Path, set[str]] = {}
+    for path in paths:
+        try:
+            tree = parse_bpmn(path.read_bytes())
+            sites = call_sites(tree)
+        except DefinitionInvalid:  # deploy() refuses it with the full message
+            keys[path], calls[path] = None, set()
+            continue
+        executable = tree.getroot().xpath("./*[local-name()='process'][@isExecutable='true']/@id")
+        keys[path] = executable[0] if executable else None
+        calls[path] = {site.called for site in sites}
+    ordered: list[Path] = []
+    pending = list(paths)
+    while pending:
+        waiting = {keys[p] for p in pending}
+        ready = [p for p in pending if not (calls[p] & waiting)] or pending[:1]
+        ordered.extend(ready)
+        pending = [p for p in pending if p not in ready]
+    return ordered

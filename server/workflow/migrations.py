@@ -24,7 +24,7 @@ from server.store.extensions import db
 from server.store.models import ProcessDefinition, TaskRecord, Therapy
 from server.store.uow import unit_of_work
 from server.workflow import parties, therapies
-from server.workflow.definitions import engine_definition_by_id
+from server.workflow.definitions import engine_definition_by_id, version_calls
 
 MOVABLE = ("active", "on_hold")
 
@@ -133,8 +133,9 @@ def _move(therapy: Therapy, new: ProcessDefinition, outcome: Outcome, actor: str
         therapy.next_due_at, therapy.stage = None, stage
 
 
-def spec_diff(old: ProcessDefinition, new: ProcessDefinition) -> dict[str, list[str]]:
-    """The BPMN elements ``new`` added, removed and changed against ``old`` (by element id)."""
+def spec_diff(old: ProcessDefinition, new: ProcessDefinition) -> dict[str, list]:
+    """The BPMN elements ``new`` added, removed and changed against ``old`` (by element id), and the call activities
+    that run another version of a called process (``calls``)."""
     from SpiffWorkflow.bpmn.util.diff import SpecDiff
 
     from engine.serialization import spec_registry
@@ -145,4 +146,26 @@ def spec_diff(old: ProcessDefinition, new: ProcessDefinition) -> dict[str, list[
     def elements(specs) -> list[str]:
         return sorted({s.bpmn_id for s in specs if getattr(s, "bpmn_id", None)})
 
-    return {"added": elements(diff.added), "removed": elements(diff.removed), "changed": elements(diff.changed)}
+    return {
+        "added": elements(diff.added),
+        "removed": elements(diff.removed),
+        "changed": elements(diff.changed),
+        "calls": called_changes(old, new),
+    }
+
+
+def called_changes(old: ProcessDefinition, new: ProcessDefinition) -> list[dict]:
+    """The call activities whose bound definition or version differs between ``old`` and ``new``: ``{"activity_id",
+    "from": {"key", "version"} or None, "to": ...}`` (None where that version has no such call)."""
+    before = {c["activity_id"]: c for c in version_calls(old)}
+    after = {c["activity_id"]: c for c in version_calls(new)}
+
+    def bound(call: dict | None) -> dict | None:
+        return {"key": call["key"], "version": call["version"]} if call else None
+
+    changes = []
+    for activity_id in sorted(set(before) | set(after)):
+        was, now = bound(before.get(activity_id)), bound(after.get(activity_id))
+        if was != now:
+            changes.append({"activity_id": activity_id, "from": was, "to": now})
+    return changes
