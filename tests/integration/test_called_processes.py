@@ -9,9 +9,9 @@ import io
 
 from ..conftest import FIXTURES
 from ..support.journeys import ENROLMENT, complete_only_task, only_task, therapy_request
+from ..support.pages import signed_in
 from .test_bad_input import counts, refused
 from .test_record import pdf_words
-from .test_web_network import _client
 
 CALLER = (FIXTURES / "caller.bpmn").read_bytes()
 CALLED = (FIXTURES / "called-release.bpmn").read_bytes()
@@ -91,7 +91,7 @@ def test_a_caller_runs_the_called_process_of_the_version_it_bound(app, api, worl
     assert "Task_Release" in timeline and "Release the batch" in timeline
     record = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}/record.json").get_data(as_text=True)
     assert "Release the batch" in record
-    page = _client(app, "coord").get(f"/therapies/{therapy['id']}").get_data(as_text=True)
+    page = signed_in(app, "coord").get(f"/therapies/{therapy['id']}").get_data(as_text=True)
     assert "Release the batch" in page
 
 
@@ -129,7 +129,7 @@ def test_a_therapy_inside_the_called_process_migrates_onto_the_newer_binding(app
     change = {"activity_id": "Call_Release", "from": {"key": "called_release", "version": 1}}
     assert diff["calls"] == [{**change, "to": {"key": "called_release", "version": 2}}]
     assert diff["added"] == diff["removed"] == [], "the caller's own diagram is the same"
-    page = _client(app, "designer").get("/definitions/caller_therapy/migrate?from=1&to=2").get_data(as_text=True)
+    page = signed_in(app, "designer").get("/definitions/caller_therapy/migrate?from=1&to=2").get_data(as_text=True)
     assert 'data-testid="diff-calls"' in page and "version 2</li>" in page.replace("\n", "")
     moved = api.as_(world["designer"]).post(
         "/api/v1/process-definitions/caller_therapy/migrations", json={"from_version": 1, "to_version": 2}
@@ -171,10 +171,10 @@ def test_what_cannot_be_called_is_refused_and_deploys_nothing(app, api, world):
 def test_the_version_page_says_which_version_it_calls(app, api, world):
     deployed(api, world["designer"], CALLED, RELEASE_FORM)
     deployed(api, world["designer"], CALLER, ENROL_FORM)
-    html = _client(app, "designer").get("/definitions/caller_therapy/versions/1").get_data(as_text=True)
+    html = signed_in(app, "designer").get("/definitions/caller_therapy/versions/1").get_data(as_text=True)
     assert 'data-testid="version-calls"' in html and "Call_Release" in html
     assert '<a href="/definitions/called_release/versions/1">' in html
-    plain = _client(app, "designer").get("/definitions/called_release/versions/1").get_data(as_text=True)
+    plain = signed_in(app, "designer").get("/definitions/called_release/versions/1").get_data(as_text=True)
     assert "This version calls no other deployed process." in plain
 
 
@@ -205,7 +205,7 @@ def test_a_called_process_brings_its_decision_tables(app, api, world):
         ENROL_FORM,
     )
     assert caller["calls"] == [{"activity_id": "Call_Release", "key": "decision_therapy", "version": 1}]
-    html = _client(app, "designer").get("/definitions/caller_therapy/versions/1").get_data(as_text=True)
+    html = signed_in(app, "designer").get("/definitions/caller_therapy/versions/1").get_data(as_text=True)
     assert 'data-testid="decision-manufacturing_site"' in html and "Rule_Site" in html
 
     therapy = start_caller(api, world)
