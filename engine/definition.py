@@ -329,8 +329,7 @@ def load_definition(
     if not processes:
         raise DefinitionInvalid('The diagram has no executable process: set isExecutable="true" on one process.')
     if len(processes) > 1:
-        ids = ", ".join(p.get("id") for p in processes)
-        raise DefinitionInvalid(f"The diagram has several executable processes ({ids}); deploy one per file.")
+        _refuse_several_pools(tree, processes)
     process = processes[0]
     key = process.get("id")
     for reserved in ("Start", "End", f"{key}.EndJoin"):
@@ -351,6 +350,34 @@ def load_definition(
     info.decisions = used
     _Checker(tree, index, info, forms, set(operators)).check(spec, subprocess_specs)
     return Definition(info=info, spec=spec, subprocess_specs=subprocess_specs)
+
+
+def _refuse_several_pools(tree, processes) -> None:
+    """Refuse a file with several executable processes, saying how to split it: which pools (participants) run
+    which process, one file per executable pool, and what becomes of the message flows between them."""
+    root = tree.getroot()
+    pools = []
+    for process in processes:
+        participant = root.xpath(
+            "./bpmn:collaboration/bpmn:participant[@processRef=$id]", namespaces=NS, id=process.get("id")
+        )
+        where = participant[0] if participant else process
+        label = (
+            f"pool {where.get('id')} (process {process.get('id')}" if participant else f"process {process.get('id')} ("
+        )
+        pools.append((where, f"{label}{', ' if participant else ''}line {where.sourceline})"))
+    flows = root.xpath("./bpmn:collaboration/bpmn:messageFlow", namespaces=NS)
+    named = f" (here {', '.join(f.get('id') for f in flows)})" if flows else ""
+    second = pools[1][0]
+    raise DefinitionInvalid(
+        f"The diagram has {len(pools)} executable pools: {'; '.join(text for _node, text in pools)}. Split it: one "
+        "file per executable pool; message flows become messages posted through POST /api/v1/messages"
+        f"{named}, caught by a message event or receive task of the pool that waits for them. A pool Tether should "
+        'not run (a partner\'s, such as a courier) may stay in the file with isExecutable="false" on its process.',
+        element_id=second.get("id"),
+        line=second.sourceline,
+        details={"executable_processes": [p.get("id") for p in processes]},
+    )
 
 
 def _owner_id(node) -> str | None:
@@ -467,6 +494,7 @@ class _Checker:
             self.info.lead_times = lead_times(process_info.properties, element_id=self.info.key, line=process_info.line)
         self.check_references()
         self.check_no_idle_tasks()
+        self.check_loop_data_items()
         self.check_all_code()
         for task_spec in self._all_task_specs(spec, subprocess_specs):
             self.check_task_spec(task_spec)
@@ -596,13 +624,35 @@ class _Checker:
             ("task", "a userTask in the lane of the role that does it, or a scriptTask"),
             ("manualTask", "a userTask in the lane of the role that does it"),
         ):
-            for node in self.tree.getroot().xpath(f"//bpmn:{tag}", namespaces=NS):
+            for node in self._executable_nodes(f"bpmn:{tag}"):
                 raise DefinitionInvalid(
                     f"{node.get('id')} is a bpmn:{tag}, which Tether cannot run: nobody would be asked to do it "
                     f"and the therapy would wait forever. Make it {instead}.",
                     element_id=node.get("id"),
                     line=node.sourceline,
                 )
+
+    def _executable_nodes(self, path: str) -> list:
+        """The elements matching ``path`` inside the executable process (a pool drawn only to be read, with
+        isExecutable="false", is not run and not checked for what Tether runs)."""
+        found = self.tree.getroot().xpath("./bpmn:process[@id=$id]", namespaces=NS, id=self.info.key)
+        return found[0].xpath(f".//{path}", namespaces=NS) if found else []
+
+    def check_loop_data_items(self) -> None:
+        """A multi-instance task's item variables are named by their ids (SpiffWorkflow reads the ``id`` of an
+        ``inputDataItem``/``outputDataItem``, not its ``name``): refuse an item whose name says otherwise."""
+        for node in self._executable_nodes("bpmn:multiInstanceLoopCharacteristics/*"):
+            tag = node.tag.rsplit("}", 1)[-1]
+            if tag not in ("inputDataItem", "outputDataItem") or node.get("name") in (None, node.get("id")):
+                continue
+            task = node.getparent().getparent()
+            raise DefinitionInvalid(
+                f"The {tag} of {task.get('id')} has the id '{node.get('id')}' and the name '{node.get('name')}': the "
+                "variable each instance uses is the item's id, so give the item the same id and name (both "
+                f"'{node.get('name')}', unique in the file).",
+                element_id=node.get("id"),
+                line=node.sourceline,
+            )
 
     def check_all_code(self) -> None:
         """Check every script and expression in the document, reachable from a start event or not."""

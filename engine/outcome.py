@@ -56,6 +56,23 @@ class ReadyTask:
     signature: str | None
     due_at: datetime | None
     party: str = "treatment"
+    # For one instance of a multi-instance or loop task: which one it is and the item it works on (``Instance``).
+    instance: Instance | None = None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One instance of a multi-instance (or standard loop) task: its position (from 0), how many instances there
+    are when that is known, and, when the task names an ``inputDataItem``, that variable and its value."""
+
+    index: int
+    count: int | None = None
+    variable: str | None = None
+    item: Any = None
+
+    def to_dict(self) -> dict:
+        """The API's shape of an instance."""
+        return {"index": self.index, "count": self.count, "variable": self.variable, "item": self.item}
 
 
 @dataclass(frozen=True)

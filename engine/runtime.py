@@ -37,7 +37,7 @@ from .errors import (
     StepBudgetExceeded,
     TaskNotReady,
 )
-from .outcome import FailedTask, IncidentOpened, Outcome, ReadyTask, Wait, due_at, process_data
+from .outcome import FailedTask, IncidentOpened, Instance, Outcome, ReadyTask, Wait, due_at, process_data
 from .serialization import state_from_dict, state_to_dict
 from .values import DEFAULT_LIMITS, ENGINE_LEAVES, ValueLimits, ValueRejected, check_value
 
@@ -624,6 +624,7 @@ class Runtime:
                     signature=info.signature,
                     due_at=min(dues) if dues else None,
                     party=info.party,
+                    instance=instance_of(task),
                 )
             )
         activities = [t.activity_id for t in ready]
@@ -672,6 +673,29 @@ class _StepBudget:
             element_id=element_id,
             details={"steps": self.steps, "seconds": round(elapsed, 3)},
         )
+
+
+def instance_of(task) -> Instance | None:
+    """Which instance of a multi-instance or standard loop task ``task`` is, with the item it works on; None for
+    a task that is not one."""
+    from SpiffWorkflow.bpmn.specs.mixins.multiinstance_task import LoopTask, MultiInstanceTask
+
+    parent = task.parent
+    host = parent.task_spec if parent is not None else None
+    if not isinstance(host, LoopTask) or host.task_spec != task.task_spec.name:
+        return None
+    siblings = [c for c in parent.children if c.task_spec is task.task_spec]
+    index = siblings.index(task) if task in siblings else len(siblings) - 1
+    if not isinstance(host, MultiInstanceTask):
+        return Instance(index=task.internal_data.get("iteration", index), count=host.maximum)
+    count = parent.internal_data.get("cardinality")
+    if count is None and host.data_input is not None and host.data_input.exists(parent):
+        count = len(host.data_input.get(parent))
+    elif count is None and host.data_input is None:
+        count = len(siblings)
+    variable = host.input_item.bpmn_id if host.input_item is not None else None
+    item = task.data.get(variable) if variable else None
+    return Instance(index=index, count=count, variable=variable, item=item)
 
 
 def _make_ready_again(task) -> None:

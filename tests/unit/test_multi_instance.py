@@ -1,0 +1,112 @@
+"""Multi-instance and standard loop tasks: parallel and sequential instances of user, script and service tasks,
+over a collection or a cardinality, with a completion condition; each user task instance is its own ready task
+carrying its item. Each test runs straight and through a JSON save/restore between commands."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import DefinitionInvalid
+from engine.outcome import Instance
+from engine.runtime import Runtime
+
+from .engine_helpers import FIXTURES, load_fixture, roundtrip
+
+MODES = pytest.mark.parametrize("through_json", [False, True], ids=["straight", "save-restore"])
+
+
+def _runtime(calls: list | None = None) -> Runtime:
+    def caller(operator, params, data):
+        (calls if calls is not None else []).append(params["message"])
+        return {"sent": params["message"]}
+
+    return Runtime(load_fixture("multi-instance.bpmn"), service_caller=caller)
+
+
+@MODES
+def test_parallel_instances_are_one_ready_task_each_with_their_item(through_json):
+    calls: list = []
+    runtime = _runtime(calls)
+    out = runtime.start({"bags": ["BAG-1", "BAG-2"], "checks": 0})
+    assert [(t.activity_id, t.role, t.form) for t in out.ready_tasks] == [
+        ("Task_InspectBag", "qa", "bag-inspection.schema.json")
+    ] * 2
+    assert [t.instance for t in out.ready_tasks] == [
+        Instance(index=0, count=2, variable="bag", item="BAG-1"),
+        Instance(index=1, count=2, variable="bag", item="BAG-2"),
+    ]
+    first, second = out.ready_tasks
+    out = runtime.complete_task(roundtrip(out.state, through_json), second.task_id, {"intact": False})
+    assert [t.task_id for t in out.ready_tasks] == [first.task_id], "the other bag's task stays open"
+    assert [e.type for e in out.events] == ["task.completed"]
+    out = runtime.complete_task(roundtrip(out.state, through_json), first.task_id, {"intact": True})
+    assert out.data["inspections"] == [{"bag": "BAG-2", "intact": False}, {"bag": "BAG-1", "intact": True}]
+
+    # Sequential over a cardinality of 3, stopped by its completion condition once a sample passes.
+    [sample] = out.ready_tasks
+    assert sample.instance == Instance(index=0, count=3, variable="sample", item=0)
+    out = runtime.complete_task(roundtrip(out.state, through_json), sample.task_id, {"passed": False})
+    [sample] = out.ready_tasks
+    assert sample.instance == Instance(index=1, count=3, variable="sample", item=1)
+    out = runtime.complete_task(roundtrip(out.state, through_json), sample.task_id, {"passed": True})
+
+    # Then a sequential script per bag, a parallel service call per bag and a standard loop script, unattended.
+    assert out.completed and out.ready_tasks == []
+    assert out.data["sample_results"] == [False, True]
+    assert out.data["labels"] == ["LBL-BAG-1", "LBL-BAG-2"]
+    assert calls == ["Bag ready: BAG-1", "Bag ready: BAG-2"]
+    assert out.data["notices"] == [{"sent": "Bag ready: BAG-1"}, {"sent": "Bag ready: BAG-2"}]
+    assert out.data["checks"] == 3, "the loop runs while its condition holds"
+    service_calls = [e for e in out.events if e.type == "service.called"]
+    assert len(service_calls) == 2
+
+
+@MODES
+def test_an_empty_collection_runs_no_instance(through_json):
+    runtime = _runtime()
+    out = runtime.start({"bags": [], "checks": 0})
+    [sample] = out.ready_tasks
+    assert sample.activity_id == "Task_TestSample" and out.data["inspections"] == []
+
+
+def test_a_missing_collection_stops_the_start_naming_the_task():
+    with pytest.raises(Exception) as caught:
+        _runtime().start({"checks": 0})
+    assert getattr(caught.value, "element_id", None) == "Task_InspectBag"
+
+
+@MODES
+def test_a_standard_loop_user_task_asks_again_until_its_condition_ends_it(through_json):
+    runtime = Runtime(load_fixture("loop-task.bpmn"))
+    out = runtime.start({})
+    for iteration, passed in enumerate((False, False)):
+        [task] = out.ready_tasks
+        assert task.activity_id == "Task_Retest" and task.instance == Instance(index=iteration, count=3)
+        out = runtime.complete_task(roundtrip(out.state, through_json), task.task_id, {"passed": passed})
+    [task] = out.ready_tasks
+    assert task.instance == Instance(index=2, count=3)
+    out = runtime.complete_task(roundtrip(out.state, through_json), task.task_id, {"passed": True})
+    assert out.completed
+
+
+def test_the_loop_maximum_ends_a_loop_whose_condition_still_holds():
+    runtime = Runtime(load_fixture("loop-task.bpmn"))
+    out = runtime.start({})
+    for _ in range(3):
+        [task] = out.ready_tasks
+        out = runtime.complete_task(out.state, task.task_id, {"passed": False})
+    assert out.completed
+
+
+def test_a_data_item_whose_name_differs_from_its_id_is_refused():
+    content = (FIXTURES / "multi-instance.bpmn").read_text()
+    content = content.replace(
+        '<bpmn:inputDataItem id="bag" name="bag"/>', '<bpmn:inputDataItem id="Item_1" name="bag"/>'
+    )
+    from engine.definition import load_definition, parse_form
+
+    forms = {p.name: parse_form(p.name, p.read_bytes()) for p in FIXTURES.glob("*.json")}
+    with pytest.raises(DefinitionInvalid) as caught:
+        load_definition(content.encode(), forms, {"notify"})
+    assert caught.value.element_id == "Item_1" and caught.value.line
+    assert "'Item_1'" in caught.value.message and "'bag'" in caught.value.message
