@@ -329,7 +329,8 @@ def load_definition(
     if not processes:
         raise DefinitionInvalid('The diagram has no executable process: set isExecutable="true" on one process.')
     if len(processes) > 1:
-        _refuse_several_pools(tree, processes)
+        processes = [_refuse_several_pools(tree, processes)]
+    _refuse_unsupported(tree)
     process = processes[0]
     key = process.get("id")
     for reserved in ("Start", "End", f"{key}.EndJoin"):
@@ -352,10 +353,16 @@ def load_definition(
     return Definition(info=info, spec=spec, subprocess_specs=subprocess_specs)
 
 
-def _refuse_several_pools(tree, processes) -> None:
-    """Refuse a file with several executable processes, saying how to split it: which pools (participants) run
-    which process, one file per executable pool, and what becomes of the message flows between them."""
+def _refuse_several_pools(tree, processes):
+    """The one executable process of a file whose other executable processes are only called from it (by call
+    activities); otherwise refuse the file, saying how to split it: which pools (participants) run which process,
+    one file per executable pool, and what becomes of the message flows between them."""
     root = tree.getroot()
+    called = {(node.get("calledElement") or "").strip() for node in root.xpath("//bpmn:callActivity", namespaces=NS)}
+    callers = [p for p in processes if p.get("id") not in called]
+    if len(callers) == 1:
+        return callers[0]
+    processes = callers or processes
     pools = []
     for process in processes:
         participant = root.xpath(
@@ -378,6 +385,89 @@ def _refuse_several_pools(tree, processes) -> None:
         line=second.sourceline,
         details={"executable_processes": [p.get("id") for p in processes]},
     )
+
+
+# Elements SpiffWorkflow parses but Tether cannot run, with what the modeler should do instead.
+_UNSUPPORTED = (
+    (
+        "complexGateway",
+        "a complex gateway, which Tether cannot run",
+        "use an inclusive gateway (conditions on its outgoing flows) or an exclusive or parallel gateway",
+    ),
+    (
+        "eventBasedGateway",
+        "an event-based gateway, which Tether cannot wait on",
+        "model the race as a receive task (or a user task) with interrupting boundary events, one per event "
+        "(a message, a timer)",
+    ),
+    (
+        "adHocSubProcess",
+        "an ad-hoc subprocess, which Tether cannot run",
+        "use a subprocess whose tasks follow sequence flows, or parallel user tasks after a parallel gateway",
+    ),
+    (
+        "sendTask",
+        "a send task, and Tether sends no messages from a diagram",
+        "use a service task with the publish operator (an event for integrators) or the http operator; messages "
+        "come in through POST /api/v1/messages",
+    ),
+    (
+        "intermediateThrowEvent[bpmn:messageEventDefinition]",
+        "a message throw event, and Tether sends no messages from a diagram",
+        "use a service task with the publish operator (an event for integrators) or the http operator; messages "
+        "come in through POST /api/v1/messages",
+    ),
+    (
+        "endEvent[bpmn:messageEventDefinition]",
+        "a message end event, and Tether sends no messages from a diagram",
+        "end with a plain end event after a service task with the publish or http operator",
+    ),
+    (
+        "dataStoreReference",
+        "a data store, which Tether has no implementation for",
+        "keep the value in the process data (a script or a form sets it) or read it with a service task",
+    ),
+    (
+        "subProcess[@triggeredByEvent='true']",
+        "an event subprocess, which Tether cannot wait on",
+        "put the activities it may interrupt in a subprocess and attach the event to it as a boundary event "
+        "(interrupting or not)",
+    ),
+    (
+        "conditionalEventDefinition",
+        "a conditional event, and Tether re-checks no condition while a therapy waits",
+        "wait for a message that the system changing the value posts (POST /api/v1/messages), or for a timer",
+    ),
+    (
+        "compensateEventDefinition",
+        "a compensation event, which Tether cannot run",
+        "undo the work on an explicit path: an error or escalation boundary event leading to the tasks that undo it",
+    ),
+    (
+        "*[@isForCompensation='true']",
+        "a compensation activity, which Tether cannot run",
+        "connect it with sequence flows on the path that undoes the work",
+    ),
+    (
+        "intermediateThrowEvent[bpmn:linkEventDefinition]",
+        "a link event, which Tether cannot follow",
+        "draw a sequence flow to where the link leads",
+    ),
+)
+
+
+def _refuse_unsupported(tree) -> None:
+    """Refuse, in the modeler's words, an element of the executable part of the file that Tether cannot run."""
+    root = tree.getroot()
+    for path, what, instead in _UNSUPPORTED:
+        prefix = "" if path.startswith("*") else "bpmn:"
+        for node in root.xpath(f"./bpmn:process[@isExecutable='true']//{prefix}{path}", namespaces=NS):
+            owner = node if node.get("id") else node.getparent()
+            raise DefinitionInvalid(
+                f"{owner.get('id')} is {what}. Change it: {instead}.",
+                element_id=owner.get("id"),
+                line=owner.sourceline,
+            )
 
 
 def _owner_id(node) -> str | None:
