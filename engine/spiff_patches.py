@@ -8,6 +8,8 @@
   completes and nothing reports the firing: each occurrence is announced to the listener installed
   with ``observing_cycles``. On an interrupting boundary event a cycle never interrupted its activity:
   there, as BPMN says, the first occurrence fires the event once, like a date.
+- A parallel multi-instance task collects its outputs in the order its instances complete: here they follow the
+  order of the items (or of the instances, for a cardinality), whatever order people complete them in.
 - A multi-instance task whose collection (``loopDataInputRef``) is not in the process data, or is no list or
   map, fails with a bare ``TypeError``: it fails with a message naming the task and the collection.
 
@@ -77,6 +79,29 @@ def _check_collection(update_hook):
     return checking
 
 
+def _collect_in_item_order(merge_child):
+    """Wrap ``ParallelMultiInstanceTask.merge_child`` so that an output list follows the order of the items."""
+
+    def merging(self, workflow, child):
+        my_task = child.parent
+        key = child.internal_data.get("key_or_index")
+        output = (
+            self.data_output.get(my_task) if self.data_output is not None and self.data_output.exists(my_task) else None
+        )
+        data_input = self.data_input.get(my_task) if self.data_input is not None else None
+        ordered = isinstance(key, int) and isinstance(output, list) and data_input is not output
+        before = len(output) if ordered else 0
+        merge_child(self, workflow, child)
+        if ordered and len(output) == before + 1:
+            positions = [*my_task.internal_data.get("output_positions", []), key]
+            order = sorted(range(len(positions)), key=positions.__getitem__)
+            output[:] = [output[i] for i in order]
+            my_task.internal_data["output_positions"] = sorted(positions)
+
+    merging.__doc__ = merge_child.__doc__
+    return merging
+
+
 def _lift_depth_limit(init) -> None:
     """Replace the default ``max_depth`` of a task iterator's ``__init__`` with no practical limit."""
     names = init.__code__.co_varnames[1 : init.__code__.co_argcount]
@@ -105,6 +130,8 @@ def apply() -> None:
     )
     for mi_class in (multiinstance_task.ParallelMultiInstanceTask, multiinstance_task.SequentialMultiInstanceTask):
         mi_class._update_hook = _check_collection(mi_class._update_hook)  # type: ignore[method-assign]
+    parallel = multiinstance_task.ParallelMultiInstanceTask
+    parallel.merge_child = _collect_in_item_order(parallel.merge_child)  # type: ignore[method-assign]
     _lift_depth_limit(TaskIterator.__init__)
     _lift_depth_limit(BpmnTaskIterator.__init__)
     _applied = True

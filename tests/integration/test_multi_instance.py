@@ -42,9 +42,9 @@ def test_each_bag_is_its_own_task_and_the_therapy_goes_on_with_what_they_collect
     assert complete(api, world["qa"], left["id"], {"intact": True}).status_code == 200
 
     detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
-    assert detail["data"]["inspections"] == [  # in the order the instances were completed
-        {"bag": "BAG-2", "intact": False},
+    assert detail["data"]["inspections"] == [  # in the order of the bags, whatever order QA took them in
         {"bag": "BAG-1", "intact": True},
+        {"bag": "BAG-2", "intact": False},
         {"bag": "BAG-3", "intact": True},
     ]
 
@@ -69,3 +69,16 @@ def test_an_instance_refuses_data_its_form_does_not_allow(api, world):
     assert complete(api, world["qa"], task["id"], {"intact": "yes"}).status_code == 422
     [still] = tasks_of(api, world["qa"], therapy["id"])
     assert still["id"] == task["id"] and still["instance"]["item"] == "BAG-1"
+
+
+def test_the_inbox_and_the_task_page_show_each_instance_item(app, api, world):
+    from .test_web_network import _client
+
+    _deploy(api, world["designer"])
+    therapy = start(api, world["coord"], "bag_release", data={"bags": ["BAG-7", "BAG-8"], "checks": 0})
+    client = _client(app, "qa")
+    inbox = client.get("/tasks").get_data(as_text=True)
+    assert 'data-testid="inbox-instance">BAG-7<' in inbox and 'data-testid="inbox-instance">BAG-8<' in inbox
+    first = next(t for t in tasks_of(api, world["qa"], therapy["id"]) if t["instance"]["item"] == "BAG-7")
+    page = client.get(f"/tasks/{first['id']}").get_data(as_text=True)
+    assert "1 of 2: bag" in page and '<span class="mono">BAG-7</span>' in page

@@ -40,7 +40,7 @@ def test_parallel_instances_are_one_ready_task_each_with_their_item(through_json
     assert [t.task_id for t in out.ready_tasks] == [first.task_id], "the other bag's task stays open"
     assert [e.type for e in out.events] == ["task.completed"]
     out = runtime.complete_task(roundtrip(out.state, through_json), first.task_id, {"intact": True})
-    assert out.data["inspections"] == [{"bag": "BAG-2", "intact": False}, {"bag": "BAG-1", "intact": True}]
+    assert out.data["inspections"] == [{"bag": "BAG-1", "intact": True}, {"bag": "BAG-2", "intact": False}]
 
     # Sequential over a cardinality of 3, stopped by its completion condition once a sample passes.
     [sample] = out.ready_tasks
