@@ -360,7 +360,12 @@ class Runtime:
         exclude: set | None = None,
         retrying: Any = None,
     ) -> Outcome:
-        ready_before = set() if fresh else {t.id for t in self._ready_user_tasks(workflow)}
+        # The open user tasks before the step, by id, with what names them (a task the step removed from the tree,
+        # such as an instance of a multi-instance task that an interrupting event cut short, is gone afterwards).
+        named_before = (
+            {} if fresh else {t.id: (t.task_spec.bpmn_id, self._task_name(t)) for t in self._ready_user_tasks(workflow)}
+        )
+        ready_before = set(named_before)
         failed_before = {t.id for t in self._errored_service_tasks(workflow)} - {retrying}
         was_completed = workflow.completed
         happened: list[tuple[str, Any]] = []  # ("completed", task) and ("cycle", timer task), in order
@@ -401,13 +406,10 @@ class Runtime:
         ready_after = self._ready_user_tasks(workflow)
         after_ids = {t.id for t in ready_after}
         for task_id in ready_before - after_ids:
-            task = workflow.get_task_from_id(task_id)
-            if task is not None and task.state == TaskState.CANCELLED:
-                events.append(
-                    ev.TaskCancelled(
-                        task_id=str(task.id), activity_id=task.task_spec.bpmn_id, name=self._task_name(task)
-                    )
-                )
+            task = workflow.tasks.get(task_id) or _in_subprocesses(workflow, task_id)
+            if task is None or task.state == TaskState.CANCELLED:
+                activity_id, name = named_before[task_id]
+                events.append(ev.TaskCancelled(task_id=str(task_id), activity_id=activity_id, name=name))
         for task in ready_after:
             if task.id not in ready_before:
                 info = self.definition.info.user_tasks[task.task_spec.bpmn_id]
@@ -673,6 +675,14 @@ class _StepBudget:
             element_id=element_id,
             details={"steps": self.steps, "seconds": round(elapsed, 3)},
         )
+
+
+def _in_subprocesses(workflow: BpmnWorkflow, task_id):
+    """The task ``task_id`` inside one of the instance's subprocesses, or None when it is no longer anywhere."""
+    for sub in workflow.subprocesses.values():
+        if task_id in sub.tasks:
+            return sub.tasks[task_id]
+    return None
 
 
 def instance_of(task) -> Instance | None:

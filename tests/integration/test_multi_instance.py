@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 
 from ..conftest import FIXTURES
-from ..support.journeys import complete, start, tasks_of
+from ..support.journeys import complete, deliver, start, tasks_of
 
 DIAGRAM = (FIXTURES / "multi-instance.bpmn").read_bytes()
 FORMS = ("bag-inspection.schema.json", "sample-test.schema.json")
@@ -82,3 +82,15 @@ def test_the_inbox_and_the_task_page_show_each_instance_item(app, api, world):
     first = next(t for t in tasks_of(api, world["qa"], therapy["id"]) if t["instance"]["item"] == "BAG-7")
     page = client.get(f"/tasks/{first['id']}").get_data(as_text=True)
     assert "1 of 2: bag" in page and '<span class="mono">BAG-7</span>' in page
+
+
+def test_a_recall_cancels_every_open_instance_and_its_inbox_rows(api, world):
+    _deploy(api, world["designer"])
+    therapy = start(api, world["coord"], "bag_release", data={"bags": ["BAG-1", "BAG-2"], "checks": 0})
+    first, second = tasks_of(api, world["qa"], therapy["id"])
+    assert complete(api, world["qa"], first["id"], {"intact": True}).status_code == 200
+    deliver(api, world, therapy, "lot.recalled", {"lot": "L1"})
+    assert tasks_of(api, world["qa"], therapy["id"]) == []
+    assert api.as_(world["qa"]).get(f"/api/v1/tasks/{second['id']}").get_json()["status"] == "cancelled"
+    detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
+    assert detail["status"] == "completed" and detail["data"]["lot.recalled"] == {"lot": "L1"}

@@ -4,6 +4,8 @@ carrying its item. Each test runs straight and through a JSON save/restore betwe
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from engine.errors import DefinitionInvalid
@@ -110,3 +112,25 @@ def test_a_data_item_whose_name_differs_from_its_id_is_refused():
         load_definition(content.encode(), forms, {"notify"})
     assert caught.value.element_id == "Item_1" and caught.value.line
     assert "'Item_1'" in caught.value.message and "'bag'" in caught.value.message
+
+
+@MODES
+def test_a_boundary_timer_on_a_multi_instance_task_escalates_and_a_message_cancels_every_instance(through_json):
+    from engine.clock import FakeClock
+
+    clock = FakeClock()
+    runtime = Runtime(load_fixture("multi-instance.bpmn"), clock=clock, service_caller=lambda *_: {})
+    out = runtime.start({"bags": ["BAG-1", "BAG-2", "BAG-3"], "checks": 0})
+    due = clock.now + timedelta(hours=4)
+    assert [t.due_at for t in out.ready_tasks] == [due] * 3, "each instance carries the task's deadline"
+    clock.advance(hours=4, seconds=1)
+    out = runtime.fire_timers(roundtrip(out.state, through_json))
+    [escalated] = [e for e in out.events if e.type == "task.escalated"]
+    assert (escalated.late_activity_id, escalated.role) == ("Task_InspectBag", "qa")
+    first, *others = out.ready_tasks
+    out = runtime.complete_task(roundtrip(out.state, through_json), first.task_id, {"intact": True})
+    out = runtime.deliver_message(roundtrip(out.state, through_json), "lot.recalled", {"lot": "L1"})
+    cancelled = [e for e in out.events if e.type == "task.cancelled"]
+    assert sorted(e.task_id for e in cancelled) == sorted(t.task_id for t in others)
+    assert {e.activity_id for e in cancelled} == {"Task_InspectBag"}
+    assert out.completed and out.ready_tasks == []
