@@ -331,6 +331,7 @@ def load_definition(
     if len(processes) > 1:
         processes = [_refuse_several_pools(tree, processes)]
     _refuse_unsupported(tree)
+    _refuse_signals_from_outside(tree)
     process = processes[0]
     key = process.get("id")
     for reserved in ("Start", "End", f"{key}.EndJoin"):
@@ -465,6 +466,39 @@ def _refuse_unsupported(tree) -> None:
             owner = node if node.get("id") else node.getparent()
             raise DefinitionInvalid(
                 f"{owner.get('id')} is {what}. Change it: {instead}.",
+                element_id=owner.get("id"),
+                line=owner.sourceline,
+            )
+
+
+def _refuse_signals_from_outside(tree) -> None:
+    """Refuse an element waiting for a signal that the diagram throws nowhere: Tether delivers a signal only within
+    one therapy, from a signal throw event of its own diagram, so such an element would wait forever."""
+    root = tree.getroot()
+    executable = "./bpmn:process[@isExecutable='true']"
+    thrown = {
+        node.get("signalRef")
+        for node in root.xpath(
+            f"{executable}//bpmn:intermediateThrowEvent/bpmn:signalEventDefinition"
+            f"|{executable}//bpmn:endEvent/bpmn:signalEventDefinition",
+            namespaces=NS,
+        )
+    }
+    catching = (
+        f"{executable}//bpmn:intermediateCatchEvent/bpmn:signalEventDefinition"
+        f"|{executable}//bpmn:boundaryEvent/bpmn:signalEventDefinition"
+        f"|{executable}//bpmn:startEvent/bpmn:signalEventDefinition"
+    )
+    for node in root.xpath(catching, namespaces=NS):
+        if node.get("signalRef") not in thrown:
+            owner = node.getparent()
+            names = root.xpath("./bpmn:signal[@id=$id]/@name", namespaces=NS, id=node.get("signalRef"))
+            name = names[0] if names else node.get("signalRef")
+            raise DefinitionInvalid(
+                f"{owner.get('id')} waits for the signal '{name}', which this diagram throws nowhere: "
+                "Tether delivers a signal only within one therapy, from a signal throw event of its own diagram. "
+                "Change it: for news from outside, catch a message (a message event or receive task) that the sender "
+                "posts through POST /api/v1/messages.",
                 element_id=owner.get("id"),
                 line=owner.sourceline,
             )

@@ -5,6 +5,7 @@ its line and what to change."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -26,6 +27,7 @@ RUNS = {
     "data-objects.bpmn": {"lot": "L1"},
     "terminate-end.bpmn": {},
     "call-activity-in-file.bpmn": {"helped": True},
+    "uncaught-error-end.bpmn": {},
 }
 
 # fixture -> (the element named, words of the refusal)
@@ -40,6 +42,7 @@ REFUSED = {
     "link-events.bpmn": ("LT", "link event"),
     "send-task.bpmn": ("Send", "send task"),
     "message-throw.bpmn": ("Th", "message throw event"),
+    "signal-from-outside.bpmn": ("Ca", "throws nowhere"),
 }
 
 
@@ -72,8 +75,22 @@ def test_an_unsupported_construct_is_refused_naming_element_line_and_what_to_cha
     assert "Change it:" in error.message and "SpiffWorkflow" not in error.message
 
 
+@pytest.mark.parametrize("through_json", [False, True], ids=["straight", "save-restore"])
+def test_a_timer_start_event_holds_the_first_step_until_it_fires(through_json):
+    from engine.clock import FakeClock
+
+    clock = FakeClock()
+    runtime = Runtime(_load("timer-start.bpmn"), clock=clock)
+    out = runtime.start({})
+    [wait] = out.waiting_for
+    assert (wait.type, wait.activity_id, wait.due_at) == ("timer", "S", clock.now + timedelta(hours=1))
+    clock.advance(hours=1, seconds=1)
+    out = runtime.fire_timers(json.loads(json.dumps(out.state)) if through_json else out.state)
+    assert out.completed and out.data["a"] == 1
+
+
 def test_the_coverage_fixtures_are_all_claimed():
-    assert {p.name for p in COVERAGE.glob("*.bpmn")} == set(RUNS) | set(REFUSED)
+    assert {p.name for p in COVERAGE.glob("*.bpmn")} == set(RUNS) | set(REFUSED) | {"timer-start.bpmn"}
 
 
 def test_a_non_executable_pool_does_not_block_the_executable_one():
