@@ -201,6 +201,9 @@ def message_catchers(definition: Definition) -> list[MessageCatcher]:
                 starts = isinstance(task_spec, StartEvent) and spec is definition.spec and name in top
                 variable = getattr(event, "message_var", None) or event.name
                 found[bpmn_id] = MessageCatcher(event.name, bpmn_id, starts, variable)
+            for event_id, inner in gateway_messages(task_spec).items():
+                variable = getattr(inner, "message_var", None) or inner.name
+                found.setdefault(event_id, MessageCatcher(inner.name, event_id, False, variable))
     activities = definition.info.activities
 
     def line(catcher: MessageCatcher) -> tuple[int, str]:
@@ -208,6 +211,22 @@ def message_catchers(definition: Definition) -> list[MessageCatcher]:
         return (activity.line if activity and activity.line else 0, catcher.activity_id)
 
     return sorted(found.values(), key=line)
+
+
+def gateway_messages(task_spec) -> dict[str, Any]:
+    """For an event-based gateway, the message events after it by their element ids, with the message
+    definitions SpiffWorkflow moved onto the gateway; empty for any other task spec."""
+    from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+    from SpiffWorkflow.bpmn.specs.event_definitions.multiple import MultipleEventDefinition
+
+    event = getattr(task_spec, "event_definition", None)
+    if not isinstance(event, MultipleEventDefinition):
+        return {}
+    return {
+        getattr(out, "bpmn_id", None) or out.name: inner
+        for out, inner in zip(task_spec.outputs, event.event_definitions, strict=False)
+        if isinstance(inner, MessageEventDefinition)
+    }
 
 
 def _field_choices(prop: Mapping[str, Any]) -> list[Any]:
@@ -394,12 +413,6 @@ _UNSUPPORTED = (
         "complexGateway",
         "a complex gateway, which Tether cannot run",
         "use an inclusive gateway (conditions on its outgoing flows) or an exclusive or parallel gateway",
-    ),
-    (
-        "eventBasedGateway",
-        "an event-based gateway, which Tether cannot wait on",
-        "model the race as a receive task (or a user task) with interrupting boundary events, one per event "
-        "(a message, a timer)",
     ),
     (
         "adHocSubProcess",
@@ -595,6 +608,13 @@ _CHECKED_ABOVE = " or ".join(
 )
 
 
+@dataclass
+class _Carrier:
+    """Stands in for the task spec of an event whose definition an event-based gateway holds."""
+
+    event_definition: Any
+
+
 class _Checker:
     """Walks every task spec and records, or refuses, what Tether needs of it."""
 
@@ -604,6 +624,7 @@ class _Checker:
         self.tree, self.index, self.info, self.forms, self.operators = tree, index, info, forms, operators
         self.catchers: list[tuple[str, str, str | None]] = []  # (message name, element id, payloadSchema)
         self.evidence: dict[str, tuple[str, ...]] = {}  # user task id -> its evidence property, checked at the end
+        self.after_gateways: dict[str, str] = {}  # message event after an event-based gateway -> its message name
 
     def fail(self, message: str, element_id: str | None):
         raise DefinitionInvalid(message, element_id=element_id, line=self._line(element_id))
@@ -620,6 +641,8 @@ class _Checker:
         self.check_no_idle_tasks()
         self.check_loop_data_items()
         self.check_all_code()
+        for task_spec in self._all_task_specs(spec, subprocess_specs):
+            self.after_gateways.update({k: d.name for k, d in gateway_messages(task_spec).items()})
         for task_spec in self._all_task_specs(spec, subprocess_specs):
             self.check_task_spec(task_spec)
         self.check_payload_schemas()
@@ -676,6 +699,8 @@ class _Checker:
         message = (
             event.name if isinstance(task_spec, CatchingEvent) and isinstance(event, MessageEventDefinition) else None
         )
+        if message is None and bpmn_id in self.after_gateways:
+            message = self.after_gateways[bpmn_id]
         if schema and message is None:
             self.fail(
                 f"{bpmn_id} declares the payloadSchema {schema}, but it catches no message; declare it on the "
@@ -834,12 +859,38 @@ class _Checker:
     def _line(self, element_id: str | None) -> int | None:
         return self.index[element_id].line if element_id in self.index else line_of(self.tree, element_id)
 
+    def check_event_gateway(self, task_spec, bpmn_id: str, definition) -> None:
+        """An event-based gateway waits for the events after it (SpiffWorkflow moves their definitions onto the
+        gateway): each is checked as the event's own would be; at most one of them may be a timer."""
+        from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+        from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+
+        timers = [d for d in definition.event_definitions if isinstance(d, TimerEventDefinition)]
+        if len(timers) > 1:
+            self.fail(
+                f"The event-based gateway {bpmn_id} races {len(timers)} timers; Tether waits for at most one timer "
+                "after an event-based gateway. Change it: keep the earliest timer, or put the others on a later step.",
+                bpmn_id,
+            )
+        for inner in definition.event_definitions:
+            if not isinstance(inner, TimerEventDefinition | MessageEventDefinition):
+                self.fail(
+                    f"The event-based gateway {bpmn_id} waits for a {type(inner).__name__}; Tether waits there only "
+                    "for messages and one timer. Change it: catch a message posted through POST /api/v1/messages.",
+                    bpmn_id,
+                )
+            self.check_event_definition(_Carrier(inner), bpmn_id)
+
     def check_event_definition(self, task_spec, bpmn_id: str) -> None:
         from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+        from SpiffWorkflow.bpmn.specs.event_definitions.multiple import MultipleEventDefinition
         from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 
         definition = getattr(task_spec, "event_definition", None)
         if definition is None:
+            return
+        if isinstance(definition, MultipleEventDefinition):
+            self.check_event_gateway(task_spec, bpmn_id, definition)
             return
         if isinstance(definition, TimerEventDefinition):
             definition.expression = normalise_timer_expression(definition.expression)

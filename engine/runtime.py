@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.multiple import MultipleEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import CycleTimerEventDefinition, TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins.events.end_event import EndEvent
 from SpiffWorkflow.bpmn.util.event import BpmnEvent
@@ -522,7 +523,15 @@ class Runtime:
             ev.ActivityCompleted(activity_id=bpmn_id, name=name, kind=info.kind if info else type(spec).__name__)
         ]
         definition = getattr(spec, "event_definition", None)
-        if isinstance(definition, TimerEventDefinition):
+        if isinstance(definition, MultipleEventDefinition):  # an event-based gateway: the event that came first
+            seen = [event.event_definition for event in task.internal_data.get("seen_events", [])]
+            for event_id, inner in _gateway_events(spec):
+                if any(inner == other for other in seen[:1]):
+                    if isinstance(inner, TimerEventDefinition):
+                        out.extend(self._timer_fired(event_id, workflow))
+                    elif isinstance(inner, MessageEventDefinition):
+                        out.append(ev.MessageReceived(name=inner.name, activity_id=event_id))
+        elif isinstance(definition, TimerEventDefinition):
             if not _reports_occurrences(spec):  # a repeating cycle reported each occurrence as it fired
                 out.extend(self._timer_fired(bpmn_id, workflow))
         elif isinstance(definition, MessageEventDefinition):
@@ -600,7 +609,22 @@ class Runtime:
                 )
             elif isinstance(definition, MessageEventDefinition):
                 waits.append(Wait("message", spec.bpmn_id, name=definition.name, attached_to=attached_to))
+            elif isinstance(definition, MultipleEventDefinition):
+                waits.extend(self._gateway_waits(task))
         waits.sort(key=lambda w: (w.type, w.due_at or datetime.max.replace(tzinfo=UTC), w.activity_id))
+        return waits
+
+    def _gateway_waits(self, task) -> list[Wait]:
+        """What an event-based gateway waits for: each event after it, named by that event's own element."""
+        waits = []
+        for event_id, definition in _gateway_events(task.task_spec):
+            if isinstance(definition, TimerEventDefinition):
+                info = self.definition.info.activities.get(event_id)
+                waits.append(
+                    Wait("timer", event_id, name=(info.name if info else None) or event_id, due_at=due_at(task))
+                )
+            elif isinstance(definition, MessageEventDefinition):
+                waits.append(Wait("message", event_id, name=definition.name))
         return waits
 
     def _outcome(self, workflow: BpmnWorkflow, events: list[ev.DomainEvent]) -> Outcome:
@@ -675,6 +699,15 @@ class _StepBudget:
             element_id=element_id,
             details={"steps": self.steps, "seconds": round(elapsed, 3)},
         )
+
+
+def _gateway_events(task_spec) -> list[tuple[str, Any]]:
+    """The events an event-based gateway waits for, each with the id of its element (SpiffWorkflow keeps their
+    definitions on the gateway, in the order of its outgoing flows)."""
+    definitions = task_spec.event_definition.event_definitions
+    return [
+        (getattr(out, "bpmn_id", None) or out.name, d) for out, d in zip(task_spec.outputs, definitions, strict=False)
+    ]
 
 
 def _in_subprocesses(workflow: BpmnWorkflow, task_id):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 
 from ..conftest import FIXTURES
-from ..support.journeys import only_task, start
+from ..support.journeys import deliver, only_task, start
 from .test_bad_input import counts, refused
 
 
@@ -29,6 +29,18 @@ def test_two_executable_pools_and_unsupported_constructs_are_refused_and_deploy_
     error = refused(_upload(api, world["designer"], FIXTURES / "collaboration-two-pools.bpmn"), 422)
     assert error["details"]["element_id"] == "Participant_Courier" and error["details"]["line"] == 8
     assert "one file per executable pool" in error["message"] and "POST /api/v1/messages" in error["message"]
-    error = refused(_upload(api, world["designer"], FIXTURES / "coverage" / "event-based-gateway.bpmn"), 422)
-    assert error["details"]["element_id"] == "G" and "boundary events" in error["message"]
+    error = refused(_upload(api, world["designer"], FIXTURES / "coverage" / "ad-hoc-subprocess.bpmn"), 422)
+    assert error["details"]["element_id"] == "Ad" and error["details"]["line"] == 5 and "Change it:" in error["message"]
     assert counts(app) == before
+
+
+def test_an_event_based_gateway_waits_for_a_message_posted_through_the_api(api, world):
+    answer = _upload(api, world["designer"], FIXTURES / "coverage" / "event-based-gateway.bpmn")
+    assert answer.status_code == 201, answer.get_json()
+    therapy = start(api, world["coord"], "cov")
+    waiting = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
+    assert [(w["type"], w["activity_id"]) for w in waiting["waiting_for"]] == [("message", "M"), ("timer", "T")]
+    assert waiting["next_due_at"] is not None
+    deliver(api, world, therapy, "go", {"pallet": 3})
+    detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
+    assert detail["status"] == "completed" and detail["data"]["go"] == {"pallet": 3}

@@ -33,7 +33,6 @@ RUNS = {
 # fixture -> (the element named, words of the refusal)
 REFUSED = {
     "complex-gateway.bpmn": ("G", "complex gateway"),
-    "event-based-gateway.bpmn": ("G", "event-based gateway"),
     "ad-hoc-subprocess.bpmn": ("Ad", "ad-hoc subprocess"),
     "data-store.bpmn": ("DSR", "data store"),
     "compensation.bpmn": ("Comp", "compensation event"),
@@ -90,7 +89,10 @@ def test_a_timer_start_event_holds_the_first_step_until_it_fires(through_json):
 
 
 def test_the_coverage_fixtures_are_all_claimed():
-    assert {p.name for p in COVERAGE.glob("*.bpmn")} == set(RUNS) | set(REFUSED) | {"timer-start.bpmn"}
+    assert {p.name for p in COVERAGE.glob("*.bpmn")} == set(RUNS) | set(REFUSED) | {
+        "timer-start.bpmn",
+        "event-based-gateway.bpmn",
+    }
 
 
 def test_a_non_executable_pool_does_not_block_the_executable_one():
@@ -120,3 +122,41 @@ def test_plain_and_manual_tasks_are_refused():
     with pytest.raises(DefinitionInvalid) as caught:
         load_definition(content.encode(), {}, {"notify"})
     assert caught.value.element_id == "Task_Enrol" and "userTask" in caught.value.message
+
+
+@pytest.mark.parametrize("through_json", [False, True], ids=["straight", "save-restore"])
+def test_an_event_based_gateway_takes_the_path_of_the_event_that_comes_first(through_json):
+    from engine.clock import FakeClock
+
+    def saved(state):
+        return json.loads(json.dumps(state)) if through_json else state
+
+    clock = FakeClock()
+    runtime = Runtime(_load("event-based-gateway.bpmn"), clock=clock)
+    out = runtime.start({})
+    assert [w.to_dict() for w in out.waiting_for] == [
+        {"type": "message", "activity_id": "M", "name": "go"},
+        {"type": "timer", "activity_id": "T", "due_at": "2026-11-23T10:00:00Z"},
+    ]
+    assert out.next_due == clock.now + timedelta(hours=1)
+    by_message = runtime.deliver_message(saved(out.state), "go", {"pallet": 3})
+    assert by_message.completed and by_message.events[-1].end_activity_id == "E1"
+    assert by_message.data["go"] == {"pallet": 3}
+    assert [(e.type, getattr(e, "activity_id", None)) for e in by_message.events if e.type == "message.received"] == [
+        ("message.received", "M")
+    ]
+    clock.advance(hours=1, seconds=1)
+    by_timer = runtime.fire_timers(saved(out.state))
+    assert by_timer.completed and by_timer.events[-1].end_activity_id == "E2"
+    assert [e.activity_id for e in by_timer.events if e.type == "timer.fired"] == ["T"]
+
+
+def test_an_event_based_gateway_racing_two_timers_is_refused():
+    content = (COVERAGE / "event-based-gateway.bpmn").read_text()
+    second = content.replace(
+        '<bpmn:messageEventDefinition messageRef="Msg"/>',
+        "<bpmn:timerEventDefinition><bpmn:timeDuration>PT2H</bpmn:timeDuration></bpmn:timerEventDefinition>",
+    )
+    with pytest.raises(DefinitionInvalid) as caught:
+        load_definition(second.encode(), {}, set())
+    assert caught.value.element_id == "G" and caught.value.line == 6 and "2 timers" in caught.value.message
