@@ -94,3 +94,17 @@ def test_a_recall_cancels_every_open_instance_and_its_inbox_rows(api, world):
     assert api.as_(world["qa"]).get(f"/api/v1/tasks/{second['id']}").get_json()["status"] == "cancelled"
     detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
     assert detail["status"] == "completed" and detail["data"]["lot.recalled"] == {"lot": "L1"}
+
+
+def test_a_therapy_without_the_collection_is_refused_naming_the_task(app, api, world):
+    from .test_bad_input import counts, refused
+
+    _deploy(api, world["designer"])
+    before = counts(app)
+    answer = api.as_(world["coord"]).post(
+        "/api/v1/therapies",
+        json={"process_key": "bag_release", "site": "SITE-A", "patient": {"reference": "PT-9"}, "data": {"checks": 0}},
+    )
+    error = refused(answer, 422)
+    assert error["details"]["element_id"] == "Task_InspectBag" and "'bags'" in error["message"]
+    assert counts(app) == before

@@ -134,3 +134,27 @@ def test_a_boundary_timer_on_a_multi_instance_task_escalates_and_a_message_cance
     assert sorted(e.task_id for e in cancelled) == sorted(t.task_id for t in others)
     assert {e.activity_id for e in cancelled} == {"Task_InspectBag"}
     assert out.completed and out.ready_tasks == []
+
+
+@MODES
+def test_a_parallel_completion_condition_cancels_the_other_instances(through_json):
+    content = (FIXTURES / "multi-instance.bpmn").read_text()
+    content = content.replace(
+        '<bpmn:outputDataItem id="inspection" name="inspection"/>',
+        '<bpmn:outputDataItem id="inspection" name="inspection"/>\n'
+        "        <bpmn:completionCondition>not intact</bpmn:completionCondition>",
+    )
+    from engine.definition import load_definition, parse_form
+
+    forms = {p.name: parse_form(p.name, p.read_bytes()) for p in FIXTURES.glob("*.json")}
+    runtime = Runtime(load_definition(content.encode(), forms, {"notify"}), service_caller=lambda *_: {})
+    out = runtime.start({"bags": ["BAG-1", "BAG-2", "BAG-3"], "checks": 0})
+    first, *others = out.ready_tasks
+    out = runtime.complete_task(roundtrip(out.state, through_json), first.task_id, {"intact": True})
+    assert len(out.ready_tasks) == 2
+    out = runtime.complete_task(roundtrip(out.state, through_json), others[0].task_id, {"intact": False})
+    cancelled = [e.task_id for e in out.events if e.type == "task.cancelled"]
+    assert cancelled == [others[1].task_id], "a damaged bag ends the inspection of the others"
+    [sample] = out.ready_tasks
+    assert sample.activity_id == "Task_TestSample"
+    assert out.data["inspections"] == [{"bag": "BAG-1", "intact": True}, {"bag": "BAG-2", "intact": False}]
