@@ -151,7 +151,7 @@ def process_data(workflow: BpmnWorkflow) -> dict:
     open_tasks = [
         t
         for t in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING | TaskState.STARTED)
-        if getattr(t.task_spec, "bpmn_id", None)
+        if getattr(t.task_spec, "bpmn_id", None) and not _is_instance(t)
     ]
     open_tasks.sort(key=lambda t: t.last_state_change)
     data: dict = {}
@@ -161,3 +161,16 @@ def process_data(workflow: BpmnWorkflow) -> dict:
         last = workflow.last_task or workflow.task_tree
         data = dict(last.data) if last is not None else {}
     return {k: v for k, v in data.items() if not k.startswith("spiff__")}
+
+
+def _is_instance(task) -> bool:
+    """Whether ``task`` is one instance of a multi-instance or loop task: its data holds its own item, which is
+    not the process's (the task it belongs to, open meanwhile, holds the process data)."""
+    from SpiffWorkflow.bpmn.specs.mixins.multiinstance_task import LoopTask
+
+    parent = task.parent
+    return (
+        parent is not None
+        and isinstance(parent.task_spec, LoopTask)
+        and parent.task_spec.task_spec == task.task_spec.name
+    )

@@ -37,6 +37,7 @@ def test_parallel_instances_are_one_ready_task_each_with_their_item(through_json
         Instance(index=0, count=2, variable="bag", item="BAG-1"),
         Instance(index=1, count=2, variable="bag", item="BAG-2"),
     ]
+    assert "bag" not in out.data, "an instance's item is its own, not the process's"
     first, second = out.ready_tasks
     out = runtime.complete_task(roundtrip(out.state, through_json), second.task_id, {"intact": False})
     assert [t.task_id for t in out.ready_tasks] == [first.task_id], "the other bag's task stays open"
