@@ -163,14 +163,26 @@ def process_data(workflow: BpmnWorkflow) -> dict:
     return {k: v for k, v in data.items() if not k.startswith("spiff__")}
 
 
-def _is_instance(task) -> bool:
-    """Whether ``task`` is one instance of a multi-instance or loop task: its data holds its own item, which is
-    not the process's (the task it belongs to, open meanwhile, holds the process data)."""
+def instance_host(task):
+    """The instance of a multi-instance or loop task that ``task`` is, or runs inside (a task of a multi-instance
+    subprocess): that instance's task, or None. An instance's data holds its own item, not the process's."""
     from SpiffWorkflow.bpmn.specs.mixins.multiinstance_task import LoopTask
 
-    parent = task.parent
-    return (
-        parent is not None
-        and isinstance(parent.task_spec, LoopTask)
-        and parent.task_spec.task_spec == task.task_spec.name
-    )
+    while task is not None:
+        parent = task.parent
+        if (
+            parent is not None
+            and isinstance(parent.task_spec, LoopTask)
+            and parent.task_spec.task_spec == task.task_spec.name
+        ):
+            return task
+        workflow = task.workflow
+        top = getattr(workflow, "top_workflow", None)
+        if top is None or top is workflow or getattr(workflow, "parent_task_id", None) is None:
+            return None
+        task = top.get_task_from_id(workflow.parent_task_id)
+    return None
+
+
+def _is_instance(task) -> bool:
+    return instance_host(task) is not None

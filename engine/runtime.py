@@ -38,7 +38,7 @@ from .errors import (
     StepBudgetExceeded,
     TaskNotReady,
 )
-from .outcome import FailedTask, IncidentOpened, Instance, Outcome, ReadyTask, Wait, due_at, process_data
+from .outcome import FailedTask, IncidentOpened, Instance, Outcome, ReadyTask, Wait, due_at, instance_host, process_data
 from .serialization import state_from_dict, state_to_dict
 from .values import DEFAULT_LIMITS, ENGINE_LEAVES, ValueLimits, ValueRejected, check_value
 
@@ -719,25 +719,25 @@ def _in_subprocesses(workflow: BpmnWorkflow, task_id):
 
 
 def instance_of(task) -> Instance | None:
-    """Which instance of a multi-instance or standard loop task ``task`` is, with the item it works on; None for
-    a task that is not one."""
-    from SpiffWorkflow.bpmn.specs.mixins.multiinstance_task import LoopTask, MultiInstanceTask
+    """Which instance of a multi-instance or loop task ``task`` is (or runs inside, for a task of a multi-instance
+    subprocess), with the item it works on; None for a task that is in no instance."""
+    from SpiffWorkflow.bpmn.specs.mixins.multiinstance_task import MultiInstanceTask
 
-    parent = task.parent
-    host = parent.task_spec if parent is not None else None
-    if not isinstance(host, LoopTask) or host.task_spec != task.task_spec.name:
+    instance = instance_host(task)
+    if instance is None:
         return None
-    siblings = [c for c in parent.children if c.task_spec is task.task_spec]
-    index = siblings.index(task) if task in siblings else len(siblings) - 1
+    parent, host = instance.parent, instance.parent.task_spec
+    siblings = [c for c in parent.children if c.task_spec is instance.task_spec]
+    index = siblings.index(instance)
     if not isinstance(host, MultiInstanceTask):
-        return Instance(index=task.internal_data.get("iteration", index), count=host.maximum)
+        return Instance(index=instance.internal_data.get("iteration", index), count=host.maximum)
     count = parent.internal_data.get("cardinality")
     if count is None and host.data_input is not None and host.data_input.exists(parent):
         count = len(host.data_input.get(parent))
     elif count is None and host.data_input is None:
         count = len(siblings)
     variable = host.input_item.bpmn_id if host.input_item is not None else None
-    item = task.data.get(variable) if variable else None
+    item = instance.data.get(variable) if variable else None
     return Instance(index=index, count=count, variable=variable, item=item)
 
 

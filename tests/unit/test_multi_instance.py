@@ -159,3 +159,18 @@ def test_a_parallel_completion_condition_cancels_the_other_instances(through_jso
     [sample] = out.ready_tasks
     assert sample.activity_id == "Task_TestSample"
     assert out.data["inspections"] == [{"bag": "BAG-1", "intact": True}, {"bag": "BAG-2", "intact": False}]
+
+
+@MODES
+def test_a_multi_instance_subprocess_gives_each_instance_its_own_tasks_with_the_item(through_json):
+    runtime = Runtime(load_fixture("multi-instance-subprocess.bpmn"))
+    out = runtime.start({"bags": ["B1", "B2"]})
+    assert [(t.activity_id, t.role, t.instance) for t in out.ready_tasks] == [
+        ("Task_Check", "qa", Instance(index=0, count=2, variable="bag", item="B1")),
+        ("Task_Check", "qa", Instance(index=1, count=2, variable="bag", item="B2")),
+    ]
+    assert "bag" not in out.data
+    first, second = out.ready_tasks
+    out = runtime.complete_task(roundtrip(out.state, through_json), second.task_id, {"intact": False})
+    out = runtime.complete_task(roundtrip(out.state, through_json), first.task_id, {"intact": True})
+    assert out.completed and out.data["checks"] == [True, False]
