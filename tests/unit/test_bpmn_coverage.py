@@ -160,3 +160,19 @@ def test_an_event_based_gateway_racing_two_timers_is_refused():
     with pytest.raises(DefinitionInvalid) as caught:
         load_definition(second.encode(), {}, set())
     assert caught.value.element_id == "G" and caught.value.line == 6 and "2 timers" in caught.value.message
+
+
+def test_a_message_after_an_event_based_gateway_may_declare_its_payload_schema():
+    from engine.definition import message_catchers
+
+    content = (COVERAGE / "event-based-gateway.bpmn").read_text()
+    content = content.replace(
+        '<bpmn:intermediateCatchEvent id="M">',
+        '<bpmn:intermediateCatchEvent id="M"><bpmn:extensionElements><spiffworkflow:properties>'
+        '<spiffworkflow:property name="payloadSchema" value="go.message.json"/>'
+        "</spiffworkflow:properties></bpmn:extensionElements>",
+    )
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"}
+    definition = load_definition(content.encode(), {"go.message.json": schema}, set())
+    assert definition.info.message_schemas == {"go": "go.message.json"}
+    assert [(c.name, c.activity_id) for c in message_catchers(definition)] == [("go", "M")]
