@@ -206,6 +206,9 @@ def message_catchers(definition: Definition) -> list[MessageCatcher]:
                 starts = isinstance(task_spec, StartEvent) and spec is definition.spec and name in top
                 variable = getattr(event, "message_var", None) or event.name
                 found[bpmn_id] = MessageCatcher(event.name, bpmn_id, starts, variable)
+            for event_id, inner in gateway_messages(task_spec).items():
+                variable = getattr(inner, "message_var", None) or inner.name
+                found.setdefault(event_id, MessageCatcher(inner.name, event_id, False, variable))
     activities = definition.info.activities
 
     def line(catcher: MessageCatcher) -> tuple[int, str]:
@@ -213,6 +216,22 @@ def message_catchers(definition: Definition) -> list[MessageCatcher]:
         return (activity.line if activity and activity.line else 0, catcher.activity_id)
 
     return sorted(found.values(), key=line)
+
+
+def gateway_messages(task_spec) -> dict[str, Any]:
+    """For an event-based gateway, the message events after it by their element ids, with the message
+    definitions SpiffWorkflow moved onto the gateway; empty for any other task spec."""
+    from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+    from SpiffWorkflow.bpmn.specs.event_definitions.multiple import MultipleEventDefinition
+
+    event = getattr(task_spec, "event_definition", None)
+    if not isinstance(event, MultipleEventDefinition):
+        return {}
+    return {
+        getattr(out, "bpmn_id", None) or out.name: inner
+        for out, inner in zip(task_spec.outputs, event.event_definitions, strict=False)
+        if isinstance(inner, MessageEventDefinition)
+    }
 
 
 def _field_choices(prop: Mapping[str, Any]) -> list[Any]:
@@ -337,8 +356,9 @@ def load_definition(
     if not processes:
         raise DefinitionInvalid('The diagram has no executable process: set isExecutable="true" on one process.')
     if len(processes) > 1:
-        ids = ", ".join(p.get("id") for p in processes)
-        raise DefinitionInvalid(f"The diagram has several executable processes ({ids}); deploy one per file.")
+        processes = [_refuse_several_pools(tree, processes)]
+    _refuse_unsupported(tree)
+    _refuse_signals_from_outside(tree)
     process = processes[0]
     key = process.get("id")
     for reserved in ("Start", "End", f"{key}.EndJoin"):
@@ -360,6 +380,150 @@ def load_definition(
     _Checker(tree, index, info, forms, set(operators)).check(spec, subprocess_specs)
     bind_calls(tree, subprocess_specs, info, forms, called or {})
     return Definition(info=info, spec=spec, subprocess_specs=subprocess_specs)
+
+
+def _refuse_several_pools(tree, processes):
+    """The one executable process of a file whose other executable processes are only called from it (by call
+    activities); otherwise refuse the file, saying how to split it: which pools (participants) run which process,
+    one file per executable pool, and what becomes of the message flows between them."""
+    root = tree.getroot()
+    called = {(node.get("calledElement") or "").strip() for node in root.xpath("//bpmn:callActivity", namespaces=NS)}
+    callers = [p for p in processes if p.get("id") not in called]
+    if len(callers) == 1:
+        return callers[0]
+    processes = callers or processes
+    pools = []
+    for process in processes:
+        participant = root.xpath(
+            "./bpmn:collaboration/bpmn:participant[@processRef=$id]", namespaces=NS, id=process.get("id")
+        )
+        where = participant[0] if participant else process
+        label = (
+            f"pool {where.get('id')} (process {process.get('id')}" if participant else f"process {process.get('id')} ("
+        )
+        pools.append((where, f"{label}{', ' if participant else ''}line {where.sourceline})"))
+    flows = root.xpath("./bpmn:collaboration/bpmn:messageFlow", namespaces=NS)
+    named = f" (here {', '.join(f.get('id') for f in flows)})" if flows else ""
+    second = pools[1][0]
+    raise DefinitionInvalid(
+        f"The diagram has {len(pools)} executable pools: {'; '.join(text for _node, text in pools)}. Split it: one "
+        "file per executable pool; message flows become messages posted through POST /api/v1/messages"
+        f"{named}, caught by a message event or receive task of the pool that waits for them. A pool Tether should "
+        'not run (a partner\'s, such as a courier) may stay in the file with isExecutable="false" on its process.',
+        element_id=second.get("id"),
+        line=second.sourceline,
+        details={"executable_processes": [p.get("id") for p in processes]},
+    )
+
+
+# Elements SpiffWorkflow parses but Tether cannot run, with what the modeler should do instead.
+_UNSUPPORTED = (
+    (
+        "complexGateway",
+        "a complex gateway, which Tether cannot run",
+        "use an inclusive gateway (conditions on its outgoing flows) or an exclusive or parallel gateway",
+    ),
+    (
+        "adHocSubProcess",
+        "an ad-hoc subprocess, which Tether cannot run",
+        "use a subprocess whose tasks follow sequence flows, or parallel user tasks after a parallel gateway",
+    ),
+    (
+        "sendTask",
+        "a send task, and Tether sends no messages from a diagram",
+        "use a service task with the publish operator (an event for integrators) or the http operator; messages "
+        "come in through POST /api/v1/messages",
+    ),
+    (
+        "intermediateThrowEvent[bpmn:messageEventDefinition]",
+        "a message throw event, and Tether sends no messages from a diagram",
+        "use a service task with the publish operator (an event for integrators) or the http operator; messages "
+        "come in through POST /api/v1/messages",
+    ),
+    (
+        "endEvent[bpmn:messageEventDefinition]",
+        "a message end event, and Tether sends no messages from a diagram",
+        "end with a plain end event after a service task with the publish or http operator",
+    ),
+    (
+        "dataStoreReference",
+        "a data store, which Tether has no implementation for",
+        "keep the value in the process data (a script or a form sets it) or read it with a service task",
+    ),
+    (
+        "subProcess[@triggeredByEvent='true']",
+        "an event subprocess, which Tether cannot wait on",
+        "put the activities it may interrupt in a subprocess and attach the event to it as a boundary event "
+        "(interrupting or not)",
+    ),
+    (
+        "conditionalEventDefinition",
+        "a conditional event, and Tether re-checks no condition while a therapy waits",
+        "wait for a message that the system changing the value posts (POST /api/v1/messages), or for a timer",
+    ),
+    (
+        "compensateEventDefinition",
+        "a compensation event, which Tether cannot run",
+        "undo the work on an explicit path: an error or escalation boundary event leading to the tasks that undo it",
+    ),
+    (
+        "*[@isForCompensation='true']",
+        "a compensation activity, which Tether cannot run",
+        "connect it with sequence flows on the path that undoes the work",
+    ),
+    (
+        "intermediateThrowEvent[bpmn:linkEventDefinition]",
+        "a link event, which Tether cannot follow",
+        "draw a sequence flow to where the link leads",
+    ),
+)
+
+
+def _refuse_unsupported(tree) -> None:
+    """Refuse, in the modeler's words, an element of the executable part of the file that Tether cannot run."""
+    root = tree.getroot()
+    for path, what, instead in _UNSUPPORTED:
+        prefix = "" if path.startswith("*") else "bpmn:"
+        for node in root.xpath(f"./bpmn:process[@isExecutable='true']//{prefix}{path}", namespaces=NS):
+            owner = node if node.get("id") else node.getparent()
+            raise DefinitionInvalid(
+                f"{owner.get('id')} is {what}. Change it: {instead}.",
+                element_id=owner.get("id"),
+                line=owner.sourceline,
+            )
+
+
+def _refuse_signals_from_outside(tree) -> None:
+    """Refuse an element waiting for a signal that the diagram throws nowhere: Tether delivers a signal only within
+    one therapy, from a signal throw event of its own diagram, so such an element would wait forever."""
+    root = tree.getroot()
+    executable = "./bpmn:process[@isExecutable='true']"
+    thrown = {
+        node.get("signalRef")
+        for node in root.xpath(
+            f"{executable}//bpmn:intermediateThrowEvent/bpmn:signalEventDefinition"
+            f"|{executable}//bpmn:endEvent/bpmn:signalEventDefinition",
+            namespaces=NS,
+        )
+    }
+    catching = (
+        f"{executable}//bpmn:intermediateCatchEvent/bpmn:signalEventDefinition"
+        f"|{executable}//bpmn:boundaryEvent/bpmn:signalEventDefinition"
+        f"|{executable}//bpmn:startEvent/bpmn:signalEventDefinition"
+    )
+    for node in root.xpath(catching, namespaces=NS):
+        if node.get("signalRef") not in thrown:
+            owner = node.getparent()
+            names = root.xpath("./bpmn:signal[@id=$id]/@name", namespaces=NS, id=node.get("signalRef"))
+            name = names[0] if names else node.get("signalRef")
+            raise DefinitionInvalid(
+                f"{owner.get('id')} waits for the signal '{name}', which this diagram throws nowhere: "
+                "Tether delivers a signal only within one therapy, from a signal throw event of its own diagram. "
+                "Change it: for news from outside, catch a message (a message event or receive task) that the sender "
+                "posts through POST /api/v1/messages.",
+                element_id=owner.get("id"),
+                line=owner.sourceline,
+            )
 
 
 def _owner_id(node) -> str | None:
@@ -453,6 +617,13 @@ _CHECKED_ABOVE = " or ".join(
 )
 
 
+@dataclass
+class _Carrier:
+    """Stands in for the task spec of an event whose definition an event-based gateway holds."""
+
+    event_definition: Any
+
+
 class _Checker:
     """Walks every task spec and records, or refuses, what Tether needs of it."""
 
@@ -462,6 +633,7 @@ class _Checker:
         self.tree, self.index, self.info, self.forms, self.operators = tree, index, info, forms, operators
         self.catchers: list[tuple[str, str, str | None]] = []  # (message name, element id, payloadSchema)
         self.evidence: dict[str, tuple[str, ...]] = {}  # user task id -> its evidence property, checked at the end
+        self.after_gateways: dict[str, str] = {}  # message event after an event-based gateway -> its message name
 
     def fail(self, message: str, element_id: str | None):
         raise DefinitionInvalid(message, element_id=element_id, line=self._line(element_id))
@@ -476,7 +648,10 @@ class _Checker:
             self.info.lead_times = lead_times(process_info.properties, element_id=self.info.key, line=process_info.line)
         self.check_references()
         self.check_no_idle_tasks()
+        self.check_loop_data_items()
         self.check_all_code()
+        for task_spec in self._all_task_specs(spec, subprocess_specs):
+            self.after_gateways.update({k: d.name for k, d in gateway_messages(task_spec).items()})
         for task_spec in self._all_task_specs(spec, subprocess_specs):
             self.check_task_spec(task_spec)
         self.check_payload_schemas()
@@ -533,6 +708,8 @@ class _Checker:
         message = (
             event.name if isinstance(task_spec, CatchingEvent) and isinstance(event, MessageEventDefinition) else None
         )
+        if message is None and bpmn_id in self.after_gateways:
+            message = self.after_gateways[bpmn_id]
         if schema and message is None:
             self.fail(
                 f"{bpmn_id} declares the payloadSchema {schema}, but it catches no message; declare it on the "
@@ -605,13 +782,35 @@ class _Checker:
             ("task", "a userTask in the lane of the role that does it, or a scriptTask"),
             ("manualTask", "a userTask in the lane of the role that does it"),
         ):
-            for node in self.tree.getroot().xpath(f"//bpmn:{tag}", namespaces=NS):
+            for node in self._executable_nodes(f"bpmn:{tag}"):
                 raise DefinitionInvalid(
                     f"{node.get('id')} is a bpmn:{tag}, which Tether cannot run: nobody would be asked to do it "
                     f"and the therapy would wait forever. Make it {instead}.",
                     element_id=node.get("id"),
                     line=node.sourceline,
                 )
+
+    def _executable_nodes(self, path: str) -> list:
+        """The elements matching ``path`` inside the executable process (a pool drawn only to be read, with
+        isExecutable="false", is not run and not checked for what Tether runs)."""
+        found = self.tree.getroot().xpath("./bpmn:process[@id=$id]", namespaces=NS, id=self.info.key)
+        return found[0].xpath(f".//{path}", namespaces=NS) if found else []
+
+    def check_loop_data_items(self) -> None:
+        """A multi-instance task's item variables are named by their ids (SpiffWorkflow reads the ``id`` of an
+        ``inputDataItem``/``outputDataItem``, not its ``name``): refuse an item whose name says otherwise."""
+        for node in self._executable_nodes("bpmn:multiInstanceLoopCharacteristics/*"):
+            tag = node.tag.rsplit("}", 1)[-1]
+            if tag not in ("inputDataItem", "outputDataItem") or node.get("name") in (None, node.get("id")):
+                continue
+            task = node.getparent().getparent()
+            raise DefinitionInvalid(
+                f"The {tag} of {task.get('id')} has the id '{node.get('id')}' and the name '{node.get('name')}': the "
+                "variable each instance uses is the item's id, so give the item the same id and name (both "
+                f"'{node.get('name')}', unique in the file).",
+                element_id=node.get("id"),
+                line=node.sourceline,
+            )
 
     def check_all_code(self) -> None:
         """Check every script and expression in the document, reachable from a start event or not."""
@@ -669,12 +868,38 @@ class _Checker:
     def _line(self, element_id: str | None) -> int | None:
         return self.index[element_id].line if element_id in self.index else line_of(self.tree, element_id)
 
+    def check_event_gateway(self, task_spec, bpmn_id: str, definition) -> None:
+        """An event-based gateway waits for the events after it (SpiffWorkflow moves their definitions onto the
+        gateway): each is checked as the event's own would be; at most one of them may be a timer."""
+        from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+        from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+
+        timers = [d for d in definition.event_definitions if isinstance(d, TimerEventDefinition)]
+        if len(timers) > 1:
+            self.fail(
+                f"The event-based gateway {bpmn_id} races {len(timers)} timers; Tether waits for at most one timer "
+                "after an event-based gateway. Change it: keep the earliest timer, or put the others on a later step.",
+                bpmn_id,
+            )
+        for inner in definition.event_definitions:
+            if not isinstance(inner, TimerEventDefinition | MessageEventDefinition):
+                self.fail(
+                    f"The event-based gateway {bpmn_id} waits for a {type(inner).__name__}; Tether waits there only "
+                    "for messages and one timer. Change it: catch a message posted through POST /api/v1/messages.",
+                    bpmn_id,
+                )
+            self.check_event_definition(_Carrier(inner), bpmn_id)
+
     def check_event_definition(self, task_spec, bpmn_id: str) -> None:
         from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+        from SpiffWorkflow.bpmn.specs.event_definitions.multiple import MultipleEventDefinition
         from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 
         definition = getattr(task_spec, "event_definition", None)
         if definition is None:
+            return
+        if isinstance(definition, MultipleEventDefinition):
+            self.check_event_gateway(task_spec, bpmn_id, definition)
             return
         if isinstance(definition, TimerEventDefinition):
             definition.expression = normalise_timer_expression(definition.expression)

@@ -56,6 +56,23 @@ class ReadyTask:
     signature: str | None
     due_at: datetime | None
     party: str = "treatment"
+    # For one instance of a multi-instance or loop task: which one it is and the item it works on (``Instance``).
+    instance: Instance | None = None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One instance of a multi-instance (or standard loop) task: its position (from 0), how many instances there
+    are when that is known, and, when the task names an ``inputDataItem``, that variable and its value."""
+
+    index: int
+    count: int | None = None
+    variable: str | None = None
+    item: Any = None
+
+    def to_dict(self) -> dict:
+        """The API's shape of an instance."""
+        return {"index": self.index, "count": self.count, "variable": self.variable, "item": self.item}
 
 
 @dataclass(frozen=True)
@@ -134,7 +151,7 @@ def process_data(workflow: BpmnWorkflow) -> dict:
     open_tasks = [
         t
         for t in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING | TaskState.STARTED)
-        if getattr(t.task_spec, "bpmn_id", None)
+        if getattr(t.task_spec, "bpmn_id", None) and not _is_instance(t)
     ]
     open_tasks.sort(key=lambda t: t.last_state_change)
     data: dict = {}
@@ -144,3 +161,28 @@ def process_data(workflow: BpmnWorkflow) -> dict:
         last = workflow.last_task or workflow.task_tree
         data = dict(last.data) if last is not None else {}
     return {k: v for k, v in data.items() if not k.startswith("spiff__")}
+
+
+def instance_host(task):
+    """The instance of a multi-instance or loop task that ``task`` is, or runs inside (a task of a multi-instance
+    subprocess): that instance's task, or None. An instance's data holds its own item, not the process's."""
+    from SpiffWorkflow.bpmn.specs.mixins.multiinstance_task import LoopTask
+
+    while task is not None:
+        parent = task.parent
+        if (
+            parent is not None
+            and isinstance(parent.task_spec, LoopTask)
+            and parent.task_spec.task_spec == task.task_spec.name
+        ):
+            return task
+        workflow = task.workflow
+        top = getattr(workflow, "top_workflow", None)
+        if top is None or top is workflow or getattr(workflow, "parent_task_id", None) is None:
+            return None
+        task = top.get_task_from_id(workflow.parent_task_id)
+    return None
+
+
+def _is_instance(task) -> bool:
+    return instance_host(task) is not None

@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.multiple import MultipleEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import CycleTimerEventDefinition, TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins.events.end_event import EndEvent
 from SpiffWorkflow.bpmn.util.event import BpmnEvent
@@ -37,7 +38,7 @@ from .errors import (
     StepBudgetExceeded,
     TaskNotReady,
 )
-from .outcome import FailedTask, IncidentOpened, Outcome, ReadyTask, Wait, due_at, process_data
+from .outcome import FailedTask, IncidentOpened, Instance, Outcome, ReadyTask, Wait, due_at, instance_host, process_data
 from .serialization import state_from_dict, state_to_dict
 from .values import DEFAULT_LIMITS, ENGINE_LEAVES, ValueLimits, ValueRejected, check_value
 
@@ -368,7 +369,12 @@ class Runtime:
         exclude: set | None = None,
         retrying: Any = None,
     ) -> Outcome:
-        ready_before = set() if fresh else {t.id for t in self._ready_user_tasks(workflow)}
+        # The open user tasks before the step, by id, with what names them (a task the step removed from the tree,
+        # such as an instance of a multi-instance task that an interrupting event cut short, is gone afterwards).
+        named_before = (
+            {} if fresh else {t.id: (t.task_spec.bpmn_id, self._task_name(t)) for t in self._ready_user_tasks(workflow)}
+        )
+        ready_before = set(named_before)
         failed_before = {t.id for t in self._errored_service_tasks(workflow)} - {retrying}
         was_completed = workflow.completed
         happened: list[tuple[str, Any]] = []  # ("completed", task) and ("cycle", timer task), in order
@@ -409,13 +415,10 @@ class Runtime:
         ready_after = self._ready_user_tasks(workflow)
         after_ids = {t.id for t in ready_after}
         for task_id in ready_before - after_ids:
-            task = workflow.get_task_from_id(task_id)
-            if task is not None and task.state == TaskState.CANCELLED:
-                events.append(
-                    ev.TaskCancelled(
-                        task_id=str(task.id), activity_id=task.task_spec.bpmn_id, name=self._task_name(task)
-                    )
-                )
+            task = workflow.tasks.get(task_id) or _in_subprocesses(workflow, task_id)
+            if task is None or task.state == TaskState.CANCELLED:
+                activity_id, name = named_before[task_id]
+                events.append(ev.TaskCancelled(task_id=str(task_id), activity_id=activity_id, name=name))
         for task in ready_after:
             if task.id not in ready_before:
                 info = self.definition.info.user_tasks[task.task_spec.bpmn_id]
@@ -528,7 +531,15 @@ class Runtime:
             ev.ActivityCompleted(activity_id=bpmn_id, name=name, kind=info.kind if info else type(spec).__name__)
         ]
         definition = getattr(spec, "event_definition", None)
-        if isinstance(definition, TimerEventDefinition):
+        if isinstance(definition, MultipleEventDefinition):  # an event-based gateway: the event that came first
+            seen = [event.event_definition for event in task.internal_data.get("seen_events", [])]
+            for event_id, inner in _gateway_events(spec):
+                if any(inner == other for other in seen[:1]):
+                    if isinstance(inner, TimerEventDefinition):
+                        out.extend(self._timer_fired(event_id, workflow))
+                    elif isinstance(inner, MessageEventDefinition):
+                        out.append(ev.MessageReceived(name=inner.name, activity_id=event_id))
+        elif isinstance(definition, TimerEventDefinition):
             if not _reports_occurrences(spec):  # a repeating cycle reported each occurrence as it fired
                 out.extend(self._timer_fired(bpmn_id, workflow))
         elif isinstance(definition, MessageEventDefinition):
@@ -606,7 +617,22 @@ class Runtime:
                 )
             elif isinstance(definition, MessageEventDefinition):
                 waits.append(Wait("message", spec.bpmn_id, name=definition.name, attached_to=attached_to))
+            elif isinstance(definition, MultipleEventDefinition):
+                waits.extend(self._gateway_waits(task))
         waits.sort(key=lambda w: (w.type, w.due_at or datetime.max.replace(tzinfo=UTC), w.activity_id))
+        return waits
+
+    def _gateway_waits(self, task) -> list[Wait]:
+        """What an event-based gateway waits for: each event after it, named by that event's own element."""
+        waits = []
+        for event_id, definition in _gateway_events(task.task_spec):
+            if isinstance(definition, TimerEventDefinition):
+                info = self.definition.info.activities.get(event_id)
+                waits.append(
+                    Wait("timer", event_id, name=(info.name if info else None) or event_id, due_at=due_at(task))
+                )
+            elif isinstance(definition, MessageEventDefinition):
+                waits.append(Wait("message", event_id, name=definition.name))
         return waits
 
     def _outcome(self, workflow: BpmnWorkflow, events: list[ev.DomainEvent]) -> Outcome:
@@ -632,6 +658,7 @@ class Runtime:
                     signature=info.signature,
                     due_at=min(dues) if dues else None,
                     party=info.party,
+                    instance=instance_of(task),
                 )
             )
         activities = [t.activity_id for t in ready]
@@ -680,6 +707,46 @@ class _StepBudget:
             element_id=element_id,
             details={"steps": self.steps, "seconds": round(elapsed, 3)},
         )
+
+
+def _gateway_events(task_spec) -> list[tuple[str, Any]]:
+    """The events an event-based gateway waits for, each with the id of its element (SpiffWorkflow keeps their
+    definitions on the gateway, in the order of its outgoing flows)."""
+    definitions = task_spec.event_definition.event_definitions
+    return [
+        (getattr(out, "bpmn_id", None) or out.name, d) for out, d in zip(task_spec.outputs, definitions, strict=False)
+    ]
+
+
+def _in_subprocesses(workflow: BpmnWorkflow, task_id):
+    """The task ``task_id`` inside one of the instance's subprocesses, or None when it is no longer anywhere."""
+    for sub in workflow.subprocesses.values():
+        if task_id in sub.tasks:
+            return sub.tasks[task_id]
+    return None
+
+
+def instance_of(task) -> Instance | None:
+    """Which instance of a multi-instance or loop task ``task`` is (or runs inside, for a task of a multi-instance
+    subprocess), with the item it works on; None for a task that is in no instance."""
+    from SpiffWorkflow.bpmn.specs.mixins.multiinstance_task import MultiInstanceTask
+
+    instance = instance_host(task)
+    if instance is None:
+        return None
+    parent, host = instance.parent, instance.parent.task_spec
+    siblings = [c for c in parent.children if c.task_spec is instance.task_spec]
+    index = siblings.index(instance)
+    if not isinstance(host, MultiInstanceTask):
+        return Instance(index=instance.internal_data.get("iteration", index), count=host.maximum)
+    count = parent.internal_data.get("cardinality")
+    if count is None and host.data_input is not None and host.data_input.exists(parent):
+        count = len(host.data_input.get(parent))
+    elif count is None and host.data_input is None:
+        count = len(siblings)
+    variable = host.input_item.bpmn_id if host.input_item is not None else None
+    item = instance.data.get(variable) if variable else None
+    return Instance(index=index, count=count, variable=variable, item=item)
 
 
 def _make_ready_again(task) -> None:

@@ -8,6 +8,10 @@
   completes and nothing reports the firing: each occurrence is announced to the listener installed
   with ``observing_cycles``. On an interrupting boundary event a cycle never interrupted its activity:
   there, as BPMN says, the first occurrence fires the event once, like a date.
+- A parallel multi-instance task collects its outputs in the order its instances complete: here they follow the
+  order of the items (or of the instances, for a cardinality), whatever order people complete them in.
+- A multi-instance task whose collection (``loopDataInputRef``) is not in the process data, or is no list or
+  map, fails with a bare ``TypeError``: it fails with a message naming the task and the collection.
 
 ``apply()`` is idempotent and is called by the runtime and the loader before they touch SpiffWorkflow.
 """
@@ -51,6 +55,53 @@ def _announce_cycles(cycle_complete):
     return announcing
 
 
+def _check_collection(update_hook):
+    """Wrap a multi-instance task's ``_update_hook`` so that a missing or unusable collection is named."""
+
+    def checking(self, my_task):
+        from .errors import ScriptFailed
+
+        data_input = self.data_input
+        if data_input is not None:
+            name = data_input.bpmn_id
+            data = my_task.data if name in my_task.data or my_task.parent is None else my_task.parent.data
+            value = data.get(name)
+            if not isinstance(value, list | dict):
+                found = "is not in the process data" if value is None else f"is a {type(value).__name__}"
+                raise ScriptFailed(
+                    f"The multi-instance task {self.bpmn_id} runs once per item of '{data_input.bpmn_id}' (its "
+                    f"loopDataInputRef), which {found}: set it to a list (or a map) before the task is reached.",
+                    element_id=self.bpmn_id,
+                )
+        return update_hook(self, my_task)
+
+    checking.__doc__ = update_hook.__doc__
+    return checking
+
+
+def _collect_in_item_order(merge_child):
+    """Wrap ``ParallelMultiInstanceTask.merge_child`` so that an output list follows the order of the items."""
+
+    def merging(self, workflow, child):
+        my_task = child.parent
+        key = child.internal_data.get("key_or_index")
+        output = (
+            self.data_output.get(my_task) if self.data_output is not None and self.data_output.exists(my_task) else None
+        )
+        data_input = self.data_input.get(my_task) if self.data_input is not None else None
+        ordered = isinstance(key, int) and isinstance(output, list) and data_input is not output
+        before = len(output) if ordered else 0
+        merge_child(self, workflow, child)
+        if ordered and len(output) == before + 1:
+            positions = [*my_task.internal_data.get("output_positions", []), key]
+            order = sorted(range(len(positions)), key=positions.__getitem__)
+            output[:] = [output[i] for i in order]
+            my_task.internal_data["output_positions"] = sorted(positions)
+
+    merging.__doc__ = merge_child.__doc__
+    return merging
+
+
 def _lift_depth_limit(init) -> None:
     """Replace the default ``max_depth`` of a task iterator's ``__init__`` with no practical limit."""
     names = init.__code__.co_varnames[1 : init.__code__.co_argcount]
@@ -66,6 +117,7 @@ def apply() -> None:
     if _applied:
         return
     from SpiffWorkflow.bpmn.specs.event_definitions import timer
+    from SpiffWorkflow.bpmn.specs.mixins import multiinstance_task
     from SpiffWorkflow.bpmn.util.task import BpmnTaskIterator
     from SpiffWorkflow.util.task import TaskIterator
 
@@ -76,6 +128,10 @@ def apply() -> None:
     timer.CycleTimerEventDefinition.cycle_complete = _announce_cycles(  # type: ignore[method-assign]
         timer.CycleTimerEventDefinition.cycle_complete
     )
+    for mi_class in (multiinstance_task.ParallelMultiInstanceTask, multiinstance_task.SequentialMultiInstanceTask):
+        mi_class._update_hook = _check_collection(mi_class._update_hook)  # type: ignore[method-assign]
+    parallel = multiinstance_task.ParallelMultiInstanceTask
+    parallel.merge_child = _collect_in_item_order(parallel.merge_child)  # type: ignore[method-assign]
     _lift_depth_limit(TaskIterator.__init__)
     _lift_depth_limit(BpmnTaskIterator.__init__)
     _applied = True

@@ -338,6 +338,15 @@ class SignatureMeaningSchema(_Answer):
     )
 
 
+class TaskInstanceSchema(_Answer):
+    """Which instance of a multi-instance or loop task a task is."""
+
+    index = fields.Integer(required=True, metadata={"description": "its position, from 0"})
+    count = fields.Integer(required=True, allow_none=True, metadata={"description": "how many instances, if known"})
+    variable = _text(nullable=True, metadata={"description": "the task's inputDataItem, where the item is"})
+    item = fields.Raw(required=True, allow_none=True, metadata={"description": "the item this instance works on"})
+
+
 class TaskSchema(_Answer):
     """A user task."""
 
@@ -365,6 +374,12 @@ class TaskSchema(_Answer):
     late = fields.Boolean(required=True, metadata={"description": "open and past its deadline"})
     completed_at = _moment(nullable=True)
     completed_by = _text(nullable=True)
+    instance = fields.Nested(
+        TaskInstanceSchema,
+        required=True,
+        allow_none=True,
+        metadata={"description": "for one instance of a multi-instance or loop task: which one, and its item"},
+    )
 
 
 class WaitSchema(_Answer):

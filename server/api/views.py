@@ -91,4 +91,5 @@ def task_item(task: TaskRecord, forms: dict | None = None) -> dict:
         "late": task.status == "ready" and task.due_at is not None and task.due_at <= clock()(),
         "completed_at": iso(task.completed_at),
         "completed_by": task.completed_by,
+        "instance": task.instance,
     }

@@ -323,6 +323,8 @@ class TaskRecord(Model):
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     completed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # One instance of a multi-instance or loop task: {"index", "count", "variable", "item"}; null otherwise.
+    instance: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     # Loaded when first used (from the identity map when the therapy is at hand); lists join it themselves.
     therapy: Mapped[Therapy] = relationship()
     site: Mapped[Site | None] = relationship(lazy="joined")

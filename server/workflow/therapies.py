@@ -155,6 +155,7 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
                     status="ready",
                     due_at=ready.due_at,
                     created_at=now,
+                    instance=ready.instance.to_dict() if ready.instance else None,
                 )
             )
         elif row.due_at is None or row.due_at > now:
