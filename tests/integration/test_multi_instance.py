@@ -72,11 +72,11 @@ def test_an_instance_refuses_data_its_form_does_not_allow(api, world):
 
 
 def test_the_inbox_and_the_task_page_show_each_instance_item(app, api, world):
-    from .test_web_network import _client
+    from ..support.pages import signed_in
 
     _deploy(api, world["designer"])
     therapy = start(api, world["coord"], "bag_release", data={"bags": ["BAG-7", "BAG-8"], "checks": 0})
-    client = _client(app, "qa")
+    client = signed_in(app, "qa")
     inbox = client.get("/tasks").get_data(as_text=True)
     assert 'data-testid="inbox-instance">BAG-7<' in inbox and 'data-testid="inbox-instance">BAG-8<' in inbox
     first = next(t for t in tasks_of(api, world["qa"], therapy["id"]) if t["instance"]["item"] == "BAG-7")
