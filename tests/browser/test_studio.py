@@ -1,0 +1,90 @@
+"""The studio in the browser: a designer models a small process from an empty canvas with the palette and the
+properties panel, sees a problem pinned on its element, fixes it, deploys, and a therapy starts on it."""
+
+from __future__ import annotations
+
+import uuid
+
+from playwright.sync_api import Page, expect
+
+from .people import log_in
+
+
+def _panel_select(page: Page, label: str, value: str) -> None:
+    page.get_by_test_id("studio-panel").get_by_label(label, exact=True).select_option(value)
+
+
+def _wait_checked(page: Page) -> None:
+    expect(page.get_by_test_id("studio-status")).not_to_have_text("Checking…")
+    expect(page.get_by_test_id("studio-status")).to_have_attribute("data-state", "(ok|problems)")
+
+
+def _element(page: Page, element_id: str):
+    return page.locator(f"[data-studio-canvas] .djs-element[data-element-id='{element_id}']")
+
+
+def _select(page: Page, element_id: str) -> None:
+    """Select an element of the diagram by clicking it, as a person does (a click on the selected element would
+    deselect it), and wait for the panel to show it."""
+    heading = page.get_by_test_id("studio-panel").locator("h3").first
+    if element_id not in heading.inner_text():
+        box = _element(page, element_id).locator(".djs-hit").first.bounding_box()
+        assert box is not None
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    expect(heading).to_contain_text(element_id)
+
+
+def test_a_designer_models_checks_fixes_and_deploys_a_process_from_an_empty_canvas(page, served):
+    suffix = uuid.uuid4().hex[:6]
+    key = f"studio_trial_{suffix}"
+    log_in(page, "designer", served.password)
+    page.goto("/studio")
+    page.get_by_label("Name").fill(f"Studio trial {suffix}")
+    page.get_by_role("button", name="Start a draft").click()
+    expect(page.locator("[data-studio]")).to_have_attribute("data-rendered", "true")
+    expect(page.get_by_test_id("studio-panel")).to_contain_text(key)
+
+    # A pool from the palette, around the start event.
+    page.locator(".djs-palette .entry[data-action='create.participant-expanded']").click()
+    page.locator("[data-studio-canvas]").click(position={"x": 300, "y": 200})
+    # A task appended to the start event, made a user task in the panel.
+    _select(page, "StartEvent_1")
+    page.locator(".djs-context-pad .entry[data-action='append.append-task']").click()
+    page.keyboard.press("Escape")
+    _panel_select(page, "Kind", "bpmn:UserTask")
+    task_id = page.evaluate(
+        "() => window.tetherStudio.modeler.get('elementRegistry').filter(e => e.type === 'bpmn:UserTask')[0].id"
+    )
+    # Checked as it is drawn: the user task sits in no lane, and the problem is pinned on it.
+    pin = page.locator(f"[data-testid='studio-pin'][data-element='{task_id}']")
+    expect(pin).to_be_visible()
+    expect(page.get_by_test_id("studio-problems")).to_contain_text(task_id)
+    expect(page.get_by_test_id("studio-deploy")).to_be_disabled()
+    expect(page.get_by_test_id("deploy-why")).to_contain_text("Cannot deploy")
+
+    # Fixed in the panel: its role (a lane around it), a form, instructions; then an end event.
+    _select(page, task_id)
+    _panel_select(page, "Role (its lane)", "Coordinator")
+    _select(page, task_id)
+    _panel_select(page, "Form", "enrolment.schema.json")
+    page.get_by_test_id("studio-panel").get_by_label("Instructions").fill("Check consent.")
+    page.get_by_test_id("studio-panel").get_by_label("Instructions").press("Tab")
+    _select(page, task_id)
+    page.locator(".djs-context-pad .entry[data-action='append.end-event']").click()
+    page.keyboard.press("Escape")
+    expect(page.get_by_test_id("studio-status")).to_have_attribute("data-state", "ok")
+    expect(pin).to_have_count(0)
+    expect(page.get_by_test_id("studio-diff")).to_contain_text("A new process")
+
+    page.get_by_test_id("studio-deploy").click()
+    expect(page.get_by_test_id("studio-deployed")).to_contain_text(f"Deployed {key} version 1")
+
+    started = served.api(
+        "coordinator",
+        "POST",
+        "/therapies",
+        json={"process_key": key, "site": "SITE-A", "patient": {"reference": f"PT-S-{suffix}"}},
+    )
+    assert started.status_code == 201, started.text
+    tasks = served.api("coordinator", "GET", f"/tasks?therapy_id={started.json()['id']}").json()["items"]
+    assert [t["activity_id"] for t in tasks] == [task_id]
