@@ -3,10 +3,12 @@ properties panel, sees a problem pinned on its element, fixes it, deploys, and a
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from playwright.sync_api import Page, expect
 
+from ..conftest import ROOT
 from .people import log_in
 
 
@@ -88,3 +90,39 @@ def test_a_designer_models_checks_fixes_and_deploys_a_process_from_an_empty_canv
     assert started.status_code == 201, started.text
     tasks = served.api("coordinator", "GET", f"/tasks?therapy_id={started.json()['id']}").json()["items"]
     assert [t["activity_id"] for t in tasks] == [task_id]
+
+
+def test_a_deployed_version_opened_in_the_studio_shows_its_diff_and_offers_the_migration(page, served):
+    suffix = uuid.uuid4().hex[:6]
+    key = f"small_studio_{suffix}"
+    bpmn = (ROOT / "tests" / "fixtures" / "studio-small.bpmn").read_text().replace("small_process", key)
+    uploaded = served.api("designer", "POST", "/process-definitions", files=[("bpmn", ("small.bpmn", bpmn))])
+    assert uploaded.status_code == 201, uploaded.text
+    started = served.api(
+        "coordinator",
+        "POST",
+        "/therapies",
+        json={"process_key": key, "site": "SITE-A", "patient": {"reference": f"PT-M-{suffix}"}},
+    )
+    assert started.status_code == 201, started.text
+
+    log_in(page, "designer", served.password)
+    page.goto(f"/definitions/{key}/versions/1")
+    page.get_by_test_id("open-in-studio").click()
+    expect(page.locator("[data-studio]")).to_have_attribute("data-rendered", "true")
+    expect(page.get_by_test_id("studio-status")).to_have_attribute("data-state", "ok")
+    expect(page.get_by_test_id("studio-diff")).to_contain_text("Changed: nothing")
+    expect(page.get_by_test_id("studio-diff")).to_contain_text("1 therapies run on version 1")
+
+    _select(page, "Task_Enrol")
+    name = page.get_by_test_id("studio-panel").get_by_label("Name", exact=True)
+    name.fill("Enrol the patient")
+    name.press("Enter")
+    expect(page.get_by_test_id("studio-diff")).to_contain_text("Changed: Task_Enrol")
+    expect(_element(page, "Task_Enrol")).to_have_class(re.compile("tether-changed"))
+
+    page.get_by_test_id("studio-deploy").click()
+    expect(page.get_by_test_id("studio-deployed")).to_contain_text(f"Deployed {key} version 2")
+    page.get_by_test_id("studio-migrate").click()
+    expect(page).to_have_url(re.compile(rf"/definitions/{key}/migrate\?from=1&to=2"))
+    expect(page.locator("main")).to_contain_text("Task_Enrol")

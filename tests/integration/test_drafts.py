@@ -11,6 +11,7 @@ from server.store.extensions import db
 from server.store.models import AuditEntry, ProcessDefinition
 
 from ..support.journeys import start
+from ..support.pages import csrf
 
 DRAFTS = "/api/v1/process-drafts"
 
@@ -117,3 +118,32 @@ def test_bad_input_is_a_clear_422(api, world):
     assert designer.post(DRAFTS, json={"name": "x", "colour": "red"}).status_code == 422
     garbage = designer.post(f"{DRAFTS}/{draft['id']}/check", json={"bpmn": "<bpmn:definitions"}).get_json()
     assert not garbage["ok"] and garbage["problems"][0]["message"]
+
+
+def test_the_studio_pages_are_for_designers_only(app, world):
+    from ..support.pages import signed_in
+
+    coordinator = signed_in(app, "coord")
+    assert coordinator.get("/studio").status_code == 403
+    assert "Studio" not in coordinator.get("/tasks").get_data(as_text=True).split("<main", 1)[0]
+    designer = signed_in(app, "designer")
+    version_page = designer.get("/definitions/mini_therapy/versions/1").get_data(as_text=True)
+    assert "Open in the studio" in version_page
+    token = csrf(designer, "/studio")
+    opened = designer.post("/studio", data={"key": "mini_therapy", "version": "1", "csrf_token": token})
+    assert opened.status_code == 302
+    draft_url = opened.headers["Location"]
+    page = designer.get(draft_url).get_data(as_text=True)
+    assert "mini_therapy v1" in page and "mini-enrol.schema.json" in page  # the draft's own forms are offered
+    assert coordinator.get(draft_url).status_code == 403
+    # The page's calls carry the CSRF token as a header; without it they are refused.
+    assert designer.post(f"{draft_url}/check", json={}).status_code == 400
+    checked = designer.post(f"{draft_url}/check", json={}, headers={"X-CSRFToken": token}).get_json()
+    assert checked["ok"] and checked["current"]["version"] == 1
+    broken = designer.post(
+        f"{draft_url}/deploy",
+        json={"bpmn": "<bpmn:definitions"},
+        headers={"X-CSRFToken": token},
+    )
+    assert broken.status_code == 422 and broken.get_json()["error"]["code"] == "draft_invalid"
+    assert designer.get("/studio").get_data(as_text=True).count("mini_therapy v1") == 1

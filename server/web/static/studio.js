@@ -656,7 +656,9 @@
     check();
   }).catch(function (error) {
     root.setAttribute("data-rendered", "error");
-    panel.textContent = "The draft could not be drawn: " + error.message;
+    panel.textContent = /no diagram to display/.test(error.message)
+      ? "This diagram has no layout (no BPMN DI): the studio can only open diagrams drawn in a modeler."
+      : "The draft could not be drawn: " + error.message;
   });
   window.tetherStudio = { modeler: modeler, check: check };
 })();
