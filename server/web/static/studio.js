@@ -508,7 +508,7 @@
       item.appendChild(el("strong", {}, p.element_id ? p.element_id + (p.line ? " (line " + p.line + ")" : "") + ": " : ""));
       item.appendChild(document.createTextNode(p.message));
       if (target) {
-        var show = el("button", { type: "button", "class": "link-button" }, "Show");
+        var show = el("button", { type: "button", "class": "studio-show" }, "Show");
         show.addEventListener("click", function () { selection.select(registry.get(target)); canvas.scrollToElement(registry.get(target)); });
         item.appendChild(document.createTextNode(" "));
         item.appendChild(show);
