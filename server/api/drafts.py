@@ -9,6 +9,7 @@ from server import usecases
 from server.access.auth import require
 from server.api.schemas import load_json
 from server.clock import iso
+from server.errors import Invalid
 from server.inputs import ID_MAX
 from server.store.models import ProcessDraft
 from server.workflow import drafts
@@ -80,6 +81,8 @@ def list_drafts():
 def create_draft():
     """Start a draft: an empty canvas, or a copy of a deployed version (``key``, ``version`` default the latest)."""
     body = load_json(CreateDraftSchema())
+    if body["version"] is not None and body["key"] is None:
+        raise Invalid("A version needs the key of its process.", details={"fields": {"key": ["Missing with version."]}})
     if body["key"] is None and not body["name"]:
         body["name"] = "New process"
     draft = usecases.create_draft(usecases.CreateDraft(by=g.user, **body))

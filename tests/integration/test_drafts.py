@@ -116,6 +116,8 @@ def test_bad_input_is_a_clear_422(api, world):
     designer = api.as_(world["designer"])
     assert designer.put(f"{DRAFTS}/{draft['id']}", json={}).status_code == 422
     assert designer.post(DRAFTS, json={"name": "x", "colour": "red"}).status_code == 422
+    orphan = designer.post(DRAFTS, json={"version": 1})
+    assert orphan.status_code == 422 and "key" in orphan.get_json()["error"]["details"]["fields"]
     garbage = designer.post(f"{DRAFTS}/{draft['id']}/check", json={"bpmn": "<bpmn:definitions"}).get_json()
     assert not garbage["ok"] and garbage["problems"][0]["message"]
 
