@@ -126,3 +126,85 @@ def test_a_deployed_version_opened_in_the_studio_shows_its_diff_and_offers_the_m
     page.get_by_test_id("studio-migrate").click()
     expect(page).to_have_url(re.compile(rf"/definitions/{key}/migrate\?from=1&to=2"))
     expect(page.locator("main")).to_contain_text("Task_Enrol")
+
+
+def _append(page: Page, source_id: str, action: str) -> str:
+    """Append an element to ``source_id`` from its context pad; the new element's id (it is selected)."""
+    _select(page, source_id)
+    page.locator(f".djs-context-pad .entry[data-action='{action}']").click()
+    page.keyboard.press("Escape")
+    return page.evaluate("() => window.tetherStudio.modeler.get('selection').get()[0].id")
+
+
+def _fill(page: Page, label: str, value: str) -> None:
+    box = page.get_by_test_id("studio-panel").get_by_label(label, exact=True)
+    box.fill(value)
+    box.press("Tab")
+
+
+def test_the_panel_writes_tethers_extensions_as_the_engine_reads_them(page, served):
+    suffix = uuid.uuid4().hex[:6]
+    key = f"panel_trial_{suffix}"
+    created = served.api("designer", "POST", "/process-drafts", json={"name": f"Panel trial {suffix}"})
+    assert created.status_code == 201, created.text
+    draft_id = created.json()["id"]
+    bpmn = (ROOT / "tests" / "fixtures" / "studio-small.bpmn").read_text().replace("small_process", key)
+    assert served.api("designer", "PUT", f"/process-drafts/{draft_id}", json={"bpmn": bpmn}).status_code == 200
+
+    log_in(page, "designer", served.password)
+    page.goto(f"/studio/{draft_id}")
+    expect(page.get_by_test_id("studio-status")).to_have_attribute("data-state", "ok")
+    _select(page, "Task_Enrol")
+    _panel_select(page, "Party", "manufacturing")
+    _fill(page, "Signature meaning", "approval")
+    _fill(page, "Phase", "referral")
+    _fill(page, "Condition range (°C)", "2..8")
+
+    # The task goes on to a service task instead of the end (a task has one outgoing flow).
+    _select(page, "End_Done")
+    page.locator(".djs-context-pad .entry[data-action='delete']").click()
+    service = _append(page, "Task_Enrol", "append.append-task")
+    _panel_select(page, "Kind", "bpmn:ServiceTask")
+    _panel_select(page, "Operator", "notify")
+    _fill(page, "Result variable", "notified")
+    _fill(page, "Parameters", "role = 'qa'\nmessage = 'Enrolled'")
+
+    timer = _append(page, service, "append.intermediate-event")
+    _panel_select(page, "Waits for", "timer")
+    page.get_by_label("days").fill("1")
+    page.get_by_label("days").press("Tab")
+    page.get_by_label("hours").fill("12")
+    page.get_by_label("hours").press("Tab")
+    expect(page.get_by_test_id("studio-duration-iso")).to_have_text("ISO 8601: P1DT12H")
+
+    message = _append(page, timer, "append.intermediate-event")
+    _panel_select(page, "Waits for", "message")
+    _fill(page, "Message name", "courier.picked_up")
+    _panel_select(page, "Payload schema", "courier-picked-up.message.json")
+    _fill(page, "Store the payload as", "pickup")
+    _append(page, message, "append.end-event")
+
+    expect(page.get_by_test_id("studio-status")).to_have_attribute("data-state", "ok")
+    page.get_by_test_id("studio-save").click()
+    expect(page.locator("[data-studio-saved]")).to_have_text("Saved.")
+    saved = served.api("designer", "GET", f"/process-drafts/{draft_id}").json()["bpmn"]
+    for written in (
+        '<spiffworkflow:property name="party" value="manufacturing"',
+        '<spiffworkflow:property name="signature" value="approval"',
+        '<spiffworkflow:property name="phase" value="referral"',
+        '<spiffworkflow:property name="conditionRange" value="2..8"',
+        '<spiffworkflow:serviceTaskOperator id="notify" resultVariable="notified"',
+        '<spiffworkflow:parameter id="role" type="any" value="&#39;qa&#39;"',  # the quotes of a text literal
+        ">P1DT12H</bpmn:timeDuration>",
+        'name="courier.picked_up"',
+        '<spiffworkflow:property name="payloadSchema" value="courier-picked-up.message.json"',
+        "<spiffworkflow:messageVariable>pickup</spiffworkflow:messageVariable>",
+    ):
+        assert written in saved, written
+    # What the engine read from it: the deployed version's user task and message.
+    deployed = served.api("designer", "POST", f"/process-drafts/{draft_id}/deploy")
+    assert deployed.status_code == 201, deployed.text
+    messages = served.api("designer", "GET", f"/process-definitions/{key}/messages").json()["items"]
+    assert [(m["name"], m["activity_id"], m["schema_file"]) for m in messages] == [
+        ("courier.picked_up", message, "courier-picked-up.message.json")
+    ]

@@ -235,7 +235,9 @@
     if (is(element, "bpmn:ReceiveTask") || eventDefinition(element, "bpmn:MessageEventDefinition")) {
       messageFields(element);
     }
-    if (is(element, "bpmn:CatchEvent") && !is(element, "bpmn:StartEvent")) { eventKindField(element); }
+    if ((is(element, "bpmn:CatchEvent") && !is(element, "bpmn:StartEvent")) || is(element, "bpmn:IntermediateThrowEvent")) {
+      eventKindField(element);
+    }
     if (eventDefinition(element, "bpmn:TimerEventDefinition")) { timerFields(element); }
     if (is(element, "bpmn:Activity")) {
       textField("Phase", getProperty(bo, "phase"), function (v) { setProperty(element, bo, "phase", v); },
@@ -302,7 +304,8 @@
       : eventDefinition(element, "bpmn:MessageEventDefinition") ? "message" : "";
     selectField("Waits for", kind, [["", "choose"], ["timer", "a timer"], ["message", "a message"]], function (v) {
       if (!v) { return; }
-      var target = { type: element.type, eventDefinitionType: v === "timer" ? "bpmn:TimerEventDefinition" : "bpmn:MessageEventDefinition" };
+      var type = is(element, "bpmn:BoundaryEvent") ? "bpmn:BoundaryEvent" : "bpmn:IntermediateCatchEvent";
+      var target = { type: type, eventDefinitionType: v === "timer" ? "bpmn:TimerEventDefinition" : "bpmn:MessageEventDefinition" };
       if (is(element, "bpmn:BoundaryEvent")) { target.cancelActivity = element.businessObject.cancelActivity !== false; }
       var replaced = modeler.get("bpmnReplace").replaceElement(element, target);
       selection.select(replaced);
@@ -558,6 +561,7 @@
     var seq = ++checkSeq;
     var status = root.parentNode.querySelector("[data-studio-status]");
     status.textContent = "Checking…";
+    status.removeAttribute("data-state");
     setDeploy(false, "Checking the draft…");
     return xml().then(function (text) { return post(root.getAttribute("data-check-url"), { bpmn: text }); })
       .then(function (answer) {
@@ -584,6 +588,7 @@
   function scheduleCheck() {
     window.clearTimeout(checkTimer);
     checkedOk = false;
+    root.parentNode.querySelector("[data-studio-status]").removeAttribute("data-state");
     setDeploy(false, "Checking the draft…");
     checkTimer = window.setTimeout(check, 700);
   }
