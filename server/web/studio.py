@@ -4,6 +4,8 @@ for designers and administrators only; site staff never see them."""
 
 from __future__ import annotations
 
+import json
+
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 
 from engine.definition import PARTIES, SIGNATURE_MEANINGS, TASK_ROLES
@@ -15,6 +17,7 @@ from server.workflow.definitions import bundled_forms, latest_version
 from server.workflow.operators import OPERATORS
 
 from . import bp
+from .form_fields import build_fields
 from .session import login_required, page_user
 
 DRAFTERS = usecases.CreateDraft.ROLES
@@ -90,6 +93,44 @@ def studio_draft(draft_id: str):
             "meanings": list(SIGNATURE_MEANINGS),
             "task_roles": list(TASK_ROLES),
         },
+    )
+
+
+def _form(draft, name: str) -> dict:
+    """A form the draft may name: its own (kept from the version it started from), else a shipped one; {} if none."""
+    if name in (draft.forms or {}):
+        return draft.forms[name]
+    shipped = bundled_forms().get(name)
+    if shipped is None:
+        return {}
+    try:
+        loaded = json.loads(shipped)
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+@bp.get("/studio/<draft_id>/form-preview")
+@login_required(*DRAFTERS)
+def studio_form_preview(draft_id: str):
+    """A user task's form as site staff will see it on the task page, filled with the schema's first example."""
+    draft = _draft_or_404(draft_id)
+    name, ui_name = request.args.get("form", ""), request.args.get("ui", "")
+    schema = _form(draft, name)
+    if not schema:
+        abort(404)
+    ui_schema = _form(draft, ui_name) if ui_name else {}
+    examples = schema.get("examples")
+    example = examples[0] if isinstance(examples, list) and examples and isinstance(examples[0], dict) else {}
+    values = {f"data.{key}": value for key, value in example.items()}
+    return render_template(
+        "web/studio_form_preview.html",
+        draft=draft,
+        name=name,
+        ui_name=ui_name,
+        schema=schema,
+        fields=build_fields(schema, ui_schema, values, {}),
+        has_example=bool(example),
     )
 
 

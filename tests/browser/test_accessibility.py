@@ -45,6 +45,10 @@ PAGES = {
     "migration": ("admin", "/definitions/autologous_car_t/migrate"),
     "studio": ("designer", "/studio"),
     "studio draft": ("designer", lambda served: f"/studio/{_draft(served)}"),
+    "studio form preview": (
+        "designer",
+        lambda served: f"/studio/{_draft(served)}/form-preview?form=enrolment.schema.json&ui=enrolment.uischema.json",
+    ),
     "audit": ("auditor", "/audit"),
     "capacity": ("planner", "/capacity"),
     "metrics": ("coordinator", "/reports"),

@@ -71,6 +71,13 @@ def test_a_designer_models_checks_fixes_and_deploys_a_process_from_an_empty_canv
     _panel_select(page, "Form", "enrolment.schema.json")
     page.get_by_test_id("studio-panel").get_by_label("Instructions").fill("Check consent.")
     page.get_by_test_id("studio-panel").get_by_label("Instructions").press("Tab")
+    # The form as site staff will see it, filled with its example.
+    with page.context.expect_page() as opened:
+        page.get_by_test_id("studio-form-preview").click()
+    preview = opened.value
+    expect(preview.get_by_test_id("form-preview")).to_be_visible()
+    expect(preview.locator("[name='data.consent_date']")).to_have_value("2026-11-02")
+    preview.close()
     _select(page, task_id)
     page.locator(".djs-context-pad .entry[data-action='append.end-event']").click()
     page.keyboard.press("Escape")

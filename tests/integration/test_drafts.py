@@ -149,3 +149,22 @@ def test_the_studio_pages_are_for_designers_only(app, world):
     )
     assert broken.status_code == 422 and broken.get_json()["error"]["code"] == "draft_invalid"
     assert designer.get("/studio").get_data(as_text=True).count("mini_therapy v1") == 1
+
+
+def test_a_form_preview_shows_the_form_as_site_staff_see_it_with_its_example(app, world):
+    from ..support.pages import signed_in
+
+    designer = signed_in(app, "designer")
+    token = csrf(designer, "/studio")
+    opened = designer.post("/studio", data={"name": "Preview", "csrf_token": token})
+    draft_url = opened.headers["Location"]
+    shipped = designer.get(f"{draft_url}/form-preview?form=enrolment.schema.json&ui=enrolment.uischema.json")
+    page = shipped.get_data(as_text=True)
+    assert shipped.status_code == 200 and "filled with the form's first example" in page
+    assert 'name="data.consent_date"' in page and 'value="2026-11-02"' in page
+    assert designer.get(f"{draft_url}/form-preview?form=no-such.json").status_code == 404
+    assert signed_in(app, "coord").get(f"{draft_url}/form-preview?form=enrolment.schema.json").status_code == 403
+    # A draft of a deployed version previews the forms it keeps (uploaded with that version).
+    mini = designer.post("/studio", data={"key": "mini_therapy", "csrf_token": token}).headers["Location"]
+    kept = designer.get(f"{mini}/form-preview?form=mini-enrol.schema.json").get_data(as_text=True)
+    assert 'name="data.patient_initials"' in kept and "Enrol patient" in kept

@@ -325,6 +325,16 @@
       function (v) { setProperty(element, bo, "formJsonSchemaFilename", v); }, "A JSON Schema shipped in forms/ or kept with the draft.");
     selectField("UI schema", getProperty(bo, "formUiSchemaFilename"), [["", "none"]].concat(options.ui_schemas),
       function (v) { setProperty(element, bo, "formUiSchemaFilename", v); });
+    var form = getProperty(bo, "formJsonSchemaFilename");
+    if (form) {
+      var query = "?form=" + encodeURIComponent(form);
+      var ui = getProperty(bo, "formUiSchemaFilename");
+      if (ui) { query += "&ui=" + encodeURIComponent(ui); }
+      var preview = el("p");
+      preview.appendChild(el("a", { href: root.getAttribute("data-preview-url") + query, target: "_blank",
+        rel: "noopener", "data-testid": "studio-form-preview" }, "Preview the form as site staff see it"));
+      panel.appendChild(preview);
+    }
     areaField("Instructions", getText(bo, "instructionsForEndUser"),
       function (v) { setText(element, bo, "instructionsForEndUser", v); }, "Shown with the task.");
     textField("Signature meaning", getProperty(bo, "signature"), function (v) { setProperty(element, bo, "signature", v); },
