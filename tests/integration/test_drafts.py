@@ -168,3 +168,27 @@ def test_a_form_preview_shows_the_form_as_site_staff_see_it_with_its_example(app
     mini = designer.post("/studio", data={"key": "mini_therapy", "csrf_token": token}).headers["Location"]
     kept = designer.get(f"{mini}/form-preview?form=mini-enrol.schema.json").get_data(as_text=True)
     assert 'name="data.patient_initials"' in kept and "Enrol patient" in kept
+
+
+def test_an_engine_refusal_while_deploying_from_the_studio_answers_json(app, world, monkeypatch):
+    """A diagram that passed its check but is refused while deploying (a called version deployed meanwhile, say)
+    reaches the page's script as the API's error body, never as an HTML error page."""
+    from engine.errors import DefinitionInvalid
+    from server.workflow import definitions
+
+    from ..support.pages import signed_in
+
+    def refuse(*args, **kwargs):
+        raise DefinitionInvalid("Called version changed meanwhile.", element_id="Task_Enrol", line=7)
+
+    designer = signed_in(app, "designer")
+    token = csrf(designer, "/studio")
+    draft_url = designer.post("/studio", data={"key": "mini_therapy", "csrf_token": token}).headers["Location"]
+    monkeypatch.setattr(definitions, "deploy", refuse)
+    answer = designer.post(f"{draft_url}/deploy", json={}, headers={"X-CSRFToken": token})
+    assert answer.status_code == 422
+    assert answer.get_json()["error"] == {
+        "code": "invalid_definition",
+        "message": "Called version changed meanwhile.",
+        "details": {"element_id": "Task_Enrol", "line": 7},
+    }
