@@ -19,7 +19,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from . import spiff_patches
-from .bpmn_xml import NS, ElementInfo, element_at_line, index_process, line_of, parse_bpmn
+from .bpmn_xml import NS, SPIFF_NS, ElementInfo, element_at_line, index_process, line_of, parse_bpmn
 from .calls import CalledDefinition, bind_calls, in_file_subprocess_specs
 from .errors import DefinitionInvalid, EngineError, UnsafeCode
 
@@ -527,9 +527,10 @@ def _refuse_signals_from_outside(tree) -> None:
 
 
 def _owner_id(node) -> str | None:
-    """The id of the nearest enclosing element that has one (a condition's flow, a script's task)."""
+    """The id of the nearest enclosing element that has one (a condition's flow, a script's task). An extension
+    element's ``id`` names a parameter or an operator, not a diagram element: a parameter's owner is its task."""
     for element in [node, *node.iterancestors()]:
-        if element.get("id"):
+        if element.get("id") and not str(element.tag).startswith(f"{{{SPIFF_NS}}}"):
             return element.get("id")
     return None
 

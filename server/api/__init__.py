@@ -13,6 +13,7 @@ from . import (  # noqa: E402,F401
     corrections,
     custody,
     definitions,
+    drafts,
     events,
     health,
     incidents,

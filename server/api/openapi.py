@@ -98,6 +98,7 @@ def _operations() -> dict[tuple[str, str], Op]:
         corrections,
         custody,
         definitions,
+        drafts,
         incidents,
         reason_codes,
         shipments,
@@ -265,6 +266,26 @@ def _operations() -> dict[tuple[str, str], Op]:
                 ("from", {"type": "integer", "minimum": 1}, "the version compared"),
                 ("to", {"type": "integer", "minimum": 1}, "the version compared with"),
             ),
+        ),
+        ("GET", "/api/v1/process-drafts"): Op(answer=schemas.DraftPageSchema),
+        ("POST", "/api/v1/process-drafts"): Op(
+            "201",
+            schemas.DraftSchema,
+            drafts.CreateDraftSchema,
+            body_required=False,
+            errors={"404": "No such process definition or version to start from"},
+        ),
+        ("GET", "/api/v1/process-drafts/{draft_id}"): Op(answer=schemas.DraftSchema),
+        ("PUT", "/api/v1/process-drafts/{draft_id}"): Op(answer=schemas.DraftSchema, body=drafts.SaveDraftSchema),
+        ("DELETE", "/api/v1/process-drafts/{draft_id}"): Op("204"),
+        ("POST", "/api/v1/process-drafts/{draft_id}/check"): Op(
+            answer=schemas.DraftCheckSchema, body=drafts.CheckDraftSchema, body_required=False
+        ),
+        ("POST", "/api/v1/process-drafts/{draft_id}/deploy"): Op(
+            "201",
+            schemas.DefinitionVersionSchema,
+            also={"200": ("Identical content: the existing version", schemas.DefinitionVersionSchema)},
+            errors={"422": "The draft fails a check (draft_invalid; details.problems lists each on its element)"},
         ),
         ("GET", "/api/v1/schedule/options"): Op(
             answer=schemas.ScheduleOptionsSchema,

@@ -818,6 +818,66 @@ class VersionDiffSchema(_Answer):
     changed = fields.List(fields.String(), required=True)
 
 
+class DraftRefSchema(_Answer):
+    """The deployed version a draft started from or last deployed."""
+
+    key = _text()
+    version = fields.Integer(required=True)
+
+
+class DraftSummarySchema(_Answer):
+    """A studio draft as lists show it."""
+
+    id = _text()
+    name = _text()
+    based_on = fields.Nested(DraftRefSchema, required=True, allow_none=True)
+    forms = fields.List(fields.String(), required=True)
+    created_by = _text()
+    created_at = _moment()
+    updated_by = _text()
+    updated_at = _moment()
+
+
+class DraftSchema(DraftSummarySchema):
+    """A studio draft with its diagram's XML."""
+
+    bpmn = _text()
+
+
+class DraftPageSchema(_Answer):
+    """Every draft, the most recently changed first."""
+
+    items = fields.List(fields.Nested(DraftSummarySchema), required=True)
+
+
+class DraftProblemSchema(_Answer):
+    """One problem of a draft, on its element."""
+
+    code = _text()
+    message = _text()
+    element_id = _text(nullable=True)
+    line = fields.Integer(required=True, allow_none=True)
+    details = fields.Dict(required=True)
+
+
+class DraftCurrentSchema(_Answer):
+    """The latest deployed version of the draft's process and the therapies running on it."""
+
+    key = _text()
+    version = fields.Integer(required=True)
+    active_therapies = fields.Integer(required=True)
+
+
+class DraftCheckSchema(_Answer):
+    """What the checks of a deployment find in a draft; without problems, its diff against the current version."""
+
+    ok = fields.Boolean(required=True)
+    problems = fields.List(fields.Nested(DraftProblemSchema), required=True)
+    key = _text(nullable=True)
+    current = fields.Nested(DraftCurrentSchema, required=True, allow_none=True)
+    diff = fields.Nested(VersionDiffSchema, required=True, allow_none=True)
+
+
 class DefinitionMessageSchema(_Answer):
     """A message a definition version waits for or starts on, at one catching element."""
 

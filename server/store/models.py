@@ -186,6 +186,25 @@ class ProcessDefinition(Model):
     decisions: Mapped[dict | None] = mapped_column(JSON, nullable=True, default=None)
 
 
+class ProcessDraft(Model):
+    """A diagram being designed in the studio: saved, checked and deployed from there, never run by a therapy
+    and never shown to site staff. Its uploaded forms and decision tables travel with it."""
+
+    __tablename__ = "process_draft"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    bpmn_xml: Mapped[str] = mapped_column(Text)
+    forms: Mapped[dict] = mapped_column(JSON, default=dict)  # form file name -> JSON Schema
+    decisions: Mapped[dict | None] = mapped_column(JSON, nullable=True, default=None)  # DMN file name -> XML
+    # The deployed version it started from, then the one it last deployed (the diff is against the newest).
+    based_on_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    based_on_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 class Therapy(Model):
     """One patient's treatment: an instance of a definition version, with its engine state."""
 

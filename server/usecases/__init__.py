@@ -49,6 +49,18 @@ from .capacity_commands import (
     open_capacity,
 )
 from .definition_commands import DeployDefinition, MigrateTherapies, deploy_definition, migrate_therapies
+from .draft_commands import (
+    CheckDraft,
+    CreateDraft,
+    DeleteDraft,
+    DeployDraft,
+    SaveDraft,
+    check_draft,
+    create_draft,
+    delete_draft,
+    deploy_draft,
+    save_draft,
+)
 from .incident_commands import ResolveIncident, RetryIncident, resolve_incident, retry_incident
 from .material_commands import RecordCustody, RecordReadings, record_custody, record_readings
 from .network_commands import (
@@ -128,6 +140,11 @@ HANDLERS: dict[type, Callable[[Any], Any]] = {
     ResumeTherapy: resume_therapy,
     RescheduleTherapy: reschedule_therapy,
     MigrateTherapies: migrate_therapies,
+    CreateDraft: create_draft,
+    SaveDraft: save_draft,
+    CheckDraft: check_draft,
+    DeleteDraft: delete_draft,
+    DeployDraft: deploy_draft,
     CreateShipment: create_shipment,
     AddShipmentPosition: add_shipment_position,
     RecordShipmentReadings: record_shipment_readings,

@@ -60,6 +60,7 @@ from . import (  # noqa: E402,F401  (the routes register themselves on the bluep
     metrics_pages,
     migration_pages,
     oversight,
+    studio,
     task_pages,
     therapy_pages,
     vendor,

@@ -140,4 +140,5 @@ def definition_version(key: str, version: int):
         user_tasks=user_tasks,
         decisions=version_decisions(row),
         calls=version_calls(row),
+        can_draft=has_role(session_user(), *usecases.CreateDraft.ROLES),
     )

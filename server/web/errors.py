@@ -38,6 +38,8 @@ def menu(user) -> list[tuple[str, str]]:
     items = [("web.inbox", "Tasks"), ("web.dashboard", "Control tower"), ("web.alerts", "Alerts")]
     if has_role(user, *DESIGNERS, "auditor", "coordinator", "qa"):
         items.append(("web.definitions", "Processes"))
+    if has_role(user, *DESIGNERS):
+        items.append(("web.studio", "Studio"))
     if has_role(user, *AUDIT_READERS):
         items.append(("web.audit", "Audit trail"))
     if has_role(user, *PLANNERS):

@@ -72,16 +72,7 @@ def deploy(
     ``uploaded_decisions`` (DMN files by name) are checked, every one, and win over a shipped decision with the
     same id; ``shipped_decisions`` default to the DMN files of the bundled diagrams' folder."""
     bpmn = as_utf8(bpmn)  # stored and served as UTF-8 text, whatever encoding the file was saved in
-    uploaded = parse_decisions(dict(uploaded_decisions or {}))
-    decisions = {
-        **parse_decisions(bundled_decisions() if shipped_decisions is None else dict(shipped_decisions)),
-        **uploaded,
-    }
-    available = {name: parse_form(name, content) for name, content in bundled_forms().items()}
-    for name, content in uploaded_forms.items():
-        available[name] = uploaded_form(name, content)
-    bound = bound_versions(bpmn)
-    definition = load_definition(bpmn, available, operator_names(), decisions, called_definitions(bound))
+    definition, available, decisions, bound = check(bpmn, uploaded_forms, uploaded_decisions, shipped_decisions)
     info = definition.info
     theirs = {task for row in bound.values() for task in (row.info.get("decisions") or {})}
     own = {d for task, d in info.decisions.items() if task not in theirs}
@@ -120,6 +111,29 @@ def deploy(
     with _cache_lock:
         _cache[row.id] = definition
     return row, True
+
+
+def check(
+    bpmn: bytes,
+    uploaded_forms: Mapping[str, bytes],
+    uploaded_decisions: Mapping[str, bytes] | None = None,
+    shipped_decisions: Mapping[str, bytes] | None = None,
+) -> tuple[Definition, dict[str, dict], dict, dict[str, ProcessDefinition]]:
+    """Every check of a deployment, storing nothing: the engine definition, the forms it may use (shipped, then
+    uploaded), the decisions and the deployed versions its call activities bind. ``DefinitionInvalid`` (422)
+    names the element and line of the first problem."""
+    bpmn = as_utf8(bpmn)
+    uploaded = parse_decisions(dict(uploaded_decisions or {}))
+    decisions = {
+        **parse_decisions(bundled_decisions() if shipped_decisions is None else dict(shipped_decisions)),
+        **uploaded,
+    }
+    available = {name: parse_form(name, content) for name, content in bundled_forms().items()}
+    for name, content in uploaded_forms.items():
+        available[name] = uploaded_form(name, content)
+    bound = bound_versions(bpmn)
+    definition = load_definition(bpmn, available, operator_names(), decisions, called_definitions(bound))
+    return definition, available, decisions, bound
 
 
 def engine_definition(row: ProcessDefinition) -> Definition:

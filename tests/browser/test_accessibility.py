@@ -22,6 +22,13 @@ def _first(served, user: str, path: str) -> dict:
     return answer.json()["items"][0]
 
 
+def _draft(served) -> str:
+    """A new studio draft of the bundled autologous process."""
+    answer = served.api("designer", "POST", "/process-drafts", json={"key": "autologous_car_t"})
+    assert answer.status_code == 201, answer.text
+    return answer.json()["id"]
+
+
 # page name: (demo user, path, or a function of the served demo giving the path)
 PAGES = {
     "login": (None, "/login"),
@@ -36,6 +43,12 @@ PAGES = {
     "process": ("designer", "/definitions/autologous_car_t"),
     "process version": ("designer", "/definitions/autologous_car_t/versions/1"),
     "migration": ("admin", "/definitions/autologous_car_t/migrate"),
+    "studio": ("designer", "/studio"),
+    "studio draft": ("designer", lambda served: f"/studio/{_draft(served)}"),
+    "studio form preview": (
+        "designer",
+        lambda served: f"/studio/{_draft(served)}/form-preview?form=enrolment.schema.json&ui=enrolment.uischema.json",
+    ),
     "audit": ("auditor", "/audit"),
     "capacity": ("planner", "/capacity"),
     "metrics": ("coordinator", "/reports"),
@@ -70,6 +83,9 @@ def test_every_page_has_no_serious_or_critical_accessibility_violation(page, ser
     expect(page.locator("main#main")).to_be_visible()
     if page.locator("[data-diagram]").count():
         expect(page.locator("[data-diagram]").first).to_have_attribute("data-rendered", "true")
+    if page.locator("[data-studio]").count():
+        expect(page.locator("[data-studio]")).to_have_attribute("data-rendered", "true")
+        expect(page.get_by_test_id("studio-status")).to_have_attribute("data-state", "ok")
     violations = serious_violations(page)
     assert not violations, f"{name} ({page.url}):\n{describe(violations)}"
 

@@ -166,6 +166,21 @@ def test_main_pages_fit_the_window_and_are_captured(page, new_page, served, shot
     admin.goto("/definitions/autologous_car_t/versions/1")
     expect(admin.locator("[data-diagram]")).to_have_attribute("data-rendered", "true")
     _shoot(admin, shots, "definition-version")
+    draft = served.api("admin", "POST", "/process-drafts", json={"key": "autologous_car_t"})
+    assert draft.status_code == 201, draft.text
+    admin.goto(f"/studio/{draft.json()['id']}")
+    expect(admin.get_by_test_id("studio-status")).to_have_attribute("data-state", "ok")
+    admin.evaluate(
+        "() => { const m = window.tetherStudio.modeler; const r = m.get('elementRegistry');"
+        " const c = m.get('canvas'); c.zoom(0.8); c.scrollToElement(r.get('Task_Enrolment'), 150);"
+        " m.get('selection').select(r.get('Task_Enrolment')); }"
+    )
+    phase = admin.get_by_test_id("studio-panel").get_by_label("Condition range (°C)", exact=True)
+    phase.fill("warm")
+    phase.press("Enter")
+    expect(admin.get_by_test_id("studio-status")).to_have_attribute("data-state", "problems")
+    expect(admin.get_by_test_id("studio-pin")).to_be_visible()
+    _shoot(admin, shots, "studio")
 
     planner = new_page()
     log_in(planner, "planner", served.password)
@@ -207,6 +222,7 @@ def test_every_page_fits_a_phone_and_is_captured(new_page, served, shots):
                 ("definitions-phone", "/definitions"),
                 ("definition-version-phone", "/definitions/autologous_car_t/versions/1"),
                 ("migrate-phone", "/definitions/autologous_car_t/migrate"),
+                ("studio-phone", "/studio"),
             ],
             "auditor": [("audit-phone", f"/audit?therapy={patient}")],
         }

@@ -73,6 +73,16 @@ def test_subclass_walk_in_a_condition_is_refused():
     assert caught.value.line == MINI[: MINI.index("eligible == True")].count("\n") + 1
 
 
+def test_an_unsafe_operator_parameter_names_its_service_task_not_the_parameter():
+    doc = MINI.replace("value=\"'logistics'\"", "value=\"__import__('os')\"")
+    assert doc != MINI
+    with pytest.raises(UnsafeCode) as caught:
+        load(doc)
+    assert caught.value.element_id == "Service_Notify"
+    assert "parameter 'role' of Service_Notify" in caught.value.message
+    assert caught.value.line == MINI[: MINI.index("value=\"'logistics'\"")].count("\n") + 1
+
+
 def test_unknown_service_operator_is_refused():
     with pytest.raises(DefinitionInvalid) as caught:
         load(MINI.replace('serviceTaskOperator id="notify"', 'serviceTaskOperator id="launch.rocket"'))

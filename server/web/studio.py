@@ -1,0 +1,201 @@
+"""The studio: designers draw a process in the browser (bpmn-js with Tether's properties panel), save it as a
+draft, see each problem pinned on its element as they go, and deploy it when it passes every check. Drafts are
+for designers and administrators only; site staff never see them."""
+
+from __future__ import annotations
+
+import json
+
+from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+
+from engine.definition import PARTIES, SIGNATURE_MEANINGS, TASK_ROLES
+from server import usecases
+from server.errors import ApiError, error_body
+from server.store.extensions import db
+from server.workflow import drafts
+from server.workflow.definitions import bundled_forms, latest_version
+from server.workflow.operators import OPERATORS
+
+from . import bp
+from .form_fields import build_fields
+from .session import login_required, page_user
+
+DRAFTERS = usecases.CreateDraft.ROLES
+# The lane names the engine reads as roles, as a designer writes them.
+LANE_ROLES = ("Coordinator", "Planner", "Manufacturing", "Logistics", "QA", "Integrator", "Admin")
+
+
+def _refused(exc: ApiError):
+    db.session.rollback()
+    return jsonify(error_body(exc.code, exc.message, exc.details)), exc.status
+
+
+def _draft_or_404(draft_id: str):
+    try:
+        return drafts.find(draft_id)
+    except ApiError:
+        abort(404)
+
+
+def _bpmn() -> str | None:
+    """The diagram as drawn, sent by the studio page as JSON ``{"bpmn": ...}`` (None when not sent)."""
+    body = request.get_json(silent=True) or {}
+    text = body.get("bpmn") if isinstance(body, dict) else None
+    return text if isinstance(text, str) and text.strip() else None
+
+
+@bp.get("/studio")
+@login_required(*DRAFTERS)
+def studio():
+    """The drafts, and a new one from an empty canvas or a deployed process."""
+    from sqlalchemy import select
+
+    from server.store.models import ProcessDefinition
+
+    keys = db.session.execute(select(ProcessDefinition.key).distinct().order_by(ProcessDefinition.key)).scalars()
+    return render_template("web/studio_list.html", drafts=drafts.listing(), keys=list(keys))
+
+
+@bp.post("/studio")
+@login_required(*DRAFTERS)
+def create_draft():
+    """A new draft (``CreateDraft``), then its page."""
+    key = (request.form.get("key") or "").strip() or None
+    version = request.form.get("version", type=int)
+    name = (request.form.get("name") or "").strip()[:200] or ("" if key else "New process")
+    try:
+        draft = usecases.create_draft(usecases.CreateDraft(name=name, key=key, version=version, by=page_user()))
+    except ApiError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("web.studio"))
+    return redirect(url_for("web.studio_draft", draft_id=draft.id))
+
+
+@bp.get("/studio/<draft_id>")
+@login_required(*DRAFTERS)
+def studio_draft(draft_id: str):
+    """The modeler on one draft, with the forms, operators, roles, parties and meanings its panel offers."""
+    draft = _draft_or_404(draft_id)
+    names = sorted(set(bundled_forms()) | set(draft.forms or {}))
+    current = latest_version(draft.based_on_key) if draft.based_on_key else None
+    return render_template(
+        "web/studio.html",
+        draft=draft,
+        current=current,
+        options={
+            "forms": [n for n in names if not n.endswith((".uischema.json", ".message.json"))],
+            "ui_schemas": [n for n in names if n.endswith(".uischema.json")],
+            "payload_schemas": [n for n in names if n.endswith(".message.json")],
+            "operators": {name: (doc.strip().splitlines() or [""])[0] for name, (_run, doc) in OPERATORS.items()},
+            "roles": list(LANE_ROLES),
+            "parties": list(PARTIES),
+            "meanings": list(SIGNATURE_MEANINGS),
+            "task_roles": list(TASK_ROLES),
+        },
+    )
+
+
+def _form(draft, name: str) -> dict:
+    """A form the draft may name: its own (kept from the version it started from), else a shipped one; {} if none."""
+    if name in (draft.forms or {}):
+        return draft.forms[name]
+    shipped = bundled_forms().get(name)
+    if shipped is None:
+        return {}
+    try:
+        loaded = json.loads(shipped)
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+@bp.get("/studio/<draft_id>/form-preview")
+@login_required(*DRAFTERS)
+def studio_form_preview(draft_id: str):
+    """A user task's form as site staff will see it on the task page, filled with the schema's first example."""
+    draft = _draft_or_404(draft_id)
+    name, ui_name = request.args.get("form", ""), request.args.get("ui", "")
+    schema = _form(draft, name)
+    if not schema:
+        abort(404)
+    ui_schema = _form(draft, ui_name) if ui_name else {}
+    examples = schema.get("examples")
+    example = examples[0] if isinstance(examples, list) and examples and isinstance(examples[0], dict) else {}
+    values = {f"data.{key}": value for key, value in example.items()}
+    return render_template(
+        "web/studio_form_preview.html",
+        draft=draft,
+        name=name,
+        ui_name=ui_name,
+        schema=schema,
+        fields=build_fields(schema, ui_schema, values, {}),
+        has_example=bool(example),
+    )
+
+
+@bp.post("/studio/<draft_id>/save")
+@login_required(*DRAFTERS)
+def studio_save(draft_id: str):
+    """Store the diagram as drawn (``SaveDraft``)."""
+    bpmn = _bpmn()
+    if bpmn is None:
+        return jsonify(error_body("invalid", "Nothing to save: the page sent no diagram.")), 422
+    try:
+        draft = usecases.save_draft(usecases.SaveDraft(draft_id=draft_id, bpmn=bpmn, by=page_user()))
+    except ApiError as exc:
+        return _refused(exc)
+    return {"saved": True, "updated_at": draft.updated_at.isoformat()}
+
+
+@bp.post("/studio/<draft_id>/check")
+@login_required(*DRAFTERS)
+def studio_check(draft_id: str):
+    """The checks of a deployment on the diagram as drawn (``CheckDraft``): problems on their elements, and the
+    diff against the current version when there are none."""
+    try:
+        result = usecases.check_draft(usecases.CheckDraft(draft_id=draft_id, bpmn=_bpmn(), by=page_user()))
+    except ApiError as exc:
+        return _refused(exc)
+    return {"ok": not result["problems"], **result}
+
+
+@bp.post("/studio/<draft_id>/deploy")
+@login_required(*DRAFTERS)
+def studio_deploy(draft_id: str):
+    """Save the diagram as drawn and deploy it (``DeployDraft``); 422 with the problems when it fails a check."""
+    user = page_user()
+    bpmn = _bpmn()
+    try:
+        if bpmn is not None:
+            usecases.save_draft(usecases.SaveDraft(draft_id=draft_id, bpmn=bpmn, by=user))
+        before = usecases.check_draft(usecases.CheckDraft(draft_id=draft_id, by=user)).get("current")
+        row, created = usecases.deploy_draft(usecases.DeployDraft(draft_id=draft_id, by=user))
+    except ApiError as exc:
+        return _refused(exc)
+    migrate_url = None
+    if created and before and before["active_therapies"]:
+        # Therapies run on the version this one replaces: the migration page starts with a dry run.
+        migrate_url = url_for("web.compare_versions", key=row.key, **{"from": before["version"], "to": row.version})
+    return {
+        "key": row.key,
+        "version": row.version,
+        "created": created,
+        "url": url_for("web.definition_version", key=row.key, version=row.version),
+        "migrate_url": migrate_url,
+        "active_therapies": before["active_therapies"] if before else 0,
+    }, (201 if created else 200)
+
+
+@bp.post("/studio/<draft_id>/delete")
+@login_required(*DRAFTERS)
+def studio_delete(draft_id: str):
+    """Remove the draft (``DeleteDraft``), then the list."""
+    try:
+        usecases.delete_draft(usecases.DeleteDraft(draft_id=draft_id, by=page_user()))
+    except ApiError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+    else:
+        flash("Draft deleted.", "success")
+    return redirect(url_for("web.studio"))

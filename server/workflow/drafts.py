@@ -1,0 +1,221 @@
+"""Drafts of the studio: a diagram saved, checked as it is drawn and deployed when it passes every check.
+
+A draft is never run and never shown to site staff. It keeps the uploaded forms and decision tables of the
+version it started from, so that it passes the same checks that version passed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import func, select
+
+from engine.errors import EngineError
+from server.clock import utcnow
+from server.errors import ApiError, Invalid, NotFound
+from server.store import audit
+from server.store.extensions import db
+from server.store.models import ProcessDefinition, ProcessDraft, Therapy
+from server.store.uow import unit_of_work
+from server.workflow import definitions
+
+# What a new draft starts from: a process with one start event, on a diagram the modeler can draw on.
+EMPTY_DIAGRAM = """<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+    xmlns:bpmndi="http://www.omg.org/spec/BPMN/20100524/DI"
+    xmlns:dc="http://www.omg.org/spec/DD/20100524/DC"
+    xmlns:spiffworkflow="http://spiffworkflow.org/bpmn/schema/1.0/core"
+    id="Definitions_{key}" targetNamespace="http://tether.example/bpmn">
+  <bpmn:process id="{key}" name="{name}" isExecutable="true">
+    <bpmn:startEvent id="StartEvent_1" name="Start" />
+  </bpmn:process>
+  <bpmndi:BPMNDiagram id="Diagram_1">
+    <bpmndi:BPMNPlane id="Plane_1" bpmnElement="{key}">
+      <bpmndi:BPMNShape id="StartEvent_1_di" bpmnElement="StartEvent_1">
+        <dc:Bounds x="180" y="160" width="36" height="36" />
+      </bpmndi:BPMNShape>
+    </bpmndi:BPMNPlane>
+  </bpmndi:BPMNDiagram>
+</bpmn:definitions>
+"""
+
+
+def empty_diagram(key: str, name: str) -> str:
+    """The XML of a new process ``key`` called ``name``: one start event."""
+    from xml.sax.saxutils import escape
+
+    return EMPTY_DIAGRAM.format(key=escape(key, {'"': "&quot;"}), name=escape(name, {'"': "&quot;"}))
+
+
+def find(draft_id: str) -> ProcessDraft:
+    """The draft, or 404."""
+    draft = db.session.get(ProcessDraft, draft_id)
+    if draft is None:
+        raise NotFound("No such draft.", details={"draft_id": draft_id})
+    return draft
+
+
+def deployed(key: str, version: int) -> ProcessDefinition:
+    """A deployed version, or 404 naming it."""
+    row = db.session.execute(
+        select(ProcessDefinition).where(ProcessDefinition.key == key, ProcessDefinition.version == version)
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"No version {version} of process definition '{key}'.", details={"key": key, "version": version})
+    return row
+
+
+def create(name: str, actor: str, key: str | None = None, version: int | None = None) -> ProcessDraft:
+    """A new draft: an empty canvas (process id made from the name), or a copy of deployed version ``version`` of
+    ``key`` with its forms and decision tables. Audited."""
+    if key is not None:
+        row = deployed(key, version or 0) if version else definitions.latest_version(key)
+        if row is None:
+            raise NotFound(f"No process definition '{key}'.", details={"key": key})
+        draft = ProcessDraft(
+            name=name or row.name,
+            bpmn_xml=row.bpmn_xml,
+            forms=dict(row.forms or {}),
+            decisions=dict(row.decisions) if row.decisions else None,
+            based_on_key=row.key,
+            based_on_version=row.version,
+        )
+    else:
+        draft = ProcessDraft(name=name, bpmn_xml=empty_diagram(process_key(name), name), forms={})
+    draft.created_by = draft.updated_by = actor
+    with unit_of_work():
+        db.session.add(draft)
+        db.session.flush()
+        data = {"name": draft.name, "based_on": based_on(draft)}
+        audit.append(actor, "draft.created", "process_draft", draft.id, data=data)
+    return draft
+
+
+def process_key(name: str) -> str:
+    """A process id (an XML name) made from a draft's name: ``Bone marrow v2`` -> ``bone_marrow_v2``."""
+    letters = "".join(c.lower() if c.isascii() and c.isalnum() else "_" for c in name).strip("_")
+    while "__" in letters:
+        letters = letters.replace("__", "_")
+    letters = letters[:60] or "new_process"
+    return letters if letters[0].isalpha() else f"process_{letters}"
+
+
+def save(draft: ProcessDraft, bpmn: str, actor: str, name: str | None = None) -> ProcessDraft:
+    """Store the diagram as drawn (checked only when asked: a draft may be unfinished). Audited."""
+    with unit_of_work():
+        draft.bpmn_xml = bpmn
+        if name:
+            draft.name = name
+        draft.updated_by, draft.updated_at = actor, utcnow()
+        audit.append(actor, "draft.saved", "process_draft", draft.id, data={"name": draft.name, "size": len(bpmn)})
+    return draft
+
+
+def delete(draft: ProcessDraft, actor: str) -> None:
+    """Remove the draft (deployed versions made from it stay). Audited."""
+    with unit_of_work():
+        audit.append(actor, "draft.deleted", "process_draft", draft.id, data={"name": draft.name})
+        db.session.delete(draft)
+
+
+def _forms(draft: ProcessDraft) -> dict[str, bytes]:
+    return {name: json.dumps(schema).encode() for name, schema in (draft.forms or {}).items()}
+
+
+def _decisions(draft: ProcessDraft) -> dict[str, bytes]:
+    return {name: xml.encode() for name, xml in (draft.decisions or {}).items()}
+
+
+def problem(exc: EngineError | ApiError) -> dict[str, Any]:
+    """One problem as the studio pins it: its code, sentence, element id and line (null when not known)."""
+    details = exc.as_details() if isinstance(exc, EngineError) else dict(exc.details)
+    element = details.pop("element_id", None) or details.pop("element", None)
+    return {
+        "code": exc.code,
+        "message": exc.message,
+        "element_id": element,
+        "line": details.pop("line", None),
+        "details": details,
+    }
+
+
+def check(draft: ProcessDraft, bpmn: str | None = None) -> dict[str, Any]:
+    """Run every check of a deployment on the draft (or on ``bpmn``, the diagram as drawn, with the draft's forms)
+    and store nothing. ``problems`` lists what is wrong, each on its element; a diagram without problems is
+    compared with the latest deployed version of its process (``current`` and ``diff``)."""
+    text = draft.bpmn_xml if bpmn is None else bpmn
+    result: dict[str, Any] = {"problems": [], "key": None, "current": None, "diff": None}
+    try:
+        definition, _forms_used, _decisions_used, _bound = definitions.check(
+            text.encode("utf-8"), _forms(draft), _decisions(draft)
+        )
+    except (EngineError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status != 422:
+            raise
+        result["problems"] = [problem(exc)]
+        return result
+    key = definition.info.key
+    result["key"] = key
+    current = definitions.latest_version(key)
+    if current is not None:
+        result["current"] = {
+            "key": key,
+            "version": current.version,
+            "active_therapies": db.session.execute(
+                select(func.count()).where(
+                    Therapy.process_key == key,
+                    Therapy.process_version == current.version,
+                    Therapy.status == "active",
+                )
+            ).scalar_one(),
+        }
+        result["diff"] = spec_diff(definitions.engine_definition(current).spec, definition.spec)
+    return result
+
+
+def spec_diff(before: Any, after: Any) -> dict[str, list[str]]:
+    """The element ids ``after`` added, removed and changed against ``before``."""
+    from SpiffWorkflow.bpmn.util.diff import SpecDiff
+
+    from engine.serialization import spec_registry
+
+    diff = SpecDiff(spec_registry(), before, after)
+
+    def elements(specs) -> list[str]:
+        return sorted({s.bpmn_id for s in specs if getattr(s, "bpmn_id", None)})
+
+    return {"added": elements(diff.added), "removed": elements(diff.removed), "changed": elements(diff.changed)}
+
+
+def deploy(draft: ProcessDraft, actor: str) -> tuple[ProcessDefinition, bool]:
+    """Deploy the draft as the next version of its process when it passes every check; refused (422, with every
+    problem) otherwise. The draft then starts from the version it made. Audited."""
+    checked = check(draft)
+    if checked["problems"]:
+        first = checked["problems"][0]
+        where = f" (element {first['element_id']})" if first["element_id"] else ""
+        raise Invalid(
+            f"The draft cannot be deployed: {first['message']}{where}",
+            code="draft_invalid",
+            details={"draft_id": draft.id, "problems": checked["problems"]},
+        )
+    with unit_of_work():
+        row, created = definitions.deploy(draft.bpmn_xml.encode("utf-8"), _forms(draft), actor, _decisions(draft))
+        draft.based_on_key, draft.based_on_version = row.key, row.version
+        draft.updated_by, draft.updated_at = actor, utcnow()
+        data = {"key": row.key, "version": row.version, "created": created}
+        audit.append(actor, "draft.deployed", "process_draft", draft.id, data=data)
+    return row, created
+
+
+def based_on(draft: ProcessDraft) -> dict | None:
+    """The deployed version a draft started from (or last deployed), or None for a draft from an empty canvas."""
+    if draft.based_on_key is None:
+        return None
+    return {"key": draft.based_on_key, "version": draft.based_on_version}
+
+
+def listing() -> list[ProcessDraft]:
+    """Every draft, the most recently changed first."""
+    return list(db.session.execute(select(ProcessDraft).order_by(ProcessDraft.updated_at.desc())).scalars())
