@@ -40,7 +40,8 @@ def task_detail(task: TaskRecord) -> dict:
     return {
         **task_item(task),
         "data": task.data if task.status == "completed" else None,
-        "signatures": signatures_for_task(task),
+        # Only a task whose diagram asks for a signature is ever signed.
+        "signatures": signatures_for_task(task) if task.signature else [],
     }
 
 
@@ -49,9 +50,10 @@ def task_detail(task: TaskRecord) -> dict:
 @idempotent
 def complete_task(task_id: str):
     """Complete a READY task with form data (and a signature when the diagram asks for one)."""
-    visible_task(g.user, task_id)  # an unknown or unseen task is 404 before its body is read
+    seen = visible_task(g.user, task_id)  # an unknown or unseen task is 404 before its body is read
     body = load_json(CompleteTaskSchema())
+    # ``seen`` stays referenced, so the handler finds the task (and its therapy) in the session, not read again.
     task = usecases.complete_task(
-        usecases.CompleteTask(task_id=task_id, by=g.user, data=body["data"], signature=body["signature"])
+        usecases.CompleteTask(task_id=seen.id, by=g.user, data=body["data"], signature=body["signature"])
     )
     return {"task": task_detail(task), "therapy": therapy_summary(task.therapy)}, 200

@@ -123,8 +123,28 @@ def conflict_for(exc: Exception) -> Conflict | None:
 
 
 @contextlib.contextmanager
-def unit_of_work() -> Iterator[None]:
+def _kept(session: Session, keep: bool) -> Iterator[None]:
+    """With ``keep``, a commit inside the block leaves the session's objects loaded instead of expiring them."""
+    if not keep:
+        yield
+        return
+    before = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        yield
+    finally:
+        session.expire_on_commit = before
+
+
+@contextlib.contextmanager
+def unit_of_work(*, keep_loaded: bool = False) -> Iterator[None]:
     """Run the enclosed writes as one transaction; a concurrent change turns into 409.
+
+    With ``keep_loaded``, what was read before the unit began is not read again inside it, nor after its
+    commit: the caller's rows must carry a version check (``Therapy.row_version``), so that a change someone
+    committed in between fails the unit with 409 ``version_conflict`` instead of being overwritten. A task
+    completion uses it: the task and its therapy were read for the checks, the engine step runs on them, and
+    the answer is built from what was written.
 
     Inside ``enclosing_transaction()``, or inside another unit of work (a use case that books a place and
     records it in the process data, an operator that books inside an engine step), the writes form a SAVEPOINT
@@ -135,14 +155,17 @@ def unit_of_work() -> Iterator[None]:
         with _savepoint_unit():
             yield
         return
-    db.session.commit()  # close any read-only transaction opened by authentication
+    session = db.session()
+    with _kept(session, keep_loaded):
+        session.commit()  # close any read-only transaction opened by authentication
     intent = _write_intent.set(True)
     callbacks: list = []
     pending = _after_commit.set(callbacks)
     try:
         yield
         _run_commit_steps()
-        db.session.commit()
+        with _kept(session, keep_loaded):
+            session.commit()
     except (StaleDataError, IntegrityError, OperationalError) as exc:
         db.session.rollback()
         conflict = conflict_for(exc)

@@ -10,9 +10,8 @@ from server.compliance.signatures import check_signer
 from server.custody.scans import verify_task_scan
 from server.errors import Conflict, Forbidden
 from server.store import audit
-from server.store.extensions import db
 from server.store.models import TaskRecord, User
-from server.workflow import therapies
+from server.workflow import definitions, therapies
 
 from .checks import audits_refusals, visible_task
 
@@ -59,13 +58,13 @@ def complete_task(command: CompleteTask) -> TaskRecord:
         _refuse(user, task, 409, "party_unassigned", message)
         raise Conflict(message, code="party_unassigned", details={"party": task.party})
     therapies.validate_form_data(task.therapy, task.form, command.data)
-    verify_task_scan(task.therapy, task.form, task.activity_id, task.id, command.data, user.username)
+    schema = definitions.definition_forms(task.therapy.definition_id).get(task.form) if task.form else None
+    verify_task_scan(task.therapy, schema, task.activity_id, task.id, command.data, user.username)
     signer = None
     if task.signature:
         check_signer(user, task, command.signature, command.data)
         signer = user
     therapies.complete_task(task, command.data, user.username, signer=signer)
-    db.session.refresh(task)
     return task
 
 

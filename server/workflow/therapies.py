@@ -21,7 +21,6 @@ from engine.runtime import Outcome, Runtime
 from engine.values import DEFAULT_LIMITS
 from server import monitoring
 from server.clock import clock
-from server.custody.scans import verify_task_scan
 from server.errors import Conflict, Invalid, NotFound
 from server.integration import outbox
 from server.store import audit
@@ -161,9 +160,10 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
             row.due_at = ready.due_at
         # else: the task's deadline has passed (its escalation fired); it keeps it, late since then, until done
     effects.apply_events(effects.Step(therapy, actor, now, completed_by, tasks), outcome.events)
-    retry_at = incidents.settle(therapy, outcome, actor, now)
+    open_incidents = incidents.unresolved(therapy)  # read once for settling and for the halting check
+    retry_at = incidents.settle(therapy, outcome, actor, now, open_incidents)
     due = min((d for d in (outcome.next_due, retry_at) if d is not None), default=None)
-    if incidents.halting(therapy):  # a step the engine could not take holds the therapy's timers
+    if incidents.halting(therapy, open_incidents):  # a step the engine could not take holds the therapy's timers
         due = None
     therapy.next_due_at = due
     therapy_id = therapy.id  # read now: after the commit the row is expired and reading it would reload it
@@ -355,7 +355,8 @@ def validate_form_data(therapy: Therapy, form: str | None, data: dict) -> None:
 def complete_task(
     task: TaskRecord, data: dict, actor: str, extra_audit: dict | None = None, signer: User | None = None
 ) -> Therapy:
-    """Complete a READY task with form ``data`` and run the therapy to its next wait state.
+    """Complete a READY task with form ``data`` (checked by the caller, ``server/usecases/task_commands.py``: the
+    form, the scanned COI, the signer) and run the therapy to its next wait state.
 
     With ``signer`` (whose password was checked), the electronic signature is recorded in the same
     transaction as the completion, bound by hash to the task's identity and data.
@@ -367,10 +368,9 @@ def complete_task(
             code="task_not_ready",
             details={"task_id": task.id, "status": task.status},
         )
-    validate_form_data(therapy, task.form, data)
-    verify_task_scan(therapy, task.form, task.activity_id, task.id, data, actor)
     halted: Incident | None
-    with unit_of_work():
+    # The task and its therapy were read for the checks; the therapy's version check guards them until the commit.
+    with unit_of_work(keep_loaded=True):
         try:
             outcome = run_step(therapy, actor, lambda runtime: runtime.complete_task(therapy.state, task.id, data))
         except StepBudgetExceeded as exc:  # the completion is undone; the incident is kept, then refused
