@@ -8,6 +8,7 @@ from server import usecases
 from server.access.auth import require
 from server.api.idempotency import idempotent
 from server.api.schemas import CompleteTaskSchema, load_json
+from server.clock import iso
 from server.compliance.signatures import signatures_for_task
 from server.store.models import TaskRecord
 from server.usecases.checks import visible_task
@@ -53,7 +54,23 @@ def complete_task(task_id: str):
     seen = visible_task(g.user, task_id)  # an unknown or unseen task is 404 before its body is read
     body = load_json(CompleteTaskSchema())
     # ``seen`` stays referenced, so the handler finds the task (and its therapy) in the session, not read again.
-    task = usecases.complete_task(
+    completed = usecases.complete_task(
         usecases.CompleteTask(task_id=seen.id, by=g.user, data=body["data"], signature=body["signature"])
     )
-    return {"task": task_detail(task), "therapy": therapy_summary(task.therapy)}, 200
+    task = completed.task
+    return {
+        "task": task_detail(task),
+        "therapy": therapy_summary(task.therapy),
+        "next_tasks": [next_task_item(row) for row in completed.next_tasks],
+    }, 200
+
+
+def next_task_item(task: TaskRecord) -> dict:
+    """A task a completion made ready, as its answer names it (enough to complete it next without a GET)."""
+    return {
+        "id": task.id,
+        "activity_id": task.activity_id,
+        "name": task.name,
+        "role": task.role,
+        "due_at": iso(task.due_at),
+    }

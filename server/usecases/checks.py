@@ -56,9 +56,15 @@ def visible_task(user: User, task_id: str) -> TaskRecord:
     """The task (with its therapy) if ``user`` may see it: a user of the task's site, or, while its party has no
     site yet, of the treatment centre (which names one); 404 otherwise, as for a task that does not exist."""
     task = db.session.get(TaskRecord, task_id, options=(joinedload(TaskRecord.therapy, innerjoin=True),))
-    if task is None or not can_see_site(user, task.site_id if task.site_id is not None else task.therapy.site_id):
+    if task is None or not sees_task(user, task):
         raise NotFound("No such task.", details={"task_id": task_id})
     return task
+
+
+def sees_task(user: User, task: TaskRecord) -> bool:
+    """Whether ``user`` may see the task: a user of its site, or, while its party has no site yet, of the
+    therapy's treatment centre."""
+    return can_see_site(user, task.site_id if task.site_id is not None else task.therapy.site_id)
 
 
 def visible_alert(user: User, alert_id: str) -> Alert:

@@ -13,7 +13,7 @@ from server.store import audit
 from server.store.models import TaskRecord, User
 from server.workflow import definitions, therapies
 
-from .checks import audits_refusals, visible_task
+from .checks import audits_refusals, sees_task, visible_task
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,19 @@ class CompleteTask:
     signature: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class Completed:
+    """What a completion did: the task's row, completed, and the rows of the tasks its step made ready that the
+    person who completed it may see (at their sites; of any role), in the order the engine made them ready."""
+
+    task: TaskRecord
+    next_tasks: list[TaskRecord]
+
+
 @audits_refusals
-def complete_task(command: CompleteTask) -> TaskRecord:
-    """Check and complete the task, run its therapy to the next wait state; returns the task row.
+def complete_task(command: CompleteTask) -> Completed:
+    """Check and complete the task, run its therapy to the next wait state; returns the task row and the tasks
+    that became ready.
 
     The order of the checks is what a person sees: the task must be one they may see (404), their role and
     the task's state (each refusal audited as ``task.refused``), the form data, then the scanned COI (a wrong
@@ -64,8 +74,8 @@ def complete_task(command: CompleteTask) -> TaskRecord:
     if task.signature:
         check_signer(user, task, command.signature, command.data)
         signer = user
-    therapies.complete_task(task, command.data, user.username, signer=signer)
-    return task
+    made_ready = therapies.complete_task(task, command.data, user.username, signer=signer)
+    return Completed(task, [row for row in made_ready if sees_task(user, row)])
 
 
 def prefill_path(ui: Any) -> str | None:

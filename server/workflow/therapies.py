@@ -117,8 +117,11 @@ def phase_of(outcome: Outcome, therapy: Therapy) -> str | None:
     return therapy.phase
 
 
-def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_by: str | None = None) -> None:
-    """Store what a command did: state, status, task rows, audit entries and outbox events."""
+def apply_outcome(
+    therapy: Therapy, outcome: Outcome, actor: str, *, completed_by: str | None = None
+) -> list[TaskRecord]:
+    """Store what a command did: state, status, task rows, audit entries and outbox events; returns the rows of
+    the tasks the step made ready."""
     now = clock()()
     therapy.state = outcome.state
     therapy.data = outcome.data
@@ -135,10 +138,11 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
             select(TaskRecord).where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")
         ).scalars()
     }
+    added: list[TaskRecord] = []
     for ready in outcome.ready_tasks:
         row = tasks.get(ready.task_id)
         if row is None:
-            db.session.add(
+            added.append(
                 TaskRecord(
                     id=ready.task_id,
                     therapy_id=therapy.id,
@@ -156,6 +160,7 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
                     created_at=now,
                 )
             )
+            db.session.add(added[-1])
         elif row.due_at is None or row.due_at > now:
             row.due_at = ready.due_at
         # else: the task's deadline has passed (its escalation fired); it keeps it, late since then, until done
@@ -168,6 +173,7 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
     therapy.next_due_at = due
     therapy_id = therapy.id  # read now: after the commit the row is expired and reading it would reload it
     after_commit(lambda: notify_scheduler(therapy_id, due))
+    return added
 
 
 def notify_scheduler(therapy_id: str, due) -> None:
@@ -354,12 +360,13 @@ def validate_form_data(therapy: Therapy, form: str | None, data: dict) -> None:
 
 def complete_task(
     task: TaskRecord, data: dict, actor: str, extra_audit: dict | None = None, signer: User | None = None
-) -> Therapy:
+) -> list[TaskRecord]:
     """Complete a READY task with form ``data`` (checked by the caller, ``server/usecases/task_commands.py``: the
     form, the scanned COI, the signer) and run the therapy to its next wait state.
 
     With ``signer`` (whose password was checked), the electronic signature is recorded in the same
-    transaction as the completion, bound by hash to the task's identity and data.
+    transaction as the completion, bound by hash to the task's identity and data. Returns the rows of the tasks
+    the step made ready.
     """
     therapy = task.therapy
     if task.status != "ready" or therapy.status != "active":
@@ -381,7 +388,7 @@ def complete_task(
             raise
         else:
             halted = None
-            apply_outcome(therapy, outcome, actor, completed_by=actor)
+            made_ready = apply_outcome(therapy, outcome, actor, completed_by=actor)
             if signer is not None:
                 from server.compliance.signatures import apply_signature
 
@@ -398,7 +405,7 @@ def complete_task(
                 )
     if halted is not None:
         raise halted_error(halted)
-    return therapy
+    return made_ready
 
 
 def payload_errors(definition_id: str, name: str, payload: Any) -> tuple[str, list[dict]] | None:
