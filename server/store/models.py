@@ -448,7 +448,9 @@ class OutboxEvent(Model):
         {"sqlite_autoincrement": True},
     )
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    event_id: Mapped[str] = mapped_column(String(36), unique=True, default=new_id)
+    # A client-made unique value: SQLAlchemy matches the ids RETURNING gives back to the rows by it, so the events of
+    # one flush go in one INSERT (on SQLite too, which cannot order RETURNING by the rows it was given).
+    event_id: Mapped[str] = mapped_column(String(36), unique=True, default=new_id, insert_sentinel=True)
     type: Mapped[str] = mapped_column(String(64), index=True)
     therapy_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     site_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

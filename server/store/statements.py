@@ -37,12 +37,14 @@ def describe(sql: str, executemany: bool = False) -> Statement:
     """What ``sql`` is, in two words: its kind and the first table it names."""
     words = sql.lstrip().split(None, 2)
     kind = words[0].upper() if words else ""
-    if kind == "WITH":
+    main = 0
+    if kind == "WITH":  # the statement after the common table expressions says what it is
         found = re.search(r"\)\s*(SELECT|INSERT|UPDATE|DELETE)\b", sql, re.IGNORECASE)
-        kind = found.group(1).upper() if found else kind
+        kind, main = (found.group(1).upper(), found.start(1)) if found else (kind, 0)
     if kind in ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT", "PRAGMA", "SET"):
-        return Statement(" ".join(words[:2]).upper() if kind == "RELEASE" else kind, "", executemany)
-    table = _TABLE.search(sql)
+        two = kind in ("RELEASE", "BEGIN") and len(words) > 1 and words[1].upper() in ("SAVEPOINT", "IMMEDIATE")
+        return Statement(" ".join(words[:2]).upper() if two else kind, "", executemany)
+    table = _TABLE.search(sql, main)
     return Statement(kind, table.group(1) if table else "", executemany)
 
 

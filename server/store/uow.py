@@ -26,7 +26,7 @@ from typing import cast
 from flask import Flask, current_app
 from sqlalchemy import CursorResult, Executable, event
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.exc import StaleDataError
 
 from server.errors import Conflict
@@ -213,6 +213,42 @@ def savepoint() -> Iterator[None]:
         staging.clear()
         staging.update(before)
         raise
+
+
+class LazySavepoint:
+    """A SAVEPOINT taken only when something is about to be written under it (see ``savepoint_when_needed``)."""
+
+    def __init__(self) -> None:
+        self.transaction: SessionTransaction | None = None
+        self.staged_before: dict[str, list] = {}
+
+    def open(self) -> None:
+        """Take the savepoint now, unless it was taken already."""
+        if self.transaction is None:
+            session = db.session()
+            self.staged_before = {name: list(items) for name, items in session.info.setdefault(STAGED, {}).items()}
+            self.transaction = session.begin_nested()
+
+
+@contextlib.contextmanager
+def savepoint_when_needed() -> Iterator[LazySavepoint]:
+    """What ``savepoint()`` does, for a block that may write nothing: the SAVEPOINT is taken when the block calls
+    ``open()`` on what it is given (before its first write), and when the block fails, whatever was written and
+    staged since is taken back. A block that never opens it sends no statement at all: an engine step without a
+    service task then runs before its unit of work has taken the write lock."""
+    lazy = LazySavepoint()
+    try:
+        yield lazy
+    except BaseException:
+        if lazy.transaction is not None:
+            if lazy.transaction.is_active:
+                lazy.transaction.rollback()
+            staging = db.session.info.setdefault(STAGED, {})
+            staging.clear()
+            staging.update(lazy.staged_before)
+        raise
+    if lazy.transaction is not None and lazy.transaction.is_active:
+        lazy.transaction.commit()
 
 
 @contextlib.contextmanager

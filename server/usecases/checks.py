@@ -55,7 +55,12 @@ def visible_therapy(user: User, therapy_id: str, *, state: bool = True) -> Thera
 def visible_task(user: User, task_id: str) -> TaskRecord:
     """The task (with its therapy) if ``user`` may see it: a user of the task's site, or, while its party has no
     site yet, of the treatment centre (which names one); 404 otherwise, as for a task that does not exist."""
-    task = db.session.get(TaskRecord, task_id, options=(joinedload(TaskRecord.therapy, innerjoin=True),))
+    task = db.session.get(
+        TaskRecord,
+        task_id,
+        # the therapy and the sites of its parties in the same query (the checks and the step read them)
+        options=(joinedload(TaskRecord.therapy, innerjoin=True).joinedload(Therapy.party_rows),),
+    )
     if task is None or not sees_task(user, task):
         raise NotFound("No such task.", details={"task_id": task_id})
     return task

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from server.clock import iso
 from server.compliance.signatures import check_signer
@@ -27,10 +27,10 @@ class CompleteTask:
     signature: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
-class Completed:
-    """What a completion did: the task's row, completed, and the rows of the tasks its step made ready that the
-    person who completed it may see (at their sites; of any role), in the order the engine made them ready."""
+class Completed(NamedTuple):
+    """What a completion did (an answer, not a command): the task's row, completed, and the rows of the tasks its
+    step made ready that the person who completed it may see (at their sites; of any role), in the order the
+    engine made them ready."""
 
     task: TaskRecord
     next_tasks: list[TaskRecord]

@@ -26,7 +26,7 @@ from server.integration import outbox
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import PARTY_SITE_KINDS, Incident, ProcessDefinition, Site, TaskRecord, Therapy, User
-from server.store.uow import after_commit, savepoint, unit_of_work
+from server.store.uow import LazySavepoint, after_commit, savepoint, savepoint_when_needed, unit_of_work
 from server.workflow import bookings, effects, incidents, parties
 from server.workflow.definitions import definition_forms, engine_definition_by_id, latest_version, message_schema
 from server.workflow.operators import OperatorContext
@@ -39,13 +39,18 @@ PROTECTED_KEYS = ("coi", "patient_reference", "site", "bookings")
 NOT_HELD_HERE = object()
 
 
-def runtime_for(therapy: Therapy, actor: str, definition_id: str | None = None) -> Runtime:
+def runtime_for(
+    therapy: Therapy, actor: str, definition_id: str | None = None, step: LazySavepoint | None = None
+) -> Runtime:
     """A runtime for ``therapy``'s definition version (or ``definition_id``'s) whose service tasks call the
-    registered operators, with the configured limits on scripts, on one command and on the process data."""
+    registered operators, with the configured limits on scripts, on one command and on the process data. With
+    ``step``, the step's savepoint is taken before the first service task writes."""
     context = OperatorContext(therapy=therapy, actor=actor)
     config = current_app.config
 
     def service_caller(operator: str, params: dict, data: dict) -> Any:
+        if step is not None:
+            step.open()
         with savepoint():  # a failing operator leaves nothing half-written behind, in the chain neither
             return call_operator(operator, context, params)
 
@@ -64,11 +69,15 @@ def runtime_for(therapy: Therapy, actor: str, definition_id: str | None = None) 
 
 
 def run_step(therapy: Therapy, actor: str, command: Callable[[Runtime], Outcome]) -> Outcome:
-    """Run one engine command on ``therapy``; when it fails, what its service tasks wrote is undone too."""
+    """Run one engine command on ``therapy``; when it fails, what its service tasks wrote is undone too.
+
+    A step without a service task sends no statement: inside a unit of work that kept what it read
+    (``unit_of_work(keep_loaded=True)``), it runs before the write lock is taken, and the therapy's version
+    check at the commit catches a change made meanwhile."""
     started = time.perf_counter()
     try:
-        with savepoint():
-            return command(runtime_for(therapy, actor))
+        with savepoint_when_needed() as step:
+            return command(runtime_for(therapy, actor, step=step))
     finally:
         monitoring.observe_step(time.perf_counter() - started)
 
