@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, query_expression, relationship
 from sqlalchemy.types import TypeDecorator
 
 from engine.definition import DEFAULT_PARTY, PARTIES
@@ -247,6 +247,10 @@ class Therapy(Model):
     # reads them from the tasks), kept here as those tasks complete so that lists need no query per therapy.
     collected_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     infused_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Whether an incident of the therapy waits for a retry or for a person, read with the therapy only where a
+    # query asks for it (``with_expression``: a task's load for its completion, server/usecases/checks.py); None
+    # where it was not read.
+    has_open_incidents: Mapped[bool | None] = query_expression()
     site: Mapped[Site] = relationship(lazy="joined", innerjoin=True)
     definition: Mapped[ProcessDefinition] = relationship(lazy="select")
     # The sites that act in the therapy, one row per assigned party whose site is not the treatment centre's

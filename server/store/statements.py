@@ -44,7 +44,13 @@ def describe(sql: str, executemany: bool = False) -> Statement:
     if kind in ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT", "PRAGMA", "SET"):
         two = kind in ("RELEASE", "BEGIN") and len(words) > 1 and words[1].upper() in ("SAVEPOINT", "IMMEDIATE")
         return Statement(" ".join(words[:2]).upper() if two else kind, "", executemany)
-    table = _TABLE.search(sql, main)
+    outer = sql[main:]
+    while True:  # subqueries and expressions in parentheses name other tables: leave them out
+        flat = re.sub(r"\([^()]*\)", "", outer)
+        if flat == outer:
+            break
+        outer = flat
+    table = _TABLE.search(outer)
     return Statement(kind, table.group(1) if table else "", executemany)
 
 

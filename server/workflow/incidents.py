@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, exists, select
+from sqlalchemy.orm import InstrumentedAttribute
 
 from engine.errors import EngineError, StepBudgetExceeded
 from engine.runtime import DEFAULT_RETRIES, Outcome
@@ -60,6 +61,11 @@ def backoff(base: int | None, attempt: int) -> timedelta:
     """How long the ``attempt``-th retry waits: ``base ** attempt`` seconds (at least one second)."""
     base = base if base and base > 0 else DEFAULT_BACKOFF_BASE
     return timedelta(seconds=max(1, base**attempt))
+
+
+def any_unresolved(therapy_id: ColumnElement[str] | InstrumentedAttribute[str]) -> ColumnElement[bool]:
+    """Whether the therapy ``therapy_id`` (a column of a query) has incidents that wait, as SQL."""
+    return exists().where(Incident.therapy_id == therapy_id, Incident.status.in_(UNRESOLVED))
 
 
 def unresolved(therapy: Therapy) -> list[Incident]:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from engine.definition import message_catchers
 from engine.errors import EngineError, StepBudgetExceeded
 from engine.events import MessageReceived
+from engine.outcome import IncidentOpened
 from engine.runtime import Outcome, Runtime
 from engine.values import DEFAULT_LIMITS
 from server import monitoring
@@ -132,6 +133,7 @@ def apply_outcome(
     """Store what a command did: state, status, task rows, audit entries and outbox events; returns the rows of
     the tasks the step made ready."""
     now = clock()()
+    had_incidents = therapy.has_open_incidents  # read before anything is flushed (a flush forgets it)
     therapy.state = outcome.state
     therapy.data = outcome.data
     therapy.waits = [w.to_dict() for w in outcome.waiting_for]
@@ -174,7 +176,10 @@ def apply_outcome(
             row.due_at = ready.due_at
         # else: the task's deadline has passed (its escalation fired); it keeps it, late since then, until done
     effects.apply_events(effects.Step(therapy, actor, now, completed_by, tasks), outcome.events)
-    open_incidents = incidents.unresolved(therapy)  # read once for settling and for the halting check
+    # Read once for settling and for the halting check; not at all when the therapy had none as its task was
+    # read for this step (has_open_incidents) and the step opened none.
+    opened = any(isinstance(event, IncidentOpened) for event in outcome.events)
+    open_incidents = [] if had_incidents is False and not opened else incidents.unresolved(therapy)
     retry_at = incidents.settle(therapy, outcome, actor, now, open_incidents)
     due = min((d for d in (outcome.next_due, retry_at) if d is not None), default=None)
     if incidents.halting(therapy, open_incidents):  # a step the engine could not take holds the therapy's timers
