@@ -2,8 +2,10 @@
 
 ``counted(engine)`` listens to the engine's ``before_cursor_execute`` event while the block runs and collects one
 ``Statement`` per execution (a batched ``executemany`` counts once, as it is one round trip's worth of work for
-the driver). The benchmarks print the count per completion and the list by kind and table; a test pins the
-count so that it cannot silently grow.
+the driver), and one ``COMMIT`` per commit. What it cannot see: PostgreSQL's BEGIN, which the driver sends by
+itself before a transaction's first statement, and the pool's ping when a connection is taken from it. The
+benchmarks print the count per completion and the list by kind and table; a test pins the count so that it
+cannot silently grow.
 """
 
 from __future__ import annotations
@@ -62,11 +64,16 @@ def counted(engine: Engine) -> Iterator[list[Statement]]:
     def before(_conn, _cursor, statement, _parameters, _context, executemany) -> None:
         seen.append(describe(statement, executemany))
 
+    def commit(_conn) -> None:  # a round trip too, though no cursor executes it
+        seen.append(Statement("COMMIT", ""))
+
     event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "commit", commit)
     try:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "commit", commit)
 
 
 def summary(statements: list[Statement]) -> str:

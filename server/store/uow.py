@@ -156,8 +156,13 @@ def unit_of_work(*, keep_loaded: bool = False) -> Iterator[None]:
             yield
         return
     session = db.session()
-    with _kept(session, keep_loaded):
-        session.commit()  # close any read-only transaction opened by authentication
+    # Close any read-only transaction opened by authentication (on SQLite a writer must begin its own, with
+    # BEGIN IMMEDIATE). On PostgreSQL a unit that keeps what it read goes on in that transaction instead: its
+    # writes are checked by version, and the commit, the connection's return to the pool (and its ping at the
+    # next checkout) and a new BEGIN are saved.
+    if not (keep_loaded and session.get_bind().dialect.name == "postgresql"):
+        with _kept(session, keep_loaded):
+            session.commit()
     intent = _write_intent.set(True)
     callbacks: list = []
     pending = _after_commit.set(callbacks)
