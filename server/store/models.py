@@ -258,6 +258,14 @@ class Therapy(Model):
     party_rows: Mapped[list[TherapyParty]] = relationship(
         lazy="selectin", cascade="all, delete-orphan", order_by="TherapyParty.party"
     )
+    # The rows of its READY tasks, as read: only for a query that loads them with the therapy (a task's load for
+    # its completion, server/usecases/checks.py); never written through, and not kept up to date by a step.
+    ready_task_rows: Mapped[list[TaskRecord]] = relationship(
+        "TaskRecord",
+        primaryjoin="and_(TaskRecord.therapy_id == Therapy.id, TaskRecord.status == 'ready')",
+        viewonly=True,
+        lazy="raise",
+    )
 
     __mapper_args__ = {"version_id_col": row_version}
 

@@ -61,9 +61,10 @@ def visible_task(user: User, task_id: str) -> TaskRecord:
         TaskRecord,
         task_id,
         # in the same query, what the checks and a completion's step read: the therapy, the sites of its parties,
-        # and whether it has open incidents (a step that opens none need not read them then)
+        # its ready task rows, and whether it has open incidents (a step that opens none need not read them then)
         options=(
             therapy.joinedload(Therapy.party_rows),
+            therapy.joinedload(Therapy.ready_task_rows),
             therapy.with_expression(Therapy.has_open_incidents, incidents.any_unresolved(Therapy.id)),
         ),
     )

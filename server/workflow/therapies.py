@@ -12,7 +12,7 @@ from typing import Any
 
 import jsonschema
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
 from engine.definition import message_catchers
 from engine.errors import EngineError, StepBudgetExceeded
@@ -134,6 +134,11 @@ def apply_outcome(
     the tasks the step made ready."""
     now = clock()()
     had_incidents = therapy.has_open_incidents  # read before anything is flushed (a flush forgets it)
+    # The therapy's ready task rows: as its task's load read them for this step, else read now.
+    loaded = "ready_task_rows" not in inspect(therapy).unloaded
+    ready_rows = list(therapy.ready_task_rows) if loaded else None
+    if loaded:  # used once: a later step of the same session reads them anew
+        db.session.expire(therapy, ["ready_task_rows"])
     therapy.state = outcome.state
     therapy.data = outcome.data
     therapy.waits = [w.to_dict() for w in outcome.waiting_for]
@@ -143,12 +148,13 @@ def apply_outcome(
     if outcome.completed and therapy.status == "active":
         therapy.status, therapy.ended_at = "completed", now
     therapy.stage, therapy.phase = stage_of(outcome, therapy), phase_of(outcome, therapy)
-    tasks = {
-        t.id: t
-        for t in db.session.execute(
-            select(TaskRecord).where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")
-        ).scalars()
-    }
+    if ready_rows is None:
+        ready_rows = list(
+            db.session.execute(
+                select(TaskRecord).where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")
+            ).scalars()
+        )
+    tasks = {t.id: t for t in ready_rows}
     added: list[TaskRecord] = []
     for ready in outcome.ready_tasks:
         row = tasks.get(ready.task_id)
