@@ -9,9 +9,9 @@ from ..support.journeys import ENROLMENT, complete, only_task, start, tasks_of
 
 # The most statements (commits included) one completion of the mini diagram's enrolment may send: authentication,
 # the task, the engine step with its notify service task, the task rows, the audit entries, the outbox, the commit.
-MOST_STATEMENTS = {"sqlite": 22, "postgresql": 19}
+MOST_STATEMENTS = {"sqlite": 22, "postgresql": 18}
 # The same for a step with no service task (the next-tasks diagram's enrolment, making three tasks ready).
-MOST_STATEMENTS_PLAIN = {"sqlite": 14, "postgresql": 11}
+MOST_STATEMENTS_PLAIN = {"sqlite": 14, "postgresql": 10}
 
 
 def test_one_completion_sends_at_most_a_pinned_number_of_statements(app, api, world, database_url):
