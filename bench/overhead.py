@@ -348,13 +348,41 @@ def over_http(backend: str, diagram: bytes, tasks: int, journeys: int, warmup: i
             stop_sampler(sampler)
         completed = sum(1 for status in statuses if status == "completed")
         print(describe(f"(c) Tether over HTTP, {backend}", steps), flush=True)
+        statements = count_statements(app, tokens, backend)
         print(
             f"    plus the task lookup before each completion (GET /tasks?therapy_id=): median "
             f"{statistics.median(lookups) * 1000:.2f} ms; whole journeys incl. lookups {wall / journeys * 1000:.0f}"
             f" ms each; {completed} of {len(statuses)} therapies ended 'completed'",
             flush=True,
         )
-        return {"steps": steps, "completed": completed, "journeys": len(statuses)}
+        return {"steps": steps, "completed": completed, "journeys": len(statuses), "statements": statements}
+
+
+def count_statements(app, tokens: dict[str, str], backend: str) -> int:
+    """Start one more journey in this process (Flask's test client, the same code and database as the served
+    run) and count the SQL statements its first task completion sends; prints them by kind and table."""
+    from server.store.extensions import db
+    from server.store.statements import counted, summary
+
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {tokens['coordinator']}"}
+
+    def answer(response, status: int, what: str) -> dict:
+        if response.status_code != status:
+            raise RuntimeError(f"{what}: HTTP {response.status_code} {response.get_data(as_text=True)[:300]}")
+        return response.get_json()
+
+    body = {"process_key": PROCESS_KEY, "site": "SITE-A", "patient": {"reference": "PT-COUNT"}}
+    therapy = answer(client.post("/api/v1/therapies", json=body, headers=headers), 201, "start (count)")
+    listed = client.get(f"/api/v1/tasks?therapy_id={therapy['id']}", headers=headers)
+    task = answer(listed, 200, "task list (count)")["items"][0]
+    with app.app_context():
+        engine = db.engine
+    with counted(engine) as statements:
+        response = client.post(f"/api/v1/tasks/{task['id']}/complete", json={"data": task_data(0)}, headers=headers)
+    answer(response, 200, "complete (count)")
+    print(f"    statements of one completion on {backend}: {summary(statements)}", flush=True)
+    return len(statements)
 
 
 # -- optional: py-spy sampling of the server (also used by bench.throughput) ---------------------------------
@@ -551,6 +579,15 @@ def main(argv: list[str] | None = None) -> list[Figure]:
                 "ms",
                 note=f"mean; median {c['median']:.1f} ms; {result['completed']}/{result['journeys']}"
                 " journeys completed",
+            )
+        )
+        figures.append(
+            Figure(
+                f"overhead: SQL statements of one task completion, {backend}",
+                result["statements"],
+                "statements",
+                target="≤ 8" if backend == "postgresql" else "",
+                met=result["statements"] <= 8 if backend == "postgresql" else None,
             )
         )
         figures.append(

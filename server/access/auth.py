@@ -20,6 +20,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app, g, has_request_context, request
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from server.errors import ApiError, Forbidden, Invalid, Unauthorized
 from server.store import audit
@@ -177,7 +178,15 @@ def create_token(user: User, label: str = "", ttl_days: int | None = None) -> tu
 
 def token_owner(token: str) -> User | None:
     """The user a valid, unexpired, unrevoked token belongs to, whatever the state of the account."""
-    record = db.session.execute(select(ApiToken).where(ApiToken.token_hash == token_digest(token))).scalar_one_or_none()
+    record = (
+        db.session.execute(
+            select(ApiToken)
+            .where(ApiToken.token_hash == token_digest(token))
+            .options(joinedload(ApiToken.user).joinedload(User.sites))  # the user and their sites in one query
+        )
+        .unique()
+        .scalar_one_or_none()
+    )
     if record is None or record.revoked_at is not None:
         return None
     if record.expires_at is not None and record.expires_at <= utcnow():

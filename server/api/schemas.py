@@ -399,11 +399,29 @@ class TherapyDetailSchema(TherapySchema):
     data = fields.Dict(required=True)
 
 
+class NextTaskSchema(_Answer):
+    """A task the completion made ready."""
+
+    id = _text()
+    activity_id = _text()
+    name = _text()
+    role = _text()
+    due_at = _moment(nullable=True)
+
+
 class TaskCompletedSchema(_Answer):
     """The completed task and where its therapy went next."""
 
     task = fields.Nested(TaskSchema, required=True)
     therapy = fields.Nested(TherapySchema, required=True)
+    next_tasks = fields.List(
+        fields.Nested(NextTaskSchema),
+        required=True,
+        metadata={
+            "description": "the therapy's tasks this step made ready that the caller may see (at their sites, of "
+            "any role), so that a client can go on without asking GET /tasks"
+        },
+    )
 
 
 class MessageResultSchema(_Answer):

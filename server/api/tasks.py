@@ -8,6 +8,7 @@ from server import usecases
 from server.access.auth import require
 from server.api.idempotency import idempotent
 from server.api.schemas import CompleteTaskSchema, load_json
+from server.clock import iso
 from server.compliance.signatures import signatures_for_task
 from server.store.models import TaskRecord
 from server.usecases.checks import visible_task
@@ -40,7 +41,8 @@ def task_detail(task: TaskRecord) -> dict:
     return {
         **task_item(task),
         "data": task.data if task.status == "completed" else None,
-        "signatures": signatures_for_task(task),
+        # Only a task whose diagram asks for a signature is ever signed.
+        "signatures": signatures_for_task(task) if task.signature else [],
     }
 
 
@@ -49,9 +51,26 @@ def task_detail(task: TaskRecord) -> dict:
 @idempotent
 def complete_task(task_id: str):
     """Complete a READY task with form data (and a signature when the diagram asks for one)."""
-    visible_task(g.user, task_id)  # an unknown or unseen task is 404 before its body is read
+    seen = visible_task(g.user, task_id)  # an unknown or unseen task is 404 before its body is read
     body = load_json(CompleteTaskSchema())
-    task = usecases.complete_task(
-        usecases.CompleteTask(task_id=task_id, by=g.user, data=body["data"], signature=body["signature"])
+    # ``seen`` stays referenced, so the handler finds the task (and its therapy) in the session, not read again.
+    completed = usecases.complete_task(
+        usecases.CompleteTask(task_id=seen.id, by=g.user, data=body["data"], signature=body["signature"])
     )
-    return {"task": task_detail(task), "therapy": therapy_summary(task.therapy)}, 200
+    task = completed.task
+    return {
+        "task": task_detail(task),
+        "therapy": therapy_summary(task.therapy),
+        "next_tasks": [next_task_item(row) for row in completed.next_tasks],
+    }, 200
+
+
+def next_task_item(task: TaskRecord) -> dict:
+    """A task a completion made ready, as its answer names it (enough to complete it next without a GET)."""
+    return {
+        "id": task.id,
+        "activity_id": task.activity_id,
+        "name": task.name,
+        "role": task.role,
+        "due_at": iso(task.due_at),
+    }

@@ -109,10 +109,10 @@ def form_has_scan(schema: dict | None) -> bool:
 
 
 def verify_task_scan(
-    therapy: Therapy, form: str | None, activity_id: str, task_id: str, data: dict, actor: str
+    therapy: Therapy, schema: dict | None, activity_id: str, task_id: str, data: dict, actor: str
 ) -> Coi | None:
-    """Verify the ``scanned_coi`` of a task's form data (when its form has that field and it was given)."""
-    schema = therapy.definition.forms.get(form) if form else None
+    """Verify the ``scanned_coi`` of a task's form data (when its form's JSON Schema ``schema`` has that field
+    and it was given)."""
     if not form_has_scan(schema) or data.get(SCAN_FIELD) in (None, ""):
         return None
     return verify_scan(

@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, query_expression, relationship
 from sqlalchemy.types import TypeDecorator
 
 from engine.definition import DEFAULT_PARTY, PARTIES
@@ -266,12 +266,24 @@ class Therapy(Model):
     # reads them from the tasks), kept here as those tasks complete so that lists need no query per therapy.
     collected_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     infused_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Whether an incident of the therapy waits for a retry or for a person, read with the therapy only where a
+    # query asks for it (``with_expression``: a task's load for its completion, server/usecases/checks.py); None
+    # where it was not read.
+    has_open_incidents: Mapped[bool | None] = query_expression()
     site: Mapped[Site] = relationship(lazy="joined", innerjoin=True)
     definition: Mapped[ProcessDefinition] = relationship(lazy="select")
     # The sites that act in the therapy, one row per assigned party whose site is not the treatment centre's
     # already (the treatment party is ``site`` too; the apheresis party is the treatment centre unless named).
     party_rows: Mapped[list[TherapyParty]] = relationship(
         lazy="selectin", cascade="all, delete-orphan", order_by="TherapyParty.party"
+    )
+    # The rows of its READY tasks, as read: only for a query that loads them with the therapy (a task's load for
+    # its completion, server/usecases/checks.py); never written through, and not kept up to date by a step.
+    ready_task_rows: Mapped[list[TaskRecord]] = relationship(
+        "TaskRecord",
+        primaryjoin="and_(TaskRecord.therapy_id == Therapy.id, TaskRecord.status == 'ready')",
+        viewonly=True,
+        lazy="raise",
     )
 
     __mapper_args__ = {"version_id_col": row_version}
@@ -469,7 +481,9 @@ class OutboxEvent(Model):
         {"sqlite_autoincrement": True},
     )
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    event_id: Mapped[str] = mapped_column(String(36), unique=True, default=new_id)
+    # A client-made unique value: SQLAlchemy matches the ids RETURNING gives back to the rows by it, so the events of
+    # one flush go in one INSERT (on SQLite too, which cannot order RETURNING by the rows it was given).
+    event_id: Mapped[str] = mapped_column(String(36), unique=True, default=new_id, insert_sentinel=True)
     type: Mapped[str] = mapped_column(String(64), index=True)
     therapy_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     site_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -26,7 +26,7 @@ from typing import cast
 from flask import Flask, current_app
 from sqlalchemy import CursorResult, Executable, event
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.exc import StaleDataError
 
 from server.errors import Conflict
@@ -123,8 +123,28 @@ def conflict_for(exc: Exception) -> Conflict | None:
 
 
 @contextlib.contextmanager
-def unit_of_work() -> Iterator[None]:
+def _kept(session: Session, keep: bool) -> Iterator[None]:
+    """With ``keep``, a commit inside the block leaves the session's objects loaded instead of expiring them."""
+    if not keep:
+        yield
+        return
+    before = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        yield
+    finally:
+        session.expire_on_commit = before
+
+
+@contextlib.contextmanager
+def unit_of_work(*, keep_loaded: bool = False) -> Iterator[None]:
     """Run the enclosed writes as one transaction; a concurrent change turns into 409.
+
+    With ``keep_loaded``, what was read before the unit began is not read again inside it, nor after its
+    commit: the caller's rows must carry a version check (``Therapy.row_version``), so that a change someone
+    committed in between fails the unit with 409 ``version_conflict`` instead of being overwritten. A task
+    completion uses it: the task and its therapy were read for the checks, the engine step runs on them, and
+    the answer is built from what was written.
 
     Inside ``enclosing_transaction()``, or inside another unit of work (a use case that books a place and
     records it in the process data, an operator that books inside an engine step), the writes form a SAVEPOINT
@@ -135,14 +155,22 @@ def unit_of_work() -> Iterator[None]:
         with _savepoint_unit():
             yield
         return
-    db.session.commit()  # close any read-only transaction opened by authentication
+    session = db.session()
+    # Close any read-only transaction opened by authentication (on SQLite a writer must begin its own, with
+    # BEGIN IMMEDIATE). On PostgreSQL a unit that keeps what it read goes on in that transaction instead: its
+    # writes are checked by version, and the commit, the connection's return to the pool (and its ping at the
+    # next checkout) and a new BEGIN are saved.
+    if not (keep_loaded and session.get_bind().dialect.name == "postgresql"):
+        with _kept(session, keep_loaded):
+            session.commit()
     intent = _write_intent.set(True)
     callbacks: list = []
     pending = _after_commit.set(callbacks)
     try:
         yield
         _run_commit_steps()
-        db.session.commit()
+        with _kept(session, keep_loaded):
+            session.commit()
     except (StaleDataError, IntegrityError, OperationalError) as exc:
         db.session.rollback()
         conflict = conflict_for(exc)
@@ -190,6 +218,42 @@ def savepoint() -> Iterator[None]:
         staging.clear()
         staging.update(before)
         raise
+
+
+class LazySavepoint:
+    """A SAVEPOINT taken only when something is about to be written under it (see ``savepoint_when_needed``)."""
+
+    def __init__(self) -> None:
+        self.transaction: SessionTransaction | None = None
+        self.staged_before: dict[str, list] = {}
+
+    def open(self) -> None:
+        """Take the savepoint now, unless it was taken already."""
+        if self.transaction is None:
+            session = db.session()
+            self.staged_before = {name: list(items) for name, items in session.info.setdefault(STAGED, {}).items()}
+            self.transaction = session.begin_nested()
+
+
+@contextlib.contextmanager
+def savepoint_when_needed() -> Iterator[LazySavepoint]:
+    """What ``savepoint()`` does, for a block that may write nothing: the SAVEPOINT is taken when the block calls
+    ``open()`` on what it is given (before its first write), and when the block fails, whatever was written and
+    staged since is taken back. A block that never opens it sends no statement at all: an engine step without a
+    service task then runs before its unit of work has taken the write lock."""
+    lazy = LazySavepoint()
+    try:
+        yield lazy
+    except BaseException:
+        if lazy.transaction is not None:
+            if lazy.transaction.is_active:
+                lazy.transaction.rollback()
+            staging = db.session.info.setdefault(STAGED, {})
+            staging.clear()
+            staging.update(lazy.staged_before)
+        raise
+    if lazy.transaction is not None and lazy.transaction.is_active:
+        lazy.transaction.commit()
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from server.errors import ApiError, Forbidden, Invalid, NotFound, engine_error_s
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import Alert, TaskRecord, Therapy, User
+from server.workflow import incidents
 
 
 class Command(Protocol):
@@ -55,10 +56,27 @@ def visible_therapy(user: User, therapy_id: str, *, state: bool = True) -> Thera
 def visible_task(user: User, task_id: str) -> TaskRecord:
     """The task (with its therapy) if ``user`` may see it: a user of the task's site, or, while its party has no
     site yet, of the treatment centre (which names one); 404 otherwise, as for a task that does not exist."""
-    task = db.session.get(TaskRecord, task_id, options=(joinedload(TaskRecord.therapy, innerjoin=True),))
-    if task is None or not can_see_site(user, task.site_id if task.site_id is not None else task.therapy.site_id):
+    therapy = joinedload(TaskRecord.therapy, innerjoin=True)
+    task = db.session.get(
+        TaskRecord,
+        task_id,
+        # in the same query, what the checks and a completion's step read: the therapy, the sites of its parties,
+        # its ready task rows, and whether it has open incidents (a step that opens none need not read them then)
+        options=(
+            therapy.joinedload(Therapy.party_rows),
+            therapy.joinedload(Therapy.ready_task_rows),
+            therapy.with_expression(Therapy.has_open_incidents, incidents.any_unresolved(Therapy.id)),
+        ),
+    )
+    if task is None or not sees_task(user, task):
         raise NotFound("No such task.", details={"task_id": task_id})
     return task
+
+
+def sees_task(user: User, task: TaskRecord) -> bool:
+    """Whether ``user`` may see the task: a user of its site, or, while its party has no site yet, of the
+    therapy's treatment centre."""
+    return can_see_site(user, task.site_id if task.site_id is not None else task.therapy.site_id)
 
 
 def visible_alert(user: User, alert_id: str) -> Alert:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from server.clock import iso
 from server.compliance.signatures import check_signer
 from server.custody.scans import verify_task_scan
 from server.errors import Conflict, Forbidden
 from server.store import audit
-from server.store.extensions import db
 from server.store.models import TaskRecord, User
-from server.workflow import therapies
+from server.workflow import definitions, therapies
 
-from .checks import audits_refusals, visible_task
+from .checks import audits_refusals, sees_task, visible_task
 
 
 @dataclass(frozen=True)
@@ -28,9 +27,19 @@ class CompleteTask:
     signature: dict[str, Any] | None = None
 
 
+class Completed(NamedTuple):
+    """What a completion did (an answer, not a command): the task's row, completed, and the rows of the tasks its
+    step made ready that the person who completed it may see (at their sites; of any role), in the order the
+    engine made them ready."""
+
+    task: TaskRecord
+    next_tasks: list[TaskRecord]
+
+
 @audits_refusals
-def complete_task(command: CompleteTask) -> TaskRecord:
-    """Check and complete the task, run its therapy to the next wait state; returns the task row.
+def complete_task(command: CompleteTask) -> Completed:
+    """Check and complete the task, run its therapy to the next wait state; returns the task row and the tasks
+    that became ready.
 
     The order of the checks is what a person sees: the task must be one they may see (404), their role and
     the task's state (each refusal audited as ``task.refused``), the form data, then the scanned COI (a wrong
@@ -59,14 +68,14 @@ def complete_task(command: CompleteTask) -> TaskRecord:
         _refuse(user, task, 409, "party_unassigned", message)
         raise Conflict(message, code="party_unassigned", details={"party": task.party})
     therapies.validate_form_data(task.therapy, task.form, command.data)
-    verify_task_scan(task.therapy, task.form, task.activity_id, task.id, command.data, user.username)
+    schema = definitions.definition_forms(task.therapy.definition_id).get(task.form) if task.form else None
+    verify_task_scan(task.therapy, schema, task.activity_id, task.id, command.data, user.username)
     signer = None
     if task.signature:
         check_signer(user, task, command.signature, command.data)
         signer = user
-    therapies.complete_task(task, command.data, user.username, signer=signer)
-    db.session.refresh(task)
-    return task
+    made_ready = therapies.complete_task(task, command.data, user.username, signer=signer)
+    return Completed(task, [row for row in made_ready if sees_task(user, row)])
 
 
 def prefill_path(ui: Any) -> str | None:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, exists, select
+from sqlalchemy.orm import InstrumentedAttribute
 
 from engine.errors import EngineError, StepBudgetExceeded
 from engine.runtime import DEFAULT_RETRIES, Outcome
@@ -60,6 +61,11 @@ def backoff(base: int | None, attempt: int) -> timedelta:
     """How long the ``attempt``-th retry waits: ``base ** attempt`` seconds (at least one second)."""
     base = base if base and base > 0 else DEFAULT_BACKOFF_BASE
     return timedelta(seconds=max(1, base**attempt))
+
+
+def any_unresolved(therapy_id: ColumnElement[str] | InstrumentedAttribute[str]) -> ColumnElement[bool]:
+    """Whether the therapy ``therapy_id`` (a column of a query) has incidents that wait, as SQL."""
+    return exists().where(Incident.therapy_id == therapy_id, Incident.status.in_(UNRESOLVED))
 
 
 def unresolved(therapy: Therapy) -> list[Incident]:
@@ -198,9 +204,11 @@ def halt(therapy: Therapy, exc: EngineError, actor: str, now: datetime, *, comma
     return incident
 
 
-def halting(therapy: Therapy) -> bool:
-    """Whether an unresolved halting incident holds the therapy's timers."""
-    return any(i.task_id is None for i in unresolved(therapy))
+def halting(therapy: Therapy, open_incidents: list[Incident] | None = None) -> bool:
+    """Whether an unresolved halting incident holds the therapy's timers (of ``open_incidents`` when the caller
+    has just read them with ``unresolved``)."""
+    found = unresolved(therapy) if open_incidents is None else open_incidents
+    return any(i.task_id is None and i.status in UNRESOLVED for i in found)
 
 
 def _activity_name(therapy: Therapy, activity_id: str | None) -> str | None:
@@ -210,13 +218,15 @@ def _activity_name(therapy: Therapy, activity_id: str | None) -> str | None:
     return (info.name if info else None) or activity_id
 
 
-def settle(therapy: Therapy, outcome: Outcome, actor: str, now: datetime) -> datetime | None:
+def settle(
+    therapy: Therapy, outcome: Outcome, actor: str, now: datetime, open_incidents: list[Incident] | None = None
+) -> datetime | None:
     """Close the incidents whose task is no longer failed (it ran) or whose therapy ended; return when the
-    next automatic retry is due."""
+    next automatic retry is due. ``open_incidents``: the therapy's ``unresolved`` incidents, when just read."""
     failed = {t.task_id for t in outcome.failed_tasks}
     ended = therapy.status != "active"
     retries = []
-    for incident in unresolved(therapy):
+    for incident in unresolved(therapy) if open_incidents is None else open_incidents:
         if incident.task_id is None and not ended:  # halting: closed by an admin's retry or resolution
             continue
         if incident.task_id in failed and not ended:

@@ -12,22 +12,22 @@ from typing import Any
 
 import jsonschema
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
 from engine.definition import message_catchers
 from engine.errors import EngineError, StepBudgetExceeded
 from engine.events import MessageReceived
+from engine.outcome import IncidentOpened
 from engine.runtime import Outcome, Runtime
 from engine.values import DEFAULT_LIMITS
 from server import monitoring
 from server.clock import clock
-from server.custody.scans import verify_task_scan
 from server.errors import Conflict, Invalid, NotFound
 from server.integration import outbox
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import PARTY_SITE_KINDS, Incident, ProcessDefinition, Site, TaskRecord, Therapy, User
-from server.store.uow import after_commit, savepoint, unit_of_work
+from server.store.uow import LazySavepoint, after_commit, savepoint, savepoint_when_needed, unit_of_work
 from server.workflow import bookings, effects, incidents, parties
 from server.workflow.definitions import definition_forms, engine_definition_by_id, latest_version, message_schema
 from server.workflow.operators import OperatorContext
@@ -40,13 +40,18 @@ PROTECTED_KEYS = ("coi", "patient_reference", "site", "bookings")
 NOT_HELD_HERE = object()
 
 
-def runtime_for(therapy: Therapy, actor: str, definition_id: str | None = None) -> Runtime:
+def runtime_for(
+    therapy: Therapy, actor: str, definition_id: str | None = None, step: LazySavepoint | None = None
+) -> Runtime:
     """A runtime for ``therapy``'s definition version (or ``definition_id``'s) whose service tasks call the
-    registered operators, with the configured limits on scripts, on one command and on the process data."""
+    registered operators, with the configured limits on scripts, on one command and on the process data. With
+    ``step``, the step's savepoint is taken before the first service task writes."""
     context = OperatorContext(therapy=therapy, actor=actor)
     config = current_app.config
 
     def service_caller(operator: str, params: dict, data: dict) -> Any:
+        if step is not None:
+            step.open()
         with savepoint():  # a failing operator leaves nothing half-written behind, in the chain neither
             return call_operator(operator, context, params)
 
@@ -65,11 +70,15 @@ def runtime_for(therapy: Therapy, actor: str, definition_id: str | None = None) 
 
 
 def run_step(therapy: Therapy, actor: str, command: Callable[[Runtime], Outcome]) -> Outcome:
-    """Run one engine command on ``therapy``; when it fails, what its service tasks wrote is undone too."""
+    """Run one engine command on ``therapy``; when it fails, what its service tasks wrote is undone too.
+
+    A step without a service task sends no statement: inside a unit of work that kept what it read
+    (``unit_of_work(keep_loaded=True)``), it runs before the write lock is taken, and the therapy's version
+    check at the commit catches a change made meanwhile."""
     started = time.perf_counter()
     try:
-        with savepoint():
-            return command(runtime_for(therapy, actor))
+        with savepoint_when_needed() as step:
+            return command(runtime_for(therapy, actor, step=step))
     finally:
         monitoring.observe_step(time.perf_counter() - started)
 
@@ -118,9 +127,18 @@ def phase_of(outcome: Outcome, therapy: Therapy) -> str | None:
     return therapy.phase
 
 
-def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_by: str | None = None) -> None:
-    """Store what a command did: state, status, task rows, audit entries and outbox events."""
+def apply_outcome(
+    therapy: Therapy, outcome: Outcome, actor: str, *, completed_by: str | None = None
+) -> list[TaskRecord]:
+    """Store what a command did: state, status, task rows, audit entries and outbox events; returns the rows of
+    the tasks the step made ready."""
     now = clock()()
+    had_incidents = therapy.has_open_incidents  # read before anything is flushed (a flush forgets it)
+    # The therapy's ready task rows: as its task's load read them for this step, else read now.
+    loaded = "ready_task_rows" not in inspect(therapy).unloaded
+    ready_rows = list(therapy.ready_task_rows) if loaded else None
+    if loaded:  # used once: a later step of the same session reads them anew
+        db.session.expire(therapy, ["ready_task_rows"])
     therapy.state = outcome.state
     therapy.data = outcome.data
     therapy.waits = [w.to_dict() for w in outcome.waiting_for]
@@ -130,16 +148,18 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
     if outcome.completed and therapy.status == "active":
         therapy.status, therapy.ended_at = "completed", now
     therapy.stage, therapy.phase = stage_of(outcome, therapy), phase_of(outcome, therapy)
-    tasks = {
-        t.id: t
-        for t in db.session.execute(
-            select(TaskRecord).where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")
-        ).scalars()
-    }
+    if ready_rows is None:
+        ready_rows = list(
+            db.session.execute(
+                select(TaskRecord).where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")
+            ).scalars()
+        )
+    tasks = {t.id: t for t in ready_rows}
+    added: list[TaskRecord] = []
     for ready in outcome.ready_tasks:
         row = tasks.get(ready.task_id)
         if row is None:
-            db.session.add(
+            added.append(
                 TaskRecord(
                     id=ready.task_id,
                     therapy_id=therapy.id,
@@ -158,17 +178,23 @@ def apply_outcome(therapy: Therapy, outcome: Outcome, actor: str, *, completed_b
                     instance=ready.instance.to_dict() if ready.instance else None,
                 )
             )
+            db.session.add(added[-1])
         elif row.due_at is None or row.due_at > now:
             row.due_at = ready.due_at
         # else: the task's deadline has passed (its escalation fired); it keeps it, late since then, until done
     effects.apply_events(effects.Step(therapy, actor, now, completed_by, tasks), outcome.events)
-    retry_at = incidents.settle(therapy, outcome, actor, now)
+    # Read once for settling and for the halting check; not at all when the therapy had none as its task was
+    # read for this step (has_open_incidents) and the step opened none.
+    opened = any(isinstance(event, IncidentOpened) for event in outcome.events)
+    open_incidents = [] if had_incidents is False and not opened else incidents.unresolved(therapy)
+    retry_at = incidents.settle(therapy, outcome, actor, now, open_incidents)
     due = min((d for d in (outcome.next_due, retry_at) if d is not None), default=None)
-    if incidents.halting(therapy):  # a step the engine could not take holds the therapy's timers
+    if incidents.halting(therapy, open_incidents):  # a step the engine could not take holds the therapy's timers
         due = None
     therapy.next_due_at = due
     therapy_id = therapy.id  # read now: after the commit the row is expired and reading it would reload it
     after_commit(lambda: notify_scheduler(therapy_id, due))
+    return added
 
 
 def notify_scheduler(therapy_id: str, due) -> None:
@@ -355,11 +381,13 @@ def validate_form_data(therapy: Therapy, form: str | None, data: dict) -> None:
 
 def complete_task(
     task: TaskRecord, data: dict, actor: str, extra_audit: dict | None = None, signer: User | None = None
-) -> Therapy:
-    """Complete a READY task with form ``data`` and run the therapy to its next wait state.
+) -> list[TaskRecord]:
+    """Complete a READY task with form ``data`` (checked by the caller, ``server/usecases/task_commands.py``: the
+    form, the scanned COI, the signer) and run the therapy to its next wait state.
 
     With ``signer`` (whose password was checked), the electronic signature is recorded in the same
-    transaction as the completion, bound by hash to the task's identity and data.
+    transaction as the completion, bound by hash to the task's identity and data. Returns the rows of the tasks
+    the step made ready.
     """
     therapy = task.therapy
     if task.status != "ready" or therapy.status != "active":
@@ -368,10 +396,9 @@ def complete_task(
             code="task_not_ready",
             details={"task_id": task.id, "status": task.status},
         )
-    validate_form_data(therapy, task.form, data)
-    verify_task_scan(therapy, task.form, task.activity_id, task.id, data, actor)
     halted: Incident | None
-    with unit_of_work():
+    # The task and its therapy were read for the checks; the therapy's version check guards them until the commit.
+    with unit_of_work(keep_loaded=True):
         try:
             outcome = run_step(therapy, actor, lambda runtime: runtime.complete_task(therapy.state, task.id, data))
         except StepBudgetExceeded as exc:  # the completion is undone; the incident is kept, then refused
@@ -382,7 +409,7 @@ def complete_task(
             raise
         else:
             halted = None
-            apply_outcome(therapy, outcome, actor, completed_by=actor)
+            made_ready = apply_outcome(therapy, outcome, actor, completed_by=actor)
             if signer is not None:
                 from server.compliance.signatures import apply_signature
 
@@ -399,7 +426,7 @@ def complete_task(
                 )
     if halted is not None:
         raise halted_error(halted)
-    return therapy
+    return made_ready
 
 
 def payload_errors(definition_id: str, name: str, payload: Any) -> tuple[str, list[dict]] | None:
