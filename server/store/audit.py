@@ -1,8 +1,16 @@
-"""The tamper-evident audit trail: a SHA-256 hash chain over canonical entries.
+"""The tamper-evident audit trail: SHA-256 hash chains over canonical entries, one per therapy, sealed together.
 
-Each entry's hash covers the previous entry's hash and a canonical JSON of its own fields, so a changed
-field, a deleted, inserted or reordered entry breaks the chain at that point. Appends lock the single
-``audit_head`` row, so the chain never forks, also with several server processes on one PostgreSQL.
+Each entry belongs to a chain: its therapy's, or ``"system"`` for entries without a therapy. Its hash covers
+the previous entry's hash in that chain and a canonical JSON of its own fields (the chain and its place in it
+included), so a changed field, a deleted, inserted or reordered entry breaks its chain at that point.
+Appending locks only the chain's head row (``audit_chain_head``): completions of different therapies never
+wait for one another, also with several server processes on one PostgreSQL. ``seq`` orders all entries; on
+PostgreSQL it comes from a sequence (gaps are harmless and never read as deletions).
+
+A seal (``seal``; ``tether audit seal`` and every ``TETHER_AUDIT_SEAL_SECONDS`` in ``tether serve``) commits a
+Merkle root over the heads that moved since the previous seal and is chained to that seal by hash, so removing
+a therapy's newest entries (even with its head row rewritten to match) is named by verification.
+
 The entry of a refused request that the database cannot take right now waits in the audit spool
 (``server.store.audit_spool``) and is chained at the next successful write or by the dispatcher's loop.
 """
@@ -20,7 +28,7 @@ from json.encoder import encode_basestring as _encode_string  # the C encoder js
 from typing import Any
 
 from flask import current_app, g, has_app_context, has_request_context
-from sqlalchemy import select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
@@ -28,10 +36,11 @@ from sqlalchemy.sql.dml import Insert
 from server.errors import Conflict
 from server.store import audit_spool
 from server.store.extensions import db
-from server.store.models import AuditEntry, AuditHead, table_of, utcnow
+from server.store.models import AuditChainHead, AuditEntry, AuditSeal, AuditSealHead, table_of, utcnow
 from server.store.uow import after_commit, staged, take_staged
 
 GENESIS = "0" * 64
+SYSTEM = "system"  # the chain of entries that belong to no therapy
 log = logging.getLogger(__name__)
 
 
@@ -57,6 +66,8 @@ def canonical(entry: dict[str, Any]) -> bytes:
         "data": entry.get("data") or {},
         "prev_hash": entry["prev_hash"],
     }
+    if entry.get("chain") is not None:  # entries written before chains existed have neither (their old form)
+        body["chain"], body["chain_seq"] = entry["chain"], entry["chain_seq"]
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
@@ -131,31 +142,59 @@ def append(
 
 
 def chain_staged() -> None:
-    """The unit of work's commit step for the audit trail: chain the transaction's staged entries onto the tip.
+    """The unit of work's commit step for the audit trail: chain the transaction's staged entries onto their chains.
 
-    Everything else is flushed first; then the ``audit_head`` row is locked (an UPDATE, which serialises
-    appenders on PostgreSQL and SQLite alike) and read, the entries get their places and hashes, and the head
-    moves to the last of them, once. The lock is released by the commit that follows.
+    Everything else is flushed first; then, chain by chain in one fixed order (so two transactions never wait
+    for each other's heads), the chain's head row is locked (an UPDATE, which serialises appenders of that chain
+    on PostgreSQL and SQLite alike) and read, the entries get their ``seq``, their place and hash, and the head
+    moves to the last of them, once. The locks are released by the commit that follows. Appenders of different
+    chains (different therapies) do not wait for one another on PostgreSQL.
     """
     pending = take_staged(_STAGED)
     if not pending:
         return
     session = db.session
     session.flush()
-    table = table_of(AuditHead)
-    lock = update(table).where(table.c.id == 1).values(seq=table.c.seq).returning(table.c.seq, table.c.hash)
-    tip = session.execute(lock).first()
-    if tip is None:
-        _create_head()
-        tip = session.execute(lock).one()
-    seq, last_hash = tip
+    by_chain: dict[str, list[AuditEntry]] = {}
     for entry in pending:
-        seq += 1
-        entry.seq, entry.prev_hash = seq, last_hash
-        entry.hash = last_hash = entry_hash(entry_dict(entry))
-    session.add_all(pending)
-    session.flush()
-    session.execute(update(table).where(table.c.id == 1).values(seq=seq, hash=last_hash))
+        by_chain.setdefault(entry.therapy_id or SYSTEM, []).append(entry)
+    table = table_of(AuditChainHead)
+    for chain in sorted(by_chain):
+        entries = by_chain[chain]
+        lock = (
+            update(table)
+            .where(table.c.chain == chain)
+            .values(chain_seq=table.c.chain_seq)
+            .returning(table.c.chain_seq, table.c.hash)
+        )
+        tip = session.execute(lock).first()
+        if tip is None:
+            _create_head(chain)
+            tip = session.execute(lock).one()
+        place, last_hash = tip
+        numbers = _next_seqs(len(entries))
+        for entry, seq in zip(entries, numbers, strict=True):
+            place += 1
+            entry.seq, entry.chain, entry.chain_seq, entry.prev_hash = seq, chain, place, last_hash
+            entry.hash = last_hash = entry_hash(entry_dict(entry))
+        session.add_all(entries)
+        session.flush()
+        session.execute(
+            update(table).where(table.c.chain == chain).values(chain_seq=place, seq=numbers[-1], hash=last_hash)
+        )
+
+
+def _next_seqs(count: int) -> list[int]:
+    """``count`` new ``seq`` numbers, ascending: from the ``audit_entry_seq`` sequence on PostgreSQL (no row is
+    locked for them), the next after the highest on SQLite (whose single writer already holds the lock)."""
+    session = db.session
+    if session.get_bind().dialect.name == "postgresql":
+        taken = session.execute(
+            text("SELECT nextval('audit_entry_seq') FROM generate_series(1, :count)"), {"count": count}
+        )
+        return sorted(taken.scalars())
+    highest = session.execute(text("SELECT coalesce(max(seq), 0) FROM audit_entry")).scalar_one()
+    return list(range(highest + 1, highest + 1 + count))
 
 
 def _mark_request_audited() -> None:
@@ -164,17 +203,17 @@ def _mark_request_audited() -> None:
         g.audit_committed = True
 
 
-def _create_head() -> None:
-    """The chain's tip row, created once; two first appends at the same moment do not both create it."""
+def _create_head(chain: str) -> None:
+    """A chain's head row, created at its first entry; two first appends at the same moment do not both create it."""
     dialect = db.session.get_bind().dialect.name
-    values = {"id": 1, "seq": 0, "hash": GENESIS}
+    values = {"chain": chain, "chain_seq": 0, "seq": 0, "hash": GENESIS, "sealed_seq": 0}
     statement: Insert
     if dialect == "postgresql":
-        statement = postgresql.insert(AuditHead).values(**values).on_conflict_do_nothing()
+        statement = postgresql.insert(AuditChainHead).values(**values).on_conflict_do_nothing()
     elif dialect == "sqlite":
-        statement = sqlite.insert(AuditHead).values(**values).on_conflict_do_nothing()
+        statement = sqlite.insert(AuditChainHead).values(**values).on_conflict_do_nothing()
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        db.session.add(AuditHead(**values))
+        db.session.add(AuditChainHead(**values))
         db.session.flush()
         return
     db.session.execute(statement)
@@ -344,6 +383,8 @@ def entry_dict(entry: AuditEntry) -> dict[str, Any]:
         "data": entry.data,
         "prev_hash": entry.prev_hash,
         "hash": entry.hash,
+        "chain": entry.chain,
+        "chain_seq": entry.chain_seq,
     }
 
 
@@ -360,14 +401,16 @@ COLUMNS = (
     "data",
     "prev_hash",
     "hash",
+    "chain",
+    "chain_seq",
 )
 # Every column, in COLUMNS order, as the text the chain hashes (timestamp as _timestamp writes it, data undecoded).
 _ROWS = {
     "sqlite": "SELECT seq, replace(at, ' ', 'T') || 'Z', actor, action, subject_type, subject_id, therapy_id, "
-    "site_id, reason, CAST(data AS TEXT), prev_hash, hash FROM audit_entry WHERE seq > ? "
+    "site_id, reason, CAST(data AS TEXT), prev_hash, hash, chain, chain_seq FROM audit_entry WHERE seq > ? "
     "ORDER BY seq LIMIT ?",
     "postgresql": "SELECT seq, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), actor, action, "
-    "subject_type, subject_id, therapy_id, site_id, reason, CAST(data AS TEXT), prev_hash, hash "
+    "subject_type, subject_id, therapy_id, site_id, reason, CAST(data AS TEXT), prev_hash, hash, chain, chain_seq "
     "FROM audit_entry WHERE seq > %s ORDER BY seq LIMIT %s",
 }
 
@@ -400,9 +443,11 @@ def stored_form(row: tuple) -> str:
     ``row`` holds the columns as ``_ROWS`` selects them; entries are stored canonically (``data`` with sorted
     keys and compact separators, the timestamp with microseconds), so nothing needs decoding.
     """
-    seq, at, actor, action, subject_type, subject_id, therapy_id, site_id, reason, data, prev_hash, _digest = row
+    seq, at, actor, action, subject_type, subject_id, therapy_id, site_id, reason, data, prev_hash = row[:11]
+    chain, chain_seq = row[12:14] if len(row) > 12 else (None, None)
+    place = "" if chain is None else f'"chain":{_quoted(chain)},"chain_seq":{chain_seq},'
     return (
-        f'{prev_hash}{{"action":{_quoted(action)},"actor":{_quoted(actor)},"at":"{at}","data":{data},'
+        f'{prev_hash}{{"action":{_quoted(action)},"actor":{_quoted(actor)},"at":"{at}",{place}"data":{data},'
         f'"prev_hash":"{prev_hash}","reason":{_quoted(reason)},"seq":{seq},'
         f'"site_id":{"null" if site_id is None else site_id},"subject_id":{_quoted(subject_id)},'
         f'"subject_type":{_quoted(subject_type)},"therapy_id":{_quoted(therapy_id)}}}'
@@ -417,7 +462,7 @@ def _intact(row: tuple) -> bool:
     """
     if hashlib.sha256(stored_form(row).encode()).hexdigest() == row[11]:
         return True
-    entry = dict(zip(COLUMNS, row, strict=True))
+    entry = dict(zip(COLUMNS, row, strict=False))  # a row without chain columns is an entry of the old form
     try:
         entry.update(at=datetime.fromisoformat(entry["at"]), data=json.loads(entry["data"]))
     except (TypeError, ValueError):
@@ -425,29 +470,287 @@ def _intact(row: tuple) -> bool:
     return entry_hash(entry) == entry["hash"]
 
 
-def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -> dict[str, Any]:
-    """Walk the whole chain in ``seq`` order; report how many entries were checked and the first bad one.
+# -- seals --------------------------------------------------------------------------------------------------
+def _leaf(chain: str, chain_seq: int, seq: int, digest: str) -> bytes:
+    """The Merkle leaf of one chain head: its chain, place, ``seq`` and hash (0x00-prefixed, as RFC 6962)."""
+    return hashlib.sha256(b"\x00" + f"{chain}\n{chain_seq}\n{seq}\n{digest}".encode()).digest()
 
-    ``progress`` is called with the number of entries checked so far after every ``batch`` of them. Memory
-    stays flat however long the chain: one batch of rows is held at a time.
+
+def merkle_root(heads: Sequence[tuple[str, int, int, str]]) -> str:
+    """The Merkle root (hex) over chain heads ``(chain, chain_seq, seq, hash)`` in chain order.
+
+    Leaves are paired left to right (inner nodes 0x01-prefixed), an odd last node moves up a level as it is;
+    no heads give ``GENESIS``.
     """
-    expected_prev, expected_seq, checked = GENESIS, 1, 0
+    level = [_leaf(*head) for head in sorted(heads)]
+    if not level:
+        return GENESIS
+    while len(level) > 1:
+        paired = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        level = paired + level[-1:] if len(level) % 2 else paired
+    return level[0].hex()
+
+
+def seal_hash(number: int, at: datetime, heads: int, root: str, prev_hash: str) -> str:
+    """SHA-256 over the previous seal's hash and the seal's canonical JSON (number, moment, heads, root)."""
+    body = {"id": number, "at": _timestamp(at), "heads": heads, "root": root, "prev_hash": prev_hash}
+    text_of = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(prev_hash.encode() + text_of.encode()).hexdigest()
+
+
+def seal() -> dict[str, Any] | None:
+    """Seal the chain heads that moved since the last seal, in a transaction of its own; None when none moved.
+
+    The seal row holds the Merkle root over those heads and is chained by hash to the previous seal; each head it
+    covers is kept with it (``audit_seal_head``) and marked sealed on its chain's head row. Two processes sealing
+    at once cannot both take the next number: the second one's transaction is refused and it returns None.
+    """
+    session = db.session
+    session.commit()  # a fresh transaction, nothing of the caller's in it
+    table = table_of(AuditChainHead)
+    moved = [
+        tuple(row)
+        for row in session.execute(
+            select(table.c.chain, table.c.chain_seq, table.c.seq, table.c.hash)
+            .where(table.c.chain_seq > table.c.sealed_seq)
+            .order_by(table.c.chain)
+        )
+    ]
+    if not moved:
+        session.rollback()
+        return None
+    last = session.execute(select(AuditSeal.id, AuditSeal.hash).order_by(AuditSeal.id.desc()).limit(1)).first()
+    number, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    at, root = _now(), merkle_root(moved)
+    digest = seal_hash(number, at, len(moved), root, prev_hash)
+    try:
+        session.add(AuditSeal(id=number, at=at, heads=len(moved), root=root, prev_hash=prev_hash, hash=digest))
+        session.flush()
+        session.add_all(
+            AuditSealHead(seal_id=number, chain=chain, chain_seq=place, seq=seq, hash=head_hash)
+            for chain, place, seq, head_hash in moved
+        )
+        for chain, place, _seq, _hash in moved:
+            session.execute(
+                update(table).where(table.c.chain == chain, table.c.sealed_seq < place).values(sealed_seq=place)
+            )
+        session.commit()
+    except DBAPIError as exc:
+        session.rollback()
+        log.warning("audit seal %d not written (another process sealed first?): %s", number, exc)
+        return None
+    log.info("audit seal %d: %d chain heads, root %s", number, len(moved), root)
+    return {"seal": number, "heads": len(moved), "root": root, "hash": digest}
+
+
+def _verify_seals() -> tuple[int, dict[str, tuple[int, int, str]], int | None]:
+    """(seals checked, the last sealed head of each chain up to the last intact seal, the first broken seal or None).
+
+    A seal is intact when its number follows the previous one, it links to the previous seal's hash, its hash is
+    right and its root is the Merkle root of the heads kept with it.
+    """
+    session = db.session
+    kept = table_of(AuditSealHead)
+    heads = session.execute(
+        select(kept.c.seal_id, kept.c.chain, kept.c.chain_seq, kept.c.seq, kept.c.hash)
+        .order_by(kept.c.seal_id, kept.c.chain)
+        .execution_options(yield_per=20_000)
+    )
+    pending = next(heads, None)
+    seals = session.execute(
+        select(
+            AuditSeal.id, AuditSeal.at, AuditSeal.heads, AuditSeal.root, AuditSeal.prev_hash, AuditSeal.hash
+        ).order_by(AuditSeal.id)
+    ).all()
+    sealed: dict[str, tuple[int, int, str]] = {}
+    prev_hash, checked = GENESIS, 0
+    for number, at, count, root, seal_prev, digest in seals:
+        group: list[tuple[str, int, int, str]] = []
+        while pending is not None and pending[0] <= number:
+            if pending[0] == number:
+                group.append((pending[1], pending[2], pending[3], pending[4]))
+            pending = next(heads, None)
+        if (
+            number != checked + 1
+            or seal_prev != prev_hash
+            or count != len(group)
+            or merkle_root(group) != root
+            or seal_hash(number, at, count, root, seal_prev) != digest
+        ):
+            heads.close()
+            return checked, sealed, min(number, checked + 1)
+        for chain, place, seq, head_hash in group:
+            sealed[chain] = (place, seq, head_hash)
+        prev_hash, checked = digest, checked + 1
+    heads.close()
+    if pending is not None:  # heads kept for a seal that is not there
+        return checked, sealed, checked + 1
+    return checked, sealed, None
+
+
+# -- verification -------------------------------------------------------------------------------------------
+class _Chain:
+    """How far one chain has been verified: its last intact entry's place, ``seq`` and hash."""
+
+    __slots__ = ("hash", "legacy", "place", "seq")
+
+    def __init__(self) -> None:
+        self.place, self.seq, self.hash, self.legacy = 0, 0, GENESIS, True
+
+
+def _heads() -> dict[str, tuple[int, int, str]]:
+    """Every chain's head: chain -> (chain_seq, seq, hash)."""
+    table = table_of(AuditChainHead)
+    rows = db.session.execute(select(table.c.chain, table.c.chain_seq, table.c.seq, table.c.hash))
+    return {chain: (place, seq, digest) for chain, place, seq, digest in rows}
+
+
+def _first_absent(after: int, until: int) -> int:
+    """The first ``seq`` in (after, until] that no entry has: where entries were removed between two known ones
+    of a chain (``until`` itself when none is missing there, i.e. the entry at ``until`` was moved)."""
+    session = db.session
+    if after + 1 <= until and session.get(AuditEntry, after + 1) is None:
+        return after + 1
+    found = session.execute(
+        text(
+            "SELECT min(a.seq) + 1 FROM audit_entry a WHERE a.seq > :after AND a.seq < :until "
+            "AND NOT EXISTS (SELECT 1 FROM audit_entry b WHERE b.seq = a.seq + 1)"
+        ),
+        {"after": after, "until": until},
+    ).scalar()
+    return int(found) if found is not None and found <= until else until
+
+
+def _seq_at(chain: str, place: int) -> int | None:
+    """The ``seq`` of the entry at ``place`` in ``chain``, if there is one."""
+    if chain == SYSTEM:
+        legacy = db.session.execute(
+            select(AuditEntry.seq).where(AuditEntry.chain.is_(None), AuditEntry.seq == place)
+        ).scalar()
+        if legacy is not None:
+            return int(legacy)
+    found = db.session.execute(
+        select(AuditEntry.seq).where(AuditEntry.chain == chain, AuditEntry.chain_seq == place)
+    ).scalar()
+    return None if found is None else int(found)
+
+
+def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -> dict[str, Any]:
+    """Verify every chain, every seal, and that every head and sealed head is there; name the first bad entry.
+
+    The heads are read first: entries appended while verification runs lie beyond them and are left to the
+    next verification (unless no head ever covers them: then they were added behind the server's back). One
+    pass over the entries in ``seq`` order checks each entry against the previous one of its chain, so the
+    chains are verified side by side and memory stays flat (one batch of rows and one small record per chain).
+    ``progress`` is called with the number of entries read so far after every ``batch`` of them.
+
+    The answer: ``ok``, ``checked`` (entries verified; when broken, the entries before the first bad one),
+    ``chains``, ``seals``; when intact ``last_hash`` (the Merkle root over all chain heads, to record outside
+    the database); when broken ``first_bad_seq`` with ``first_bad_chain`` and ``first_bad_chain_seq`` (the bad
+    entry's chain and place), and ``first_bad_seal`` when a seal itself was altered.
+    """
+    heads = _heads()
+    seals, sealed, bad_seal = _verify_seals()
+    chains: dict[str, _Chain] = {}
+    beyond: dict[str, list[tuple[int, int]]] = {}  # chain -> (place, seq) of entries past its head as first read
+    bad: dict[str, tuple[int, int]] = {}  # chain -> (first bad seq, its place)
+    read = 0
     for rows in _rows(batch):
         for row in rows:
-            if row[0] != expected_seq or row[10] != expected_prev or not _intact(row):
-                return {"ok": False, "checked": checked, "first_bad_seq": min(row[0], expected_seq)}
-            expected_prev, expected_seq, checked = row[11], expected_seq + 1, checked + 1
+            read += 1
+            seq, legacy = row[0], row[12] is None
+            chain, place = (SYSTEM, seq) if legacy else (row[12], row[13])
+            if chain in bad:
+                continue
+            head, sealed_head = heads.get(chain), sealed.get(chain)
+            if place > max(head[0] if head else 0, sealed_head[0] if sealed_head else 0):
+                beyond.setdefault(chain, []).append((place, seq))
+                continue
+            state = chains.get(chain)
+            if state is None:
+                state = chains[chain] = _Chain()
+            if place > state.place + 1:  # entries of the chain are missing before this one
+                bad[chain] = (_first_absent(state.seq, seq), state.place + 1)
+            elif (
+                place < state.place + 1
+                or (legacy and not state.legacy)
+                or row[10] != state.hash
+                or not _intact(row)
+                or (sealed_head is not None and place == sealed_head[0] and (seq, row[11]) != sealed_head[1:])
+            ):
+                bad[chain] = (seq, place)
+            else:
+                state.place, state.seq, state.hash, state.legacy = place, seq, row[11], legacy
         if progress:
-            progress(checked)
-    head = db.session.get(AuditHead, 1)
-    if head is not None and (head.seq != checked or head.hash != expected_prev):
-        # The chain's tip disagrees with the entries: entries beyond it were added behind the server's back,
-        # entries before it were removed from the end, or the last entry was rewritten with a fresh hash.
-        if head.seq < checked:
-            return {"ok": False, "checked": head.seq, "first_bad_seq": head.seq + 1}
-        if head.seq > checked:
-            return {"ok": False, "checked": checked, "first_bad_seq": checked + 1}
-        return {"ok": False, "checked": checked - 1, "first_bad_seq": checked}
-    # The last hash, recorded outside the database now and then, lets a later check show that nobody
-    # rewrote the chain wholesale (recomputing every hash after a change).
-    return {"ok": True, "checked": checked, "last_hash": expected_prev}
+            progress(read)
+    _check_tails(heads, sealed, chains, bad)
+    _check_beyond(beyond, bad)
+    checked = sum(state.place for name, state in chains.items() if name not in bad)
+    if bad or bad_seal is not None:
+        answer: dict[str, Any] = {"ok": False, "chains": len(set(heads) | set(chains)), "seals": seals}
+        if bad:
+            chain, (first, place) = min(bad.items(), key=lambda item: item[1])
+            answer.update(first_bad_seq=first, first_bad_chain=chain, first_bad_chain_seq=place)
+            answer["checked"] = db.session.execute(
+                select(func.count()).select_from(AuditEntry).where(AuditEntry.seq < first)
+            ).scalar_one()
+        else:
+            answer["checked"] = checked
+        if bad_seal is not None:
+            answer["first_bad_seal"] = bad_seal
+        return answer
+    # The last hash, recorded outside the database now and then, lets a later check show that nobody rewrote the
+    # trail wholesale (recomputing every hash after a change); the seals keep such roots inside the database.
+    last_hash = merkle_root([(name, state.place, state.seq, state.hash) for name, state in chains.items()])
+    return {"ok": True, "checked": checked, "last_hash": last_hash, "chains": len(chains), "seals": seals}
+
+
+def _check_tails(
+    heads: dict[str, tuple[int, int, str]],
+    sealed: dict[str, tuple[int, int, str]],
+    chains: dict[str, _Chain],
+    bad: dict[str, tuple[int, int]],
+) -> None:
+    """Each chain must reach its head and its last seal, and end in the entry they name."""
+    for chain in set(heads) | set(sealed):
+        if chain in bad:
+            continue
+        state = chains.get(chain) or _Chain()
+        head = heads.get(chain, (0, 0, GENESIS))
+        sealed_head = sealed.get(chain, (0, 0, GENESIS))
+        last = head if head[0] >= sealed_head[0] else sealed_head
+        if state.place < last[0]:  # the newest entries were removed
+            bad[chain] = (_first_absent(state.seq, last[1]), state.place + 1)
+        elif head[0] < state.place:  # the head was moved back behind entries a seal covers
+            bad[chain] = (_seq_at(chain, head[0] + 1) or state.seq, head[0] + 1)
+        elif (state.seq, state.hash) != (head[1], head[2]):  # the last entry was rewritten with a fresh hash
+            bad[chain] = (state.seq, state.place)
+
+
+def _check_beyond(beyond: dict[str, list[tuple[int, int]]], bad: dict[str, tuple[int, int]]) -> None:
+    """Entries past a chain's head as first read must be covered by its head now (appended meanwhile)."""
+    if not beyond:
+        return
+    now = _heads()
+    for chain, entries in beyond.items():
+        if chain in bad:
+            continue
+        covered = now.get(chain, (0, 0, GENESIS))[0]
+        past = [(seq, place) for place, seq in entries if place > covered]
+        if past:
+            bad[chain] = min(past)
+
+
+def heads_summary() -> dict[str, Any] | None:
+    """What the chain heads say without verifying: entries, chains, the Merkle root over the heads (``verify``'s
+    ``last_hash`` when the trail is intact) and the latest seal; None before the first entry."""
+    heads = _heads()
+    if not heads:
+        return None
+    latest = db.session.execute(select(AuditSeal).order_by(AuditSeal.id.desc()).limit(1)).scalar()
+    return {
+        "entries": sum(place for place, _seq, _hash in heads.values()),
+        "chains": len(heads),
+        "hash": merkle_root([(chain, *head) for chain, head in heads.items()]),
+        "seal": latest,
+    }
