@@ -17,10 +17,13 @@ The entry of a refused request that the database cannot take right now waits in 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import json
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -415,21 +418,64 @@ _ROWS = {
 }
 
 
+# Whether a thread reads the next batch while the current one is checked, by database.
+READ_AHEAD = {"sqlite": False, "postgresql": True}
+
+
 def _rows(batch: int) -> Iterator[Sequence[tuple]]:
-    """The chain in ``seq`` order, ``batch`` rows at a time, straight from the driver (no ORM, no decoding)."""
+    """The trail in ``seq`` order, ``batch`` rows at a time, straight from the driver (no ORM, no decoding).
+
+    A thread reads the next batch while the caller checks the current one (the driver waits for the database
+    without holding Python's lock), so reading and hashing overlap.
+    """
     connection = db.session.connection()
     cursor = connection.connection.cursor()
     statement = _ROWS[connection.dialect.name]
-    last = 0
+    if not READ_AHEAD.get(connection.dialect.name):
+        last = 0
+        try:
+            while True:
+                cursor.execute(statement, (last, batch))
+                rows = cursor.fetchall()
+                if not rows:
+                    return
+                yield rows
+                last = rows[-1][0]
+        finally:
+            cursor.close()
+    ready: queue.Queue[Sequence[tuple] | BaseException | None] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def read() -> None:
+        last = 0
+        try:
+            while not stop.is_set():
+                cursor.execute(statement, (last, batch))
+                rows = cursor.fetchall()
+                if not rows:
+                    break
+                ready.put(rows)
+                last = rows[-1][0]
+            ready.put(None)
+        except BaseException as exc:  # handed to the caller
+            ready.put(exc)
+
+    reader = threading.Thread(target=read, name="audit-verify-reader", daemon=True)
+    reader.start()
     try:
         while True:
-            cursor.execute(statement, (last, batch))
-            rows = cursor.fetchall()
-            if not rows:
+            got = ready.get()
+            if got is None:
                 return
-            yield rows
-            last = rows[-1][0]
+            if isinstance(got, BaseException):
+                raise got
+            yield got
     finally:
+        stop.set()
+        while reader.is_alive():  # let a reader blocked on a full queue finish
+            with contextlib.suppress(queue.Empty):
+                ready.get_nowait()
+            reader.join(0.01)
         cursor.close()
 
 
@@ -590,12 +636,64 @@ def _verify_seals() -> tuple[int, dict[str, tuple[int, int, str]], int | None]:
 
 # -- verification -------------------------------------------------------------------------------------------
 class _Chain:
-    """How far one chain has been verified: its last intact entry's place, ``seq`` and hash."""
+    """How far one chain has been verified (its last intact entry's place, ``seq`` and hash), how far to verify
+    it (``bound``: its head as first read, or its last seal's place when further) and its last sealed head."""
 
-    __slots__ = ("hash", "legacy", "place", "seq")
+    __slots__ = ("bad", "bound", "hash", "legacy", "place", "seal_place", "sealed", "seq")
 
-    def __init__(self) -> None:
-        self.place, self.seq, self.hash, self.legacy = 0, 0, GENESIS, True
+    def __init__(self, head: tuple[int, int, str] | None = None, sealed: tuple[int, int, str] | None = None) -> None:
+        self.place, self.seq, self.hash, self.legacy, self.bad = 0, 0, GENESIS, True, False
+        self.bound = max(head[0] if head else 0, sealed[0] if sealed else 0)
+        self.sealed, self.seal_place = sealed, sealed[0] if sealed else 0
+
+
+def _chained_form(row: tuple) -> str:
+    """``stored_form`` of an entry with a chain (the common case, spelled out for speed)."""
+    seq, at, actor, action, subject_type, subject_id, therapy_id, site_id, reason, data, prev_hash, _h, chain, place = (
+        row
+    )
+    return (
+        f'{prev_hash}{{"action":{_encode_string(action)},"actor":{_encode_string(actor)},"at":"{at}",'
+        f'"chain":{_encode_string(chain)},"chain_seq":{place},"data":{data},"prev_hash":"{prev_hash}",'
+        f'"reason":{"null" if reason is None else _encode_string(reason)},"seq":{seq},'
+        f'"site_id":{"null" if site_id is None else site_id},"subject_id":{_encode_string(subject_id)},'
+        f'"subject_type":{_encode_string(subject_type)},'
+        f'"therapy_id":{"null" if therapy_id is None else _encode_string(therapy_id)}}}'
+    )
+
+
+def _step(
+    chains: dict[str, _Chain],
+    row: tuple,
+    bad: dict[str, tuple[int, int]],
+    beyond: dict[str, list[tuple[int, int]]],
+    heads: dict[str, tuple[int, int, str]],
+    sealed: dict[str, tuple[int, int, str]],
+) -> None:
+    """Check one entry against the one before it in its chain, every case spelled out (entries of the old form,
+    and any entry the quick path in ``verify`` did not pass)."""
+    seq, legacy = row[0], row[12] is None
+    chain, place = (SYSTEM, seq) if legacy else (row[12], row[13])
+    state = chains.get(chain)
+    if state is None:
+        state = chains[chain] = _Chain(heads.get(chain), sealed.get(chain))
+    if state.bad:
+        return
+    if place > state.bound:  # appended after the heads were read, or behind the server's back (checked at the end)
+        beyond.setdefault(chain, []).append((place, seq))
+        return
+    if place > state.place + 1:  # entries of the chain are missing before this one
+        bad[chain], state.bad = (_first_absent(state.seq, seq), state.place + 1), True
+    elif (
+        place < state.place + 1
+        or (legacy and not state.legacy)
+        or row[10] != state.hash
+        or not _intact(row)
+        or (state.sealed is not None and place == state.seal_place and (seq, row[11]) != state.sealed[1:])
+    ):
+        bad[chain], state.bad = (seq, place), True
+    else:
+        state.place, state.seq, state.hash, state.legacy = place, seq, row[11], legacy
 
 
 def _heads() -> dict[str, tuple[int, int, str]]:
@@ -655,37 +753,30 @@ def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -
     beyond: dict[str, list[tuple[int, int]]] = {}  # chain -> (place, seq) of entries past its head as first read
     bad: dict[str, tuple[int, int]] = {}  # chain -> (first bad seq, its place)
     read = 0
+    sha256, known = hashlib.sha256, chains.get
     for rows in _rows(batch):
         for row in rows:
-            read += 1
-            seq, legacy = row[0], row[12] is None
-            chain, place = (SYSTEM, seq) if legacy else (row[12], row[13])
-            if chain in bad:
-                continue
-            head, sealed_head = heads.get(chain), sealed.get(chain)
-            if place > max(head[0] if head else 0, sealed_head[0] if sealed_head else 0):
-                beyond.setdefault(chain, []).append((place, seq))
-                continue
-            state = chains.get(chain)
-            if state is None:
-                state = chains[chain] = _Chain()
-            if place > state.place + 1:  # entries of the chain are missing before this one
-                bad[chain] = (_first_absent(state.seq, seq), state.place + 1)
-            elif (
-                place < state.place + 1
-                or (legacy and not state.legacy)
-                or row[10] != state.hash
-                or not _intact(row)
-                or (sealed_head is not None and place == sealed_head[0] and (seq, row[11]) != sealed_head[1:])
+            # The quick path: an entry with a chain, next in it, linked and hashed right, not a sealed head.
+            state = known(row[12])
+            if (
+                state is not None
+                and not state.bad
+                and row[13] == state.place + 1
+                and row[13] <= state.bound
+                and row[13] != state.seal_place
+                and row[10] == state.hash
+                and sha256(_chained_form(row).encode()).hexdigest() == row[11]
             ):
-                bad[chain] = (seq, place)
+                state.place, state.seq, state.hash, state.legacy = row[13], row[0], row[11], False
             else:
-                state.place, state.seq, state.hash, state.legacy = place, seq, row[11], legacy
+                _step(chains, row, bad, beyond, heads, sealed)
+        read += len(rows)
         if progress:
             progress(read)
     _check_tails(heads, sealed, chains, bad)
     _check_beyond(beyond, bad)
     checked = sum(state.place for name, state in chains.items() if name not in bad)
+    chains = {name: state for name, state in chains.items() if state.place}  # not those only seen beyond their heads
     if bad or bad_seal is not None:
         answer: dict[str, Any] = {"ok": False, "chains": len(set(heads) | set(chains)), "seals": seals}
         if bad:
