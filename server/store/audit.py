@@ -753,21 +753,21 @@ def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -
     beyond: dict[str, list[tuple[int, int]]] = {}  # chain -> (place, seq) of entries past its head as first read
     bad: dict[str, tuple[int, int]] = {}  # chain -> (first bad seq, its place)
     read = 0
-    sha256, known = hashlib.sha256, chains.get
+    sha256, known, form = hashlib.sha256, chains.get, _chained_form
     for rows in _rows(batch):
         for row in rows:
             # The quick path: an entry with a chain, next in it, linked and hashed right, not a sealed head.
-            state = known(row[12])
+            state, place = known(row[12]), row[13]
             if (
                 state is not None
-                and not state.bad
-                and row[13] == state.place + 1
-                and row[13] <= state.bound
-                and row[13] != state.seal_place
+                and place == state.place + 1
                 and row[10] == state.hash
-                and sha256(_chained_form(row).encode()).hexdigest() == row[11]
+                and place <= state.bound
+                and place != state.seal_place
+                and not state.bad
+                and sha256(form(row).encode()).hexdigest() == row[11]
             ):
-                state.place, state.seq, state.hash, state.legacy = row[13], row[0], row[11], False
+                state.place, state.seq, state.hash, state.legacy = place, row[0], row[11], False
             else:
                 _step(chains, row, bad, beyond, heads, sealed)
         read += len(rows)
