@@ -162,3 +162,35 @@ def test_the_first_bad_entry_is_the_earliest_whichever_chain_it_is_in(app, world
         "t-1",
         2,
     )
+
+
+def test_two_processes_sealing_at_once_never_fork_the_seals(app, world):
+    import threading
+
+    from server.store import audit
+
+    results, errors = [], []
+    for round_ in range(3):
+        append(app, therapy_id=f"t-{round_}")
+        go = threading.Barrier(2)
+
+        def sealer(go=go):
+            try:
+                with app.app_context():
+                    go.wait()
+                    results.append(audit.seal())
+            except Exception as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=sealer) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    numbers = [row[0] for row in seals(app)]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 3
+    with app.app_context():
+        assert audit.seal() is None  # every head that moved is sealed
+        verdict = audit.verify()
+    assert verdict["ok"] is True and verdict["seals"] == len(numbers)
