@@ -391,6 +391,8 @@ def audit_verify() -> None:
             f"audit chain intact: {result['checked']} entries checked in {result['chains']} chains, "
             f"{result['seals']} seals"
         )
+        if "last_seal" in result:
+            click.echo(f"latest seal {result['last_seal']['id']}, hash {result['last_seal']['hash']}")
         return
     if "first_bad_seq" in result:
         click.echo(

@@ -471,6 +471,7 @@ class AuditVerifySchema(_Answer):
     chains = fields.Integer(required=True)
     seals = fields.Integer(required=True)
     last_hash = fields.String()
+    last_seal = fields.Dict()
     first_bad_seq = fields.Integer(allow_none=True)
     first_bad_chain = fields.String()
     first_bad_chain_seq = fields.Integer()

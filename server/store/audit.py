@@ -743,9 +743,10 @@ def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -
     ``progress`` is called with the number of entries read so far after every ``batch`` of them.
 
     The answer: ``ok``, ``checked`` (entries verified; when broken, the entries before the first bad one),
-    ``chains``, ``seals``; when intact ``last_hash`` (the Merkle root over all chain heads, to record outside
-    the database); when broken ``first_bad_seq`` with ``first_bad_chain`` and ``first_bad_chain_seq`` (the bad
-    entry's chain and place), and ``first_bad_seal`` when a seal itself was altered.
+    ``chains``, ``seals``; when intact ``last_hash`` (the Merkle root over all chain heads as verified) and
+    ``last_seal`` (the latest seal's number and hash, to record outside the database); when broken
+    ``first_bad_seq`` with ``first_bad_chain`` and ``first_bad_chain_seq`` (the bad entry's chain and place),
+    and ``first_bad_seal`` when a seal itself was altered.
     """
     heads = _heads()
     seals, sealed, bad_seal = _verify_seals()
@@ -793,7 +794,11 @@ def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -
     # The last hash, recorded outside the database now and then, lets a later check show that nobody rewrote the
     # trail wholesale (recomputing every hash after a change); the seals keep such roots inside the database.
     last_hash = merkle_root([(name, state.place, state.seq, state.hash) for name, state in chains.items()])
-    return {"ok": True, "checked": checked, "last_hash": last_hash, "chains": len(chains), "seals": seals}
+    answer = {"ok": True, "checked": checked, "last_hash": last_hash, "chains": len(chains), "seals": seals}
+    if seals:  # what to record outside the database: a later trail must still hold this seal with this hash
+        latest = db.session.get(AuditSeal, seals)
+        answer["last_seal"] = {"id": seals, "hash": latest.hash if latest else None}
+    return answer
 
 
 def _check_tails(
@@ -833,15 +838,12 @@ def _check_beyond(beyond: dict[str, list[tuple[int, int]]], bad: dict[str, tuple
 
 
 def heads_summary() -> dict[str, Any] | None:
-    """What the chain heads say without verifying: entries, chains, the Merkle root over the heads (``verify``'s
-    ``last_hash`` when the trail is intact) and the latest seal; None before the first entry."""
-    heads = _heads()
-    if not heads:
+    """What the chain heads say without verifying: how many entries and chains, and the latest seal; None before
+    the first entry."""
+    entries, chains = db.session.execute(
+        select(func.coalesce(func.sum(AuditChainHead.chain_seq), 0), func.count()).select_from(AuditChainHead)
+    ).one()
+    if not chains:
         return None
     latest = db.session.execute(select(AuditSeal).order_by(AuditSeal.id.desc()).limit(1)).scalar()
-    return {
-        "entries": sum(place for place, _seq, _hash in heads.values()),
-        "chains": len(heads),
-        "hash": merkle_root([(chain, *head) for chain, head in heads.items()]),
-        "seal": latest,
-    }
+    return {"entries": int(entries), "chains": int(chains), "seal": latest}

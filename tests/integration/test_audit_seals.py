@@ -48,8 +48,14 @@ def test_tether_audit_seal_seals_what_moved_and_verify_counts_the_seals(app, wor
     code, out = tether("audit", "seal")
     assert code == 0 and out.startswith("seal 2: 2 chain heads")  # only the two therapies' chains moved
     assert seals(app) == [(1, 1), (2, 2)]
+    seal_hash = out.split("hash ")[-1].strip()
     code, out = tether("audit", "verify")
     assert code == 0 and "in 3 chains, 2 seals" in out
+    assert out.endswith(f"latest seal 2, hash {seal_hash}\n")  # what to record outside the database
+    from server.store import audit
+
+    with app.app_context():
+        assert audit.verify()["last_seal"] == {"id": 2, "hash": seal_hash}
 
 
 def test_tether_audit_verify_names_a_broken_seal(app, world, tether):

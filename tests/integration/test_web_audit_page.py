@@ -43,7 +43,10 @@ def test_a_before_that_is_no_sequence_number_is_ignored(app, world, before):
 
 
 def test_the_audit_page_filters_by_actor_and_date_links_subjects_and_shows_the_chain_head(app, api, world, clock):
+    import sqlalchemy as sa
+
     from server.store import audit
+    from server.store.extensions import db
 
     from ..support.journeys import start
 
@@ -55,12 +58,17 @@ def test_the_audit_page_filters_by_actor_and_date_links_subjects_and_shows_the_c
     assert f'href="/therapies/{therapy["id"]}"' in page, "a therapy subject links to its page"
     with app.app_context():
         head = audit.verify()
+        audit.seal()
+        seal = db.session.execute(sa.text("SELECT id, hash FROM audit_seal")).one()
+    shown = re.search(r'data-testid="chain-head">Chain heads: (\d+) entries in (\d+) chains\.', page)
+    assert shown and (int(shown.group(1)), int(shown.group(2))) == (head["checked"], head["chains"])
+    verified = auditor.get("/audit?actor=coord&verify=1").get_data(as_text=True)
     shown = re.search(
-        r'data-testid="chain-head">Chain heads: (\d+) entries in \d+ chains, '
-        r'hash <span class="mono">([0-9a-f]+)</span>',
-        page,
+        r'Chain heads: (\d+) entries in \d+ chains, verified hash <span class="mono">([0-9a-f]+)</span>\.\s+'
+        r'Latest seal: (\d+), hash <span class="mono">([0-9a-f]+)</span>',
+        verified,
     )
-    assert shown and (int(shown.group(1)), shown.group(2)) == (head["checked"], head["last_hash"])
+    assert shown and shown.groups() == (str(head["checked"]), head["last_hash"], str(seal[0]), seal[1])
     today = clock.now.date().isoformat()  # the audit trail records the server's clock (the tests' fake one)
     assert _sequence_numbers(auditor.get(f"/audit?from={today}&to={today}").get_data(as_text=True))
     assert _sequence_numbers(auditor.get("/audit?from=2000-01-01&to=2000-01-02").get_data(as_text=True)) == []
