@@ -596,18 +596,20 @@ def _verify_seals() -> tuple[int, dict[str, tuple[int, int, str]], int | None]:
     right and its root is the Merkle root of the heads kept with it.
     """
     session = db.session
-    kept = table_of(AuditSealHead)
-    heads = session.execute(
-        select(kept.c.seal_id, kept.c.chain, kept.c.chain_seq, kept.c.seq, kept.c.hash)
-        .order_by(kept.c.seal_id, kept.c.chain)
-        .execution_options(yield_per=20_000)
-    )
-    pending = next(heads, None)
+    # The seals first, then only their heads: a seal written meanwhile is left to the next verification.
     seals = session.execute(
         select(
             AuditSeal.id, AuditSeal.at, AuditSeal.heads, AuditSeal.root, AuditSeal.prev_hash, AuditSeal.hash
         ).order_by(AuditSeal.id)
     ).all()
+    kept = table_of(AuditSealHead)
+    heads = session.execute(
+        select(kept.c.seal_id, kept.c.chain, kept.c.chain_seq, kept.c.seq, kept.c.hash)
+        .where(kept.c.seal_id <= (seals[-1][0] if seals else 0))
+        .order_by(kept.c.seal_id, kept.c.chain)
+        .execution_options(yield_per=20_000)
+    )
+    pending = next(heads, None)
     sealed: dict[str, tuple[int, int, str]] = {}
     prev_hash, checked = GENESIS, 0
     for number, at, count, root, seal_prev, digest in seals:
@@ -736,7 +738,7 @@ def _seq_at(chain: str, place: int) -> int | None:
 def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -> dict[str, Any]:
     """Verify every chain, every seal, and that every head and sealed head is there; name the first bad entry.
 
-    The heads are read first: entries appended while verification runs lie beyond them and are left to the
+    The seals and the heads are read first: entries appended while verification runs lie beyond them and are left to the
     next verification (unless no head ever covers them: then they were added behind the server's back). One
     pass over the entries in ``seq`` order checks each entry against the previous one of its chain, so the
     chains are verified side by side and memory stays flat (one batch of rows and one small record per chain).
@@ -748,8 +750,9 @@ def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -
     ``first_bad_seq`` with ``first_bad_chain`` and ``first_bad_chain_seq`` (the bad entry's chain and place),
     and ``first_bad_seal`` when a seal itself was altered.
     """
-    heads = _heads()
+    # Seals first, then heads: a head read later is never behind a seal read earlier, unless it was moved back.
     seals, sealed, bad_seal = _verify_seals()
+    heads = _heads()
     chains: dict[str, _Chain] = {}
     beyond: dict[str, list[tuple[int, int]]] = {}  # chain -> (place, seq) of entries past its head as first read
     bad: dict[str, tuple[int, int]] = {}  # chain -> (first bad seq, its place)
