@@ -47,6 +47,7 @@ from datetime import UTC, timedelta
 from pathlib import Path
 
 from sqlalchemy import create_engine, select, update
+from sqlalchemy import text as sa_text
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESS_KEY = "autologous_car_t"
@@ -315,7 +316,7 @@ class Writer:
         self.dialect = make_url(database_url).get_backend_name()
         self.columns = {
             name: [c.name for c in db.metadata.tables[name].columns]
-            for name in ("therapy", "task", "signature", "audit_entry")
+            for name in ("therapy", "task", "signature", "audit_entry", "audit_chain_head")
         }
         self.indexes: list[str] = []
 
@@ -421,7 +422,7 @@ def seed(
     from server.compliance import signatures
     from server.store import audit
     from server.store.extensions import db
-    from server.store.models import AuditHead, Site, utcnow
+    from server.store.models import Site, utcnow
     from server.workflow.definitions import deploy_bundled
 
     if active > therapies:
@@ -461,8 +462,7 @@ def seed(
         )
         site_ids = {s.code: s.id for s in db.session.execute(select(Site)).scalars()}
         fin, year, first_number = _reserve_cois(app, copies)
-        head = db.session.get(AuditHead, 1)
-        seq, prev_hash = head.seq, head.hash
+        seq = db.session.execute(sa_text("SELECT coalesce(max(seq), 0) FROM audit_entry")).scalar_one()
         active_ids = [t.therapy["id"] for t in templates if t.active]
         db.session.commit()
         db.session.remove()
@@ -475,13 +475,13 @@ def seed(
     now_aware = utcnow()
     now = writer.base_time(now_aware)
     out = writer.out_time
-    columns = {name: writer.columns[name] for name in ("therapy", "signature", "audit_entry")}
+    columns = {name: writer.columns[name] for name in ("therapy", "signature", "audit_entry", "audit_chain_head")}
 
     def batches():
         """Batches of rows to insert, built while the previous batch is being written."""
-        nonlocal seq, prev_hash
+        nonlocal seq
         for start in range(0, copies, BATCH):
-            therapy_rows, task_rows, signature_rows, audit_rows, ids = [], [], [], [], []
+            therapy_rows, task_rows, signature_rows, audit_rows, head_rows, ids = [], [], [], [], [], []
             for index in range(start, min(start + BATCH, copies)):
                 is_active = kinds[index]
                 template = rng.choice(stage_pool) if is_active else by_steps[COMPLETED_STEPS]
@@ -555,7 +555,7 @@ def seed(
                         "content_hash": content,
                     }
                     signature_rows.append([record[c] for c in columns["signature"]])
-                if template.started_entry is not None:  # one entry per copy, extending the hash chain
+                if template.started_entry is not None:  # one entry per copy, the first of the therapy's chain
                     seq += 1
                     data = template.started_data.fill(values)
                     entry = {
@@ -566,20 +566,25 @@ def seed(
                         "therapy_id": therapy_id,
                         "site_id": site_id,
                         "data": json.loads(data),
-                        "prev_hash": prev_hash,
+                        "prev_hash": audit.GENESIS,
+                        "chain": therapy_id,
+                        "chain_seq": 1,
                     }
-                    entry["hash"] = prev_hash = audit.entry_hash(entry)
+                    entry["hash"] = audit.entry_hash(entry)
                     entry.update(data=data, at=out(created))
                     audit_rows.append([entry[c] for c in columns["audit_entry"]])
+                    head = {"chain": therapy_id, "chain_seq": 1, "seq": seq, "hash": entry["hash"], "sealed_seq": 0}
+                    head_rows.append([head[c] for c in columns["audit_chain_head"]])
             tables = {
                 "therapy": therapy_rows,
                 "task": task_rows,
                 "signature": signature_rows,
                 "audit_entry": audit_rows,
+                "audit_chain_head": head_rows,
             }
             yield (
                 {name: rows for name, rows in tables.items() if rows},
-                [("UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (seq, prev_hash))],
+                [("SELECT setval('audit_entry_seq', %s)", (seq,))] if writer.dialect == "postgresql" else [],
                 len(therapy_rows),
                 ids,
             )

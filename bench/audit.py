@@ -1,16 +1,21 @@
-"""Audit chain verification speed over a long chain, and whether memory stays flat as it grows.
+"""Audit trail: verification speed over a long trail, whether its memory stays flat, and append throughput.
 
-    python -m bench.audit [--entries 1000000] [--backend sqlite|postgresql]
+    python -m bench.audit [--entries 1000000] [--backend sqlite|postgresql] [--writers 16] [--seconds 5]
 
 Fills a fresh database with ``--entries`` chained audit entries shaped like the ones therapies write
-(task completions with their form data, timer firings, custody transfers, user changes), each hashed by
-``server.store.audit.entry_hash`` exactly as ``append`` hashes, written in bulk (executemany on SQLite, COPY on
-PostgreSQL). Then times ``server.store.audit.verify`` (what ``GET /api/v1/audit/verify`` and ``tether audit
-verify`` run) over the whole chain, sampling the process's resident memory at every progress report.
+(task completions with their form data, timer firings, custody transfers, user changes), in one chain per
+therapy (about 40 entries each) and the system chain, each hashed by ``server.store.audit.entry_hash`` exactly
+as ``append`` hashes, written in bulk (executemany on SQLite, COPY on PostgreSQL), and seals them. Then times
+``server.store.audit.verify`` (what ``GET /api/v1/audit/verify`` and ``tether audit verify`` run) over the whole
+trail, sampling the process's resident memory at every progress report.
 
-Figures: entries verified per second (target >= 200,000/s) and the memory growth from a tenth of the way
-to the end (flat: a few MiB, whatever the length; the first batches warm the driver's and the allocator's
-buffers once).
+Append throughput (PostgreSQL only: SQLite has one writer whatever the chains): ``--writers`` threads append one
+entry per transaction through ``audit.append`` for ``--seconds``, once each into a therapy of its own, once all
+into the one system chain (what every append did before chains: one head row for the whole trail).
+
+Figures: entries verified per second (target >= 200,000/s), the memory growth from a tenth of the way to the
+end (flat: a few MiB, whatever the length; the first batches warm the driver's and the allocator's buffers
+once), and appends per second on distinct chains and on one chain.
 """
 
 from __future__ import annotations
@@ -87,7 +92,7 @@ def entries(count: int, seed: int = 7):
     from server.store import audit
 
     rng = random.Random(seed)
-    prev = audit.GENESIS
+    chains: dict[str, tuple[int, str]] = {}  # chain -> (place, hash) of its last entry
     start = datetime(2026, 1, 5, 8, tzinfo=UTC)
     therapies = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(max(1, count // 40))]
     for seq in range(1, count + 1):
@@ -95,6 +100,8 @@ def entries(count: int, seed: int = 7):
         therapy = therapies[seq % len(therapies)] if subject_type != "user" else None
         at = start + timedelta(seconds=seq * 2.5, microseconds=rng.randrange(1_000_000))
         text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        chain = therapy or audit.SYSTEM
+        place, prev = chains.get(chain, (0, audit.GENESIS))
         row = [
             seq,
             audit._timestamp(at),
@@ -108,58 +115,109 @@ def entries(count: int, seed: int = 7):
             text,
             prev,
             None,
+            chain,
+            place + 1,
         ]
         row[11] = hashlib.sha256(audit.stored_form(tuple(row)).encode()).hexdigest()
         if seq % 1000 == 1:
             fields = dict(zip(audit.COLUMNS, row, strict=True))
             fields.update(at=at, data=json.loads(text))
             assert audit.entry_hash(fields) == row[11], f"stored form and canonical form differ at {seq}"
-        prev = row[11]
+        chains[chain] = (place + 1, row[11])
         row[1] = at
         yield tuple(row)
 
 
 def seed(app, count: int, progress) -> None:
-    """Write ``count`` entries and move the chain head to the last one."""
+    """Write ``count`` entries, the heads of their chains, and seal them."""
     from server.store import audit
     from server.store.extensions import db
+
+    heads: dict[str, tuple[int, int, str]] = {}  # chain -> (place, seq, hash) of its last entry
+
+    def rows():
+        for row in entries(count):
+            heads[row[12]] = (row[13], row[0], row[11])
+            yield row
 
     with app.app_context():
         connection = db.engine.raw_connection()
         try:
             cursor = connection.cursor()
-            last_hash, written = None, 0
+            written = 0
             postgres = db.engine.dialect.name == "postgresql"
-            mark = "%s" if postgres else "?"
             if postgres:
                 with cursor.copy(f"COPY audit_entry ({', '.join(audit.COLUMNS)}) FROM STDIN") as copy:
-                    for row in entries(count):
+                    for row in rows():
                         copy.write_row(row)
                         written += 1
-                        last_hash = row[-1]
                         if written % 100_000 == 0:
                             progress(written)
+                with cursor.copy("COPY audit_chain_head (chain, chain_seq, seq, hash, sealed_seq) FROM STDIN") as copy:
+                    for chain, (place, seq, digest) in heads.items():
+                        copy.write_row((chain, place, seq, digest, 0))
+                cursor.execute("SELECT setval('audit_entry_seq', %s)", (count,))
             else:
                 cursor.execute("BEGIN")  # the app's SQLite connections leave transactions to the caller
                 places = ", ".join("?" * len(audit.COLUMNS))
                 statement = f"INSERT INTO audit_entry ({', '.join(audit.COLUMNS)}) VALUES ({places})"
                 batch = []
-                for row in entries(count):
+                for row in rows():
                     batch.append((*row[:1], row[1].strftime("%Y-%m-%d %H:%M:%S.%f"), *row[2:]))
                     if len(batch) == 50_000:
                         cursor.executemany(statement, batch)
                         written += len(batch)
                         progress(written)
-                        last_hash, batch = row[-1], []
+                        batch = []
                 if batch:
                     cursor.executemany(statement, batch)
-                    last_hash = batch[-1][-1]
-            cursor.execute(f"UPDATE audit_head SET seq = {mark}, hash = {mark} WHERE id = 1", (count, last_hash))
-            if cursor.rowcount == 0:
-                cursor.execute(f"INSERT INTO audit_head (id, seq, hash) VALUES (1, {mark}, {mark})", (count, last_hash))
+                cursor.executemany(
+                    "INSERT INTO audit_chain_head (chain, chain_seq, seq, hash, sealed_seq) VALUES (?, ?, ?, ?, 0)",
+                    [(chain, *head) for chain, head in heads.items()],
+                )
             connection.commit()
         finally:
             connection.close()
+        audit.seal()
+
+
+def append_rate(app, writers: int, seconds: float, *, shared: bool) -> float:
+    """Appends per second of ``writers`` threads, one entry per transaction, into a chain of their own each
+    (a therapy apiece) or all into the system chain (``shared``)."""
+    import threading
+
+    from server.store import audit
+    from server.store.uow import unit_of_work
+
+    counts = [0] * writers
+    errors: list[BaseException] = []
+    go, stop = threading.Barrier(writers + 1), threading.Event()
+
+    def writer(number: int) -> None:
+        therapy = None if shared else str(uuid.uuid4())
+        try:
+            with app.app_context():
+                go.wait()
+                while not stop.is_set():
+                    with unit_of_work():
+                        audit.append(f"writer-{number}", "bench.appended", "therapy", str(number), therapy_id=therapy)
+                    counts[number] += 1
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    go.wait()
+    began = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    took = time.perf_counter() - began
+    if errors:
+        raise RuntimeError(f"an append failed: {errors[0]!r}")
+    return sum(counts) / took
 
 
 def _rss_mib() -> float:
@@ -169,11 +227,12 @@ def _rss_mib() -> float:
     return 0.0
 
 
-def run(backend: str, count: int) -> dict:
+def run(backend: str, count: int, writers: int = 16, seconds: float = 5.0) -> dict:
     from server.store import audit
 
     with fresh_database(backend) as url:
-        app = make_app(url)
+        pool = {"pool_size": writers + 2} if backend == "postgresql" else {}
+        app = make_app(url, SQLALCHEMY_ENGINE_OPTIONS=pool)
         began = time.perf_counter()
         seed(
             app,
@@ -186,6 +245,19 @@ def run(backend: str, count: int) -> dict:
             began = time.perf_counter()
             result = audit.verify(progress=lambda n: samples.append((n, _rss_mib())))
             took = time.perf_counter() - began
+        appends = {}
+        if backend == "postgresql":
+            for shared in (False, True):
+                appends[shared] = append_rate(app, writers, seconds, shared=shared)
+                print(
+                    f"  {writers} writers, {'one chain' if shared else 'a chain each'}: "
+                    f"{appends[shared]:,.0f} appends/s",
+                    flush=True,
+                )
+            with app.app_context():
+                after = audit.verify()
+            if not after["ok"]:
+                raise RuntimeError(f"the trail did not verify after the appends: {after}")
     if not result["ok"] or result["checked"] != count:
         raise RuntimeError(f"the seeded chain did not verify: {result}")
     first, last = samples[len(samples) // 10], samples[-1]  # after the first tenth: caches and buffers are warm
@@ -198,6 +270,8 @@ def run(backend: str, count: int) -> dict:
         "rss_first": first,
         "rss_last": last,
         "growth": last[1] - first[1],
+        "appends": appends,
+        "writers": writers,
     }
 
 
@@ -205,11 +279,13 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     parser = argparse.ArgumentParser(prog="python -m bench.audit", description=__doc__.split("\n")[0])
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--backend", choices=("sqlite", "postgresql"))
+    parser.add_argument("--writers", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=5.0)
     options = parser.parse_args(argv if argv is not None else [])
     figures = []
     for backend in backends(options.backend):
         print(f"{backend}: {options.entries:,} entries", flush=True)
-        result = run(backend, options.entries)
+        result = run(backend, options.entries, options.writers, options.seconds)
         print(
             f"  seeding took {result['seeded_in']:.1f} s; verification of {result['count']:,} entries took "
             f"{result['took']:.2f} s: {result['rate']:,.0f} entries/s",
@@ -238,6 +314,15 @@ def main(argv: list[str] | None = None) -> list[Figure]:
                 result["growth"] <= FLAT_MIB,
             )
         )
+        for shared, rate in result["appends"].items():
+            figures.append(
+                Figure(
+                    f"Audit appends, {result['writers']} writers, {'one shared chain' if shared else 'a chain each'}, "
+                    f"{backend}",
+                    rate,
+                    "appends/s",
+                )
+            )
     return figures
 
 

@@ -367,15 +367,16 @@ def audit() -> None:
 
 @audit.command("verify")
 def audit_verify() -> None:
-    """Verify the whole audit chain: exit 0 when intact, 1 naming the first broken entry."""
+    """Verify every audit chain and seal: exit 0 when intact, 1 naming the first broken entry or seal."""
+    from sqlalchemy import func, select
+
     from server.store import audit as audit_chain
     from server.store.extensions import db as database
-    from server.store.models import AuditHead
+    from server.store.models import AuditChainHead
 
     app = _app()
     with app.app_context():
-        head = database.session.get(AuditHead, 1)
-        total = head.seq if head else 0
+        total = int(database.session.execute(select(func.coalesce(func.sum(AuditChainHead.chain_seq), 0))).scalar_one())
         # Progress on stderr, so scripts reading the verdict from stdout see only the verdict.
         with click.progressbar(length=total, label="verifying", file=sys.stderr, show_pos=True) as bar:
             done = [0]
@@ -386,12 +387,35 @@ def audit_verify() -> None:
 
             result = audit_chain.verify(progress=advance)
     if result["ok"]:
-        click.echo(f"audit chain intact: {result['checked']} entries checked")
+        click.echo(
+            f"audit chain intact: {result['checked']} entries checked in {result['chains']} chains, "
+            f"{result['seals']} seals"
+        )
+        if "last_seal" in result:
+            click.echo(f"latest seal {result['last_seal']['id']}, hash {result['last_seal']['hash']}")
         return
-    click.echo(
-        f"audit chain BROKEN at entry seq {result['first_bad_seq']} ({result['checked']} entries verified before it)"
-    )
+    if "first_bad_seq" in result:
+        click.echo(
+            f"audit chain BROKEN at entry seq {result['first_bad_seq']} (chain {result['first_bad_chain']}, "
+            f"entry {result['first_bad_chain_seq']} of it; {result['checked']} entries verified before it)"
+        )
+    if "first_bad_seal" in result:
+        click.echo(f"audit seals BROKEN at seal {result['first_bad_seal']}")
     sys.exit(1)
+
+
+@audit.command("seal")
+def audit_seal() -> None:
+    """Seal the audit chains' heads that moved since the last seal (``tether serve`` does it periodically)."""
+    from server.store import audit as audit_chain
+
+    app = _app()
+    with app.app_context():
+        sealed = audit_chain.seal()
+    if sealed is None:
+        click.echo("nothing to seal: no chain moved since the last seal")
+        return
+    click.echo(f"seal {sealed['seal']}: {sealed['heads']} chain heads, root {sealed['root']}, hash {sealed['hash']}")
 
 
 @main.command()

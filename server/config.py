@@ -62,6 +62,7 @@ SETTINGS = [
     Setting("SESSION_IDLE_MINUTES", 0.0, "minutes without a page request that end a web session (0: no idle limit)"),
     Setting("WEBHOOK_ALLOW_PRIVATE", False, "allow webhook URLs on loopback, private, link-local, metadata addresses"),
     Setting("AUDIT_REFUSAL_ATTEMPTS", 2, "tries to write a refused request's audit entry before it is spooled"),
+    Setting("AUDIT_SEAL_SECONDS", 60.0, "how often tether serve seals the audit chains' heads that moved (0: never)"),
     Setting("AUDIT_SPOOL_DIR", None, "folder of audit entries waiting for a busy database; default ./instance"),
     Setting("SMTP_URL", None, "mail server for notify e-mails, e.g. smtp://mail.example:25 (none: no e-mail)"),
     Setting("SMTP_FROM", "tether@localhost", "sender address of notify e-mails"),

@@ -49,9 +49,9 @@ def _broker_state() -> str:
 def _write_probe(timeout: float) -> str:
     """ "ok" when a writer could take the write lock within ``timeout`` seconds, else "stuck".
 
-    Every write transaction takes SQLite's write lock, and on PostgreSQL locks the audit chain's head row as it
-    commits: a writer that holds either for longer stops every other write. The probe takes the lock and lets
-    it go at once, changing nothing.
+    Every write transaction takes SQLite's write lock; on PostgreSQL every write without a therapy (logins,
+    accounts, deployments, refusals) locks the "system" audit chain's head row as it commits: a writer that holds
+    either for longer stops those writes. The probe takes the lock and lets it go at once, changing nothing.
     """
     try:
         if db.engine.dialect.name == "sqlite":
@@ -69,7 +69,7 @@ def _write_probe(timeout: float) -> str:
             transaction = connection.begin()
             try:
                 connection.execute(text(f"SET LOCAL lock_timeout = {int(timeout * 1000)}"))
-                connection.execute(text("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE"))
+                connection.execute(text("SELECT seq FROM audit_chain_head WHERE chain = 'system' FOR UPDATE"))
             finally:
                 transaction.rollback()
         return "ok"

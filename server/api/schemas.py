@@ -492,14 +492,23 @@ class AuditEntrySchema(_Answer):
     data = fields.Dict(required=True)
     prev_hash = _text()
     hash = _text()
+    chain = _text()
+    chain_seq = fields.Integer(required=True)
 
 
 class AuditVerifySchema(_Answer):
-    """The result of checking the whole audit chain."""
+    """The result of checking every audit chain and seal."""
 
     ok = fields.Boolean(required=True)
     checked = fields.Integer(required=True)
+    chains = fields.Integer(required=True)
+    seals = fields.Integer(required=True)
+    last_hash = fields.String()
+    last_seal = fields.Dict()
     first_bad_seq = fields.Integer(allow_none=True)
+    first_bad_chain = fields.String()
+    first_bad_chain_seq = fields.Integer()
+    first_bad_seal = fields.Integer()
 
 
 class HealthSchema(_Answer):

@@ -1,18 +1,29 @@
-"""The tamper-evident audit trail: a SHA-256 hash chain over canonical entries.
+"""The tamper-evident audit trail: SHA-256 hash chains over canonical entries, one per therapy, sealed together.
 
-Each entry's hash covers the previous entry's hash and a canonical JSON of its own fields, so a changed
-field, a deleted, inserted or reordered entry breaks the chain at that point. Appends lock the single
-``audit_head`` row, so the chain never forks, also with several server processes on one PostgreSQL.
+Each entry belongs to a chain: its therapy's, or ``"system"`` for entries without a therapy. Its hash covers
+the previous entry's hash in that chain and a canonical JSON of its own fields (the chain and its place in it
+included), so a changed field, a deleted, inserted or reordered entry breaks its chain at that point.
+Appending locks only the chain's head row (``audit_chain_head``): completions of different therapies never
+wait for one another, also with several server processes on one PostgreSQL. ``seq`` orders all entries; on
+PostgreSQL it comes from a sequence (gaps are harmless and never read as deletions).
+
+A seal (``seal``; ``tether audit seal`` and every ``TETHER_AUDIT_SEAL_SECONDS`` in ``tether serve``) commits a
+Merkle root over the heads that moved since the previous seal and is chained to that seal by hash, so removing
+a therapy's newest entries (even with its head row rewritten to match) is named by verification.
+
 The entry of a refused request that the database cannot take right now waits in the audit spool
 (``server.store.audit_spool``) and is chained at the next successful write or by the dispatcher's loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import json
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -20,7 +31,7 @@ from json.encoder import encode_basestring as _encode_string  # the C encoder js
 from typing import Any
 
 from flask import current_app, g, has_app_context, has_request_context
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
@@ -28,10 +39,11 @@ from sqlalchemy.sql.dml import Insert
 from server.errors import Conflict
 from server.store import audit_spool
 from server.store.extensions import db
-from server.store.models import AuditEntry, AuditHead, table_of, utcnow
+from server.store.models import AuditChainHead, AuditEntry, AuditSeal, AuditSealHead, table_of, utcnow
 from server.store.uow import after_commit, staged, take_staged
 
 GENESIS = "0" * 64
+SYSTEM = "system"  # the chain of entries that belong to no therapy
 log = logging.getLogger(__name__)
 
 
@@ -57,6 +69,8 @@ def canonical(entry: dict[str, Any]) -> bytes:
         "data": entry.get("data") or {},
         "prev_hash": entry["prev_hash"],
     }
+    if entry.get("chain") is not None:  # entries written before chains existed have neither (their old form)
+        body["chain"], body["chain_seq"] = entry["chain"], entry["chain_seq"]
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
@@ -131,39 +145,63 @@ def append(
 
 
 def chain_staged() -> None:
-    """The unit of work's commit step for the audit trail: chain the transaction's staged entries onto the tip.
+    """The unit of work's commit step for the audit trail: chain the transaction's staged entries onto their chains.
 
-    Everything else is flushed first; then the ``audit_head`` row is locked (an UPDATE, which serialises
-    appenders on PostgreSQL and SQLite alike) and read, the entries get their places and hashes, and the head
-    moves to the last of them, once. The lock is released by the commit that follows.
+    Everything else is flushed first; then, chain by chain in one fixed order (so two transactions never wait
+    for each other's heads), the chain's head row is locked (an UPDATE, which serialises appenders of that chain
+    on PostgreSQL and SQLite alike) and read, the entries get their ``seq``, their place and hash, and the head
+    moves to the last of them, once. The locks are released by the commit that follows. Appenders of different
+    chains (different therapies) do not wait for one another on PostgreSQL.
     """
     pending = take_staged(_STAGED)
     if not pending:
         return
     session = db.session
     session.flush()
-    table = table_of(AuditHead)
-    lock = update(table).where(table.c.id == 1).values(seq=table.c.seq).returning(table.c.seq, table.c.hash)
-    tip = session.execute(lock).first()
-    if tip is None:
-        _create_head()
-        tip = session.execute(lock).one()
-    seq, last_hash = tip
+    by_chain: dict[str, list[AuditEntry]] = {}
     for entry in pending:
-        seq += 1
-        entry.seq, entry.prev_hash = seq, last_hash
-        entry.hash = last_hash = entry_hash(entry_dict(entry))
-    move = update(table).where(table.c.id == 1).values(seq=seq, hash=last_hash)
-    if session.get_bind().dialect.name == "postgresql":
-        # One statement: the head moves in a data-modifying WITH of the entries' INSERT (the entries stay
-        # objects of their own, not of the session: they are never changed).
-        entries = table_of(AuditEntry)
-        rows = [{column.key: getattr(entry, column.key) for column in entries.columns} for entry in pending]
-        session.execute(insert(entries).values(rows).add_cte(move.cte("moved_head")))
-        return
-    session.add_all(pending)
-    session.flush()
-    session.execute(move)
+        by_chain.setdefault(entry.therapy_id or SYSTEM, []).append(entry)
+    table = table_of(AuditChainHead)
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    for chain in sorted(by_chain):
+        entries = by_chain[chain]
+        lock = (
+            update(table)
+            .where(table.c.chain == chain)
+            .values(chain_seq=table.c.chain_seq)
+            .returning(table.c.chain_seq, table.c.hash, _seq_numbers(len(entries), postgresql))
+        )
+        tip = session.execute(lock).first()
+        if tip is None:
+            _create_head(chain)
+            tip = session.execute(lock).one()
+        place, last_hash, taken = tip
+        numbers = sorted(taken) if postgresql else list(range(taken + 1, taken + 1 + len(entries)))
+        for entry, seq in zip(entries, numbers, strict=True):
+            place += 1
+            entry.seq, entry.chain, entry.chain_seq, entry.prev_hash = seq, chain, place, last_hash
+            entry.hash = last_hash = entry_hash(entry_dict(entry))
+        move = update(table).where(table.c.chain == chain).values(chain_seq=place, seq=numbers[-1], hash=last_hash)
+        if postgresql:
+            # One statement: the head moves in a data-modifying WITH of the entries' INSERT (the entries stay
+            # objects of their own, not of the session: they are never changed).
+            columns = table_of(AuditEntry).columns
+            rows = [{column.key: getattr(entry, column.key) for column in columns} for entry in entries]
+            session.execute(insert(table_of(AuditEntry)).values(rows).add_cte(move.cte("moved_head")))
+            continue
+        session.add_all(entries)
+        session.flush()
+        session.execute(move)
+
+
+def _seq_numbers(count: int, postgresql: bool):
+    """What the chain head's lock also returns, for ``count`` new ``seq`` numbers: on PostgreSQL that many from the
+    ``audit_entry_seq`` sequence (no row is locked for them); on SQLite the highest number so far, the new ones
+    following it (its single writer already holds the lock)."""
+    if postgresql:
+        numbers = select(func.array_agg(func.nextval("audit_entry_seq"))).select_from(func.generate_series(1, count))
+        return numbers.scalar_subquery()
+    return select(func.coalesce(func.max(AuditEntry.seq), 0)).scalar_subquery()
 
 
 def _mark_request_audited() -> None:
@@ -172,17 +210,17 @@ def _mark_request_audited() -> None:
         g.audit_committed = True
 
 
-def _create_head() -> None:
-    """The chain's tip row, created once; two first appends at the same moment do not both create it."""
+def _create_head(chain: str) -> None:
+    """A chain's head row, created at its first entry; two first appends at the same moment do not both create it."""
     dialect = db.session.get_bind().dialect.name
-    values = {"id": 1, "seq": 0, "hash": GENESIS}
+    values = {"chain": chain, "chain_seq": 0, "seq": 0, "hash": GENESIS, "sealed_seq": 0}
     statement: Insert
     if dialect == "postgresql":
-        statement = postgresql.insert(AuditHead).values(**values).on_conflict_do_nothing()
+        statement = postgresql.insert(AuditChainHead).values(**values).on_conflict_do_nothing()
     elif dialect == "sqlite":
-        statement = sqlite.insert(AuditHead).values(**values).on_conflict_do_nothing()
+        statement = sqlite.insert(AuditChainHead).values(**values).on_conflict_do_nothing()
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        db.session.add(AuditHead(**values))
+        db.session.add(AuditChainHead(**values))
         db.session.flush()
         return
     db.session.execute(statement)
@@ -352,6 +390,8 @@ def entry_dict(entry: AuditEntry) -> dict[str, Any]:
         "data": entry.data,
         "prev_hash": entry.prev_hash,
         "hash": entry.hash,
+        "chain": entry.chain,
+        "chain_seq": entry.chain_seq,
     }
 
 
@@ -368,33 +408,78 @@ COLUMNS = (
     "data",
     "prev_hash",
     "hash",
+    "chain",
+    "chain_seq",
 )
 # Every column, in COLUMNS order, as the text the chain hashes (timestamp as _timestamp writes it, data undecoded).
 _ROWS = {
     "sqlite": "SELECT seq, replace(at, ' ', 'T') || 'Z', actor, action, subject_type, subject_id, therapy_id, "
-    "site_id, reason, CAST(data AS TEXT), prev_hash, hash FROM audit_entry WHERE seq > ? "
+    "site_id, reason, CAST(data AS TEXT), prev_hash, hash, chain, chain_seq FROM audit_entry WHERE seq > ? "
     "ORDER BY seq LIMIT ?",
     "postgresql": "SELECT seq, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), actor, action, "
-    "subject_type, subject_id, therapy_id, site_id, reason, CAST(data AS TEXT), prev_hash, hash "
+    "subject_type, subject_id, therapy_id, site_id, reason, CAST(data AS TEXT), prev_hash, hash, chain, chain_seq "
     "FROM audit_entry WHERE seq > %s ORDER BY seq LIMIT %s",
 }
 
 
+# Whether a thread reads the next batch while the current one is checked, by database.
+READ_AHEAD = {"sqlite": False, "postgresql": True}
+
+
 def _rows(batch: int) -> Iterator[Sequence[tuple]]:
-    """The chain in ``seq`` order, ``batch`` rows at a time, straight from the driver (no ORM, no decoding)."""
+    """The trail in ``seq`` order, ``batch`` rows at a time, straight from the driver (no ORM, no decoding).
+
+    A thread reads the next batch while the caller checks the current one (the driver waits for the database
+    without holding Python's lock), so reading and hashing overlap.
+    """
     connection = db.session.connection()
     cursor = connection.connection.cursor()
     statement = _ROWS[connection.dialect.name]
-    last = 0
+    if not READ_AHEAD.get(connection.dialect.name):
+        last = 0
+        try:
+            while True:
+                cursor.execute(statement, (last, batch))
+                rows = cursor.fetchall()
+                if not rows:
+                    return
+                yield rows
+                last = rows[-1][0]
+        finally:
+            cursor.close()
+    ready: queue.Queue[Sequence[tuple] | BaseException | None] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def read() -> None:
+        last = 0
+        try:
+            while not stop.is_set():
+                cursor.execute(statement, (last, batch))
+                rows = cursor.fetchall()
+                if not rows:
+                    break
+                ready.put(rows)
+                last = rows[-1][0]
+            ready.put(None)
+        except BaseException as exc:  # handed to the caller
+            ready.put(exc)
+
+    reader = threading.Thread(target=read, name="audit-verify-reader", daemon=True)
+    reader.start()
     try:
         while True:
-            cursor.execute(statement, (last, batch))
-            rows = cursor.fetchall()
-            if not rows:
+            got = ready.get()
+            if got is None:
                 return
-            yield rows
-            last = rows[-1][0]
+            if isinstance(got, BaseException):
+                raise got
+            yield got
     finally:
+        stop.set()
+        while reader.is_alive():  # let a reader blocked on a full queue finish
+            with contextlib.suppress(queue.Empty):
+                ready.get_nowait()
+            reader.join(0.01)
         cursor.close()
 
 
@@ -408,9 +493,11 @@ def stored_form(row: tuple) -> str:
     ``row`` holds the columns as ``_ROWS`` selects them; entries are stored canonically (``data`` with sorted
     keys and compact separators, the timestamp with microseconds), so nothing needs decoding.
     """
-    seq, at, actor, action, subject_type, subject_id, therapy_id, site_id, reason, data, prev_hash, _digest = row
+    seq, at, actor, action, subject_type, subject_id, therapy_id, site_id, reason, data, prev_hash = row[:11]
+    chain, chain_seq = row[12:14] if len(row) > 12 else (None, None)
+    place = "" if chain is None else f'"chain":{_quoted(chain)},"chain_seq":{chain_seq},'
     return (
-        f'{prev_hash}{{"action":{_quoted(action)},"actor":{_quoted(actor)},"at":"{at}","data":{data},'
+        f'{prev_hash}{{"action":{_quoted(action)},"actor":{_quoted(actor)},"at":"{at}",{place}"data":{data},'
         f'"prev_hash":"{prev_hash}","reason":{_quoted(reason)},"seq":{seq},'
         f'"site_id":{"null" if site_id is None else site_id},"subject_id":{_quoted(subject_id)},'
         f'"subject_type":{_quoted(subject_type)},"therapy_id":{_quoted(therapy_id)}}}'
@@ -425,7 +512,7 @@ def _intact(row: tuple) -> bool:
     """
     if hashlib.sha256(stored_form(row).encode()).hexdigest() == row[11]:
         return True
-    entry = dict(zip(COLUMNS, row, strict=True))
+    entry = dict(zip(COLUMNS, row, strict=False))  # a row without chain columns is an entry of the old form
     try:
         entry.update(at=datetime.fromisoformat(entry["at"]), data=json.loads(entry["data"]))
     except (TypeError, ValueError):
@@ -433,29 +520,337 @@ def _intact(row: tuple) -> bool:
     return entry_hash(entry) == entry["hash"]
 
 
-def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -> dict[str, Any]:
-    """Walk the whole chain in ``seq`` order; report how many entries were checked and the first bad one.
+# -- seals --------------------------------------------------------------------------------------------------
+def _leaf(chain: str, chain_seq: int, seq: int, digest: str) -> bytes:
+    """The Merkle leaf of one chain head: its chain, place, ``seq`` and hash (0x00-prefixed, as RFC 6962)."""
+    return hashlib.sha256(b"\x00" + f"{chain}\n{chain_seq}\n{seq}\n{digest}".encode()).digest()
 
-    ``progress`` is called with the number of entries checked so far after every ``batch`` of them. Memory
-    stays flat however long the chain: one batch of rows is held at a time.
+
+def merkle_root(heads: Sequence[tuple[str, int, int, str]]) -> str:
+    """The Merkle root (hex) over chain heads ``(chain, chain_seq, seq, hash)`` in chain order.
+
+    Leaves are paired left to right (inner nodes 0x01-prefixed), an odd last node moves up a level as it is;
+    no heads give ``GENESIS``.
     """
-    expected_prev, expected_seq, checked = GENESIS, 1, 0
+    level = [_leaf(*head) for head in sorted(heads)]
+    if not level:
+        return GENESIS
+    while len(level) > 1:
+        paired = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        level = paired + level[-1:] if len(level) % 2 else paired
+    return level[0].hex()
+
+
+def seal_hash(number: int, at: datetime, heads: int, root: str, prev_hash: str) -> str:
+    """SHA-256 over the previous seal's hash and the seal's canonical JSON (number, moment, heads, root)."""
+    body = {"id": number, "at": _timestamp(at), "heads": heads, "root": root, "prev_hash": prev_hash}
+    text_of = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(prev_hash.encode() + text_of.encode()).hexdigest()
+
+
+def seal() -> dict[str, Any] | None:
+    """Seal the chain heads that moved since the last seal, in a transaction of its own; None when none moved.
+
+    The seal row holds the Merkle root over those heads and is chained by hash to the previous seal; each head it
+    covers is kept with it (``audit_seal_head``) and marked sealed on its chain's head row. Two processes sealing
+    at once cannot both take the next number: the second one's transaction is refused and it returns None.
+    """
+    session = db.session
+    session.commit()  # a fresh transaction, nothing of the caller's in it
+    table = table_of(AuditChainHead)
+    moved = [
+        tuple(row)
+        for row in session.execute(
+            select(table.c.chain, table.c.chain_seq, table.c.seq, table.c.hash)
+            .where(table.c.chain_seq > table.c.sealed_seq)
+            .order_by(table.c.chain)
+        )
+    ]
+    if not moved:
+        session.rollback()
+        return None
+    last = session.execute(select(AuditSeal.id, AuditSeal.hash).order_by(AuditSeal.id.desc()).limit(1)).first()
+    number, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    at, root = _now(), merkle_root(moved)
+    digest = seal_hash(number, at, len(moved), root, prev_hash)
+    try:
+        session.add(AuditSeal(id=number, at=at, heads=len(moved), root=root, prev_hash=prev_hash, hash=digest))
+        session.flush()
+        session.add_all(
+            AuditSealHead(seal_id=number, chain=chain, chain_seq=place, seq=seq, hash=head_hash)
+            for chain, place, seq, head_hash in moved
+        )
+        for chain, place, _seq, _hash in moved:
+            session.execute(
+                update(table).where(table.c.chain == chain, table.c.sealed_seq < place).values(sealed_seq=place)
+            )
+        session.commit()
+    except DBAPIError as exc:
+        session.rollback()
+        log.warning("audit seal %d not written (another process sealed first?): %s", number, exc)
+        return None
+    log.info("audit seal %d: %d chain heads, root %s", number, len(moved), root)
+    return {"seal": number, "heads": len(moved), "root": root, "hash": digest}
+
+
+def _verify_seals() -> tuple[int, dict[str, tuple[int, int, str]], int | None]:
+    """(seals checked, the last sealed head of each chain up to the last intact seal, the first broken seal or None).
+
+    A seal is intact when its number follows the previous one, it links to the previous seal's hash, its hash is
+    right and its root is the Merkle root of the heads kept with it.
+    """
+    session = db.session
+    # The seals first, then only their heads: a seal written meanwhile is left to the next verification.
+    seals = session.execute(
+        select(
+            AuditSeal.id, AuditSeal.at, AuditSeal.heads, AuditSeal.root, AuditSeal.prev_hash, AuditSeal.hash
+        ).order_by(AuditSeal.id)
+    ).all()
+    kept = table_of(AuditSealHead)
+    heads = session.execute(
+        select(kept.c.seal_id, kept.c.chain, kept.c.chain_seq, kept.c.seq, kept.c.hash)
+        .where(kept.c.seal_id <= (seals[-1][0] if seals else 0))
+        .order_by(kept.c.seal_id, kept.c.chain)
+        .execution_options(yield_per=20_000)
+    )
+    pending = next(heads, None)
+    sealed: dict[str, tuple[int, int, str]] = {}
+    prev_hash, checked = GENESIS, 0
+    for number, at, count, root, seal_prev, digest in seals:
+        group: list[tuple[str, int, int, str]] = []
+        while pending is not None and pending[0] <= number:
+            if pending[0] == number:
+                group.append((pending[1], pending[2], pending[3], pending[4]))
+            pending = next(heads, None)
+        if (
+            number != checked + 1
+            or seal_prev != prev_hash
+            or count != len(group)
+            or merkle_root(group) != root
+            or seal_hash(number, at, count, root, seal_prev) != digest
+        ):
+            heads.close()
+            return checked, sealed, min(number, checked + 1)
+        for chain, place, seq, head_hash in group:
+            sealed[chain] = (place, seq, head_hash)
+        prev_hash, checked = digest, checked + 1
+    heads.close()
+    if pending is not None:  # heads kept for a seal that is not there
+        return checked, sealed, checked + 1
+    return checked, sealed, None
+
+
+# -- verification -------------------------------------------------------------------------------------------
+class _Chain:
+    """How far one chain has been verified (its last intact entry's place, ``seq`` and hash), how far to verify
+    it (``bound``: its head as first read, or its last seal's place when further) and its last sealed head."""
+
+    __slots__ = ("bad", "bound", "hash", "legacy", "place", "seal_place", "sealed", "seq")
+
+    def __init__(self, head: tuple[int, int, str] | None = None, sealed: tuple[int, int, str] | None = None) -> None:
+        self.place, self.seq, self.hash, self.legacy, self.bad = 0, 0, GENESIS, True, False
+        self.bound = max(head[0] if head else 0, sealed[0] if sealed else 0)
+        self.sealed, self.seal_place = sealed, sealed[0] if sealed else 0
+
+
+def _chained_form(row: tuple) -> str:
+    """``stored_form`` of an entry with a chain (the common case, spelled out for speed)."""
+    seq, at, actor, action, subject_type, subject_id, therapy_id, site_id, reason, data, prev_hash, _h, chain, place = (
+        row
+    )
+    return (
+        f'{prev_hash}{{"action":{_encode_string(action)},"actor":{_encode_string(actor)},"at":"{at}",'
+        f'"chain":{_encode_string(chain)},"chain_seq":{place},"data":{data},"prev_hash":"{prev_hash}",'
+        f'"reason":{"null" if reason is None else _encode_string(reason)},"seq":{seq},'
+        f'"site_id":{"null" if site_id is None else site_id},"subject_id":{_encode_string(subject_id)},'
+        f'"subject_type":{_encode_string(subject_type)},'
+        f'"therapy_id":{"null" if therapy_id is None else _encode_string(therapy_id)}}}'
+    )
+
+
+def _step(
+    chains: dict[str, _Chain],
+    row: tuple,
+    bad: dict[str, tuple[int, int]],
+    beyond: dict[str, list[tuple[int, int]]],
+    heads: dict[str, tuple[int, int, str]],
+    sealed: dict[str, tuple[int, int, str]],
+) -> None:
+    """Check one entry against the one before it in its chain, every case spelled out (entries of the old form,
+    and any entry the quick path in ``verify`` did not pass)."""
+    seq, legacy = row[0], row[12] is None
+    chain, place = (SYSTEM, seq) if legacy else (row[12], row[13])
+    state = chains.get(chain)
+    if state is None:
+        state = chains[chain] = _Chain(heads.get(chain), sealed.get(chain))
+    if state.bad:
+        return
+    if place > state.bound:  # appended after the heads were read, or behind the server's back (checked at the end)
+        beyond.setdefault(chain, []).append((place, seq))
+        return
+    if place > state.place + 1:  # entries of the chain are missing before this one
+        bad[chain], state.bad = (_first_absent(state.seq, seq), state.place + 1), True
+    elif (
+        place < state.place + 1
+        or (legacy and not state.legacy)
+        or row[10] != state.hash
+        or not _intact(row)
+        or (state.sealed is not None and place == state.seal_place and (seq, row[11]) != state.sealed[1:])
+    ):
+        bad[chain], state.bad = (seq, place), True
+    else:
+        state.place, state.seq, state.hash, state.legacy = place, seq, row[11], legacy
+
+
+def _heads() -> dict[str, tuple[int, int, str]]:
+    """Every chain's head: chain -> (chain_seq, seq, hash)."""
+    table = table_of(AuditChainHead)
+    rows = db.session.execute(select(table.c.chain, table.c.chain_seq, table.c.seq, table.c.hash))
+    return {chain: (place, seq, digest) for chain, place, seq, digest in rows}
+
+
+def _first_absent(after: int, until: int) -> int:
+    """The first ``seq`` in (after, until] that no entry has: where entries were removed between two known ones
+    of a chain (``until`` itself when none is missing there, i.e. the entry at ``until`` was moved)."""
+    session = db.session
+    if after + 1 <= until and session.get(AuditEntry, after + 1) is None:
+        return after + 1
+    found = session.execute(
+        text(
+            "SELECT min(a.seq) + 1 FROM audit_entry a WHERE a.seq > :after AND a.seq < :until "
+            "AND NOT EXISTS (SELECT 1 FROM audit_entry b WHERE b.seq = a.seq + 1)"
+        ),
+        {"after": after, "until": until},
+    ).scalar()
+    return int(found) if found is not None and found <= until else until
+
+
+def _seq_at(chain: str, place: int) -> int | None:
+    """The ``seq`` of the entry at ``place`` in ``chain``, if there is one."""
+    if chain == SYSTEM:
+        legacy = db.session.execute(
+            select(AuditEntry.seq).where(AuditEntry.chain.is_(None), AuditEntry.seq == place)
+        ).scalar()
+        if legacy is not None:
+            return int(legacy)
+    found = db.session.execute(
+        select(AuditEntry.seq).where(AuditEntry.chain == chain, AuditEntry.chain_seq == place)
+    ).scalar()
+    return None if found is None else int(found)
+
+
+def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -> dict[str, Any]:
+    """Verify every chain, every seal, and that every head and sealed head is there; name the first bad entry.
+
+    The seals and the heads are read first: entries appended while verification runs lie beyond them and are left to the
+    next verification (unless no head ever covers them: then they were added behind the server's back). One
+    pass over the entries in ``seq`` order checks each entry against the previous one of its chain, so the
+    chains are verified side by side and memory stays flat (one batch of rows and one small record per chain).
+    ``progress`` is called with the number of entries read so far after every ``batch`` of them.
+
+    The answer: ``ok``, ``checked`` (entries verified; when broken, the entries before the first bad one),
+    ``chains``, ``seals``; when intact ``last_hash`` (the Merkle root over all chain heads as verified) and
+    ``last_seal`` (the latest seal's number and hash, to record outside the database); when broken
+    ``first_bad_seq`` with ``first_bad_chain`` and ``first_bad_chain_seq`` (the bad entry's chain and place),
+    and ``first_bad_seal`` when a seal itself was altered.
+    """
+    # Seals first, then heads: a head read later is never behind a seal read earlier, unless it was moved back.
+    seals, sealed, bad_seal = _verify_seals()
+    heads = _heads()
+    chains: dict[str, _Chain] = {}
+    beyond: dict[str, list[tuple[int, int]]] = {}  # chain -> (place, seq) of entries past its head as first read
+    bad: dict[str, tuple[int, int]] = {}  # chain -> (first bad seq, its place)
+    read = 0
+    sha256, known, form = hashlib.sha256, chains.get, _chained_form
     for rows in _rows(batch):
         for row in rows:
-            if row[0] != expected_seq or row[10] != expected_prev or not _intact(row):
-                return {"ok": False, "checked": checked, "first_bad_seq": min(row[0], expected_seq)}
-            expected_prev, expected_seq, checked = row[11], expected_seq + 1, checked + 1
+            # The quick path: an entry with a chain, next in it, linked and hashed right, not a sealed head.
+            state, place = known(row[12]), row[13]
+            if (
+                state is not None
+                and place == state.place + 1
+                and row[10] == state.hash
+                and place <= state.bound
+                and place != state.seal_place
+                and not state.bad
+                and sha256(form(row).encode()).hexdigest() == row[11]
+            ):
+                state.place, state.seq, state.hash, state.legacy = place, row[0], row[11], False
+            else:
+                _step(chains, row, bad, beyond, heads, sealed)
+        read += len(rows)
         if progress:
-            progress(checked)
-    head = db.session.get(AuditHead, 1)
-    if head is not None and (head.seq != checked or head.hash != expected_prev):
-        # The chain's tip disagrees with the entries: entries beyond it were added behind the server's back,
-        # entries before it were removed from the end, or the last entry was rewritten with a fresh hash.
-        if head.seq < checked:
-            return {"ok": False, "checked": head.seq, "first_bad_seq": head.seq + 1}
-        if head.seq > checked:
-            return {"ok": False, "checked": checked, "first_bad_seq": checked + 1}
-        return {"ok": False, "checked": checked - 1, "first_bad_seq": checked}
-    # The last hash, recorded outside the database now and then, lets a later check show that nobody
-    # rewrote the chain wholesale (recomputing every hash after a change).
-    return {"ok": True, "checked": checked, "last_hash": expected_prev}
+            progress(read)
+    _check_tails(heads, sealed, chains, bad)
+    _check_beyond(beyond, bad)
+    checked = sum(state.place for name, state in chains.items() if name not in bad)
+    chains = {name: state for name, state in chains.items() if state.place}  # not those only seen beyond their heads
+    if bad or bad_seal is not None:
+        answer: dict[str, Any] = {"ok": False, "chains": len(set(heads) | set(chains)), "seals": seals}
+        if bad:
+            chain, (first, place) = min(bad.items(), key=lambda item: item[1])
+            answer.update(first_bad_seq=first, first_bad_chain=chain, first_bad_chain_seq=place)
+            answer["checked"] = db.session.execute(
+                select(func.count()).select_from(AuditEntry).where(AuditEntry.seq < first)
+            ).scalar_one()
+        else:
+            answer["checked"] = checked
+        if bad_seal is not None:
+            answer["first_bad_seal"] = bad_seal
+        return answer
+    # The last hash, recorded outside the database now and then, lets a later check show that nobody rewrote the
+    # trail wholesale (recomputing every hash after a change); the seals keep such roots inside the database.
+    last_hash = merkle_root([(name, state.place, state.seq, state.hash) for name, state in chains.items()])
+    answer = {"ok": True, "checked": checked, "last_hash": last_hash, "chains": len(chains), "seals": seals}
+    if seals:  # what to record outside the database: a later trail must still hold this seal with this hash
+        latest = db.session.get(AuditSeal, seals)
+        answer["last_seal"] = {"id": seals, "hash": latest.hash if latest else None}
+    return answer
+
+
+def _check_tails(
+    heads: dict[str, tuple[int, int, str]],
+    sealed: dict[str, tuple[int, int, str]],
+    chains: dict[str, _Chain],
+    bad: dict[str, tuple[int, int]],
+) -> None:
+    """Each chain must reach its head and its last seal, and end in the entry they name."""
+    for chain in set(heads) | set(sealed):
+        if chain in bad:
+            continue
+        state = chains.get(chain) or _Chain()
+        head = heads.get(chain, (0, 0, GENESIS))
+        sealed_head = sealed.get(chain, (0, 0, GENESIS))
+        last = head if head[0] >= sealed_head[0] else sealed_head
+        if state.place < last[0]:  # the newest entries were removed
+            bad[chain] = (_first_absent(state.seq, last[1]), state.place + 1)
+        elif head[0] < state.place:  # the head was moved back behind entries a seal covers
+            bad[chain] = (_seq_at(chain, head[0] + 1) or state.seq, head[0] + 1)
+        elif (state.seq, state.hash) != (head[1], head[2]):  # the last entry was rewritten with a fresh hash
+            bad[chain] = (state.seq, state.place)
+
+
+def _check_beyond(beyond: dict[str, list[tuple[int, int]]], bad: dict[str, tuple[int, int]]) -> None:
+    """Entries past a chain's head as first read must be covered by its head now (appended meanwhile)."""
+    if not beyond:
+        return
+    now = _heads()
+    for chain, entries in beyond.items():
+        if chain in bad:
+            continue
+        covered = now.get(chain, (0, 0, GENESIS))[0]
+        past = [(seq, place) for place, seq in entries if place > covered]
+        if past:
+            bad[chain] = min(past)
+
+
+def heads_summary() -> dict[str, Any] | None:
+    """What the chain heads say without verifying: how many entries and chains, and the latest seal; None before
+    the first entry."""
+    entries, chains = db.session.execute(
+        select(func.coalesce(func.sum(AuditChainHead.chain_seq), 0), func.count()).select_from(AuditChainHead)
+    ).one()
+    if not chains:
+        return None
+    latest = db.session.execute(select(AuditSeal).order_by(AuditSeal.id.desc()).limit(1)).scalar()
+    return {"entries": int(entries), "chains": int(chains), "seal": latest}

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Sequence,
     String,
     Table,
     Text,
@@ -444,9 +445,15 @@ class Booking(Model):
 
 
 class AuditEntry(Model):
-    """One link of the tamper-evident audit chain; never updated, never deleted."""
+    """One link of the tamper-evident audit trail; never updated, never deleted.
+
+    ``chain`` is the therapy the entry belongs to, or ``"system"`` for entries without one; ``chain_seq`` its
+    place in that chain, whose previous entry ``prev_hash`` names. Entries written before chains existed have
+    neither (null): they are the start of the ``"system"`` chain, at the place their ``seq`` gives.
+    """
 
     __tablename__ = "audit_entry"
+    __table_args__ = (Index("ix_audit_entry_chain", "chain", "chain_seq", unique=True),)
     seq: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
     )
@@ -461,14 +468,48 @@ class AuditEntry(Model):
     data: Mapped[dict] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    chain: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    chain_seq: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), nullable=True)
 
 
-class AuditHead(Model):
-    """The chain's tip; its single row is locked by each append so the chain never forks."""
+# PostgreSQL hands out ``audit_entry.seq`` from this sequence, so no row is locked for it (gaps are harmless).
+AUDIT_ENTRY_SEQ = Sequence("audit_entry_seq", metadata=Model.metadata)
 
-    __tablename__ = "audit_head"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+class AuditChainHead(Model):
+    """The tip of one chain (a therapy's, or ``"system"``); appending to a chain locks its row only.
+
+    ``sealed_seq`` is the place up to which the chain is covered by an ``AuditSeal``.
+    """
+
+    __tablename__ = "audit_chain_head"
+    chain: Mapped[str] = mapped_column(String(36), primary_key=True)
+    chain_seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
+    hash: Mapped[str] = mapped_column(String(64))
+    sealed_seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
+
+
+class AuditSeal(Model):
+    """A Merkle root over the chain heads that moved since the previous seal, chained to that seal by hash."""
+
+    __tablename__ = "audit_seal"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    heads: Mapped[int] = mapped_column(Integer)
+    root: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditSealHead(Model):
+    """One chain head a seal covers: the chain, its place, the entry's ``seq`` and hash."""
+
+    __tablename__ = "audit_seal_head"
+    seal_id: Mapped[int] = mapped_column(ForeignKey("audit_seal.id"), primary_key=True)
+    chain: Mapped[str] = mapped_column(String(36), primary_key=True)
+    chain_seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     hash: Mapped[str] = mapped_column(String(64))
 
 

@@ -17,7 +17,7 @@ from server.errors import ApiError
 from server.oversight.alerts import NOTE_REQUIRED, OLDER_THAN, SEVERITIES, STATUSES, AlertFilter
 from server.store import audit
 from server.store.extensions import db
-from server.store.models import Alert, AuditEntry, AuditHead, Therapy
+from server.store.models import Alert, AuditEntry, Therapy
 
 from . import bp
 from .network import therapies_named
@@ -198,7 +198,7 @@ def audit_page():
         action=given["action"],
         actions=actions,
         verification=verification,
-        head=db.session.get(AuditHead, 1),
+        head=audit.heads_summary(),
         page_size=AUDIT_PAGE_SIZE,
         can_verify=has_role(session_user(), *AUDIT_READERS),
     )

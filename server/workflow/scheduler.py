@@ -72,7 +72,26 @@ class TimerScheduler:
         with self.app.app_context():
             armed = self.rearm_all()
         self.scheduler.add_job(self.sweep, "interval", seconds=SWEEP_SECONDS, id="tether-sweep", replace_existing=True)
+        every = float(self.app.config.get("AUDIT_SEAL_SECONDS") or 0)
+        if every > 0:
+            self.scheduler.add_job(
+                self.seal_audit, "interval", seconds=every, id="tether-audit-seal", replace_existing=True
+            )
         return armed
+
+    def seal_audit(self) -> dict | None:
+        """Seal the audit chains' heads that moved since the last seal (``server.store.audit.seal``)."""
+        from server.store import audit
+        from server.store.extensions import db
+
+        with self.app.app_context():
+            try:
+                return audit.seal()
+            except Exception:  # the next interval tries again
+                log.exception("could not seal the audit chains")
+                return None
+            finally:
+                db.session.remove()
 
     def shutdown(self) -> None:
         """Stop the thread without waiting for running jobs."""

@@ -1,4 +1,5 @@
-"""The audit trail is append-only in the database itself, also against SQLite's REPLACE and a rewound tip."""
+"""The audit trail is append-only in the database itself, also against SQLite's REPLACE, a rewound chain head and
+a changed seal."""
 
 from __future__ import annotations
 
@@ -34,12 +35,16 @@ def stored(app, seq):
         ).one()
 
 
-def head(app):
-    """(seq, hash) of the chain's tip."""
+def head(app, chain="system"):
+    """(chain_seq, hash) of a chain's head."""
     from server.store.extensions import db
 
     with app.app_context():
-        return tuple(db.session.execute(sa.text("SELECT seq, hash FROM audit_head WHERE id = 1")).one())
+        return tuple(
+            db.session.execute(
+                sa.text("SELECT chain_seq, hash FROM audit_chain_head WHERE chain = :c"), {"c": chain}
+            ).one()
+        )
 
 
 def verify(app):
@@ -83,31 +88,73 @@ def test_insert_or_replace_cannot_swap_an_audit_entry(app, world):
     assert verify(app) == chain
 
 
-def test_the_chain_tip_cannot_be_deleted_rewound_or_replaced(app, world):
+def test_a_chain_head_cannot_be_deleted_rewound_or_replaced(app, world):
     tip = head(app)
-    assert tip[0] == verify(app)["checked"] > 3
+    assert tip[0] == verify(app)["checked"] > 3  # the world's entries are all system ones
     with pytest.raises(sa.exc.DBAPIError):
-        sql(app, "DELETE FROM audit_head")
+        sql(app, "DELETE FROM audit_chain_head")
     with pytest.raises(sa.exc.DBAPIError):
-        sql(app, "UPDATE audit_head SET seq = 2 WHERE id = 1")
+        sql(app, "UPDATE audit_chain_head SET chain_seq = 2 WHERE chain = 'system'")
     with pytest.raises(sa.exc.DBAPIError):
-        sql(app, "INSERT INTO audit_head (id, seq, hash) VALUES (2, 0, 'x')")
-    if dialect(app) == "sqlite":
-        sql(app, "INSERT OR REPLACE INTO audit_head (id, seq, hash) VALUES (1, 0, 'x')")  # quietly skipped
+        sql(app, "UPDATE audit_chain_head SET chain = 'other' WHERE chain = 'system'")
+    if dialect(app) == "sqlite":  # quietly skipped
+        sql(
+            app,
+            "INSERT OR REPLACE INTO audit_chain_head (chain, chain_seq, seq, hash, sealed_seq) "
+            "VALUES ('system', 0, 0, 'x', 0)",
+        )
     else:
         with pytest.raises(sa.exc.DBAPIError):
-            sql(app, "TRUNCATE audit_head")
+            sql(app, "TRUNCATE audit_chain_head")
     assert head(app) == tip
-    append_one(app)  # the application still appends (the tip moves forward) and the chain holds
+    append_one(app)  # the application still appends (the head moves forward) and the chain holds
     assert head(app)[0] == tip[0] + 1
     assert verify(app)["ok"] is True and verify(app)["checked"] == tip[0] + 1
 
 
-def test_a_fresh_chain_still_gets_its_tip(app):
+def test_a_head_without_its_entries_is_named(app, world):
+    """A head row added behind the server's back for a chain with no entries reads as that chain's entries lost."""
+    sql(
+        app,
+        "INSERT INTO audit_chain_head (chain, chain_seq, seq, hash, sealed_seq) VALUES ('ghost', 1, 999, :h, 0)",
+        params={"h": "1" * 64},
+    )
+    answer = verify(app)
+    assert answer["ok"] is False and (answer["first_bad_chain"], answer["first_bad_chain_seq"]) == ("ghost", 1)
+
+
+def test_seals_cannot_be_changed_deleted_or_replaced(app, world):
+    from server.store import audit
+
+    with app.app_context():
+        sealed = audit.seal()
+    assert sealed["seal"] == 1 and sealed["heads"] == 1
+    with app.app_context():
+        assert audit.seal() is None  # nothing moved since
+    for statement in (
+        "UPDATE audit_seal SET root = 'x'",
+        "DELETE FROM audit_seal",
+        "UPDATE audit_seal_head SET hash = 'x'",
+        "DELETE FROM audit_seal_head",
+        "UPDATE audit_chain_head SET sealed_seq = 0",
+    ):
+        with pytest.raises(sa.exc.DBAPIError):
+            sql(app, statement)
+    if dialect(app) == "sqlite":
+        with pytest.raises(sa.exc.DBAPIError, match="cannot be changed or deleted"):
+            sql(app, "INSERT OR REPLACE INTO audit_seal SELECT id, at, heads, 'x', prev_hash, hash FROM audit_seal")
+    else:
+        for table in ("audit_seal", "audit_seal_head"):
+            with pytest.raises(sa.exc.DBAPIError):
+                sql(app, f"TRUNCATE {table} CASCADE")
+    assert verify(app)["ok"] is True and verify(app)["seals"] == 1
+
+
+def test_a_fresh_chain_still_gets_its_head(app):
     from server.store.extensions import db
 
     with app.app_context():
-        assert db.session.execute(sa.text("SELECT count(*) FROM audit_head")).scalar() == 0
+        assert db.session.execute(sa.text("SELECT count(*) FROM audit_chain_head")).scalar() == 0
     append_one(app)
     append_one(app)
     assert head(app)[0] == 2 and verify(app)["ok"] is True

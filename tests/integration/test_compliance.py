@@ -96,6 +96,69 @@ def drop_audit_triggers(app):
         sql(app, "DROP TRIGGER audit_entry_no_change ON audit_entry")
 
 
+def drop_head_triggers(app):
+    """So that an attacker can move a chain's head back."""
+    from server.store.extensions import db
+
+    with app.app_context():
+        dialect = db.engine.dialect.name
+    if dialect == "sqlite":
+        sql(app, "DROP TRIGGER audit_chain_head_no_rewind")
+    else:
+        sql(app, "DROP TRIGGER audit_chain_head_no_rewind ON audit_chain_head")
+
+
+def drop_seal_triggers(app):
+    from server.store.extensions import db
+
+    with app.app_context():
+        dialect = db.engine.dialect.name
+    if dialect == "sqlite":
+        sql(app, "DROP TRIGGER audit_seal_head_no_update")
+    else:
+        sql(app, "DROP TRIGGER audit_seal_head_no_change ON audit_seal_head")
+
+
+def broken(answer):
+    """The fields every broken verdict has, as the tests compare them."""
+    return {key: answer.get(key) for key in ("ok", "checked", "first_bad_seq")}
+
+
+def place_of(app, seq):
+    """(chain, chain_seq) of the entry at ``seq``."""
+    from server.store.extensions import db
+
+    with app.app_context():
+        return tuple(
+            db.session.execute(sa.text("SELECT chain, chain_seq FROM audit_entry WHERE seq = :s"), {"s": seq}).one()
+        )
+
+
+def chain_entries(app, chain):
+    """[(seq, chain_seq, hash)] of one chain, in order."""
+    from server.store.extensions import db
+
+    with app.app_context():
+        rows = db.session.execute(
+            sa.text("SELECT seq, chain_seq, hash FROM audit_entry WHERE chain = :c ORDER BY chain_seq"), {"c": chain}
+        )
+        return [tuple(row) for row in rows]
+
+
+def chain_places(app, chain):
+    return [place for _seq, place, _hash in chain_entries(app, chain)]
+
+
+def therapy_chain(app):
+    """The chain of the (one) therapy of ``busy_chain``."""
+    from server.store.extensions import db
+
+    with app.app_context():
+        return db.session.execute(
+            sa.text("SELECT chain FROM audit_chain_head WHERE chain <> 'system' ORDER BY chain LIMIT 1")
+        ).scalar_one()
+
+
 @pytest.fixture
 def busy_chain(api, world):
     """A chain with a therapy's worth of entries on top of the setup ones; returns the number of entries."""
@@ -106,14 +169,21 @@ def busy_chain(api, world):
 
 
 # -- audit trail: hash chain and its protection ---------------------------------------------------------
-def test_audit_entries_form_a_hash_chain(app, api, world, busy_chain):
-    from server.store.audit import GENESIS, entry_dict, entry_hash
+def test_audit_entries_form_a_hash_chain_per_therapy(app, api, world, busy_chain):
+    from server.store.audit import GENESIS, SYSTEM, entry_dict, entry_hash
     from server.store.extensions import db
     from server.store.models import AuditEntry
 
     items = audit_items(api, world)
     assert [e["seq"] for e in items] == list(range(1, busy_chain + 1))
-    assert [e["prev_hash"] for e in items] == [GENESIS] + [e["hash"] for e in items[:-1]]
+    chains: dict[str, list] = {}
+    for item in items:
+        chains.setdefault(item["chain"], []).append(item)
+        assert item["chain"] == (item["therapy_id"] or SYSTEM)
+    assert len(chains) == 2  # the therapy's and the system's (logins, accounts, deployments)
+    for entries in chains.values():
+        assert [e["chain_seq"] for e in entries] == list(range(1, len(entries) + 1))
+        assert [e["prev_hash"] for e in entries] == [GENESIS] + [e["hash"] for e in entries[:-1]]
     with app.app_context():
         for entry in db.session.execute(sa.select(AuditEntry).order_by(AuditEntry.seq)).scalars():
             assert entry_hash(entry_dict(entry)) == entry.hash
@@ -142,7 +212,37 @@ def test_concurrent_appends_never_fork_the_chain(app, world):
         thread.join()
     assert errors == []
     result = verify(app)
-    assert result == {"ok": True, "checked": before + 32, "last_hash": result["last_hash"]}
+    assert result == {"ok": True, "checked": before + 32, "last_hash": result["last_hash"], "chains": 1, "seals": 0}
+
+
+def test_concurrent_appends_to_different_therapies_each_keep_their_chain(app, world):
+    from server.store import audit
+    from server.store.uow import unit_of_work
+
+    before = verify(app)
+    errors = []
+
+    def writer(n):
+        try:
+            with app.app_context():
+                for i in range(8):
+                    with unit_of_work():
+                        audit.append(f"writer{n}", "test.appended", "therapy", f"t{n}", therapy_id=f"therapy-{n % 3}")
+                        if i % 4 == 0:
+                            audit.append(f"writer{n}", "test.appended", "test", f"{n}-{i}")  # and the system chain
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    result = verify(app)
+    assert result["ok"] is True and result["checked"] == before["checked"] + 6 * 10
+    assert result["chains"] == before["chains"] + 3
+    assert chain_places(app, "therapy-0") == list(range(1, 17))
 
 
 def test_audit_entry_cannot_be_updated_in_database(app, world):
@@ -189,7 +289,8 @@ def test_verify_detects_a_changed_field(app, api, world, busy_chain, database_ur
     drop_audit_triggers(app)
     sql(app, "UPDATE audit_entry SET actor = 'mallory' WHERE seq = 17")
     answer = api.as_(world["auditor"]).get("/api/v1/audit/verify").get_json()
-    assert answer == {"ok": False, "checked": 16, "first_bad_seq": 17}
+    assert broken(answer) == {"ok": False, "checked": 16, "first_bad_seq": 17}
+    assert (answer["first_bad_chain"], answer["first_bad_chain_seq"]) == place_of(app, 17)
     result = subprocess.run(
         [sys.executable, "-m", "server.cli", "audit", "verify"],
         capture_output=True,
@@ -217,8 +318,11 @@ def test_verify_detects_a_changed_data_value(app, world, busy_chain):
 
 def test_verify_detects_a_deleted_entry(app, world, busy_chain):
     drop_audit_triggers(app)
+    chain, place = place_of(app, 12)
     sql(app, "DELETE FROM audit_entry WHERE seq = 12")
-    assert verify(app) == {"ok": False, "checked": 11, "first_bad_seq": 12}
+    answer = verify(app)
+    assert broken(answer) == {"ok": False, "checked": 11, "first_bad_seq": 12}
+    assert (answer["first_bad_chain"], answer["first_bad_chain_seq"]) == (chain, place)
 
 
 def test_verify_detects_the_last_entry_deleted(app, world, busy_chain):
@@ -227,7 +331,79 @@ def test_verify_detects_the_last_entry_deleted(app, world, busy_chain):
     assert verify(app)["first_bad_seq"] == busy_chain
 
 
-def _forged_entry(app, seq, prev_hash):
+def test_verify_detects_a_therapys_newest_entries_deleted_with_its_head_rewritten_once_sealed(app, world, busy_chain):
+    """Removing a chain's newest entries and moving its head back to match leaves a consistent chain: the seal
+    that covered them names the first one removed."""
+    from server.store import audit
+
+    therapy = therapy_chain(app)
+    places = chain_entries(app, therapy)
+    with app.app_context():
+        assert audit.seal()["heads"] == 2  # the therapy's chain and the system's
+    drop_audit_triggers(app)
+    drop_head_triggers(app)
+    (seq_gone, place_gone, _), (_seq, _place, _hash), kept = places[-2], places[-1], places[-3]
+    sql(app, "DELETE FROM audit_entry WHERE chain = :c AND chain_seq >= :p", params={"c": therapy, "p": place_gone})
+    sql(
+        app,
+        "UPDATE audit_chain_head SET chain_seq = :p, seq = :s, hash = :h, sealed_seq = 0 WHERE chain = :c",
+        params={"p": kept[1], "s": kept[0], "h": kept[2], "c": therapy},
+    )
+    answer = verify(app)
+    assert answer["ok"] is False and answer["first_bad_seq"] == seq_gone
+    assert (answer["first_bad_chain"], answer["first_bad_chain_seq"]) == (therapy, place_gone)
+
+
+def test_an_unsealed_tail_removed_with_its_head_is_not_detectable(app, world, busy_chain):
+    """What a seal adds: before it, a chain cut back consistently (entries and head) still verifies."""
+    therapy = therapy_chain(app)
+    kept = chain_entries(app, therapy)[-2]
+    drop_audit_triggers(app)
+    drop_head_triggers(app)
+    sql(app, "DELETE FROM audit_entry WHERE chain = :c AND chain_seq > :p", params={"c": therapy, "p": kept[1]})
+    sql(
+        app,
+        "UPDATE audit_chain_head SET chain_seq = :p, seq = :s, hash = :h WHERE chain = :c",
+        params={"p": kept[1], "s": kept[0], "h": kept[2], "c": therapy},
+    )
+    assert verify(app)["ok"] is True
+
+
+def test_verify_detects_a_changed_seal(app, world, busy_chain):
+    from server.store import audit
+
+    with app.app_context():
+        audit.seal()
+    with app.app_context():
+        from server.store.uow import unit_of_work
+
+        with unit_of_work():
+            audit.append("test", "test.appended", "test", "1")
+        assert audit.seal()["seal"] == 2
+    assert verify(app)["seals"] == 2
+    drop_seal_triggers(app)
+    sql(app, "UPDATE audit_seal_head SET hash = :h WHERE seal_id = 1 AND chain = 'system'", params={"h": "0" * 64})
+    answer = verify(app)
+    assert answer["ok"] is False and answer["first_bad_seal"] == 1 and "first_bad_seq" not in answer
+
+
+def test_gaps_in_seq_are_not_deletions(app, world, busy_chain):
+    from server.store import audit
+    from server.store.extensions import db
+    from server.store.uow import unit_of_work
+
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("SQLite hands out seq without gaps")
+        db.session.execute(sa.text("SELECT nextval('audit_entry_seq') FROM generate_series(1, 5)"))
+        db.session.commit()
+        with unit_of_work():
+            audit.append("test", "test.appended", "test", "1")
+        assert db.session.execute(sa.text("SELECT max(seq) FROM audit_entry")).scalar() == busy_chain + 6
+    assert verify(app)["ok"] is True and verify(app)["checked"] == busy_chain + 1
+
+
+def _forged_entry(app, seq, prev_hash, chain=None, chain_seq=None):
     """An entry an attacker computes with the published algorithm, linked to ``prev_hash``."""
     from datetime import UTC, datetime
 
@@ -245,6 +421,8 @@ def _forged_entry(app, seq, prev_hash):
         "reason": None,
         "data": {},
         "prev_hash": prev_hash,
+        "chain": chain,
+        "chain_seq": chain_seq,
     }
     fields["hash"] = entry_hash(fields)
     from server.store.extensions import db
@@ -265,17 +443,40 @@ def _hash_at(app, seq):
 
 def test_verify_detects_an_inserted_entry(app, world, busy_chain):
     drop_audit_triggers(app)
-    # Make room at seq 20 (renumbering through negatives so no key is ever taken twice), then forge it.
-    sql(app, "UPDATE audit_entry SET seq = -seq - 1 WHERE seq >= 20", "UPDATE audit_entry SET seq = -seq WHERE seq < 0")
-    _forged_entry(app, 20, _hash_at(app, 19))
+    chain, place = place_of(app, 20)
+    before = next(e for e in chain_entries(app, chain) if e[1] == place - 1)
+    # Make room at seq 20 and at its place in its chain (renumbering through negatives so no key is ever taken
+    # twice), then forge it there.
+    sql(
+        app,
+        "UPDATE audit_entry SET seq = -seq - 1 WHERE seq >= 20",
+        "UPDATE audit_entry SET seq = -seq WHERE seq < 0",
+        "UPDATE audit_entry SET chain_seq = -chain_seq - 1 WHERE chain = :c AND chain_seq >= :p",
+        "UPDATE audit_entry SET chain_seq = -chain_seq WHERE chain = :c AND chain_seq < 0",
+        params={"c": chain, "p": place},
+    )
+    _forged_entry(app, 20, before[2], chain, place)
     # The forged entry links to its predecessor; the first entry after it no longer does.
-    assert verify(app) == {"ok": False, "checked": 20, "first_bad_seq": 21}
+    answer = verify(app)
+    assert broken(answer) == {"ok": False, "checked": 20, "first_bad_seq": 21}
 
 
 def test_verify_detects_an_entry_appended_behind_the_servers_back(app, world, busy_chain):
     drop_audit_triggers(app)
-    _forged_entry(app, busy_chain + 1, _hash_at(app, busy_chain))
-    assert verify(app)["first_bad_seq"] == busy_chain + 1
+    therapy = therapy_chain(app)
+    last = chain_entries(app, therapy)[-1]
+    _forged_entry(app, busy_chain + 1, last[2], therapy, last[1] + 1)
+    answer = verify(app)
+    assert answer["first_bad_seq"] == busy_chain + 1
+    assert (answer["first_bad_chain"], answer["first_bad_chain_seq"]) == (therapy, last[1] + 1)
+
+
+def test_verify_detects_an_entry_moved_to_another_chain(app, world, busy_chain):
+    drop_audit_triggers(app)
+    therapy = therapy_chain(app)
+    seq = chain_entries(app, therapy)[3][0]
+    sql(app, "UPDATE audit_entry SET chain = 'elsewhere' WHERE seq = :s", params={"s": seq})
+    assert verify(app)["first_bad_seq"] == seq
 
 
 def test_verify_detects_reordered_entries(app, world, busy_chain):
@@ -284,14 +485,14 @@ def test_verify_detects_reordered_entries(app, world, busy_chain):
     from server.store.models import AuditEntry
 
     drop_audit_triggers(app)
-    columns = [c for c in COLUMNS if c != "seq"]  # every field moves but the position
+    columns = [c for c in COLUMNS if c not in ("seq", "chain", "chain_seq")]  # every field moves but the position
     with app.app_context():
         first, second = (db.session.get(AuditEntry, s) for s in (14, 15))
         values = [{c: getattr(e, c) for c in columns} for e in (first, second)]
         db.session.execute(sa.update(AuditEntry).where(AuditEntry.seq == 14).values(**values[1]))
         db.session.execute(sa.update(AuditEntry).where(AuditEntry.seq == 15).values(**values[0]))
         db.session.commit()
-    assert verify(app) == {"ok": False, "checked": 13, "first_bad_seq": 14}
+    assert broken(verify(app)) == {"ok": False, "checked": 13, "first_bad_seq": 14}
 
 
 # -- audit trail: what is audited beyond state changes ----------------------------------------------------

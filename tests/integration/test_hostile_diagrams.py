@@ -178,7 +178,7 @@ def test_every_expression_is_checked_at_upload(app, api, world, build):
 
 
 def _hold_write_lock(app, database_url, release: threading.Event, held: threading.Event) -> None:
-    """Hold the database's write lock (SQLite) or the audit head row (PostgreSQL) until ``release``."""
+    """Hold the database's write lock (SQLite) or the "system" audit chain's head row (PostgreSQL) until ``release``."""
     if database_url.startswith("sqlite"):
         connection = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
         connection.execute("BEGIN IMMEDIATE")
@@ -189,7 +189,7 @@ def _hold_write_lock(app, database_url, release: threading.Event, held: threadin
         return
     engine = sa.create_engine(database_url)
     with engine.connect() as connection:
-        connection.execute(sa.text("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE"))
+        connection.execute(sa.text("SELECT seq FROM audit_chain_head WHERE chain = 'system' FOR UPDATE"))
         held.set()
         release.wait(30)
         connection.rollback()

@@ -98,3 +98,81 @@ def test_the_network_migration_gives_existing_therapies_their_parties(database_u
         assert sorted(kind for kind, _code in kinds) == ["cancel", "hold", "reassign", "reschedule"]
         db.session.remove()
         db.engine.dispose()
+
+
+def test_the_chains_migration_keeps_the_old_trail_verifiable_and_continues_it(database_url):
+    """A trail written before chains existed (one global chain, its tip in audit_head) verifies exactly as before
+    after the upgrade, as the start of the "system" chain; new entries go to their therapy's chain or continue the
+    system chain; a change to an old entry is still named at that entry."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+    from flask_migrate import downgrade, upgrade
+
+    from server import create_app
+    from server.store import audit
+    from server.store.extensions import db
+    from server.store.uow import unit_of_work
+
+    app = create_app({"DATABASE_URL": database_url, "SCHEDULER": False, "SECRET_KEY": "t"})
+    directory = app.extensions["migrate"].directory
+    with app.app_context():
+        upgrade(directory=directory, revision="0015")  # a new database (SQLite) ...
+        downgrade(directory=directory, revision="0015")  # ... or one migrated to the end (PostgreSQL's template)
+        sqlite = db.engine.dialect.name == "sqlite"
+
+        def stored_at(moment):  # as the model's column stores it: naive UTC text with microseconds on SQLite
+            return moment.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else moment
+
+        prev_hash = audit.GENESIS
+        for seq in (1, 2, 3):
+            fields = {
+                "seq": seq,
+                "at": datetime(2026, 1, 1, 0, 0, seq, tzinfo=UTC),
+                "actor": "admin",
+                "action": "user.created",
+                "subject_type": "user",
+                "subject_id": str(seq),
+                "therapy_id": "t1" if seq == 2 else None,
+                "site_id": None,
+                "reason": None,
+                "data": {"n": seq},
+                "prev_hash": prev_hash,
+            }
+            fields["hash"] = prev_hash = audit.entry_hash(fields)  # the old canonical form (no chain)
+            db.session.execute(
+                sa.text(
+                    "INSERT INTO audit_entry (seq, at, actor, action, subject_type, subject_id, therapy_id, site_id,"
+                    " reason, data, prev_hash, hash) VALUES (:seq, :at, :actor, :action, :subject_type, :subject_id,"
+                    " :therapy_id, :site_id, :reason, :data, :prev_hash, :hash)"
+                ),
+                {**fields, "data": f'{{"n":{seq}}}', "at": stored_at(fields["at"])},
+            )
+        db.session.execute(sa.text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 3, :h)"), {"h": prev_hash})
+        db.session.commit()
+        upgrade(directory=directory)
+        assert audit.verify() == {
+            "ok": True,
+            "checked": 3,
+            "chains": 1,
+            "seals": 0,
+            "last_hash": audit.merkle_root([("system", 3, 3, prev_hash)]),
+        }
+        with unit_of_work():
+            audit.append("coord", "therapy.started", "therapy", "t9", therapy_id="t9")
+            audit.append("admin", "user.created", "user", "4")
+        result = audit.verify()
+        assert (result["ok"], result["checked"], result["chains"]) == (True, 5, 2)
+        heads = db.session.execute(sa.text("SELECT chain, chain_seq, seq FROM audit_chain_head ORDER BY chain"))
+        assert [tuple(row) for row in heads] == [("system", 4, 4), ("t9", 1, 5)]  # chained in chain order
+        assert audit.seal()["heads"] == 2
+        if db.engine.dialect.name == "sqlite":
+            db.session.execute(sa.text("DROP TRIGGER audit_entry_no_update"))
+        else:
+            db.session.execute(sa.text("DROP TRIGGER audit_entry_no_change ON audit_entry"))
+        db.session.execute(sa.text("UPDATE audit_entry SET actor = 'mallory' WHERE seq = 2"))
+        db.session.commit()
+        broken = audit.verify()
+        assert (broken["ok"], broken["first_bad_seq"], broken["first_bad_chain"]) == (False, 2, "system")
+        db.session.remove()
+        db.engine.dispose()

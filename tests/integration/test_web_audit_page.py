@@ -43,7 +43,10 @@ def test_a_before_that_is_no_sequence_number_is_ignored(app, world, before):
 
 
 def test_the_audit_page_filters_by_actor_and_date_links_subjects_and_shows_the_chain_head(app, api, world, clock):
+    import sqlalchemy as sa
+
     from server.store import audit
+    from server.store.extensions import db
 
     from ..support.journeys import start
 
@@ -55,10 +58,17 @@ def test_the_audit_page_filters_by_actor_and_date_links_subjects_and_shows_the_c
     assert f'href="/therapies/{therapy["id"]}"' in page, "a therapy subject links to its page"
     with app.app_context():
         head = audit.verify()
+        audit.seal()
+        seal = db.session.execute(sa.text("SELECT id, hash FROM audit_seal")).one()
+    shown = re.search(r'data-testid="chain-head">Chain heads: (\d+) entries in (\d+) chains\.', page)
+    assert shown and (int(shown.group(1)), int(shown.group(2))) == (head["checked"], head["chains"])
+    verified = auditor.get("/audit?actor=coord&verify=1").get_data(as_text=True)
     shown = re.search(
-        r'data-testid="chain-head">Chain head: entry (\d+), hash <span class="mono">([0-9a-f]+)</span>', page
+        r'Chain heads: (\d+) entries in \d+ chains, verified hash <span class="mono">([0-9a-f]+)</span>\.\s+'
+        r'Latest seal: (\d+), hash <span class="mono">([0-9a-f]+)</span>',
+        verified,
     )
-    assert shown and (int(shown.group(1)), shown.group(2)) == (head["checked"], head["last_hash"])
+    assert shown and shown.groups() == (str(head["checked"]), head["last_hash"], str(seal[0]), seal[1])
     today = clock.now.date().isoformat()  # the audit trail records the server's clock (the tests' fake one)
     assert _sequence_numbers(auditor.get(f"/audit?from={today}&to={today}").get_data(as_text=True))
     assert _sequence_numbers(auditor.get("/audit?from=2000-01-01&to=2000-01-02").get_data(as_text=True)) == []
@@ -78,4 +88,9 @@ def test_the_audit_trail_downloads_as_csv_with_its_hashes(app, api, world):
     assert len(rows[0]["hash"]) == 64 and rows[0]["actor"] == "coord"
     everything = list(csv.DictReader(io.StringIO(_auditor(app).get("/audit.csv").get_data(as_text=True))))
     assert [int(r["seq"]) for r in everything] == list(range(1, len(everything) + 1))
-    assert all(r["prev_hash"] == p["hash"] for p, r in zip(everything, everything[1:], strict=False))
+    chains: dict[str, list] = {}
+    for row in everything:
+        chains.setdefault(row["chain"], []).append(row)
+    for rows in chains.values():  # each entry links to the one before it in its chain
+        assert [int(r["chain_seq"]) for r in rows] == list(range(1, len(rows) + 1))
+        assert all(r["prev_hash"] == p["hash"] for p, r in zip(rows, rows[1:], strict=False))

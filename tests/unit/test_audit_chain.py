@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from server.store.audit import GENESIS, canonical, entry_hash
+from server.store.audit import GENESIS, canonical, entry_hash, merkle_root, seal_hash
 
 ENTRY = {
     "seq": 7,
@@ -27,6 +27,45 @@ def test_canonical_form_is_stable():
     # Stored chains are verified with this function for ever: its output must never change.
     assert entry_hash(ENTRY) == "8bfeb6cb66af3d133e007f6c7a32c788d30d56c058c81dcd238cac224d2deae0"
     assert canonical(ENTRY).startswith(b'{"action":"data.corrected","actor":"qa","at":"2026-11-23T09:30:15.250000Z"')
+
+
+CHAINED = {**ENTRY, "chain": "t-1", "chain_seq": 3}
+
+
+def test_canonical_form_of_a_chained_entry_is_stable():
+    # An entry with a chain covers the chain and its place in it; one without (written before chains existed)
+    # keeps the old form above.
+    assert entry_hash(CHAINED) == "27d577ba5b40bf909ceb77438aa737340f91c90bec0998836080b75df0375002"
+    assert b'"at":"2026-11-23T09:30:15.250000Z","chain":"t-1","chain_seq":3,"data":' in canonical(CHAINED)
+    assert entry_hash({**CHAINED, "chain": None, "chain_seq": None}) == entry_hash(ENTRY)
+
+
+@pytest.mark.parametrize("field, value", [("chain", "t-2"), ("chain", "system"), ("chain_seq", 4)])
+def test_the_chain_and_the_place_are_covered_by_the_hash(field, value):
+    assert entry_hash({**CHAINED, field: value}) != entry_hash(CHAINED)
+
+
+def test_merkle_root_covers_every_head_and_is_independent_of_their_order():
+    heads = [("system", 9, 20, "a" * 64), ("t-1", 3, 18, "b" * 64), ("t-2", 1, 19, "c" * 64)]
+    root = merkle_root(heads)
+    assert len(root) == 64 and root == merkle_root(list(reversed(heads)))
+    assert merkle_root([]) == GENESIS
+    assert merkle_root(heads[:1]) != merkle_root(heads[:2]) != root
+    for index, head in enumerate(heads):
+        for position in range(4):
+            changed = list(head)
+            changed[position] = "x" * 64 if position in (0, 3) else changed[position] + 1
+            assert merkle_root([*heads[:index], tuple(changed), *heads[index + 1 :]]) != root
+
+
+def test_a_seals_hash_covers_its_number_moment_heads_root_and_predecessor():
+    at = ENTRY["at"]
+    digest = seal_hash(2, at, 3, "r" * 64, "p" * 64)
+    assert digest != seal_hash(3, at, 3, "r" * 64, "p" * 64)
+    assert digest != seal_hash(2, at + timedelta(microseconds=1), 3, "r" * 64, "p" * 64)
+    assert digest != seal_hash(2, at, 4, "r" * 64, "p" * 64)
+    assert digest != seal_hash(2, at, 3, "s" * 64, "p" * 64)
+    assert digest != seal_hash(2, at, 3, "r" * 64, "q" * 64)
 
 
 def test_the_same_moment_in_any_zone_hashes_the_same():
@@ -78,6 +117,8 @@ def _stored_row(entry: dict, data_text: str | None = None) -> tuple:
         data_text if data_text is not None else compact_json(_json_ready(entry["data"])),
         entry["prev_hash"],
         entry_hash(entry),
+        entry.get("chain"),
+        entry.get("chain_seq"),
     )
 
 
@@ -90,15 +131,19 @@ def _stored_row(entry: dict, data_text: str | None = None) -> tuple:
         {"data": {"z": [1, 2.5, None, True], "a": {"ü": "é", "nested": {"b": 1, "a": -0.1}}, "m": "😀"}},
         {"data": {}},
         {"data": {"big": 10**30, "small": 1e-7, "exp": 1e16}},
+        {"chain": "t-1", "chain_seq": 3},
+        {"chain": 'odd " chain ü', "chain_seq": 12345678901},
     ],
 )
 def test_verifier_reads_the_stored_form_exactly_as_the_chain_hashes_it(changes):
-    from server.store.audit import _intact, stored_form
+    from server.store.audit import _chained_form, _intact, stored_form
 
     entry = {**ENTRY, **changes}
     row = _stored_row(entry)
     assert stored_form(row).encode() == entry["prev_hash"].encode() + canonical(entry)
     assert _intact(row)
+    if entry.get("chain") is not None:  # verification's quick path hashes this form of a chained entry
+        assert _chained_form(row) == stored_form(row)
 
 
 def test_verifier_falls_back_to_decoding_and_still_catches_changes():
