@@ -84,39 +84,28 @@ def sql(app, *statements, params=None):
                 conn.execute(sa.text(statement), params or {})
 
 
-def drop_audit_triggers(app):
-    """What an attacker with database access does first."""
+def _drop_triggers(app, on_sqlite: tuple[str, ...], on_postgresql: tuple[str, ...]) -> None:
+    """Drop protective triggers by their names on the database in use (PostgreSQL's with ``ON table``)."""
     from server.store.extensions import db
 
     with app.app_context():
         dialect = db.engine.dialect.name
-    if dialect == "sqlite":
-        sql(app, "DROP TRIGGER audit_entry_no_update", "DROP TRIGGER audit_entry_no_delete")
-    else:
-        sql(app, "DROP TRIGGER audit_entry_no_change ON audit_entry")
+    sql(app, *(f"DROP TRIGGER {name}" for name in (on_sqlite if dialect == "sqlite" else on_postgresql)))
+
+
+def drop_audit_triggers(app):
+    """What an attacker with database access does first."""
+    _drop_triggers(app, ("audit_entry_no_update", "audit_entry_no_delete"), ("audit_entry_no_change ON audit_entry",))
 
 
 def drop_head_triggers(app):
     """So that an attacker can move a chain's head back."""
-    from server.store.extensions import db
-
-    with app.app_context():
-        dialect = db.engine.dialect.name
-    if dialect == "sqlite":
-        sql(app, "DROP TRIGGER audit_chain_head_no_rewind")
-    else:
-        sql(app, "DROP TRIGGER audit_chain_head_no_rewind ON audit_chain_head")
+    _drop_triggers(app, ("audit_chain_head_no_rewind",), ("audit_chain_head_no_rewind ON audit_chain_head",))
 
 
 def drop_seal_triggers(app):
-    from server.store.extensions import db
-
-    with app.app_context():
-        dialect = db.engine.dialect.name
-    if dialect == "sqlite":
-        sql(app, "DROP TRIGGER audit_seal_head_no_update")
-    else:
-        sql(app, "DROP TRIGGER audit_seal_head_no_change ON audit_seal_head")
+    """So that an attacker can change a seal's record of a head."""
+    _drop_triggers(app, ("audit_seal_head_no_update",), ("audit_seal_head_no_change ON audit_seal_head",))
 
 
 def broken(answer):
