@@ -141,16 +141,18 @@ def test_lists_read_their_index_in_order(api, world, clock):
         lines = plan(app, statement, parameters)
         assert any(index in line for line in lines), (path, lines)
         assert not full_sort(lines), (path, lines)
-    # Everyone's therapies (an admin), newest first, with and without a status filter.
-    for path, index in {
-        "/api/v1/therapies": "ix_therapy_created",
-        "/api/v1/therapies?status=active": "ix_therapy_status_created",
+    # Everyone's therapies (an admin), newest first, with and without a status filter. With the filter, either
+    # index gives the rows in order: the status and creation one, or the creation one with the status checked row
+    # by row (PostgreSQL picks by the statistics the earlier tests of a reused database left).
+    for path, indexes in {
+        "/api/v1/therapies": ("ix_therapy_created",),
+        "/api/v1/therapies?status=active": ("ix_therapy_status_created", "ix_therapy_created"),
     }.items():
         with statements(app) as seen:
             assert api.as_(world["admin"]).get(path).status_code == 200
         statement, parameters = next((s, p) for s, p in seen if "ORDER BY" in s and "FROM therapy" in s)
         lines = plan(app, statement, parameters)
-        assert any(index in line for line in lines) and not full_sort(lines), (path, lines)
+        assert any(index in line for index in indexes for line in lines) and not full_sort(lines), (path, lines)
 
 
 def test_a_therapys_tasks_of_one_status_are_read_by_therapy(api, world):
