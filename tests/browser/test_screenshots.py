@@ -166,6 +166,11 @@ def test_main_pages_fit_the_window_and_are_captured(page, new_page, served, shot
     admin.goto("/definitions/autologous_car_t/versions/1")
     expect(admin.locator("[data-diagram]")).to_have_attribute("data-rendered", "true")
     _shoot(admin, shots, "definition-version")
+    admin.goto("/definitions/autologous_car_t/migrate")
+    _shoot(admin, shots, "migrate", full_page=False)
+    admin.goto("/reports")
+    expect(admin.locator("canvas").first).to_be_visible()
+    _shoot(admin, shots, "reports", full_page=False)
     draft = served.api("admin", "POST", "/process-drafts", json={"key": "autologous_car_t"})
     assert draft.status_code == 201, draft.text
     admin.goto(f"/studio/{draft.json()['id']}")
@@ -205,36 +210,35 @@ def test_every_page_fits_a_phone_and_is_captured(new_page, served, shots):
     therapy_id, patient, coi = _therapy_at_release(served)
     page = new_page(PHONE)
     context = page.context
-    if True:
-        page.goto("/login")
-        _shoot(page, shots, "login-phone")
-        pages = {
-            "coordinator": [
-                ("inbox-phone", "/tasks"),
-                ("dashboard-phone", "/dashboard"),
-                ("therapy-phone", f"/therapies/{therapy_id}"),
-                ("alerts-phone", "/alerts"),
-                ("reports-phone", "/reports"),
-            ],
-            "qa": [("task-signature-phone", None)],
-            "planner": [("capacity-phone", "/capacity?site=MFG-1")],
-            "designer": [
-                ("definitions-phone", "/definitions"),
-                ("definition-version-phone", "/definitions/autologous_car_t/versions/1"),
-                ("migrate-phone", "/definitions/autologous_car_t/migrate"),
-                ("studio-phone", "/studio"),
-            ],
-            "auditor": [("audit-phone", f"/audit?therapy={patient}")],
-        }
-        for user, visits in pages.items():
-            context.clear_cookies()
-            log_in(page, user, served.password)
-            for name, path in visits:
-                if path is None:  # the QA release of the therapy
-                    page.goto(f"/tasks?therapy={coi}")
-                    page.get_by_role("link", name="Release batch (QA)").click()
-                else:
-                    page.goto(path)
-                if page.locator("[data-diagram]").count():
-                    expect(page.locator("[data-diagram]").first).to_have_attribute("data-rendered", "true")
-                _shoot(page, shots, name, full_page=False)
+    page.goto("/login")
+    _shoot(page, shots, "login-phone")
+    pages = {
+        "coordinator": [
+            ("inbox-phone", "/tasks"),
+            ("dashboard-phone", "/dashboard"),
+            ("therapy-phone", f"/therapies/{therapy_id}"),
+            ("alerts-phone", "/alerts"),
+            ("reports-phone", "/reports"),
+        ],
+        "qa": [("task-signature-phone", None)],
+        "planner": [("capacity-phone", "/capacity?site=MFG-1")],
+        "designer": [
+            ("definitions-phone", "/definitions"),
+            ("definition-version-phone", "/definitions/autologous_car_t/versions/1"),
+            ("migrate-phone", "/definitions/autologous_car_t/migrate"),
+            ("studio-phone", "/studio"),
+        ],
+        "auditor": [("audit-phone", f"/audit?therapy={patient}")],
+    }
+    for user, visits in pages.items():
+        context.clear_cookies()
+        log_in(page, user, served.password)
+        for name, path in visits:
+            if path is None:  # the QA release of the therapy
+                page.goto(f"/tasks?therapy={coi}")
+                page.get_by_role("link", name="Release batch (QA)").click()
+            else:
+                page.goto(path)
+            if page.locator("[data-diagram]").count():
+                expect(page.locator("[data-diagram]").first).to_have_attribute("data-rendered", "true")
+            _shoot(page, shots, name, full_page=False)

@@ -49,6 +49,10 @@ def _environment(tmp_path: Path, database_url: str) -> dict:
         "TETHER_FORMS_DIR": str(FIXTURES),
         "TETHER_SECRET_KEY": "crash-consistency",
         "TETHER_DISPATCHER": "false",
+        # The script limit counts wall time: on a machine busy with the rest of the suite, the mini diagram's
+        # expressions could overrun 1 s, open an incident and leave the therapy waiting for nothing. This test
+        # is about crashes, not script limits (those are tested in test_isolation.py and test_hostile_served.py).
+        "TETHER_SCRIPT_TIME_LIMIT": "10",
     }
 
 
@@ -195,7 +199,8 @@ def test_kill_9_mid_traffic_keeps_every_answer_and_every_key_final(tmp_path, ser
     assert killed_at < due, "the timer was still armed when the server died"
     died = [key for key in workload.sent if key not in workload.answers]
     assert died, "the kill came while requests were in flight"
-    assert all(status == 200 for status, _body, _headers in workload.answers.values()), workload.answers
+    refused = {key: (status, body) for key, (status, body, _headers) in workload.answers.items() if status != 200}
+    assert not refused, refused
 
     restarted = KillableServer(env, tmp_path, "restarted")
     try:
