@@ -178,28 +178,37 @@ def test_audit_entries_form_a_hash_chain_per_therapy(app, api, world, busy_chain
             assert entry_hash(entry_dict(entry)) == entry.hash
 
 
+def in_threads(app, work, count: int) -> list[Exception]:
+    """Run ``work(n)`` for n in range(count), each in its own thread inside an app context; the errors raised."""
+    errors: list[Exception] = []
+
+    def run(n):
+        try:
+            with app.app_context():
+                work(n)
+        except Exception as exc:  # returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
 def test_concurrent_appends_never_fork_the_chain(app, world):
     from server.store import audit
     from server.store.uow import unit_of_work
 
     before = verify(app)["checked"]
-    errors = []
 
     def writer(n):
-        try:
-            with app.app_context():
-                for i in range(8):
-                    with unit_of_work():
-                        audit.append(f"writer{n}", "test.appended", "test", f"{n}-{i}")
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
+        for i in range(8):
+            with unit_of_work():
+                audit.append(f"writer{n}", "test.appended", "test", f"{n}-{i}")
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert in_threads(app, writer, 4) == []
     result = verify(app)
     assert result == {"ok": True, "checked": before + 32, "last_hash": result["last_hash"], "chains": 1, "seals": 0}
 
@@ -209,25 +218,15 @@ def test_concurrent_appends_to_different_therapies_each_keep_their_chain(app, wo
     from server.store.uow import unit_of_work
 
     before = verify(app)
-    errors = []
 
     def writer(n):
-        try:
-            with app.app_context():
-                for i in range(8):
-                    with unit_of_work():
-                        audit.append(f"writer{n}", "test.appended", "therapy", f"t{n}", therapy_id=f"therapy-{n % 3}")
-                        if i % 4 == 0:
-                            audit.append(f"writer{n}", "test.appended", "test", f"{n}-{i}")  # and the system chain
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
+        for i in range(8):
+            with unit_of_work():
+                audit.append(f"writer{n}", "test.appended", "therapy", f"t{n}", therapy_id=f"therapy-{n % 3}")
+                if i % 4 == 0:
+                    audit.append(f"writer{n}", "test.appended", "test", f"{n}-{i}")  # and the system chain
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert in_threads(app, writer, 6) == []
     result = verify(app)
     assert result["ok"] is True and result["checked"] == before["checked"] + 6 * 10
     assert result["chains"] == before["chains"] + 3
