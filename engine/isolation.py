@@ -3,8 +3,10 @@
 The sandbox's step and time budget is checked between Python lines: one long built-in call (comparing two
 huge lists, ``'x'.ljust(10**9)``) runs to its end before the budget is looked at again. So every script, and
 every expression that could call or build something, runs in a worker process (``python -m
-engine.script_worker``) whose address space is capped (``RLIMIT_AS``) and which is killed when it overruns its
-deadline; a fresh worker takes its place. Workers are kept in a small per-process pool and reused.
+engine.script_worker``) whose address space is capped (``RLIMIT_AS``) and which is killed when a request overruns
+its deadline; a fresh worker takes its place. The deadline counts the worker's CPU time (read from ``/proc``), so a
+busy machine does not fail scripts that merely waited for a core; a wall-time bound ``WALL_FACTOR`` times longer
+stays as a backstop. Workers are kept in a small per-process pool and reused.
 
 Parent and worker exchange frames over the worker's standard input and output: a 4-byte big-endian length,
 then one JSON document. Values travel in SpiffWorkflow's own data encoding (dates and durations tagged), and
@@ -30,7 +32,10 @@ from .errors import ScriptFailed
 from .values import ValueLimits
 
 HEADER = struct.Struct(">I")  # each frame: its length, then one JSON document
-GRACE_SECONDS = 1.0  # beyond the script's own time limit: start-up of a fresh worker, encoding, the pipe
+GRACE_SECONDS = 1.0  # CPU time beyond the script's own time limit: decoding the request, encoding the answer
+WALL_FACTOR = 10  # a request is also cut after this many times its CPU allowance in wall time (a busy machine)
+STARTUP_SECONDS = 60.0  # a fresh worker must be ready within this (its imports; a busy machine is slow)
+POLL_SECONDS = 0.05  # how often the worker's CPU time is read while waiting for its answer
 MAX_IDLE = 4  # workers kept for reuse in one process
 _ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -53,10 +58,19 @@ class _Worker:
             env=env,
             close_fds=True,
         )
+        try:  # the worker says it is ready (an empty frame) once its imports are done
+            self._read(HEADER.size, _Deadline(self.process.pid, cpu=None, wall=STARTUP_SECONDS))
+        except (OSError, EOFError) as exc:
+            self.kill()
+            raise WorkerGone(f"the script process did not start: {exc}") from None
 
-    def call(self, body: bytes, timeout: float) -> dict:
-        """Send one encoded request and wait at most ``timeout`` seconds for the answer; raise ``WorkerGone``."""
-        deadline = time.monotonic() + timeout
+    def call(self, body: bytes, cpu_limit: float) -> dict:
+        """Send one encoded request and wait for the answer; raise ``WorkerGone``.
+
+        The worker is killed once the request has used ``cpu_limit`` seconds of its CPU time, or ``WALL_FACTOR``
+        times that in wall time: a script is held to the time it runs, not to the time a busy machine makes it wait.
+        """
+        deadline = _Deadline(self.process.pid, cpu=cpu_limit, wall=cpu_limit * WALL_FACTOR)
         try:
             assert self.process.stdin is not None
             self.process.stdin.write(HEADER.pack(len(body)) + body)
@@ -67,13 +81,14 @@ class _Worker:
             self.kill()
             raise WorkerGone(f"the script process failed: {exc}") from None
 
-    def _read(self, size: int, deadline: float) -> bytes:
+    def _read(self, size: int, deadline: _Deadline) -> bytes:
         assert self.process.stdout is not None
         fd = self.process.stdout.fileno()
         chunks, left = [], size
         while left:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            if deadline.passed() or not select.select([fd], [], [], POLL_SECONDS)[0]:
+                if not deadline.passed():
+                    continue
                 self.kill()
                 raise TimeoutError("deadline passed")
             chunk = os.read(fd, min(left, 1 << 20))
@@ -99,6 +114,36 @@ class _Worker:
                     stream.close()
                 except OSError:
                     pass
+
+
+class _Deadline:
+    """When a request to worker ``pid`` is over: ``cpu`` seconds of its CPU time, or ``wall`` seconds of waiting."""
+
+    def __init__(self, pid: int, *, cpu: float | None, wall: float):
+        self.pid, self.cpu = pid, cpu
+        self.wall_end = time.monotonic() + wall
+        self.cpu_start = _cpu_seconds(pid) if cpu is not None else None
+
+    def passed(self) -> bool:
+        if time.monotonic() > self.wall_end:
+            return True
+        if self.cpu is None or self.cpu_start is None:
+            return False
+        used = _cpu_seconds(self.pid)
+        return used is not None and used - self.cpu_start > self.cpu
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User and system CPU seconds process ``pid`` has used (Linux /proc), or None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime and stime, fields 14 and 15 of stat(5)
 
 
 class _Pool:

@@ -66,6 +66,8 @@ def serve(memory_limit_mb: int) -> None:
     """The worker's loop: answer requests from standard input until it closes."""
     _limit_memory(memory_limit_mb)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdout.write(HEADER.pack(0))  # ready: the deadline of the first request starts now, not before the imports
+    stdout.flush()
     while True:
         header = _read_exactly(stdin, HEADER.size)
         if header is None:
