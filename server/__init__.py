@@ -82,7 +82,18 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     ratelimit.init_app(app)  # login rate limit and body size limits; after every blueprint is registered
     _trust_proxies(app)
+    _check_outbound_networks(app)
     return app
+
+
+def _check_outbound_networks(app: Flask) -> None:
+    """Refuse to start with a ``TETHER_HTTP_OPERATOR_NETWORKS`` entry that is not a network, naming it."""
+    from server.integration.outbound import Destinations
+
+    try:
+        Destinations.parse(app.config.get("HTTP_OPERATOR_NETWORKS"), purpose="http service tasks")
+    except ValueError as exc:
+        raise ValueError(f"TETHER_HTTP_OPERATOR_NETWORKS: {exc}") from None
 
 
 def _trust_proxies(app: Flask) -> None:

@@ -61,6 +61,11 @@ SETTINGS = [
     Setting("SESSION_HOURS", 8.0, "hours a web login lasts at most, however active (then log in again)"),
     Setting("SESSION_IDLE_MINUTES", 0.0, "minutes without a page request that end a web session (0: no idle limit)"),
     Setting("WEBHOOK_ALLOW_PRIVATE", False, "allow webhook URLs on loopback, private, link-local, metadata addresses"),
+    Setting(
+        "HTTP_OPERATOR_NETWORKS",
+        "",
+        "networks besides public ones that http service tasks may reach, e.g. 10.20.0.0/16, 192.0.2.7 (* for any)",
+    ),
     Setting("AUDIT_REFUSAL_ATTEMPTS", 2, "tries to write a refused request's audit entry before it is spooled"),
     Setting("AUDIT_SEAL_SECONDS", 60.0, "how often tether serve seals the audit chains' heads that moved (0: never)"),
     Setting("AUDIT_SPOOL_DIR", None, "folder of audit entries waiting for a busy database; default ./instance"),

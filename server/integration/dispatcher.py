@@ -23,19 +23,15 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
 
 import requests
 from flask import Flask
-from requests.adapters import HTTPAdapter
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import aliased
 from standardwebhooks.webhooks import Webhook
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import NewConnectionError
 
 from server.integration import webhooks
+from server.integration.outbound import Destinations, guarded_session
 from server.integration.webhooks import SENDING, bell, delivery_json, now
 from server.integration.worker import Worker
 from server.store import audit
@@ -139,51 +135,6 @@ def signed_request(row: OutboxEvent, body: bytes, secret: str, sent_at: datetime
     return headers, body
 
 
-class _PeerCheck:
-    """A connection that refuses to talk to a non-public address once connected (whatever DNS said before)."""
-
-    def _new_conn(self):
-        """The connected socket, unless its peer is a non-public address (then NewConnectionError)."""
-        sock = super()._new_conn()  # type: ignore[misc]
-        try:
-            peer = str(sock.getpeername()[0])
-        except OSError:
-            peer = "(unknown)"
-        if webhooks.blocked_address(peer):
-            sock.close()
-            raise NewConnectionError(self, f"refused to send a webhook to {peer}, a non-public address")
-        return sock
-
-
-class _CheckedHTTPConnection(_PeerCheck, HTTPConnection):
-    """Plain HTTP to public addresses only."""
-
-
-class _CheckedHTTPSConnection(_PeerCheck, HTTPSConnection):
-    """HTTPS to public addresses only."""
-
-
-class _CheckedHTTPPool(HTTPConnectionPool):
-    """A pool of public-only HTTP connections."""
-
-    ConnectionCls = _CheckedHTTPConnection
-
-
-class _CheckedHTTPSPool(HTTPSConnectionPool):
-    """A pool of public-only HTTPS connections."""
-
-    ConnectionCls = _CheckedHTTPSConnection
-
-
-class _PublicOnlyAdapter(HTTPAdapter):
-    """A requests adapter whose direct connections check the address they reached (against DNS rebinding)."""
-
-    def init_poolmanager(self, *args, **kwargs):
-        """The usual pool manager, with public-only connection pools."""
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _CheckedHTTPPool, "https": _CheckedHTTPSPool}
-
-
 def post(url: str, headers: dict[str, str], body: bytes, timeout: float, *, allow_private: bool = False) -> Response:
     """POST ``body``; redirects are not followed, and only an excerpt of the answer is read.
 
@@ -192,12 +143,9 @@ def post(url: str, headers: dict[str, str], body: bytes, timeout: float, *, allo
     metadata addresses, also when DNS changed since the subscription was made.
     """
     try:
-        with requests.Session() as session:
-            if not allow_private:
-                parts = urlsplit(url)
-                webhooks.check_public_host(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
-                session.mount("http://", _PublicOnlyAdapter())
-                session.mount("https://", _PublicOnlyAdapter())
+        destinations = Destinations(anywhere=allow_private, purpose="webhooks")
+        destinations.check_url(url)
+        with guarded_session(destinations) as session:
             with session.post(
                 url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
             ) as answer:

@@ -104,8 +104,9 @@ def mailbox():
 
 
 @pytest.fixture
-def mes():
-    """A stand-in MES: a real HTTP server that creates orders, and fails on /broken."""
+def mes(app):
+    """A stand-in MES on this machine (its network allowed to http tasks): creates orders, fails on /broken."""
+    app.config["HTTP_OPERATOR_NETWORKS"] = "127.0.0.0/8"
     calls: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -269,6 +270,49 @@ def test_http_non_2xx_answer_fails_the_service_task(api, world, app, mes):
         assert failures and "answered 500" in failures[0] and "MES database offline" in failures[0]
     else:
         assert done.status_code == 422 and "answered 500" in done.get_json()["error"]["message"]
+
+
+def test_http_reaches_no_loopback_private_or_metadata_address_unless_its_network_is_allowed(api, world, app, mes):
+    base, calls = mes
+    deploy_service_process(api, world)
+    app.config["HTTP_OPERATOR_NETWORKS"] = ""
+    therapy, done = run_order(api, world, f"{base}/orders")
+    assert calls == [], "nothing was sent to the server's own machine"
+    refused = done.status_code == 422
+    refusals = [done.get_json()["error"]["message"]] if refused else service_failures(api, world, therapy)
+    assert refusals and "127.0.0.1" in refusals[0] and "TETHER_HTTP_OPERATOR_NETWORKS" in refusals[0]
+    app.config["HTTP_OPERATOR_NETWORKS"] = "10.20.0.0/16, 192.0.2.7"
+    _therapy, done = run_order(api, world, f"{base}/orders")
+    assert calls == []
+    app.config["HTTP_OPERATOR_NETWORKS"] = "10.20.0.0/16, 127.0.0.1"
+    _therapy, done = run_order(api, world, f"{base}/orders")
+    assert done.status_code == 200 and len(calls) == 1
+
+
+def test_http_checks_the_address_it_reached_not_only_what_dns_said(app, mes, monkeypatch):
+    """A host that resolved to a public address at the check but connects to loopback (DNS rebinding)."""
+    from server.integration import webhooks
+    from server.workflow.operators import http
+
+    base, calls = mes
+    monkeypatch.setattr(webhooks, "resolve", lambda host, port: ["93.184.216.34"])
+    app.config["HTTP_OPERATOR_NETWORKS"] = ""
+    with app.app_context(), pytest.raises(Exception, match="refused to send http service tasks to 127.0.0.1"):
+        http.run(None, {"method": "POST", "url": f"{base}/orders", "json": {"coi": "W123426000001"}})
+    assert calls == []
+
+
+def test_a_bad_network_setting_stops_the_server_from_starting_naming_the_entry(database_url):
+    from server import create_app
+
+    with pytest.raises(ValueError, match="TETHER_HTTP_OPERATOR_NETWORKS: 'mes.local' is not a network"):
+        create_app({"SQLALCHEMY_DATABASE_URI": database_url, "HTTP_OPERATOR_NETWORKS": "10.0.0.0/8, mes.local"})
+
+
+def service_failures(api, world, therapy) -> list[str]:
+    """The messages of the therapy's failed service calls, from its audit trail."""
+    audit = api.as_(world["auditor"]).get(f"/api/v1/audit?therapy_id={therapy['id']}&limit=500").get_json()
+    return [e["data"]["message"] for e in audit["items"] if e["action"] == "service.failed"]
 
 
 def test_unknown_operators_are_refused_at_upload_and_every_operator_is_documented(api, world):
