@@ -28,7 +28,7 @@ def _secret_key(app: Flask) -> str:
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: settings from TETHER_* variables, then ``test_config``; nothing starts by itself."""
     from server.store.extensions import compact_json, db, migrate
-    from server.store.uow import configure_sqlite
+    from server.store.uow import configure_postgresql, configure_sqlite
 
     from . import config, errors
     from .api import bp as api_bp
@@ -59,6 +59,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             configure_sqlite(db.engine)
+        elif db.engine.dialect.name == "postgresql":
+            configure_postgresql(db.engine)
     errors.register(app)
     from . import inputs
 

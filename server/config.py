@@ -19,6 +19,7 @@ class Setting:
 SETTINGS = [
     Setting("DATABASE_URL", None, "SQLAlchemy URL; default a SQLite file under ./instance/"),
     Setting("SQLITE_BUSY_TIMEOUT_MS", 30000, "ms a SQLite writer waits for another writer's lock (then 409 busy)"),
+    Setting("PG_LOCK_TIMEOUT_MS", 30000, "ms a PostgreSQL writer waits for a row another one holds (then 409 busy)"),
     Setting("SECRET_KEY", None, "key for session cookies; generated into instance/secret_key when unset"),
     Setting("FACILITY_FIN", "W1234", "the ISBT 128 facility identification number that issues COIs"),
     Setting("PROCESSES_DIR", None, "folder of bundled BPMN diagrams deployed at start; default ./processes"),

@@ -78,6 +78,19 @@ def configure_sqlite(engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if _write_intent.get() else "BEGIN")
 
 
+def configure_postgresql(engine) -> None:
+    """Make a PostgreSQL writer wait at most ``PG_LOCK_TIMEOUT_MS`` for a row another transaction holds, then be
+    refused with 409 ``busy`` (as on SQLite) instead of queueing for ever behind a stuck transaction."""
+    lock_timeout = int(current_app.config.get("PG_LOCK_TIMEOUT_MS", DEFAULT_BUSY_TIMEOUT_MS))
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET lock_timeout = {lock_timeout:d}")
+        cursor.close()
+        dbapi_connection.commit()
+
+
 def after_commit(callback: Callable[[], object]) -> None:
     """Run ``callback`` once the current unit of work has committed (dropped on rollback); its result is unused."""
     pending = _after_commit.get()
@@ -117,9 +130,18 @@ def conflict_for(exc: Exception) -> Conflict | None:
             code="conflict",
             details={"reason": type(exc.orig).__name__},
         )
-    if isinstance(exc, OperationalError) and ("locked" in str(exc).lower() or "deadlock" in str(exc).lower()):
+    if isinstance(exc, OperationalError) and (
+        "locked" in str(exc).lower() or "deadlock" in str(exc).lower() or _sqlstate(exc) == LOCK_NOT_AVAILABLE
+    ):
         return Conflict("The database was busy with a concurrent change; try again.", code="busy")
     return None
+
+
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: lock_timeout passed
+
+
+def _sqlstate(exc: OperationalError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None)
 
 
 @contextlib.contextmanager

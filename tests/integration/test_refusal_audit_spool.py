@@ -155,3 +155,39 @@ def test_an_entry_chained_before_a_crash_is_not_chained_twice_and_a_torn_line_is
         assert audit.replay_spool() == 0
     assert len(refusals(busy_app)) == 1 and spooled(busy_app) == []
     assert verify(busy_app)["ok"] is True
+
+
+@contextlib.contextmanager
+def row_lock(database_url, therapy_id):
+    """Hold the therapy's row from another PostgreSQL connection (a stuck transaction) for the enclosed block."""
+    import psycopg
+
+    with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://")) as holder:
+        holder.execute("SELECT id FROM therapy WHERE id = %s FOR UPDATE", (therapy_id,))
+        yield
+        holder.rollback()
+
+
+def test_a_postgresql_writer_waits_at_most_the_lock_timeout_then_is_refused_busy_and_changes_nothing(
+    app, api, world, database_url
+):
+    from server.store.extensions import db
+    from server.store.uow import configure_postgresql
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's row locks")
+    with app.app_context():
+        app.config["PG_LOCK_TIMEOUT_MS"] = 300
+        configure_postgresql(db.engine)  # set after the default one on each new connection
+        db.engine.dispose()
+    therapy = start(api, world["coord"])
+    task = only_task(api, world["coord"], therapy["id"])
+    with row_lock(database_url, therapy["id"]):
+        began = time.monotonic()
+        held = complete(api, world["coord"], task["id"], ENROLMENT)
+        waited = time.monotonic() - began
+    assert held.status_code == 409 and held.get_json()["error"]["code"] == "busy", held.get_json()
+    assert waited < 10, "refused after the lock timeout, not after the other transaction ended"
+    assert only_task(api, world["coord"], therapy["id"])["id"] == task["id"], "nothing changed"
+    assert complete(api, world["coord"], task["id"], ENROLMENT).status_code == 200
+    assert verify(app)["ok"] is True
