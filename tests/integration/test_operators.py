@@ -194,15 +194,20 @@ def test_notify_raises_an_alert_and_emails_the_role_at_the_site(api, world, app,
     assert {"alert.raised", "notification.sent"} <= {e["action"] for e in audit["items"]}
 
 
-def test_notify_without_smtp_still_raises_the_alert(api, world, app, mailbox):
+def test_notify_without_smtp_still_raises_the_alert(api, world, app, mailbox, monkeypatch):
+    from server.workflow.operators import notify
+
     messages, _port = mailbox
     assert not app.config["SMTP_URL"]
+    looked_up = []
+    monkeypatch.setattr(notify, "recipients", lambda *args: looked_up.append(args) or [])
     therapy = start_mini(api, world)
     time.sleep(0.3)
     assert messages == []
     assert [kind for kind, *_rest in alerts_of(app, therapy["id"])] == ["notification"]
     detail = api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").get_json()
     assert detail["data"]["notified"]["emailed"] == 0
+    assert looked_up == [], "without mail, the step reads no user accounts"
 
 
 def deploy_service_process(api, world):

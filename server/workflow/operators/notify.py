@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from server.store.models import ROLES, Site, User
 from server.workflow.operators import smtp
@@ -24,7 +25,9 @@ def recipients(role: str, site_code: str) -> list[User]:
     """The active users holding ``role`` who work at ``site_code`` or are not tied to a site."""
     from server.store.extensions import db
 
-    users = db.session.execute(select(User).where(User.active.is_(True)).order_by(User.username)).scalars()
+    users = db.session.execute(
+        select(User).where(User.active.is_(True)).options(selectinload(User.sites)).order_by(User.username)
+    ).scalars()
     return [u for u in users if role in (u.roles or []) and (not u.scoped or site_code in u.site_codes)]
 
 
@@ -63,10 +66,10 @@ def run(context, params: dict) -> dict:
         data={"site": site},
         site_id=site_id,
     )
-    people = recipients(role, site)
     config = current_app.config
+    people = recipients(role, site) if config.get("SMTP_URL") else []  # without mail, nobody needs to be looked up
     addresses = [smtp.address_of(u.username, config["SMTP_RECIPIENT_DOMAIN"]) for u in people]
-    emailed = len(addresses) if config.get("SMTP_URL") else 0
+    emailed = len(addresses)
     audit.append(
         context.actor,
         "notification.sent",
