@@ -393,6 +393,7 @@ def audit_verify() -> None:
         )
         if "last_seal" in result:
             click.echo(f"latest seal {result['last_seal']['id']}, hash {result['last_seal']['hash']}")
+        _report_spool(result)
         return
     if "first_bad_seq" in result:
         click.echo(
@@ -401,7 +402,17 @@ def audit_verify() -> None:
         )
     if "first_bad_seal" in result:
         click.echo(f"audit seals BROKEN at seal {result['first_bad_seal']}")
+    _report_spool(result)
     sys.exit(1)
+
+
+def _report_spool(result: dict) -> None:
+    """Say how many refusals still wait in the audit spool: they are on record but not yet in a chain."""
+    if result.get("spooled"):
+        click.echo(
+            f"{result['spooled']} audit entries of refused requests wait in the audit spool for a busy database; "
+            "they join the chain at the next write (run the check again then)"
+        )
 
 
 @audit.command("seal")

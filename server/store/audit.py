@@ -752,7 +752,8 @@ def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -
     ``chains``, ``seals``; when intact ``last_hash`` (the Merkle root over all chain heads as verified) and
     ``last_seal`` (the latest seal's number and hash, to record outside the database); when broken
     ``first_bad_seq`` with ``first_bad_chain`` and ``first_bad_chain_seq`` (the bad entry's chain and place),
-    and ``first_bad_seal`` when a seal itself was altered.
+    and ``first_bad_seal`` when a seal itself was altered; in both, ``spooled``: the entries of refused requests
+    still waiting in this server's audit spool for a busy database (chained at the next write, not yet verifiable).
     """
     # Seals first, then heads: a head read later is never behind a seal read earlier, unless it was moved back.
     seals, sealed, bad_seal = _verify_seals()
@@ -797,6 +798,7 @@ def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -
             answer["checked"] = checked
         if bad_seal is not None:
             answer["first_bad_seal"] = bad_seal
+        answer["spooled"] = spooled()
         return answer
     # The last hash, recorded outside the database now and then, lets a later check show that nobody rewrote the
     # trail wholesale (recomputing every hash after a change); the seals keep such roots inside the database.
@@ -805,7 +807,17 @@ def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -
     if seals:  # what to record outside the database: a later trail must still hold this seal with this hash
         latest = db.session.get(AuditSeal, seals)
         answer["last_seal"] = {"id": seals, "hash": latest.hash if latest else None}
+    answer["spooled"] = spooled()
     return answer
+
+
+def spooled() -> int:
+    """How many audit entries wait in this server's spool (refusals kept while the database was busy)."""
+    path = audit_spool.spool_path()
+    if not audit_spool.waiting(path):
+        return 0
+    with audit_spool.locked(path):
+        return len(audit_spool.read(path))
 
 
 def _check_tails(

@@ -157,6 +157,7 @@ def test_the_chains_migration_keeps_the_old_trail_verifiable_and_continues_it(da
             "chains": 1,
             "seals": 0,
             "last_hash": audit.merkle_root([("system", 3, 3, prev_hash)]),
+            "spooled": 0,
         }
         with unit_of_work():
             audit.append("coord", "therapy.started", "therapy", "t9", therapy_id="t9")

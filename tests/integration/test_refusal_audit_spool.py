@@ -73,7 +73,9 @@ def verify(app):
         return audit.verify()
 
 
-def test_a_refusal_during_a_busy_database_is_spooled_and_chained_at_the_next_write(busy_app, api, world, database_url):
+def test_a_refusal_during_a_busy_database_is_spooled_and_chained_at_the_next_write(
+    busy_app, api, world, database_url, monkeypatch
+):
     therapy = start(api, world["coord"])
     task = only_task(api, world["coord"], therapy["id"])
     with write_lock(database_url):
@@ -87,13 +89,26 @@ def test_a_refusal_during_a_busy_database_is_spooled_and_chained_at_the_next_wri
         ("message.refused", "designer", True),
     ]
     assert refusals(busy_app) == []
+    assert verify(busy_app)["spooled"] == 2, "the check says what it cannot verify yet"
+    assert "2 audit entries of refused requests wait in the audit spool" in tether_verify(busy_app, monkeypatch)
     start(api, world["coord"])  # the database takes writes again
     assert refusals(busy_app) == [
         ("task.refused", "logistics", 403, wrong_role.get_json()["error"]["code"], True),
         ("message.refused", "designer", 403, "forbidden", True),
     ]
     assert spooled(busy_app) == []
-    assert verify(busy_app)["ok"] is True
+    assert verify(busy_app)["ok"] is True and verify(busy_app)["spooled"] == 0
+    assert "spool" not in tether_verify(busy_app, monkeypatch)
+
+
+def tether_verify(app, monkeypatch) -> str:
+    """What ``tether audit verify`` prints for ``app``."""
+    from click.testing import CliRunner
+
+    from server import cli
+
+    monkeypatch.setattr(cli, "_app", lambda: app)
+    return CliRunner().invoke(cli.main, ["audit", "verify"]).stdout
 
 
 def test_an_endpoints_own_refusal_answers_as_itself_while_the_database_is_busy(busy_app, api, world, database_url):
