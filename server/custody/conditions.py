@@ -50,17 +50,48 @@ def _iso(moment: datetime) -> str:
     return iso(moment) or ""
 
 
-def _distance(temperature: float, limits: list[float]) -> float:
-    return max(limits[0] - temperature, temperature - limits[1], 0.0)
+def _distance(temperature: float, limits: list) -> float:
+    low, high = limits
+    return max(low - temperature if low is not None else 0.0, temperature - high if high is not None else 0.0, 0.0)
+
+
+def _outside(temperature: float, limits: list | None) -> bool:
+    return limits is not None and _distance(temperature, limits) > 0
+
+
+def narrowed(limits: list[float] | None, low: float | None, high: float | None) -> list | None:
+    """``limits`` narrowed to also lie within ``low``..``high`` (either may be None: no bound on that side), as a
+    shipment's own range narrows the process's: a reading must satisfy both. None when neither bounds anything."""
+    if low is None and high is None:
+        return limits
+    process_low, process_high = limits if limits is not None else (None, None)
+    lows = [v for v in (process_low, low) if v is not None]
+    highs = [v for v in (process_high, high) if v is not None]
+    return [max(lows) if lows else None, min(highs) if highs else None]
+
+
+def describe_range(limits: list) -> str:
+    """``2..8 °C``, ``at most -150 °C`` or ``at least 15 °C``."""
+    low, high = limits
+    if low is not None and high is not None:
+        return f"{low:g}..{high:g} °C"
+    return f"at most {high:g} °C" if high is not None else f"at least {low:g} °C"
 
 
 TellProcess = Callable[[Therapy, str, dict, str], bool]
 
 
 def record_readings(
-    therapy: Therapy, readings: list[dict[str, Any]], actor: str, *, tell_process: TellProcess
+    therapy: Therapy,
+    readings: list[dict[str, Any]],
+    actor: str,
+    *,
+    tell_process: TellProcess,
+    within: tuple[float | None, float | None] = (None, None),
 ) -> dict[str, Any]:
     """Store ``readings`` (one or up to MAX_BATCH) and act on an excursion among them; one transaction.
+
+    A reading must lie in the range that applies now and, when given, ``within`` (a shipment's own range).
 
     ``tell_process(therapy, message, details, actor)`` delivers the excursion to the process when it waits
     for it, inside this transaction, and says whether it did (the workflow's ``deliver_waiting_message``).
@@ -73,7 +104,8 @@ def record_readings(
                 code="invalid_request",
                 details={"fields": {"recorded_at": ["must not lie in the future"]}, "index": index},
             )
-    limits, range_activity = allowed_range(therapy)
+    process_limits, range_activity = allowed_range(therapy)
+    limits = narrowed(process_limits, *within)
     activity_id = range_activity or next(iter(therapy.current_activities or []), None)
     rows = [
         {
@@ -82,7 +114,7 @@ def record_readings(
             "shipment_id": r.get("shipment_id"),
             "recorded_at": r["recorded_at"],
             "temperature_c": float(r["temperature_c"]),
-            "excursion": limits is not None and not limits[0] <= r["temperature_c"] <= limits[1],
+            "excursion": _outside(r["temperature_c"], limits),
             "activity_id": activity_id,
         }
         for r in readings
@@ -113,11 +145,10 @@ def record_readings(
             data=_audit_summary(rows, readings, limits, result.get("id")),
         )
         if outside:
-            worst_row, worst = max(outside, key=lambda pair: _distance(pair[0]["temperature_c"], limits or [0, 0]))
+            assert limits is not None  # a reading is outside only of some range
+            worst_row, worst = max(outside, key=lambda pair: _distance(pair[0]["temperature_c"], limits))
             result.update(
-                _handle_excursion(
-                    therapy, worst_row, worst, limits or [0, 0], activity_id, actor, len(outside), tell_process
-                )
+                _handle_excursion(therapy, worst_row, worst, limits, activity_id, actor, len(outside), tell_process)
             )
     return result
 
@@ -156,28 +187,28 @@ def _handle_excursion(
     therapy: Therapy,
     row: dict,
     reading: dict,
-    limits: list[float],
+    limits: list,
     activity_id: str | None,
     actor: str,
     count: int,
     tell_process: TellProcess,
 ) -> dict[str, Any]:
-    """Alert, publish and tell the process; an excursion already under an open alert is not raised twice."""
+    """Alert, publish and tell the process; an excursion already under an open alert (of the same step, and of the
+    same shipment: each container is looked at on its own) is not raised twice."""
     waits = any(w.get("type") == "message" and w.get("name") == EXCURSION_MESSAGE for w in therapy.waits or [])
     if not waits:
-        open_alert = db.session.execute(
-            select(Alert.id)
-            .where(
+        open_alerts = db.session.execute(
+            select(Alert.id, Alert.data).where(
                 Alert.therapy_id == therapy.id,
                 Alert.kind == ALERT_KIND,
                 Alert.status == "open",
                 Alert.activity_id.is_(None) if activity_id is None else Alert.activity_id == activity_id,
             )
-            .limit(1)
-        ).scalar_one_or_none()
-        if open_alert is not None:
-            return {"alert_id": open_alert, "new_alert": False, "delivered": False}
-    direction = "above" if row["temperature_c"] > limits[1] else "below"
+        ).all()
+        for open_alert, data in open_alerts:
+            if (data or {}).get("shipment_id") == row["shipment_id"]:
+                return {"alert_id": open_alert, "new_alert": False, "delivered": False}
+    direction = "above" if limits[1] is not None and row["temperature_c"] > limits[1] else "below"
     details = {
         "temperature_c": row["temperature_c"],
         "recorded_at": _iso(row["recorded_at"]),
@@ -191,8 +222,7 @@ def _handle_excursion(
     alert = raise_alert(
         therapy,
         ALERT_KIND,
-        f"Temperature excursion: {row['temperature_c']:g} °C is {direction} the allowed "
-        f"{limits[0]:g}..{limits[1]:g} °C.",
+        f"Temperature excursion: {row['temperature_c']:g} °C is {direction} the allowed {describe_range(limits)}.",
         actor,
         severity="high",
         activity_id=activity_id,

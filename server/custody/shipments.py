@@ -160,7 +160,8 @@ def record_readings(
     shipment: Shipment, therapy: Therapy, readings: list[dict[str, Any]], actor: str, *, tell_process
 ) -> dict[str, Any]:
     """Store the data logger's ``readings`` as the therapy's condition readings of this shipment (the sensor
-    defaults to the tracking number), checked against the range that applies now as every reading is."""
+    defaults to the tracking number), checked against the range that applies now as every reading is and against
+    the shipment's own temperature range when it has one (a reading outside either is an excursion)."""
     _check_open(shipment)
     tagged = [
         {
@@ -174,7 +175,13 @@ def record_readings(
     ]
     with unit_of_work():
         shipment.updated_at = _now()
-        result = conditions.record_readings(therapy, tagged, actor, tell_process=tell_process)
+        result = conditions.record_readings(
+            therapy,
+            tagged,
+            actor,
+            tell_process=tell_process,
+            within=(shipment.temperature_min_c, shipment.temperature_max_c),
+        )
     return {"shipment_id": shipment.id, **result}
 
 

@@ -393,3 +393,34 @@ def test_the_answers_match_the_openapi_document(api, world, clock):
     assert call("GET", path, world["coord"]).status_code == 200
     assert call("GET", f"/api/v1/therapies/{therapy['id']}/shipments", world["coord"]).status_code == 200
     assert call("GET", "/api/v1/shipments/unknown", world["coord"]).status_code == 404
+
+
+def test_a_reading_outside_the_shipments_own_range_is_an_excursion_even_where_the_process_states_none(
+    api, world, clock
+):
+    therapy = start(api, world)  # waiting at enrolment, where the mini process states no range
+    courier = api.as_(world["logistics"])
+    chilled = created(api, world["coord"], therapy, temperature_min_c=2, temperature_max_c=6)
+    cryo = created(
+        api, world["coord"], therapy, tracking_number="LN2-7", temperature_min_c=None, temperature_max_c=-150
+    )
+
+    def read(shipment, temperature):
+        answer = courier.post(
+            f"/api/v1/shipments/{shipment['id']}/readings",
+            json={"readings": [{"recorded_at": z(clock()), "temperature_c": temperature}]},
+        )
+        assert answer.status_code == 201, answer.get_json()
+        return answer.get_json()
+
+    assert read(chilled, 5.0)["excursion"] is False and read(cryo, -160.0)["excursion"] is False
+    warm = read(chilled, 7.0)
+    assert warm["excursion"] is True
+    assert read(cryo, -140.0)["alert_id"] != warm["alert_id"], "another container, another alert"
+    assert read(chilled, 7.5)["alert_id"] == warm["alert_id"], "the chilled box is already under its open alert"
+    alerts = api.as_(world["coord"]).get(f"/api/v1/alerts?therapy_id={therapy['id']}").get_json()["items"]
+    messages = sorted(a["message"] for a in alerts if a["kind"] == "condition_excursion")
+    assert messages == [
+        "Temperature excursion: -140 °C is above the allowed at most -150 °C.",
+        "Temperature excursion: 7 °C is above the allowed 2..6 °C.",
+    ]
