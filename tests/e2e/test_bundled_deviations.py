@@ -125,7 +125,7 @@ ENDINGS = {
             task("Task_ExcursionAssessment", excursion_disposition="discard"),
         ],
         "EndEvent_ProductDiscarded",
-        ["approval"],
+        ["approval", "rejection"],  # the batch released, then the product discarded after the excursion
     ),
 }
 

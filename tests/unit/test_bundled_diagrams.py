@@ -435,7 +435,11 @@ def test_autologous_conventions():
     assert lane_of(process, "Task_PhysicianDecision") == ["Coordinator"]
     assert properties(nodes["Task_PhysicianDecision"])["signature"] == "responsibility"
     signed = {tid for tid, el in nodes.items() if "signature" in properties(el)}
-    assert signed == {"Task_QaRelease", "Task_PhysicianDecision"}
+    assert lane_of(process, "Task_ExcursionAssessment") == ["QA"]
+    assert properties(nodes["Task_ExcursionAssessment"])["signature"] == (
+        "excursion_disposition: use=approval, discard=rejection"
+    )
+    assert signed == {"Task_QaRelease", "Task_PhysicianDecision", "Task_ExcursionAssessment"}
     scanned = {
         tid
         for tid, el in nodes.items()
