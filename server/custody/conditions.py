@@ -128,6 +128,15 @@ def record_readings(
         "excursions": len(outside),
     }
     with unit_of_work():
+        if outside and db.engine.dialect.name == "postgresql":
+            # Two loggers' excursions at once must not both find no open alert and raise one each: the second
+            # waits here for the first and reads the therapy as the first left it.
+            db.session.execute(
+                select(Therapy)
+                .where(Therapy.id == therapy.id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            ).scalar_one()
         if len(rows) == 1:
             reading_row = ConditionReading(**rows[0])
             db.session.add(reading_row)

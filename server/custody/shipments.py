@@ -137,6 +137,7 @@ def add_position(
     now = _now()
     _not_future(recorded_at, now, "recorded_at")
     with unit_of_work():
+        _hold(shipment)
         position = ShipmentPosition(
             shipment_id=shipment.id,
             recorded_at=recorded_at or now,
@@ -174,6 +175,7 @@ def record_readings(
         for reading in readings
     ]
     with unit_of_work():
+        _hold(shipment)
         shipment.updated_at = _now()
         result = conditions.record_readings(
             therapy,
@@ -203,6 +205,7 @@ def update(
             details={"fields": {"status": [f"one of {', '.join(SHIPMENT_STATUSES)}"]}},
         )
     with unit_of_work():
+        _hold(shipment)
         if expected_arrival is not None:
             _change_estimate(shipment, therapy, expected_arrival, actor)
         if status is not None and status != shipment.status:
@@ -222,6 +225,20 @@ def _change_estimate(shipment: Shipment, therapy: Therapy, expected_arrival: dat
         "shipment.eta_changed", therapy, {**_event_data(shipment), "previous_expected_arrival": iso(previous)}, actor
     )
     check_late(shipment, therapy, actor)
+
+
+def _hold(shipment: Shipment) -> None:
+    """Lock the shipment's row for this transaction and read it again (still open?), so that two changes of one
+    shipment never pass the same checks side by side: two couriers' estimates would both find no late alert for
+    the new estimate and raise it twice. On SQLite the write lock of the transaction already orders them."""
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(
+            select(Shipment)
+            .where(Shipment.id == shipment.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).scalar_one()
+    _check_open(shipment)
 
 
 def _check_open(shipment: Shipment) -> None:

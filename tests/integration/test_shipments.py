@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from datetime import timedelta
 
 import pytest
@@ -424,3 +426,67 @@ def test_a_reading_outside_the_shipments_own_range_is_an_excursion_even_where_th
         "Temperature excursion: -140 °C is above the allowed at most -150 °C.",
         "Temperature excursion: 7 °C is above the allowed 2..6 °C.",
     ]
+
+
+def at_once(app, count: int, request) -> list[int]:
+    """Send ``request(client)`` from ``count`` threads at once, each with its own client; the status codes."""
+    answers: list[int] = []
+
+    def send():
+        answers.append(request(app.test_client()).status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(answers)
+
+
+def meeting(monkeypatch, module, name: str) -> None:
+    """Make two concurrent calls of ``module.name`` wait for each other (2 s at most) before they run it."""
+    meet, original = threading.Barrier(2, timeout=2), getattr(module, name)
+
+    def side_by_side(*args, **kwargs):
+        with contextlib.suppress(threading.BrokenBarrierError):
+            meet.wait()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, side_by_side)
+
+
+def test_two_couriers_sending_the_same_late_estimate_at_once_record_one_change_and_one_warning(
+    app, api, world, clock, monkeypatch
+):
+    from server.custody import shipments
+
+    therapy = start(api, world)
+    window_closes = clock() + timedelta(hours=24)
+    shipment = created(api, world["coord"], therapy, expected_arrival=z(clock() + timedelta(hours=20)))
+    meeting(monkeypatch, shipments, "check_late")  # the first waits inside its transaction for the second
+    late = z(window_closes + timedelta(hours=3))
+    auth = {"Authorization": f"Bearer {world['logistics']}"}
+    path = f"/api/v1/shipments/{shipment['id']}"
+    assert at_once(app, 2, lambda c: c.patch(path, json={"expected_arrival": late}, headers=auth)) == [200, 200]
+    assert len(late_alerts(api, world["coord"], therapy)) == 1
+    audit = api.as_(world["auditor"]).get(f"/api/v1/audit?therapy_id={therapy['id']}&limit=500").get_json()
+    assert [e["action"] for e in audit["items"]].count("shipment.eta_changed") == 1, "the second found it unchanged"
+
+
+def test_two_loggers_reporting_an_excursion_at_once_raise_one_alert(app, api, world, clock, monkeypatch):
+    from server.custody import conditions
+
+    therapy = start(api, world)
+    to_receipt(api, world, therapy)  # 'Receive shipment' keeps the material at 2..8 °C
+    meeting(monkeypatch, conditions, "_handle_excursion")  # both have stored their reading and look for an alert
+    auth = {"Authorization": f"Bearer {world['logistics']}"}
+    path = f"/api/v1/therapies/{therapy['id']}/conditions"
+    sensors = iter(["LOGGER-1", "LOGGER-2"])
+
+    def report(client):
+        reading = {"sensor_id": next(sensors), "recorded_at": z(clock()), "temperature_c": 11.0}
+        return client.post(path, json=reading, headers=auth)
+
+    assert at_once(app, 2, report) == [201, 201]
+    alerts = api.as_(world["coord"]).get(f"/api/v1/alerts?therapy_id={therapy['id']}").get_json()["items"]
+    assert [a["kind"] for a in alerts].count("condition_excursion") == 1
