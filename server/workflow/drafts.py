@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from engine.errors import EngineError
+from engine.errors import DefinitionInvalid, EngineError
 from server.clock import utcnow
 from server.errors import ApiError, Invalid, NotFound
 from server.store import audit
@@ -140,20 +140,39 @@ def problem(exc: EngineError | ApiError) -> dict[str, Any]:
     }
 
 
+def problems(found: list[DefinitionInvalid], last: EngineError | ApiError | None = None) -> list[dict[str, Any]]:
+    """The problems a check found, each once, in the order of the file (those without a line last), then the one
+    that stopped it (``last``), if any."""
+    seen: set[tuple] = set()
+    out = []
+    for exc in sorted(found, key=lambda e: (e.line is None, e.line or 0)) + ([last] if last is not None else []):
+        item = problem(exc)
+        mark = (item["element_id"], item["message"])
+        if mark not in seen:
+            seen.add(mark)
+            out.append(item)
+    return out
+
+
 def check(draft: ProcessDraft, bpmn: str | None = None) -> dict[str, Any]:
-    """Run every check of a deployment on the draft (or on ``bpmn``, the diagram as drawn, with the draft's forms)
-    and store nothing. ``problems`` lists what is wrong, each on its element; a diagram without problems is
-    compared with the latest deployed version of its process (``current`` and ``diff``)."""
+    """Run every check of a deployment on the draft (or on ``bpmn``, the diagram as drawn, with the draft's forms
+    and decision tables) and store nothing. ``problems`` lists every problem the checks found, each on its element
+    with its line, in the order of the file; a diagram without problems is compared with the latest deployed
+    version of its process (``current`` and ``diff``)."""
     text = draft.bpmn_xml if bpmn is None else bpmn
     result: dict[str, Any] = {"problems": [], "key": None, "current": None, "diff": None}
+    found: list[DefinitionInvalid] = []
     try:
         definition, _forms_used, _decisions_used, _bound = definitions.check(
-            text.encode("utf-8"), _forms(draft), _decisions(draft)
+            text.encode("utf-8"), _forms(draft), _decisions(draft), problems=found
         )
     except (EngineError, ApiError) as exc:
         if isinstance(exc, ApiError) and exc.status != 422:
             raise
-        result["problems"] = [problem(exc)]
+        result["problems"] = problems(found, exc)
+        return result
+    if found:
+        result["problems"] = problems(found)
         return result
     key = definition.info.key
     result["key"] = key
