@@ -269,7 +269,8 @@ def parse_form(name: str, content: bytes) -> dict:
     try:
         schema = json.loads(content)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise DefinitionInvalid(f"Form {name} is not valid JSON: {exc}", details={"form": name}) from None
+        line = exc.lineno if isinstance(exc, json.JSONDecodeError) else None
+        raise DefinitionInvalid(f"Form {name} is not valid JSON: {exc}", line=line, details={"form": name}) from None
     if not isinstance(schema, dict):
         raise DefinitionInvalid(f"Form {name} must be a JSON object (a JSON Schema).", details={"form": name})
     try:
