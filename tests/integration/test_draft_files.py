@@ -203,3 +203,45 @@ def test_a_save_made_to_an_older_version_of_the_draft_is_refused_and_changes_not
     with app.app_context():
         refusals = db.session.execute(select(AuditEntry.action).where(AuditEntry.action.like("%refused%"))).all()
         assert refusals
+
+
+def test_the_studio_page_keeps_decision_tables_and_forms_and_refuses_a_stale_save(app, api, world):
+    from ..support.pages import csrf, signed_in
+
+    draft = _draft(api, world)
+    designer = signed_in(app, "designer")
+    url = f"/studio/{draft['id']}"
+    page = designer.get(url).get_data(as_text=True)
+    assert f'data-etag="{draft["etag"]}"' in page and "dmn-modeler.production.min.js" in page
+    assert '<script type="importmap">' in page and "studio-dmn.js" in page
+    token = csrf(designer, url)
+    headers = {"X-CSRFToken": token}
+    put = designer.post(f"{url}/decisions/site.dmn", json={"xml": TABLE, "etag": draft["etag"]}, headers=headers)
+    assert put.status_code == 200, put.get_json()
+    body = put.get_json()
+    assert body["decisions"] == [
+        {
+            "name": "site.dmn",
+            "decision_id": "manufacturing_site",
+            "decision_name": "Manufacturing site by region and weight",
+        }
+    ]
+    assert body["etag"] != draft["etag"]
+    assert designer.get(f"{url}/decisions/site.dmn").get_data(as_text=True) == TABLE
+    assert designer.get(f"{url}/decisions/other.dmn").status_code == 404
+    # The page's own older version is refused (409 naming who changed it), and nothing is saved.
+    stale = designer.post(f"{url}/save", json={"bpmn": DIAGRAM + " ", "etag": draft["etag"]}, headers=headers)
+    assert stale.status_code == 409 and stale.get_json()["error"]["details"]["updated_by"] == "designer"
+    bad = designer.post(f"{url}/forms/bad.schema.json", json={"schema": "{\n,", "etag": body["etag"]}, headers=headers)
+    assert bad.status_code == 422 and bad.get_json()["error"]["details"]["line"] == 2
+    form = designer.post(
+        f"{url}/forms/measure.schema.json", json={"schema": '{"type": "object"}', "etag": body["etag"]}, headers=headers
+    )
+    assert form.status_code == 200 and form.get_json()["forms"] == ["measure.schema.json"]
+    saved = designer.post(f"{url}/save", json={"bpmn": DIAGRAM, "etag": form.get_json()["etag"]}, headers=headers)
+    assert saved.status_code == 200 and saved.get_json()["etag"]
+    assert "measure.schema.json" in designer.get(url).get_data(as_text=True)  # offered in the Form list
+    assert designer.post(f"{url}/decisions/site.dmn", json={}, headers=headers).status_code == 422
+    # Site staff never reach it.
+    coordinator = signed_in(app, "coord")
+    assert coordinator.get(f"{url}/decisions/site.dmn").status_code == 403

@@ -163,11 +163,9 @@
 
   function showFiles(data) {
     files.innerHTML = "";
-    (data.decisions || []).forEach(function (d) {
-      files.appendChild(studio.el("li", {}, "Decision table " + d.name + " (decision " + d.decision_id + ")"));
-    });
-    (data.forms || []).forEach(function (name) { files.appendChild(studio.el("li", {}, "Form " + name)); });
-    if (!files.children.length) { files.appendChild(studio.el("li", { "class": "muted" }, "None yet.")); }
+    var decisions = (data.decisions || []).map(function (d) { return d.name + " (decision " + d.decision_id + ")"; });
+    files.appendChild(studio.el("li", {}, "Decision tables: " + (decisions.join(", ") || "none") + "."));
+    files.appendChild(studio.el("li", {}, "Forms: " + ((data.forms || []).join(", ") || "none") + "."));
   }
 
   function offerForm(name) {
