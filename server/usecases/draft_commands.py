@@ -114,8 +114,7 @@ def save_draft(command: SaveDraft) -> ProcessDraft:
     """The saved draft (audited); 404 for an unknown draft. An unfinished diagram may be saved."""
     check_roles(command.by, command.ROLES)
     draft = drafts.find(command.draft_id)
-    drafts.fresh(draft, command.if_match)
-    return drafts.save(draft, command.bpmn, command.by.username, command.name)
+    return drafts.save(draft, command.bpmn, command.by.username, command.name, command.if_match)
 
 
 @audits_refusals
@@ -124,9 +123,8 @@ def put_draft_file(command: PutDraftFile) -> ProcessDraft:
     422 naming the file and line when the file would not pass an upload's check (nothing is changed)."""
     check_roles(command.by, command.ROLES)
     draft = drafts.find(command.draft_id)
-    drafts.fresh(draft, command.if_match)
     put = drafts.put_decision if command.kind == "decision" else drafts.put_form
-    return put(draft, command.name, command.content, command.by.username)
+    return put(draft, command.name, command.content, command.by.username, command.if_match)
 
 
 @audits_refusals
@@ -135,9 +133,8 @@ def delete_draft_file(command: DeleteDraftFile) -> ProcessDraft:
     ``if_match``."""
     check_roles(command.by, command.ROLES)
     draft = drafts.find(command.draft_id)
-    drafts.fresh(draft, command.if_match)
     remove = drafts.delete_decision if command.kind == "decision" else drafts.delete_form
-    return remove(draft, command.name, command.by.username)
+    return remove(draft, command.name, command.by.username, command.if_match)
 
 
 @audits_refusals

@@ -134,9 +134,23 @@ def fresh(draft: ProcessDraft, if_match: str | None) -> None:
     )
 
 
-def save(draft: ProcessDraft, bpmn: str, actor: str, name: str | None = None) -> ProcessDraft:
-    """Store the diagram as drawn (checked only when asked: a draft may be unfinished). Audited."""
+def _still(draft: ProcessDraft, if_match: str | None) -> None:
+    """Inside a change's unit of work: the draft read again under a write lock, then refused (``fresh``) when it
+    changed since ``if_match``, so that of two saves made to one version only the first is made."""
+    if if_match is None:
+        return
+    db.session.execute(select(ProcessDraft.id).where(ProcessDraft.id == draft.id).with_for_update())
+    db.session.refresh(draft)
+    fresh(draft, if_match)
+
+
+def save(
+    draft: ProcessDraft, bpmn: str, actor: str, name: str | None = None, if_match: str | None = None
+) -> ProcessDraft:
+    """Store the diagram as drawn (checked only when asked: a draft may be unfinished); 409 when the draft changed
+    since ``if_match``. Audited."""
     with unit_of_work():
+        _still(draft, if_match)
         draft.bpmn_xml = bpmn
         if name:
             draft.name = name
@@ -192,7 +206,9 @@ def form_schema(draft: ProcessDraft, name: str) -> dict:
     return schema
 
 
-def put_decision(draft: ProcessDraft, name: str, content: bytes, actor: str) -> ProcessDraft:
+def put_decision(
+    draft: ProcessDraft, name: str, content: bytes, actor: str, if_match: str | None = None
+) -> ProcessDraft:
     """Keep the DMN file ``name`` with the draft (replacing one of that name), checked as an upload checks it: 422
     naming the file, the decision and the line of the problem, and nothing changed. Audited."""
     from engine.decisions import parse_decisions
@@ -202,6 +218,7 @@ def put_decision(draft: ProcessDraft, name: str, content: bytes, actor: str) -> 
     parsed = parse_decisions({**others, name: content})  # one decision id per file, checked with the others
     decision = next(d for d in parsed.values() if d.file == name)
     with unit_of_work():
+        _still(draft, if_match)
         draft.decisions = {**(draft.decisions or {}), name: decision.xml}
         draft.updated_by, draft.updated_at = actor, utcnow()
         data = {"file": name, "decision": decision.decision_id, "size": len(decision.xml)}
@@ -209,32 +226,35 @@ def put_decision(draft: ProcessDraft, name: str, content: bytes, actor: str) -> 
     return draft
 
 
-def delete_decision(draft: ProcessDraft, name: str, actor: str) -> ProcessDraft:
+def delete_decision(draft: ProcessDraft, name: str, actor: str, if_match: str | None = None) -> ProcessDraft:
     """Remove a DMN file from the draft (404 when it has none of that name). Audited."""
     decision_xml(draft, name)
     with unit_of_work():
+        _still(draft, if_match)
         draft.decisions = {n: x for n, x in (draft.decisions or {}).items() if n != name} or None
         draft.updated_by, draft.updated_at = actor, utcnow()
         audit.append(actor, "draft.decision_deleted", "process_draft", draft.id, data={"file": name})
     return draft
 
 
-def put_form(draft: ProcessDraft, name: str, content: bytes, actor: str) -> ProcessDraft:
+def put_form(draft: ProcessDraft, name: str, content: bytes, actor: str, if_match: str | None = None) -> ProcessDraft:
     """Keep the JSON Schema form ``name`` with the draft (replacing one of that name), checked as an upload checks
     it: 422 naming the file (and the line of a JSON syntax error), and nothing changed. Audited."""
     _file_name(name, ".json", "form")
     schema = definitions.uploaded_form(name, content)
     with unit_of_work():
+        _still(draft, if_match)
         draft.forms = {**(draft.forms or {}), name: schema}
         draft.updated_by, draft.updated_at = actor, utcnow()
         audit.append(actor, "draft.form_saved", "process_draft", draft.id, data={"file": name, "size": len(content)})
     return draft
 
 
-def delete_form(draft: ProcessDraft, name: str, actor: str) -> ProcessDraft:
+def delete_form(draft: ProcessDraft, name: str, actor: str, if_match: str | None = None) -> ProcessDraft:
     """Remove a form file from the draft (404 when it has none of that name). Audited."""
     form_schema(draft, name)
     with unit_of_work():
+        _still(draft, if_match)
         draft.forms = {n: f for n, f in (draft.forms or {}).items() if n != name}
         draft.updated_by, draft.updated_at = actor, utcnow()
         audit.append(actor, "draft.form_deleted", "process_draft", draft.id, data={"file": name})

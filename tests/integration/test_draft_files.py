@@ -245,3 +245,21 @@ def test_the_studio_page_keeps_decision_tables_and_forms_and_refuses_a_stale_sav
     # Site staff never reach it.
     coordinator = signed_in(app, "coord")
     assert coordinator.get(f"{url}/decisions/site.dmn").status_code == 403
+
+
+def test_of_concurrent_saves_made_to_one_version_exactly_one_is_made(app, api, world):
+    from .test_compliance import in_threads
+
+    draft = _draft(api, world)
+    base = f"{DRAFTS}/{draft['id']}"
+    tag = api.as_(world["designer"]).get(base).headers["ETag"]
+    statuses: list[int] = []
+
+    def save(n: int) -> None:
+        body = {"bpmn": DIAGRAM.replace("Confirm the site", f"Confirm the site ({n})")}
+        who = world["designer"] if n % 2 else world["admin"]
+        statuses.append(api.as_(who).put(base, json=body, headers={"If-Match": tag}).status_code)
+
+    assert in_threads(app, save, 4) == []
+    assert sorted(statuses) == [200, 409, 409, 409]
+    assert _actions(app, draft["id"]).count("draft.saved") == 2  # the fixture's and the one made
