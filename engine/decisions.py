@@ -213,6 +213,19 @@ def parse_decisions(files: Mapping[str, bytes]) -> dict[str, DecisionFile]:
     return out
 
 
+def stand_in(decision_id: str) -> DecisionFile:
+    """An empty table standing in for a decision no file holds, so that a check collecting every problem can go on
+    past the business rule task that calls it (never deployed: the missing decision is a problem)."""
+    root = etree.Element(f"{{{DMN_NAMESPACES[2]}}}definitions", id="stand_in", name="stand-in", namespace="tether")
+    decision = etree.SubElement(root, f"{{{DMN_NAMESPACES[2]}}}decision", id=decision_id, name=decision_id)
+    table = etree.SubElement(decision, f"{{{DMN_NAMESPACES[2]}}}decisionTable", id="stand_in_table")
+    etree.SubElement(table, f"{{{DMN_NAMESPACES[2]}}}output", id="stand_in_output", name="stand_in")
+    tree = etree.ElementTree(root)
+    return DecisionFile(
+        file="", decision_id=decision_id, name=decision_id, xml=etree.tostring(root).decode(), tree=tree
+    )
+
+
 def register(parser, decisions: Mapping[str, DecisionFile]) -> None:
     """Give SpiffWorkflow's BPMN parser the decisions its business rule tasks may name."""
     cls = _dmn_parser_class()

@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from lxml import etree
 
 from . import spiff_patches
 from .bpmn_xml import NS, SPIFF_NS, ElementInfo, element_at_line, index_process, line_of, parse_bpmn
@@ -267,7 +269,8 @@ def parse_form(name: str, content: bytes) -> dict:
     try:
         schema = json.loads(content)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise DefinitionInvalid(f"Form {name} is not valid JSON: {exc}", details={"form": name}) from None
+        line = exc.lineno if isinstance(exc, json.JSONDecodeError) else None
+        raise DefinitionInvalid(f"Form {name} is not valid JSON: {exc}", line=line, details={"form": name}) from None
     if not isinstance(schema, dict):
         raise DefinitionInvalid(f"Form {name} must be a JSON object (a JSON Schema).", details={"form": name})
     try:
@@ -327,6 +330,18 @@ def parse_range(text: str, *, element_id: str | None, line: int | None) -> tuple
     return low, high
 
 
+@contextmanager
+def collected(problems: list[DefinitionInvalid] | None) -> Iterator[None]:
+    """Around one check: a refusal is raised as usual, or, when ``problems`` is a list (the studio's check, which
+    reports every problem it can), added to it so that the next check still runs."""
+    try:
+        yield
+    except DefinitionInvalid as exc:  # UnsafeCode too
+        if problems is None:
+            raise
+        problems.append(exc)
+
+
 def normalise_timer_expression(expression: str) -> str:
     """Quote a plain ISO 8601 timer value (``PT24H``) so it reads as an expression; leave expressions alone."""
     text = (expression or "").strip()
@@ -341,13 +356,19 @@ def load_definition(
     operators: Iterable[str],
     decisions: Mapping[str, DecisionFile] | None = None,
     called: Mapping[str, CalledDefinition] | None = None,
+    problems: list[DefinitionInvalid] | None = None,
 ) -> Definition:
     """Parse, validate and check ``content``; ``forms`` maps file names to parsed schemas, ``decisions`` decision
     ids to the checked DMN files its business rule tasks may name (``engine.decisions.parse_decisions``), ``called``
     process keys to the deployed versions its call activities bind when the file does not hold the called process
     (``engine.calls``).
 
-    Raises ``DefinitionInvalid`` (or ``UnsafeCode``) naming the element and line of the first problem.
+    Raises ``DefinitionInvalid`` (or ``UnsafeCode``) naming the element and line of the first problem. With
+    ``problems`` (a list), every problem found after the diagram could be parsed is added to it instead, each
+    check going on past it, so that the studio can pin each on its element; a problem that leaves nothing to check
+    further (not XML, not BPMN, no executable process, a spec SpiffWorkflow cannot build) is still raised. The
+    definition returned is then only good for reading what the checks found, never for running, unless
+    ``problems`` stayed empty.
     """
     spiff_patches.apply()
     tree = parse_bpmn(content)
@@ -357,8 +378,8 @@ def load_definition(
         raise DefinitionInvalid('The diagram has no executable process: set isExecutable="true" on one process.')
     if len(processes) > 1:
         processes = [_refuse_several_pools(tree, processes)]
-    _refuse_unsupported(tree)
-    _refuse_signals_from_outside(tree)
+    _refuse_unsupported(tree, problems)
+    _refuse_signals_from_outside(tree, problems)
     process = processes[0]
     key = process.get("id")
     for reserved in ("Start", "End", f"{key}.EndJoin"):
@@ -369,16 +390,18 @@ def load_definition(
                 element_id=reserved,
                 line=clash[0].sourceline,
             )
-    used = _called_decisions(tree, decisions or {})
-    spec, subprocess_specs = _parse_specs(tree, key, {d: (decisions or {})[d] for d in set(used.values())})
+    available = dict(decisions or {})
+    used = _called_decisions(tree, available, problems)
+    spec, subprocess_specs = _parse_specs(tree, key, {d: available[d] for d in set(used.values())})
     index = index_process(process)
     for other in tree.getroot().xpath("./bpmn:process", namespaces=NS):
         if other is not process:
             index.update({k: v for k, v in index_process(other).items() if k not in index})
     info = DefinitionInfo(key=key, name=process.get("name") or key, checksum="")
     info.decisions = used
-    _Checker(tree, index, info, forms, set(operators)).check(spec, subprocess_specs)
-    bind_calls(tree, subprocess_specs, info, forms, called or {})
+    _Checker(tree, index, info, forms, set(operators), problems).check(spec, subprocess_specs)
+    with collected(problems):
+        bind_calls(tree, subprocess_specs, info, forms, called or {})
     return Definition(info=info, spec=spec, subprocess_specs=subprocess_specs)
 
 
@@ -479,21 +502,22 @@ _UNSUPPORTED = (
 )
 
 
-def _refuse_unsupported(tree) -> None:
+def _refuse_unsupported(tree, problems: list[DefinitionInvalid] | None = None) -> None:
     """Refuse, in the modeler's words, an element of the executable part of the file that Tether cannot run."""
     root = tree.getroot()
     for path, what, instead in _UNSUPPORTED:
         prefix = "" if path.startswith("*") else "bpmn:"
         for node in root.xpath(f"./bpmn:process[@isExecutable='true']//{prefix}{path}", namespaces=NS):
             owner = node if node.get("id") else node.getparent()
-            raise DefinitionInvalid(
-                f"{owner.get('id')} is {what}. Change it: {instead}.",
-                element_id=owner.get("id"),
-                line=owner.sourceline,
-            )
+            with collected(problems):
+                raise DefinitionInvalid(
+                    f"{owner.get('id')} is {what}. Change it: {instead}.",
+                    element_id=owner.get("id"),
+                    line=owner.sourceline,
+                )
 
 
-def _refuse_signals_from_outside(tree) -> None:
+def _refuse_signals_from_outside(tree, problems: list[DefinitionInvalid] | None = None) -> None:
     """Refuse an element waiting for a signal that the diagram throws nowhere: Tether delivers a signal only within
     one therapy, from a signal throw event of its own diagram, so such an element would wait forever."""
     root = tree.getroot()
@@ -516,14 +540,15 @@ def _refuse_signals_from_outside(tree) -> None:
             owner = node.getparent()
             names = root.xpath("./bpmn:signal[@id=$id]/@name", namespaces=NS, id=node.get("signalRef"))
             name = names[0] if names else node.get("signalRef")
-            raise DefinitionInvalid(
-                f"{owner.get('id')} waits for the signal '{name}', which this diagram throws nowhere: "
-                "Tether delivers a signal only within one therapy, from a signal throw event of its own diagram. "
-                "Change it: for news from outside, catch a message (a message event or receive task) that the sender "
-                "posts through POST /api/v1/messages.",
-                element_id=owner.get("id"),
-                line=owner.sourceline,
-            )
+            with collected(problems):
+                raise DefinitionInvalid(
+                    f"{owner.get('id')} waits for the signal '{name}', which this diagram throws nowhere: "
+                    "Tether delivers a signal only within one therapy, from a signal throw event of its own diagram. "
+                    "Change it: for news from outside, catch a message (a message event or receive task) that the "
+                    "sender posts through POST /api/v1/messages.",
+                    element_id=owner.get("id"),
+                    line=owner.sourceline,
+                )
 
 
 def _owner_id(node) -> str | None:
@@ -548,31 +573,53 @@ def _validate_schema(tree) -> None:
         ) from None
 
 
-def _called_decisions(tree, decisions: Mapping[str, DecisionFile]) -> dict[str, str]:
-    """Each business rule task's decision id; a task naming none, or one no decision file holds, is refused."""
+def _called_decisions(
+    tree, decisions: dict[str, DecisionFile], problems: list[DefinitionInvalid] | None = None
+) -> dict[str, str]:
+    """Each business rule task's decision id; a task naming none, or one no decision file holds, is refused. When
+    collecting ``problems``, the task's problem is noted and an empty table stands in for its decision (added to
+    ``decisions``), so that the rest of the diagram is still checked."""
+    from .decisions import stand_in
+
     used: dict[str, str] = {}
     for node in tree.getroot().xpath("//bpmn:businessRuleTask", namespaces=NS):
         called = node.xpath("./bpmn:extensionElements/spiffworkflow:calledDecisionId", namespaces=NS)
         decision_id = (called[0].text or "").strip() if called else ""
-        if not decision_id:
-            raise DefinitionInvalid(
-                f"Business rule task {node.get('id')} names no decision: add "
-                "<spiffworkflow:calledDecisionId>ID</spiffworkflow:calledDecisionId> to its extensionElements, with "
-                "the id of a decision uploaded with the diagram (field 'decisions') or shipped in processes/.",
-                element_id=node.get("id"),
-                line=node.sourceline,
-            )
-        if decision_id not in decisions:
-            known = ", ".join(sorted(decisions)) or "none"
-            raise DefinitionInvalid(
-                f"Business rule task {node.get('id')} calls the decision '{decision_id}', which no decision file has "
-                f"(upload its DMN file with the diagram in the field 'decisions'; decisions available: {known}).",
-                element_id=node.get("id"),
-                line=called[0].sourceline,
-                details={"decision": decision_id},
-            )
+        found = len(problems or [])
+        with collected(problems):
+            _check_called_decision(node, decision_id, called[0] if called else None, decisions)
+        if problems is not None and len(problems) > found:
+            if not decision_id:  # the parser reads the id from the XML: give the task a stand-in's
+                decision_id = f"missing_decision_{node.get('id')}"
+                extensions = node.find(f"{{{NS['bpmn']}}}extensionElements")
+                if extensions is None:
+                    extensions = etree.SubElement(node, f"{{{NS['bpmn']}}}extensionElements")
+                element = called[0] if called else etree.SubElement(extensions, f"{{{SPIFF_NS}}}calledDecisionId")
+                element.text = decision_id
+            decisions.setdefault(decision_id, stand_in(decision_id))
         used[node.get("id")] = decision_id
     return used
+
+
+def _check_called_decision(node, decision_id: str, called, decisions: Mapping[str, DecisionFile]) -> None:
+    """Refuse a business rule task that names no decision, or one that no decision file holds."""
+    if not decision_id:
+        raise DefinitionInvalid(
+            f"Business rule task {node.get('id')} names no decision: add "
+            "<spiffworkflow:calledDecisionId>ID</spiffworkflow:calledDecisionId> to its extensionElements, with "
+            "the id of a decision uploaded with the diagram (field 'decisions') or shipped in processes/.",
+            element_id=node.get("id"),
+            line=node.sourceline,
+        )
+    if decision_id not in decisions:
+        known = ", ".join(sorted(d for d, f in decisions.items() if f.file)) or "none"
+        raise DefinitionInvalid(
+            f"Business rule task {node.get('id')} calls the decision '{decision_id}', which no decision file has "
+            f"(upload its DMN file with the diagram in the field 'decisions'; decisions available: {known}).",
+            element_id=node.get("id"),
+            line=called.sourceline,
+            details={"decision": decision_id},
+        )
 
 
 def _parse_specs(tree, key: str, decisions: Mapping[str, DecisionFile] | None = None):
@@ -629,9 +676,16 @@ class _Checker:
     """Walks every task spec and records, or refuses, what Tether needs of it."""
 
     def __init__(
-        self, tree, index: dict[str, ElementInfo], info: DefinitionInfo, forms: Mapping[str, dict], operators: set[str]
+        self,
+        tree,
+        index: dict[str, ElementInfo],
+        info: DefinitionInfo,
+        forms: Mapping[str, dict],
+        operators: set[str],
+        problems: list[DefinitionInvalid] | None = None,
     ):
         self.tree, self.index, self.info, self.forms, self.operators = tree, index, info, forms, operators
+        self.problems = problems  # a list when every problem is collected (collected()), else None: raise the first
         self.catchers: list[tuple[str, str, str | None]] = []  # (message name, element id, payloadSchema)
         self.evidence: dict[str, tuple[str, ...]] = {}  # user task id -> its evidence property, checked at the end
         self.after_gateways: dict[str, str] = {}  # message event after an event-based gateway -> its message name
@@ -639,14 +693,23 @@ class _Checker:
     def fail(self, message: str, element_id: str | None):
         raise DefinitionInvalid(message, element_id=element_id, line=self._line(element_id))
 
+    def refuse(self, message: str, *, element_id: str | None, line: int | None) -> None:
+        """One element's problem in a check over many elements: raised, or collected and the check goes on."""
+        with self.each():
+            raise DefinitionInvalid(message, element_id=element_id, line=line)
+
     def check(self, spec, subprocess_specs) -> None:
         process_info = self.index.get(self.info.key)
         if process_info and "conditionRange" in process_info.properties:
-            self.info.condition_range = parse_range(
-                process_info.properties["conditionRange"], element_id=self.info.key, line=process_info.line
-            )
+            with self.each():
+                self.info.condition_range = parse_range(
+                    process_info.properties["conditionRange"], element_id=self.info.key, line=process_info.line
+                )
         if process_info:
-            self.info.lead_times = lead_times(process_info.properties, element_id=self.info.key, line=process_info.line)
+            with self.each():
+                self.info.lead_times = lead_times(
+                    process_info.properties, element_id=self.info.key, line=process_info.line
+                )
         self.check_references()
         self.check_no_idle_tasks()
         self.check_loop_data_items()
@@ -654,12 +717,17 @@ class _Checker:
         for task_spec in self._all_task_specs(spec, subprocess_specs):
             self.after_gateways.update({k: d.name for k, d in gateway_messages(task_spec).items()})
         for task_spec in self._all_task_specs(spec, subprocess_specs):
-            self.check_task_spec(task_spec)
+            with self.each():
+                self.check_task_spec(task_spec)
         self.check_payload_schemas()
         self.check_evidence()
         self.info.messages = sorted(set(self.info.messages))
         self.info.operators = sorted(set(self.info.operators))
         self.info.forms = sorted(set(self.info.forms))
+
+    def each(self):
+        """Around one check of one element: its problem is raised, or collected when collecting."""
+        return collected(self.problems)
 
     @staticmethod
     def _all_task_specs(spec, subprocess_specs):
@@ -735,25 +803,30 @@ class _Checker:
         for name, bpmn_id, schema in self.catchers:
             by_name.setdefault(name, []).append((self._line(bpmn_id) or 0, bpmn_id, schema))
         for name, catchers in sorted(by_name.items()):
-            catchers.sort()
-            declared = {schema for _line, _id, schema in catchers}
-            if len(declared) > 1:
-                first = next(c for c in catchers if c[2] is not None)
-                other = next(c for c in catchers if c[2] != first[2])
+            with self.each():
+                self.check_payload_schema(name, catchers)
 
-                def says(schema: str | None) -> str:
-                    return f"the payloadSchema {schema}" if schema else "no payloadSchema"
+    def check_payload_schema(self, name: str, catchers: list[tuple[int, str, str | None]]) -> None:
+        """The one ``payloadSchema`` of the message ``name`` among the elements catching it."""
+        catchers.sort()
+        declared = {schema for _line, _id, schema in catchers}
+        if len(declared) > 1:
+            first = next(c for c in catchers if c[2] is not None)
+            other = next(c for c in catchers if c[2] != first[2])
 
-                self.fail(
-                    f"The message '{name}' is caught by {first[1]} with {says(first[2])} and by {other[1]} with "
-                    f"{says(other[2])}; every element that catches one message declares the same payloadSchema "
-                    "(or none does).",
-                    other[1],
-                )
-            schema = declared.pop()
-            if schema:
-                self.info.message_schemas[name] = schema
-                self.info.forms.append(schema)
+            def says(schema: str | None) -> str:
+                return f"the payloadSchema {schema}" if schema else "no payloadSchema"
+
+            self.fail(
+                f"The message '{name}' is caught by {first[1]} with {says(first[2])} and by {other[1]} with "
+                f"{says(other[2])}; every element that catches one message declares the same payloadSchema "
+                "(or none does).",
+                other[1],
+            )
+        schema = declared.pop()
+        if schema:
+            self.info.message_schemas[name] = schema
+            self.info.forms.append(schema)
 
     def check_references(self) -> None:
         """Every boundary event sits on an existing activity; every flow joins existing elements."""
@@ -761,7 +834,7 @@ class _Checker:
         ids = set(root.xpath("//@id"))
         for node in root.xpath("//bpmn:boundaryEvent", namespaces=NS):
             if node.get("attachedToRef") not in ids:
-                raise DefinitionInvalid(
+                self.refuse(
                     f"Boundary event {node.get('id')} is attached to '{node.get('attachedToRef')}', which does "
                     "not exist.",
                     element_id=node.get("id"),
@@ -770,7 +843,7 @@ class _Checker:
         for node in root.xpath("//bpmn:sequenceFlow", namespaces=NS):
             for end in ("sourceRef", "targetRef"):
                 if node.get(end) not in ids:
-                    raise DefinitionInvalid(
+                    self.refuse(
                         f"Sequence flow {node.get('id')} has {end} '{node.get(end)}', which does not exist.",
                         element_id=node.get("id"),
                         line=node.sourceline,
@@ -784,7 +857,7 @@ class _Checker:
             ("manualTask", "a userTask in the lane of the role that does it"),
         ):
             for node in self._executable_nodes(f"bpmn:{tag}"):
-                raise DefinitionInvalid(
+                self.refuse(
                     f"{node.get('id')} is a bpmn:{tag}, which Tether cannot run: nobody would be asked to do it "
                     f"and the therapy would wait forever. Make it {instead}.",
                     element_id=node.get("id"),
@@ -805,7 +878,7 @@ class _Checker:
             if tag not in ("inputDataItem", "outputDataItem") or node.get("name") in (None, node.get("id")):
                 continue
             task = node.getparent().getparent()
-            raise DefinitionInvalid(
+            self.refuse(
                 f"The {tag} of {task.get('id')} has the id '{node.get('id')}' and the name '{node.get('name')}': the "
                 "variable each instance uses is the item's id, so give the item the same id and name (both "
                 f"'{node.get('name')}', unique in the file).",
@@ -836,15 +909,17 @@ class _Checker:
                 if what == "timer expression":
                     source = normalise_timer_expression(source)
                 if source:
-                    self.check_code(source, _owner_id(node), script=is_script, what=what, line=node.sourceline)
+                    with self.each():
+                        self.check_code(source, _owner_id(node), script=is_script, what=what, line=node.sourceline)
         for node in root.xpath("//spiffworkflow:parameter", namespaces=NS):
-            self.check_code(
-                node.get("value", "") or "None",
-                _owner_id(node),
-                script=False,
-                what=f"parameter '{node.get('id')}'",
-                line=node.sourceline,
-            )
+            with self.each():
+                self.check_code(
+                    node.get("value", "") or "None",
+                    _owner_id(node),
+                    script=False,
+                    what=f"parameter '{node.get('id')}'",
+                    line=node.sourceline,
+                )
 
     def check_code(
         self, source: str, element_id: str | None, *, script: bool, what: str, line: int | None = None
@@ -1033,12 +1108,13 @@ class _Checker:
         for bpmn_id, items in self.evidence.items():
             for item in items:
                 if item not in EVIDENCE_RECORDS and item not in names and item not in prefixes:
-                    self.fail(
-                        f"User task {bpmn_id}'s evidence names '{item}', which is neither a record "
-                        f"({', '.join(EVIDENCE_RECORDS)}) nor a message the diagram waits for (by its name, or the "
-                        f"part before its first dot: {', '.join(sorted(prefixes)) or 'none'}).",
-                        bpmn_id,
-                    )
+                    with self.each():
+                        self.fail(
+                            f"User task {bpmn_id}'s evidence names '{item}', which is neither a record "
+                            f"({', '.join(EVIDENCE_RECORDS)}) nor a message the diagram waits for (by its name, or the "
+                            f"part before its first dot: {', '.join(sorted(prefixes)) or 'none'}).",
+                            bpmn_id,
+                        )
 
     def phase(self, element: ElementInfo | None, bpmn_id: str) -> str | None:
         """The activity's phase: its own ``phase`` property, else its lane's; None when neither declares one."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import g
+import json
+
+from flask import Response, g, request
 from marshmallow import RAISE, Schema, fields, validate
 
 from server import usecases
@@ -29,6 +31,8 @@ def draft_view(draft: ProcessDraft, *, with_xml: bool = True) -> dict:
         "name": draft.name,
         "based_on": drafts.based_on(draft),
         "forms": sorted(draft.forms or {}),
+        "decisions": sorted(draft.decisions or {}),
+        "etag": drafts.etag(draft),
         "created_by": draft.created_by,
         "created_at": iso(draft.created_at),
         "updated_by": draft.updated_by,
@@ -37,6 +41,19 @@ def draft_view(draft: ProcessDraft, *, with_xml: bool = True) -> dict:
     if with_xml:
         view["bpmn"] = draft.bpmn_xml
     return view
+
+
+def answer(draft: ProcessDraft, status: int = 200):
+    """The draft's view with its version as the ``ETag`` header (send it back as ``If-Match`` with a change)."""
+    return draft_view(draft), status, {"ETag": f'"{drafts.etag(draft)}"'}
+
+
+def if_match(body: dict | None = None) -> str | None:
+    """The draft version a change was made to: the ``If-Match`` header, else the body's ``etag``."""
+    header = request.headers.get("If-Match")
+    if header:
+        return header
+    return (body or {}).get("etag")
 
 
 class CreateDraftSchema(Schema):
@@ -58,6 +75,7 @@ class SaveDraftSchema(Schema):
 
     bpmn = fields.String(required=True, validate=BPMN)
     name = fields.String(load_default=None, allow_none=True, validate=NAME)
+    etag = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
 
 
 class CheckDraftSchema(Schema):
@@ -86,23 +104,26 @@ def create_draft():
     if body["key"] is None and not body["name"]:
         body["name"] = "New process"
     draft = usecases.create_draft(usecases.CreateDraft(by=g.user, **body))
-    return draft_view(draft), 201
+    return answer(draft, 201)
 
 
 @bp.get("/process-drafts/<draft_id>")
 @require(*usecases.CreateDraft.ROLES)
 def get_draft(draft_id: str):
     """One draft with its diagram."""
-    return draft_view(drafts.find(draft_id))
+    return answer(drafts.find(draft_id))
 
 
 @bp.put("/process-drafts/<draft_id>")
 @require(*usecases.SaveDraft.ROLES)
 def save_draft(draft_id: str):
-    """Store the diagram as drawn (unfinished is fine: nothing is checked until asked)."""
+    """Store the diagram as drawn (unfinished is fine: nothing is checked until asked); with ``If-Match`` (or
+    ``etag``), 409 ``draft_changed`` when someone changed the draft since."""
     body = load_json(SaveDraftSchema())
-    draft = usecases.save_draft(usecases.SaveDraft(draft_id=draft_id, by=g.user, **body))
-    return draft_view(draft)
+    match = if_match(body)
+    body.pop("etag", None)
+    draft = usecases.save_draft(usecases.SaveDraft(draft_id=draft_id, by=g.user, if_match=match, **body))
+    return answer(draft)
 
 
 @bp.delete("/process-drafts/<draft_id>")
@@ -129,3 +150,108 @@ def deploy_draft(draft_id: str):
     """Deploy the draft as the next version of its process; 422 with the problems when it fails a check."""
     row, created = usecases.deploy_draft(usecases.DeployDraft(draft_id=draft_id, by=g.user))
     return definition_version(row), (201 if created else 200)
+
+
+# -- the draft's decision tables (DMN) and forms (JSON Schema) ----------------------------------------------------
+
+MAX_FILE_BYTES = 1024 * 1024
+XML_TYPES = ("application/xml", "text/xml", "application/dmn+xml")
+
+
+def _file_body(kind: str) -> bytes:
+    """A decision table's XML (``application/xml`` or ``text/xml``) or a form's JSON (``application/json``), as
+    sent; 415 for another media type, 413 above 1 MiB, 422 when empty."""
+    from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
+
+    media = (request.mimetype or "").lower()
+    if kind == "decision" and media not in XML_TYPES:
+        raise UnsupportedMediaType("Send the DMN file as XML with 'Content-Type: application/xml'.")
+    if kind == "form" and media != "application/json":
+        raise UnsupportedMediaType("Send the form as JSON with 'Content-Type: application/json'.")
+    content = request.get_data(cache=False)
+    if len(content) > MAX_FILE_BYTES:
+        raise RequestEntityTooLarge(f"A {kind} file may be at most {MAX_FILE_BYTES} bytes.")
+    if not content.strip():
+        raise Invalid(f"The {kind} file is empty.", details={"fields": {"body": ["The file's content."]}})
+    return content
+
+
+def _files_view(draft: ProcessDraft, kind: str) -> dict:
+    if kind == "decision":
+        return {"items": drafts.decision_files(draft)}
+    return {"items": [{"name": name} for name in sorted(draft.forms or {})]}
+
+
+@bp.get("/process-drafts/<draft_id>/decisions")
+@require(*usecases.PutDraftFile.ROLES)
+def list_draft_decisions(draft_id: str):
+    """The draft's decision tables: file name, decision id and name."""
+    return _files_view(drafts.find(draft_id), "decision")
+
+
+@bp.get("/process-drafts/<draft_id>/decisions/<name>")
+@require(*usecases.PutDraftFile.ROLES)
+def get_draft_decision(draft_id: str, name: str):
+    """One decision table's DMN XML."""
+    draft = drafts.find(draft_id)
+    return Response(
+        drafts.decision_xml(draft, name), mimetype="application/xml", headers={"ETag": f'"{drafts.etag(draft)}"'}
+    )
+
+
+@bp.put("/process-drafts/<draft_id>/decisions/<name>")
+@require(*usecases.PutDraftFile.ROLES)
+def put_draft_decision(draft_id: str, name: str):
+    """Keep a DMN file with the draft (body: the XML), checked as an upload checks it; the draft's next check and
+    deploy use it."""
+    content = _file_body("decision")
+    command = usecases.PutDraftFile(
+        draft_id=draft_id, kind="decision", name=name, content=content, by=g.user, if_match=if_match()
+    )
+    return answer(usecases.put_draft_file(command))
+
+
+@bp.delete("/process-drafts/<draft_id>/decisions/<name>")
+@require(*usecases.DeleteDraftFile.ROLES)
+def delete_draft_decision(draft_id: str, name: str):
+    """Remove a DMN file from the draft."""
+    command = usecases.DeleteDraftFile(draft_id=draft_id, kind="decision", name=name, by=g.user, if_match=if_match())
+    return answer(usecases.delete_draft_file(command))
+
+
+@bp.get("/process-drafts/<draft_id>/forms")
+@require(*usecases.PutDraftFile.ROLES)
+def list_draft_forms(draft_id: str):
+    """The draft's own form files (the shipped ones in forms/ are available too)."""
+    return _files_view(drafts.find(draft_id), "form")
+
+
+@bp.get("/process-drafts/<draft_id>/forms/<name>")
+@require(*usecases.PutDraftFile.ROLES)
+def get_draft_form(draft_id: str, name: str):
+    """One form file's JSON Schema."""
+    draft = drafts.find(draft_id)
+    return Response(
+        json.dumps(drafts.form_schema(draft, name)),
+        mimetype="application/json",
+        headers={"ETag": f'"{drafts.etag(draft)}"'},
+    )
+
+
+@bp.put("/process-drafts/<draft_id>/forms/<name>")
+@require(*usecases.PutDraftFile.ROLES)
+def put_draft_form(draft_id: str, name: str):
+    """Keep a JSON Schema form with the draft (body: the schema), checked as an upload checks it."""
+    content = _file_body("form")
+    command = usecases.PutDraftFile(
+        draft_id=draft_id, kind="form", name=name, content=content, by=g.user, if_match=if_match()
+    )
+    return answer(usecases.put_draft_file(command))
+
+
+@bp.delete("/process-drafts/<draft_id>/forms/<name>")
+@require(*usecases.DeleteDraftFile.ROLES)
+def delete_draft_form(draft_id: str, name: str):
+    """Remove a form file from the draft."""
+    command = usecases.DeleteDraftFile(draft_id=draft_id, kind="form", name=name, by=g.user, if_match=if_match())
+    return answer(usecases.delete_draft_file(command))

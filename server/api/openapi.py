@@ -50,6 +50,10 @@ PAGING = (
 )
 PDF = {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}
 XML = {"application/xml": {"schema": {"type": "string"}}}
+DMN = {
+    "application/xml": {"schema": {"type": "string", "description": "a DMN 1.2 or 1.3 file holding one decision table"}}
+}
+JSON_SCHEMA = {"application/json": {"schema": {"type": "object", "description": "a JSON Schema (a task's form)"}}}
 SSE = {
     "text/event-stream": {
         "schema": {
@@ -278,6 +282,28 @@ def _operations() -> dict[tuple[str, str], Op]:
         ("GET", "/api/v1/process-drafts/{draft_id}"): Op(answer=schemas.DraftSchema),
         ("PUT", "/api/v1/process-drafts/{draft_id}"): Op(answer=schemas.DraftSchema, body=drafts.SaveDraftSchema),
         ("DELETE", "/api/v1/process-drafts/{draft_id}"): Op("204"),
+        ("GET", "/api/v1/process-drafts/{draft_id}/decisions"): Op(answer=schemas.DraftDecisionPageSchema),
+        ("GET", "/api/v1/process-drafts/{draft_id}/decisions/{name}"): Op(answer=XML),
+        ("PUT", "/api/v1/process-drafts/{draft_id}/decisions/{name}"): Op(
+            answer=schemas.DraftSchema,
+            body=DMN,
+            errors={
+                "409": "The draft changed since the If-Match version (draft_changed)",
+                "422": "The DMN file fails an upload's check (details name the file and line)",
+            },
+        ),
+        ("DELETE", "/api/v1/process-drafts/{draft_id}/decisions/{name}"): Op(answer=schemas.DraftSchema),
+        ("GET", "/api/v1/process-drafts/{draft_id}/forms"): Op(answer=schemas.DraftFormPageSchema),
+        ("GET", "/api/v1/process-drafts/{draft_id}/forms/{name}"): Op(answer=JSON_SCHEMA),
+        ("PUT", "/api/v1/process-drafts/{draft_id}/forms/{name}"): Op(
+            answer=schemas.DraftSchema,
+            body=JSON_SCHEMA,
+            errors={
+                "409": "The draft changed since the If-Match version (draft_changed)",
+                "422": "The form is not a valid JSON Schema (details name the file, and the line of a JSON error)",
+            },
+        ),
+        ("DELETE", "/api/v1/process-drafts/{draft_id}/forms/{name}"): Op(answer=schemas.DraftSchema),
         ("POST", "/api/v1/process-drafts/{draft_id}/check"): Op(
             answer=schemas.DraftCheckSchema, body=drafts.CheckDraftSchema, body_required=False
         ),

@@ -858,11 +858,43 @@ class DraftSummarySchema(_Answer):
     id = _text()
     name = _text()
     based_on = fields.Nested(DraftRefSchema, required=True, allow_none=True)
-    forms = fields.List(fields.String(), required=True)
+    forms = fields.List(fields.String(), required=True, metadata={"description": "the draft's own form files"})
+    decisions = fields.List(
+        fields.String(), required=True, metadata={"description": "the draft's own decision table (DMN) files"}
+    )
+    etag = _text(
+        metadata={"description": "the draft's version: send it back as If-Match with a change (409 when stale)"}
+    )
     created_by = _text()
     created_at = _moment()
     updated_by = _text()
     updated_at = _moment()
+
+
+class DraftDecisionSchema(_Answer):
+    """One of a draft's decision table files."""
+
+    name = _text(metadata={"description": "the file name"})
+    decision_id = _text()
+    decision_name = _text()
+
+
+class DraftDecisionPageSchema(_Answer):
+    """A draft's decision table files, by name."""
+
+    items = fields.List(fields.Nested(DraftDecisionSchema), required=True)
+
+
+class DraftFormSchema(_Answer):
+    """One of a draft's form files."""
+
+    name = _text()
+
+
+class DraftFormPageSchema(_Answer):
+    """A draft's own form files, by name."""
+
+    items = fields.List(fields.Nested(DraftFormSchema), required=True)
 
 
 class DraftSchema(DraftSummarySchema):

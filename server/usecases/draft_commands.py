@@ -1,10 +1,12 @@
-"""The studio's drafts: start one (from an empty canvas or a deployed version), save it, check it, delete it and
-deploy it. Designers and administrators only: for anyone else a draft does not exist to act on (403)."""
+"""The studio's drafts: start one (from an empty canvas or a deployed version), save it, keep its forms and decision
+tables, check it, delete it and deploy it. Designers and administrators only: for anyone else a draft does not exist
+to act on (403). A change that names the draft's version it was made to (``if_match``, its etag) is refused with
+409 ``draft_changed`` when someone changed the draft since."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from server.access.auth import check_roles
 from server.store.models import ProcessDefinition, ProcessDraft, User
@@ -38,6 +40,7 @@ class SaveDraft:
     bpmn: str
     by: User
     name: str | None = None
+    if_match: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,34 @@ class DeleteDraft:
 
 
 @dataclass(frozen=True)
+class PutDraftFile:
+    """``by`` keeps the file ``name`` (``content``: a DMN decision table, or a JSON Schema form) with draft
+    ``draft_id``, replacing one of that name."""
+
+    ROLES: ClassVar[tuple[str, ...]] = DRAFTERS
+
+    draft_id: str
+    kind: Literal["decision", "form"]
+    name: str
+    content: bytes
+    by: User
+    if_match: str | None = None
+
+
+@dataclass(frozen=True)
+class DeleteDraftFile:
+    """``by`` removes the decision table or form ``name`` from draft ``draft_id``."""
+
+    ROLES: ClassVar[tuple[str, ...]] = DRAFTERS
+
+    draft_id: str
+    kind: Literal["decision", "form"]
+    name: str
+    by: User
+    if_match: str | None = None
+
+
+@dataclass(frozen=True)
 class DeployDraft:
     """``by`` deploys draft ``draft_id`` as the next version of its process."""
 
@@ -82,7 +113,28 @@ def create_draft(command: CreateDraft) -> ProcessDraft:
 def save_draft(command: SaveDraft) -> ProcessDraft:
     """The saved draft (audited); 404 for an unknown draft. An unfinished diagram may be saved."""
     check_roles(command.by, command.ROLES)
-    return drafts.save(drafts.find(command.draft_id), command.bpmn, command.by.username, command.name)
+    draft = drafts.find(command.draft_id)
+    return drafts.save(draft, command.bpmn, command.by.username, command.name, command.if_match)
+
+
+@audits_refusals
+def put_draft_file(command: PutDraftFile) -> ProcessDraft:
+    """The draft with the file kept (audited); 404 for an unknown draft, 409 when it changed since ``if_match``,
+    422 naming the file and line when the file would not pass an upload's check (nothing is changed)."""
+    check_roles(command.by, command.ROLES)
+    draft = drafts.find(command.draft_id)
+    put = drafts.put_decision if command.kind == "decision" else drafts.put_form
+    return put(draft, command.name, command.content, command.by.username, command.if_match)
+
+
+@audits_refusals
+def delete_draft_file(command: DeleteDraftFile) -> ProcessDraft:
+    """The draft without the file (audited); 404 for an unknown draft or file, 409 when it changed since
+    ``if_match``."""
+    check_roles(command.by, command.ROLES)
+    draft = drafts.find(command.draft_id)
+    remove = drafts.delete_decision if command.kind == "decision" else drafts.delete_form
+    return remove(draft, command.name, command.by.username, command.if_match)
 
 
 @audits_refusals

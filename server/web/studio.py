@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import Response, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from engine.definition import PARTIES, SIGNATURE_MEANINGS, TASK_ROLES
 from server import usecases
@@ -19,6 +19,7 @@ from server.workflow.operators import OPERATORS
 from . import bp
 from .form_fields import build_fields
 from .session import login_required, page_user
+from .vendor import AUTO_LAYOUT_MODULES, auto_layout_installed, dmn_editor_installed
 
 DRAFTERS = usecases.CreateDraft.ROLES
 # The lane names the engine reads as roles, as a designer writes them.
@@ -39,9 +40,25 @@ def _draft_or_404(draft_id: str):
 
 def _bpmn() -> str | None:
     """The diagram as drawn, sent by the studio page as JSON ``{"bpmn": ...}`` (None when not sent)."""
+    return _text("bpmn")
+
+
+def _text(field: str) -> str | None:
+    """A text field of the page's JSON body (None when not sent or blank)."""
     body = request.get_json(silent=True) or {}
-    text = body.get("bpmn") if isinstance(body, dict) else None
+    text = body.get(field) if isinstance(body, dict) else None
     return text if isinstance(text, str) and text.strip() else None
+
+
+def _etag() -> str | None:
+    """The draft's version the page opened (or last saved), sent as ``{"etag": ...}``: a save made to an older
+    one is refused (409 draft_changed) instead of overwriting someone else's work."""
+    return _text("etag")
+
+
+def _files(draft) -> dict:
+    """What the page keeps up to date after a change: the draft's version, decision tables and own forms."""
+    return {"etag": drafts.etag(draft), "decisions": drafts.decision_files(draft), "forms": sorted(draft.forms or {})}
 
 
 @bp.get("/studio")
@@ -83,7 +100,17 @@ def studio_draft(draft_id: str):
         "web/studio.html",
         draft=draft,
         current=current,
+        etag=drafts.etag(draft),
+        dmn_editor=dmn_editor_installed(),
+        auto_layout=auto_layout_installed(),
+        import_map={
+            "imports": {
+                name: url_for("web.vendor_file", package=name, filename="index.js") for name in AUTO_LAYOUT_MODULES
+            }
+        },
         options={
+            "decisions": drafts.decision_files(draft),
+            "draft_forms": sorted(draft.forms or {}),
             "forms": [n for n in names if not n.endswith((".uischema.json", ".message.json"))],
             "ui_schemas": [n for n in names if n.endswith(".uischema.json")],
             "payload_schemas": [n for n in names if n.endswith(".message.json")],
@@ -142,10 +169,10 @@ def studio_save(draft_id: str):
     if bpmn is None:
         return jsonify(error_body("invalid", "Nothing to save: the page sent no diagram.")), 422
     try:
-        draft = usecases.save_draft(usecases.SaveDraft(draft_id=draft_id, bpmn=bpmn, by=page_user()))
+        draft = usecases.save_draft(usecases.SaveDraft(draft_id=draft_id, bpmn=bpmn, by=page_user(), if_match=_etag()))
     except ApiError as exc:
         return _refused(exc)
-    return {"saved": True, "updated_at": draft.updated_at.isoformat()}
+    return {"saved": True, "updated_at": draft.updated_at.isoformat(), "etag": drafts.etag(draft)}
 
 
 @bp.post("/studio/<draft_id>/check")
@@ -168,7 +195,7 @@ def studio_deploy(draft_id: str):
     bpmn = _bpmn()
     try:
         if bpmn is not None:
-            usecases.save_draft(usecases.SaveDraft(draft_id=draft_id, bpmn=bpmn, by=user))
+            usecases.save_draft(usecases.SaveDraft(draft_id=draft_id, bpmn=bpmn, by=user, if_match=_etag()))
         before = usecases.check_draft(usecases.CheckDraft(draft_id=draft_id, by=user)).get("current")
         row, created = usecases.deploy_draft(usecases.DeployDraft(draft_id=draft_id, by=user))
     except ApiError as exc:
@@ -184,7 +211,53 @@ def studio_deploy(draft_id: str):
         "url": url_for("web.definition_version", key=row.key, version=row.version),
         "migrate_url": migrate_url,
         "active_therapies": before["active_therapies"] if before else 0,
+        "etag": drafts.etag(drafts.find(draft_id)),
     }, (201 if created else 200)
+
+
+@bp.get("/studio/<draft_id>/decisions/<name>")
+@login_required(*DRAFTERS)
+def studio_decision(draft_id: str, name: str):
+    """One of the draft's decision tables, as DMN XML (for the decision table editor)."""
+    draft = _draft_or_404(draft_id)
+    try:
+        return Response(drafts.decision_xml(draft, name), mimetype="application/xml")
+    except ApiError:
+        abort(404)
+
+
+@bp.post("/studio/<draft_id>/decisions/<name>")
+@login_required(*DRAFTERS)
+def studio_put_decision(draft_id: str, name: str):
+    """Keep a decision table with the draft (``PutDraftFile``), sent as ``{"xml", "etag"}`` by the editor."""
+    xml = _text("xml")
+    if xml is None:
+        return jsonify(error_body("invalid", "Nothing to save: the page sent no decision table.")), 422
+    command = usecases.PutDraftFile(
+        draft_id=draft_id, kind="decision", name=name, content=xml.encode("utf-8"), by=page_user(), if_match=_etag()
+    )
+    try:
+        draft = usecases.put_draft_file(command)
+    except ApiError as exc:
+        return _refused(exc)
+    return _files(draft)
+
+
+@bp.post("/studio/<draft_id>/forms/<name>")
+@login_required(*DRAFTERS)
+def studio_put_form(draft_id: str, name: str):
+    """Keep a form (JSON Schema) with the draft (``PutDraftFile``), sent as ``{"schema": text, "etag"}``."""
+    text = _text("schema")
+    if text is None:
+        return jsonify(error_body("invalid", "Nothing to save: the page sent no form.")), 422
+    command = usecases.PutDraftFile(
+        draft_id=draft_id, kind="form", name=name, content=text.encode("utf-8"), by=page_user(), if_match=_etag()
+    )
+    try:
+        draft = usecases.put_draft_file(command)
+    except ApiError as exc:
+        return _refused(exc)
+    return _files(draft)
 
 
 @bp.post("/studio/<draft_id>/delete")

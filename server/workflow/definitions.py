@@ -12,7 +12,15 @@ from sqlalchemy import func, select
 from engine.bpmn_xml import as_utf8, parse_bpmn
 from engine.calls import CalledDefinition, call_sites
 from engine.decisions import describe, parse_decisions
-from engine.definition import Definition, DefinitionInfo, checksum, load_definition, message_catchers, parse_form
+from engine.definition import (
+    Definition,
+    DefinitionInfo,
+    checksum,
+    collected,
+    load_definition,
+    message_catchers,
+    parse_form,
+)
 from engine.errors import DefinitionInvalid
 from engine.values import check_value
 from server.integration import outbox
@@ -118,10 +126,12 @@ def check(
     uploaded_forms: Mapping[str, bytes],
     uploaded_decisions: Mapping[str, bytes] | None = None,
     shipped_decisions: Mapping[str, bytes] | None = None,
+    problems: list[DefinitionInvalid] | None = None,
 ) -> tuple[Definition, dict[str, dict], dict, dict[str, ProcessDefinition]]:
     """Every check of a deployment, storing nothing: the engine definition, the forms it may use (shipped, then
     uploaded), the decisions and the deployed versions its call activities bind. ``DefinitionInvalid`` (422)
-    names the element and line of the first problem."""
+    names the element and line of the first problem; with ``problems`` (a list, the studio's check) every problem
+    the checks can go on past is added to it instead (``engine.definition.load_definition``)."""
     bpmn = as_utf8(bpmn)
     uploaded = parse_decisions(dict(uploaded_decisions or {}))
     decisions = {
@@ -131,8 +141,8 @@ def check(
     available = {name: parse_form(name, content) for name, content in bundled_forms().items()}
     for name, content in uploaded_forms.items():
         available[name] = uploaded_form(name, content)
-    bound = bound_versions(bpmn)
-    definition = load_definition(bpmn, available, operator_names(), decisions, called_definitions(bound))
+    bound = bound_versions(bpmn, problems)
+    definition = load_definition(bpmn, available, operator_names(), decisions, called_definitions(bound), problems)
     return definition, available, decisions, bound
 
 
@@ -277,48 +287,55 @@ def version_decisions(row: ProcessDefinition) -> list[dict]:
     return [{**table, "called_by": callers.get(table["id"], [])} for table in tables]
 
 
-def bound_versions(bpmn: bytes) -> dict[str, ProcessDefinition]:
+def bound_versions(bpmn: bytes, problems: list[DefinitionInvalid] | None = None) -> dict[str, ProcessDefinition]:
     """The deployed version each call activity of ``bpmn`` binds, by called key, for the call activities whose
     called process the file does not hold: the version its ``calledVersion`` names, else the latest. A key nothing
     is deployed under is left out (``load_definition`` refuses the call activity); a ``calledVersion`` that is not
-    deployed, and two call activities binding different versions of one key, are refused naming the element."""
+    deployed, and two call activities binding different versions of one key, are refused naming the element (or
+    added to ``problems`` when collecting)."""
     bound: dict[str, ProcessDefinition] = {}
     for site in call_sites(parse_bpmn(bpmn)):
-        if site.version is None:
-            row = latest_version(site.called)
-        else:
-            row = db.session.execute(
-                select(ProcessDefinition).where(
-                    ProcessDefinition.key == site.called, ProcessDefinition.version == site.version
-                )
-            ).scalar_one_or_none()
-        if row is None and site.version is not None:
-            versions = db.session.execute(
-                select(ProcessDefinition.version)
-                .where(ProcessDefinition.key == site.called)
-                .order_by(ProcessDefinition.version)
-            ).scalars()
-            deployed = ", ".join(map(str, versions)) or "none"
-            raise DefinitionInvalid(
-                f"Call activity {site.activity_id} binds version {site.version} of '{site.called}' (calledVersion), "
-                f"which is not deployed (deployed versions: {deployed}). Deploy it first, or name a deployed version.",
-                element_id=site.activity_id,
-                line=site.line,
-                details={"called_element": site.called, "version": site.version},
-            )
-        if row is None:
-            continue
-        if site.called in bound and bound[site.called].version != row.version:
-            raise DefinitionInvalid(
-                f"Call activity {site.activity_id} binds version {row.version} of '{site.called}', while another call "
-                f"activity binds version {bound[site.called].version}; one version of a called process runs in a "
-                "therapy: give both call activities the same calledVersion.",
-                element_id=site.activity_id,
-                line=site.line,
-                details={"called_element": site.called},
-            )
-        bound[site.called] = row
+        with collected(problems):
+            _bind(site, bound)
     return bound
+
+
+def _bind(site, bound: dict[str, ProcessDefinition]) -> None:
+    """Bind one call site (``bound_versions``)."""
+    if site.version is None:
+        row = latest_version(site.called)
+    else:
+        row = db.session.execute(
+            select(ProcessDefinition).where(
+                ProcessDefinition.key == site.called, ProcessDefinition.version == site.version
+            )
+        ).scalar_one_or_none()
+    if row is None and site.version is not None:
+        versions = db.session.execute(
+            select(ProcessDefinition.version)
+            .where(ProcessDefinition.key == site.called)
+            .order_by(ProcessDefinition.version)
+        ).scalars()
+        deployed = ", ".join(map(str, versions)) or "none"
+        raise DefinitionInvalid(
+            f"Call activity {site.activity_id} binds version {site.version} of '{site.called}' (calledVersion), "
+            f"which is not deployed (deployed versions: {deployed}). Deploy it first, or name a deployed version.",
+            element_id=site.activity_id,
+            line=site.line,
+            details={"called_element": site.called, "version": site.version},
+        )
+    if row is None:
+        return
+    if site.called in bound and bound[site.called].version != row.version:
+        raise DefinitionInvalid(
+            f"Call activity {site.activity_id} binds version {row.version} of '{site.called}', while another call "
+            f"activity binds version {bound[site.called].version}; one version of a called process runs in a "
+            "therapy: give both call activities the same calledVersion.",
+            element_id=site.activity_id,
+            line=site.line,
+            details={"called_element": site.called},
+        )
+    bound[site.called] = row
 
 
 def called_definitions(bound: Mapping[str, ProcessDefinition]) -> dict[str, CalledDefinition]:

@@ -6,14 +6,16 @@ version it started from, so that it passes the same checks that version passed.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from typing import Any
 
 from sqlalchemy import func, select
 
-from engine.errors import EngineError
-from server.clock import utcnow
-from server.errors import ApiError, Invalid, NotFound
+from engine.errors import DefinitionInvalid, EngineError
+from server.clock import iso, utcnow
+from server.errors import ApiError, Conflict, Invalid, NotFound
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import ProcessDefinition, ProcessDraft, Therapy
@@ -101,9 +103,54 @@ def process_key(name: str) -> str:
     return letters if letters[0].isalpha() else f"process_{letters}"
 
 
-def save(draft: ProcessDraft, bpmn: str, actor: str, name: str | None = None) -> ProcessDraft:
-    """Store the diagram as drawn (checked only when asked: a draft may be unfinished). Audited."""
+def etag(draft: ProcessDraft) -> str:
+    """The draft's version as it is now (its name, diagram, forms and decision tables): a save that names an older
+    one is refused (``fresh``), so that two designers never overwrite each other's work unseen."""
+    digest = hashlib.sha256()
+    for part in (draft.name, draft.bpmn_xml, json.dumps(draft.forms or {}, sort_keys=True)):
+        digest.update(part.encode("utf-8") + b"\0")
+    digest.update(json.dumps(draft.decisions or {}, sort_keys=True).encode("utf-8"))
+    return digest.hexdigest()[:20]
+
+
+def fresh(draft: ProcessDraft, if_match: str | None) -> None:
+    """Refuse (409 ``draft_changed``) a change made to the draft as it was at ``if_match`` (its ``etag`` then) when
+    someone has changed it since; without ``if_match`` the change is made to the draft as it is."""
+    if if_match is None:
+        return
+    wanted = if_match.strip().removeprefix("W/").strip('"')
+    if wanted in ("*", etag(draft)):
+        return
+    raise Conflict(
+        f"The draft was changed by {draft.updated_by} at {iso(draft.updated_at)} since you opened it; reload it to "
+        "see their change, then make yours again (nothing was saved).",
+        code="draft_changed",
+        details={
+            "draft_id": draft.id,
+            "updated_by": draft.updated_by,
+            "updated_at": iso(draft.updated_at),
+            "etag": etag(draft),
+        },
+    )
+
+
+def _still(draft: ProcessDraft, if_match: str | None) -> None:
+    """Inside a change's unit of work: the draft read again under a write lock, then refused (``fresh``) when it
+    changed since ``if_match``, so that of two saves made to one version only the first is made."""
+    if if_match is None:
+        return
+    db.session.execute(select(ProcessDraft.id).where(ProcessDraft.id == draft.id).with_for_update())
+    db.session.refresh(draft)
+    fresh(draft, if_match)
+
+
+def save(
+    draft: ProcessDraft, bpmn: str, actor: str, name: str | None = None, if_match: str | None = None
+) -> ProcessDraft:
+    """Store the diagram as drawn (checked only when asked: a draft may be unfinished); 409 when the draft changed
+    since ``if_match``. Audited."""
     with unit_of_work():
+        _still(draft, if_match)
         draft.bpmn_xml = bpmn
         if name:
             draft.name = name
@@ -117,6 +164,101 @@ def delete(draft: ProcessDraft, actor: str) -> None:
     with unit_of_work():
         audit.append(actor, "draft.deleted", "process_draft", draft.id, data={"name": draft.name})
         db.session.delete(draft)
+
+
+# A file name a draft keeps a form or decision table under: letters, digits, dots, dashes and underscores.
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
+
+
+def _file_name(name: str, suffix: str, what: str) -> None:
+    if not _FILE_NAME.match(name or "") or not name.endswith(suffix):
+        raise Invalid(
+            f"'{name}' is not a {what} file name: letters, digits, '.', '-' and '_', at most 120 characters, ending "
+            f"in {suffix}.",
+            details={"fields": {"name": [f"A file name ending in {suffix}."]}, "file": name},
+        )
+
+
+def decision_files(draft: ProcessDraft) -> list[dict[str, Any]]:
+    """The draft's decision tables: file name, the decision's id and name, by file name."""
+    from engine.decisions import parse_decisions
+
+    parsed = parse_decisions(_decisions(draft))
+    return sorted(
+        ({"name": d.file, "decision_id": d.decision_id, "decision_name": d.name} for d in parsed.values()),
+        key=lambda item: item["name"],
+    )
+
+
+def decision_xml(draft: ProcessDraft, name: str) -> str:
+    """One decision table's DMN XML, or 404."""
+    xml = (draft.decisions or {}).get(name)
+    if xml is None:
+        raise NotFound(f"The draft has no decision file {name}.", details={"draft_id": draft.id, "file": name})
+    return xml
+
+
+def form_schema(draft: ProcessDraft, name: str) -> dict:
+    """One form file the draft keeps, or 404."""
+    schema = (draft.forms or {}).get(name)
+    if schema is None:
+        raise NotFound(f"The draft has no form file {name}.", details={"draft_id": draft.id, "file": name})
+    return schema
+
+
+def put_decision(
+    draft: ProcessDraft, name: str, content: bytes, actor: str, if_match: str | None = None
+) -> ProcessDraft:
+    """Keep the DMN file ``name`` with the draft (replacing one of that name), checked as an upload checks it: 422
+    naming the file, the decision and the line of the problem, and nothing changed. Audited."""
+    from engine.decisions import parse_decisions
+
+    _file_name(name, ".dmn", "decision")
+    others = {n: x.encode("utf-8") for n, x in (draft.decisions or {}).items() if n != name}
+    parsed = parse_decisions({**others, name: content})  # one decision id per file, checked with the others
+    decision = next(d for d in parsed.values() if d.file == name)
+    with unit_of_work():
+        _still(draft, if_match)
+        draft.decisions = {**(draft.decisions or {}), name: decision.xml}
+        draft.updated_by, draft.updated_at = actor, utcnow()
+        data = {"file": name, "decision": decision.decision_id, "size": len(decision.xml)}
+        audit.append(actor, "draft.decision_saved", "process_draft", draft.id, data=data)
+    return draft
+
+
+def delete_decision(draft: ProcessDraft, name: str, actor: str, if_match: str | None = None) -> ProcessDraft:
+    """Remove a DMN file from the draft (404 when it has none of that name). Audited."""
+    decision_xml(draft, name)
+    with unit_of_work():
+        _still(draft, if_match)
+        draft.decisions = {n: x for n, x in (draft.decisions or {}).items() if n != name} or None
+        draft.updated_by, draft.updated_at = actor, utcnow()
+        audit.append(actor, "draft.decision_deleted", "process_draft", draft.id, data={"file": name})
+    return draft
+
+
+def put_form(draft: ProcessDraft, name: str, content: bytes, actor: str, if_match: str | None = None) -> ProcessDraft:
+    """Keep the JSON Schema form ``name`` with the draft (replacing one of that name), checked as an upload checks
+    it: 422 naming the file (and the line of a JSON syntax error), and nothing changed. Audited."""
+    _file_name(name, ".json", "form")
+    schema = definitions.uploaded_form(name, content)
+    with unit_of_work():
+        _still(draft, if_match)
+        draft.forms = {**(draft.forms or {}), name: schema}
+        draft.updated_by, draft.updated_at = actor, utcnow()
+        audit.append(actor, "draft.form_saved", "process_draft", draft.id, data={"file": name, "size": len(content)})
+    return draft
+
+
+def delete_form(draft: ProcessDraft, name: str, actor: str, if_match: str | None = None) -> ProcessDraft:
+    """Remove a form file from the draft (404 when it has none of that name). Audited."""
+    form_schema(draft, name)
+    with unit_of_work():
+        _still(draft, if_match)
+        draft.forms = {n: f for n, f in (draft.forms or {}).items() if n != name}
+        draft.updated_by, draft.updated_at = actor, utcnow()
+        audit.append(actor, "draft.form_deleted", "process_draft", draft.id, data={"file": name})
+    return draft
 
 
 def _forms(draft: ProcessDraft) -> dict[str, bytes]:
@@ -140,20 +282,39 @@ def problem(exc: EngineError | ApiError) -> dict[str, Any]:
     }
 
 
+def problems(found: list[DefinitionInvalid], last: EngineError | ApiError | None = None) -> list[dict[str, Any]]:
+    """The problems a check found, each once, in the order of the file (those without a line last), then the one
+    that stopped it (``last``), if any."""
+    seen: set[tuple] = set()
+    out = []
+    for exc in sorted(found, key=lambda e: (e.line is None, e.line or 0)) + ([last] if last is not None else []):
+        item = problem(exc)
+        mark = (item["element_id"], item["message"])
+        if mark not in seen:
+            seen.add(mark)
+            out.append(item)
+    return out
+
+
 def check(draft: ProcessDraft, bpmn: str | None = None) -> dict[str, Any]:
-    """Run every check of a deployment on the draft (or on ``bpmn``, the diagram as drawn, with the draft's forms)
-    and store nothing. ``problems`` lists what is wrong, each on its element; a diagram without problems is
-    compared with the latest deployed version of its process (``current`` and ``diff``)."""
+    """Run every check of a deployment on the draft (or on ``bpmn``, the diagram as drawn, with the draft's forms
+    and decision tables) and store nothing. ``problems`` lists every problem the checks found, each on its element
+    with its line, in the order of the file; a diagram without problems is compared with the latest deployed
+    version of its process (``current`` and ``diff``)."""
     text = draft.bpmn_xml if bpmn is None else bpmn
     result: dict[str, Any] = {"problems": [], "key": None, "current": None, "diff": None}
+    found: list[DefinitionInvalid] = []
     try:
         definition, _forms_used, _decisions_used, _bound = definitions.check(
-            text.encode("utf-8"), _forms(draft), _decisions(draft)
+            text.encode("utf-8"), _forms(draft), _decisions(draft), problems=found
         )
     except (EngineError, ApiError) as exc:
         if isinstance(exc, ApiError) and exc.status != 422:
             raise
-        result["problems"] = [problem(exc)]
+        result["problems"] = problems(found, exc)
+        return result
+    if found:
+        result["problems"] = problems(found)
         return result
     key = definition.info.key
     result["key"] = key

@@ -39,14 +39,9 @@ class Served:
     database: Path
 
     def api(self, user: str, method: str, path: str, **kw) -> requests.Response:
-        """Call the JSON API as one of the demo users."""
-        return requests.request(
-            method,
-            f"{self.base}/api/v1{path}",
-            timeout=15,
-            headers={"Authorization": f"Bearer {self.tokens[user]}"},
-            **kw,
-        )
+        """Call the JSON API as one of the demo users (``headers`` are sent besides the token)."""
+        headers = {**kw.pop("headers", {}), "Authorization": f"Bearer {self.tokens[user]}"}
+        return requests.request(method, f"{self.base}/api/v1{path}", timeout=15, headers=headers, **kw)
 
 
 @pytest.fixture(scope="session")

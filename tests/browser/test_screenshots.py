@@ -204,6 +204,26 @@ def test_main_pages_fit_the_window_and_are_captured(page, new_page, served, shot
 PHONE = {"width": 375, "height": 812}
 
 
+def test_the_decision_table_editor_fits_the_window_and_is_captured(page, served, shots):
+    """The studio's DMN editor on the autologous diagram's infusion window table (kept with a draft of it)."""
+    log_in(page, "designer", served.password)
+    draft = served.api("designer", "POST", "/process-drafts", json={"key": "autologous_car_t"})
+    assert draft.status_code == 201, draft.text
+    assert draft.json()["decisions"] == ["infusion-window.dmn"]
+    page.goto(f"/studio/{draft.json()['id']}")
+    expect(page.get_by_test_id("studio-status")).to_have_attribute("data-state", "ok")
+    page.evaluate(
+        "() => { const m = window.tetherStudio.modeler; const r = m.get('elementRegistry');"
+        " m.get('canvas').scrollToElement(r.get('Rule_InfusionWindow'), 150);"
+        " m.get('selection').select(r.get('Rule_InfusionWindow')); }"
+    )
+    page.get_by_test_id("studio-edit-decision").click()
+    editor = page.get_by_test_id("studio-dmn")
+    expect(editor).to_have_attribute("data-open", "infusion_window")
+    expect(editor.locator(".tjs-table tbody tr").first).to_be_visible()
+    _shoot(page, shots, "studio-dmn", full_page=False)
+
+
 def test_every_page_fits_a_phone_and_is_captured(new_page, served, shots):
     """Each page at 375 px wide, as its users would open it: nothing runs off the side (tables scroll inside
     their box), a screenshot of each (``<name>-phone.png``)."""

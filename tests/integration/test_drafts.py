@@ -62,6 +62,20 @@ def test_a_problem_names_its_element_and_line_and_saving_an_unfinished_draft_is_
     assert fixed.get_json()["ok"]
 
 
+def test_the_check_reports_every_problem_each_on_its_element_and_line_and_deploy_names_them_all(api, world):
+    draft = _draft_of_mini(api, world)
+    broken = draft["bpmn"].replace("mini-enrol.schema.json", "no-such-form.json")
+    broken = broken.replace("'logistics'", "__import__('os').system('x')")
+    designer = api.as_(world["designer"])
+    checked = designer.post(f"{DRAFTS}/{draft['id']}/check", json={"bpmn": broken}).get_json()
+    assert [p["element_id"] for p in checked["problems"]] == ["Task_Enrol", "Service_Notify"]
+    assert all(isinstance(p["line"], int) for p in checked["problems"])
+    assert checked["problems"][0]["line"] < checked["problems"][1]["line"]  # in the order of the file
+    designer.put(f"{DRAFTS}/{draft['id']}", json={"bpmn": broken})
+    refused = designer.post(f"{DRAFTS}/{draft['id']}/deploy").get_json()["error"]
+    assert [p["element_id"] for p in refused["details"]["problems"]] == ["Task_Enrol", "Service_Notify"]
+
+
 def test_a_draft_that_fails_a_check_is_refused_at_deploy_and_changes_nothing(app, api, world):
     draft = _draft_of_mini(api, world)
     unsafe = draft["bpmn"].replace("'logistics'", "__import__('os').system('x')")

@@ -22,6 +22,9 @@
   var checkedOk = false;
   var checkTimer = null;
   var checkSeq = 0;
+  // The draft's version this page last saw: every save sends it, and a save to an older one is refused (409).
+  var state = { etag: root.getAttribute("data-etag") };
+  var hooks = [];  // functions(element, bo) adding their fields to the panel (studio-dmn.js)
 
   function post(url, body) {
     return fetch(url, {
@@ -248,6 +251,7 @@
         "Allowed temperature while the therapy is here, low end first: 2..8 or -196..-150.");
     }
     if (is(element, "bpmn:SequenceFlow")) { flowFields(element); }
+    hooks.forEach(function (hook) { hook(element, bo); });
     problemsOf(element).forEach(function (p) {
       panel.appendChild(el("p", { "class": "studio-problem-text", role: "note" }, "Problem: " + p.message));
     });
@@ -587,7 +591,7 @@
         showProblems(result.problems);
         showDiff(result);
         status.textContent = result.ok ? "No problems: every check of a deployment passes."
-          : result.problems.length + " problem (fix it to see the next, if any).";
+          : result.problems.length + (result.problems.length === 1 ? " problem." : " problems.");
         status.setAttribute("data-state", result.ok ? "ok" : "problems");
         setDeploy(result.ok, result.ok ? "Ready to deploy." : "Cannot deploy: " + result.problems[0].message);
         render();
@@ -603,11 +607,27 @@
     checkTimer = window.setTimeout(check, 700);
   }
 
+  // After a save: the draft's new version, or (409) who changed it since this page opened it.
+  function saved(answer, where) {
+    if (answer.data && answer.data.etag) { state.etag = answer.data.etag; }
+    if (answer.status !== 409) { return false; }
+    var error = answer.data.error || {};
+    var by = (error.details || {}).updated_by;
+    where.innerHTML = "";
+    var note = el("span", { role: "alert", "class": "studio-stale", "data-testid": "studio-stale" },
+      (by ? "Changed by " + by + " since you opened it: " : "Changed since you opened it: ") + "nothing was saved. ");
+    note.appendChild(el("a", { href: window.location.pathname }, "Reload"));
+    note.appendChild(document.createTextNode(" to see their change, then make yours again."));
+    where.appendChild(note);
+    return true;
+  }
+
   function save() {
-    var saved = root.parentNode.querySelector("[data-studio-saved]");
-    return xml().then(function (text) { return post(root.getAttribute("data-save-url"), { bpmn: text }); })
+    var out = root.parentNode.querySelector("[data-studio-saved]");
+    return xml().then(function (text) { return post(root.getAttribute("data-save-url"), { bpmn: text, etag: state.etag }); })
       .then(function (answer) {
-        saved.textContent = answer.status === 200 ? "Saved." : "Not saved: " + ((answer.data.error || {}).message || answer.status);
+        if (saved(answer, out)) { return; }
+        out.textContent = answer.status === 200 ? "Saved." : "Not saved: " + ((answer.data.error || {}).message || answer.status);
       });
   }
 
@@ -615,9 +635,10 @@
     if (!checkedOk) { return; }
     var out = root.parentNode.querySelector("[data-studio-deployed]");
     setDeploy(false, "Deploying…");
-    xml().then(function (text) { return post(root.getAttribute("data-deploy-url"), { bpmn: text }); })
+    xml().then(function (text) { return post(root.getAttribute("data-deploy-url"), { bpmn: text, etag: state.etag }); })
       .then(function (answer) {
         out.innerHTML = "";
+        if (saved(answer, out)) { return; }
         if (answer.status === 201 || answer.status === 200) {
           var r = answer.data;
           var p = el("p", { "class": "flash flash-success" });
@@ -663,7 +684,18 @@
     if (current && event.elements.indexOf(current) >= 0) { render(); }
   });
 
-  modeler.importXML(initialXml).then(function () {
+  // A diagram without a layout (no BPMN DI: written by hand or generated) is laid out first (bpmn-auto-layout).
+  function laidOut(text) {
+    var layoutUrl = root.getAttribute("data-layout-url");
+    if (/BPMNShape/.test(text) || !layoutUrl) { return Promise.resolve(text); }
+    return import(layoutUrl).then(function (module) { return module.layoutProcess(text); }).then(function (result) {
+      var note = root.parentNode.querySelector("[data-studio-layout]");
+      note.hidden = false;
+      return result;
+    });
+  }
+
+  laidOut(initialXml).then(function (text) { return modeler.importXML(text); }).then(function () {
     canvas.zoom("fit-viewport", "auto");
     if (canvas.zoom() > 1) { canvas.zoom(1); }
     render();
@@ -675,5 +707,10 @@
       ? "This diagram has no layout (no BPMN DI): the studio can only open diagrams drawn in a modeler."
       : "The draft could not be drawn: " + error.message;
   });
-  window.tetherStudio = { modeler: modeler, check: check };
+  window.tetherStudio = {
+    modeler: modeler, check: check, render: render, state: state, options: options, saved: saved, post: post,
+    panel: panel,
+    onPanel: function (hook) { hooks.push(hook); },
+    is: is, el: el, field: field, textField: textField, heading: heading, getText: getText, setText: setText
+  };
 })();
