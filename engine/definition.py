@@ -178,6 +178,18 @@ class Definition:
 
 
 @dataclass(frozen=True)
+class OperatorSignature:
+    """The parameters an operator takes: those it ``requires`` and those it may be given besides."""
+
+    requires: frozenset[str] = frozenset()
+    optional: frozenset[str] = frozenset()
+
+    @property
+    def takes(self) -> frozenset[str]:
+        return self.requires | self.optional
+
+
+@dataclass(frozen=True)
 class MessageCatcher:
     """An element that waits for a named message: a receive task, an intermediate catch event, a boundary event or
     a message start event (``starts``: one of the process's own start events, which begins an instance)."""
@@ -353,12 +365,14 @@ def normalise_timer_expression(expression: str) -> str:
 def load_definition(
     content: bytes,
     forms: Mapping[str, dict],
-    operators: Iterable[str],
+    operators: Iterable[str] | Mapping[str, OperatorSignature],
     decisions: Mapping[str, DecisionFile] | None = None,
     called: Mapping[str, CalledDefinition] | None = None,
     problems: list[DefinitionInvalid] | None = None,
 ) -> Definition:
-    """Parse, validate and check ``content``; ``forms`` maps file names to parsed schemas, ``decisions`` decision
+    """Parse, validate and check ``content``; ``forms`` maps file names to parsed schemas, ``operators`` names the
+    service operators a task may use (given with their signatures, a task's parameters are checked too: every
+    required one given, none the operator does not take), ``decisions`` decision
     ids to the checked DMN files its business rule tasks may name (``engine.decisions.parse_decisions``), ``called``
     process keys to the deployed versions its call activities bind when the file does not hold the called process
     (``engine.calls``).
@@ -399,7 +413,8 @@ def load_definition(
             index.update({k: v for k, v in index_process(other).items() if k not in index})
     info = DefinitionInfo(key=key, name=process.get("name") or key, checksum="")
     info.decisions = used
-    _Checker(tree, index, info, forms, set(operators), problems).check(spec, subprocess_specs)
+    signatures = dict(operators) if isinstance(operators, Mapping) else {name: None for name in operators}
+    _Checker(tree, index, info, forms, signatures, problems).check(spec, subprocess_specs)
     with collected(problems):
         bind_calls(tree, subprocess_specs, info, forms, called or {})
     return Definition(info=info, spec=spec, subprocess_specs=subprocess_specs)
@@ -681,7 +696,7 @@ class _Checker:
         index: dict[str, ElementInfo],
         info: DefinitionInfo,
         forms: Mapping[str, dict],
-        operators: set[str],
+        operators: Mapping[str, OperatorSignature | None],
         problems: list[DefinitionInvalid] | None = None,
     ):
         self.tree, self.index, self.info, self.forms, self.operators = tree, index, info, forms, operators
@@ -1142,3 +1157,16 @@ class _Checker:
             known = ", ".join(sorted(self.operators)) or "none"
             self.fail(f"Service task {bpmn_id} uses the unknown operator '{operator}' (known: {known}).", bpmn_id)
         self.info.operators.append(operator)
+        signature = self.operators.get(operator)
+        if signature is None:
+            return
+        given = set(task_spec.operation_params or {})
+        missing, unknown = sorted(signature.requires - given), sorted(given - signature.takes)
+        if missing or unknown:
+            takes = ", ".join(sorted(signature.takes)) or "no parameters"
+            said = []
+            if missing:
+                said.append(f"needs the parameter{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+            if unknown:
+                said.append(f"has {', '.join(repr(u) for u in unknown)}, which '{operator}' does not take")
+            self.fail(f"Service task {bpmn_id} {' and '.join(said)} ('{operator}' takes: {takes}).", bpmn_id)

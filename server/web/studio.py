@@ -14,7 +14,7 @@ from server.errors import ApiError, error_body
 from server.store.extensions import db
 from server.workflow import drafts
 from server.workflow.definitions import bundled_forms, latest_version
-from server.workflow.operators import OPERATORS
+from server.workflow.operators import OPERATORS, parameters, required_parameters
 
 from . import bp
 from .form_fields import build_fields
@@ -115,6 +115,13 @@ def studio_draft(draft_id: str):
             "ui_schemas": [n for n in names if n.endswith(".uischema.json")],
             "payload_schemas": [n for n in names if n.endswith(".message.json")],
             "operators": {name: (doc.strip().splitlines() or [""])[0] for name, (_run, doc) in OPERATORS.items()},
+            "operator_parameters": {
+                name: [
+                    {"name": parameter, "hint": hint, "required": parameter in required_parameters(name)}
+                    for parameter, hint in parameters(name).items()
+                ]
+                for name in OPERATORS
+            },
             "roles": list(LANE_ROLES),
             "parties": list(PARTIES),
             "meanings": list(SIGNATURE_MEANINGS),

@@ -28,7 +28,7 @@ from server.store import audit
 from server.store.extensions import db
 from server.store.models import ProcessDefinition
 from server.store.uow import unit_of_work
-from server.workflow.operators import operator_names
+from server.workflow.operators import signatures
 
 _cache: dict[str, Definition] = {}
 _cache_lock = threading.Lock()
@@ -142,7 +142,7 @@ def check(
     for name, content in uploaded_forms.items():
         available[name] = uploaded_form(name, content)
     bound = bound_versions(bpmn, problems)
-    definition = load_definition(bpmn, available, operator_names(), decisions, called_definitions(bound), problems)
+    definition = load_definition(bpmn, available, signatures(), decisions, called_definitions(bound), problems)
     return definition, available, decisions, bound
 
 

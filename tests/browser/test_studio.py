@@ -174,7 +174,19 @@ def test_the_panel_writes_tethers_extensions_as_the_engine_reads_them(page, serv
     _panel_select(page, "Kind", "bpmn:ServiceTask")
     _panel_select(page, "Operator", "notify")
     _fill(page, "Result variable", "notified")
-    _fill(page, "Parameters", "role = 'qa'\nmessage = 'Enrolled'")
+    expect(page.get_by_test_id("studio-problems")).to_contain_text("needs the parameters message, role")
+    panel = page.get_by_test_id("studio-panel")
+    expect(panel.get_by_label("severity", exact=True)).to_be_visible()  # every parameter notify takes, with its hint
+    expect(panel.get_by_text("'low', 'medium' (default), 'high' or 'critical'")).to_be_visible()
+    _fill(page, "role (required)", "'qa'")
+    _fill(page, "message (required)", "'Enrolled'")
+    _panel_select(page, "Operator", "publish")  # a change of mind: publish takes other parameters
+    expect(panel.get_by_role("status")).to_have_text("publish does not take role, message. Remove them")
+    panel.get_by_role("button", name="Remove them").click()
+    expect(panel.get_by_role("status")).to_have_count(0)
+    _panel_select(page, "Operator", "notify")
+    _fill(page, "role (required)", "'qa'")
+    _fill(page, "message (required)", "'Enrolled'")
 
     timer = _append(page, service, "append.intermediate-event")
     _panel_select(page, "Waits for", "timer")

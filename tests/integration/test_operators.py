@@ -320,6 +320,54 @@ def service_failures(api, world, therapy) -> list[str]:
     return [e["data"]["message"] for e in audit["items"] if e["action"] == "service.failed"]
 
 
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (
+            ('<spiffworkflow:parameter id="url" type="str" value="mes_url"/>', ""),
+            "Service task Service_Mes needs the parameter url ('http' takes: headers, json, method, timeout, url).",
+        ),
+        (
+            ('id="url" type="str"', 'id="uri" type="str"'),
+            "Service task Service_Mes needs the parameter url and has 'uri', which 'http' does not take",
+        ),
+        (
+            ('<spiffworkflow:parameter id="type" type="str"', '<spiffworkflow:parameter id="kind" type="str"'),
+            "Service task Service_Publish needs the parameter type and has 'kind', which 'publish' does not take",
+        ),
+    ],
+)
+def test_a_service_task_missing_a_required_parameter_or_naming_an_unknown_one_is_refused_at_upload(
+    api, world, change, said
+):
+    wrong = SERVICE_BPMN.replace(*change)
+    answer = api.as_(world["designer"]).post(
+        "/api/v1/process-definitions",
+        data={"bpmn": (io.BytesIO(wrong.encode()), "mes-order.bpmn")},
+        content_type="multipart/form-data",
+    )
+    assert answer.status_code == 422, answer.get_json()
+    error = answer.get_json()["error"]
+    assert said in error["message"]
+    element = said.split()[2]
+    assert error["details"]["element_id"] == element
+    assert (
+        error["details"]["line"]
+        == SERVICE_BPMN.splitlines().index(
+            next(line for line in SERVICE_BPMN.splitlines() if f'id="{element}"' in line)
+        )
+        + 1
+    )
+
+
+def test_every_operator_declares_its_parameters_as_its_documentation_names_them():
+    from server.workflow.operators import OPERATORS, parameters
+
+    for name, (_run, doc) in OPERATORS.items():
+        for parameter in parameters(name):
+            assert f"`{parameter}`" in doc, (name, parameter)
+
+
 def test_unknown_operators_are_refused_at_upload_and_every_operator_is_documented(api, world):
     from server.workflow.operators import OPERATORS, operator_names
 

@@ -378,7 +378,10 @@
     })), function (v) {
       var extension = extensions(bo, true);
       var op = child(extension, "serviceTaskOperator", !!v);
-      if (v) { op.id = v; } else if (op) { extension.values.splice(extension.values.indexOf(op), 1); }
+      if (v) {
+        op.id = v;
+        child(op, "parameters", true);  // the schema wants the list, even empty
+      } else if (op) { extension.values.splice(extension.values.indexOf(op), 1); }
       touch(element, bo);
       render();
     });
@@ -387,23 +390,48 @@
       if (v) { operator.resultVariable = v; } else { delete operator.resultVariable; }
       touch(element, bo);
     }, "The process data key the operator's result is stored under.");
+    // One field per parameter the operator takes (an expression each: quote text, role = 'qa'); the upload
+    // check refuses a missing required one and any the operator does not take.
+    var takes = options.operator_parameters[operator.id] || [];
     var params = child(operator, "parameters", false);
-    var lines = params ? children(params).map(function (p) { return p.id + " = " + (p.value || ""); }) : [];
-    areaField("Parameters", lines.join("\n"), function (v) {
+    var given = params ? children(params) : [];
+    function valueOf(name) {
+      var found = given.filter(function (p) { return p.id === name; })[0];
+      return found ? found.value || "" : "";
+    }
+    function setParameter(name, value) {
       var list = child(operator, "parameters", true);
-      list.$children = [];
-      v.split("\n").forEach(function (line) {
-        var at = line.indexOf("=");
-        if (at < 1) { return; }
-        var param = moddle.createAny("spiffworkflow:parameter", SPIFF, {
-          id: line.slice(0, at).trim(), type: "any", value: line.slice(at + 1).trim()
-        });
+      var found = list.$children.filter(function (p) { return p.id === name; })[0];
+      if (value && found) {
+        found.value = value;
+      } else if (value) {
+        var param = moddle.createAny("spiffworkflow:parameter", SPIFF, { id: name, type: "any", value: value });
         param.$parent = list;
         list.$children.push(param);
-      });
-      if (!list.$children.length) { operator.$children.splice(operator.$children.indexOf(list), 1); }
+      } else if (found) {
+        list.$children.splice(list.$children.indexOf(found), 1);
+      }
       touch(element, bo);
-    }, "One per line: name = expression (quote text: role = 'qa'). See the operators' documentation.");
+    }
+    if (!takes.length) { panel.appendChild(el("p", { "class": "hint" }, operator.id + " takes no parameters.")); }
+    takes.forEach(function (parameter) {
+      textField(parameter.name + (parameter.required ? " (required)" : ""), valueOf(parameter.name), function (v) {
+        setParameter(parameter.name, v);
+      }, parameter.hint, { "data-parameter": parameter.name });
+    });
+    var names = takes.map(function (p) { return p.name; });
+    var strays = given.filter(function (p) { return names.indexOf(p.id) < 0; });
+    if (strays.length) {
+      var note = el("p", { "class": "studio-stale", role: "status" }, operator.id + " does not take " +
+        strays.map(function (p) { return p.id; }).join(", ") + ". ");
+      var drop = el("button", { type: "button" }, "Remove " + (strays.length > 1 ? "them" : "it"));
+      drop.addEventListener("click", function () {
+        strays.forEach(function (p) { setParameter(p.id, ""); });
+        render();
+      });
+      note.appendChild(drop);
+      panel.appendChild(note);
+    }
   }
 
   function messageHolder(element) {

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.definition import OperatorSignature
 from server.workflow.operators import coi_assign, http, notify, publish, slot_book
 
 
@@ -33,9 +34,32 @@ OPERATORS: dict[str, tuple[Operator, str]] = {
 }
 
 
+_MODULES = {"coi.assign": coi_assign, "http": http, "notify": notify, "publish": publish, "slot.book": slot_book}
+
+
 def operator_names() -> set[str]:
     """The names a service task may use."""
     return set(OPERATORS)
+
+
+def parameters(name: str) -> dict[str, str]:
+    """The parameters operator ``name`` takes, each with a hint, the required ones first."""
+    module = _MODULES[name]
+    return dict(sorted(module.PARAMETERS.items(), key=lambda item: item[0] not in module.REQUIRED))
+
+
+def required_parameters(name: str) -> set[str]:
+    """The parameters operator ``name`` cannot do without."""
+    return set(_MODULES[name].REQUIRED)
+
+
+def signatures() -> dict[str, OperatorSignature]:
+    """Each operator's parameters, as the upload check wants them (a task's parameters are checked against them)."""
+    out = {}
+    for name, module in _MODULES.items():
+        required = frozenset(module.REQUIRED)
+        out[name] = OperatorSignature(requires=required, optional=frozenset(module.PARAMETERS) - required)
+    return out
 
 
 def call(name: str, context: OperatorContext, params: dict) -> Any:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from engine.coi import parse_coi
 
+PARAMETERS: dict[str, str] = {}
+REQUIRED: set[str] = set()
+
 
 def run(context, params: dict) -> dict:
     """Return the therapy's COI in its three forms."""

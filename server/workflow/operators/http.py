@@ -16,6 +16,15 @@ from server.integration.outbound import Destinations, guarded_session
 from server.integration.webhooks import PrivateDestination
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
+# Each parameter (an expression) with what the studio says of it; REQUIRED must be given.
+PARAMETERS = {
+    "url": "absolute http(s) URL, e.g. 'https://mes.example/orders' or mes_url",
+    "method": "'GET' (default), 'POST', 'PUT', 'PATCH' or 'DELETE'",
+    "headers": "an object of request headers, e.g. {'X-Source': 'tether'}",
+    "json": "the request body, e.g. {'coi': coi}",
+    "timeout": "seconds to wait for the answer (default 10)",
+}
+REQUIRED = {"url"}
 
 
 def run(context, params: dict) -> dict:

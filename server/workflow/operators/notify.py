@@ -19,6 +19,14 @@ from server.store.models import ROLES, Site, User
 from server.workflow.operators import smtp
 
 SEVERITIES = ("low", "medium", "high", "critical")
+PARAMETERS = {
+    "role": "the role to tell, e.g. 'qa'",
+    "message": "what needs them, e.g. 'Batch ready for release review'",
+    "severity": "'low', 'medium' (default), 'high' or 'critical'",
+    "site": "a site code (default: the site of the party the role works for)",
+    "party": "a party of the therapy whose site is told, e.g. 'manufacturing'",
+}
+REQUIRED = {"role", "message"}
 
 
 def recipients(role: str, site_code: str) -> list[User]:

@@ -8,6 +8,11 @@ from __future__ import annotations
 import re
 
 _TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+PARAMETERS = {
+    "type": "a dotted lower-case event type, e.g. 'mes.order.created'",
+    "data": "an object sent with the event, e.g. {'coi': coi}",
+}
+REQUIRED = {"type"}
 
 
 def run(context, params: dict) -> dict:

@@ -15,6 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
+PARAMETERS = {
+    "slot_id": "a slot id, or a list of them (one per kind), e.g. [apheresis_slot, manufacturing_slot]",
+    "reason_code": "a reschedule reason code, needed only to move a booking the therapy holds already",
+}
+REQUIRED = {"slot_id"}
+
 
 def slot_ids(value: Any) -> list[str]:
     """The slot ids a `slot_id` parameter names, in order, without empty entries."""
