@@ -287,6 +287,21 @@ def _operations() -> dict[tuple[str, str], Op]:
             also={"200": ("Identical content: the existing version", schemas.DefinitionVersionSchema)},
             errors={"422": "The draft fails a check (draft_invalid; details.problems lists each on its element)"},
         ),
+        ("POST", "/api/v1/process-drafts/{draft_id}/simulate"): Op(
+            answer=schemas.SimulationSchema,
+            body=drafts.SimulateSchema,
+            body_required=False,
+            errors={
+                "422": "The draft fails a check (draft_invalid), or an option names an element, gateway or flow the "
+                "diagram does not have (details.fields)"
+            },
+        ),
+        ("POST", "/api/v1/process-definitions/{key}/versions/{version}/simulate"): Op(
+            answer=schemas.SimulationSchema,
+            body=drafts.SimulateSchema,
+            body_required=False,
+            errors={"422": "An option names an element, gateway or flow the diagram does not have (details.fields)"},
+        ),
         ("GET", "/api/v1/schedule/options"): Op(
             answer=schemas.ScheduleOptionsSchema,
             errors={"404": "No such therapy (therapy_id), or not visible to the caller"},

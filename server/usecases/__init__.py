@@ -55,11 +55,15 @@ from .draft_commands import (
     DeleteDraft,
     DeployDraft,
     SaveDraft,
+    SimulateDraft,
+    SimulateVersion,
     check_draft,
     create_draft,
     delete_draft,
     deploy_draft,
     save_draft,
+    simulate_draft,
+    simulate_version,
 )
 from .incident_commands import ResolveIncident, RetryIncident, resolve_incident, retry_incident
 from .material_commands import RecordCustody, RecordReadings, record_custody, record_readings
@@ -145,6 +149,8 @@ HANDLERS: dict[type, Callable[[Any], Any]] = {
     CheckDraft: check_draft,
     DeleteDraft: delete_draft,
     DeployDraft: deploy_draft,
+    SimulateDraft: simulate_draft,
+    SimulateVersion: simulate_version,
     CreateShipment: create_shipment,
     AddShipmentPosition: add_shipment_position,
     RecordShipmentReadings: record_shipment_readings,
