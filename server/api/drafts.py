@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-
 from flask import g
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, fields, validate
 
 from server import usecases
 from server.access.auth import require
-from server.api.schemas import in_utc_years, load_json
+from server.api.schemas import load_json
 from server.clock import iso
 from server.errors import Invalid
 from server.inputs import ID_MAX
@@ -71,49 +69,9 @@ class CheckDraftSchema(Schema):
     bpmn = fields.String(load_default=None, allow_none=True, validate=BPMN)
 
 
-HOURS = fields.Float(validate=validate.Range(0, simulation.MAX_HOURS), allow_nan=False)
-ELEMENT_ID = fields.String(validate=validate.Length(min=1, max=200))
-
-
-def _hour_range() -> fields.List:
-    """``[least, most]`` hours; a duration always the same is ``[h, h]``."""
-    return fields.List(HOURS, validate=validate.Length(equal=2))
-
-
-class SimulateSchema(Schema):
-    """POST /process-drafts/{id}/simulate and /process-definitions/{key}/versions/{version}/simulate."""
-
-    class Meta:
-        unknown = RAISE
-
-    durations = fields.Dict(
-        keys=ELEMENT_ID, values=_hour_range(), load_default=dict, validate=validate.Length(max=1000)
-    )
-    default_hours = fields.List(HOURS, load_default=None, allow_none=True, validate=validate.Length(equal=2))
-    gateways = fields.Dict(
-        keys=ELEMENT_ID, values=fields.String(validate=validate.Length(min=1, max=200)), load_default=dict
-    )
-    data = fields.Dict(keys=ELEMENT_ID, values=fields.Dict(keys=fields.String()), load_default=dict)
-    start_data = fields.Dict(keys=fields.String(), load_default=dict)
-    start_at = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=UTC, validate=in_utc_years)
-    runs = fields.Integer(
-        load_default=None, allow_none=True, strict=True, validate=validate.Range(1, simulation.MAX_RUNS)
-    )
-    seed = fields.Integer(load_default=0, strict=True, validate=validate.Range(0, 2**31 - 1))
-
-    @validates_schema
-    def _ranges(self, body, **kwargs):
-        for activity_id, (low, high) in (body.get("durations") or {}).items():
-            if low > high:
-                raise ValidationError({activity_id: ["The least hours are more than the most."]}, "durations")
-        hours = body.get("default_hours")
-        if hours and hours[0] > hours[1]:
-            raise ValidationError(["The least hours are more than the most."], "default_hours")
-
-
 def simulation_options() -> simulation.Options:
     """The request's simulation options, read and checked (422 naming the field)."""
-    return simulation.Options(**load_json(SimulateSchema()))
+    return simulation.Options(**load_json(simulation.OptionsSchema()))
 
 
 @bp.get("/process-drafts")

@@ -23,6 +23,7 @@ from server.api import schemas
 from server.inputs import ID_MAX
 from server.oversight.alerts import OLDER_THAN, SEVERITIES
 from server.store.models import REASON_KINDS, SLOT_KINDS
+from server.workflow import simulation
 
 
 @dataclass(frozen=True)
@@ -289,7 +290,7 @@ def _operations() -> dict[tuple[str, str], Op]:
         ),
         ("POST", "/api/v1/process-drafts/{draft_id}/simulate"): Op(
             answer=schemas.SimulationSchema,
-            body=drafts.SimulateSchema,
+            body=simulation.OptionsSchema,
             body_required=False,
             errors={
                 "422": "The draft fails a check (draft_invalid), or an option names an element, gateway or flow the "
@@ -298,7 +299,7 @@ def _operations() -> dict[tuple[str, str], Op]:
         ),
         ("POST", "/api/v1/process-definitions/{key}/versions/{version}/simulate"): Op(
             answer=schemas.SimulationSchema,
-            body=drafts.SimulateSchema,
+            body=simulation.OptionsSchema,
             body_required=False,
             errors={"422": "An option names an element, gateway or flow the diagram does not have (details.fields)"},
         ),

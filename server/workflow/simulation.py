@@ -22,11 +22,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 from flask import current_app
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
 from engine.bpmn_xml import NS, parse_bpmn
 from engine.coi import issue_coi
@@ -60,6 +61,67 @@ class Options:
     default_hours: list[float] | None = None
     runs: int | None = None
     seed: int = 0
+    bpmn: str | None = None  # a draft's diagram as drawn (not saved), tried instead of the saved one
+
+
+HOURS = fields.Float(validate=validate.Range(0, MAX_HOURS), allow_nan=False)
+ELEMENT_ID = fields.String(validate=validate.Length(min=1, max=200))
+
+
+def _hour_range() -> fields.List:
+    """``[least, most]`` hours; a duration always the same is ``[h, h]``."""
+    return fields.List(HOURS, validate=validate.Length(equal=2))
+
+
+class OptionsSchema(Schema):
+    """The body of a simulation request (the API's and the studio page's): every field optional."""
+
+    class Meta:
+        unknown = RAISE
+
+    bpmn = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=1024 * 1024))
+    durations = fields.Dict(
+        keys=ELEMENT_ID, values=_hour_range(), load_default=dict, validate=validate.Length(max=1000)
+    )
+    default_hours = fields.List(HOURS, load_default=None, allow_none=True, validate=validate.Length(equal=2))
+    gateways = fields.Dict(
+        keys=ELEMENT_ID, values=fields.String(validate=validate.Length(min=1, max=200)), load_default=dict
+    )
+    data = fields.Dict(keys=ELEMENT_ID, values=fields.Dict(keys=fields.String()), load_default=dict)
+    start_data = fields.Dict(keys=fields.String(), load_default=dict)
+    start_at = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=UTC)
+    runs = fields.Integer(load_default=None, allow_none=True, strict=True, validate=validate.Range(1, MAX_RUNS))
+    seed = fields.Integer(load_default=0, strict=True, validate=validate.Range(0, 2**31 - 1))
+
+    @validates("start_at")
+    def _storable(self, moment, **kwargs):
+        if moment is not None:
+            try:
+                moment.astimezone(UTC)
+                moment + timedelta(days=4 * 365)
+            except OverflowError:
+                raise ValidationError("Must lie between the years 1 and 9995 in UTC.") from None
+
+    @validates_schema
+    def _ranges(self, body, **kwargs):
+        for activity_id, (low, high) in (body.get("durations") or {}).items():
+            if low > high:
+                raise ValidationError({activity_id: ["The least hours are more than the most."]}, "durations")
+        hours = body.get("default_hours")
+        if hours and hours[0] > hours[1]:
+            raise ValidationError(["The least hours are more than the most."], "default_hours")
+
+
+def read_options(body: Any) -> Options:
+    """The options of a request body the page sent; 422 naming the field (the API reads them with ``load_json``)."""
+    if not isinstance(body, dict):
+        raise Invalid("The request body must be a JSON object.", code="invalid_request")
+    try:
+        return Options(**OptionsSchema().load(body))
+    except ValidationError as exc:
+        raise Invalid(
+            "The request is not valid; see the fields.", code="invalid_request", details={"fields": exc.messages}
+        ) from None
 
 
 def _vein_to_vein(tasks: list[CompletedTask]):
@@ -75,11 +137,13 @@ def _service_caller(operator: str, params: dict, data: dict) -> Any:
     raise RuntimeError(f"{operator} is not run in a simulation")
 
 
-def _draft_definition(draft: ProcessDraft) -> tuple[Definition, dict, str]:
-    """The draft checked as a deployment would check it, with the forms it may use; 422 with every problem."""
+def _draft_definition(draft: ProcessDraft, bpmn: str | None) -> tuple[Definition, dict, str]:
+    """The draft (or ``bpmn``, its diagram as drawn) checked as a deployment would check it, with the forms it may
+    use; 422 with every problem."""
+    text = draft.bpmn_xml if bpmn is None else bpmn
     try:
         definition, forms, _decisions, _bound = definitions.check(
-            draft.bpmn_xml.encode("utf-8"),
+            text.encode("utf-8"),
             {name: json.dumps(schema).encode() for name, schema in (draft.forms or {}).items()},
             {name: xml.encode() for name, xml in (draft.decisions or {}).items()},
         )
@@ -93,12 +157,12 @@ def _draft_definition(draft: ProcessDraft) -> tuple[Definition, dict, str]:
             code="draft_invalid",
             details={"draft_id": draft.id, "problems": [found]},
         ) from None
-    return definition, forms, draft.bpmn_xml
+    return definition, forms, text
 
 
 def simulate_draft(draft: ProcessDraft, options: Options) -> dict[str, Any]:
     """One simulated run of the draft, or a batch of ``options.runs``."""
-    definition, forms, xml = _draft_definition(draft)
+    definition, forms, xml = _draft_definition(draft, options.bpmn)
     return _simulate(definition, forms, xml, options)
 
 
@@ -182,4 +246,4 @@ def _gateway_flows(xml: str) -> dict[str, dict[str, str]]:
     return gateways
 
 
-__all__ = ["MAX_HOURS", "MAX_RUNS", "Options", "simulate_draft", "simulate_version"]
+__all__ = ["MAX_HOURS", "MAX_RUNS", "Options", "OptionsSchema", "read_options", "simulate_draft", "simulate_version"]

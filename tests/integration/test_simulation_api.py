@@ -146,3 +146,33 @@ def test_only_designers_and_admins_try_drafts(api, world, who):
     assert api.as_(world[who]).post(f"{DRAFTS}/{draft['id']}/simulate", json={}).status_code == 403
     url = "/api/v1/process-definitions/mini_therapy/versions/1/simulate"
     assert api.as_(world[who]).post(url, json={}).status_code == 403
+
+
+def test_the_studio_page_tries_the_diagram_as_drawn(app, world):
+    from ..support.pages import csrf, signed_in
+
+    designer = signed_in(app, "designer")
+    token = csrf(designer, "/studio")
+    draft_url = designer.post("/studio", data={"key": "mini_therapy", "csrf_token": token}).headers["Location"]
+    page = designer.get(draft_url).get_data(as_text=True)
+    assert "data-studio-try" in page and "studio-try.js" in page
+    assert designer.post(f"{draft_url}/simulate", json={}).status_code == 400  # no CSRF token
+    headers = {"X-CSRFToken": token}
+    draft_id = draft_url.rsplit("/", 1)[1]
+    with app.app_context():
+        from server.store.models import ProcessDraft
+
+        xml = db.session.get(ProcessDraft, draft_id).bpmn_xml
+    # The diagram as drawn (renamed, unsaved) is what runs; the draft itself is not changed.
+    drawn = xml.replace('name="Not eligible"', 'name="Not eligible after all"')
+    body = {"bpmn": drawn, "data": ENROL, "gateways": {"Gateway_Eligible": "Flow_no"}}
+    run = designer.post(f"{draft_url}/simulate", json=body, headers=headers).get_json()
+    assert run["end"] == {"activity_id": "End_NotEligible", "name": "Not eligible after all"}
+    with app.app_context():
+        assert db.session.get(ProcessDraft, draft_id).bpmn_xml == xml
+    bad = designer.post(f"{draft_url}/simulate", json={"runs": 9999}, headers=headers)
+    assert bad.status_code == 422 and "runs" in bad.get_json()["error"]["details"]["fields"]
+    batch = designer.post(f"{draft_url}/simulate", json={"data": ENROL, "runs": 5}, headers=headers).get_json()
+    assert batch["completed_runs"] == 5
+    coordinator = signed_in(app, "coord")
+    assert coordinator.post(f"{draft_url}/simulate", json={}, headers=headers).status_code in {400, 403}
