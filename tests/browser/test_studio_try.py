@@ -7,6 +7,7 @@ from __future__ import annotations
 from playwright.sync_api import Page, expect
 
 from .people import log_in
+from .test_accessibility import describe, serious_violations
 
 
 def _hours(page: Page, element_id: str, low: str, high: str) -> None:
@@ -36,7 +37,7 @@ def test_a_designer_tries_a_draft_once_and_in_a_batch(page, served):
     _hours(page, "Event_ManufacturingStarted", "48", "48")
     _hours(page, "Task_RecordInfusion", "2", "2")  # past the 30 minutes after the thaw: an escalation
     page.get_by_test_id("try-run").click()
-    expect(try_it).to_have_attribute("data-tried", "once")
+    expect(try_it).to_have_attribute("data-tried", "once", timeout=30_000)
     expect(page.get_by_test_id("try-status")).to_contain_text("Run done: completed")
     # 4 h from the collection to the delivery at manufacturing and receipt, 48 h to the start, then an hour per
     # step to the bedside check (9 h) and 2 h to the infusion.
@@ -52,6 +53,8 @@ def test_a_designer_tries_a_draft_once_and_in_a_batch(page, served):
     expect(page.get_by_test_id("try-time").first).to_be_visible()
     expect(page.get_by_test_id("try-alerts")).to_contain_text("'Record infusion' is late")
     expect(page.get_by_test_id("try-events")).to_contain_text("Skipped in simulation")
+    violations = serious_violations(page)
+    assert not violations, describe(violations)
 
     # Forced branches: the batch rejected at release, and the physician ends the therapy.
     release = try_it.get_by_label("At Batch released? (Gateway_ReleaseDecision)")
@@ -72,7 +75,7 @@ def test_a_designer_tries_a_draft_once_and_in_a_batch(page, served):
     try_it.get_by_label("Runs").fill("40")
     try_it.get_by_label("Seed").fill("3")
     page.get_by_test_id("try-batch").click()
-    expect(try_it).to_have_attribute("data-tried", "batch")
+    expect(try_it).to_have_attribute("data-tried", "batch", timeout=90_000)
     expect(page.get_by_test_id("try-batch-summary")).to_contain_text("40 runs (seed 3)")
     expect(page.get_by_test_id("try-histogram")).to_be_visible()
     expect(page.get_by_test_id("try-histogram-table").locator("tbody tr")).to_have_count(10)
@@ -81,3 +84,5 @@ def test_a_designer_tries_a_draft_once_and_in_a_batch(page, served):
     expect(page.get_by_test_id("try-ends")).to_contain_text("Therapy completed")
     # Nothing of the painted single run stays on the diagram after the batch.
     expect(passed).to_have_count(0)
+    violations = serious_violations(page)
+    assert not violations, describe(violations)

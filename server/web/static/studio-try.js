@@ -111,7 +111,7 @@
     remember();
     tableWrap.innerHTML = "";
     var steps = timedSteps();
-    var table = el("table", { "class": "try-durations", "data-testid": "try-durations" });
+    var table = el("table", { "class": "list compact try-durations", "data-testid": "try-durations" });
     table.appendChild(el("caption", {}, "Hours each step takes (drawn uniformly between the least and the most)"));
     var head = el("tr");
     ["Step", "Least hours", "Most hours"].forEach(function (h) { head.appendChild(el("th", { scope: "col" }, h)); });
@@ -196,7 +196,7 @@
   }
 
   function table(caption, headers, rows, testid) {
-    var t = el("table", { "data-testid": testid });
+    var t = el("table", { "class": "list compact", "data-testid": testid });
     t.appendChild(el("caption", {}, caption));
     var head = el("tr");
     headers.forEach(function (h) { head.appendChild(el("th", { scope: "col" }, h)); });
