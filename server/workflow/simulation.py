@@ -40,6 +40,7 @@ from server.errors import ApiError, Invalid
 from server.store.models import ProcessDefinition, ProcessDraft
 from server.workflow import definitions, drafts
 from server.workflow.operators import OperatorContext, coi_assign
+from server.workflow.therapies import PROTECTED_KEYS
 
 SIMULATED_OPERATORS = ("coi.assign",)
 # The made-up therapy every run is: its COI (ISBT 128, facility W0000 "simulation"), patient and site.
@@ -188,6 +189,7 @@ def _simulate(definition: Definition, forms: Mapping[str, Any], xml: str, option
             "max_steps": int(config["ENGINE_MAX_STEPS"]),
             "time_budget": float(config["ENGINE_TIME_BUDGET"]),
             "data_limits": DEFAULT_LIMITS.with_chars(int(config["MAX_PROCESS_DATA_CHARS"])),
+            "protected_keys": PROTECTED_KEYS,
         },
     )
     if options.runs is None:

@@ -176,3 +176,23 @@ def test_the_studio_page_tries_the_diagram_as_drawn(app, world):
     assert batch["completed_runs"] == 5
     coordinator = signed_in(app, "coord")
     assert coordinator.post(f"{draft_url}/simulate", json={}, headers=headers).status_code in {400, 403}
+
+
+def test_a_diagram_that_loops_without_waiting_is_stopped_by_the_engines_budget(api, world):
+    from ..support import hostile
+    from .test_hostile_diagrams import upload
+
+    assert upload(api, world["designer"], hostile.looping("loop_try", before="task")).status_code == 201
+    url = "/api/v1/process-definitions/loop_try/versions/1/simulate"
+    run = api.as_(world["designer"]).post(url, json={}).get_json()
+    assert run["status"] == "failed"
+    assert "ran past its limit" in run["problem"] and run["events"][-1]["type"] == "error"
+    # The completion that ran into the loop is undone, as it is for a real therapy.
+    assert [step["activity_id"] for step in run["path"]] == ["Start_1"]
+
+
+def test_form_data_may_not_set_what_the_server_sets(api, world):
+    url = "/api/v1/process-definitions/mini_therapy/versions/1/simulate"
+    body = {"data": {"Task_Enrol": {"eligible": True, "patient_initials": "AB", "coi": "X"}}}
+    run = api.as_(world["designer"]).post(url, json=body).get_json()
+    assert run["status"] == "failed" and "coi" in run["problem"]
