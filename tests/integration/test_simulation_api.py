@@ -97,6 +97,9 @@ def test_a_deployed_version_can_be_tried_too(api, world):
     url = "/api/v1/process-definitions/mini_therapy/versions/1/simulate"
     run = api.as_(world["designer"]).post(url, json={"data": ENROL}).get_json()
     assert run["status"] == "completed" and run["end"]["activity_id"] == "End_Done"
+    later = api.as_(world["designer"]).post(url, json={"data": ENROL, "start_at": "2027-03-01T08:00:00+01:00"})
+    assert later.get_json()["started_at"] == "2027-03-01T07:00:00Z"
+    assert later.get_json()["path"][1]["ended_at"] == "2027-03-01T08:00:00Z"  # the enrolment took an hour
     missing = api.as_(world["designer"]).post("/api/v1/process-definitions/mini_therapy/versions/7/simulate", json={})
     assert missing.status_code == 404
 
@@ -123,6 +126,9 @@ def test_a_loop_is_bounded_and_a_failing_step_is_reported(api, world):
         ({"runs": "ten"}, "runs"),
         ({"seed": -1}, "seed"),
         ({"start_at": "yesterday"}, "start_at"),
+        ({"start_at": "9999-12-31T00:00:00Z"}, "start_at"),
+        ({"durations": {"Task_Enrol": [1, 1e9]}}, "durations"),
+        ({"data": {"Task_Enrol": [1]}}, "data"),
         ({"colour": "red"}, "colour"),
         ({"default_hours": [2, 1]}, "default_hours"),
     ],
