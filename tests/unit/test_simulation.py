@@ -241,3 +241,15 @@ def test_histogram_bins():
     assert histogram([5.0, 5.0]) == [{"from_hours": 5.0, "to_hours": 5.0, "count": 2}]
     bins = histogram([0.0, 1.0, 9.0, 10.0], bins=2)
     assert bins == [{"from_hours": 0.0, "to_hours": 5.0, "count": 2}, {"from_hours": 5.0, "to_hours": 10.0, "count": 2}]
+
+
+@MODES
+def test_after_an_event_based_gateway_the_first_event_to_come_wins(round_trip):
+    definition = load_definition((FIXTURES / "coverage" / "event-based-gateway.bpmn").read_bytes(), {}, set())
+    sim = Simulation(definition, {}, round_trip=round_trip)
+    message_first = sim.run(Plan(durations={"M": (0.5, 0.5)}))
+    assert message_first["end"]["activity_id"] == "E1"
+    assert [e["type"] for e in message_first["events"]] == ["message.delivered"]
+    timer_first = sim.run(Plan(durations={"M": (2, 2)}))  # the gateway's timer is due after an hour
+    assert timer_first["end"]["activity_id"] == "E2"
+    assert [e["activity_id"] for e in timer_first["timers"]] == ["T"]
