@@ -253,3 +253,20 @@ def test_after_an_event_based_gateway_the_first_event_to_come_wins(round_trip):
     timer_first = sim.run(Plan(durations={"M": (2, 2)}))  # the gateway's timer is due after an hour
     assert timer_first["end"]["activity_id"] == "E2"
     assert [e["activity_id"] for e in timer_first["timers"]] == ["T"]
+
+
+@MODES
+def test_a_cycle_on_a_slow_task_escalates_at_each_occurrence(round_trip):
+    from .test_timers import diagram
+
+    definition = diagram("timers-user-task.bpmn", Timer_Late=("timeCycle", "R3/PT1H"))
+    sim = Simulation(definition, FIXTURE_FORMS, round_trip=round_trip)
+    result = sim.run(Plan(durations={"Task_Review": (5, 5)}))
+    assert [e["at"] for e in result["escalations"]] == [
+        "2026-11-23T10:00:01Z",
+        "2026-11-23T11:00:01Z",
+        "2026-11-23T12:00:01Z",
+    ]
+    assert result["end"]["activity_id"] == "End_Reviewed"
+    report = sim.batch(Plan(durations={"Task_Review": (5, 5)}), runs=3)
+    assert report["escalations"][0]["runs"] == 3 and report["escalations"][0]["times"] == 9
