@@ -334,6 +334,10 @@ class Runtime:
     def _restore(self, state: Mapping) -> BpmnWorkflow:
         return state_from_dict(state, self.definition.spec, self.definition.subprocess_specs, self._script_engine())
 
+    def _save(self, workflow: BpmnWorkflow) -> dict:
+        """The state an outcome hands on (``_restore`` takes it back)."""
+        return state_to_dict(workflow)
+
     def _failed_task(self, workflow: BpmnWorkflow, task_id: str):
         task = self._find_task(workflow, task_id)
         if task is None or task.state != TaskState.ERROR or not isinstance(task.task_spec, ServiceTask):
@@ -674,7 +678,7 @@ class Runtime:
             if task.activity_id not in activities:
                 activities.append(task.activity_id)
         return Outcome(
-            state=state_to_dict(workflow),
+            state=self._save(workflow),
             events=events,
             ready_tasks=ready,
             waiting_for=waits,

@@ -14,7 +14,7 @@ from server.clock import iso
 from server.errors import Invalid
 from server.inputs import ID_MAX
 from server.store.models import ProcessDraft
-from server.workflow import drafts
+from server.workflow import drafts, simulation
 
 from . import bp
 from .views import definition_version
@@ -85,6 +85,11 @@ class CheckDraftSchema(Schema):
         unknown = RAISE
 
     bpmn = fields.String(load_default=None, allow_none=True, validate=BPMN)
+
+
+def simulation_options() -> simulation.Options:
+    """The request's simulation options, read and checked (422 naming the field)."""
+    return simulation.Options(**load_json(simulation.OptionsSchema()))
 
 
 @bp.get("/process-drafts")
@@ -255,3 +260,22 @@ def delete_draft_form(draft_id: str, name: str):
     """Remove a form file from the draft."""
     command = usecases.DeleteDraftFile(draft_id=draft_id, kind="form", name=name, by=g.user, if_match=if_match())
     return answer(usecases.delete_draft_file(command))
+
+
+@bp.post("/process-drafts/<draft_id>/simulate")
+@require(*usecases.SimulateDraft.ROLES)
+def simulate_draft(draft_id: str):
+    """Try the draft on a simulated clock: one run (its path, events, alerts, end and vein-to-vein time), or with
+    ``runs`` a batch (the spread of vein-to-vein times, the ends and how often each escalation fired). Nothing is
+    stored."""
+    options = simulation_options()
+    return usecases.simulate_draft(usecases.SimulateDraft(draft_id=draft_id, by=g.user, options=options))
+
+
+@bp.post("/process-definitions/<key>/versions/<int:version>/simulate")
+@require(*usecases.SimulateVersion.ROLES)
+def simulate_version(key: str, version: int):
+    """Try a deployed version on a simulated clock, as a draft is tried (no therapy is started)."""
+    options = simulation_options()
+    command = usecases.SimulateVersion(key=key, version=version, by=g.user, options=options)
+    return usecases.simulate_version(command)

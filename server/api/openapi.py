@@ -23,6 +23,7 @@ from server.api import schemas
 from server.inputs import ID_MAX
 from server.oversight.alerts import OLDER_THAN, SEVERITIES
 from server.store.models import REASON_KINDS, SLOT_KINDS
+from server.workflow import simulation
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,21 @@ def _operations() -> dict[tuple[str, str], Op]:
             schemas.DefinitionVersionSchema,
             also={"200": ("Identical content: the existing version", schemas.DefinitionVersionSchema)},
             errors={"422": "The draft fails a check (draft_invalid; details.problems lists each on its element)"},
+        ),
+        ("POST", "/api/v1/process-drafts/{draft_id}/simulate"): Op(
+            answer=schemas.SimulationSchema,
+            body=simulation.OptionsSchema,
+            body_required=False,
+            errors={
+                "422": "The draft fails a check (draft_invalid), or an option names an element, gateway or flow the "
+                "diagram does not have (details.fields)"
+            },
+        ),
+        ("POST", "/api/v1/process-definitions/{key}/versions/{version}/simulate"): Op(
+            answer=schemas.SimulationSchema,
+            body=simulation.OptionsSchema,
+            body_required=False,
+            errors={"422": "An option names an element, gateway or flow the diagram does not have (details.fields)"},
         ),
         ("GET", "/api/v1/schedule/options"): Op(
             answer=schemas.ScheduleOptionsSchema,

@@ -937,6 +937,27 @@ class DraftCheckSchema(_Answer):
     diff = fields.Nested(VersionDiffSchema, required=True, allow_none=True)
 
 
+class SimulationSchema(_Answer):
+    """A simulated run (``status``, ``path``, ``events``, ``alerts``, ``end``, ``vein_to_vein``) or, when ``runs``
+    was asked, a batch's report (``runs``, ``completed_runs``, ``ends``, ``escalations``, ``timers`` and the
+    spread of ``vein_to_vein``)."""
+
+    key = _text()
+    status = fields.String(metadata={"enum": ["completed", "stuck", "failed", "did_not_finish"]})
+    problem = fields.String(allow_none=True)
+    end = fields.Dict(allow_none=True)
+    path = fields.List(fields.Dict())
+    events = fields.List(fields.Dict())
+    alerts = fields.List(fields.Dict())
+    escalations = fields.List(fields.Dict())
+    timers = fields.List(fields.Dict())
+    vein_to_vein = fields.Dict(required=True)
+    runs = fields.Integer()
+    completed_runs = fields.Integer()
+    seed = fields.Integer()
+    ends = fields.List(fields.Dict())
+
+
 class DefinitionMessageSchema(_Answer):
     """A message a definition version waits for or starts on, at one catching element."""
 

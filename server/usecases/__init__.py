@@ -57,6 +57,8 @@ from .draft_commands import (
     DeployDraft,
     PutDraftFile,
     SaveDraft,
+    SimulateDraft,
+    SimulateVersion,
     check_draft,
     create_draft,
     delete_draft,
@@ -64,6 +66,8 @@ from .draft_commands import (
     deploy_draft,
     put_draft_file,
     save_draft,
+    simulate_draft,
+    simulate_version,
 )
 from .incident_commands import ResolveIncident, RetryIncident, resolve_incident, retry_incident
 from .material_commands import RecordCustody, RecordReadings, record_custody, record_readings
@@ -151,6 +155,8 @@ HANDLERS: dict[type, Callable[[Any], Any]] = {
     DeployDraft: deploy_draft,
     PutDraftFile: put_draft_file,
     DeleteDraftFile: delete_draft_file,
+    SimulateDraft: simulate_draft,
+    SimulateVersion: simulate_version,
     CreateShipment: create_shipment,
     AddShipmentPosition: add_shipment_position,
     RecordShipmentReadings: record_shipment_readings,

@@ -1,7 +1,7 @@
 """The studio's drafts: start one (from an empty canvas or a deployed version), save it, keep its forms and decision
-tables, check it, delete it and deploy it. Designers and administrators only: for anyone else a draft does not exist
-to act on (403). A change that names the draft's version it was made to (``if_match``, its etag) is refused with
-409 ``draft_changed`` when someone changed the draft since."""
+tables, check it, try it on a simulated clock, delete it and deploy it. Designers and administrators only: for anyone
+else a draft does not exist to act on (403). A change that names the draft's version it was made to (``if_match``,
+its etag) is refused with 409 ``draft_changed`` when someone changed the draft since."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from server.access.auth import check_roles
 from server.store.models import ProcessDefinition, ProcessDraft, User
-from server.workflow import drafts
+from server.workflow import drafts, simulation
 
 from .checks import audits_refusals
 
@@ -156,3 +156,41 @@ def deploy_draft(command: DeployDraft) -> tuple[ProcessDefinition, bool]:
     """The deployed version and whether it is new; 422 with every problem when the draft fails a check."""
     check_roles(command.by, command.ROLES)
     return drafts.deploy(drafts.find(command.draft_id), command.by.username)
+
+
+@dataclass(frozen=True)
+class SimulateDraft:
+    """``by`` tries draft ``draft_id`` on a simulated clock (one run, or a batch when ``options.runs`` is set)."""
+
+    ROLES: ClassVar[tuple[str, ...]] = DRAFTERS
+
+    draft_id: str
+    by: User
+    options: simulation.Options
+
+
+@dataclass(frozen=True)
+class SimulateVersion:
+    """``by`` tries deployed ``version`` of process ``key`` on a simulated clock."""
+
+    ROLES: ClassVar[tuple[str, ...]] = DRAFTERS
+
+    key: str
+    version: int
+    by: User
+    options: simulation.Options
+
+
+@audits_refusals
+def simulate_draft(command: SimulateDraft) -> dict[str, Any]:
+    """The simulated run (or batch report) of the draft; nothing is stored. 404 for an unknown draft, 422 when
+    the draft fails a check or an option names what the diagram does not have."""
+    check_roles(command.by, command.ROLES)
+    return simulation.simulate_draft(drafts.find(command.draft_id), command.options)
+
+
+@audits_refusals
+def simulate_version(command: SimulateVersion) -> dict[str, Any]:
+    """The simulated run (or batch report) of a deployed version; nothing is stored. 404 for an unknown version."""
+    check_roles(command.by, command.ROLES)
+    return simulation.simulate_version(drafts.deployed(command.key, command.version), command.options)

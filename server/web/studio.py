@@ -12,14 +12,14 @@ from engine.definition import PARTIES, SIGNATURE_MEANINGS, TASK_ROLES
 from server import usecases
 from server.errors import ApiError, error_body
 from server.store.extensions import db
-from server.workflow import drafts
+from server.workflow import drafts, simulation
 from server.workflow.definitions import bundled_forms, latest_version
 from server.workflow.operators import OPERATORS, parameters, required_parameters
 
 from . import bp
 from .form_fields import build_fields
 from .session import login_required, page_user
-from .vendor import AUTO_LAYOUT_MODULES, auto_layout_installed, dmn_editor_installed
+from .vendor import AUTO_LAYOUT_MODULES, auto_layout_installed, dmn_editor_installed, vendor_dir
 
 DRAFTERS = usecases.CreateDraft.ROLES
 # The lane names the engine reads as roles, as a designer writes them.
@@ -108,6 +108,7 @@ def studio_draft(draft_id: str):
                 name: url_for("web.vendor_file", package=name, filename="index.js") for name in AUTO_LAYOUT_MODULES
             }
         },
+        charts=vendor_dir("chart.js") is not None,
         options={
             "decisions": drafts.decision_files(draft),
             "draft_forms": sorted(draft.forms or {}),
@@ -192,6 +193,18 @@ def studio_check(draft_id: str):
     except ApiError as exc:
         return _refused(exc)
     return {"ok": not result["problems"], **result}
+
+
+@bp.post("/studio/<draft_id>/simulate")
+@login_required(*DRAFTERS)
+def studio_simulate(draft_id: str):
+    """Try the diagram as drawn on a simulated clock (``SimulateDraft``): one run, or a batch with ``runs``."""
+    try:
+        options = simulation.read_options(request.get_json(silent=True))
+        result = usecases.simulate_draft(usecases.SimulateDraft(draft_id=draft_id, by=page_user(), options=options))
+    except ApiError as exc:
+        return _refused(exc)
+    return result
 
 
 @bp.post("/studio/<draft_id>/deploy")

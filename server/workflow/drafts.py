@@ -1,6 +1,7 @@
 """Drafts of the studio: a diagram saved, checked as it is drawn and deployed when it passes every check.
 
-A draft is never run and never shown to site staff. It keeps the uploaded forms and decision tables of the
+A draft is never run as a therapy (only tried on a simulated clock, ``simulation.py``) and never shown to site
+staff. It keeps the uploaded forms and decision tables of the
 version it started from, so that it passes the same checks that version passed.
 """
 

@@ -186,6 +186,30 @@ def test_main_pages_fit_the_window_and_are_captured(page, new_page, served, shot
     expect(admin.get_by_test_id("studio-status")).to_have_attribute("data-state", "problems")
     expect(admin.get_by_test_id("studio-pin")).to_be_visible()
     _shoot(admin, shots, "studio")
+    # Tried once with a slow infusion: the path painted with simulated times, the escalation and vein-to-vein.
+    phase.fill("")
+    phase.press("Enter")
+    expect(admin.get_by_test_id("studio-status")).to_have_attribute("data-state", "ok")
+    infusion = admin.get_by_test_id("try-durations").locator("tr[data-step='Task_RecordInfusion'] input")
+    infusion.first.fill("2")
+    infusion.last.fill("2")
+    admin.get_by_test_id("try-run").click()
+    expect(admin.get_by_test_id("studio-try")).to_have_attribute("data-tried", "once", timeout=30_000)
+    admin.evaluate(
+        "() => { const m = window.tetherStudio.modeler; const c = m.get('canvas'); c.zoom(0.9);"
+        " c.scrollToElement(m.get('elementRegistry').get('Task_RecordInfusion'), 60);"
+        " m.get('selection').select([]); window.scrollTo(0, 0); }"
+    )
+    _shoot(admin, shots, "studio-try", full_page=False)
+    # A batch of 100 therapies with manufacturing starting 1 to 10 days after the receipt: the histogram.
+    admin.get_by_test_id("try-durations").locator("tr[data-step='Event_ManufacturingStarted'] input").first.fill("24")
+    admin.get_by_test_id("try-durations").locator("tr[data-step='Event_ManufacturingStarted'] input").last.fill("240")
+    infusion.first.fill("0")
+    infusion.last.fill("1")
+    admin.get_by_test_id("try-batch").click()
+    expect(admin.get_by_test_id("studio-try")).to_have_attribute("data-tried", "batch", timeout=90_000)
+    admin.get_by_test_id("try-batch-summary").evaluate("(node) => node.scrollIntoView({block: 'start'})")
+    _shoot(admin, shots, "studio-try-batch", full_page=False)
 
     planner = new_page()
     log_in(planner, "planner", served.password)
