@@ -190,10 +190,10 @@ def test_the_panel_writes_tethers_extensions_as_the_engine_reads_them(page, serv
 
     timer = _append(page, service, "append.intermediate-event")
     _panel_select(page, "Waits for", "timer")
-    page.get_by_label("days").fill("1")
-    page.get_by_label("days").press("Tab")
-    page.get_by_label("hours").fill("12")
-    page.get_by_label("hours").press("Tab")
+    page.get_by_test_id("studio-panel").get_by_label("days", exact=True).fill("1")
+    page.get_by_test_id("studio-panel").get_by_label("days", exact=True).press("Tab")
+    page.get_by_test_id("studio-panel").get_by_label("hours", exact=True).fill("12")
+    page.get_by_test_id("studio-panel").get_by_label("hours", exact=True).press("Tab")
     expect(page.get_by_test_id("studio-duration-iso")).to_have_text("ISO 8601: P1DT12H")
 
     message = _append(page, timer, "append.intermediate-event")
