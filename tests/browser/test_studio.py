@@ -1,5 +1,6 @@
 """The studio in the browser: a designer models a small process from an empty canvas with the palette and the
-properties panel, sees a problem pinned on its element, fixes it, deploys, and a therapy starts on it."""
+properties panel, sees a problem pinned on its element, fixes it, previews its form, tries it, deploys, and a therapy
+starts on it."""
 
 from __future__ import annotations
 
@@ -84,6 +85,13 @@ def test_a_designer_models_checks_fixes_and_deploys_a_process_from_an_empty_canv
     expect(page.get_by_test_id("studio-status")).to_have_attribute("data-state", "ok")
     expect(pin).to_have_count(0)
     expect(page.get_by_test_id("studio-diff")).to_contain_text("A new process")
+
+    # Tried before any patient depends on it: the task completed with the form's example on a simulated clock.
+    page.get_by_test_id("try-run").click()
+    expect(page.get_by_test_id("studio-try")).to_have_attribute("data-tried", "once", timeout=30_000)
+    expect(page.get_by_test_id("try-status")).to_contain_text("Run done: completed")
+    passed = page.locator(f"[data-studio-canvas] .djs-element.try-passed[data-element-id='{task_id}']")
+    expect(passed).to_have_count(1)
 
     page.get_by_test_id("studio-deploy").click()
     expect(page.get_by_test_id("studio-deployed")).to_contain_text(f"Deployed {key} version 1")
