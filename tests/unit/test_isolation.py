@@ -102,8 +102,8 @@ def test_the_stored_value_check_names_the_field():
         check_value({"batch": {"volume_ml": float("nan")}})
     assert info.value.details == {"field": "data.batch.volume_ml", "reason": "not_finite"}
     shared = [[1] * 1000] * 1000  # a million items through shared references, refused without expanding them
-    began = time.monotonic()
+    began = time.thread_time()  # the CPU time spent: a busy machine does not count against it
     with pytest.raises(ValueRejected, match="more than 100000 items"):
         check_value({"rows": shared})
-    assert time.monotonic() - began < 1
+    assert time.thread_time() - began < 1
     check_value({"ok": [1, "two", 3.0, None, True, {"nested": "text"}]})

@@ -249,10 +249,10 @@ def test_unavailable_builtins_and_writes_fail_at_run_time(script):
 
 def test_infinite_loop_stops_after_time_limit():
     env = SandboxEnvironment(time_limit=0.3, max_steps=10**12)
-    started = time.monotonic()
+    started = time.thread_time()  # the limit counts the CPU time the script runs, whatever else the machine does
     with pytest.raises(ScriptFailed, match="time limit") as info:
         env.execute("x = 0\nwhile True:\n    pass", {})
-    assert time.monotonic() - started < 2
+    assert time.thread_time() - started < 2
     assert info.value.line in (2, 3)
 
 
@@ -292,10 +292,10 @@ def test_previous_trace_function_is_restored():
     ],
 )
 def test_huge_allocations_are_refused(script):
-    started = time.monotonic()
+    started = time.thread_time()  # refused before the work is done: little CPU time, however busy the machine
     with pytest.raises(ScriptFailed, match="too large|limited"):
         SandboxEnvironment().execute(script, {})
-    assert time.monotonic() - started < 1
+    assert time.thread_time() - started < 1
 
 
 def test_compilation_is_cached():
