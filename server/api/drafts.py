@@ -14,6 +14,7 @@ from server.clock import iso
 from server.errors import Invalid
 from server.inputs import ID_MAX
 from server.store.models import ProcessDraft
+from server.usecases.draft_commands import DraftFileKind
 from server.workflow import drafts, simulation
 
 from . import bp
@@ -209,19 +210,14 @@ def get_draft_decision(draft_id: str, name: str):
 def put_draft_decision(draft_id: str, name: str):
     """Keep a DMN file with the draft (body: the XML), checked as an upload checks it; the draft's next check and
     deploy use it."""
-    content = _file_body("decision")
-    command = usecases.PutDraftFile(
-        draft_id=draft_id, kind="decision", name=name, content=content, by=g.user, if_match=if_match()
-    )
-    return answer(usecases.put_draft_file(command))
+    return _put_file(draft_id, "decision", name)
 
 
 @bp.delete("/process-drafts/<draft_id>/decisions/<name>")
 @require(*usecases.DeleteDraftFile.ROLES)
 def delete_draft_decision(draft_id: str, name: str):
     """Remove a DMN file from the draft."""
-    command = usecases.DeleteDraftFile(draft_id=draft_id, kind="decision", name=name, by=g.user, if_match=if_match())
-    return answer(usecases.delete_draft_file(command))
+    return _delete_file(draft_id, "decision", name)
 
 
 @bp.get("/process-drafts/<draft_id>/forms")
@@ -247,18 +243,28 @@ def get_draft_form(draft_id: str, name: str):
 @require(*usecases.PutDraftFile.ROLES)
 def put_draft_form(draft_id: str, name: str):
     """Keep a JSON Schema form with the draft (body: the schema), checked as an upload checks it."""
-    content = _file_body("form")
-    command = usecases.PutDraftFile(
-        draft_id=draft_id, kind="form", name=name, content=content, by=g.user, if_match=if_match()
-    )
-    return answer(usecases.put_draft_file(command))
+    return _put_file(draft_id, "form", name)
 
 
 @bp.delete("/process-drafts/<draft_id>/forms/<name>")
 @require(*usecases.DeleteDraftFile.ROLES)
 def delete_draft_form(draft_id: str, name: str):
     """Remove a form file from the draft."""
-    command = usecases.DeleteDraftFile(draft_id=draft_id, kind="form", name=name, by=g.user, if_match=if_match())
+    return _delete_file(draft_id, "form", name)
+
+
+def _put_file(draft_id: str, kind: DraftFileKind, name: str):
+    """Keep the request's body as the draft's ``kind`` file ``name``; the draft."""
+    content = _file_body(kind)
+    command = usecases.PutDraftFile(
+        draft_id=draft_id, kind=kind, name=name, content=content, by=g.user, if_match=if_match()
+    )
+    return answer(usecases.put_draft_file(command))
+
+
+def _delete_file(draft_id: str, kind: DraftFileKind, name: str):
+    """Remove the draft's ``kind`` file ``name``; the draft."""
+    command = usecases.DeleteDraftFile(draft_id=draft_id, kind=kind, name=name, by=g.user, if_match=if_match())
     return answer(usecases.delete_draft_file(command))
 
 

@@ -17,6 +17,9 @@ from .checks import audits_refusals
 DRAFTERS = ("designer", "admin")
 
 
+DraftFileKind = Literal["decision", "form"]  # the files a draft keeps besides its diagram
+
+
 @dataclass(frozen=True)
 class CreateDraft:
     """``by`` starts a draft called ``name``: an empty canvas, or a copy of ``version`` (default the latest) of
@@ -72,7 +75,7 @@ class PutDraftFile:
     ROLES: ClassVar[tuple[str, ...]] = DRAFTERS
 
     draft_id: str
-    kind: Literal["decision", "form"]
+    kind: DraftFileKind
     name: str
     content: bytes
     by: User
@@ -86,7 +89,7 @@ class DeleteDraftFile:
     ROLES: ClassVar[tuple[str, ...]] = DRAFTERS
 
     draft_id: str
-    kind: Literal["decision", "form"]
+    kind: DraftFileKind
     name: str
     by: User
     if_match: str | None = None

@@ -12,6 +12,7 @@ from engine.definition import PARTIES, SIGNATURE_MEANINGS, TASK_ROLES
 from server import usecases
 from server.errors import ApiError, error_body
 from server.store.extensions import db
+from server.usecases.draft_commands import DraftFileKind
 from server.workflow import drafts, simulation
 from server.workflow.definitions import bundled_forms, latest_version
 from server.workflow.operators import OPERATORS, parameters, required_parameters
@@ -250,28 +251,23 @@ def studio_decision(draft_id: str, name: str):
 @login_required(*DRAFTERS)
 def studio_put_decision(draft_id: str, name: str):
     """Keep a decision table with the draft (``PutDraftFile``), sent as ``{"xml", "etag"}`` by the editor."""
-    xml = _text("xml")
-    if xml is None:
-        return jsonify(error_body("invalid", "Nothing to save: the page sent no decision table.")), 422
-    command = usecases.PutDraftFile(
-        draft_id=draft_id, kind="decision", name=name, content=xml.encode("utf-8"), by=page_user(), if_match=_etag()
-    )
-    try:
-        draft = usecases.put_draft_file(command)
-    except ApiError as exc:
-        return _refused(exc)
-    return _files(draft)
+    return _keep_file(draft_id, "decision", name, "xml", "decision table")
 
 
 @bp.post("/studio/<draft_id>/forms/<name>")
 @login_required(*DRAFTERS)
 def studio_put_form(draft_id: str, name: str):
     """Keep a form (JSON Schema) with the draft (``PutDraftFile``), sent as ``{"schema": text, "etag"}``."""
-    text = _text("schema")
+    return _keep_file(draft_id, "form", name, "schema", "form")
+
+
+def _keep_file(draft_id: str, kind: DraftFileKind, name: str, field: str, what: str):
+    """Keep the file the page sent as ``field`` with the draft; the draft's files, or the refusal as JSON."""
+    text = _text(field)
     if text is None:
-        return jsonify(error_body("invalid", "Nothing to save: the page sent no form.")), 422
+        return jsonify(error_body("invalid", f"Nothing to save: the page sent no {what}.")), 422
     command = usecases.PutDraftFile(
-        draft_id=draft_id, kind="form", name=name, content=text.encode("utf-8"), by=page_user(), if_match=_etag()
+        draft_id=draft_id, kind=kind, name=name, content=text.encode("utf-8"), by=page_user(), if_match=_etag()
     )
     try:
         draft = usecases.put_draft_file(command)
