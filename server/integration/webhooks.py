@@ -34,7 +34,7 @@ from sqlalchemy import and_, func, insert, select, update
 
 from server.errors import Conflict, Invalid
 from server.integration import outbox
-from server.store import audit
+from server.store import audit, freshness
 from server.store.extensions import db
 from server.store.models import (
     OutboxEvent,
@@ -405,13 +405,57 @@ def ring_after_commit() -> None:
 # -- fan-out ------------------------------------------------------------------------------------------
 
 
+Subscription = tuple[str, list[str], str]  # (id, patterns, owner's user name) of an active subscription
+
+
+class SubscriptionCache:
+    """The active subscriptions as this process last read them, with the change count they were read at
+    (``server.store.freshness``): a transaction that read the same count uses them without asking again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._read: tuple[int, list[Subscription]] | None = None
+
+    def get(self, changes: int | None) -> list[Subscription] | None:
+        with self._lock:
+            read = self._read
+        return read[1] if read is not None and changes is not None and read[0] == changes else None
+
+    def put(self, changes: int, subscriptions: list[Subscription]) -> None:
+        with self._lock:
+            self._read = (changes, subscriptions)
+
+
+def subscription_cache(app: Flask) -> SubscriptionCache:
+    """The subscription cache of ``app`` (one per process and database)."""
+    with _bell_lock:
+        return app.extensions.setdefault("tether_webhook_subscriptions", SubscriptionCache())
+
+
+def _active_subscriptions(connection) -> list[Subscription]:
+    """The active subscriptions: from this process's cache when the current transaction read the change count
+    they were cached at, else from the database (with the count, in one query, and cached)."""
+    cache = subscription_cache(current_app) if has_app_context() else None
+    known = freshness.known()
+    cached = cache.get(known) if cache is not None else None
+    if cached is not None:
+        return cached
+    # One row with the change count, and the active subscriptions (if any) outer-joined to it.
+    counted = select(freshness.webhook_changes().label("changes")).subquery()
+    rows = connection.execute(
+        select(
+            counted.c.changes, WebhookSubscription.id, WebhookSubscription.events, WebhookSubscription.created_by
+        ).select_from(counted.outerjoin(WebhookSubscription, WebhookSubscription.active.is_(True)))
+    ).all()
+    subscriptions = [(row[1], list(row[2] or []), row[3]) for row in rows if row[1] is not None]
+    if cache is not None and rows:
+        cache.put(rows[0][0], subscriptions)
+    return subscriptions
+
+
 def _subscribers(connection) -> list[tuple[str, list[str], outbox.Reader]]:
     """(id, patterns, owner as a reader) of each active subscription whose owner is active."""
-    subscriptions = connection.execute(
-        select(WebhookSubscription.id, WebhookSubscription.events, WebhookSubscription.created_by).where(
-            WebhookSubscription.active.is_(True)
-        )
-    ).all()
+    subscriptions = _active_subscriptions(connection)
     if not subscriptions:
         return []
     owners = _owners(connection, {name for _id, _events, name in subscriptions})
