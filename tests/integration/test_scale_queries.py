@@ -189,3 +189,21 @@ def test_lists_and_detail_leave_the_engine_state_in_the_database(api, world):
         assert api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").status_code == 200
     own = [s for s, _ in seen if re.search(r"\bFROM therapy\b", s) and re.search(r"WHERE therapy\.id = ", s)]
     assert own and not any(re.search(r"\btherapy\.state\b", s) for s in own), own
+
+
+def test_a_therapy_list_reads_its_page_in_a_fixed_number_of_statements(app, api, world):
+    """Each summary says whether the therapy can be sent back to scheduling (from its waits): read with the page,
+    not one therapy at a time, however many active therapies the page holds."""
+    from server.store.extensions import db
+    from server.store.statements import counted, summary
+
+    for number in range(6):
+        start(api, world["coord"], reference=f"PT-LIST-{number}")
+    with app.app_context():
+        engine = db.engine
+    for token in (world["coord"], world["admin"]):
+        with counted(engine) as seen:
+            listed = api.as_(token).get("/api/v1/therapies")
+        assert listed.status_code == 200 and len(listed.get_json()["items"]) >= 6
+        assert all("reschedulable" in item for item in listed.get_json()["items"])
+        assert len([s for s in seen if str(s) == "SELECT therapy"]) == 1, summary(seen)
