@@ -12,11 +12,10 @@ import sqlalchemy as sa
 from bench._common import backends, fresh_database, make_app
 from bench._seed import MANUFACTURING_SITE, seed
 
-pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(params=backends())
+@pytest.fixture(scope="module", params=backends())
 def seeded(request):
+    """One small seed per backend for the module's tests (they only read it)."""
     with fresh_database(request.param) as url:
         app = make_app(url)
         result = seed(url, therapies=40, active=20, sites=2, app=app, echo=lambda _line: None)
