@@ -31,7 +31,7 @@ from json.encoder import encode_basestring as _encode_string  # the C encoder js
 from typing import Any
 
 from flask import current_app, g, has_app_context, has_request_context
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
@@ -594,14 +594,20 @@ def seal() -> dict[str, Any] | None:
     try:
         session.add(AuditSeal(id=number, at=at, heads=len(moved), root=root, prev_hash=prev_hash, hash=digest))
         session.flush()
-        session.add_all(
-            AuditSealHead(seal_id=number, chain=chain, chain_seq=place, seq=seq, hash=head_hash)
-            for chain, place, seq, head_hash in moved
+        # The seal's heads and the heads' marks, each one batched statement (executemany), not one per head.
+        session.execute(
+            insert(table_of(AuditSealHead)),
+            [
+                {"seal_id": number, "chain": chain, "chain_seq": place, "seq": seq, "hash": head_hash}
+                for chain, place, seq, head_hash in moved
+            ],
         )
-        for chain, place, _seq, _hash in moved:
-            session.execute(
-                update(table).where(table.c.chain == chain, table.c.sealed_seq < place).values(sealed_seq=place)
-            )
+        session.execute(
+            update(table)
+            .where(table.c.chain == bindparam("head_chain"), table.c.sealed_seq < bindparam("place"))
+            .values(sealed_seq=bindparam("place")),
+            [{"head_chain": chain, "place": place} for chain, place, _seq, _hash in moved],
+        )
         session.commit()
     except DBAPIError as exc:
         session.rollback()
