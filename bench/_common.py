@@ -119,7 +119,7 @@ _BEFORE_BY_SHAPE = {_shape(name): value for name, value in BEFORE.items()}
 
 def before(figure: Figure) -> str:
     """The earlier measurement of ``figure`` (its own, else the table's), or "" when there is none."""
-    return figure.before or _BEFORE_BY_SHAPE.get(_shape(figure.name), "")
+    return figure.before or BEFORE.get(figure.name) or _BEFORE_BY_SHAPE.get(_shape(figure.name), "")
 
 
 def table(figures: list[Figure]) -> str:

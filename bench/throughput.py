@@ -327,10 +327,12 @@ def main(argv: list[str] | None = None) -> list[Figure]:
                 + abs(result["audited"] - result["told"])
             )
             problems += bad
-            notes.append(
-                f"{label}: {result['errors']} errors, {result['lost']} lost"
-                + ("" if result["chain"]["ok"] else ", chain broken")
-            )
+            if bad:
+                notes.append(
+                    f"{label}: {result['errors']} errors, {result['lost']} lost"
+                    + ("" if result["chain"]["ok"] else ", chain broken")
+                )
+    notes = notes or [f"none in {sum(len(measured) for measured in runs.values())} runs"]
     medians: dict[tuple[str, int], float] = {}
     for (backend, workers), measured in runs.items():
         rates = [rate for rate, _load in measured]
