@@ -101,7 +101,8 @@ lint: install
 	$(BIN)/mypy engine server
 	$(BIN)/lint-imports
 
-# Every benchmark on SQLite and on a throwaway PostgreSQL and RabbitMQ (make bench BENCH='overhead audit' runs some).
+# Every benchmark on SQLite and on a throwaway PostgreSQL and RabbitMQ (make bench BENCH='overhead audit' runs some;
+# BENCH=--quick runs each smaller, to check that they run).
 BENCH ?=
 bench: install
 	bash scripts/with-postgres bash scripts/with-rabbitmq $(BIN)/python -m bench $(BENCH)

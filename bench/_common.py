@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import shutil
 import socket
 import sqlite3
@@ -39,6 +40,7 @@ class Figure:
     target: str = ""
     met: bool | None = None
     note: str = ""
+    before: str = ""  # the earlier measurement, when not the one BEFORE names
 
     def measured(self) -> str:
         if self.value is None:
@@ -52,12 +54,84 @@ class Figure:
         return {True: "met", False: "NOT met", None: ""}[self.met]
 
 
+# The earlier measurement of each figure (docs/performance.md, before the per-therapy audit chains, the lean
+# completion path and the seeder's parties and bookings), shown beside the new one. Keys are figure names with
+# their numbers written N (``_shape``), so that a run with other sizes still finds its row.
+BEFORE = {
+    "overhead: SQL statements of one task completion, sqlite": "14 (35 at first)",
+    "overhead: SQL statements of one task completion, postgresql": "10 (29 at first)",
+    "overhead: per-step cost, (a) SpiffWorkflow in memory": "0.119 ms",
+    "overhead: per-step cost, (b) SpiffWorkflow + JSON at each wait state": "1.02 ms",
+    "overhead: per-step cost, (e) Tether engine alone, no DB/HTTP": "0.890 ms",
+    "overhead: per-step cost, (c) Tether over HTTP, sqlite": "13.9 ms",
+    "overhead: per-step cost, (c) Tether over HTTP, postgresql": "23.3 ms",
+    "overhead: c/b, sqlite": "13.6 x",
+    "overhead: c/b, postgresql": "22.8 x",
+    "throughput: task completions, sqlite, 1 worker": "89.6 /s (43-59 /s busy)",
+    "throughput: task completions, sqlite, 2 workers": "93.4 /s (53-59 /s busy)",
+    "throughput: task completions, sqlite, 4 workers": "not measured",
+    "throughput: task completions, postgresql, 1 worker": "42-50 /s (busy)",
+    "throughput: task completions, postgresql, 2 workers": "40.0 /s (26-56 /s busy)",
+    "throughput: task completions, postgresql, 4 workers": "32-40 /s (busy)",
+    "throughput: errors / lost updates": "0",
+    "Audit verification, N entries, sqlite": "245,031 entries/s",
+    "Audit verification, N entries, postgresql": "220,479 entries/s",
+    "Audit verification memory growth over the run, sqlite": "0.824 MiB",
+    "Audit verification memory growth over the run, postgresql": "0.508 MiB",
+    "Audit seal over every chain head that moved, sqlite": "not measured",
+    "Audit seal over every chain head that moved, postgresql": "not measured",
+    "Audit appends, N writers, a chain each, postgresql": "390 /s (busy)",
+    "Audit appends, N writers, one shared chain, postgresql": "236-310 /s (busy)",
+    "Long instance: step at day N (p50 of the last N days), sqlite": "11.2 ms",
+    "Long instance: step at day N (p50 of the last N days), postgresql": "15.3 ms",
+    "Timers: p99 lateness, N armed, N due/s, sqlite": "0.013 s",
+    "Timers: p99 lateness, N armed, N due/s, postgresql": "0.010 s",
+    "Timers: firings one process commits, burst of N, sqlite": "214 firings/s",
+    "Timers: firings one process commits, burst of N, postgresql": "146 firings/s",
+    "Timers: re-arm N timers at start, sqlite": "0.413 s",
+    "Timers: re-arm N timers at start, postgresql": "0.357 s",
+    "sqlite: seeding N therapies (bulk copy)": "45.7 s (no parties, no bookings)",
+    "sqlite: task inbox GET /tasks p95": "8.03 ms",
+    "sqlite: therapy list GET /therapies p95": "5.74 ms (copies without party rows)",
+    "sqlite: therapy detail GET /therapies/{id} p95": "5.36 ms",
+    "sqlite: web task inbox /tasks p95": "44.7 ms",
+    "sqlite: web control tower /dashboard p95": "101 ms",
+    "sqlite: start-up with N armed timers": "1.60 s",
+    "sqlite: server RSS after the run": "223 MiB",
+    "postgresql: seeding N therapies (bulk copy)": "76.4 s (no parties, no bookings)",
+    "postgresql: task inbox GET /tasks p95": "8.25 ms",
+    "postgresql: therapy list GET /therapies p95": "5.87 ms (copies without party rows)",
+    "postgresql: therapy detail GET /therapies/{id} p95": "10.1 ms",
+    "postgresql: web task inbox /tasks p95": "62.2 ms",
+    "postgresql: web control tower /dashboard p95": "108 ms",
+    "postgresql: start-up with N armed timers": "1.68 s",
+    "postgresql: server RSS after the run": "230 MiB",
+}
+
+
+def _shape(name: str) -> str:
+    """A figure's name with its numbers written N."""
+    return re.sub(r"\d[\d,.]*", "N", name)
+
+
+_BEFORE_BY_SHAPE = {_shape(name): value for name, value in BEFORE.items()}
+
+
+def before(figure: Figure) -> str:
+    """The earlier measurement of ``figure`` (its own, else the table's), or "" when there is none."""
+    return figure.before or BEFORE.get(figure.name) or _BEFORE_BY_SHAPE.get(_shape(figure.name), "")
+
+
 def table(figures: list[Figure]) -> str:
-    """The figures as a Markdown table (what docs/performance.md keeps)."""
-    lines = ["| Figure | Measured | Target | |", "|---|---|---|---|"]
+    """The figures as a Markdown table (what docs/performance.md keeps): each with its earlier measurement, the one
+    just made, its target and whether it is met."""
+    lines = ["| Figure | Before | Now | Target | Met? |", "|---|---|---|---|---|"]
     for figure in figures:
         note = f" ({figure.note})" if figure.note else ""
-        lines.append(f"| {figure.name}{note} | {figure.measured()} | {figure.target} | {figure.verdict()} |")
+        lines.append(
+            f"| {figure.name}{note} | {before(figure) or '-'} | {figure.measured()} | {figure.target or '-'} | "
+            f"{figure.verdict() or '-'} |"
+        )
     return "\n".join(lines)
 
 

@@ -5,15 +5,22 @@
 Fills an empty database (migrated here if it is not yet) with ``--therapies`` therapies of
 ``processes/autologous-car-t.bpmn`` spread evenly over ``--sites`` treatment centres (``SITE-A``, ``SITE-B``,
 ...), ``--active`` of them active and the rest completed, plus one user per role and an API token each
-(printed at the end). Every active therapy waits on an armed timer (a boundary or catch timer due between
-6 hours and 28 days from now, so nothing fires while a benchmark runs) and most have an open user task.
+(printed at the end). Every therapy has the parties its process names: its treatment centre (which also
+collects, the apheresis party), the manufacturing site ``MFG-1`` and the courier ``LOG-1``, each with its
+party row, and each task is at its party's site. Every therapy holds the places its scheduling task booked
+through the process (``slot.book``): a collection slot at its centre and a manufacturing run at ``MFG-1``, one
+place each, named in its process data (``bookings``); besides them, each centre and ``MFG-1`` publish open
+capacity from today for 8 weeks (apheresis, infusion, manufacturing). Most active therapies wait on an armed
+timer (a boundary or catch timer due between 6 hours and 28 days from now, so nothing fires while a benchmark
+runs) and most have an open user task.
 
 Starting 100,000 therapies one by one through the use cases would take an hour, so this does what
 ``bench.timers`` does: a handful of template therapies are started and advanced through the real use cases
 (``server.workflow.therapies``: engine, task rows, signatures, audit, outbox), one per stage the copies need (waiting
 for the fresh-material courier, manufacturing in progress, the bedside check, the infusion, the day-28
 timer, and completed). Their rows are then copied in bulk INSERTs: the therapy row with its engine state,
-its task rows, its signatures (with their content hash computed again for the copy, so they stay valid)
+its party rows, its booked slots and bookings (new slots at the copy's times), its task rows, its
+signatures (with their content hash computed again for the copy, so they stay valid)
 and one ``therapy.started`` audit entry per copy, appended to the hash chain (``tether audit verify`` stays
 green). Each copy gets a fresh id, fresh task ids (in the engine state too, so its open tasks can be
 completed), a COI from a block reserved on the facility's counter, its own patient reference and site,
@@ -54,13 +61,21 @@ PROCESS_KEY = "autologous_car_t"
 PASSWORD = "bench-password-1"
 TEMPLATE_SITE = "SITE-A"
 # Steps of the happy path each template has taken (server.demo_data.AUTOLOGOUS_HAPPY_PATH), with the share of
-# the active copies made from it. Each of these stages waits on a timer; after 15 and 16 steps the therapy
-# also waits for a coordinator's task (the bedside check, the infusion).
-ACTIVE_STAGES = {4: 0.15, 7: 0.15, 15: 0.30, 16: 0.30, 17: 0.10}
+# the active copies made from it. Most of these stages wait on a timer; after 5 steps the therapy waits for the
+# manufacturing site's receipt of the material (MFG-1's task), after 15 and 16 for a coordinator's task (the
+# bedside check, the infusion).
+ACTIVE_STAGES = {4: 0.15, 5: 0.10, 7: 0.15, 15: 0.25, 16: 0.25, 17: 0.10}
 COMPLETED_STEPS = 19  # the whole journey, follow-up included
 BATCH = 1000  # therapies per INSERT batch
-SIGNING_IN = ("coordinator-a", "qa", "admin")  # users given a password (the others use their API token)
+SIGNING_IN = ("coordinator-a", "qa", "admin", "planner")  # users given a password (the others use their API token)
 MIN_DUE, MAX_DUE = timedelta(hours=6), timedelta(days=28)
+MANUFACTURING_SITE, LOGISTICS_SITE = "MFG-1", "LOG-1"
+# The sites of every therapy's parties besides its treatment centre (which also collects: apheresis).
+PARTY_SITES = {"manufacturing": MANUFACTURING_SITE, "logistics": LOGISTICS_SITE}
+# Open capacity from today on, beside the booked places: (kind, at a treatment centre or MFG-1, start and end
+# hour UTC, places), one slot a day for FREE_DAYS days.
+FREE_CAPACITY = [("apheresis", None, 8, 12, 1), ("infusion", None, 9, 17, 2), ("manufacturing", "MFG-1", 8, 18, 2)]
+FREE_DAYS = 56
 
 
 class Stencil:
@@ -100,6 +115,7 @@ class Template:
         signatures: list[dict],
         started_entry: dict | None,
         writer: Writer,
+        bookings: list[tuple[dict, dict]] = (),  # type: ignore[assignment]
     ):
         from engine.coi import parse_coi
         from server.clock import iso
@@ -119,6 +135,13 @@ class Template:
         slots.update({task["id"]: f"t{i}" for i, task in enumerate(tasks)})
         if due is not None:
             slots.update({due.isoformat(): "due", iso(due): "due_z"})
+        # the booked slots: their ids and times (as the process data names them) differ for each copy
+        for i, (_booking, slot) in enumerate(bookings):
+            slots[slot["id"]] = f"s{i}"
+            for end in ("start", "end"):
+                moment = slot[f"{end}_at"]
+                moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+                slots.update({iso(moment): f"s{i}_{end}", moment.isoformat(): f"s{i}_{end}_x"})
         # JSON as the server writes it (compact); an audit entry's data with sorted keys, as the chain hashes it
         self.state = Stencil(compact_json(therapy["state"]), slots)
         self.data = Stencil(compact_json(therapy["data"]), slots)
@@ -138,6 +161,12 @@ class Template:
             for name in ("id", "therapy_id", "site_id", "data", "created_at", "completed_at", "due_at")
         }
         self.task_rows = []
+        self.at_centre = [task["site_id"] == therapy["site_id"] for task in tasks]  # else at another party's site
+        self.bookings = [
+            (booking, slot, at(booking["created_at"]), at(slot["start_at"]), at(slot["end_at"]), at(slot["created_at"]))
+            for booking, slot in bookings
+        ]
+        self.centre_slots = [slot["site_id"] == therapy["site_id"] for _booking, slot in bookings]
         for task in tasks:
             row = [task[c] for c in columns]
             times = {name: at(task[name]) if task[name] else None for name in ("created_at", "completed_at", "due_at")}
@@ -183,8 +212,9 @@ def site_codes(count: int) -> list[str]:
 def users(sites: list[str]) -> list[tuple[str, list[str], list[str]]]:
     """(user name, roles, sites): a coordinator per site, and one user of every other role."""
     return [(f"coordinator-{code[5:].lower()}", ["coordinator"], [code]) for code in sites] + [
-        ("manufacturing", ["manufacturing"], ["MFG-1", *sites]),
-        ("logistics", ["logistics"], sites),
+        ("manufacturing", ["manufacturing"], [MANUFACTURING_SITE]),
+        ("planner", ["planner"], [MANUFACTURING_SITE]),
+        ("logistics", ["logistics"], [LOGISTICS_SITE]),
         ("qa", ["qa"], []),
         ("integrator", ["integrator"], []),
         ("admin", ["admin"], []),
@@ -198,7 +228,8 @@ def _people(sites: list[str]) -> dict[str, str]:
 
     for code in sites:
         accounts.add_site(code, f"Treatment centre {code[5:]}", "treatment-centre", "bench")
-    accounts.add_site("MFG-1", "Manufacturing site 1", "manufacturing", "bench")
+    accounts.add_site(MANUFACTURING_SITE, "Manufacturing site 1", "manufacturing", "bench")
+    accounts.add_site(LOGISTICS_SITE, "Courier 1", "logistics", "bench")
     tokens = {}
     for username, roles, scoped in users(sites):  # a password (slow to hash) only for who signs or logs in
         password = PASSWORD if username in SIGNING_IN else None
@@ -226,7 +257,9 @@ def _advance(app, steps: int, number: int) -> str:
         "logistics": "logistics",
     }
     try:
-        therapy = therapies.start_therapy(PROCESS_KEY, None, TEMPLATE_SITE, f"PT-TEMPLATE-{number:02d}", {}, "bench")
+        therapy = therapies.start_therapy(
+            PROCESS_KEY, None, TEMPLATE_SITE, f"PT-TEMPLATE-{number:02d}", {}, "bench", PARTY_SITES
+        )
         for step in AUTOLOGOUS_HAPPY_PATH[:steps]:
             clock.advance(hours=2)
             therapy = db.session.get(Therapy, therapy.id)
@@ -239,9 +272,12 @@ def _advance(app, steps: int, number: int) -> str:
                     )
                 ).scalar_one()
                 user = db.session.execute(select(User).where(User.username == by_role[task.role])).scalar_one()
-                therapies.complete_task(
-                    task, form_data(task.form, therapy.coi), user.username, signer=user if task.signature else None
+                data = (
+                    _template_slots(clock(), number)
+                    if task.activity_id == "Task_Scheduling"
+                    else form_data(task.form, therapy.coi)
                 )
+                therapies.complete_task(task, data, user.username, signer=user if task.signature else None)
             elif step[0] == "message":
                 therapies.deliver_message(therapy, step[1], step[2], actor="integrator")
             else:
@@ -252,9 +288,52 @@ def _advance(app, steps: int, number: int) -> str:
         app.config["CLOCK"] = original
 
 
+def _template_slots(now, number: int) -> dict:
+    """An apheresis slot at the template's centre from about a day on and a manufacturing slot at MFG-1 the day
+    after, one place each, for the scheduling task to book (their times at odd minutes and seconds, so that no
+    other time of the therapy's JSON reads the same)."""
+    from server.store.extensions import db
+    from server.store.models import Site, Slot
+
+    sites = {
+        code: db.session.execute(select(Site.id).where(Site.code == code)).scalar_one()
+        for code in (TEMPLATE_SITE, MANUFACTURING_SITE)
+    }
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    apheresis_start = day + timedelta(hours=8, minutes=number, seconds=7)
+    manufacturing_start = day + timedelta(days=1, hours=8, minutes=number, seconds=11)
+    slots = {
+        "apheresis_slot_id": Slot(
+            site_id=sites[TEMPLATE_SITE],
+            kind="apheresis",
+            start_at=apheresis_start,
+            end_at=apheresis_start + timedelta(hours=4),
+            capacity=1,
+            booked=0,
+            status="open",
+            created_at=now,
+            created_by="bench",
+        ),
+        "manufacturing_slot_id": Slot(
+            site_id=sites[MANUFACTURING_SITE],
+            kind="manufacturing",
+            start_at=manufacturing_start,
+            end_at=manufacturing_start + timedelta(hours=10),
+            capacity=1,
+            booked=0,
+            status="open",
+            created_at=now,
+            created_by="bench",
+        ),
+    }
+    db.session.add_all(slots.values())
+    db.session.commit()
+    return {name: slot.id for name, slot in slots.items()}
+
+
 def _template(therapy_id: str, steps: int, writer: Writer) -> Template:
     from server.store.extensions import db
-    from server.store.models import AuditEntry, Signature, TaskRecord, Therapy
+    from server.store.models import AuditEntry, Booking, Signature, Slot, TaskRecord, Therapy
 
     def columns(model, row) -> dict:
         return {c.key: getattr(row, c.key) for c in model.__mapper__.column_attrs}
@@ -275,6 +354,9 @@ def _template(therapy_id: str, steps: int, writer: Writer) -> Template:
         .scalars()
         .first()
     )
+    booked = db.session.execute(
+        select(Booking, Slot).join(Slot, Slot.id == Booking.slot_id).where(Booking.therapy_id == therapy_id)
+    ).all()
     return Template(
         steps,
         columns(Therapy, therapy),
@@ -282,6 +364,7 @@ def _template(therapy_id: str, steps: int, writer: Writer) -> Template:
         [columns(Signature, s) for s in signatures],
         columns(AuditEntry, started) if started else None,
         writer,
+        [(columns(Booking, b), columns(Slot, slot)) for b, slot in booked],
     )
 
 
@@ -316,7 +399,16 @@ class Writer:
         self.dialect = make_url(database_url).get_backend_name()
         self.columns = {
             name: [c.name for c in db.metadata.tables[name].columns]
-            for name in ("therapy", "task", "signature", "audit_entry", "audit_chain_head")
+            for name in (
+                "therapy",
+                "task",
+                "signature",
+                "audit_entry",
+                "audit_chain_head",
+                "therapy_party",
+                "slot",
+                "booking",
+            )
         }
         self.indexes: list[str] = []
 
@@ -475,13 +567,39 @@ def seed(
     now_aware = utcnow()
     now = writer.base_time(now_aware)
     out = writer.out_time
-    columns = {name: writer.columns[name] for name in ("therapy", "signature", "audit_entry", "audit_chain_head")}
+    columns = writer.columns
+    party_site_ids = {party: site_ids[code] for party, code in PARTY_SITES.items()}
+
+    def free_capacity() -> list[list]:
+        """Open slots from today on at every treatment centre and MFG-1, none of their places booked."""
+        today = now_aware.replace(hour=0, minute=0, second=0, microsecond=0)
+        rows = []
+        for day in range(FREE_DAYS):
+            for kind, where, first, last, places in FREE_CAPACITY:
+                for code in [where] if where else codes:
+                    start = today + timedelta(days=day, hours=first)
+                    slot = {
+                        "id": new_id(),
+                        "site_id": site_ids[code],
+                        "kind": kind,
+                        "start_at": out(writer.base_time(start)),
+                        "end_at": out(writer.base_time(start + timedelta(hours=last - first))),
+                        "capacity": places,
+                        "booked": 0,
+                        "status": "open",
+                        "created_at": out(now),
+                        "created_by": "bench",
+                    }
+                    rows.append([slot[c] for c in columns["slot"]])
+        return rows
 
     def batches():
         """Batches of rows to insert, built while the previous batch is being written."""
         nonlocal seq
         for start in range(0, copies, BATCH):
             therapy_rows, task_rows, signature_rows, audit_rows, head_rows, ids = [], [], [], [], [], []
+            party_rows, booking_rows = [], []
+            slot_rows = free_capacity() if start == 0 else []
             for index in range(start, min(start + BATCH, copies)):
                 is_active = kinds[index]
                 template = rng.choice(stage_pool) if is_active else by_steps[COMPLETED_STEPS]
@@ -496,6 +614,32 @@ def seed(
                 task_ids = [new_id() for _ in template.task_rows]
                 values = {"eye": coi.eye_readable, "coi": coi.value, "ref": reference, "site": site}
                 values.update((f"t{i}", task_id) for i, task_id in enumerate(task_ids))
+                booked = []
+                for i, (booking, slot, booked_at, slot_start, slot_end, slot_made) in enumerate(template.bookings):
+                    slot_id = new_id()
+                    values[f"s{i}"] = slot_id
+                    for end, moment in (("start", slot_start + shift), ("end", slot_end + shift)):
+                        aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+                        values[f"s{i}_{end}"], values[f"s{i}_{end}_x"] = iso(aware), aware.isoformat()
+                    slot_row = {
+                        **slot,
+                        "id": slot_id,
+                        "site_id": site_id if template.centre_slots[i] else slot["site_id"],
+                        "start_at": out(slot_start + shift),
+                        "end_at": out(slot_end + shift),
+                        "booked": 1,
+                        "created_at": out(slot_made + shift),
+                    }
+                    booked.append(
+                        {
+                            **booking,
+                            "id": new_id(),
+                            "therapy_id": therapy_id,
+                            "slot_id": slot_id,
+                            "created_at": out(booked_at + shift),
+                        }
+                    )
+                    slot_rows.append([slot_row[c] for c in columns["slot"]])
                 due = None
                 if base["next_due_at"] is not None:
                     offset = MIN_DUE + (MAX_DUE - MIN_DUE) * rng.random()
@@ -518,13 +662,28 @@ def seed(
                     "ended_at": out(template.ended_at + shift) if template.ended_at else None,
                 }
                 therapy_rows.append([therapy[c] for c in columns["therapy"]])
+                booking_rows.extend([record[c] for c in columns["booking"]] for record in booked)
+                for party, party_site in (("treatment", site_id), *party_site_ids.items()):
+                    record = {
+                        "therapy_id": therapy_id,
+                        "party": party,
+                        "site_id": party_site,
+                        "therapy_created_at": out(created),
+                        "assigned_at": out(created),
+                        "assigned_by": "bench",
+                    }
+                    party_rows.append([record[c] for c in columns["therapy_party"]])
                 if is_active:
                     ids.append(therapy_id)
                 slot = template.task_columns
                 task_data = []
-                for task_id, (row, data, times, due_task) in zip(task_ids, template.task_rows, strict=True):
+                for task_id, at_centre, (row, data, times, due_task) in zip(
+                    task_ids, template.at_centre, template.task_rows, strict=True
+                ):
                     row = row[:]
-                    row[slot["id"]], row[slot["therapy_id"]], row[slot["site_id"]] = task_id, therapy_id, site_id
+                    row[slot["id"]], row[slot["therapy_id"]] = task_id, therapy_id
+                    if at_centre:  # a task of another party stays at that party's site (MFG-1, LOG-1)
+                        row[slot["site_id"]] = site_id
                     row[slot["data"]] = filled = data.fill(values)
                     task_data.append(filled)
                     row[slot["created_at"]] = out(times["created_at"] + shift)
@@ -577,6 +736,9 @@ def seed(
                     head_rows.append([head[c] for c in columns["audit_chain_head"]])
             tables = {
                 "therapy": therapy_rows,
+                "therapy_party": party_rows,
+                "slot": slot_rows,
+                "booking": booking_rows,
                 "task": task_rows,
                 "signature": signature_rows,
                 "audit_entry": audit_rows,

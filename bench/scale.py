@@ -12,7 +12,13 @@ session, each endpoint ``--requests`` times after 10 warm-up requests, one reque
 - the task inbox, ``GET /api/v1/tasks`` (default page) as the coordinator of ``SITE-A``;
 - the therapy list, ``GET /api/v1/therapies`` (default page) as the same coordinator;
 - a therapy's detail, ``GET /api/v1/therapies/{id}`` of a random active therapy of ``SITE-A``;
-- the web pages' task inbox (``/tasks``) and control tower (``/dashboard``) as that coordinator, logged in.
+- as the manufacturing user of ``MFG-1`` (who sees only its party's tasks and therapies): its task inbox and
+  its therapy list;
+- the capacity calendar (``GET /api/v1/slots`` of MFG-1's manufacturing runs over the next 4 weeks), a centre's
+  free apheresis slots (``available=true``), a random active therapy's bookings and its booking options
+  (``GET /api/v1/schedule/options?therapy_id=``);
+- the web pages' task inbox (``/tasks``) and control tower (``/dashboard``) as that coordinator, logged in, and
+  the capacity calendar (``/capacity``, MFG-1's week) as MFG-1's planner.
 
 Also: the start-up time with the 10,000 timers in the database (from launching ``tether serve`` to
 ``/api/v1/health`` answering 200: a gunicorn worker loads the app, starts the scheduler and re-arms every
@@ -20,7 +26,8 @@ timer from the database before it takes its first request; the server's log line
 checked when the log has it), and the resident memory of the server's process tree (gunicorn's master and
 its worker) once every request has been answered.
 
-Targets: inbox and list p95 <= 50 ms, detail p95 <= 30 ms, server RSS <= 300 MB, start-up <= 5 s.
+Targets: inbox and list p95 <= 50 ms (the party-filtered ones, the slot lists and the options too), detail
+p95 <= 30 ms (a therapy's bookings too), server RSS <= 300 MB, start-up <= 5 s.
 
 ``--database URL`` runs on an existing database instead of a fresh one (seeded first when it is empty), e.g.
 one seeded once with ``python -m bench._seed``, so that the measurement can be repeated without seeding.
@@ -44,6 +51,7 @@ TARGET_SEED_S = 60.0
 WARM_UP = 10
 COORDINATOR = "coordinator-a"
 SITE = "SITE-A"
+MANUFACTURER, PLANNER = "manufacturing", "planner"  # users at MFG-1: they see its party's tasks and therapies
 
 
 def callers(database_url: str) -> dict:
@@ -56,7 +64,10 @@ def callers(database_url: str) -> dict:
 
     app = make_app(database_url)
     with app.app_context():
-        tokens = {name: accounts.issue_token(name, "bench.scale", actor="bench") for name in (COORDINATOR, "admin")}
+        tokens = {
+            name: accounts.issue_token(name, "bench.scale", actor="bench")
+            for name in (COORDINATOR, "admin", MANUFACTURER, PLANNER)
+        }
         db.session.commit()
         site = db.session.execute(select(Site.id).where(Site.code == SITE)).scalar_one()
         active = (
@@ -145,10 +156,41 @@ def measure(
             results["detail"] = timed(
                 session, "", requests_count, headers=coordinator, urls=lambda: f"{base}/therapies/{rng.choice(active)}"
             )
+            maker = {"Authorization": f"Bearer {people['tokens'][MANUFACTURER]}"}
+            results["party inbox"] = timed(session, f"{base}/tasks", requests_count, headers=maker)
+            results["party list"] = timed(session, f"{base}/therapies", requests_count, headers=maker)
+            today = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime())
+            weeks = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(time.time() + 28 * 86400))
+            results["calendar"] = timed(
+                session,
+                f"{base}/slots?site=MFG-1&kind=manufacturing&from={today}&to={weeks}",
+                requests_count,
+                headers=maker,
+            )
+            results["free slots"] = timed(
+                session, f"{base}/slots?site={SITE}&kind=apheresis&available=true", requests_count, headers=coordinator
+            )
+            results["bookings"] = timed(
+                session,
+                "",
+                requests_count,
+                headers=coordinator,
+                urls=lambda: f"{base}/therapies/{rng.choice(active)}/bookings",
+            )
+            results["options"] = timed(
+                session,
+                "",
+                requests_count,
+                headers=coordinator,
+                urls=lambda: f"{base}/schedule/options?therapy_id={rng.choice(active)}",
+            )
             pages = requests.Session()
             web_login(pages, root, COORDINATOR, PASSWORD)
             results["web inbox"] = timed(pages, f"{root}/tasks", requests_count)
             results["control tower"] = timed(pages, f"{root}/dashboard", requests_count)
+            planner = requests.Session()
+            web_login(planner, root, PLANNER, PASSWORD)
+            results["web calendar"] = timed(planner, f"{root}/capacity?site=MFG-1", requests_count)
             memory = rss_mib(process.pid)
         armed = re.findall(r"re-armed (\d+) timers", log.read_text(errors="replace"))
     print(
@@ -163,10 +205,27 @@ def measure(
         "inbox": "task inbox GET /tasks",
         "list": "therapy list GET /therapies",
         "detail": "therapy detail GET /therapies/{id}",
+        "party inbox": "MFG-1's task inbox GET /tasks (its party's tasks)",
+        "party list": "MFG-1's therapy list GET /therapies (its party's therapies)",
+        "calendar": "capacity calendar GET /slots (MFG-1, 4 weeks)",
+        "free slots": "free slots GET /slots?available=true (a centre's apheresis)",
+        "bookings": "a therapy's bookings GET /therapies/{id}/bookings",
+        "options": "booking options GET /schedule/options?therapy_id=",
         "web inbox": "web task inbox /tasks",
         "control tower": "web control tower /dashboard",
+        "web calendar": "web capacity calendar /capacity (MFG-1's week)",
     }
-    targets = {"inbox": TARGET_LIST_MS, "list": TARGET_LIST_MS, "detail": TARGET_DETAIL_MS}
+    targets = {
+        "inbox": TARGET_LIST_MS,
+        "list": TARGET_LIST_MS,
+        "detail": TARGET_DETAIL_MS,
+        "party inbox": TARGET_LIST_MS,
+        "party list": TARGET_LIST_MS,
+        "calendar": TARGET_LIST_MS,
+        "free slots": TARGET_LIST_MS,
+        "bookings": TARGET_DETAIL_MS,
+        "options": TARGET_LIST_MS,
+    }
     for key, (times, size) in results.items():
         p50, p95 = percentile(times, 0.5), percentile(times, 0.95)
         print(

@@ -6,8 +6,8 @@
 On each database (SQLite, and PostgreSQL when one is available: run it under ``scripts/with-postgres``), a
 fresh database is seeded with ``bench._seed`` (``--therapies`` therapies of the bundled autologous diagram
 over ``--sites`` treatment centres, ``--active`` of them active; the copies keep the phase their template
-reached through the use cases: shipment, manufacturing, infusion and follow-up; each is given its treatment
-centre's party row, which the bulk copy leaves out). Then a few hundred open tasks are made overdue
+reached through the use cases: shipment, manufacturing, infusion and follow-up; with their parties'
+rows and bookings). Then a few hundred open tasks are made overdue
 (``due_at`` in the past, as a fired escalation leaves them) so that the tower has late therapies to put
 first; no timer is moved, so nothing fires while it is measured. ``tether serve`` (one
 worker, 8 threads) is started on it and the pages are timed over HTTP from this process with one keep-alive
@@ -41,28 +41,13 @@ def overdue(database_url: str, rng: random.Random) -> dict:
     """Make a share of the open tasks overdue; returns COIs to search for and the counts by phase."""
     from datetime import timedelta
 
-    from sqlalchemy import exists, func, insert, literal, select, update
+    from sqlalchemy import func, select, update
 
     from server.store.extensions import db
-    from server.store.models import TaskRecord, Therapy, TherapyParty, utcnow
+    from server.store.models import TaskRecord, Therapy, utcnow
 
     app = make_app(database_url)
     with app.app_context():
-        # The bulk copies have no party rows; a site's users find their therapies through them (its treatment
-        # centre's row, as starting a therapy writes it).
-        db.session.execute(
-            insert(TherapyParty).from_select(
-                ["therapy_id", "party", "site_id", "therapy_created_at", "assigned_at", "assigned_by"],
-                select(
-                    Therapy.id,
-                    literal("treatment"),
-                    Therapy.site_id,
-                    Therapy.created_at,
-                    Therapy.created_at,
-                    literal("bench"),
-                ).where(~exists().where(TherapyParty.therapy_id == Therapy.id)),
-            )
-        )
         ready = (
             db.session.execute(
                 select(TaskRecord.id).where(TaskRecord.status == "ready", TaskRecord.due_at.is_not(None))

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from server.errors import ApiError, Forbidden, Invalid, Unauthorized
-from server.store import audit
+from server.store import audit, freshness
 from server.store.extensions import db
 from server.store.models import PATIENT_PARTIES, ApiToken, TaskRecord, Therapy, User, utcnow
 
@@ -178,16 +178,21 @@ def create_token(user: User, label: str = "", ttl_days: int | None = None) -> tu
 
 def token_owner(token: str) -> User | None:
     """The user a valid, unexpired, unrevoked token belongs to, whatever the state of the account."""
-    record = (
+    # The user and their sites in one query, with the webhook subscriptions' change count (server.store.freshness).
+    found = (
         db.session.execute(
-            select(ApiToken)
+            select(ApiToken, freshness.webhook_changes())
             .where(ApiToken.token_hash == token_digest(token))
-            .options(joinedload(ApiToken.user).joinedload(User.sites))  # the user and their sites in one query
+            .options(joinedload(ApiToken.user).joinedload(User.sites))
         )
         .unique()
-        .scalar_one_or_none()
+        .one_or_none()
     )
-    if record is None or record.revoked_at is not None:
+    if found is None:
+        return None
+    record, changes = found
+    freshness.remember(changes)
+    if record.revoked_at is not None:
         return None
     if record.expires_at is not None and record.expires_at <= utcnow():
         return None

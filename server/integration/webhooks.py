@@ -30,11 +30,11 @@ from urllib.parse import urlsplit
 from cloudevents.core.bindings.http import to_structured_event
 from cloudevents.core.v1.event import CloudEvent
 from flask import Flask, current_app, has_app_context
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, func, insert, inspect, select, update
 
 from server.errors import Conflict, Invalid
 from server.integration import outbox
-from server.store import audit
+from server.store import audit, freshness
 from server.store.extensions import db
 from server.store.models import (
     OutboxEvent,
@@ -405,13 +405,61 @@ def ring_after_commit() -> None:
 # -- fan-out ------------------------------------------------------------------------------------------
 
 
-def _subscribers(connection) -> list[tuple[str, list[str], outbox.Reader]]:
-    """(id, patterns, owner as a reader) of each active subscription whose owner is active."""
-    subscriptions = connection.execute(
-        select(WebhookSubscription.id, WebhookSubscription.events, WebhookSubscription.created_by).where(
-            WebhookSubscription.active.is_(True)
-        )
+Subscription = tuple[str, list[str], str]  # (id, patterns, owner's user name) of an active subscription
+
+
+class SubscriptionCache:
+    """The active subscriptions as this process last read them, with the change count they were read at
+    (``server.store.freshness``): a transaction that read the same count uses them without asking again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._read: tuple[int, list[Subscription]] | None = None
+
+    def get(self, changes: int | None) -> list[Subscription] | None:
+        with self._lock:
+            read = self._read
+        return read[1] if read is not None and changes is not None and read[0] == changes else None
+
+    def put(self, changes: int, subscriptions: list[Subscription]) -> None:
+        with self._lock:
+            self._read = (changes, subscriptions)
+
+
+def subscription_cache(app: Flask) -> SubscriptionCache:
+    """The subscription cache of ``app`` (one per process and database)."""
+    with _bell_lock:
+        return app.extensions.setdefault("tether_webhook_subscriptions", SubscriptionCache())
+
+
+def _active_subscriptions(connection) -> list[Subscription]:
+    """The active subscriptions: from this process's cache when the current transaction read the change count
+    they were cached at, else from the database (with the count, in one query, and cached)."""
+    cache = subscription_cache(current_app) if has_app_context() else None
+    known = freshness.known()
+    cached = cache.get(known) if cache is not None else None
+    if cached is not None:
+        return cached
+    # One row with the change count, and the active subscriptions (if any) outer-joined to it.
+    counted = select(freshness.webhook_changes().label("changes")).subquery()
+    rows = connection.execute(
+        select(
+            counted.c.changes, WebhookSubscription.id, WebhookSubscription.events, WebhookSubscription.created_by
+        ).select_from(counted.outerjoin(WebhookSubscription, WebhookSubscription.active.is_(True)))
     ).all()
+    subscriptions = [(row[1], list(row[2] or []), row[3]) for row in rows if row[1] is not None]
+    if cache is not None and rows:
+        cache.put(rows[0][0], subscriptions)
+    return subscriptions
+
+
+def _subscribers(
+    connection, subscriptions: list[Subscription] | None = None
+) -> list[tuple[str, list[str], outbox.Reader]]:
+    """(id, patterns, owner as a reader) of each active subscription (``subscriptions``, when read already)
+    whose owner is active."""
+    if subscriptions is None:
+        subscriptions = _active_subscriptions(connection)
     if not subscriptions:
         return []
     owners = _owners(connection, {name for _id, _events, name in subscriptions})
@@ -437,10 +485,12 @@ def _owners(connection, usernames: set[str]) -> dict[str, outbox.Reader]:
     return {username: outbox.Reader.of(roles_of[username], sites_of[username]) for username in roles_of}
 
 
-def fan_out(connection, events: list[OutboxEvent], moment: datetime) -> int:
+def fan_out(
+    connection, events: list[OutboxEvent], moment: datetime, subscriptions: list[Subscription] | None = None
+) -> int:
     """Insert one pending delivery per (event, matching subscription whose owner may see it: a therapy's event
     when one of the owner's sites is one of its parties now); returns how many."""
-    subscribers = _subscribers(connection)
+    subscribers = _subscribers(connection, subscriptions)
     if not subscribers:
         return 0
     audience = outbox.audiences(connection, (row.therapy_id for row in events))
@@ -471,10 +521,32 @@ def fan_out(connection, events: list[OutboxEvent], moment: datetime) -> int:
 
 def fan_out_staged() -> None:
     """The unit of work's commit step for the outbox: fan the transaction's staged events out to the
-    subscriptions, in the same transaction, and ring the bell once it has committed."""
+    subscriptions, in the same transaction, and ring the bell once it has committed.
+
+    On PostgreSQL, when no subscription is active (nothing needs the events' ids now), the events are not
+    written by a statement of their own: they go in with the audit entries' INSERT (``audit.carry``)."""
     events = take_staged(outbox.STAGED)
     if not events:
         return
-    db.session.flush()
-    fan_out(db.session.connection(), events, now())
+    session = db.session()
+    connection = session.connection()
+    subscriptions = _active_subscriptions(connection)
+    if not subscriptions and connection.dialect.name == "postgresql" and all(inspect(e).pending for e in events):
+        for event in events:
+            session.expunge(event)
+        audit.carry(insert(table_of(OutboxEvent)).values([_outbox_row(event) for event in events]))
+        ring_after_commit()
+        return
+    session.flush()
+    fan_out(connection, events, now(), subscriptions)
     ring_after_commit()
+
+
+def _outbox_row(event: OutboxEvent) -> dict[str, Any]:
+    """The columns of an event not flushed yet, with the defaults a flush would give them (the id from the
+    table's sequence)."""
+    row = {column.key: getattr(event, column.key) for column in table_of(OutboxEvent).columns if column.key != "id"}
+    row["event_id"] = row["event_id"] or new_id()
+    row["created_at"] = row["created_at"] or utcnow()
+    row["data"] = row["data"] if row["data"] is not None else {}
+    return row

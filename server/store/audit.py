@@ -31,7 +31,7 @@ from json.encoder import encode_basestring as _encode_string  # the C encoder js
 from typing import Any
 
 from flask import current_app, g, has_app_context, has_request_context
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
@@ -144,6 +144,16 @@ def append(
     return entry
 
 
+_CARRIED = "audit_carried"  # other INSERTs of the transaction that the entries' INSERT carries (PostgreSQL)
+
+
+def carry(statement: Insert) -> None:
+    """Write ``statement`` (an INSERT whose rows nothing reads back) at the commit step, on PostgreSQL as a
+    data-modifying WITH of the audit entries' INSERT: one round trip for both. A transaction without entries
+    executes it alone."""
+    staged(_CARRIED).append(statement)
+
+
 def chain_staged() -> None:
     """The unit of work's commit step for the audit trail: chain the transaction's staged entries onto their chains.
 
@@ -153,10 +163,12 @@ def chain_staged() -> None:
     moves to the last of them, once. The locks are released by the commit that follows. Appenders of different
     chains (different therapies) do not wait for one another on PostgreSQL.
     """
-    pending = take_staged(_STAGED)
-    if not pending:
-        return
+    pending, carried = take_staged(_STAGED), take_staged(_CARRIED)
     session = db.session
+    if not pending:
+        for statement in carried:
+            session.execute(statement)
+        return
     session.flush()
     by_chain: dict[str, list[AuditEntry]] = {}
     for entry in pending:
@@ -187,11 +199,17 @@ def chain_staged() -> None:
             # objects of their own, not of the session: they are never changed).
             columns = table_of(AuditEntry).columns
             rows = [{column.key: getattr(entry, column.key) for column in columns} for entry in entries]
-            session.execute(insert(table_of(AuditEntry)).values(rows).add_cte(move.cte("moved_head")))
+            entries_insert = insert(table_of(AuditEntry)).values(rows).add_cte(move.cte("moved_head"))
+            for number, statement in enumerate(carried):
+                entries_insert = entries_insert.add_cte(statement.cte(f"carried_{number}"))
+            carried = []
+            session.execute(entries_insert)
             continue
         session.add_all(entries)
         session.flush()
         session.execute(move)
+    for statement in carried:  # not carried by an entries' INSERT (SQLite)
+        session.execute(statement)
 
 
 def _seq_numbers(count: int, postgresql: bool):
@@ -576,14 +594,20 @@ def seal() -> dict[str, Any] | None:
     try:
         session.add(AuditSeal(id=number, at=at, heads=len(moved), root=root, prev_hash=prev_hash, hash=digest))
         session.flush()
-        session.add_all(
-            AuditSealHead(seal_id=number, chain=chain, chain_seq=place, seq=seq, hash=head_hash)
-            for chain, place, seq, head_hash in moved
+        # The seal's heads and the heads' marks, each one batched statement (executemany), not one per head.
+        session.execute(
+            insert(table_of(AuditSealHead)),
+            [
+                {"seal_id": number, "chain": chain, "chain_seq": place, "seq": seq, "hash": head_hash}
+                for chain, place, seq, head_hash in moved
+            ],
         )
-        for chain, place, _seq, _hash in moved:
-            session.execute(
-                update(table).where(table.c.chain == chain, table.c.sealed_seq < place).values(sealed_seq=place)
-            )
+        session.execute(
+            update(table)
+            .where(table.c.chain == bindparam("head_chain"), table.c.sealed_seq < bindparam("place"))
+            .values(sealed_seq=bindparam("place")),
+            [{"head_chain": chain, "place": place} for chain, place, _seq, _hash in moved],
+        )
         session.commit()
     except DBAPIError as exc:
         session.rollback()

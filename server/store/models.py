@@ -384,8 +384,10 @@ class Slot(Model):
 
     __tablename__ = "slot"
     __table_args__ = (
-        # A site's slots of a kind in time order (calendars, options, overlap checks).
+        # A site's slots of a kind in time order (calendars, options, overlap checks), and by their end (a
+        # calendar window reads the slots ending after its start from there on).
         Index("ix_slot_site_kind_start", "site_id", "kind", "start_at"),
+        Index("ix_slot_site_kind_end", "site_id", "kind", "end_at"),
         CheckConstraint("booked >= 0 AND booked <= capacity", name="ck_slot_places"),
         CheckConstraint("end_at > start_at", name="ck_slot_window"),
     )
@@ -429,6 +431,7 @@ class Booking(Model):
             postgresql_where=text("status = 'booked'"),
         ),
         Index("ix_booking_slot", "slot_id", "status"),
+        Index("ix_booking_therapy", "therapy_id"),  # a therapy's bookings, its history included
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     therapy_id: Mapped[str] = mapped_column(ForeignKey("therapy.id"))

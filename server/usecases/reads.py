@@ -9,8 +9,9 @@ from sqlalchemy.orm import contains_eager, defer
 from server.access.auth import visible_site_ids
 from server.store.models import Site, TaskRecord, Therapy, TherapyParty, User
 
-# Large JSON documents of a therapy that a summary does not show: left in the database when listing.
-SUMMARY_DEFERRED = (Therapy.state, Therapy.data, Therapy.waits, Therapy.current_activities)
+# Large JSON documents of a therapy that a summary does not show: left in the database when listing. Its waits
+# (a few small records) are read with it: a summary says whether it can be sent back to scheduling from them.
+SUMMARY_DEFERRED = (Therapy.state, Therapy.data, Therapy.current_activities)
 # The therapy columns a task in a list shows (its COI, patient reference) or needs (its definition's forms).
 TASK_THERAPY_COLUMNS = (
     Therapy.id,

@@ -9,9 +9,9 @@ from ..support.journeys import ENROLMENT, complete, only_task, start, tasks_of
 
 # The most statements (commits included) one completion of the mini diagram's enrolment may send: authentication,
 # the task, the engine step with its notify service task, the task rows, the audit entries, the outbox, the commit.
-MOST_STATEMENTS = {"sqlite": 22, "postgresql": 18}
+MOST_STATEMENTS = {"sqlite": 22, "postgresql": 17}
 # The same for a step with no service task (the next-tasks diagram's enrolment, making three tasks ready).
-MOST_STATEMENTS_PLAIN = {"sqlite": 14, "postgresql": 10}
+MOST_STATEMENTS_PLAIN = {"sqlite": 14, "postgresql": 8}
 
 
 def test_one_completion_sends_at_most_a_pinned_number_of_statements(app, api, world, database_url):
@@ -145,3 +145,85 @@ def test_a_step_without_service_tasks_writes_only_what_it_stored(app, api, world
     assert read == ["SELECT api_token", "SELECT task"], summary(statements)
     if backend == "postgresql":  # one transaction from the checks to the commit
         assert kinds.count("COMMIT") == 1, summary(statements)
+        # With no webhook subscription the events need no ids back: they go in with the audit entries.
+        assert "INSERT outbox_event (batch)" not in kinds and "INSERT outbox_event" not in kinds, summary(statements)
+    with app.app_context():
+        import sqlalchemy as sa
+
+        from server.store.extensions import db
+        from server.store.models import OutboxEvent
+
+        events = db.session.execute(
+            sa.select(OutboxEvent.type, OutboxEvent.data)
+            .where(OutboxEvent.therapy_id == therapy_id)
+            .order_by(OutboxEvent.id)
+        ).all()
+    ready = [data["activity_id"] for kind, data in events if kind == "task.ready"]
+    assert [kind for kind, _data in events] == [
+        "therapy.started",
+        "task.ready",
+        "task.completed",
+        "task.ready",
+        "task.ready",
+        "task.ready",
+    ], events
+    assert ready[1:] == ["Task_Consent", "Task_Pack", "Task_Reserve"], events
+
+
+def test_a_subscription_another_process_makes_or_ends_counts_from_the_next_completion(
+    app, api, world, database_url, clock
+):
+    """The fan-out keeps the subscriptions it read, and reads them again when a request's token read says they
+    changed: another server process's new subscription gets the very next completion's events, and once it is
+    ended there, no more."""
+    from server import create_app
+    from server.store.statements import counted
+
+    from .conftest import Api, _app_config, _dispose
+
+    _deploy_next_tasks(app)
+    first = _start_next_tasks(api, world["coord"], {"manufacturing": "MFG-1"})  # fanned out: no subscription
+    second = _start_next_tasks(api, world["coord"], {"manufacturing": "MFG-1"})
+    other = create_app(_app_config(database_url, clock))  # another server process, with caches of its own
+    try:
+        elsewhere = Api(other.test_client(), world["integrator"])
+        made = elsewhere.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hooks/tether", "events": ["task.*"]})
+        assert made.status_code == 201, made.get_json()
+        hook = made.get_json()["id"]
+
+        done = complete(api, world["coord"], only_task(api, world["coord"], first)["id"], {})
+        assert done.status_code == 200, done.get_json()
+        listed = api.as_(world["integrator"]).get(f"/api/v1/webhooks/{hook}/deliveries?limit=500").get_json()
+        types = sorted(d["event_type"] for d in listed["items"])
+        assert types == ["task.completed", "task.ready", "task.ready", "task.ready"], types
+
+        # Unchanged since: the next completion trusts what it read (no statement for the subscriptions).
+        with app.app_context():
+            from server.store.extensions import db
+
+            engine = db.engine
+        with counted(engine) as statements:
+            done = complete(api, world["coord"], only_task(api, world["coord"], second)["id"], {})
+        assert done.status_code == 200, done.get_json()
+        if database_url.startswith("postgresql"):
+            assert "SELECT webhook_subscription" not in [str(s) for s in statements], summary(statements)
+        listed = api.as_(world["integrator"]).get(f"/api/v1/webhooks/{hook}/deliveries?limit=500").get_json()
+        assert len(listed["items"]) == 8
+
+        ended = elsewhere.delete(f"/api/v1/webhooks/{hook}")
+        assert ended.status_code in (200, 204), ended.get_data(as_text=True)
+        consent = next(t for t in tasks_of(api, world["coord"], first) if t["activity_id"] == "Task_Consent")
+        done = complete(api, world["coord"], consent["id"], {})
+        assert done.status_code == 200, done.get_json()
+        with app.app_context():
+            from sqlalchemy import func, select
+
+            from server.store.extensions import db
+            from server.store.models import WebhookDelivery
+
+            count = db.session.execute(
+                select(func.count()).select_from(WebhookDelivery).where(WebhookDelivery.subscription_id == hook)
+            ).scalar_one()
+        assert count == 8  # nothing for the completion after the end
+    finally:
+        _dispose(other)

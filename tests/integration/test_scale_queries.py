@@ -11,6 +11,7 @@ import re
 from datetime import timedelta
 
 from sqlalchemy import event
+from sqlalchemy import select as sa_select
 
 from ..conftest import ROOT
 from ..support.journeys import start
@@ -189,3 +190,76 @@ def test_lists_and_detail_leave_the_engine_state_in_the_database(api, world):
         assert api.as_(world["coord"]).get(f"/api/v1/therapies/{therapy['id']}").status_code == 200
     own = [s for s, _ in seen if re.search(r"\bFROM therapy\b", s) and re.search(r"WHERE therapy\.id = ", s)]
     assert own and not any(re.search(r"\btherapy\.state\b", s) for s in own), own
+
+
+def test_a_therapy_list_reads_its_page_in_a_fixed_number_of_statements(app, api, world):
+    """Each summary says whether the therapy can be sent back to scheduling (from its waits): read with the page,
+    not one therapy at a time, however many active therapies the page holds."""
+    from server.store.extensions import db
+    from server.store.statements import counted, summary
+
+    for number in range(6):
+        start(api, world["coord"], reference=f"PT-LIST-{number}")
+    with app.app_context():
+        engine = db.engine
+    for token in (world["coord"], world["admin"]):
+        with counted(engine) as seen:
+            listed = api.as_(token).get("/api/v1/therapies")
+        assert listed.status_code == 200 and len(listed.get_json()["items"]) >= 6
+        assert all("reschedulable" in item for item in listed.get_json()["items"])
+        assert len([s for s in seen if str(s) == "SELECT therapy"]) == 1, summary(seen)
+
+
+def test_a_calendar_window_and_a_therapys_bookings_read_their_indexes(api, world, clock, database_url):
+    """A window of a site's calendar reads its slots from those ending after its start (not every slot the
+    site ever had), and a therapy's bookings, its history included, are read by therapy."""
+    from server.clock import iso
+    from server.store.extensions import db
+    from server.store.models import Booking, Site, Slot
+
+    app = api.client.application
+    therapy = start(api, world["coord"], reference="PT-CAL")
+    now = clock()
+    with app.app_context():
+        site = db.session.execute(sa_select(Site).where(Site.code == "SITE-A")).scalar_one()
+        slots = [
+            Slot(
+                site_id=site.id,
+                kind="apheresis",
+                start_at=now + timedelta(days=day - 30),
+                end_at=now + timedelta(days=day - 30, hours=4),
+                capacity=1,
+                booked=0,
+                status="open",
+                created_at=now,
+                created_by="test",
+            )
+            for day in range(60)
+        ]
+        db.session.add_all(slots)
+        db.session.flush()
+        db.session.add(
+            Booking(
+                therapy_id=therapy["id"],
+                slot_id=slots[0].id,
+                kind="apheresis",
+                status="cancelled",
+                created_at=now,
+                created_by="test",
+            )
+        )
+        db.session.commit()
+    window = f"/api/v1/slots?site=SITE-A&kind=apheresis&from={iso(now)}&to={iso(now + timedelta(days=7))}"
+    for path, index, backends in (
+        (window, "ix_slot_site_kind_end", ("sqlite",)),
+        (f"/api/v1/therapies/{therapy['id']}/bookings", "ix_booking_therapy", ("sqlite", "postgresql")),
+    ):
+        with statements(app) as seen:
+            answer = api.as_(world["coord"]).get(path)
+        assert answer.status_code == 200, answer.get_json()
+        statement, parameters = next((s, p) for s, p in seen if "FROM slot" in s or "FROM booking" in s)
+        if database_url.split(":")[0].split("+")[0] in backends:
+            lines = plan(app, statement, parameters)
+            assert any(index in line for line in lines), (path, lines)
+    listed = api.as_(world["coord"]).get(window).get_json()["items"]
+    assert len(listed) == 7
