@@ -30,9 +30,11 @@ def pytest_report_header(config):
 
 
 # The parts of the suite that take far longer than the rest (real servers, a browser, the fuzzer), with a rough
-# weight in seconds; a part is a module, or the whole browser folder (its tests share one server and browser).
+# weight in seconds; a part is a module, the whole browser folder (its tests share one server and browser), or
+# one test (each caller's fuzzing run has a server of its own, so the two can run side by side).
 LONG_PARTS = {
-    "tests/e2e/test_api_fuzz.py": 180,
+    "tests/e2e/test_api_fuzz.py::test_fuzzing_finds_no_server_error_and_no_undocumented_answer[coordinator]": 150,
+    "tests/e2e/test_api_fuzz.py::test_fuzzing_finds_no_server_error_and_no_undocumented_answer[admin]": 150,
     "tests/e2e/test_hostile_served.py": 90,
     "tests/e2e/test_events_stream.py": 60,
     "tests/integration/test_two_servers.py": 60,
@@ -46,6 +48,8 @@ LONG_PARTS = {
 
 
 def _part(item) -> str:
+    if item.nodeid in LONG_PARTS:
+        return item.nodeid
     path = Path(str(item.path)).relative_to(ROOT).as_posix()
     return "tests/browser" if path.startswith("tests/browser/") else path
 
@@ -83,3 +87,13 @@ def pytest_collection_modifyitems(session, config, items):
         rest = rest[room:]
     shares[-1].extend(rest)
     items[:] = [item for share in shares for item in share]
+
+
+def pytest_sessionfinish(session):
+    """At the very end of the run (in the process that started the test processes), drop the PostgreSQL
+    templates of the demo that the tests served copies of (tests/support/demo.py)."""
+    if hasattr(session.config, "workerinput") or not os.environ.get("TETHER_TEST_POSTGRES_URL"):
+        return
+    from .support.demo import drop_templates
+
+    drop_templates(session.config._tmp_path_factory.getbasetemp())

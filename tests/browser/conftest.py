@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from ..conftest import ROOT
+from ..support.demo import demo_copy
 from ..support.network import free_port
 
 CHROMIUM = Path(os.environ.get("TETHER_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -46,33 +47,19 @@ class Served:
 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory) -> Served:
-    """`tether demo` data served by `tether serve` on a free port (with the timer scheduler)."""
+    """A copy of `tether demo`'s data served by `tether serve` on a free port (with the timer scheduler)."""
     if not CHROMIUM.exists():
         pytest.skip(f"Chromium is not installed at {CHROMIUM}; `make test` installs it (apt-get install chromium)")
     folder = tmp_path_factory.mktemp("browser-demo")
-    database = folder / "db.sqlite3"
+    demo = demo_copy("sqlite", tmp_path_factory, folder)
+    database = Path(demo.url.removeprefix("sqlite:///"))
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "TETHER_DATABASE_URL": f"sqlite:///{database}",
+        "TETHER_DATABASE_URL": demo.url,
         "TETHER_LOGIN_RATE_LIMIT": "1000 per minute",
     }  # every test logs in from 127.0.0.1
-    seeded = subprocess.run(
-        [sys.executable, "-m", "server.cli", "demo"],
-        env=env,
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert seeded.returncode == 0, seeded.stderr
-    tokens = {
-        line.split()[0]: line.split()[-1]
-        for line in seeded.stdout.splitlines()
-        if line.strip().split(" ")[-1].startswith("tth_")
-    }
-    password = next(line.split(": ")[1].rstrip("):") for line in seeded.stdout.splitlines() if "password" in line)
+    tokens, password = demo.tokens, demo.password
     port = free_port()
     log = open(folder / "serve.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(

@@ -16,7 +16,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,8 @@ import requests
 import sqlalchemy as sa
 
 from ..conftest import ROOT
-from ..integration.conftest import BACKENDS, PG_URL, _with_database
+from ..integration.conftest import BACKENDS
+from ..support.demo import demo_copy, drop_copy
 from ..support.network import free_port
 
 pytestmark = pytest.mark.slow
@@ -46,73 +48,57 @@ EXCLUDED = [
 
 # One backend: PostgreSQL when the suite has one (the stricter of the two about what a query may hold), else
 # SQLite. The fuzzing probes the HTTP contract; the integration suite runs every query on both databases.
-@pytest.fixture(scope="module", params=BACKENDS[-1:])
-def database(request, tmp_path_factory):
-    """An empty database for the served demo: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('fuzzdb') / 'db.sqlite3'}"
-        return
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    name = f"tether_fuzz_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield _with_database(PG_URL, name)
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+BACKEND = BACKENDS[-1]
 
 
-@pytest.fixture(scope="module")
-def demo_server(database, tmp_path_factory):
-    """``tether demo`` then ``tether serve``: (API base URL, tokens by demo user name, access log, database URL)."""
-    folder = tmp_path_factory.mktemp("fuzz")
+@contextmanager
+def _demo_served(tmp_path_factory, name: str) -> Iterator[tuple[str, dict[str, str], Path, str]]:
+    """A copy of ``tether demo``'s data served by ``tether serve``: (API base URL, tokens by demo user name,
+    access log, database URL)."""
+    folder = tmp_path_factory.mktemp(name)
+    demo = demo_copy(BACKEND, tmp_path_factory, folder)
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "TETHER_DATABASE_URL": database,
+        "TETHER_DATABASE_URL": demo.url,
         "TETHER_DISPATCHER": "0",
     }  # fuzzed webhooks must not be sent anywhere
-    seeded = subprocess.run(
-        [sys.executable, "-m", "server.cli", "demo"],
-        env=env,
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert seeded.returncode == 0, seeded.stderr
-    tokens = {
-        line.split()[0]: line.split()[-1]
-        for line in seeded.stdout.splitlines()
-        if line.strip().split(" ")[-1].startswith("tth_")
-    }
     port = free_port()
     log_path = folder / "serve.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
-            env=env,
-            cwd=folder,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}/api/v1"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                        break
-                except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
-                    pass
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("server did not start:\n" + log_path.read_text())
-                time.sleep(0.2)
-            yield base, tokens, log_path, database
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
+    try:
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
+                env=env,
+                cwd=folder,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                base = f"http://127.0.0.1:{port}/api/v1"
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        if requests.get(f"{base}/health", timeout=1).status_code == 200:
+                            break
+                    except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
+                        pass
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        pytest.fail("server did not start:\n" + log_path.read_text())
+                    time.sleep(0.2)
+                yield base, demo.tokens, log_path, demo.url
+            finally:
+                proc.terminate()
+                proc.wait(timeout=20)
+    finally:
+        drop_copy(demo)
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory):
+    """The demo served for the tests of oversized bodies (each fuzzing run has a server of its own)."""
+    with _demo_served(tmp_path_factory, "bodies") as served:
+        yield served
 
 
 # Values the demo data holds, offered to the fuzzer for these parameters half of the time (the other half
@@ -203,15 +189,16 @@ def _fuzz(base: str, token: str, workdir: Path, config: Path) -> subprocess.Comp
     return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600, check=False)
 
 
-def test_fuzzing_finds_no_server_error_and_no_undocumented_answer(demo_server, tmp_path):
-    base, tokens, log_path, database = demo_server
-    config = _config(database, tmp_path)
-    # The site-scoped caller first: the administrator's run may deactivate other users.
-    for who in ("coordinator", "admin"):
+# Each caller fuzzes a server and a copy of the demo of its own (the administrator's run may deactivate other
+# users), so the two runs can go to two test processes side by side.
+@pytest.mark.parametrize("who", ["coordinator", "admin"])
+def test_fuzzing_finds_no_server_error_and_no_undocumented_answer(who, tmp_path_factory, tmp_path):
+    with _demo_served(tmp_path_factory, f"fuzz-{who}") as (base, tokens, log_path, database):
+        config = _config(database, tmp_path)
         run = _fuzz(base, tokens[who], tmp_path, config)
         assert run.returncode == 0, f"as {who}:\n{run.stdout[-20000:]}\n{run.stderr[-3000:]}"
         assert "Tested: " in run.stdout, run.stdout[-3000:]
-    assert not re.search(r'HTTP/1\.[01]" 5\d\d ', log_path.read_text())  # nor does the access log show a 5xx
+        assert not re.search(r'HTTP/1\.[01]" 5\d\d ', log_path.read_text())  # nor does the access log show a 5xx
 
 
 def _post(url: str, body: bytes, token: str, content_type: str = "application/json"):

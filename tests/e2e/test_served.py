@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from ..conftest import ROOT
+from ..support.demo import demo_copy
 from ..support.network import free_port
 from ..support.served import cli_user, tether_cli
 
@@ -108,19 +109,13 @@ def test_served_process_runs_a_therapy(served):
     assert refused.status_code == 409
 
 
-def test_demo_then_readme_walkthrough_with_curl(tmp_path):
+def test_demo_then_readme_walkthrough_with_curl(tmp_path, tmp_path_factory):
     """`tether demo` seeds users and tokens; scripts/walkthrough (the curl session of docs/api.md) runs a therapy."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
-    seeded = tether_cli("demo", env=env, cwd=tmp_path)
-    assert seeded.returncode == 0, seeded.stderr
-    assert "completed  Completed" in seeded.stdout and "Release batch (QA)" in seeded.stdout
-    tokens = {
-        line.split()[0]: line.split()[-1]
-        for line in seeded.stdout.splitlines()
-        if line.strip().split(" ")[-1].startswith("tth_")
-    }
-    password = next(line.split(": ")[1].rstrip("):") for line in seeded.stdout.splitlines() if "password" in line)
+    demo = demo_copy("sqlite", tmp_path_factory, tmp_path)  # the run's one `tether demo`, copied
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": demo.url}
+    assert "completed  Completed" in demo.stdout and "Release batch (QA)" in demo.stdout
+    tokens, password = demo.tokens, demo.password
     assert {"coordinator", "coordinator-b", "apheresis", "manufacturing", "manufacturing-2", "logistics"} <= set(tokens)
     with open(tmp_path / "serve.log", "w") as log:
         proc = subprocess.Popen(
