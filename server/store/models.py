@@ -388,6 +388,16 @@ class Slot(Model):
         # calendar window reads the slots ending after its start from there on).
         Index("ix_slot_site_kind_start", "site_id", "kind", "start_at"),
         Index("ix_slot_site_kind_end", "site_id", "kind", "end_at"),
+        # A site's free slots of a kind in time order (GET /slots?available=true, the booking options): only the
+        # open slots with a place left, so a centre's thousands of full past slots are never read to find them.
+        Index(
+            "ix_slot_free",
+            "site_id",
+            "kind",
+            "start_at",
+            sqlite_where=text("status = 'open' AND booked < capacity"),
+            postgresql_where=text("status = 'open' AND booked < capacity"),
+        ),
         CheckConstraint("booked >= 0 AND booked <= capacity", name="ck_slot_places"),
         CheckConstraint("end_at > start_at", name="ck_slot_window"),
     )

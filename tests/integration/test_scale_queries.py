@@ -210,9 +210,10 @@ def test_a_therapy_list_reads_its_page_in_a_fixed_number_of_statements(app, api,
         assert len([s for s in seen if str(s) == "SELECT therapy"]) == 1, summary(seen)
 
 
-def test_a_calendar_window_and_a_therapys_bookings_read_their_indexes(api, world, clock, database_url):
+def test_a_calendar_window_free_slots_and_a_therapys_bookings_read_their_indexes(api, world, clock, database_url):
     """A window of a site's calendar reads its slots from those ending after its start (not every slot the
-    site ever had), and a therapy's bookings, its history included, are read by therapy."""
+    site ever had), free slots are read from the open slots with a place left (not the full past ones), and a
+    therapy's bookings, its history included, are read by therapy."""
     from server.clock import iso
     from server.store.extensions import db
     from server.store.models import Booking, Site, Slot
@@ -252,6 +253,7 @@ def test_a_calendar_window_and_a_therapys_bookings_read_their_indexes(api, world
     window = f"/api/v1/slots?site=SITE-A&kind=apheresis&from={iso(now)}&to={iso(now + timedelta(days=7))}"
     for path, index, backends in (
         (window, "ix_slot_site_kind_end", ("sqlite",)),
+        ("/api/v1/slots?site=SITE-A&kind=apheresis&available=true", "ix_slot_free", ("sqlite",)),
         (f"/api/v1/therapies/{therapy['id']}/bookings", "ix_booking_therapy", ("sqlite", "postgresql")),
     ):
         with statements(app) as seen:
