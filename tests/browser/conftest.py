@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import requests
 from ..conftest import ROOT
 from ..support.demo import demo_copy
 from ..support.network import free_port
+from ..support.served import wait_healthy
 
 CHROMIUM = Path(os.environ.get("TETHER_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -70,16 +70,7 @@ def served(tmp_path_factory) -> Served:
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
-                break
-        except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
-            time.sleep(0.2)
-    else:
-        proc.terminate()
-        pytest.fail("server did not start:\n" + (folder / "serve.log").read_text())
+    wait_healthy(f"{base}/api/v1", proc, folder / "serve.log")
     yield Served(base, tokens, password, database)
     proc.terminate()
     proc.wait(timeout=10)

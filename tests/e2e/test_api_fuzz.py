@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ import sqlalchemy as sa
 from ..conftest import ROOT
 from ..integration.conftest import BACKENDS
 from ..support.demo import demo_copy, drop_copy
-from ..support.network import free_port
+from ..support.served import serving
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("schemathesis", reason="schemathesis is in the test extras: pip install -e '.[test]'")
@@ -63,33 +62,9 @@ def _demo_served(tmp_path_factory, name: str) -> Iterator[tuple[str, dict[str, s
         "TETHER_DATABASE_URL": demo.url,
         "TETHER_DISPATCHER": "0",
     }  # fuzzed webhooks must not be sent anywhere
-    port = free_port()
-    log_path = folder / "serve.log"
     try:
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
-                env=env,
-                cwd=folder,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                base = f"http://127.0.0.1:{port}/api/v1"
-                deadline = time.monotonic() + 60
-                while True:
-                    try:
-                        if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                            break
-                    except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
-                        pass
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        pytest.fail("server did not start:\n" + log_path.read_text())
-                    time.sleep(0.2)
-                yield base, demo.tokens, log_path, demo.url
-            finally:
-                proc.terminate()
-                proc.wait(timeout=20)
+        with serving(env, folder) as (base, _proc, log_path):
+            yield base, demo.tokens, log_path, demo.url
     finally:
         drop_copy(demo)
 

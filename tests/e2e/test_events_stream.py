@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from ..conftest import ROOT
-from ..support.network import free_port
-from ..support.served import cli_user, tether_cli
+from ..support.served import cli_user, serving, tether_cli
 
 PASSWORD = "long-enough-pw-1"
 
@@ -71,7 +67,6 @@ class Stream:
 @pytest.fixture
 def served(tmp_path):
     """A running ``tether serve`` on SQLite with two sites, site staff and an integrator."""
-    port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -92,30 +87,8 @@ def served(tmp_path):
     tokens = {
         name: cli_user(name, role, site, PASSWORD, env=env, cwd=tmp_path) for name, (role, site) in people.items()
     }
-    log_path = tmp_path / "serve.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
-            env=env,
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}/api/v1"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
-            pass
-        if time.monotonic() > deadline:
-            proc.terminate()
-            pytest.fail("server did not start:\n" + Path(log_path).read_text())
-        time.sleep(0.2)
-    yield base, tokens
-    proc.terminate()
-    proc.wait(timeout=15)
+    with serving(env, tmp_path) as (base, _proc, _log):
+        yield base, tokens
 
 
 @pytest.mark.slow

@@ -6,8 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -15,21 +13,9 @@ import requests
 from ..conftest import ROOT
 from ..support.demo import demo_copy
 from ..support.network import free_port
-from ..support.served import cli_user, tether_cli
+from ..support.served import cli_user, tether_cli, wait_healthy
 
 pytestmark = pytest.mark.slow
-
-
-def _wait_healthy(base: str, proc, log_path: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                return
-        except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
-            time.sleep(0.2)
-    proc.terminate()
-    pytest.fail("server did not start:\n" + log_path.read_text())
 
 
 @pytest.fixture
@@ -62,7 +48,7 @@ def served(tmp_path):
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}/api/v1"
-    _wait_healthy(base, proc, tmp_path / "serve.log")
+    wait_healthy(base, proc, tmp_path / "serve.log")
     yield base, tokens
     proc.terminate()
     proc.wait(timeout=10)
@@ -127,7 +113,7 @@ def test_demo_then_readme_walkthrough_with_curl(tmp_path, tmp_path_factory):
         )
         try:
             base = f"http://127.0.0.1:{port}/api/v1"
-            _wait_healthy(base, proc, tmp_path / "serve.log")
+            wait_healthy(base, proc, tmp_path / "serve.log")
             walk_env = {
                 **env,
                 "API": base,

@@ -7,17 +7,58 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import traceback
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 import sqlalchemy as sa
 
 from ..integration.conftest import PG_URL, _with_database
 from ..integration.test_two_servers import Server
 from .network import free_port
+
+
+@contextlib.contextmanager
+def serving(env: dict, cwd: Path, start_timeout: float = 60) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+    """``tether serve`` on a free port with ``env``, in ``cwd`` (its output in ``cwd/serve.log``), once it answers
+    its health check: (the API's base URL, the process, the log's path). Stopped when the block ends."""
+    port = free_port()
+    log_path = cwd / "serve.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}/api/v1"
+            wait_healthy(base, proc, log_path, start_timeout)
+            yield base, proc, log_path
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def wait_healthy(base: str, proc: subprocess.Popen, log_path: Path, timeout: float = 60) -> None:
+    """Wait until the server at ``base`` (the API's URL) answers its health check; fail the test with its log
+    when it has not within ``timeout`` seconds or has ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.terminate()
+            pytest.fail("server did not start:\n" + log_path.read_text())
+        time.sleep(0.2)
 
 
 def tether_cli(*args: str, env: dict, cwd: Path, stdin: str | None = None, check: bool = False):
