@@ -93,17 +93,8 @@ def test_a_designer_models_checks_fixes_and_deploys_a_process_from_an_empty_canv
     passed = page.locator(f"[data-studio-canvas] .djs-element.try-passed[data-element-id='{task_id}']")
     expect(passed).to_have_count(1)
 
-    page.get_by_test_id("studio-deploy").click()
-    expect(page.get_by_test_id("studio-deployed")).to_contain_text(f"Deployed {key} version 1")
-
-    started = served.api(
-        "coordinator",
-        "POST",
-        "/therapies",
-        json={"process_key": key, "site": "SITE-A", "patient": {"reference": f"PT-S-{suffix}"}},
-    )
-    assert started.status_code == 201, started.text
-    tasks = served.api("coordinator", "GET", f"/tasks?therapy_id={started.json()['id']}").json()["items"]
+    therapy = deploy_and_start(page, served, key, f"PT-S-{suffix}")
+    tasks = served.api("coordinator", "GET", f"/tasks?therapy_id={therapy}").json()["items"]
     assert [t["activity_id"] for t in tasks] == [task_id]
 
 
@@ -141,6 +132,20 @@ def test_a_deployed_version_opened_in_the_studio_shows_its_diff_and_offers_the_m
     page.get_by_test_id("studio-migrate").click()
     expect(page).to_have_url(re.compile(rf"/definitions/{key}/migrate\?from=1&to=2"))
     expect(page.locator("main")).to_contain_text("Task_Enrol")
+
+
+def deploy_and_start(page: Page, served, key: str, reference: str) -> str:
+    """Deploy the draft from the page (version 1 of ``key``), then start a therapy on it through the API: its id."""
+    page.get_by_test_id("studio-deploy").click()
+    expect(page.get_by_test_id("studio-deployed")).to_contain_text(f"Deployed {key} version 1")
+    started = served.api(
+        "coordinator",
+        "POST",
+        "/therapies",
+        json={"process_key": key, "site": "SITE-A", "patient": {"reference": reference}},
+    )
+    assert started.status_code == 201, started.text
+    return started.json()["id"]
 
 
 def _append(page: Page, source_id: str, action: str) -> str:

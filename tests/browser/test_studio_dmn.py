@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect
 
 from ..conftest import ROOT
 from .people import log_in
-from .test_studio import _select
+from .test_studio import _select, deploy_and_start
 
 FIXTURES = ROOT / "tests" / "fixtures"
 
@@ -75,17 +75,7 @@ def test_a_designer_edits_a_business_rule_tasks_table_deploys_and_a_therapy_take
     expect(page.get_by_test_id("studio-status")).to_have_attribute("data-state", "ok")
     expect(page.get_by_test_id("studio-files")).to_contain_text("site.dmn")
 
-    page.get_by_test_id("studio-deploy").click()
-    expect(page.get_by_test_id("studio-deployed")).to_contain_text(f"Deployed {key} version 1")
-
-    started = served.api(
-        "coordinator",
-        "POST",
-        "/therapies",
-        json={"process_key": key, "site": "SITE-A", "patient": {"reference": f"PT-D-{suffix}"}},
-    )
-    assert started.status_code == 201, started.text
-    therapy = started.json()["id"]
+    therapy = deploy_and_start(page, served, key, f"PT-D-{suffix}")
     (task,) = served.api("coordinator", "GET", f"/tasks?therapy_id={therapy}").json()["items"]
     done = served.api(
         "coordinator", "POST", f"/tasks/{task['id']}/complete", json={"data": {"region": "US", "weight_kg": 900}}
