@@ -50,7 +50,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import create_engine, select, update
@@ -302,29 +302,23 @@ def _template_slots(now, number: int) -> dict:
     day = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     apheresis_start = day + timedelta(hours=8, minutes=number, seconds=7)
     manufacturing_start = day + timedelta(days=1, hours=8, minutes=number, seconds=11)
+
+    def one_place(site: str, kind: str, start: datetime, hours: int) -> Slot:
+        return Slot(
+            site_id=sites[site],
+            kind=kind,
+            start_at=start,
+            end_at=start + timedelta(hours=hours),
+            capacity=1,
+            booked=0,
+            status="open",
+            created_at=now,
+            created_by="bench",
+        )
+
     slots = {
-        "apheresis_slot_id": Slot(
-            site_id=sites[TEMPLATE_SITE],
-            kind="apheresis",
-            start_at=apheresis_start,
-            end_at=apheresis_start + timedelta(hours=4),
-            capacity=1,
-            booked=0,
-            status="open",
-            created_at=now,
-            created_by="bench",
-        ),
-        "manufacturing_slot_id": Slot(
-            site_id=sites[MANUFACTURING_SITE],
-            kind="manufacturing",
-            start_at=manufacturing_start,
-            end_at=manufacturing_start + timedelta(hours=10),
-            capacity=1,
-            booked=0,
-            status="open",
-            created_at=now,
-            created_by="bench",
-        ),
+        "apheresis_slot_id": one_place(TEMPLATE_SITE, "apheresis", apheresis_start, 4),
+        "manufacturing_slot_id": one_place(MANUFACTURING_SITE, "manufacturing", manufacturing_start, 10),
     }
     db.session.add_all(slots.values())
     db.session.commit()

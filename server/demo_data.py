@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from engine.simulation import example_of
+
 COI = "CHW12342600A1B7"
 
 
@@ -15,9 +17,9 @@ def _examples() -> dict[str, dict]:
     folder = Path(__file__).resolve().parent.parent / "forms"
     out = {}
     for path in sorted(folder.glob("*.schema.json")):
-        examples = json.loads(path.read_text()).get("examples") or []
-        if examples:
-            out[path.name] = examples[0]
+        example = example_of(json.loads(path.read_text()))
+        if example:
+            out[path.name] = example
     return out
 
 

@@ -9,6 +9,7 @@ import json
 from flask import Response, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from engine.definition import PARTIES, SIGNATURE_MEANINGS, TASK_ROLES
+from engine.simulation import example_of
 from server import usecases
 from server.errors import ApiError, error_body
 from server.store.extensions import db
@@ -156,8 +157,7 @@ def studio_form_preview(draft_id: str):
     if not schema:
         abort(404)
     ui_schema = _form(draft, ui_name) if ui_name else {}
-    examples = schema.get("examples")
-    example = examples[0] if isinstance(examples, list) and examples and isinstance(examples[0], dict) else {}
+    example = example_of(schema)
     values = {f"data.{key}": value for key, value in example.items()}
     return render_template(
         "web/studio_form_preview.html",

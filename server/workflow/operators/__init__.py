@@ -25,16 +25,13 @@ class OperatorContext:
 
 Operator = Callable[[OperatorContext, dict], Any]
 
-OPERATORS: dict[str, tuple[Operator, str]] = {
-    "coi.assign": (coi_assign.run, coi_assign.__doc__ or ""),
-    "http": (http.run, http.__doc__ or ""),
-    "notify": (notify.run, notify.__doc__ or ""),
-    "publish": (publish.run, publish.__doc__ or ""),
-    "slot.book": (slot_book.run, slot_book.__doc__ or ""),
-}
-
-
+# Each operator's module: its ``run``, its documentation (the module's docstring), its ``PARAMETERS`` (each with
+# a hint) and which of them it ``REQUIRED``.
 _MODULES = {"coi.assign": coi_assign, "http": http, "notify": notify, "publish": publish, "slot.book": slot_book}
+
+OPERATORS: dict[str, tuple[Operator, str]] = {
+    name: (module.run, module.__doc__ or "") for name, module in _MODULES.items()
+}
 
 
 def operator_names() -> set[str]:
