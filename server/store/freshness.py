@@ -1,7 +1,7 @@
 """What a request learns with its first statement, so that a process cache can trust itself for one transaction.
 
-Every API request reads its token first (``server.access.auth.token_owner``); that statement also reads
-``webhook_changes()``, a number that grows at every change of the webhook subscriptions, whichever process
+Every API request reads its token first (``server.access.auth.token_owner``); on PostgreSQL that statement also
+reads ``webhook_changes()``, a number that grows at every change of the webhook subscriptions, whichever process
 made it. The number is remembered for the transaction that read it (``remember``) and nowhere else
 (``known``): a later transaction, a SQLite write transaction after the read one included, reads the
 subscriptions again. The fan-out (``server.integration.webhooks``) keeps the subscriptions it read with the
