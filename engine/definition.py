@@ -7,6 +7,7 @@ version so that instance states never carry it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -285,13 +286,21 @@ def parse_form(name: str, content: bytes) -> dict:
         raise DefinitionInvalid(f"Form {name} is not valid JSON: {exc}", line=line, details={"form": name}) from None
     if not isinstance(schema, dict):
         raise DefinitionInvalid(f"Form {name} must be a JSON object (a JSON Schema).", details={"form": name})
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        raise DefinitionInvalid(
-            f"Form {name} is not a valid JSON Schema: {exc.message}", details={"form": name}
-        ) from None
+    problem = _schema_problem(content)
+    if problem is not None:
+        raise DefinitionInvalid(f"Form {name} is not a valid JSON Schema: {problem}", details={"form": name})
     return schema
+
+
+@functools.lru_cache(maxsize=512)
+def _schema_problem(content: bytes) -> str | None:
+    """Why a form file's JSON is not a valid JSON Schema, or None; kept by content, since checking a schema against
+    the meta-schema costs a few milliseconds and every deploy of a version checks all of its forms again."""
+    try:
+        Draft202012Validator.check_schema(json.loads(content))
+    except SchemaError as exc:
+        return exc.message
+    return None
 
 
 def lead_times(properties: Mapping[str, str], *, element_id: str | None, line: int | None) -> dict:

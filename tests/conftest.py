@@ -7,11 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from .support.routing import reuse_url_builders
+
 # Cheap password hashes in tests and in the servers they start (full cost takes ~0.45 s a hash).
 os.environ.setdefault("TETHER_PASSWORD_HASH_TIME_COST", "1")
 os.environ.setdefault("TETHER_PASSWORD_HASH_MEMORY_KIB", "64")
 # The test receivers of webhooks listen on loopback; tests of the private-address refusal turn this off.
 os.environ.setdefault("TETHER_WEBHOOK_ALLOW_PRIVATE", "1")
+# Nearly every test builds an app of its own: compile each URL builder once per test process.
+if not os.environ.get("XPLAIN"):
+    reuse_url_builders()
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -31,10 +36,11 @@ def pytest_report_header(config):
 
 # The parts of the suite that take far longer than the rest (real servers, a browser, the fuzzer), with a rough
 # weight in seconds; a part is a module, the whole browser folder (its tests share one server and browser), or
-# one test (each caller's fuzzing run has a server of its own, so the two can run side by side).
+# one test (each fuzzing run has a server of its own, so the runs can go side by side).
 LONG_PARTS = {
-    "tests/e2e/test_api_fuzz.py::test_fuzzing_finds_no_server_error_and_no_undocumented_answer[coordinator]": 150,
-    "tests/e2e/test_api_fuzz.py::test_fuzzing_finds_no_server_error_and_no_undocumented_answer[admin]": 150,
+    "tests/e2e/test_api_fuzz.py::test_fuzzing_finds_no_server_error_and_no_undocumented_answer[admin-0-2]": 100,
+    "tests/e2e/test_api_fuzz.py::test_fuzzing_finds_no_server_error_and_no_undocumented_answer[admin-1-2]": 100,
+    "tests/e2e/test_api_fuzz.py::test_fuzzing_finds_no_server_error_and_no_undocumented_answer[coordinator-0-1]": 80,
     "tests/e2e/test_hostile_served.py": 90,
     "tests/e2e/test_events_stream.py": 60,
     "tests/integration/test_two_servers.py": 60,

@@ -2,11 +2,11 @@
 
 Migrating and seeding cost more than most tests, so each test process builds every database a test starts
 from once, as a template, and gives each test a copy of its own: on SQLite a copy of the template file, on
-PostgreSQL ``CREATE DATABASE ... TEMPLATE``. There are three templates, made on first use: the migrated
-schema alone, the schema with the ``world`` (sites, users, tokens, the mini diagram), and that with the
-bundled diagrams too (the ``bundled`` fixture of ``tests/e2e``). A test that asks for ``world`` starts from the
-second; one that also asks for ``bundled`` from the third. The copies are made with the same settings and the
-same fake clock a test's own app has, so a test sees exactly what seeding its own database would have left.
+PostgreSQL ``CREATE DATABASE ... TEMPLATE``. A template is the migrated schema with the layers a test's fixtures
+ask for seeded on it, in a fixed order (``LAYERS``): the ``world`` (sites, users, tokens, the mini diagram), the
+``bundled`` diagrams, the therapy ``network`` (more sites and users, the network diagram). Each template is made
+on first use, from a copy of the one with one layer less. The copies are made with the same settings and the same
+fake clock a test's own app has, so a test sees exactly what seeding its own database would have left.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -29,8 +30,10 @@ from ..conftest import ROOT
 PG_URL = os.environ.get("TETHER_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 PASSWORD = "correct-horse-9"
-# What a template holds, in the order it is seeded: each one adds to the one before.
-KINDS = ("migrated", "world", "bundled")
+# The layers a template can hold on the migrated schema, in the order they are seeded (a fixture of each name
+# seeds its layer itself when the test's database was not copied from a template holding it).
+LAYERS = ("world", "bundled", "network")
+Kind = tuple[str, ...]  # the layers of one template, in LAYERS order; () is the migrated schema alone
 
 
 def _with_database(url: str, name: str) -> str:
@@ -97,12 +100,45 @@ def seed_bundled(app) -> dict[str, int]:
         return {row.key: row.version for row, _created in deploy_bundled(project_root() / "processes")}
 
 
-@dataclass
-class Seeded:
-    """What a test's database already holds: the world's tokens and the bundled versions, when seeded."""
+def seed_network(app, world: dict[str, str]) -> dict[str, str]:
+    """Beside the world's sites and users: a second manufacturing site, a courier and an apheresis centre, a
+    user at each (MFG-1's and MFG-2's makers, the courier's logistics, a planner at MFG-1, the apheresis
+    centre's coordinator) and a maker of no particular site, and the network diagram (enrolment at the centre,
+    manufacturing in a lane of the manufacturing party, shipping by the logistics party) deployed; returns the
+    world's tokens with theirs."""
+    from server.access import accounts
+    from server.workflow.definitions import deploy
 
-    tokens: dict[str, str] | None = None
-    versions: dict[str, int] | None = None
+    with app.app_context():
+        accounts.add_site("MFG-2", "Manufacturing 2", "manufacturing", "test")
+        accounts.add_site("COURIER-1", "Courier One", "logistics", "test")
+        accounts.add_site("APH-1", "Apheresis Centre One", "apheresis-centre", "test")
+        people = {
+            "mfg1": (["manufacturing"], ["MFG-1"]),
+            "mfg2": (["manufacturing"], ["MFG-2"]),
+            "courier": (["logistics"], ["COURIER-1"]),
+            "planner1": (["planner"], ["MFG-1"]),
+            "apheresis": (["coordinator"], ["APH-1"]),
+            "maker": (["manufacturing"], []),  # not scoped to a site: sees every therapy
+        }
+        tokens = dict(world)
+        for name, (roles, sites) in people.items():
+            accounts.add_user(name, roles, sites, f"{name.title()} Person", PASSWORD, "test")
+            tokens[name] = accounts.issue_token(name, "test", "test")
+        deploy((ROOT / "tests" / "fixtures" / "network.bpmn").read_bytes(), {}, "test")
+    return tokens
+
+
+def _seed(layer: str, app, seeded: Seeded) -> Any:
+    """Seed one layer on ``app``'s database, which holds ``seeded`` already; what the layer's fixture returns."""
+    if layer == "world":
+        return seed_world(app)
+    if layer == "bundled":
+        return seed_bundled(app)
+    return seed_network(app, seeded["world"])
+
+
+Seeded = dict[str, Any]  # what a test's database already holds: each seeded layer's result, by layer
 
 
 @dataclass
@@ -110,42 +146,40 @@ class Templates:
     """The template databases of one test process, built on first use and removed at the end."""
 
     folder: Path
-    built: dict[tuple[str, str], tuple[str, Seeded]] = field(default_factory=dict)
-    snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    built: dict[tuple[str, Kind], tuple[str, Seeded]] = field(default_factory=dict)
+    snapshots: dict[Kind, Snapshot] = field(default_factory=dict)
 
-    def get(self, backend: str, kind: str) -> tuple[str, Seeded]:
+    def get(self, backend: str, kind: Kind) -> tuple[str, Seeded]:
         """(the SQLite file or PostgreSQL database name, what it holds) of one template."""
         if (backend, kind) not in self.built:
             self.built[backend, kind] = self._build(backend, kind)
         return self.built[backend, kind]
 
-    def _build(self, backend: str, kind: str) -> tuple[str, Seeded]:
+    def _build(self, backend: str, kind: Kind) -> tuple[str, Seeded]:
         from server import create_app
         from server.cli import upgrade_database
 
-        before = KINDS[KINDS.index(kind) - 1] if kind != "migrated" else None
-        seeded = Seeded()
+        before = kind[:-1] if kind else None
+        seeded: Seeded = {}
         if backend == "sqlite":
-            where = str(self.folder / f"{kind}.sqlite3")
-            if before:
+            where = str(self.folder / f"{'-'.join(('migrated', *kind))}.sqlite3")
+            if before is not None:
                 base, seeded = self.get(backend, before)
                 shutil.copyfile(base, where)
             url = f"sqlite:///{where}"
         else:
-            where = f"tether_tpl_{kind[:3]}_{uuid.uuid4().hex[:8]}"
-            template = f' TEMPLATE "{self.get(backend, before)[0]}"' if before else ""
-            if before:
+            where = f"tether_tpl_{''.join(layer[0] for layer in kind)}_{uuid.uuid4().hex[:8]}"
+            template = f' TEMPLATE "{self.get(backend, before)[0]}"' if before is not None else ""
+            if before is not None:
                 seeded = self.get(backend, before)[1]
             with _admin() as conn:
                 conn.execute(sa.text(f'CREATE DATABASE "{where}"{template}'))
             url = _with_database(PG_URL, where)
         app = create_app(_app_config(url, FakeClock()))
-        if kind == "migrated":
+        if not kind:
             upgrade_database(app)
-        elif kind == "world":
-            seeded = Seeded(tokens=seed_world(app))
         else:
-            seeded = Seeded(tokens=seeded.tokens, versions=seed_bundled(app))
+            seeded = {**seeded, kind[-1]: _seed(kind[-1], app, seeded)}
         _dispose(app)
         if backend == "sqlite":  # everything in the main file: a copy of it alone is the whole database
             with sqlite3.connect(where) as conn:
@@ -153,7 +187,7 @@ class Templates:
             conn.close()
         return where, seeded
 
-    def snapshot(self, kind: str) -> Snapshot:
+    def snapshot(self, kind: Kind) -> Snapshot:
         """The rows and sequence values of one PostgreSQL template, read on first use."""
         if kind not in self.snapshots:
             self.snapshots[kind] = Snapshot.read(_with_database(PG_URL, self.get("postgresql", kind)[0]))
@@ -222,7 +256,8 @@ class Reused:
 
     Creating a database from a template costs a few tenths of a second of the server's time; emptying this one
     and writing the template's few rows back costs a few hundredths. Before each test every other connection to
-    it is ended (as ``DROP DATABASE ... WITH (FORCE)`` would), its tables are emptied and refilled with triggers
+    it is ended (as ``DROP DATABASE ... WITH (FORCE)`` would), its tables are emptied (``DELETE``, cheaper than
+    ``TRUNCATE`` for the few rows a test leaves) and refilled with triggers
     and foreign keys off for the copy (``session_replication_role``, which needs a superuser, as the throwaway
     cluster of scripts/with-postgres has) and its sequences are set to the template's values. When a test
     changed the database's shape (a migration down and up, a dropped trigger), it is dropped and made again.
@@ -241,7 +276,7 @@ class Reused:
         assert self.name is not None
         return _with_database(PG_URL, self.name)
 
-    def database(self, kind: str) -> str:
+    def database(self, kind: Kind) -> str:
         """The reused database's URL, holding exactly what the template of ``kind`` holds."""
         snapshot = self.templates.snapshot(kind)
         if self.name is not None:
@@ -253,9 +288,7 @@ class Reused:
             self.drop()
         self.name = f"tether_reused_{uuid.uuid4().hex[:10]}"
         with _admin() as conn:
-            conn.execute(
-                sa.text(f'CREATE DATABASE "{self.name}" TEMPLATE "{self.templates.get("postgresql", "migrated")[0]}"')
-            )
+            conn.execute(sa.text(f'CREATE DATABASE "{self.name}" TEMPLATE "{self.templates.get("postgresql", ())[0]}"'))
         self._restore(snapshot, check=False)
         return self.url
 
@@ -272,8 +305,9 @@ class Reused:
                 if check and conn.execute(sa.text(SHAPE)).scalar_one() != snapshot.shape:
                     raise _Reshaped
                 conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
-                names = ", ".join(f'"{table.name}"' for table in snapshot.tables)
-                conn.execute(sa.text(f"TRUNCATE {names}"))
+                # DELETE, not TRUNCATE: a test leaves a few rows, and TRUNCATE gives each of ~30 tables new files.
+                deletes = "; ".join(f'DELETE FROM "{table.name}"' for table in snapshot.tables)  # noqa: S608 - reflected names
+                conn.execute(sa.text(deletes))
                 for table in snapshot.tables:
                     if snapshot.rows[table.name]:
                         conn.execute(table.insert(), snapshot.rows[table.name])
@@ -315,10 +349,10 @@ class _admin:
 SEEDED: dict[str, Seeded] = {}
 
 
-def _kind(request) -> str:
-    """The fullest template a test can start from: the fixtures it asks for would seed the rest themselves."""
+def _kind(request) -> Kind:
+    """The template a test starts from: the layers its fixtures ask for (each layer's fixture asks for the world)."""
     names = request.fixturenames
-    return "bundled" if "bundled" in names and "world" in names else "world" if "world" in names else "migrated"
+    return tuple(layer for layer in LAYERS if layer in names) if "world" in names else ()
 
 
 @pytest.fixture(scope="session")
@@ -354,7 +388,7 @@ def database_url(request, tmp_path, templates, reused):
     if reused is not None:
         kind = _kind(request)
         url = reused.database(kind)
-        SEEDED[url] = templates.get("postgresql", kind)[1]
+        SEEDED[url] = dict(templates.get("postgresql", kind)[1])
         yield url
         SEEDED.pop(url, None)
         return
@@ -363,7 +397,7 @@ def database_url(request, tmp_path, templates, reused):
     with _admin() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     url = _with_database(PG_URL, name)
-    SEEDED[url] = seeded
+    SEEDED[url] = dict(seeded)
     yield url
     SEEDED.pop(url, None)
     with _admin() as conn:
@@ -384,7 +418,7 @@ def app(request, database_url, clock, templates):
     if database_url.startswith("sqlite"):
         template, seeded = templates.get("sqlite", _kind(request))
         shutil.copyfile(template, database_url.removeprefix("sqlite:///"))
-        SEEDED[database_url] = seeded
+        SEEDED[database_url] = dict(seeded)
     app = create_app(_app_config(database_url, clock))
     yield app
     if database_url.startswith("sqlite"):
@@ -424,22 +458,30 @@ class Api:
         return self.client.delete(path, headers=self._headers(kw.pop("headers", None)), **kw)
 
 
+def _layer(layer: str, app, database_url: str) -> Any:
+    """What seeding ``layer`` returned: from the template the test's database was copied from, or seeded now."""
+    seeded = SEEDED.setdefault(database_url, {})
+    if layer not in seeded:
+        seeded[layer] = _seed(layer, app, seeded)
+    return dict(seeded[layer])
+
+
 @pytest.fixture
 def world(app, database_url):
     """Sites, one user per role, their tokens, and the mini diagram deployed (copied from a template)."""
-    seeded = SEEDED.get(database_url)
-    if seeded is not None and seeded.tokens is not None:
-        return dict(seeded.tokens)
-    return seed_world(app)
+    return _layer("world", app, database_url)
 
 
 @pytest.fixture
 def bundled(app, world, database_url):
     """Deploy processes/ as the server does at start (copied from a template); returns each key's version."""
-    seeded = SEEDED.get(database_url)
-    if seeded is not None and seeded.versions is not None:
-        return dict(seeded.versions)
-    return seed_bundled(app)
+    return _layer("bundled", app, database_url)
+
+
+@pytest.fixture
+def network(app, world, database_url):
+    """The world's tokens and the therapy network's (``seed_network``; copied from a template)."""
+    return _layer("network", app, database_url)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from server.store.extensions import db
 from server.store.models import Booking, OutboxEvent, Slot
 
 from .test_therapy_network import NETWORK, _start, _therapy
-from .test_therapy_network import network as network  # noqa: F401  (the fixture)
 
 
 def _iso(moment) -> str:

@@ -16,7 +16,7 @@ from server.store.models import OutboxEvent, WebhookDelivery, WebhookSubscriptio
 
 from ..support.journeys import complete, tasks_of
 from .conftest import PASSWORD
-from .test_therapy_network import NETWORK, network  # noqa: F401 - the network fixture
+from .test_therapy_network import NETWORK
 
 REFERENCE = "PT-NET-1"
 # What the centre records at enrolment: the reference as a value of its own and quoted in a note.

@@ -9,41 +9,9 @@ from sqlalchemy import select
 from server.store.extensions import db
 from server.store.models import AuditEntry, OutboxEvent, TaskRecord
 
-from ..conftest import ROOT
 from ..support.journeys import complete, fire, tasks_of
-from .conftest import PASSWORD
 
 NETWORK = {"manufacturing": "MFG-1", "logistics": "COURIER-1"}
-
-
-@pytest.fixture
-def network(app, world):
-    """Beside the world's sites and users: a second manufacturing site, a courier and an apheresis centre, a
-    user at each (MFG-1's and MFG-2's makers, the courier's logistics, a planner at MFG-1, the apheresis
-    centre's coordinator) and a maker of no particular site, and the network
-    diagram (enrolment at the centre, manufacturing in a lane of the manufacturing party, shipping by the
-    logistics party) deployed."""
-    from server.access import accounts
-    from server.workflow.definitions import deploy
-
-    with app.app_context():
-        accounts.add_site("MFG-2", "Manufacturing 2", "manufacturing", "test")
-        accounts.add_site("COURIER-1", "Courier One", "logistics", "test")
-        accounts.add_site("APH-1", "Apheresis Centre One", "apheresis-centre", "test")
-        people = {
-            "mfg1": (["manufacturing"], ["MFG-1"]),
-            "mfg2": (["manufacturing"], ["MFG-2"]),
-            "courier": (["logistics"], ["COURIER-1"]),
-            "planner1": (["planner"], ["MFG-1"]),
-            "apheresis": (["coordinator"], ["APH-1"]),
-            "maker": (["manufacturing"], []),  # not scoped to a site: sees every therapy
-        }
-        tokens = dict(world)
-        for name, (roles, sites) in people.items():
-            accounts.add_user(name, roles, sites, f"{name.title()} Person", PASSWORD, "test")
-            tokens[name] = accounts.issue_token(name, "test", "test")
-        deploy((ROOT / "tests" / "fixtures" / "network.bpmn").read_bytes(), {}, "test")
-    return tokens
 
 
 def _start(api, token, parties=NETWORK, **extra):

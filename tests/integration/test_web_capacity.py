@@ -12,7 +12,6 @@ from ..conftest import FIXTURES
 from ..support.pages import signed_in
 from .test_capacity import _book, _slot
 from .test_therapy_network import _enrolled, _start
-from .test_therapy_network import network as network  # noqa: F401  (the fixture)
 from .test_web_network import PATIENT, _post, _section, _text
 
 

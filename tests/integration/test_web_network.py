@@ -16,7 +16,6 @@ from server.store.models import AuditEntry
 from ..support.journeys import fire, tasks_of
 from ..support.pages import csrf, signed_in
 from .test_therapy_network import NETWORK, _enrolled, _therapy
-from .test_therapy_network import network as network  # noqa: F401  (the fixture, for the tests here)
 
 PATIENT = "PT-NET-1"  # the patient of the therapies test_therapy_network starts
 
