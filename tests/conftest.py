@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from .support.dialects import share_dialects
 from .support.routing import reuse_url_builders
 
 # Cheap password hashes in tests and in the servers they start (full cost takes ~0.45 s a hash).
@@ -14,9 +15,9 @@ os.environ.setdefault("TETHER_PASSWORD_HASH_TIME_COST", "1")
 os.environ.setdefault("TETHER_PASSWORD_HASH_MEMORY_KIB", "64")
 # The test receivers of webhooks listen on loopback; tests of the private-address refusal turn this off.
 os.environ.setdefault("TETHER_WEBHOOK_ALLOW_PRIVATE", "1")
-# Nearly every test builds an app of its own: compile each URL builder once per test process.
-if not os.environ.get("XPLAIN"):
-    reuse_url_builders()
+# Nearly every test builds an app of its own: compile each URL builder and each SQL statement once per process.
+reuse_url_builders()
+share_dialects()
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
