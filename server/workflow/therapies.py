@@ -27,7 +27,14 @@ from server.integration import outbox
 from server.store import audit
 from server.store.extensions import db
 from server.store.models import PARTY_SITE_KINDS, Incident, ProcessDefinition, Site, TaskRecord, Therapy, User
-from server.store.uow import LazySavepoint, after_commit, savepoint, savepoint_when_needed, unit_of_work
+from server.store.uow import (
+    LazySavepoint,
+    after_commit,
+    savepoint,
+    savepoint_when_needed,
+    unit_of_work,
+    write_through,
+)
 from server.workflow import bookings, effects, incidents, parties
 from server.workflow.definitions import definition_forms, engine_definition_by_id, latest_version, message_schema
 from server.workflow.operators import OperatorContext
@@ -424,6 +431,8 @@ def complete_task(
                     therapy_id=therapy.id,
                     site_id=therapy.site_id,
                 )
+            # The therapy (at its version) and its task rows with Core statements, not the session's flush.
+            write_through(Therapy, TaskRecord)
     if halted is not None:
         raise halted_error(halted)
     return made_ready
