@@ -341,10 +341,10 @@ def over_http(backend: str, diagram: bytes, tasks: int, journeys: int, warmup: i
                 statuses.append(http_journey(base, coordinator, integrator, tasks, number, new_steps(), []))
             steps = new_steps()
             sampler = start_sampler(process.pid) if profile else None
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), server_cpu_seconds(process.pid)
             for number in range(warmup, warmup + journeys):
                 statuses.append(http_journey(base, coordinator, integrator, tasks, number, steps, lookups))
-            wall = time.perf_counter() - began
+            wall, cpu = time.perf_counter() - began, server_cpu_seconds(process.pid) - cpu
             stop_sampler(sampler)
         completed = sum(1 for status in statuses if status == "completed")
         print(describe(f"(c) Tether over HTTP, {backend}", steps), flush=True)
@@ -355,7 +355,40 @@ def over_http(backend: str, diagram: bytes, tasks: int, journeys: int, warmup: i
             f" ms each; {completed} of {len(statuses)} therapies ended 'completed'",
             flush=True,
         )
-        return {"steps": steps, "completed": completed, "journeys": len(statuses), "statements": statements}
+        count = sum(len(times) for times in steps.values())
+        print(
+            f"    the server's CPU over the timed journeys: {cpu * 1000 / count:.2f} ms per step (the lookups' share "
+            f"included; {cpu:.2f} s for {count} steps and {len(lookups)} lookups)",
+            flush=True,
+        )
+        return {
+            "steps": steps,
+            "completed": completed,
+            "journeys": len(statuses),
+            "statements": statements,
+            "cpu_per_step": cpu * 1000 / count,
+        }
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) used so far by process ``pid`` and every process under it (``tether serve``
+    and its worker), from /proc; 0 where /proc cannot be read."""
+    import contextlib
+    from pathlib import Path
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, pending, seen = 0.0, [pid], set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+    return total
 
 
 def count_statements(app, tokens: dict[str, str], backend: str) -> int:
@@ -579,6 +612,14 @@ def main(argv: list[str] | None = None) -> list[Figure]:
                 "ms",
                 note=f"mean; median {c['median']:.1f} ms; {result['completed']}/{result['journeys']}"
                 " journeys completed",
+            )
+        )
+        figures.append(
+            Figure(
+                f"overhead: the server's CPU per step over HTTP, {backend}",
+                result["cpu_per_step"],
+                "ms",
+                note="the task lookups' share included",
             )
         )
         figures.append(

@@ -2,7 +2,7 @@
 
     python -m bench.throughput [--clients 16] [--duration 15] [--tasks 10] [--per-client N]
                                [--configs sqlite:1,sqlite:2,sqlite:4,postgresql:1,postgresql:2,postgresql:4]
-                               [--repeat 3] [--threads 8] [--profile]
+                               [--repeat 3] [--threads 8] [--profile] [--cpu THERAPIES]
 
 Each configuration (backend:workers) gets a fresh database and a real ``tether serve`` process. Before the
 clock starts, every client gets a site and a coordinator of its own (so no two clients ever see the same
@@ -27,6 +27,12 @@ server processes (workers) no loss of throughput.
 Every configuration runs ``--repeat`` times (3 by default), in rounds (each configuration once, then each
 again), so that a machine busy with other work weighs on all of them alike; the figure is the median of the
 runs, printed with each run's rate and the load average as it started.
+
+``--cpu THERAPIES`` measures instead what the rate is made of on a shared machine, where the wall clock says more
+about the other work than about Tether: the CPU time the app spends on one completion, in this process (Flask's
+test client, no HTTP server, no concurrent clients), over the tasks of ``THERAPIES`` seeded therapies; the median
+of five rounds per backend. With the server's CPU per completion at C ms, two cores cannot complete more than
+2000 / C per second, whatever the database does (less with the clients on the same cores).
 """
 
 from __future__ import annotations
@@ -270,6 +276,47 @@ def run(backend: str, workers: int, options) -> dict:
     return result
 
 
+def cpu_per_completion(backend: str, therapies: int, tasks: int, rounds: int = 5) -> list[float]:
+    """The server's CPU time of one completion, in ms, without HTTP and without the machine's other work: one
+    client's ``therapies`` seeded on a fresh database, then their tasks completed through the app in this process
+    (Flask's test client, as the HTTP route would: token, checks, step, commit, answer), each next task taken from
+    the answer's ``next_tasks``. Ten completions warm up; the rest are timed in ``rounds`` rounds with
+    ``time.process_time``, which counts this process's CPU only (waits for a core or for the database are left out;
+    PostgreSQL's own CPU is not counted). Returns the CPU per completion of each round."""
+    with fresh_database(backend) as url:
+        app = make_app(url)
+        seeded = seed(app, 1, therapies, tasks)
+        client = app.test_client()
+        headers = {"Authorization": f"Bearer {seeded[0]['token']}"}
+        listed = client.get("/api/v1/tasks?limit=500", headers=headers).get_json()["items"]
+        todo = [(item["id"], int(item["activity_id"].rsplit("Step", 1)[1]) - 1) for item in listed]
+
+        def complete(batch: list[tuple[str, int]]) -> list[tuple[str, int]]:
+            made_ready = []
+            for task_id, step in batch:
+                answer = client.post(
+                    f"/api/v1/tasks/{task_id}/complete", json={"data": task_data(step)}, headers=headers
+                )
+                if answer.status_code != 200:
+                    raise RuntimeError(f"completion answered {answer.status_code}: {answer.get_data(as_text=True)}")
+                made_ready += [(task["id"], step + 1) for task in answer.get_json()["next_tasks"]]
+            return made_ready
+
+        todo = complete(todo[:10]) + todo[10:]
+        size = max(1, (len(todo) - 1) // rounds)
+        per_round = []
+        for _round in range(rounds):
+            batch, todo = todo[:size], todo[size:]
+            began = time.process_time()
+            todo += complete(batch)
+            per_round.append((time.process_time() - began) / len(batch) * 1000)
+        from server.store.extensions import db
+
+        with app.app_context():
+            db.engine.dispose()
+        return per_round
+
+
 def main(argv: list[str] | None = None) -> list[Figure]:
     """Run the benchmark with command-line options; print the details and return the headline figures."""
     parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n")[0])
@@ -295,7 +342,26 @@ def main(argv: list[str] | None = None) -> list[Figure]:
         action="store_true",
         help="sample the server with py-spy during each measurement and print where the time goes",
     )
+    parser.add_argument(
+        "--cpu",
+        type=int,
+        default=0,
+        metavar="THERAPIES",
+        help="instead: the server's CPU per completion in this process, over this many seeded therapies' tasks "
+        "(for example 160), on each backend of --configs",
+    )
     options = parser.parse_args(argv if argv is not None else [])
+    if options.cpu:
+        figures = []
+        wanted = dict.fromkeys(item.partition(":")[0].strip() for item in options.configs.split(","))
+        available = backends() if "postgresql" in wanted else ["sqlite"]
+        for backend in (backend for backend in wanted if backend in available):
+            rounds = cpu_per_completion(backend, options.cpu, options.tasks)
+            middle = statistics.median(rounds)
+            each = ", ".join(f"{value:.2f}" for value in rounds)
+            print(f"CPU per completion in process, {backend}: median {middle:.2f} ms (rounds: {each} ms)", flush=True)
+            figures.append(Figure(f"throughput: CPU per completion in process, {backend}", middle, " ms", note=each))
+        return figures
     if options.per_client is None:
         options.per_client = max(1, math.ceil(TARGET_RATE * options.duration * 1.2 / (options.clients * options.tasks)))
     configs = []

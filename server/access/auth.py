@@ -14,18 +14,20 @@ import re
 import secrets
 from collections.abc import Collection, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app, g, has_request_context, request
-from sqlalchemy import select
-from sqlalchemy.orm import joinedload
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
+from sqlalchemy.orm.instrumentation import manager_of_class
 
 from server.errors import ApiError, Forbidden, Invalid, Unauthorized
 from server.store import audit, freshness
 from server.store.extensions import db
-from server.store.models import PATIENT_PARTIES, ApiToken, TaskRecord, Therapy, User, utcnow
+from server.store.models import PATIENT_PARTIES, ApiToken, Site, TaskRecord, Therapy, User, table_of, user_sites, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -178,30 +180,90 @@ def create_token(user: User, label: str = "", ttl_days: int | None = None) -> tu
 
 def token_owner(token: str) -> User | None:
     """The user a valid, unexpired, unrevoked token belongs to, whatever the state of the account."""
-    # The user and their sites in one query. On PostgreSQL also the webhook subscriptions' change count
+    # The token, its user and the user's sites in one Core query (a row per site), no ORM loading: the user is put
+    # into the session as read. On PostgreSQL also the webhook subscriptions' change count
     # (server.store.freshness): a completion there goes on in this transaction and can trust its cache with it.
     # On SQLite every write begins a transaction of its own, which could not use the count: it is not read.
-    counted = db.session.get_bind().dialect.name == "postgresql"
-    columns = (ApiToken, freshness.webhook_changes()) if counted else (ApiToken,)
-    found = (
-        db.session.execute(
-            select(*columns)
-            .where(ApiToken.token_hash == token_digest(token))
-            .options(joinedload(ApiToken.user).joinedload(User.sites))
-        )
-        .unique()
-        .one_or_none()
-    )
-    if found is None:
+    session = db.session()
+    counted = session.get_bind().dialect.name == "postgresql"
+    rows = session.connection().execute(_token_query(counted), {"digest": token_digest(token)}).all()
+    if not rows:
         return None
-    record = found[0]
+    first = rows[0]._mapping
     if counted:
-        freshness.remember(found[1])
-    if record.revoked_at is not None:
+        freshness.remember(rows[0][-1])
+    if first["revoked_at"] is not None:
         return None
-    if record.expires_at is not None and record.expires_at <= utcnow():
+    if first["expires_at"] is not None and first["expires_at"] <= utcnow():
         return None
-    return record.user
+    sites = [
+        _as_read(session, Site, {key: row._mapping[f"site_{key}"] for key in _SITE_KEYS})
+        for row in rows
+        if row._mapping["site_id"] is not None
+    ]
+    return _as_read(session, User, {key: first[key] for key in _USER_KEYS}, sites)
+
+
+_USER_KEYS = (
+    "id",
+    "username",
+    "display_name",
+    "password_hash",
+    "roles",
+    "active",
+    "locked",
+    "failed_signatures",
+    "created_at",
+)
+_SITE_KEYS = ("id", "code", "name", "kind", "created_at")
+_token_queries: dict[bool, Any] = {}
+
+
+def _token_query(counted: bool):
+    """The token's query, built once per process (its compiled form is cached by the statement itself): the user's
+    columns first, then the token's, then each site's (``site_<column>``), and on PostgreSQL the webhook
+    subscriptions' change count last."""
+    if counted not in _token_queries:
+        users, tokens, sites = table_of(User), table_of(ApiToken), table_of(Site)
+        columns: list[Any] = [users.c[key] for key in _USER_KEYS] + [tokens.c.revoked_at, tokens.c.expires_at]
+        columns += [sites.c[key].label(f"site_{key}") for key in _SITE_KEYS]
+        query = (
+            select(*columns, *((freshness.webhook_changes(),) if counted else ()))
+            .select_from(
+                tokens.join(users, users.c.id == tokens.c.user_id)
+                .outerjoin(user_sites, user_sites.c.user_id == users.c.id)
+                .outerjoin(sites, sites.c.id == user_sites.c.site_id)
+            )
+            .where(tokens.c.token_hash == bindparam("digest"))
+            .order_by(sites.c.id)
+        )
+        _token_queries[counted] = query
+    return _token_queries[counted]
+
+
+M = TypeVar("M", User, Site)
+
+
+def _as_read(session, model: type[M], values: dict[str, Any], sites: list[Site] | None = None) -> M:
+    """The session's instance of ``model`` with ``values`` (its columns as just read), as a query would have given
+    it: the one the session holds already (its expired columns filled in), else a new one, persistent, with nothing
+    to write; a user's ``sites`` are set as loaded (unless the session's user has them already)."""
+    key = session.identity_key(model, values["id"])
+    found = session.identity_map.get(key)
+    if found is None:
+        found = manager_of_class(model).new_instance()  # instrumented, with nothing set
+        found.__dict__.update(values)
+        make_transient_to_detached(found)
+        if sites is not None:
+            set_committed_value(found, "sites", sites)
+        session.add(found)
+        return found
+    state = instance_state(found)
+    for name in state.expired_attributes & values.keys():
+        set_committed_value(found, name, values[name])
+    if sites is not None and "sites" in state.unloaded:
+        set_committed_value(found, "sites", sites)
+    return found
 
 
 def user_for_token(token: str) -> User | None:

@@ -13,6 +13,7 @@ from server.compliance.signatures import signatures_for_task
 from server.store.models import TaskRecord
 from server.usecases.checks import visible_task
 from server.usecases.reads import inbox_query
+from server.usecases.task_commands import task_to_complete
 
 from . import bp
 from .paging import page
@@ -51,7 +52,7 @@ def task_detail(task: TaskRecord) -> dict:
 @idempotent
 def complete_task(task_id: str):
     """Complete a READY task with form data (and a signature when the diagram asks for one)."""
-    seen = visible_task(g.user, task_id)  # an unknown or unseen task is 404 before its body is read
+    seen = task_to_complete(g.user, task_id)  # an unknown or unseen task is 404 before its body is read
     body = load_json(CompleteTaskSchema())
     # ``seen`` stays referenced, so the handler finds the task (and its therapy) in the session, not read again.
     completed = usecases.complete_task(

@@ -31,14 +31,14 @@ from json.encoder import encode_basestring as _encode_string  # the C encoder js
 from typing import Any
 
 from flask import current_app, g, has_app_context, has_request_context
-from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import Integer, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
 from server.errors import Conflict
 from server.store import audit_spool
-from server.store.extensions import db
+from server.store.extensions import compact_json, db
 from server.store.models import AuditChainHead, AuditEntry, AuditSeal, AuditSealHead, table_of, utcnow
 from server.store.uow import after_commit, staged, take_staged
 
@@ -173,46 +173,137 @@ def chain_staged() -> None:
     by_chain: dict[str, list[AuditEntry]] = {}
     for entry in pending:
         by_chain.setdefault(entry.therapy_id or SYSTEM, []).append(entry)
-    table = table_of(AuditChainHead)
     postgresql = session.get_bind().dialect.name == "postgresql"
+    lock, move = _head_statements(postgresql)
+    columns = [column.key for column in table_of(AuditEntry).columns]
     for chain in sorted(by_chain):
         entries = by_chain[chain]
-        lock = (
-            update(table)
-            .where(table.c.chain == chain)
-            .values(chain_seq=table.c.chain_seq)
-            .returning(table.c.chain_seq, table.c.hash, _seq_numbers(len(entries), postgresql))
-        )
-        tip = session.execute(lock).first()
+        locking = {"b_chain": chain, **({"b_count": len(entries)} if postgresql else {})}
+        tip = session.execute(lock, locking).first()
         if tip is None:
             _create_head(chain)
-            tip = session.execute(lock).one()
+            tip = session.execute(lock, locking).one()
         place, last_hash, taken = tip
         numbers = sorted(taken) if postgresql else list(range(taken + 1, taken + 1 + len(entries)))
         for entry, seq in zip(entries, numbers, strict=True):
             place += 1
             entry.seq, entry.chain, entry.chain_seq, entry.prev_hash = seq, chain, place, last_hash
             entry.hash = last_hash = entry_hash(entry_dict(entry))
-        move = update(table).where(table.c.chain == chain).values(chain_seq=place, seq=numbers[-1], hash=last_hash)
+        # The entries are written as rows (Core), never as objects of the session: they are never changed.
+        rows = [{key: getattr(entry, key) for key in columns} for entry in entries]
+        moved = {"b_chain": chain, "b_place": place, "b_seq": numbers[-1], "b_hash": last_hash}
         if postgresql:
-            # One statement: the head moves in a data-modifying WITH of the entries' INSERT (the entries stay
-            # objects of their own, not of the session: they are never changed).
-            columns = table_of(AuditEntry).columns
-            rows = [{column.key: getattr(entry, column.key) for column in columns} for entry in entries]
-            entries_insert = insert(table_of(AuditEntry)).values(rows).add_cte(move.cte("moved_head"))
+            # One statement: the head moves, and the carried INSERTs go in, in data-modifying WITHs of the entries'
+            # INSERT, whose rows are one JSON parameter each, so that its text is the same from one commit to the
+            # next (SQLAlchemy cannot cache a multi-row VALUES statement: it would be compiled at every commit).
+            shaped = _pg_shaped(columns, rows, carried)
+            if shaped is not None:
+                session.connection().execute(shaped[0], {**shaped[1], **moved})
+                carried = []
+                continue
+            head = table_of(AuditChainHead)
+            entries_insert = (
+                insert(table_of(AuditEntry))
+                .values(rows)
+                .add_cte(
+                    update(head)
+                    .where(head.c.chain == chain)
+                    .values(chain_seq=place, seq=numbers[-1], hash=last_hash)
+                    .cte("moved_head")
+                )
+            )
             for number, statement in enumerate(carried):
                 entries_insert = entries_insert.add_cte(statement.cte(f"carried_{number}"))
             carried = []
             session.execute(entries_insert)
             continue
-        session.add_all(entries)
-        session.flush()
-        session.execute(move)
+        session.execute(_entries_insert(), rows)
+        session.execute(move, moved)
     for statement in carried:  # not carried by an entries' INSERT (SQLite)
         session.execute(statement)
 
 
-def _seq_numbers(count: int, postgresql: bool):
+_statements: dict[Any, Any] = {}  # built once per process: a statement object caches its compiled form
+
+
+def _pg_shaped(columns: list[str], rows: list[dict], carried: list[Insert]) -> tuple[Any, dict[str, str]] | None:
+    """The entries' INSERT on PostgreSQL with the head's move and the ``carried`` INSERTs as one statement of a
+    fixed text (by the columns and tables it writes), and its parameters: each table's rows as one JSON document
+    read with ``json_to_recordset``, each ``data`` value in it exactly as the compact JSON column stores it. None
+    when a carried statement is not a plain multi-row INSERT (it is then written as SQLAlchemy renders it)."""
+    shapes: list[tuple[Table, tuple[str, ...]]] = [(table_of(AuditEntry), tuple(columns))]
+    documents = [_recordset_json(rows, columns)]
+    for statement in carried:
+        values = getattr(statement, "_multi_values", None)
+        if not isinstance(statement.table, Table) or not values or len(values) != 1:
+            return None
+        carried_rows = values[0]
+        keys = tuple(carried_rows[0])
+        if any(tuple(row) != keys for row in carried_rows) or not all(key in statement.table.c for key in keys):
+            return None
+        shapes.append((statement.table, keys))
+        documents.append(_recordset_json(carried_rows, keys))
+    key = tuple((table.name, keys) for table, keys in shapes)
+    if key not in _statements:
+        recordsets = [_recordset_insert(table, keys, f"rows_{number}") for number, (table, keys) in enumerate(shapes)]
+        ctes = ["moved_head AS (UPDATE audit_chain_head SET chain_seq = :b_place, seq = :b_seq, hash = :b_hash"]
+        ctes[0] += " WHERE audit_chain_head.chain = :b_chain)"
+        ctes += [f"carried_{number} AS ({sql})" for number, sql in enumerate(recordsets[1:])]
+        _statements[key] = text(f"WITH {', '.join(ctes)} {recordsets[0]}")
+    return _statements[key], {f"rows_{number}": document for number, document in enumerate(documents)}
+
+
+def _recordset_insert(table: Table, keys: Sequence[str], parameter: str) -> str:
+    """``INSERT INTO table (keys) SELECT keys FROM json_to_recordset(:parameter)`` with each column's type."""
+    dialect = postgresql.dialect()
+    names = ", ".join(f'"{key}"' for key in keys)
+    types = ", ".join(f'"{key}" {table.c[key].type.compile(dialect=dialect)}' for key in keys)
+    rows = f"json_to_recordset(CAST(:{parameter} AS json)) AS r({types})"
+    return f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {rows}"  # noqa: S608 - the table's own columns
+
+
+def _recordset_json(rows: Sequence[dict], keys: Sequence[str]) -> str:
+    """``rows`` as one JSON array of objects for ``json_to_recordset``: times in ISO 8601 with their zone (UTC when
+    they have none, as ``UtcDateTime`` stores them), everything else as the compact JSON columns write it."""
+
+    def value(item: Any) -> Any:
+        if isinstance(item, datetime):
+            return (item if item.tzinfo is not None else item.replace(tzinfo=UTC)).isoformat()
+        return item
+
+    return compact_json([{key: value(row.get(key)) for key in keys} for row in rows])
+
+
+def _head_statements(postgresql: bool):
+    """The chain head's lock (returning its place, its hash and the new entries' ``seq`` numbers, see
+    ``_seq_numbers``) and its move, with the chain (``b_chain``), the entries' count (``b_count``) and the head's
+    new place, ``seq`` and hash (``b_place``, ``b_seq``, ``b_hash``) given when they are executed."""
+    if postgresql not in _statements:
+        table = table_of(AuditChainHead)
+        at_chain = table.c.chain == bindparam("b_chain")
+        lock = (
+            update(table)
+            .where(at_chain)
+            .values(chain_seq=table.c.chain_seq)
+            .returning(table.c.chain_seq, table.c.hash, _seq_numbers(bindparam("b_count", type_=Integer), postgresql))
+        )
+        move = (
+            update(table)
+            .where(at_chain)
+            .values(chain_seq=bindparam("b_place"), seq=bindparam("b_seq"), hash=bindparam("b_hash"))
+        )
+        _statements[postgresql] = (lock, move)
+    return _statements[postgresql]
+
+
+def _entries_insert() -> Insert:
+    """The entries' INSERT, executed with their rows (one batch)."""
+    if "entries" not in _statements:
+        _statements["entries"] = insert(table_of(AuditEntry))
+    return _statements["entries"]
+
+
+def _seq_numbers(count, postgresql: bool):
     """What the chain head's lock also returns, for ``count`` new ``seq`` numbers: on PostgreSQL that many from the
     ``audit_entry_seq`` sequence (no row is locked for them); on SQLite the highest number so far, the new ones
     following it (its single writer already holds the lock)."""

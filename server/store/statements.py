@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+_WITH_TOKENS = re.compile(r"[()]|\b(SELECT|INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 _TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE|JOIN)\s+"?([A-Za-z_][A-Za-z0-9_]*)"?', re.IGNORECASE)
 
 
@@ -40,9 +41,13 @@ def describe(sql: str, executemany: bool = False) -> Statement:
     words = sql.lstrip().split(None, 2)
     kind = words[0].upper() if words else ""
     main = 0
-    if kind == "WITH":  # the statement after the common table expressions says what it is
-        found = re.search(r"\)\s*(SELECT|INSERT|UPDATE|DELETE)\b", sql, re.IGNORECASE)
-        kind, main = (found.group(1).upper(), found.start(1)) if found else (kind, 0)
+    if kind == "WITH":  # the statement after the common table expressions (outside their parentheses) says what it is
+        depth = 0
+        for token in _WITH_TOKENS.finditer(sql):
+            depth += {"(": 1, ")": -1}.get(token.group(0), 0)
+            if token.group(1) and depth == 0:
+                kind, main = token.group(1).upper(), token.start(1)
+                break
     if kind in ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT", "PRAGMA", "SET"):
         two = kind in ("RELEASE", "BEGIN") and len(words) > 1 and words[1].upper() in ("SAVEPOINT", "IMMEDIATE")
         return Statement(" ".join(words[:2]).upper() if two else kind, "", executemany)

@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import cast
 
 from flask import Flask, current_app
-from sqlalchemy import CursorResult, Executable, event
+from sqlalchemy import CursorResult, Executable, Table, bindparam, event, insert, inspect, update
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import InstanceState, Session, SessionTransaction, make_transient_to_detached
 from sqlalchemy.orm.exc import StaleDataError
 
 from server.errors import Conflict
@@ -206,6 +206,119 @@ def unit_of_work(*, keep_loaded: bool = False) -> Iterator[None]:
         _write_intent.reset(intent)
         _after_commit.reset(pending)
     _run_callbacks(callbacks)
+
+
+def write_through(*models: type) -> None:
+    """Write the session's new and changed rows of ``models`` now, with Core statements instead of a flush, and
+    leave their objects as a flush would: persistent, loaded, with nothing left to write.
+
+    A changed row is one UPDATE of the columns that changed (rows changing the same columns go in one batch); a
+    row with a version column (``Therapy.row_version``) is updated only at the version it was read at, and moves
+    to the next: a change committed meanwhile fails the unit of work with 409 ``version_conflict``, as a flush
+    would. New rows go in with one INSERT per table, with their columns' defaults. An object whose relationships
+    changed is left to the flush. A unit of work that keeps what it read (a task completion) calls it after its
+    last change to these rows."""
+    session = db.session()
+    connection = session.connection()  # the statements go straight to it: no autoflush, no ORM
+    batches: dict[tuple, list[dict]] = {}
+    written: list[tuple[InstanceState, dict]] = []
+    for obj in session.dirty:
+        state = inspect(obj)
+        if not isinstance(obj, models) or not state.persistent or _relationships_changed(state):
+            continue
+        mapper = state.mapper
+        row = {key: state.dict.get(key) for key in state.committed_state if state.attrs[key].history.has_changes()}
+        if not row or not set(row) <= set(mapper.column_attrs.keys()):
+            continue  # nothing to write, or not only columns: left to the flush
+        if mapper.version_id_col is not None:
+            version = mapper.get_property_by_column(mapper.version_id_col).key
+            row["b_version"], row[version] = state.dict[version], state.dict[version] + 1
+        written.append((state, row))
+        row = {**row, "b_pk": mapper.primary_key_from_instance(obj)[0]}
+        batches.setdefault((mapper, tuple(sorted(row))), []).append(row)
+    for (mapper, _keys), rows in batches.items():
+        if mapper.version_id_col is None:
+            connection.execute(_update_of(mapper), rows if len(rows) > 1 else rows[0])
+            continue
+        for row in rows:  # one at a time: a batch's count of matched rows is not exact with every driver
+            if connection.execute(_update_of(mapper), row).rowcount != 1:
+                raise StaleDataError(f"{mapper.local_table.name}: a row changed since it was read")
+    for state, row in written:
+        state.dict.update((key, value) for key, value in row.items() if key != "b_version")
+        state._commit_all(state.dict, session.identity_map)
+    inserts: dict[Table, list] = {}
+    for obj in list(session.new):
+        state = inspect(obj)
+        if isinstance(obj, models) and not _relationships_changed(state):
+            inserts.setdefault(state.mapper.local_table, []).append(obj)
+    for table, objects in inserts.items():
+        objects = [obj for obj in objects if _complete_without_flush(table, obj)]
+        if not objects:
+            continue
+        connection.execute(_insert_into(table), [_new_row(table, obj) for obj in objects])
+        for obj in objects:
+            session.expunge(obj)
+            make_transient_to_detached(obj)
+            session.add(obj)
+
+
+def _relationships_changed(state: InstanceState) -> bool:
+    """Whether any relationship of the object was changed (only a flush writes those)."""
+    return any(state.attrs[key].history.has_changes() for key in state.mapper.relationships.keys())
+
+
+def _complete_without_flush(table: Table, obj: object) -> bool:
+    """Whether every column of the new object has a value or a Python default (else the flush writes it)."""
+    values = obj.__dict__
+    return all(
+        column.key in values
+        or column.default is None
+        and column.server_default is None
+        and not column.primary_key
+        or getattr(column.default, "is_callable", False)
+        or getattr(column.default, "is_scalar", False)
+        for column in table.columns
+    )
+
+
+def _new_row(table: Table, obj: object) -> dict:
+    """The columns of a new object, with their defaults where it has none (also set on the object, as a flush
+    would)."""
+    values = obj.__dict__
+    for column in table.columns:
+        if column.key not in values:
+            default = column.default
+            if default is None:
+                values[column.key] = None
+            elif getattr(default, "is_callable", False):
+                values[column.key] = default.arg(None)  # type: ignore[attr-defined]
+            elif getattr(default, "is_scalar", False):
+                values[column.key] = default.arg  # type: ignore[attr-defined]
+            else:  # pragma: no cover - left to the flush (``_complete_without_flush``)
+                raise ValueError(f"{table.name}.{column.key} has no value and no Python default")
+    return {column.key: values[column.key] for column in table.columns}
+
+
+_core_statements: dict[object, Executable] = {}  # built once: a statement object caches its compiled form
+
+
+def _update_of(mapper) -> Executable:
+    """An UPDATE of ``mapper``'s table by its primary key (``b_pk``), and its version (``b_version``) when it has
+    one, whose SET clause is the columns each execution gives."""
+    if mapper not in _core_statements:
+        table = mapper.local_table
+        statement = update(table).where(mapper.primary_key[0] == bindparam("b_pk"))
+        if mapper.version_id_col is not None:
+            statement = statement.where(mapper.version_id_col == bindparam("b_version"))
+        _core_statements[mapper] = statement
+    return _core_statements[mapper]
+
+
+def _insert_into(table: Table) -> Executable:
+    """The INSERT of ``table``, executed with its rows (one batch)."""
+    if table not in _core_statements:
+        _core_statements[table] = insert(table)
+    return _core_statements[table]
 
 
 STAGED = "tether_staged"  # in session.info: name -> what the transaction stages until it commits

@@ -5,15 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from sqlalchemy import Select, bindparam, inspect, select
+from sqlalchemy.orm import joinedload
+
 from server.clock import iso
 from server.compliance.signatures import check_signer
 from server.custody.scans import verify_task_scan
-from server.errors import Conflict, Forbidden
+from server.errors import Conflict, Forbidden, NotFound
 from server.store import audit
-from server.store.models import TaskRecord, User
-from server.workflow import definitions, therapies
+from server.store.extensions import db
+from server.store.models import TaskRecord, Therapy, User
+from server.workflow import definitions, incidents, therapies
 
-from .checks import audits_refusals, sees_task, visible_task
+from .checks import audits_refusals, sees_task
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ def complete_task(command: CompleteTask) -> Completed:
     transaction with the signature and the audit entries.
     """
     user = command.by
-    task = visible_task(user, command.task_id)
+    task = task_to_complete(user, command.task_id)
     if task.role not in user.roles:
         message = f"Only the role '{task.role}' may complete this task."
         _refuse(user, task, 403, "forbidden", message)
@@ -76,6 +80,40 @@ def complete_task(command: CompleteTask) -> Completed:
         signer = user
     made_ready = therapies.complete_task(task, command.data, user.username, signer=signer)
     return Completed(task, [row for row in made_ready if sees_task(user, row)])
+
+
+def task_to_complete(user: User, task_id: str) -> TaskRecord:
+    """The task as ``visible_task`` gives it (404 unless ``user`` may see it), with what a completion reads in the
+    same query (its therapy, the sites of its parties, its ready task rows, whether it has open incidents), by a
+    statement built once per process; a task the session holds already with its therapy (the route read it to
+    refuse an unseen task before reading the body) is not read again."""
+    session = db.session()
+    task = session.identity_map.get(session.identity_key(TaskRecord, task_id))
+    if task is None or "therapy" in inspect(task).unloaded:
+        task = session.execute(_completion_query(), {"task_id": task_id}).unique().scalar_one_or_none()
+    if task is None or not sees_task(user, task):
+        raise NotFound("No such task.", details={"task_id": task_id})
+    return task
+
+
+_queries: dict[str, Select] = {}
+
+
+def _completion_query() -> Select:
+    """The task with its therapy, the sites of its parties, its ready task rows and whether it has open incidents
+    (``visible_task``'s load), built once: the statement keeps its compiled form."""
+    if "task" not in _queries:
+        therapy = joinedload(TaskRecord.therapy, innerjoin=True)
+        _queries["task"] = (
+            select(TaskRecord)
+            .where(TaskRecord.id == bindparam("task_id"))
+            .options(
+                therapy.joinedload(Therapy.party_rows),
+                therapy.joinedload(Therapy.ready_task_rows),
+                therapy.with_expression(Therapy.has_open_incidents, incidents.any_unresolved(Therapy.id)),
+            )
+        )
+    return _queries["task"]
 
 
 def prefill_path(ui: Any) -> str | None:

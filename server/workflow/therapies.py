@@ -12,7 +12,7 @@ from typing import Any
 
 import jsonschema
 from flask import current_app
-from sqlalchemy import inspect, select
+from sqlalchemy import Select, inspect, select
 
 from engine.definition import message_catchers
 from engine.errors import EngineError, StepBudgetExceeded
@@ -24,10 +24,17 @@ from server import monitoring
 from server.clock import clock
 from server.errors import Conflict, Invalid, NotFound
 from server.integration import outbox
-from server.store import audit
+from server.store import audit, freshness
 from server.store.extensions import db
 from server.store.models import PARTY_SITE_KINDS, Incident, ProcessDefinition, Site, TaskRecord, Therapy, User
-from server.store.uow import LazySavepoint, after_commit, savepoint, savepoint_when_needed, unit_of_work
+from server.store.uow import (
+    LazySavepoint,
+    after_commit,
+    savepoint,
+    savepoint_when_needed,
+    unit_of_work,
+    write_through,
+)
 from server.workflow import bookings, effects, incidents, parties
 from server.workflow.definitions import definition_forms, engine_definition_by_id, latest_version, message_schema
 from server.workflow.operators import OperatorContext
@@ -424,9 +431,27 @@ def complete_task(
                     therapy_id=therapy.id,
                     site_id=therapy.site_id,
                 )
+            # The therapy (at its version) and its task rows with Core statements, not the session's flush.
+            write_through(Therapy, TaskRecord)
+            _count_webhook_changes()
     if halted is not None:
         raise halted_error(halted)
     return made_ready
+
+
+_changes_query: list[Select] = []  # built once: the statement keeps its compiled form
+
+
+def _count_webhook_changes() -> None:
+    """On SQLite, read the webhook subscriptions' change count in the write transaction (``freshness``), with a
+    statement built once, so that the fan-out trusts its cache of the subscriptions instead of building and sending
+    its own query for them (on PostgreSQL the token's query read it in this same transaction already)."""
+    session = db.session()
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    if not _changes_query:
+        _changes_query.append(select(freshness.webhook_changes()))
+    freshness.remember(session.connection().execute(_changes_query[0]).scalar_one())
 
 
 def payload_errors(definition_id: str, name: str, payload: Any) -> tuple[str, list[dict]] | None:

@@ -227,3 +227,54 @@ def test_a_subscription_another_process_makes_or_ends_counts_from_the_next_compl
         assert count == 8  # nothing for the completion after the end
     finally:
         _dispose(other)
+
+
+def test_the_audit_entries_insert_has_one_text_whatever_the_number_of_entries_and_the_trail_verifies(
+    app, api, world, database_url
+):
+    """On PostgreSQL the entries, the chain head's move and the outbox events go in as one statement whose text
+    depends only on the tables and columns it writes (the rows are parameters), so it is prepared once, not
+    compiled at every commit; the entries' data is stored as the canonical text the chain hashes, and the
+    trail verifies."""
+    import sqlalchemy as sa
+
+    _deploy_next_tasks(app)
+    with app.app_context():
+        from server.store.extensions import db
+
+        engine = db.engine
+    texts: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:
+        if "INSERT INTO audit_entry" in statement:
+            texts.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        mini = start(api, world["coord"])  # its enrolment's step runs a service task: more entries
+        done = complete(api, world["coord"], only_task(api, world["coord"], mini["id"])["id"], ENROLMENT)
+        assert done.status_code == 200, done.get_json()
+        plain = _start_next_tasks(api, world["coord"], {"manufacturing": "MFG-1"})
+        done = complete(api, world["coord"], only_task(api, world["coord"], plain)["id"], {})
+        assert done.status_code == 200, done.get_json()
+        consent = next(t for t in done.get_json()["next_tasks"] if t["activity_id"] == "Task_Consent")
+        done = complete(api, world["coord"], consent["id"], {})
+        assert done.status_code == 200, done.get_json()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    if database_url.startswith("postgresql"):
+        completions = texts[-3:]
+        assert len(set(completions[1:])) == 1, completions  # two plain completions, different numbers of rows
+        assert all("json_to_recordset" in text for text in completions), completions
+    with app.app_context():
+        from server.store import audit
+        from server.store.extensions import compact_json, db
+        from server.store.models import AuditEntry
+
+        stored = db.session.execute(
+            sa.select(sa.cast(AuditEntry.data, sa.Text), AuditEntry.data).where(
+                AuditEntry.therapy_id.in_([mini["id"], plain])
+            )
+        ).all()
+        assert stored and all(text == compact_json(data) for text, data in stored)
+        assert audit.verify()["ok"] is True
