@@ -136,14 +136,15 @@ def _stored_row(entry: dict, data_text: str | None = None) -> tuple:
     ],
 )
 def test_verifier_reads_the_stored_form_exactly_as_the_chain_hashes_it(changes):
-    from server.store.audit import _chained_form, _intact, stored_form
+    from server.store.audit import _intact, stored_form
+    from server.store.audit_scan import chained_form
 
     entry = {**ENTRY, **changes}
     row = _stored_row(entry)
     assert stored_form(row).encode() == entry["prev_hash"].encode() + canonical(entry)
     assert _intact(row)
     if entry.get("chain") is not None:  # verification's quick path hashes this form of a chained entry
-        assert _chained_form(row) == stored_form(row)
+        assert chained_form(row) == stored_form(row)
 
 
 def test_verifier_falls_back_to_decoding_and_still_catches_changes():
