@@ -625,18 +625,20 @@ def _file_or_server(url: Any) -> bool:
 
 
 def _scan_here(
-    bounds: dict[str, tuple[int, tuple[int, int, str] | None]], progress: Callable[[int], None] | None, batch: int
+    bounds: dict[str, tuple[int, tuple[int, int, str] | None]],
+    progress: Callable[[int], None] | None,
+    batch: int,
+    after: int = 0,
+    upto: int = audit_scan.LAST_SEQ,
 ) -> dict[str, tuple]:
-    """The whole trail checked in this process, on the session's connection."""
+    """The trail (the entries with ``after < seq <= upto``) checked in this process, on the session's connection."""
     connection = db.session.connection()
     dialect = connection.dialect.name
     cursor = connection.connection.cursor()
     scan = audit_scan.Scan(bounds, exact_intact)
     read = 0
     try:
-        rows = audit_scan.batches(
-            cursor, audit_scan.ROWS[dialect], 0, audit_scan.LAST_SEQ, batch, audit_scan.READ_AHEAD[dialect]
-        )
+        rows = audit_scan.batches(cursor, audit_scan.ROWS[dialect], after, upto, batch, audit_scan.READ_AHEAD[dialect])
         for got in rows:
             scan.rows(got)
             read += len(got)
