@@ -611,7 +611,9 @@ def _ranges(batch: int) -> list[tuple[int, int]]:
     workers = int(config.get("AUDIT_VERIFY_WORKERS") or 0) or (os.cpu_count() or 1)
     if workers < 2 or db.engine.dialect.name not in audit_scan.ROWS or not _file_or_server(db.engine.url):
         return whole
-    low, high = db.session.execute(select(func.min(AuditEntry.seq), func.max(AuditEntry.seq))).one()
+    # Two subqueries: SQLite reads the first and the last key of the index only for a lone min() or max().
+    first, last = select(func.min(AuditEntry.seq)).scalar_subquery(), select(func.max(AuditEntry.seq)).scalar_subquery()
+    low, high = db.session.execute(select(first, last)).one()
     if low is None or high - low + 1 < int(config.get("AUDIT_VERIFY_PARALLEL_FROM", 100_000)):
         return whole
     workers = min(workers, high - low + 1)
