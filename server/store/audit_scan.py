@@ -44,6 +44,7 @@ ROWS = {
 # Whether a thread reads the next batch while the current one is checked, by database.
 READ_AHEAD = {"sqlite": False, "postgresql": True}
 
+_REMEMBERED = 10_000  # distinct actions, actors and subject types whose quoted form a scan keeps
 # A chain's place never reached by an entry: the next place of a chain that broke or was not opened yet.
 _NONE = -1
 
@@ -157,12 +158,14 @@ class Run:
         "limit",
         "next",
         "place",
+        "quoted",
         "seal_place",
         "sealed",
         "seq",
     )
 
-    def __init__(self, bound: int, sealed: tuple[int, int, str] | None) -> None:
+    def __init__(self, chain: str, bound: int, sealed: tuple[int, int, str] | None) -> None:
+        self.quoted = _encode_string(chain)  # the chain's name as its entries' canonical JSON writes it
         self.next, self.limit, self.place, self.seq, self.hash, self.legacy = _NONE, 0, 0, 0, GENESIS, True
         self.bound, self.sealed, self.seal_place = bound, sealed, sealed[0] if sealed else 0
         self.first: tuple[int, int, str, bool, bool] | None = None
@@ -199,10 +202,20 @@ class Scan:
     ) -> None:
         self.bounds, self.exact = bounds, exact
         self.runs: dict[str, Run] = {}
+        self.quoted: dict[str, str] = {}  # actions, actors, subject types: few, each quoted once
+
+    def quote(self, value: str) -> str:
+        """``value`` as a JSON string, remembered (up to ``_REMEMBERED`` values)."""
+        found = self.quoted.get(value)
+        if found is None:
+            found = _encode_string(value)
+            if len(self.quoted) < _REMEMBERED:
+                self.quoted[value] = found
+        return found
 
     def rows(self, rows: Iterable[tuple]) -> None:
         """Check ``rows``, the next entries of the range in ``seq`` order."""
-        sha256, runs, slow = hashlib.sha256, self.runs.get, self.slow
+        sha256, runs, slow, quote, remembered = hashlib.sha256, self.runs.get, self.slow, self.quote, self.quoted.get
         for row in rows:
             # The quick path: an entry with a chain, next in it, linked and hashed right, not a sealed head.
             run, place = runs(row[12]), row[13]
@@ -210,13 +223,18 @@ class Scan:
                 seq, at, actor, action, subject_type, subject_id, therapy_id, site_id, reason, data, prev, digest = row[
                     :12
                 ]
+                chain = run.quoted  # a therapy's entries name it as their chain and as their therapy
+                if therapy_id == row[12]:
+                    therapy = chain
+                else:
+                    therapy = "null" if therapy_id is None else _encode_string(therapy_id)
                 form = (
-                    f'{prev}{{"action":{_encode_string(action)},"actor":{_encode_string(actor)},"at":"{at}",'
-                    f'"chain":{_encode_string(row[12])},"chain_seq":{place},"data":{data},"prev_hash":"{prev}",'
+                    f'{prev}{{"action":{remembered(action) or quote(action)},'
+                    f'"actor":{remembered(actor) or quote(actor)},"at":"{at}",'
+                    f'"chain":{chain},"chain_seq":{place},"data":{data},"prev_hash":"{prev}",'
                     f'"reason":{"null" if reason is None else _encode_string(reason)},"seq":{seq},'
                     f'"site_id":{"null" if site_id is None else site_id},"subject_id":{_encode_string(subject_id)},'
-                    f'"subject_type":{_encode_string(subject_type)},'
-                    f'"therapy_id":{"null" if therapy_id is None else _encode_string(therapy_id)}}}'
+                    f'"subject_type":{remembered(subject_type) or quote(subject_type)},"therapy_id":{therapy}}}'
                 )
                 if sha256(form.encode()).hexdigest() == digest:
                     run.place, run.seq, run.hash, run.next = place, seq, digest, place + 1
@@ -235,7 +253,7 @@ class Scan:
         run = self.runs.get(chain)
         if run is None:
             bound, sealed = self.bounds.get(chain, (0, None))
-            run = self.runs[chain] = Run(bound, sealed)
+            run = self.runs[chain] = Run(chain, bound, sealed)
         if run.broken is not None or (run.first is not None and not run.first[4]):
             return
         if place > run.bound:  # appended after the heads were read, or behind the server's back (checked at the end)
