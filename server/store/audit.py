@@ -827,10 +827,14 @@ def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -
     heads = _heads()
     bounds = _bounds(heads, sealed)
     ranges = _ranges(batch)
-    if len(ranges) == 1:
+    segments = None
+    if len(ranges) > 1:
+        try:
+            segments = _scan_apart(ranges, bounds, progress, batch)
+        except OSError as exc:  # no worker could be started (no interpreter to run): one pass here instead
+            log.warning("audit verification in one pass: its worker processes could not start: %s", exc)
+    if segments is None:
         segments = [_scan_here(bounds, progress, batch)]
-    else:
-        segments = _scan_apart(ranges, bounds, progress, batch)
     chains, bad, beyond = _stitch(segments)
     _check_tails(heads, sealed, chains, bad)
     _check_beyond(beyond, bad)

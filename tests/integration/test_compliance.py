@@ -293,6 +293,12 @@ def test_verify_split_over_worker_processes_reports_its_progress_as_they_go(app,
     assert len(seen) >= busy_chain // 5 and seen == sorted(seen) and seen[-1] == busy_chain
 
 
+def test_verify_is_one_pass_when_its_worker_processes_cannot_start(app, busy_chain, monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    result = split_in_processes(app)
+    assert result["ok"] is True and result["checked"] == busy_chain
+
+
 def test_verify_detects_a_changed_field(app, api, world, busy_chain, database_url):
     drop_audit_triggers(app)
     sql(app, "UPDATE audit_entry SET actor = 'mallory' WHERE seq = 17")
