@@ -665,9 +665,15 @@ def _scan_apart(
     common = {"dialect": engine.dialect.name, "args": list(args), "kwargs": kwargs, "batch": batch}
     common.update(bounds=bounds, exact=f"{__name__}:exact_intact", paths=[path for path in sys.path if path])
     script = str(Path(audit_scan.__file__).resolve())
+    # Each worker in a session of its own: where the kernel shares the processors between sessions (Linux's
+    # autogroup), the workers then get a share each, as one pass would get one, instead of splitting this one.
     workers = [
         subprocess.Popen(  # noqa: S603 (this interpreter running our own module)
-            [sys.executable, "-I", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+            [sys.executable, "-I", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+            start_new_session=True,
         )
         for _ in ranges
     ]
