@@ -667,17 +667,18 @@ def _scan_apart(
     script = str(Path(audit_scan.__file__).resolve())
     # Each worker in a session of its own: where the kernel shares the processors between sessions (Linux's
     # autogroup), the workers then get a share each, as one pass would get one, instead of splitting this one.
-    workers = [
-        subprocess.Popen(  # noqa: S603 (this interpreter running our own module)
-            [sys.executable, "-I", script],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            bufsize=0,
-            start_new_session=True,
-        )
-        for _ in ranges
-    ]
+    workers: list[subprocess.Popen] = []
     try:
+        for _ in ranges:  # all started before any is handed its job, so that they start up side by side
+            workers.append(
+                subprocess.Popen(  # noqa: S603 (this interpreter running our own module)
+                    [sys.executable, "-I", script],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    bufsize=0,
+                    start_new_session=True,
+                )
+            )
         for worker, (after, upto) in zip(workers, ranges, strict=True):
             assert worker.stdin is not None and worker.stdout is not None
             worker.stdin.write(pickle.dumps({**common, "after": after, "upto": upto}, pickle.HIGHEST_PROTOCOL))
@@ -688,8 +689,9 @@ def _scan_apart(
             if worker.poll() is None:
                 worker.kill()
             worker.wait()
-            if worker.stdout is not None:
-                worker.stdout.close()
+            for pipe in (worker.stdin, worker.stdout):
+                if pipe is not None:
+                    pipe.close()
 
 
 def _results(workers: list[subprocess.Popen], progress: Callable[[int], None] | None) -> list[dict[str, tuple]]:
