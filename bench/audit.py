@@ -1,6 +1,6 @@
 """Audit trail: verification speed over a long trail, whether its memory stays flat, and append throughput.
 
-    python -m bench.audit [--entries 1000000] [--backend sqlite|postgresql] [--writers 16] [--seconds 5]
+    python -m bench.audit [--entries 1000000] [--backend sqlite|postgresql] [--workers 0] [--writers 16] [--seconds 5]
 
 Fills a fresh database with ``--entries`` chained audit entries shaped like the ones therapies write
 (task completions with their form data, timer firings, custody transfers, user changes), in one chain per
@@ -9,21 +9,25 @@ as ``append`` hashes, written in bulk (executemany on SQLite, COPY on PostgreSQL
 seal over every chain's head, all moved since there was no seal before, about 25,000 at 1,000,000 entries).
 Then times
 ``server.store.audit.verify`` (what ``GET /api/v1/audit/verify`` and ``tether audit verify`` run) over the whole
-trail, sampling the process's resident memory at every progress report.
+trail twice: as configured (``--workers``, as ``TETHER_AUDIT_VERIFY_WORKERS``: 0 one worker process per CPU, each
+over a range of the trail), then in one pass in the verifying process (``TETHER_AUDIT_VERIFY_WORKERS=1``, what
+every verification did before the workers), sampling that pass's resident memory at every progress report.
 
 Append throughput (PostgreSQL only: SQLite has one writer whatever the chains): ``--writers`` threads append one
 entry per transaction through ``audit.append`` for ``--seconds``, once each into a therapy of its own, once all
 into the one system chain (what every append did before chains: one head row for the whole trail).
 
-Figures: entries verified per second (target >= 200,000/s), the memory growth from a tenth of the way to the
-end (flat: a few MiB, whatever the length; the first batches warm the driver's and the allocator's buffers
-once), the seal's time over that many moved heads, and appends per second on distinct chains and on one chain.
+Figures: entries verified per second as configured (target >= 200,000/s) and in one pass, the memory growth of
+the one pass from a tenth of the way to the end (flat: a few MiB, whatever the length; the first batches warm the
+driver's and the allocator's buffers once), the seal's time over that many moved heads, and appends per second on
+distinct chains and on one chain.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 import uuid
@@ -235,12 +239,12 @@ def _rss_mib() -> float:
     return 0.0
 
 
-def run(backend: str, count: int, writers: int = 16, seconds: float = 5.0) -> dict:
+def run(backend: str, count: int, writers: int = 16, seconds: float = 5.0, workers: int = 0) -> dict:
     from server.store import audit
 
     with fresh_database(backend) as url:
         pool = {"pool_size": writers + 2} if backend == "postgresql" else {}
-        app = make_app(url, SQLALCHEMY_ENGINE_OPTIONS=pool)
+        app = make_app(url, SQLALCHEMY_ENGINE_OPTIONS=pool, AUDIT_VERIFY_WORKERS=workers)
         began = time.perf_counter()
         seal_seconds, sealed_heads = seed(
             app,
@@ -248,11 +252,17 @@ def run(backend: str, count: int, writers: int = 16, seconds: float = 5.0) -> di
             lambda n: print(f"  seeded {n:,} entries ({n / (time.perf_counter() - began):,.0f}/s)", flush=True),
         )
         seeded_in = time.perf_counter() - began
-        samples: list[tuple[int, float]] = []
         with app.app_context():
             began = time.perf_counter()
-            result = audit.verify(progress=lambda n: samples.append((n, _rss_mib())))
+            result = audit.verify()
             took = time.perf_counter() - began
+        samples: list[tuple[int, float]] = []
+        app.config["AUDIT_VERIFY_WORKERS"] = 1
+        with app.app_context():
+            began = time.perf_counter()
+            one_pass = audit.verify(progress=lambda n: samples.append((n, _rss_mib())))
+            one_pass_took = time.perf_counter() - began
+        app.config["AUDIT_VERIFY_WORKERS"] = workers
         appends = {}
         if backend == "postgresql":
             for shared in (False, True):
@@ -268,6 +278,8 @@ def run(backend: str, count: int, writers: int = 16, seconds: float = 5.0) -> di
                 raise RuntimeError(f"the trail did not verify after the appends: {after}")
     if not result["ok"] or result["checked"] != count:
         raise RuntimeError(f"the seeded chain did not verify: {result}")
+    if one_pass != result:
+        raise RuntimeError(f"one pass and the workers disagree: {one_pass} and {result}")
     first, last = samples[len(samples) // 10], samples[-1]  # after the first tenth: caches and buffers are warm
     return {
         "backend": backend,
@@ -275,6 +287,9 @@ def run(backend: str, count: int, writers: int = 16, seconds: float = 5.0) -> di
         "seeded_in": seeded_in,
         "took": took,
         "rate": count / took,
+        "one_pass_took": one_pass_took,
+        "one_pass_rate": count / one_pass_took,
+        "workers": workers or os.cpu_count() or 1,
         "rss_first": first,
         "rss_last": last,
         "growth": last[1] - first[1],
@@ -285,24 +300,32 @@ def run(backend: str, count: int, writers: int = 16, seconds: float = 5.0) -> di
     }
 
 
+def _split(workers: int) -> str:
+    return "one pass" if workers < 2 else f"split over {workers} worker processes"
+
+
 def main(argv: list[str] | None = None) -> list[Figure]:
     parser = argparse.ArgumentParser(prog="python -m bench.audit", description=__doc__.split("\n")[0])
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--backend", choices=("sqlite", "postgresql"))
+    parser.add_argument(
+        "--workers", type=int, default=0, help="verification's worker processes (0: one per CPU; 1: one pass)"
+    )
     parser.add_argument("--writers", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0)
     options = parser.parse_args(argv if argv is not None else [])
     figures = []
     for backend in backends(options.backend):
         print(f"{backend}: {options.entries:,} entries", flush=True)
-        result = run(backend, options.entries, options.writers, options.seconds)
+        result = run(backend, options.entries, options.writers, options.seconds, options.workers)
         print(
             f"  a seal over the {result['sealed_heads']:,} chain heads that moved took {result['seal_seconds']:.2f} s",
             flush=True,
         )
         print(
             f"  seeding took {result['seeded_in']:.1f} s; verification of {result['count']:,} entries took "
-            f"{result['took']:.2f} s: {result['rate']:,.0f} entries/s",
+            f"{result['took']:.2f} s ({_split(result['workers'])}): {result['rate']:,.0f} entries/s; in one pass "
+            f"{result['one_pass_took']:.2f} s: {result['one_pass_rate']:,.0f} entries/s",
             flush=True,
         )
         print(
@@ -317,11 +340,20 @@ def main(argv: list[str] | None = None) -> list[Figure]:
                 "entries/s",
                 f"≥ {TARGET_RATE:,}/s",
                 result["rate"] >= TARGET_RATE,
+                note=_split(result["workers"]),
             )
         )
         figures.append(
             Figure(
-                f"Audit verification memory growth over the run, {backend}",
+                f"Audit verification in one pass, {result['count']:,} entries, {backend}",
+                result["one_pass_rate"],
+                "entries/s",
+                note="TETHER_AUDIT_VERIFY_WORKERS=1",
+            )
+        )
+        figures.append(
+            Figure(
+                f"Audit verification memory growth over the one pass, {backend}",
                 result["growth"],
                 "MiB",
                 f"flat (≤ {FLAT_MIB} MiB)",

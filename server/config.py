@@ -70,6 +70,12 @@ SETTINGS = [
     Setting("AUDIT_REFUSAL_ATTEMPTS", 2, "tries to write a refused request's audit entry before it is spooled"),
     Setting("AUDIT_SEAL_SECONDS", 60.0, "how often tether serve seals the audit chains' heads that moved (0: never)"),
     Setting("AUDIT_SPOOL_DIR", None, "folder of audit entries waiting for a busy database; default ./instance"),
+    Setting("AUDIT_VERIFY_WORKERS", 0, "processes that verify a long audit trail side by side (0: one per CPU)"),
+    Setting(
+        "AUDIT_VERIFY_PARALLEL_FROM",
+        100_000,
+        "audit entries from which verification splits the trail over its worker processes (fewer: one pass)",
+    ),
     Setting("SMTP_URL", None, "mail server for notify e-mails, e.g. smtp://mail.example:25 (none: no e-mail)"),
     Setting("SMTP_FROM", "tether@localhost", "sender address of notify e-mails"),
     Setting("SMTP_RECIPIENT_DOMAIN", "localhost", "a user's e-mail address is USERNAME@this domain"),

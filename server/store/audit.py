@@ -17,17 +17,21 @@ The entry of a refused request that the database cannot take right now waits in 
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
+import functools
 import hashlib
+import itertools
 import json
 import logging
-import queue
-import threading
+import os
+import pickle
+import selectors
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from json.encoder import encode_basestring as _encode_string  # the C encoder json.dumps uses
+from pathlib import Path
 from typing import Any
 
 from flask import current_app, g, has_app_context, has_request_context
@@ -37,7 +41,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
 from server.errors import Conflict
-from server.store import audit_spool
+from server.store import audit_scan, audit_spool
+from server.store.audit_scan import stored_form
 from server.store.extensions import compact_json, db
 from server.store.models import AuditChainHead, AuditEntry, AuditSeal, AuditSealHead, table_of, utcnow
 from server.store.uow import after_commit, staged, take_staged
@@ -520,97 +525,6 @@ COLUMNS = (
     "chain",
     "chain_seq",
 )
-# Every column, in COLUMNS order, as the text the chain hashes (timestamp as _timestamp writes it, data undecoded).
-_ROWS = {
-    "sqlite": "SELECT seq, replace(at, ' ', 'T') || 'Z', actor, action, subject_type, subject_id, therapy_id, "
-    "site_id, reason, CAST(data AS TEXT), prev_hash, hash, chain, chain_seq FROM audit_entry WHERE seq > ? "
-    "ORDER BY seq LIMIT ?",
-    "postgresql": "SELECT seq, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), actor, action, "
-    "subject_type, subject_id, therapy_id, site_id, reason, CAST(data AS TEXT), prev_hash, hash, chain, chain_seq "
-    "FROM audit_entry WHERE seq > %s ORDER BY seq LIMIT %s",
-}
-
-
-# Whether a thread reads the next batch while the current one is checked, by database.
-READ_AHEAD = {"sqlite": False, "postgresql": True}
-
-
-def _rows(batch: int) -> Iterator[Sequence[tuple]]:
-    """The trail in ``seq`` order, ``batch`` rows at a time, straight from the driver (no ORM, no decoding).
-
-    A thread reads the next batch while the caller checks the current one (the driver waits for the database
-    without holding Python's lock), so reading and hashing overlap.
-    """
-    connection = db.session.connection()
-    cursor = connection.connection.cursor()
-    statement = _ROWS[connection.dialect.name]
-    if not READ_AHEAD.get(connection.dialect.name):
-        last = 0
-        try:
-            while True:
-                cursor.execute(statement, (last, batch))
-                rows = cursor.fetchall()
-                if not rows:
-                    return
-                yield rows
-                last = rows[-1][0]
-        finally:
-            cursor.close()
-    ready: queue.Queue[Sequence[tuple] | BaseException | None] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def read() -> None:
-        last = 0
-        try:
-            while not stop.is_set():
-                cursor.execute(statement, (last, batch))
-                rows = cursor.fetchall()
-                if not rows:
-                    break
-                ready.put(rows)
-                last = rows[-1][0]
-            ready.put(None)
-        except BaseException as exc:  # handed to the caller
-            ready.put(exc)
-
-    reader = threading.Thread(target=read, name="audit-verify-reader", daemon=True)
-    reader.start()
-    try:
-        while True:
-            got = ready.get()
-            if got is None:
-                return
-            if isinstance(got, BaseException):
-                raise got
-            yield got
-    finally:
-        stop.set()
-        while reader.is_alive():  # let a reader blocked on a full queue finish
-            with contextlib.suppress(queue.Empty):
-                ready.get_nowait()
-            reader.join(0.01)
-        cursor.close()
-
-
-def _quoted(value: str | None) -> str:
-    return "null" if value is None else _encode_string(value)
-
-
-def stored_form(row: tuple) -> str:
-    """What an entry's hash covers (prev_hash then canonical JSON), put together from its stored text.
-
-    ``row`` holds the columns as ``_ROWS`` selects them; entries are stored canonically (``data`` with sorted
-    keys and compact separators, the timestamp with microseconds), so nothing needs decoding.
-    """
-    seq, at, actor, action, subject_type, subject_id, therapy_id, site_id, reason, data, prev_hash = row[:11]
-    chain, chain_seq = row[12:14] if len(row) > 12 else (None, None)
-    place = "" if chain is None else f'"chain":{_quoted(chain)},"chain_seq":{chain_seq},'
-    return (
-        f'{prev_hash}{{"action":{_quoted(action)},"actor":{_quoted(actor)},"at":"{at}",{place}"data":{data},'
-        f'"prev_hash":"{prev_hash}","reason":{_quoted(reason)},"seq":{seq},'
-        f'"site_id":{"null" if site_id is None else site_id},"subject_id":{_quoted(subject_id)},'
-        f'"subject_type":{_quoted(subject_type)},"therapy_id":{_quoted(therapy_id)}}}'
-    )
 
 
 def _intact(row: tuple) -> bool:
@@ -619,8 +533,11 @@ def _intact(row: tuple) -> bool:
     The quick check hashes ``stored_form``; a row that fails it (stored differently, e.g. by an older
     version, or tampered with) is decoded and hashed exactly as ``entry_hash`` does before it counts as broken.
     """
-    if hashlib.sha256(stored_form(row).encode()).hexdigest() == row[11]:
-        return True
+    return hashlib.sha256(stored_form(row).encode()).hexdigest() == row[11] or exact_intact(row)
+
+
+def exact_intact(row: tuple) -> bool:
+    """Whether the row's hash is right when its fields are decoded and hashed exactly as ``entry_hash`` does."""
     entry = dict(zip(COLUMNS, row, strict=False))  # a row without chain columns is an entry of the old form
     try:
         entry.update(at=datetime.fromisoformat(entry["at"]), data=json.loads(entry["data"]))
@@ -757,71 +674,202 @@ def _verify_seals() -> tuple[int, dict[str, tuple[int, int, str]], int | None]:
 
 # -- verification -------------------------------------------------------------------------------------------
 class _Chain:
-    """How far one chain has been verified (its last intact entry's place, ``seq`` and hash), how far to verify
-    it (``bound``: its head as first read, or its last seal's place when further) and its last sealed head."""
+    """How far one chain has been verified (its last intact entry's place, ``seq`` and hash, whether that entry is of
+    the old form) and whether it broke, as the ranges of the trail are stitched together in order."""
 
-    __slots__ = ("bad", "bound", "hash", "legacy", "place", "seal_place", "sealed", "seq")
+    __slots__ = ("bad", "hash", "legacy", "place", "seq")
 
-    def __init__(self, head: tuple[int, int, str] | None = None, sealed: tuple[int, int, str] | None = None) -> None:
+    def __init__(self) -> None:
         self.place, self.seq, self.hash, self.legacy, self.bad = 0, 0, GENESIS, True, False
-        self.bound = max(head[0] if head else 0, sealed[0] if sealed else 0)
-        self.sealed, self.seal_place = sealed, sealed[0] if sealed else 0
 
 
-def _chained_form(row: tuple) -> str:
-    """``stored_form`` of an entry with a chain (the common case, spelled out for speed)."""
-    seq, at, actor, action, subject_type, subject_id, therapy_id, site_id, reason, data, prev_hash, _h, chain, place = (
-        row
-    )
-    return (
-        f'{prev_hash}{{"action":{_encode_string(action)},"actor":{_encode_string(actor)},"at":"{at}",'
-        f'"chain":{_encode_string(chain)},"chain_seq":{place},"data":{data},"prev_hash":"{prev_hash}",'
-        f'"reason":{"null" if reason is None else _encode_string(reason)},"seq":{seq},'
-        f'"site_id":{"null" if site_id is None else site_id},"subject_id":{_encode_string(subject_id)},'
-        f'"subject_type":{_encode_string(subject_type)},'
-        f'"therapy_id":{"null" if therapy_id is None else _encode_string(therapy_id)}}}'
-    )
+def _bounds(
+    heads: dict[str, tuple[int, int, str]], sealed: dict[str, tuple[int, int, str]]
+) -> dict[str, tuple[int, tuple[int, int, str] | None]]:
+    """Each chain's bound (its head as first read, or its last seal's place when further) and last sealed head."""
+    bounds = {}
+    for chain in set(heads) | set(sealed):
+        head, seal_head = heads.get(chain), sealed.get(chain)
+        bounds[chain] = (max(head[0] if head else 0, seal_head[0] if seal_head else 0), seal_head)
+    return bounds
 
 
-def _step(
-    chains: dict[str, _Chain],
-    row: tuple,
-    bad: dict[str, tuple[int, int]],
-    beyond: dict[str, list[tuple[int, int]]],
-    heads: dict[str, tuple[int, int, str]],
-    sealed: dict[str, tuple[int, int, str]],
-) -> None:
-    """Check one entry against the one before it in its chain, every case spelled out (entries of the old form,
-    and any entry the quick path in ``verify`` did not pass)."""
-    seq, legacy = row[0], row[12] is None
-    chain, place = (SYSTEM, seq) if legacy else (row[12], row[13])
-    state = chains.get(chain)
-    if state is None:
-        state = chains[chain] = _Chain(heads.get(chain), sealed.get(chain))
-    if state.bad:
-        return
-    if place > state.bound:  # appended after the heads were read, or behind the server's back (checked at the end)
-        beyond.setdefault(chain, []).append((place, seq))
-        return
-    if place > state.place + 1:  # entries of the chain are missing before this one
-        bad[chain], state.bad = (_first_absent(state.seq, seq), state.place + 1), True
-    elif (
-        place < state.place + 1
-        or (legacy and not state.legacy)
-        or row[10] != state.hash
-        or not _intact(row)
-        or (state.sealed is not None and place == state.seal_place and (seq, row[11]) != state.sealed[1:])
-    ):
-        bad[chain], state.bad = (seq, place), True
-    else:
-        state.place, state.seq, state.hash, state.legacy = place, seq, row[11], legacy
+def _ranges(batch: int) -> list[tuple[int, int]]:
+    """The ``seq`` ranges (after, upto] to check side by side: one per worker process when the trail has at least
+    ``AUDIT_VERIFY_PARALLEL_FROM`` entries, else the whole trail (checked in this process)."""
+    whole = [(0, audit_scan.LAST_SEQ)]
+    config = current_app.config
+    workers = int(config.get("AUDIT_VERIFY_WORKERS") or 0) or (os.cpu_count() or 1)
+    if workers < 2 or db.engine.dialect.name not in audit_scan.ROWS or not _file_or_server(db.engine.url):
+        return whole
+    # Two subqueries: SQLite reads the first and the last key of the index only for a lone min() or max().
+    first, last = select(func.min(AuditEntry.seq)).scalar_subquery(), select(func.max(AuditEntry.seq)).scalar_subquery()
+    low, high = db.session.execute(select(first, last)).one()
+    if low is None or high - low + 1 < int(config.get("AUDIT_VERIFY_PARALLEL_FROM", 100_000)):
+        return whole
+    workers = min(workers, high - low + 1)
+    cuts = [0] + [low - 1 + (high - low + 1) * part // workers for part in range(1, workers)] + [audit_scan.LAST_SEQ]
+    return list(itertools.pairwise(cuts))
 
 
-def _heads() -> dict[str, tuple[int, int, str]]:
-    """Every chain's head: chain -> (chain_seq, seq, hash)."""
+def _file_or_server(url: Any) -> bool:
+    """Whether another process can open the database: a server's, or a SQLite file (not one in memory)."""
+    return url.get_backend_name() != "sqlite" or bool(url.database) and url.database != ":memory:"
+
+
+def _scan_here(
+    bounds: dict[str, tuple[int, tuple[int, int, str] | None]],
+    progress: Callable[[int], None] | None,
+    batch: int,
+    after: int = 0,
+    upto: int = audit_scan.LAST_SEQ,
+) -> dict[str, tuple]:
+    """The trail (the entries with ``after < seq <= upto``) checked in this process, on the session's connection."""
+    connection = db.session.connection()
+    dialect = connection.dialect.name
+    cursor = connection.connection.cursor()
+    scan = audit_scan.Scan(bounds, exact_intact)
+    read = 0
+    try:
+        rows = audit_scan.batches(cursor, audit_scan.ROWS[dialect], after, upto, batch, audit_scan.READ_AHEAD[dialect])
+        for got in rows:
+            scan.rows(got)
+            read += len(got)
+            if progress:
+                progress(read)
+    finally:
+        cursor.close()
+    return scan.result()
+
+
+def _scan_apart(
+    ranges: list[tuple[int, int]],
+    bounds: dict[str, tuple[int, tuple[int, int, str] | None]],
+    progress: Callable[[int], None] | None,
+    batch: int,
+) -> list[dict[str, tuple]]:
+    """Each range checked in a worker process of its own (a fresh interpreter running ``audit_scan``: nothing of
+    this process, its threads or its connections, is forked), in order."""
+    engine = db.engine
+    args, kwargs = engine.dialect.create_connect_args(engine.url)
+    kwargs.pop("context", None)  # SQLAlchemy's adapters: the worker reads text and numbers only
+    common = {"dialect": engine.dialect.name, "args": list(args), "kwargs": kwargs, "batch": batch}
+    common.update(bounds=bounds, exact=f"{__name__}:exact_intact", paths=[path for path in sys.path if path])
+    script = str(Path(audit_scan.__file__).resolve())
+    # Each worker in a session of its own: where the kernel shares the processors between sessions (Linux's
+    # autogroup), the workers then get a share each, as one pass would get one, instead of splitting this one.
+    workers: list[subprocess.Popen] = []
+    try:
+        for _ in ranges:  # all started before any is handed its job, so that they start up side by side
+            workers.append(
+                subprocess.Popen(  # noqa: S603 (this interpreter running our own module)
+                    [sys.executable, "-I", script],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    bufsize=0,
+                    start_new_session=True,
+                )
+            )
+        for worker, (after, upto) in zip(workers, ranges, strict=True):
+            assert worker.stdin is not None and worker.stdout is not None
+            worker.stdin.write(pickle.dumps({**common, "after": after, "upto": upto}, pickle.HIGHEST_PROTOCOL))
+            worker.stdin.close()
+        return _results(workers, progress)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+            worker.wait()
+            for pipe in (worker.stdin, worker.stdout):
+                if pipe is not None:
+                    pipe.close()
+
+
+def _results(workers: list[subprocess.Popen], progress: Callable[[int], None] | None) -> list[dict[str, tuple]]:
+    """The workers' results in their order, reporting the entries read by all of them as they go."""
+    results: list[dict[str, tuple] | None] = [None] * len(workers)
+    read = [0] * len(workers)
+    with selectors.DefaultSelector() as waiting:
+        for number, worker in enumerate(workers):
+            assert worker.stdout is not None
+            waiting.register(worker.stdout, selectors.EVENT_READ, number)
+        while waiting.get_map():
+            for key, _events in waiting.select():
+                number = key.data
+                frame = audit_scan.read_frame(functools.partial(_read_exactly, key.fd))
+                if frame is None or frame[0] == b"e":
+                    told = frame[2].decode(errors="replace") if frame else "it ended without an answer"
+                    raise RuntimeError(f"audit verification worker {number + 1} of {len(workers)} failed: {told}")
+                kind, count, payload = frame
+                read[number] = count
+                if kind == b"r":
+                    results[number] = pickle.loads(payload)  # noqa: S301 (our own worker's answer)
+                    waiting.unregister(key.fileobj)
+                elif progress:
+                    progress(sum(read))
+    return [result for result in results if result is not None]
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    """``size`` bytes from a pipe (fewer at its end)."""
+    chunks = []
+    while size:
+        chunk = os.read(fd, size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _stitch(
+    segments: list[dict[str, tuple]],
+) -> tuple[dict[str, _Chain], dict[str, tuple[int, int]], dict[str, list[tuple[int, int]]]]:
+    """The ranges' chains joined in order: each range's first entry of a chain must follow the last intact entry of
+    that chain before it (next place, linked by hash, not of the old form after one of the new).
+
+    Returns every chain's state, the first bad entry (seq, place) of each broken chain, in the order one pass
+    in ``seq`` order would find them, and the (place, seq) of entries past a chain's bound.
+    """
+    chains: dict[str, _Chain] = {}
+    beyond: dict[str, list[tuple[int, int]]] = {}
+    found: list[tuple[int, str, tuple[str, int, int, int]]] = []  # (seq that showed it, chain, the break)
+    for segment in segments:
+        for chain, (first, last, broken, past) in segment.items():
+            state = chains.get(chain)
+            if state is None:
+                state = chains[chain] = _Chain()
+            if past:
+                beyond.setdefault(chain, []).extend(past)
+            if state.bad or first is None:
+                continue
+            place, seq, prev_hash, legacy, ok = first
+            if place > state.place + 1:  # entries of the chain are missing before this one
+                found.append((seq, chain, ("gap", state.seq, seq, state.place + 1)))
+            elif place < state.place + 1 or (legacy and not state.legacy) or prev_hash != state.hash or not ok:
+                found.append((seq, chain, ("at", seq, place, 0)))
+            else:
+                state.place, state.seq, state.hash, state.legacy = last
+                if broken is None:
+                    continue
+                found.append((broken[0], chain, broken[1:]))
+            state.bad = True
+    bad: dict[str, tuple[int, int]] = {}
+    for _seen, chain, (kind, one, two, three) in sorted(found):
+        # a gap: (the last intact seq, the seq after the gap, the first missing place); else (seq, place, 0)
+        bad[chain] = (_first_absent(one, two), three) if kind == "gap" else (one, two)
+    return chains, bad, beyond
+
+
+def _heads(fresh: bool = False) -> dict[str, tuple[int, int, str]]:
+    """Every chain's head: chain -> (chain_seq, seq, hash); ``fresh``: as committed now, read on a connection of
+    its own (the session's transaction may still see an older state of SQLite than the worker processes saw)."""
     table = table_of(AuditChainHead)
-    rows = db.session.execute(select(table.c.chain, table.c.chain_seq, table.c.seq, table.c.hash))
-    return {chain: (place, seq, digest) for chain, place, seq, digest in rows}
+    statement = select(table.c.chain, table.c.chain_seq, table.c.seq, table.c.hash)
+    if fresh:
+        with db.engine.connect() as connection:
+            return {chain: (place, seq, digest) for chain, place, seq, digest in connection.execute(statement)}
+    return {chain: (place, seq, digest) for chain, place, seq, digest in db.session.execute(statement)}
 
 
 def _first_absent(after: int, until: int) -> int:
@@ -858,10 +906,13 @@ def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -
     """Verify every chain, every seal, and that every head and sealed head is there; name the first bad entry.
 
     The seals and the heads are read first: entries appended while verification runs lie beyond them and are left to the
-    next verification (unless no head ever covers them: then they were added behind the server's back). One
-    pass over the entries in ``seq`` order checks each entry against the previous one of its chain, so the
-    chains are verified side by side and memory stays flat (one batch of rows and one small record per chain).
-    ``progress`` is called with the number of entries read so far after every ``batch`` of them.
+    next verification (unless no head ever covers them: then they were added behind the server's back). The entries
+    are read in ``seq`` order, each checked against the previous one of its chain, so the chains are verified side by
+    side and memory stays flat (one batch of rows and one small record per chain). A trail of at least
+    ``AUDIT_VERIFY_PARALLEL_FROM`` entries is split into contiguous ``seq`` ranges checked at once, one per worker
+    process (``AUDIT_VERIFY_WORKERS``, by default one per CPU), and the ranges' chains are stitched together in
+    order: the answer is the one a single pass gives. ``progress`` is called with the number of entries read so far
+    after every ``batch`` of them (by any of the workers).
 
     The answer: ``ok``, ``checked`` (entries verified; when broken, the entries before the first bad one),
     ``chains``, ``seals``; when intact ``last_hash`` (the Merkle root over all chain heads as verified) and
@@ -873,30 +924,17 @@ def verify(progress: Callable[[int], None] | None = None, batch: int = 20_000) -
     # Seals first, then heads: a head read later is never behind a seal read earlier, unless it was moved back.
     seals, sealed, bad_seal = _verify_seals()
     heads = _heads()
-    chains: dict[str, _Chain] = {}
-    beyond: dict[str, list[tuple[int, int]]] = {}  # chain -> (place, seq) of entries past its head as first read
-    bad: dict[str, tuple[int, int]] = {}  # chain -> (first bad seq, its place)
-    read = 0
-    sha256, known, form = hashlib.sha256, chains.get, _chained_form
-    for rows in _rows(batch):
-        for row in rows:
-            # The quick path: an entry with a chain, next in it, linked and hashed right, not a sealed head.
-            state, place = known(row[12]), row[13]
-            if (
-                state is not None
-                and place == state.place + 1
-                and row[10] == state.hash
-                and place <= state.bound
-                and place != state.seal_place
-                and not state.bad
-                and sha256(form(row).encode()).hexdigest() == row[11]
-            ):
-                state.place, state.seq, state.hash, state.legacy = place, row[0], row[11], False
-            else:
-                _step(chains, row, bad, beyond, heads, sealed)
-        read += len(rows)
-        if progress:
-            progress(read)
+    bounds = _bounds(heads, sealed)
+    ranges = _ranges(batch)
+    segments = None
+    if len(ranges) > 1:
+        try:
+            segments = _scan_apart(ranges, bounds, progress, batch)
+        except OSError as exc:  # no worker could be started (no interpreter to run): one pass here instead
+            log.warning("audit verification in one pass: its worker processes could not start: %s", exc)
+    if segments is None:
+        segments = [_scan_here(bounds, progress, batch)]
+    chains, bad, beyond = _stitch(segments)
     _check_tails(heads, sealed, chains, bad)
     _check_beyond(beyond, bad)
     checked = sum(state.place for name, state in chains.items() if name not in bad)
@@ -961,7 +999,7 @@ def _check_beyond(beyond: dict[str, list[tuple[int, int]]], bad: dict[str, tuple
     """Entries past a chain's head as first read must be covered by its head now (appended meanwhile)."""
     if not beyond:
         return
-    now = _heads()
+    now = _heads(fresh=True)
     for chain, entries in beyond.items():
         if chain in bad:
             continue

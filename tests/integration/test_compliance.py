@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from unittest import mock
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +20,7 @@ from server.config import project_root
 
 from ..e2e.test_bundled_journeys import run_journey
 from ..scenario_data import AUTOLOGOUS_HAPPY_PATH, form_data
+from ..support.audit_split import split_in_processes, verified
 from ..support.journeys import ENROLMENT, complete, enrol, only_task, start, to_receipt
 from .conftest import PASSWORD
 
@@ -60,10 +62,9 @@ def all_audit(app):
 
 
 def verify(app):
-    from server.store import audit
-
-    with app.app_context():
-        return audit.verify()
+    """The verdict of one pass, which the trail split into ranges (in worker processes, and at every seq) must
+    give too."""
+    return verified(app)
 
 
 def user_id(app, username):
@@ -280,6 +281,24 @@ def test_verify_reports_its_progress_batch_by_batch(app, busy_chain):
     assert seen == [*range(10, busy_chain, 10), busy_chain]  # what `tether audit verify` draws its bar from
 
 
+def test_verify_split_over_worker_processes_reports_its_progress_as_they_go(app, busy_chain):
+    from server.store import audit
+
+    seen: list[int] = []
+    with mock.patch.object(audit.subprocess, "Popen", wraps=subprocess.Popen) as started:
+        result = split_in_processes(app, progress=seen.append, batch=5)
+    assert started.call_count == 3  # the three worker processes
+    assert result["ok"] is True and result["checked"] == busy_chain
+    # every batch of every worker counted once: more reports than one pass's, rising to the whole trail
+    assert len(seen) >= busy_chain // 5 and seen == sorted(seen) and seen[-1] == busy_chain
+
+
+def test_verify_is_one_pass_when_its_worker_processes_cannot_start(app, busy_chain, monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    result = split_in_processes(app)
+    assert result["ok"] is True and result["checked"] == busy_chain
+
+
 def test_verify_detects_a_changed_field(app, api, world, busy_chain, database_url):
     drop_audit_triggers(app)
     sql(app, "UPDATE audit_entry SET actor = 'mallory' WHERE seq = 17")
@@ -454,6 +473,18 @@ def test_verify_detects_an_inserted_entry(app, world, busy_chain):
     # The forged entry links to its predecessor; the first entry after it no longer does.
     answer = verify(app)
     assert broken(answer) == {"ok": False, "checked": 20, "first_bad_seq": 21}
+
+
+def test_verify_detects_an_entry_replaced_by_one_hashed_right_but_linked_elsewhere(app, world, busy_chain):
+    drop_audit_triggers(app)
+    therapy = therapy_chain(app)
+    entries = chain_entries(app, therapy)
+    seq, place, _hash = entries[4]
+    sql(app, "DELETE FROM audit_entry WHERE seq = :s", params={"s": seq})
+    _forged_entry(app, seq, entries[1][2], therapy, place)  # its own hash right, its link to an older entry
+    answer = verify(app)
+    assert broken(answer) == {"ok": False, "checked": seq - 1, "first_bad_seq": seq}
+    assert (answer["first_bad_chain"], answer["first_bad_chain_seq"]) == (therapy, place)
 
 
 def test_verify_detects_an_entry_appended_behind_the_servers_back(app, world, busy_chain):

@@ -6,6 +6,8 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from ..support.audit_split import verified
+
 
 def _differences(app) -> list:
     """What autogenerate would add to a new migration after every existing one has run."""
@@ -151,7 +153,7 @@ def test_the_chains_migration_keeps_the_old_trail_verifiable_and_continues_it(da
         db.session.execute(sa.text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 3, :h)"), {"h": prev_hash})
         db.session.commit()
         upgrade(directory=directory)
-        assert audit.verify() == {
+        assert verified(app) == {
             "ok": True,
             "checked": 3,
             "chains": 1,
@@ -162,7 +164,7 @@ def test_the_chains_migration_keeps_the_old_trail_verifiable_and_continues_it(da
         with unit_of_work():
             audit.append("coord", "therapy.started", "therapy", "t9", therapy_id="t9")
             audit.append("admin", "user.created", "user", "4")
-        result = audit.verify()
+        result = verified(app)
         assert (result["ok"], result["checked"], result["chains"]) == (True, 5, 2)
         heads = db.session.execute(sa.text("SELECT chain, chain_seq, seq FROM audit_chain_head ORDER BY chain"))
         assert [tuple(row) for row in heads] == [("system", 4, 4), ("t9", 1, 5)]  # chained in chain order
@@ -173,7 +175,7 @@ def test_the_chains_migration_keeps_the_old_trail_verifiable_and_continues_it(da
             db.session.execute(sa.text("DROP TRIGGER audit_entry_no_change ON audit_entry"))
         db.session.execute(sa.text("UPDATE audit_entry SET actor = 'mallory' WHERE seq = 2"))
         db.session.commit()
-        broken = audit.verify()
+        broken = verified(app)
         assert (broken["ok"], broken["first_bad_seq"], broken["first_bad_chain"]) == (False, 2, "system")
         db.session.remove()
         db.engine.dispose()

@@ -136,14 +136,15 @@ def _stored_row(entry: dict, data_text: str | None = None) -> tuple:
     ],
 )
 def test_verifier_reads_the_stored_form_exactly_as_the_chain_hashes_it(changes):
-    from server.store.audit import _chained_form, _intact, stored_form
+    from server.store.audit import _intact, stored_form
+    from server.store.audit_scan import chained_form
 
     entry = {**ENTRY, **changes}
     row = _stored_row(entry)
     assert stored_form(row).encode() == entry["prev_hash"].encode() + canonical(entry)
     assert _intact(row)
     if entry.get("chain") is not None:  # verification's quick path hashes this form of a chained entry
-        assert _chained_form(row) == stored_form(row)
+        assert chained_form(row) == stored_form(row)
 
 
 def test_verifier_falls_back_to_decoding_and_still_catches_changes():
@@ -154,3 +155,54 @@ def test_verifier_falls_back_to_decoding_and_still_catches_changes():
     changed = _stored_row(ENTRY, data_text='{"path": "qc.result", "n": 1.5, "old_value": "fail", "new_value": "ok"}')
     assert not _intact(changed)
     assert not _intact((*_stored_row(ENTRY)[:1], "not a time", *_stored_row(ENTRY)[2:]))
+
+
+def _chain_of(entries: list[dict]) -> list[tuple]:
+    """``entries`` chained in order (each linked to the one before it in its chain), as the verifier reads them."""
+    last: dict[str, tuple[int, str]] = {}
+    rows = []
+    for seq, entry in enumerate(entries, start=1):
+        place, prev_hash = last.get(entry["chain"], (0, GENESIS))
+        entry = {**entry, "seq": seq, "chain_seq": place + 1, "prev_hash": prev_hash}
+        rows.append(_stored_row(entry))
+        last[entry["chain"]] = (place + 1, rows[-1][11])
+    return rows
+
+
+def _scanned(rows: list[tuple]) -> dict[str, tuple]:
+    """What a range's scan says of each chain when only the stored form counts (no slow decoding)."""
+    from server.store.audit_scan import Scan
+
+    scan = Scan({}, lambda row: False)
+    scan.bounds = {row[12]: (10**6, None) for row in rows}
+    scan.rows(rows)
+    return scan.result()
+
+
+def test_a_scan_passes_every_entry_whose_stored_form_hashes_right_and_links():
+    odd = 'odd " chain ü'
+    entries = [
+        {**ENTRY, "chain": "t-1", "therapy_id": "t-1"},
+        {**ENTRY, "chain": odd, "therapy_id": odd, "actor": 'quote " and \\ backslash'},
+        {**ENTRY, "chain": "system", "therapy_id": None, "action": "user.created"},
+        {**ENTRY, "chain": "t-1", "therapy_id": "t-1", "reason": "line\nbreak \u2028 ünïcode 😀"},
+        {**ENTRY, "chain": odd, "therapy_id": "another", "actor": 'quote " and \\ backslash'},
+        {**ENTRY, "chain": "system", "therapy_id": None, "action": "user.created", "site_id": 7},
+    ]
+    results = _scanned(_chain_of(entries))
+    assert {chain: (first[4], last[0], broken) for chain, (first, last, broken, _beyond) in results.items()} == {
+        "t-1": (True, 2, None),
+        odd: (True, 2, None),
+        "system": (True, 2, None),
+    }
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [(2, "mallory"), (3, "user.deleted"), (4, "task"), (6, "t-2"), (6, None), (7, 9), (8, "why not")],
+)
+def test_a_scan_breaks_a_chain_at_an_entry_changed_after_it_was_hashed(column, value):
+    rows = _chain_of([{**ENTRY, "chain": "t-1", "therapy_id": "t-1"} for _ in range(3)])
+    rows[1] = (*rows[1][:column], value, *rows[1][column + 1 :])
+    first, last, broken, _beyond = _scanned(rows)["t-1"]
+    assert first[4] is True and last[0] == 1 and broken == (2, "at", 2, 2, 0)
