@@ -146,7 +146,11 @@ def test_verification_while_therapies_append_stays_intact(app, world):
             thread.join()
     assert errors == []
     assert [v for v in verdicts if not v["ok"]] == [], str([v for v in verdicts if not v["ok"]])
-    assert verified(app)["ok"] is True
+    with app.app_context():
+        settled = audit.verify()
+    # One pass and split over worker processes agree; the trail is thousands of entries long by now, so the split
+    # after every seq (a verification per entry, which the tamper tests' short trails afford) is left to them.
+    assert settled["ok"] is True and split_in_processes(app) == settled
 
 
 def test_the_first_bad_entry_is_the_earliest_whichever_chain_it_is_in(app, world):
