@@ -42,11 +42,9 @@ import argparse
 import itertools
 import json
 import operator
-import queue
 import random
 import re
 import string
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -748,9 +746,11 @@ def seed(
     written = writing = 0.0
     done = 0
     writer.open()
+    from server.store.audit_scan import read_ahead
+
     copying = time.perf_counter()
     try:
-        for prepared, sql, count, ids in _ahead(batches()):
+        for prepared, sql, count, ids in read_ahead(batches(), depth=2, name="seed-builder"):
             began_writing = time.perf_counter()
             writer.write(prepared, sql)
             writing += time.perf_counter() - began_writing
@@ -774,42 +774,6 @@ def seed(
     seconds = time.perf_counter() - began
     echo(f"seeded {therapies:,} therapies ({active:,} active) over {len(codes)} sites in {seconds:.1f} s")
     return Seeded(database_url, therapies, active, codes, tokens, active_ids, int(written), seconds, templates_seconds)
-
-
-def _ahead(items, depth: int = 2):
-    """Iterate ``items`` computed by a thread up to ``depth`` ahead (the driver releases the GIL as it writes)."""
-    pending: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def produce():
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                pending.put(item)
-        except BaseException as exc:  # handed to the consumer, raised there
-            pending.put(exc)
-            return
-        pending.put(done)
-
-    thread = threading.Thread(target=produce, name="seed-builder", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = pending.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # let a blocked producer finish
-            try:
-                pending.get(timeout=0.1)
-            except queue.Empty:
-                pass
 
 
 def seeded_benchmark(

@@ -25,7 +25,9 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from json.encoder import encode_basestring as _encode_string  # the C encoder json.dumps uses
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 GENESIS = "0" * 64
 SYSTEM = "system"  # the chain of entries that belong to no therapy
@@ -55,7 +57,8 @@ def batches(cursor: Any, statement: str, after: int, upto: int, size: int, ahead
     With ``ahead`` a thread reads the next batch while the caller checks the current one (the driver waits for
     the database without holding Python's lock), so reading and hashing overlap.
     """
-    if not ahead:
+
+    def read() -> Iterator[Sequence[tuple]]:
         last = after
         while True:
             cursor.execute(statement, (last, upto, size))
@@ -64,39 +67,44 @@ def batches(cursor: Any, statement: str, after: int, upto: int, size: int, ahead
                 return
             yield rows
             last = rows[-1][0]
-    ready: queue.Queue[Sequence[tuple] | BaseException | None] = queue.Queue(maxsize=1)
-    stop = threading.Event()
 
-    def read() -> None:
-        last = after
+    return read_ahead(read(), depth=1, name="audit-verify-reader") if ahead else read()
+
+
+def read_ahead(items: Iterator[T], depth: int = 1, name: str = "read-ahead") -> Iterator[T]:
+    """``items``, produced by a thread of their own up to ``depth`` ahead of the caller (for work that waits without
+    holding Python's lock, such as a database driver); an error of the producer is raised in the caller. Leaving
+    the loop early stops the thread after the item it is producing."""
+    pending: queue.Queue = queue.Queue(maxsize=depth)
+    done, stop = object(), threading.Event()
+
+    def produce() -> None:
         try:
-            while not stop.is_set():
-                cursor.execute(statement, (last, upto, size))
-                rows = cursor.fetchall()
-                if not rows:
-                    break
-                ready.put(rows)
-                last = rows[-1][0]
-            ready.put(None)
-        except BaseException as exc:  # handed to the caller
-            ready.put(exc)
+            for item in items:
+                if stop.is_set():
+                    return
+                pending.put(item)
+        except BaseException as exc:  # handed to the caller, raised there
+            pending.put(exc)
+            return
+        pending.put(done)
 
-    reader = threading.Thread(target=read, name="audit-verify-reader", daemon=True)
-    reader.start()
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
     try:
         while True:
-            got = ready.get()
-            if got is None:
+            item = pending.get()
+            if item is done:
                 return
-            if isinstance(got, BaseException):
-                raise got
-            yield got
+            if isinstance(item, BaseException):
+                raise item
+            yield item
     finally:
         stop.set()
-        while reader.is_alive():  # let a reader blocked on a full queue finish
+        while thread.is_alive():  # let a producer blocked on a full queue finish
             with contextlib.suppress(queue.Empty):
-                ready.get_nowait()
-            reader.join(0.01)
+                pending.get_nowait()
+            thread.join(0.01)
 
 
 def _quoted(value: str | None) -> str:

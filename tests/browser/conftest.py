@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +11,7 @@ import requests
 
 from ..conftest import ROOT
 from ..support.demo import demo_copy
-from ..support.network import free_port
-from ..support.served import wait_healthy
+from ..support.served import serving
 
 CHROMIUM = Path(os.environ.get("TETHER_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -60,21 +57,8 @@ def served(tmp_path_factory) -> Served:
         "TETHER_LOGIN_RATE_LIMIT": "1000 per minute",
     }  # every test logs in from 127.0.0.1
     tokens, password = demo.tokens, demo.password
-    port = free_port()
-    log = open(folder / "serve.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
-        env=env,
-        cwd=folder,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_healthy(f"{base}/api/v1", proc, folder / "serve.log")
-    yield Served(base, tokens, password, database)
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    with serving(env, folder) as (api_base, _proc, _log):
+        yield Served(api_base.removesuffix("/api/v1"), tokens, password, database)
 
 
 @pytest.fixture(scope="session")

@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 import requests
 
 from ..conftest import ROOT
 from ..support.demo import demo_copy
-from ..support.network import free_port
-from ..support.served import cli_user, tether_cli, wait_healthy
+from ..support.served import cli_user, serving, tether_cli
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +19,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def served(tmp_path):
     """A running server on SQLite in a temporary folder, with a coordinator and an integrator."""
-    port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -39,20 +36,8 @@ def served(tmp_path):
         )
         for name, role in (("coord", "coordinator"), ("courier", "integrator"), ("logi", "logistics"))
     }
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}/api/v1"
-    wait_healthy(base, proc, tmp_path / "serve.log")
-    yield base, tokens
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    with serving(env, tmp_path) as (base, _proc, _log):
+        yield base, tokens
 
 
 def test_served_process_runs_a_therapy(served):
@@ -97,44 +82,30 @@ def test_served_process_runs_a_therapy(served):
 
 def test_demo_then_readme_walkthrough_with_curl(tmp_path, tmp_path_factory):
     """`tether demo` seeds users and tokens; scripts/walkthrough (the curl session of docs/api.md) runs a therapy."""
-    port = free_port()
     demo = demo_copy("sqlite", tmp_path_factory, tmp_path)  # the run's one `tether demo`, copied
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TETHER_DATABASE_URL": demo.url}
     assert "completed  Completed" in demo.stdout and "Release batch (QA)" in demo.stdout
     tokens, password = demo.tokens, demo.password
     assert {"coordinator", "coordinator-b", "apheresis", "manufacturing", "manufacturing-2", "logistics"} <= set(tokens)
-    with open(tmp_path / "serve.log", "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
-            env=env,
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+    with serving(env, tmp_path) as (base, _proc, _log):
+        walk_env = {
+            **env,
+            "API": base,
+            "COORD": tokens["coordinator"],
+            "MFG": tokens["manufacturing"],
+            "QA": tokens["qa"],
+            "QA_PASSWORD": password,
+            "INTEGRATOR": tokens["integrator"],
+            "AUDITOR": tokens["auditor"],
+        }
+        walk = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "walkthrough")],
+            env=walk_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
-        try:
-            base = f"http://127.0.0.1:{port}/api/v1"
-            wait_healthy(base, proc, tmp_path / "serve.log")
-            walk_env = {
-                **env,
-                "API": base,
-                "COORD": tokens["coordinator"],
-                "MFG": tokens["manufacturing"],
-                "QA": tokens["qa"],
-                "QA_PASSWORD": password,
-                "INTEGRATOR": tokens["integrator"],
-                "AUDITOR": tokens["auditor"],
-            }
-            walk = subprocess.run(
-                ["bash", str(ROOT / "scripts" / "walkthrough")],
-                env=walk_env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
     assert walk.returncode == 0, walk.stdout + walk.stderr
     assert "completed: Release batch (QA)" in walk.stdout
     assert "Now: Waiting: Day 28" in walk.stdout or "Now: Waiting" in walk.stdout
