@@ -154,7 +154,7 @@ def check_draft(draft_id: str):
 @require(*usecases.DeployDraft.ROLES)
 def deploy_draft(draft_id: str):
     """Deploy the draft as the next version of its process; 422 with the problems when it fails a check."""
-    row, created = usecases.deploy_draft(usecases.DeployDraft(draft_id=draft_id, by=g.user))
+    row, created, _replaced = usecases.deploy_draft(usecases.DeployDraft(draft_id=draft_id, by=g.user))
     return definition_version(row), (201 if created else 200)
 
 

@@ -155,8 +155,9 @@ def delete_draft(command: DeleteDraft) -> None:
 
 
 @audits_refusals
-def deploy_draft(command: DeployDraft) -> tuple[ProcessDefinition, bool]:
-    """The deployed version and whether it is new; 422 with every problem when the draft fails a check."""
+def deploy_draft(command: DeployDraft) -> tuple[ProcessDefinition, bool, dict | None]:
+    """The deployed version, whether it is new, and the version it follows with its active therapies (None for a
+    new process); 422 with every problem when the draft fails a check."""
     check_roles(command.by, command.ROLES)
     return drafts.deploy(drafts.find(command.draft_id), command.by.username)
 

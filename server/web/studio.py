@@ -217,8 +217,7 @@ def studio_deploy(draft_id: str):
     try:
         if bpmn is not None:
             usecases.save_draft(usecases.SaveDraft(draft_id=draft_id, bpmn=bpmn, by=user, if_match=_etag()))
-        before = usecases.check_draft(usecases.CheckDraft(draft_id=draft_id, by=user)).get("current")
-        row, created = usecases.deploy_draft(usecases.DeployDraft(draft_id=draft_id, by=user))
+        row, created, before = usecases.deploy_draft(usecases.DeployDraft(draft_id=draft_id, by=user))
     except ApiError as exc:
         return _refused(exc)
     migrate_url = None

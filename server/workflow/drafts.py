@@ -297,11 +297,12 @@ def problems(found: list[DefinitionInvalid], last: EngineError | ApiError | None
     return out
 
 
-def check(draft: ProcessDraft, bpmn: str | None = None) -> dict[str, Any]:
+def check(draft: ProcessDraft, bpmn: str | None = None, *, compare: bool = True) -> dict[str, Any]:
     """Run every check of a deployment on the draft (or on ``bpmn``, the diagram as drawn, with the draft's forms
     and decision tables) and store nothing. ``problems`` lists every problem the checks found, each on its element
-    with its line, in the order of the file; a diagram without problems is compared with the latest deployed
-    version of its process (``current`` and ``diff``)."""
+    with its line, in the order of the file; a diagram without problems names the latest deployed version of its
+    process (``current``: its version and active therapies) and, with ``compare``, what changed against it
+    (``diff``)."""
     text = draft.bpmn_xml if bpmn is None else bpmn
     result: dict[str, Any] = {"problems": [], "key": None, "current": None, "diff": None}
     found: list[DefinitionInvalid] = []
@@ -332,7 +333,8 @@ def check(draft: ProcessDraft, bpmn: str | None = None) -> dict[str, Any]:
                 )
             ).scalar_one(),
         }
-        result["diff"] = spec_diff(definitions.engine_definition(current).spec, definition.spec)
+        if compare:
+            result["diff"] = spec_diff(definitions.engine_definition(current).spec, definition.spec)
     return result
 
 
@@ -350,10 +352,12 @@ def spec_diff(before: Any, after: Any) -> dict[str, list[str]]:
     return {"added": elements(diff.added), "removed": elements(diff.removed), "changed": elements(diff.changed)}
 
 
-def deploy(draft: ProcessDraft, actor: str) -> tuple[ProcessDefinition, bool]:
+def deploy(draft: ProcessDraft, actor: str) -> tuple[ProcessDefinition, bool, dict | None]:
     """Deploy the draft as the next version of its process when it passes every check; refused (422, with every
-    problem) otherwise. The draft then starts from the version it made. Audited."""
-    checked = check(draft)
+    problem) otherwise. The draft then starts from the version it made. Audited. Returns the version, whether it
+    is new, and the version it follows as the check found it before the deploy (``check``'s ``current``: its
+    version and active therapies; None for a new process)."""
+    checked = check(draft, compare=False)
     if checked["problems"]:
         first = checked["problems"][0]
         where = f" (element {first['element_id']})" if first["element_id"] else ""
@@ -368,7 +372,7 @@ def deploy(draft: ProcessDraft, actor: str) -> tuple[ProcessDefinition, bool]:
         draft.updated_by, draft.updated_at = actor, utcnow()
         data = {"key": row.key, "version": row.version, "created": created}
         audit.append(actor, "draft.deployed", "process_draft", draft.id, data=data)
-    return row, created
+    return row, created, checked["current"]
 
 
 def based_on(draft: ProcessDraft) -> dict | None:

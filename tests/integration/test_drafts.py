@@ -206,3 +206,20 @@ def test_an_engine_refusal_while_deploying_from_the_studio_answers_json(app, wor
         "message": "Called version changed meanwhile.",
         "details": {"element_id": "Task_Enrol", "line": 7},
     }
+
+
+def test_deploying_from_the_studio_offers_the_migration_of_the_therapies_on_the_version_it_follows(app, api, world):
+    from ..support.pages import signed_in
+
+    start(api, world["coord"])  # one active therapy on mini_therapy v1
+    draft = _draft_of_mini(api, world)
+    designer = signed_in(app, "designer")
+    url = f"/studio/{draft['id']}"
+    changed = draft["bpmn"].replace('name="Enrol patient"', 'name="Enrol the patient"')
+    deployed = designer.post(
+        f"{url}/deploy", json={"bpmn": changed, "etag": draft["etag"]}, headers={"X-CSRFToken": csrf(designer, url)}
+    )
+    assert deployed.status_code == 201, deployed.get_json()
+    answer = deployed.get_json()
+    assert (answer["version"], answer["created"], answer["active_therapies"]) == (2, True, 1)
+    assert answer["migrate_url"] == "/definitions/mini_therapy/migrate?from=1&to=2"
