@@ -62,19 +62,9 @@ class Destinations:
 
     def check_host(self, host: str, port: int) -> None:
         """Raise ``webhooks.PrivateDestination`` unless every address ``host`` resolves to may be reached."""
-        if self.anywhere:
-            return
-        try:
-            addresses = webhooks.resolve(host, port)
-        except (OSError, UnicodeError) as exc:
-            raise webhooks.PrivateDestination(f"The host {host} cannot be resolved ({exc}).") from None
-        for address in addresses:
-            if self.refuses(address):
-                raise webhooks.PrivateDestination(
-                    f"The host {host} is or resolves to {address}, a loopback, private, link-local or otherwise "
-                    f"non-public address; {self.purpose} go to public hosts and the networks the server allows only.",
-                    address,
-                )
+        if not self.anywhere:
+            allowed = f"{self.purpose} go to public hosts and the networks the server allows"
+            webhooks.check_public_host(host, port, refuses=self.refuses, allowed=allowed)
 
     def check_url(self, url: str) -> None:
         """``check_host`` for the host and port of ``url``."""

@@ -22,6 +22,7 @@ import json
 import secrets
 import socket
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
@@ -164,22 +165,22 @@ def resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def check_public_host(host: str, port: int) -> list[str]:
-    """The addresses of ``host``, all of them public; PrivateDestination when one is not (or none resolves)."""
+def check_public_host(
+    host: str, port: int, refuses: Callable[[str], bool] = blocked_address, allowed: str = "webhooks go to public hosts"
+) -> list[str]:
+    """The addresses of ``host``, none of which ``refuses`` (by default: all public); PrivateDestination when one
+    is refused or none resolves, its message ending with what is ``allowed``."""
     try:
         addresses = resolve(host, port)
     except (OSError, UnicodeError) as exc:
-        raise PrivateDestination(
-            f"The host {host} cannot be resolved ({exc}); webhooks go to public hosts only."
-        ) from None
+        raise PrivateDestination(f"The host {host} cannot be resolved ({exc}); {allowed} only.") from None
     if not addresses:
-        raise PrivateDestination(f"The host {host} cannot be resolved; webhooks go to public hosts only.")
+        raise PrivateDestination(f"The host {host} cannot be resolved; {allowed} only.")
     for address in addresses:
-        if blocked_address(address):
+        if refuses(address):
             raise PrivateDestination(
-                f"The host {host} is or resolves to {address}, a loopback, private, "
-                "link-local or otherwise non-public address; webhooks go to public hosts "
-                "only.",
+                f"The host {host} is or resolves to {address}, a loopback, private, link-local or otherwise "
+                f"non-public address; {allowed} only.",
                 address,
             )
     return addresses
