@@ -204,18 +204,9 @@ def token_owner(token: str) -> User | None:
     return _as_read(session, User, {key: first[key] for key in _USER_KEYS}, sites)
 
 
-_USER_KEYS = (
-    "id",
-    "username",
-    "display_name",
-    "password_hash",
-    "roles",
-    "active",
-    "locked",
-    "failed_signatures",
-    "created_at",
-)
-_SITE_KEYS = ("id", "code", "name", "kind", "created_at")
+# The columns the token's query reads of the user and of each site: all of them, as loading the objects would.
+_USER_KEYS = tuple(column.key for column in table_of(User).columns)
+_SITE_KEYS = tuple(column.key for column in table_of(Site).columns)
 _token_queries: dict[bool, Any] = {}
 
 
