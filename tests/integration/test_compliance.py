@@ -62,7 +62,7 @@ def all_audit(app):
 
 
 def verify(app):
-    """The verdict of one pass, which the trail split into ranges (in worker processes, and at every seq) must
+    """The verdict of one pass, which the trail split into ranges (three workers' ranges, and at every seq) must
     give too."""
     return verified(app)
 
@@ -305,6 +305,7 @@ def test_verify_detects_a_changed_field(app, api, world, busy_chain, database_ur
     answer = api.as_(world["auditor"]).get("/api/v1/audit/verify").get_json()
     assert broken(answer) == {"ok": False, "checked": 16, "first_bad_seq": 17}
     assert (answer["first_bad_chain"], answer["first_bad_chain_seq"]) == place_of(app, 17)
+    assert split_in_processes(app) == verify(app)  # real worker processes name the same entry
     result = subprocess.run(
         [sys.executable, "-m", "server.cli", "audit", "verify"],
         capture_output=True,
