@@ -82,6 +82,11 @@ run: install
 	$(BIN)/tether demo --url http://$(HOST):$(PORT)
 	$(BIN)/tether serve --host $(HOST) --port $(PORT)
 
+# The suite starts many interpreters (its test processes, the servers and command lines they run, script workers):
+# each reads the modules' compiled code from __pycache__ instead of compiling every module again, and pytest keeps
+# its rewritten test modules there, even where the environment asks Python not to write bytecode.
+test test-fast: export PYTHONDONTWRITEBYTECODE :=
+
 test: install chromium rabbitmq
 	$(BIN)/ruff check engine server tests bench
 	$(BIN)/ruff format --check engine server tests bench

@@ -9,15 +9,18 @@ import pytest
 
 from .support.dialects import share_dialects
 from .support.routing import reuse_url_builders
+from .support.templates import share_template_code
 
 # Cheap password hashes in tests and in the servers they start (full cost takes ~0.45 s a hash).
 os.environ.setdefault("TETHER_PASSWORD_HASH_TIME_COST", "1")
 os.environ.setdefault("TETHER_PASSWORD_HASH_MEMORY_KIB", "64")
 # The test receivers of webhooks listen on loopback; tests of the private-address refusal turn this off.
 os.environ.setdefault("TETHER_WEBHOOK_ALLOW_PRIVATE", "1")
-# Nearly every test builds an app of its own: compile each URL builder and each SQL statement once per process.
+# Nearly every test builds an app of its own: compile each URL builder, each SQL statement and each page template
+# once per process.
 reuse_url_builders()
 share_dialects()
+share_template_code()
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
