@@ -87,9 +87,9 @@ class StateCorrupt(EngineError):
 class StepBudgetExceeded(EngineError):
     """A command ran more engine steps, or longer, than its budget allows: the diagram probably loops.
 
-    Nothing of the command is kept. ``details`` holds ``steps`` and ``seconds``; ``element_id`` is the last
-    element that completed (where the loop was). For a start, ``initial_state`` is the instance as it was
-    created, before any step ran.
+    Nothing of the command is kept. ``details`` holds ``steps``, ``cpu_seconds`` and ``seconds`` (wall time);
+    ``element_id`` is the last element that completed (where the loop was). For a start, ``initial_state`` is the
+    instance as it was created, before any step ran.
     """
 
     code = "step_budget_exceeded"

@@ -51,7 +51,8 @@ DEFAULT_RETRIES = 3
 MAX_ROUNDS = 100
 # What one command may do before it is stopped and undone (a diagram that loops without waiting).
 MAX_STEPS = 1_000
-TIME_BUDGET = 5.0
+TIME_BUDGET = 5.0  # seconds of the command's own CPU time
+BUDGET_WALL_FACTOR = 10  # and, as a backstop, this many times that in wall time
 _ABSENT = object()
 
 
@@ -77,7 +78,8 @@ class Runtime:
 
         ``time_limit``: seconds one script or expression may run; ``memory_limit_mb``: memory one script may
         take (scripts run in a separate process). ``max_steps`` and ``time_budget``: elements one command may
-        complete and seconds it may take before it is stopped and undone (``StepBudgetExceeded``).
+        complete and seconds of CPU time it may take (its thread's; ``BUDGET_WALL_FACTOR`` times that in wall time
+        as a backstop) before it is stopped and undone (``StepBudgetExceeded``).
         ``data_limits``: how large the process data a step leaves may be; ``protected_keys``: process data
         no step may change once set (``ProcessDataRejected``), unless the step leaves exactly what
         ``server_value(key)`` says the server holds (a booking operator reporting the places it booked).
@@ -690,26 +692,36 @@ class Runtime:
 
 
 class _StepBudget:
-    """Counts the elements one command completes and its time; past either limit the command stops."""
+    """Counts the elements one command completes and the time it takes; past either limit the command stops.
+
+    The time is the CPU time of the thread running the command (``time.thread_time``): a diagram that loops burns
+    it, while a busy machine that makes the command wait for a core, a script worker or a service does not stop
+    it. Wall time ``BUDGET_WALL_FACTOR`` times longer stays as a backstop."""
 
     def __init__(self, max_steps: int, seconds: float):
         self.max_steps, self.seconds = max_steps, seconds
         self.steps = 0
-        self.started = time.monotonic()
+        self.cpu_started, self.wall_started = time.thread_time(), time.monotonic()
 
     def spend(self, task) -> None:
         """Count one completed element; raise ``StepBudgetExceeded`` when the budget is spent."""
         self.steps += 1
-        elapsed = time.monotonic() - self.started
-        if self.steps <= self.max_steps and elapsed <= self.seconds:
+        cpu = time.thread_time() - self.cpu_started
+        wall = time.monotonic() - self.wall_started
+        if self.steps <= self.max_steps and cpu <= self.seconds and wall <= self.seconds * BUDGET_WALL_FACTOR:
             return
         element_id = getattr(task.task_spec, "bpmn_id", None) or task.task_spec.name
-        limit = f"{self.max_steps} steps" if self.steps > self.max_steps else f"{self.seconds:g} seconds"
+        if self.steps > self.max_steps:
+            limit = f"{self.max_steps} steps"
+        elif cpu > self.seconds:
+            limit = f"{self.seconds:g} seconds of CPU time"
+        else:
+            limit = f"{self.seconds * BUDGET_WALL_FACTOR:g} seconds"
         raise StepBudgetExceeded(
             f"The process ran past its limit of {limit} without reaching a wait state (last at {element_id}): "
             "the diagram probably loops. The step was undone.",
             element_id=element_id,
-            details={"steps": self.steps, "seconds": round(elapsed, 3)},
+            details={"steps": self.steps, "cpu_seconds": round(cpu, 3), "seconds": round(wall, 3)},
         )
 
 

@@ -29,7 +29,12 @@ SETTINGS = [
     Setting("SCRIPT_TIME_LIMIT", 1.0, "seconds a diagram's script or expression may run"),
     Setting("SCRIPT_MEMORY_MB", 256, "memory (MB) one script may take in its worker process"),
     Setting("ENGINE_MAX_STEPS", 1_000, "elements one engine command may complete before it is stopped and undone"),
-    Setting("ENGINE_TIME_BUDGET", 5.0, "seconds one engine command may run before it is stopped and undone"),
+    Setting(
+        "ENGINE_TIME_BUDGET",
+        5.0,
+        "seconds of CPU time one engine command may take before it is stopped and undone (10 times that in wall"
+        " time as a backstop)",
+    ),
     Setting("MAX_PROCESS_DATA_CHARS", 1_000_000, "characters of text a therapy's process data may hold"),
     Setting("HEALTH_WRITE_TIMEOUT", 2.0, "seconds the health check waits for the write lock (longer: writes stuck)"),
     Setting("PASSWORD_HASH_TIME_COST", 3, "Argon2id passes per password hash (tests use 1)"),

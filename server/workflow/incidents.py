@@ -169,7 +169,7 @@ def halt(therapy: Therapy, exc: EngineError, actor: str, now: datetime, *, comma
                 "command": command,
                 "retries": 0,
                 "history": [attempt],
-                **{k: v for k, v in exc.details.items() if k in ("steps", "seconds")},
+                **{k: v for k, v in exc.details.items() if k in ("steps", "cpu_seconds", "seconds")},
             },
         )
         db.session.add(incident)

@@ -98,7 +98,7 @@ def halted_error(incident) -> Invalid:
         details={
             "incident_id": incident.id,
             "element_id": incident.activity_id,
-            **{k: v for k, v in (incident.details or {}).items() if k in ("steps", "seconds")},
+            **{k: v for k, v in (incident.details or {}).items() if k in ("steps", "cpu_seconds", "seconds")},
         },
     )
 

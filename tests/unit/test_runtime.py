@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 
 from engine import events as ev
 from engine.clock import FakeClock
 from engine.definition import Definition
-from engine.errors import NotWaiting, TaskNotReady
-from engine.runtime import IncidentOpened, Runtime
+from engine.errors import NotWaiting, StepBudgetExceeded, TaskNotReady
+from engine.runtime import IncidentOpened, Runtime, _StepBudget
 
 from .engine_helpers import load_fixture, roundtrip
 
@@ -167,3 +169,30 @@ def test_a_protected_key_may_change_only_to_what_the_server_holds(held, allowed)
     else:
         with pytest.raises(ProcessDataRejected):
             runtime.complete_task(out.state, enrol, {"eligible": True, "patient_initials": "AB"})
+
+
+def _burn(seconds: float) -> None:
+    """Spend ``seconds`` of this thread's CPU time."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
+def test_the_time_budget_counts_the_commands_cpu_time_not_the_wait_for_a_busy_machine():
+    budget = _StepBudget(max_steps=1_000, seconds=0.2)
+    task = SimpleNamespace(task_spec=SimpleNamespace(bpmn_id="Script_Loop", name="Count"))
+    time.sleep(0.3)  # waiting (for a core, a script worker, a service) is not the command running
+    budget.spend(task)
+    _burn(0.25)
+    with pytest.raises(StepBudgetExceeded) as stopped:
+        budget.spend(task)
+    assert "0.2 seconds of CPU time" in stopped.value.message and "Script_Loop" in stopped.value.message
+    assert stopped.value.details["cpu_seconds"] >= 0.2 and stopped.value.details["seconds"] >= 0.5
+
+
+def test_a_command_that_waits_ten_times_its_budget_is_stopped_all_the_same():
+    budget = _StepBudget(max_steps=1_000, seconds=0.02)
+    time.sleep(0.25)
+    with pytest.raises(StepBudgetExceeded) as stopped:
+        budget.spend(SimpleNamespace(task_spec=SimpleNamespace(bpmn_id="Task_Slow", name="Slow")))
+    assert "0.2 seconds without reaching a wait state" in stopped.value.message
