@@ -160,14 +160,13 @@ def deploy_draft(draft_id: str):
 
 # -- the draft's decision tables (DMN) and forms (JSON Schema) ----------------------------------------------------
 
-MAX_FILE_BYTES = 1024 * 1024
 XML_TYPES = ("application/xml", "text/xml", "application/dmn+xml")
 
 
 def _file_body(kind: str) -> bytes:
     """A decision table's XML (``application/xml`` or ``text/xml``) or a form's JSON (``application/json``), as
-    sent; 415 for another media type, 413 above 1 MiB, 422 when empty."""
-    from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
+    sent; 415 for another media type, 422 when empty (the use case refuses one too large)."""
+    from werkzeug.exceptions import UnsupportedMediaType
 
     media = (request.mimetype or "").lower()
     if kind == "decision" and media not in XML_TYPES:
@@ -175,8 +174,6 @@ def _file_body(kind: str) -> bytes:
     if kind == "form" and media != "application/json":
         raise UnsupportedMediaType("Send the form as JSON with 'Content-Type: application/json'.")
     content = request.get_data(cache=False)
-    if len(content) > MAX_FILE_BYTES:
-        raise RequestEntityTooLarge(f"A {kind} file may be at most {MAX_FILE_BYTES} bytes.")
     if not content.strip():
         raise Invalid(f"The {kind} file is empty.", details={"fields": {"body": ["The file's content."]}})
     return content

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from server.access.auth import check_roles
+from server.errors import ApiError
 from server.store.models import ProcessDefinition, ProcessDraft, User
 from server.workflow import drafts, simulation
 
@@ -67,6 +68,9 @@ class DeleteDraft:
     by: User
 
 
+MAX_FILE_BYTES = 1024 * 1024  # a draft's decision table or form file
+
+
 @dataclass(frozen=True)
 class PutDraftFile:
     """``by`` keeps the file ``name`` (``content``: a DMN decision table, or a JSON Schema form) with draft
@@ -123,8 +127,16 @@ def save_draft(command: SaveDraft) -> ProcessDraft:
 @audits_refusals
 def put_draft_file(command: PutDraftFile) -> ProcessDraft:
     """The draft with the file kept (audited); 404 for an unknown draft, 409 when it changed since ``if_match``,
-    422 naming the file and line when the file would not pass an upload's check (nothing is changed)."""
+    413 above ``MAX_FILE_BYTES``, 422 naming the file and line when the file would not pass an upload's check
+    (nothing is changed)."""
     check_roles(command.by, command.ROLES)
+    if len(command.content) > MAX_FILE_BYTES:
+        raise ApiError(
+            f"A {command.kind} file may be at most {MAX_FILE_BYTES} bytes; this one has {len(command.content)}.",
+            code="too_large",
+            status=413,
+            details={"limit_bytes": MAX_FILE_BYTES, "size_bytes": len(command.content)},
+        )
     draft = drafts.find(command.draft_id)
     put = drafts.put_decision if command.kind == "decision" else drafts.put_form
     return put(draft, command.name, command.content, command.by.username, command.if_match)

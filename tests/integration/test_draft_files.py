@@ -113,6 +113,12 @@ def test_bad_requests_for_draft_files_are_clear(api, world):
     assert designer.put(f"{base}/decisions/site.txt", data=TABLE, headers=XML).status_code == 422
     assert designer.put(f"{base}/decisions/site.dmn", data="  ", headers=XML).status_code == 422
     assert designer.put(f"{base}/forms/a.json", data="{}", headers=XML).status_code == 415
+    huge = designer.put(f"{base}/decisions/site.dmn", data=TABLE + " " * (1024 * 1024), headers=XML)
+    assert huge.status_code == 413, huge.get_json()
+    error = huge.get_json()["error"]
+    assert error["code"] == "too_large" and error["details"]["limit_bytes"] == 1024 * 1024
+    assert "at most 1048576 bytes" in error["message"]
+    assert designer.get(f"{base}/decisions").get_json()["items"] == []  # nothing was kept
     # One decision in two files is refused (the second upload of the same decision id).
     designer.put(f"{base}/decisions/site.dmn", data=TABLE, headers=XML)
     twice = designer.put(f"{base}/decisions/copy.dmn", data=TABLE, headers=XML)
