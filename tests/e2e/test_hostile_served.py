@@ -15,10 +15,9 @@ import pytest
 import requests
 
 from ..conftest import ROOT
-from ..integration.test_two_servers import Server
 from ..support import hostile
 from ..support.journeys import therapy_request
-from ..support.served import cli_user, database_for, tether_cli
+from ..support.served import Server, cli_user, database_for, tether_cli
 
 pytestmark = pytest.mark.slow
 PASSWORD = "long-enough-pw-1"

@@ -274,12 +274,12 @@ def test_a_served_tether_publishes_its_events_and_takes_messages_from_the_queue(
     from server import create_app
     from server.access import accounts
 
-    from .test_two_servers import Server, _environment, _prepare
+    from ..support.served import Server, prepare_served, served_environment
 
-    env = _environment(
+    env = served_environment(
         tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}", (ROOT / "tests/fixtures/mini.bpmn").read_bytes()
     )
-    token, _ids = _prepare(env)
+    token, _ids = prepare_served(env)
     app = create_app({"DATABASE_URL": env["TETHER_DATABASE_URL"], "SCHEDULER": False, "SECRET_KEY": "t"})
     with app.app_context():
         accounts.add_user("broker", ["integrator"], [], "Broker Link", PASSWORD, "test")

@@ -3,121 +3,22 @@ short timer fires in a running server on time, also when it came due while the s
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 import time
 import uuid
-from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import requests
 import sqlalchemy as sa
 
-from ..conftest import FIXTURES, ROOT
-from ..support.network import free_port
+from ..conftest import FIXTURES
+from ..support.served import Server, prepare_served, served_environment
 from .conftest import PG_URL, _with_database
 
 pytestmark = pytest.mark.slow
 TIMERS = 200
-
-
-class Server:
-    """One ``tether serve`` subprocess on a free port."""
-
-    def __init__(self, env: dict, cwd: Path, name: str):
-        self.port, self.cwd, self.name = free_port(), cwd, name
-        self.base = f"http://127.0.0.1:{self.port}/api/v1"
-        self.log_path = cwd / f"{name}.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port)],
-            env=env,
-            cwd=cwd,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_healthy(self, seconds: float = 45) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                health = requests.get(f"{self.base}/health", timeout=3)
-                if health.status_code == 200 and health.json()["scheduler"] == "running":
-                    return
-            except requests.RequestException:  # not listening yet, or busy starting
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        self.stop()
-        pytest.fail(f"{self.name} did not start:\n" + self.log_path.read_text())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.log.close()
-
-
-def _environment(tmp_path: Path, database_url: str, diagram: bytes) -> dict:
-    processes = tmp_path / "processes"
-    processes.mkdir()
-    (processes / "timers.bpmn").write_bytes(diagram)
-    return {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "TETHER_DATABASE_URL": database_url,
-        "TETHER_PROCESSES_DIR": str(processes),
-        "TETHER_FORMS_DIR": str(FIXTURES),
-        "TETHER_SECRET_KEY": "two-servers",
-        "TETHER_DISPATCHER": "false",
-    }
-
-
-def _prepare(env: dict, therapies: int = 0, first_due_in: float = 0, spread: float = 0) -> tuple[str, list[str]]:
-    """Schema, the diagram, a site, a coordinator and ``therapies`` started on the timer diagram (whose timers
-    come due between ``first_due_in`` and ``first_due_in + spread`` seconds); returns a token and their ids."""
-    from server import create_app
-    from server.access import accounts
-    from server.cli import upgrade_database
-    from server.store.extensions import db
-    from server.store.models import utcnow
-    from server.workflow.definitions import deploy
-    from server.workflow.therapies import start_therapy
-
-    app = create_app(
-        {
-            "DATABASE_URL": env["TETHER_DATABASE_URL"],
-            "SCHEDULER": False,
-            "SECRET_KEY": "t",
-            "FORMS_DIR": env["TETHER_FORMS_DIR"],
-        }
-    )
-    upgrade_database(app)
-    ids = []
-    with app.app_context():
-        for path in Path(env["TETHER_PROCESSES_DIR"]).glob("*.bpmn"):
-            deploy(path.read_bytes(), {}, "test")
-        accounts.add_site("SITE-A", "Centre A", "treatment-centre", "test")
-        accounts.add_user("coord", ["coordinator"], ["SITE-A"], "Coord Person", "long-enough-pw-1", "test")
-        token = accounts.issue_token("coord", "test", "test")
-        for i in range(therapies):
-            # Due ``first_due_in`` s after the therapy starts (not after the first one did: on a busy machine the
-            # seeding can outlast that, and a timer already due at the start fires in the seeding itself).
-            due = utcnow() + timedelta(seconds=first_due_in + spread * i / therapies)
-            ids.append(
-                start_therapy("timers_due_date", None, "SITE-A", f"PT-{i:04d}", {"due_at": due.isoformat()}, "seed").id
-            )
-        db.session.remove()
-        db.engine.dispose()
-    return token, ids
 
 
 @pytest.fixture
@@ -136,8 +37,8 @@ def postgres_database():
 
 
 def test_two_servers_fire_each_of_200_timers_exactly_once(tmp_path, postgres_database):
-    env = _environment(tmp_path, postgres_database, (FIXTURES / "timers-due-date.bpmn").read_bytes())
-    _token, ids = _prepare(env, TIMERS, first_due_in=10, spread=4)
+    env = served_environment(tmp_path, postgres_database, (FIXTURES / "timers-due-date.bpmn").read_bytes())
+    _token, ids = prepare_served(env, TIMERS, first_due_in=10, spread=4)
     engine = sa.create_engine(postgres_database)
     with engine.connect() as conn:
         seeded = dict(conn.execute(sa.text("SELECT id, row_version FROM therapy")).all())
@@ -189,8 +90,8 @@ def test_short_timer_fires_in_a_running_server_and_after_a_restart(tmp_path):
         .read_bytes()
         .replace(b"<bpmn:timeDuration>PT2H</bpmn:timeDuration>", b"<bpmn:timeDuration>PT2S</bpmn:timeDuration>")
     )
-    env = _environment(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}", diagram)
-    token, _ids = _prepare(env)
+    env = served_environment(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}", diagram)
+    token, _ids = prepare_served(env)
     headers = {"Authorization": f"Bearer {token}"}
 
     def start_therapy(base: str) -> dict:
@@ -247,8 +148,8 @@ def test_a_therapy_held_across_a_restart_keeps_the_time_its_window_had_left(tmp_
         .read_bytes()
         .replace(b"<bpmn:timeDuration>PT2H</bpmn:timeDuration>", b"<bpmn:timeDuration>PT8S</bpmn:timeDuration>")
     )
-    env = _environment(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}", diagram)
-    token, _ids = _prepare(env)
+    env = served_environment(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}", diagram)
+    token, _ids = prepare_served(env)
     headers = {"Authorization": f"Bearer {token}"}
 
     def escalations(base: str, therapy_id: str) -> list:

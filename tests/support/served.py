@@ -1,4 +1,7 @@
-"""A real ``tether serve`` in a process group of its own, so a test can kill it (and all its workers) at once."""
+"""Real ``tether serve`` processes and ``tether`` commands for the tests: ``serving`` (a server for the length of a
+block), ``Server`` (one a test starts and stops, ``served_environment`` and ``prepare_served`` for its database),
+``KillableServer`` (in a process group of its own, so a test can kill it and all its workers at once),
+``database_for``, ``tether_cli`` and ``cli_user``."""
 
 from __future__ import annotations
 
@@ -11,14 +14,15 @@ import time
 import traceback
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import requests
 import sqlalchemy as sa
 
+from ..conftest import FIXTURES, ROOT
 from ..integration.conftest import PG_URL, _with_database
-from ..integration.test_two_servers import Server
 from .network import free_port
 
 
@@ -118,6 +122,104 @@ def _in_process(args: list[str], env: dict, cwd: Path, stdin: str | None) -> sub
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         stderr += "".join(traceback.format_exception(result.exception))
     return subprocess.CompletedProcess(["tether", *args], result.exit_code, result.stdout, stderr)
+
+
+class Server:
+    """One ``tether serve`` subprocess on a free port."""
+
+    def __init__(self, env: dict, cwd: Path, name: str):
+        self.port, self.cwd, self.name = free_port(), cwd, name
+        self.base = f"http://127.0.0.1:{self.port}/api/v1"
+        self.log_path = cwd / f"{name}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port)],
+            env=env,
+            cwd=cwd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_healthy(self, seconds: float = 45) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                health = requests.get(f"{self.base}/health", timeout=3)
+                if health.status_code == 200 and health.json()["scheduler"] == "running":
+                    return
+            except requests.RequestException:  # not listening yet, or busy starting
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        pytest.fail(f"{self.name} did not start:\n" + self.log_path.read_text())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.log.close()
+
+
+def served_environment(tmp_path: Path, database_url: str, diagram: bytes) -> dict:
+    """The environment of a ``tether serve`` on ``database_url`` with ``diagram`` as its one process (in
+    ``tmp_path/processes``), the test forms and no webhook dispatcher."""
+    processes = tmp_path / "processes"
+    processes.mkdir()
+    (processes / "timers.bpmn").write_bytes(diagram)
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TETHER_DATABASE_URL": database_url,
+        "TETHER_PROCESSES_DIR": str(processes),
+        "TETHER_FORMS_DIR": str(FIXTURES),
+        "TETHER_SECRET_KEY": "two-servers",
+        "TETHER_DISPATCHER": "false",
+    }
+
+
+def prepare_served(env: dict, therapies: int = 0, first_due_in: float = 0, spread: float = 0) -> tuple[str, list[str]]:
+    """Schema, the diagram, a site, a coordinator and ``therapies`` started on the timer diagram (whose timers
+    come due between ``first_due_in`` and ``first_due_in + spread`` seconds); returns a token and their ids."""
+    from server import create_app
+    from server.access import accounts
+    from server.cli import upgrade_database
+    from server.store.extensions import db
+    from server.store.models import utcnow
+    from server.workflow.definitions import deploy
+    from server.workflow.therapies import start_therapy
+
+    app = create_app(
+        {
+            "DATABASE_URL": env["TETHER_DATABASE_URL"],
+            "SCHEDULER": False,
+            "SECRET_KEY": "t",
+            "FORMS_DIR": env["TETHER_FORMS_DIR"],
+        }
+    )
+    upgrade_database(app)
+    ids = []
+    with app.app_context():
+        for path in Path(env["TETHER_PROCESSES_DIR"]).glob("*.bpmn"):
+            deploy(path.read_bytes(), {}, "test")
+        accounts.add_site("SITE-A", "Centre A", "treatment-centre", "test")
+        accounts.add_user("coord", ["coordinator"], ["SITE-A"], "Coord Person", "long-enough-pw-1", "test")
+        token = accounts.issue_token("coord", "test", "test")
+        for i in range(therapies):
+            # Due ``first_due_in`` s after the therapy starts (not after the first one did: on a busy machine the
+            # seeding can outlast that, and a timer already due at the start fires in the seeding itself).
+            due = utcnow() + timedelta(seconds=first_due_in + spread * i / therapies)
+            ids.append(
+                start_therapy("timers_due_date", None, "SITE-A", f"PT-{i:04d}", {"due_at": due.isoformat()}, "seed").id
+            )
+        db.session.remove()
+        db.engine.dispose()
+    return token, ids
 
 
 class KillableServer(Server):
