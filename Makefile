@@ -12,9 +12,10 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 # Extra pytest arguments, e.g. make test PYTEST_ARGS='-k runtime'
 PYTEST_ARGS ?=
-# Test processes running side by side (pytest-xdist): two per core, since the suite's served, browser and broker
-# tests spend much of their time waiting on other processes (measured in docs/testing.md).
-PYTEST_JOBS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
+# Test processes running side by side (pytest-xdist): three for every two cores, since the suite's served, browser
+# and broker tests spend some of their time waiting on other processes; more only make them wait for the cores
+# (measured in docs/testing.md).
+PYTEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n + (n + 1) / 2 )))
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
