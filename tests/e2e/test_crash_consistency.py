@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from ..conftest import FIXTURES, ROOT
-from ..support.served import KillableServer, database_for
+from ..support.served import KillableServer, database_for, served_app
 
 pytestmark = pytest.mark.slow
 
@@ -59,27 +59,12 @@ def _seed(env: dict) -> tuple[dict, list[tuple[str, str]]]:
     """
     from sqlalchemy import select
 
-    from server import create_app
     from server.access import accounts
-    from server.cli import upgrade_database
     from server.store.extensions import db
     from server.store.models import TaskRecord
-    from server.workflow.definitions import deploy
     from server.workflow.therapies import start_therapy
 
-    app = create_app(
-        {
-            "DATABASE_URL": env["TETHER_DATABASE_URL"],
-            "SCHEDULER": False,
-            "SECRET_KEY": "t",
-            "FORMS_DIR": env["TETHER_FORMS_DIR"],
-        }
-    )
-    upgrade_database(app)
-    with app.app_context():
-        for path in sorted(Path(env["TETHER_PROCESSES_DIR"]).glob("*.bpmn")):
-            deploy(path.read_bytes(), {}, "test")
-        accounts.add_site("SITE-A", "Centre A", "treatment-centre", "test")
+    with served_app(env):
         accounts.add_user("coord", ["coordinator"], ["SITE-A"], "Coord Person", "long-enough-pw-1", "test")
         accounts.add_user("courier", ["integrator"], [], "Courier System", "long-enough-pw-1", "test")
         accounts.add_user("inspector", ["auditor"], [], "Inspector", "long-enough-pw-1", "test")
@@ -91,8 +76,6 @@ def _seed(env: dict) -> tuple[dict, list[tuple[str, str]]]:
                 select(TaskRecord.id).where(TaskRecord.therapy_id == therapy.id, TaskRecord.status == "ready")
             ).scalar_one()
             seeded.append((therapy.id, task_id))
-        db.session.remove()
-        db.engine.dispose()
     return tokens, seeded
 
 

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -183,16 +184,16 @@ def served_environment(tmp_path: Path, database_url: str, diagram: bytes) -> dic
     }
 
 
-def prepare_served(env: dict, therapies: int = 0, first_due_in: float = 0, spread: float = 0) -> tuple[str, list[str]]:
-    """Schema, the diagram, a site, a coordinator and ``therapies`` started on the timer diagram (whose timers
-    come due between ``first_due_in`` and ``first_due_in + spread`` seconds); returns a token and their ids."""
+@contextlib.contextmanager
+def served_app(env: dict) -> Iterator[Any]:
+    """An app on the database of a server's environment ``env`` (no scheduler), its schema migrated, the
+    environment's diagrams deployed and a site SITE-A added: the block runs in its app context, and the app lets go
+    of the database afterwards, before any server starts on it."""
     from server import create_app
     from server.access import accounts
     from server.cli import upgrade_database
     from server.store.extensions import db
-    from server.store.models import utcnow
     from server.workflow.definitions import deploy
-    from server.workflow.therapies import start_therapy
 
     app = create_app(
         {
@@ -203,11 +204,26 @@ def prepare_served(env: dict, therapies: int = 0, first_due_in: float = 0, sprea
         }
     )
     upgrade_database(app)
-    ids = []
     with app.app_context():
-        for path in Path(env["TETHER_PROCESSES_DIR"]).glob("*.bpmn"):
+        for path in sorted(Path(env["TETHER_PROCESSES_DIR"]).glob("*.bpmn")):
             deploy(path.read_bytes(), {}, "test")
         accounts.add_site("SITE-A", "Centre A", "treatment-centre", "test")
+        try:
+            yield app
+        finally:
+            db.session.remove()
+            db.engine.dispose()
+
+
+def prepare_served(env: dict, therapies: int = 0, first_due_in: float = 0, spread: float = 0) -> tuple[str, list[str]]:
+    """Schema, the diagram, a site, a coordinator and ``therapies`` started on the timer diagram (whose timers
+    come due between ``first_due_in`` and ``first_due_in + spread`` seconds); returns a token and their ids."""
+    from server.access import accounts
+    from server.store.models import utcnow
+    from server.workflow.therapies import start_therapy
+
+    ids = []
+    with served_app(env):
         accounts.add_user("coord", ["coordinator"], ["SITE-A"], "Coord Person", "long-enough-pw-1", "test")
         token = accounts.issue_token("coord", "test", "test")
         for i in range(therapies):
@@ -217,8 +233,6 @@ def prepare_served(env: dict, therapies: int = 0, first_due_in: float = 0, sprea
             ids.append(
                 start_therapy("timers_due_date", None, "SITE-A", f"PT-{i:04d}", {"due_at": due.isoformat()}, "seed").id
             )
-        db.session.remove()
-        db.engine.dispose()
     return token, ids
 
 
