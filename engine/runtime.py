@@ -52,7 +52,7 @@ MAX_ROUNDS = 100
 # What one command may do before it is stopped and undone (a diagram that loops without waiting).
 MAX_STEPS = 1_000
 TIME_BUDGET = 5.0  # seconds of the command's own CPU time
-BUDGET_WALL_FACTOR = 10  # and, as a backstop, this many times that in wall time
+BUDGET_WALL_FACTOR = 3  # and, as a backstop, this many times that in wall time (well inside a worker's timeout)
 _ABSENT = object()
 
 

@@ -32,7 +32,7 @@ SETTINGS = [
     Setting(
         "ENGINE_TIME_BUDGET",
         5.0,
-        "seconds of CPU time one engine command may take before it is stopped and undone (10 times that in wall"
+        "seconds of CPU time one engine command may take before it is stopped and undone (3 times that in wall"
         " time as a backstop)",
     ),
     Setting("MAX_PROCESS_DATA_CHARS", 1_000_000, "characters of text a therapy's process data may hold"),

@@ -43,6 +43,8 @@ def _prepare(tmp_path: Path, database_url: str) -> tuple[dict, dict]:
         "TETHER_DISPATCHER": "false",
         "TETHER_ENGINE_MAX_STEPS": "300",
         "TETHER_SCRIPT_TIME_LIMIT": "1.0",
+        # A loop is stopped at 300 steps or a second of the command's CPU (three in wall time), well within FAST.
+        "TETHER_ENGINE_TIME_BUDGET": "1.0",
     }
     tether_cli("db", "upgrade", env=env, cwd=tmp_path, check=True)
     tether_cli("site", "add", "SITE-A", "--name", "Centre A", env=env, cwd=tmp_path, check=True)

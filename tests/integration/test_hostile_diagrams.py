@@ -47,8 +47,8 @@ def mini_therapy_runs(api, world) -> None:
 
 @pytest.fixture
 def budget(app):
-    """A small engine budget so that loops are stopped quickly."""
-    app.config.update(ENGINE_MAX_STEPS=200, ENGINE_TIME_BUDGET=5.0)
+    """A small engine budget so that loops are stopped quickly (200 steps, or a second of CPU: three in wall time)."""
+    app.config.update(ENGINE_MAX_STEPS=200, ENGINE_TIME_BUDGET=1.0)
 
 
 def test_a_loop_at_start_is_stopped_undone_and_leaves_an_incident(app, api, world, budget):
