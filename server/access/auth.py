@@ -207,29 +207,26 @@ def token_owner(token: str) -> User | None:
 # The columns the token's query reads of the user and of each site: all of them, as loading the objects would.
 _USER_KEYS = tuple(column.key for column in table_of(User).columns)
 _SITE_KEYS = tuple(column.key for column in table_of(Site).columns)
-_token_queries: dict[bool, Any] = {}
 
 
+@functools.cache
 def _token_query(counted: bool):
     """The token's query, built once per process (its compiled form is cached by the statement itself): the user's
     columns first, then the token's, then each site's (``site_<column>``), and on PostgreSQL the webhook
     subscriptions' change count last."""
-    if counted not in _token_queries:
-        users, tokens, sites = table_of(User), table_of(ApiToken), table_of(Site)
-        columns: list[Any] = [users.c[key] for key in _USER_KEYS] + [tokens.c.revoked_at, tokens.c.expires_at]
-        columns += [sites.c[key].label(f"site_{key}") for key in _SITE_KEYS]
-        query = (
-            select(*columns, *((freshness.webhook_changes(),) if counted else ()))
-            .select_from(
-                tokens.join(users, users.c.id == tokens.c.user_id)
-                .outerjoin(user_sites, user_sites.c.user_id == users.c.id)
-                .outerjoin(sites, sites.c.id == user_sites.c.site_id)
-            )
-            .where(tokens.c.token_hash == bindparam("digest"))
-            .order_by(sites.c.id)
+    users, tokens, sites = table_of(User), table_of(ApiToken), table_of(Site)
+    columns: list[Any] = [users.c[key] for key in _USER_KEYS] + [tokens.c.revoked_at, tokens.c.expires_at]
+    columns += [sites.c[key].label(f"site_{key}") for key in _SITE_KEYS]
+    return (
+        select(*columns, *((freshness.webhook_changes(),) if counted else ()))
+        .select_from(
+            tokens.join(users, users.c.id == tokens.c.user_id)
+            .outerjoin(user_sites, user_sites.c.user_id == users.c.id)
+            .outerjoin(sites, sites.c.id == user_sites.c.site_id)
         )
-        _token_queries[counted] = query
-    return _token_queries[counted]
+        .where(tokens.c.token_hash == bindparam("digest"))
+        .order_by(sites.c.id)
+    )
 
 
 M = TypeVar("M", User, Site)

@@ -37,6 +37,7 @@ from typing import Any
 from flask import current_app, g, has_app_context, has_request_context
 from sqlalchemy import Integer, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
@@ -206,29 +207,16 @@ def chain_staged() -> None:
                 session.connection().execute(shaped[0], {**shaped[1], **moved})
                 carried = []
                 continue
-            head = table_of(AuditChainHead)
-            entries_insert = (
-                insert(table_of(AuditEntry))
-                .values(rows)
-                .add_cte(
-                    update(head)
-                    .where(head.c.chain == chain)
-                    .values(chain_seq=place, seq=numbers[-1], hash=last_hash)
-                    .cte("moved_head")
-                )
-            )
+            entries_insert = insert(table_of(AuditEntry)).values(rows).add_cte(move.cte("moved_head"))
             for number, statement in enumerate(carried):
                 entries_insert = entries_insert.add_cte(statement.cte(f"carried_{number}"))
             carried = []
-            session.execute(entries_insert)
+            session.execute(entries_insert, moved)
             continue
         session.execute(_entries_insert(), rows)
         session.execute(move, moved)
     for statement in carried:  # not carried by an entries' INSERT (SQLite)
         session.execute(statement)
-
-
-_statements: dict[Any, Any] = {}  # built once per process: a statement object caches its compiled form
 
 
 def _pg_shaped(columns: list[str], rows: list[dict], carried: list[Insert]) -> tuple[Any, dict[str, str]] | None:
@@ -248,14 +236,19 @@ def _pg_shaped(columns: list[str], rows: list[dict], carried: list[Insert]) -> t
             return None
         shapes.append((statement.table, keys))
         documents.append(_recordset_json(carried_rows, keys))
-    key = tuple((table.name, keys) for table, keys in shapes)
-    if key not in _statements:
-        recordsets = [_recordset_insert(table, keys, f"rows_{number}") for number, (table, keys) in enumerate(shapes)]
-        ctes = ["moved_head AS (UPDATE audit_chain_head SET chain_seq = :b_place, seq = :b_seq, hash = :b_hash"]
-        ctes[0] += " WHERE audit_chain_head.chain = :b_chain)"
-        ctes += [f"carried_{number} AS ({sql})" for number, sql in enumerate(recordsets[1:])]
-        _statements[key] = text(f"WITH {', '.join(ctes)} {recordsets[0]}")
-    return _statements[key], {f"rows_{number}": document for number, document in enumerate(documents)}
+    return _shaped_statement(tuple(shapes)), {f"rows_{number}": doc for number, doc in enumerate(documents)}
+
+
+@functools.cache
+def _shaped_statement(shapes: tuple[tuple[Table, tuple[str, ...]], ...]) -> Any:
+    """``_pg_shaped``'s statement for the tables and columns it writes (the entries' first), built once per shape:
+    the head's move (``_head_statements``' own, in PostgreSQL's words) and each table's ``json_to_recordset``
+    INSERT."""
+    named = PGDialect(paramstyle="named")  # PostgreSQL's SQL with :name parameters, as text() reads them
+    move = str(_head_statements(True)[1].compile(dialect=named))
+    recordsets = [_recordset_insert(table, keys, f"rows_{number}") for number, (table, keys) in enumerate(shapes)]
+    ctes = [f"moved_head AS ({move})"] + [f"carried_{number} AS ({sql})" for number, sql in enumerate(recordsets[1:])]
+    return text(f"WITH {', '.join(ctes)} {recordsets[0]}")
 
 
 def _recordset_insert(table: Table, keys: Sequence[str], parameter: str) -> str:
@@ -279,33 +272,32 @@ def _recordset_json(rows: Sequence[dict], keys: Sequence[str]) -> str:
     return compact_json([{key: value(row.get(key)) for key in keys} for row in rows])
 
 
+@functools.cache
 def _head_statements(postgresql: bool):
     """The chain head's lock (returning its place, its hash and the new entries' ``seq`` numbers, see
     ``_seq_numbers``) and its move, with the chain (``b_chain``), the entries' count (``b_count``) and the head's
-    new place, ``seq`` and hash (``b_place``, ``b_seq``, ``b_hash``) given when they are executed."""
-    if postgresql not in _statements:
-        table = table_of(AuditChainHead)
-        at_chain = table.c.chain == bindparam("b_chain")
-        lock = (
-            update(table)
-            .where(at_chain)
-            .values(chain_seq=table.c.chain_seq)
-            .returning(table.c.chain_seq, table.c.hash, _seq_numbers(bindparam("b_count", type_=Integer), postgresql))
-        )
-        move = (
-            update(table)
-            .where(at_chain)
-            .values(chain_seq=bindparam("b_place"), seq=bindparam("b_seq"), hash=bindparam("b_hash"))
-        )
-        _statements[postgresql] = (lock, move)
-    return _statements[postgresql]
+    new place, ``seq`` and hash (``b_place``, ``b_seq``, ``b_hash``) given when they are executed; built once (a
+    statement object caches its compiled form)."""
+    table = table_of(AuditChainHead)
+    at_chain = table.c.chain == bindparam("b_chain")
+    lock = (
+        update(table)
+        .where(at_chain)
+        .values(chain_seq=table.c.chain_seq)
+        .returning(table.c.chain_seq, table.c.hash, _seq_numbers(bindparam("b_count", type_=Integer), postgresql))
+    )
+    move = (
+        update(table)
+        .where(at_chain)
+        .values(chain_seq=bindparam("b_place"), seq=bindparam("b_seq"), hash=bindparam("b_hash"))
+    )
+    return lock, move
 
 
+@functools.cache
 def _entries_insert() -> Insert:
-    """The entries' INSERT, executed with their rows (one batch)."""
-    if "entries" not in _statements:
-        _statements["entries"] = insert(table_of(AuditEntry))
-    return _statements["entries"]
+    """The entries' INSERT, executed with their rows (one batch); built once."""
+    return insert(table_of(AuditEntry))
 
 
 def _seq_numbers(count, postgresql: bool):

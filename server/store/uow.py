@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import cast
 
@@ -299,26 +300,21 @@ def _new_row(table: Table, obj: object) -> dict:
     return {column.key: values[column.key] for column in table.columns}
 
 
-_core_statements: dict[object, Executable] = {}  # built once: a statement object caches its compiled form
-
-
+@functools.cache
 def _update_of(mapper) -> Executable:
     """An UPDATE of ``mapper``'s table by its primary key (``b_pk``), and its version (``b_version``) when it has
-    one, whose SET clause is the columns each execution gives."""
-    if mapper not in _core_statements:
-        table = mapper.local_table
-        statement = update(table).where(mapper.primary_key[0] == bindparam("b_pk"))
-        if mapper.version_id_col is not None:
-            statement = statement.where(mapper.version_id_col == bindparam("b_version"))
-        _core_statements[mapper] = statement
-    return _core_statements[mapper]
+    one, whose SET clause is the columns each execution gives; built once per mapper (a statement object caches
+    its compiled form)."""
+    statement = update(mapper.local_table).where(mapper.primary_key[0] == bindparam("b_pk"))
+    if mapper.version_id_col is not None:
+        statement = statement.where(mapper.version_id_col == bindparam("b_version"))
+    return statement
 
 
+@functools.cache
 def _insert_into(table: Table) -> Executable:
-    """The INSERT of ``table``, executed with its rows (one batch)."""
-    if table not in _core_statements:
-        _core_statements[table] = insert(table)
-    return _core_statements[table]
+    """The INSERT of ``table``, executed with its rows (one batch); built once per table."""
+    return insert(table)
 
 
 STAGED = "tether_staged"  # in session.info: name -> what the transaction stages until it commits

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -96,24 +97,20 @@ def task_to_complete(user: User, task_id: str) -> TaskRecord:
     return task
 
 
-_queries: dict[str, Select] = {}
-
-
+@functools.cache
 def _completion_query() -> Select:
     """The task with its therapy, the sites of its parties, its ready task rows and whether it has open incidents
     (``visible_task``'s load), built once: the statement keeps its compiled form."""
-    if "task" not in _queries:
-        therapy = joinedload(TaskRecord.therapy, innerjoin=True)
-        _queries["task"] = (
-            select(TaskRecord)
-            .where(TaskRecord.id == bindparam("task_id"))
-            .options(
-                therapy.joinedload(Therapy.party_rows),
-                therapy.joinedload(Therapy.ready_task_rows),
-                therapy.with_expression(Therapy.has_open_incidents, incidents.any_unresolved(Therapy.id)),
-            )
+    therapy = joinedload(TaskRecord.therapy, innerjoin=True)
+    return (
+        select(TaskRecord)
+        .where(TaskRecord.id == bindparam("task_id"))
+        .options(
+            therapy.joinedload(Therapy.party_rows),
+            therapy.joinedload(Therapy.ready_task_rows),
+            therapy.with_expression(Therapy.has_open_incidents, incidents.any_unresolved(Therapy.id)),
         )
-    return _queries["task"]
+    )
 
 
 def prefill_path(ui: Any) -> str | None:
