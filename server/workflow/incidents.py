@@ -36,6 +36,8 @@ from server.store.models import Incident, Therapy
 DEFAULT_BACKOFF_BASE = 5
 UNRESOLVED = ("retrying", "open")
 STATUSES = ("retrying", "open", "resolved")
+# What a halting incident keeps of a StepBudgetExceeded's details (the refusals of its therapy's commands repeat them).
+BUDGET_DETAILS = ("steps", "cpu_seconds", "seconds")
 
 
 def audit_incident(incident: Incident, therapy: Therapy, actor: str, action: str, **data) -> None:
@@ -169,7 +171,7 @@ def halt(therapy: Therapy, exc: EngineError, actor: str, now: datetime, *, comma
                 "command": command,
                 "retries": 0,
                 "history": [attempt],
-                **{k: v for k, v in exc.details.items() if k in ("steps", "cpu_seconds", "seconds")},
+                **{k: v for k, v in exc.details.items() if k in BUDGET_DETAILS},
             },
         )
         db.session.add(incident)

@@ -6,6 +6,7 @@ audit entries and the outbox rows in one transaction.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -98,7 +99,7 @@ def halted_error(incident) -> Invalid:
         details={
             "incident_id": incident.id,
             "element_id": incident.activity_id,
-            **{k: v for k, v in (incident.details or {}).items() if k in ("steps", "cpu_seconds", "seconds")},
+            **{k: v for k, v in (incident.details or {}).items() if k in incidents.BUDGET_DETAILS},
         },
     )
 
@@ -439,7 +440,10 @@ def complete_task(
     return made_ready
 
 
-_changes_query: list[Select] = []  # built once: the statement keeps its compiled form
+@functools.cache
+def _changes_query() -> Select:
+    """The webhook subscriptions' change count, built once: the statement keeps its compiled form."""
+    return select(freshness.webhook_changes())
 
 
 def _count_webhook_changes() -> None:
@@ -449,9 +453,7 @@ def _count_webhook_changes() -> None:
     session = db.session()
     if session.get_bind().dialect.name != "sqlite":
         return
-    if not _changes_query:
-        _changes_query.append(select(freshness.webhook_changes()))
-    freshness.remember(session.connection().execute(_changes_query[0]).scalar_one())
+    freshness.remember(session.connection().execute(_changes_query()).scalar_one())
 
 
 def payload_errors(definition_id: str, name: str, payload: Any) -> tuple[str, list[dict]] | None:
