@@ -31,39 +31,12 @@ from .network import free_port
 def serving(env: dict, cwd: Path, start_timeout: float = 60) -> Iterator[tuple[str, subprocess.Popen, Path]]:
     """``tether serve`` on a free port with ``env``, in ``cwd`` (its output in ``cwd/serve.log``), once it answers
     its health check: (the API's base URL, the process, the log's path). Stopped when the block ends."""
-    port = free_port()
-    log_path = cwd / "serve.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
-            env=env,
-            cwd=cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}/api/v1"
-            wait_healthy(base, proc, log_path, start_timeout)
-            yield base, proc, log_path
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
-
-
-def wait_healthy(base: str, proc: subprocess.Popen, log_path: Path, timeout: float = 60) -> None:
-    """Wait until the server at ``base`` (the API's URL) answers its health check; fail the test with its log
-    when it has not within ``timeout`` seconds or has ended."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                return
-        except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.terminate()
-            pytest.fail("server did not start:\n" + log_path.read_text())
-        time.sleep(0.2)
+    server = Server(env, cwd, "serve")
+    try:
+        server.wait_healthy(start_timeout)
+        yield server.base, server.proc, server.log_path
+    finally:
+        server.stop()
 
 
 def tether_cli(*args: str, env: dict, cwd: Path, stdin: str | None = None, check: bool = False):
@@ -126,22 +99,27 @@ def _in_process(args: list[str], env: dict, cwd: Path, stdin: str | None) -> sub
 
 
 class Server:
-    """One ``tether serve`` subprocess on a free port."""
+    """One ``tether serve`` subprocess on a free port (with ``workers`` worker processes; with ``new_session`` the
+    leader of a process group of its own)."""
 
-    def __init__(self, env: dict, cwd: Path, name: str):
+    def __init__(self, env: dict, cwd: Path, name: str, workers: int | None = None, new_session: bool = False):
         self.port, self.cwd, self.name = free_port(), cwd, name
         self.base = f"http://127.0.0.1:{self.port}/api/v1"
         self.log_path = cwd / f"{name}.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port)]
+            + (["--workers", str(workers)] if workers is not None else []),
             env=env,
             cwd=cwd,
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            start_new_session=new_session,
         )
 
     def wait_healthy(self, seconds: float = 45) -> None:
+        """Wait until the server answers its health check with its scheduler running; fail the test with its log
+        when it has not within ``seconds`` or has ended."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             try:
@@ -240,18 +218,7 @@ class KillableServer(Server):
     """``tether serve`` with ``workers`` worker processes, started as the leader of a new process group."""
 
     def __init__(self, env: dict, cwd: Path, name: str, workers: int = 2):  # noqa: D107  (the parent's fields)
-        self.port, self.cwd, self.name = free_port(), cwd, name
-        self.base = f"http://127.0.0.1:{self.port}/api/v1"
-        self.log_path = cwd / f"{name}.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
-            env=env,
-            cwd=cwd,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        super().__init__(env, cwd, name, workers=workers, new_session=True)
 
     def kill(self) -> None:
         """SIGKILL to the whole process group: the master and every worker die mid-request, nothing is flushed."""
