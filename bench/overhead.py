@@ -372,20 +372,20 @@ def over_http(backend: str, diagram: bytes, tasks: int, journeys: int, warmup: i
 
 def server_cpu_seconds(pid: int) -> float:
     """The CPU time (user and system) used so far by process ``pid`` and every process under it (``tether serve``
-    and its worker), from /proc; 0 where /proc cannot be read."""
+    and its worker), from /proc (``engine.isolation.cpu_seconds`` for each); 0 where /proc cannot be read."""
     import contextlib
     from pathlib import Path
 
-    ticks = os.sysconf("SC_CLK_TCK")
+    from engine.isolation import cpu_seconds
+
     total, pending, seen = 0.0, [pid], set()
     while pending:
         current = pending.pop()
         if current in seen:
             continue
         seen.add(current)
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        total += cpu_seconds(current) or 0.0
+        with contextlib.suppress(OSError, ValueError):
             for task in Path(f"/proc/{current}/task").iterdir():
                 pending += [int(child) for child in (task / "children").read_text().split()]
     return total

@@ -122,21 +122,21 @@ class _Deadline:
     def __init__(self, pid: int, *, cpu: float | None, wall: float):
         self.pid, self.cpu = pid, cpu
         self.wall_end = time.monotonic() + wall
-        self.cpu_start = _cpu_seconds(pid) if cpu is not None else None
+        self.cpu_start = cpu_seconds(pid) if cpu is not None else None
 
     def passed(self) -> bool:
         if time.monotonic() > self.wall_end:
             return True
         if self.cpu is None or self.cpu_start is None:
             return False
-        used = _cpu_seconds(self.pid)
+        used = cpu_seconds(self.pid)
         return used is not None and used - self.cpu_start > self.cpu
 
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _cpu_seconds(pid: int) -> float | None:
+def cpu_seconds(pid: int) -> float | None:
     """User and system CPU seconds process ``pid`` has used (Linux /proc), or None where it cannot be read."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
