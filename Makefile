@@ -43,9 +43,11 @@ $(STAMP): setup.cfg pyproject.toml
 		echo "creating $(VENV) with $(or $(PYTHON),python3)"; \
 		$(or $(PYTHON),python3) -m venv $(VENV) || { rm -rf $(VENV); python3 -m venv $(VENV); }; \
 	fi
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	@# setuptools' notes about editable installs are noise here: the repository is the package's home by design.
-	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e '.[test]'
+	@# uv (from PyPI) installs the same packages as pip in a few seconds where pip takes half a minute; pip does it
+	@# when uv cannot be had. setuptools' notes about editable installs are noise here: the repository is the
+	@# package's home by design.
+	$(BIN)/python -m pip install --quiet uv && PYTHONWARNINGS=ignore $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test]' \
+		|| { $(BIN)/python -m pip install --quiet --upgrade pip && PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e '.[test]'; }
 	@touch $@
 
 # The web pages' browser packages (bpmn-js), from the npm registry into node_modules/ (served locally, no CDN).

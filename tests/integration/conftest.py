@@ -236,35 +236,60 @@ class Snapshot:
                 metadata = sa.MetaData()
                 metadata.reflect(bind=conn)
                 rows = {t.name: [dict(r._mapping) for r in conn.execute(t.select())] for t in metadata.sorted_tables}
-                sequences = {
-                    name: (value, True) if value is not None else (start, False)
-                    for name, value, start in conn.execute(
-                        sa.text(
-                            "SELECT quote_ident(sequencename), last_value, start_value"
-                            " FROM pg_sequences WHERE schemaname = 'public'"
-                        )
-                    )
-                }
+                sequences = _sequences(conn)
                 shape = conn.execute(sa.text(SHAPE)).scalar_one()
         finally:
             engine.dispose()
         return cls(shape, list(metadata.sorted_tables), rows, sequences)
 
 
+def _sequences(conn) -> dict[str, tuple[int, bool]]:
+    """Each sequence's value, as ``setval`` takes it: (the last value given, True), or (its start, False) when it
+    has given none."""
+    return {
+        name: (value, True) if value is not None else (start, False)
+        for name, value, start in conn.execute(
+            sa.text(
+                "SELECT quote_ident(sequencename), last_value, start_value"
+                " FROM pg_sequences WHERE schemaname = 'public'"
+            )
+        )
+    }
+
+
+# What has been written to each table, as PostgreSQL's statistics count it (rows inserted, updated and deleted, by
+# committed and rolled-back transactions alike), and the table's file (which a TRUNCATE or a rewrite replaces).
+WRITES = """
+SELECT s.relname, c.relfilenode::text || ':' || (s.n_tup_ins + s.n_tup_upd + s.n_tup_del)::text
+  FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid WHERE s.schemaname = 'public'
+"""
+
+
+# The other connections to the current database (ended before a reset; PostgreSQL's own processes included).
+OTHERS = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+
+
 class Reused:
     """One PostgreSQL database per test process, given back to each test exactly as a template left it.
 
     Creating a database from a template costs a few tenths of a second of the server's time; emptying this one
-    and writing the template's few rows back costs a few hundredths. Before each test every other connection to
-    it is ended (as ``DROP DATABASE ... WITH (FORCE)`` would), its tables are emptied and refilled with triggers
-    and foreign keys off for the copy (``session_replication_role``, which needs a superuser, as the throwaway
-    cluster of scripts/with-postgres has) and its sequences are set to the template's values. When a test
-    changed the database's shape (a migration down and up, a dropped trigger), it is dropped and made again.
+    and writing the template's few rows back costs a few hundredths, and emptying only the tables the last test
+    wrote costs less again. Before each test every other connection to it is ended and waited for (as ``DROP
+    DATABASE ... WITH (FORCE)`` would; an ending connection hands its statistics in as it goes), the tables the
+    last test wrote (by the statistics' count of rows written and by the table's file) or whose rows the template
+    holds otherwise, with every table that refers to one of them, are emptied and refilled with triggers and
+    foreign keys off for the copy (``session_replication_role``, which needs a superuser, as the throwaway cluster
+    of scripts/with-postgres has), and the sequences a test moved are set back to the template's values. When a
+    test changed the database's shape (a migration down and up, a dropped trigger), it is dropped and made again.
     """
 
     def __init__(self, templates: Templates):
         self.templates = templates
         self.name: str | None = None
+        self.holds: Snapshot | None = None  # the template the database held after the last reset
+        self.writes: dict[str, str] = {}  # each table's count of writes and file after the last reset
+        self.engine: sa.Engine | None = None
+        self.conn: sa.Connection | None = None
         with _admin() as conn:
             self.possible = bool(
                 conn.execute(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar()
@@ -291,38 +316,89 @@ class Reused:
         self._restore(snapshot, check=False)
         return self.url
 
+    def _stale(self, snapshot: Snapshot, writes: dict[str, str]) -> set[str]:
+        """The tables to empty and refill: those written since the last reset or holding another template's rows,
+        and every table that refers to one of them (PostgreSQL empties a table only with those that refer to it)."""
+        held = self.holds
+        stale = {
+            table.name
+            for table in snapshot.tables
+            if writes.get(table.name) != self.writes.get(table.name)
+            or held is None
+            or held.rows.get(table.name) != snapshot.rows[table.name]
+        }
+        referring = {table.name: {key.column.table.name for key in table.foreign_keys} for table in snapshot.tables}
+        while True:
+            more = {name for name, targets in referring.items() if targets & stale} - stale
+            if not more:
+                return stale
+            stale |= more
+
+    def _connection(self) -> sa.Connection:
+        """This process's own connection to the reused database, kept from reset to reset (a new one would read
+        the system catalogs anew for every statement of the reset)."""
+        if self.conn is None or self.conn.closed or self.conn.invalidated:
+            self.close()
+            self.engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+            self.conn = self.engine.connect()
+        return self.conn
+
     def _restore(self, snapshot: Snapshot, check: bool) -> None:
-        engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
         try:
-            with engine.connect() as conn:
+            self._reset(self._connection(), snapshot, check)
+        except sa.exc.DBAPIError as error:
+            if not error.connection_invalidated:  # (a test may have ended every connection, this one too)
+                raise
+            self._reset(self._connection(), snapshot, check)
+
+    def _reset(self, conn: sa.Connection, snapshot: Snapshot, check: bool) -> None:
+        conn.execute(sa.text(f"SELECT pg_terminate_backend(pid, 10000) {OTHERS}"))
+        conn.commit()  # (a transaction reads the activity and the statistics once: read them anew)
+        others = conn.execute(sa.text(f"SELECT count(*) {OTHERS}")).scalar_one()
+        if check and (others or conn.execute(sa.text(SHAPE)).scalar_one() != snapshot.shape):
+            conn.rollback()
+            raise _Reshaped
+        stale = self._stale(snapshot, dict(conn.execute(sa.text(WRITES)).all())) if check else None
+        tables = [table for table in snapshot.tables if stale is None or table.name in stale]
+        if tables:
+            conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
+            # TRUNCATE, not DELETE (which costs less): rows written after a DELETE can land in the space of the
+            # deleted ones, so rows that tie in an ORDER BY would come back in another order than they were
+            # written in, as they never do in a new database.
+            names = ", ".join(f'"{table.name}"' for table in tables)
+            conn.execute(sa.text(f"TRUNCATE {names}"))
+            for table in tables:
+                if snapshot.rows[table.name]:
+                    conn.execute(table.insert(), snapshot.rows[table.name])
+        moved = _sequences(conn) if check else {}
+        for name, (value, called) in snapshot.sequences.items():
+            if moved.get(name) != (value, called):
                 conn.execute(
-                    sa.text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    )
+                    sa.text("SELECT setval(:name, :value, :called)"),
+                    {"name": name, "value": value, "called": called},
                 )
-                if check and conn.execute(sa.text(SHAPE)).scalar_one() != snapshot.shape:
-                    raise _Reshaped
-                conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
-                # TRUNCATE, not DELETE (which costs less): rows written after a DELETE can land in the space of the
-                # deleted ones, so rows that tie in an ORDER BY would come back in another order than they were
-                # written in, as they never do in a new database.
-                names = ", ".join(f'"{table.name}"' for table in snapshot.tables)
-                conn.execute(sa.text(f"TRUNCATE {names}"))
-                for table in snapshot.tables:
-                    if snapshot.rows[table.name]:
-                        conn.execute(table.insert(), snapshot.rows[table.name])
-                for name, (value, called) in snapshot.sequences.items():
-                    conn.execute(
-                        sa.text("SELECT setval(:name, :value, :called)"),
-                        {"name": name, "value": value, "called": called},
-                    )
-                conn.commit()
-        finally:
-            engine.dispose()
+        conn.commit()
+        # This connection's own writes counted in the statistics before they are read as the new starting point
+        # (a connection hands its counts in as it goes idle, but not more often than once a second unless asked).
+        conn.execute(sa.text("SELECT pg_stat_force_next_flush()"))
+        conn.commit()
+        self.writes = dict(conn.execute(sa.text(WRITES)).all())
+        self.holds = snapshot
+        conn.commit()
+
+    def close(self) -> None:
+        """Close this process's connection to the reused database."""
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        if self.engine is not None:
+            self.engine.dispose()
+            self.engine = None
 
     def drop(self) -> None:
         """Drop the reused database (at the end, or when a test changed its shape)."""
+        self.close()
+        self.holds, self.writes = None, {}
         if self.name is not None:
             with _admin() as conn:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
