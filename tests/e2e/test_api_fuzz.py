@@ -2,7 +2,8 @@
 document (no 5xx, every answer's status, media type and body as documented), and a client that sends a whole
 oversized body before it reads the answer (it must get the 413, not a broken connection).
 
-The schemathesis runs are bounded (a fixed seed, a few examples per operation). Two callers probe the API: a
+The schemathesis runs are bounded (a fixed seed; every case of schemathesis's coverage phase, then 20 generated
+examples per operation, or TETHER_FUZZ_EXAMPLES of them for a deeper run). Two callers probe the API: a
 site-scoped coordinator and an administrator, each over the operations its roles may call (an operation a caller
 may not call answers 403 whatever it is sent, so fuzzing it as that caller tests nothing; the refusals themselves
 are tested in tests/integration). The administrator's share, nearly every operation, is fuzzed in two halves side
@@ -37,7 +38,11 @@ pytestmark = pytest.mark.slow
 pytest.importorskip("schemathesis", reason="schemathesis is in the test extras: pip install -e '.[test]'")
 
 SEED = 20261207
-MAX_EXAMPLES = 20
+# The generated examples per operation, beside the coverage phase's cases (the boundary values, missing and
+# mistyped fields of every operation, whatever this number): 20 in the suite, more for a deeper run
+# (TETHER_FUZZ_EXAMPLES=200 make test PYTEST_ARGS='tests/e2e/test_api_fuzz.py'). Half as many would save little:
+# the coverage phase and the runs' start cost most of a run.
+MAX_EXAMPLES = int(os.environ.get("TETHER_FUZZ_EXAMPLES") or 20)
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 # Left out of the fuzzing, and why:
 EXCLUDED = [
