@@ -95,7 +95,7 @@ test: install chromium rabbitmq
 	$(BIN)/ruff format --check engine server tests bench
 	$(BIN)/mypy engine server
 	$(BIN)/lint-imports
-	bash scripts/with-postgres bash scripts/with-rabbitmq $(BIN)/pytest -q -n $(PYTEST_JOBS) --dist worksteal $(PYTEST_ARGS)
+	bash scripts/with-postgres bash scripts/with-rabbitmq --boot-alongside $(BIN)/pytest -q -n $(PYTEST_JOBS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/pytest -q -n $(PYTEST_JOBS) --dist worksteal -m "not slow" --ignore=tests/browser $(PYTEST_ARGS)

@@ -39,12 +39,29 @@ def rabbitmqctl(*args: str) -> None:
     subprocess.run(["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", node, *args], env=env, check=True, capture_output=True)
 
 
+def _wait_until_started(seconds: float = 180) -> None:
+    """Wait until scripts/with-rabbitmq says the node it started (while the tests began) answers; fail with the
+    node's output when it says the node never did (nothing to wait for with a broker of one's own)."""
+    ready = os.environ.get("TETHER_TEST_RABBITMQ_READY")
+    if not ready:
+        return
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(ready):
+        if time.monotonic() > deadline:
+            pytest.fail(f"RabbitMQ did not start within {seconds:.0f} s ({ready} was not written)")
+        time.sleep(0.2)
+    said = Path(ready).read_text()
+    if not said.startswith("ready"):
+        pytest.fail(f"RabbitMQ did not start:\n{said[-5000:]}")
+
+
 @pytest.fixture
 def broker_node():
     """The throwaway node to oneself: test processes running side by side take turns (a file lock), since the
     tests share its queues and one of them restarts it."""
     if not BROKER_URL:
         pytest.skip("needs RabbitMQ: run under scripts/with-rabbitmq (make test does), or set TETHER_TEST_BROKER_URL")
+    _wait_until_started()
     lock_path = Path(os.environ.get("TETHER_TEST_RABBITMQ_HOME") or tempfile.gettempdir()) / "tests.lock"
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
