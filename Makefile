@@ -35,7 +35,9 @@ help:
 	@echo "make screenshots  retake docs/screenshots/ of the web pages (headless Chromium)"
 	@echo "make clean     remove $(VENV), instance/ and caches"
 
-install: $(STAMP) $(NODE_STAMP)
+# The Python packages and the browser packages install side by side.
+install:
+	@$(MAKE) --no-print-directory -q $(STAMP) $(NODE_STAMP) || $(MAKE) --no-print-directory -j2 $(STAMP) $(NODE_STAMP)
 
 # Re-installs only when the packaging metadata changed (the install is editable, so code changes need nothing).
 $(STAMP): setup.cfg pyproject.toml
