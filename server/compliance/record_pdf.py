@@ -12,18 +12,22 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import mm
+from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.platypus import LongTable, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 _STYLES = getSampleStyleSheet()
 _BODY = ParagraphStyle("cell", parent=_STYLES["BodyText"], fontSize=7.5, leading=9)
 _SMALL = ParagraphStyle("small", parent=_BODY, fontSize=6.5, leading=8, fontName="Courier")
+_PADDING = 4  # a cell's left and right padding together, in points
+# Cells given as plain text are set in the paragraphs' font and size, one line each.
 _GRID = TableStyle(
     [
         ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
         ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef4")),
-        ("LEFTPADDING", (0, 0), (-1, -1), 2),
-        ("RIGHTPADDING", (0, 0), (-1, -1), 2),
+        ("LEFTPADDING", (0, 0), (-1, -1), _PADDING / 2),
+        ("RIGHTPADDING", (0, 0), (-1, -1), _PADDING / 2),
+        ("FONT", (0, 0), (-1, -1), _BODY.fontName, _BODY.fontSize, _BODY.leading),
     ]
 )
 _HEADING = ParagraphStyle("section", parent=_STYLES["Heading2"], keepWithNext=1)
@@ -43,13 +47,32 @@ def _text(value: Any, style: ParagraphStyle = _BODY) -> Paragraph:
     return Paragraph(escape(value).replace("\n", "<br/>"), style)
 
 
+def _cell(value: Any, width: float) -> str | Paragraph:
+    """A table cell: text that fits its column on one line as it is (laid out at once), else a paragraph that
+    wraps (laid out word by word, again for every page the table is split over)."""
+    if isinstance(value, Paragraph):
+        return value
+    if value is None or value == "":
+        value = "-"
+    elif not isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    if "\n" not in value and stringWidth(value, _BODY.fontName, _BODY.fontSize) <= width - _PADDING:
+        return value
+    return _text(value)
+
+
+def _halves(digest: str | None) -> str | None:
+    """A SHA-256 digest in two lines of 32 characters: one line of 64 fits none of the columns that show one, and
+    a word wider than its column is broken a character at a time (measuring each)."""
+    return f"{digest[:32]}\n{digest[32:]}" if digest and len(digest) > 32 else digest
+
+
 def _table(header: list[str], rows: list[list[Any]], widths: list[float]) -> LongTable | Paragraph:
     if not rows:
         return _text("None recorded.")
-    body = [[_text(h) for h in header]] + [
-        [cell if isinstance(cell, Paragraph) else _text(cell) for cell in row] for row in rows
-    ]
-    table = LongTable(body, colWidths=[w * WIDTH for w in widths], repeatRows=1)
+    columns = [w * WIDTH for w in widths]
+    body = [[_text(h) for h in header]] + [[_cell(cell, columns[n]) for n, cell in enumerate(row)] for row in rows]
+    table = LongTable(body, colWidths=columns, repeatRows=1)
     table.setStyle(_GRID)
     return table
 
@@ -214,7 +237,7 @@ def record_pdf(record: dict[str, Any]) -> bytes:
                     s["meaning"],
                     s["signed_at"],
                     s["step"] or s["task_id"],
-                    _text(s["content_hash"], _SMALL),
+                    _text(_halves(s["content_hash"]), _SMALL),
                 ]
                 for s in record["signatures"]
             ],
@@ -314,7 +337,8 @@ def record_pdf(record: dict[str, Any]) -> bytes:
                     e["actor"],
                     e["action"] + (f" (reason: {e['reason']})" if e["reason"] else ""),
                     _text(
-                        json.dumps(e["data"], ensure_ascii=False, sort_keys=True, default=str) + f"\nhash {e['hash']}",
+                        json.dumps(e["data"], ensure_ascii=False, sort_keys=True, default=str)
+                        + f"\nhash {_halves(e['hash'])}",
                         _SMALL,
                     ),
                 ]

@@ -158,6 +158,10 @@ def test_record_pdf_reads_the_same_story(api, world, story):
         assert expected in words, expected
     for entry in record["audit"]["entries"]:
         assert entry["action"] in words
+        # each entry's hash, in two lines of 32 characters
+        assert f"hash {entry['hash'][:32]} {entry['hash'][32:]}" in words, entry["seq"]
+    for signature in record["signatures"]:
+        assert f"{signature['content_hash'][:32]} {signature['content_hash'][32:]}" in words
 
 
 def test_record_and_labels_are_scoped_to_sites(api, world, story):
