@@ -294,6 +294,12 @@ class Reused:
             self.possible = bool(
                 conn.execute(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar()
             )
+            # Without the statistics' counts (a server set up with track_counts off, or one older than PostgreSQL 15,
+            # which has no way to hand them in on demand) every table is reset.
+            self.counted = (
+                conn.execute(sa.text("SHOW track_counts")).scalar() == "on"
+                and int(conn.execute(sa.text("SHOW server_version_num")).scalar()) >= 150000
+            )
 
     @property
     def url(self) -> str:
@@ -352,13 +358,13 @@ class Reused:
             self._reset(self._connection(), snapshot, check)
 
     def _reset(self, conn: sa.Connection, snapshot: Snapshot, check: bool) -> None:
-        conn.execute(sa.text(f"SELECT pg_terminate_backend(pid, 10000) {OTHERS}"))
+        conn.execute(sa.text(f"SELECT pg_terminate_backend(pid{', 10000' if self.counted else ''}) {OTHERS}"))
         conn.commit()  # (a transaction reads the activity and the statistics once: read them anew)
         others = conn.execute(sa.text(f"SELECT count(*) {OTHERS}")).scalar_one()
         if check and (others or conn.execute(sa.text(SHAPE)).scalar_one() != snapshot.shape):
             conn.rollback()
             raise _Reshaped
-        stale = self._stale(snapshot, dict(conn.execute(sa.text(WRITES)).all())) if check else None
+        stale = self._stale(snapshot, dict(conn.execute(sa.text(WRITES)).all())) if check and self.counted else None
         tables = [table for table in snapshot.tables if stale is None or table.name in stale]
         if tables:
             conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
@@ -378,13 +384,15 @@ class Reused:
                     {"name": name, "value": value, "called": called},
                 )
         conn.commit()
-        # This connection's own writes counted in the statistics before they are read as the new starting point
-        # (a connection hands its counts in as it goes idle, but not more often than once a second unless asked).
-        conn.execute(sa.text("SELECT pg_stat_force_next_flush()"))
-        conn.commit()
-        self.writes = dict(conn.execute(sa.text(WRITES)).all())
         self.holds = snapshot
-        conn.commit()
+        if self.counted:
+            # This connection's own writes counted in the statistics before they are read as the new starting
+            # point (a connection hands its counts in as it goes idle, not more often than once a second unless
+            # asked).
+            conn.execute(sa.text("SELECT pg_stat_force_next_flush()"))
+            conn.commit()
+            self.writes = dict(conn.execute(sa.text(WRITES)).all())
+            conn.commit()
 
     def close(self) -> None:
         """Close this process's connection to the reused database."""
