@@ -17,6 +17,7 @@ may read it (``delivery_json``): the patient reference withheld unless the owner
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import json
 import secrets
@@ -524,23 +525,34 @@ def fan_out_staged() -> None:
     """The unit of work's commit step for the outbox: fan the transaction's staged events out to the
     subscriptions, in the same transaction, and ring the bell once it has committed.
 
-    On PostgreSQL, when no subscription is active (nothing needs the events' ids now), the events are not
-    written by a statement of their own: they go in with the audit entries' INSERT (``audit.carry``)."""
+    When no subscription is active (nothing needs the events' ids now), the events are written as rows, not
+    flushed as objects: on PostgreSQL they go in with the audit entries' INSERT (``audit.carry``), on SQLite by
+    one INSERT of their own."""
     events = take_staged(outbox.STAGED)
     if not events:
         return
     session = db.session()
     connection = session.connection()
     subscriptions = _active_subscriptions(connection)
-    if not subscriptions and connection.dialect.name == "postgresql" and all(inspect(e).pending for e in events):
+    if not subscriptions and all(inspect(e).pending for e in events):
         for event in events:
             session.expunge(event)
-        audit.carry(insert(table_of(OutboxEvent)).values([_outbox_row(event) for event in events]))
+        rows = [_outbox_row(event) for event in events]
+        if connection.dialect.name == "postgresql":
+            audit.carry(insert(table_of(OutboxEvent)).values(rows))
+        else:
+            connection.execute(_outbox_insert(), rows)
         ring_after_commit()
         return
     session.flush()
     fan_out(connection, events, now(), subscriptions)
     ring_after_commit()
+
+
+@functools.cache
+def _outbox_insert():
+    """The outbox's INSERT, built once per process (its compiled form is cached by the statement itself)."""
+    return insert(table_of(OutboxEvent))
 
 
 def _outbox_row(event: OutboxEvent) -> dict[str, Any]:
