@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -21,8 +22,16 @@ def _run(*args, **kw) -> subprocess.CompletedProcess:
     return done
 
 
+# uv (which make install installs) builds the wheel with the same build backend as pip, from a build environment
+# it keeps, instead of installing setuptools into a new one for every build; pip where there is no uv.
+UV = shutil.which("uv", path=str(Path(sys.executable).parent))
+
+
 def test_the_wheel_carries_migrations_forms_and_processes(tmp_path):
-    _run(sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path / "dist"))
+    if UV:
+        _run(UV, "build", "--wheel", "--quiet", "--out-dir", str(tmp_path / "dist"), str(ROOT))
+    else:
+        _run(sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path / "dist"))
     [wheel] = (tmp_path / "dist").glob("tether-*.whl")
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", "--without-pip", str(venv))
@@ -34,9 +43,12 @@ def test_the_wheel_carries_migrations_forms_and_processes(tmp_path):
     # The dependencies come from this interpreter's site-packages as a plain path (its .pth files, among
     # them the editable install of this checkout, are not read), so only the wheel provides Tether.
     (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    _run(
-        sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps", "-q", str(wheel)
-    )
+    python = str(venv / "bin" / "python")
+    if UV:
+        install = [UV, "pip", "install", "--python", python]
+    else:
+        install = [sys.executable, "-m", "pip", "--python", python, "install"]
+    _run(*install, "--no-deps", "-q", str(wheel))
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {key: value for key, value in os.environ.items() if not key.startswith("TETHER_") and key != "PYTHONPATH"}
