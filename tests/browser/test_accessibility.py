@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from ..conftest import ROOT
+from .conftest import VIEWPORT
 from .people import log_in
 
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
@@ -73,11 +74,29 @@ def describe(violations: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@pytest.fixture(scope="module")
+def signed_in(browser, served):
+    """A page per demo user, logged in once for all the pages checked as that user (a check only reads a page)."""
+    contexts, pages = [], {}
+
+    def page_of(user: str) -> Page:
+        if user not in pages:
+            context = browser.new_context(base_url=served.base, viewport=VIEWPORT, timezone_id="Europe/Berlin")
+            context.set_default_timeout(15_000)
+            contexts.append(context)
+            pages[user] = context.new_page()
+            log_in(pages[user], user, served.password)
+        return pages[user]
+
+    yield page_of
+    for context in contexts:
+        context.close()
+
+
 @pytest.mark.parametrize("name", list(PAGES))
-def test_every_page_has_no_serious_or_critical_accessibility_violation(page, served, name):
+def test_every_page_has_no_serious_or_critical_accessibility_violation(request, signed_in, served, name):
     user, path = PAGES[name]
-    if user is not None:
-        log_in(page, user, served.password)
+    page = signed_in(user) if user is not None else request.getfixturevalue("page")
     page.goto(path if isinstance(path, str) else path(served))
     page.wait_for_load_state("load")
     expect(page.locator("main#main")).to_be_visible()
