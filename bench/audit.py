@@ -379,6 +379,7 @@ def main(argv: list[str] | None = None) -> list[Figure]:
                     note=f"{_split(result['workers'])}; the first reads set every row's visibility hints",
                 )
             )
+            figures.append(Figure(f"VACUUM (ANALYZE) of the loaded trail, {backend}", result["vacuum_took"], "s"))
         figures.append(
             Figure(
                 f"Audit verification in one pass, {result['count']:,} entries, {backend}",

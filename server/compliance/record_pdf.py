@@ -39,12 +39,15 @@ def _when(value: str | None) -> str | None:
     return re.sub(r"\.\d+Z$", "Z", value) if isinstance(value, str) else value
 
 
-def _text(value: Any, style: ParagraphStyle = _BODY) -> Paragraph:
+def _plain(value: Any) -> str:
+    """A value as the record prints it: "-" for nothing, text as it is, anything else as JSON."""
     if value is None or value == "":
-        value = "-"
-    elif not isinstance(value, str):
-        value = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
-    return Paragraph(escape(value).replace("\n", "<br/>"), style)
+        return "-"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _text(value: Any, style: ParagraphStyle = _BODY) -> Paragraph:
+    return Paragraph(escape(_plain(value)).replace("\n", "<br/>"), style)
 
 
 def _cell(value: Any, width: float) -> str | Paragraph:
@@ -52,13 +55,10 @@ def _cell(value: Any, width: float) -> str | Paragraph:
     wraps (laid out word by word, again for every page the table is split over)."""
     if isinstance(value, Paragraph):
         return value
-    if value is None or value == "":
-        value = "-"
-    elif not isinstance(value, str):
-        value = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
-    if "\n" not in value and stringWidth(value, _BODY.fontName, _BODY.fontSize) <= width - _PADDING:
-        return value
-    return _text(value)
+    text = _plain(value)
+    if "\n" not in text and stringWidth(text, _BODY.fontName, _BODY.fontSize) <= width - _PADDING:
+        return text
+    return _text(text)
 
 
 def _halves(digest: str | None) -> str | None:

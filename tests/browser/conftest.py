@@ -75,13 +75,19 @@ def browser(served):
         chromium.close()
 
 
+def open_context(browser, served: Served, viewport: dict | None = None):
+    """A fresh browser context (no cookies), at 1280x800 unless ``viewport`` says otherwise, pointed at the served
+    demo, in Berlin's time zone."""
+    context = browser.new_context(base_url=served.base, viewport=viewport or VIEWPORT, timezone_id="Europe/Berlin")
+    context.set_default_timeout(15_000)
+    return context
+
+
 @pytest.fixture
 def page(browser, served):
     """A fresh browser context (no cookies) at 1280x800, pointed at the served demo."""
-    context = browser.new_context(base_url=served.base, viewport=VIEWPORT, timezone_id="Europe/Berlin")
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    yield page
+    context = open_context(browser, served)
+    yield context.new_page()
     context.close()
 
 
@@ -91,10 +97,8 @@ def new_page(browser, served):
     contexts = []
 
     def make(viewport=None):
-        context = browser.new_context(base_url=served.base, viewport=viewport or VIEWPORT, timezone_id="Europe/Berlin")
-        context.set_default_timeout(15_000)
-        contexts.append(context)
-        return context.new_page()
+        contexts.append(open_context(browser, served, viewport))
+        return contexts[-1].new_page()
 
     yield make
     for context in contexts:

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from ..conftest import ROOT
-from .conftest import VIEWPORT
+from .conftest import open_context
 from .people import log_in
 
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
@@ -81,10 +81,8 @@ def signed_in(browser, served):
 
     def page_of(user: str) -> Page:
         if user not in pages:
-            context = browser.new_context(base_url=served.base, viewport=VIEWPORT, timezone_id="Europe/Berlin")
-            context.set_default_timeout(15_000)
-            contexts.append(context)
-            pages[user] = context.new_page()
+            contexts.append(open_context(browser, served))
+            pages[user] = contexts[-1].new_page()
             log_in(pages[user], user, served.password)
         return pages[user]
 

@@ -254,7 +254,7 @@ def test_the_decision_table_editor_fits_the_window(page, served, shots):
 
 def test_every_page_fits_a_phone(new_page, served, shots):
     """Each page at 375 px wide, as its users would open it: nothing runs off the side (tables scroll inside
-    their box), a screenshot of each (``<name>-phone.png``)."""
+    their box); with ``make screenshots``, a picture of each (``<name>-phone.png``)."""
     therapy_id, patient, coi = _therapy_at_release(served)
     page = new_page(PHONE)
     context = page.context

@@ -330,8 +330,7 @@ class Reused:
             table.name
             for table in snapshot.tables
             if writes.get(table.name) != self.writes.get(table.name)
-            or held is None
-            or held.rows.get(table.name) != snapshot.rows[table.name]
+            or (held is not snapshot and (held is None or held.rows.get(table.name) != snapshot.rows[table.name]))
         }
         referring = {table.name: {key.column.table.name for key in table.foreign_keys} for table in snapshot.tables}
         while True:
